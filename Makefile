@@ -1,0 +1,32 @@
+# Two entry points, both safe on a fresh clone: `make demo` and `make test`.
+# Setting up makes .venv (seeing the system's packages, so a torch you already have is used and never replaced);
+# torch==2.13.0 is installed only when no torch can be imported.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lowbit-installed
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[test,demo]"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/lowbit demo
+
+# Triton kernels run in Triton's CPU interpreter by default (CI has no GPU); on a GPU: make test TRITON_INTERPRET=0
+TRITON_INTERPRET ?= 1
+test: setup
+	TRITON_INTERPRET=$(TRITON_INTERPRET) $(PY) -m pytest
+
+bench: setup
+	$(VENV)/bin/lowbit bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,42 @@
+"""lowbit: post-training weight compression for PyTorch, with fused low-bit kernels for GPU (Triton) and CPU.
+
+`import lowbit` is cheap and side-effect free: no GPU is touched, no environment is read, and Triton is imported
+only when a kernel first needs it. Public names resolve lazily from their sub-packages.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "QuantConfig": "lowbit.quant",
+    "QuantMethod": "lowbit.quant",
+    "QuantizedWeight": "lowbit.quant",
+    "quantize_weight": "lowbit.quant",
+    "BackendConfig": "lowbit.runtime",
+    "Memory": "lowbit.runtime",
+    "Precision": "lowbit.runtime",
+    "capabilities": "lowbit.runtime",
+    "quantize": "lowbit.nn",
+    "set_backend": "lowbit.nn",
+    "save": "lowbit.checkpoint",
+    "load": "lowbit.checkpoint",
+    "convert": "lowbit.checkpoint",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lowbit' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

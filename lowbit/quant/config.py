@@ -1,0 +1,95 @@
+"""`QuantConfig`: how one weight is compressed (bits, block, symmetry, method, HQQ parameters)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+CONFIG_VERSION = 1
+FLOAT_BITS = 16  # bits=16 means "store the weight as float16" (MNN's --fp16)
+SCALE_DTYPES = ("float16", "float32")
+
+
+class QuantMethod(str, Enum):
+    """How scales and zeros are chosen."""
+
+    RTN = "rtn"
+    """Round to nearest: scale/zero from each block's min and max (absmax when symmetric)."""
+    HQQ = "hqq"
+    """Half-quadratic quantization: RTN start, then the zero is refined against an lp (p<1) error."""
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to compress one weight matrix.
+
+    bits: 2..8 integer bits, or 16 to store the weight as float16.
+    block_size: consecutive input channels sharing a scale/zero; -1 = one block per output channel.
+        Must be -1 or a positive multiple of 16. A last block shorter than block_size is allowed.
+    symmetric: absmax scale with an implicit zero of 2**(bits-1); asymmetric (default, as MNN) stores a zero.
+    method: "rtn" or "hqq" (HQQ is asymmetric only).
+    scale_dtype: storage dtype of scales and zeros ("float16" default, "float32" for extreme ranges).
+    hqq_*: HQQ's published defaults (p=0.7, beta=10, kappa=1.01, 20 iterations, early stop).
+    """
+
+    bits: int = 4
+    block_size: int = 64
+    symmetric: bool = False
+    method: QuantMethod = QuantMethod.RTN
+    scale_dtype: str = "float16"
+    hqq_lp_norm: float = 0.7
+    hqq_beta: float = 10.0
+    hqq_kappa: float = 1.01
+    hqq_iters: int = 20
+    hqq_early_stop: bool = True
+
+    def __post_init__(self):
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not (2 <= self.bits <= 8 or self.bits == FLOAT_BITS):
+            raise ValueError(f"bits={self.bits!r} is not supported: use an integer in 2..8, or 16 for float16 storage")
+        if isinstance(self.block_size, bool) or not isinstance(self.block_size, int):
+            raise ValueError(f"block_size={self.block_size!r} must be an int (-1 for one block per output channel)")
+        if self.block_size != -1 and (self.block_size <= 0 or self.block_size % 16):
+            raise ValueError(
+                f"block_size={self.block_size} is not supported: use -1 (per channel) or a positive multiple of 16"
+            )
+        try:
+            object.__setattr__(self, "method", QuantMethod(str(getattr(self.method, "value", self.method)).lower()))
+        except ValueError:
+            valid = ", ".join(m.value for m in QuantMethod)
+            raise ValueError(f"method={self.method!r} is unknown: use one of {valid}") from None
+        if not isinstance(self.symmetric, bool):
+            raise ValueError(f"symmetric={self.symmetric!r} must be True or False")
+        if self.method is QuantMethod.HQQ and self.symmetric:
+            raise ValueError("method='hqq' with symmetric=True is not supported: HQQ optimises a zero (asymmetric)")
+        if self.scale_dtype not in SCALE_DTYPES:
+            raise ValueError(f"scale_dtype={self.scale_dtype!r} is not supported: use one of {SCALE_DTYPES}")
+        if not 0 < self.hqq_lp_norm <= 1:
+            raise ValueError(f"hqq_lp_norm={self.hqq_lp_norm} must be in (0, 1]")
+        if self.hqq_beta <= 0 or self.hqq_kappa < 1:
+            raise ValueError(f"hqq_beta={self.hqq_beta} must be > 0 and hqq_kappa={self.hqq_kappa} >= 1")
+        if isinstance(self.hqq_iters, bool) or not isinstance(self.hqq_iters, int) or self.hqq_iters < 0:
+            raise ValueError(f"hqq_iters={self.hqq_iters!r} must be a non-negative int")
+
+    @property
+    def is_float(self) -> bool:
+        """True for bits=16: the weight is stored as float16, not integers."""
+        return self.bits == FLOAT_BITS
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict with a version field; `from_dict` reads it back."""
+        d = asdict(self)
+        d["method"] = self.method.value
+        d["version"] = CONFIG_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> QuantConfig:
+        """Inverse of `to_dict`; unknown keys and newer versions raise ValueError naming them."""
+        d = dict(d)
+        version = d.pop("version", CONFIG_VERSION)
+        if not isinstance(version, int) or version > CONFIG_VERSION:
+            raise ValueError(f"QuantConfig version {version!r} is newer than this lowbit reads ({CONFIG_VERSION})")
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown QuantConfig keys {unknown}; valid keys: {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
