@@ -1,0 +1,1 @@
+"""Benchmark harness and suites; `bench/*.py` scripts and `lowbit bench` call these."""
