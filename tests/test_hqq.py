@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import has_minilm
+
 from lowbit import QuantConfig, quantize_weight
 from lowbit.quant.hqq import shrink_lp
 

@@ -65,7 +65,8 @@ def test_rtn_matches_float64_reference(shape, block, bits, symmetric, rng):
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_nbytes_is_true_packed_size(bits, block, symmetric, rng):
     n, k = 9, 100
-    qw = quantize_weight(torch.randn(n, k, generator=rng), QuantConfig(bits=bits, block_size=block, symmetric=symmetric))
+    cfg = QuantConfig(bits=bits, block_size=block, symmetric=symmetric)
+    qw = quantize_weight(torch.randn(n, k, generator=rng), cfg)
     nb = 1 if block == -1 else math.ceil(k / block)
     scales = n * nb * 2 * (1 if symmetric else 2)  # float16 scale (+ zero)
     assert qw.packed.shape == (n, packed_row_bytes(k, bits))

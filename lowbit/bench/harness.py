@@ -136,9 +136,9 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def report(name: str, rows: list[Row], env: dict, out_dir: str | Path | None = "bench/results",
-           title: str | None = None, notes: str = "") -> str:
+           title: str | None = None, notes: str = "", floatfmt: str = ".3f") -> str:
     """Print the table and, unless out_dir is None, save <name>.md/.csv/.json there. Returns the table text."""
-    table = format_table(rows)
+    table = format_table(rows, floatfmt)
     header = " | ".join(f"{k}: {v}" for k, v in env.items())
     print(f"{title or name}\n{header}\n\n{table}\n")
     if out_dir is not None:

@@ -44,7 +44,8 @@ class QuantConfig:
     hqq_early_stop: bool = True
 
     def __post_init__(self):
-        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not (2 <= self.bits <= 8 or self.bits == FLOAT_BITS):
+        valid_bits = isinstance(self.bits, int) and not isinstance(self.bits, bool)
+        if not valid_bits or not (2 <= self.bits <= 8 or self.bits == FLOAT_BITS):
             raise ValueError(f"bits={self.bits!r} is not supported: use an integer in 2..8, or 16 for float16 storage")
         if isinstance(self.block_size, bool) or not isinstance(self.block_size, int):
             raise ValueError(f"block_size={self.block_size!r} must be an int (-1 for one block per output channel)")

@@ -57,7 +57,8 @@ def unpack_bits(packed: torch.Tensor, bits: int, k: int) -> torch.Tensor:
         raise ValueError(f"unpack_bits expects a 2-D uint8 tensor, got {packed.dtype} {tuple(packed.shape)}")
     n, row_bytes = packed.shape
     if row_bytes != packed_row_bytes(k, bits):
-        raise ValueError(f"packed rows have {row_bytes} bytes but K={k} at {bits} bits needs {packed_row_bytes(k, bits)}")
+        need = packed_row_bytes(k, bits)
+        raise ValueError(f"packed rows have {row_bytes} bytes but K={k} at {bits} bits needs {need}")
     if bits == 8:
         return packed.clone()
     groups = (k + 7) // 8

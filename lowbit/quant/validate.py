@@ -35,7 +35,8 @@ def check_metadata(meta: dict) -> dict:
         raise ValueError(f"not a lowbit packed weight: format {meta.get('format')!r}, expected {_FORMAT_NAME!r}")
     version = meta.get("version")
     if not isinstance(version, int) or version > _FORMAT_VERSION:
-        raise ValueError(f"packed-weight format version {version!r} is newer than this lowbit reads ({_FORMAT_VERSION})")
+        raise ValueError(
+            f"packed-weight format version {version!r} is newer than this lowbit reads ({_FORMAT_VERSION})")
     try:
         shape = tuple(int(d) for d in meta["shape"])
         dtype = _DTYPES[meta["dtype"]]
