@@ -1,1 +1,19 @@
-"""nn"""
+"""Quantized torch layers (Linear, Conv1d, Conv2d, LSTM), the module swap and the custom ops they call."""
+
+from .conv import QuantConv1d, QuantConv2d
+from .linear import QuantLinear, QuantModule
+from .lstm import QuantLSTM
+from .swap import (
+    LayerRecord,
+    QuantizeSummary,
+    quantize,
+    quantized_weights,
+    resident_bytes,
+    set_backend,
+    swap_quantized,
+)
+
+__all__ = [
+    "LayerRecord", "QuantConv1d", "QuantConv2d", "QuantLSTM", "QuantLinear", "QuantModule", "QuantizeSummary",
+    "quantize", "quantized_weights", "resident_bytes", "set_backend", "swap_quantized",
+]

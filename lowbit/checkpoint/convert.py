@@ -1,0 +1,139 @@
+"""`convert`: a float checkpoint on disk -> a lowbit checkpoint, tensor by tensor, without building the model.
+
+The output layout is planned from the source header alone (packed shapes follow from shape, bits and block), so
+the file is written in one pass with each tensor placed at its final offset; at any time only one source tensor
+and its quantized form are in memory.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+import torch
+
+from ..quant.config import QuantConfig
+from ..quant.quantize import quantize_weight
+from .errors import CheckpointError
+from .header import expected_entries, tensor_name
+from .overrides import MIN_ELEMENTS, check_rules_used, find_rule, load_overrides, never_quantized
+from .safetensors_io import TensorEntry
+from .save import write_checkpoint
+from .sources import Source, open_source
+
+_SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class TensorPlan:
+    """What happens to one source tensor: quantized with `cfg`, or kept (`reason`), maybe cast to float16."""
+
+    source: TensorEntry
+    cfg: QuantConfig | None
+    reason: str = ""
+    out: list[TensorEntry] = field(default_factory=list)
+
+    @property
+    def bytes_after(self) -> int:
+        return sum(e.nbytes for e in self.out)
+
+
+@dataclass
+class ConvertSummary:
+    """Result of a conversion: per-tensor plans, counts, sizes in bytes and wall time in seconds."""
+
+    plans: list[TensorPlan]
+    bytes_before: int
+    bytes_after: int
+    seconds: float
+
+    @property
+    def n_quantized(self) -> int:
+        return sum(p.cfg is not None for p in self.plans)
+
+    @property
+    def n_kept(self) -> int:
+        return sum(p.cfg is None for p in self.plans)
+
+    @property
+    def ratio(self) -> float:
+        return self.bytes_before / max(1, self.bytes_after)
+
+
+def _meta(name: str, src: TensorEntry, cfg: QuantConfig) -> dict:
+    method = "fp16" if cfg.is_float else cfg.method.value
+    return {"format": "lowbit.blocked", "version": 1, "shape": list(src.shape),
+            "dtype": str(src.dtype).removeprefix("torch."), "bits": cfg.bits,
+            "block_size": -1 if cfg.is_float else cfg.block_size, "symmetric": True if cfg.is_float else cfg.symmetric,
+            "method": method}
+
+
+def plan_tensor(src: TensorEntry, cfg: QuantConfig, rules, skip, fp16: bool) -> TensorPlan:
+    """Decide one tensor's fate from the default rule, --skip patterns and the overrides."""
+    name = src.name
+    module = name.rpartition(".")[0]
+    reason = never_quantized(name, src.dtype, src.shape)
+    rule = find_rule(rules, name) if reason is None else None
+    if reason is None and any(fnmatchcase(name, p) or fnmatchcase(module, p) or p in (name, module) for p in skip):
+        reason = "skipped"
+    elif reason is None and rule is not None:
+        cfg = rule.cfg
+        reason = "" if cfg is not None else "skipped by overrides"
+    elif reason is None and src.nbytes // src.dtype.itemsize < MIN_ELEMENTS:
+        reason = f"< {MIN_ELEMENTS} elements"
+    if reason:
+        cast = fp16 and src.dtype in (torch.float32, torch.float64, torch.bfloat16)
+        out = TensorEntry(name, torch.float16 if cast else src.dtype, src.shape)
+        return TensorPlan(src, None, reason + (", stored float16" if cast else ""), [out])
+    out = expected_entries(name, _meta(name, src, cfg), _SCALE_DTYPES[cfg.scale_dtype])
+    return TensorPlan(src, cfg, "", out)
+
+
+def _write_tensor(writer, source: Source, plan: TensorPlan) -> None:
+    name = plan.source.name
+    t = source.get(name)
+    if plan.cfg is None:
+        target = plan.out[0].dtype
+        if target != t.dtype and bool((t.abs() > torch.finfo(torch.float16).max).any()):
+            raise CheckpointError(f"{name} has values beyond float16's range; convert it without --fp16")
+        writer.write(name, t.to(target))
+        return
+    qw = quantize_weight(t, plan.cfg, name=name)
+    for f, tensor in qw.tensors().items():
+        writer.write(tensor_name(name, f), tensor)
+
+
+def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, overrides=None, skip=(),
+            external_data: bool = False, progress: bool = True, fp16: bool = False) -> ConvertSummary:
+    """Convert a float checkpoint file to a lowbit checkpoint; returns a `ConvertSummary`.
+
+    src: .safetensors, an HF sharded `*.index.json`, a torch .pt/.pth/.bin (weights_only), or a directory with one.
+    cfg: the default QuantConfig (4-bit, block 64, RTN). overrides: per-layer settings, a JSON file path or dict
+    (see `lowbit.checkpoint.overrides`). skip: names or globs kept untouched. fp16: store the float tensors that are
+    not quantized (embeddings, norms, biases) as float16. The write is atomic (an earlier `dst` survives a failure).
+    """
+    t0 = time.perf_counter()
+    cfg = cfg or QuantConfig()
+    source = open_source(src)
+    rules = load_overrides(overrides, cfg) if overrides is not None else []
+    check_rules_used(rules, list(source.entries), str(overrides) if isinstance(overrides, (str, Path)) else "overrides")
+    plans = [plan_tensor(e, cfg, rules, tuple(skip), fp16) for e in source.entries.values()]
+    quantized = {p.source.name: _meta(p.source.name, p.source, p.cfg) for p in plans if p.cfg is not None}
+    out_entries = [e for p in plans for e in p.out]
+
+    def fill(writer) -> None:
+        from tqdm import tqdm
+
+        total = sum(p.source.nbytes for p in plans)
+        with tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress, file=sys.stderr,
+                  leave=False) as bar:
+            for p in plans:
+                _write_tensor(writer, source, p)
+                bar.update(p.source.nbytes)
+
+    write_checkpoint(dst, out_entries, quantized, fill, external_data)
+    return ConvertSummary(plans, sum(p.source.nbytes for p in plans), sum(p.bytes_after for p in plans),
+                          time.perf_counter() - t0)

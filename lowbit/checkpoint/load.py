@@ -1,0 +1,65 @@
+"""`load`: swap a float model's layers as a checkpoint says and load its weights (no pickle, memory-mapped)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+from .reader import Checkpoint, open_checkpoint
+
+
+def check_against_model(ckpt: Checkpoint, model_sd: dict[str, torch.Tensor]) -> None:
+    """Every model tensor must be in the file with the same shape, and every file tensor must be in the model."""
+    for name, qmeta in ckpt.quantized.items():
+        if name not in model_sd:
+            raise CheckpointError(f"{ckpt.path}: quantized tensor {name!r} has no parameter of that name in the model")
+        if tuple(model_sd[name].shape) != tuple(qmeta["shape"]):
+            raise CheckpointError(f"tensor shape mismatch for {name!r}: {list(qmeta['shape'])} in {ckpt.path}, "
+                                  f"{list(model_sd[name].shape)} in the model")
+    for name in ckpt.floats:
+        if name not in model_sd:
+            raise CheckpointError(f"{ckpt.path} has tensor {name!r} that the model does not have (wrong model?)")
+        if ckpt.entries[name].shape != tuple(model_sd[name].shape):
+            raise CheckpointError(f"tensor shape mismatch for {name!r}: {list(ckpt.entries[name].shape)} in "
+                                  f"{ckpt.path}, {list(model_sd[name].shape)} in the model")
+    missing = sorted(set(model_sd) - set(ckpt.quantized) - set(ckpt.floats))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise CheckpointError(f"{ckpt.path} is missing tensor {missing[0]!r} of the model "
+                              f"(missing: {missing[:3]}{more})")
+
+
+def _as_model_dtype(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    # float tensors stored as float16 (convert --fp16) come back in the model's dtype; integer buffers stay as is
+    if t.is_floating_point() and like.is_floating_point() and t.dtype != like.dtype:
+        return t.to(like.dtype)
+    return t
+
+
+def load(model: torch.nn.Module, path: str | Path, backend=None) -> torch.nn.Module:
+    """Swap `model`'s layers for the quantized ones `path` describes and load every tensor; returns the model.
+
+    model: the float model the checkpoint was made from; it may live on the `meta` device (nothing is materialised
+    twice: plain tensors are assigned, quantized ones go to `lowbit.nn.swap_quantized`). Tensors are zero-copy
+    copy-on-write views of the memory-mapped file, so only the pages used are read. backend: a
+    `lowbit.BackendConfig` (default: BackendConfig()). Raises CheckpointError naming the tensor when the file and the
+    model disagree (missing tensor, extra tensor, shape mismatch); the model is unchanged in that case.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"load() needs the float nn.Module to load into, got {type(model).__name__}")
+    ckpt = open_checkpoint(path)
+    model_sd = model.state_dict(keep_vars=True)
+    check_against_model(ckpt, model_sd)
+    weights = {name: ckpt.quantized_weight(name) for name in ckpt.quantized}
+    if weights:
+        from ..nn import swap_quantized
+        from ..runtime import BackendConfig
+
+        swap_quantized(model, weights, backend if backend is not None else BackendConfig())
+    floats = {name: _as_model_dtype(ckpt.tensor(name), model_sd[name]) for name in ckpt.floats}
+    result = model.load_state_dict(floats, strict=False, assign=True)
+    if result.unexpected_keys:
+        raise CheckpointError(f"{ckpt.path}: tensors {result.unexpected_keys[:3]} could not be placed in the model")
+    return model

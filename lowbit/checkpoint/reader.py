@@ -1,0 +1,61 @@
+"""Open a lowbit checkpoint: check its header and metadata, and view its tensors without copying or unpickling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..quant.format import QuantizedWeight
+from .errors import CheckpointError
+from .external import resolve_data_file
+from .header import parse_metadata, split_entries
+from .safetensors_io import MappedFile, TensorEntry
+
+
+@dataclass
+class Checkpoint:
+    """An opened checkpoint. `quantized`: param name -> metadata; `groups`: param -> {field: tensor name};
+    `floats`: names of the plain tensors; `entries`: every tensor's dtype/shape; `data`: where the bytes are."""
+
+    path: Path
+    body: dict
+    entries: dict[str, TensorEntry]
+    groups: dict[str, dict[str, str]]
+    floats: list[str]
+    data: MappedFile
+    file_bytes: int = 0
+    external: Path | None = field(default=None)
+
+    @property
+    def quantized(self) -> dict[str, dict]:
+        return self.body["quantized"]
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """A zero-copy, copy-on-write view of one stored tensor."""
+        return self.data.tensor(name)
+
+    def quantized_weight(self, name: str) -> QuantizedWeight:
+        """Rebuild one quantized parameter (its tensors are views of the mapped file)."""
+        tensors = {f: self.tensor(t) for f, t in self.groups[name].items()}
+        try:
+            return QuantizedWeight.from_tensors(tensors, self.quantized[name])
+        except ValueError as e:
+            raise CheckpointError(f"{self.path}: quantized tensor {name!r}: {e}") from None
+
+
+def open_checkpoint(path: str | Path) -> Checkpoint:
+    """Open and fully check a lowbit checkpoint (and its external data file, if any)."""
+    path = Path(path)
+    main = MappedFile(path)
+    body = parse_metadata(path, main.metadata)
+    data, external, size = main, None, path.stat().st_size
+    if body.get("external_data"):
+        if main.entries:
+            raise CheckpointError(f"{path} declares external data but also holds tensors {sorted(main.entries)[:3]}")
+        external = resolve_data_file(path, body["external_data"])
+        data = MappedFile(external)
+        size += external.stat().st_size
+    groups, floats = split_entries(path, data.entries, body["quantized"])
+    return Checkpoint(path, body, data.entries, groups, floats, data, size, external)

@@ -1,0 +1,89 @@
+"""`save`: write a quantized model (or a dict of tensors and QuantizedWeights) as a lowbit checkpoint, atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+
+from ..quant.format import QuantizedWeight
+from .errors import CheckpointError
+from .external import data_path_for, external_record
+from .header import build_metadata, tensor_name
+from .safetensors_io import AtomicWriter, TensorEntry
+
+
+def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: dict[str, dict],
+                     fill: Callable[[AtomicWriter], None], external_data: bool = False) -> None:
+    """Plan a checkpoint of these tensors, let `fill(writer)` write each one, then publish the file(s) atomically.
+
+    With external_data the tensors go to `<path>.data` and `path` keeps only the metadata; the data file is
+    renamed into place first, so a crash between the two renames is detected at load (checksum mismatch).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"output {path} is a directory; give a file name such as {path / 'model.safetensors'}")
+    with ExitStack() as stack:
+        if external_data:
+            data_path = data_path_for(path)
+            data = stack.enter_context(AtomicWriter(data_path, tensors, {"lowbit.external_of": path.name}))
+            meta = build_metadata(quantized, external_record(path, data.header))
+            main = stack.enter_context(AtomicWriter(path, [], meta))
+            fill(data)
+            data.commit()
+        else:
+            main = stack.enter_context(AtomicWriter(path, tensors, build_metadata(quantized)))
+            fill(main)
+        main.commit()
+
+
+def checkpoint_tensors(model_or_state_dict) -> tuple[dict[str, torch.Tensor], dict[str, QuantizedWeight]]:
+    """(plain tensors, quantized weights) of a quantized model or of a dict of Tensor/QuantizedWeight values."""
+    if isinstance(model_or_state_dict, torch.nn.Module):
+        from ..nn import quantized_weights
+
+        model = model_or_state_dict
+        quantized = dict(quantized_weights(model))
+        fields = {tensor_name(p, f) for p in quantized for f in ("packed", "scale", "zero")}
+        plain = {k: v for k, v in model.state_dict().items() if k not in fields}
+    elif isinstance(model_or_state_dict, Mapping):
+        quantized = {k: v for k, v in model_or_state_dict.items() if isinstance(v, QuantizedWeight)}
+        plain = {k: v for k, v in model_or_state_dict.items() if not isinstance(v, QuantizedWeight)}
+    else:
+        raise TypeError(f"save() takes an nn.Module or a dict of tensors, got {type(model_or_state_dict).__name__}")
+    for k, v in plain.items():
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"state dict entry {k!r} is a {type(v).__name__}; only tensors and QuantizedWeight "
+                            "are saved")
+    return plain, quantized
+
+
+def save(model_or_state_dict, path: str | Path, external_data: bool = False) -> Path:
+    """Write a lowbit checkpoint (safetensors + lowbit metadata, see docs/FORMAT.md); returns the path.
+
+    model_or_state_dict: a model quantized by `lowbit.quantize`, or a dict mapping names to tensors (kept as is) and
+    to QuantizedWeight (stored as `<name>_packed/_scale/_zero` plus metadata). Atomic: the file is written to a
+    temporary file in the same directory and renamed; on any failure an earlier file at `path` is left untouched.
+    external_data: put the tensors in `<path>.data` and keep `path` small (MNN's --saveExternalData).
+    """
+    plain, quantized = checkpoint_tensors(model_or_state_dict)
+    flat: dict[str, torch.Tensor] = dict(plain)
+    for p, qw in quantized.items():
+        for f, t in qw.tensors().items():
+            name = tensor_name(p, f)
+            if name in flat:
+                raise CheckpointError(f"tensor name {name!r} of quantized weight {p!r} collides with a plain tensor")
+            flat[name] = t
+    for k, v in flat.items():
+        if v.device.type == "meta":
+            raise CheckpointError(f"tensor {k!r} is on the meta device and has no values to save; load weights first")
+    entries = [TensorEntry(k, v.dtype, tuple(v.shape)) for k, v in flat.items()]
+
+    def fill(writer: AtomicWriter) -> None:
+        for k, v in flat.items():
+            writer.write(k, v)
+
+    write_checkpoint(path, entries, {p: qw.metadata() for p, qw in quantized.items()}, fill, external_data)
+    return Path(path)

@@ -1,0 +1,50 @@
+"""The `lowbit` command line: convert, info, validate, bench, demo.
+
+Results go to stdout, logs and progress bars to stderr. Exit codes: 0 success, 1 runtime error (one line
+`lowbit: error: ...` on stderr), 2 usage error (argparse), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from . import bench, convert, demo, info, validate
+
+_COMMANDS = (convert, info, validate, bench, demo)
+# Errors that are the user's input or environment, reported as one line; anything else is a bug and keeps its trace.
+_USER_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lowbit", description="Compress PyTorch model weights to 2-8 bits and "
+                                     "run them fast on CPU and GPU.")
+    parser.add_argument("--version", action="version", version=f"lowbit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for cmd in _COMMANDS:
+        cmd.add_parser(sub)
+    return parser
+
+
+def error_line(exc: BaseException) -> str:
+    """`lowbit: error: <message>` on one line."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return f"lowbit: error: {msg}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI with `argv` (default sys.argv[1:]); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) and usage errors (2)
+        return int(e.code or 0)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("lowbit: interrupted", file=sys.stderr)
+        return 130
+    except _USER_ERRORS as e:
+        print(error_line(e), file=sys.stderr)
+        return 1

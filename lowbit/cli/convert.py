@@ -1,0 +1,49 @@
+"""`lowbit convert IN OUT`: a float checkpoint on disk to a lowbit checkpoint (MNN's --weightQuantBits & co)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("convert", help="compress a float checkpoint (safetensors, sharded, .pt/.bin)",
+                       description="Compress a float checkpoint tensor by tensor, without building the model. "
+                       "Quantized: floating weights of rank >= 2 named *weight / weight_* with >= 1024 elements; "
+                       "embeddings, norms and biases are kept.")
+    p.add_argument("input", help="float checkpoint: .safetensors, *.index.json (sharded), .pt/.bin, or a directory")
+    p.add_argument("output", help="lowbit checkpoint to write (.safetensors)")
+    p.add_argument("--bits", type=int, default=4, help="bits per weight: 2..8, or 16 to store float16 (default 4)")
+    p.add_argument("--block", type=int, default=64,
+                   help="input channels per scale/zero block, a multiple of 16, or -1 for per channel (default 64)")
+    p.add_argument("--symmetric", action="store_true", help="symmetric quantization (no stored zero)")
+    p.add_argument("--hqq", action="store_true", help="HQQ: optimise the zeros (asymmetric only)")
+    p.add_argument("--fp16", action="store_true",
+                   help="store the float tensors that stay unquantized (embeddings, norms, biases) as float16")
+    p.add_argument("--skip", nargs="+", action="extend", default=[], metavar="PATTERN",
+                   help="layer names or globs to keep untouched (e.g. 'lm_head' '*.attn.*')")
+    p.add_argument("--config", metavar="LAYERS_JSON", help="per-layer overrides (see docs/FORMAT.md)")
+    p.add_argument("--external-data", action="store_true",
+                   help="write the tensors to OUT.data next to a small OUT (MNN's --saveExternalData)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def summary_table(summary) -> str:
+    from tabulate import tabulate
+
+    row = [summary.n_quantized, summary.n_kept, f"{summary.bytes_before / 1e6:.2f} MB",
+           f"{summary.bytes_after / 1e6:.2f} MB", f"{summary.ratio:.2f}x", f"{summary.seconds:.1f} s"]
+    headers = ["tensors quantized", "tensors kept", "size before", "size after", "ratio", "time"]
+    return tabulate([row], headers=headers, tablefmt="github")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import convert
+    from ..quant import QuantConfig
+
+    cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric,
+                      method="hqq" if args.hqq else "rtn")
+    summary = convert(args.input, args.output, cfg, overrides=args.config, skip=args.skip,
+                      external_data=args.external_data, progress=not args.quiet, fp16=args.fp16)
+    print(summary_table(summary))
+    return 0

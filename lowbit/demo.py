@@ -1,0 +1,121 @@
+"""`lowbit demo`: the bundled MiniLM compressed seven ways, in one table.
+
+Rows: fp32, fp16, int8 per-channel, int4 block 64 RTN, int4 block 64 HQQ, int3 block 64 HQQ, int2 block 32 HQQ
+(Linear layers; embeddings and norms stay float32, as `lowbit.quantize` leaves them). Columns: checkpoint size
+(MB, ratio to fp32), cosine of the sentence embeddings to fp32 over `lowbit.models.SENTENCES` (mean and min),
+retrieval agreement (fraction of sentences whose nearest neighbour is the one fp32 finds), latency of encoding one
+sentence at memory Normal and Low (median ms), and the peak resident memory of load + one forward at memory Low,
+measured in a separate process (see `lowbit.validate.measure_peak`).
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .quant import QuantConfig
+
+SETTINGS = [
+    ("fp32", None),
+    ("fp16", QuantConfig(bits=16)),
+    ("int8 per-channel", QuantConfig(bits=8, block_size=-1)),
+    ("int4 b64 RTN", QuantConfig(bits=4, block_size=64)),
+    ("int4 b64 HQQ", QuantConfig(bits=4, block_size=64, method="hqq")),
+    ("int3 b64 HQQ", QuantConfig(bits=3, block_size=64, method="hqq")),
+    ("int2 b32 HQQ", QuantConfig(bits=2, block_size=32, method="hqq")),
+]
+QUICK = ("fp32", "int8 per-channel", "int4 b64 RTN")
+
+
+def nearest_neighbours(emb: torch.Tensor) -> torch.Tensor:
+    """Index of each row's most similar other row (cosine; rows are normalised). emb: (S, D) -> (S,) int64."""
+    sim = emb @ emb.T
+    sim.fill_diagonal_(-float("inf"))
+    return sim.argmax(dim=1)
+
+
+def embedding_scores(ref: torch.Tensor, emb: torch.Tensor) -> dict:
+    """Cosine to the reference embeddings (mean, min) and nearest-neighbour agreement, for (S, D) normalised rows."""
+    cos = torch.nn.functional.cosine_similarity(ref.double(), emb.double(), dim=1)
+    agree = (nearest_neighbours(ref) == nearest_neighbours(emb)).double().mean()
+    return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "retrieval": float(agree)}
+
+
+def _latency_ms(model, sentence: str, quick: bool) -> float:
+    from .bench.harness import time_fn
+    from .models import embed
+
+    return time_fn(lambda: embed(model, [sentence]), warmup=1, reps=3 if quick else None, min_time_s=0.3,
+                   max_reps=30).median_ms
+
+
+def _row(label, cfg, base, ref, tmp: Path, quick: bool) -> tuple[dict, Path]:
+    from . import quantize, save
+    from .models import SENTENCES, embed
+    from .nn import set_backend
+    from .runtime import BackendConfig
+
+    model = base if cfg is None else quantize(copy.deepcopy(base), cfg, backend=BackendConfig(memory="normal"))
+    row = {"setting": label, **embedding_scores(ref, embed(model)),
+           "latency_normal_ms": _latency_ms(model, SENTENCES[0], quick)}
+    if cfg is not None:
+        set_backend(model, BackendConfig(memory="low"))
+    row["latency_low_ms"] = _latency_ms(model, SENTENCES[0], quick)
+    path = save(model if cfg is not None else dict(model.state_dict()), tmp / f"{len(list(tmp.iterdir()))}.lbt")
+    row["size_mb"] = path.stat().st_size / 1e6
+    return row, path
+
+
+def run_demo(quick: bool = False, progress: bool = True) -> list[dict]:
+    """Compress the bundled MiniLM at every setting (QUICK ones only when quick) and return one dict per row."""
+    from tqdm import tqdm
+
+    from .models import embed, load_minilm
+    from .validate import measure_peak
+
+    settings = [s for s in SETTINGS if not quick or s[0] in QUICK]
+    bar = tqdm(total=len(settings) + 2, desc="demo", file=sys.stderr, disable=not progress, leave=False)
+    bar.set_postfix_str("loading MiniLM")
+    base = load_minilm()
+    ref = embed(base)
+    bar.update()
+    rows, paths = [], []
+    with tempfile.TemporaryDirectory(prefix="lowbit-demo-") as tmp:
+        for label, cfg in settings:
+            bar.set_postfix_str(label)
+            row, path = _row(label, cfg, base, ref, Path(tmp), quick)
+            rows.append(row)
+            paths.append(path)
+            bar.update()
+        if not quick:
+            bar.set_postfix_str("peak memory (subprocess)")
+            peaks = measure_peak("minilm", [{"checkpoint": str(p), "memory": "low"} for p in paths])
+            for row, peak in zip(rows, peaks, strict=True):
+                row["peak_mb"] = peak["peak_mb"]
+        bar.update()
+    bar.close()
+    for row in rows:
+        row["ratio"] = rows[0]["size_mb"] / row["size_mb"]
+    return rows
+
+
+_COLUMNS = [("setting", "setting", "{}"), ("size_mb", "size MB", "{:.1f}"), ("ratio", "ratio", "{:.2f}x"),
+            ("cos_mean", "cos mean", "{:.4f}"), ("cos_min", "cos min", "{:.4f}"),
+            ("retrieval", "same NN", "{:.0%}"), ("latency_normal_ms", "ms Normal", "{:.1f}"),
+            ("latency_low_ms", "ms Low", "{:.1f}"), ("peak_mb", "peak MB (Low)", "{:.1f}")]
+
+
+def format_demo(rows: list[dict]) -> str:
+    """The demo rows as one github-style table with a one-line legend."""
+    from tabulate import tabulate
+
+    table = [[fmt.format(r[key]) if key in r else "-" for key, _, fmt in _COLUMNS] for r in rows]
+    legend = ("MiniLM-L6 (all-MiniLM-L6-v2), Linear layers compressed; cosine and same-NN against fp32 over "
+              f"{len(__import__('lowbit.models', fromlist=['SENTENCES']).SENTENCES)} sentences; latency: encode one "
+              "sentence; peak: load + forward at memory Low, separate process.")
+    return tabulate(table, headers=[h for _, h, _ in _COLUMNS], tablefmt="github", disable_numparse=True) + \
+        "\n" + legend

@@ -1,0 +1,188 @@
+"""The fastest CPU path for weights of 4 bits or fewer (2- and 3-bit codes ride in the 4-bit container).
+
+Implementations, in the order `prepare_int4_cpu` prefers them (`Int4CpuWeight.impl` names the one chosen):
+- "native":   lowbit's own C kernel (`lowbit.kernels.cpu_native`): int4 x dynamic int8 activations, one int8 scale
+              per (activation row, weight block); exact zeros (any float, HQQ), any K (padded to 64), blocks that
+              are multiples of 32 or per channel. Error: the int8 activation rounding only (SQNR ~ 40 dB).
+- "kleidiai": torch's `_dyn_quant_matmul_4bit` (ARM KleidiAI; on x86 torch runs a slow reference): symmetric
+              weights only (zero = 2**(bits-1)), blocks of 32..K dividing K; int8 activations per row.
+- "int4pack": torch's `_weight_int4pack_mm_for_cpu` in bfloat16; blocks 32/64/128/256 dividing K. torch computes
+              (q - 8) * scale + zero_t, so zero_t = (8 - z) * s; scales, zeros and activations are rounded to bf16.
+- "dequant":  dequantize the compute layout and matmul in fp32 on every call; exact up to fp32, always works.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..quant.format import ComputeWeight, QuantizedWeight
+from . import cpu_native
+
+IMPLS = ("native", "kleidiai", "int4pack", "dequant")
+_INT4PACK_GROUPS = (32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class Int4CpuWeight:
+    """A <=4-bit weight prepared for one CPU implementation.
+
+    impl: which implementation serves it (see module docstring). n, k: the (N, K) weight shape; bits; group_size.
+    tensors: the implementation's own layout, by name:
+      native:   packed uint8 (N, Kp/2) (`cpu_native.pack_q4`), scale / scale_zero fp32 (N, nb); group_k int.
+      kleidiai: packed (opaque torch blob).
+      int4pack: packed uint8 (N, K/2) (torch layout), scales_zeros bf16 (nb, N, 2).
+      dequant:  the ComputeWeight in `compute`.
+    """
+
+    impl: str
+    n: int
+    k: int
+    bits: int
+    group_size: int
+    tensors: dict
+    group_k: int = 0
+    compute: ComputeWeight | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values() if isinstance(t, torch.Tensor))
+
+
+def available_int4_cpu() -> bool:
+    """Always True: the "dequant" implementation needs nothing but torch."""
+    return True
+
+
+def _int4pack_op_available() -> bool:
+    return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and hasattr(
+        torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
+
+
+def _kleidiai_op_available() -> bool:
+    return hasattr(torch.ops.aten, "_dyn_quant_matmul_4bit") and hasattr(torch.ops.aten, "_dyn_quant_pack_4bit_weight")
+
+
+def _format_reason(qw: QuantizedWeight) -> str | None:
+    if not isinstance(qw, QuantizedWeight):
+        return f"expected a QuantizedWeight, got {type(qw).__name__}"
+    if qw.is_float:
+        return "bits=16 (float16 storage) has no integer codes; use the dense path"
+    if qw.bits > 4:
+        return f"bits={qw.bits} does not fit the 4-bit container; use lowbit.kernels.cpu_int8"
+    if qw.device.type != "cpu":
+        return f"the weight is on {qw.device}; the CPU int4 path needs it on the CPU"
+    return None
+
+
+def impl_unsupported_reason(qw: QuantizedWeight, impl: str) -> str | None:
+    """Why `impl` cannot serve `qw` in this process (None = it can)."""
+    if impl not in IMPLS:
+        raise ValueError(f"impl={impl!r} is unknown: use one of {IMPLS}")
+    reason = _format_reason(qw)
+    if reason or impl == "dequant":
+        return reason
+    g = qw.group_size
+    if impl == "native":
+        if qw.block_size != -1 and g % 32:
+            return f"native kernel needs block_size a multiple of 32 or per channel, got {qw.block_size}"
+        if not cpu_native.available_native():
+            return f"native kernel unavailable: {cpu_native.native_unavailable_reason()}"
+        return None
+    if impl == "int4pack":
+        if not _int4pack_op_available():
+            return f"torch {torch.__version__} has no _weight_int4pack_mm_for_cpu"
+        if g not in _INT4PACK_GROUPS or qw.k % g:
+            return f"int4pack needs a block of 32/64/128/256 dividing K, got group {g} with K={qw.k}"
+        if qw.n % 16:
+            return f"int4pack needs N divisible by 16, got N={qw.n}"
+        return None
+    if not _kleidiai_op_available():
+        return f"torch {torch.__version__} has no _dyn_quant_matmul_4bit"
+    if not qw.symmetric:
+        return "kleidiai needs symmetric weights (its zero is fixed at 8)"
+    if qw.k % g or g % 32:
+        return f"kleidiai needs a block that is a multiple of 32 dividing K, got group {g} with K={qw.k}"
+    return None
+
+
+def supports_int4_cpu(qw: QuantizedWeight) -> str | None:
+    """None when some implementation can serve `qw` (always, for integer weights of <= 4 bits), else the reason."""
+    return _format_reason(qw)
+
+
+def default_impl(qw: QuantizedWeight) -> str:
+    """The implementation `prepare_int4_cpu` picks: native, then KleidiAI on ARM, then int4pack, then dequant."""
+    order = ["native", "int4pack", "dequant"]
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        order.insert(1, "kleidiai")  # on x86 torch runs it through a slow reference implementation
+    return next(i for i in order if impl_unsupported_reason(qw, i) is None)
+
+
+def prepare_int4_cpu(qw: QuantizedWeight, impl: str | None = None) -> Int4CpuWeight:
+    """Build the layout of `impl` (default: `default_impl(qw)`) once, at load time."""
+    reason = supports_int4_cpu(qw)
+    if reason:
+        raise ValueError(f"prepare_int4_cpu cannot serve this weight: {reason}")
+    impl = impl or default_impl(qw)
+    reason = impl_unsupported_reason(qw, impl)
+    if reason:
+        raise ValueError(f"impl={impl!r} cannot serve this weight: {reason}")
+    base = dict(impl=impl, n=qw.n, k=qw.k, bits=qw.bits, group_size=qw.group_size)
+    scale = qw.scale.float()
+    zero = qw.zero_or_implicit().float()
+    if impl == "native":
+        packed = cpu_native.pack_q4(qw.unpack())
+        group_k = packed.shape[1] * 2 if qw.block_size == -1 else qw.group_size
+        return Int4CpuWeight(**base, group_k=group_k, tensors={
+            "packed": packed, "scale": scale.contiguous(), "scale_zero": (scale * zero).contiguous()})
+    if impl == "int4pack":
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(qw.unpack().to(torch.int32), 1)
+        # torch: w = (q - 8) * s + zero_t  ==  (q - z) * s  when zero_t = (8 - z) * s; (nb, N, 2) layout
+        sz = torch.stack([scale.t(), ((8.0 - zero) * scale).t()], dim=-1).to(torch.bfloat16).contiguous()
+        return Int4CpuWeight(**base, tensors={"packed": packed, "scales_zeros": sz})
+    if impl == "kleidiai":
+        # symmetric codes shifted so the implicit zero 2**(bits-1) lands on KleidiAI's fixed zero of 8
+        codes = qw.unpack() + (8 - (1 << (qw.bits - 1)))
+        nibbles = (codes[:, 0::2] | (codes[:, 1::2] << 4)).contiguous()  # K is even: a multiple of 32
+        packed = torch.ops.aten._dyn_quant_pack_4bit_weight(nibbles, scale.contiguous(), None, qw.group_size,
+                                                            qw.k, qw.n)
+        return Int4CpuWeight(**base, tensors={"packed": packed})
+    return Int4CpuWeight(**base, tensors={}, compute=qw.compute_layout())
+
+
+def _check_x(x: torch.Tensor, w4: Int4CpuWeight) -> None:
+    if not isinstance(w4, Int4CpuWeight):
+        raise TypeError(f"w4 must be an Int4CpuWeight from prepare_int4_cpu, got {type(w4).__name__}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.dim() != 2 or x.shape[1] != w4.k:
+        raise ValueError(f"x has shape {tuple(x.shape)}; expected (M, {w4.k}) for a weight of shape ({w4.n}, {w4.k})")
+    if x.device.type != "cpu":
+        raise ValueError(f"x is on {x.device}; linear_int4_cpu runs on the CPU")
+
+
+def linear_int4_cpu(x: torch.Tensor, w4: Int4CpuWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x @ W.T + bias with W the <=4-bit weight behind `w4`. x: float (M, K) on CPU; bias (N,) or None.
+
+    Returns (M, N) in x.dtype. Accuracy per implementation: see the module docstring.
+    """
+    _check_x(x, w4)
+    t = w4.tensors
+    if w4.impl == "native":
+        b = None if bias is None else bias.float().contiguous()
+        y = cpu_native.gemm_q4(x.float().contiguous(), t["packed"], t["scale"], t["scale_zero"], w4.k, w4.group_k, b)
+        return y.to(x.dtype)
+    if w4.impl == "int4pack":
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16).contiguous(), t["packed"],
+                                                       w4.group_size, t["scales_zeros"])
+    elif w4.impl == "kleidiai":
+        y = torch.ops.aten._dyn_quant_matmul_4bit(x.float().contiguous(), t["packed"], w4.group_size, w4.k, w4.n)
+    else:
+        y = F.linear(x.float(), w4.compute.dequantize(torch.float32))
+    if bias is not None:
+        y = y.float() + bias.float()
+    return y.to(x.dtype)

@@ -1,0 +1,103 @@
+"""Native CPU kernels (C, compiled on first use): int4 weights x dynamically quantized int8 activations.
+
+Math (per output y[m, n], weight blocks b of `gk` input channels, activations quantized per row (default) or per
+(row, weight block) with scale d):
+    x[m, k] ~= d[m, b] * xq[m, k]          xq int8 in [-127, 127], d = absmax / 127 (round half to even)
+    y[m, n]  = sum_b s[n, b] * d[m, b] * sum_{k in b} q[n, k] * xq[m, k]   (int32 dot, AVX2 maddubs/madd)
+             - sum_b (s[n, b] * z[n, b]) * (d[m, b] * sum_{k in b} xq[m, k]) + bias[n]
+which is exactly x_q @ ((q - z) * s).T: the only rounding beyond fp32 arithmetic is the int8 activation
+quantization (relative error ~ 1/254 of each block's absmax). Weight zeros may be any float (HQQ).
+
+Entry points: `available_native()`, `native_unavailable_reason()`, `pack_q4(codes)`, `gemm_q4(...)`.
+The build never raises into callers of `available_native()`: a failure is remembered, warned once, and reported.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from .build import NativeBuildError, NativeLibrary, build_native, compiler_command
+
+__all__ = [
+    "NativeBuildError", "NativeLibrary", "available_native", "compiler_command", "gemm_q4", "native_library",
+    "native_unavailable_reason", "pack_q4", "reset_native",
+]
+
+_STATE: dict = {}  # "lib": NativeLibrary | None, "reason": str | None once a build was attempted
+
+
+def native_library() -> NativeLibrary | None:
+    """The loaded library, building it on the first call in this process; None (with a warning, once) on failure."""
+    if "lib" not in _STATE:
+        try:
+            _STATE["lib"], _STATE["reason"] = build_native(), None
+        except NativeBuildError as e:
+            _STATE["lib"], _STATE["reason"] = None, str(e)
+            warnings.warn(f"lowbit native CPU kernels unavailable, using torch fallbacks: {e}", stacklevel=2)
+    return _STATE["lib"]
+
+
+def available_native() -> bool:
+    """True when the native kernels built and loaded in this process."""
+    return native_library() is not None
+
+
+def native_unavailable_reason() -> str | None:
+    """Why the native kernels are unavailable (None when they are available)."""
+    native_library()
+    return _STATE["reason"]
+
+
+def reset_native() -> None:
+    """Forget the build result so the next call rebuilds (or reloads from the cache) with the current settings."""
+    _STATE.clear()
+
+
+def pack_q4(codes: torch.Tensor) -> torch.Tensor:
+    """uint8 codes (N, K) with values < 16 -> uint8 (N, Kp / 2), Kp = K rounded up to 64 (padding codes are 0).
+
+    Unit u (codes 64u .. 64u+63) takes bytes 32u .. 32u+31; byte i holds code 64u+i (low nibble) and
+    code 64u+32+i (high nibble).
+    """
+    if codes.dim() != 2 or codes.dtype != torch.uint8:
+        raise ValueError(f"pack_q4 expects uint8 codes (N, K), got {codes.dtype} {tuple(codes.shape)}")
+    if codes.numel() and int(codes.max()) > 15:
+        raise ValueError(f"pack_q4 got a code of {int(codes.max())}; 4-bit codes must be < 16")
+    n, k = codes.shape
+    kp = -(-k // 64) * 64
+    padded = torch.nn.functional.pad(codes, (0, kp - k)).view(n, kp // 64, 2, 32)
+    return (padded[:, :, 0] | (padded[:, :, 1] << 4)).reshape(n, kp // 2).contiguous()
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def gemm_q4(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, scale_zero: torch.Tensor, k: int,
+            group_k: int, bias: torch.Tensor | None = None, num_threads: int | None = None,
+            act_per_row: bool = True) -> torch.Tensor:
+    """y = quantize_int8(x) @ ((q - z) * s).T + bias in float32.
+
+    x: float32 contiguous (M, k); packed: uint8 (N, Kp/2) from `pack_q4`; scale, scale_zero (= scale * zero):
+    float32 contiguous (N, nb); group_k: input channels per weight block (a multiple of 32, or Kp when there is
+    one block per row); bias: float32 (N,) or None; act_per_row: one int8 scale per activation row (fastest: the
+    scale is applied once per output, not once per block) or, when False, one per (row, weight block) (closer to
+    the float result when activations have outliers). Returns float32 (M, N). Shapes are checked by the caller
+    (`lowbit.kernels.cpu_int4`); this function only adds the scratch buffers and the call.
+    """
+    lib = native_library()
+    if lib is None:
+        raise RuntimeError(f"native CPU kernels are unavailable: {_STATE.get('reason')}")
+    m, n, kp, nb = x.shape[0], packed.shape[0], packed.shape[1] * 2, scale.shape[1]
+    nt = num_threads or torch.get_num_threads()
+    xq = torch.empty(m, kp, dtype=torch.int8)
+    xd = torch.empty(m, nb, dtype=torch.float32)
+    xs = torch.empty(m, nb, dtype=torch.float32)
+    y = torch.empty(m, n, dtype=torch.float32)
+    per_row = int(bool(act_per_row))
+    lib.lib.lb_quant_act(x.data_ptr(), m, k, kp, group_k, nb, per_row, xq.data_ptr(), xd.data_ptr(), xs.data_ptr(), nt)
+    lib.lib.lb_gemm_q4(packed.data_ptr(), scale.data_ptr(), scale_zero.data_ptr(), n, kp, group_k // 32, nb,
+                       xq.data_ptr(), xd.data_ptr(), xs.data_ptr(), m, per_row, _ptr(bias), y.data_ptr(), nt)
+    return y

@@ -1,0 +1,133 @@
+"""Compile the native CPU kernels on first use and load them with ctypes; never crash when that fails.
+
+The shared library goes to a per-user cache (~/.cache/lowbit/native-<hash>/, or $XDG_CACHE_HOME), keyed by a hash
+of the source, the compiler, the flags and the CPU, so it is built once per machine. A file lock serialises
+concurrent builds and the .so is written under a temporary name and renamed, so a half-written library is never
+loaded. Flag sets are tried from fastest to most portable: -march=native, then -mavx2 -mfma, then plain C; each
+with OpenMP first and without it next.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .source import C_SOURCE
+
+_FLAG_SETS = (
+    ("-O3", "-march=native", "-fopenmp"),
+    ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"),
+    ("-O3", "-fopenmp"),
+    ("-O3",),
+)
+_COMMON_FLAGS = ("-shared", "-fPIC", "-std=c11", "-fno-math-errno")
+_LOCK = threading.Lock()
+
+
+class NativeBuildError(RuntimeError):
+    """The native kernels could not be compiled or loaded (the message says why)."""
+
+
+@dataclass(frozen=True)
+class NativeLibrary:
+    """A loaded kernel library: the ctypes handle, the flags it was built with, and what it compiled in."""
+
+    lib: ctypes.CDLL
+    path: str
+    flags: tuple[str, ...]
+    simd: bool
+    openmp: bool
+
+
+def compiler_command() -> str:
+    """The C compiler to use: $LOWBIT_CC, else $CC, else `cc` (read at build time, never at import)."""
+    return os.environ.get("LOWBIT_CC") or os.environ.get("CC") or "cc"
+
+
+def cache_root() -> Path:
+    """Per-user cache directory for built libraries."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lowbit"
+
+
+def _cpu_signature() -> str:
+    """CPU model and feature flags: -march=native output is only valid on the CPU it was built for."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f.read().splitlines() if ln.startswith(("model name", "flags", "Features"))]
+        return "\n".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor()
+
+
+def _key(compiler: str, flags: tuple[str, ...]) -> str:
+    text = "\0".join([C_SOURCE, compiler, " ".join(flags), platform.machine(), _cpu_signature()])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _compile(compiler: str, flags: tuple[str, ...], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    src = out.parent / "kernel.c"
+    if not src.exists():
+        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".c")
+        with os.fdopen(fd, "w") as f:
+            f.write(C_SOURCE)
+        os.replace(tmp, src)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so.tmp")
+    os.close(fd)
+    cmd = [compiler, *flags, *_COMMON_FLAGS, str(src), "-o", tmp, "-lm"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise NativeBuildError(f"`{' '.join(cmd)}` failed: {proc.stderr.strip()[-500:]}")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _load(path: Path, flags: tuple[str, ...]) -> NativeLibrary:
+    lib = ctypes.CDLL(str(path))
+    i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+    lib.lb_quant_act.argtypes = [ptr, i64, i64, i64, i64, i64, i32, ptr, ptr, ptr, i32]
+    lib.lb_quant_act.restype = None
+    lib.lb_gemm_q4.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ptr, ptr, i64, i32, ptr, ptr, i32]
+    lib.lb_gemm_q4.restype = None
+    return NativeLibrary(lib, str(path), flags, bool(lib.lb_simd()), bool(lib.lb_openmp()))
+
+
+def _build_with(compiler: str, flags: tuple[str, ...], root: Path) -> NativeLibrary:
+    out = root / f"native-{_key(compiler, flags)}" / "lowbit_cpu.so"
+    if not out.exists():
+        import fcntl
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out.parent / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building the same library
+            if not out.exists():
+                _compile(compiler, flags, out)
+    return _load(out, flags)
+
+
+def build_native(compiler: str | None = None, root: Path | None = None) -> NativeLibrary:
+    """Build (or find in the cache) and load the kernels; raises NativeBuildError listing every attempt's failure."""
+    compiler = compiler or compiler_command()
+    if shutil.which(compiler) is None:
+        raise NativeBuildError(f"C compiler {compiler!r} not found (set LOWBIT_CC or CC to a working compiler)")
+    root = root or cache_root()
+    errors = []
+    with _LOCK:
+        for flags in _FLAG_SETS:
+            try:
+                return _build_with(compiler, flags, root)
+            except (NativeBuildError, OSError, subprocess.SubprocessError) as e:
+                errors.append(f"[{' '.join(flags)}] {e}")
+    raise NativeBuildError("could not build the native CPU kernels:\n" + "\n".join(errors))

@@ -1,0 +1,207 @@
+"""Dynamic int8 activations x 8/4/2-bit weights (W8A8, W4A8): int8 tensor-core dots with int32 accumulation.
+
+Each activation row is quantized to int8 with its own scale (`quantize_rows_int8`, symmetric absmax / 127). The
+GEMM multiplies int8 x int8 -> int32 with `tl.dot` per K tile and applies the scales in fp32:
+
+    y[m, n] = xs[m] * sum_blocks scale[n, b] * (sum_{k in b} xq[m, k] * q'[n, k]  -  z'[n, b] * sum_{k in b} xq[m, k])
+
+with q' = q - 2**(cb-1) (codes shifted into int8 range: 8-bit codes 0..255 do not fit int8) and z' = zero -
+2**(cb-1), so (q - zero) = (q' - z') exactly; the zero term is the per-block activation row sum (zeros may be
+fractional, as HQQ's are). Per-channel weights keep the int32 sum over all of K and scale once at the end.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..quant.format import ComputeWeight
+from .triton_common import (
+    ONE_GROUP_HEURISTIC,
+    a8w_configs,
+    autotuning,
+    check_inputs,
+    interpreting,
+    next_pow2,
+    prune_configs,
+    static_config,
+    tile_fits_group,
+    unpack_codes,
+)
+
+_KEY = ["m_bucket", "N", "K", "CB", "GROUP", "stride_wn"]
+_GROUP_M = 8
+_QUANT_BLOCK = 1024  # activation elements per step of the row-quantization loop
+
+
+@triton.jit
+def _quantize_rows_int8_kernel(
+    # outputs: xq int8 (M, K), scale fp32 (M,)
+    xq_ptr, scale_ptr,
+    # inputs: x (M, K) float, row-major
+    x_ptr,
+    # sizes and strides
+    K, stride_xm, stride_qm,
+    # tuning
+    BLOCK: tl.constexpr,
+):
+    """scale[m] = max_k |x[m, k]| / 127;  xq[m, k] = round_half_away(x[m, k] * 127 / max_k |x[m, k]|).
+
+    One program per row, two passes over K (absmax, then quantize). An all-zero row gets scale 0 and codes 0.
+    """
+    row = tl.program_id(0).to(tl.int64)
+    amax = tl.zeros((BLOCK,), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK):
+        offs = k0 + tl.arange(0, BLOCK)
+        v = tl.load(x_ptr + row * stride_xm + offs, mask=offs < K, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(v))
+    absmax = tl.max(amax, axis=0)
+    inv = tl.where(absmax > 0, 127.0 / tl.maximum(absmax, 1e-37), 0.0)  # no 1/0 on all-zero rows
+    for k0 in range(0, K, BLOCK):
+        offs = k0 + tl.arange(0, BLOCK)
+        v = tl.load(x_ptr + row * stride_xm + offs, mask=offs < K, other=0.0).to(tl.float32) * inv
+        q = tl.where(v >= 0, tl.floor(v + 0.5), tl.ceil(v - 0.5))
+        tl.store(xq_ptr + row * stride_qm + offs, q.to(tl.int8), mask=offs < K)
+    tl.store(scale_ptr + row, absmax / 127.0)
+
+
+def quantize_rows_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8 quantization: x (M, K) float -> (xq int8 (M, K), x_scale fp32 (M,)).
+
+    x ~= xq * x_scale[:, None]; x_scale = absmax / 127 per row (0 for an all-zero row); rounding half away from
+    zero. Runs as a Triton kernel (CUDA, or CPU under TRITON_INTERPRET=1).
+    """
+    if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"quantize_rows_int8: x must be a float16, bfloat16 or float32 tensor, got {got}")
+    if x.dim() != 2:
+        raise ValueError(f"quantize_rows_int8: x must be 2-D (M, K), got shape {tuple(x.shape)}")
+    if x.device.type != "cuda" and not interpreting():
+        raise ValueError(f"quantize_rows_int8: x is on {x.device}; Triton needs CUDA (or TRITON_INTERPRET=1)")
+    x = x.contiguous()
+    m, k = x.shape
+    xq = torch.empty((m, k), dtype=torch.int8, device=x.device)
+    scale = torch.empty((m,), dtype=torch.float32, device=x.device)
+    if m and k:
+        block = min(_QUANT_BLOCK, next_pow2(k))
+        _quantize_rows_int8_kernel[(m,)](xq, scale, x, k, x.stride(0), xq.stride(0), BLOCK=block,
+                                         num_warps=4 if block >= 512 else 1)
+    elif m:
+        scale.zero_()
+    return xq, scale
+
+
+@triton.heuristics({**ONE_GROUP_HEURISTIC, "PER_CHANNEL": lambda a: a["GROUP"] >= a["K"]})
+@triton.jit
+def _gemm_a8w_kernel(
+    # output: y (M, N) in x's dtype
+    out_ptr,
+    # inputs: xq int8 (M, K), x_scale fp32 (M,); words (N, Kw) by strides; scale/zero fp32 (N, nb); bias (N,)
+    xq_ptr, xs_ptr, w_ptr, scale_ptr, zero_ptr, bias_ptr,
+    # sizes (m_bucket only keys the autotuner)
+    M, N, K, GROUP, m_bucket,
+    # strides
+    stride_xm, stride_wn, stride_wk, stride_sn, stride_om,
+    # quant params
+    CB: tl.constexpr, HAS_BIAS: tl.constexpr,
+    # tuning
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    ONE_GROUP: tl.constexpr, PER_CHANNEL: tl.constexpr,
+):
+    """See the module docstring for the math. Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N),), grouped order.
+
+    Constraint: a K tile lies in one weight block (BLOCK_K divides GROUP, or one group per row), so each tile's
+    int32 dot shares one scale and zero per column.
+    """
+    tl.static_assert(ONE_GROUP, "gemm_a8w needs BLOCK_K to divide the group size (or a per-channel weight)")
+    tl.static_assert(BLOCK_K >= 16, "tl.dot needs BLOCK_K >= 16")
+    PER: tl.constexpr = 32 // CB
+    OFFSET: tl.constexpr = 1 << (CB - 1)
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP_M * num_n
+    first_m = (pid // width) * GROUP_M
+    rows = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = (first_m + (pid % width) % rows).to(tl.int64)
+    pid_n = ((pid % width) // rows).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_mask = offs_m < M
+    n_mask = offs_n < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    iacc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)  # per-channel: the whole-K integer dot
+    rsum = tl.zeros((BLOCK_M,), dtype=tl.int32)
+    for t in range(0, tl.cdiv(K, BLOCK_K)):
+        offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
+        k_mask = offs_k < K
+        a = tl.load(xq_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
+                    mask=m_mask[:, None] & k_mask[None, :], other=0)
+        w_ptrs = w_ptr + (offs_k // PER)[:, None] * stride_wk + offs_n[None, :] * stride_wn
+        words = tl.load(w_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0)
+        qs = (unpack_codes(words, offs_k[:, None], CB) - OFFSET).to(tl.int8)  # (BLOCK_K, BLOCK_N) in int8 range
+        d = tl.dot(a, qs, out_dtype=tl.int32)  # exact int32
+        rs = tl.sum(a.to(tl.int32), axis=1)  # (BLOCK_M,) activation row sum of this tile
+        if PER_CHANNEL:
+            iacc += d
+            rsum += rs
+        else:
+            g = (t * BLOCK_K) // GROUP
+            s = tl.load(scale_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0)
+            zc = tl.load(zero_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0) - OFFSET
+            acc += (d.to(tl.float32) - rs.to(tl.float32)[:, None] * zc[None, :]) * s[None, :]
+    if PER_CHANNEL:
+        s = tl.load(scale_ptr + offs_n * stride_sn, mask=n_mask, other=0.0)
+        zc = tl.load(zero_ptr + offs_n * stride_sn, mask=n_mask, other=0.0) - OFFSET
+        acc = (iacc.to(tl.float32) - rsum.to(tl.float32)[:, None] * zc[None, :]) * s[None, :]
+    acc *= tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0)[:, None]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+    o_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
+    tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+_gemm_a8w_tuned = triton.autotune(
+    configs=a8w_configs(), key=_KEY, prune_configs_by={"early_config_prune": prune_configs}
+)(_gemm_a8w_kernel)
+
+
+def gemm_a8w(x: torch.Tensor, cw: ComputeWeight, bias: torch.Tensor | None = None, *,
+             config: dict | None = None) -> torch.Tensor:
+    """Dynamic-int8-activation GEMM (W8A8 / W4A8 / W2A8): (M, K) float x (M, N) in x.dtype.
+
+    x: (M, K) float16/bfloat16/float32, quantized per row with `quantize_rows_int8` on each call; cw: ComputeWeight
+    (2/4/8-bit container, either word layout) on x's device; bias: (N,) or None. Accuracy is that of int8
+    activations (per-row absmax), not of x itself. config: force {"BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps",
+    "num_stages"} where BLOCK_K must divide the group size unless the weight is per-channel; None: autotuned on GPU,
+    static choice in the interpreter.
+    """
+    x = check_inputs(x, cw, bias, "gemm_a8w")
+    m, n, k = x.shape[0], cw.n, cw.k
+    out = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    if m == 0:
+        return out
+    if config is not None and not tile_fits_group(config["BLOCK_K"], cw.group_size, k):
+        raise ValueError(f"gemm_a8w: BLOCK_K={config['BLOCK_K']} does not divide group_size={cw.group_size}; "
+                         "pick a BLOCK_K that does (16 always does)")
+    if config is not None and config["BLOCK_K"] < 16:
+        raise ValueError(f"gemm_a8w: BLOCK_K={config['BLOCK_K']} is too small for tl.dot; use >= 16")
+    xq, xs = quantize_rows_int8(x)
+    args = (out, xq, xs, cw.qweight, cw.scale, cw.zero, bias if bias is not None else cw.scale,
+            m, n, k, cw.group_size, next_pow2(m),
+            xq.stride(0), cw.qweight.stride(0), cw.qweight.stride(1), cw.scale.stride(0), out.stride(0))
+    consts = dict(CB=cw.container_bits, HAS_BIAS=bias is not None, GROUP_M=_GROUP_M)
+    if config is None and autotuning():
+        def grid(meta):
+            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+
+        _gemm_a8w_tuned[grid](*args, **consts)
+        return out
+    if config is None:
+        named = dict(M=m, N=n, K=k, GROUP=cw.group_size, CB=cw.container_bits, x_ptr=xq)
+        best = static_config(a8w_configs(), named)
+        config = {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages}
+    grid = (triton.cdiv(m, config["BLOCK_M"]) * triton.cdiv(n, config["BLOCK_N"]),)
+    _gemm_a8w_kernel[grid](*args, **consts, **config)
+    return out

@@ -1,0 +1,117 @@
+"""`QuantConv1d`, `QuantConv2d`: convolutions with a packed weight.
+
+The weight (O, I/groups, *kernel) is quantized along its flattened input dimension K = I/groups * prod(kernel), in
+row-major (channel, kh, kw) order, i.e. the order `F.unfold` lays out patches. The backend decides how it computes:
+DENSE (memory Normal/High at large M) dequantizes once and calls F.conv2d; REFERENCE dequantizes per call and calls
+F.conv2d; a packed kernel runs as im2col (F.unfold) + the linear kernel once per group. Conv1d runs as a Conv2d of
+height 1. Padding modes (zeros, reflect, replicate, circular) and string padding ("same", "valid") follow nn.Conv.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..quant.format import QuantizedWeight
+from ..runtime.config import BackendConfig
+from .linear import QuantModule
+
+_PAD_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def _tuple(v, n: int) -> tuple[int, ...]:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+class _QuantConvNd(QuantModule):
+    _dims = 2
+
+    def __init__(self, weight: QuantizedWeight, bias: torch.Tensor | None = None, stride=1, padding=0, dilation=1,
+                 groups: int = 1, padding_mode: str = "zeros", backend: BackendConfig | None = None):
+        super().__init__(backend)
+        d = self._dims
+        if len(weight.shape) != d + 2:
+            raise ValueError(f"{type(self).__name__} needs a weight of rank {d + 2} (O, I/groups, *kernel), "
+                             f"got shape {weight.shape}")
+        if padding_mode not in _PAD_MODES:
+            raise ValueError(f"padding_mode={padding_mode!r} is not supported: use one of {_PAD_MODES}")
+        if isinstance(padding, str) and padding not in ("same", "valid"):
+            raise ValueError(f"padding={padding!r} is not supported: use 'same', 'valid' or ints")
+        if groups < 1 or weight.shape[0] % groups:
+            raise ValueError(f"groups={groups} must be >= 1 and divide out_channels={weight.shape[0]}")
+        self.out_channels = weight.shape[0]
+        self.in_channels = weight.shape[1] * groups
+        self.kernel_size = tuple(weight.shape[2:])
+        self.stride, self.dilation = _tuple(stride, d), _tuple(dilation, d)
+        self.padding = padding if isinstance(padding, str) else _tuple(padding, d)
+        self.groups, self.padding_mode = groups, padding_mode
+        self.set_quantized("weight", weight)
+        if bias is not None and not isinstance(bias, nn.Parameter):
+            bias = nn.Parameter(bias, requires_grad=False)
+        self.bias = bias
+
+    @classmethod
+    def from_float(cls, conv: nn.Module, weight: QuantizedWeight, backend: BackendConfig | None = None):
+        """Replace `conv`'s weight by `weight` (same shape); bias and geometry are kept."""
+        if tuple(weight.shape) != tuple(conv.weight.shape):
+            raise ValueError(f"packed weight shape {weight.shape} does not match the conv's {tuple(conv.weight.shape)}")
+        return cls(weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode,
+                   backend)
+
+    def _pads(self) -> list[tuple[int, int]]:
+        """(before, after) padding per spatial dim, nn.Conv's rule for 'same' (the extra one goes after)."""
+        if self.padding == "valid":
+            return [(0, 0)] * self._dims
+        if self.padding == "same":
+            totals = [d * (k - 1) for d, k in zip(self.dilation, self.kernel_size, strict=True)]
+            return [(t // 2, t - t // 2) for t in totals]
+        return [(p, p) for p in self.padding]
+
+    def _conv2d(self, x: torch.Tensor, stride, dilation, pads, shape4d) -> torch.Tensor:
+        """x (B, C, H, W) -> (B, O, OH, OW) through the `lowbit::conv2d` op; pads: [(top, bottom), (left, right)]."""
+        if self.padding_mode != "zeros" or any(a != b for a, b in pads):
+            flat = [p for pair in reversed(pads) for p in pair]  # F.pad wants the last dim first
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, flat, mode=mode)
+            pads = [(0, 0)] * len(pads)
+        packed, scale, zero, _, bits, block = self._op_args("weight")
+        return torch.ops.lowbit.conv2d(x, packed, scale, zero, self.bias, shape4d, bits, block, list(stride),
+                                       [a for a, _ in pads], list(dilation), self.groups, *self._modes())
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+                f"bias={self.bias is not None}, " + self._quant_repr())
+
+
+class QuantConv2d(_QuantConvNd):
+    """nn.Conv2d with a packed weight (O, I/groups, kh, kw). forward: (B, C, H, W) -> (B, O, OH, OW), x's dtype."""
+
+    _dims = 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        unbatched = x.dim() == 3
+        if unbatched:
+            x = x.unsqueeze(0)
+        y = self._conv2d(x, self.stride, self.dilation, self._pads(), list(self.quant_meta["weight"]["shape"]))
+        return y.squeeze(0) if unbatched else y
+
+
+class QuantConv1d(_QuantConvNd):
+    """nn.Conv1d with a packed weight (O, I/groups, k), run as a Conv2d of height 1.
+
+    forward: (B, C, L) -> (B, O, OL) in x's dtype.
+    """
+
+    _dims = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        unbatched = x.dim() == 2
+        if unbatched:
+            x = x.unsqueeze(0)
+        o, ig, k = self.quant_meta["weight"]["shape"]
+        y = self._conv2d(x.unsqueeze(2), (1, self.stride[0]), (1, self.dilation[0]), [(0, 0), *self._pads()],
+                         [o, ig, 1, k])
+        y = y.squeeze(2)  # (B, O, 1, OL) -> (B, O, OL)
+        return y.squeeze(0) if unbatched else y

@@ -1,0 +1,123 @@
+"""`QuantModule` (packed parameters as buffers) and `QuantLinear`.
+
+A quantized parameter `P` is held as buffers `P_packed`, `P_scale`, `P_zero` (scale/zero absent when the format has
+none) of their final shapes, so a model built on the `meta` device loads with `load_state_dict(assign=True)`. The
+rest of the `QuantizedWeight` (shape, dtype, bits, block_size, symmetric, method) is a plain attribute
+(`quant_meta[P]`, the `metadata()` dict). Prepared kernel weights (float copies, prepacked layouts) are caches owned
+by `lowbit.nn.ops`, rebuilt lazily and never saved.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..quant.format import QuantizedWeight
+from ..runtime.config import BackendConfig
+from . import ops
+
+_FIELDS = ("packed", "scale", "zero")
+
+
+def as_backend(backend) -> BackendConfig:
+    if backend is None:
+        return BackendConfig()
+    if isinstance(backend, BackendConfig):
+        return backend
+    if isinstance(backend, dict):
+        return BackendConfig.from_dict(backend)
+    raise TypeError(f"backend must be a lowbit.BackendConfig, got {type(backend).__name__}")
+
+
+class QuantModule(nn.Module):
+    """Base of the quantized layers: packed parameters as buffers, the backend, and the op calls."""
+
+    def __init__(self, backend: BackendConfig | None = None):
+        super().__init__()
+        self.backend = as_backend(backend)
+        self.quant_meta: dict[str, dict] = {}
+
+    def set_quantized(self, name: str, qw: QuantizedWeight) -> None:
+        """Hold `qw` as parameter `name` (replacing a float parameter of that name if there is one)."""
+        if not isinstance(qw, QuantizedWeight):
+            raise TypeError(f"{name}: expected a QuantizedWeight, got {type(qw).__name__}")
+        self._parameters.pop(name, None)
+        for field in _FIELDS:
+            t = getattr(qw, field)
+            if t is not None:
+                self.register_buffer(f"{name}_{field}", t)
+        self.quant_meta[name] = qw.metadata()
+
+    @property
+    def quantized_names(self) -> list[str]:
+        return list(self.quant_meta)
+
+    def quantized_weight(self, name: str) -> QuantizedWeight:
+        """The QuantizedWeight of parameter `name`, over the current buffers (validated)."""
+        tensors = {f: getattr(self, f"{name}_{f}") for f in _FIELDS if f"{name}_{f}" in self._buffers}
+        return QuantizedWeight.from_tensors(tensors, self.quant_meta[name])
+
+    def _op_args(self, name: str):
+        meta = self.quant_meta[name]
+        return (self._buffers[f"{name}_packed"], self._buffers.get(f"{name}_scale"),
+                self._buffers.get(f"{name}_zero"), meta["shape"], meta["bits"], meta["block_size"])
+
+    def _modes(self) -> tuple[str, str]:
+        return self.backend.memory.value, self.backend.precision.value
+
+    def quant_linear(self, name: str, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x (..., K) @ W_name.T + bias through the `lowbit::linear` op."""
+        packed, scale, zero, shape, bits, block = self._op_args(name)
+        shape2d = [shape[0], math.prod(shape[1:])]
+        return torch.ops.lowbit.linear(x, packed, scale, zero, bias, shape2d, bits, block, *self._modes())
+
+    def set_backend(self, backend: BackendConfig) -> None:
+        """Switch the compute path (no re-quantization); drops prepared caches so float copies are freed."""
+        self.backend = as_backend(backend)
+        self.clear_cache()
+
+    def clear_cache(self) -> None:
+        for name in self.quant_meta:
+            packed = self._buffers.get(f"{name}_packed")
+            if packed is not None:
+                ops.drop_cache(packed)
+
+    def _quant_repr(self) -> str:
+        parts = {(m["bits"], m["block_size"], m["symmetric"], m["method"]) for m in self.quant_meta.values()}
+        desc = ", ".join(f"bits={b}, block_size={bs}, symmetric={s}, method={me}" for b, bs, s, me in sorted(parts))
+        return f"{desc}, memory={self.backend.memory.value}, precision={self.backend.precision.value}"
+
+
+class QuantLinear(QuantModule):
+    """nn.Linear with a packed weight (N=out_features, K=in_features); bias stays float.
+
+    forward: x (..., in_features) -> (..., out_features) in x's dtype.
+    """
+
+    def __init__(self, weight: QuantizedWeight, bias: torch.Tensor | None = None,
+                 backend: BackendConfig | None = None):
+        super().__init__(backend)
+        if len(weight.shape) != 2:
+            raise ValueError(f"QuantLinear needs a 2-D weight (out, in), got shape {weight.shape}")
+        self.out_features, self.in_features = weight.shape
+        self.set_quantized("weight", weight)
+        if bias is not None and not isinstance(bias, nn.Parameter):
+            bias = nn.Parameter(bias, requires_grad=False)
+        self.bias = bias
+
+    @classmethod
+    def from_float(cls, linear: nn.Linear, weight: QuantizedWeight, backend: BackendConfig | None = None):
+        """Replace `linear`'s weight by `weight` (same shape); its bias Parameter is kept as is."""
+        if tuple(weight.shape) != tuple(linear.weight.shape):
+            raise ValueError(f"packed weight shape {weight.shape} does not match the Linear's "
+                             f"{tuple(linear.weight.shape)}")
+        return cls(weight, linear.bias, backend)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quant_linear("weight", x, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, " \
+               + self._quant_repr()

@@ -1,0 +1,119 @@
+"""`QuantLSTM`: nn.LSTM with every gate weight (weight_ih_l*, weight_hh_l*, incl. _reverse) packed.
+
+Per layer and direction the input projection runs as one linear op over all T*B rows (large M) and the recurrent
+projection as one op per time step (M = batch, small: where packed kernels shine). Gate order i, f, g, o and the
+update c' = f*c + i*g, h' = o*tanh(c') are nn.LSTM's; biases stay float. proj_size and PackedSequence inputs are
+not supported (the swap leaves such layers in float, with the reason).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..quant.format import QuantizedWeight
+from ..runtime.config import BackendConfig
+from .linear import QuantModule
+
+
+def lstm_param_names(num_layers: int, bidirectional: bool, bias: bool) -> tuple[list[str], list[str]]:
+    """(weight names, bias names) in nn.LSTM's naming."""
+    weights, biases = [], []
+    for layer in range(num_layers):
+        for sfx in ("", "_reverse") if bidirectional else ("",):
+            weights += [f"weight_ih_l{layer}{sfx}", f"weight_hh_l{layer}{sfx}"]
+            if bias:
+                biases += [f"bias_ih_l{layer}{sfx}", f"bias_hh_l{layer}{sfx}"]
+    return weights, biases
+
+
+class QuantLSTM(QuantModule):
+    """nn.LSTM (no projection) with packed gate weights; same forward signature and outputs as nn.LSTM.
+
+    forward(input (T, B, I) or (B, T, I) when batch_first, or unbatched (T, I); hx=(h0, c0) each (L*D, B, H))
+    -> (output (T, B, D*H), (h_n, c_n)), D = 2 when bidirectional.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, weights: dict[str, QuantizedWeight],
+                 biases: dict[str, torch.Tensor] | None = None, num_layers: int = 1, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, backend: BackendConfig | None = None):
+        super().__init__(backend)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.batch_first, self.dropout, self.bidirectional = batch_first, float(dropout), bidirectional
+        biases = biases or {}
+        self.bias = bool(biases)
+        w_names, b_names = lstm_param_names(num_layers, bidirectional, self.bias)
+        missing = sorted(set(w_names) - set(weights))
+        if missing or set(weights) - set(w_names):
+            raise ValueError(f"QuantLSTM needs exactly the gate weights {w_names}; missing {missing}, "
+                             f"unexpected {sorted(set(weights) - set(w_names))}")
+        for name in w_names:
+            self.set_quantized(name, weights[name])
+        for name in b_names:
+            b = biases[name]
+            self.register_parameter(name, b if isinstance(b, nn.Parameter) else nn.Parameter(b, requires_grad=False))
+
+    @classmethod
+    def from_float(cls, lstm: nn.LSTM, weights: dict[str, QuantizedWeight], backend: BackendConfig | None = None):
+        """Replace `lstm`'s gate weights by `weights` (same shapes); biases are kept as they are."""
+        if lstm.proj_size:
+            raise ValueError(f"QuantLSTM does not support proj_size={lstm.proj_size}")
+        for name, qw in weights.items():
+            p = getattr(lstm, name, None)
+            if p is None or tuple(qw.shape) != tuple(p.shape):
+                raise ValueError(f"packed weight {name} of shape {qw.shape} does not match the LSTM's "
+                                 f"{None if p is None else tuple(p.shape)}")
+        _, b_names = lstm_param_names(lstm.num_layers, lstm.bidirectional, lstm.bias)
+        return cls(lstm.input_size, lstm.hidden_size, weights, {n: getattr(lstm, n) for n in b_names},
+                   lstm.num_layers, lstm.batch_first, lstm.dropout, lstm.bidirectional, backend)
+
+    def _bias(self, layer_sfx: str) -> torch.Tensor | None:
+        if not self.bias:
+            return None
+        return getattr(self, f"bias_ih_{layer_sfx}") + getattr(self, f"bias_hh_{layer_sfx}")
+
+    def _direction(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, name: str, reverse: bool):
+        """One layer, one direction: x (T, B, I), h/c (B, H) -> (out (T, B, H), h, c)."""
+        xp = self.quant_linear(f"weight_ih_{name}", x, self._bias(name))  # (T, B, 4H), both biases folded in
+        outs = [None] * x.shape[0]
+        steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+        for t in steps:
+            gates = xp[t] + self.quant_linear(f"weight_hh_{name}", h, None)
+            i, f, g, o = gates.chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outs[t] = h
+        return torch.stack(outs), h, c
+
+    def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
+        if not isinstance(input, torch.Tensor):
+            raise TypeError(f"QuantLSTM takes a padded Tensor input, not {type(input).__name__} (PackedSequence is "
+                            "not supported: pad the batch instead)")
+        unbatched = input.dim() == 2
+        x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
+        dirs = 2 if self.bidirectional else 1
+        if hx is None:
+            zeros = x.new_zeros(self.num_layers * dirs, x.shape[1], self.hidden_size)
+            h0, c0 = zeros, zeros
+        else:
+            h0, c0 = (t.unsqueeze(1) for t in hx) if unbatched else hx
+        hn, cn = [], []
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(dirs):
+                idx = layer * dirs + d
+                out, h, c = self._direction(x, h0[idx], c0[idx], f"l{layer}{'_reverse' if d else ''}", d == 1)
+                outs.append(out)
+                hn.append(h)
+                cn.append(c)
+            x = torch.cat(outs, dim=-1) if dirs == 2 else outs[0]
+            if self.training and self.dropout > 0 and layer < self.num_layers - 1:
+                x = nn.functional.dropout(x, self.dropout, training=True)
+        h_n, c_n = torch.stack(hn), torch.stack(cn)
+        if unbatched:
+            return x.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
+        return (x.transpose(0, 1) if self.batch_first else x), (h_n, c_n)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
+                f"batch_first={self.batch_first}, bidirectional={self.bidirectional}, " + self._quant_repr())

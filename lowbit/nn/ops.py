@@ -1,0 +1,169 @@
+"""torch.library custom ops `lowbit::linear` and `lowbit::conv2d`: the one entry from layers into the runtime.
+
+The ops take the packed buffers and plain format numbers, so `torch.compile(fullgraph=True)` sees one opaque call
+per layer (with a fake implementation giving the output shape). At run time the op asks the dispatch for a kernel
+(M is known only then), prepares that kernel's weight once and caches it. The cache is keyed by the packed tensor
+itself (weakly) plus its version counter, so load_state_dict (in place or assign=True), .to() and a new backend all
+rebuild it lazily; it is never part of the state_dict.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch.utils.weak import WeakIdKeyDictionary
+
+from ..quant.format import QuantizedWeight
+from ..runtime import executor
+from ..runtime.capabilities import Capabilities, capabilities
+from ..runtime.config import BackendConfig
+from ..runtime.dispatch import Kernel, WeightFormat, compute_dtype, select_kernel, warn_fallback
+
+# packed tensor -> {"stamp": versions, "refused": ..., (kernel, device, dtype, group): prepared}
+_CACHE = WeakIdKeyDictionary()
+_CAPS_OVERRIDE: list[Capabilities] = []
+
+
+@functools.cache
+def _probed_caps() -> Capabilities:
+    return capabilities()
+
+
+def current_capabilities() -> Capabilities:
+    """The capabilities dispatch uses: probed once per process, or the one set by `override_capabilities`."""
+    return _CAPS_OVERRIDE[-1] if _CAPS_OVERRIDE else _probed_caps()
+
+
+def override_capabilities(caps: Capabilities | None) -> None:
+    """Make dispatch see `caps` (None restores the probed ones); drops every prepared-weight cache."""
+    _CAPS_OVERRIDE.clear()
+    if caps is not None:
+        _CAPS_OVERRIDE.append(caps)
+    _CACHE.clear()
+
+
+def drop_cache(packed: torch.Tensor) -> None:
+    """Forget the prepared kernel weights of one packed tensor (set_backend frees the float copies this way)."""
+    _CACHE.pop(packed, None)
+
+
+@functools.cache
+def _backend(memory: str, precision: str) -> BackendConfig:
+    return BackendConfig(memory, precision)
+
+
+@functools.cache
+def _decide(device_type: str, m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig):
+    return select_kernel(device_type, m, fmt, caps, backend)
+
+
+def _version(t: torch.Tensor | None) -> int:
+    if t is None:
+        return -1
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors carry no version counter; they cannot be modified in place either
+        return 0
+
+
+def _rebuild(packed, scale, zero, shape, bits, block_size) -> QuantizedWeight:
+    symmetric = zero is None
+    return QuantizedWeight(packed=packed, scale=scale, zero=zero, shape=tuple(shape), dtype=torch.float32,
+                           bits=bits, block_size=block_size, symmetric=symmetric, method="rtn")
+
+
+def _entry(qw: QuantizedWeight) -> dict:
+    stamp = (_version(qw.packed), id(qw.scale), _version(qw.scale), id(qw.zero), _version(qw.zero), qw.device)
+    entry = _CACHE.get(qw.packed)
+    if entry is None or entry["stamp"] != stamp:
+        entry = {"stamp": stamp, "refused": executor.refusals(qw)}
+        _CACHE[qw.packed] = entry
+    return entry
+
+
+def _choose(qw: QuantizedWeight, entry: dict, device_type: str, m: int, memory: str, precision: str, n: int):
+    backend = _backend(memory, precision)
+    caps = current_capabilities()
+    fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, n, qw.k, entry["refused"])
+    decision = _decide(device_type, m, fmt, caps, backend)
+    warn_fallback(decision)
+    return decision.kernel, compute_dtype(device_type, caps, backend)
+
+
+def _prepared(entry: dict, kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype, group: int = -1):
+    key = (kernel, dtype, group)
+    if key not in entry:
+        entry[key] = executor.prepare(kernel, qw, dtype)
+    return entry[key]
+
+
+@torch.library.custom_op("lowbit::linear", mutates_args=())
+def quant_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None,
+                 bias: torch.Tensor | None, shape: list[int], bits: int, block_size: int, memory: str,
+                 precision: str) -> torch.Tensor:
+    """y (..., N) = x (..., K) @ W.T + bias for the packed weight W of `shape` (N, ...); y has x's dtype."""
+    qw = _rebuild(packed, scale, zero, shape, bits, block_size)
+    x2 = x.reshape(-1, x.shape[-1])
+    entry = _entry(qw)
+    kernel, dtype = _choose(qw, entry, x.device.type, x2.shape[0], memory, precision, qw.n)
+    w = _prepared(entry, kernel, qw, dtype)
+    b = bias.to(dtype) if bias is not None else None
+    y = executor.run(kernel, w, x2.to(dtype).contiguous(), b)
+    return y.to(x.dtype).reshape(*x.shape[:-1], qw.n)
+
+
+@quant_linear.register_fake
+def _(x, packed, scale, zero, bias, shape, bits, block_size, memory, precision):
+    return x.new_empty((*x.shape[:-1], shape[0]))
+
+
+def conv2d_out_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@torch.library.custom_op("lowbit::conv2d", mutates_args=())
+def quant_conv2d(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None,
+                 bias: torch.Tensor | None, shape: list[int], bits: int, block_size: int, stride: list[int],
+                 padding: list[int], dilation: list[int], groups: int, memory: str, precision: str) -> torch.Tensor:
+    """F.conv2d(x (B, C, H, W), W (O, C/groups, kh, kw), bias) with W packed along the flattened (C/groups, kh, kw)."""
+    qw = _rebuild(packed, scale, zero, shape, bits, block_size)
+    o, _, kh, kw = shape
+    oh = conv2d_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
+    ow = conv2d_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
+    entry = _entry(qw)
+    kernel, dtype = _choose(qw, entry, x.device.type, x.shape[0] * oh * ow, memory, precision, o // groups)
+    b = bias.to(dtype) if bias is not None else None
+    xc = x.to(dtype)
+    if kernel in (Kernel.DENSE, Kernel.REFERENCE):
+        w = _prepared(entry, kernel, qw, dtype).reshape(shape) if kernel is Kernel.DENSE else qw.dequantize(dtype)
+        return F.conv2d(xc, w, b, stride, padding, dilation, groups).to(x.dtype)
+    cols = F.unfold(xc, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C*kh*kw, L)
+    batch, length = cols.shape[0], cols.shape[2]
+    cols = cols.view(batch, groups, qw.k, length)  # (B, g, K, L): unfold orders channels (C, kh, kw) like W
+    og = o // groups
+    outs = []
+    for g in range(groups):
+        rows = slice(g * og, (g + 1) * og)
+        w = _prepared(entry, kernel, _rows(qw, rows), dtype, group=g)
+        a = cols[:, g].transpose(1, 2).reshape(batch * length, qw.k)  # (B*L, K)
+        outs.append(executor.run(kernel, w, a.contiguous(), b[rows] if b is not None else None))
+    y = torch.cat(outs, dim=1).view(batch, length, o).transpose(1, 2)  # (B*L, O) -> (B, O, L)
+    return y.reshape(batch, o, oh, ow).to(x.dtype)
+
+
+@quant_conv2d.register_fake
+def _(x, packed, scale, zero, bias, shape, bits, block_size, stride, padding, dilation, groups, memory, precision):
+    oh = conv2d_out_size(x.shape[2], shape[2], stride[0], padding[0], dilation[0])
+    ow = conv2d_out_size(x.shape[3], shape[3], stride[1], padding[1], dilation[1])
+    return x.new_empty((x.shape[0], shape[0], oh, ow))
+
+
+def _rows(qw: QuantizedWeight, rows: slice) -> QuantizedWeight:
+    """The weight of output channels `rows` (rows are independent in the format)."""
+    pick = {name: t[rows].contiguous() for name, t in qw.tensors().items()}
+    n = rows.stop - rows.start
+    return QuantizedWeight(packed=pick["packed"], scale=pick.get("scale"), zero=pick.get("zero"),
+                           shape=(n, *qw.shape[1:]), dtype=qw.dtype, bits=qw.bits, block_size=qw.block_size,
+                           symmetric=qw.symmetric, method=qw.method)

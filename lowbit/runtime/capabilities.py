@@ -1,0 +1,156 @@
+"""`capabilities()`: which kernel families this process can run (MNN's MNN_LOW_MEMORY build flag, found at run time).
+
+Computed when called, never at import: Triton is imported, CUDA queried and /proc/cpuinfo read only here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import platform
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+# /proc/cpuinfo flag (x86 "flags", ARM "Features") -> the name we report
+_CPU_FLAGS = {
+    "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512", "avx512_vnni": "avx512_vnni",
+    "avx_vnni": "avx_vnni", "avx512_bf16": "avx512_bf16", "avx512_fp16": "avx512_fp16", "amx_bf16": "amx_bf16",
+    "amx_int8": "amx_int8", "asimd": "neon", "asimddp": "neon_dotprod", "i8mm": "i8mm", "bf16": "bf16",
+    "fphp": "fp16", "sve": "sve",
+}
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What this process can run. Every field is a plain value, so the object is hashable and testable.
+
+    triton: Triton is importable. gpu: a CUDA device is visible. triton_gpu: the Triton kernels can run on it.
+    cpu_int8_dynamic: torch's dynamic int8 linear (fbgemm/x86 on x86, qnnpack on ARM) through lowbit.kernels.cpu_int8.
+    quantized_engines: torch.backends.quantized.supported_engines.
+    cpu_int4: lowbit.kernels.cpu_int4 can run here; cpu_int4_impl names what serves it ("" when unknown/none).
+    torch_int4pack: torch's _weight_int4pack_mm_for_cpu op exists. kleidiai: torch's ARM KleidiAI is usable.
+    native_extension: cpu_int4 is served by lowbit's compiled CPU extension.
+    cpu_features: ISA features from /proc/cpuinfo (avx2, avx512, neon, ...). cpu_bf16 / cpu_fp16: native support.
+    cpu_name, gpu_names: device names.
+    """
+
+    triton: bool = False
+    gpu: bool = False
+    triton_gpu: bool = False
+    cpu_int8_dynamic: bool = False
+    quantized_engines: tuple[str, ...] = ()
+    cpu_int4: bool = False
+    cpu_int4_impl: str = ""
+    torch_int4pack: bool = False
+    kleidiai: bool = False
+    native_extension: bool = False
+    cpu_features: tuple[str, ...] = ()
+    cpu_bf16: bool = False
+    cpu_fp16: bool = False
+    cpu_name: str = ""
+    gpu_names: tuple[str, ...] = ()
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(name, value) pairs for a two-column table (`lowbit info --system`)."""
+        out = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, tuple):
+                v = ", ".join(v) or "-"
+            elif isinstance(v, bool):
+                v = "yes" if v else "no"
+            out.append((f.name, str(v) or "-"))
+        return out
+
+
+def _kernel_module(name: str):
+    """lowbit.kernels.<name>, or None while it does not exist (a missing family is "not available")."""
+    try:
+        return importlib.import_module(f"lowbit.kernels.{name}")
+    except ImportError:
+        return None
+
+
+def _call(module, fn: str, default=False):
+    f = getattr(module, fn, None) if module is not None else None
+    return f() if callable(f) else default
+
+
+def cpu_features(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """Sorted ISA feature names from /proc/cpuinfo text (read when not given); platform fallbacks elsewhere."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    found = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            found.update(_CPU_FLAGS[f] for f in value.split() if f in _CPU_FLAGS)
+    if not cpuinfo and platform.machine().lower() in ("arm64", "aarch64"):
+        found.add("neon")  # every 64-bit ARM CPU has NEON (macOS has no /proc/cpuinfo)
+    return tuple(sorted(found))
+
+
+def _cpu_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
+    try:
+        for line in Path(cpuinfo_path).read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_names() -> tuple[str, ...]:
+    if not torch.cuda.is_available():
+        return ()
+    return tuple(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+
+
+def _kleidiai() -> bool:
+    kl = getattr(torch.backends, "kleidiai", None)
+    return bool(kl is not None and kl.is_available())
+
+
+def _int4_impl(cpu_int4) -> str:
+    """What cpu_int4 would use for a typical 4-bit block-64 weight (its `default_impl`), "" when unknown."""
+    pick = getattr(cpu_int4, "default_impl", None) if cpu_int4 is not None else None
+    if not callable(pick):
+        return ""
+    from ..quant.config import QuantConfig
+    from ..quant.quantize import quantize_weight
+
+    probe = quantize_weight(torch.linspace(-1, 1, 64 * 128).reshape(64, 128), QuantConfig(bits=4, block_size=64))
+    return str(pick(probe))
+
+
+def capabilities() -> Capabilities:
+    """Probe this process: kernel families, CPU features, device names (see `Capabilities`)."""
+    triton_common = _kernel_module("triton_common")
+    cpu_int8 = _kernel_module("cpu_int8")
+    cpu_int4 = _kernel_module("cpu_int4")
+    feats = cpu_features()
+    gpu_names = _gpu_names()
+    impl = _int4_impl(cpu_int4)
+    triton_ok = importlib.util.find_spec("triton") is not None
+    return Capabilities(
+        triton=triton_ok,
+        gpu=bool(gpu_names),
+        triton_gpu=bool(gpu_names) and triton_ok and bool(_call(triton_common, "available_triton")),
+        cpu_int8_dynamic=bool(_call(cpu_int8, "available_int8_dynamic")),
+        quantized_engines=tuple(torch.backends.quantized.supported_engines),
+        cpu_int4=bool(_call(cpu_int4, "available_int4_cpu")),
+        cpu_int4_impl=impl,
+        torch_int4pack=hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"),
+        kleidiai=_kleidiai(),
+        native_extension="native" in impl.lower(),
+        cpu_features=feats,
+        cpu_bf16=bool({"avx512_bf16", "amx_bf16", "bf16"} & set(feats)),
+        cpu_fp16=bool({"avx512_fp16", "fp16"} & set(feats)),
+        cpu_name=_cpu_name(),
+        gpu_names=gpu_names,
+    )

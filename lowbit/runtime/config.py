@@ -1,0 +1,103 @@
+"""`BackendConfig`: how quantized layers compute (MNN's BackendConfig: a memory mode and a precision mode).
+
+Memory (MNN ints: Normal=0, High=1, Low=2):
+  Normal: weights are dequantized once, at load, to the compute dtype and run with F.linear / F.conv: the speed of
+          the float model; the size is saved on disk only.
+  Low:    weights stay packed in memory; layers compute with the fused dequantization kernels (Triton on CUDA;
+          the CPU int4 kernel for <= 4 bits and torch's dynamic int8 for 5..8 bits on CPU) or with dynamic int8
+          activations: the smallest resident memory. Where no fused kernel serves a weight, the layer falls back to
+          the emulated path (dequantize on every call) and warns once.
+  High:   trade memory for speed: packed kernels for small batches (M <= dispatch.HIGH_DENSE_MIN_M - 1) and a cached
+          float copy for large batches, whichever is faster there.
+Precision (MNN ints: Normal=0, High=1, Low=2, Low_BF16=3):
+  Normal/High: fp32 activations and accumulation.
+  Low:      reduced precision is allowed where the device runs it natively: fp16 on CUDA, bf16 on a CPU with native
+            bf16, int8 activations under memory Low (Triton A8W at large M on CUDA). A CPU without native fp16/bf16
+            stays in fp32 rather than running slower.
+  Low_BF16: bf16 activations, asked for explicitly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+BACKEND_CONFIG_VERSION = 1
+
+
+class Memory(str, Enum):
+    """Where the weights live while the model runs (MNN's MemoryMode)."""
+
+    NORMAL = "normal"
+    """Dequantize once at load to the compute dtype; float speed, disk savings only."""
+    HIGH = "high"
+    """Packed weights for small M plus a cached float copy for large M."""
+    LOW = "low"
+    """Weights stay packed; fused dequantization kernels or dynamic int8 activations."""
+
+
+class Precision(str, Enum):
+    """Activation and accumulation precision (MNN's PrecisionMode)."""
+
+    NORMAL = "normal"
+    """fp32 activations and accumulation."""
+    HIGH = "high"
+    """fp32 activations and accumulation (same as Normal; kept for MNN parity)."""
+    LOW = "low"
+    """fp16/bf16 where the device runs it natively, int8 activations under memory Low; else fp32."""
+    LOW_BF16 = "low_bf16"
+    """bf16 activations, asked for explicitly."""
+
+
+# MNN's integer encodings
+_MNN_MEMORY = {0: Memory.NORMAL, 1: Memory.HIGH, 2: Memory.LOW}
+_MNN_PRECISION = {0: Precision.NORMAL, 1: Precision.HIGH, 2: Precision.LOW, 3: Precision.LOW_BF16}
+
+
+def _parse(value, enum_cls, mnn: dict, field: str):
+    """An Enum member from a member, a name/value (case-insensitive) or an MNN integer; ValueError otherwise."""
+    if isinstance(value, enum_cls):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value in mnn:
+        return mnn[value]
+    if isinstance(value, str):
+        key = value.strip().lower().replace("-", "_")
+        for member in enum_cls:
+            if key in (member.value, member.name.lower()):
+                return member
+    names = ", ".join(repr(m.value) for m in enum_cls)
+    ints = ", ".join(f"{i}={m.value}" for i, m in mnn.items())
+    raise ValueError(f"{field}={value!r} is not valid: use one of {names} (case-insensitive) or an MNN int ({ints})")
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """How quantized layers compute: `memory` (Normal/High/Low) and `precision` (Normal/High/Low/Low_BF16).
+
+    Both accept Enum members, names ("low", "Low_BF16", case-insensitive) or MNN's integers. See the module
+    docstring for what each mode means; `lowbit.set_backend(model, cfg)` switches an already quantized model.
+    """
+
+    memory: Memory = Memory.NORMAL
+    precision: Precision = Precision.NORMAL
+
+    def __post_init__(self):
+        object.__setattr__(self, "memory", _parse(self.memory, Memory, _MNN_MEMORY, "memory"))
+        object.__setattr__(self, "precision", _parse(self.precision, Precision, _MNN_PRECISION, "precision"))
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict with a version field; `from_dict` reads it back."""
+        return {"memory": self.memory.value, "precision": self.precision.value, "version": BACKEND_CONFIG_VERSION}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BackendConfig:
+        """Inverse of `to_dict`; unknown keys and newer versions raise ValueError naming them."""
+        d = dict(d)
+        version = d.pop("version", BACKEND_CONFIG_VERSION)
+        if not isinstance(version, int) or version > BACKEND_CONFIG_VERSION:
+            raise ValueError(f"BackendConfig version {version!r} is newer than this lowbit reads "
+                             f"({BACKEND_CONFIG_VERSION})")
+        unknown = sorted(set(d) - {"memory", "precision"})
+        if unknown:
+            raise ValueError(f"unknown BackendConfig keys {unknown}; valid keys: ['memory', 'precision']")
+        return cls(**d)

@@ -1,0 +1,188 @@
+"""The one place a kernel is chosen: `select_kernel(device_type, m, fmt, caps, backend) -> Decision`.
+
+The table (M = rows of the activation; "refused" = the kernel family's `supports_*` named a reason for this weight):
+
+| memory | device | condition                                      | kernel            |
+|--------|--------|------------------------------------------------|-------------------|
+| any    | any    | bits == 16 (float16 storage), memory Normal/High | DENSE             |
+| Low    | any    | bits == 16                                     | REFERENCE (no fallback: nothing is lost) |
+| Normal | any    | -                                              | DENSE             |
+| High   | any    | M >= HIGH_DENSE_MIN_M                          | DENSE (cached float copy) |
+| High   | any    | M <  HIGH_DENSE_MIN_M                          | as Low            |
+| Low    | cuda   | triton_gpu, M <= GEMV_MAX_M                    | TRITON_GEMV       |
+| Low    | cuda   | triton_gpu, precision Low, M >= A8W_MIN_M      | TRITON_A8W        |
+| Low    | cuda   | triton_gpu, otherwise                          | TRITON_GEMM       |
+| Low    | cpu    | bits <= 4: CPU_INT4 then CPU_INT8_DYNAMIC;      | first available,  |
+|        |        | bits 5..8: CPU_INT8_DYNAMIC then CPU_INT4       | not refused       |
+| Low    | any    | none of the above                              | REFERENCE + fallback reason |
+
+A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before REFERENCE.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+
+from .capabilities import Capabilities
+from .config import BackendConfig, Memory, Precision
+
+GEMV_MAX_M = 16  # the split-K GEMV covers 1..16 rows; above it the tiled GEMM wins
+A8W_MIN_M = 128  # dynamic int8 activations pay off once the GEMM is compute bound
+HIGH_DENSE_MIN_M = 32  # memory High: from this M on, the cached float weight beats the packed kernels
+
+
+class Kernel(str, Enum):
+    """A compute path for one quantized weight."""
+
+    DENSE = "dense"
+    """Dequantized float weight (built once, cached) + F.linear / F.conv."""
+    REFERENCE = "reference"
+    """Emulated: dequantize on every call, then a float matmul; correct for every format, slow, packed in memory."""
+    TRITON_GEMV = "triton_gemv"
+    """Triton split-K fused dequant GEMV for small M (lowbit.kernels.triton_gemv.gemv_a16w)."""
+    TRITON_GEMM = "triton_gemm"
+    """Triton tiled fused dequant GEMM for large M (lowbit.kernels.triton_gemm.gemm_a16w)."""
+    TRITON_A8W = "triton_a8w"
+    """Triton dynamic int8 activations x int8/int4 weights (lowbit.kernels.triton_int8.gemm_a8w)."""
+    CPU_INT8_DYNAMIC = "cpu_int8_dynamic"
+    """torch dynamic int8 linear, fbgemm/qnnpack (lowbit.kernels.cpu_int8)."""
+    CPU_INT4 = "cpu_int4"
+    """The fastest <= 4-bit CPU kernel this machine has (lowbit.kernels.cpu_int4)."""
+
+
+PACKED_KERNELS = frozenset(k for k in Kernel if k is not Kernel.DENSE)
+
+
+@dataclass(frozen=True)
+class WeightFormat:
+    """What dispatch needs to know of a weight: bits, group size along K, symmetry, the 2-D shape (n, k).
+
+    refused: (kernel, reason) pairs for families whose `supports_*` rejected this weight (filled by the executor).
+    """
+
+    bits: int
+    group_size: int
+    symmetric: bool
+    n: int
+    k: int
+    refused: tuple[tuple[Kernel, str], ...] = ()
+
+    @classmethod
+    def of(cls, qw, refused: tuple[tuple[Kernel, str], ...] = ()) -> WeightFormat:
+        """The format of a QuantizedWeight."""
+        return cls(qw.bits, qw.group_size, qw.symmetric, qw.n, qw.k, refused)
+
+    def refusal(self, kernel: Kernel) -> str | None:
+        return dict(self.refused).get(kernel)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The chosen kernel, and why it is not what was asked when it is a fallback (None otherwise)."""
+
+    kernel: Kernel
+    fallback_reason: str | None = None
+
+
+def select_kernel(device_type: str, m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
+    """Pure: the kernel for an (m, k) activation times this weight on `device_type` ("cpu", "cuda", ...)."""
+    if fmt.bits == 16:
+        return Decision(Kernel.REFERENCE if backend.memory is Memory.LOW else Kernel.DENSE)
+    if backend.memory is Memory.NORMAL:
+        return Decision(Kernel.DENSE)
+    if backend.memory is Memory.HIGH and m >= HIGH_DENSE_MIN_M:
+        return Decision(Kernel.DENSE)
+    if device_type == "cuda":
+        return _select_cuda(m, fmt, caps, backend)
+    if device_type == "cpu":
+        return _select_cpu(fmt, caps, backend)
+    return _fallback(backend, fmt, device_type, f"lowbit has no fused kernel for device {device_type!r}")
+
+
+def _select_cuda(m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
+    if not caps.triton_gpu:
+        return _fallback(backend, fmt, "cuda", "the Triton kernels cannot run (Triton missing or unusable)")
+    wanted = []
+    if m <= GEMV_MAX_M:
+        wanted.append(Kernel.TRITON_GEMV)
+    elif backend.precision is Precision.LOW and m >= A8W_MIN_M:
+        wanted.append(Kernel.TRITON_A8W)
+    wanted.append(Kernel.TRITON_GEMM)
+    return _first_allowed(wanted, fmt, backend, "cuda")
+
+
+def _select_cpu(fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
+    available = {Kernel.CPU_INT4: caps.cpu_int4, Kernel.CPU_INT8_DYNAMIC: caps.cpu_int8_dynamic}
+    order = [Kernel.CPU_INT4, Kernel.CPU_INT8_DYNAMIC]
+    if fmt.bits > 4:
+        order.reverse()
+    wanted = [k for k in order if available[k]]
+    if not wanted:
+        return _fallback(backend, fmt, "cpu", "no CPU int4/int8 kernel is available in this process")
+    return _first_allowed(wanted, fmt, backend, "cpu")
+
+
+def _first_allowed(wanted: list[Kernel], fmt: WeightFormat, backend: BackendConfig, device: str) -> Decision:
+    reasons = []
+    for kernel in wanted:
+        reason = fmt.refusal(kernel)
+        if reason is None:
+            return Decision(kernel)
+        reasons.append(f"{kernel.value}: {reason}")
+    return _fallback(backend, fmt, device, "; ".join(reasons))
+
+
+def _fallback(backend: BackendConfig, fmt: WeightFormat, device: str, why: str) -> Decision:
+    asked = f"memory={backend.memory.value} for a {fmt.bits}-bit weight (group {fmt.group_size}) on {device}"
+    return Decision(Kernel.REFERENCE, f"{asked}: {why}; running {Kernel.REFERENCE.value} (dequantize on every call, "
+                                      "correct but slow) instead")
+
+
+def compute_dtype(device_type: str, caps: Capabilities, backend: BackendConfig) -> torch.dtype:
+    """The activation dtype a layer computes in (its output is cast back to the input dtype)."""
+    if backend.precision is Precision.LOW_BF16:
+        return torch.bfloat16
+    if backend.precision is Precision.LOW:
+        if device_type == "cuda":
+            return torch.float16
+        if device_type == "cpu" and caps.cpu_bf16:
+            return torch.bfloat16
+    return torch.float32
+
+
+class FallbackWarnings:
+    """Remembers which fallback reasons were announced, so each distinct one warns exactly once."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+
+    def warn(self, decision: Decision, stacklevel: int = 3) -> bool:
+        """Warn for a fallback decision not announced before; True when it warned."""
+        reason = decision.fallback_reason
+        if reason is None or reason in self.seen:
+            return False
+        self.seen.add(reason)
+        warnings.warn(f"lowbit: {reason}", RuntimeWarning, stacklevel=stacklevel)
+        return True
+
+    def reset(self) -> None:
+        """Forget the announced reasons (tests)."""
+        self.seen.clear()
+
+
+# The process-wide record behind `warn_fallback` (a warning registry, like the warnings module's own).
+_FALLBACKS = FallbackWarnings()
+
+
+def warn_fallback(decision: Decision) -> bool:
+    """`warnings.warn` once per distinct fallback reason, naming what was asked and what runs instead."""
+    return _FALLBACKS.warn(decision, stacklevel=4)
+
+
+def reset_fallback_warnings() -> None:
+    """Let every fallback reason warn again (tests)."""
+    _FALLBACKS.reset()

@@ -1,0 +1,86 @@
+"""Kernel -> the lowbit.kernels functions that prepare a weight (once) and run it (every call).
+
+The only module that imports lowbit.kernels, and it does so inside functions: a kernel family that is missing
+(not built, not installed) simply reports itself unavailable in `capabilities()` and is never dispatched to.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+import torch.nn.functional as F
+
+from ..quant.format import QuantizedWeight
+from .dispatch import Kernel
+
+_TRITON = (Kernel.TRITON_GEMV, Kernel.TRITON_GEMM, Kernel.TRITON_A8W)
+
+
+def _module(name: str):
+    try:
+        return importlib.import_module(f"lowbit.kernels.{name}")
+    except ImportError:
+        return None
+
+
+def refusals(qw: QuantizedWeight) -> tuple[tuple[Kernel, str], ...]:
+    """(kernel, reason) for every present kernel family whose `supports_*` rejects this weight."""
+    if qw.is_float:
+        return ()
+    out = []
+    checks = [("triton_common", "supports_triton", _TRITON), ("cpu_int8", "supports_int8_dynamic",
+              (Kernel.CPU_INT8_DYNAMIC,)), ("cpu_int4", "supports_int4_cpu", (Kernel.CPU_INT4,))]
+    for mod_name, fn, kernels in checks:
+        check = getattr(_module(mod_name), fn, None)
+        reason = check(qw) if callable(check) else None
+        if reason is not None:
+            out.extend((k, str(reason)) for k in kernels)
+    return tuple(out)
+
+
+def prepare(kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype = torch.float32):
+    """The object `run` reads for this kernel, built once per weight (a cache, never saved).
+
+    DENSE: the float weight (N, K) in `dtype`; REFERENCE: the ComputeWeight (or the fp16 weight for bits=16);
+    Triton: the ComputeWeight; CPU kernels: their own prepared layout.
+    """
+    if kernel is Kernel.DENSE:
+        return qw.dequantize(dtype).reshape(qw.n, qw.k)
+    if kernel is Kernel.REFERENCE:
+        return qw.packed if qw.is_float else qw.compute_layout()
+    if kernel in _TRITON:
+        return qw.compute_layout()
+    if kernel is Kernel.CPU_INT8_DYNAMIC:
+        return _module("cpu_int8").prepare_int8_dynamic(qw)
+    if kernel is Kernel.CPU_INT4:
+        return _module("cpu_int4").prepare_int4_cpu(qw)
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+def run(kernel: Kernel, prepared, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ W.T + bias with the prepared weight; output dtype = x.dtype."""
+    if kernel is Kernel.DENSE:
+        return F.linear(x, prepared, bias)
+    if kernel is Kernel.REFERENCE:
+        if isinstance(prepared, torch.Tensor):  # float16-stored weight
+            return F.linear(x, prepared.to(x.dtype), bias)
+        from ..kernels.reference import linear_reference
+
+        return linear_reference(x, prepared, bias, compute_dtype=x.dtype)
+    if kernel is Kernel.TRITON_GEMV:
+        return _module("triton_gemv").gemv_a16w(x, prepared, bias)
+    if kernel is Kernel.TRITON_GEMM:
+        return _module("triton_gemm").gemm_a16w(x, prepared, bias)
+    if kernel is Kernel.TRITON_A8W:
+        return _module("triton_int8").gemm_a8w(x, prepared, bias)
+    if kernel is Kernel.CPU_INT8_DYNAMIC:
+        return _module("cpu_int8").linear_int8_dynamic(x, prepared, bias)
+    if kernel is Kernel.CPU_INT4:
+        return _module("cpu_int4").linear_int4_cpu(x, prepared, bias)
+    raise ValueError(f"unknown kernel {kernel!r}")
+
+
+def dequantized(qw: QuantizedWeight, dtype: torch.dtype) -> torch.Tensor:
+    """The float weight in its original shape (conv's DENSE/REFERENCE path)."""
+    return qw.dequantize(dtype)

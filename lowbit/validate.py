@@ -1,0 +1,250 @@
+"""Validate a compressed model against the original: output error, size, peak memory and latency, in one table.
+
+A model comes from a built-in name (`minilm`) or a user's `module:function` returning (model, example_inputs);
+example_inputs is a tuple of positional arguments (dict arguments are copied before each call, since some models
+write their outputs into the dict they are given). The output compared is the model's tensor output, the
+"sentence_embedding" of a dict output, or the first tensor of a tuple/dict.
+
+Peak memory is measured in a separate Python process: it builds the model, drops its float weights to the `meta`
+device, then for each checkpoint resets the kernel's peak-RSS counter (/proc/self/clear_refs), loads the
+checkpoint and runs one forward; the figure is VmHWM minus the resident memory just before the load.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import importlib
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+BUILTIN_MODELS = {"minilm": "lowbit.validate:minilm_example"}
+
+
+def minilm_example():
+    """The bundled MiniLM sentence encoder and its tokenized `lowbit.models.SENTENCES`: (model, (features,))."""
+    from .models import SENTENCES, load_minilm
+
+    model = load_minilm()
+    tokenize = getattr(model, "preprocess", None) or model.tokenize
+    return model, (dict(tokenize(SENTENCES)),)
+
+
+def resolve_model(spec: str):
+    """The function behind a model spec: a built-in name or `module:function`."""
+    target = BUILTIN_MODELS.get(spec, spec)
+    module_name, sep, fn_name = target.partition(":")
+    if not sep or not module_name or not fn_name:
+        raise ValueError(f"unknown model {spec!r}: use one of {sorted(BUILTIN_MODELS)} or MODULE:FUNCTION returning "
+                         "(model, example_inputs)")
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except ModuleNotFoundError as e:
+        raise ValueError(f"model {spec!r}: cannot import module {module_name!r} ({e})") from None
+    except AttributeError:
+        raise ValueError(f"model {spec!r}: module {module_name!r} has no function {fn_name!r}") from None
+    return fn
+
+
+def build_model(spec: str):
+    """Call the model function; returns (model in eval mode, inputs as a tuple)."""
+    result = resolve_model(spec)()
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module)):
+        raise TypeError(f"model function {spec!r} must return (nn.Module, example_inputs), got {type(result).__name__}")
+    model, inputs = result
+    return model.eval(), inputs if isinstance(inputs, tuple) else (inputs,)
+
+
+def _output_tensor(out) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        if isinstance(out.get("sentence_embedding"), torch.Tensor):
+            return out["sentence_embedding"]
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        for item in out:
+            if isinstance(item, torch.Tensor):
+                return item
+    raise TypeError(f"the model returned {type(out).__name__}; expected a tensor, or a dict/tuple holding one")
+
+
+def call_model(model: torch.nn.Module, inputs: tuple) -> torch.Tensor:
+    """One forward pass without autograd; returns the output tensor (see the module docstring)."""
+    args = [dict(a) if isinstance(a, dict) else a for a in inputs]
+    with torch.inference_mode():
+        return _output_tensor(model(*args))
+
+
+def error_stats(ref: torch.Tensor, out: torch.Tensor) -> dict:
+    """max/mean absolute error, cosine similarity and SNR in dB of `out` against `ref` (computed in float64)."""
+    ref, out = ref.detach().double().flatten(), out.detach().double().flatten()
+    diff = out - ref
+    noise = float(diff.norm())
+    return {"max_abs": float(diff.abs().max()), "mean_abs": float(diff.abs().mean()),
+            "cosine": float(torch.nn.functional.cosine_similarity(ref, out, dim=0)),
+            "snr_db": math.inf if noise == 0 else 20 * math.log10(float(ref.norm()) / noise)}
+
+
+def state_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's state dict tensors (each storage counted once)."""
+    seen, total = set(), 0
+    for t in model.state_dict().values():
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
+
+
+def checkpoint_bytes(path: str | Path) -> int:
+    """Size on disk of a checkpoint, its external data file included."""
+    from .checkpoint.external import data_path_for
+
+    path = Path(path)
+    data = data_path_for(path)
+    return path.stat().st_size + (data.stat().st_size if data.is_file() else 0)
+
+
+# ------------------------------------------------------------------------------------------- peak memory (child)
+
+
+def _status_kb(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
+
+
+def strip_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """Replace every parameter by a `meta` one of the same shape (frees the float weights; buffers stay)."""
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None:
+                module._parameters[name] = torch.nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+    return model
+
+
+def peak_child(spec: str, jobs: list[dict]) -> list[dict]:
+    """Run in the child process: for each job {checkpoint, memory, precision}, peak MB of load + one forward."""
+    from .checkpoint import load
+    from .runtime import BackendConfig
+
+    model, inputs = build_model(spec)
+    skeleton = strip_weights(model)
+    results = []
+    for job in jobs:
+        fresh = copy.deepcopy(skeleton)
+        gc.collect()
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        base = _status_kb("VmRSS")
+        loaded = load(fresh, job["checkpoint"], BackendConfig(memory=job.get("memory", "normal"),
+                                                              precision=job.get("precision", "normal")))
+        call_model(loaded, inputs)
+        results.append({"peak_mb": (_status_kb("VmHWM") - base) / 1024, "base_mb": base / 1024})
+        del fresh, loaded
+    return results
+
+
+_CHILD = ("import json, sys; from lowbit.validate import peak_child; "
+          "print('LOWBIT-PEAK ' + json.dumps(peak_child(sys.argv[1], json.loads(sys.argv[2]))))")
+
+
+def measure_peak(spec: str, jobs: list[dict], timeout: float = 600) -> list[dict]:
+    """Peak resident MB of load + forward for each job, measured in one separate process (Linux /proc needed)."""
+    if not Path("/proc/self/clear_refs").exists():
+        raise RuntimeError("peak-memory measurement needs Linux /proc; run validate with --no-memory")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    proc = subprocess.run([sys.executable, "-c", _CHILD, spec, json.dumps(jobs)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("LOWBIT-PEAK ")), None)
+    if proc.returncode != 0 or line is None:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the peak-memory process failed (exit {proc.returncode}): {last}")
+    return json.loads(line.removeprefix("LOWBIT-PEAK "))
+
+
+# ------------------------------------------------------------------------------------------------ the report
+
+
+def _latency(model, inputs, reps) -> dict:
+    from .bench.harness import time_fn
+
+    t = time_fn(lambda: call_model(model, inputs), warmup=1, reps=reps, min_time_s=0.5, max_reps=50)
+    return {"median_ms": t.median_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms}
+
+
+def _backends() -> list[tuple[str, dict]]:
+    from .runtime import capabilities
+
+    out = [("memory normal", {"memory": "normal"}), ("memory low", {"memory": "low"})]
+    caps = capabilities()
+    if caps.gpu or caps.cpu_bf16 or caps.cpu_fp16:  # reduced precision only where the hardware runs it natively
+        out.append(("memory low, precision low", {"memory": "low", "precision": "low"}))
+    return out
+
+
+def _make_checkpoint(spec: str, cfg, out_dir: Path) -> Path:
+    from . import quantize
+    from .checkpoint import save
+
+    model, _ = build_model(spec)
+    return save(quantize(model, cfg), out_dir / "compressed.safetensors")
+
+
+def validate(spec: str = "minilm", checkpoint: str | Path | None = None, cfg=None, reps: int | None = None,
+             memory: bool = True) -> dict:
+    """Compare a compressed model with the original; returns the report dict (see `format_report`).
+
+    spec: "minilm" or "module:function". checkpoint: a lowbit checkpoint of that model; None quantizes the model
+    with `cfg` (a QuantConfig, default 4-bit block 64) into a temporary file. memory: measure peak memory.
+    """
+    from .checkpoint import load, save
+    from .runtime import BackendConfig
+
+    with tempfile.TemporaryDirectory(prefix="lowbit-validate-") as tmp:
+        model, inputs = build_model(spec)
+        ref = call_model(model, inputs)
+        original = state_bytes(model)
+        float_ckpt = save({k: v for k, v in model.state_dict().items()}, Path(tmp) / "float.safetensors")
+        ckpt = Path(checkpoint) if checkpoint is not None else _make_checkpoint(spec, cfg, Path(tmp))
+        size = checkpoint_bytes(ckpt)
+        rows = [{"config": "original (fp32)", "size_mb": original / 1e6, "ratio": 1.0, **_latency(model, inputs, reps)}]
+        del model
+        compressed, _ = build_model(spec)
+        backends = _backends()
+        for i, (label, kw) in enumerate(backends):
+            if i == 0:
+                load(compressed, ckpt, BackendConfig(**kw))
+            else:
+                from .nn import set_backend
+
+                set_backend(compressed, BackendConfig(**kw))
+            out = call_model(compressed, inputs)
+            rows.append({"config": label, **error_stats(ref, out), "size_mb": size / 1e6, "ratio": original / size,
+                         **_latency(compressed, inputs, reps)})
+        if memory:
+            jobs = [{"checkpoint": str(float_ckpt)}] + [{"checkpoint": str(ckpt), **kw} for _, kw in backends]
+            for row, peak in zip(rows, measure_peak(spec, jobs), strict=True):
+                row["peak_mb"] = peak["peak_mb"]
+    return {"model": spec, "checkpoint": str(checkpoint) if checkpoint else None, "file_bytes": size,
+            "original_bytes": original, "rows": rows}
+
+
+_COLUMNS = [("config", "config", "{}"), ("max_abs", "max abs", "{:.3g}"), ("mean_abs", "mean abs", "{:.3g}"),
+            ("cosine", "cosine", "{:.5f}"), ("snr_db", "SNR dB", "{:.1f}"), ("size_mb", "size MB", "{:.2f}"),
+            ("ratio", "ratio", "{:.2f}x"), ("peak_mb", "peak MB (load+fwd)", "{:.1f}"),
+            ("median_ms", "median ms", "{:.2f}"), ("p20_ms", "p20 ms", "{:.2f}"), ("p80_ms", "p80 ms", "{:.2f}")]
+
+
+def format_report(report: dict) -> str:
+    """The report as one github-style table."""
+    from tabulate import tabulate
+
+    table = [[fmt.format(r[key]) if key in r else "-" for key, _, fmt in _COLUMNS] for r in report["rows"]]
+    return tabulate(table, headers=[h for _, h, _ in _COLUMNS], tablefmt="github", disable_numparse=True)

@@ -1,0 +1,210 @@
+"""The checkpoint file itself: exact tensor round trip, safetensors interop, strict header checks, atomic writes."""
+
+import json
+import os
+import struct
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from lowbit.checkpoint import CheckpointError, open_checkpoint, save
+from lowbit.checkpoint import safetensors_io as sio
+from lowbit.checkpoint.external import data_path_for
+from lowbit.checkpoint.header import build_metadata
+from lowbit.quant import QuantConfig, quantize_weight
+
+
+@pytest.fixture
+def state(rng):
+    """Quantized weights of several kinds (odd K, symmetric, fp16 storage, conv) and plain tensors of 4 dtypes."""
+    return {
+        "fc.weight": quantize_weight(torch.randn(33, 100, generator=rng), QuantConfig(bits=3, block_size=32)),
+        "fc.bias": torch.randn(33, generator=rng),
+        "sym.weight": quantize_weight(torch.randn(16, 64, generator=rng), QuantConfig(bits=4, symmetric=True)),
+        "half.weight": quantize_weight(torch.randn(8, 40, generator=rng), QuantConfig(bits=16)),
+        "conv.weight": quantize_weight(torch.randn(6, 4, 3, 3, generator=rng), QuantConfig(bits=5, block_size=-1)),
+        "norm.weight": torch.randn(7, generator=rng).to(torch.bfloat16),
+        "ids": torch.arange(5, dtype=torch.int64),
+        "scalar": torch.tensor(2.5, dtype=torch.float64),
+    }
+
+
+def _assert_same(ckpt, state):
+    for name, v in state.items():
+        if isinstance(v, torch.Tensor):
+            got = ckpt.tensor(name)
+            assert got.dtype == v.dtype and torch.equal(got, v), name
+        else:
+            got = ckpt.quantized_weight(name)
+            assert got.metadata() == v.metadata()
+            for f, t in v.tensors().items():
+                assert torch.equal(got.tensors()[f], t), (name, f)
+            assert torch.equal(got.dequantize(torch.float64), v.dequantize(torch.float64))
+
+
+def test_save_open_round_trip_is_exact(tmp_path, state):
+    path = save(state, tmp_path / "m.safetensors")
+    ckpt = open_checkpoint(path)
+    assert set(ckpt.quantized) == {k for k, v in state.items() if not isinstance(v, torch.Tensor)}
+    assert sorted(ckpt.floats) == sorted(k for k, v in state.items() if isinstance(v, torch.Tensor))
+    assert ckpt.groups["sym.weight"] == {"packed": "sym.weight_packed", "scale": "sym.weight_scale"}
+    assert ckpt.groups["half.weight"] == {"packed": "half.weight_packed"}
+    _assert_same(ckpt, state)
+
+
+def test_file_is_plain_safetensors_with_aligned_tensors(tmp_path, state):
+    path = save(state, tmp_path / "m.safetensors")
+    ckpt = open_checkpoint(path)
+    with safe_open(str(path), framework="pt") as f:
+        body = json.loads(f.metadata()["lowbit"])
+        assert body["format"] == "lowbit.checkpoint" and body["version"] == 1 and body["external_data"] is None
+        assert body["quantized"]["fc.weight"] == state["fc.weight"].metadata()
+        for name in f.keys():
+            assert torch.equal(f.get_tensor(name), ckpt.tensor(name)), name
+    for e in ckpt.entries.values():
+        assert e.begin % e.dtype.itemsize == 0, e
+    assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+def test_save_is_deterministic(tmp_path, state):
+    a, b = save(state, tmp_path / "a.safetensors"), save(dict(reversed(state.items())), tmp_path / "b.safetensors")
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_truncated_file_is_refused(tmp_path, state):
+    path = save(state, tmp_path / "m.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[:-10])
+    with pytest.raises(CheckpointError, match="is truncated: tensor .* ends at byte"):
+        open_checkpoint(path)
+    path.write_bytes(data[:5])
+    with pytest.raises(CheckpointError, match="truncated: 5 bytes"):
+        open_checkpoint(path)
+    path.write_bytes(data[:100])
+    with pytest.raises(CheckpointError, match="truncated or not a safetensors file"):
+        open_checkpoint(path)
+
+
+def test_corrupted_header_is_refused(tmp_path, state):
+    path = save(state, tmp_path / "m.safetensors")
+    data = bytearray(path.read_bytes())
+    data[9:14] = b"@@@@@"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupted header"):
+        open_checkpoint(path)
+
+
+def _write_raw(path, tensors, body):
+    save_file(tensors, str(path), metadata={"lowbit": json.dumps(body)})
+
+
+def _body(quantized, **kw):
+    return {"format": "lowbit.checkpoint", "version": 1, "lowbit_version": "0.1.0", "quantized": quantized,
+            "external_data": None, **kw}
+
+
+def test_newer_version_and_foreign_files_are_refused(tmp_path, state):
+    qw = state["fc.weight"]
+    tensors = {f"fc.weight_{k}": v for k, v in qw.tensors().items()}
+    _write_raw(tmp_path / "v2.safetensors", tensors, _body({"fc.weight": qw.metadata()}, version=2))
+    with pytest.raises(CheckpointError, match="format version 2, but this lowbit .* reads versions 1..1; upgrade"):
+        open_checkpoint(tmp_path / "v2.safetensors")
+    newer_weight = {**qw.metadata(), "version": 9}
+    _write_raw(tmp_path / "w9.safetensors", tensors, _body({"fc.weight": newer_weight}))
+    with pytest.raises(CheckpointError, match="'fc.weight' has bad metadata: packed-weight format version 9"):
+        open_checkpoint(tmp_path / "w9.safetensors")
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(CheckpointError, match="not a lowbit checkpoint"):
+        open_checkpoint(tmp_path / "plain.safetensors")
+    _write_raw(tmp_path / "other.safetensors", {"a": torch.zeros(2)}, {"format": "other"})
+    with pytest.raises(CheckpointError, match="metadata format 'other'"):
+        open_checkpoint(tmp_path / "other.safetensors")
+
+
+def test_metadata_contradicting_tensors_is_refused(tmp_path, state):
+    qw = state["fc.weight"]  # 3 bits, (33, 100), block 32: packed (33, 38), scale/zero (33, 4)
+    tensors = {f"fc.weight_{k}": v for k, v in qw.tensors().items()}
+    meta = qw.metadata()
+    _write_raw(tmp_path / "a.safetensors", tensors, _body({"fc.weight": {**meta, "bits": 4}}))
+    with pytest.raises(CheckpointError, match=r"'fc.weight_packed' has shape \[33, 38\], but the metadata .* "
+                                              r"implies \[33, 50\]"):
+        open_checkpoint(tmp_path / "a.safetensors")
+    del tensors["fc.weight_zero"]
+    _write_raw(tmp_path / "b.safetensors", tensors, _body({"fc.weight": meta}))
+    with pytest.raises(CheckpointError, match="missing tensor 'fc.weight_zero' of quantized weight 'fc.weight'"):
+        open_checkpoint(tmp_path / "b.safetensors")
+    tensors["fc.weight_zero"] = qw.zero
+    _write_raw(tmp_path / "c.safetensors", tensors, _body({"fc.weight": {**meta, "symmetric": True}}))
+    with pytest.raises(CheckpointError, match="'fc.weight_zero' is not used by the metadata of 'fc.weight'"):
+        open_checkpoint(tmp_path / "c.safetensors")
+    tensors["fc.weight_packed"] = qw.packed.to(torch.int16)
+    _write_raw(tmp_path / "d.safetensors", tensors, _body({"fc.weight": meta}))
+    with pytest.raises(CheckpointError, match="'fc.weight'.*'packed' has dtype torch.int16"):
+        open_checkpoint(tmp_path / "d.safetensors").quantized_weight("fc.weight")
+
+
+def test_tensor_bytes_must_match_dtype_and_shape(tmp_path):
+    path = tmp_path / "m.safetensors"
+    header = json.dumps({"__metadata__": build_metadata({}), "a": {"dtype": "F32", "shape": [3],
+                                                                   "data_offsets": [0, 8]}}).encode()
+    path.write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
+    with pytest.raises(CheckpointError, match="tensor 'a' has 8 bytes, but dtype F32 and shape \\[3\\] need 12"):
+        open_checkpoint(path)
+
+
+def test_external_data(tmp_path, state):
+    path = save(state, tmp_path / "m.safetensors", external_data=True)
+    data = data_path_for(path)
+    assert data.name == "m.safetensors.data" and data.is_file()
+    assert path.stat().st_size < 2048 < data.stat().st_size
+    ckpt = open_checkpoint(path)
+    assert ckpt.external == data and ckpt.file_bytes == path.stat().st_size + data.stat().st_size
+    _assert_same(ckpt, state)
+    with safe_open(str(data), framework="pt") as f:  # the data file is a plain safetensors file
+        assert torch.equal(f.get_tensor("fc.bias"), state["fc.bias"])
+    save({"x": torch.zeros(3)}, tmp_path / "other.safetensors", external_data=True)
+    os.replace(data_path_for(tmp_path / "other.safetensors"), data)
+    with pytest.raises(CheckpointError, match="does not belong to .*m.safetensors"):
+        open_checkpoint(path)
+    data.unlink()
+    with pytest.raises(FileNotFoundError, match="external data file .*m.safetensors.data .* does not exist"):
+        open_checkpoint(path)
+
+
+@pytest.mark.parametrize("external", [False, True])
+def test_failed_save_keeps_old_file_and_leaves_no_temp(tmp_path, state, monkeypatch, external):
+    path = save({"old": torch.ones(4)}, tmp_path / "m.safetensors", external_data=external)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    calls = []
+
+    def failing_write(self, name, tensor):
+        calls.append(name)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return real_write(self, name, tensor)
+
+    real_write = sio.AtomicWriter.write
+    monkeypatch.setattr(sio.AtomicWriter, "write", failing_write)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save(state, path, external_data=external)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_unwritable_output_and_bad_inputs(tmp_path, state):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(FileNotFoundError, match="output directory .*file does not exist or is not a directory"):
+        save(state, blocker / "m.safetensors")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        save(state, tmp_path)
+    with pytest.raises(CheckpointError, match="'w' is on the meta device"):
+        save({"w": torch.empty(2, device="meta")}, tmp_path / "m.safetensors")
+    with pytest.raises(TypeError, match="'n' is a int"):
+        save({"n": 3}, tmp_path / "m.safetensors")
+    with pytest.raises(TypeError, match="nn.Module or a dict"):
+        save([1], tmp_path / "m.safetensors")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        open_checkpoint(tmp_path / "none.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

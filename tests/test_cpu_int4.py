@@ -1,0 +1,112 @@
+"""CPU <=4-bit path: every implementation forced directly against the float64 reference, dispatch and errors."""
+
+import pytest
+import torch
+
+from lowbit.kernels import cpu_int4
+from lowbit.kernels.cpu_int4 import (Int4CpuWeight, available_int4_cpu, default_impl, impl_unsupported_reason,
+                                     linear_int4_cpu, prepare_int4_cpu, supports_int4_cpu)
+from lowbit.kernels.reference import linear_reference
+from lowbit.quant import QuantConfig, quantize_weight
+
+# SQNR floors (dB): int8 activations (native, kleidiai); bf16 scales/zeros/activations (int4pack, worst at 2 bits);
+# fp32 dequantization (dequant).
+SQNR_FLOOR = {"native": 38.0, "kleidiai": 36.0, "int4pack": 24.0, "dequant": 100.0}
+
+
+def sqnr(ref: torch.Tensor, y: torch.Tensor) -> float:
+    return float(20 * torch.log10(ref.norm() / (ref - y.double()).norm()))
+
+
+def _case(rng, n, k, m, bits, block, symmetric, method="rtn"):
+    w = torch.randn(n, k, generator=rng)
+    x = torch.randn(m, k, generator=rng)
+    bias = torch.randn(n, generator=rng)
+    qw = quantize_weight(w, QuantConfig(bits=bits, block_size=block, symmetric=symmetric, method=method))
+    ref = linear_reference(x.double(), qw.compute_layout(), bias.double(), torch.float64)
+    return qw, x, bias, ref
+
+
+@pytest.mark.parametrize("impl", cpu_int4.IMPLS)
+@pytest.mark.parametrize("bits", [2, 3, 4])
+@pytest.mark.parametrize("block", [32, 64, 128, -1])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_each_impl_matches_reference(rng, impl, bits, block, symmetric):
+    n, k = (48, 256) if impl in ("int4pack", "kleidiai") else (37, 200)  # torch ops need N % 16, block | K
+    if impl == "int4pack" and block == -1:
+        k = 128  # per channel = one block of K, which int4pack takes only for K in 32..256
+    qw, x, bias, ref = _case(rng, n, k, 3, bits, block, symmetric)
+    reason = impl_unsupported_reason(qw, impl)
+    if impl == "kleidiai" and not symmetric:
+        assert "symmetric" in reason
+        with pytest.raises(ValueError, match="symmetric"):
+            prepare_int4_cpu(qw, impl)
+        return
+    assert reason is None
+    w4 = prepare_int4_cpu(qw, impl)
+    assert w4.impl == impl
+    y = linear_int4_cpu(x, w4, bias)
+    assert y.shape == (3, n) and y.dtype == torch.float32
+    assert sqnr(ref, y) >= SQNR_FLOOR[impl]
+
+
+@pytest.mark.parametrize("m", [1, 3, 17])
+def test_native_odd_shapes_hqq(rng, m):
+    qw, x, bias, ref = _case(rng, 29, 150, m, 4, 32, False, method="hqq")  # float zeros; K % 64 != 0
+    y = linear_int4_cpu(x, prepare_int4_cpu(qw, "native"), bias)
+    assert sqnr(ref, y) >= SQNR_FLOOR["native"]
+
+
+@pytest.mark.parametrize("dtype,floor", [(torch.bfloat16, 30.0), (torch.float16, 36.0)])
+def test_half_activations_keep_dtype(rng, dtype, floor):
+    qw, x, bias, ref = _case(rng, 32, 128, 3, 4, 64, False)
+    y = linear_int4_cpu(x.to(dtype), prepare_int4_cpu(qw), bias)
+    assert y.dtype == dtype
+    assert sqnr(ref, y) >= floor
+
+
+def test_default_impl_is_native_here(rng):
+    qw, *_ = _case(rng, 16, 128, 1, 4, 64, False)
+    assert available_int4_cpu()
+    assert default_impl(qw) == "native"
+    assert prepare_int4_cpu(qw).impl == "native"
+
+
+def test_default_impl_without_native(rng, monkeypatch):
+    monkeypatch.setattr(cpu_int4.cpu_native, "available_native", lambda: False)
+    monkeypatch.setattr(cpu_int4.cpu_native, "native_unavailable_reason", lambda: "simulated")
+    qw, x, bias, ref = _case(rng, 32, 128, 2, 4, 64, False)
+    assert "simulated" in impl_unsupported_reason(qw, "native")
+    w4 = prepare_int4_cpu(qw)
+    assert w4.impl == "int4pack"
+    odd, x2, b2, ref2 = _case(rng, 30, 100, 2, 4, 48, False)  # block 48: neither native nor int4pack
+    w_odd = prepare_int4_cpu(odd)
+    assert w_odd.impl == "dequant"
+    assert sqnr(ref2, linear_int4_cpu(x2, w_odd, b2)) >= SQNR_FLOOR["dequant"]
+
+
+def test_unsupported_formats(rng):
+    w = torch.randn(16, 64, generator=rng)
+    q8 = quantize_weight(w, QuantConfig(bits=8, block_size=-1))
+    assert "cpu_int8" in supports_int4_cpu(q8)
+    with pytest.raises(ValueError, match="bits=8"):
+        prepare_int4_cpu(q8)
+    assert "float16" in supports_int4_cpu(quantize_weight(w, QuantConfig(bits=16)))
+    assert "QuantizedWeight" in supports_int4_cpu(w)
+    q48 = quantize_weight(w, QuantConfig(bits=4, block_size=48))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        prepare_int4_cpu(q48, "native")
+    with pytest.raises(ValueError, match="unknown"):
+        prepare_int4_cpu(q48, "magic")
+
+
+def test_bad_inputs(rng):
+    qw, x, bias, _ = _case(rng, 16, 64, 2, 4, 32, False)
+    w4 = prepare_int4_cpu(qw)
+    with pytest.raises(ValueError, match=r"expected \(M, 64\)"):
+        linear_int4_cpu(x[:, :32], w4)
+    with pytest.raises(TypeError, match="floating-point"):
+        linear_int4_cpu(x.to(torch.int32), w4)
+    with pytest.raises(TypeError, match="Int4CpuWeight"):
+        linear_int4_cpu(x, qw)
+    assert isinstance(w4, Int4CpuWeight) and w4.nbytes > 0

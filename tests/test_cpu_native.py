@@ -1,0 +1,108 @@
+"""Native C kernel: build, layout, exact error bound against the float64 reference, and the no-compiler fallback."""
+
+import warnings
+
+import pytest
+import torch
+
+from lowbit.kernels import cpu_native
+from lowbit.kernels.cpu_native.build import NativeBuildError, build_native
+from lowbit.kernels.reference import linear_reference
+from lowbit.quant import QuantConfig, quantize_weight
+
+
+@pytest.fixture(scope="module")
+def native():
+    if not cpu_native.available_native():
+        pytest.fail(f"native kernels must build on the CI machine: {cpu_native.native_unavailable_reason()}")
+    return cpu_native.native_library()
+
+
+def _activation_bound(x: torch.Tensor, w: torch.Tensor, group_k: int) -> torch.Tensor:
+    """Largest |error| int8 activation rounding can cause: 0.5 * sum_k |W[n,k]| * d[m, block(k)], d = absmax/127."""
+    m, k = x.shape
+    nb = -(-k // group_k)
+    xp = torch.nn.functional.pad(x.double().abs(), (0, nb * group_k - k)).view(m, nb, group_k)
+    d = (xp.amax(-1) / 127).repeat_interleave(group_k, 1)[:, :k]  # (M, K)
+    return 0.5 * (d @ w.double().abs().T)
+
+
+def test_pack_q4_layout():
+    codes = torch.arange(70, dtype=torch.int64).remainder(16).to(torch.uint8).view(1, 70)
+    packed = cpu_native.pack_q4(codes)
+    assert packed.shape == (1, 64)  # K=70 -> Kp=128 -> 64 bytes
+    assert int(packed[0, 0]) == codes[0, 0] | (codes[0, 32] << 4)
+    assert int(packed[0, 33]) == codes[0, 65] | (0 << 4)  # unit 1: code 65 low, padding (code 97) high
+
+
+def test_pack_q4_rejects_wide_codes():
+    with pytest.raises(ValueError, match="4-bit codes must be < 16"):
+        cpu_native.pack_q4(torch.full((2, 8), 16, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="uint8 codes"):
+        cpu_native.pack_q4(torch.zeros(2, 8, dtype=torch.int32))
+
+
+@pytest.mark.parametrize("m", [1, 3, 17])
+@pytest.mark.parametrize("n,k,block", [(37, 100, -1), (48, 96, 32), (40, 320, 64), (33, 200, 128), (16, 520, 256),
+                                       (24, 192, 96)])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gemm_q4_within_activation_bound(native, rng, m, n, k, block, symmetric):
+    w = torch.randn(n, k, generator=rng)
+    x = torch.randn(m, k, generator=rng) * 3
+    bias = torch.randn(n, generator=rng)
+    qw = quantize_weight(w, QuantConfig(bits=4, block_size=block, symmetric=symmetric))
+    packed = cpu_native.pack_q4(qw.unpack())
+    group_k = packed.shape[1] * 2 if block == -1 else block
+    s = qw.scale.float().contiguous()
+    y = cpu_native.gemm_q4(x, packed, s, (s * qw.zero_or_implicit().float()).contiguous(), k, group_k, bias)
+    cw = qw.compute_layout()
+    ref = linear_reference(x.double(), cw, bias.double(), torch.float64)
+    bound = _activation_bound(x, cw.dequantize(torch.float64), group_k) + 1e-4 * (1 + ref.abs())
+    assert y.dtype == torch.float32 and y.shape == (m, n)
+    assert bool(((y.double() - ref).abs() <= bound).all()), float(((y.double() - ref).abs() - bound).max())
+
+
+def test_gemm_q4_single_thread_matches_threads(native, rng):
+    w = torch.randn(64, 256, generator=rng)
+    x = torch.randn(5, 256, generator=rng)
+    qw = quantize_weight(w, QuantConfig(bits=4, block_size=64))
+    args = (cpu_native.pack_q4(qw.unpack()), qw.scale.float().contiguous(),
+            (qw.scale.float() * qw.zero.float()).contiguous(), 256, 64)
+    assert torch.equal(cpu_native.gemm_q4(x, *args, num_threads=1), cpu_native.gemm_q4(x, *args, num_threads=2))
+
+
+def test_build_reports_simd_and_cache(native):
+    assert native.flags[0] == "-O3"
+    assert native.path.endswith("lowbit_cpu.so")
+    again = build_native()  # cached: no recompile, same file
+    assert again.path == native.path
+
+
+def test_missing_compiler_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("LOWBIT_CC", str(tmp_path / "no-such-cc"))
+    with pytest.raises(NativeBuildError, match="not found"):
+        build_native(root=tmp_path)
+    cpu_native.reset_native()
+    try:
+        with pytest.warns(UserWarning, match="native CPU kernels unavailable"):
+            assert cpu_native.available_native() is False
+        assert "no-such-cc" in cpu_native.native_unavailable_reason()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # warned once only
+            assert cpu_native.available_native() is False
+        with pytest.raises(RuntimeError, match="unavailable"):
+            cpu_native.gemm_q4(torch.zeros(1, 64), torch.zeros(1, 32, dtype=torch.uint8), torch.ones(1, 1),
+                               torch.zeros(1, 1), 64, 64)
+    finally:
+        monkeypatch.delenv("LOWBIT_CC")
+        cpu_native.reset_native()
+    assert cpu_native.available_native()
+
+
+def test_broken_compiler_reports_every_attempt(tmp_path):
+    fake = tmp_path / "fakecc"
+    fake.write_text("#!/bin/sh\necho 'fake compiler failure' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(NativeBuildError, match="fake compiler failure") as info:
+        build_native(compiler=str(fake), root=tmp_path)
+    assert str(info.value).count("failed") == 4  # every flag set was tried

@@ -1,0 +1,131 @@
+"""select_kernel: every row of the dispatch table, fallbacks with reasons, the warn-once rule, compute dtypes."""
+
+import warnings
+
+import pytest
+import torch
+
+from lowbit.runtime import BackendConfig, Capabilities, Kernel, WeightFormat, select_kernel
+from lowbit.runtime.dispatch import (
+    A8W_MIN_M, GEMV_MAX_M, HIGH_DENSE_MIN_M, FallbackWarnings, compute_dtype, reset_fallback_warnings, warn_fallback,
+)
+
+GPU = Capabilities(triton=True, gpu=True, triton_gpu=True, gpu_names=("H100",))
+CPU_ALL = Capabilities(cpu_int8_dynamic=True, cpu_int4=True)
+CPU_INT4 = Capabilities(cpu_int4=True)
+CPU_INT8 = Capabilities(cpu_int8_dynamic=True)
+NONE = Capabilities()
+W4 = WeightFormat(bits=4, group_size=64, symmetric=False, n=384, k=1536)
+W2 = WeightFormat(bits=2, group_size=32, symmetric=True, n=384, k=384)
+W8 = WeightFormat(bits=8, group_size=384, symmetric=True, n=384, k=384)
+W6 = WeightFormat(bits=6, group_size=64, symmetric=False, n=96, k=320)
+W16 = WeightFormat(bits=16, group_size=384, symmetric=True, n=384, k=384)
+LOW, NORMAL, HIGH = BackendConfig("low"), BackendConfig("normal"), BackendConfig("high")
+LOW_P = BackendConfig("low", "low")
+
+
+def refuse(fmt, *pairs):
+    return WeightFormat(fmt.bits, fmt.group_size, fmt.symmetric, fmt.n, fmt.k, tuple(pairs))
+
+
+# (device, M, format, capabilities, backend, expected kernel, is a fallback)
+ROWS = [
+    # bits=16 (float16 storage): dense unless memory Low, which keeps fp16 and converts per call
+    ("cpu", 1, W16, CPU_ALL, NORMAL, Kernel.DENSE, False),
+    ("cuda", 1, W16, GPU, HIGH, Kernel.DENSE, False),
+    ("cuda", 1, W16, GPU, LOW, Kernel.REFERENCE, False),
+    # memory Normal: always the dequantized weight
+    ("cpu", 1, W4, CPU_ALL, NORMAL, Kernel.DENSE, False),
+    ("cuda", 4096, W2, GPU, NORMAL, Kernel.DENSE, False),
+    ("cpu", 1, W8, NONE, BackendConfig("normal", "low"), Kernel.DENSE, False),
+    # memory High: dense from HIGH_DENSE_MIN_M, packed below it
+    ("cpu", HIGH_DENSE_MIN_M, W4, CPU_ALL, HIGH, Kernel.DENSE, False),
+    ("cpu", HIGH_DENSE_MIN_M - 1, W4, CPU_ALL, HIGH, Kernel.CPU_INT4, False),
+    ("cuda", 1, W4, GPU, HIGH, Kernel.TRITON_GEMV, False),
+    ("cuda", HIGH_DENSE_MIN_M, W4, GPU, HIGH, Kernel.DENSE, False),
+    ("cpu", 1, W4, NONE, HIGH, Kernel.REFERENCE, True),
+    # memory Low on CUDA
+    ("cuda", 1, W4, GPU, LOW, Kernel.TRITON_GEMV, False),
+    ("cuda", GEMV_MAX_M, W2, GPU, LOW, Kernel.TRITON_GEMV, False),
+    ("cuda", GEMV_MAX_M + 1, W4, GPU, LOW, Kernel.TRITON_GEMM, False),
+    ("cuda", A8W_MIN_M, W8, GPU, LOW, Kernel.TRITON_GEMM, False),  # precision Normal: no int8 activations
+    ("cuda", A8W_MIN_M, W8, GPU, LOW_P, Kernel.TRITON_A8W, False),
+    ("cuda", A8W_MIN_M - 1, W4, GPU, LOW_P, Kernel.TRITON_GEMM, False),
+    ("cuda", A8W_MIN_M, W4, GPU, BackendConfig("low", "low_bf16"), Kernel.TRITON_GEMM, False),
+    ("cuda", 1, W4, NONE, LOW, Kernel.REFERENCE, True),  # no Triton
+    ("cuda", 1, refuse(W4, (Kernel.TRITON_GEMV, "split")), GPU, LOW, Kernel.TRITON_GEMM, False),
+    ("cuda", A8W_MIN_M, refuse(W4, (Kernel.TRITON_A8W, "no int8")), GPU, LOW_P, Kernel.TRITON_GEMM, False),
+    ("cuda", 1, refuse(W4, (Kernel.TRITON_GEMV, "a"), (Kernel.TRITON_GEMM, "b")), GPU, LOW, Kernel.REFERENCE, True),
+    # memory Low on CPU
+    ("cpu", 1, W4, CPU_ALL, LOW, Kernel.CPU_INT4, False),
+    ("cpu", 512, W2, CPU_ALL, LOW, Kernel.CPU_INT4, False),
+    ("cpu", 1, W8, CPU_ALL, LOW, Kernel.CPU_INT8_DYNAMIC, False),
+    ("cpu", 1, W6, CPU_ALL, LOW, Kernel.CPU_INT8_DYNAMIC, False),
+    ("cpu", 1, W4, CPU_INT8, LOW, Kernel.CPU_INT8_DYNAMIC, False),
+    ("cpu", 1, W8, CPU_INT4, LOW, Kernel.CPU_INT4, False),
+    ("cpu", 1, refuse(W8, (Kernel.CPU_INT8_DYNAMIC, "blocked")), CPU_ALL, LOW, Kernel.CPU_INT4, False),
+    ("cpu", 1, refuse(W4, (Kernel.CPU_INT4, "odd K")), CPU_ALL, LOW, Kernel.CPU_INT8_DYNAMIC, False),
+    ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "8 bits")), CPU_INT4, LOW, Kernel.REFERENCE, True),
+    ("cpu", 1, W4, NONE, LOW, Kernel.REFERENCE, True),
+    ("cpu", 1, W4, GPU, LOW, Kernel.REFERENCE, True),  # Triton is never used for CPU tensors
+    # other devices
+    ("mps", 1, W4, CPU_ALL, LOW, Kernel.REFERENCE, True),
+    ("mps", 1, W4, CPU_ALL, NORMAL, Kernel.DENSE, False),
+]
+
+
+@pytest.mark.parametrize("device,m,fmt,caps,backend,kernel,fallback", ROWS)
+def test_dispatch_table(device, m, fmt, caps, backend, kernel, fallback):
+    d = select_kernel(device, m, fmt, caps, backend)
+    assert d.kernel is kernel
+    assert (d.fallback_reason is not None) == fallback
+    if fallback:  # the reason names what was asked and what runs instead
+        assert f"memory={backend.memory.value}" in d.fallback_reason
+        assert f"{fmt.bits}-bit" in d.fallback_reason and "running reference" in d.fallback_reason
+
+
+def test_refusal_reasons_are_quoted():
+    fmt = refuse(W8, (Kernel.CPU_INT4, "bits=8 does not fit"))
+    d = select_kernel("cpu", 1, fmt, CPU_INT4, LOW)
+    assert "cpu_int4: bits=8 does not fit" in d.fallback_reason
+
+
+def test_select_is_pure():
+    args = ("cpu", 3, W4, NONE, LOW)
+    assert select_kernel(*args) == select_kernel(*args)
+
+
+def test_weight_format_of_quantized_weight():
+    from lowbit.quant import QuantConfig, quantize_weight
+
+    qw = quantize_weight(torch.randn(20, 100), QuantConfig(bits=3, block_size=32, symmetric=True))
+    assert WeightFormat.of(qw) == WeightFormat(3, 32, True, 20, 100)
+
+
+def test_warn_once_per_reason():
+    reset_fallback_warnings()
+    a = select_kernel("cpu", 1, W4, NONE, LOW)
+    b = select_kernel("cpu", 1, W8, NONE, LOW)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert warn_fallback(a) and not warn_fallback(a) and warn_fallback(b) and not warn_fallback(b)
+        assert not warn_fallback(select_kernel("cpu", 1, W4, CPU_ALL, LOW))  # not a fallback
+    assert len(caught) == 2 and all(issubclass(w.category, RuntimeWarning) for w in caught)
+    assert "4-bit" in str(caught[0].message)
+    reset_fallback_warnings()
+    with pytest.warns(RuntimeWarning, match="running reference"):
+        warn_fallback(a)
+    local = FallbackWarnings()
+    with pytest.warns(RuntimeWarning):
+        assert local.warn(a)
+    reset_fallback_warnings()
+
+
+@pytest.mark.parametrize("device,caps,precision,dtype", [
+    ("cpu", NONE, "normal", torch.float32), ("cpu", NONE, "high", torch.float32), ("cuda", GPU, "high", torch.float32),
+    ("cpu", NONE, "low", torch.float32), ("cpu", Capabilities(cpu_bf16=True), "low", torch.bfloat16),
+    ("cuda", GPU, "low", torch.float16), ("cpu", NONE, "low_bf16", torch.bfloat16),
+    ("cuda", GPU, "low_bf16", torch.bfloat16),
+])
+def test_compute_dtype(device, caps, precision, dtype):
+    assert compute_dtype(device, caps, BackendConfig("low", precision)) == dtype
