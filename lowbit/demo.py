@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -59,8 +60,9 @@ def _row(label, cfg, base, ref, tmp: Path, quick: bool) -> tuple[dict, Path]:
     from .nn import set_backend
     from .runtime import BackendConfig
 
+    t0 = time.perf_counter()
     model = base if cfg is None else quantize(copy.deepcopy(base), cfg, backend=BackendConfig(memory="normal"))
-    row = {"setting": label, **embedding_scores(ref, embed(model)),
+    row = {"setting": label, "quantize_s": time.perf_counter() - t0, **embedding_scores(ref, embed(model)),
            "latency_normal_ms": _latency_ms(model, SENTENCES[0], quick)}
     if cfg is not None:
         set_backend(model, BackendConfig(memory="low"))
@@ -75,29 +77,34 @@ def run_demo(quick: bool = False, progress: bool = True) -> list[dict]:
     from tqdm import tqdm
 
     from .models import embed, load_minilm
-    from .validate import measure_peak
+    from .validate import PeakMeter
 
     settings = [s for s in SETTINGS if not quick or s[0] in QUICK]
     bar = tqdm(total=len(settings) + 2, desc="demo", file=sys.stderr, disable=not progress, leave=False)
     bar.set_postfix_str("loading MiniLM")
-    base = load_minilm()
-    ref = embed(base)
-    bar.update()
-    rows, paths = [], []
-    with tempfile.TemporaryDirectory(prefix="lowbit-demo-") as tmp:
-        for label, cfg in settings:
-            bar.set_postfix_str(label)
-            row, path = _row(label, cfg, base, ref, Path(tmp), quick)
-            rows.append(row)
-            paths.append(path)
-            bar.update()
-        if not quick:
-            bar.set_postfix_str("peak memory (subprocess)")
-            peaks = measure_peak("minilm", [{"checkpoint": str(p), "memory": "low"} for p in paths])
-            for row, peak in zip(rows, peaks, strict=True):
-                row["peak_mb"] = peak["peak_mb"]
+    meter = None if quick else PeakMeter("minilm")  # starts now: its start-up overlaps the quantization below
+    try:
+        base = load_minilm()
+        ref = embed(base)
         bar.update()
-    bar.close()
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="lowbit-demo-") as tmp:
+            for label, cfg in settings:
+                bar.set_postfix_str(label)
+                row, path = _row(label, cfg, base, ref, Path(tmp), quick)
+                rows.append(row)
+                if meter is not None:
+                    meter.submit({"checkpoint": str(path), "memory": "low"})
+                bar.update()
+            if meter is not None:
+                bar.set_postfix_str("peak memory (subprocess)")
+                for row, peak in zip(rows, meter.results(), strict=True):
+                    row["peak_mb"] = peak["peak_mb"]
+            bar.update()
+    finally:
+        if meter is not None:
+            meter.close()
+        bar.close()
     for row in rows:
         row["ratio"] = rows[0]["size_mb"] / row["size_mb"]
     return rows
@@ -106,7 +113,8 @@ def run_demo(quick: bool = False, progress: bool = True) -> list[dict]:
 _COLUMNS = [("setting", "setting", "{}"), ("size_mb", "size MB", "{:.1f}"), ("ratio", "ratio", "{:.2f}x"),
             ("cos_mean", "cos mean", "{:.4f}"), ("cos_min", "cos min", "{:.4f}"),
             ("retrieval", "same NN", "{:.0%}"), ("latency_normal_ms", "ms Normal", "{:.1f}"),
-            ("latency_low_ms", "ms Low", "{:.1f}"), ("peak_mb", "peak MB (Low)", "{:.1f}")]
+            ("latency_low_ms", "ms Low", "{:.1f}"), ("peak_mb", "peak MB (Low)", "{:.1f}"),
+            ("quantize_s", "quantize s", "{:.1f}")]
 
 
 def format_demo(rows: list[dict]) -> str:

@@ -130,43 +130,86 @@ def strip_weights(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def peak_child(spec: str, jobs: list[dict]) -> list[dict]:
-    """Run in the child process: for each job {checkpoint, memory, precision}, peak MB of load + one forward."""
+def _peak_one(skeleton, inputs, job: dict) -> dict:
     from .checkpoint import load
     from .runtime import BackendConfig
 
+    fresh = copy.deepcopy(skeleton)
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    base = _status_kb("VmRSS")
+    backend = BackendConfig(memory=job.get("memory", "normal"), precision=job.get("precision", "normal"))
+    call_model(load(fresh, job["checkpoint"], backend), inputs)
+    return {"peak_mb": (_status_kb("VmHWM") - base) / 1024, "base_mb": base / 1024}
+
+
+def peak_child(spec: str) -> None:
+    """The child process: build the model once, then for each JSON job line on stdin {checkpoint, memory,
+    precision} print one JSON line with the peak MB of load + one forward."""
     model, inputs = build_model(spec)
     skeleton = strip_weights(model)
-    results = []
-    for job in jobs:
-        fresh = copy.deepcopy(skeleton)
+    print("LOWBIT-READY", flush=True)
+    for line in sys.stdin:
+        print("LOWBIT-PEAK " + json.dumps(_peak_one(skeleton, inputs, json.loads(line))), flush=True)
         gc.collect()
-        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-        base = _status_kb("VmRSS")
-        loaded = load(fresh, job["checkpoint"], BackendConfig(memory=job.get("memory", "normal"),
-                                                              precision=job.get("precision", "normal")))
-        call_model(loaded, inputs)
-        results.append({"peak_mb": (_status_kb("VmHWM") - base) / 1024, "base_mb": base / 1024})
-        del fresh, loaded
-    return results
 
 
-_CHILD = ("import json, sys; from lowbit.validate import peak_child; "
-          "print('LOWBIT-PEAK ' + json.dumps(peak_child(sys.argv[1], json.loads(sys.argv[2]))))")
+_CHILD = "import sys; from lowbit.validate import peak_child; peak_child(sys.argv[1])"
+
+
+class PeakMeter:
+    """A child process measuring peak memory of load + forward, started early so its start-up overlaps other work.
+
+    `submit(job)` queues a job ({"checkpoint": path, "memory": ..., "precision": ...}); `results()` waits for all.
+    """
+
+    def __init__(self, spec: str):
+        if not Path("/proc/self/clear_refs").exists():
+            raise RuntimeError("peak-memory measurement needs Linux /proc; run validate with --no-memory")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        self._err = tempfile.TemporaryFile(mode="w+")
+        self._proc = subprocess.Popen([sys.executable, "-c", _CHILD, spec], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._err, text=True, env=env)
+        self._jobs = 0
+
+    def submit(self, job: dict) -> None:
+        self._jobs += 1
+        try:
+            self._proc.stdin.write(json.dumps(job) + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the child died; results() reports its error
+
+    def results(self, timeout: float = 600) -> list[dict]:
+        try:
+            out, _ = self._proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            raise RuntimeError(f"the peak-memory process took longer than {timeout:.0f} s") from None
+        tag = "LOWBIT-PEAK "
+        lines = [json.loads(ln.removeprefix(tag)) for ln in out.splitlines() if ln.startswith(tag)]
+        if self._proc.returncode != 0 or len(lines) != self._jobs:
+            self._err.seek(0)
+            last = (self._err.read().strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"the peak-memory process failed (exit {self._proc.returncode}): {last}")
+        return lines
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._err.close()
 
 
 def measure_peak(spec: str, jobs: list[dict], timeout: float = 600) -> list[dict]:
     """Peak resident MB of load + forward for each job, measured in one separate process (Linux /proc needed)."""
-    if not Path("/proc/self/clear_refs").exists():
-        raise RuntimeError("peak-memory measurement needs Linux /proc; run validate with --no-memory")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    proc = subprocess.run([sys.executable, "-c", _CHILD, spec, json.dumps(jobs)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("LOWBIT-PEAK ")), None)
-    if proc.returncode != 0 or line is None:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the peak-memory process failed (exit {proc.returncode}): {last}")
-    return json.loads(line.removeprefix("LOWBIT-PEAK "))
+    meter = PeakMeter(spec)
+    try:
+        for job in jobs:
+            meter.submit(job)
+        return meter.results(timeout)
+    finally:
+        meter.close()
 
 
 # ------------------------------------------------------------------------------------------------ the report

@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from lowbit.kernels import cpu_int4
-from lowbit.kernels.cpu_int4 import (Int4CpuWeight, available_int4_cpu, default_impl, impl_unsupported_reason,
-                                     linear_int4_cpu, prepare_int4_cpu, supports_int4_cpu)
+from lowbit.kernels.cpu_int4 import (
+    Int4CpuWeight,
+    available_int4_cpu,
+    default_impl,
+    impl_unsupported_reason,
+    linear_int4_cpu,
+    prepare_int4_cpu,
+    supports_int4_cpu,
+)
 from lowbit.kernels.reference import linear_reference
 from lowbit.quant import QuantConfig, quantize_weight
 
@@ -51,9 +58,12 @@ def test_each_impl_matches_reference(rng, impl, bits, block, symmetric):
 
 
 @pytest.mark.parametrize("m", [1, 3, 17])
-def test_native_odd_shapes_hqq(rng, m):
+@pytest.mark.parametrize("act_per_row", [True, False])
+def test_native_odd_shapes_hqq(rng, m, act_per_row):
     qw, x, bias, ref = _case(rng, 29, 150, m, 4, 32, False, method="hqq")  # float zeros; K % 64 != 0
-    y = linear_int4_cpu(x, prepare_int4_cpu(qw, "native"), bias)
+    w4 = prepare_int4_cpu(qw, "native", act_per_row=act_per_row)
+    assert w4.act_per_row is act_per_row
+    y = linear_int4_cpu(x, w4, bias)
     assert sqnr(ref, y) >= SQNR_FLOOR["native"]
 
 

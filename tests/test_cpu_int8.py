@@ -5,8 +5,14 @@ import warnings
 import pytest
 import torch
 
-from lowbit.kernels.cpu_int8 import (IMPLS, Int8DynamicWeight, available_int8_dynamic, linear_int8_dynamic,
-                                     prepare_int8_dynamic, supports_int8_dynamic)
+from lowbit.kernels.cpu_int8 import (
+    IMPLS,
+    Int8DynamicWeight,
+    available_int8_dynamic,
+    linear_int8_dynamic,
+    prepare_int8_dynamic,
+    supports_int8_dynamic,
+)
 from lowbit.kernels.reference import linear_reference
 from lowbit.quant import QuantConfig, quantize_weight
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lowbit.kernels import cpu_native
-from lowbit.kernels.cpu_native.build import NativeBuildError, build_native
+from lowbit.kernels.cpu_native.build import PORTABLE_FLAGS, NativeBuildError, build_native
 from lowbit.kernels.reference import linear_reference
 from lowbit.quant import QuantConfig, quantize_weight
 
@@ -19,7 +19,10 @@ def native():
 
 
 def _activation_bound(x: torch.Tensor, w: torch.Tensor, group_k: int) -> torch.Tensor:
-    """Largest |error| int8 activation rounding can cause: 0.5 * sum_k |W[n,k]| * d[m, block(k)], d = absmax/127."""
+    """Largest |error| int8 activation rounding can cause: 0.5 * sum_k |W[n,k]| * d[m, block(k)], d = absmax/127.
+
+    A kernel that mishandles zeros, scales, padding or a partial last block misses this by orders of magnitude.
+    """
     m, k = x.shape
     nb = -(-k // group_k)
     xp = torch.nn.functional.pad(x.double().abs(), (0, nb * group_k - k)).view(m, nb, group_k)
@@ -46,7 +49,8 @@ def test_pack_q4_rejects_wide_codes():
 @pytest.mark.parametrize("n,k,block", [(37, 100, -1), (48, 96, 32), (40, 320, 64), (33, 200, 128), (16, 520, 256),
                                        (24, 192, 96)])
 @pytest.mark.parametrize("symmetric", [False, True])
-def test_gemm_q4_within_activation_bound(native, rng, m, n, k, block, symmetric):
+@pytest.mark.parametrize("act_per_row", [True, False])
+def test_gemm_q4_within_activation_bound(native, rng, m, n, k, block, symmetric, act_per_row):
     w = torch.randn(n, k, generator=rng)
     x = torch.randn(m, k, generator=rng) * 3
     bias = torch.randn(n, generator=rng)
@@ -54,12 +58,43 @@ def test_gemm_q4_within_activation_bound(native, rng, m, n, k, block, symmetric)
     packed = cpu_native.pack_q4(qw.unpack())
     group_k = packed.shape[1] * 2 if block == -1 else block
     s = qw.scale.float().contiguous()
-    y = cpu_native.gemm_q4(x, packed, s, (s * qw.zero_or_implicit().float()).contiguous(), k, group_k, bias)
+    sz = (s * qw.zero_or_implicit().float()).contiguous()
+    y = cpu_native.gemm_q4(x, packed, s, sz, k, group_k, bias, act_per_row=act_per_row)
     cw = qw.compute_layout()
     ref = linear_reference(x.double(), cw, bias.double(), torch.float64)
-    bound = _activation_bound(x, cw.dequantize(torch.float64), group_k) + 1e-4 * (1 + ref.abs())
+    act_group = k if act_per_row else group_k
+    bound = _activation_bound(x, cw.dequantize(torch.float64), act_group) + 1e-4 * (1 + ref.abs())
     assert y.dtype == torch.float32 and y.shape == (m, n)
     assert bool(((y.double() - ref).abs() <= bound).all()), float(((y.double() - ref).abs() - bound).max())
+
+
+@pytest.mark.parametrize("act_per_row", [True, False])
+def test_portable_c_build_matches_simd(native, rng, tmp_path, act_per_row):
+    # the plain-C fallback (no AVX2, no OpenMP) computes the same integer dots: equal up to fp32 summation order
+    portable = build_native(root=tmp_path, flag_sets=PORTABLE_FLAGS)
+    assert not portable.simd and not portable.openmp
+    for block, k in ((64, 200), (32, 96), (-1, 130), (96, 288)):
+        qw = quantize_weight(torch.randn(19, k, generator=rng), QuantConfig(bits=4, block_size=block))
+        packed = cpu_native.pack_q4(qw.unpack())
+        group_k = packed.shape[1] * 2 if block == -1 else block
+        args = (packed, qw.scale.float().contiguous(), (qw.scale.float() * qw.zero.float()).contiguous(), k, group_k)
+        x = torch.randn(5, k, generator=rng)
+        y_simd = cpu_native.gemm_q4(x, *args, act_per_row=act_per_row)
+        y_c = cpu_native.gemm_q4(x, *args, act_per_row=act_per_row, library=portable)
+        torch.testing.assert_close(y_c, y_simd, rtol=1e-5, atol=1e-4)
+
+
+def test_per_block_scales_are_tighter_with_outliers(native, rng):
+    # one huge activation per row: per-row scales lose the other blocks' precision, per-block scales keep it
+    qw = quantize_weight(torch.randn(32, 512, generator=rng), QuantConfig(bits=4, block_size=64))
+    x = torch.randn(4, 512, generator=rng)
+    x[:, 0] = 300.0
+    args = (cpu_native.pack_q4(qw.unpack()), qw.scale.float().contiguous(),
+            (qw.scale.float() * qw.zero.float()).contiguous(), 512, 64)
+    ref = linear_reference(x.double(), qw.compute_layout(), None, torch.float64)
+    err_row = (cpu_native.gemm_q4(x, *args, act_per_row=True).double() - ref).norm()
+    err_block = (cpu_native.gemm_q4(x, *args, act_per_row=False).double() - ref).norm()
+    assert err_block < 0.6 * err_row  # 8 blocks: the outlier's block dominates per-block error, ~1/sqrt(8)
 
 
 def test_gemm_q4_single_thread_matches_threads(native, rng):

@@ -7,7 +7,13 @@ import torch
 
 from lowbit.runtime import BackendConfig, Capabilities, Kernel, WeightFormat, select_kernel
 from lowbit.runtime.dispatch import (
-    A8W_MIN_M, GEMV_MAX_M, HIGH_DENSE_MIN_M, FallbackWarnings, compute_dtype, reset_fallback_warnings, warn_fallback,
+    A8W_MIN_M,
+    GEMV_MAX_M,
+    HIGH_DENSE_MIN_M,
+    FallbackWarnings,
+    compute_dtype,
+    reset_fallback_warnings,
+    warn_fallback,
 )
 
 GPU = Capabilities(triton=True, gpu=True, triton_gpu=True, gpu_names=("H100",))
@@ -59,12 +65,16 @@ ROWS = [
     # memory Low on CPU
     ("cpu", 1, W4, CPU_ALL, LOW, Kernel.CPU_INT4, False),
     ("cpu", 512, W2, CPU_ALL, LOW, Kernel.CPU_INT4, False),
-    ("cpu", 1, W8, CPU_ALL, LOW, Kernel.CPU_INT8_DYNAMIC, False),
-    ("cpu", 1, W6, CPU_ALL, LOW, Kernel.CPU_INT8_DYNAMIC, False),
-    ("cpu", 1, W4, CPU_INT8, LOW, Kernel.CPU_INT8_DYNAMIC, False),
+    ("cpu", 1, W8, CPU_ALL, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
+    ("cpu", 1, W6, CPU_ALL, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
+    ("cpu", 1, W8, CPU_INT8, LOW, Kernel.REFERENCE, True),  # int8 activations need precision Low
+    ("cpu", 1, W4, CPU_INT8, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
+    ("cpu", 1, W4, CPU_INT8, LOW, Kernel.REFERENCE, True),
     ("cpu", 1, W8, CPU_INT4, LOW, Kernel.CPU_INT4, False),
-    ("cpu", 1, refuse(W8, (Kernel.CPU_INT8_DYNAMIC, "blocked")), CPU_ALL, LOW, Kernel.CPU_INT4, False),
-    ("cpu", 1, refuse(W4, (Kernel.CPU_INT4, "odd K")), CPU_ALL, LOW, Kernel.CPU_INT8_DYNAMIC, False),
+    ("cpu", 1, W8, CPU_ALL, LOW, Kernel.CPU_INT4, False),
+    ("cpu", 1, refuse(W8, (Kernel.CPU_INT8_DYNAMIC, "blocked")), CPU_ALL, LOW_P, Kernel.CPU_INT4, False),
+    ("cpu", 1, refuse(W4, (Kernel.CPU_INT4, "odd K")), CPU_ALL, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
+    ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "8 bits")), CPU_ALL, LOW, Kernel.REFERENCE, True),
     ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "8 bits")), CPU_INT4, LOW, Kernel.REFERENCE, True),
     ("cpu", 1, W4, NONE, LOW, Kernel.REFERENCE, True),
     ("cpu", 1, W4, GPU, LOW, Kernel.REFERENCE, True),  # Triton is never used for CPU tensors
@@ -86,7 +96,8 @@ def test_dispatch_table(device, m, fmt, caps, backend, kernel, fallback):
 
 def test_refusal_reasons_are_quoted():
     fmt = refuse(W8, (Kernel.CPU_INT4, "bits=8 does not fit"))
-    d = select_kernel("cpu", 1, fmt, CPU_INT4, LOW)
+    d = select_kernel("cpu", 1, fmt, CPU_ALL, LOW)
+    assert "cpu_int8_dynamic: rounds activations to int8 per tensor, which needs precision=low" in d.fallback_reason
     assert "cpu_int4: bits=8 does not fit" in d.fallback_reason
 
 

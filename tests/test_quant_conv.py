@@ -1,15 +1,16 @@
 """QuantConv1d/QuantConv2d vs nn.Conv with the dequantized weight (tight) and vs the original (SQNR floor)."""
 
 import copy
+import os
 
 import pytest
 import torch
 from torch import nn
 
 from lowbit.nn import QuantConv1d, QuantConv2d
-from lowbit.nn.ops import override_capabilities
+from lowbit.nn.ops import forced_kernel, override_capabilities
 from lowbit.quant import QuantConfig, quantize_weight
-from lowbit.runtime import BackendConfig, Capabilities
+from lowbit.runtime import BackendConfig, Capabilities, Kernel
 
 SQNR_FLOOR = {2: 4.0, 4: 16.0, 8: 33.0}
 PACKED_SQNR = 33.0  # vs the dequantized conv: CPU packed kernels may round activations to int8
@@ -88,8 +89,8 @@ def test_packed_path_runs_per_group(rng):
     x = torch.randn(2, 8, 6, 9, generator=rng)
     override_capabilities(Capabilities(cpu_int4=True))
     try:
-        check_low = QuantConv2d.from_float(conv, quantize_weight(conv.weight.detach(), QuantConfig(bits=4, block_size=16)),
-                                           BackendConfig("low"))
+        qw = quantize_weight(conv.weight.detach(), QuantConfig(bits=4, block_size=16))
+        check_low = QuantConv2d.from_float(conv, qw, BackendConfig("low"))
         with torch.no_grad():
             y = check_low(x)
             deq = copy.deepcopy(conv)
@@ -119,3 +120,24 @@ def test_conv_errors(rng):
         QuantConv2d(qw, groups=4)
     with pytest.raises(ValueError, match="does not match"):
         QuantConv2d.from_float(build(nn.Conv2d, 4, 6, 5, {}, rng), qw)
+
+
+@pytest.mark.parametrize("kernel,floor", [
+    (Kernel.DENSE, None), (Kernel.REFERENCE, None), (Kernel.TRITON_GEMV, None), (Kernel.TRITON_GEMM, None),
+    (Kernel.CPU_INT4, PACKED_SQNR),
+])
+def test_every_kernel_forced_through_conv(rng, kernel, floor):
+    """im2col + per-group linear kernel (or F.conv2d for DENSE/REFERENCE), each kernel forced."""
+    if kernel.value.startswith("triton") and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (as the CI runs it)")
+    conv = build(nn.Conv2d, 4, 6, 3, dict(groups=2, padding=1, stride=2), rng)
+    qw = quantize_weight(conv.weight.detach(), QuantConfig(bits=4, block_size=16))
+    deq = copy.deepcopy(conv)
+    x = torch.randn(1, 4, 5, 7, generator=rng)  # M = 3 * 4 = 12 output positions
+    with torch.no_grad(), forced_kernel(kernel):
+        deq.weight.copy_(qw.dequantize())
+        y, y_deq = QuantConv2d.from_float(conv, qw, BackendConfig("low"))(x), deq(x)
+    if floor is None:
+        torch.testing.assert_close(y, y_deq, rtol=1e-4, atol=1e-4)
+    else:
+        assert sqnr(y_deq, y) >= floor

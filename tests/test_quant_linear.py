@@ -1,13 +1,15 @@
 """QuantLinear vs nn.Linear with the dequantized weight (tight) and vs the original layer (SQNR floor per bits)."""
 
+import os
+
 import pytest
 import torch
 from torch import nn
 
 from lowbit.nn import QuantLinear
-from lowbit.nn.ops import override_capabilities
+from lowbit.nn.ops import forced_kernel, override_capabilities
 from lowbit.quant import QuantConfig, quantize_weight
-from lowbit.runtime import BackendConfig, Capabilities
+from lowbit.runtime import BackendConfig, Capabilities, Kernel
 
 SQNR_FLOOR = {2: 4.0, 4: 18.0, 8: 34.0}  # dB vs the original float layer (random Gaussian weights, block 64)
 PACKED_SQNR = 33.0  # dB vs the dequantized layer: CPU packed kernels may round activations to int8 (~40 dB)
@@ -74,6 +76,18 @@ def test_reference_path_is_tight(rng, no_kernels, bits, block, symmetric, memory
         torch.testing.assert_close(q(x), dequantized_linear(lin, qw)(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:lowbit")
+@pytest.mark.parametrize("bits", [5, 8])
+def test_int8_activations_with_precision_low(rng, bits):
+    """memory Low + precision Low may run torch's dynamic int8 linear (per-tensor int8 activations)."""
+    lin = make(rng, n=40, k=96)
+    qw = quantize_weight(lin.weight.detach(), QuantConfig(bits=bits, block_size=-1))
+    q = QuantLinear.from_float(lin, qw, BackendConfig("low", "low"))
+    x = torch.randn(7, 96, generator=rng)
+    with torch.no_grad():
+        assert sqnr(dequantized_linear(lin, qw)(x), q(x)) >= 25.0
+
+
 def test_low_without_kernel_warns_once(rng, no_kernels):
     from lowbit.runtime.dispatch import reset_fallback_warnings
 
@@ -120,3 +134,34 @@ def test_errors(rng):
         QuantLinear.from_float(lin, lin.weight)
     with pytest.raises(TypeError, match="BackendConfig"):
         QuantLinear.from_float(lin, qw, backend="low")
+
+
+FORCED = [  # (kernel, bits, block, symmetric, SQNR floor vs the dequantized layer; None = tight allclose)
+    (Kernel.DENSE, 4, 64, False, None), (Kernel.REFERENCE, 3, 32, False, None),
+    (Kernel.TRITON_GEMV, 4, 32, False, None), (Kernel.TRITON_GEMM, 2, 32, True, None),
+    (Kernel.TRITON_A8W, 8, -1, True, 25.0), (Kernel.CPU_INT8_DYNAMIC, 8, -1, False, 25.0),
+    (Kernel.CPU_INT4, 4, 32, False, PACKED_SQNR),
+]
+
+
+@pytest.mark.parametrize("kernel,bits,block,symmetric,floor", FORCED)
+def test_every_kernel_forced_through_the_layer(rng, kernel, bits, block, symmetric, floor):
+    """Each kernel family run directly by QuantLinear (Triton in the interpreter on CPU tensors)."""
+    if kernel.value.startswith("triton") and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (as the CI runs it)")
+    lin = make(rng, n=40, k=96)
+    qw = quantize_weight(lin.weight.detach(), QuantConfig(bits=bits, block_size=block, symmetric=symmetric))
+    q = QuantLinear.from_float(lin, qw, BackendConfig("low"))
+    x = torch.randn(5, 96, generator=rng)
+    with torch.no_grad(), forced_kernel(kernel):
+        y, y_deq = q(x), dequantized_linear(lin, qw)(x)
+    if floor is None:
+        torch.testing.assert_close(y, y_deq, rtol=1e-4, atol=1e-4)
+    else:
+        assert sqnr(y_deq, y) >= floor
+
+
+def test_forced_kernel_errors():
+    with pytest.raises(TypeError, match="Kernel member"):
+        with forced_kernel("dense"):
+            pass

@@ -15,7 +15,7 @@ pytest.importorskip("triton")
 from lowbit import QuantConfig, quantize_weight  # noqa: E402
 from lowbit.kernels.reference import linear_reference  # noqa: E402
 from lowbit.kernels.triton_common import available_triton, prepare_triton  # noqa: E402
-from lowbit.kernels.triton_int8 import gemm_a8w, quantize_rows_int8  # noqa: E402
+from lowbit.kernels.triton_int8 import gemm_a8w, quantize_rows_int8, supports_a8w  # noqa: E402
 from lowbit.quant import ComputeWeight, pack_words  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not available_triton(), reason="needs Triton with CUDA or TRITON_INTERPRET=1")
@@ -60,7 +60,7 @@ def test_quantize_rows_matches_torch(dtype, rng, device):
     assert xs[2] == 0 and (xq[2] == 0).all() and xq.abs().max() == 127
 
 
-@pytest.mark.parametrize("cb,block", [(8, -1), (8, 32), (4, 16), (4, -1), (2, 64)])
+@pytest.mark.parametrize("cb,block", [(8, -1), (8, 32), (4, 32), (4, -1), (2, 64)])
 def test_integer_part_is_exact(cb, block, rng, device):
     # integer x with row absmax 127 -> x_scale = 1, xq = x; scale 1, zero 0 -> y = xq @ q.T exactly (< 2**24)
     m, n, k = 17, 24, 200
@@ -77,7 +77,7 @@ def test_integer_part_is_exact(cb, block, rng, device):
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
-@pytest.mark.parametrize("block", [16, 48, 64, -1])
+@pytest.mark.parametrize("block", [32, 64, 96, -1])
 @pytest.mark.parametrize("sym", [False, True])
 def test_every_bits_block_sym(bits, block, sym, rng, device):
     cw = make(rng, 40, 200, bits, block, sym, device)  # K % block != 0 for every block here
@@ -96,7 +96,7 @@ def test_half_dtypes_hqq_and_transposed_words(dtype, rng, device):
     torch.testing.assert_close(y, gemm_a8w(x, cw), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("bm,bn,bk,block", [(16, 16, 16, 48), (32, 16, 32, 64), (16, 32, 64, -1)])
+@pytest.mark.parametrize("bm,bn,bk,block", [(16, 16, 32, 96), (32, 16, 32, 64), (16, 32, 64, -1)])
 def test_forced_tiles(bm, bn, bk, block, rng, device):
     cw = make(rng, 40, 200, 8, block, True, device)
     x = torch.randn(33, 200, generator=rng).to(device)
@@ -105,10 +105,16 @@ def test_forced_tiles(bm, bn, bk, block, rng, device):
 
 
 def test_errors(rng, device):
-    cw = make(rng, 24, 96, 4, 48, False, device)
+    cw = make(rng, 24, 96, 4, 64, False, device)
     x = torch.randn(3, 96, generator=rng).to(device)
-    with pytest.raises(ValueError, match="BLOCK_K=32 does not divide group_size=48"):
-        gemm_a8w(x, cw, config={"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32})
+    with pytest.raises(ValueError, match="BLOCK_K=128 does not divide group_size=64"):
+        gemm_a8w(x, cw, config={"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 128})
+    with pytest.raises(ValueError, match="BLOCK_K=16 is too small"):
+        gemm_a8w(x, cw, config={"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16})
+    cw48 = make(rng, 24, 96, 4, 48, False, device)
+    assert "multiple of 32" in supports_a8w(cw48) and supports_a8w(cw) is None
+    with pytest.raises(ValueError, match="block size 48 is not a multiple of 32"):
+        gemm_a8w(x, cw48)
     with pytest.raises(ValueError, match=r"expected \(M, 96\)"):
         gemm_a8w(x[:, 1:], cw)
     with pytest.raises(TypeError, match="float16, bfloat16 or float32"):

@@ -1,8 +1,10 @@
 """Float checkpoints on disk, read one tensor at a time: safetensors, sharded safetensors, torch .pt/.bin.
 
 `open_source(path)` returns a `Source` whose `entries` give every tensor's dtype and shape without reading data and
-whose `get(name)` materialises one tensor. torch files are read with `weights_only=True` (no arbitrary unpickling)
-and `mmap=True`, so neither format pulls the whole model into memory.
+whose `get(name)` materialises one tensor. safetensors files are parsed by lowbit and read tensor by tensor with
+plain reads (no memory map, so the source never accumulates in the resident set); torch files are read with
+`weights_only=True` (no arbitrary unpickling) and `mmap=True` (their pages, once read, count as resident
+page cache until the conversion ends).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
-from .safetensors_io import DTYPES, TensorEntry
+from .safetensors_io import TensorEntry, read_header
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 
@@ -29,36 +31,40 @@ class Source:
         return self._get(name)
 
 
-def _safetensors_shards(files: dict[str, Path]) -> Source:
-    """Tensors spread over safetensors files: files maps tensor name -> file."""
-    from safetensors import safe_open
+def _read_tensor(path: Path, data_start: int, e: TensorEntry) -> torch.Tensor:
+    # Plain reads, not a memory map: mapped source pages would stay in the resident set for the whole conversion.
+    t = torch.empty(e.shape, dtype=e.dtype)
+    if e.nbytes:
+        with open(path, "rb") as f:
+            f.seek(data_start + e.begin)
+            if f.readinto(t.reshape(-1).view(torch.uint8).numpy()) != e.nbytes:
+                raise CheckpointError(f"{path} is truncated: tensor {e.name!r} could not be read whole")
+    return t
 
-    handles: dict[Path, object] = {}
+
+def _safetensors_shards(files: dict[str, Path]) -> Source:
+    """Tensors spread over safetensors files: files maps tensor name -> file (one file for unsharded)."""
+    headers: dict[Path, tuple[dict, int]] = {}
     entries: dict[str, TensorEntry] = {}
     for name, file in files.items():
-        if file not in handles:
+        if file not in headers:
             if not file.is_file():
                 raise FileNotFoundError(f"shard {file} listed in the index does not exist")
-            handles[file] = safe_open(str(file), framework="pt")
-        sl = handles[file].get_slice(name)
-        dtype = sl.get_dtype()
-        if dtype not in DTYPES:
-            raise CheckpointError(f"{file}: tensor {name!r} has dtype {dtype}, which lowbit cannot convert")
-        entries[name] = TensorEntry(name, DTYPES[dtype], tuple(sl.get_shape()))
-    return Source(next(iter(handles), Path()), entries, lambda n: handles[files[n]].get_tensor(n))
+            found, meta, data_start = read_header(file)
+            if "lowbit" in meta:
+                raise CheckpointError(f"{file} is already a lowbit checkpoint; convert takes a float checkpoint")
+            headers[file] = (found, data_start)
+        found, _ = headers[file]
+        if name not in found:
+            raise CheckpointError(f"{file} has no tensor {name!r} although the index lists it there")
+        entries[name] = found[name]
+    return Source(next(iter(headers), Path()), entries,
+                  lambda n: _read_tensor(files[n], headers[files[n]][1], entries[n]))
 
 
 def _open_safetensors(path: Path) -> Source:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            names, meta = list(f.keys()), f.metadata() or {}
-    except SafetensorError as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
-    if "lowbit" in meta:
-        raise CheckpointError(f"{path} is already a lowbit checkpoint; convert takes a float checkpoint")
-    return _safetensors_shards({n: path for n in names})
+    found, _, _ = read_header(path)
+    return _safetensors_shards({n: path for n in sorted(found, key=lambda n: found[n].begin)})
 
 
 def _open_index(path: Path) -> Source:

@@ -2,8 +2,8 @@
 
 Implementations, in the order `prepare_int4_cpu` prefers them (`Int4CpuWeight.impl` names the one chosen):
 - "native":   lowbit's own C kernel (`lowbit.kernels.cpu_native`): int4 x dynamic int8 activations, one int8 scale
-              per (activation row, weight block); exact zeros (any float, HQQ), any K (padded to 64), blocks that
-              are multiples of 32 or per channel. Error: the int8 activation rounding only (SQNR ~ 40 dB).
+              per activation row (or per (row, weight block)); exact zeros (any float, HQQ), any K (padded to 64),
+              blocks that are multiples of 32 or per channel. Error: the int8 activation rounding only (~40 dB).
 - "kleidiai": torch's `_dyn_quant_matmul_4bit` (ARM KleidiAI; on x86 torch runs a slow reference): symmetric
               weights only (zero = 2**(bits-1)), blocks of 32..K dividing K; int8 activations per row.
 - "int4pack": torch's `_weight_int4pack_mm_for_cpu` in bfloat16; blocks 32/64/128/256 dividing K. torch computes
@@ -32,7 +32,8 @@ class Int4CpuWeight:
 
     impl: which implementation serves it (see module docstring). n, k: the (N, K) weight shape; bits; group_size.
     tensors: the implementation's own layout, by name:
-      native:   packed uint8 (N, Kp/2) (`cpu_native.pack_q4`), scale / scale_zero fp32 (N, nb); group_k int.
+      native:   packed uint8 (N, Kp/2) (`cpu_native.pack_q4`), scale / scale_zero fp32 (N, nb); group_k int;
+                act_per_row: one int8 activation scale per row (fastest) or per (row, block) (False).
       kleidiai: packed (opaque torch blob).
       int4pack: packed uint8 (N, K/2) (torch layout), scales_zeros bf16 (nb, N, 2).
       dequant:  the ComputeWeight in `compute`.
@@ -46,6 +47,7 @@ class Int4CpuWeight:
     tensors: dict
     group_k: int = 0
     compute: ComputeWeight | None = None
+    act_per_row: bool = True
 
     @property
     def nbytes(self) -> int:
@@ -122,8 +124,12 @@ def default_impl(qw: QuantizedWeight) -> str:
     return next(i for i in order if impl_unsupported_reason(qw, i) is None)
 
 
-def prepare_int4_cpu(qw: QuantizedWeight, impl: str | None = None) -> Int4CpuWeight:
-    """Build the layout of `impl` (default: `default_impl(qw)`) once, at load time."""
+def prepare_int4_cpu(qw: QuantizedWeight, impl: str | None = None, act_per_row: bool = True) -> Int4CpuWeight:
+    """Build the layout of `impl` (default: `default_impl(qw)`) once, at load time.
+
+    act_per_row (native only): quantize activations with one scale per row (default, fastest) or one per
+    (row, weight block) (more accurate when activations have outliers, ~10-40% slower at M > 1).
+    """
     reason = supports_int4_cpu(qw)
     if reason:
         raise ValueError(f"prepare_int4_cpu cannot serve this weight: {reason}")
@@ -137,7 +143,7 @@ def prepare_int4_cpu(qw: QuantizedWeight, impl: str | None = None) -> Int4CpuWei
     if impl == "native":
         packed = cpu_native.pack_q4(qw.unpack())
         group_k = packed.shape[1] * 2 if qw.block_size == -1 else qw.group_size
-        return Int4CpuWeight(**base, group_k=group_k, tensors={
+        return Int4CpuWeight(**base, group_k=group_k, act_per_row=bool(act_per_row), tensors={
             "packed": packed, "scale": scale.contiguous(), "scale_zero": (scale * zero).contiguous()})
     if impl == "int4pack":
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(qw.unpack().to(torch.int32), 1)
@@ -174,7 +180,8 @@ def linear_int4_cpu(x: torch.Tensor, w4: Int4CpuWeight, bias: torch.Tensor | Non
     t = w4.tensors
     if w4.impl == "native":
         b = None if bias is None else bias.float().contiguous()
-        y = cpu_native.gemm_q4(x.float().contiguous(), t["packed"], t["scale"], t["scale_zero"], w4.k, w4.group_k, b)
+        y = cpu_native.gemm_q4(x.float().contiguous(), t["packed"], t["scale"], t["scale_zero"], w4.k, w4.group_k, b,
+                               act_per_row=w4.act_per_row)
         return y.to(x.dtype)
     if w4.impl == "int4pack":
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16).contiguous(), t["packed"],

@@ -168,13 +168,13 @@ def gemm_configs() -> list:
 
 
 def a8w_configs() -> list:
-    """int8 x int8 GEMM: K tiles of >= 32 suit int8 MMA (k=32); 16 only for groups of 16/48/80..."""
+    """int8 x int8 GEMM: BLOCK_K >= 32 (int8 tl.dot needs K >= 32 on sm80/sm90) and dividing the group."""
     return [
         _cfg(8, 3, BLOCK_M=128, BLOCK_N=256, BLOCK_K=128), _cfg(8, 4, BLOCK_M=128, BLOCK_N=128, BLOCK_K=128),
         _cfg(4, 4, BLOCK_M=128, BLOCK_N=128, BLOCK_K=64), _cfg(4, 4, BLOCK_M=64, BLOCK_N=128, BLOCK_K=128),
         _cfg(4, 4, BLOCK_M=64, BLOCK_N=64, BLOCK_K=64), _cfg(4, 4, BLOCK_M=32, BLOCK_N=128, BLOCK_K=128),
         _cfg(4, 4, BLOCK_M=16, BLOCK_N=64, BLOCK_K=32), _cfg(4, 4, BLOCK_M=64, BLOCK_N=64, BLOCK_K=32),
-        _cfg(4, 3, BLOCK_M=64, BLOCK_N=64, BLOCK_K=16), _cfg(4, 3, BLOCK_M=16, BLOCK_N=64, BLOCK_K=16),
+        _cfg(4, 4, BLOCK_M=16, BLOCK_N=128, BLOCK_K=64),
     ]
 
 
@@ -187,12 +187,14 @@ def tile_fits_group(block_k: int, group: int, k: int) -> bool:
 ONE_GROUP_HEURISTIC = {"ONE_GROUP": lambda a: tile_fits_group(a["BLOCK_K"], a["GROUP"], a["K"])}
 
 
-def _smem_bytes(cfg, x_bytes: int) -> int:
-    """Pipelined shared memory: num_stages copies of the activation tile and of the word tile (one int32 per
-    element: words are gathered per code)."""
+def _smem_bytes(cfg, x_bytes: int, gathered_scales: bool) -> int:
+    """Shared memory estimate, fitted to Triton 3.9's sm90 allocation for these kernels: (num_stages - 1) copies
+    of the activation tile, the word tile (one int32 per element: words are read once per code) and, without
+    ONE_GROUP, the gathered fp32 scale/zero tiles; plus one staged dequantized (BLOCK_K, BLOCK_N) dot operand."""
     kw = cfg.kwargs
     bm, bn, bk = kw.get("BLOCK_M", 16), kw["BLOCK_N"], kw["BLOCK_K"]
-    return cfg.num_stages * (bm * bk * x_bytes + bk * bn * 4)
+    per_stage = bm * bk * x_bytes + bk * bn * 4 + (2 * bk * bn * 4 if gathered_scales else 0)
+    return max(1, cfg.num_stages - 1) * per_stage + bk * bn * x_bytes
 
 
 def prune_configs(configs, named_args: dict, **kwargs) -> list:
@@ -204,7 +206,8 @@ def prune_configs(configs, named_args: dict, **kwargs) -> list:
     x_bytes = x.element_size()
     limit = smem_limit()
     # each filter is soft (keeps the previous list when it would empty it), the group fit first: it matters most
-    keep = [c for c in configs if _smem_bytes(c, x_bytes) <= limit] or list(configs)
+    keep = [c for c in configs
+            if _smem_bytes(c, x_bytes, not tile_fits_group(c.kwargs["BLOCK_K"], group, k)) <= limit] or list(configs)
     keep = [c for c in keep if tile_fits_group(c.kwargs["BLOCK_K"], group, k)] or keep
     keep = [c for c in keep if c.kwargs["BLOCK_K"] <= max(16, next_pow2(k))] or keep
     keep = [c for c in keep if c.kwargs["BLOCK_N"] <= max(16, next_pow2(n))] or keep

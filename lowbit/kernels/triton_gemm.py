@@ -22,6 +22,7 @@ from .triton_common import (
     next_pow2,
     prune_configs,
     static_config,
+    tile_scale_zero,
 )
 
 _KEY = ["m_bucket", "N", "K", "CB", "GROUP", "stride_wn"]
@@ -62,7 +63,8 @@ def _gemm_a16w_kernel(
     pid_m = (first_m + (pid % width) % rows).to(tl.int64)
     pid_n = ((pid % width) // rows).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # contiguity hints (true by construction) let loads/stores along N vectorize, as gemlite and tutorial 03 do
+    offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
     m_mask = offs_m < M
     n_mask = offs_n < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -73,15 +75,8 @@ def _gemm_a16w_kernel(
                     mask=m_mask[:, None] & k_mask[None, :], other=0.0)
         w_ptrs = w_ptr + (offs_k // PER)[:, None] * stride_wk + offs_n[None, :] * stride_wn
         words = tl.load(w_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0)  # (BLOCK_K, BLOCK_N) int32
-        if ONE_GROUP:
-            g = (t * BLOCK_K) // GROUP
-            s = tl.load(scale_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0)[None, :]
-            z = tl.load(zero_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0)[None, :]
-        else:
-            sz_off = offs_n[None, :] * stride_sn + (offs_k // GROUP)[:, None]
-            sz_mask = k_mask[:, None] & n_mask[None, :]
-            s = tl.load(scale_ptr + sz_off, mask=sz_mask, other=0.0)
-            z = tl.load(zero_ptr + sz_off, mask=sz_mask, other=0.0)
+        s, z = tile_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, offs_k, K, t * BLOCK_K, GROUP, stride_sn,
+                               ONE_GROUP)
         w = dequant(words, offs_k[:, None], s, z, CB)  # (BLOCK_K, BLOCK_N) fp32; a is 0 past K
         if IEEE:
             acc = tl.dot(a.to(tl.float32), w, acc, input_precision="ieee")

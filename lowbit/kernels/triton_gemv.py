@@ -191,7 +191,7 @@ def gemv_a16w(x: torch.Tensor, cw: ComputeWeight, bias: torch.Tensor | None = No
         raise ValueError(f"gemv_a16w: split_k={split_k!r} must be a positive int or None")
     m, n, k = x.shape[0], cw.n, cw.k
     if m == 0:
-        return x.new_zeros((0, n)) if bias is None else bias.to(x.dtype).expand(0, n).clone()
+        return x.new_zeros((0, n))
     args = dict(M=m, N=n, K=k, GROUP=cw.group_size, m_bucket=next_pow2(m), split_req=split_k or 0,
                 CB=cw.container_bits, x_ptr=x)
     block_m = 1 if m == 1 else 16

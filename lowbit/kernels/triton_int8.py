@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..quant.format import ComputeWeight
+from ..quant.format import ComputeWeight, QuantizedWeight
 from .triton_common import (
     ONE_GROUP_HEURISTIC,
     a8w_configs,
@@ -26,6 +26,7 @@ from .triton_common import (
     next_pow2,
     prune_configs,
     static_config,
+    supports_triton,
     tile_fits_group,
     unpack_codes,
 )
@@ -57,7 +58,7 @@ def _quantize_rows_int8_kernel(
         v = tl.load(x_ptr + row * stride_xm + offs, mask=offs < K, other=0.0).to(tl.float32)
         amax = tl.maximum(amax, tl.abs(v))
     absmax = tl.max(amax, axis=0)
-    inv = tl.where(absmax > 0, 127.0 / tl.maximum(absmax, 1e-37), 0.0)  # no 1/0 on all-zero rows
+    inv = tl.where(absmax > 0, 127.0 / tl.where(absmax > 0, absmax, 1.0), 0.0)  # no 1/0 on all-zero rows
     for k0 in range(0, K, BLOCK):
         offs = k0 + tl.arange(0, BLOCK)
         v = tl.load(x_ptr + row * stride_xm + offs, mask=offs < K, other=0.0).to(tl.float32) * inv
@@ -115,7 +116,7 @@ def _gemm_a8w_kernel(
     int32 dot shares one scale and zero per column.
     """
     tl.static_assert(ONE_GROUP, "gemm_a8w needs BLOCK_K to divide the group size (or a per-channel weight)")
-    tl.static_assert(BLOCK_K >= 16, "tl.dot needs BLOCK_K >= 16")
+    tl.static_assert(BLOCK_K >= 32, "int8 tl.dot needs BLOCK_K >= 32")
     PER: tl.constexpr = 32 // CB
     OFFSET: tl.constexpr = 1 << (CB - 1)
     pid = tl.program_id(0)
@@ -127,7 +128,7 @@ def _gemm_a8w_kernel(
     pid_m = (first_m + (pid % width) % rows).to(tl.int64)
     pid_n = ((pid % width) // rows).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
     m_mask = offs_m < M
     n_mask = offs_n < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
@@ -167,12 +168,25 @@ _gemm_a8w_tuned = triton.autotune(
 )(_gemm_a8w_kernel)
 
 
+def supports_a8w(w: ComputeWeight | QuantizedWeight) -> str | None:
+    """None when `gemm_a8w` can serve this weight, else why not: on top of `supports_triton`, each K tile of an
+    int8 dot (>= 32 codes) must lie in one block, so the block size must be a multiple of 32 (or per channel)."""
+    reason = supports_triton(w)
+    if reason is not None:
+        return reason
+    if w.group_size < w.k and w.group_size % 32:
+        return (f"block size {w.group_size} is not a multiple of 32: int8 tensor-core tiles (K >= 32) would span "
+                "two blocks; use gemv_a16w/gemm_a16w or a block size of 32, 64, 128, ...")
+    return None
+
+
 def gemm_a8w(x: torch.Tensor, cw: ComputeWeight, bias: torch.Tensor | None = None, *,
              config: dict | None = None) -> torch.Tensor:
     """Dynamic-int8-activation GEMM (W8A8 / W4A8 / W2A8): (M, K) float x (M, N) in x.dtype.
 
     x: (M, K) float16/bfloat16/float32, quantized per row with `quantize_rows_int8` on each call; cw: ComputeWeight
-    (2/4/8-bit container, either word layout) on x's device; bias: (N,) or None. Accuracy is that of int8
+    (2/4/8-bit container, either word layout; block size a multiple of 32 or per channel, see `supports_a8w`) on
+    x's device; bias: (N,) or None. Accuracy is that of int8
     activations (per-row absmax), not of x itself. config: force {"BLOCK_M", "BLOCK_N", "BLOCK_K", "num_warps",
     "num_stages"} where BLOCK_K must divide the group size unless the weight is per-channel; None: autotuned on GPU,
     static choice in the interpreter.
@@ -182,11 +196,14 @@ def gemm_a8w(x: torch.Tensor, cw: ComputeWeight, bias: torch.Tensor | None = Non
     out = torch.empty((m, n), dtype=x.dtype, device=x.device)
     if m == 0:
         return out
+    reason = supports_a8w(cw)
+    if reason is not None:
+        raise ValueError(f"gemm_a8w: {reason}")
+    if config is not None and config["BLOCK_K"] < 32:
+        raise ValueError(f"gemm_a8w: BLOCK_K={config['BLOCK_K']} is too small for an int8 tl.dot; use >= 32")
     if config is not None and not tile_fits_group(config["BLOCK_K"], cw.group_size, k):
         raise ValueError(f"gemm_a8w: BLOCK_K={config['BLOCK_K']} does not divide group_size={cw.group_size}; "
-                         "pick a BLOCK_K that does (16 always does)")
-    if config is not None and config["BLOCK_K"] < 16:
-        raise ValueError(f"gemm_a8w: BLOCK_K={config['BLOCK_K']} is too small for tl.dot; use >= 16")
+                         "pick a BLOCK_K that does (32 does)")
     xq, xs = quantize_rows_int8(x)
     args = (out, xq, xs, cw.qweight, cw.scale, cw.zero, bias if bias is not None else cw.scale,
             m, n, k, cw.group_size, next_pow2(m),

@@ -9,7 +9,9 @@ rebuild it lazily; it is never part of the state_dict.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,7 @@ from ..runtime.dispatch import Kernel, WeightFormat, compute_dtype, select_kerne
 # packed tensor -> {"stamp": versions, "refused": ..., (kernel, device, dtype, group): prepared}
 _CACHE = WeakIdKeyDictionary()
 _CAPS_OVERRIDE: list[Capabilities] = []
+_FORCED: list[Kernel] = []
 
 
 @functools.cache
@@ -42,6 +45,21 @@ def override_capabilities(caps: Capabilities | None) -> None:
     if caps is not None:
         _CAPS_OVERRIDE.append(caps)
     _CACHE.clear()
+
+
+@contextlib.contextmanager
+def forced_kernel(kernel: Kernel):
+    """Within the block every quantized layer runs `kernel`, whatever dispatch would pick (tests, benchmarks).
+
+    The kernel must serve the weight and device (e.g. Triton needs a GPU or TRITON_INTERPRET=1); no fallback applies.
+    """
+    if not isinstance(kernel, Kernel):
+        raise TypeError(f"kernel must be a lowbit.runtime.Kernel member, got {kernel!r}")
+    _FORCED.append(kernel)
+    try:
+        yield
+    finally:
+        _FORCED.pop()
 
 
 def drop_cache(packed: torch.Tensor) -> None:
@@ -86,6 +104,8 @@ def _entry(qw: QuantizedWeight) -> dict:
 def _choose(qw: QuantizedWeight, entry: dict, device_type: str, m: int, memory: str, precision: str, n: int):
     backend = _backend(memory, precision)
     caps = current_capabilities()
+    if _FORCED:
+        return _FORCED[-1], compute_dtype(device_type, caps, backend)
     fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, n, qw.k, entry["refused"])
     decision = _decide(device_type, m, fmt, caps, backend)
     warn_fallback(decision)
@@ -167,3 +187,12 @@ def _rows(qw: QuantizedWeight, rows: slice) -> QuantizedWeight:
     return QuantizedWeight(packed=pick["packed"], scale=pick.get("scale"), zero=pick.get("zero"),
                            shape=(n, *qw.shape[1:]), dtype=qw.dtype, bits=qw.bits, block_size=qw.block_size,
                            symmetric=qw.symmetric, method=qw.method)
+
+
+def kernel_for(module, name: str, m: int, device_type: str | None = None) -> Kernel:
+    """The kernel quantized parameter `name` of `module` runs with at M rows (what dispatch picks; no warning)."""
+    packed, scale, zero, shape, bits, block = module._op_args(name)
+    qw = _rebuild(packed, scale, zero, [shape[0], math.prod(shape[1:])], bits, block)
+    entry = _entry(qw)
+    fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, qw.n, qw.k, entry["refused"])
+    return _decide(device_type or qw.device.type, m, fmt, current_capabilities(), module.backend).kernel

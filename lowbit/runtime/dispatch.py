@@ -14,15 +14,18 @@ The table (M = rows of the activation; "refused" = the kernel family's `supports
 | Low    | cuda   | triton_gpu, otherwise                          | TRITON_GEMM       |
 | Low    | cpu    | bits <= 4: CPU_INT4 then CPU_INT8_DYNAMIC;      | first available,  |
 |        |        | bits 5..8: CPU_INT8_DYNAMIC then CPU_INT4       | not refused       |
+|        |        | (CPU_INT8_DYNAMIC only with precision Low)      |                   |
 | Low    | any    | none of the above                              | REFERENCE + fallback reason |
 
+CPU_INT8_DYNAMIC quantizes activations per tensor (torch's dynamic linear), so it needs precision Low; CPU_INT4
+(lowbit's native kernel) rounds activations to int8 per (row, block), ~40 dB, and serves every precision.
 A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before REFERENCE.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import torch
@@ -116,14 +119,18 @@ def _select_cuda(m: int, fmt: WeightFormat, caps: Capabilities, backend: Backend
 
 
 def _select_cpu(fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
-    available = {Kernel.CPU_INT4: caps.cpu_int4, Kernel.CPU_INT8_DYNAMIC: caps.cpu_int8_dynamic}
     order = [Kernel.CPU_INT4, Kernel.CPU_INT8_DYNAMIC]
     if fmt.bits > 4:
         order.reverse()
+    available = {Kernel.CPU_INT4: caps.cpu_int4, Kernel.CPU_INT8_DYNAMIC: caps.cpu_int8_dynamic}
     wanted = [k for k in order if available[k]]
     if not wanted:
         return _fallback(backend, fmt, "cpu", "no CPU int4/int8 kernel is available in this process")
-    return _first_allowed(wanted, fmt, backend, "cpu")
+    refused = list(fmt.refused)
+    if backend.precision is not Precision.LOW:
+        # torch's dynamic int8 linear rounds each activation tensor to int8 with one scale: only when allowed
+        refused.append((Kernel.CPU_INT8_DYNAMIC, "rounds activations to int8 per tensor, which needs precision=low"))
+    return _first_allowed(wanted, replace(fmt, refused=tuple(refused)), backend, "cpu")
 
 
 def _first_allowed(wanted: list[Kernel], fmt: WeightFormat, backend: BackendConfig, device: str) -> Decision:

@@ -77,17 +77,18 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 def gemm_q4(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, scale_zero: torch.Tensor, k: int,
             group_k: int, bias: torch.Tensor | None = None, num_threads: int | None = None,
-            act_per_row: bool = True) -> torch.Tensor:
+            act_per_row: bool = True, library: NativeLibrary | None = None) -> torch.Tensor:
     """y = quantize_int8(x) @ ((q - z) * s).T + bias in float32.
 
     x: float32 contiguous (M, k); packed: uint8 (N, Kp/2) from `pack_q4`; scale, scale_zero (= scale * zero):
     float32 contiguous (N, nb); group_k: input channels per weight block (a multiple of 32, or Kp when there is
     one block per row); bias: float32 (N,) or None; act_per_row: one int8 scale per activation row (fastest: the
     scale is applied once per output, not once per block) or, when False, one per (row, weight block) (closer to
-    the float result when activations have outliers). Returns float32 (M, N). Shapes are checked by the caller
+    the float result when activations have outliers); library: a specific build (default: this process's).
+    Returns float32 (M, N). Shapes are checked by the caller
     (`lowbit.kernels.cpu_int4`); this function only adds the scratch buffers and the call.
     """
-    lib = native_library()
+    lib = library or native_library()
     if lib is None:
         raise RuntimeError(f"native CPU kernels are unavailable: {_STATE.get('reason')}")
     m, n, kp, nb = x.shape[0], packed.shape[0], packed.shape[1] * 2, scale.shape[1]

@@ -117,15 +117,22 @@ def _build_with(compiler: str, flags: tuple[str, ...], root: Path) -> NativeLibr
     return _load(out, flags)
 
 
-def build_native(compiler: str | None = None, root: Path | None = None) -> NativeLibrary:
-    """Build (or find in the cache) and load the kernels; raises NativeBuildError listing every attempt's failure."""
+PORTABLE_FLAGS = (("-O3",),)  # plain C, no SIMD, no OpenMP: what any C compiler builds
+
+
+def build_native(compiler: str | None = None, root: Path | None = None,
+                 flag_sets: tuple[tuple[str, ...], ...] = _FLAG_SETS) -> NativeLibrary:
+    """Build (or find in the cache) and load the kernels; raises NativeBuildError listing every attempt's failure.
+
+    flag_sets: compiler flag sets tried in order (default: native SIMD + OpenMP down to plain C).
+    """
     compiler = compiler or compiler_command()
     if shutil.which(compiler) is None:
         raise NativeBuildError(f"C compiler {compiler!r} not found (set LOWBIT_CC or CC to a working compiler)")
     root = root or cache_root()
     errors = []
     with _LOCK:
-        for flags in _FLAG_SETS:
+        for flags in flag_sets:
             try:
                 return _build_with(compiler, flags, root)
             except (NativeBuildError, OSError, subprocess.SubprocessError) as e:

@@ -95,9 +95,9 @@ static inline __m256i load_q4(const uint8_t* wr, int64_t j) {
     return _mm256_and_si256((j & 1) ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0F));
 }
 
-/* Sum adjacent int16 pairs into int32 with shifts (keeps the multiply ports free for maddubs). */
-static inline __m256i widen16(__m256i h) {
-    return _mm256_add_epi32(_mm256_srai_epi32(h, 16), _mm256_srai_epi32(_mm256_slli_epi32(h, 16), 16));
+/* Float scale of one weight block for activation row r: s_b, times d[r, b] unless the row scale comes at the end. */
+static inline __m256 block_scale(const float* ws, const float* xd, int64_t b, int r, int64_t nb, const int ROWD) {
+    return ROWD ? _mm256_broadcast_ss(ws + b) : _mm256_set1_ps(ws[b] * xd[r * nb + b]);
 }
 
 static inline float hsum8(__m256 v) {
@@ -136,11 +136,10 @@ static inline float hsum8(__m256 v) {
                     jj += 1;                                                                            \
                 }                                                                                       \
             }                                                                                           \
-            for (int r = 0; r < MR; ++r) iacc[r] = _mm256_add_epi32(iacc[r], widen16(hacc[r]));         \
+            for (int r = 0; r < MR; ++r) iacc[r] = _mm256_add_epi32(iacc[r], _mm256_madd_epi16(hacc[r], ones)); \
         }                                                                                               \
         for (int r = 0; r < MR; ++r)                                                                    \
-            facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r]),                                      \
-                                      ROWD ? _mm256_broadcast_ss(ws + b) : _mm256_set1_ps(ws[b] * xd[r * nb + b]), facc[r]); \
+            facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r]), block_scale(ws, xd, b, r, nb, ROWD), facc[r]); \
     } while (0)
 
 /* Dot of one weight row with MR activation rows: out[r] = sum_b s_b * d_rb * idot_rb (int32 per block).
@@ -154,10 +153,32 @@ static inline __attribute__((always_inline)) void q4_row(
     const __m256i ones = _mm256_set1_epi16(1), mask = _mm256_set1_epi8(0x0F);
     for (int r = 0; r < MR; ++r) facc[r] = _mm256_setzero_ps();
     int64_t b = 0;
-    if (GSB > 0) {
-        for (; (b + 1) * GSB <= nsb; ++b) {
-            const int64_t j0 = b * GSB, j1 = j0 + GSB;
-            Q4_BLOCK(GSB);
+    const int64_t g = GSB > 0 ? GSB : gsb;
+    if (!(g & 1)) { /* even blocks: whole 64-code units, no branches; GSB > 0 unrolls the unit loop */
+        for (; (b + 1) * g <= nsb; ++b) {
+            const uint8_t* wb = wr + b * g * 16;
+            const int8_t* xb = xq + b * g * 32;
+            __m256i iacc[4];
+            for (int r = 0; r < MR; ++r) iacc[r] = _mm256_setzero_si256();
+            for (int64_t u0 = 0; u0 < g / 2; u0 += 4) { /* int16 holds 4 units (8 sub-blocks) */
+                __m256i hacc[4];
+                for (int r = 0; r < MR; ++r) hacc[r] = _mm256_setzero_si256();
+                const int64_t ue = lb_min(u0 + 4, g / 2);
+                for (int64_t u = u0; u < ue; ++u) {
+                    __m256i v = _mm256_loadu_si256((const __m256i*)(wb + u * 32));
+                    __m256i w0 = _mm256_and_si256(v, mask), w1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                    for (int r = 0; r < MR; ++r) {
+                        const int8_t* xa = xb + r * Kp + u * 64;
+                        __m256i p0 = _mm256_maddubs_epi16(w0, _mm256_loadu_si256((const __m256i*)xa));
+                        __m256i p1 = _mm256_maddubs_epi16(w1, _mm256_loadu_si256((const __m256i*)(xa + 32)));
+                        hacc[r] = _mm256_add_epi16(hacc[r], _mm256_add_epi16(p0, p1));
+                    }
+                }
+                for (int r = 0; r < MR; ++r) iacc[r] = _mm256_add_epi32(iacc[r], _mm256_madd_epi16(hacc[r], ones));
+            }
+            for (int r = 0; r < MR; ++r) {
+                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r]), block_scale(ws, xd, b, r, nb, ROWD), facc[r]);
+            }
         }
     }
     for (; b < nb; ++b) {
@@ -241,8 +262,9 @@ void lb_gemm_q4(const uint8_t* w, const float* ws, const float* wsz, int64_t N, 
                     const uint8_t* wr = w + n * row_bytes;
                     const float* sr = ws + n * nb;
                     if (per_row) { Q4_GSB(1) } else { Q4_GSB(0) }
+                    const float bn = bias ? bias[n] : 0.f;
                     for (int64_t r = 0; r < mr; ++r)
-                        y[(m0 + r) * N + n] = out[r] - dotf(wsz + n * nb, xs + (m0 + r) * nb, nb) + (bias ? bias[n] : 0.f);
+                        y[(m0 + r) * N + n] = out[r] - dotf(wsz + n * nb, xs + (m0 + r) * nb, nb) + bn;
                 }
             }
         }

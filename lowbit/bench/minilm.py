@@ -1,0 +1,92 @@
+"""MiniLM sentence encoder on the CPU: fp32 vs lowbit int4 block 64 (HQQ) and int8 per channel, memory Low/Normal.
+
+Batch 1, sequence 128, 2 threads. Per row: latency median/p20/p80, speed ratio to fp32 (fp32 ms / ms, > 1 is
+faster), resident bytes of the Linear layers' weights (parameters, packed buffers and prepared caches) and of the
+whole model, their ratio to fp32, the kernel dispatch picks at M=128, and the lowest cosine to fp32 over
+lowbit.models.SENTENCES (checked before timing).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .. import nn as lnn
+from ..quant import QuantConfig
+from ..runtime import BackendConfig
+from .harness import Row, describe_environment, report, time_fn
+
+RECIPES = {
+    "int4 b64 hqq": QuantConfig(bits=4, block_size=64, method="hqq"),
+    "int8 per-channel": QuantConfig(bits=8, block_size=-1),
+}
+MIN_COSINE = {"int4 b64 hqq": 0.95, "int8 per-channel": 0.999}
+
+
+def _features(model, seq_len: int) -> dict:
+    """One sequence of exactly seq_len tokens (a real sentence repeated, then truncated)."""
+    from ..models import SENTENCES
+
+    text = " ".join(SENTENCES * 8)
+    feats = getattr(model, "preprocess", model.tokenize)([text])
+    return {k: v[:, :seq_len].contiguous() if isinstance(v, torch.Tensor) and v.dim() == 2 else v
+            for k, v in feats.items()}
+
+
+def _linear_bytes(model: nn.Module) -> int:
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, lnn.QuantLinear))]
+    return sum(lnn.resident_bytes(m) for m in layers)
+
+
+def _kernel(model: nn.Module, m: int) -> str:
+    from ..nn.ops import kernel_for
+
+    kinds = {kernel_for(mod, "weight", m).value for mod in model.modules() if isinstance(mod, lnn.QuantLinear)}
+    return "+".join(sorted(kinds)) or "fp32 F.linear"
+
+
+def _min_cosine(model, ref: torch.Tensor) -> float:
+    from ..models import embed
+
+    return (embed(model) * ref).sum(-1).min().item()
+
+
+def run(seq_len: int = 128, threads: int = 2, out_dir: str | None = "bench/results") -> list[Row]:
+    """Time every recipe x memory mode against fp32 and save bench/results/minilm_cpu.{md,csv,json}."""
+    from ..models import embed, load_minilm
+
+    torch.set_num_threads(threads)
+    base = load_minilm()
+    ref = embed(base)
+    feats = _features(base, seq_len)
+    models = {("fp32", "-"): base}
+    for name, cfg in RECIPES.items():
+        q = lnn.quantize(copy.deepcopy(base), cfg)
+        for memory in ("normal", "low"):
+            models[name, memory] = lnn.set_backend(copy.deepcopy(q) if memory == "normal" else q,
+                                                   BackendConfig(memory))
+    rows, fp32_ms, fp32_lin, fp32_all = [], None, None, None
+    for (name, memory), model in models.items():
+        cos = _min_cosine(model, ref) if name != "fp32" else 1.0
+        if name != "fp32" and cos < MIN_COSINE[name]:
+            raise RuntimeError(f"{name} memory={memory}: lowest cosine {cos:.4f} < {MIN_COSINE[name]}; not timing it")
+        with torch.inference_mode():
+            t = time_fn(lambda m=model: m(feats), warmup=3, min_time_s=2.0, max_reps=50)
+        lin, total = _linear_bytes(model), lnn.resident_bytes(model)
+        if name == "fp32":
+            fp32_ms, fp32_lin, fp32_all = t.median_ms, lin, total
+        rows.append(Row({
+            "model": name, "memory": memory, "kernel (M=128)": _kernel(model, seq_len),
+            "median ms": t.median_ms, "p20 ms": t.p20_ms, "p80 ms": t.p80_ms,
+            "speed vs fp32": fp32_ms / t.median_ms, "linear weight MB": lin / 2**20,
+            "linear weight vs fp32": lin / fp32_lin, "model MB": total / 2**20, "model vs fp32": total / fp32_all,
+            "min cosine": cos,
+        }))
+    notes = (f"all-MiniLM-L6-v2, batch 1, sequence {seq_len}, {threads} threads, inference_mode. 'linear weight' = "
+             "bytes resident for the Linear layers (float weights, or packed buffers + prepared kernel caches); "
+             "'model' adds the float embeddings and norms. speed vs fp32 > 1 means faster.")
+    report("minilm_cpu", rows, describe_environment("cpu"), out_dir=out_dir,
+           title="MiniLM on CPU: lowbit memory modes vs fp32", notes=notes)
+    return rows

