@@ -34,15 +34,16 @@ def kb(field):
 
 step, src, dst, layers, n, k = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])
 lowbit.runtime.capabilities()  # imports the kernel families (Triton: ~85 MB) before the baseline, not during load
+if step.startswith("load"):  # the float model skeleton, on meta (no weights), is built before the baseline too
+    with torch.device("meta"):
+        model = torch.nn.Sequential(*[torch.nn.Linear(k, n, bias=False) for _ in range(layers)])
+    model.emb = torch.nn.Embedding(1000, 256, device="meta")
 base = kb("VmRSS")
 t0 = time.perf_counter()
 if step.startswith("convert"):
     cfg = QuantConfig(bits=4, block_size=64, method="hqq" if "hqq" in step else "rtn")
     convert(src, dst, cfg, external_data="external" in step, progress=False)
 else:
-    with torch.device("meta"):
-        model = torch.nn.Sequential(*[torch.nn.Linear(k, n, bias=False) for _ in range(layers)])
-    model.emb = torch.nn.Embedding(1000, 256, device="meta")
     load(model, dst, BackendConfig(memory="low"))
     if step == "load+forward":
         with torch.inference_mode():

@@ -86,18 +86,22 @@ def run_demo(quick: bool = False, progress: bool = True) -> list[dict]:
     try:
         base = load_minilm()
         ref = embed(base)
+        if meter is not None:
+            meter.wait_ready()  # from here on the child is idle until the jobs below: it cannot disturb timings
         bar.update()
         rows = []
         with tempfile.TemporaryDirectory(prefix="lowbit-demo-") as tmp:
+            paths = []
             for label, cfg in settings:
                 bar.set_postfix_str(label)
                 row, path = _row(label, cfg, base, ref, Path(tmp), quick)
                 rows.append(row)
-                if meter is not None:
-                    meter.submit({"checkpoint": str(path), "memory": "low"})
+                paths.append(path)
                 bar.update()
             if meter is not None:
                 bar.set_postfix_str("peak memory (subprocess)")
+                for path in paths:
+                    meter.submit({"checkpoint": str(path), "memory": "low"})
                 for row, peak in zip(rows, meter.results(), strict=True):
                     row["peak_mb"] = peak["peak_mb"]
             bar.update()

@@ -160,7 +160,9 @@ _CHILD = "import sys; from lowbit.validate import peak_child; peak_child(sys.arg
 class PeakMeter:
     """A child process measuring peak memory of load + forward, started early so its start-up overlaps other work.
 
-    `submit(job)` queues a job ({"checkpoint": path, "memory": ..., "precision": ...}); `results()` waits for all.
+    `wait_ready()` blocks until the child has built its model (it is idle from then on, so it does not disturb
+    timings taken meanwhile); `submit(job)` sends a job ({"checkpoint": path, "memory": ..., "precision": ...});
+    `results()` closes the queue and returns one dict per job, in order.
     """
 
     def __init__(self, spec: str):
@@ -171,6 +173,20 @@ class PeakMeter:
         self._proc = subprocess.Popen([sys.executable, "-c", _CHILD, spec], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._err, text=True, env=env)
         self._jobs = 0
+        self._ready = False
+
+    def _failure(self) -> RuntimeError:
+        self._err.seek(0)
+        last = (self._err.read().strip().splitlines() or ["no output"])[-1]
+        return RuntimeError(f"the peak-memory process failed (exit {self._proc.poll()}): {last}")
+
+    def wait_ready(self) -> None:
+        while not self._ready:
+            line = self._proc.stdout.readline()
+            if not line:
+                self._proc.wait()
+                raise self._failure()
+            self._ready = line.startswith("LOWBIT-READY")
 
     def submit(self, job: dict) -> None:
         self._jobs += 1
@@ -181,24 +197,27 @@ class PeakMeter:
             pass  # the child died; results() reports its error
 
     def results(self, timeout: float = 600) -> list[dict]:
+        self.wait_ready()
+        self._proc.stdin.close()
+        out = self._proc.stdout.read()  # the child exits at end of input
         try:
-            out, _ = self._proc.communicate(timeout=timeout)
+            self._proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self._proc.kill()
             raise RuntimeError(f"the peak-memory process took longer than {timeout:.0f} s") from None
         tag = "LOWBIT-PEAK "
         lines = [json.loads(ln.removeprefix(tag)) for ln in out.splitlines() if ln.startswith(tag)]
         if self._proc.returncode != 0 or len(lines) != self._jobs:
-            self._err.seek(0)
-            last = (self._err.read().strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"the peak-memory process failed (exit {self._proc.returncode}): {last}")
+            raise self._failure()
         return lines
 
     def close(self) -> None:
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-        self._err.close()
+        for f in (self._proc.stdin, self._proc.stdout, self._err):
+            if f is not None and not f.closed:
+                f.close()
 
 
 def measure_peak(spec: str, jobs: list[dict], timeout: float = 600) -> list[dict]:

@@ -208,3 +208,22 @@ def test_unwritable_output_and_bad_inputs(tmp_path, state):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         open_checkpoint(tmp_path / "none.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_format_md_worked_example(tmp_path):
+    """The 3-bit row of docs/FORMAT.md: bytes DD 11 8B 0F, values (q - 3.25) * 0.5, through a saved file."""
+    from lowbit.quant import QuantizedWeight, pack_bits
+
+    q = torch.tensor([[5, 3, 7, 0, 1, 6, 2, 4, 7, 1]], dtype=torch.uint8)
+    packed = pack_bits(q, 3)
+    assert packed.tolist() == [[0xDD, 0x11, 0x8B, 0x0F]]
+    qw = QuantizedWeight(packed=packed, scale=torch.tensor([[0.5]], dtype=torch.float16),
+                         zero=torch.tensor([[3.25]], dtype=torch.float16), shape=(1, 10), dtype=torch.float32,
+                         bits=3, block_size=16, symmetric=False, method="rtn")
+    save({"fc.weight": qw}, tmp_path / "m.safetensors")
+    got = open_checkpoint(tmp_path / "m.safetensors").quantized_weight("fc.weight").dequantize()
+    want = [0.875, -0.125, 1.875, -1.625, -1.125, 1.375, -0.625, 0.375, 1.875, -1.125]
+    assert got.tolist() == [want]
+    row = bytes(packed[0].tolist())  # the decoding recipe given in the document
+    codes = [(int.from_bytes(row[j * 3 // 8: j * 3 // 8 + 2], "little") >> (j * 3 % 8)) & 7 for j in range(10)]
+    assert codes == q[0].tolist()

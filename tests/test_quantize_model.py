@@ -222,3 +222,20 @@ def test_deepcopy_and_to_keep_working(x):
             twin.head.weight_scale.mul_(2)  # the copy owns its buffers and rebuilds its caches
         assert not torch.equal(twin(x), y) and torch.equal(net(x), y)
         torch.testing.assert_close(net.to(torch.device("cpu"))(x), y)
+
+
+def test_kernel_for_reports_dispatch():
+    from lowbit.nn.ops import kernel_for
+    from lowbit.runtime import Kernel
+
+    net = lowbit.quantize(make_net(), QuantConfig(bits=4, block_size=32))
+    assert kernel_for(net.head, "weight", 1) is Kernel.DENSE
+    lowbit.set_backend(net, BackendConfig("high"))
+    override_capabilities(Capabilities(cpu_int4=True))
+    try:
+        assert kernel_for(net.head, "weight", 1) is Kernel.CPU_INT4
+        assert kernel_for(net.rnn, "weight_hh_l0", 64) is Kernel.DENSE
+        override_capabilities(Capabilities())
+        assert kernel_for(net.conv, "weight", 1) is Kernel.REFERENCE
+    finally:
+        override_capabilities(None)

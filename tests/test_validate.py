@@ -77,3 +77,10 @@ def test_validate_a_given_checkpoint_via_cli(tmp_path, capsys):
     assert report["file_bytes"] == (tmp_path / "q.safetensors").stat().st_size
     code = main(["validate", "--model", "nope"])
     assert code == 1 and "lowbit: error: unknown model 'nope'" in capsys.readouterr().err
+
+
+def test_peak_child_failure_is_reported():
+    from lowbit.validate import measure_peak
+
+    with pytest.raises(RuntimeError, match="peak-memory process failed .*must return \\(nn.Module, example_inputs\\)"):
+        measure_peak("test_validate:not_a_model", [{"checkpoint": "unused.safetensors"}])

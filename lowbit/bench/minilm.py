@@ -1,4 +1,5 @@
-"""MiniLM sentence encoder on the CPU: fp32 vs lowbit int4 block 64 (HQQ) and int8 per channel, memory Low/Normal.
+"""MiniLM sentence encoder on the CPU: fp32 vs lowbit int4 block 64 (HQQ) and int8 per channel, memory Low/Normal
+(and High for int4).
 
 Batch 1, sequence 128, 2 threads. Per row: latency median/p20/p80, speed ratio to fp32 (fp32 ms / ms, > 1 is
 faster), resident bytes of the Linear layers' weights (parameters, packed buffers and prepared caches) and of the
@@ -9,6 +10,7 @@ lowbit.models.SENTENCES (checked before timing).
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 from torch import nn
@@ -64,9 +66,9 @@ def run(seq_len: int = 128, threads: int = 2, out_dir: str | None = "bench/resul
     models = {("fp32", "-"): base}
     for name, cfg in RECIPES.items():
         q = lnn.quantize(copy.deepcopy(base), cfg)
-        for memory in ("normal", "low"):
-            models[name, memory] = lnn.set_backend(copy.deepcopy(q) if memory == "normal" else q,
-                                                   BackendConfig(memory))
+        memories = ("normal", "high", "low") if name.startswith("int4") else ("normal", "low")
+        for memory in memories:
+            models[name, memory] = lnn.set_backend(copy.deepcopy(q) if memory != "low" else q, BackendConfig(memory))
     rows, fp32_ms, fp32_lin, fp32_all = [], None, None, None
     for (name, memory), model in models.items():
         cos = _min_cosine(model, ref) if name != "fp32" else 1.0
@@ -84,7 +86,10 @@ def run(seq_len: int = 128, threads: int = 2, out_dir: str | None = "bench/resul
             "linear weight vs fp32": lin / fp32_lin, "model MB": total / 2**20, "model vs fp32": total / fp32_all,
             "min cosine": cos,
         }))
-    notes = (f"all-MiniLM-L6-v2, batch 1, sequence {seq_len}, {threads} threads, inference_mode. 'linear weight' = "
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    notes = (f"1-min load average at the end: {load:.1f} on this machine (other jobs share the cores; timings with "
+             "2 OpenMP threads suffer most when it exceeds the core count). "
+             f"all-MiniLM-L6-v2, batch 1, sequence {seq_len}, {threads} threads, inference_mode. 'linear weight' = "
              "bytes resident for the Linear layers (float weights, or packed buffers + prepared kernel caches); "
              "'model' adds the float embeddings and norms. speed vs fp32 > 1 means faster.")
     report("minilm_cpu", rows, describe_environment("cpu"), out_dir=out_dir,

@@ -160,7 +160,7 @@ def gemm_configs() -> list:
     return [
         _cfg(8, 3, BLOCK_M=128, BLOCK_N=256, BLOCK_K=64), _cfg(8, 4, BLOCK_M=128, BLOCK_N=128, BLOCK_K=64),
         _cfg(4, 4, BLOCK_M=128, BLOCK_N=128, BLOCK_K=32), _cfg(4, 4, BLOCK_M=64, BLOCK_N=128, BLOCK_K=64),
-        _cfg(4, 4, BLOCK_M=64, BLOCK_N=256, BLOCK_K=32), _cfg(8, 3, BLOCK_M=256, BLOCK_N=128, BLOCK_K=64),
+        _cfg(4, 4, BLOCK_M=64, BLOCK_N=256, BLOCK_K=32), _cfg(4, 4, BLOCK_M=128, BLOCK_N=64, BLOCK_K=64),
         _cfg(4, 5, BLOCK_M=64, BLOCK_N=64, BLOCK_K=64), _cfg(4, 4, BLOCK_M=32, BLOCK_N=128, BLOCK_K=128),
         _cfg(4, 4, BLOCK_M=16, BLOCK_N=128, BLOCK_K=128), _cfg(4, 4, BLOCK_M=64, BLOCK_N=64, BLOCK_K=16),
         _cfg(4, 4, BLOCK_M=16, BLOCK_N=64, BLOCK_K=64),
@@ -168,13 +168,14 @@ def gemm_configs() -> list:
 
 
 def a8w_configs() -> list:
-    """int8 x int8 GEMM: BLOCK_K >= 32 (int8 tl.dot needs K >= 32 on sm80/sm90) and dividing the group."""
+    """int8 x int8 GEMM: BLOCK_K >= 32 (int8 tl.dot needs K >= 32 on sm80/sm90) and dividing the group. Checked
+    for register spills on sm90 by compiling ahead of time (8 warps for the 128-row tiles)."""
     return [
-        _cfg(8, 3, BLOCK_M=128, BLOCK_N=256, BLOCK_K=128), _cfg(8, 4, BLOCK_M=128, BLOCK_N=128, BLOCK_K=128),
-        _cfg(4, 4, BLOCK_M=128, BLOCK_N=128, BLOCK_K=64), _cfg(4, 4, BLOCK_M=64, BLOCK_N=128, BLOCK_K=128),
-        _cfg(4, 4, BLOCK_M=64, BLOCK_N=64, BLOCK_K=64), _cfg(4, 4, BLOCK_M=32, BLOCK_N=128, BLOCK_K=128),
-        _cfg(4, 4, BLOCK_M=16, BLOCK_N=64, BLOCK_K=32), _cfg(4, 4, BLOCK_M=64, BLOCK_N=64, BLOCK_K=32),
-        _cfg(4, 4, BLOCK_M=16, BLOCK_N=128, BLOCK_K=64),
+        _cfg(8, 4, BLOCK_M=128, BLOCK_N=128, BLOCK_K=64), _cfg(8, 3, BLOCK_M=128, BLOCK_N=256, BLOCK_K=64),
+        _cfg(8, 3, BLOCK_M=128, BLOCK_N=128, BLOCK_K=128), _cfg(4, 4, BLOCK_M=64, BLOCK_N=128, BLOCK_K=64),
+        _cfg(4, 4, BLOCK_M=64, BLOCK_N=128, BLOCK_K=128), _cfg(4, 4, BLOCK_M=64, BLOCK_N=64, BLOCK_K=64),
+        _cfg(4, 4, BLOCK_M=32, BLOCK_N=128, BLOCK_K=128), _cfg(4, 4, BLOCK_M=16, BLOCK_N=64, BLOCK_K=32),
+        _cfg(4, 4, BLOCK_M=64, BLOCK_N=64, BLOCK_K=32), _cfg(4, 4, BLOCK_M=16, BLOCK_N=128, BLOCK_K=64),
     ]
 
 
@@ -187,13 +188,13 @@ def tile_fits_group(block_k: int, group: int, k: int) -> bool:
 ONE_GROUP_HEURISTIC = {"ONE_GROUP": lambda a: tile_fits_group(a["BLOCK_K"], a["GROUP"], a["K"])}
 
 
-def _smem_bytes(cfg, x_bytes: int, gathered_scales: bool) -> int:
+def _smem_bytes(cfg, x_bytes: int, cb: int, gathered_scales: bool) -> int:
     """Shared memory estimate, fitted to Triton 3.9's sm90 allocation for these kernels: (num_stages - 1) copies
-    of the activation tile, the word tile (one int32 per element: words are read once per code) and, without
-    ONE_GROUP, the gathered fp32 scale/zero tiles; plus one staged dequantized (BLOCK_K, BLOCK_N) dot operand."""
+    of the activation tile, the packed word tile and, without ONE_GROUP, the gathered fp32 scale/zero tiles; plus
+    one staged dequantized (BLOCK_K, BLOCK_N) dot operand."""
     kw = cfg.kwargs
     bm, bn, bk = kw.get("BLOCK_M", 16), kw["BLOCK_N"], kw["BLOCK_K"]
-    per_stage = bm * bk * x_bytes + bk * bn * 4 + (2 * bk * bn * 4 if gathered_scales else 0)
+    per_stage = bm * bk * x_bytes + bk * bn * cb // 8 + (2 * bk * bn * 4 if gathered_scales else 0)
     return max(1, cfg.num_stages - 1) * per_stage + bk * bn * x_bytes
 
 
@@ -206,8 +207,10 @@ def prune_configs(configs, named_args: dict, **kwargs) -> list:
     x_bytes = x.element_size()
     limit = smem_limit()
     # each filter is soft (keeps the previous list when it would empty it), the group fit first: it matters most
+    cb = named_args.get("CB", kwargs.get("CB", 4))  # a keyword argument of the launch: the tuner passes it here
     keep = [c for c in configs
-            if _smem_bytes(c, x_bytes, not tile_fits_group(c.kwargs["BLOCK_K"], group, k)) <= limit] or list(configs)
+            if _smem_bytes(c, x_bytes, cb, not tile_fits_group(c.kwargs["BLOCK_K"], group, k)) <= limit]
+    keep = keep or list(configs)
     keep = [c for c in keep if tile_fits_group(c.kwargs["BLOCK_K"], group, k)] or keep
     keep = [c for c in keep if c.kwargs["BLOCK_K"] <= max(16, next_pow2(k))] or keep
     keep = [c for c in keep if c.kwargs["BLOCK_N"] <= max(16, next_pow2(n))] or keep
@@ -229,21 +232,30 @@ if triton is not None:
 
     @triton.jit
     def unpack_codes(words, k_idx, CB: tl.constexpr):
-        """Integer codes (int32) of elements k_idx from their int32 words (words broadcast with k_idx).
+        """Integer codes (int32) of elements k_idx from the int32 words holding them (broadcast together).
 
         Code k sits at bits [(k % per) * CB, ...) of its word; `& mask` undoes the arithmetic shift's sign fill.
+        Used where each word is loaded once and its per codes are taken one slice at a time (GEMV).
         """
         PER: tl.constexpr = 32 // CB
         return (words >> ((k_idx % PER) * CB)) & ((1 << CB) - 1)
 
     @triton.jit
-    def dequant(words, k_idx, scale, zero, CB: tl.constexpr):
-        """The dequant rule of every kernel, in registers: w = (q - zero) * scale, fp32.
+    def unpack_tile(words, CB: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
+        """(BLOCK_K // per, BLOCK_N) int32 words -> (BLOCK_K, BLOCK_N) int32 codes, row k = word * per + p.
 
-        words: int32 tile holding the codes of k_idx (same shape after broadcast); scale, zero: fp32, broadcastable.
+        The packed tile is what is loaded (and pipelined through shared memory), so a tile costs its packed bytes,
+        not 4 bytes per code; the per codes of a word are shifted out along a new axis and merged into K.
         """
-        q = unpack_codes(words, k_idx, CB)
-        return (q.to(tl.float32) - zero) * scale
+        PER: tl.constexpr = 32 // CB
+        shifts = tl.arange(0, PER) * CB
+        q = (words[:, None, :] >> shifts[None, :, None]) & ((1 << CB) - 1)  # (BLOCK_K // per, per, BLOCK_N)
+        return tl.reshape(q, (BLOCK_K, BLOCK_N))
+
+    @triton.jit
+    def dequant(codes, scale, zero):
+        """The dequant rule of every kernel, in registers: w = (q - zero) * scale, fp32 (operands broadcast)."""
+        return (codes.to(tl.float32) - zero) * scale
 
     @triton.jit
     def tile_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, k_idx, K, k0, GROUP, stride_sn,

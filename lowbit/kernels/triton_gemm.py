@@ -23,6 +23,7 @@ from .triton_common import (
     prune_configs,
     static_config,
     tile_scale_zero,
+    unpack_tile,
 )
 
 _KEY = ["m_bucket", "N", "K", "CB", "GROUP", "stride_wn"]
@@ -48,11 +49,13 @@ def _gemm_a16w_kernel(
 ):
     """y[m, n] = sum_k x[m, k] * (q[n, k] - zero[n, k // GROUP]) * scale[n, k // GROUP] + bias[n].
 
-    Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N),), grouped GROUP_M row panels at a time. Weight tile (BLOCK_K,
-    BLOCK_N) dequantized in fp32 registers, cast to x's dtype for the dot. ONE_GROUP (BLOCK_K divides GROUP, or
-    one group per row): a single scale/zero row per tile; else gathered per element.
+    Grid: (cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N),), grouped GROUP_M row panels at a time. The packed word tile
+    (BLOCK_K / per, BLOCK_N) is loaded, unpacked and dequantized in fp32 registers, cast to x's dtype for the
+    dot. ONE_GROUP (BLOCK_K divides GROUP, or one group per row): a single scale/zero row per tile; else gathered
+    per element.
     """
     tl.static_assert(BLOCK_K >= 16, "tl.dot needs BLOCK_K >= 16")
+    tl.static_assert(BLOCK_K >= 32 // CB, "a K tile must hold at least one whole word")
     PER: tl.constexpr = 32 // CB
     pid = tl.program_id(0)
     num_m = tl.cdiv(M, BLOCK_M)
@@ -67,17 +70,19 @@ def _gemm_a16w_kernel(
     offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
     m_mask = offs_m < M
     n_mask = offs_n < N
+    kw_total = tl.cdiv(K, PER)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for t in range(0, tl.cdiv(K, BLOCK_K)):
         offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
         k_mask = offs_k < K
         a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                     mask=m_mask[:, None] & k_mask[None, :], other=0.0)
-        w_ptrs = w_ptr + (offs_k // PER)[:, None] * stride_wk + offs_n[None, :] * stride_wn
-        words = tl.load(w_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0)  # (BLOCK_K, BLOCK_N) int32
+        offs_kw = t * (BLOCK_K // PER) + tl.arange(0, BLOCK_K // PER)
+        w_ptrs = w_ptr + offs_kw[:, None] * stride_wk + offs_n[None, :] * stride_wn
+        words = tl.load(w_ptrs, mask=(offs_kw < kw_total)[:, None] & n_mask[None, :], other=0)  # packed tile
         s, z = tile_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, offs_k, K, t * BLOCK_K, GROUP, stride_sn,
                                ONE_GROUP)
-        w = dequant(words, offs_k[:, None], s, z, CB)  # (BLOCK_K, BLOCK_N) fp32; a is 0 past K
+        w = dequant(unpack_tile(words, CB, BLOCK_K, BLOCK_N), s, z)  # (BLOCK_K, BLOCK_N) fp32; a is 0 past K
         if IEEE:
             acc = tl.dot(a.to(tl.float32), w, acc, input_precision="ieee")
         else:

@@ -24,6 +24,8 @@ from .triton_common import (
     prune_configs,
     static_config,
     tile_scale_zero,
+    unpack_codes,
+    unpack_tile,
 )
 
 _KEY = ["m_bucket", "N", "K", "CB", "GROUP", "stride_wn", "split_req"]
@@ -53,7 +55,7 @@ def _gemv_row(x_row, w_ptr, scale_ptr, zero_ptr, offs_n, n_mask, t_start, t_end,
             if not ONE_GROUP:
                 s, z = tile_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, k_idx, K, t * BLOCK_K, GROUP,
                                        stride_sn, False)
-            w = dequant(words, k_idx[:, None], s, z, CB)
+            w = dequant(unpack_codes(words, k_idx[:, None], CB), s, z)
             xk = tl.load(x_row + k_idx, mask=k_idx < K, other=0.0).to(tl.float32)
             acc += tl.sum(w * xk[:, None], axis=0)
     return acc
@@ -83,7 +85,7 @@ def _gemv_rows_packed_dot(x_ptr, w_ptr, scale_ptr, zero_ptr, offs_m, m_mask, off
             if not ONE_GROUP:
                 s, z = tile_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, k_idx, K, t * BLOCK_K, GROUP,
                                        stride_sn, False)
-            w = dequant(words, k_idx[:, None], s, z, CB)  # (BLOCK_KW, BLOCK_N) fp32; x is 0 past K
+            w = dequant(unpack_codes(words, k_idx[:, None], CB), s, z)  # (BLOCK_KW, BLOCK_N) fp32; x is 0 past K
             a = tl.load(x_ptr + offs_m[:, None] * stride_xm + k_idx[None, :],
                         mask=m_mask[:, None] & (k_idx < K)[None, :], other=0.0)
             if IEEE:
@@ -116,7 +118,7 @@ def _gemv_a16w_kernel(
     divides GROUP (or one group spans K) a tile has one scale/zero per column, loaded once; otherwise they are
     gathered per element. BLOCK_M == 1: each word loaded once, codes unrolled, multiply + sum (no tensor
     cores: batch 1 is bound by weight bytes); BLOCK_M >= 16: tl.dot, per code slice of each word when
-    BLOCK_K / per >= 16, else on the (BLOCK_K, BLOCK_N) tile gathered per code. fp32 accumulation throughout.
+    BLOCK_K / per >= 16, else on the packed tile unpacked in registers (`unpack_tile`). fp32 accumulation throughout.
     """
     PER: tl.constexpr = 32 // CB
     pid_n = tl.program_id(0).to(tl.int64)
@@ -141,12 +143,12 @@ def _gemv_a16w_kernel(
         for t in range(pid_k * per_split, t_end):
             offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
             k_mask = offs_k < K
-            # (BLOCK_K, BLOCK_N) words, each read once per code it holds: tl.dot wants the unpacked 2-D tile
-            w_ptrs = w_ptr + (offs_k // PER)[:, None] * stride_wk + offs_n[None, :] * stride_wn
-            words = tl.load(w_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0)
+            offs_kw = t * (BLOCK_K // PER) + tl.arange(0, BLOCK_K // PER)
+            w_ptrs = w_ptr + offs_kw[:, None] * stride_wk + offs_n[None, :] * stride_wn
+            words = tl.load(w_ptrs, mask=(offs_kw < tl.cdiv(K, PER))[:, None] & n_mask[None, :], other=0)
             s, z = tile_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, offs_k, K, t * BLOCK_K, GROUP, stride_sn,
                                    ONE_GROUP)
-            w = dequant(words, offs_k[:, None], s, z, CB)  # (BLOCK_K, BLOCK_N) fp32; a is 0 past K
+            w = dequant(unpack_tile(words, CB, BLOCK_K, BLOCK_N), s, z)  # (BLOCK_K, BLOCK_N) fp32; a is 0 past K
             a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                         mask=m_mask[:, None] & k_mask[None, :], other=0.0)
             if IEEE:

@@ -28,7 +28,7 @@ from .triton_common import (
     static_config,
     supports_triton,
     tile_fits_group,
-    unpack_codes,
+    unpack_tile,
 )
 
 _KEY = ["m_bucket", "N", "K", "CB", "GROUP", "stride_wn"]
@@ -93,6 +93,14 @@ def quantize_rows_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return xq, scale
 
 
+@triton.jit
+def _block_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, g, stride_sn, OFFSET: tl.constexpr):
+    """(BLOCK_N,) scale and shifted zero z' = zero - OFFSET of block g (0 past N)."""
+    s = tl.load(scale_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0)
+    zc = tl.load(zero_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0) - OFFSET
+    return s, zc
+
+
 @triton.heuristics({**ONE_GROUP_HEURISTIC, "PER_CHANNEL": lambda a: a["GROUP"] >= a["K"]})
 @triton.jit
 def _gemm_a8w_kernel(
@@ -131,31 +139,34 @@ def _gemm_a8w_kernel(
     offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
     m_mask = offs_m < M
     n_mask = offs_n < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    iacc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)  # per-channel: the whole-K integer dot
+    # per channel: one int32 accumulator over all of K; blocked: fp32 accumulator, scaled per tile (only one of
+    # the two is live in the loop, which keeps register pressure at a single (BLOCK_M, BLOCK_N) accumulator)
+    if PER_CHANNEL:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     rsum = tl.zeros((BLOCK_M,), dtype=tl.int32)
+    kw_total = tl.cdiv(K, PER)
     for t in range(0, tl.cdiv(K, BLOCK_K)):
         offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
         k_mask = offs_k < K
         a = tl.load(xq_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
                     mask=m_mask[:, None] & k_mask[None, :], other=0)
-        w_ptrs = w_ptr + (offs_k // PER)[:, None] * stride_wk + offs_n[None, :] * stride_wn
-        words = tl.load(w_ptrs, mask=k_mask[:, None] & n_mask[None, :], other=0)
-        qs = (unpack_codes(words, offs_k[:, None], CB) - OFFSET).to(tl.int8)  # (BLOCK_K, BLOCK_N) in int8 range
-        d = tl.dot(a, qs, out_dtype=tl.int32)  # exact int32
-        rs = tl.sum(a.to(tl.int32), axis=1)  # (BLOCK_M,) activation row sum of this tile
+        offs_kw = t * (BLOCK_K // PER) + tl.arange(0, BLOCK_K // PER)
+        w_ptrs = w_ptr + offs_kw[:, None] * stride_wk + offs_n[None, :] * stride_wn
+        words = tl.load(w_ptrs, mask=(offs_kw < kw_total)[:, None] & n_mask[None, :], other=0)  # packed tile
+        qs = (unpack_tile(words, CB, BLOCK_K, BLOCK_N) - OFFSET).to(tl.int8)  # (BLOCK_K, BLOCK_N) in int8 range
         if PER_CHANNEL:
-            iacc += d
-            rsum += rs
+            acc = tl.dot(a, qs, acc, out_dtype=tl.int32)  # exact int32
+            rsum += tl.zeros((BLOCK_M,), dtype=tl.int32)
         else:
-            g = (t * BLOCK_K) // GROUP
-            s = tl.load(scale_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0)
-            zc = tl.load(zero_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0) - OFFSET
+            d = tl.dot(a, qs, out_dtype=tl.int32)  # exact int32 for this tile
+            rs = tl.zeros((BLOCK_M,), dtype=tl.int32)  # (BLOCK_M,) activation row sum of this tile
+            s, zc = _block_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, (t * BLOCK_K) // GROUP, stride_sn, OFFSET)
             acc += (d.to(tl.float32) - rs.to(tl.float32)[:, None] * zc[None, :]) * s[None, :]
     if PER_CHANNEL:
-        s = tl.load(scale_ptr + offs_n * stride_sn, mask=n_mask, other=0.0)
-        zc = tl.load(zero_ptr + offs_n * stride_sn, mask=n_mask, other=0.0) - OFFSET
-        acc = (iacc.to(tl.float32) - rsum.to(tl.float32)[:, None] * zc[None, :]) * s[None, :]
+        s, zc = _block_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, 0, stride_sn, OFFSET)
+        acc = (acc.to(tl.float32) - rsum.to(tl.float32)[:, None] * zc[None, :]) * s[None, :]
     acc *= tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0)[:, None]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]

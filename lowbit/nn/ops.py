@@ -72,11 +72,6 @@ def _backend(memory: str, precision: str) -> BackendConfig:
     return BackendConfig(memory, precision)
 
 
-@functools.cache
-def _decide(device_type: str, m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig):
-    return select_kernel(device_type, m, fmt, caps, backend)
-
-
 def _version(t: torch.Tensor | None) -> int:
     if t is None:
         return -1
@@ -102,14 +97,20 @@ def _entry(qw: QuantizedWeight) -> dict:
 
 
 def _choose(qw: QuantizedWeight, entry: dict, device_type: str, m: int, memory: str, precision: str, n: int):
-    backend = _backend(memory, precision)
-    caps = current_capabilities()
+    """(kernel, compute dtype), decided once per (device, M, modes) and weight, then read from the weight's entry."""
     if _FORCED:
-        return _FORCED[-1], compute_dtype(device_type, caps, backend)
-    fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, n, qw.k, entry["refused"])
-    decision = _decide(device_type, m, fmt, caps, backend)
-    warn_fallback(decision)
-    return decision.kernel, compute_dtype(device_type, caps, backend)
+        caps = current_capabilities()
+        return _FORCED[-1], compute_dtype(device_type, caps, _backend(memory, precision))
+    key = ("decision", device_type, m, memory, precision)
+    if key not in entry:
+        backend = _backend(memory, precision)
+        caps = current_capabilities()
+        fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, n, qw.k, entry["refused"])
+        decision = select_kernel(device_type, m, fmt, caps, backend)
+        entry[key] = (decision, compute_dtype(device_type, caps, backend))
+    decision, dtype = entry[key]
+    warn_fallback(decision)  # once per distinct reason, whichever layer asks first
+    return decision.kernel, dtype
 
 
 def _prepared(entry: dict, kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype, group: int = -1):
@@ -195,4 +196,4 @@ def kernel_for(module, name: str, m: int, device_type: str | None = None) -> Ker
     qw = _rebuild(packed, scale, zero, [shape[0], math.prod(shape[1:])], bits, block)
     entry = _entry(qw)
     fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, qw.n, qw.k, entry["refused"])
-    return _decide(device_type or qw.device.type, m, fmt, current_capabilities(), module.backend).kernel
+    return select_kernel(device_type or qw.device.type, m, fmt, current_capabilities(), module.backend).kernel

@@ -80,7 +80,3 @@ def run(kernel: Kernel, prepared, x: torch.Tensor, bias: torch.Tensor | None = N
         return _module("cpu_int4").linear_int4_cpu(x, prepared, bias)
     raise ValueError(f"unknown kernel {kernel!r}")
 
-
-def dequantized(qw: QuantizedWeight, dtype: torch.dtype) -> torch.Tensor:
-    """The float weight in its original shape (conv's DENSE/REFERENCE path)."""
-    return qw.dequantize(dtype)
