@@ -128,7 +128,9 @@ def test_bench_runs_the_suite(capsys, monkeypatch):
 
     calls = []
     suite = types.ModuleType("lowbit.bench.gemm_cpu")
-    suite.main = lambda argv: calls.append(argv) or 0
+    suite.main = lambda argv: calls.append(argv) or ["row"]  # the real suite returns its rows
     monkeypatch.setitem(sys.modules, "lowbit.bench.gemm_cpu", suite)
     code, _, _ = _run(capsys, "bench", "--quick")
-    assert code == 0 and calls == [["--quick"]]
+    assert code == 0 and calls == [["--quick", "--out", ""]]
+    code, _, _ = _run(capsys, "bench", "--out", "results")
+    assert code == 0 and calls[-1] == ["--out", "results"]

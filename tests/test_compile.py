@@ -44,3 +44,32 @@ def test_fake_impls_give_shapes():
         expected = model(x).shape
     with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
         assert model(torch.empty(3, 4, 3, 5)).shape == expected
+
+
+def _triton_gpu() -> bool:
+    from lowbit.runtime import capabilities
+
+    return capabilities().triton_gpu
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (capability triton_gpu)")
+@pytest.mark.filterwarnings("ignore:lowbit")
+@pytest.mark.parametrize("precision", ["normal", "low"])
+def test_cuda_graph_capture_matches_eager(precision):
+    """memory Low on a GPU: the Triton kernels replayed from a CUDA graph (twin on CPU: the compile test above)."""
+    if not _triton_gpu():
+        pytest.skip("capability triton_gpu is false: the Triton kernels cannot run on this GPU")
+    torch.manual_seed(0)
+    model = lowbit.quantize(Small().eval(), QuantConfig(bits=4, block_size=16), BackendConfig("low", precision),
+                            min_weights=0).cuda()
+    x = torch.randn(2, 4, 3, 5, device="cuda")
+    with torch.no_grad():
+        eager = model(x)  # also builds the prepared weights before capture
+        graph = torch.cuda.CUDAGraph()
+        static_x = x.clone()
+        with torch.cuda.graph(graph):
+            static_y = model(static_x)
+        static_x.copy_(x)
+        graph.replay()
+    tol = 1e-4 if precision == "normal" else 2e-2
+    torch.testing.assert_close(static_y, eager, rtol=tol, atol=tol)

@@ -119,4 +119,6 @@ def test_bad_inputs(rng):
         linear_int4_cpu(x.to(torch.int32), w4)
     with pytest.raises(TypeError, match="Int4CpuWeight"):
         linear_int4_cpu(x, qw)
+    with pytest.raises(ValueError, match=r"expected \(16,\)"):
+        linear_int4_cpu(x, w4, bias[:8])
     assert isinstance(w4, Int4CpuWeight) and w4.nbytes > 0

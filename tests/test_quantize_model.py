@@ -105,6 +105,19 @@ def test_layers_a_kernel_cannot_take_stay_float():
     assert "NaN" in nan_model.lowbit_summary.skipped[0].reason and type(nan_model[0]) is nn.Linear
 
 
+def test_shared_module_and_custom_forward():
+    class Scaled(nn.Linear):
+        def forward(self, x):
+            return 2 * super().forward(x)
+
+    shared = nn.Linear(64, 64)
+    model = nn.Sequential(shared, nn.ReLU(), shared, Scaled(64, 64))
+    lowbit.quantize(model, QuantConfig())
+    assert isinstance(model[0], QuantLinear) and model[0] is model[2]
+    assert type(model[3]) is Scaled
+    assert "overrides Linear.forward" in model.lowbit_summary.skipped[0].reason
+
+
 def test_state_dict_round_trip_exact(x):
     net = lowbit.quantize(make_net(), QuantConfig(bits=3, block_size=16, method="hqq"))
     sd = net.state_dict()

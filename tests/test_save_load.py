@@ -105,8 +105,8 @@ def test_load_memory_low_and_fp16_storage(tmp_path, float_net, tokens):
 def test_load_refuses_a_file_that_does_not_fit_the_model(tmp_path, float_net):
     save(_quantized(float_net), tmp_path / "q.safetensors")
     wrong = Net(width=48).eval()
-    with pytest.raises(CheckpointError, match=r"tensor shape mismatch for 'conv.weight': \[32, 64, 3\] in .*q.safetensors, "
-                                              r"\[32, 48, 3\] in the model"):
+    mismatch = r"tensor shape mismatch for 'conv.weight': \[32, 64, 3\] in .*q.safetensors, \[32, 48, 3\] in the model"
+    with pytest.raises(CheckpointError, match=mismatch):
         load(wrong, tmp_path / "q.safetensors")
     assert isinstance(wrong.fc, nn.Linear)  # nothing was swapped
     with pytest.raises(CheckpointError, match="is missing tensor 'extra.bias' of the model"):

@@ -71,7 +71,7 @@ def test_forced_tiles(bm, bn, bk, block, rng, device):
 def test_transposed_word_layout_hqq_and_noncontiguous_x(rng, device):
     cw = make(rng, 24, 96, 4, 32, False, device, method="hqq")
     x = torch.randn(96, 17, generator=rng).to(device).t()  # (17, 96), column-major
-    y = gemm_a16w(x, prepare_triton(cw))
+    y = gemm_a16w(x, prepare_triton(cw, scale_dtype=torch.float16))
     check(y, x, cw, None)
     torch.testing.assert_close(y, gemm_a16w(x, cw), rtol=1e-6, atol=1e-6)
     assert gemm_a16w(x[:0], cw).shape == (0, 24)
@@ -100,7 +100,7 @@ def test_errors(rng, device):
     with pytest.raises(ValueError, match="BLOCK_K=8 is too small"):
         gemm_a16w(x, cw, config={"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 8})
     bad = type(cw)(**{**cw.__dict__, "scale": cw.scale[:, :1]})
-    with pytest.raises(ValueError, match="scale must be contiguous float32"):
+    with pytest.raises(ValueError, match="scale must be contiguous float32 \\(or float16"):
         gemm_a16w(x, bad)
 
 

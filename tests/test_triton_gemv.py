@@ -91,6 +91,12 @@ def test_transposed_word_layout_and_hqq_zeros(rng, device):
     check(y, x, cw, None)
     assert prepare_triton(cw).qweight.stride() == (1, cw.n)
     torch.testing.assert_close(y, gemv_a16w(x, cw), rtol=1e-6, atol=1e-6)
+    # fp16 scale/zero are lossless here (QuantConfig stores float16 by default): same numbers, fewer bytes
+    half = prepare_triton(cw, scale_dtype=torch.float16)
+    assert half.scale.dtype == half.zero.dtype == torch.float16
+    torch.testing.assert_close(gemv_a16w(x, half), y, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="scale_dtype=torch.bfloat16 is not supported"):
+        prepare_triton(cw, scale_dtype=torch.bfloat16)
 
 
 def test_noncontiguous_x_and_empty_m(rng, device):
@@ -115,6 +121,9 @@ def test_errors(rng, device):
         gemv_a16w(x, cw, split_k=0)
     with pytest.raises(ValueError, match="is on meta"):
         gemv_a16w(x, cw.to("meta"))
+    mixed = type(cw)(**{**cw.__dict__, "zero": cw.zero.half()})
+    with pytest.raises(ValueError, match="zero must be contiguous float32 \\(or float16, both alike\\)"):
+        gemv_a16w(x, mixed)
 
 
 def test_cpu_tensors_need_the_interpreter(rng, monkeypatch):

@@ -15,7 +15,12 @@ pytest.importorskip("triton")
 from lowbit import QuantConfig, quantize_weight  # noqa: E402
 from lowbit.kernels.reference import linear_reference  # noqa: E402
 from lowbit.kernels.triton_common import available_triton, prepare_triton  # noqa: E402
-from lowbit.kernels.triton_int8 import gemm_a8w, quantize_rows_int8, supports_a8w  # noqa: E402
+from lowbit.kernels.triton_int8 import (  # noqa: E402
+    gemm_a8w,
+    quantize_rows_int8,
+    quantize_rows_int8_with_sums,
+    supports_a8w,
+)  # noqa: E402
 from lowbit.quant import ComputeWeight, pack_words  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not available_triton(), reason="needs Triton with CUDA or TRITON_INTERPRET=1")
@@ -58,6 +63,10 @@ def test_quantize_rows_matches_torch(dtype, rng, device):
     diff = (xq.cpu().int() - ref_q.int()).abs()
     assert diff.max() <= 1 and (diff == 0).float().mean() >= 0.999  # GPU division may round a tie differently
     assert xs[2] == 0 and (xq[2] == 0).all() and xq.abs().max() == 127
+    xq2, xs2, sums = quantize_rows_int8_with_sums(x, 64)  # the GEMM's block sums: blocks of 64, last one 8
+    assert torch.equal(xq2, xq) and torch.equal(xs2, xs) and sums.shape == (5, 4)
+    ref_sums = torch.stack([xq.cpu().long()[:, b:b + 64].sum(1) for b in range(0, 200, 64)], 1)
+    assert torch.equal(sums.cpu().long(), ref_sums)
 
 
 @pytest.mark.parametrize("cb,block", [(8, -1), (8, 32), (4, 32), (4, -1), (2, 64)])
@@ -91,7 +100,7 @@ def test_every_bits_block_sym(bits, block, sym, rng, device):
 def test_half_dtypes_hqq_and_transposed_words(dtype, rng, device):
     cw = make(rng, 24, 160, 4, 32, False, device, method="hqq")  # fractional zeros
     x = torch.randn(3, 160, generator=rng).to(device, dtype)
-    y = gemm_a8w(x, prepare_triton(cw))
+    y = gemm_a8w(x, prepare_triton(cw, scale_dtype=torch.float16))  # fractional zeros, exact in fp16 storage
     check_a8w(y, x, cw, None)
     torch.testing.assert_close(y, gemm_a8w(x, cw), rtol=0, atol=0)
 

@@ -8,6 +8,8 @@ floor) before it is timed. Weights are random Gaussian; shapes are (K in, N out)
 from __future__ import annotations
 
 import argparse
+import statistics
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,19 +87,37 @@ def _check(shape, m: int, meth: Method, x: torch.Tensor, ref: torch.Tensor) -> f
     return sqnr
 
 
-def _time_interleaved(methods: list[Method], x: torch.Tensor, rounds: int) -> list[Timing]:
+def time_cpu(fn, warmup: int = 2, min_time_s: float = 0.06, max_reps: int = 40) -> Timing:
+    """Like harness.time_fn but on the calling thread's CPU clock: immune to preemption by other processes, and
+    meaningful only when the work runs on this thread (torch.set_num_threads(1), native num_threads=1)."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.thread_time()
+    fn()
+    reps = int(min(max_reps, max(5, min_time_s / max(time.thread_time() - t0, 1e-6))))
+    samples = []
+    for _ in range(reps):
+        t0 = time.thread_time()
+        fn()
+        samples.append((time.thread_time() - t0) * 1e3)
+    q = statistics.quantiles(samples, n=5)
+    return Timing(statistics.median(samples), q[0], q[3], reps)
+
+
+def _time_interleaved(methods: list[Method], x: torch.Tensor, rounds: int, clock: str = "wall") -> list[Timing]:
     """Best-of-rounds timing: methods take turns, so a burst of load from other processes on a shared machine
     hits one round of one method, not a whole column; each method keeps its round with the lowest median."""
     best: list[Timing | None] = [None] * len(methods)
     for _ in range(rounds):
         for i, meth in enumerate(methods):
-            t = time_fn(lambda meth=meth: meth.fn(x), warmup=2, min_time_s=0.06, max_reps=40)
+            fn = lambda meth=meth: meth.fn(x)  # noqa: E731
+            t = time_cpu(fn) if clock == "cpu" else time_fn(fn, warmup=2, min_time_s=0.06, max_reps=40)
             if best[i] is None or t.median_ms < best[i].median_ms:
                 best[i] = t
     return best
 
 
-def run_suite(shapes=SHAPES, ms=MS, bits=BITS, seed: int = 0, rounds: int = 3) -> list[Row]:
+def run_suite(shapes=SHAPES, ms=MS, bits=BITS, seed: int = 0, rounds: int = 3, clock: str = "wall") -> list[Row]:
     """Time every method on every (shape, M) (best of `rounds` interleaved rounds); rows carry ratio columns."""
     rows: list[Row] = []
     gen = torch.Generator().manual_seed(seed)
@@ -118,7 +138,7 @@ def run_suite(shapes=SHAPES, ms=MS, bits=BITS, seed: int = 0, rounds: int = 3) -
             shape_rows = [
                 Row({"K": k, "N": n, "M": m, "method": meth.name, "ms": t.median_ms, "p20": t.p20_ms, "p80": t.p80_ms,
                      "GB/s": meth.weight_bytes / t.median_ms / 1e6, "sqnr_db": min(sq, 99.0)})
-                for meth, t, sq in zip(methods, _time_interleaved(methods, x, rounds), sqnrs, strict=True)
+                for meth, t, sq in zip(methods, _time_interleaved(methods, x, rounds, clock), sqnrs, strict=True)
             ]
             _add_ratios(shape_rows)
             rows.extend(shape_rows)
@@ -145,7 +165,8 @@ def _impl_methods(w: torch.Tensor, bits: int, block: int, symmetric: bool) -> li
     return out
 
 
-def run_impl_sweep(shape=(4096, 4096), ms=(1, 8, 32, 128), rounds: int = 2, seed: int = 0) -> list[Row]:
+def run_impl_sweep(shape=(4096, 4096), ms=(1, 8, 32, 128), rounds: int = 2, seed: int = 0,
+                   clock: str = "wall") -> list[Row]:
     """Which implementation is fastest per (bits, block, M): every impl forced on the same weight."""
     k, n = shape
     gen = torch.Generator().manual_seed(seed)
@@ -156,7 +177,7 @@ def run_impl_sweep(shape=(4096, 4096), ms=(1, 8, 32, 128), rounds: int = 2, seed
         for m in ms:
             x = torch.randn(m, k, generator=gen)
             sqnrs = [_check(shape, m, mth, x, F.linear(x, qw.dequantize(torch.float32))) for mth, qw in methods]
-            timings = _time_interleaved([mth for mth, _ in methods], x, rounds)
+            timings = _time_interleaved([mth for mth, _ in methods], x, rounds, clock)
             fastest = min(t.median_ms for t in timings)
             for (mth, _), t, sq in zip(methods, timings, sqnrs, strict=True):
                 rows.append(Row({"K": k, "N": n, "bits": bits, "block": block, "M": m, "impl": mth.name,
@@ -179,22 +200,31 @@ def main(argv: list[str] | None = None) -> list[Row]:
     p.add_argument("--out", default="bench/results", help="directory for gemm_cpu.{md,csv,json}; '' to not save")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per (shape, M); best is kept")
     p.add_argument("--impls", action="store_true", help="also sweep every implementation per format (4096x4096)")
+    p.add_argument("--threads", type=int, default=None, help="torch and native threads (default: torch's)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="cpu: the calling thread's CPU time (use with --threads 1 on a shared machine)")
+    p.add_argument("--name", default="gemm_cpu", help="results file stem")
+    p.add_argument("--shapes", default=None, help="subset of shapes, e.g. 4096x4096,384x1536 (K x N)")
     args, _ = p.parse_known_args(argv)
-    env = describe_environment("cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)  # CLI only: library code never changes torch globals
+    env = describe_environment("cpu") | {"clock": args.clock}
     if args.impls:
         ms_sweep = (1, 32, 128) if args.quick else (1, 8, 32, 128)
-        report("gemm_cpu_impls", run_impl_sweep(ms=ms_sweep), env, args.out or None,
+        report(f"{args.name}_impls", run_impl_sweep(ms=ms_sweep, clock=args.clock), env, args.out or None,
                title="CPU implementations per format (4096x4096, asymmetric RTN)",
                notes="'*' marks the fastest implementation for each (bits, block, M). Symmetric weights run the "
                      "same kernels at the same speed (the zero is folded into a per-block constant).")
     shapes, ms = (QUICK_SHAPES, QUICK_MS) if args.quick else (SHAPES, MS)
-    rows = run_suite(shapes, ms, rounds=args.rounds)
+    if args.shapes:
+        shapes = tuple(tuple(int(v) for v in s.split("x")) for s in args.shapes.split(","))
+    rows = run_suite(shapes, ms, rounds=args.rounds, clock=args.clock)
     notes = ("Ratios are baseline ms / this ms (>1 = faster). lowbit w2/w4: asymmetric RTN blocks (native = lowbit C "
              "kernel, int8 activations per block); w8: per channel through torch dynamic int8. Weights stay hot in "
              "the 32 MiB L3 when they fit (fp32 4096x4096 = 64 MiB does not; int8/int4 do). Each ms is the best median "
              "of interleaved rounds: this 2-core machine is shared, and other processes' load shows up as "
              "4 ms scheduler stalls of the 2-thread kernels.")
-    report("gemm_cpu", rows, env, args.out or None, title="CPU GEMM", notes=notes)
+    report(args.name, rows, env, args.out or None, title=f"CPU GEMM ({args.name})", notes=notes)
     return rows
 
 

@@ -97,7 +97,7 @@ def _graphed(fn: Callable[[], object]) -> Callable[[], object]:
     return graph.replay
 
 
-def _weight_bytes(cw) -> int:
+def _weight_bytes(cw) -> int:  # the prepared weight: packed words + scale/zero as stored
     return sum(t.numel() * t.element_size() for t in (cw.qweight, cw.scale, cw.zero))
 
 
@@ -111,7 +111,7 @@ def bench_point(n: int, k: int, m: int, recipe: Recipe, w: torch.Tensor, prepare
     if key not in prepared:
         qw = quantize_weight(w, QuantConfig(bits=recipe.bits, block_size=recipe.block))
         cw = qw.compute_layout()
-        prepared[key] = (qw, cw, prepare_triton(cw), cw.dequantize(torch.float32))
+        prepared[key] = (qw, cw, prepare_triton(cw, scale_dtype=qw.scale.dtype), cw.dequantize(torch.float32))
     qw, cw, cw_t, w_deq = prepared[key]
     x = torch.randn(m, k, device=dev, dtype=torch.float16)
     kernel, fn = _kernel_for(recipe, m)
@@ -120,7 +120,7 @@ def bench_point(n: int, k: int, m: int, recipe: Recipe, w: torch.Tensor, prepare
     t = time_fn(lambda: fn(x, cw_t), device=dev)
     w16 = w_deq.half()
     t16 = time_fn(lambda: F.linear(x, w16), device=dev)
-    wbytes = _weight_bytes(cw)
+    wbytes = _weight_bytes(cw_t)
     row = {"N": n, "K": k, "M": m, "recipe": recipe.name, "kernel": kernel, "ms": t.median_ms, "p20": t.p20_ms,
            "p80": t.p80_ms, "weight GB/s": wbytes / t.median_ms / 1e6, "fp16 ms": t16.median_ms,
            "x fp16": t16.median_ms / t.median_ms}
@@ -164,9 +164,10 @@ def run(out_dir="bench/results", quick: bool = False) -> list[Row]:
         del w, prepared
         torch.cuda.empty_cache()
     text = ("ms = median over repetitions after warm-up with the L2 flushed between calls; weight GB/s = packed "
-            "words + fp32 scales/zeros per call / time; x fp16 = fp16 F.linear ms / lowbit ms (higher is better). "
+            "words + fp16 scales/zeros per call / time; x fp16 = fp16 F.linear ms / lowbit ms (higher is better). "
             "graph = both sides replayed from a CUDA graph (no Python launch overhead; M <= 16). lowbit uses the "
-            "transposed word layout (`prepare_triton`), autotuned. " + " ".join(sorted(notes)))
+            "transposed word layout with float16 scales/zeros (`prepare_triton`), autotuned. "
+            + " ".join(sorted(notes)))
     report("gemm_gpu", rows, describe_environment(dev), out_dir=out_dir, title="lowbit Triton GEMM on GPU", notes=text)
     return rows
 

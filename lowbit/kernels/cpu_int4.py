@@ -160,6 +160,12 @@ def prepare_int4_cpu(qw: QuantizedWeight, impl: str | None = None, act_per_row: 
     return Int4CpuWeight(**base, tensors={}, compute=qw.compute_layout())
 
 
+def _check_bias(bias: torch.Tensor | None, n: int) -> None:
+    # the native kernel reads bias[n] for every output column: a wrong length would read out of bounds
+    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (n,)):
+        raise ValueError(f"bias has shape {tuple(getattr(bias, 'shape', ()))}; expected ({n},) or None")
+
+
 def _check_x(x: torch.Tensor, w4: Int4CpuWeight) -> None:
     if not isinstance(w4, Int4CpuWeight):
         raise TypeError(f"w4 must be an Int4CpuWeight from prepare_int4_cpu, got {type(w4).__name__}")
@@ -177,6 +183,7 @@ def linear_int4_cpu(x: torch.Tensor, w4: Int4CpuWeight, bias: torch.Tensor | Non
     Returns (M, N) in x.dtype. Accuracy per implementation: see the module docstring.
     """
     _check_x(x, w4)
+    _check_bias(bias, w4.n)
     t = w4.tensors
     if w4.impl == "native":
         b = None if bias is None else bias.float().contiguous()

@@ -29,6 +29,7 @@ except ImportError:  # Triton is optional: available_triton() reports False and 
     tl = None
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+SCALE_DTYPES = (torch.float32, torch.float16)  # scale/zero as kernels read them (fp16 only via prepare_triton)
 # Shared memory assumed when no CUDA device can be asked (the interpreter): H100's opt-in limit per block.
 _DEFAULT_SMEM_BYTES = 227 * 1024
 
@@ -67,15 +68,23 @@ def supports_triton(w: ComputeWeight | QuantizedWeight) -> str | None:
     return None
 
 
-def prepare_triton(cw: ComputeWeight) -> ComputeWeight:
-    """The same weight with its words stored transposed: memory (Kw, N), N fastest, seen as an (N, Kw) view.
+def prepare_triton(cw: ComputeWeight, scale_dtype: torch.dtype | None = None) -> ComputeWeight:
+    """The weight in the layout the Triton kernels read fastest; runs once at load.
 
-    Runs once at load. Every Triton launcher accepts either layout (they read qweight by strides); this one makes
-    the weight-tile loads of GEMV and GEMM coalesced along N. Scale/zero stay (N, nb) float32.
+    qweight: the same (N, Kw) int32 words stored transposed, memory (Kw, N) with N fastest, so weight-tile loads
+    are coalesced along N (gemlite's layout); every launcher reads qweight by strides and accepts either layout.
+    scale_dtype: None keeps float32 scale/zero; torch.float16 halves their bytes (10% of an int4 block-128
+    GEMV's traffic, a third of an int2 block-64 one). It is lossless when the QuantizedWeight stored float16
+    scales and zeros (QuantConfig's default): pass `qw.scale.dtype`.
     """
     if not isinstance(cw, ComputeWeight):
         raise TypeError(f"prepare_triton expects a ComputeWeight (QuantizedWeight.compute_layout()), got {type(cw)}")
-    return replace(cw, qweight=cw.qweight.t().contiguous().t())
+    if scale_dtype not in (None, *SCALE_DTYPES):
+        raise ValueError(f"prepare_triton: scale_dtype={scale_dtype} is not supported; use None, torch.float16 or "
+                         "torch.float32")
+    dtype = scale_dtype or cw.scale.dtype
+    return replace(cw, qweight=cw.qweight.t().contiguous().t(), scale=cw.scale.to(dtype).contiguous(),
+                   zero=cw.zero.to(dtype).contiguous())
 
 
 def check_inputs(x: torch.Tensor, cw: ComputeWeight, bias: torch.Tensor | None, name: str) -> torch.Tensor:
@@ -97,9 +106,10 @@ def check_inputs(x: torch.Tensor, cw: ComputeWeight, bias: torch.Tensor | None, 
                          f"{tuple(cw.qweight.shape)}")
     for t_name in ("scale", "zero"):
         t = getattr(cw, t_name)
-        if t.dtype != torch.float32 or tuple(t.shape) != (cw.n, nb) or t.stride(1) != 1:
-            raise ValueError(f"{name}: {t_name} must be contiguous float32 ({cw.n}, {nb}), got {t.dtype} "
-                             f"{tuple(t.shape)}")
+        if t.dtype != cw.scale.dtype or t.dtype not in SCALE_DTYPES or tuple(t.shape) != (cw.n, nb) \
+                or not t.is_contiguous():
+            raise ValueError(f"{name}: {t_name} must be contiguous float32 (or float16, both alike) ({cw.n}, {nb}), "
+                             f"got {t.dtype} {tuple(t.shape)}")
     tensors = {"qweight": cw.qweight, "scale": cw.scale, "zero": cw.zero}
     if bias is not None:
         if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (cw.n,):
@@ -260,15 +270,16 @@ if triton is not None:
     @triton.jit
     def tile_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, k_idx, K, k0, GROUP, stride_sn,
                         ONE_GROUP: tl.constexpr):
-        """Scale and zero (fp32) for a weight tile: (1, BLOCK_N) for the block holding k0 when ONE_GROUP (the
-        tile lies in one block), else gathered per element, (len(k_idx), BLOCK_N) (0 past K or N)."""
+        """Scale and zero (fp32, from fp32 or fp16 storage) for a weight tile: (1, BLOCK_N) for the block holding
+        k0 when ONE_GROUP (the tile lies in one block), else gathered per element, (len(k_idx), BLOCK_N) (0 past K
+        or N)."""
         if ONE_GROUP:
             off = offs_n * stride_sn + k0 // GROUP
-            s = tl.load(scale_ptr + off, mask=n_mask, other=0.0)[None, :]
-            z = tl.load(zero_ptr + off, mask=n_mask, other=0.0)[None, :]
+            s = tl.load(scale_ptr + off, mask=n_mask, other=0.0).to(tl.float32)[None, :]
+            z = tl.load(zero_ptr + off, mask=n_mask, other=0.0).to(tl.float32)[None, :]
         else:
             off = offs_n[None, :] * stride_sn + (k_idx // GROUP)[:, None]
             mask = (k_idx < K)[:, None] & n_mask[None, :]
-            s = tl.load(scale_ptr + off, mask=mask, other=0.0)
-            z = tl.load(zero_ptr + off, mask=mask, other=0.0)
+            s = tl.load(scale_ptr + off, mask=mask, other=0.0).to(tl.float32)
+            z = tl.load(zero_ptr + off, mask=mask, other=0.0).to(tl.float32)
         return s, z

@@ -6,8 +6,9 @@ GEMM multiplies int8 x int8 -> int32 with `tl.dot` per K tile and applies the sc
     y[m, n] = xs[m] * sum_blocks scale[n, b] * (sum_{k in b} xq[m, k] * q'[n, k]  -  z'[n, b] * sum_{k in b} xq[m, k])
 
 with q' = q - 2**(cb-1) (codes shifted into int8 range: 8-bit codes 0..255 do not fit int8) and z' = zero -
-2**(cb-1), so (q - zero) = (q' - z') exactly; the zero term is the per-block activation row sum (zeros may be
-fractional, as HQQ's are). Per-channel weights keep the int32 sum over all of K and scale once at the end.
+2**(cb-1), so (q - zero) = (q' - z') exactly; the zero term needs the per-block activation row sums, which
+the quantization kernel produces alongside xq (zeros may be fractional, as HQQ's are). Per-channel weights keep
+the int32 sum over all of K and scale once at the end.
 """
 
 from __future__ import annotations
@@ -38,18 +39,20 @@ _QUANT_BLOCK = 1024  # activation elements per step of the row-quantization loop
 
 @triton.jit
 def _quantize_rows_int8_kernel(
-    # outputs: xq int8 (M, K), scale fp32 (M,)
-    xq_ptr, scale_ptr,
+    # outputs: xq int8 (M, K), scale fp32 (M,), block row sums int32 (M, NB)
+    xq_ptr, scale_ptr, sums_ptr,
     # inputs: x (M, K) float, row-major
     x_ptr,
     # sizes and strides
-    K, stride_xm, stride_qm,
+    K, GROUP, NB, stride_xm, stride_qm, stride_sm,
     # tuning
     BLOCK: tl.constexpr,
 ):
-    """scale[m] = max_k |x[m, k]| / 127;  xq[m, k] = round_half_away(x[m, k] * 127 / max_k |x[m, k]|).
+    """scale[m] = max_k |x[m, k]| / 127;  xq[m, k] = round_half_away(x[m, k] * 127 / max_k |x[m, k]|);
+    sums[m, g] = sum of xq[m, k] over block g (k in [g * GROUP, (g + 1) * GROUP)): the GEMM's zero-point term.
 
-    One program per row, two passes over K (absmax, then quantize). An all-zero row gets scale 0 and codes 0.
+    One program per row, two passes over K (absmax, then quantize block by block). An all-zero row gets scale 0
+    and codes 0.
     """
     row = tl.program_id(0).to(tl.int64)
     amax = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -59,11 +62,16 @@ def _quantize_rows_int8_kernel(
         amax = tl.maximum(amax, tl.abs(v))
     absmax = tl.max(amax, axis=0)
     inv = tl.where(absmax > 0, 127.0 / tl.where(absmax > 0, absmax, 1.0), 0.0)  # no 1/0 on all-zero rows
-    for k0 in range(0, K, BLOCK):
-        offs = k0 + tl.arange(0, BLOCK)
-        v = tl.load(x_ptr + row * stride_xm + offs, mask=offs < K, other=0.0).to(tl.float32) * inv
-        q = tl.where(v >= 0, tl.floor(v + 0.5), tl.ceil(v - 0.5))
-        tl.store(xq_ptr + row * stride_qm + offs, q.to(tl.int8), mask=offs < K)
+    for g in range(0, NB):
+        k_end = tl.minimum(g * GROUP + GROUP, K)
+        block_sum = tl.zeros((BLOCK,), dtype=tl.int32)
+        for k0 in range(g * GROUP, k_end, BLOCK):
+            offs = k0 + tl.arange(0, BLOCK)
+            v = tl.load(x_ptr + row * stride_xm + offs, mask=offs < k_end, other=0.0).to(tl.float32) * inv
+            q = tl.where(v >= 0, tl.floor(v + 0.5), tl.ceil(v - 0.5)).to(tl.int32)
+            tl.store(xq_ptr + row * stride_qm + offs, q.to(tl.int8), mask=offs < k_end)
+            block_sum += q  # 0 where masked
+        tl.store(sums_ptr + row * stride_sm + g, tl.sum(block_sum, axis=0))
     tl.store(scale_ptr + row, absmax / 127.0)
 
 
@@ -73,6 +81,13 @@ def quantize_rows_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x ~= xq * x_scale[:, None]; x_scale = absmax / 127 per row (0 for an all-zero row); rounding half away from
     zero. Runs as a Triton kernel (CUDA, or CPU under TRITON_INTERPRET=1).
     """
+    xq, scale, _ = quantize_rows_int8_with_sums(x, group_size=None)
+    return xq, scale
+
+
+def quantize_rows_int8_with_sums(x: torch.Tensor, group_size: int | None) -> tuple[torch.Tensor, ...]:
+    """`quantize_rows_int8` plus the int32 (M, ceil(K / group_size)) sums of xq over each block of group_size
+    channels (one block when group_size is None), which `gemm_a8w` needs for the weight zero-point term."""
     if not isinstance(x, torch.Tensor) or x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise TypeError(f"quantize_rows_int8: x must be a float16, bfloat16 or float32 tensor, got {got}")
@@ -82,22 +97,23 @@ def quantize_rows_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"quantize_rows_int8: x is on {x.device}; Triton needs CUDA (or TRITON_INTERPRET=1)")
     x = x.contiguous()
     m, k = x.shape
+    group = k if group_size is None else min(group_size, k)
+    nb = -(-k // group) if k else 1
     xq = torch.empty((m, k), dtype=torch.int8, device=x.device)
-    scale = torch.empty((m,), dtype=torch.float32, device=x.device)
+    scale = torch.zeros((m,), dtype=torch.float32, device=x.device)
+    sums = torch.zeros((m, nb), dtype=torch.int32, device=x.device)
     if m and k:
-        block = min(_QUANT_BLOCK, next_pow2(k))
-        _quantize_rows_int8_kernel[(m,)](xq, scale, x, k, x.stride(0), xq.stride(0), BLOCK=block,
-                                         num_warps=4 if block >= 512 else 1)
-    elif m:
-        scale.zero_()
-    return xq, scale
+        block = min(_QUANT_BLOCK, next_pow2(group))
+        _quantize_rows_int8_kernel[(m,)](xq, scale, sums, x, k, group, nb, x.stride(0), xq.stride(0), sums.stride(0),
+                                         BLOCK=block, num_warps=4 if block >= 512 else 1)
+    return xq, scale, sums
 
 
 @triton.jit
 def _block_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, g, stride_sn, OFFSET: tl.constexpr):
     """(BLOCK_N,) scale and shifted zero z' = zero - OFFSET of block g (0 past N)."""
-    s = tl.load(scale_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0)
-    zc = tl.load(zero_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0) - OFFSET
+    s = tl.load(scale_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0).to(tl.float32)
+    zc = tl.load(zero_ptr + offs_n * stride_sn + g, mask=n_mask, other=0.0).to(tl.float32) - OFFSET  # fp32: exact
     return s, zc
 
 
@@ -106,12 +122,13 @@ def _block_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, g, stride_sn, OFFSET:
 def _gemm_a8w_kernel(
     # output: y (M, N) in x's dtype
     out_ptr,
-    # inputs: xq int8 (M, K), x_scale fp32 (M,); words (N, Kw) by strides; scale/zero fp32 (N, nb); bias (N,)
-    xq_ptr, xs_ptr, w_ptr, scale_ptr, zero_ptr, bias_ptr,
+    # inputs: xq int8 (M, K), x_scale fp32 (M,), xq block sums int32 (M, nb); words (N, Kw) by strides;
+    # scale/zero fp32 (N, nb); bias (N,)
+    xq_ptr, xs_ptr, xsum_ptr, w_ptr, scale_ptr, zero_ptr, bias_ptr,
     # sizes (m_bucket only keys the autotuner)
     M, N, K, GROUP, m_bucket,
     # strides
-    stride_xm, stride_wn, stride_wk, stride_sn, stride_om,
+    stride_xm, stride_sum, stride_wn, stride_wk, stride_sn, stride_om,
     # quant params
     CB: tl.constexpr, HAS_BIAS: tl.constexpr,
     # tuning
@@ -139,13 +156,12 @@ def _gemm_a8w_kernel(
     offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
     m_mask = offs_m < M
     n_mask = offs_n < N
-    # per channel: one int32 accumulator over all of K; blocked: fp32 accumulator, scaled per tile (only one of
-    # the two is live in the loop, which keeps register pressure at a single (BLOCK_M, BLOCK_N) accumulator)
+    # per channel: one int32 accumulator over all of K; blocked: fp32 accumulator, scaled per tile. The
+    # activation block sums come from the quantizer: summing the int8 tile here cost ~450 B/thread of spills.
     if PER_CHANNEL:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    rsum = tl.zeros((BLOCK_M,), dtype=tl.int32)
     kw_total = tl.cdiv(K, PER)
     for t in range(0, tl.cdiv(K, BLOCK_K)):
         offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -158,15 +174,18 @@ def _gemm_a8w_kernel(
         qs = (unpack_tile(words, CB, BLOCK_K, BLOCK_N) - OFFSET).to(tl.int8)  # (BLOCK_K, BLOCK_N) in int8 range
         if PER_CHANNEL:
             acc = tl.dot(a, qs, acc, out_dtype=tl.int32)  # exact int32
-            rsum += tl.zeros((BLOCK_M,), dtype=tl.int32)
         else:
             d = tl.dot(a, qs, out_dtype=tl.int32)  # exact int32 for this tile
-            rs = tl.zeros((BLOCK_M,), dtype=tl.int32)  # (BLOCK_M,) activation row sum of this tile
-            s, zc = _block_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, (t * BLOCK_K) // GROUP, stride_sn, OFFSET)
-            acc += (d.to(tl.float32) - rs.to(tl.float32)[:, None] * zc[None, :]) * s[None, :]
+            g = (t * BLOCK_K) // GROUP
+            s, zc = _block_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, g, stride_sn, OFFSET)
+            # the block's zero term z' * sum_k xq enters once, with the tile that opens the block
+            opens = ((t * BLOCK_K) % GROUP == 0).to(tl.float32)
+            xsum = tl.load(xsum_ptr + offs_m * stride_sum + g, mask=m_mask, other=0).to(tl.float32) * opens
+            acc += (d.to(tl.float32) - xsum[:, None] * zc[None, :]) * s[None, :]
     if PER_CHANNEL:
         s, zc = _block_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, 0, stride_sn, OFFSET)
-        acc = (acc.to(tl.float32) - rsum.to(tl.float32)[:, None] * zc[None, :]) * s[None, :]
+        xsum = tl.load(xsum_ptr + offs_m * stride_sum, mask=m_mask, other=0).to(tl.float32)
+        acc = (acc.to(tl.float32) - xsum[:, None] * zc[None, :]) * s[None, :]
     acc *= tl.load(xs_ptr + offs_m, mask=m_mask, other=0.0)[:, None]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
@@ -215,10 +234,10 @@ def gemm_a8w(x: torch.Tensor, cw: ComputeWeight, bias: torch.Tensor | None = Non
     if config is not None and not tile_fits_group(config["BLOCK_K"], cw.group_size, k):
         raise ValueError(f"gemm_a8w: BLOCK_K={config['BLOCK_K']} does not divide group_size={cw.group_size}; "
                          "pick a BLOCK_K that does (32 does)")
-    xq, xs = quantize_rows_int8(x)
-    args = (out, xq, xs, cw.qweight, cw.scale, cw.zero, bias if bias is not None else cw.scale,
+    xq, xs, xsum = quantize_rows_int8_with_sums(x, cw.group_size)
+    args = (out, xq, xs, xsum, cw.qweight, cw.scale, cw.zero, bias if bias is not None else cw.scale,
             m, n, k, cw.group_size, next_pow2(m),
-            xq.stride(0), cw.qweight.stride(0), cw.qweight.stride(1), cw.scale.stride(0), out.stride(0))
+            xq.stride(0), xsum.stride(0), cw.qweight.stride(0), cw.qweight.stride(1), cw.scale.stride(0), out.stride(0))
     consts = dict(CB=cw.container_bits, HAS_BIAS=bias is not None, GROUP_M=_GROUP_M)
     if config is None and autotuning():
         def grid(meta):

@@ -112,6 +112,9 @@ def _why_float(name: str, module: nn.Module, parent: nn.Module | None, skip: lis
         return f"skip pattern {hit!r}"
     if isinstance(parent, nn.MultiheadAttention):
         return "nn.MultiheadAttention reads this weight directly (F.multi_head_attention_forward)"
+    base = next(f for f, _ in _SWAPS if isinstance(module, f))
+    if type(module).forward is not base.forward:
+        return f"{type(module).__name__} overrides {base.__name__}.forward; a swap would drop that behaviour"
     if isinstance(module, nn.LSTM) and module.proj_size:
         return f"QuantLSTM does not support proj_size={module.proj_size}"
     if count < min_weights:
@@ -192,12 +195,14 @@ def swap_quantized(model: nn.Module, weights: dict[str, QuantizedWeight],
     for mod_name, ws in by_module.items():
         if mod_name not in modules:
             raise ValueError(f"no module named {mod_name!r} in the model for packed weights {sorted(ws)}")
-        new = _quant_module(modules[mod_name], mod_name, ws, backend)
+        old = modules[mod_name]
+        new = _quant_module(old, mod_name, ws, backend)
         if not mod_name:
             model = new
-        else:
-            parent_name, _, child = mod_name.rpartition(".")
-            setattr(modules[parent_name], child, new)
+        for parent in model.modules():  # every reference: a module shared under two names is swapped in both
+            for child_name, child in parent._modules.items():
+                if child is old:
+                    parent._modules[child_name] = new
     return model
 
 
