@@ -126,3 +126,14 @@ def test_load_refuses_a_file_that_does_not_fit_the_model(tmp_path, float_net):
         load(Smaller().eval(), tmp_path / "q.safetensors")
     with pytest.raises(TypeError, match="needs the float nn.Module"):
         load({}, tmp_path / "q.safetensors")
+
+
+def test_load_into_a_wrapper_under_a_prefix(tmp_path, float_net, tokens):
+    """A checkpoint of the bare model loads into a wrapper that holds it as a submodule (e.g. SentenceTransformer)."""
+    save_file(float_net.state_dict(), str(tmp_path / "float.safetensors"))
+    convert(tmp_path / "float.safetensors", tmp_path / "q.safetensors", CFG, progress=False)
+    wrapper = nn.Sequential(nn.ModuleDict({"inner": Net().eval()}))
+    load(wrapper, tmp_path / "q.safetensors")
+    assert isinstance(wrapper[0]["inner"].fc, QuantLinear)
+    with torch.no_grad():
+        assert torch.equal(wrapper[0]["inner"](tokens), _quantized(float_net)(tokens))
