@@ -34,6 +34,22 @@ def test_compile_fullgraph_matches_eager(memory):
         torch.testing.assert_close(compiled(x), eager, rtol=1e-5, atol=1e-5)
 
 
+def test_graph_holds_the_custom_ops():
+    """Under tracing the layers call torch.ops.lowbit.* (eager calls skip the dispatcher)."""
+    torch.manual_seed(0)
+    model = lowbit.quantize(Small().eval(), QuantConfig(bits=4, block_size=16), min_weights=0)
+    seen = []
+
+    def backend(gm, example_inputs):
+        seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return gm.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(model, fullgraph=True, backend=backend)(torch.randn(2, 4, 3, 5))
+    assert "lowbit.conv2d" in seen and seen.count("lowbit.linear") == 2 * (1 + 5) + 1  # BiLSTM: ih + 5 hh steps
+
+
 def test_fake_impls_give_shapes():
     from torch._subclasses.fake_tensor import FakeTensorMode
 

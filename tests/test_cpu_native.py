@@ -68,10 +68,15 @@ def test_gemm_q4_within_activation_bound(native, rng, m, n, k, block, symmetric,
     assert bool(((y.double() - ref).abs() <= bound).all()), float(((y.double() - ref).abs() - bound).max())
 
 
+@pytest.fixture(scope="module")
+def portable(tmp_path_factory):
+    """The plain-C build (no SIMD flags, no OpenMP), in a private cache so it never replaces the fast one."""
+    return build_native(root=tmp_path_factory.mktemp("portable"), flag_sets=PORTABLE_FLAGS)
+
+
 @pytest.mark.parametrize("act_per_row", [True, False])
-def test_portable_c_build_matches_simd(native, rng, tmp_path, act_per_row):
+def test_portable_c_build_matches_simd(native, portable, rng, act_per_row):
     # the plain-C fallback (no AVX2, no OpenMP) computes the same integer dots: equal up to fp32 summation order
-    portable = build_native(root=tmp_path, flag_sets=PORTABLE_FLAGS)
     assert not portable.simd and not portable.openmp
     for block, k in ((64, 200), (32, 96), (-1, 130), (96, 288)):
         qw = quantize_weight(torch.randn(19, k, generator=rng), QuantConfig(bits=4, block_size=block))

@@ -137,3 +137,17 @@ def test_load_into_a_wrapper_under_a_prefix(tmp_path, float_net, tokens):
     assert isinstance(wrapper[0]["inner"].fc, QuantLinear)
     with torch.no_grad():
         assert torch.equal(wrapper[0]["inner"](tokens), _quantized(float_net)(tokens))
+
+
+def test_file_tensors_of_non_persistent_buffers_are_ignored(tmp_path, float_net, tokens):
+    """Older exports store buffers the model now keeps non-persistent (BERT's position_ids): they are skipped."""
+    sd = dict(float_net.state_dict())
+    sd["pos_ids"] = torch.arange(7)
+    save_file(sd, str(tmp_path / "float.safetensors"))
+    convert(tmp_path / "float.safetensors", tmp_path / "q.safetensors", CFG, progress=False)
+    model = Net().eval()
+    model.register_buffer("pos_ids", torch.arange(9), persistent=False)
+    load(model, tmp_path / "q.safetensors")
+    assert model.pos_ids.tolist() == list(range(9))
+    with torch.no_grad():
+        assert torch.equal(model(tokens), _quantized(float_net)(tokens))

@@ -152,7 +152,8 @@ def _impl_methods(w: torch.Tensor, bits: int, block: int, symmetric: bool) -> li
     dense = qw.dequantize(torch.float32)
     out.append((Method("dense fp32 (dequantized once)", dense.numel() * 4, False, lambda x: F.linear(x, dense)), qw))
     if bits <= 4:
-        variants = [("native", True), ("native", False), ("int4pack", True), ("dequant", True)]
+        # "dequant" (dequantize on every call, ~1 s at 4096x4096 whatever M) is left out: it is the last resort
+        variants = [("native", True), ("native", False), ("int4pack", True)]
         for impl, per_row in variants:
             if impl_unsupported_reason(qw, impl) is None:
                 p = prepare_int4_cpu(qw, impl, act_per_row=per_row)

@@ -10,7 +10,7 @@ from .errors import CheckpointError
 from .reader import Checkpoint, open_checkpoint
 
 
-def find_prefix(names: list[str], model_sd: dict) -> str:
+def find_prefix(names: list[str], model_sd: dict | set) -> str:
     """The prefix the model adds to the file's names ("" when they match as they are).
 
     A checkpoint converted from a bare Hugging Face model ("encoder.layer.0...") loads into a wrapper such as a
@@ -27,26 +27,33 @@ def find_prefix(names: list[str], model_sd: dict) -> str:
     return ""
 
 
-def check_against_model(ckpt: Checkpoint, model_sd: dict[str, torch.Tensor], prefix: str = "") -> None:
-    """Every model tensor must be in the file with the same shape, and every file tensor must be in the model."""
+def check_against_model(ckpt: Checkpoint, model_sd: dict[str, torch.Tensor], prefix: str = "",
+                        transient: frozenset = frozenset()) -> list[str]:
+    """Every model tensor must be in the file with the same shape, and every file tensor must be in the model.
+
+    transient: the model's non-persistent buffers (e.g. BERT's position_ids, saved by older versions): file tensors
+    of those names are ignored. Returns the float tensor names to load.
+    """
     for name, qmeta in ckpt.quantized.items():
         if prefix + name not in model_sd:
             raise CheckpointError(f"{ckpt.path}: quantized tensor {name!r} has no parameter of that name in the model")
         if tuple(model_sd[prefix + name].shape) != tuple(qmeta["shape"]):
             raise CheckpointError(f"tensor shape mismatch for {name!r}: {list(qmeta['shape'])} in {ckpt.path}, "
                                   f"{list(model_sd[prefix + name].shape)} in the model")
-    for name in ckpt.floats:
+    floats = [n for n in ckpt.floats if prefix + n not in transient or prefix + n in model_sd]
+    for name in floats:
         if prefix + name not in model_sd:
             raise CheckpointError(f"{ckpt.path} has tensor {name!r} that the model does not have (wrong model?)")
         if ckpt.entries[name].shape != tuple(model_sd[prefix + name].shape):
             raise CheckpointError(f"tensor shape mismatch for {name!r}: {list(ckpt.entries[name].shape)} in "
                                   f"{ckpt.path}, {list(model_sd[prefix + name].shape)} in the model")
-    in_file = {prefix + n for n in [*ckpt.quantized, *ckpt.floats]}
+    in_file = {prefix + n for n in [*ckpt.quantized, *floats]}
     missing = sorted(k for k in model_sd if k not in in_file and k.startswith(prefix))
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise CheckpointError(f"{ckpt.path} is missing tensor {missing[0]!r} of the model "
                               f"(missing: {missing[:3]}{more})")
+    return floats
 
 
 def _as_model_dtype(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -71,15 +78,16 @@ def load(model: torch.nn.Module, path: str | Path, backend=None) -> torch.nn.Mod
         raise TypeError(f"load() needs the float nn.Module to load into, got {type(model).__name__}")
     ckpt = open_checkpoint(path)
     model_sd = model.state_dict(keep_vars=True)
-    prefix = find_prefix([*ckpt.quantized, *ckpt.floats], model_sd)
-    check_against_model(ckpt, model_sd, prefix)
+    transient = frozenset(k for k, _ in model.named_buffers()) - set(model_sd)
+    prefix = find_prefix([*ckpt.quantized, *ckpt.floats], set(model_sd) | transient)
+    floats = check_against_model(ckpt, model_sd, prefix, transient)
     weights = {prefix + name: ckpt.quantized_weight(name) for name in ckpt.quantized}
     if weights:
         from ..nn import swap_quantized
         from ..runtime import BackendConfig
 
         swap_quantized(model, weights, backend if backend is not None else BackendConfig())
-    floats = {prefix + n: _as_model_dtype(ckpt.tensor(n), model_sd[prefix + n]) for n in ckpt.floats}
+    floats = {prefix + n: _as_model_dtype(ckpt.tensor(n), model_sd[prefix + n]) for n in floats}
     result = model.load_state_dict(floats, strict=False, assign=True)
     if result.unexpected_keys:
         raise CheckpointError(f"{ckpt.path}: tensors {result.unexpected_keys[:3]} could not be placed in the model")

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..quant.format import QuantizedWeight
 from ..runtime.config import BackendConfig
+from . import ops
 from .linear import QuantModule
 
 _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -76,7 +77,7 @@ class _QuantConvNd(QuantModule):
             x = F.pad(x, flat, mode=mode)
             pads = [(0, 0)] * len(pads)
         packed, scale, zero, _, bits, block = self._op_args("weight")
-        return torch.ops.lowbit.conv2d(x, packed, scale, zero, self.bias, shape4d, bits, block, list(stride),
+        return ops.conv2d(x, packed, scale, zero, self.bias, shape4d, bits, block, list(stride),
                                        [a for a, _ in pads], list(dilation), self.groups, *self._modes())
 
     def extra_repr(self) -> str:

@@ -71,7 +71,7 @@ class QuantModule(nn.Module):
         """x (..., K) @ W_name.T + bias through the `lowbit::linear` op."""
         packed, scale, zero, shape, bits, block = self._op_args(name)
         shape2d = [shape[0], math.prod(shape[1:])]
-        return torch.ops.lowbit.linear(x, packed, scale, zero, bias, shape2d, bits, block, *self._modes())
+        return ops.linear(x, packed, scale, zero, bias, shape2d, bits, block, *self._modes())
 
     def set_backend(self, backend: BackendConfig) -> None:
         """Switch the compute path (no re-quantization); drops prepared caches so float copies are freed."""

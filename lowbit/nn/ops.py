@@ -120,8 +120,27 @@ def _prepared(entry: dict, kernel: Kernel, qw: QuantizedWeight, dtype: torch.dty
     return entry[key]
 
 
-@torch.library.custom_op("lowbit::linear", mutates_args=())
-def quant_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None,
+def eager(x: torch.Tensor) -> bool:
+    """True when nothing traces this call (no torch.compile, no fake/proxy/functional mode, a plain tensor).
+
+    The layers then call the op's implementation directly, skipping ~40 us of torch.library dispatch per call;
+    under any tracing they go through the registered custom op, so graphs see one opaque node.
+    """
+    return (type(x) is torch.Tensor and not torch.compiler.is_compiling()
+            and torch._C._len_torch_dispatch_stack() == 0 and not torch._C._is_torch_function_mode_enabled())
+
+
+def linear(*args):
+    """`lowbit::linear` (see `quant_linear`), called directly in plain eager mode."""
+    return _linear_impl(*args) if eager(args[0]) else torch.ops.lowbit.linear(*args)
+
+
+def conv2d(*args):
+    """`lowbit::conv2d` (see `quant_conv2d`), called directly in plain eager mode."""
+    return _conv2d_impl(*args) if eager(args[0]) else torch.ops.lowbit.conv2d(*args)
+
+
+def _linear_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None,
                  bias: torch.Tensor | None, shape: list[int], bits: int, block_size: int, memory: str,
                  precision: str) -> torch.Tensor:
     """y (..., N) = x (..., K) @ W.T + bias for the packed weight W of `shape` (N, ...); y has x's dtype."""
@@ -135,6 +154,9 @@ def quant_linear(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
     return y.to(x.dtype).reshape(*x.shape[:-1], qw.n)
 
 
+quant_linear = torch.library.custom_op("lowbit::linear", _linear_impl, mutates_args=())
+
+
 @quant_linear.register_fake
 def _(x, packed, scale, zero, bias, shape, bits, block_size, memory, precision):
     return x.new_empty((*x.shape[:-1], shape[0]))
@@ -144,8 +166,7 @@ def conv2d_out_size(size: int, kernel: int, stride: int, padding: int, dilation:
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-@torch.library.custom_op("lowbit::conv2d", mutates_args=())
-def quant_conv2d(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None,
+def _conv2d_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None,
                  bias: torch.Tensor | None, shape: list[int], bits: int, block_size: int, stride: list[int],
                  padding: list[int], dilation: list[int], groups: int, memory: str, precision: str) -> torch.Tensor:
     """F.conv2d(x (B, C, H, W), W (O, C/groups, kh, kw), bias) with W packed along the flattened (C/groups, kh, kw)."""
@@ -172,6 +193,9 @@ def quant_conv2d(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
         outs.append(executor.run(kernel, w, a.contiguous(), b[rows] if b is not None else None))
     y = torch.cat(outs, dim=1).view(batch, length, o).transpose(1, 2)  # (B*L, O) -> (B, O, L)
     return y.reshape(batch, o, oh, ow).to(x.dtype)
+
+
+quant_conv2d = torch.library.custom_op("lowbit::conv2d", _conv2d_impl, mutates_args=())
 
 
 @quant_conv2d.register_fake
