@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="cpu: the calling thread's CPU time (use with --threads 1 on a shared machine)")
     p.add_argument("--name", default="gemm_cpu", help="results file stem")
+    p.add_argument("--no-suite", action="store_true", help="with --impls: only the implementation sweep")
     p.add_argument("--shapes", default=None, help="subset of shapes, e.g. 4096x4096,384x1536 (K x N)")
     args, _ = p.parse_known_args(argv)
     if args.threads:
@@ -216,14 +217,16 @@ def main(argv: list[str] | None = None) -> list[Row]:
                title="CPU implementations per format (4096x4096, asymmetric RTN)",
                notes="'*' marks the fastest implementation for each (bits, block, M). Symmetric weights run the "
                      "same kernels at the same speed (the zero is folded into a per-block constant).")
+    if args.no_suite:
+        return []
     shapes, ms = (QUICK_SHAPES, QUICK_MS) if args.quick else (SHAPES, MS)
     if args.shapes:
         shapes = tuple(tuple(int(v) for v in s.split("x")) for s in args.shapes.split(","))
     rows = run_suite(shapes, ms, rounds=args.rounds, clock=args.clock)
     notes = ("Ratios are baseline ms / this ms (>1 = faster). lowbit w2/w4: asymmetric RTN blocks (native = lowbit C "
-             "kernel, int8 activations per block); w8: per channel through torch dynamic int8. Weights stay hot in "
-             "the 32 MiB L3 when they fit (fp32 4096x4096 = 64 MiB does not; int8/int4 do). Each ms is the best median "
-             "of interleaved rounds: this 2-core machine is shared, and other processes' load shows up as "
+             "kernel, int8 activations one scale per row); w8: per channel through torch dynamic int8. Weights stay "
+             "hot in the 32 MiB L3 when they fit (fp32 4096x4096 = 64 MiB does not; int8/int4 do). Each ms is the "
+             "best median of interleaved rounds: this 2-core machine is shared, and other processes' load shows up as "
              "4 ms scheduler stalls of the 2-thread kernels.")
     report(args.name, rows, env, args.out or None, title=f"CPU GEMM ({args.name})", notes=notes)
     return rows

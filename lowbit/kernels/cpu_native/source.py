@@ -154,7 +154,20 @@ static inline __attribute__((always_inline)) void q4_row(
     for (int r = 0; r < MR; ++r) facc[r] = _mm256_setzero_ps();
     int64_t b = 0;
     const int64_t g = GSB > 0 ? GSB : gsb;
-    if (!(g & 1)) { /* even blocks: whole 64-code units, no branches; GSB > 0 unrolls the unit loop */
+    if (GSB == 1) { /* blocks of 32: one unit holds blocks b (low nibbles) and b + 1 (high nibbles) */
+        for (; b + 2 <= nb; b += 2) {
+            __m256i v = _mm256_loadu_si256((const __m256i*)(wr + b * 16));
+            __m256i w0 = _mm256_and_si256(v, mask), w1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+            for (int r = 0; r < MR; ++r) {
+                const int8_t* xa = xq + r * Kp + b * 32;
+                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(w0, _mm256_loadu_si256((const __m256i*)xa)), ones);
+                __m256i p1 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(w1, _mm256_loadu_si256((const __m256i*)(xa + 32))), ones);
+                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), block_scale(ws, xd, b, r, nb, ROWD), facc[r]);
+                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), block_scale(ws, xd, b + 1, r, nb, ROWD), facc[r]);
+            }
+        }
+    } else if (!(g & 1)) { /* even blocks: whole 64-code units, no branches; GSB > 0 unrolls the unit loop */
         for (; (b + 1) * g <= nsb; ++b) {
             const uint8_t* wb = wr + b * g * 16;
             const int8_t* xb = xq + b * g * 32;
@@ -234,6 +247,7 @@ static inline float dotf(const float* a, const float* b, int64_t n) {
 
 #define Q4_GSB(ROWD)                                                                                    \
     switch (gsb) {                                                                                      \
+        case 1: Q4_ROWS(1, ROWD); break;                                                                \
         case 2: Q4_ROWS(2, ROWD); break;                                                                \
         case 4: Q4_ROWS(4, ROWD); break;                                                                \
         default: Q4_ROWS(0, ROWD); break;                                                               \
