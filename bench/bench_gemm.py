@@ -1,10 +1,12 @@
 """GEMM benchmarks: the CPU suite always, the GPU suite when CUDA is available.
 
-Usage: python bench/bench_gemm.py [--quick] [--out DIR]   (results in DIR/gemm_cpu.* and DIR/gemm_gpu.*)
+Usage: python bench/bench_gemm.py [--quick] [--out DIR] [CPU options: --rounds N --threads N --clock cpu --impls]
+Results go to DIR/gemm_cpu.* and DIR/gemm_gpu.* (default DIR: bench/results).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import torch
@@ -14,11 +16,15 @@ from lowbit.bench import gemm_cpu
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quick", action="store_true")
+    common.add_argument("--out", default="bench/results")
+    shared, _ = common.parse_known_args(argv)
     gemm_cpu.main(argv)
     if torch.cuda.is_available():
         from lowbit.bench import gemm_gpu
 
-        gemm_gpu.main(argv)
+        gemm_gpu.main((["--quick"] if shared.quick else []) + ["--out", shared.out])
 
 
 if __name__ == "__main__":
