@@ -90,3 +90,14 @@ def test_supports_and_errors(rng):
         linear_int8_dynamic(torch.ones(2, 64, dtype=torch.int64), w8)
     with pytest.raises(TypeError, match="Int8DynamicWeight"):
         linear_int8_dynamic(torch.randn(2, 64), q8)
+
+
+def test_weight_only_support_names_k(rng):
+    from lowbit.kernels.cpu_int8 import available_int8_weight_only, supports_int8_weight_only
+
+    assert available_int8_weight_only()
+    ok = quantize_weight(torch.randn(16, 64, generator=rng), QuantConfig(bits=8, block_size=-1))
+    assert supports_int8_weight_only(ok) is None
+    odd = quantize_weight(torch.randn(16, 60, generator=rng), QuantConfig(bits=8, block_size=-1))
+    assert "K=60 is not a multiple of 8" in supports_int8_weight_only(odd)
+    assert "cpu_int4" in supports_int8_weight_only(quantize_weight(torch.randn(16, 64), QuantConfig(bits=4)))

@@ -17,7 +17,7 @@ from lowbit.runtime.dispatch import (
 )
 
 GPU = Capabilities(triton=True, gpu=True, triton_gpu=True, gpu_names=("H100",))
-CPU_ALL = Capabilities(cpu_int8_dynamic=True, cpu_int4=True)
+CPU_ALL = Capabilities(cpu_int8_dynamic=True, cpu_int8_weight=True, cpu_int4=True)
 CPU_INT4 = Capabilities(cpu_int4=True)
 CPU_INT8 = Capabilities(cpu_int8_dynamic=True)
 NONE = Capabilities()
@@ -68,13 +68,18 @@ ROWS = [
     ("cpu", 1, W8, CPU_ALL, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
     ("cpu", 1, W6, CPU_ALL, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
     ("cpu", 1, W8, CPU_INT8, LOW, Kernel.REFERENCE, True),  # int8 activations need precision Low
+    ("cpu", 1, W8, CPU_ALL, LOW, Kernel.CPU_INT8_WEIGHT, False),  # precision Normal: weight-only int8
+    ("cpu", 128, W6, CPU_ALL, LOW, Kernel.CPU_INT8_WEIGHT, False),
+    ("cpu", 1, refuse(W8, (Kernel.CPU_INT8_WEIGHT, "K % 8")), CPU_ALL, LOW, Kernel.CPU_INT4, False),
     ("cpu", 1, W4, CPU_INT8, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
     ("cpu", 1, W4, CPU_INT8, LOW, Kernel.REFERENCE, True),
     ("cpu", 1, W8, CPU_INT4, LOW, Kernel.CPU_INT4, False),
-    ("cpu", 1, W8, CPU_ALL, LOW, Kernel.CPU_INT4, False),
-    ("cpu", 1, refuse(W8, (Kernel.CPU_INT8_DYNAMIC, "blocked")), CPU_ALL, LOW_P, Kernel.CPU_INT4, False),
+    ("cpu", 1, refuse(W8, (Kernel.CPU_INT8_DYNAMIC, "blocked")), CPU_ALL, LOW_P, Kernel.CPU_INT8_WEIGHT, False),
+    ("cpu", 1, refuse(W8, (Kernel.CPU_INT8_DYNAMIC, "blocked"), (Kernel.CPU_INT8_WEIGHT, "blocked")), CPU_ALL, LOW_P,
+     Kernel.CPU_INT4, False),
     ("cpu", 1, refuse(W4, (Kernel.CPU_INT4, "odd K")), CPU_ALL, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
-    ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "8 bits")), CPU_ALL, LOW, Kernel.REFERENCE, True),
+    ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "8 bits"), (Kernel.CPU_INT8_WEIGHT, "K % 8")), CPU_ALL, LOW,
+     Kernel.REFERENCE, True),
     ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "8 bits")), CPU_INT4, LOW, Kernel.REFERENCE, True),
     ("cpu", 1, W4, NONE, LOW, Kernel.REFERENCE, True),
     ("cpu", 1, W4, GPU, LOW, Kernel.REFERENCE, True),  # Triton is never used for CPU tensors
@@ -95,9 +100,9 @@ def test_dispatch_table(device, m, fmt, caps, backend, kernel, fallback):
 
 
 def test_refusal_reasons_are_quoted():
-    fmt = refuse(W8, (Kernel.CPU_INT4, "bits=8 does not fit"))
+    fmt = refuse(W8, (Kernel.CPU_INT4, "bits=8 does not fit"), (Kernel.CPU_INT8_WEIGHT, "K=9 is not a multiple"))
     d = select_kernel("cpu", 1, fmt, CPU_ALL, LOW)
-    assert "cpu_int8_dynamic: rounds activations to int8 per tensor, which needs precision=low" in d.fallback_reason
+    assert "cpu_int8_weight: K=9 is not a multiple" in d.fallback_reason
     assert "cpu_int4: bits=8 does not fit" in d.fallback_reason
 
 

@@ -140,6 +140,7 @@ FORCED = [  # (kernel, bits, block, symmetric, SQNR floor vs the dequantized lay
     (Kernel.DENSE, 4, 64, False, None), (Kernel.REFERENCE, 3, 32, False, None),
     (Kernel.TRITON_GEMV, 4, 32, False, None), (Kernel.TRITON_GEMM, 2, 32, True, None),
     (Kernel.TRITON_A8W, 8, -1, True, 25.0), (Kernel.CPU_INT8_DYNAMIC, 8, -1, False, 25.0),
+    (Kernel.CPU_INT8_WEIGHT, 6, -1, False, 40.0),
     (Kernel.CPU_INT4, 4, 32, False, PACKED_SQNR),
 ]
 

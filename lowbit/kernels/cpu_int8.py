@@ -66,6 +66,19 @@ def supports_int8_dynamic(qw: QuantizedWeight) -> str | None:
     return None
 
 
+def available_int8_weight_only() -> bool:
+    """True when torch has the weight-only int8 matmul (`torch._weight_int8pack_mm`, impl "int8pack")."""
+    return hasattr(torch, "_weight_int8pack_mm")
+
+
+def supports_int8_weight_only(qw: QuantizedWeight) -> str | None:
+    """None when impl "int8pack" can serve `qw` (what `supports_int8_dynamic` asks, and K % 8 == 0)."""
+    reason = supports_int8_dynamic(qw)
+    if reason is None and qw.k % 8:
+        reason = f"K={qw.k} is not a multiple of 8, which torch's weight-only int8 matmul needs"
+    return reason
+
+
 def prepare_int8_dynamic(qw: QuantizedWeight, impl: str = "dynamic") -> Int8DynamicWeight:
     """Convert once at load: signed int8 codes, per-row scales and the zero correction."""
     if impl not in IMPLS:

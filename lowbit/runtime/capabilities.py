@@ -28,6 +28,7 @@ class Capabilities:
 
     triton: Triton is importable. gpu: a CUDA device is visible. triton_gpu: the Triton kernels can run on it.
     cpu_int8_dynamic: torch's dynamic int8 linear (fbgemm/x86 on x86, qnnpack on ARM) through lowbit.kernels.cpu_int8.
+    cpu_int8_weight: torch's weight-only int8 matmul (_weight_int8pack_mm) through lowbit.kernels.cpu_int8.
     quantized_engines: torch.backends.quantized.supported_engines.
     cpu_int4: lowbit.kernels.cpu_int4 can run here; cpu_int4_impl names what serves it ("" when unknown/none).
     torch_int4pack: torch's _weight_int4pack_mm_for_cpu op exists. kleidiai: torch's ARM KleidiAI is usable.
@@ -40,6 +41,7 @@ class Capabilities:
     gpu: bool = False
     triton_gpu: bool = False
     cpu_int8_dynamic: bool = False
+    cpu_int8_weight: bool = False
     quantized_engines: tuple[str, ...] = ()
     cpu_int4: bool = False
     cpu_int4_impl: str = ""
@@ -142,6 +144,7 @@ def capabilities() -> Capabilities:
         gpu=bool(gpu_names),
         triton_gpu=bool(gpu_names) and triton_ok and bool(_call(triton_common, "available_triton")),
         cpu_int8_dynamic=bool(_call(cpu_int8, "available_int8_dynamic")),
+        cpu_int8_weight=bool(_call(cpu_int8, "available_int8_weight_only")),
         quantized_engines=tuple(torch.backends.quantized.supported_engines),
         cpu_int4=bool(_call(cpu_int4, "available_int4_cpu")),
         cpu_int4_impl=impl,

@@ -12,12 +12,14 @@ The table (M = rows of the activation; "refused" = the kernel family's `supports
 | Low    | cuda   | triton_gpu, M <= GEMV_MAX_M                    | TRITON_GEMV       |
 | Low    | cuda   | triton_gpu, precision Low, M >= A8W_MIN_M      | TRITON_A8W        |
 | Low    | cuda   | triton_gpu, otherwise                          | TRITON_GEMM       |
-| Low    | cpu    | bits <= 4: CPU_INT4 then CPU_INT8_DYNAMIC;      | first available,  |
-|        |        | bits 5..8: CPU_INT8_DYNAMIC then CPU_INT4       | not refused       |
-|        |        | (CPU_INT8_DYNAMIC only with precision Low)      |                   |
+| Low    | cpu    | bits <= 4: CPU_INT4, then the 8-bit kernels;    | first available,  |
+|        |        | bits 5..8: the 8-bit kernel, then CPU_INT4;     | not refused       |
+|        |        | the 8-bit kernel is CPU_INT8_DYNAMIC with       |                   |
+|        |        | precision Low, else CPU_INT8_WEIGHT             |                   |
 | Low    | any    | none of the above                              | REFERENCE + fallback reason |
 
-CPU_INT8_DYNAMIC quantizes activations per tensor (torch's dynamic linear), so it needs precision Low; CPU_INT4
+CPU_INT8_DYNAMIC quantizes activations per tensor (torch's dynamic linear), so it needs precision Low; at other
+precisions 5..8-bit weights go to CPU_INT8_WEIGHT (weight-only int8 matmul, activations rounded to bf16); CPU_INT4
 (lowbit's native kernel) rounds activations to int8 per (row, block), ~40 dB, and serves every precision.
 A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before REFERENCE.
 """
@@ -25,7 +27,7 @@ A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GE
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import Enum
 
 import torch
@@ -53,6 +55,8 @@ class Kernel(str, Enum):
     """Triton dynamic int8 activations x int8/int4 weights (lowbit.kernels.triton_int8.gemm_a8w)."""
     CPU_INT8_DYNAMIC = "cpu_int8_dynamic"
     """torch dynamic int8 linear, fbgemm/qnnpack (lowbit.kernels.cpu_int8)."""
+    CPU_INT8_WEIGHT = "cpu_int8_weight"
+    """torch weight-only int8 matmul with bf16 activations (lowbit.kernels.cpu_int8, impl "int8pack")."""
     CPU_INT4 = "cpu_int4"
     """The fastest <= 4-bit CPU kernel this machine has (lowbit.kernels.cpu_int4)."""
 
@@ -119,18 +123,16 @@ def _select_cuda(m: int, fmt: WeightFormat, caps: Capabilities, backend: Backend
 
 
 def _select_cpu(fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
-    order = [Kernel.CPU_INT4, Kernel.CPU_INT8_DYNAMIC]
-    if fmt.bits > 4:
-        order.reverse()
-    available = {Kernel.CPU_INT4: caps.cpu_int4, Kernel.CPU_INT8_DYNAMIC: caps.cpu_int8_dynamic}
+    # torch's dynamic int8 linear rounds each activation tensor to int8 with one scale: only when precision allows
+    eight_bit = [Kernel.CPU_INT8_DYNAMIC] if backend.precision is Precision.LOW else []
+    eight_bit.append(Kernel.CPU_INT8_WEIGHT)
+    order = [Kernel.CPU_INT4, *eight_bit] if fmt.bits <= 4 else [*eight_bit, Kernel.CPU_INT4]
+    available = {Kernel.CPU_INT4: caps.cpu_int4, Kernel.CPU_INT8_DYNAMIC: caps.cpu_int8_dynamic,
+                 Kernel.CPU_INT8_WEIGHT: caps.cpu_int8_weight}
     wanted = [k for k in order if available[k]]
     if not wanted:
         return _fallback(backend, fmt, "cpu", "no CPU int4/int8 kernel is available in this process")
-    refused = list(fmt.refused)
-    if backend.precision is not Precision.LOW:
-        # torch's dynamic int8 linear rounds each activation tensor to int8 with one scale: only when allowed
-        refused.append((Kernel.CPU_INT8_DYNAMIC, "rounds activations to int8 per tensor, which needs precision=low"))
-    return _first_allowed(wanted, replace(fmt, refused=tuple(refused)), backend, "cpu")
+    return _first_allowed(wanted, fmt, backend, "cpu")
 
 
 def _first_allowed(wanted: list[Kernel], fmt: WeightFormat, backend: BackendConfig, device: str) -> Decision:

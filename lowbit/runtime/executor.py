@@ -29,8 +29,10 @@ def refusals(qw: QuantizedWeight) -> tuple[tuple[Kernel, str], ...]:
     if qw.is_float:
         return ()
     out = []
-    checks = [("triton_common", "supports_triton", _TRITON), ("cpu_int8", "supports_int8_dynamic",
-              (Kernel.CPU_INT8_DYNAMIC,)), ("cpu_int4", "supports_int4_cpu", (Kernel.CPU_INT4,))]
+    checks = [("triton_common", "supports_triton", _TRITON),
+              ("cpu_int8", "supports_int8_dynamic", (Kernel.CPU_INT8_DYNAMIC,)),
+              ("cpu_int8", "supports_int8_weight_only", (Kernel.CPU_INT8_WEIGHT,)),
+              ("cpu_int4", "supports_int4_cpu", (Kernel.CPU_INT4,))]
     for mod_name, fn, kernels in checks:
         check = getattr(_module(mod_name), fn, None)
         reason = check(qw) if callable(check) else None
@@ -53,6 +55,8 @@ def prepare(kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype = torch.floa
         return qw.compute_layout()
     if kernel is Kernel.CPU_INT8_DYNAMIC:
         return _module("cpu_int8").prepare_int8_dynamic(qw)
+    if kernel is Kernel.CPU_INT8_WEIGHT:
+        return _module("cpu_int8").prepare_int8_dynamic(qw, impl="int8pack")
     if kernel is Kernel.CPU_INT4:
         return _module("cpu_int4").prepare_int4_cpu(qw)
     raise ValueError(f"unknown kernel {kernel!r}")
@@ -74,7 +78,7 @@ def run(kernel: Kernel, prepared, x: torch.Tensor, bias: torch.Tensor | None = N
         return _module("triton_gemm").gemm_a16w(x, prepared, bias)
     if kernel is Kernel.TRITON_A8W:
         return _module("triton_int8").gemm_a8w(x, prepared, bias)
-    if kernel is Kernel.CPU_INT8_DYNAMIC:
+    if kernel in (Kernel.CPU_INT8_DYNAMIC, Kernel.CPU_INT8_WEIGHT):
         return _module("cpu_int8").linear_int8_dynamic(x, prepared, bias)
     if kernel is Kernel.CPU_INT4:
         return _module("cpu_int4").linear_int4_cpu(x, prepared, bias)
