@@ -49,7 +49,7 @@ ROWS = [
     ("cpu", HIGH_DENSE_MIN_M - 1, W4, CPU_ALL, HIGH, Kernel.CPU_INT4, False),
     ("cuda", 1, W4, GPU, HIGH, Kernel.TRITON_GEMV, False),
     ("cuda", HIGH_DENSE_MIN_M, W4, GPU, HIGH, Kernel.DENSE, False),
-    ("cpu", 1, W4, NONE, HIGH, Kernel.REFERENCE, True),
+    ("cpu", 1, W4, NONE, HIGH, Kernel.DENSE, True),
     # memory Low on CUDA
     ("cuda", 1, W4, GPU, LOW, Kernel.TRITON_GEMV, False),
     ("cuda", GEMV_MAX_M, W2, GPU, LOW, Kernel.TRITON_GEMV, False),
@@ -58,33 +58,34 @@ ROWS = [
     ("cuda", A8W_MIN_M, W8, GPU, LOW_P, Kernel.TRITON_A8W, False),
     ("cuda", A8W_MIN_M - 1, W4, GPU, LOW_P, Kernel.TRITON_GEMM, False),
     ("cuda", A8W_MIN_M, W4, GPU, BackendConfig("low", "low_bf16"), Kernel.TRITON_GEMM, False),
-    ("cuda", 1, W4, NONE, LOW, Kernel.REFERENCE, True),  # no Triton
+    ("cuda", 1, W4, NONE, LOW, Kernel.DENSE, True),  # no Triton
     ("cuda", 1, refuse(W4, (Kernel.TRITON_GEMV, "split")), GPU, LOW, Kernel.TRITON_GEMM, False),
     ("cuda", A8W_MIN_M, refuse(W4, (Kernel.TRITON_A8W, "no int8")), GPU, LOW_P, Kernel.TRITON_GEMM, False),
-    ("cuda", 1, refuse(W4, (Kernel.TRITON_GEMV, "a"), (Kernel.TRITON_GEMM, "b")), GPU, LOW, Kernel.REFERENCE, True),
+    ("cuda", 1, refuse(W4, (Kernel.TRITON_GEMV, "a"), (Kernel.TRITON_GEMM, "b")), GPU, LOW, Kernel.DENSE, True),
     # memory Low on CPU
     ("cpu", 1, W4, CPU_ALL, LOW, Kernel.CPU_INT4, False),
     ("cpu", 512, W2, CPU_ALL, LOW, Kernel.CPU_INT4, False),
     ("cpu", 1, W8, CPU_ALL, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
     ("cpu", 1, W6, CPU_ALL, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
-    ("cpu", 1, W8, CPU_INT8, LOW, Kernel.REFERENCE, True),  # int8 activations need precision Low
-    ("cpu", 1, W8, CPU_ALL, LOW, Kernel.CPU_INT8_WEIGHT, False),  # precision Normal: weight-only int8
-    ("cpu", 128, W6, CPU_ALL, LOW, Kernel.CPU_INT8_WEIGHT, False),
-    ("cpu", 1, refuse(W8, (Kernel.CPU_INT8_WEIGHT, "K % 8")), CPU_ALL, LOW, Kernel.CPU_INT4, False),
+    ("cpu", 1, W8, CPU_INT8, LOW, Kernel.DENSE, True),  # int8 activations need precision Low
+    ("cpu", 1, W8, CPU_ALL, LOW, Kernel.CPU_INT4, False),  # precision Normal: no 8-bit kernel rounds activations
+    ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "8 bits")), CPU_ALL, LOW, Kernel.DENSE, True),
+    ("cpu", 1, W8, CPU_ALL, BackendConfig("low", "low_bf16"), Kernel.CPU_INT8_WEIGHT, False),
+    ("cpu", 128, W6, CPU_ALL, BackendConfig("low", "low_bf16"), Kernel.CPU_INT8_WEIGHT, False),
     ("cpu", 1, W4, CPU_INT8, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
-    ("cpu", 1, W4, CPU_INT8, LOW, Kernel.REFERENCE, True),
+    ("cpu", 1, W4, CPU_INT8, LOW, Kernel.DENSE, True),
     ("cpu", 1, W8, CPU_INT4, LOW, Kernel.CPU_INT4, False),
     ("cpu", 1, refuse(W8, (Kernel.CPU_INT8_DYNAMIC, "blocked")), CPU_ALL, LOW_P, Kernel.CPU_INT8_WEIGHT, False),
     ("cpu", 1, refuse(W8, (Kernel.CPU_INT8_DYNAMIC, "blocked"), (Kernel.CPU_INT8_WEIGHT, "blocked")), CPU_ALL, LOW_P,
      Kernel.CPU_INT4, False),
     ("cpu", 1, refuse(W4, (Kernel.CPU_INT4, "odd K")), CPU_ALL, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
     ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "8 bits"), (Kernel.CPU_INT8_WEIGHT, "K % 8")), CPU_ALL, LOW,
-     Kernel.REFERENCE, True),
-    ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "8 bits")), CPU_INT4, LOW, Kernel.REFERENCE, True),
-    ("cpu", 1, W4, NONE, LOW, Kernel.REFERENCE, True),
-    ("cpu", 1, W4, GPU, LOW, Kernel.REFERENCE, True),  # Triton is never used for CPU tensors
+     Kernel.DENSE, True),
+    ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "8 bits")), CPU_INT4, LOW, Kernel.DENSE, True),
+    ("cpu", 1, W4, NONE, LOW, Kernel.DENSE, True),
+    ("cpu", 1, W4, GPU, LOW, Kernel.DENSE, True),  # Triton is never used for CPU tensors
     # other devices
-    ("mps", 1, W4, CPU_ALL, LOW, Kernel.REFERENCE, True),
+    ("mps", 1, W4, CPU_ALL, LOW, Kernel.DENSE, True),
     ("mps", 1, W4, CPU_ALL, NORMAL, Kernel.DENSE, False),
 ]
 
@@ -96,12 +97,12 @@ def test_dispatch_table(device, m, fmt, caps, backend, kernel, fallback):
     assert (d.fallback_reason is not None) == fallback
     if fallback:  # the reason names what was asked and what runs instead
         assert f"memory={backend.memory.value}" in d.fallback_reason
-        assert f"{fmt.bits}-bit" in d.fallback_reason and "running reference" in d.fallback_reason
+        assert f"{fmt.bits}-bit" in d.fallback_reason and "running dense" in d.fallback_reason
 
 
 def test_refusal_reasons_are_quoted():
     fmt = refuse(W8, (Kernel.CPU_INT4, "bits=8 does not fit"), (Kernel.CPU_INT8_WEIGHT, "K=9 is not a multiple"))
-    d = select_kernel("cpu", 1, fmt, CPU_ALL, LOW)
+    d = select_kernel("cpu", 1, fmt, CPU_ALL, BackendConfig("low", "low_bf16"))
     assert "cpu_int8_weight: K=9 is not a multiple" in d.fallback_reason
     assert "cpu_int4: bits=8 does not fit" in d.fallback_reason
 
@@ -129,7 +130,7 @@ def test_warn_once_per_reason():
     assert len(caught) == 2 and all(issubclass(w.category, RuntimeWarning) for w in caught)
     assert "4-bit" in str(caught[0].message)
     reset_fallback_warnings()
-    with pytest.warns(RuntimeWarning, match="running reference"):
+    with pytest.warns(RuntimeWarning, match="running dense"):
         warn_fallback(a)
     local = FallbackWarnings()
     with pytest.warns(RuntimeWarning):

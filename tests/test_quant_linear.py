@@ -95,7 +95,7 @@ def test_low_without_kernel_warns_once(rng, no_kernels):
     lin = make(rng, n=16, k=64)
     q = QuantLinear.from_float(lin, quantize_weight(lin.weight.detach(), QuantConfig(bits=5)), BackendConfig("low"))
     x = torch.randn(2, 64, generator=rng)
-    with pytest.warns(RuntimeWarning, match=r"memory=low for a 5-bit weight .* running reference") as rec:
+    with pytest.warns(RuntimeWarning, match=r"memory=low for a 5-bit weight .* running dense") as rec:
         q(x)
         q(x)
     assert len([w for w in rec if "lowbit" in str(w.message)]) == 1

@@ -220,7 +220,7 @@ def test_fallback_warning_fires_exactly_once(x):
         msgs = [str(w.message) for w in caught if "lowbit" in str(w.message)]
         # one reason per distinct (bits, group) asked: every layer here is int4 block 32
         assert len(msgs) == 1, msgs
-        assert "memory=low for a 4-bit weight (group 32) on cpu" in msgs[0] and "running reference" in msgs[0]
+        assert "memory=low for a 4-bit weight (group 32) on cpu" in msgs[0] and "running dense" in msgs[0]
     finally:
         override_capabilities(None)
         reset_fallback_warnings()
@@ -249,6 +249,6 @@ def test_kernel_for_reports_dispatch():
         assert kernel_for(net.head, "weight", 1) is Kernel.CPU_INT4
         assert kernel_for(net.rnn, "weight_hh_l0", 64) is Kernel.DENSE
         override_capabilities(Capabilities())
-        assert kernel_for(net.conv, "weight", 1) is Kernel.REFERENCE
+        assert kernel_for(net.conv, "weight", 1) is Kernel.DENSE
     finally:
         override_capabilities(None)

@@ -21,12 +21,13 @@ from ..quant.format import QuantizedWeight
 from ..runtime import executor
 from ..runtime.capabilities import Capabilities, capabilities
 from ..runtime.config import BackendConfig
-from ..runtime.dispatch import Kernel, WeightFormat, compute_dtype, select_kernel, warn_fallback
+from ..runtime.dispatch import Decision, Kernel, WeightFormat, compute_dtype, select_kernel, warn_fallback
 
 # packed tensor -> {"stamp": versions, "refused": ..., (kernel, device, dtype, group): prepared}
 _CACHE = WeakIdKeyDictionary()
 _CAPS_OVERRIDE: list[Capabilities] = []
 _FORCED: list[Kernel] = []
+_NO_FALLBACK = Decision(Kernel.DENSE)  # stands for "no decision to announce" (forced kernels)
 
 
 @functools.cache
@@ -87,8 +88,13 @@ def _rebuild(packed, scale, zero, shape, bits, block_size) -> QuantizedWeight:
                            bits=bits, block_size=block_size, symmetric=symmetric, method="rtn")
 
 
+def _stamp(packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None) -> tuple:
+    """Changes whenever the packed buffers are replaced, modified in place or moved."""
+    return (_version(packed), id(scale), _version(scale), id(zero), _version(zero), packed.device)
+
+
 def _entry(qw: QuantizedWeight) -> dict:
-    stamp = (_version(qw.packed), id(qw.scale), _version(qw.scale), id(qw.zero), _version(qw.zero), qw.device)
+    stamp = _stamp(qw.packed, qw.scale, qw.zero)
     entry = _CACHE.get(qw.packed)
     if entry is None or entry["stamp"] != stamp:
         entry = {"stamp": stamp, "refused": executor.refusals(qw)}
@@ -144,14 +150,34 @@ def _linear_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
                  bias: torch.Tensor | None, shape: list[int], bits: int, block_size: int, memory: str,
                  precision: str) -> torch.Tensor:
     """y (..., N) = x (..., K) @ W.T + bias for the packed weight W of `shape` (N, ...); y has x's dtype."""
-    qw = _rebuild(packed, scale, zero, shape, bits, block_size)
     x2 = x.reshape(-1, x.shape[-1])
+    plan = _linear_plan(x2, packed, scale, zero, shape, bits, block_size, memory, precision)
+    warn_fallback(plan[0])  # once per distinct reason, whichever layer asks first
+    _, kernel, dtype, w = plan
+    b = bias if bias is None or bias.dtype == dtype else bias.to(dtype)
+    xc = x2 if x2.dtype == dtype else x2.to(dtype)
+    y = executor.run(kernel, w, xc if kernel is Kernel.DENSE else xc.contiguous(), b)
+    return (y if y.dtype == x.dtype else y.to(x.dtype)).reshape(*x.shape[:-1], shape[0])
+
+
+def _linear_plan(x2, packed, scale, zero, shape, bits, block_size, memory, precision):
+    """(decision, kernel, compute dtype, prepared weight) for this call, from the weight's cache entry.
+
+    The hot path is two dict lookups and a stamp comparison: at memory Normal a layer then costs what F.linear
+    costs. Anything else (first call, new M, changed buffers, forced kernel) goes through dispatch.
+    """
+    entry = _CACHE.get(packed)
+    key = ("plan", x2.device.type, x2.shape[0], memory, precision)
+    if not _FORCED and entry is not None and key in entry and entry["stamp"] == _stamp(packed, scale, zero):
+        return entry[key]
+    qw = _rebuild(packed, scale, zero, shape, bits, block_size)
     entry = _entry(qw)
-    kernel, dtype = _choose(qw, entry, x.device.type, x2.shape[0], memory, precision, qw.n)
-    w = _prepared(entry, kernel, qw, dtype)
-    b = bias.to(dtype) if bias is not None else None
-    y = executor.run(kernel, w, x2.to(dtype).contiguous(), b)
-    return y.to(x.dtype).reshape(*x.shape[:-1], qw.n)
+    kernel, dtype = _choose(qw, entry, x2.device.type, x2.shape[0], memory, precision, qw.n)
+    plan = (entry.get(("decision", x2.device.type, x2.shape[0], memory, precision), (None,))[0] or _NO_FALLBACK,
+            kernel, dtype, _prepared(entry, kernel, qw, dtype))
+    if not _FORCED:
+        entry[key] = plan
+    return plan
 
 
 quant_linear = torch.library.custom_op("lowbit::linear", _linear_impl, mutates_args=())

@@ -13,15 +13,20 @@ The table (M = rows of the activation; "refused" = the kernel family's `supports
 | Low    | cuda   | triton_gpu, precision Low, M >= A8W_MIN_M      | TRITON_A8W        |
 | Low    | cuda   | triton_gpu, otherwise                          | TRITON_GEMM       |
 | Low    | cpu    | bits <= 4: CPU_INT4, then the 8-bit kernels;    | first available,  |
-|        |        | bits 5..8: the 8-bit kernel, then CPU_INT4;     | not refused       |
-|        |        | the 8-bit kernel is CPU_INT8_DYNAMIC with       |                   |
-|        |        | precision Low, else CPU_INT8_WEIGHT             |                   |
-| Low    | any    | none of the above                              | REFERENCE + fallback reason |
+|        |        | bits 5..8: the 8-bit kernels, then CPU_INT4;    | not refused       |
+|        |        | 8-bit kernels: precision Low: CPU_INT8_DYNAMIC, |                   |
+|        |        | CPU_INT8_WEIGHT; Low_BF16: CPU_INT8_WEIGHT;     |                   |
+|        |        | Normal/High: none (they round activations)      |                   |
+| Low    | any    | none of the above                              | DENSE + fallback reason |
 
-CPU_INT8_DYNAMIC quantizes activations per tensor (torch's dynamic linear), so it needs precision Low; at other
-precisions 5..8-bit weights go to CPU_INT8_WEIGHT (weight-only int8 matmul, activations rounded to bf16); CPU_INT4
+CPU_INT8_DYNAMIC quantizes activations to int8 per tensor (torch's dynamic linear), so it needs precision Low;
+CPU_INT8_WEIGHT (weight-only int8 matmul) rounds activations to bf16, so it needs precision Low or Low_BF16 (at
+precision Normal it costs MiniLM's int8 lowest cosine 0.9996 -> 0.9983, and torch's fp32 variant is 30x slower).
+A request no packed kernel can serve falls back as MNN does without its low-memory build: weights dequantized
+once (DENSE), correct and fast, with one warning saying memory Low was not honoured. CPU_INT4
 (lowbit's native kernel) rounds activations to int8 per (row, block), ~40 dB, and serves every precision.
-A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before REFERENCE.
+A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before DENSE.
+REFERENCE (dequantize on every call) is never chosen for integer weights; tests and benchmarks force it.
 """
 
 from __future__ import annotations
@@ -123,9 +128,8 @@ def _select_cuda(m: int, fmt: WeightFormat, caps: Capabilities, backend: Backend
 
 
 def _select_cpu(fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
-    # torch's dynamic int8 linear rounds each activation tensor to int8 with one scale: only when precision allows
-    eight_bit = [Kernel.CPU_INT8_DYNAMIC] if backend.precision is Precision.LOW else []
-    eight_bit.append(Kernel.CPU_INT8_WEIGHT)
+    eight_bit = {Precision.LOW: [Kernel.CPU_INT8_DYNAMIC, Kernel.CPU_INT8_WEIGHT],
+                 Precision.LOW_BF16: [Kernel.CPU_INT8_WEIGHT]}.get(backend.precision, [])
     order = [Kernel.CPU_INT4, *eight_bit] if fmt.bits <= 4 else [*eight_bit, Kernel.CPU_INT4]
     available = {Kernel.CPU_INT4: caps.cpu_int4, Kernel.CPU_INT8_DYNAMIC: caps.cpu_int8_dynamic,
                  Kernel.CPU_INT8_WEIGHT: caps.cpu_int8_weight}
@@ -147,8 +151,8 @@ def _first_allowed(wanted: list[Kernel], fmt: WeightFormat, backend: BackendConf
 
 def _fallback(backend: BackendConfig, fmt: WeightFormat, device: str, why: str) -> Decision:
     asked = f"memory={backend.memory.value} for a {fmt.bits}-bit weight (group {fmt.group_size}) on {device}"
-    return Decision(Kernel.REFERENCE, f"{asked}: {why}; running {Kernel.REFERENCE.value} (dequantize on every call, "
-                                      "correct but slow) instead")
+    return Decision(Kernel.DENSE, f"{asked}: {why}; running {Kernel.DENSE.value} instead (weights dequantized once "
+                                  "to float: correct and fast, but the float copy takes memory)")
 
 
 def compute_dtype(device_type: str, caps: Capabilities, backend: BackendConfig) -> torch.dtype:
