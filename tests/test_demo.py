@@ -18,15 +18,17 @@ def test_nearest_neighbours_and_scores():
 
 
 def test_format_demo_table():
-    rows = [{"setting": "fp32", "size_mb": 90.0, "ratio": 1.0, "cos_mean": 1.0, "cos_min": 1.0, "retrieval": 1.0,
+    rows = [{"setting": "fp32", "size_mb": 90.0, "ratio": 1.0, "linear_mb": 40.0, "linear_ratio": 1.0,
+             "cos_mean": 1.0, "cos_min": 1.0, "retrieval": 1.0,
              "latency_normal_ms": 10.0, "latency_low_ms": 11.0, "quantize_s": 0.0},
-            {"setting": "int4", "size_mb": 50.0, "ratio": 1.8, "cos_mean": 0.97, "cos_min": 0.95, "retrieval": 0.9375,
+            {"setting": "int4", "size_mb": 50.0, "ratio": 1.8, "linear_mb": 5.0, "linear_ratio": 8.0,
+             "cos_mean": 0.97, "cos_min": 0.95, "retrieval": 0.9375,
              "latency_normal_ms": 9.0, "latency_low_ms": 8.0, "peak_mb": 40.0, "quantize_s": 1.5}]
     lines = format_demo(rows).splitlines()
     assert lines[0].split("|")[1].strip() == "setting"
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert cells == ["int4", "50.0", "1.80x", "0.9700", "0.9500", "94%", "9.0", "8.0", "40.0", "1.5"]
-    assert [c.strip() for c in lines[2].strip("|").split("|")][8] == "-"  # no peak measured
+    assert cells == ["int4", "50.0", "1.80x", "5.0", "8.00x", "0.9700", "0.9500", "94%", "9.0", "8.0", "40.0", "1.5"]
+    assert [c.strip() for c in lines[2].strip("|").split("|")][10] == "-"  # no peak measured
 
 
 @pytest.mark.slow
