@@ -3,39 +3,17 @@
 Runs under TRITON_INTERPRET=1 on CPU (CI) and natively on a GPU. Shapes are tiny and odd: the interpreter is slow.
 """
 
-import math
-
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
-from lowbit import QuantConfig, quantize_weight  # noqa: E402
-from lowbit.kernels.reference import linear_reference  # noqa: E402
+from triton_checks import check, make  # noqa: E402
+
 from lowbit.kernels.triton_common import available_triton, gemm_configs, prepare_triton, prune_configs  # noqa: E402
 from lowbit.kernels.triton_gemm import gemm_a16w  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not available_triton(), reason="needs Triton with CUDA or TRITON_INTERPRET=1")
-
-# max |y - ref| <= TOL * max |ref|, and an SQNR floor in dB (the reference is float64 on the same rounded x)
-TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
-SQNR = {torch.float32: 90.0, torch.float16: 50.0, torch.bfloat16: 35.0}
-
-
-def make(rng, n, k, bits, block, sym, device, method="rtn"):
-    cfg = QuantConfig(bits=bits, block_size=block, symmetric=sym, method=method)
-    return quantize_weight(torch.randn(n, k, generator=rng), cfg).compute_layout().to(device)
-
-
-def check(y, x, cw, bias):
-    ref = linear_reference(x.double(), cw.to(x.device), None if bias is None else bias.double(), torch.float64)
-    assert y.dtype == x.dtype and y.shape == ref.shape
-    y, ref = y.double().cpu(), ref.cpu()
-    err = (y - ref).abs().max().item()
-    assert err <= TOL[x.dtype] * ref.abs().max().item(), f"max err {err}"
-    sqnr = 20 * math.log10(ref.norm() / max((y - ref).norm().item(), 1e-30))
-    assert sqnr >= SQNR[x.dtype], f"SQNR {sqnr:.1f} dB"
-
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 @pytest.mark.parametrize("block", [16, 48, 64, -1])
