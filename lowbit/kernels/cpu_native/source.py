@@ -167,6 +167,32 @@ static inline __attribute__((always_inline)) void q4_row(
                 facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), block_scale(ws, xd, b + 1, r, nb, ROWD), facc[r]);
             }
         }
+    } else if (GSB == 2 || GSB == 4) { /* blocks of 1 or 2 units: unpack the block's weights once into registers,
+            then one activation row at a time (few live registers: the fp32 accumulators stay in registers) */
+        for (; b < nb; ++b) {
+            const uint8_t* wb = wr + b * GSB * 16;
+            const int8_t* xb = xq + b * GSB * 32;
+            __m256i wv[4];
+            for (int u = 0; u < GSB / 2; ++u) {
+                __m256i v = _mm256_loadu_si256((const __m256i*)(wb + u * 32));
+                wv[2 * u] = _mm256_and_si256(v, mask);
+                wv[2 * u + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+            }
+            for (int r = 0; r < MR; ++r) {
+                const int8_t* xa = xb + r * Kp;
+                __m256i h = _mm256_add_epi16(_mm256_maddubs_epi16(wv[0], _mm256_loadu_si256((const __m256i*)xa)),
+                                             _mm256_maddubs_epi16(wv[1], _mm256_loadu_si256((const __m256i*)(xa + 32))));
+                if (GSB == 4) {
+                    __m256i h2 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(wv[2], _mm256_loadu_si256((const __m256i*)(xa + 64))),
+                        _mm256_maddubs_epi16(wv[3], _mm256_loadu_si256((const __m256i*)(xa + 96))));
+                    h = _mm256_add_epi16(h, h2);
+                }
+                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(h, ones)),
+                                          block_scale(ws, xd, b, r, nb, ROWD), facc[r]);
+                __asm__ volatile("" : "+x"(facc[r])); /* keep it in a register; one row at a time */
+            }
+        }
     } else if (!(g & 1)) { /* even blocks: whole 64-code units, no branches; GSB > 0 unrolls the unit loop */
         for (; (b + 1) * g <= nsb; ++b) {
             const uint8_t* wb = wr + b * g * 16;
@@ -198,7 +224,41 @@ static inline __attribute__((always_inline)) void q4_row(
         const int64_t j0 = b * gsb, j1 = lb_min(j0 + gsb, nsb);
         Q4_BLOCK(gsb);
     }
-    for (int r = 0; r < MR; ++r) out[r] = ROWD ? hsum8(facc[r]) * xd[r * nb] : hsum8(facc[r]);
+    /* one reduction for all rows: out[r] = sum of facc[r] (rows past MR stay zero); the row scale (ROWD) and the
+       zero term are applied by the caller, vectorized over a tile of output columns */
+    for (int r = MR; r < 4; ++r) facc[r] = _mm256_setzero_ps();
+    __m256 t0 = _mm256_hadd_ps(facc[0], facc[1]), t1 = _mm256_hadd_ps(facc[2], facc[3]);
+    t0 = _mm256_hadd_ps(t0, t1);
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t0), _mm256_extractf128_ps(t0, 1)));
+}
+
+/* Two weight rows (blocks of 64 codes, row scales at the end) x 4 activation rows: each activation vector feeds
+   both weight rows. out[4 * c + r] = raw dot of weight row c with activation row r. */
+static void q4_pair_g2(const uint8_t* wr0, const uint8_t* wr1, const float* ws0, const float* ws1, int64_t nb,
+                       const int8_t* xq, int64_t Kp, float* out) {
+    __m256 fa[4], fb[4];
+    const __m256i ones = _mm256_set1_epi16(1), mask = _mm256_set1_epi8(0x0F);
+    for (int r = 0; r < 4; ++r) fa[r] = fb[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const __m256i v0 = _mm256_loadu_si256((const __m256i*)(wr0 + b * 32));
+        const __m256i v1 = _mm256_loadu_si256((const __m256i*)(wr1 + b * 32));
+        const __m256i a0 = _mm256_and_si256(v0, mask), a1 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), mask);
+        const __m256i c0 = _mm256_and_si256(v1, mask), c1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), mask);
+        const __m256 sa = _mm256_broadcast_ss(ws0 + b), sb = _mm256_broadcast_ss(ws1 + b);
+        for (int r = 0; r < 4; ++r) {
+            const int8_t* xa = xq + r * Kp + b * 64;
+            const __m256i x0 = _mm256_loadu_si256((const __m256i*)xa), x1 = _mm256_loadu_si256((const __m256i*)(xa + 32));
+            __m256i ha = _mm256_add_epi16(_mm256_maddubs_epi16(a0, x0), _mm256_maddubs_epi16(a1, x1));
+            __m256i hb = _mm256_add_epi16(_mm256_maddubs_epi16(c0, x0), _mm256_maddubs_epi16(c1, x1));
+            fa[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(ha, ones)), sa, fa[r]);
+            fb[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(hb, ones)), sb, fb[r]);
+            __asm__ volatile("" : "+x"(fa[r]), "+x"(fb[r]));
+        }
+    }
+    __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(fa[0], fa[1]), _mm256_hadd_ps(fa[2], fa[3]));
+    __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(fb[0], fb[1]), _mm256_hadd_ps(fb[2], fb[3]));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t0), _mm256_extractf128_ps(t0, 1)));
+    _mm_storeu_ps(out + 4, _mm_add_ps(_mm256_castps256_ps128(t1), _mm256_extractf128_ps(t1, 1)));
 }
 
 static inline float dotf(const float* a, const float* b, int64_t n) {
@@ -224,7 +284,7 @@ static inline void q4_row(const uint8_t* wr, const float* ws, int64_t nsb, int64
                 const int8_t* a = xq + r * Kp + j * 32;
                 for (int i = 0; i < 32; ++i) idot += ((p[i] >> sh) & 15) * a[i];
             }
-            acc += ws[b] * xd[r * nb + b] * (float)idot;
+            acc += ws[b] * (ROWD ? 1.f : xd[r * nb + b]) * (float)idot;
         }
         out[r] = acc;
     }
@@ -256,30 +316,102 @@ static inline float dotf(const float* a, const float* b, int64_t n) {
 /* y (M, N) fp32 = x_q @ dequant(w).T + bias, where w has codes q (packed, see module docstring), per-block scale
    ws and ws * zero = wsz (N, nb); xs = d * sum(x_q) per (row, block) carries the zero term exactly.
    Activations are walked in chunks of MC rows (kept in L2); within a chunk, work is split over tasks of NC weight
-   rows, each walking the chunk 4 rows at a time, so a weight row is decoded once per 4 activation rows. */
+   rows, each walking the chunk 4 rows at a time, so a weight row is decoded once per 4 activation rows.
+   Raw dots of a 4 x NC tile go to a local buffer; the row scale, the zero term (with wsz transposed once per task
+   when nb <= NBT) and the bias are then applied vectorized over the NC columns. */
+#define LB_NC 16
+#define LB_NBT 64
+/* wt[b * NC + j] = wsz[n0 + j, b] for j < nn, 0 past nn (kept out of line: the GEMM loop keeps its registers). */
+static __attribute__((noinline)) void q4_wsz_t(const float* wsz, int64_t n0, int64_t nn, int64_t nb, float* wt) {
+    for (int64_t b = 0; b < nb; ++b)
+        for (int64_t j = 0; j < LB_NC; ++j) wt[b * LB_NC + j] = 0.f;
+    for (int64_t j = 0; j < nn; ++j)
+        for (int64_t b = 0; b < nb; ++b) wt[b * LB_NC + j] = wsz[(n0 + j) * nb + b];
+}
+
+/* y[r, 0..nn) = acc[r, :] * d_r - zero term + bias for a tile of mr rows x nn (<= NC) columns; the zero term
+   comes from wt (wsz transposed, see q4_wsz_t) when given, else from one dot per output. */
+static __attribute__((noinline)) void q4_epilogue(const float* acc, int64_t mr, int64_t nn, const float* dr,
+                                                  const float* xs, int64_t nb, int per_row, const float* wt,
+                                                  const float* wsz, const float* bt, float* y, int64_t N) {
+    for (int64_t r = 0; r < mr; ++r) {
+        const float d = per_row ? dr[r * nb] : 1.f;
+        const float* xsr = xs + r * nb;
+        float z[LB_NC];
+#if LB_AVX2
+        const __m256 vd = _mm256_set1_ps(d);
+        __m256 z0 = _mm256_fmadd_ps(_mm256_loadu_ps(acc + r * LB_NC), vd, _mm256_loadu_ps(bt));
+        __m256 z1 = _mm256_fmadd_ps(_mm256_loadu_ps(acc + r * LB_NC + 8), vd, _mm256_loadu_ps(bt + 8));
+        if (wt) {
+            for (int64_t b = 0; b < nb; ++b) {
+                const __m256 xb = _mm256_broadcast_ss(xsr + b);
+                z0 = _mm256_fnmadd_ps(xb, _mm256_loadu_ps(wt + b * LB_NC), z0);
+                z1 = _mm256_fnmadd_ps(xb, _mm256_loadu_ps(wt + b * LB_NC + 8), z1);
+            }
+        }
+        if (wt && nn == LB_NC) {
+            _mm256_storeu_ps(y + r * N, z0);
+            _mm256_storeu_ps(y + r * N + 8, z1);
+            continue;
+        }
+        _mm256_storeu_ps(z, z0);
+        _mm256_storeu_ps(z + 8, z1);
+#else
+        for (int64_t j = 0; j < LB_NC; ++j) z[j] = acc[r * LB_NC + j] * d + bt[j];
+        if (wt)
+            for (int64_t b = 0; b < nb; ++b)
+                for (int64_t j = 0; j < LB_NC; ++j) z[j] -= xsr[b] * wt[b * LB_NC + j];
+#endif
+        if (!wt)
+            for (int64_t j = 0; j < nn; ++j) z[j] -= dotf(wsz + j * nb, xsr, nb);
+        float* yr = y + r * N;
+        for (int64_t j = 0; j < nn; ++j) yr[j] = z[j];
+    }
+}
+
 void lb_gemm_q4(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
                 const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias,
                 float* y, int nt) {
-    const int64_t nsb = Kp / 32, row_bytes = Kp / 2, NC = 16, MC = 32;
+    const int64_t nsb = Kp / 32, row_bytes = Kp / 2, NC = LB_NC, MC = 32;
     const int64_t ntask = (N + NC - 1) / NC;
     for (int64_t mc = 0; mc < M; mc += MC) {
         const int64_t mc_end = lb_min(mc + MC, M);
         #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t t = 0; t < ntask; ++t) {
-            int64_t n0 = t * NC, n1 = lb_min(n0 + NC, N);
+            const int64_t n0 = t * NC, n1 = lb_min(n0 + NC, N), nn = n1 - n0;
+            float wt[LB_NBT * LB_NC]; /* wsz (n0..n1, 0..nb) transposed, zero past nn */
+            float bt[LB_NC];
+            const int trans = nb <= LB_NBT && mc_end - mc >= 4; /* M < 4: one dot per output is cheaper */
+            for (int64_t j = 0; j < NC; ++j) bt[j] = (bias && j < nn) ? bias[n0 + j] : 0.f;
+            if (trans) q4_wsz_t(wsz, n0, nn, nb, wt);
             for (int64_t m0 = mc; m0 < mc_end; m0 += 4) {
                 int64_t mr = lb_min(4, mc_end - m0);
                 const int8_t* xr = xq + m0 * Kp;
                 const float* dr = xd + m0 * nb;
-                for (int64_t n = n0; n < n1; ++n) {
+                float acc[4 * LB_NC];
+                if (nn < NC) for (int64_t j = 0; j < 4 * NC; ++j) acc[j] = 0.f; /* lanes past nn: defined, unused */
+                int64_t n = n0;
+#if LB_AVX2
+                if (per_row && gsb == 2 && mr == 4 && nb <= 32) /* pairs win at small K (measured: K 384, 1536) */
+                    for (; n + 2 <= n1; n += 2) {
+                        float o2[8];
+                        q4_pair_g2(w + n * row_bytes, w + (n + 1) * row_bytes, ws + n * nb, ws + (n + 1) * nb, nb,
+                                   xr, Kp, o2);
+                        for (int r = 0; r < 4; ++r) {
+                            acc[r * NC + (n - n0)] = o2[r];
+                            acc[r * NC + (n + 1 - n0)] = o2[4 + r];
+                        }
+                    }
+#endif
+                for (; n < n1; ++n) {
                     float out[4];
                     const uint8_t* wr = w + n * row_bytes;
                     const float* sr = ws + n * nb;
                     if (per_row) { Q4_GSB(1) } else { Q4_GSB(0) }
-                    const float bn = bias ? bias[n] : 0.f;
-                    for (int64_t r = 0; r < mr; ++r)
-                        y[(m0 + r) * N + n] = out[r] - dotf(wsz + n * nb, xs + (m0 + r) * nb, nb) + bn;
+                    for (int64_t r = 0; r < mr; ++r) acc[r * NC + (n - n0)] = out[r];
                 }
+                q4_epilogue(acc, mr, nn, dr, xs + m0 * nb, nb, per_row, trans ? wt : NULL, wsz + n0 * nb, bt,
+                            y + m0 * N + n0, N);
             }
         }
     }
