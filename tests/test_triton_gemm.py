@@ -15,6 +15,7 @@ from lowbit.kernels.triton_gemm import gemm_a16w  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not available_triton(), reason="needs Triton with CUDA or TRITON_INTERPRET=1")
 
+
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 @pytest.mark.parametrize("block", [16, 48, 64, -1])
 @pytest.mark.parametrize("sym", [False, True])

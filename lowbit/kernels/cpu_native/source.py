@@ -181,7 +181,7 @@ static inline __attribute__((always_inline)) void q4_row(
             for (int r = 0; r < MR; ++r) {
                 const int8_t* xa = xb + r * Kp;
                 __m256i h = _mm256_add_epi16(_mm256_maddubs_epi16(wv[0], _mm256_loadu_si256((const __m256i*)xa)),
-                                             _mm256_maddubs_epi16(wv[1], _mm256_loadu_si256((const __m256i*)(xa + 32))));
+                                     _mm256_maddubs_epi16(wv[1], _mm256_loadu_si256((const __m256i*)(xa + 32))));
                 if (GSB == 4) {
                     __m256i h2 = _mm256_add_epi16(
                         _mm256_maddubs_epi16(wv[2], _mm256_loadu_si256((const __m256i*)(xa + 64))),
@@ -247,7 +247,8 @@ static void q4_pair_g2(const uint8_t* wr0, const uint8_t* wr1, const float* ws0,
         const __m256 sa = _mm256_broadcast_ss(ws0 + b), sb = _mm256_broadcast_ss(ws1 + b);
         for (int r = 0; r < 4; ++r) {
             const int8_t* xa = xq + r * Kp + b * 64;
-            const __m256i x0 = _mm256_loadu_si256((const __m256i*)xa), x1 = _mm256_loadu_si256((const __m256i*)(xa + 32));
+            const __m256i x0 = _mm256_loadu_si256((const __m256i*)xa);
+            const __m256i x1 = _mm256_loadu_si256((const __m256i*)(xa + 32));
             __m256i ha = _mm256_add_epi16(_mm256_maddubs_epi16(a0, x0), _mm256_maddubs_epi16(a1, x1));
             __m256i hb = _mm256_add_epi16(_mm256_maddubs_epi16(c0, x0), _mm256_maddubs_epi16(c1, x1));
             fa[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(ha, ones)), sa, fa[r]);
