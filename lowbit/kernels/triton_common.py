@@ -283,3 +283,14 @@ if triton is not None:
             s = tl.load(scale_ptr + off, mask=mask, other=0.0).to(tl.float32)
             z = tl.load(zero_ptr + off, mask=mask, other=0.0).to(tl.float32)
         return s, z
+
+    @triton.jit
+    def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+        """(pid_m, pid_n) as int64 for program `pid` in GROUP_M-row bands (Triton tutorial 03), so programs that run
+        together share weight tiles in L2."""
+        num_m = tl.cdiv(M, BLOCK_M)
+        num_n = tl.cdiv(N, BLOCK_N)
+        width = GROUP_M * num_n
+        first_m = (pid // width) * GROUP_M
+        rows = tl.minimum(num_m - first_m, GROUP_M)
+        return (first_m + (pid % width) % rows).to(tl.int64), ((pid % width) // rows).to(tl.int64)

@@ -18,6 +18,7 @@ from .triton_common import (
     check_inputs,
     dequant,
     gemm_configs,
+    grouped_tile,
     ieee_dot,
     next_pow2,
     prune_configs,
@@ -57,14 +58,7 @@ def _gemm_a16w_kernel(
     tl.static_assert(BLOCK_K >= 16, "tl.dot needs BLOCK_K >= 16")
     tl.static_assert(BLOCK_K >= 32 // CB, "a K tile must hold at least one whole word")
     PER: tl.constexpr = 32 // CB
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    width = GROUP_M * num_n
-    first_m = (pid // width) * GROUP_M
-    rows = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = (first_m + (pid % width) % rows).to(tl.int64)
-    pid_n = ((pid % width) // rows).to(tl.int64)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     # contiguity hints (true by construction) let loads/stores along N vectorize, as gemlite and tutorial 03 do
     offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)

@@ -23,6 +23,7 @@ from .triton_common import (
     a8w_configs,
     autotuning,
     check_inputs,
+    grouped_tile,
     interpreting,
     next_pow2,
     prune_configs,
@@ -144,14 +145,7 @@ def _gemm_a8w_kernel(
     tl.static_assert(BLOCK_K >= 32, "int8 tl.dot needs BLOCK_K >= 32")
     PER: tl.constexpr = 32 // CB
     OFFSET: tl.constexpr = 1 << (CB - 1)
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    width = GROUP_M * num_n
-    first_m = (pid // width) * GROUP_M
-    rows = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = (first_m + (pid % width) % rows).to(tl.int64)
-    pid_n = ((pid % width) // rows).to(tl.int64)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
     m_mask = offs_m < M
