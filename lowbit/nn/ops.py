@@ -27,7 +27,6 @@ from ..runtime.dispatch import Decision, Kernel, WeightFormat, compute_dtype, se
 _CACHE = WeakIdKeyDictionary()
 _CAPS_OVERRIDE: list[Capabilities] = []
 _FORCED: list[Kernel] = []
-_NO_FALLBACK = Decision(Kernel.DENSE)  # stands for "no decision to announce" (forced kernels)
 
 
 @functools.cache
@@ -103,10 +102,12 @@ def _entry(qw: QuantizedWeight) -> dict:
 
 
 def _choose(qw: QuantizedWeight, entry: dict, device_type: str, m: int, memory: str, precision: str, n: int):
-    """(kernel, compute dtype), decided once per (device, M, modes) and weight, then read from the weight's entry."""
+    """(Decision, compute dtype), decided once per (device, M, modes) and weight, then read from the weight's entry.
+
+    Callers announce the decision with `warn_fallback` (once per distinct reason)."""
     if _FORCED:
         caps = current_capabilities()
-        return _FORCED[-1], compute_dtype(device_type, caps, _backend(memory, precision))
+        return Decision(_FORCED[-1]), compute_dtype(device_type, caps, _backend(memory, precision))
     key = ("decision", device_type, m, memory, precision)
     if key not in entry:
         backend = _backend(memory, precision)
@@ -114,15 +115,14 @@ def _choose(qw: QuantizedWeight, entry: dict, device_type: str, m: int, memory: 
         fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, n, qw.k, entry["refused"])
         decision = select_kernel(device_type, m, fmt, caps, backend)
         entry[key] = (decision, compute_dtype(device_type, caps, backend))
-    decision, dtype = entry[key]
-    warn_fallback(decision)  # once per distinct reason, whichever layer asks first
-    return decision.kernel, dtype
+    return entry[key]
 
 
-def _prepared(entry: dict, kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype, group: int = -1):
-    key = (kernel, dtype, group)
+def _prepared(entry: dict, kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype, rows: slice | None = None):
+    """The kernel's prepared weight (of output channels `rows` only, for a conv group), built once per entry."""
+    key = (kernel, dtype, None if rows is None else (rows.start, rows.stop))
     if key not in entry:
-        entry[key] = executor.prepare(kernel, qw, dtype)
+        entry[key] = executor.prepare(kernel, qw if rows is None else _rows(qw, rows), dtype)
     return entry[key]
 
 
@@ -152,8 +152,9 @@ def _linear_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
     """y (..., N) = x (..., K) @ W.T + bias for the packed weight W of `shape` (N, ...); y has x's dtype."""
     x2 = x.reshape(-1, x.shape[-1])
     plan = _linear_plan(x2, packed, scale, zero, shape, bits, block_size, memory, precision)
-    warn_fallback(plan[0])  # once per distinct reason, whichever layer asks first
-    _, kernel, dtype, w = plan
+    decision, dtype, w = plan
+    warn_fallback(decision)  # once per distinct reason, whichever layer asks first
+    kernel = decision.kernel
     b = bias if bias is None or bias.dtype == dtype else bias.to(dtype)
     xc = x2 if x2.dtype == dtype else x2.to(dtype)
     y = executor.run(kernel, w, xc if kernel is Kernel.DENSE else xc.contiguous(), b)
@@ -161,7 +162,7 @@ def _linear_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
 
 
 def _linear_plan(x2, packed, scale, zero, shape, bits, block_size, memory, precision):
-    """(decision, kernel, compute dtype, prepared weight) for this call, from the weight's cache entry.
+    """(decision, compute dtype, prepared weight) for this call, from the weight's cache entry.
 
     The hot path is two dict lookups and a stamp comparison: at memory Normal a layer then costs what F.linear
     costs. Anything else (first call, new M, changed buffers, forced kernel) goes through dispatch.
@@ -172,9 +173,8 @@ def _linear_plan(x2, packed, scale, zero, shape, bits, block_size, memory, preci
         return entry[key]
     qw = _rebuild(packed, scale, zero, shape, bits, block_size)
     entry = _entry(qw)
-    kernel, dtype = _choose(qw, entry, x2.device.type, x2.shape[0], memory, precision, qw.n)
-    plan = (entry.get(("decision", x2.device.type, x2.shape[0], memory, precision), (None,))[0] or _NO_FALLBACK,
-            kernel, dtype, _prepared(entry, kernel, qw, dtype))
+    decision, dtype = _choose(qw, entry, x2.device.type, x2.shape[0], memory, precision, qw.n)
+    plan = (decision, dtype, _prepared(entry, decision.kernel, qw, dtype))
     if not _FORCED:
         entry[key] = plan
     return plan
@@ -201,7 +201,9 @@ def _conv2d_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
     oh = conv2d_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
     ow = conv2d_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
     entry = _entry(qw)
-    kernel, dtype = _choose(qw, entry, x.device.type, x.shape[0] * oh * ow, memory, precision, o // groups)
+    decision, dtype = _choose(qw, entry, x.device.type, x.shape[0] * oh * ow, memory, precision, o // groups)
+    warn_fallback(decision)  # once per distinct reason, whichever layer asks first
+    kernel = decision.kernel
     b = bias.to(dtype) if bias is not None else None
     xc = x.to(dtype)
     if kernel in (Kernel.DENSE, Kernel.REFERENCE):
@@ -214,7 +216,7 @@ def _conv2d_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
     outs = []
     for g in range(groups):
         rows = slice(g * og, (g + 1) * og)
-        w = _prepared(entry, kernel, _rows(qw, rows), dtype, group=g)
+        w = _prepared(entry, kernel, qw, dtype, rows=rows)  # the group's rows are sliced only when first prepared
         a = cols[:, g].transpose(1, 2).reshape(batch * length, qw.k)  # (B*L, K)
         outs.append(executor.run(kernel, w, a.contiguous(), b[rows] if b is not None else None))
     y = torch.cat(outs, dim=1).view(batch, length, o).transpose(1, 2)  # (B*L, O) -> (B, O, L)
