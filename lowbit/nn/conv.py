@@ -48,9 +48,7 @@ class _QuantConvNd(QuantModule):
         self.padding = padding if isinstance(padding, str) else _tuple(padding, d)
         self.groups, self.padding_mode = groups, padding_mode
         self.set_quantized("weight", weight)
-        if bias is not None and not isinstance(bias, nn.Parameter):
-            bias = nn.Parameter(bias, requires_grad=False)
-        self.bias = bias
+        self.set_bias(bias)
 
     @classmethod
     def from_float(cls, conv: nn.Module, weight: QuantizedWeight, backend: BackendConfig | None = None):

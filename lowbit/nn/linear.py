@@ -39,6 +39,12 @@ class QuantModule(nn.Module):
         self.backend = as_backend(backend)
         self.quant_meta: dict[str, dict] = {}
 
+    def set_bias(self, bias: torch.Tensor | None) -> None:
+        """Keep the float bias as a Parameter (an existing one as is, so it stays shared with the float layer)."""
+        if bias is not None and not isinstance(bias, nn.Parameter):
+            bias = nn.Parameter(bias, requires_grad=False)
+        self.bias = bias
+
     def set_quantized(self, name: str, qw: QuantizedWeight) -> None:
         """Hold `qw` as parameter `name` (replacing a float parameter of that name if there is one)."""
         if not isinstance(qw, QuantizedWeight):
@@ -103,9 +109,7 @@ class QuantLinear(QuantModule):
             raise ValueError(f"QuantLinear needs a 2-D weight (out, in), got shape {weight.shape}")
         self.out_features, self.in_features = weight.shape
         self.set_quantized("weight", weight)
-        if bias is not None and not isinstance(bias, nn.Parameter):
-            bias = nn.Parameter(bias, requires_grad=False)
-        self.bias = bias
+        self.set_bias(bias)
 
     @classmethod
     def from_float(cls, linear: nn.Linear, weight: QuantizedWeight, backend: BackendConfig | None = None):
