@@ -15,16 +15,23 @@ def test_capabilities_are_consistent_with_torch():
     assert caps.gpu == torch.cuda.is_available()
     assert len(caps.gpu_names) == (torch.cuda.device_count() if caps.gpu else 0)
     assert caps.quantized_engines == tuple(torch.backends.quantized.supported_engines)
-    assert caps.torch_int4pack == hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
+    # an op counts as available only when present *and* not refused whole by the numeric probe
+    for flag, op in [("torch_int4pack", "int4pack"), ("cpu_int8_weight", "int8pack"),
+                     ("cpu_int8_dynamic", "int8_dynamic")]:
+        whole = any(o == op and cls == "*" for o, cls, _ in caps.torch_op_refusals)
+        assert getattr(caps, flag) == (op in caps.torch_ops_probed and not whole)
+    assert caps.torch_cpu_capability == str(torch.backends.cpu.get_cpu_capability())
     assert not caps.triton_gpu or caps.gpu
     hash(caps)  # dispatch caches on it
 
 
 def test_rows_cover_every_field():
     rows = capabilities().rows()
-    names = [r[0] for r in rows]
-    assert names == list(Capabilities.__dataclass_fields__)
+    names = [r[0] for r in rows if not r[0].startswith("refused: ")]
+    assert names == [f for f in Capabilities.__dataclass_fields__ if f != "torch_op_refusals"]
     assert all(isinstance(v, str) and v for _, v in rows)
+    refused = Capabilities(torch_op_refusals=(("int8pack", "M=1, N%16=0, K%16!=0", "crashes (signal 11)"),))
+    assert ("refused: int8pack [M=1, N%16=0, K%16!=0]", "crashes (signal 11)") in refused.rows()
     assert dict(Capabilities(gpu=True, cpu_features=("avx2", "fma")).rows())["cpu_features"] == "avx2, fma"
     assert dict(Capabilities().rows())["gpu"] == "no"
 

@@ -15,6 +15,8 @@ from lowbit.kernels.cpu_int8 import (
 )
 from lowbit.kernels.reference import linear_reference
 from lowbit.quant import QuantConfig, quantize_weight
+from lowbit.runtime.capabilities import cpu_identity
+from lowbit.runtime.probes import torch_op_report
 
 # "dynamic" quantizes activations per tensor to 7 bits (reduce_range): ~36 dB on Gaussian data; "int8pack" rounds
 # activations and scales to bf16: ~43-50 dB.
@@ -32,22 +34,48 @@ def _quiet_deprecation():
         yield
 
 
+OP = {"dynamic": "int8_dynamic", "int8pack": "int8pack"}
+
+
+@pytest.fixture(scope="module")
+def probe():
+    """This machine's numeric probe of torch's int8 ops (what the layers pass to prepare_int8_dynamic)."""
+    return torch_op_report(cpu_identity())
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("bits", [5, 6, 7, 8])
 @pytest.mark.parametrize("symmetric,method", [(True, "rtn"), (False, "rtn"), (False, "hqq")])
 @pytest.mark.parametrize("m", [1, 3, 17])
-def test_matches_reference(rng, impl, bits, symmetric, method, m):
-    n, k = 45, (133 if impl == "dynamic" else 136)
+@pytest.mark.parametrize("aligned", [False, True])
+def test_matches_reference(rng, probe, impl, bits, symmetric, method, m, aligned):
+    # unaligned N and K are where torch's AVX-512 int8pack kernel fails; shapes the probe refused must raise
+    n, k = (48, 128) if aligned else (45, 133 if impl == "dynamic" else 136)
     w = torch.randn(n, k, generator=rng)
     x = torch.randn(m, k, generator=rng) + 0.5  # a mean offset exercises the rowsum zero term
     bias = torch.randn(n, generator=rng)
     qw = quantize_weight(w, QuantConfig(bits=bits, block_size=-1, symmetric=symmetric, method=method))
-    w8 = prepare_int8_dynamic(qw, impl)
+    w8 = prepare_int8_dynamic(qw, impl, refused=probe.refused_classes(OP[impl]))
     assert (w8.correction is None) == symmetric
+    refusal = probe.refusal(OP[impl], m, n, k)
+    if refusal is not None:
+        with pytest.raises(ValueError, match="refused for M="):
+            linear_int8_dynamic(x, w8, bias)
+        return
     y = linear_int8_dynamic(x, w8, bias)
     ref = linear_reference(x.double(), qw.compute_layout(), bias.double(), torch.float64)
     assert y.shape == (m, n) and y.dtype == torch.float32
     assert sqnr(ref, y) >= SQNR_FLOOR[impl]
+
+
+def test_refused_class_raises_before_calling_torch(rng):
+    qw = quantize_weight(torch.randn(16, 72, generator=rng), QuantConfig(bits=8, block_size=-1))
+    w8 = prepare_int8_dynamic(qw, "int8pack", refused=(("M=2..15, N%16=0, K%16!=0", "crashes (signal 11)"),))
+    with pytest.raises(ValueError, match=r"int8pack op is refused for M=3, N=16, K=72 .*crashes \(signal 11\)"):
+        linear_int8_dynamic(torch.randn(3, 72, generator=rng), w8)
+    whole = prepare_int8_dynamic(qw, "int8pack", refused=(("*", "corrupts memory"),))
+    with pytest.raises(ValueError, match="corrupts memory"):
+        linear_int8_dynamic(torch.randn(1, 72, generator=rng), whole)
 
 
 def test_zero_term_is_exact_for_constant_rows(rng):

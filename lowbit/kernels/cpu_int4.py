@@ -116,16 +116,22 @@ def supports_int4_cpu(qw: QuantizedWeight) -> str | None:
     return _format_reason(qw)
 
 
-def default_impl(qw: QuantizedWeight) -> str:
-    """The implementation `prepare_int4_cpu` picks: native, then KleidiAI on ARM, then int4pack, then dequant."""
+def default_impl(qw: QuantizedWeight, avoid=None) -> str:
+    """The implementation `prepare_int4_cpu` picks: native, then KleidiAI on ARM, then int4pack, then dequant.
+
+    avoid: {impl: reason} for torch ops found wrong or crashing for this weight's shape on this CPU
+    (`lowbit.runtime.probes`); they are skipped.
+    """
     order = ["native", "int4pack", "dequant"]
     if platform.machine().lower() in ("aarch64", "arm64"):
         order.insert(1, "kleidiai")  # on x86 torch runs it through a slow reference implementation
-    return next(i for i in order if impl_unsupported_reason(qw, i) is None)
+    avoid = avoid or {}
+    return next(i for i in order if i not in avoid and impl_unsupported_reason(qw, i) is None)
 
 
-def prepare_int4_cpu(qw: QuantizedWeight, impl: str | None = None, act_per_row: bool = True) -> Int4CpuWeight:
-    """Build the layout of `impl` (default: `default_impl(qw)`) once, at load time.
+def prepare_int4_cpu(qw: QuantizedWeight, impl: str | None = None, act_per_row: bool = True,
+                     avoid=None) -> Int4CpuWeight:
+    """Build the layout of `impl` (default: `default_impl(qw, avoid)`) once, at load time.
 
     act_per_row (native only): quantize activations with one scale per row (default, fastest) or one per
     (row, weight block) (more accurate when activations have outliers, ~10-40% slower at M > 1).
@@ -133,8 +139,8 @@ def prepare_int4_cpu(qw: QuantizedWeight, impl: str | None = None, act_per_row: 
     reason = supports_int4_cpu(qw)
     if reason:
         raise ValueError(f"prepare_int4_cpu cannot serve this weight: {reason}")
-    impl = impl or default_impl(qw)
-    reason = impl_unsupported_reason(qw, impl)
+    impl = impl or default_impl(qw, avoid)
+    reason = (avoid or {}).get(impl) or impl_unsupported_reason(qw, impl)
     if reason:
         raise ValueError(f"impl={impl!r} cannot serve this weight: {reason}")
     base = dict(impl=impl, n=qw.n, k=qw.k, bits=qw.bits, group_size=qw.group_size)

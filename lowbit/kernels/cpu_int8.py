@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..quant.format import QuantizedWeight
+from .torch_ops import shape_class
 
 IMPLS = ("dynamic", "int8pack")
 
@@ -35,6 +36,8 @@ class Int8DynamicWeight:
     impl: "dynamic" or "int8pack". n, k: weight shape; bits.
     packed: torch's prepacked linear params ("dynamic") or int8 (N, K) ("int8pack").
     scale: fp32 (N,) (bf16 for "int8pack"); correction: fp32 (N,) = (2**(bits-1) - z) * s, or None when all zero.
+    refused: (shape class, reason) pairs (`lowbit.kernels.torch_ops.shape_class`; "*" = every shape) where torch's
+    op was found wrong or crashing on this CPU; `linear_int8_dynamic` raises for them instead of calling torch.
     """
 
     impl: str
@@ -44,6 +47,7 @@ class Int8DynamicWeight:
     packed: object
     scale: torch.Tensor
     correction: torch.Tensor | None
+    refused: tuple[tuple[str, str], ...] = ()
 
 
 def available_int8_dynamic() -> bool:
@@ -79,8 +83,12 @@ def supports_int8_weight_only(qw: QuantizedWeight) -> str | None:
     return reason
 
 
-def prepare_int8_dynamic(qw: QuantizedWeight, impl: str = "dynamic") -> Int8DynamicWeight:
-    """Convert once at load: signed int8 codes, per-row scales and the zero correction."""
+def prepare_int8_dynamic(qw: QuantizedWeight, impl: str = "dynamic", refused=()) -> Int8DynamicWeight:
+    """Convert once at load: signed int8 codes, per-row scales and the zero correction.
+
+    refused: the (shape class, reason) pairs torch's op must not run on here (`lowbit.runtime.probes` finds them;
+    the layers always pass them). Calls of such a shape raise ValueError rather than crash or return wrong numbers.
+    """
     if impl not in IMPLS:
         raise ValueError(f"impl={impl!r} is unknown: use one of {IMPLS}")
     reason = supports_int8_dynamic(qw)
@@ -103,8 +111,14 @@ def prepare_int8_dynamic(qw: QuantizedWeight, impl: str = "dynamic") -> Int8Dyna
             qweight = torch._make_per_channel_quantized_tensor(
                 q_signed, scale.double(), torch.zeros(qw.n, dtype=torch.long), 0)
         packed = torch.ops.quantized.linear_prepack(qweight, None)
-        return Int8DynamicWeight(impl, qw.n, qw.k, qw.bits, packed, scale, correction)
-    return Int8DynamicWeight(impl, qw.n, qw.k, qw.bits, q_signed.contiguous(), scale.to(torch.bfloat16), correction)
+        return Int8DynamicWeight(impl, qw.n, qw.k, qw.bits, packed, scale, correction, tuple(refused))
+    return Int8DynamicWeight(impl, qw.n, qw.k, qw.bits, q_signed.contiguous(), scale.to(torch.bfloat16), correction,
+                             tuple(refused))
+
+
+def _refusal(w8: Int8DynamicWeight, m: int) -> str | None:
+    cls = shape_class(m, w8.n, w8.k)
+    return next((why for c, why in w8.refused if c in ("*", cls)), None)
 
 
 def linear_int8_dynamic(x: torch.Tensor, w8: Int8DynamicWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -117,6 +131,10 @@ def linear_int8_dynamic(x: torch.Tensor, w8: Int8DynamicWeight, bias: torch.Tens
         raise ValueError(f"x has shape {tuple(x.shape)}; expected (M, {w8.k}) for a weight of shape ({w8.n}, {w8.k})")
     if x.device.type != "cpu":
         raise ValueError(f"x is on {x.device}; linear_int8_dynamic runs on the CPU")
+    refusal = _refusal(w8, x.shape[0])
+    if refusal:
+        raise ValueError(f"torch's {w8.impl} op is refused for M={x.shape[0]}, N={w8.n}, K={w8.k} on this CPU: "
+                         f"{refusal}")
     xf = x.float().contiguous()
     if w8.impl == "dynamic":
         y = torch.ops.quantized.linear_dynamic(xf, w8.packed, True)  # reduce_range: no int16 saturation on AVX2

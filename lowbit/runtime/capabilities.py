@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .probes import WHOLE_OP, refusal_for, torch_cpu_capability, torch_op_report
+
 # /proc/cpuinfo flag (x86 "flags", ARM "Features") -> the name we report
 _CPU_FLAGS = {
     "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512", "avx512_vnni": "avx512_vnni",
@@ -35,6 +37,10 @@ class Capabilities:
     native_extension: cpu_int4 is served by lowbit's compiled CPU extension.
     cpu_features: ISA features from /proc/cpuinfo (avx2, avx512, neon, ...). cpu_bf16 / cpu_fp16: native support.
     cpu_name, gpu_names: device names.
+    torch_cpu_capability: the ISA level of torch's own CPU kernels (ATEN_CPU_CAPABILITY lowers it).
+    torch_ops_probed: torch's quantized CPU ops whose numbers were checked on this machine (`lowbit.runtime.probes`);
+    torch_op_refusals: (op, shape class or "*", reason) for each shape class an op got wrong or crashed on.
+    An op refused for "*" counts as unavailable above (cpu_int8_dynamic, cpu_int8_weight, torch_int4pack).
     """
 
     triton: bool = False
@@ -53,12 +59,22 @@ class Capabilities:
     cpu_fp16: bool = False
     cpu_name: str = ""
     gpu_names: tuple[str, ...] = ()
+    torch_cpu_capability: str = ""
+    torch_ops_probed: tuple[str, ...] = ()
+    torch_op_refusals: tuple[tuple[str, str, str], ...] = ()
+
+    def torch_op_refusal(self, op: str, m: int, n: int, k: int) -> str | None:
+        """Why torch's `op` must not run an (M, K) x (N, K) product here (from the probe), or None."""
+        return refusal_for(self.torch_op_refusals, op, m, n, k)
 
     def rows(self) -> list[tuple[str, str]]:
         """(name, value) pairs for a two-column table (`lowbit info --system`)."""
         out = []
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name == "torch_op_refusals":
+                out.extend((f"refused: {op} [{cls}]", why) for op, cls, why in v)
+                continue
             if isinstance(v, tuple):
                 v = ", ".join(v) or "-"
             elif isinstance(v, bool):
@@ -130,8 +146,17 @@ def _int4_impl(cpu_int4) -> str:
     return str(pick(probe))
 
 
+def cpu_identity() -> str:
+    """The CPU model and the ISA features lowbit reads: what a probe report is valid for."""
+    return f"{_cpu_name()} [{' '.join(cpu_features())}]"
+
+
 def capabilities() -> Capabilities:
-    """Probe this process: kernel families, CPU features, device names (see `Capabilities`)."""
+    """Probe this process: kernel families, CPU features, device names (see `Capabilities`).
+
+    The first call on a machine also checks torch's quantized CPU ops in child processes (`lowbit.runtime.probes`,
+    a few seconds, then cached on disk), and may build lowbit's native CPU kernel with the C compiler (cached too).
+    """
     triton_common = _kernel_module("triton_common")
     cpu_int8 = _kernel_module("cpu_int8")
     cpu_int4 = _kernel_module("cpu_int4")
@@ -139,21 +164,26 @@ def capabilities() -> Capabilities:
     gpu_names = _gpu_names()
     impl = _int4_impl(cpu_int4)
     triton_ok = importlib.util.find_spec("triton") is not None
+    report = torch_op_report(cpu_identity())
+    trusted = set(report.ops) - {op for op, cls, _ in report.refusals if cls == WHOLE_OP}
     return Capabilities(
         triton=triton_ok,
         gpu=bool(gpu_names),
         triton_gpu=bool(gpu_names) and triton_ok and bool(_call(triton_common, "available_triton")),
-        cpu_int8_dynamic=bool(_call(cpu_int8, "available_int8_dynamic")),
-        cpu_int8_weight=bool(_call(cpu_int8, "available_int8_weight_only")),
+        cpu_int8_dynamic=bool(_call(cpu_int8, "available_int8_dynamic")) and "int8_dynamic" in trusted,
+        cpu_int8_weight=bool(_call(cpu_int8, "available_int8_weight_only")) and "int8pack" in trusted,
         quantized_engines=tuple(torch.backends.quantized.supported_engines),
         cpu_int4=bool(_call(cpu_int4, "available_int4_cpu")),
         cpu_int4_impl=impl,
-        torch_int4pack=hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"),
-        kleidiai=_kleidiai(),
+        torch_int4pack="int4pack" in trusted,
+        kleidiai=_kleidiai() and "kleidiai" in trusted,
         native_extension="native" in impl.lower(),
         cpu_features=feats,
         cpu_bf16=bool({"avx512_bf16", "amx_bf16", "bf16"} & set(feats)),
         cpu_fp16=bool({"avx512_fp16", "fp16"} & set(feats)),
         cpu_name=_cpu_name(),
         gpu_names=gpu_names,
+        torch_cpu_capability=torch_cpu_capability(),
+        torch_ops_probed=report.ops,
+        torch_op_refusals=report.refusals,
     )

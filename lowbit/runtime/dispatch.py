@@ -17,6 +17,8 @@ The table (M = rows of the activation; "refused" = the kernel family's `supports
 |        |        | 8-bit kernels: precision Low: CPU_INT8_DYNAMIC, |                   |
 |        |        | CPU_INT8_WEIGHT; Low_BF16: CPU_INT8_WEIGHT;     |                   |
 |        |        | Normal/High: none (they round activations)      |                   |
+|        |        | a torch op refused for this (M, N, K) class by  | skipped           |
+|        |        | the probe (Capabilities.torch_op_refusals)      |                   |
 | Low    | any    | none of the above                              | DENSE + fallback reason |
 
 CPU_INT8_DYNAMIC quantizes activations to int8 per tensor (torch's dynamic linear), so it needs precision Low;
@@ -67,6 +69,8 @@ class Kernel(str, Enum):
 
 
 PACKED_KERNELS = frozenset(k for k in Kernel if k is not Kernel.DENSE)
+# kernels served by a torch op whose numbers lowbit.runtime.probes checks per shape class
+_TORCH_OPS = {Kernel.CPU_INT8_DYNAMIC: "int8_dynamic", Kernel.CPU_INT8_WEIGHT: "int8pack"}
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,7 @@ def select_kernel(device_type: str, m: int, fmt: WeightFormat, caps: Capabilitie
     if device_type == "cuda":
         return _select_cuda(m, fmt, caps, backend)
     if device_type == "cpu":
-        return _select_cpu(fmt, caps, backend)
+        return _select_cpu(m, fmt, caps, backend)
     return _fallback(backend, fmt, device_type, f"lowbit has no fused kernel for device {device_type!r}")
 
 
@@ -127,7 +131,7 @@ def _select_cuda(m: int, fmt: WeightFormat, caps: Capabilities, backend: Backend
     return _first_allowed(wanted, fmt, backend, "cuda")
 
 
-def _select_cpu(fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
+def _select_cpu(m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
     eight_bit = {Precision.LOW: [Kernel.CPU_INT8_DYNAMIC, Kernel.CPU_INT8_WEIGHT],
                  Precision.LOW_BF16: [Kernel.CPU_INT8_WEIGHT]}.get(backend.precision, [])
     order = [Kernel.CPU_INT4, *eight_bit] if fmt.bits <= 4 else [*eight_bit, Kernel.CPU_INT4]
@@ -136,13 +140,20 @@ def _select_cpu(fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -
     wanted = [k for k in order if available[k]]
     if not wanted:
         return _fallback(backend, fmt, "cpu", "no CPU int4/int8 kernel is available in this process")
-    return _first_allowed(wanted, fmt, backend, "cpu")
+    return _first_allowed(wanted, fmt, backend, "cpu", lambda kernel: _probe_refusal(kernel, m, fmt, caps))
 
 
-def _first_allowed(wanted: list[Kernel], fmt: WeightFormat, backend: BackendConfig, device: str) -> Decision:
+def _probe_refusal(kernel: Kernel, m: int, fmt: WeightFormat, caps: Capabilities) -> str | None:
+    """Why torch's op behind `kernel` is refused for this shape on this CPU (see lowbit.runtime.probes), or None."""
+    op = _TORCH_OPS.get(kernel)
+    return None if op is None else caps.torch_op_refusal(op, m, fmt.n, fmt.k)
+
+
+def _first_allowed(wanted: list[Kernel], fmt: WeightFormat, backend: BackendConfig, device: str,
+                   shape_refusal=lambda kernel: None) -> Decision:
     reasons = []
     for kernel in wanted:
-        reason = fmt.refusal(kernel)
+        reason = fmt.refusal(kernel) or shape_refusal(kernel)
         if reason is None:
             return Decision(kernel)
         reasons.append(f"{kernel.value}: {reason}")

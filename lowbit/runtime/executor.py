@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from ..quant.format import QuantizedWeight
+from .capabilities import cpu_identity
 from .dispatch import Kernel
+from .probes import ProbeReport, torch_op_report
 
 _TRITON = (Kernel.TRITON_GEMV, Kernel.TRITON_GEMM, Kernel.TRITON_A8W)
 
@@ -41,6 +43,21 @@ def refusals(qw: QuantizedWeight) -> tuple[tuple[Kernel, str], ...]:
     return tuple(out)
 
 
+def _probe() -> ProbeReport:
+    """The real machine's probe of torch's CPU ops (never a test's overridden capabilities: it guards crashes)."""
+    return torch_op_report(cpu_identity())
+
+
+def int4_avoid(qw: QuantizedWeight) -> dict[str, str]:
+    """{impl: reason} for torch's int4 ops refused at any M for this weight's (N, K) on this CPU."""
+    out = {}
+    for impl in ("int4pack", "kleidiai"):
+        why = next(filter(None, (_probe().refusal(impl, m, qw.n, qw.k) for m in (1, 3, 17))), None)
+        if why:
+            out[impl] = why
+    return out
+
+
 def prepare(kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype = torch.float32):
     """The object `run` reads for this kernel, built once per weight (a cache, never saved).
 
@@ -54,11 +71,12 @@ def prepare(kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype = torch.floa
     if kernel in _TRITON:
         return qw.compute_layout()
     if kernel is Kernel.CPU_INT8_DYNAMIC:
-        return _module("cpu_int8").prepare_int8_dynamic(qw)
+        return _module("cpu_int8").prepare_int8_dynamic(qw, refused=_probe().refused_classes("int8_dynamic"))
     if kernel is Kernel.CPU_INT8_WEIGHT:
-        return _module("cpu_int8").prepare_int8_dynamic(qw, impl="int8pack")
+        return _module("cpu_int8").prepare_int8_dynamic(qw, impl="int8pack",
+                                                         refused=_probe().refused_classes("int8pack"))
     if kernel is Kernel.CPU_INT4:
-        return _module("cpu_int4").prepare_int4_cpu(qw)
+        return _module("cpu_int4").prepare_int4_cpu(qw, avoid=int4_avoid(qw))
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
