@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from lowbit.kernels import cpu_native
-from lowbit.kernels.cpu_native.build import PORTABLE_FLAGS, NativeBuildError, build_native
+from lowbit.kernels.cpu_native.build import PORTABLE_FLAGS, VARIANT_ENV, VARIANTS, NativeBuildError, build_native
 from lowbit.kernels.reference import linear_reference
 from lowbit.quant import QuantConfig, quantize_weight
+from lowbit.runtime.capabilities import cpu_features
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,28 @@ def test_portable_c_build_matches_simd(native, portable, rng, act_per_row):
         y_simd = cpu_native.gemm_q4(x, *args, act_per_row=act_per_row)
         y_c = cpu_native.gemm_q4(x, *args, act_per_row=act_per_row, library=portable)
         torch.testing.assert_close(y_c, y_simd, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif("avx2" not in cpu_features(), reason="the AVX2 variant needs an x86 CPU with AVX2")
+def test_pinned_avx2_variant_matches_native(native, rng, tmp_path, monkeypatch):
+    # on an AVX-512 machine -march=native may emit AVX-512; the variant an AVX2-only CPU builds must agree with it
+    monkeypatch.setenv(VARIANT_ENV, "avx2")
+    avx2 = build_native(root=tmp_path)
+    assert avx2.flags == VARIANTS["avx2"][0] and avx2.simd
+    for block, k in ((64, 200), (-1, 130)):
+        qw = quantize_weight(torch.randn(21, k, generator=rng), QuantConfig(bits=4, block_size=block))
+        packed = cpu_native.pack_q4(qw.unpack())
+        group_k = packed.shape[1] * 2 if block == -1 else block
+        args = (packed, qw.scale.float().contiguous(), (qw.scale.float() * qw.zero.float()).contiguous(), k, group_k)
+        x = torch.randn(3, k, generator=rng)
+        torch.testing.assert_close(cpu_native.gemm_q4(x, *args, library=avx2), cpu_native.gemm_q4(x, *args),
+                                   rtol=1e-5, atol=1e-4)
+
+
+def test_unknown_variant_is_a_build_error(monkeypatch, tmp_path):
+    monkeypatch.setenv(VARIANT_ENV, "avx9000")
+    with pytest.raises(NativeBuildError, match="LOWBIT_NATIVE_VARIANT='avx9000' is unknown"):
+        build_native(root=tmp_path)
 
 
 def test_per_block_scales_are_tighter_with_outliers(native, rng):

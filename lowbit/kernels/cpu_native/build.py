@@ -3,8 +3,9 @@
 The shared library goes to a per-user cache (~/.cache/lowbit/native-<hash>/, or $XDG_CACHE_HOME), keyed by a hash
 of the source, the compiler, the flags and the CPU, so it is built once per machine. A file lock serialises
 concurrent builds and the .so is written under a temporary name and renamed, so a half-written library is never
-loaded. Flag sets are tried from fastest to most portable: -march=native, then -mavx2 -mfma, then plain C; each
-with OpenMP first and without it next.
+loaded. Flag sets are tried from fastest to most portable: -march=native, then -mavx2 -mfma, then plain C (with
+OpenMP, then without). LOWBIT_NATIVE_VARIANT=native|avx2|portable pins one of them (tests, reproducible numbers):
+on an AVX-512 machine "avx2" builds what an AVX2-only CPU runs.
 """
 
 from __future__ import annotations
@@ -118,14 +119,32 @@ def _build_with(compiler: str, flags: tuple[str, ...], root: Path) -> NativeLibr
 
 
 PORTABLE_FLAGS = (("-O3",),)  # plain C, no SIMD, no OpenMP: what any C compiler builds
+VARIANT_ENV = "LOWBIT_NATIVE_VARIANT"
+VARIANTS = {
+    "native": _FLAG_SETS[:1],
+    "avx2": _FLAG_SETS[1:2],
+    "portable": _FLAG_SETS[2:],
+}
+
+
+def variant_flag_sets(variant: str | None = None) -> tuple[tuple[str, ...], ...]:
+    """The flag sets to try: those of `variant` (default: $LOWBIT_NATIVE_VARIANT), else all, fastest first."""
+    variant = variant if variant is not None else os.environ.get(VARIANT_ENV, "")
+    if not variant:
+        return _FLAG_SETS
+    if variant not in VARIANTS:
+        raise NativeBuildError(f"{VARIANT_ENV}={variant!r} is unknown: use one of {', '.join(VARIANTS)}")
+    return VARIANTS[variant]
 
 
 def build_native(compiler: str | None = None, root: Path | None = None,
-                 flag_sets: tuple[tuple[str, ...], ...] = _FLAG_SETS) -> NativeLibrary:
+                 flag_sets: tuple[tuple[str, ...], ...] | None = None) -> NativeLibrary:
     """Build (or find in the cache) and load the kernels; raises NativeBuildError listing every attempt's failure.
 
-    flag_sets: compiler flag sets tried in order (default: native SIMD + OpenMP down to plain C).
+    flag_sets: compiler flag sets tried in order (default: `variant_flag_sets()`, native SIMD + OpenMP down to plain C
+    unless LOWBIT_NATIVE_VARIANT pins one).
     """
+    flag_sets = flag_sets if flag_sets is not None else variant_flag_sets()
     compiler = compiler or compiler_command()
     if shutil.which(compiler) is None:
         raise NativeBuildError(f"C compiler {compiler!r} not found (set LOWBIT_CC or CC to a working compiler)")
