@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .source import C_SOURCE
+from .source import c_source, c_source_path
 
 _FLAG_SETS = (
     ("-O3", "-march=native", "-fopenmp"),
@@ -70,18 +70,24 @@ def _cpu_signature() -> str:
 
 
 def _key(compiler: str, flags: tuple[str, ...]) -> str:
-    text = "\0".join([C_SOURCE, compiler, " ".join(flags), platform.machine(), _cpu_signature()])
+    text = "\0".join([c_source(), compiler, " ".join(flags), platform.machine(), _cpu_signature()])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cached_source(folder: Path) -> Path:
+    """A copy of the source in the cache folder, for packages installed as a zip."""
+    src = folder / "lowbit_cpu.c"
+    if not src.exists():
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".c")
+        with os.fdopen(fd, "w") as f:
+            f.write(c_source())
+        os.replace(tmp, src)
+    return src
 
 
 def _compile(compiler: str, flags: tuple[str, ...], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    src = out.parent / "kernel.c"
-    if not src.exists():
-        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".c")
-        with os.fdopen(fd, "w") as f:
-            f.write(C_SOURCE)
-        os.replace(tmp, src)
+    src = c_source_path() or _cached_source(out.parent)
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".so.tmp")
     os.close(fd)
     cmd = [compiler, *flags, *_COMMON_FLAGS, str(src), "-o", tmp, "-lm"]

@@ -1,0 +1,409 @@
+/* lowbit native CPU kernels: int4 weights x dynamically quantized int8 activations (see __init__.py for the math).
+
+   Weight layout (`pack_q4`): per row, Kp = K rounded up to 64 codes, split into Kp/64 units of 32 bytes; byte i of
+   unit u holds code 64u + i in its low nibble and code 64u + 32 + i in its high nibble, so one 32-byte load and two
+   masks give 64 codes in order (two sub-blocks of 32, the unit of activation loads). Activations are int8 (M, Kp),
+   one fp32 scale per (row, weight block), zero-padded past K.
+   Built by build.py on first use (flags from -march=native down to plain C); this file is package data. */
+#include <stdint.h>
+#include <math.h>
+#include <string.h>
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define LB_AVX2 1
+#else
+#define LB_AVX2 0
+#endif
+
+int lb_simd(void) { return LB_AVX2; }
+int lb_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+static inline int64_t lb_min(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* One activation block: d = absmax / 127, q = round_half_even(x / d) in [-127, 127]; returns sum(q). */
+static int32_t quant_block(const float* x, int64_t len, int8_t* q, float* d_out) {
+    float amax = 0.f;
+    int64_t k = 0;
+#if LB_AVX2
+    __m256 vmax = _mm256_setzero_ps();
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (; k + 8 <= len; k += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+    float tmp[8];
+    _mm256_storeu_ps(tmp, vmax);
+    for (int i = 0; i < 8; ++i) amax = tmp[i] > amax ? tmp[i] : amax;
+#endif
+    for (; k < len; ++k) { float a = fabsf(x[k]); amax = a > amax ? a : amax; }
+    float d = amax / 127.f;
+    float id = d > 0.f ? 127.f / amax : 0.f;
+    int32_t sum = 0;
+    k = 0;
+#if LB_AVX2
+    const __m256 vid = _mm256_set1_ps(id);
+    __m256i vsum = _mm256_setzero_si256();
+    for (; k + 8 <= len; k += 8) {
+        __m256i qi = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), vid));
+        vsum = _mm256_add_epi32(vsum, qi);
+        int32_t t[8];
+        _mm256_storeu_si256((__m256i*)t, qi);
+        for (int i = 0; i < 8; ++i) q[k + i] = (int8_t)t[i];
+    }
+    int32_t ts[8];
+    _mm256_storeu_si256((__m256i*)ts, vsum);
+    for (int i = 0; i < 8; ++i) sum += ts[i];
+#endif
+    for (; k < len; ++k) { int32_t v = (int32_t)nearbyintf(x[k] * id); q[k] = (int8_t)v; sum += v; }
+    *d_out = d;
+    return sum;
+}
+
+/* x: fp32 (M, K); xq: int8 (M, Kp); xd, xs: fp32 (M, nb): the activation scale and scale * sum(q) per block of
+   gk columns. per_row != 0 quantizes each row with one scale (stored in every xd[m, b]); xs stays per block. */
+void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, int64_t nb, int per_row,
+                  int8_t* xq, float* xd, float* xs, int nt) {
+    #pragma omp parallel for num_threads(nt) schedule(static) if (M * K > 65536)
+    for (int64_t m = 0; m < M; ++m) {
+        int8_t* q = xq + m * Kp;
+        float d = 0.f;
+        if (per_row) quant_block(x + m * K, K, q, &d);
+        for (int64_t b = 0; b < nb; ++b) {
+            int64_t lo = b * gk, hi = lb_min(lo + gk, K);
+            int32_t s = 0;
+            if (per_row) {
+                for (int64_t k = lo; k < hi; ++k) s += q[k];
+            } else if (hi > lo) {
+                s = quant_block(x + m * K + lo, hi - lo, q + lo, &d);
+            }
+            xd[m * nb + b] = d;
+            xs[m * nb + b] = d * (float)s;
+        }
+        memset(q + K, 0, (size_t)(Kp - K));
+    }
+}
+
+#if LB_AVX2
+/* The 32 codes of sub-block j: unit j/2 is 32 bytes, low nibbles = even sub-block, high = odd. */
+static inline __m256i load_q4(const uint8_t* wr, int64_t j) {
+    __m256i v = _mm256_loadu_si256((const __m256i*)(wr + (j >> 1) * 32));
+    return _mm256_and_si256((j & 1) ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0F));
+}
+
+/* Float scale of one weight block for activation row r: s_b, times d[r, b] unless the row scale comes at the end. */
+static inline __m256 block_scale(const float* ws, const float* xd, int64_t b, int r, int64_t nb, const int ROWD) {
+    return ROWD ? _mm256_broadcast_ss(ws + b) : _mm256_set1_ps(ws[b] * xd[r * nb + b]);
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* One 32-byte unit of packed weights -> its 64 codes: lo = codes 0..31 (low nibbles), hi = codes 32..63. */
+static inline void q4_unit(const uint8_t* p, __m256i* lo, __m256i* hi) {
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    const __m256i v = _mm256_loadu_si256((const __m256i*)p);
+    *lo = _mm256_and_si256(v, mask);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+}
+
+/* int16 partial dots of one unit's 64 codes with 64 int8 activations at xa (pairs summed by maddubs). */
+static inline __m256i q4_unit_dot(__m256i lo, __m256i hi, const int8_t* xa) {
+    return _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i*)xa)),
+                            _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i*)(xa + 32))));
+}
+
+/* MR activation rows x the sub-blocks [j0, j1) of one weight block, accumulated into facc[r] with scale s * d[r]. */
+#define Q4_BLOCK()                                                                              \
+    do {                                                                                                \
+        __m256i iacc[4];                                                                                \
+        for (int r = 0; r < MR; ++r) iacc[r] = _mm256_setzero_si256();                                  \
+        for (int64_t j = j0; j < j1; j += 8) {                                                          \
+            __m256i hacc[4];                                                                            \
+            for (int r = 0; r < MR; ++r) hacc[r] = _mm256_setzero_si256();                              \
+            int64_t je = lb_min(j + 8, j1);                                                             \
+            for (int64_t jj = j; jj < je;) {                                                            \
+                if (!(jj & 1) && jj + 1 < je) { /* a whole unit: one load, two masks */                 \
+                    __m256i w0, w1;                                                                     \
+                    q4_unit(wr + jj * 16, &w0, &w1);                                                    \
+                    for (int r = 0; r < MR; ++r)                                                        \
+                        hacc[r] = _mm256_add_epi16(hacc[r], q4_unit_dot(w0, w1, xq + r * Kp + jj * 32)); \
+                    jj += 2;                                                                            \
+                } else {                                                                                \
+                    __m256i w = load_q4(wr, jj);                                                        \
+                    for (int r = 0; r < MR; ++r) {                                                      \
+                        __m256i a = _mm256_loadu_si256((const __m256i*)(xq + r * Kp + jj * 32));        \
+                        hacc[r] = _mm256_add_epi16(hacc[r], _mm256_maddubs_epi16(w, a));                \
+                    }                                                                                   \
+                    jj += 1;                                                                            \
+                }                                                                                       \
+            }                                                                                           \
+            for (int r = 0; r < MR; ++r) iacc[r] = _mm256_add_epi32(iacc[r], _mm256_madd_epi16(hacc[r], ones)); \
+        }                                                                                               \
+        for (int r = 0; r < MR; ++r)                                                                    \
+            facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r]), block_scale(ws, xd, b, r, nb, ROWD), facc[r]); \
+    } while (0)
+
+/* Dot of one weight row with MR activation rows: out[r] = sum_b s_b * d_rb * idot_rb (int32 per block).
+   int16 lanes hold at most 8 * 2 * 15 * 127 = 30480, so they are flushed to int32 every 8 sub-blocks.
+   GSB > 0 fixes the sub-blocks per weight block at compile time (full blocks unroll); 0 = runtime gsb.
+   ROWD: one activation scale per row (xd[r, 0]), applied once at the end instead of once per block. */
+static inline __attribute__((always_inline)) void q4_row(
+        const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
+        const int8_t* xq, int64_t Kp, const float* xd, const int MR, const int GSB, const int ROWD, float* out) {
+    __m256 facc[4];
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = 0; r < MR; ++r) facc[r] = _mm256_setzero_ps();
+    int64_t b = 0;
+    const int64_t g = GSB > 0 ? GSB : gsb;
+    if (GSB == 1) { /* blocks of 32: one unit holds blocks b (low nibbles) and b + 1 (high nibbles) */
+        for (; b + 2 <= nb; b += 2) {
+            __m256i w0, w1;
+            q4_unit(wr + b * 16, &w0, &w1);
+            for (int r = 0; r < MR; ++r) {
+                const int8_t* xa = xq + r * Kp + b * 32;
+                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(w0, _mm256_loadu_si256((const __m256i*)xa)), ones);
+                __m256i p1 = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(w1, _mm256_loadu_si256((const __m256i*)(xa + 32))), ones);
+                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), block_scale(ws, xd, b, r, nb, ROWD), facc[r]);
+                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), block_scale(ws, xd, b + 1, r, nb, ROWD), facc[r]);
+            }
+        }
+    } else if (GSB == 2 || GSB == 4) { /* blocks of 1 or 2 units: unpack the block's weights once into registers,
+            then one activation row at a time (few live registers: the fp32 accumulators stay in registers) */
+        for (; b < nb; ++b) {
+            const uint8_t* wb = wr + b * GSB * 16;
+            const int8_t* xb = xq + b * GSB * 32;
+            __m256i wv[4];
+            for (int u = 0; u < GSB / 2; ++u) q4_unit(wb + u * 32, &wv[2 * u], &wv[2 * u + 1]);
+            for (int r = 0; r < MR; ++r) {
+                const int8_t* xa = xb + r * Kp;
+                __m256i h = q4_unit_dot(wv[0], wv[1], xa);
+                if (GSB == 4) h = _mm256_add_epi16(h, q4_unit_dot(wv[2], wv[3], xa + 64));
+                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(h, ones)),
+                                          block_scale(ws, xd, b, r, nb, ROWD), facc[r]);
+                __asm__ volatile("" : "+x"(facc[r])); /* keep it in a register; one row at a time */
+            }
+        }
+    } else if (!(g & 1)) { /* even blocks: whole 64-code units, no branches; GSB > 0 unrolls the unit loop */
+        for (; (b + 1) * g <= nsb; ++b) {
+            const uint8_t* wb = wr + b * g * 16;
+            const int8_t* xb = xq + b * g * 32;
+            __m256i iacc[4];
+            for (int r = 0; r < MR; ++r) iacc[r] = _mm256_setzero_si256();
+            for (int64_t u0 = 0; u0 < g / 2; u0 += 4) { /* int16 holds 4 units (8 sub-blocks) */
+                __m256i hacc[4];
+                for (int r = 0; r < MR; ++r) hacc[r] = _mm256_setzero_si256();
+                const int64_t ue = lb_min(u0 + 4, g / 2);
+                for (int64_t u = u0; u < ue; ++u) {
+                    __m256i w0, w1;
+                    q4_unit(wb + u * 32, &w0, &w1);
+                    for (int r = 0; r < MR; ++r)
+                        hacc[r] = _mm256_add_epi16(hacc[r], q4_unit_dot(w0, w1, xb + r * Kp + u * 64));
+                }
+                for (int r = 0; r < MR; ++r) iacc[r] = _mm256_add_epi32(iacc[r], _mm256_madd_epi16(hacc[r], ones));
+            }
+            for (int r = 0; r < MR; ++r) {
+                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r]), block_scale(ws, xd, b, r, nb, ROWD), facc[r]);
+            }
+        }
+    }
+    for (; b < nb; ++b) {
+        const int64_t j0 = b * gsb, j1 = lb_min(j0 + gsb, nsb);
+        Q4_BLOCK();
+    }
+    /* one reduction for all rows: out[r] = sum of facc[r] (rows past MR stay zero); the row scale (ROWD) and the
+       zero term are applied by the caller, vectorized over a tile of output columns */
+    for (int r = MR; r < 4; ++r) facc[r] = _mm256_setzero_ps();
+    __m256 t0 = _mm256_hadd_ps(facc[0], facc[1]), t1 = _mm256_hadd_ps(facc[2], facc[3]);
+    t0 = _mm256_hadd_ps(t0, t1);
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t0), _mm256_extractf128_ps(t0, 1)));
+}
+
+/* Two weight rows (blocks of 64 codes, row scales at the end) x 4 activation rows: each activation vector feeds
+   both weight rows. out[4 * c + r] = raw dot of weight row c with activation row r. */
+static void q4_pair_g2(const uint8_t* wr0, const uint8_t* wr1, const float* ws0, const float* ws1, int64_t nb,
+                       const int8_t* xq, int64_t Kp, float* out) {
+    __m256 fa[4], fb[4];
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int r = 0; r < 4; ++r) fa[r] = fb[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        __m256i a0, a1, c0, c1;
+        q4_unit(wr0 + b * 32, &a0, &a1);
+        q4_unit(wr1 + b * 32, &c0, &c1);
+        const __m256 sa = _mm256_broadcast_ss(ws0 + b), sb = _mm256_broadcast_ss(ws1 + b);
+        for (int r = 0; r < 4; ++r) {
+            const int8_t* xa = xq + r * Kp + b * 64;
+            __m256i ha = q4_unit_dot(a0, a1, xa), hb = q4_unit_dot(c0, c1, xa);  /* the two loads of xa are shared */
+            fa[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(ha, ones)), sa, fa[r]);
+            fb[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(hb, ones)), sb, fb[r]);
+            __asm__ volatile("" : "+x"(fa[r]), "+x"(fb[r]));
+        }
+    }
+    __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(fa[0], fa[1]), _mm256_hadd_ps(fa[2], fa[3]));
+    __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(fb[0], fb[1]), _mm256_hadd_ps(fb[2], fb[3]));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t0), _mm256_extractf128_ps(t0, 1)));
+    _mm_storeu_ps(out + 4, _mm_add_ps(_mm256_castps256_ps128(t1), _mm256_extractf128_ps(t1, 1)));
+}
+
+static inline float dotf(const float* a, const float* b, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float s = hsum8(acc);
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+}
+#else
+static inline void q4_row(const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
+                          const int8_t* xq, int64_t Kp, const float* xd, const int MR, const int GSB,
+                          const int ROWD, float* out) {
+    for (int r = 0; r < MR; ++r) {
+        float acc = 0.f;
+        for (int64_t b = 0; b < nb; ++b) {
+            int64_t j0 = b * gsb, j1 = lb_min(j0 + gsb, nsb);
+            int32_t idot = 0;
+            for (int64_t j = j0; j < j1; ++j) {
+                const uint8_t* p = wr + (j >> 1) * 32;
+                const int sh = (j & 1) ? 4 : 0;
+                const int8_t* a = xq + r * Kp + j * 32;
+                for (int i = 0; i < 32; ++i) idot += ((p[i] >> sh) & 15) * a[i];
+            }
+            acc += ws[b] * (ROWD ? 1.f : xd[r * nb + b]) * (float)idot;
+        }
+        out[r] = acc;
+    }
+}
+
+static inline float dotf(const float* a, const float* b, int64_t n) {
+    float s = 0.f;
+    for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+    return s;
+}
+#endif
+
+#define Q4_ROWS(GSB, ROWD)                                                                              \
+    switch (mr) {                                                                                       \
+        case 4: q4_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 4, GSB, ROWD, out); break;                     \
+        case 3: q4_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 3, GSB, ROWD, out); break;                     \
+        case 2: q4_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 2, GSB, ROWD, out); break;                     \
+        default: q4_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 1, GSB, ROWD, out); break;                    \
+    }
+
+#define Q4_GSB(ROWD)                                                                                    \
+    switch (gsb) {                                                                                      \
+        case 1: Q4_ROWS(1, ROWD); break;                                                                \
+        case 2: Q4_ROWS(2, ROWD); break;                                                                \
+        case 4: Q4_ROWS(4, ROWD); break;                                                                \
+        default: Q4_ROWS(0, ROWD); break;                                                               \
+    }
+
+/* y (M, N) fp32 = x_q @ dequant(w).T + bias, where w has codes q (packed, see module docstring), per-block scale
+   ws and ws * zero = wsz (N, nb); xs = d * sum(x_q) per (row, block) carries the zero term exactly.
+   Activations are walked in chunks of MC rows (kept in L2); within a chunk, work is split over tasks of NC weight
+   rows, each walking the chunk 4 rows at a time, so a weight row is decoded once per 4 activation rows.
+   Raw dots of a 4 x NC tile go to a local buffer; the row scale, the zero term (with wsz transposed once per task
+   when nb <= NBT) and the bias are then applied vectorized over the NC columns. */
+#define LB_NC 16
+#define LB_NBT 64
+/* wt[b * NC + j] = wsz[n0 + j, b] for j < nn, 0 past nn (kept out of line: the GEMM loop keeps its registers). */
+static __attribute__((noinline)) void q4_wsz_t(const float* wsz, int64_t n0, int64_t nn, int64_t nb, float* wt) {
+    for (int64_t b = 0; b < nb; ++b)
+        for (int64_t j = 0; j < LB_NC; ++j) wt[b * LB_NC + j] = 0.f;
+    for (int64_t j = 0; j < nn; ++j)
+        for (int64_t b = 0; b < nb; ++b) wt[b * LB_NC + j] = wsz[(n0 + j) * nb + b];
+}
+
+/* y[r, 0..nn) = acc[r, :] * d_r - zero term + bias for a tile of mr rows x nn (<= NC) columns; the zero term
+   comes from wt (wsz transposed, see q4_wsz_t) when given, else from one dot per output. */
+static __attribute__((noinline)) void q4_epilogue(const float* acc, int64_t mr, int64_t nn, const float* dr,
+                                                  const float* xs, int64_t nb, int per_row, const float* wt,
+                                                  const float* wsz, const float* bt, float* y, int64_t N) {
+    for (int64_t r = 0; r < mr; ++r) {
+        const float d = per_row ? dr[r * nb] : 1.f;
+        const float* xsr = xs + r * nb;
+        float z[LB_NC];
+#if LB_AVX2
+        const __m256 vd = _mm256_set1_ps(d);
+        __m256 z0 = _mm256_fmadd_ps(_mm256_loadu_ps(acc + r * LB_NC), vd, _mm256_loadu_ps(bt));
+        __m256 z1 = _mm256_fmadd_ps(_mm256_loadu_ps(acc + r * LB_NC + 8), vd, _mm256_loadu_ps(bt + 8));
+        if (wt) {
+            for (int64_t b = 0; b < nb; ++b) {
+                const __m256 xb = _mm256_broadcast_ss(xsr + b);
+                z0 = _mm256_fnmadd_ps(xb, _mm256_loadu_ps(wt + b * LB_NC), z0);
+                z1 = _mm256_fnmadd_ps(xb, _mm256_loadu_ps(wt + b * LB_NC + 8), z1);
+            }
+        }
+        if (wt && nn == LB_NC) {
+            _mm256_storeu_ps(y + r * N, z0);
+            _mm256_storeu_ps(y + r * N + 8, z1);
+            continue;
+        }
+        _mm256_storeu_ps(z, z0);
+        _mm256_storeu_ps(z + 8, z1);
+#else
+        for (int64_t j = 0; j < LB_NC; ++j) z[j] = acc[r * LB_NC + j] * d + bt[j];
+        if (wt)
+            for (int64_t b = 0; b < nb; ++b)
+                for (int64_t j = 0; j < LB_NC; ++j) z[j] -= xsr[b] * wt[b * LB_NC + j];
+#endif
+        if (!wt)
+            for (int64_t j = 0; j < nn; ++j) z[j] -= dotf(wsz + j * nb, xsr, nb);
+        float* yr = y + r * N;
+        for (int64_t j = 0; j < nn; ++j) yr[j] = z[j];
+    }
+}
+
+void lb_gemm_q4(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
+                const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias,
+                float* y, int nt) {
+    const int64_t nsb = Kp / 32, row_bytes = Kp / 2, NC = LB_NC, MC = 32;
+    const int64_t ntask = (N + NC - 1) / NC;
+    for (int64_t mc = 0; mc < M; mc += MC) {
+        const int64_t mc_end = lb_min(mc + MC, M);
+        #pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t t = 0; t < ntask; ++t) {
+            const int64_t n0 = t * NC, n1 = lb_min(n0 + NC, N), nn = n1 - n0;
+            float wt[LB_NBT * LB_NC]; /* wsz (n0..n1, 0..nb) transposed, zero past nn */
+            float bt[LB_NC];
+            const int trans = nb <= LB_NBT && mc_end - mc >= 4; /* M < 4: one dot per output is cheaper */
+            for (int64_t j = 0; j < NC; ++j) bt[j] = (bias && j < nn) ? bias[n0 + j] : 0.f;
+            if (trans) q4_wsz_t(wsz, n0, nn, nb, wt);
+            for (int64_t m0 = mc; m0 < mc_end; m0 += 4) {
+                int64_t mr = lb_min(4, mc_end - m0);
+                const int8_t* xr = xq + m0 * Kp;
+                const float* dr = xd + m0 * nb;
+                float acc[4 * LB_NC];
+                if (nn < NC) for (int64_t j = 0; j < 4 * NC; ++j) acc[j] = 0.f; /* lanes past nn: defined, unused */
+                int64_t n = n0;
+#if LB_AVX2
+                if (per_row && gsb == 2 && mr == 4 && nb <= 32) /* pairs win at small K (measured: K 384, 1536) */
+                    for (; n + 2 <= n1; n += 2) {
+                        float o2[8];
+                        q4_pair_g2(w + n * row_bytes, w + (n + 1) * row_bytes, ws + n * nb, ws + (n + 1) * nb, nb,
+                                   xr, Kp, o2);
+                        for (int r = 0; r < 4; ++r) {
+                            acc[r * NC + (n - n0)] = o2[r];
+                            acc[r * NC + (n + 1 - n0)] = o2[4 + r];
+                        }
+                    }
+#endif
+                for (; n < n1; ++n) {
+                    float out[4];
+                    const uint8_t* wr = w + n * row_bytes;
+                    const float* sr = ws + n * nb;
+                    if (per_row) { Q4_GSB(1) } else { Q4_GSB(0) }
+                    for (int64_t r = 0; r < mr; ++r) acc[r * NC + (n - n0)] = out[r];
+                }
+                q4_epilogue(acc, mr, nn, dr, xs + m0 * nb, nb, per_row, trans ? wt : NULL, wsz + n0 * nb, bt,
+                            y + m0 * N + n0, N);
+            }
+        }
+    }
+}
