@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from triton_checks import check, make  # noqa: E402
+from triton_checks import check, make, use_autotuner  # noqa: E402
 
 from lowbit.kernels.triton_common import available_triton, gemm_configs, prepare_triton, prune_configs  # noqa: E402
 from lowbit.kernels.triton_gemm import gemm_a16w  # noqa: E402
@@ -83,28 +83,8 @@ def test_errors(rng, device):
         gemm_a16w(x, bad)
 
 
-def use_autotuner(monkeypatch, device):
-    """Take the GPU default path (autotuning). In the interpreter, configs are 'timed' by a stub that runs each
-    once and ranks the last one fastest, so pruning, heuristics and workspace resets all run for real."""
-    import lowbit.kernels.triton_gemm as mod
-
-    tuned = mod._gemm_a16w_tuned
-    monkeypatch.setattr(mod, "autotuning", lambda: True)
-    monkeypatch.setattr(tuned, "cache", {})
-    if device == "cpu":
-        calls = []
-
-        def stub_bench(kernel_call, quantiles):
-            kernel_call()
-            calls.append(1)
-            return [-float(len(calls))] * len(quantiles)
-
-        monkeypatch.setitem(tuned.__dict__, "do_bench", stub_bench)
-    return tuned
-
-
 def test_autotuned_path(rng, device, monkeypatch):
-    tuned = use_autotuner(monkeypatch, device)
+    tuned = use_autotuner(monkeypatch, device, "triton_gemm", "_gemm_a16w_tuned")
     cw = make(rng, 40, 200, 8, 64, False, device)
     x = torch.randn(33, 200, generator=rng).to(device)
     check(gemm_a16w(x, cw), x, cw, None)

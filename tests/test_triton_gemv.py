@@ -8,7 +8,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from triton_checks import check, make  # noqa: E402
+from triton_checks import check, make, use_autotuner  # noqa: E402
 
 from lowbit import QuantConfig, quantize_weight  # noqa: E402
 from lowbit.kernels.triton_common import (  # noqa: E402
@@ -124,29 +124,9 @@ def test_capabilities(rng, monkeypatch):
     assert [next_pow2(m) for m in (1, 2, 3, 16, 17)] == [1, 2, 4, 16, 32]
 
 
-def use_autotuner(monkeypatch, device):
-    """Take the GPU default path (autotuning). In the interpreter, configs are 'timed' by a stub that runs each
-    once and ranks the last one fastest, so pruning, heuristics and workspace resets all run for real."""
-    import lowbit.kernels.triton_gemv as mod
-
-    tuned = mod._gemv_a16w_tuned
-    monkeypatch.setattr(mod, "autotuning", lambda: True)
-    monkeypatch.setattr(tuned, "cache", {})
-    if device == "cpu":
-        calls = []
-
-        def stub_bench(kernel_call, quantiles):
-            kernel_call()
-            calls.append(1)
-            return [-float(len(calls))] * len(quantiles)
-
-        monkeypatch.setitem(tuned.__dict__, "do_bench", stub_bench)
-    return tuned
-
-
 @pytest.mark.parametrize("split_k", [None, 3])
 def test_autotuned_path(split_k, rng, device, monkeypatch):
-    tuned = use_autotuner(monkeypatch, device)
+    tuned = use_autotuner(monkeypatch, device, "triton_gemv", "_gemv_a16w_tuned")
     cw = make(rng, 40, 200, 4, 64, False, device)
     bias = torch.randn(40, generator=rng).to(device)
     x = torch.randn(1 if split_k is None else 3, 200, generator=rng).to(device)

@@ -12,7 +12,8 @@ import torch
 
 pytest.importorskip("triton")
 
-from lowbit import QuantConfig, quantize_weight  # noqa: E402
+from triton_checks import TOL, make, use_autotuner  # noqa: E402
+
 from lowbit.kernels.reference import linear_reference  # noqa: E402
 from lowbit.kernels.triton_common import available_triton, prepare_triton  # noqa: E402
 from lowbit.kernels.triton_int8 import (  # noqa: E402
@@ -24,14 +25,6 @@ from lowbit.kernels.triton_int8 import (  # noqa: E402
 from lowbit.quant import ComputeWeight, pack_words  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not available_triton(), reason="needs Triton with CUDA or TRITON_INTERPRET=1")
-
-TOL = {torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
-
-
-def make(rng, n, k, bits, block, sym, device, method="rtn"):
-    cfg = QuantConfig(bits=bits, block_size=block, symmetric=sym, method=method)
-    return quantize_weight(torch.randn(n, k, generator=rng), cfg).compute_layout().to(device)
-
 
 def torch_rows_int8(x):
     absmax = x.float().abs().amax(dim=1)
@@ -134,28 +127,8 @@ def test_errors(rng, device):
         gemm_a8w(x.to(torch.int8), cw)
 
 
-def use_autotuner(monkeypatch, device):
-    """Take the GPU default path (autotuning). In the interpreter, configs are 'timed' by a stub that runs each
-    once and ranks the last one fastest, so pruning, heuristics and workspace resets all run for real."""
-    import lowbit.kernels.triton_int8 as mod
-
-    tuned = mod._gemm_a8w_tuned
-    monkeypatch.setattr(mod, "autotuning", lambda: True)
-    monkeypatch.setattr(tuned, "cache", {})
-    if device == "cpu":
-        calls = []
-
-        def stub_bench(kernel_call, quantiles):
-            kernel_call()
-            calls.append(1)
-            return [-float(len(calls))] * len(quantiles)
-
-        monkeypatch.setitem(tuned.__dict__, "do_bench", stub_bench)
-    return tuned
-
-
 def test_autotuned_path(rng, device, monkeypatch):
-    tuned = use_autotuner(monkeypatch, device)
+    tuned = use_autotuner(monkeypatch, device, "triton_int8", "_gemm_a8w_tuned")
     cw = make(rng, 40, 200, 4, 64, False, device)
     x = torch.randn(17, 200, generator=rng).to(device)
     check_a8w(gemm_a8w(x, cw), x, cw, None)

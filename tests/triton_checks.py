@@ -1,5 +1,7 @@
-"""Shared helpers of the Triton kernel tests: weights in compute layout and the float64 reference check."""
+"""Shared helpers of the Triton kernel tests: weights in compute layout, the float64 reference check, and the
+autotuned launch path made runnable in the interpreter."""
 
+import importlib
 import math
 
 import torch
@@ -25,3 +27,28 @@ def check(y, x, cw, bias):
     assert err <= TOL[x.dtype] * ref.abs().max().item(), f"max err {err}"
     sqnr = 20 * math.log10(ref.norm() / max((y - ref).norm().item(), 1e-30))
     assert sqnr >= SQNR[x.dtype], f"SQNR {sqnr:.1f} dB"
+
+
+def use_autotuner(monkeypatch, device, kernel_module: str, tuned_name: str):
+    """Take the GPU default path (autotuning) of lowbit.kernels.<kernel_module>; returns its autotuner.
+
+    In the interpreter, configs are 'timed' by a stub that runs each once and ranks the last one fastest, so
+    pruning, heuristics and workspace resets all run for real."""
+    import lowbit.kernels.triton_common as common
+
+    mod = importlib.import_module(f"lowbit.kernels.{kernel_module}")
+    tuned = getattr(mod, tuned_name)
+    for owner in (common, mod):  # `launch` reads triton_common's; a launcher may read its own import
+        if hasattr(owner, "autotuning"):
+            monkeypatch.setattr(owner, "autotuning", lambda: True)
+    monkeypatch.setattr(tuned, "cache", {})
+    if device == "cpu":
+        calls = []
+
+        def stub_bench(kernel_call, quantiles):
+            kernel_call()
+            calls.append(1)
+            return [-float(len(calls))] * len(quantiles)
+
+        monkeypatch.setitem(tuned.__dict__, "do_bench", stub_bench)
+    return tuned

@@ -216,7 +216,8 @@ def prune_configs(configs, named_args: dict, **kwargs) -> list:
     x = named_args["x_ptr"] if "x_ptr" in named_args else named_args["xq_ptr"]
     x_bytes = x.element_size()
     limit = smem_limit()
-    # each filter is soft (keeps the previous list when it would empty it), the group fit first: it matters most
+    # each filter is soft (keeps the previous list when it would empty it): shared memory first (a config that
+    # does not fit cannot launch), then the group fit (it matters most for speed), then tile sizes vs the shape
     cb = named_args.get("CB", kwargs.get("CB", 4))  # a keyword argument of the launch: the tuner passes it here
     keep = [c for c in configs
             if _smem_bytes(c, x_bytes, cb, not tile_fits_group(c.kwargs["BLOCK_K"], group, k)) <= limit]
@@ -236,6 +237,22 @@ def prune_configs(configs, named_args: dict, **kwargs) -> list:
 def static_config(configs, named_args: dict):
     """The config used without autotuning (interpreter, or a forced split): the first one pruning keeps."""
     return prune_configs(configs, named_args)[0]
+
+
+def config_dict(cfg) -> dict:
+    """A triton.Config as the keyword arguments of a launch: its tile sizes, num_warps, num_stages."""
+    return {**cfg.kwargs, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+
+
+def launch(kernel, tuned, configs, grid, args, consts: dict, named: dict, config: dict | None = None) -> None:
+    """Launch a tiled kernel: autotuned (`tuned`, the autotune wrapper of `kernel`) on a GPU unless `config` forces
+    a tile; otherwise with `config`, or, in the interpreter, the first of `configs` that pruning keeps for the
+    shape in `named` (M, N, K, GROUP, CB, x_ptr). grid(meta) -> the launch grid for a config's tile sizes."""
+    if config is None and autotuning():
+        tuned[grid](*args, **consts)
+        return
+    config = config if config is not None else config_dict(static_config(configs, named))
+    kernel[grid(config)](*args, **consts, **config)
 
 
 if triton is not None:
@@ -283,6 +300,37 @@ if triton is not None:
             s = tl.load(scale_ptr + off, mask=mask, other=0.0).to(tl.float32)
             z = tl.load(zero_ptr + off, mask=mask, other=0.0).to(tl.float32)
         return s, z
+
+    @triton.jit
+    def dot_acc(a, w, acc, IEEE: tl.constexpr):
+        """acc + a @ w, fp32 accumulation: an IEEE fp32 dot (fp32 activations), else w cast to a's dtype for the
+        tensor cores."""
+        if IEEE:
+            acc = tl.dot(a.to(tl.float32), w, acc, input_precision="ieee")
+        else:
+            acc = tl.dot(a, w.to(a.dtype), acc)
+        return acc
+
+    @triton.jit
+    def dequant_k_step(acc, x_ptr, w_ptr, scale_ptr, zero_ptr, offs_m, m_mask, offs_n, n_mask, t, K, GROUP,
+                       stride_xm, stride_wn, stride_wk, stride_sn, CB: tl.constexpr, IEEE: tl.constexpr,
+                       BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, ONE_GROUP: tl.constexpr):
+        """One K tile `t` of a fused dequant GEMM: acc (BLOCK_M, BLOCK_N) + x[offs_m, tile] @ dequant(W)[tile, offs_n].
+
+        Loads the activation tile (0 past K or M) and the packed word tile (BLOCK_K / per, BLOCK_N), unpacks and
+        dequantizes it in fp32 registers with the tile's scale/zero (`tile_scale_zero`), then `dot_acc`.
+        """
+        PER: tl.constexpr = 32 // CB
+        offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
+        a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
+                    mask=m_mask[:, None] & (offs_k < K)[None, :], other=0.0)
+        offs_kw = t * (BLOCK_K // PER) + tl.arange(0, BLOCK_K // PER)
+        w_ptrs = w_ptr + offs_kw[:, None] * stride_wk + offs_n[None, :] * stride_wn
+        words = tl.load(w_ptrs, mask=(offs_kw < tl.cdiv(K, PER))[:, None] & n_mask[None, :], other=0)  # packed tile
+        s, z = tile_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, offs_k, K, t * BLOCK_K, GROUP, stride_sn,
+                               ONE_GROUP)
+        w = dequant(unpack_tile(words, CB, BLOCK_K, BLOCK_N), s, z)  # (BLOCK_K, BLOCK_N) fp32; a is 0 past K
+        return dot_acc(a, w, acc, IEEE)
 
     @triton.jit
     def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):

@@ -14,17 +14,14 @@ import triton.language as tl
 from ..quant.format import ComputeWeight
 from .triton_common import (
     ONE_GROUP_HEURISTIC,
-    autotuning,
     check_inputs,
-    dequant,
+    dequant_k_step,
     gemm_configs,
     grouped_tile,
     ieee_dot,
+    launch,
     next_pow2,
     prune_configs,
-    static_config,
-    tile_scale_zero,
-    unpack_tile,
 )
 
 _KEY = ["m_bucket", "N", "K", "CB", "GROUP", "stride_wn"]
@@ -57,30 +54,16 @@ def _gemm_a16w_kernel(
     """
     tl.static_assert(BLOCK_K >= 16, "tl.dot needs BLOCK_K >= 16")
     tl.static_assert(BLOCK_K >= 32 // CB, "a K tile must hold at least one whole word")
-    PER: tl.constexpr = 32 // CB
     pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     # contiguity hints (true by construction) let loads/stores along N vectorize, as gemlite and tutorial 03 do
     offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
     m_mask = offs_m < M
     n_mask = offs_n < N
-    kw_total = tl.cdiv(K, PER)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for t in range(0, tl.cdiv(K, BLOCK_K)):
-        offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
-        k_mask = offs_k < K
-        a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
-                    mask=m_mask[:, None] & k_mask[None, :], other=0.0)
-        offs_kw = t * (BLOCK_K // PER) + tl.arange(0, BLOCK_K // PER)
-        w_ptrs = w_ptr + offs_kw[:, None] * stride_wk + offs_n[None, :] * stride_wn
-        words = tl.load(w_ptrs, mask=(offs_kw < kw_total)[:, None] & n_mask[None, :], other=0)  # packed tile
-        s, z = tile_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, offs_k, K, t * BLOCK_K, GROUP, stride_sn,
-                               ONE_GROUP)
-        w = dequant(unpack_tile(words, CB, BLOCK_K, BLOCK_N), s, z)  # (BLOCK_K, BLOCK_N) fp32; a is 0 past K
-        if IEEE:
-            acc = tl.dot(a.to(tl.float32), w, acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, w.to(a.dtype), acc)
+        acc = dequant_k_step(acc, x_ptr, w_ptr, scale_ptr, zero_ptr, offs_m, m_mask, offs_n, n_mask, t, K, GROUP,
+                             stride_xm, stride_wn, stride_wk, stride_sn, CB, IEEE, BLOCK_K, BLOCK_N, ONE_GROUP)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32)[None, :]
     o_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
@@ -110,18 +93,12 @@ def gemm_a16w(x: torch.Tensor, cw: ComputeWeight, bias: torch.Tensor | None = No
             m, n, k, cw.group_size, next_pow2(m),
             x.stride(0), cw.qweight.stride(0), cw.qweight.stride(1), cw.scale.stride(0), out.stride(0))
     consts = dict(CB=cw.container_bits, HAS_BIAS=bias is not None, IEEE=ieee_dot(x.dtype), GROUP_M=_GROUP_M)
-    if config is None and autotuning():
-        def grid(meta):
-            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
-
-        _gemm_a16w_tuned[grid](*args, **consts)
-        return out
-    if config is None:
-        named = dict(M=m, N=n, K=k, GROUP=cw.group_size, CB=cw.container_bits, x_ptr=x)
-        best = static_config(gemm_configs(), named)
-        config = {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages}
-    if config["BLOCK_K"] < 16:
+    if config is not None and config["BLOCK_K"] < 16:
         raise ValueError(f"gemm_a16w: BLOCK_K={config['BLOCK_K']} is too small for tl.dot; use >= 16")
-    grid = (triton.cdiv(m, config["BLOCK_M"]) * triton.cdiv(n, config["BLOCK_N"]),)
-    _gemm_a16w_kernel[grid](*args, **consts, **config)
+
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+
+    named = dict(M=m, N=n, K=k, GROUP=cw.group_size, CB=cw.container_bits, x_ptr=x)
+    launch(_gemm_a16w_kernel, _gemm_a16w_tuned, gemm_configs(), grid, args, consts, named, config)
     return out

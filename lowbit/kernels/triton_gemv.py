@@ -17,7 +17,10 @@ from .triton_common import (
     ONE_GROUP_HEURISTIC,
     autotuning,
     check_inputs,
+    config_dict,
     dequant,
+    dequant_k_step,
+    dot_acc,
     gemv_configs,
     ieee_dot,
     next_pow2,
@@ -25,7 +28,6 @@ from .triton_common import (
     static_config,
     tile_scale_zero,
     unpack_codes,
-    unpack_tile,
 )
 
 _KEY = ["m_bucket", "N", "K", "CB", "GROUP", "stride_wn", "split_req"]
@@ -88,10 +90,7 @@ def _gemv_rows_packed_dot(x_ptr, w_ptr, scale_ptr, zero_ptr, offs_m, m_mask, off
             w = dequant(unpack_codes(words, k_idx[:, None], CB), s, z)  # (BLOCK_KW, BLOCK_N) fp32; x is 0 past K
             a = tl.load(x_ptr + offs_m[:, None] * stride_xm + k_idx[None, :],
                         mask=m_mask[:, None] & (k_idx < K)[None, :], other=0.0)
-            if IEEE:
-                acc = tl.dot(a.to(tl.float32), w, acc, input_precision="ieee")
-            else:
-                acc = tl.dot(a, w.to(a.dtype), acc)
+            acc = dot_acc(a, w, acc, IEEE)
     return acc
 
 
@@ -141,20 +140,8 @@ def _gemv_a16w_kernel(
     else:
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for t in range(pid_k * per_split, t_end):
-            offs_k = t * BLOCK_K + tl.arange(0, BLOCK_K)
-            k_mask = offs_k < K
-            offs_kw = t * (BLOCK_K // PER) + tl.arange(0, BLOCK_K // PER)
-            w_ptrs = w_ptr + offs_kw[:, None] * stride_wk + offs_n[None, :] * stride_wn
-            words = tl.load(w_ptrs, mask=(offs_kw < tl.cdiv(K, PER))[:, None] & n_mask[None, :], other=0)
-            s, z = tile_scale_zero(scale_ptr, zero_ptr, offs_n, n_mask, offs_k, K, t * BLOCK_K, GROUP, stride_sn,
-                                   ONE_GROUP)
-            w = dequant(unpack_tile(words, CB, BLOCK_K, BLOCK_N), s, z)  # (BLOCK_K, BLOCK_N) fp32; a is 0 past K
-            a = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :],
-                        mask=m_mask[:, None] & k_mask[None, :], other=0.0)
-            if IEEE:
-                acc = tl.dot(a.to(tl.float32), w, acc, input_precision="ieee")
-            else:
-                acc = tl.dot(a, w.to(a.dtype), acc)
+            acc = dequant_k_step(acc, x_ptr, w_ptr, scale_ptr, zero_ptr, offs_m, m_mask, offs_n, n_mask, t, K, GROUP,
+                                 stride_xm, stride_wn, stride_wk, stride_sn, CB, IEEE, BLOCK_K, BLOCK_N, ONE_GROUP)
     if HAS_BIAS:
         # only split 0 adds the bias; the others add zeros (same shapes in both branches)
         bias = tl.load(bias_ptr + offs_n, mask=n_mask, other=0.0).to(tl.float32) * (pid_k == 0).to(tl.float32)
@@ -199,7 +186,7 @@ def gemv_a16w(x: torch.Tensor, cw: ComputeWeight, bias: torch.Tensor | None = No
     block_m = 1 if m == 1 else 16
     if config is None and autotuning():
         return _launch_tuned(x, cw, bias, args, block_m)
-    cfg = dict(config) if config is not None else _config_dict(static_config(gemv_configs(), args))
+    cfg = dict(config) if config is not None else config_dict(static_config(gemv_configs(), args))
     if split_k is not None:
         cfg["SPLIT_K"] = split_k
     split = cfg["SPLIT_K"]
@@ -233,6 +220,3 @@ def _operands(x, cw, bias):
 def _strides(x, cw, out):
     return x.stride(0), cw.qweight.stride(0), cw.qweight.stride(1), cw.scale.stride(0), out.stride(0)
 
-
-def _config_dict(cfg) -> dict:
-    return {**cfg.kwargs, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}

@@ -21,13 +21,12 @@ from ..quant.format import ComputeWeight, QuantizedWeight
 from .triton_common import (
     ONE_GROUP_HEURISTIC,
     a8w_configs,
-    autotuning,
     check_inputs,
     grouped_tile,
     interpreting,
+    launch,
     next_pow2,
     prune_configs,
-    static_config,
     supports_triton,
     tile_fits_group,
     unpack_tile,
@@ -233,16 +232,10 @@ def gemm_a8w(x: torch.Tensor, cw: ComputeWeight, bias: torch.Tensor | None = Non
             m, n, k, cw.group_size, next_pow2(m),
             xq.stride(0), xsum.stride(0), cw.qweight.stride(0), cw.qweight.stride(1), cw.scale.stride(0), out.stride(0))
     consts = dict(CB=cw.container_bits, HAS_BIAS=bias is not None, GROUP_M=_GROUP_M)
-    if config is None and autotuning():
-        def grid(meta):
-            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
 
-        _gemm_a8w_tuned[grid](*args, **consts)
-        return out
-    if config is None:
-        named = dict(M=m, N=n, K=k, GROUP=cw.group_size, CB=cw.container_bits, x_ptr=xq)
-        best = static_config(a8w_configs(), named)
-        config = {**best.kwargs, "num_warps": best.num_warps, "num_stages": best.num_stages}
-    grid = (triton.cdiv(m, config["BLOCK_M"]) * triton.cdiv(n, config["BLOCK_N"]),)
-    _gemm_a8w_kernel[grid](*args, **consts, **config)
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
+
+    named = dict(M=m, N=n, K=k, GROUP=cw.group_size, CB=cw.container_bits, x_ptr=xq)
+    launch(_gemm_a8w_kernel, _gemm_a8w_tuned, a8w_configs(), grid, args, consts, named, config)
     return out

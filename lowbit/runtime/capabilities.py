@@ -83,14 +83,6 @@ class Capabilities:
         return out
 
 
-def _kernel_module(name: str):
-    """lowbit.kernels.<name>, or None while it does not exist (a missing family is "not available")."""
-    try:
-        return importlib.import_module(f"lowbit.kernels.{name}")
-    except ImportError:
-        return None
-
-
 def _call(module, fn: str, default=False):
     f = getattr(module, fn, None) if module is not None else None
     return f() if callable(f) else default
@@ -157,9 +149,11 @@ def capabilities() -> Capabilities:
     The first call on a machine also checks torch's quantized CPU ops in child processes (`lowbit.runtime.probes`,
     a few seconds, then cached on disk), and may build lowbit's native CPU kernel with the C compiler (cached too).
     """
-    triton_common = _kernel_module("triton_common")
-    cpu_int8 = _kernel_module("cpu_int8")
-    cpu_int4 = _kernel_module("cpu_int4")
+    from .executor import kernel_module  # executor imports this module: import at call time
+
+    triton_common = kernel_module("triton_common")
+    cpu_int8 = kernel_module("cpu_int8")
+    cpu_int4 = kernel_module("cpu_int4")
     feats = cpu_features()
     gpu_names = _gpu_names()
     impl = _int4_impl(cpu_int4)

@@ -6,7 +6,7 @@ Memory (MNN ints: Normal=0, High=1, Low=2):
   Low:    weights stay packed in memory; layers compute with the fused dequantization kernels (Triton on CUDA;
           the CPU int4 kernel for <= 4 bits and torch's dynamic int8 for 5..8 bits on CPU) or with dynamic int8
           activations: the smallest resident memory. Where no fused kernel serves a weight, the layer falls back to
-          the emulated path (dequantize on every call) and warns once.
+          the dense path (weights dequantized once) and warns once.
   High:   trade memory for speed: packed kernels for small batches (M <= dispatch.HIGH_DENSE_MIN_M - 1) and a cached
           float copy for large batches, whichever is faster there.
 Precision (MNN ints: Normal=0, High=1, Low=2, Low_BF16=3):

@@ -1,7 +1,8 @@
 """Kernel -> the lowbit.kernels functions that prepare a weight (once) and run it (every call).
 
-The only module that imports lowbit.kernels, and it does so inside functions: a kernel family that is missing
-(not built, not installed) simply reports itself unavailable in `capabilities()` and is never dispatched to.
+`kernel_module` is how the runtime imports lowbit.kernels (here, and in `capabilities()`), always at call time: a
+kernel family that is missing (not built, not installed) simply reports itself unavailable in `capabilities()` and
+is never dispatched to. (`probes` runs `lowbit.kernels.torch_ops` in its child processes.)
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from .probes import ProbeReport, torch_op_report
 _TRITON = (Kernel.TRITON_GEMV, Kernel.TRITON_GEMM, Kernel.TRITON_A8W)
 
 
-def _module(name: str):
+def kernel_module(name: str):
+    """lowbit.kernels.<name>, or None while it cannot be imported (a missing family is "not available")."""
     try:
         return importlib.import_module(f"lowbit.kernels.{name}")
     except ImportError:
@@ -36,7 +38,7 @@ def refusals(qw: QuantizedWeight) -> tuple[tuple[Kernel, str], ...]:
               ("cpu_int8", "supports_int8_weight_only", (Kernel.CPU_INT8_WEIGHT,)),
               ("cpu_int4", "supports_int4_cpu", (Kernel.CPU_INT4,))]
     for mod_name, fn, kernels in checks:
-        check = getattr(_module(mod_name), fn, None)
+        check = getattr(kernel_module(mod_name), fn, None)
         reason = check(qw) if callable(check) else None
         if reason is not None:
             out.extend((k, str(reason)) for k in kernels)
@@ -71,12 +73,12 @@ def prepare(kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype = torch.floa
     if kernel in _TRITON:
         return qw.compute_layout()
     if kernel is Kernel.CPU_INT8_DYNAMIC:
-        return _module("cpu_int8").prepare_int8_dynamic(qw, refused=_probe().refused_classes("int8_dynamic"))
+        return kernel_module("cpu_int8").prepare_int8_dynamic(qw, refused=_probe().refused_classes("int8_dynamic"))
     if kernel is Kernel.CPU_INT8_WEIGHT:
-        return _module("cpu_int8").prepare_int8_dynamic(qw, impl="int8pack",
+        return kernel_module("cpu_int8").prepare_int8_dynamic(qw, impl="int8pack",
                                                          refused=_probe().refused_classes("int8pack"))
     if kernel is Kernel.CPU_INT4:
-        return _module("cpu_int4").prepare_int4_cpu(qw, avoid=int4_avoid(qw))
+        return kernel_module("cpu_int4").prepare_int4_cpu(qw, avoid=int4_avoid(qw))
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
@@ -91,14 +93,14 @@ def run(kernel: Kernel, prepared, x: torch.Tensor, bias: torch.Tensor | None = N
 
         return linear_reference(x, prepared, bias, compute_dtype=x.dtype)
     if kernel is Kernel.TRITON_GEMV:
-        return _module("triton_gemv").gemv_a16w(x, prepared, bias)
+        return kernel_module("triton_gemv").gemv_a16w(x, prepared, bias)
     if kernel is Kernel.TRITON_GEMM:
-        return _module("triton_gemm").gemm_a16w(x, prepared, bias)
+        return kernel_module("triton_gemm").gemm_a16w(x, prepared, bias)
     if kernel is Kernel.TRITON_A8W:
-        return _module("triton_int8").gemm_a8w(x, prepared, bias)
+        return kernel_module("triton_int8").gemm_a8w(x, prepared, bias)
     if kernel in (Kernel.CPU_INT8_DYNAMIC, Kernel.CPU_INT8_WEIGHT):
-        return _module("cpu_int8").linear_int8_dynamic(x, prepared, bias)
+        return kernel_module("cpu_int8").linear_int8_dynamic(x, prepared, bias)
     if kernel is Kernel.CPU_INT4:
-        return _module("cpu_int4").linear_int4_cpu(x, prepared, bias)
+        return kernel_module("cpu_int4").linear_int4_cpu(x, prepared, bias)
     raise ValueError(f"unknown kernel {kernel!r}")
 
