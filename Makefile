@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lowbit-installed
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: setup
 
 bench: setup
 	$(VENV)/bin/lowbit bench
+
+# On a lent CUDA machine: the whole suite without the interpreter, then the GPU benchmark (see bench/gpu_check.sh)
+gpu-check:
+	bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
