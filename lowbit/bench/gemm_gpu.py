@@ -183,3 +183,7 @@ def main(argv=None) -> int:
         return 2
     run(out_dir=args.out or None, quick=args.quick)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -112,3 +112,21 @@ def run(seq_len: int = 128, threads: int = 2, out_dir: str | None = "bench/resul
     report(name, rows, describe_environment("cpu"), out_dir=out_dir,
            title="MiniLM on CPU: lowbit memory modes vs fp32", notes=notes)
     return rows
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is bundled; never reach a hub
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the best median is kept")
+    p.add_argument("--out", default="bench/results", help="results folder ('' to print the table only)")
+    args = p.parse_args(argv)
+    run(args.seq_len, args.threads, out_dir=args.out or None, rounds=args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -58,3 +58,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     run(out_dir=args.out or None)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

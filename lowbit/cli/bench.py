@@ -1,26 +1,49 @@
-"""`lowbit bench [--quick] [--out DIR]`: the CPU kernel benchmark tables (lowbit.bench.gemm_cpu)."""
+"""`lowbit bench [SUITE] [suite options]`: run one benchmark suite of lowbit.bench (default: gemm_cpu).
+
+Each suite is also `python -m lowbit.bench.<suite>`; `lowbit bench SUITE --help` lists its options. The CLI prints
+the tables and saves them (md, csv, json) only with `--out DIR`; `python -m` saves to bench/results/ by default.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 
+SUITES = {
+    "gemm_cpu": "CPU GEMM: lowbit's kernels vs torch fp32/bf16 and dynamic int8, per shape and M",
+    "gemm_gpu": "GPU GEMM: the Triton kernels vs torch fp16 F.linear (and gemlite); needs CUDA",
+    "gemm": "gemm_cpu, then gemm_gpu when CUDA is available",
+    "minilm": "the bundled MiniLM on CPU: fp32 vs lowbit memory modes, latency, bytes, cosine",
+    "quantize": "RTN vs HQQ on MiniLM: quantization time and weight error",
+    "convert_memory": "peak memory of convert and load on a synthetic 1 GB checkpoint",
+}
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="run the kernel benchmark tables",
-                       description="Time lowbit's kernels against torch's float matmul on this machine.")
-    p.add_argument("--quick", action="store_true", help="fewer shapes and repetitions")
-    p.add_argument("--out", default="", metavar="DIR", help="also save the tables (md, csv, json) to DIR")
+    p = sub.add_parser("bench", help="run a benchmark suite (default: the CPU GEMM tables)",
+                       description=__doc__.splitlines()[0],
+                       epilog="suites: " + "; ".join(f"{k}: {v}" for k, v in SUITES.items()))
+    p.add_argument("--quick", action="store_true", help="fewer shapes and repetitions (suites that have it)")
+    p.add_argument("--out", default=None, metavar="DIR", help="also save the tables (md, csv, json) to DIR")
+    p.add_argument("suite", nargs="?", default="gemm_cpu", metavar="SUITE",
+                   help=f"one of {', '.join(SUITES)} (default gemm_cpu)")
+    p.add_argument("suite_args", nargs=argparse.REMAINDER, help="options passed to the suite (SUITE --help)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    name = args.suite
+    argv = (["--quick"] if args.quick else []) + (["--out", args.out] if args.out is not None else [])
+    argv += list(args.suite_args)
+    if name not in SUITES:
+        raise ValueError(f"unknown benchmark suite {name!r}: use one of {', '.join(SUITES)}")
+    if not any(a == "--out" or a.startswith("--out=") for a in argv) and "-h" not in argv and "--help" not in argv:
+        argv += ["--out", ""]  # the CLI prints; it saves only where asked
     try:
-        suite = importlib.import_module("lowbit.bench.gemm_cpu")
+        suite = importlib.import_module(f"lowbit.bench.{name}")
     except ModuleNotFoundError as e:
-        if e.name != "lowbit.bench.gemm_cpu":
+        if e.name != f"lowbit.bench.{name}":
             raise
-        raise ImportError("the kernel benchmark suite lowbit.bench.gemm_cpu is not available in this install") from None
-    argv = (["--quick"] if args.quick else []) + ["--out", args.out]
-    result = suite.main(argv)  # the suite prints its tables and returns its rows
+        raise ImportError(f"the benchmark suite lowbit.bench.{name} is not available in this install") from None
+    result = suite.main(argv)  # a suite prints its tables; it returns an exit code or its rows
     return result if isinstance(result, int) else 0

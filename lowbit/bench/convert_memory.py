@@ -4,7 +4,8 @@ Each measurement runs in a fresh Python process: after its imports it records Vm
 VmHWM (peak resident set) minus that baseline. Target (issue 6): convert < 400 MB extra for a 1 GB checkpoint,
 and loading an external-data checkpoint stays near its largest tensor.
 
-Usage: python bench/bench_convert_memory.py [--dir /tmp/lowbit-convert-bench] [--layers 24] [--keep]
+Usage: python -m lowbit.bench.convert_memory [--dir /tmp/lowbit-convert-bench] [--layers 24] [--keep]
+(or `lowbit bench convert_memory ...`). The child is lowbit.bench.convert_memory_child.
 Writes bench/results/convert_memory.{md,csv,json}.
 """
 
@@ -21,40 +22,6 @@ from lowbit.bench.harness import Row, describe_environment, report
 
 N, K = 4096, 2560  # one layer: 40 MiB of float32; 24 layers + a small embedding = 1.0 GiB
 
-_CHILD = r"""
-import json, re, sys, time
-from pathlib import Path
-import torch, lowbit, lowbit.nn, lowbit.runtime, safetensors.torch  # imported before the baseline
-from lowbit.checkpoint import convert, load
-from lowbit.quant import QuantConfig
-from lowbit.runtime import BackendConfig
-
-def kb(field):
-    return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
-
-step, src, dst, layers, n, k = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])
-lowbit.runtime.capabilities()  # imports the kernel families (Triton: ~85 MB) before the baseline, not during load
-if step.startswith("load"):  # the float model skeleton, on meta (no weights), is built before the baseline too
-    with torch.device("meta"):
-        model = torch.nn.Sequential(*[torch.nn.Linear(k, n, bias=False) for _ in range(layers)])
-    model.emb = torch.nn.Embedding(1000, 256, device="meta")
-base = kb("VmRSS")
-t0 = time.perf_counter()
-if step.startswith("convert"):
-    cfg = QuantConfig(bits=4, block_size=64, method="hqq" if "hqq" in step else "rtn")
-    convert(src, dst, cfg, external_data="external" in step, progress=False)
-else:
-    load(model, dst, BackendConfig(memory="low"))
-    if step == "load+forward":
-        with torch.inference_mode():
-            x = torch.randn(1, k)
-            for layer in list(model)[:layers]:
-                layer(x)
-print("RESULT " + json.dumps({"base_mb": base / 1024, "peak_mb": (kb("VmHWM") - base) / 1024,
-                              "seconds": time.perf_counter() - t0}))
-"""
-
-
 def make_source(path: Path, layers: int) -> int:
     """Write a float32 safetensors checkpoint of `layers` (N, K) weights plus an embedding, one tensor at a time."""
     from lowbit.checkpoint.safetensors_io import AtomicWriter, TensorEntry
@@ -70,8 +37,9 @@ def make_source(path: Path, layers: int) -> int:
 
 
 def run_child(step: str, src: Path, dst: Path, layers: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _CHILD, step, str(src), str(dst), str(layers), str(N), str(K)],
-                          capture_output=True, text=True, check=False)
+    cmd = [sys.executable, "-m", "lowbit.bench.convert_memory_child", step, str(src), str(dst), str(layers),
+           str(N), str(K)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"{step} failed: {proc.stderr.strip().splitlines()[-1:]}")

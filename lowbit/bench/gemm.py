@@ -1,6 +1,6 @@
 """GEMM benchmarks: the CPU suite always, the GPU suite when CUDA is available.
 
-Usage: python bench/bench_gemm.py [--quick] [--out DIR] [CPU options: --rounds N --threads N --clock cpu --impls]
+Usage: python -m lowbit.bench.gemm [--quick] [--out DIR] [CPU options: --rounds N --threads N --clock cpu --impls]
 Results go to DIR/gemm_cpu.* and DIR/gemm_gpu.* (default DIR: bench/results).
 """
 
@@ -11,10 +11,10 @@ import sys
 
 import torch
 
-from lowbit.bench import gemm_cpu
+from . import gemm_cpu
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quick", action="store_true")
@@ -22,9 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     shared, _ = common.parse_known_args(argv)
     gemm_cpu.main(argv)
     if torch.cuda.is_available():
-        from lowbit.bench import gemm_gpu
+        from . import gemm_gpu
 
         gemm_gpu.main((["--quick"] if shared.quick else []) + ["--out", shared.out])
+    return 0
 
 
 if __name__ == "__main__":
