@@ -55,6 +55,26 @@ def test_from_dict_errors():
         BackendConfig.from_dict({"memory": "low", "speed": "max"})
 
 
+def _member_docstrings(enum_cls) -> dict[str, str]:
+    """{member name: the string literal right below its assignment} read from the class source (at run time an
+    Enum member's __doc__ is only the class docstring, so the source is where a member's own docstring lives)."""
+    import ast
+    import inspect
+    import textwrap
+
+    body = ast.parse(textwrap.dedent(inspect.getsource(enum_cls))).body[0].body
+    docs = {}
+    for stmt, nxt in zip(body, body[1:], strict=False):
+        if isinstance(stmt, ast.Assign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[stmt.targets[0].id] = nxt.value.value
+    return docs
+
+
 def test_members_have_docstrings():
-    for member in [*Memory, *Precision]:
-        assert member.__doc__
+    from lowbit.runtime import Kernel
+
+    for enum_cls in (Memory, Precision, Kernel):
+        docs = _member_docstrings(enum_cls)
+        missing = [m.name for m in enum_cls if not docs.get(m.name, "").strip()]
+        assert not missing, f"{enum_cls.__name__} members without a docstring: {missing}"
+        assert len(set(docs.values())) == len(docs)  # each says its own thing, not a copied line

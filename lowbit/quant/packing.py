@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 
-# Rows are processed in chunks so the int64 temporaries stay near this many elements (bounded peak memory).
-_CHUNK_ELEMENTS = 1 << 22
+from .blocks import row_chunks  # rows go in chunks so the int64 temporaries stay bounded
 
 
 def packed_row_bytes(k: int, bits: int) -> int:
@@ -22,12 +21,6 @@ def packed_row_bytes(k: int, bits: int) -> int:
 def _check_bits(bits: int) -> None:
     if not 1 <= bits <= 8:
         raise ValueError(f"bits={bits} cannot be bit-packed: use 1..8")
-
-
-def _row_chunks(n_rows: int, row_len: int):
-    step = max(1, _CHUNK_ELEMENTS // max(1, row_len))
-    for start in range(0, n_rows, step):
-        yield start, min(n_rows, start + step)
 
 
 def pack_bits(q: torch.Tensor, bits: int) -> torch.Tensor:
@@ -42,11 +35,11 @@ def pack_bits(q: torch.Tensor, bits: int) -> torch.Tensor:
     out = torch.empty(n, groups * bits, dtype=torch.uint8, device=q.device)
     shifts = torch.arange(8, device=q.device, dtype=torch.int64) * bits
     byte_shifts = torch.arange(bits, device=q.device, dtype=torch.int64) * 8
-    for a, b in _row_chunks(n, k):
-        chunk = torch.nn.functional.pad(q[a:b].to(torch.int64), (0, groups * 8 - k))
+    for rows in row_chunks(n, k):
+        chunk = torch.nn.functional.pad(q[rows].to(torch.int64), (0, groups * 8 - k))
         # (rows, K) -> (rows, groups, 8): 8 values of b bits fill exactly b bytes of one int64 word
-        words = (chunk.view(b - a, groups, 8) << shifts).sum(-1, keepdim=True)
-        out[a:b] = ((words >> byte_shifts) & 0xFF).to(torch.uint8).view(b - a, groups * bits)
+        words = (chunk.view(-1, groups, 8) << shifts).sum(-1, keepdim=True)
+        out[rows] = ((words >> byte_shifts) & 0xFF).to(torch.uint8).view(-1, groups * bits)
     return out[:, : packed_row_bytes(k, bits)].contiguous()
 
 
@@ -66,11 +59,11 @@ def unpack_bits(packed: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     shifts = torch.arange(8, device=packed.device, dtype=torch.int64) * bits
     byte_shifts = torch.arange(bits, device=packed.device, dtype=torch.int64) * 8
     mask = (1 << bits) - 1
-    for a, b in _row_chunks(n, groups * 8):
-        chunk = torch.nn.functional.pad(packed[a:b].to(torch.int64), (0, groups * bits - row_bytes))
+    for rows in row_chunks(n, groups * 8):
+        chunk = torch.nn.functional.pad(packed[rows].to(torch.int64), (0, groups * bits - row_bytes))
         # (rows, groups*b bytes) -> (rows, groups, b) -> one int64 word per group of 8 values
-        words = (chunk.view(b - a, groups, bits) << byte_shifts).sum(-1, keepdim=True)
-        out[a:b] = ((words >> shifts) & mask).to(torch.uint8).view(b - a, groups * 8)
+        words = (chunk.view(-1, groups, bits) << byte_shifts).sum(-1, keepdim=True)
+        out[rows] = ((words >> shifts) & mask).to(torch.uint8).view(-1, groups * 8)
     return out[:, :k].contiguous()
 
 
