@@ -34,6 +34,47 @@ def test_compile_fullgraph_matches_eager(memory):
         torch.testing.assert_close(compiled(x), eager, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:lowbit")
+def test_compile_fullgraph_backward_matches_eager():
+    """The ops' registered autograd traced by AOT autograd: input and bias gradients as in eager (memory Low)."""
+    torch.manual_seed(0)
+    model = lowbit.quantize(Small().eval(), QuantConfig(bits=4, block_size=16), BackendConfig("low"), min_weights=0)
+    x = torch.randn(2, 4, 3, 5, requires_grad=True)
+    g = torch.randn(2, 5, 24)
+    grads = []
+    for run in (model, torch.compile(model, fullgraph=True, backend="aot_eager")):
+        x.grad = None
+        model.zero_grad()
+        (run(x) * g).sum().backward()
+        grads.append([x.grad.clone(), *(p.grad.clone() for p in model.parameters())])
+    assert len(grads[0]) == 1 + 1 + 4 + 1  # input, conv bias, 4 LSTM biases (1 layer, 2 directions), fc bias
+    for eager, compiled in zip(*grads, strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:lowbit")
+@pytest.mark.parametrize("memory", ["normal", "low"])
+def test_opcheck(memory):
+    """torch.library.opcheck: schema, fake implementations (shapes and strides), autograd registration."""
+    from lowbit.nn import QuantConv2d, QuantLinear
+
+    torch.manual_seed(0)
+    lin, conv = nn.Linear(64, 48), nn.Conv2d(8, 16, 3, groups=2)
+    q = QuantLinear.from_float(lin, lowbit.quantize_weight(lin.weight.detach(), QuantConfig(bits=4, block_size=32)),
+                               BackendConfig(memory))
+    p, s, z, shape, bits, block = q._op_args("weight")
+    x = torch.randn(3, 64, requires_grad=True)
+    torch.library.opcheck(torch.ops.lowbit.linear.default, (x, p, s, z, q.bias, list(shape), bits, block, memory,
+                                                             "normal"))
+    torch.library.opcheck(torch.ops.lowbit.dequantize.default, (p, s, z, list(shape), bits, block, torch.float32))
+    qw = lowbit.quantize_weight(conv.weight.detach(), QuantConfig(bits=4, block_size=-1))
+    q = QuantConv2d.from_float(conv, qw, BackendConfig(memory))
+    p, s, z, shape, bits, block = q._op_args("weight")
+    x = torch.randn(2, 8, 5, 6, requires_grad=True)
+    torch.library.opcheck(torch.ops.lowbit.conv2d.default, (x, p, s, z, q.bias, list(shape), bits, block, [1, 2],
+                                                             [1, 0], [1, 1], 2, memory, "normal"))
+
+
 def test_graph_holds_the_custom_ops():
     """Under tracing the layers call torch.ops.lowbit.* (eager calls skip the dispatcher)."""
     torch.manual_seed(0)

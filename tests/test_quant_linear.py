@@ -166,3 +166,23 @@ def test_forced_kernel_errors():
     with pytest.raises(TypeError, match="Kernel member"):
         with forced_kernel("dense"):
             pass
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # numpy, inside Triton's interpreter
+@pytest.mark.parametrize("kernel,bits,block,symmetric,floor", FORCED)
+def test_every_kernel_forced_propagates_nan_and_inf(rng, kernel, bits, block, symmetric, floor):
+    """A NaN or inf in a row makes that row non-finite, as in nn.Linear, and leaves the other rows as they were
+    (torch's dynamic int8 linear quantizes per tensor: unguarded, one NaN changed every row)."""
+    if kernel.value.startswith("triton") and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (as the CI runs it)")
+    lin = make(rng, n=48, k=96)  # N, K multiples of 16: torch's int8pack is wrong for some odd shapes on AVX-512
+    qw = quantize_weight(lin.weight.detach(), QuantConfig(bits=bits, block_size=block, symmetric=symmetric))
+    q = QuantLinear.from_float(lin, qw, BackendConfig("low"))
+    x = torch.randn(5, 96, generator=rng)
+    bad = x.clone()
+    bad[1, 5], bad[3, 0], bad[3, 9] = float("nan"), float("inf"), float("-inf")
+    with torch.no_grad(), forced_kernel(kernel):
+        y, y_clean, y_deq = q(bad), q(x), dequantized_linear(lin, qw)(bad)
+    assert torch.equal(torch.isfinite(y), torch.isfinite(y_deq)) and y[1].isnan().all()
+    rows = [0, 2, 4]
+    torch.testing.assert_close(y[rows], y_clean[rows], rtol=0, atol=0)

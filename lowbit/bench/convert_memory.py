@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     notes = ("Peak extra = VmHWM - VmRSS after imports, in a fresh process per step. convert: int4 block 64 RTN, "
              "safetensors in, tensor by tensor. load: meta-device model, external-data checkpoint, memory Low "
              "(mmap: pages are read when used). load+forward: one token through every layer at memory Low.")
-    report("convert_memory", rows, describe_environment(), out_dir=args.out,
+    report("convert_memory", rows, describe_environment(), out_dir=args.out or None,
            title="Peak memory of convert and load (1 GB float32 checkpoint)", notes=notes)
     return 0
 

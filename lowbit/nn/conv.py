@@ -56,7 +56,20 @@ class _QuantConvNd(QuantModule):
         if tuple(weight.shape) != tuple(conv.weight.shape):
             raise ValueError(f"packed weight shape {weight.shape} does not match the conv's {tuple(conv.weight.shape)}")
         return cls(weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode,
-                   backend)
+                   backend).keep_mode(conv)
+
+    def _check(self, x: torch.Tensor) -> None:
+        """A float (B, C, *spatial) or unbatched (C, *spatial) input with C = in_channels, no smaller than the
+        (dilated) kernel once padded."""
+        d = self._dims
+        spatial = "H, W" if d == 2 else "L"
+        layout = f"(B, {self.in_channels}, {spatial}) or ({self.in_channels}, {spatial})"
+        self.check_input(x, lambda t: t.dim() in (d + 1, d + 2) and t.shape[-d - 1] == self.in_channels, layout)
+        sizes = [s + a + b for s, (a, b) in zip(x.shape[-d:], self._pads(), strict=True)]
+        spans = [dl * (k - 1) + 1 for dl, k in zip(self.dilation, self.kernel_size, strict=True)]
+        if any(s < k for s, k in zip(sizes, spans, strict=True)):
+            raise ValueError(f"{type(self).__name__}: input size {tuple(x.shape[-d:])} padded to {tuple(sizes)} is "
+                             f"smaller than the (dilated) kernel {tuple(spans)}")
 
     def _pads(self) -> list[tuple[int, int]]:
         """(before, after) padding per spatial dim, nn.Conv's rule for 'same' (the extra one goes after)."""
@@ -90,6 +103,7 @@ class QuantConv2d(_QuantConvNd):
     _dims = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
@@ -106,6 +120,7 @@ class QuantConv1d(_QuantConvNd):
     _dims = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(0)

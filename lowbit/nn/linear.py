@@ -5,6 +5,10 @@ none) of their final shapes, so a model built on the `meta` device loads with `l
 rest of the `QuantizedWeight` (shape, dtype, bits, block_size, symmetric, method) is a plain attribute
 (`quant_meta[P]`, the `metadata()` dict). Prepared kernel weights (float copies, prepacked layouts) are caches owned
 by `lowbit.nn.ops`, rebuilt lazily and never saved.
+
+Like the float layers, a layer takes floating-point inputs only (TypeError otherwise) of the documented shape
+(ValueError naming it), lets NaN and inf through, and passes gradients to its input and float bias (the packed
+buffers are frozen). `from_float` keeps the `training` flag of the layer it replaces.
 """
 
 from __future__ import annotations
@@ -38,6 +42,22 @@ class QuantModule(nn.Module):
         super().__init__()
         self.backend = as_backend(backend)
         self.quant_meta: dict[str, dict] = {}
+
+    def keep_mode(self, module: nn.Module):
+        """Take `module`'s training flag (this layer and its children); returns self (for `from_float`)."""
+        return self.train(module.training)
+
+    def check_input(self, x, ok_shape, layout: str) -> None:
+        """TypeError unless x is a floating-point Tensor; ValueError naming `layout` unless `ok_shape(x)`."""
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} takes a Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} takes a floating-point input (as the float layer does), got {x.dtype}: "
+                            "convert it first, e.g. x.float()")
+        if not ok_shape(x):
+            got = "a 0-d tensor (a scalar)" if x.dim() == 0 else f"shape {tuple(x.shape)}"
+            raise ValueError(f"{name} expects input of shape {layout}, got {got}")
 
     def set_bias(self, bias: torch.Tensor | None) -> None:
         """Keep the float bias as a Parameter (an existing one as is, so it stays shared with the float layer)."""
@@ -117,9 +137,10 @@ class QuantLinear(QuantModule):
         if tuple(weight.shape) != tuple(linear.weight.shape):
             raise ValueError(f"packed weight shape {weight.shape} does not match the Linear's "
                              f"{tuple(linear.weight.shape)}")
-        return cls(weight, linear.bias, backend)
+        return cls(weight, linear.bias, backend).keep_mode(linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x, lambda t: t.dim() >= 1 and t.shape[-1] == self.in_features, f"(..., {self.in_features})")
         return self.quant_linear("weight", x, self.bias)
 
     def extra_repr(self) -> str:

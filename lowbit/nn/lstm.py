@@ -65,7 +65,7 @@ class QuantLSTM(QuantModule):
                                  f"{None if p is None else tuple(p.shape)}")
         _, b_names = lstm_param_names(lstm.num_layers, lstm.bidirectional, lstm.bias)
         return cls(lstm.input_size, lstm.hidden_size, weights, {n: getattr(lstm, n) for n in b_names},
-                   lstm.num_layers, lstm.batch_first, lstm.dropout, lstm.bidirectional, backend)
+                   lstm.num_layers, lstm.batch_first, lstm.dropout, lstm.bidirectional, backend).keep_mode(lstm)
 
     def _bias(self, layer_sfx: str) -> torch.Tensor | None:
         if not self.bias:
@@ -85,10 +85,26 @@ class QuantLSTM(QuantModule):
             outs[t] = h
         return torch.stack(outs), h, c
 
-    def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def _check(self, input: torch.Tensor, hx) -> None:
+        """nn.LSTM's input contract: a float (T, B, I) / (B, T, I) / unbatched (T, I) input, hx (h0, c0) each
+        (L*D, B, H) or unbatched (L*D, H); TypeError / ValueError naming the expected shape otherwise."""
         if not isinstance(input, torch.Tensor):
             raise TypeError(f"QuantLSTM takes a padded Tensor input, not {type(input).__name__} (PackedSequence is "
                             "not supported: pad the batch instead)")
+        i, h, ld = self.input_size, self.hidden_size, self.num_layers * (2 if self.bidirectional else 1)
+        seq = "(B, T, " if self.batch_first else "(T, B, "
+        self.check_input(input, lambda t: t.dim() in (2, 3) and t.shape[-1] == i, f"{seq}{i}) or unbatched (T, {i})")
+        if hx is None:
+            return
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"QuantLSTM takes hx = (h0, c0), got {type(hx).__name__}")
+        batch = () if input.dim() == 2 else (input.shape[0 if self.batch_first else 1],)
+        want = (ld, *batch, h)
+        for name, t in zip(("h0", "c0"), hx, strict=True):
+            self.check_input(t, lambda s: tuple(s.shape) == want, f"{want} for {name}")
+
+    def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
+        self._check(input, hx)
         unbatched = input.dim() == 2
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
         dirs = 2 if self.bidirectional else 1
