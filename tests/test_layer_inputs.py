@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lowbit.nn import QuantConv1d, QuantConv2d, QuantLinear, QuantLSTM
-from lowbit.nn.ops import kernel_for
+from lowbit.nn.weight_cache import kernel_for
 from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.runtime import BackendConfig, Kernel
 

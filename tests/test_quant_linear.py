@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lowbit.nn import QuantLinear
-from lowbit.nn.ops import forced_kernel, override_capabilities
+from lowbit.nn.weight_cache import forced_kernel, override_capabilities
 from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.runtime import BackendConfig, Capabilities, Kernel
 

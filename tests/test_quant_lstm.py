@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lowbit.nn import QuantLSTM
-from lowbit.nn.ops import override_capabilities
+from lowbit.nn.weight_cache import override_capabilities
 from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.runtime import BackendConfig, Capabilities
 

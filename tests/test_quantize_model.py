@@ -9,7 +9,7 @@ from torch import nn
 
 import lowbit
 from lowbit.nn import QuantConv1d, QuantLinear, QuantLSTM, quantized_weights, resident_bytes, swap_quantized
-from lowbit.nn.ops import override_capabilities
+from lowbit.nn.weight_cache import override_capabilities
 from lowbit.quant import QuantConfig, QuantizedWeight
 from lowbit.runtime import BackendConfig, Capabilities
 from lowbit.runtime.dispatch import reset_fallback_warnings
@@ -238,7 +238,7 @@ def test_deepcopy_and_to_keep_working(x):
 
 
 def test_kernel_for_reports_dispatch():
-    from lowbit.nn.ops import kernel_for
+    from lowbit.nn.weight_cache import kernel_for
     from lowbit.runtime import Kernel
 
     net = lowbit.quantize(make_net(), QuantConfig(bits=4, block_size=32))

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..quant.format import QuantizedWeight
 from ..runtime.config import BackendConfig
-from . import ops
+from . import ops, weight_cache
 
 _FIELDS = ("packed", "scale", "zero")
 
@@ -108,7 +108,7 @@ class QuantModule(nn.Module):
         for name in self.quant_meta:
             packed = self._buffers.get(f"{name}_packed")
             if packed is not None:
-                ops.drop_cache(packed)
+                weight_cache.drop_cache(packed)
 
     def _quant_repr(self) -> str:
         parts = {(m["bits"], m["block_size"], m["symmetric"], m["method"]) for m in self.quant_meta.values()}

@@ -2,9 +2,8 @@
 
 The ops take the packed buffers and plain format numbers, so `torch.compile(fullgraph=True)` sees one opaque call
 per layer (with a fake implementation giving the output shape). At run time the op asks the dispatch for a kernel
-(M is known only then), prepares that kernel's weight once and caches it. The cache is keyed by the packed tensor
-itself (weakly) plus its version counter, so load_state_dict (in place or assign=True), .to() and a new backend all
-rebuild it lazily; it is never part of the state_dict.
+(M is known only then), prepares that kernel's weight once and keeps both in the weight's cache
+(`lowbit.nn.weight_cache`).
 
 Autograd: both ops have a registered backward through the dequantized weight (grad_x = grad_y @ W, grad_bias =
 grad_y summed), so gradients reach the input and the float bias at every memory mode while the packed buffers stay
@@ -14,121 +13,14 @@ inf, so `_run` feeds them the finite values only and returns NaN for every row w
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
-from torch.utils.weak import WeakIdKeyDictionary
 
-from ..quant.format import QuantizedWeight
 from ..runtime import executor
-from ..runtime.capabilities import Capabilities, capabilities
-from ..runtime.config import BackendConfig
-from ..runtime.dispatch import Decision, Kernel, WeightFormat, compute_dtype, select_kernel, warn_fallback
-
-# packed tensor -> {"stamp": versions, "refused": ..., (kernel, device, dtype, group): prepared}
-_CACHE = WeakIdKeyDictionary()
-_CAPS_OVERRIDE: list[Capabilities] = []
-_FORCED: list[Kernel] = []
-
-
-@functools.cache
-def _probed_caps() -> Capabilities:
-    return capabilities()
-
-
-def current_capabilities() -> Capabilities:
-    """The capabilities dispatch uses: probed once per process, or the one set by `override_capabilities`."""
-    return _CAPS_OVERRIDE[-1] if _CAPS_OVERRIDE else _probed_caps()
-
-
-def override_capabilities(caps: Capabilities | None) -> None:
-    """Make dispatch see `caps` (None restores the probed ones); drops every prepared-weight cache."""
-    _CAPS_OVERRIDE.clear()
-    if caps is not None:
-        _CAPS_OVERRIDE.append(caps)
-    _CACHE.clear()
-
-
-@contextlib.contextmanager
-def forced_kernel(kernel: Kernel):
-    """Within the block every quantized layer runs `kernel`, whatever dispatch would pick (tests, benchmarks).
-
-    The kernel must serve the weight and device (e.g. Triton needs a GPU or TRITON_INTERPRET=1); no fallback applies.
-    """
-    if not isinstance(kernel, Kernel):
-        raise TypeError(f"kernel must be a lowbit.runtime.Kernel member, got {kernel!r}")
-    _FORCED.append(kernel)
-    try:
-        yield
-    finally:
-        _FORCED.pop()
-
-
-def drop_cache(packed: torch.Tensor) -> None:
-    """Forget the prepared kernel weights of one packed tensor (set_backend frees the float copies this way)."""
-    _CACHE.pop(packed, None)
-
-
-@functools.cache
-def _backend(memory: str, precision: str) -> BackendConfig:
-    return BackendConfig(memory, precision)
-
-
-def _version(t: torch.Tensor | None) -> int:
-    if t is None:
-        return -1
-    try:
-        return t._version
-    except RuntimeError:  # inference tensors carry no version counter; they cannot be modified in place either
-        return 0
-
-
-def _rebuild(packed, scale, zero, shape, bits, block_size) -> QuantizedWeight:
-    symmetric = zero is None
-    return QuantizedWeight(packed=packed, scale=scale, zero=zero, shape=tuple(shape), dtype=torch.float32,
-                           bits=bits, block_size=block_size, symmetric=symmetric, method="rtn")
-
-
-def _stamp(packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None) -> tuple:
-    """Changes whenever the packed buffers are replaced, modified in place or moved."""
-    return (_version(packed), id(scale), _version(scale), id(zero), _version(zero), packed.device)
-
-
-def _entry(qw: QuantizedWeight) -> dict:
-    stamp = _stamp(qw.packed, qw.scale, qw.zero)
-    entry = _CACHE.get(qw.packed)
-    if entry is None or entry["stamp"] != stamp:
-        entry = {"stamp": stamp, "refused": executor.refusals(qw)}
-        _CACHE[qw.packed] = entry
-    return entry
-
-
-def _choose(qw: QuantizedWeight, entry: dict, device_type: str, m: int, memory: str, precision: str, n: int):
-    """(Decision, compute dtype), decided once per (device, M, modes) and weight, then read from the weight's entry.
-
-    Callers announce the decision with `warn_fallback` (once per distinct reason)."""
-    if _FORCED:
-        caps = current_capabilities()
-        return Decision(_FORCED[-1]), compute_dtype(device_type, caps, _backend(memory, precision))
-    key = ("decision", device_type, m, memory, precision)
-    if key not in entry:
-        backend = _backend(memory, precision)
-        caps = current_capabilities()
-        fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, n, qw.k, entry["refused"])
-        decision = select_kernel(device_type, m, fmt, caps, backend)
-        entry[key] = (decision, compute_dtype(device_type, caps, backend))
-    return entry[key]
-
-
-def _prepared(entry: dict, kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype, rows: slice | None = None):
-    """The kernel's prepared weight (of output channels `rows` only, for a conv group), built once per entry."""
-    key = (kernel, dtype, None if rows is None else (rows.start, rows.stop))
-    if key not in entry:
-        entry[key] = executor.prepare(kernel, qw if rows is None else _rows(qw, rows), dtype)
-    return entry[key]
+from ..runtime.dispatch import Kernel, warn_fallback
+from .weight_cache import choose, compute_view, entry_for, forcing, fresh_entry, m_bucket, prepared
 
 
 def eager(x: torch.Tensor) -> bool:
@@ -210,21 +102,21 @@ def _linear_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
 
 
 def _linear_plan(x2, packed, scale, zero, shape, bits, block_size, memory, precision):
-    """(decision, compute dtype, prepared weight) for this call, from the weight's cache entry.
+    """(decision, compute dtype, prepared weight) for this call, from the weight's cache.
 
     The hot path is two dict lookups and a stamp comparison: at memory Normal a layer then costs what F.linear
-    costs. Anything else (first call, new M, changed buffers, forced kernel) goes through dispatch.
+    costs. Anything else (first call, new M bucket, changed buffers, forced kernel) goes through dispatch.
     """
-    entry = _CACHE.get(packed)
-    key = ("plan", x2.device.type, x2.shape[0], memory, precision)
-    if not _FORCED and entry is not None and key in entry and entry["stamp"] == _stamp(packed, scale, zero):
-        return entry[key]
-    qw = _rebuild(packed, scale, zero, shape, bits, block_size)
-    entry = _entry(qw)
-    decision, dtype = _choose(qw, entry, x2.device.type, x2.shape[0], memory, precision, qw.n)
-    plan = (decision, dtype, _prepared(entry, decision.kernel, qw, dtype))
-    if not _FORCED:
-        entry[key] = plan
+    entry = fresh_entry(packed, scale, zero)
+    key = (x2.device.type, m_bucket(x2.shape[0]), memory, precision)
+    if not forcing() and entry is not None and key in entry.plans:
+        return entry.plans[key]
+    qw = compute_view(packed, scale, zero, shape, bits, block_size)
+    entry = entry_for(qw)
+    decision, dtype = choose(qw, entry, x2.device.type, x2.shape[0], memory, precision, qw.n)
+    plan = (decision, dtype, prepared(entry, decision.kernel, qw, dtype))
+    if not forcing():
+        entry.plans[key] = plan
     return plan
 
 
@@ -244,18 +136,18 @@ def _conv2d_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
                  bias: torch.Tensor | None, shape: list[int], bits: int, block_size: int, stride: list[int],
                  padding: list[int], dilation: list[int], groups: int, memory: str, precision: str) -> torch.Tensor:
     """F.conv2d(x (B, C, H, W), W (O, C/groups, kh, kw), bias) with W packed along the flattened (C/groups, kh, kw)."""
-    qw = _rebuild(packed, scale, zero, shape, bits, block_size)
+    qw = compute_view(packed, scale, zero, shape, bits, block_size)
     o, _, kh, kw = shape
     oh = conv2d_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
     ow = conv2d_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
-    entry = _entry(qw)
-    decision, dtype = _choose(qw, entry, x.device.type, x.shape[0] * oh * ow, memory, precision, o // groups)
+    entry = entry_for(qw)
+    decision, dtype = choose(qw, entry, x.device.type, x.shape[0] * oh * ow, memory, precision, o // groups)
     warn_fallback(decision)  # once per distinct reason, whichever layer asks first
     kernel = decision.kernel
     b = bias.to(dtype) if bias is not None else None
     xc = x.to(dtype)
     if kernel in (Kernel.DENSE, Kernel.REFERENCE):
-        w = _prepared(entry, kernel, qw, dtype).reshape(shape) if kernel is Kernel.DENSE else qw.dequantize(dtype)
+        w = prepared(entry, kernel, qw, dtype).reshape(shape) if kernel is Kernel.DENSE else qw.dequantize(dtype)
         return F.conv2d(xc, w, b, stride, padding, dilation, groups).to(x.dtype).contiguous()
     cols = F.unfold(xc, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C*kh*kw, L)
     batch, length = cols.shape[0], cols.shape[2]
@@ -264,7 +156,7 @@ def _conv2d_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
     outs = []
     for g in range(groups):
         rows = slice(g * og, (g + 1) * og)
-        w = _prepared(entry, kernel, qw, dtype, rows=rows)  # the group's rows are sliced only when first prepared
+        w = prepared(entry, kernel, qw, dtype, rows=rows)  # the group's rows are sliced only when first prepared
         a = cols[:, g].transpose(1, 2).reshape(batch * length, qw.k)  # (B*L, K)
         outs.append(_run(kernel, w, a.contiguous(), b[rows] if b is not None else None))
     y = torch.cat(outs, dim=1).view(batch, length, o).transpose(1, 2)  # (B*L, O) -> (B, O, L)
@@ -284,7 +176,7 @@ def _(x, packed, scale, zero, bias, shape, bits, block_size, stride, padding, di
 def _dequantize_impl(packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None, shape: list[int],
                      bits: int, block_size: int, dtype: torch.dtype) -> torch.Tensor:
     """The float weight (N, K = prod(shape[1:])) in `dtype`, a new tensor (never `packed`, as an op output must be)."""
-    w = _rebuild(packed, scale, zero, shape, bits, block_size).dequantize(dtype).reshape(shape[0], -1)
+    w = compute_view(packed, scale, zero, shape, bits, block_size).dequantize(dtype).reshape(shape[0], -1)
     return w.clone() if w.data_ptr() == packed.data_ptr() else w  # bits=16 asked in float16 is `packed` itself
 
 
@@ -301,11 +193,9 @@ def dequantized(packed, scale, zero, shape, bits, block_size, dtype: torch.dtype
     dequantized for this call only (memory Low keeps nothing; the copy lives until the backward has used it)."""
     if not eager(packed):
         return torch.ops.lowbit.dequantize(packed, scale, zero, shape, bits, block_size, dtype)
-    entry = _CACHE.get(packed)
-    if entry is not None and entry["stamp"] == _stamp(packed, scale, zero):
-        cached = entry.get((Kernel.DENSE, dtype, None))
-        if cached is not None:
-            return cached
+    entry = fresh_entry(packed, scale, zero)
+    if entry is not None and (Kernel.DENSE, dtype, None) in entry.prepared:
+        return entry.prepared[(Kernel.DENSE, dtype, None)]
     return _dequantize_impl(packed, scale, zero, shape, bits, block_size, dtype)
 
 
@@ -370,21 +260,3 @@ class _Conv2dGrad(torch.autograd.Function):
     forward = staticmethod(_conv2d_impl)
     setup_context = staticmethod(_conv2d_save)
     backward = staticmethod(_conv2d_backward)
-
-
-def _rows(qw: QuantizedWeight, rows: slice) -> QuantizedWeight:
-    """The weight of output channels `rows` (rows are independent in the format)."""
-    pick = {name: t[rows].contiguous() for name, t in qw.tensors().items()}
-    n = rows.stop - rows.start
-    return QuantizedWeight(packed=pick["packed"], scale=pick.get("scale"), zero=pick.get("zero"),
-                           shape=(n, *qw.shape[1:]), dtype=qw.dtype, bits=qw.bits, block_size=qw.block_size,
-                           symmetric=qw.symmetric, method=qw.method)
-
-
-def kernel_for(module, name: str, m: int, device_type: str | None = None) -> Kernel:
-    """The kernel quantized parameter `name` of `module` runs with at M rows (what dispatch picks; no warning)."""
-    packed, scale, zero, shape, bits, block = module._op_args(name)
-    qw = _rebuild(packed, scale, zero, [shape[0], math.prod(shape[1:])], bits, block)
-    entry = _entry(qw)
-    fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, qw.n, qw.k, entry["refused"])
-    return select_kernel(device_type or qw.device.type, m, fmt, current_capabilities(), module.backend).kernel

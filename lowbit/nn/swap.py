@@ -17,7 +17,7 @@ from ..quant.config import QuantConfig
 from ..quant.format import QuantizedWeight
 from ..quant.quantize import quantize_weight
 from ..runtime.config import BackendConfig
-from . import ops
+from . import weight_cache
 from .conv import QuantConv1d, QuantConv2d
 from .linear import QuantLinear, QuantModule, as_backend
 from .lstm import QuantLSTM, lstm_param_names
@@ -183,8 +183,9 @@ def swap_quantized(model: nn.Module, weights: dict[str, QuantizedWeight],
     """Replace each module owning a parameter in `weights` by its Quant counterpart holding exactly those weights.
 
     weights: {full parameter name ("encoder.fc.weight", "rnn.weight_hh_l0_reverse"): QuantizedWeight}. Biases and
-    other float parameters are kept as they are (also on the meta device). Returns the model (a new module only when
-    the model itself is the swapped layer).
+    other float parameters are kept as they are (also on the meta device), and each new layer takes the `training`
+    flag of the module it replaces (`from_float`). Returns the model (a new module only when the model itself is the
+    swapped layer).
     """
     backend = as_backend(backend)
     by_module: dict[str, dict[str, QuantizedWeight]] = defaultdict(dict)
@@ -243,7 +244,7 @@ def resident_bytes(model: nn.Module) -> int:
     for module in model.modules():
         if isinstance(module, QuantModule):
             for p in module.quantized_names:
-                tensors.extend(_cached_tensors(ops._CACHE.get(module._buffers[f"{p}_packed"], {})))
+                tensors.extend(_cached_tensors(weight_cache.cached(module._buffers[f"{p}_packed"])))
     for t in tensors:
         key = (t.untyped_storage().data_ptr(), t.device) if t.device.type != "meta" else id(t)
         if key not in seen:

@@ -1,0 +1,198 @@
+"""The per-weight cache behind the ops: for each packed weight, the dispatch decisions and the prepared kernel weights.
+
+Keyed by the packed tensor itself (weakly) and checked against a stamp of its buffers' version counters, so
+load_state_dict (in place or assign=True), .to() and a new backend all rebuild it lazily; it is never part of the
+state_dict. Decisions are kept per M bucket (`m_bucket`: M values dispatch cannot tell apart), so a layer fed many
+sequence lengths holds a handful of them, not one per M.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+from ..quant.format import QuantizedWeight
+from ..runtime import executor
+from ..runtime.capabilities import Capabilities, capabilities
+from ..runtime.config import BackendConfig
+from ..runtime.dispatch import (
+    A8W_MIN_M,
+    GEMV_MAX_M,
+    HIGH_DENSE_MIN_M,
+    Decision,
+    Kernel,
+    WeightFormat,
+    compute_dtype,
+    select_kernel,
+)
+
+# Every M where dispatch may change its mind: the probe's shape classes (1, 2..15, >= 16) and the thresholds.
+M_BOUNDARIES = tuple(sorted({1, 2, 16, GEMV_MAX_M + 1, HIGH_DENSE_MIN_M, A8W_MIN_M}))
+
+
+def m_bucket(m: int) -> int:
+    """The largest boundary <= m: dispatch decides the same for every M of a bucket (a test checks it)."""
+    return max((b for b in M_BOUNDARIES if b <= m), default=M_BOUNDARIES[0])
+
+
+@dataclass
+class WeightCache:
+    """What one packed weight has decided and built.
+
+    stamp: the buffers' versions when built (`stamp`); refused: (kernel, reason) from the kernels' `supports_*`;
+    decisions: (device, M bucket, memory, precision) -> (Decision, compute dtype);
+    prepared: (kernel, dtype, rows or None) -> the kernel's prepared weight (rows: a conv group's output channels);
+    plans: (device, M bucket, memory, precision) -> (Decision, dtype, prepared weight), the Linear op's hot path.
+    """
+
+    stamp: tuple
+    refused: tuple
+    decisions: dict = field(default_factory=dict)
+    prepared: dict = field(default_factory=dict)
+    plans: dict = field(default_factory=dict)
+
+
+_CACHE: WeakIdKeyDictionary = WeakIdKeyDictionary()  # packed tensor -> WeightCache
+_CAPS_OVERRIDE: list[Capabilities] = []
+_FORCED: list[Kernel] = []
+
+
+@functools.cache
+def _probed_caps() -> Capabilities:
+    return capabilities()
+
+
+def current_capabilities() -> Capabilities:
+    """The capabilities dispatch uses: probed once per process, or the one set by `override_capabilities`."""
+    return _CAPS_OVERRIDE[-1] if _CAPS_OVERRIDE else _probed_caps()
+
+
+def override_capabilities(caps: Capabilities | None) -> None:
+    """Make dispatch see `caps` (None restores the probed ones); drops every prepared-weight cache."""
+    _CAPS_OVERRIDE.clear()
+    if caps is not None:
+        _CAPS_OVERRIDE.append(caps)
+    _CACHE.clear()
+
+
+@contextlib.contextmanager
+def forced_kernel(kernel: Kernel):
+    """Within the block every quantized layer runs `kernel`, whatever dispatch would pick (tests, benchmarks).
+
+    The kernel must serve the weight and device (e.g. Triton needs a GPU or TRITON_INTERPRET=1); no fallback applies.
+    """
+    if not isinstance(kernel, Kernel):
+        raise TypeError(f"kernel must be a lowbit.runtime.Kernel member, got {kernel!r}")
+    _FORCED.append(kernel)
+    try:
+        yield
+    finally:
+        _FORCED.pop()
+
+
+def forcing() -> bool:
+    """True inside `forced_kernel` (nothing is then stored as a decision)."""
+    return bool(_FORCED)
+
+
+def drop_cache(packed: torch.Tensor) -> None:
+    """Forget the prepared kernel weights of one packed tensor (set_backend frees the float copies this way)."""
+    _CACHE.pop(packed, None)
+
+
+def cached(packed: torch.Tensor) -> WeightCache | None:
+    """The cache of `packed`, or None (for resident-bytes accounting)."""
+    return _CACHE.get(packed)
+
+
+@functools.cache
+def backend(memory: str, precision: str) -> BackendConfig:
+    return BackendConfig(memory, precision)
+
+
+def _version(t: torch.Tensor | None) -> int:
+    if t is None:
+        return -1
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors carry no version counter; they cannot be modified in place either
+        return 0
+
+
+def stamp(packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None) -> tuple:
+    """Changes whenever the packed buffers are replaced, modified in place or moved."""
+    return (_version(packed), id(scale), _version(scale), id(zero), _version(zero), packed.device)
+
+
+def compute_view(packed, scale, zero, shape, bits, block_size) -> QuantizedWeight:
+    """The QuantizedWeight the kernels read, from the op's buffers and format numbers.
+
+    The op does not carry the original dtype or the quantization method (they do not change how it computes):
+    dtype is the storage dtype (scale's, or float16 for bits=16) and method is "" (unknown here).
+    """
+    dtype = scale.dtype if scale is not None else packed.dtype
+    return QuantizedWeight(packed=packed, scale=scale, zero=zero, shape=tuple(shape), dtype=dtype, bits=bits,
+                           block_size=block_size, symmetric=zero is None, method="")
+
+
+def entry_for(qw: QuantizedWeight) -> WeightCache:
+    """The weight's cache, rebuilt when its buffers changed since it was built."""
+    now = stamp(qw.packed, qw.scale, qw.zero)
+    entry = _CACHE.get(qw.packed)
+    if entry is None or entry.stamp != now:
+        entry = WeightCache(now, executor.refusals(qw))
+        _CACHE[qw.packed] = entry
+    return entry
+
+
+def fresh_entry(packed, scale, zero) -> WeightCache | None:
+    """The weight's cache when it exists and its buffers did not change (the hot path's one check), else None."""
+    entry = _CACHE.get(packed)
+    return entry if entry is not None and entry.stamp == stamp(packed, scale, zero) else None
+
+
+def choose(qw: QuantizedWeight, entry: WeightCache, device_type: str, m: int, memory: str, precision: str,
+           n: int) -> tuple[Decision, torch.dtype]:
+    """(Decision, compute dtype), decided once per (device, M bucket, modes) and weight.
+
+    Callers announce the decision with `warn_fallback` (once per distinct reason)."""
+    if _FORCED:
+        caps = current_capabilities()
+        return Decision(_FORCED[-1]), compute_dtype(device_type, caps, backend(memory, precision))
+    key = (device_type, m_bucket(m), memory, precision)
+    if key not in entry.decisions:
+        config, caps = backend(memory, precision), current_capabilities()
+        fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, n, qw.k, entry.refused)
+        entry.decisions[key] = (select_kernel(device_type, m, fmt, caps, config),
+                                compute_dtype(device_type, caps, config))
+    return entry.decisions[key]
+
+
+def prepared(entry: WeightCache, kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype, rows: slice | None = None):
+    """The kernel's prepared weight (of output channels `rows` only, for a conv group), built once per entry."""
+    key = (kernel, dtype, None if rows is None else (rows.start, rows.stop))
+    if key not in entry.prepared:
+        entry.prepared[key] = executor.prepare(kernel, qw if rows is None else _rows(qw, rows), dtype)
+    return entry.prepared[key]
+
+
+def _rows(qw: QuantizedWeight, rows: slice) -> QuantizedWeight:
+    """The weight of output channels `rows` (rows are independent in the format)."""
+    pick = {name: t[rows].contiguous() for name, t in qw.tensors().items()}
+    n = rows.stop - rows.start
+    return QuantizedWeight(packed=pick["packed"], scale=pick.get("scale"), zero=pick.get("zero"),
+                           shape=(n, *qw.shape[1:]), dtype=qw.dtype, bits=qw.bits, block_size=qw.block_size,
+                           symmetric=qw.symmetric, method=qw.method)
+
+
+def kernel_for(module, name: str, m: int, device_type: str | None = None) -> Kernel:
+    """The kernel quantized parameter `name` of `module` runs with at M rows (what dispatch picks; no warning)."""
+    packed, scale, zero, shape, bits, block = module._op_args(name)
+    qw = compute_view(packed, scale, zero, [shape[0], math.prod(shape[1:])], bits, block)
+    fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, qw.n, qw.k, entry_for(qw).refused)
+    return select_kernel(device_type or qw.device.type, m, fmt, current_capabilities(), module.backend).kernel
