@@ -227,3 +227,113 @@ def test_format_md_worked_example(tmp_path):
     row = bytes(packed[0].tolist())  # the decoding recipe given in the document
     codes = [(int.from_bytes(row[j * 3 // 8: j * 3 // 8 + 2], "little") >> (j * 3 % 8)) & 7 for j in range(10)]
     assert codes == q[0].tolist()
+
+
+def _raw_file(path, header_text: str, data_size: int):
+    raw = header_text.encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(data_size))
+    return path
+
+
+_F32 = '"dtype": "F32", "shape": [2], "data_offsets": '
+
+
+@pytest.mark.parametrize("header, data_size, match", [
+    ('{"a": {' + _F32 + '[0, 8]}, "b": {' + _F32 + '[4, 12]}}', 12, "'b' .* overlaps tensor 'a'"),
+    ('{"a": {' + _F32 + '[0, 8]}, "b": {' + _F32 + '[0, 8]}}', 8, "overlaps tensor"),
+    ('{"a": {' + _F32 + '[0, 8]}, "b": {' + _F32 + '[12, 20]}}', 20, "4 bytes before tensor 'b' belong to no tensor"),
+    ('{"a": {' + _F32 + '[0, 8]}}', 16, "last 8 bytes belong to no tensor"),
+    ('{"a": {"dtype": "F32", "shape": [4.9], "data_offsets": [0, 16]}}', 16, r"shape \[4.9\]"),
+    ('{"a": {"dtype": "F32", "shape": [4.0], "data_offsets": [0, 16]}}', 16, r"shape \[4.0\]"),
+    ('{"a": {"dtype": "F32", "shape": [1e999], "data_offsets": [0, 16]}}', 16, r"shape \[inf\]"),
+    ('{"a": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 16]}}', 16, r"shape \[-1\]"),
+    ('{"a": {"dtype": "U8", "shape": [true], "data_offsets": [0, 1]}}', 1, r"shape \[True\]"),
+    ('{"a": {"dtype": "F32", "shape": [NaN], "data_offsets": [0, 16]}}', 16, "NaN is not a JSON number"),
+    ('{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16.0]}}', 16, "data_offsets"),
+    ('{"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 1e999]}}', 16, "data_offsets"),
+    ('{"a": {"dtype": "F32", "shape": [4], "data_offsets": ["0", "16"]}}', 16, "data_offsets"),
+    ('{"a": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}}', 16, "has -16 bytes"),
+    ('{"a": {"dtype": "F33", "shape": [4], "data_offsets": [0, 16]}}', 16, "unknown dtype 'F33'"),
+    ('{"a": {"dtype": 4, "shape": [4], "data_offsets": [0, 16]}}', 16, "unknown dtype 4"),
+    ('{"a": {"dtype": "F32", "shape": [4]}}', 16, "needs 'dtype', 'shape' and 'data_offsets'"),
+    ('{"a": [1, 2]}', 16, "needs 'dtype'"),
+    ('{"__metadata__": {"lowbit": 5}}', 0, "'__metadata__' must be an object of strings"),
+    ('{"__metadata__": ["lowbit"]}', 0, "'__metadata__' must be an object of strings"),
+    ('[1, 2]', 0, "a JSON list, not an object"),
+    ('{"a": ' * 100_000, 0, "not valid JSON"),
+], ids=["overlap", "alias", "gap", "trailing bytes", "shape 4.9", "shape 4.0", "shape 1e999", "shape -1",
+        "shape true", "shape NaN", "offset float", "offset 1e999", "offset strings", "offsets reversed",
+        "unknown dtype", "dtype int", "no offsets", "entry a list", "metadata int", "metadata list", "header a list",
+        "deep nesting"])
+def test_header_is_as_strict_as_safetensors(tmp_path, header, data_size, match):
+    """Every header the safetensors library refuses is refused, with a message naming the file and the problem."""
+    path = _raw_file(tmp_path / "m.safetensors", header, data_size)
+    with pytest.raises(Exception):  # noqa: B017 - the reference: safetensors refuses it too (SafetensorError)
+        with safe_open(str(path), framework="pt"):
+            pass
+    with pytest.raises(CheckpointError, match=f"^{path}.*{match}"):
+        sio.read_header(path)
+    with pytest.raises(CheckpointError, match=match):
+        open_checkpoint(path)
+
+
+def test_repeated_tensor_names_are_refused(tmp_path):
+    """safetensors keeps the last of two entries of one name; lowbit refuses the ambiguity."""
+    path = _raw_file(tmp_path / "m.safetensors", '{"a": {' + _F32 + '[0, 8]}, "a": {' + _F32 + '[0, 8]}}', 8)
+    with pytest.raises(CheckpointError, match="corrupted header .*key 'a' appears twice"):
+        sio.read_header(path)
+
+
+@pytest.mark.parametrize("field, text", [
+    ("bits", "3.9"), ("bits", "3.0"), ("bits", "true"), ("bits", '"3"'), ("bits", "1e999"),
+    ("block_size", "32.0"), ("block_size", "1e999"), ("version", "1.0"), ("version", "true"), ("version", "0"),
+    ("shape", "[33, 100.0]"), ("shape", "[33, -100]"), ("shape", "[33, true]"), ("shape", "[33]"),
+    ("shape", "[3037000500, 3037000500, 2]"), ("symmetric", "0"), ("symmetric", '"false"'), ("dtype", "5"),
+    ("method", "null"), ("format", "null"),
+])
+def test_metadata_numbers_must_be_plain_integers(tmp_path, state, field, text):
+    """`bits: 3.9` is refused, not read as 3 (the tensors here are 3-bit, so a truncating reader would accept it)."""
+    qw = state["fc.weight"]
+    tensors = {f"fc.weight_{k}": v for k, v in qw.tensors().items()}
+    entry, value = json.dumps(qw.metadata()), json.dumps(qw.metadata()[field])
+    assert entry.count(f'"{field}": {value}') == 1
+    entry = entry.replace(f'"{field}": {value}', f'"{field}": {text}')
+    body = json.dumps(_body({"fc.weight": "ENTRY"})).replace('"ENTRY"', entry)
+    save_file(tensors, str(tmp_path / "m.safetensors"), metadata={"lowbit": body})
+    with pytest.raises(CheckpointError, match=f"'fc.weight' has bad metadata: .*{field}"):
+        open_checkpoint(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize("body", ['{"format": "lowbit.checkpoint", "version": true, "quantized": {}}',
+                                  '{"format": "lowbit.checkpoint", "version": 1.0, "quantized": {}}',
+                                  '{"format": "lowbit.checkpoint", "version": 1, "quantized": {}, "x": NaN}',
+                                  '{"format": "lowbit.checkpoint", "version": 1, "quantized": {}, '
+                                  '"external_data": false}',
+                                  '{"format": "lowbit.checkpoint", "version": 1, "quantized": {}, '
+                                  '"external_data": {"file": "m.safetensors.data", "header_sha256": 5}}',
+                                  '{"format": "lowbit.checkpoint", "version": 1, "quantized": {}, '
+                                  '"lowbit_version": 1}'])
+def test_checkpoint_metadata_types_are_checked(tmp_path, body):
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "m.safetensors"), metadata={"lowbit": body})
+    with pytest.raises(CheckpointError, match=f"^{tmp_path / 'm.safetensors'}"):
+        open_checkpoint(tmp_path / "m.safetensors")
+
+
+def test_every_safetensors_dtype_is_read(tmp_path, rng):
+    """float8, uint16..64 and complex tensors are valid safetensors (issue 13): stored and read back bit for bit."""
+    raw = torch.randint(0, 255, (4, 8), dtype=torch.uint8, generator=rng)
+    tensors = {str(dtype): raw.view(dtype).clone() for dtype in sio.DTYPES.values() if dtype != torch.bool}
+    tensors["bool"] = raw > 100
+    save_file(tensors, str(tmp_path / "plain.safetensors"))
+    entries, _, _ = sio.read_header(tmp_path / "plain.safetensors")
+    assert {e.dtype for e in entries.values()} == set(sio.DTYPES.values())
+    path = save(tensors, tmp_path / "m.safetensors")
+    ckpt = open_checkpoint(path)
+    for name, t in tensors.items():
+        got = ckpt.tensor(name)
+        assert got.dtype == t.dtype and torch.equal(got.view(torch.uint8), t.view(torch.uint8)), name
+    with safe_open(str(path), framework="pt") as f:
+        assert torch.equal(f.get_tensor("torch.uint16").view(torch.uint8), tensors["torch.uint16"].view(torch.uint8))
+    _raw_file(tmp_path / "f4.safetensors", '{"a": {"dtype": "F4", "shape": [4], "data_offsets": [0, 2]}}', 2)
+    with pytest.raises(CheckpointError, match="dtype F4 .* which lowbit does not read"):
+        sio.read_header(tmp_path / "f4.safetensors")

@@ -77,6 +77,13 @@ def test_info_system(capsys):
     (None, ["convert", "{model}", "{tmp}/o.safetensors", "--block", "20"], "block_size=20 is not supported"),
     (None, ["convert", "{model}", "{tmp}/o.safetensors", "--hqq", "--symmetric"], "HQQ optimises a zero"),
     (None, ["info"], "give a checkpoint file"),
+    (None, ["convert", "{model}", "{tmp}/o.safetensors", "--skip", "fc", "decoder"],
+     "skip pattern 'decoder' matches no tensor or layer"),
+    ("layers_bias", ["convert", "{model}", "{tmp}/o.safetensors", "--config", "{tmp}/l.json"],
+     "l.json: entry 'fc.bias' names only tensors that are never quantized"),
+    ("layers_latin1", ["convert", "{model}", "{tmp}/o.safetensors", "--config", "{tmp}/l.json"],
+     "overrides file .*l.json is not UTF-8 text"),
+    ("bad_metadata", ["info", "{tmp}/q.safetensors"], "q.safetensors has a corrupted header: '__metadata__' must be"),
 ])
 def test_errors_are_one_line_with_exit_1(tmp_path, capsys, model_file, make, argv, match):
     (tmp_path / "blocker").write_text("a file, not a directory")
@@ -90,6 +97,13 @@ def test_errors_are_one_line_with_exit_1(tmp_path, capsys, model_file, make, arg
         (tmp_path / "l.json").write_text(json.dumps({"layers": {"decoder.fc": {"bits": 4}}}))
     elif make == "layers_bits":
         (tmp_path / "l.json").write_text(json.dumps({"layers": {"fc": {"bits": 12}}}))
+    elif make == "layers_bias":
+        (tmp_path / "l.json").write_text(json.dumps({"layers": {"fc.bias": {"bits": 8}}}))
+    elif make == "layers_latin1":
+        (tmp_path / "l.json").write_bytes('{"layers": {"fc": {"bits": 8}}, "note": "café"}'.encode("latin-1"))
+    elif make == "bad_metadata":
+        header = b'{"__metadata__": {"lowbit": 7}, "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}'
+        (tmp_path / "q.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + bytes(8))
     capsys.readouterr()
     code, out, err = _run(capsys, *[a.format(tmp=tmp_path, model=model_file) for a in argv])
     assert code == 1 and out == ""

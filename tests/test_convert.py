@@ -129,6 +129,11 @@ def test_skip_and_overrides(tmp_path, st_file, float_state):
     ({"head": {"bitz": 4}}, "entry 'head' has unknown keys \\['bitz'\\]"),
     ({"head": {"block_size": 10}}, "entry 'head': block_size=10 is not supported"),
     ({"head": [4]}, "entry 'head' must be an object, 'skip' or 0"),
+    ({"encoder.0.fc.bias": {"bits": 4}}, "entry 'encoder.0.fc.bias' names only tensors that are never quantized "
+                                         r"\('encoder.0.fc.bias': rank < 2\)"),
+    ({"encoder.*.LayerNorm": {"bits": 8}}, "entry 'encoder.\\*.LayerNorm' names only tensors that are never quantized"),
+    ({"embeddings.word_embeddings": 4}, "names only tensors that are never quantized .*embedding or norm"),
+    ({"position_ids": {"bits": 8}}, "names only tensors that are never quantized .*int64 tensor"),
 ])
 def test_override_errors_name_the_entry(tmp_path, st_file, layers, match):
     cfg_file = tmp_path / "layers.json"
@@ -198,3 +203,50 @@ def test_source_errors(tmp_path, st_file):
         convert(tmp_path / "idx.index.json", tmp_path / "o2.safetensors", CFG)
     with pytest.raises(FileNotFoundError, match="output directory .* does not exist"):
         convert(st_file, tmp_path / "no" / "o.safetensors", CFG, progress=False)
+
+
+def test_skip_patterns_must_match(tmp_path, st_file, float_state):
+    with pytest.raises(CheckpointError, match=r"skip pattern 'decoder.\*' matches no tensor or layer"):
+        convert(st_file, tmp_path / "o.safetensors", CFG, skip=["head", "decoder.*"], progress=False)
+    with pytest.raises(CheckpointError, match="skip pattern 'encoder.0.fc.weight_packed' matches no tensor"):
+        convert(st_file, tmp_path / "o.safetensors", CFG, skip="encoder.0.fc.weight_packed", progress=False)
+    assert not (tmp_path / "o.safetensors").exists()
+    summary = convert(st_file, tmp_path / "o.safetensors", CFG, skip=["encoder.0.fc.bias", "conv"], progress=False)
+    reasons = {p.source.name: p.reason for p in summary.plans}
+    assert reasons["conv.weight"] == "skipped" and reasons["encoder.0.fc.bias"] == "rank < 2"
+    assert "encoder.0.fc.weight" in open_checkpoint(tmp_path / "o.safetensors").quantized
+    override_skip = tmp_path / "layers.json"  # a 'skip' entry for a bias is what happens anyway: accepted
+    override_skip.write_text(json.dumps({"layers": {"encoder.0.fc.bias": "skip"}}))
+    convert(st_file, tmp_path / "o.safetensors", CFG, overrides=override_skip, progress=False)
+
+
+def test_other_safetensors_dtypes_are_kept_as_they_are(tmp_path, float_state, rng):
+    """float8, uint16..64 tensors (issue 13) are read and stored untouched, never quantized."""
+    extra = {"fp8.weight": torch.randn(64, 64, generator=rng).to(torch.float8_e4m3fn),
+             "codes.weight": torch.randint(0, 1 << 15, (64, 64), generator=rng).to(torch.uint16),
+             "ids": torch.randint(0, 1 << 30, (7,), generator=rng).to(torch.uint64)}
+    save_file({**float_state, **extra}, str(tmp_path / "m.safetensors"))
+    summary = convert(tmp_path / "m.safetensors", tmp_path / "o.safetensors", CFG, fp16=True, progress=False)
+    reasons = {p.source.name: p.reason for p in summary.plans}
+    assert reasons["fp8.weight"] == "float8_e4m3fn tensor" and reasons["codes.weight"] == "uint16 tensor"
+    ckpt = open_checkpoint(tmp_path / "o.safetensors")
+    assert set(ckpt.quantized) == QUANTIZED
+    for name, t in extra.items():
+        got = ckpt.tensor(name)
+        assert got.dtype == t.dtype and torch.equal(got.view(torch.uint8), t.view(torch.uint8)), name
+
+
+def test_overlapping_source_tensors_are_refused(tmp_path, st_file):
+    """Two tensors over the same bytes would convert into wrong weights (the safetensors library refuses them)."""
+    import struct
+
+    data = st_file.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    a, b = header["encoder.0.fc.weight"], header["encoder.1.fc.weight"]
+    b["data_offsets"] = [a["data_offsets"][0], a["data_offsets"][0] + b["data_offsets"][1] - b["data_offsets"][0]]
+    raw = json.dumps(header).encode()
+    (tmp_path / "bad.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    with pytest.raises(CheckpointError, match="bad.safetensors has a corrupted header: tensor .* overlaps tensor"):
+        convert(tmp_path / "bad.safetensors", tmp_path / "o.safetensors", CFG, progress=False)
+    assert not (tmp_path / "o.safetensors").exists()

@@ -151,3 +151,99 @@ def test_file_tensors_of_non_persistent_buffers_are_ignored(tmp_path, float_net,
     assert model.pos_ids.tolist() == list(range(9))
     with torch.no_grad():
         assert torch.equal(model(tokens), _quantized(float_net)(tokens))
+
+
+def _state(model: nn.Module) -> dict:
+    """What a failed load must leave as it was: every module object, and every tensor object with its dtype."""
+    modules = {name: m for name, m in model.named_modules()}
+    tensors = {k: (v, v.dtype) for k, v in model.state_dict(keep_vars=True).items()}
+    return {"modules": modules, "tensors": tensors}
+
+
+def _assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = _state(model)
+    assert after["modules"].keys() == before["modules"].keys()
+    assert all(after["modules"][k] is m for k, m in before["modules"].items())
+    assert after["tensors"].keys() == before["tensors"].keys()
+    assert all(after["tensors"][k][0] is t and after["tensors"][k][1] == d for k, (t, d) in before["tensors"].items())
+
+
+def _file_of(q: nn.Module, path, **replace) -> None:
+    """Save quantized model q as a dict, with some entries replaced (e.g. a bias of another dtype)."""
+    quantized = lowbit.nn.quantized_weights(q)
+    packed = {f"{p}_{f}" for p in quantized for f in ("packed", "scale", "zero")}
+    state = {k: v for k, v in q.state_dict().items() if k not in packed}
+    save({**state, **quantized, **replace}, path)
+
+
+@pytest.mark.parametrize("bad", ["int bias", "quantized embedding", "lstm gate missing", "swap fails"])
+def test_failed_load_leaves_the_model_as_it_was(tmp_path, float_net, monkeypatch, bad):
+    """Validate everything, then swap: layers before the bad one in file order are not swapped either."""
+    q = _quantized(float_net)
+    path = tmp_path / "q.safetensors"
+    if bad == "int bias":
+        _file_of(q, path, **{"rnn.bias_hh_l0": torch.zeros(128, dtype=torch.int64)})
+        match = "'rnn.bias_hh_l0' is I64 in the file but float32 in the model"
+    elif bad == "quantized embedding":
+        _file_of(q, path, **{"emb.weight": lowbit.quantize_weight(float_net.emb.weight.detach(), CFG)})
+        match = r"quantized weights \['weight'\] belong to 'emb', which is Embedding"
+    elif bad == "lstm gate missing":
+        quantized = lowbit.nn.quantized_weights(q)
+        _file_of(q, path, **{"rnn.weight_hh_l0": q.rnn.quantized_weight("weight_hh_l0").dequantize()})
+        assert "rnn.weight_hh_l0" in quantized
+        match = r"LSTM 'rnn' needs packed weights .*the file has \['weight_hh_l0_reverse', 'weight_ih_l0', "
+    else:  # a failure nothing checks for: the swap itself raises half way (after conv, fc and head)
+        save(q, path)
+
+        def boom(*args, **kwargs):
+            raise RuntimeError("out of memory while building the layer")
+
+        monkeypatch.setattr(QuantLSTM, "from_float", boom)
+        match = "q.safetensors: out of memory while building the layer"
+    model = Net().eval()
+    before = _state(model)
+    with pytest.raises(CheckpointError, match=match):
+        load(model, path)
+    _assert_unchanged(model, before)
+    if bad == "swap fails":
+        monkeypatch.setattr(QuantLSTM, "from_float", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            load(model, path)
+        _assert_unchanged(model, before)
+
+
+def test_load_into_a_model_that_is_one_layer_returns_the_quantized_layer(tmp_path, rng):
+    linear = nn.Linear(96, 32)
+    qw = lowbit.quantize_weight(linear.weight.detach(), CFG)
+    save({"weight": qw, "bias": linear.bias.detach()}, tmp_path / "q.safetensors")
+    loaded = load(nn.Linear(96, 32), tmp_path / "q.safetensors")
+    assert isinstance(loaded, QuantLinear) and torch.equal(loaded.bias, linear.bias)
+    x = torch.randn(3, 96, generator=rng)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), x @ qw.dequantize().T + linear.bias, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("corrupt", ["bf16 scale", "zero dtype differs", "packed int8"])
+def test_info_and_load_apply_the_same_validation(tmp_path, float_net, capsys, corrupt):
+    """`lowbit info` refuses exactly what `lowbit.load` refuses, with the same message (info used to pass these)."""
+    from lowbit.checkpoint import open_checkpoint
+    from lowbit.checkpoint.header import build_metadata
+    from lowbit.cli import main
+
+    q = _quantized(float_net)
+    _file_of(q, tmp_path / "q.safetensors")
+    ckpt = open_checkpoint(tmp_path / "q.safetensors")
+    tensors = {name: ckpt.tensor(name).clone() for name in ckpt.entries}
+    if corrupt == "bf16 scale":
+        tensors["fc.weight_scale"] = tensors["fc.weight_scale"].to(torch.bfloat16)
+    elif corrupt == "zero dtype differs":
+        tensors["fc.weight_zero"] = tensors["fc.weight_zero"].float()
+    else:
+        tensors["fc.weight_packed"] = tensors["fc.weight_packed"].view(torch.int8)
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=build_metadata(ckpt.quantized))
+    code = main(["info", str(tmp_path / "bad.safetensors")])
+    _, err = capsys.readouterr()
+    assert code == 1 and err.startswith("lowbit: error: ") and len(err.strip().splitlines()) == 1
+    with pytest.raises(CheckpointError, match="quantized weight 'fc.weight', tensor 'fc.weight_.*' has dtype") as e:
+        load(Net().eval(), tmp_path / "bad.safetensors")
+    assert err.strip() == f"lowbit: error: {e.value}"

@@ -10,16 +10,25 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 import torch
 
 from ..quant.config import QuantConfig
+from ..quant.format import FORMAT_NAME, FORMAT_VERSION
 from ..quant.quantize import quantize_weight
 from .errors import CheckpointError
 from .header import expected_entries, tensor_name
-from .overrides import MIN_ELEMENTS, check_rules_used, find_rule, load_overrides, never_quantized
+from .outputs import check_output
+from .overrides import (
+    MIN_ELEMENTS,
+    check_rules_used,
+    check_skip_used,
+    find_rule,
+    load_overrides,
+    never_quantized,
+    skip_matches,
+)
 from .safetensors_io import TensorEntry
 from .save import write_checkpoint
 from .sources import Source, open_source
@@ -65,7 +74,7 @@ class ConvertSummary:
 
 def _meta(name: str, src: TensorEntry, cfg: QuantConfig) -> dict:
     method = "fp16" if cfg.is_float else cfg.method.value
-    return {"format": "lowbit.blocked", "version": 1, "shape": list(src.shape),
+    return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "shape": list(src.shape),
             "dtype": str(src.dtype).removeprefix("torch."), "bits": cfg.bits,
             "block_size": -1 if cfg.is_float else cfg.block_size, "symmetric": True if cfg.is_float else cfg.symmetric,
             "method": method}
@@ -74,10 +83,9 @@ def _meta(name: str, src: TensorEntry, cfg: QuantConfig) -> dict:
 def plan_tensor(src: TensorEntry, cfg: QuantConfig, rules, skip, fp16: bool) -> TensorPlan:
     """Decide one tensor's fate from the default rule, --skip patterns and the overrides."""
     name = src.name
-    module = name.rpartition(".")[0]
     reason = never_quantized(name, src.dtype, src.shape)
     rule = find_rule(rules, name) if reason is None else None
-    if reason is None and any(fnmatchcase(name, p) or fnmatchcase(module, p) or p in (name, module) for p in skip):
+    if reason is None and any(skip_matches(p, name) for p in skip):
         reason = "skipped"
     elif reason is None and rule is not None:
         cfg = rule.cfg
@@ -112,15 +120,20 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
 
     src: .safetensors, an HF sharded `*.index.json`, a torch .pt/.pth/.bin (weights_only), or a directory with one.
     cfg: the default QuantConfig (4-bit, block 64, RTN). overrides: per-layer settings, a JSON file path or dict
-    (see `lowbit.checkpoint.overrides`). skip: names or globs kept untouched. fp16: store the float tensors that are
-    not quantized (embeddings, norms, biases) as float16. The write is atomic (an earlier `dst` survives a failure).
+    (see `lowbit.checkpoint.overrides`). skip: names or globs kept untouched; each must match a tensor. fp16: store
+    the float tensors that are not quantized (embeddings, norms, biases) as float16. The write is atomic (an earlier
+    `dst` survives a failure); a `dst` that is one of the inputs (by any path or link), or an existing file that is
+    not a regular file, is refused before anything is written (see `lowbit.checkpoint.outputs`).
     """
     t0 = time.perf_counter()
     cfg = cfg or QuantConfig()
+    skip = (skip,) if isinstance(skip, str) else tuple(skip)
     source = open_source(src)
+    check_output(Path(dst), source.files)
     rules = load_overrides(overrides, cfg) if overrides is not None else []
-    check_rules_used(rules, list(source.entries), str(overrides) if isinstance(overrides, (str, Path)) else "overrides")
-    plans = [plan_tensor(e, cfg, rules, tuple(skip), fp16) for e in source.entries.values()]
+    check_rules_used(rules, source.entries, str(overrides) if isinstance(overrides, (str, Path)) else "overrides")
+    check_skip_used(skip, list(source.entries))
+    plans = [plan_tensor(e, cfg, rules, skip, fp16) for e in source.entries.values()]
     quantized = {p.source.name: _meta(p.source.name, p.source, p.cfg) for p in plans if p.cfg is not None}
     out_entries = [e for p in plans for e in p.out]
 
@@ -134,6 +147,6 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
                 _write_tensor(writer, source, p)
                 bar.update(p.source.nbytes)
 
-    write_checkpoint(dst, out_entries, quantized, fill, external_data)
+    write_checkpoint(dst, out_entries, quantized, fill, external_data, inputs=source.files)
     return ConvertSummary(plans, sum(p.source.nbytes for p in plans), sum(p.bytes_after for p in plans),
                           time.perf_counter() - t0)

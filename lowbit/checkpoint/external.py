@@ -12,7 +12,8 @@ import hashlib
 import struct
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import CheckpointError, CheckpointFileNotFoundError
+from .safetensors_io import MAX_HEADER
 
 DATA_SUFFIX = ".data"
 
@@ -29,11 +30,16 @@ def header_digest(header_bytes: bytes) -> str:
 
 
 def file_header_digest(path: Path) -> str:
+    """SHA-256 of a data file's header bytes; its length field is checked against the file size before reading."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
             raise CheckpointError(f"external data file {path} is truncated ({len(head)} bytes)")
         (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER or 8 + n > size:
+            raise CheckpointError(f"external data file {path} is truncated or not a safetensors file: its header "
+                                  f"claims {n} bytes, the file has {size}")
         return header_digest(head + f.read(n))
 
 
@@ -44,16 +50,18 @@ def external_record(main: Path, header_bytes: bytes) -> dict:
 
 def resolve_data_file(main: Path, record: dict) -> Path:
     """The data file a main checkpoint refers to, checked to exist and to be the one written with it."""
-    if not isinstance(record, dict) or not isinstance(record.get("file"), str):
-        raise CheckpointError(f"{main} has corrupted lowbit metadata: bad 'external_data' entry {record!r}")
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str) \
+            or not isinstance(record.get("header_sha256"), str):
+        raise CheckpointError(f"{main} has corrupted lowbit metadata: bad 'external_data' entry {record!r}; expected "
+                              '{"file": "<name>", "header_sha256": "<hex>"}')
     name = record["file"]
-    if Path(name).name != name:
+    if not name or name in (".", "..") or Path(name).name != name or "\0" in name:
         raise CheckpointError(f"{main}: external data file {name!r} must be a plain file name next to the checkpoint")
     path = main.with_name(name)
     if not path.is_file():
-        raise FileNotFoundError(f"external data file {path} of checkpoint {main} does not exist; copy it next to "
-                                "the main file")
-    if file_header_digest(path) != record.get("header_sha256"):
+        raise CheckpointFileNotFoundError(f"external data file {path} of checkpoint {main} does not exist; copy it "
+                                          "next to the main file")
+    if file_header_digest(path) != record["header_sha256"]:
         raise CheckpointError(f"external data file {path} does not belong to {main} (header checksum differs); "
                               "it was overwritten by another conversion")
     return path

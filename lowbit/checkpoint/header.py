@@ -13,20 +13,23 @@ asymmetric; scale and zero absent for bits=16); every other tensor is a float (o
 from __future__ import annotations
 
 import json
+import math
 
 import torch
 
 from .. import __version__
+from ..quant.config import FLOAT_BITS
 from ..quant.format import QuantizedWeight
 from ..quant.validate import check_metadata
 from .errors import CheckpointError
-from .safetensors_io import TensorEntry
+from .safetensors_io import TensorEntry, dtype_name, is_count, parse_json
 
 FORMAT_NAME = "lowbit.checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "lowbit"
 SUFFIXES = ("packed", "scale", "zero")
-_SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+_SCALE_DTYPES = (torch.float16, torch.float32)
+_MAX_ELEMENTS = (1 << 63) - 1
 
 
 def tensor_name(param: str, field: str) -> str:
@@ -45,66 +48,107 @@ def build_metadata(quantized: dict[str, QuantizedWeight | dict], external: dict 
 
 
 def parse_metadata(path, meta: dict[str, str]) -> dict:
-    """Decode and check the lowbit metadata of file `path`; CheckpointError naming the problem otherwise."""
+    """Decode and check the lowbit metadata of file `path`; CheckpointError naming the problem otherwise.
+
+    Numbers must be plain JSON integers (`bits: 4.9`, `true` or `"4"` are refused, never rounded or cast).
+    """
     if METADATA_KEY not in meta:
         raise CheckpointError(f"{path} is a safetensors file but not a lowbit checkpoint (no {METADATA_KEY!r} "
                               "metadata); convert float checkpoints with `lowbit convert`")
     try:
-        body = json.loads(meta[METADATA_KEY])
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path} has corrupted lowbit metadata (not valid JSON: {e})") from None
+        body = parse_json(meta[METADATA_KEY])
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{path} has corrupted lowbit metadata (not valid JSON: {str(e)[:200]})") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT_NAME:
         got = body.get("format") if isinstance(body, dict) else body
-        raise CheckpointError(f"{path} has metadata format {got!r}, expected {FORMAT_NAME!r}")
+        raise CheckpointError(f"{path} has metadata format {str(got)[:80]!r}, expected {FORMAT_NAME!r}")
     version = body.get("version")
-    if not isinstance(version, int) or version < 1 or version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {version!r}, but this lowbit {__version__} reads "
-                              f"versions 1..{FORMAT_VERSION}; upgrade lowbit")
+    if type(version) is not int or version < 1 or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {str(version)[:40]}, but this lowbit "
+                              f"{__version__} reads versions 1..{FORMAT_VERSION}; upgrade lowbit")
     if not isinstance(body.get("quantized"), dict):
         raise CheckpointError(f"{path} has corrupted lowbit metadata: 'quantized' must be an object")
+    if not isinstance(body.get("lowbit_version", ""), (str, type(None))):
+        raise CheckpointError(f"{path} has corrupted lowbit metadata: 'lowbit_version' must be a string")
     for name, qmeta in body["quantized"].items():
-        try:
-            check_metadata(qmeta)
-        except (ValueError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"{path}: quantized tensor {name!r} has bad metadata: {e}") from None
+        check_quantized_meta(path, name, qmeta)
     return body
+
+
+def check_quantized_meta(path, name: str, qmeta) -> dict:
+    """Check one `quantized` entry strictly (types first, then `check_metadata`'s ranges); its constructor fields."""
+    where = f"{path}: quantized tensor {name!r} has bad metadata"
+    if not isinstance(qmeta, dict):
+        raise CheckpointError(f"{where}: expected an object, got {str(qmeta)[:80]!r}")
+    shape = qmeta.get("shape")
+    if not isinstance(shape, list) or len(shape) < 2 or not all(is_count(d) and d > 0 for d in shape) \
+            or math.prod(shape) > _MAX_ELEMENTS:
+        raise CheckpointError(f"{where}: shape {str(shape)[:80]} must be a list of at least two positive integers "
+                              "(fewer than 2**63 elements)")
+    for key, kind in (("version", int), ("bits", int), ("block_size", int), ("symmetric", bool), ("format", str),
+                      ("dtype", str), ("method", str)):
+        if type(qmeta.get(key)) is not kind:
+            raise CheckpointError(f"{where}: {key}={str(qmeta.get(key))[:40]} must be a JSON {kind.__name__}")
+    if qmeta["version"] < 1:
+        raise CheckpointError(f"{where}: version={qmeta['version']} must be >= 1")
+    try:
+        return check_metadata(qmeta)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{where}: {e}") from None
+
+
+def _expected_shapes(fields: dict) -> dict[str, tuple[int, ...]]:
+    return QuantizedWeight(packed=None, scale=None, zero=None, **fields).expected_shapes()
 
 
 def expected_entries(name: str, qmeta: dict, scale_dtype: torch.dtype = torch.float16) -> list[TensorEntry]:
     """The tensors (name, dtype, shape) a quantized parameter with this metadata is stored as."""
     fields = check_metadata(qmeta)
-    shell = QuantizedWeight(packed=None, scale=None, zero=None, **fields)
-    out = []
-    for field, shape in shell.expected_shapes().items():
-        dtype = (torch.float16 if shell.is_float else torch.uint8) if field == "packed" else scale_dtype
-        out.append(TensorEntry(tensor_name(name, field), dtype, tuple(shape)))
-    return out
+    packed_dtype = torch.float16 if fields["bits"] == FLOAT_BITS else torch.uint8
+    return [TensorEntry(tensor_name(name, field), packed_dtype if field == "packed" else scale_dtype, tuple(shape))
+            for field, shape in _expected_shapes(fields).items()]
+
+
+def _check_group(path, name: str, fields: dict, entries: dict[str, TensorEntry]) -> dict[str, str]:
+    """The tensors of one quantized parameter: present, of the shape its metadata implies, and of a dtype the
+    format allows (packed U8, or F16 for bits 16; scale F16 or F32; zero the scale's dtype)."""
+    group = {}
+    for field, shape in _expected_shapes(fields).items():
+        tname = tensor_name(name, field)
+        if tname not in entries:
+            raise CheckpointError(f"{path} is missing tensor {tname!r} of quantized weight {name!r}")
+        e = entries[tname]
+        if e.shape != tuple(shape):
+            raise CheckpointError(f"{path}: tensor {tname!r} has shape {list(e.shape)}, but the metadata of "
+                                  f"{name!r} ({fields['bits']} bits, shape {list(fields['shape'])}) implies "
+                                  f"{list(shape)}")
+        if field == "packed":
+            allowed = (torch.float16,) if fields["bits"] == FLOAT_BITS else (torch.uint8,)
+        else:
+            allowed = (entries[group["scale"]].dtype,) if field == "zero" else _SCALE_DTYPES
+        if e.dtype not in allowed:
+            raise CheckpointError(f"{path}: quantized weight {name!r}, tensor {tname!r}: '{field}' has dtype "
+                                  f"{e.dtype} ({dtype_name(e.dtype)}), expected "
+                                  f"{' or '.join(f'{d} ({dtype_name(d)})' for d in allowed)}")
+        group[field] = tname
+    return group
 
 
 def split_entries(path, entries: dict[str, TensorEntry], quantized: dict[str, dict]) -> tuple[dict, list[str]]:
     """Group tensor names by quantized parameter and list the float ones; refuse contradictions between the two.
 
-    Returns ({param: {field: tensor name}}, [float tensor names]).
+    The one check of a file's tensors against its metadata (`lowbit.load` and `lowbit info` both run it through
+    `open_checkpoint`). Returns ({param: {field: tensor name}}, [float tensor names]).
     """
-    groups: dict[str, dict[str, str]] = {}
-    for name, qmeta in quantized.items():
-        fields = check_metadata(qmeta)
-        shell = QuantizedWeight(packed=None, scale=None, zero=None, **fields)
-        groups[name] = {}
-        for field, shape in shell.expected_shapes().items():
-            tname = tensor_name(name, field)
-            if tname not in entries:
-                raise CheckpointError(f"{path} is missing tensor {tname!r} of quantized weight {name!r}")
-            if entries[tname].shape != tuple(shape):
-                raise CheckpointError(f"{path}: tensor {tname!r} has shape {list(entries[tname].shape)}, but the "
-                                      f"metadata of {name!r} ({fields['bits']} bits, shape {list(fields['shape'])}) "
-                                      f"implies {list(shape)}")
-            groups[name][field] = tname
+    groups = {name: _check_group(path, name, check_metadata(qmeta), entries) for name, qmeta in quantized.items()}
     claimed = {t for g in groups.values() for t in g.values()}
     floats = []
     for tname in entries:
         if tname in claimed:
             continue
+        if tname in quantized:
+            raise CheckpointError(f"{path}: tensor {tname!r} is stored as a plain tensor and also listed as a "
+                                  "quantized weight")
         base, _, field = tname.rpartition("_")
         if field in SUFFIXES and base in quantized:
             raise CheckpointError(f"{path}: tensor {tname!r} is not used by the metadata of {base!r} "

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from .errors import CheckpointError
 from .reader import Checkpoint, open_checkpoint
+from .safetensors_io import dtype_name
 
 
 def find_prefix(names: list[str], model_sd: dict | set) -> str:
@@ -47,6 +49,7 @@ def check_against_model(ckpt: Checkpoint, model_sd: dict[str, torch.Tensor], pre
         if ckpt.entries[name].shape != tuple(model_sd[prefix + name].shape):
             raise CheckpointError(f"tensor shape mismatch for {name!r}: {list(ckpt.entries[name].shape)} in "
                                   f"{ckpt.path}, {list(model_sd[prefix + name].shape)} in the model")
+        _check_dtype(ckpt, name, model_sd[prefix + name])
     in_file = {prefix + n for n in [*ckpt.quantized, *floats]}
     missing = sorted(k for k in model_sd if k not in in_file and k.startswith(prefix))
     if missing:
@@ -54,6 +57,58 @@ def check_against_model(ckpt: Checkpoint, model_sd: dict[str, torch.Tensor], pre
         raise CheckpointError(f"{ckpt.path} is missing tensor {missing[0]!r} of the model "
                               f"(missing: {missing[:3]}{more})")
     return floats
+
+
+def _check_dtype(ckpt: Checkpoint, name: str, like: torch.Tensor) -> None:
+    """A floating model tensor takes any floating file tensor (cast on load); any other needs its exact dtype."""
+    have = ckpt.entries[name].dtype
+    fits = have.is_floating_point if like.is_floating_point() else have == like.dtype
+    if fits:
+        return
+    rule = "a floating tensor loads any floating dtype" if like.is_floating_point() else "it needs that exact dtype"
+    raise CheckpointError(f"{ckpt.path}: tensor {name!r} is {dtype_name(have)} in the file but "
+                          f"{str(like.dtype).removeprefix('torch.')} in the model ({rule}); wrong model?")
+
+
+def check_swappable(path: Path, model: torch.nn.Module, weights: dict) -> None:
+    """Every module that receives packed weights must be one `swap_quantized` replaces, with exactly its weights.
+
+    Run before the swap, so that a file the model cannot take fails before any layer changes. It reads the swap's
+    own table (which float module becomes which quantized one, and which of its parameters are packed).
+    """
+    from ..nn import QuantModule
+    from ..nn.swap import _param_names, _quant_class
+
+    by_module: dict[str, list[str]] = defaultdict(list)
+    for full in weights:
+        module, _, param = full.rpartition(".")
+        by_module[module].append(param)
+    modules = dict(model.named_modules())
+    for name, params in by_module.items():
+        m, label = modules.get(name), repr(name) if name else "the model itself"
+        if isinstance(m, QuantModule):
+            raise CheckpointError(f"{path}: module {label} is already quantized; load into the float model")
+        if m is None or _quant_class(m) is None:
+            kind = type(m).__name__ if m is not None else "no module"
+            raise CheckpointError(f"{path}: quantized weights {sorted(params)} belong to {label}, which is {kind}: "
+                                  "only Linear, Conv1d, Conv2d and LSTM layers take packed weights (wrong model?)")
+        if getattr(m, "proj_size", 0):
+            raise CheckpointError(f"{path}: LSTM {label} has proj_size={m.proj_size}, which QuantLSTM does not support")
+        if sorted(params) != sorted(_param_names(m)):
+            raise CheckpointError(f"{path}: {type(m).__name__} {label} needs packed weights {_param_names(m)}; the "
+                                  f"file has {sorted(params)}")
+
+
+def _snapshot(model: torch.nn.Module) -> list[tuple]:
+    """References to every module's children, parameters and buffers (no tensor is copied)."""
+    return [(m, dict(m._modules), dict(m._parameters), dict(m._buffers)) for m in model.modules()]
+
+
+def _restore(snapshot: list[tuple]) -> None:
+    for m, modules, params, buffers in snapshot:
+        for live, saved in ((m._modules, modules), (m._parameters, params), (m._buffers, buffers)):
+            live.clear()
+            live.update(saved)
 
 
 def _as_model_dtype(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -71,8 +126,10 @@ def load(model: torch.nn.Module, path: str | Path, backend=None) -> torch.nn.Mod
     It may live on the `meta` device (nothing is materialised twice: plain tensors are assigned, quantized ones go
     to `lowbit.nn.swap_quantized`). Tensors are zero-copy
     copy-on-write views of the memory-mapped file, so only the pages used are read. backend: a
-    `lowbit.BackendConfig` (default: BackendConfig()). Raises CheckpointError naming the tensor when the file and the
-    model disagree (missing tensor, extra tensor, shape mismatch); the model is unchanged in that case.
+    `lowbit.BackendConfig` (default: BackendConfig()). Everything is checked before the model is touched (the file
+    by `open_checkpoint`, as `lowbit info` does; then every tensor's name, shape and dtype and every swapped layer's
+    type against the model); a CheckpointError naming the file and tensor leaves the model exactly as it was. Returns
+    the model (a new module only when the model itself is the one quantized layer).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"load() needs the float nn.Module to load into, got {type(model).__name__}")
@@ -82,13 +139,25 @@ def load(model: torch.nn.Module, path: str | Path, backend=None) -> torch.nn.Mod
     prefix = find_prefix([*ckpt.quantized, *ckpt.floats], set(model_sd) | transient)
     floats = check_against_model(ckpt, model_sd, prefix, transient)
     weights = {prefix + name: ckpt.quantized_weight(name) for name in ckpt.quantized}
+    check_swappable(ckpt.path, model, weights)
+    tensors = {prefix + n: _as_model_dtype(ckpt.tensor(n), model_sd[prefix + n]) for n in floats}
+    saved = _snapshot(model)
+    try:
+        return _swap_and_assign(ckpt, model, weights, tensors, backend)
+    except BaseException as e:  # everything was checked above; should anything still fail, undo every change
+        _restore(saved)
+        if isinstance(e, (ValueError, RuntimeError)) and not isinstance(e, CheckpointError):
+            raise CheckpointError(f"{ckpt.path}: {e}") from e
+        raise
+
+
+def _swap_and_assign(ckpt: Checkpoint, model, weights: dict, tensors: dict, backend) -> torch.nn.Module:
     if weights:
         from ..nn import swap_quantized
         from ..runtime import BackendConfig
 
-        swap_quantized(model, weights, backend if backend is not None else BackendConfig())
-    floats = {prefix + n: _as_model_dtype(ckpt.tensor(n), model_sd[prefix + n]) for n in floats}
-    result = model.load_state_dict(floats, strict=False, assign=True)
+        model = swap_quantized(model, weights, backend if backend is not None else BackendConfig())
+    result = model.load_state_dict(tensors, strict=False, assign=True)
     if result.unexpected_keys:
         raise CheckpointError(f"{ckpt.path}: tensors {result.unexpected_keys[:3]} could not be placed in the model")
     return model

@@ -25,7 +25,6 @@ below 1024 elements; embeddings, norms and non-weights are never quantized.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -34,12 +33,14 @@ import torch
 
 from ..quant.config import QuantConfig
 from .errors import CheckpointError
+from .sources import read_json
 
 MIN_ELEMENTS = 1024
 OVERRIDES_VERSION = 1
 _KEYS = ("bits", "block_size", "method", "symmetric", "scale_dtype")
 _NEVER = ("emb", "norm")
 _NEVER_EXACT = ("wte", "wpe", "shared")
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def never_quantized(name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> st
     """Why a tensor is never quantized (embedding, norm, bias, integer, 1-D), or None if it may be."""
     parts = name.lower().split(".")
     last = parts[-1]
-    if not dtype.is_floating_point:
+    if dtype not in _FLOAT_DTYPES:  # integers, bool, float8, complex: kept as they are
         return f"{str(dtype).removeprefix('torch.')} tensor"
     if len(shape) < 2:
         return "rank < 2"
@@ -107,15 +108,12 @@ def load_overrides(src, base: QuantConfig) -> list[LayerRule]:
         where = str(src)
         if not Path(src).is_file():
             raise FileNotFoundError(f"overrides file {src} does not exist")
-        try:
-            src = json.loads(Path(src).read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{where} is not valid JSON: {e}") from None
+        src = read_json(Path(src), "overrides file")
     if not isinstance(src, dict):
         raise CheckpointError(f"{where} must hold a JSON object of layer name -> settings")
     if "layers" in src:
         version = src.get("version", OVERRIDES_VERSION)
-        if not isinstance(version, int) or version > OVERRIDES_VERSION:
+        if type(version) is not int or not 1 <= version <= OVERRIDES_VERSION:
             raise CheckpointError(f"{where} has version {version!r}; this lowbit reads version {OVERRIDES_VERSION}")
         src = src["layers"]
         if not isinstance(src, dict):
@@ -131,9 +129,33 @@ def find_rule(rules: list[LayerRule], name: str) -> LayerRule | None:
     return next((r for r in rules if r.is_glob and r.matches(name)), None)
 
 
-def check_rules_used(rules: list[LayerRule], names: list[str], where: str = "overrides") -> None:
-    """Every rule must match at least one tensor: a typo in a layer name must not pass silently."""
+def check_rules_used(rules: list[LayerRule], entries: dict, where: str = "overrides") -> None:
+    """Every rule must match a tensor, and a rule that quantizes must match a weight that can be quantized: a typo
+    in a layer name, or a rule for a bias, must not pass silently. entries: tensor name -> TensorEntry."""
+    names = list(entries)
     for r in rules:
-        if not any(r.matches(n) for n in names):
+        hits = [n for n in names if r.matches(n)]
+        if not hits:
             raise CheckpointError(f"{where}: entry {r.pattern!r} matches no layer in the checkpoint "
                                   f"(unknown layer name; e.g. {names[:2]})")
+        why = [never_quantized(n, entries[n].dtype, entries[n].shape) for n in hits]
+        if r.cfg is not None and all(why):
+            raise CheckpointError(f"{where}: entry {r.pattern!r} names only tensors that are never quantized "
+                                  f"({hits[0]!r}: {why[0]}); overrides apply to weights: name the layer "
+                                  f"(e.g. {hits[0].rpartition('.')[0] or hits[0]!r}) or its weight")
+
+
+def skip_matches(pattern: str, name: str) -> bool:
+    """A --skip pattern matches a tensor by its name or its module's name, exactly or as a glob."""
+    module = name.rpartition(".")[0]
+    return pattern in (name, module) or fnmatchcase(name, pattern) or fnmatchcase(module, pattern)
+
+
+def check_skip_used(skip, names: list[str]) -> None:
+    """Every --skip pattern must match a tensor: a mistyped pattern would otherwise quantize what it meant to keep."""
+    for p in skip:
+        if not isinstance(p, str):
+            raise TypeError(f"skip patterns must be strings, got {p!r}")
+        if not any(skip_matches(p, n) for n in names):
+            raise CheckpointError(f"skip pattern {p!r} matches no tensor or layer in the checkpoint "
+                                  f"(e.g. {names[:2]}); check the name")

@@ -46,12 +46,16 @@ class Checkpoint:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-    """Open and fully check a lowbit checkpoint (and its external data file, if any)."""
+    """Open and fully check a lowbit checkpoint (and its external data file, if any).
+
+    The one validation of a file: `lowbit.load` and `lowbit info` both open files through here, so a file `info`
+    describes is a file `load` accepts (`load` then only checks it against the model).
+    """
     path = Path(path)
     main = MappedFile(path)
     body = parse_metadata(path, main.metadata)
     data, external, size = main, None, path.stat().st_size
-    if body.get("external_data"):
+    if body.get("external_data") is not None:
         if main.entries:
             raise CheckpointError(f"{path} declares external data but also holds tensors {sorted(main.entries)[:3]}")
         external = resolve_data_file(path, body["external_data"])

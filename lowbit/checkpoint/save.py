@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -10,33 +10,48 @@ import torch
 
 from ..quant.format import QuantizedWeight
 from .errors import CheckpointError
-from .external import data_path_for, external_record
+from .external import data_path_for, external_record, file_header_digest, header_digest
 from .header import build_metadata, tensor_name
+from .outputs import check_output, pair_lock
 from .safetensors_io import AtomicWriter, TensorEntry
 
 
 def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: dict[str, dict],
-                     fill: Callable[[AtomicWriter], None], external_data: bool = False) -> None:
+                     fill: Callable[[AtomicWriter], None], external_data: bool = False,
+                     inputs: Iterable[Path] = ()) -> None:
     """Plan a checkpoint of these tensors, let `fill(writer)` write each one, then publish the file(s) atomically.
 
-    With external_data the tensors go to `<path>.data` and `path` keeps only the metadata; the data file is
-    renamed into place first, so a crash between the two renames is detected at load (checksum mismatch).
+    inputs: files the tensors are read from; an output that is one of them is refused before anything is written,
+    as is an output that exists and is not a regular file. With external_data the tensors go to `<path>.data` and
+    `path` keeps only the metadata; both are published under `pair_lock` (data file first), then the data file's
+    header is read back, so a run that raced another writer of the same output fails instead of reporting success
+    for a pair that does not match.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"output {path} is a directory; give a file name such as {path / 'model.safetensors'}")
+    path, inputs = Path(path), list(inputs)
+    check_output(path, inputs)
     with ExitStack() as stack:
         if external_data:
             data_path = data_path_for(path)
+            check_output(data_path, inputs)
             data = stack.enter_context(AtomicWriter(data_path, tensors, {"lowbit.external_of": path.name}))
             meta = build_metadata(quantized, external_record(path, data.header))
             main = stack.enter_context(AtomicWriter(path, [], meta))
             fill(data)
-            data.commit()
+            with pair_lock(data_path.parent if str(data_path.parent) else Path(".")):
+                check_output(path)  # both outputs still writable, so the first rename is not left alone
+                data.commit()
+                main.commit()
+                _check_published(path, data_path, data.header)
         else:
             main = stack.enter_context(AtomicWriter(path, tensors, build_metadata(quantized)))
             fill(main)
-        main.commit()
+            main.commit()
+
+
+def _check_published(path: Path, data_path: Path, header: bytes) -> None:
+    if file_header_digest(data_path) != header_digest(header):
+        raise CheckpointError(f"{data_path} was replaced by another writer while {path} was being written, so the "
+                              f"pair on disk does not match; write {path} again (one writer at a time)")
 
 
 def checkpoint_tensors(model_or_state_dict) -> tuple[dict[str, torch.Tensor], dict[str, QuantizedWeight]]:

@@ -1,13 +1,14 @@
 """The `lowbit` command line: convert, info, validate, bench, demo.
 
-Results go to stdout, logs and progress bars to stderr. Exit codes: 0 success, 1 runtime error (one line
-`lowbit: error: ...` on stderr), 2 usage error (argparse), 130 interrupted.
+Results go to stdout; logs, progress bars and warnings (one line each) to stderr. Exit codes: 0 success, 1 runtime
+error (one line `lowbit: error: ...` on stderr), 2 usage error (argparse), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from .. import __version__
 from . import bench, convert, demo, info, validate
@@ -33,6 +34,10 @@ def error_line(exc: BaseException) -> str:
     return f"lowbit: error: {msg}"
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"lowbit: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with `argv` (default sys.argv[1:]); returns the exit code."""
     parser = build_parser()
@@ -41,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) and usage errors (2)
         return int(e.code or 0)
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():  # restores the process's warning display on return
+            warnings.showwarning = _warning_line
+            return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("lowbit: interrupted", file=sys.stderr)
         return 130

@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fp16", action="store_true",
                    help="store the float tensors that stay unquantized (embeddings, norms, biases) as float16")
     p.add_argument("--skip", nargs="+", action="extend", default=[], metavar="PATTERN",
-                   help="layer names or globs to keep untouched (e.g. 'lm_head' '*.attn.*')")
+                   help="layer names or globs to keep untouched, each matching some tensor (e.g. 'lm_head' '*.attn.*')")
     p.add_argument("--config", metavar="LAYERS_JSON", help="per-layer overrides (see docs/FORMAT.md)")
     p.add_argument("--external-data", action="store_true",
                    help="write the tensors to OUT.data next to a small OUT (MNN's --saveExternalData)")
