@@ -95,12 +95,25 @@ def test_default_impl_without_native(rng, monkeypatch):
     assert sqnr(ref2, linear_int4_cpu(x2, w_odd, b2)) >= SQNR_FLOOR["dequant"]
 
 
-def test_unsupported_formats(rng):
+@pytest.mark.parametrize("bits,block", [(5, 32), (6, -1), (7, 64), (8, -1), (8, 128)])
+def test_native_serves_5_to_8_bits(rng, bits, block):
+    qw, x, bias, ref = _case(rng, 24, 256, 3, bits, block, False)
+    assert supports_int4_cpu(qw) is None and default_impl(qw) == "native"
+    w8 = prepare_int4_cpu(qw)
+    assert w8.impl == "native" and w8.tensors["packed"].shape == (24, 256)  # one code per byte
+    assert sqnr(ref, linear_int4_cpu(x, w8, bias)) >= SQNR_FLOOR["native"]
+    assert "4-bit container" in impl_unsupported_reason(qw, "int4pack")
+
+
+def test_unsupported_formats(rng, monkeypatch):
     w = torch.randn(16, 64, generator=rng)
     q8 = quantize_weight(w, QuantConfig(bits=8, block_size=-1))
-    assert "cpu_int8" in supports_int4_cpu(q8)
-    with pytest.raises(ValueError, match="bits=8"):
+    monkeypatch.setattr(cpu_int4.cpu_native, "available_native", lambda: False)
+    monkeypatch.setattr(cpu_int4.cpu_native, "native_unavailable_reason", lambda: "simulated")
+    assert "simulated" in supports_int4_cpu(q8)  # 5..8 bits need the native kernel
+    with pytest.raises(ValueError, match="simulated"):
         prepare_int4_cpu(q8)
+    monkeypatch.undo()
     assert "float16" in supports_int4_cpu(quantize_weight(w, QuantConfig(bits=16)))
     assert "QuantizedWeight" in supports_int4_cpu(w)
     q48 = quantize_weight(w, QuantConfig(bits=4, block_size=48))

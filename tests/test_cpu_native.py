@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from lowbit.kernels import cpu_native
-from lowbit.kernels.cpu_native.build import PORTABLE_FLAGS, VARIANT_ENV, VARIANTS, NativeBuildError, build_native
+from lowbit.kernels.cpu_native.build import (
+    PORTABLE_FLAGS,
+    VARIANT_ENV,
+    VARIANTS,
+    NativeBuildError,
+    build_native,
+    cpu_flags,
+    runnable_variants,
+    variant_flag_sets,
+)
 from lowbit.kernels.reference import linear_reference
 from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.runtime.capabilities import cpu_features
@@ -67,6 +76,88 @@ def test_gemm_q4_within_activation_bound(native, rng, m, n, k, block, symmetric,
     bound = _activation_bound(x, cw.dequantize(torch.float64), act_group) + 1e-4 * (1 + ref.abs())
     assert y.dtype == torch.float32 and y.shape == (m, n)
     assert bool(((y.double() - ref).abs() <= bound).all()), float(((y.double() - ref).abs() - bound).max())
+
+
+def _operands(qw, k: int, block: int):
+    """(packed, scale, scale * zero, k, group_k) for gemm_q4 (bits <= 4) or gemm_q8 (5..8 bits)."""
+    pack = cpu_native.pack_q4 if qw.bits <= 4 else cpu_native.pack_q8
+    group_k = -(-k // 64) * 64 if block == -1 else block
+    s = qw.scale.float().contiguous()
+    return pack(qw.unpack()), s, (s * qw.zero_or_implicit().float()).contiguous(), k, group_k
+
+
+def _gemm(bits: int):
+    return cpu_native.gemm_q4 if bits <= 4 else cpu_native.gemm_q8
+
+
+@pytest.fixture(scope="module", params=runnable_variants())
+def variant(request):
+    """Every ISA variant this CPU runs (best first: AVX-512 VNNI, AVX-VNNI, AVX2, portable), built in the user cache
+    (keyed by flags, so it sits beside the default build and later runs reuse it)."""
+    return build_native(flag_sets=VARIANTS[request.param])
+
+
+# int4 blocks 32/64/128 (K 520: a last block of 128 cut short by the padding to 64), per channel, and 5..8 bits
+VARIANT_CASES = [(4, 64, 200), (4, -1, 130), (4, 128, 520), (4, 32, 96), (2, 96, 288), (8, -1, 130), (8, 32, 200),
+                 (6, 64, 320), (8, 128, 520), (5, -1, 64)]
+
+
+@pytest.mark.parametrize("m", [1, 6])
+def test_each_variant_within_activation_bound(variant, rng, m):
+    # every variant computes the same integer dots: each must meet the float64 bound on its own, not only agree
+    for bits, block, k in VARIANT_CASES:
+        w = torch.randn(19, k, generator=rng)
+        x = torch.randn(m, k, generator=rng) * 3
+        qw = quantize_weight(w, QuantConfig(bits=bits, block_size=block))
+        cw = qw.compute_layout()
+        ref = linear_reference(x.double(), cw, None, torch.float64)
+        for per_row in (True, False):
+            y = _gemm(bits)(x, *_operands(qw, k, block), act_per_row=per_row, library=variant)
+            act_group = k if per_row or block == -1 else block
+            bound = _activation_bound(x, cw.dequantize(torch.float64), act_group) + 1e-4 * (1 + ref.abs())
+            err = (y.double() - ref).abs() - bound
+            assert bool((err <= 0).all()), (variant.variant, bits, block, k, per_row, float(err.max()))
+
+
+def test_default_build_is_the_best_variant_here(native):
+    assert native.variant == runnable_variants()[0]
+    assert cpu_native.native_variant() == native.variant
+    if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= (cpu_flags() or set()):
+        assert native.variant == "avx512vnni"  # vpdpbusd compiled in (lb_isa() reports it)
+
+
+@pytest.mark.skipif("avx2" not in cpu_features(), reason="x86 variants")
+def test_every_x86_variant_compiles_and_names_its_isa():
+    # variants this CPU cannot run (AVX-VNNI on Zen 4) are still compiled and loaded (lb_isa() runs no SIMD code), so
+    # their #if paths cannot rot unseen; their numbers are checked on CPUs that run them
+    for name in ("avx512vnni", "avxvnni", "avx2"):
+        assert build_native(flag_sets=VARIANTS[name]).variant == name
+
+
+def test_variant_selection_follows_cpu_flags():
+    assert runnable_variants(frozenset({"avx2", "fma", "f16c"})) == ("avx2", "portable")
+    zen4 = frozenset({"avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"})
+    assert runnable_variants(zen4) == ("avx512vnni", "avx2", "portable")
+    assert runnable_variants(frozenset({"avx2", "fma", "f16c", "avx_vnni"}))[0] == "avxvnni"
+    assert runnable_variants(frozenset()) == ("portable",)
+    assert cpu_flags("processor: 0\nflags : fpu avx2 fma\n") == {"fpu", "avx2", "fma"}
+
+
+def test_pinning_a_variant_the_cpu_lacks_is_an_error(monkeypatch):
+    missing = next((v for v in ("avx512vnni", "avxvnni", "avx2") if v not in runnable_variants()), None)
+    if missing is None:
+        pytest.skip("this CPU runs every x86 variant")
+    monkeypatch.setenv(VARIANT_ENV, missing)
+    with pytest.raises(NativeBuildError, match="does not report"):
+        variant_flag_sets()
+
+
+def test_pack_q8_layout():
+    codes = torch.arange(70 * 2, dtype=torch.int64).remainder(256).to(torch.uint8).view(2, 70)
+    packed = cpu_native.pack_q8(codes)
+    assert packed.shape == (2, 128) and torch.equal(packed[:, :70], codes) and not packed[:, 70:].any()
+    with pytest.raises(ValueError, match="uint8 codes"):
+        cpu_native.pack_q8(codes.int())
 
 
 @pytest.fixture(scope="module")
@@ -168,4 +259,4 @@ def test_broken_compiler_reports_every_attempt(tmp_path):
     fake.chmod(0o755)
     with pytest.raises(NativeBuildError, match="fake compiler failure") as info:
         build_native(compiler=str(fake), root=tmp_path)
-    assert str(info.value).count("failed") == 4  # every flag set was tried
+    assert str(info.value).count("failed") == len(variant_flag_sets())  # every flag set was tried

@@ -68,8 +68,11 @@ ROWS = [
     ("cpu", 1, W8, CPU_ALL, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
     ("cpu", 1, W6, CPU_ALL, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
     ("cpu", 1, W8, CPU_INT8, LOW, Kernel.DENSE, True),  # int8 activations need precision Low
-    ("cpu", 1, W8, CPU_ALL, LOW, Kernel.CPU_INT4, False),  # precision Normal: no 8-bit kernel rounds activations
-    ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "8 bits")), CPU_ALL, LOW, Kernel.DENSE, True),
+    ("cpu", 1, W8, CPU_ALL, LOW, Kernel.CPU_INT4, False),  # precision Normal: the native 8-bit container
+    ("cpu", 128, W6, CPU_ALL, LOW, Kernel.CPU_INT4, False),
+    ("cpu", 1, refuse(W6, (Kernel.CPU_INT8_DYNAMIC, "blocked"), (Kernel.CPU_INT8_WEIGHT, "blocked")), CPU_ALL, LOW_P,
+     Kernel.CPU_INT4, False),  # blocked 5..8 bits: torch's int8 ops are per channel only
+    ("cpu", 1, refuse(W8, (Kernel.CPU_INT4, "no native kernel")), CPU_ALL, LOW, Kernel.DENSE, True),
     ("cpu", 1, W8, CPU_ALL, BackendConfig("low", "low_bf16"), Kernel.CPU_INT8_WEIGHT, False),
     ("cpu", 128, W6, CPU_ALL, BackendConfig("low", "low_bf16"), Kernel.CPU_INT8_WEIGHT, False),
     ("cpu", 1, W4, CPU_INT8, LOW_P, Kernel.CPU_INT8_DYNAMIC, False),
@@ -105,6 +108,27 @@ def test_refusal_reasons_are_quoted():
     d = select_kernel("cpu", 1, fmt, CPU_ALL, BackendConfig("low", "low_bf16"))
     assert "cpu_int8_weight: K=9 is not a multiple" in d.fallback_reason
     assert "cpu_int4: bits=8 does not fit" in d.fallback_reason
+
+
+@pytest.mark.parametrize("bits,block,precision", [(5, 64, "normal"), (6, -1, "normal"), (8, -1, "normal"),
+                                                  (8, 128, "normal"), (7, 32, "low"), (8, 128, "low")])
+def test_cpu_memory_low_serves_every_bit_width_packed(rng, bits, block, precision):
+    # with the native kernel built, memory Low never falls back to a dense float copy on the CPU (5..8 bits included)
+    from lowbit.kernels.reference import linear_reference
+    from lowbit.quant import QuantConfig, quantize_weight
+    from lowbit.runtime import executor
+    from lowbit.runtime.capabilities import capabilities
+
+    qw = quantize_weight(torch.randn(40, 192, generator=rng), QuantConfig(bits=bits, block_size=block))
+    refused = executor.refusals(qw)
+    assert Kernel.CPU_INT4 not in dict(refused)
+    backend = BackendConfig("low", precision)
+    d = select_kernel("cpu", 3, WeightFormat.of(qw, refused), capabilities(), backend)
+    assert d.fallback_reason is None and d.kernel is not Kernel.DENSE
+    x = torch.randn(3, 192, generator=rng)
+    y = executor.run(d.kernel, executor.prepare(d.kernel, qw), x)
+    ref = linear_reference(x.double(), qw.compute_layout(), None, torch.float64)
+    assert float(20 * torch.log10(ref.norm() / (y.double() - ref).norm())) > 28  # int8 activations: ~33-45 dB
 
 
 def test_select_is_pure():

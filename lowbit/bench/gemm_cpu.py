@@ -1,4 +1,4 @@
-"""CPU GEMM benchmark: lowbit's CPU kernels against torch fp32, torch dynamic int8 and torch int4 packed (bf16).
+"""CPU GEMM benchmark: lowbit's CPU kernels against torch fp32, bf16, dynamic int8 and int4 packed (bf16).
 
 Every row is one (shape, M, method); lowbit rows carry speed-up ratios to each baseline measured in the same run
 (ratio = baseline ms / this ms, > 1 means faster). Each output is checked against the fp32 reference (SQNR
@@ -8,6 +8,8 @@ floor) before it is timed. Weights are random Gaussian; shapes are (K in, N out)
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import statistics
 import time
 import warnings
@@ -46,14 +48,17 @@ def _sqnr(ref: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _baselines(w: torch.Tensor, qw4: object) -> list[Method]:
-    """torch fp32 F.linear, torch dynamic int8 (quantize_dynamic'd Linear), torch int4pack (bf16, block 128)."""
+    """torch fp32 F.linear, torch bf16 F.linear (bf16 weight, x cast per call), torch dynamic int8
+    (quantize_dynamic'd Linear), torch int4pack (bf16, block 128)."""
     n, k = w.shape
     lin = torch.nn.Linear(k, n, bias=False)
     lin.weight.data.copy_(w)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao deprecation notices
         qlin = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, torch.qint8)
+    wb = w.to(torch.bfloat16)
     methods = [Method("torch fp32", n * k * 4, True, lambda x: F.linear(x, w)),
+               Method("torch bf16", n * k * 2, True, lambda x: F.linear(x.to(torch.bfloat16), wb)),
                Method("torch dyn int8", n * k, True, lambda x: qlin(x))]
     if qw4 is not None:
         w4 = prepare_int4_cpu(qw4, "int4pack")
@@ -62,20 +67,21 @@ def _baselines(w: torch.Tensor, qw4: object) -> list[Method]:
 
 
 def _lowbit_methods(w: torch.Tensor, bits: tuple[int, ...]) -> list[tuple[Method, object]]:
-    """lowbit kernels per bit width: 2/4-bit blocks 64 and 128 (asymmetric) and 8-bit per channel."""
+    """lowbit kernels per bit width: 2/4-bit blocks 64 and 128 (asymmetric); 8-bit per channel through torch's
+    dynamic int8 and, where the native kernel serves 5..8 bits, natively per channel and in blocks of 128."""
     out = []
     for b in bits:
-        blocks = (-1,) if b == 8 else (64, 128)
+        blocks = (-1, 128) if b == 8 else (64, 128)
         for block in blocks:
             qw = quantize_weight(w, QuantConfig(bits=b, block_size=block))
-            if b <= 4:
-                prep = prepare_int4_cpu(qw)
-                fn = (lambda p: lambda x: linear_int4_cpu(x, p))(prep)
-            else:
-                prep = prepare_int8_dynamic(qw)
-                fn = (lambda p: lambda x: linear_int8_dynamic(x, p))(prep)
-            label = f"lowbit w{b} {'pc' if block == -1 else f'g{block}'} ({prep.impl})"
-            out.append((Method(label, qw.nbytes, False, fn), qw))
+            preps = []
+            if b <= 4 or impl_unsupported_reason(qw, "native") is None:
+                preps.append((prepare_int4_cpu(qw, "native" if b > 4 else None), linear_int4_cpu))
+            if b > 4 and block == -1:
+                preps.append((prepare_int8_dynamic(qw), linear_int8_dynamic))
+            for prep, run in preps:
+                label = f"lowbit w{b} {'pc' if block == -1 else f'g{block}'} ({prep.impl})"
+                out.append((Method(label, qw.nbytes, False, lambda x, p=prep, run=run: run(x, p)), qw))
     return out
 
 
@@ -159,8 +165,13 @@ def _impl_methods(w: torch.Tensor, bits: int, block: int, symmetric: bool) -> li
                 p = prepare_int4_cpu(qw, impl, act_per_row=per_row)
                 name = impl + ("" if impl != "native" else " (act/row)" if per_row else " (act/block)")
                 out.append((Method(name, qw.nbytes, False, lambda x, p=p: linear_int4_cpu(x, p)), qw))
-    elif block == -1:
-        for impl in ("dynamic", "int8pack"):
+    else:
+        if impl_unsupported_reason(qw, "native") is None:
+            for per_row in (True, False):
+                p = prepare_int4_cpu(qw, "native", act_per_row=per_row)
+                name = "native" + (" (act/row)" if per_row else " (act/block)")
+                out.append((Method(name, qw.nbytes, False, lambda x, p=p: linear_int4_cpu(x, p)), qw))
+        for impl in ("dynamic", "int8pack") if block == -1 else ():
             p = prepare_int8_dynamic(qw, impl)
             out.append((Method(impl, qw.nbytes, False, lambda x, p=p: linear_int8_dynamic(x, p)), qw))
     return out
@@ -173,7 +184,7 @@ def run_impl_sweep(shape=(4096, 4096), ms=(1, 8, 32, 128), rounds: int = 2, seed
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn(n, k, generator=gen) / k**0.5
     rows: list[Row] = []
-    for bits, block in [(2, 64), (4, 32), (4, 64), (4, 128), (4, -1), (8, -1)]:
+    for bits, block in [(2, 64), (4, 32), (4, 64), (4, 128), (4, -1), (8, -1), (8, 128)]:
         methods = _impl_methods(w, bits, block, symmetric=False)
         for m in ms:
             x = torch.randn(m, k, generator=gen)
@@ -187,11 +198,69 @@ def run_impl_sweep(shape=(4096, 4096), ms=(1, 8, 32, 128), rounds: int = 2, seed
     return rows
 
 
+def run_variant_sweep(shape=(4096, 4096), ms=(1, 32, 128), rounds: int = 5, seed: int = 0,
+                      clock: str = "wall") -> list[Row]:
+    """The native kernel built for every ISA variant this CPU runs, on the same weights and inputs: variants take
+    turns within each round (a burst of load hits all of them alike), each row is the median of its round medians.
+    The plain-C variant is timed at M = 1 only (seconds per call beyond)."""
+    from ..kernels import cpu_native
+    from ..kernels.cpu_native.build import VARIANTS, build_native, runnable_variants
+
+    libs = {v: build_native(flag_sets=VARIANTS[v]) for v in runnable_variants()}
+    k, n = shape
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, k, generator=gen) / k**0.5
+    rows: list[Row] = []
+    for bits, block in ((4, 128), (4, 64), (8, -1), (8, 128)):
+        qw = quantize_weight(w, QuantConfig(bits=bits, block_size=block))
+        prep = prepare_int4_cpu(qw, "native")
+        t = prep.tensors
+        gemm = cpu_native.gemm_q4 if bits <= 4 else cpu_native.gemm_q8
+        for m in ms:
+            x = torch.randn(m, k, generator=gen)
+            ref = F.linear(x, qw.dequantize(torch.float32))
+            args = (x, t["packed"], t["scale"], t["scale_zero"], k, prep.group_k)
+            fns = {v: functools.partial(gemm, *args, library=lib)
+                   for v, lib in libs.items() if v != "portable" or m == 1}
+            sqnrs = {v: _sqnr(ref, fn()) for v, fn in fns.items()}
+            bad = {v: q for v, q in sqnrs.items() if q < MIN_SQNR_DB}
+            if bad:
+                raise RuntimeError(f"variants {bad} on {shape} w{bits} block {block} M={m}: SQNR below {MIN_SQNR_DB}")
+            medians: dict[str, list[float]] = {v: [] for v in fns}
+            for _ in range(rounds):
+                for v, fn in fns.items():
+                    tm = time_cpu(fn, min_time_s=0.03) if clock == "cpu" else time_fn(fn, warmup=1, min_time_s=0.03)
+                    medians[v].append(tm.median_ms)
+            base = statistics.median(medians["avx2"]) if "avx2" in medians else float("nan")
+            for v, ts in medians.items():
+                med = statistics.median(ts)
+                rows.append(Row({"K": k, "N": n, "bits": bits, "block": block, "M": m, "variant": v, "ms": med,
+                                 "min": min(ts), "max": max(ts), "sqnr_db": min(sqnrs[v], 99.0), "x avx2": base / med}))
+    return rows
+
+
 def _add_ratios(rows: list[Row]) -> None:
     base = {r.values["method"]: r.values["ms"] for r in rows}
     for r in rows:
-        for name, col in (("torch fp32", "x fp32"), ("torch dyn int8", "x dyn8"), ("torch int4pack bf16", "x int4pk")):
+        for name, col in (("torch fp32", "x fp32"), ("torch bf16", "x bf16"), ("torch dyn int8", "x dyn8"),
+                          ("torch int4pack bf16", "x int4pk")):
             r.values[col] = base[name] / r.values["ms"] if name in base else float("nan")
+
+
+def _load() -> str:
+    """1/5/15-minute load averages (`uptime`): this machine is shared, so the numbers carry the load they ran under."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def _native_variant() -> str:
+    """The native kernel variant in use ("" when it did not build)."""
+    from ..kernels import cpu_native
+
+    lib = cpu_native.native_library()
+    return "" if lib is None else getattr(lib, "variant", " ".join(lib.flags))
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -205,18 +274,27 @@ def main(argv: list[str] | None = None) -> list[Row]:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="cpu: the calling thread's CPU time (use with --threads 1 on a shared machine)")
     p.add_argument("--name", default="gemm_cpu", help="results file stem")
-    p.add_argument("--no-suite", action="store_true", help="with --impls: only the implementation sweep")
+    p.add_argument("--variants", action="store_true", help="also time the native kernel under every ISA variant")
+    p.add_argument("--no-suite", action="store_true", help="with --impls/--variants: only those sweeps")
     p.add_argument("--shapes", default=None, help="subset of shapes, e.g. 4096x4096,384x1536 (K x N)")
     args, _ = p.parse_known_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)  # CLI only: library code never changes torch globals
-    env = describe_environment("cpu") | {"clock": args.clock}
+    env = describe_environment("cpu") | {"clock": args.clock, "native": _native_variant(),
+                                         "load_start": _load()}
     if args.impls:
         ms_sweep = (1, 32, 128) if args.quick else (1, 8, 32, 128)
-        report(f"{args.name}_impls", run_impl_sweep(ms=ms_sweep, clock=args.clock), env, args.out or None,
+        rows = run_impl_sweep(ms=ms_sweep, clock=args.clock)
+        report(f"{args.name}_impls", rows, env | {"load_end": _load()}, args.out or None,
                title="CPU implementations per format (4096x4096, asymmetric RTN)",
                notes="'*' marks the fastest implementation for each (bits, block, M). Symmetric weights run the "
                      "same kernels at the same speed (the zero is folded into a per-block constant).")
+    if args.variants:
+        rows = run_variant_sweep(clock=args.clock)
+        report(f"{args.name}_variants", rows, env | {"load_end": _load()}, args.out or None,
+               title="Native kernel per ISA variant (4096x4096, asymmetric RTN, int8 activations per row)",
+               notes="Variants interleaved within each round; ms = median of the round medians (min/max beside it); "
+                     "x avx2 = avx2 ms / this ms. The plain-C variant is timed at M = 1 only.")
     if args.no_suite:
         return []
     shapes, ms = (QUICK_SHAPES, QUICK_MS) if args.quick else (SHAPES, MS)
@@ -224,11 +302,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
         shapes = tuple(tuple(int(v) for v in s.split("x")) for s in args.shapes.split(","))
     rows = run_suite(shapes, ms, rounds=args.rounds, clock=args.clock)
     notes = ("Ratios are baseline ms / this ms (>1 = faster). lowbit w2/w4: asymmetric RTN blocks (native = lowbit C "
-             "kernel, int8 activations one scale per row); w8: per channel through torch dynamic int8. Weights stay "
+             "kernel, int8 activations one scale per row); w8: per channel through torch dynamic int8 ('dynamic', "
+             "per-tensor int8 activations) and lowbit's native 8-bit container ('native', per channel and block 128, "
+             "int8 activations per row). Weights stay "
              "hot in the 32 MiB L3 when they fit (fp32 4096x4096 = 64 MiB does not; int8/int4 do). Each ms is the "
              "best median of interleaved rounds: this 2-core machine is shared, and other processes' load shows up as "
              "4 ms scheduler stalls of the 2-thread kernels.")
-    report(args.name, rows, env, args.out or None, title=f"CPU GEMM ({args.name})", notes=notes)
+    report(args.name, rows, env | {"load_end": _load()}, args.out or None, title=f"CPU GEMM ({args.name})", notes=notes)
     return rows
 
 

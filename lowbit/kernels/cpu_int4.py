@@ -1,7 +1,9 @@
-"""The fastest CPU path for weights of 4 bits or fewer (2- and 3-bit codes ride in the 4-bit container).
+"""lowbit's CPU path for packed integer weights: 2..4 bits in the 4-bit container (every implementation below), and
+5..8 bits in the 8-bit container (the native kernel only: `supports_int4_cpu` refuses them without it).
 
 Implementations, in the order `prepare_int4_cpu` prefers them (`Int4CpuWeight.impl` names the one chosen):
-- "native":   lowbit's own C kernel (`lowbit.kernels.cpu_native`): int4 x dynamic int8 activations, one int8 scale
+- "native":   lowbit's own C kernel (`lowbit.kernels.cpu_native`, ISA variant chosen at build time): unsigned codes
+              (`pack_q4` for <= 4 bits, `pack_q8` for 5..8) x dynamic int8 activations, one int8 scale
               per activation row (or per (row, weight block)); exact zeros (any float, HQQ), any K (padded to 64),
               blocks that are multiples of 32 or per channel. Error: the int8 activation rounding only (~40 dB).
 - "kleidiai": torch's `_dyn_quant_matmul_4bit` (ARM KleidiAI; on x86 torch runs a slow reference): symmetric
@@ -28,11 +30,12 @@ _INT4PACK_GROUPS = (32, 64, 128, 256)
 
 @dataclass(frozen=True)
 class Int4CpuWeight:
-    """A <=4-bit weight prepared for one CPU implementation.
+    """A 2..8-bit weight prepared for one CPU implementation (5..8 bits: "native" and "dequant" only).
 
     impl: which implementation serves it (see module docstring). n, k: the (N, K) weight shape; bits; group_size.
     tensors: the implementation's own layout, by name:
-      native:   packed uint8 (N, Kp/2) (`cpu_native.pack_q4`), scale / scale_zero fp32 (N, nb); group_k int;
+      native:   packed uint8 (N, Kp/2) (`cpu_native.pack_q4`, bits <= 4) or (N, Kp) (`pack_q8`, bits 5..8),
+                scale / scale_zero fp32 (N, nb); group_k int;
                 act_per_row: one int8 activation scale per row (fastest) or per (row, block) (False).
       kleidiai: packed (opaque torch blob).
       int4pack: packed uint8 (N, K/2) (torch layout), scales_zeros bf16 (nb, N, 2).
@@ -73,8 +76,6 @@ def _format_reason(qw: QuantizedWeight) -> str | None:
         return f"expected a QuantizedWeight, got {type(qw).__name__}"
     if qw.is_float:
         return "bits=16 (float16 storage) has no integer codes; use the dense path"
-    if qw.bits > 4:
-        return f"bits={qw.bits} does not fit the 4-bit container; use lowbit.kernels.cpu_int8"
     if qw.device.type != "cpu":
         return f"the weight is on {qw.device}; the CPU int4 path needs it on the CPU"
     return None
@@ -88,6 +89,8 @@ def impl_unsupported_reason(qw: QuantizedWeight, impl: str) -> str | None:
     if reason or impl == "dequant":
         return reason
     g = qw.group_size
+    if qw.bits > 4 and impl in ("int4pack", "kleidiai"):
+        return f"bits={qw.bits} does not fit the 4-bit container of {impl} (the native kernel serves 5..8 bits)"
     if impl == "native":
         if qw.block_size != -1 and g % 32:
             return f"native kernel needs block_size a multiple of 32 or per channel, got {qw.block_size}"
@@ -112,8 +115,12 @@ def impl_unsupported_reason(qw: QuantizedWeight, impl: str) -> str | None:
 
 
 def supports_int4_cpu(qw: QuantizedWeight) -> str | None:
-    """None when some implementation can serve `qw` (always, for integer weights of <= 4 bits), else the reason."""
-    return _format_reason(qw)
+    """None when some implementation can serve `qw`, else the reason: integer weights of <= 4 bits always; 5..8
+    bits when the native kernel serves them (the per-call "dequant" would be slower than the dense fallback)."""
+    reason = _format_reason(qw)
+    if reason is None and qw.bits > 4:
+        reason = impl_unsupported_reason(qw, "native")
+    return reason
 
 
 def default_impl(qw: QuantizedWeight, avoid=None) -> str:
@@ -147,8 +154,9 @@ def prepare_int4_cpu(qw: QuantizedWeight, impl: str | None = None, act_per_row: 
     scale = qw.scale.float()
     zero = qw.zero_or_implicit().float()
     if impl == "native":
-        packed = cpu_native.pack_q4(qw.unpack())
-        group_k = packed.shape[1] * 2 if qw.block_size == -1 else qw.group_size
+        codes = qw.unpack()
+        packed = cpu_native.pack_q4(codes) if qw.bits <= 4 else cpu_native.pack_q8(codes)
+        group_k = -(-qw.k // 64) * 64 if qw.block_size == -1 else qw.group_size
         return Int4CpuWeight(**base, group_k=group_k, act_per_row=bool(act_per_row), tensors={
             "packed": packed, "scale": scale.contiguous(), "scale_zero": (scale * zero).contiguous()})
     if impl == "int4pack":
@@ -193,8 +201,9 @@ def linear_int4_cpu(x: torch.Tensor, w4: Int4CpuWeight, bias: torch.Tensor | Non
     t = w4.tensors
     if w4.impl == "native":
         b = None if bias is None else bias.float().contiguous()
-        y = cpu_native.gemm_q4(x.float().contiguous(), t["packed"], t["scale"], t["scale_zero"], w4.k, w4.group_k, b,
-                               act_per_row=w4.act_per_row)
+        gemm = cpu_native.gemm_q4 if w4.bits <= 4 else cpu_native.gemm_q8
+        y = gemm(x.float().contiguous(), t["packed"], t["scale"], t["scale_zero"], w4.k, w4.group_k, b,
+                 act_per_row=w4.act_per_row)
         return y.to(x.dtype)
     if w4.impl == "int4pack":
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16).contiguous(), t["packed"],

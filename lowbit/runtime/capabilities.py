@@ -34,7 +34,8 @@ class Capabilities:
     quantized_engines: torch.backends.quantized.supported_engines.
     cpu_int4: lowbit.kernels.cpu_int4 can run here; cpu_int4_impl names what serves it ("" when unknown/none).
     torch_int4pack: torch's _weight_int4pack_mm_for_cpu op exists. kleidiai: torch's ARM KleidiAI is usable.
-    native_extension: cpu_int4 is served by lowbit's compiled CPU extension.
+    native_extension: cpu_int4 is served by lowbit's compiled CPU extension; native_variant: its ISA variant
+    ("avx512vnni", "avxvnni", "avx2", "portable"; "" without it), chosen at build or pinned by LOWBIT_NATIVE_VARIANT.
     cpu_features: ISA features from /proc/cpuinfo (avx2, avx512, neon, ...). cpu_bf16 / cpu_fp16: native support.
     cpu_name, gpu_names: device names.
     torch_cpu_capability: the ISA level of torch's own CPU kernels (ATEN_CPU_CAPABILITY lowers it).
@@ -54,6 +55,7 @@ class Capabilities:
     torch_int4pack: bool = False
     kleidiai: bool = False
     native_extension: bool = False
+    native_variant: str = ""
     cpu_features: tuple[str, ...] = ()
     cpu_bf16: bool = False
     cpu_fp16: bool = False
@@ -138,6 +140,11 @@ def _int4_impl(cpu_int4) -> str:
     return str(pick(probe))
 
 
+def _native_variant(kernel_module) -> str:
+    """The native kernel's ISA variant (`lowbit.kernels.cpu_native.native_variant`), "" when unknown."""
+    return str(_call(kernel_module("cpu_native"), "native_variant", ""))
+
+
 def cpu_identity() -> str:
     """The CPU model and the ISA features lowbit reads: what a probe report is valid for."""
     return f"{_cpu_name()} [{' '.join(cpu_features())}]"
@@ -172,6 +179,7 @@ def capabilities() -> Capabilities:
         torch_int4pack="int4pack" in trusted,
         kleidiai=_kleidiai() and "kleidiai" in trusted,
         native_extension="native" in impl.lower(),
+        native_variant=_native_variant(kernel_module) if "native" in impl.lower() else "",
         cpu_features=feats,
         cpu_bf16=bool({"avx512_bf16", "amx_bf16", "bf16"} & set(feats)),
         cpu_fp16=bool({"avx512_fp16", "fp16"} & set(feats)),

@@ -13,7 +13,8 @@ The table (M = rows of the activation; "refused" = the kernel family's `supports
 | Low    | cuda   | triton_gpu, precision Low, M >= A8W_MIN_M      | TRITON_A8W        |
 | Low    | cuda   | triton_gpu, otherwise                          | TRITON_GEMM       |
 | Low    | cpu    | bits <= 4: CPU_INT4, then the 8-bit kernels;    | first available,  |
-|        |        | bits 5..8: the 8-bit kernels, then CPU_INT4;    | not refused       |
+|        |        | bits 5..8: the 8-bit kernels, then CPU_INT4     | not refused       |
+|        |        | (native 8-bit container; refused without it);  |                   |
 |        |        | 8-bit kernels: precision Low: CPU_INT8_DYNAMIC, |                   |
 |        |        | CPU_INT8_WEIGHT; Low_BF16: CPU_INT8_WEIGHT;     |                   |
 |        |        | Normal/High: none (they round activations)      |                   |
@@ -26,7 +27,10 @@ CPU_INT8_WEIGHT (weight-only int8 matmul) rounds activations to bf16, so it need
 precision Normal it costs MiniLM's int8 lowest cosine 0.9996 -> 0.9983, and torch's fp32 variant is 30x slower).
 A request no packed kernel can serve falls back as MNN does without its low-memory build: weights dequantized
 once (DENSE), correct and fast, with one warning saying memory Low was not honoured. CPU_INT4
-(lowbit's native kernel) rounds activations to int8 per (row, block), ~40 dB, and serves every precision.
+(lowbit's native kernel: 2..4-bit codes in a 4-bit container, 5..8-bit codes in an 8-bit one, per channel or in
+blocks that are multiples of 32) rounds activations to int8 per row, ~41 dB, and serves every precision, so with
+the native kernel built no 2..8-bit weight falls back to DENSE on the CPU. At precision Low the 5..8-bit per-channel
+weights still go to torch's dynamic int8 first (faster at M >= 32 on the machines measured, bench/results/gemm_cpu*).
 A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before DENSE.
 REFERENCE (dequantize on every call) is never chosen for integer weights; tests and benchmarks force it.
 """
@@ -65,7 +69,8 @@ class Kernel(str, Enum):
     CPU_INT8_WEIGHT = "cpu_int8_weight"
     """torch weight-only int8 matmul with bf16 activations (lowbit.kernels.cpu_int8, impl "int8pack")."""
     CPU_INT4 = "cpu_int4"
-    """The fastest <= 4-bit CPU kernel this machine has (lowbit.kernels.cpu_int4)."""
+    """lowbit's packed CPU kernel (lowbit.kernels.cpu_int4): 2..4 bits (fastest implementation here) and, through the
+    native kernel's 8-bit container, 5..8 bits."""
 
 
 PACKED_KERNELS = frozenset(k for k in Kernel if k is not Kernel.DENSE)

@@ -3,9 +3,15 @@
 The shared library goes to a per-user cache (~/.cache/lowbit/native-<hash>/, or $XDG_CACHE_HOME), keyed by a hash
 of the source, the compiler, the flags and the CPU, so it is built once per machine. A file lock serialises
 concurrent builds and the .so is written under a temporary name and renamed, so a half-written library is never
-loaded. Flag sets are tried from fastest to most portable: -march=native, then -mavx2 -mfma, then plain C (with
-OpenMP, then without). LOWBIT_NATIVE_VARIANT=native|avx2|portable pins one of them (tests, reproducible numbers):
-on an AVX-512 machine "avx2" builds what an AVX2-only CPU runs.
+loaded.
+
+ISA variants (`VARIANTS`), one library each, all from the same lowbit_cpu.c (its #if blocks follow the flags):
+avx512vnni (AVX-512 F/BW/VL + VNNI: vpdpbusd on 256-bit vectors), avxvnni (the VEX form on client CPUs), avx2,
+portable (plain C, with OpenMP, then without), and native (-march=native: whatever this compiler makes of this
+CPU). By default the variants whose features /proc/cpuinfo reports are tried best first, then portable; a compiler
+that refuses a variant's flags falls through to the next. LOWBIT_NATIVE_VARIANT=<name> pins one (tests,
+reproducible numbers; on an AVX-512 machine "avx2" builds what an AVX2-only CPU runs); pinning a variant the CPU
+does not report is an error rather than an illegal instruction later.
 """
 
 from __future__ import annotations
@@ -23,12 +29,17 @@ from pathlib import Path
 
 from .source import c_source, c_source_path
 
-_FLAG_SETS = (
-    ("-O3", "-march=native", "-fopenmp"),
-    ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp"),
-    ("-O3", "-fopenmp"),
-    ("-O3",),
-)
+_AVX2 = ("-mavx2", "-mfma", "-mf16c")
+# variant -> (flag sets tried in order, /proc/cpuinfo flags the CPU must report), best first
+_TARGETS = {
+    "avx512vnni": ((("-O3", *_AVX2, "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni", "-fopenmp"),),
+                   ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni")),
+    "avxvnni": ((("-O3", *_AVX2, "-mavxvnni", "-fopenmp"),), ("avx2", "fma", "f16c", "avx_vnni")),
+    "avx2": ((("-O3", *_AVX2, "-fopenmp"),), ("avx2", "fma", "f16c")),
+    "portable": ((("-O3", "-fopenmp"), ("-O3",)), ()),
+    "native": ((("-O3", "-march=native", "-fopenmp"),), ()),
+}
+_ISA_NAMES = {0: "portable", 1: "avx2", 2: "avxvnni", 3: "avx512vnni"}  # lb_isa() -> variant
 _COMMON_FLAGS = ("-shared", "-fPIC", "-std=c11", "-fno-math-errno")
 _LOCK = threading.Lock()
 
@@ -46,6 +57,8 @@ class NativeLibrary:
     flags: tuple[str, ...]
     simd: bool
     openmp: bool
+    variant: str = ""
+    """The ISA compiled in ("avx512vnni", "avxvnni", "avx2", "portable"), read back from the library."""
 
 
 def compiler_command() -> str:
@@ -57,6 +70,29 @@ def cache_root() -> Path:
     """Per-user cache directory for built libraries."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "lowbit"
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str] | None:
+    """The x86 feature flags /proc/cpuinfo reports (its text, read when not given); None when it cannot be read."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return None
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return frozenset(flags)
+
+
+def cpu_runs(variant: str, flags: frozenset[str] | None = None) -> bool:
+    """True when this CPU (or `flags`) reports every feature `variant` is compiled for."""
+    need = _TARGETS[variant][1]
+    flags = cpu_flags() if flags is None and need else flags
+    return not need or (flags is not None and set(need) <= flags)
 
 
 def _cpu_signature() -> str:
@@ -106,9 +142,11 @@ def _load(path: Path, flags: tuple[str, ...]) -> NativeLibrary:
     i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
     lib.lb_quant_act.argtypes = [ptr, i64, i64, i64, i64, i64, i32, ptr, ptr, ptr, i32]
     lib.lb_quant_act.restype = None
-    lib.lb_gemm_q4.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ptr, ptr, i64, i32, ptr, ptr, i32]
-    lib.lb_gemm_q4.restype = None
-    return NativeLibrary(lib, str(path), flags, bool(lib.lb_simd()), bool(lib.lb_openmp()))
+    for fn in (lib.lb_gemm_q4, lib.lb_gemm_q8):
+        fn.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ptr, ptr, i64, i32, ptr, ptr, i32]
+        fn.restype = None
+    return NativeLibrary(lib, str(path), flags, bool(lib.lb_simd()), bool(lib.lb_openmp()),
+                         _ISA_NAMES.get(lib.lb_isa(), "unknown"))
 
 
 def _build_with(compiler: str, flags: tuple[str, ...], root: Path) -> NativeLibrary:
@@ -126,20 +164,29 @@ def _build_with(compiler: str, flags: tuple[str, ...], root: Path) -> NativeLibr
 
 PORTABLE_FLAGS = (("-O3",),)  # plain C, no SIMD, no OpenMP: what any C compiler builds
 VARIANT_ENV = "LOWBIT_NATIVE_VARIANT"
-VARIANTS = {
-    "native": _FLAG_SETS[:1],
-    "avx2": _FLAG_SETS[1:2],
-    "portable": _FLAG_SETS[2:],
-}
+VARIANTS = {name: sets for name, (sets, _) in _TARGETS.items()}
+AUTO_ORDER = ("avx512vnni", "avxvnni", "avx2", "portable")  # what the default build tries, where the CPU runs it
+
+
+def runnable_variants(flags: frozenset[str] | None = None) -> tuple[str, ...]:
+    """The variants of AUTO_ORDER this CPU (or `flags`) runs, best first; without /proc/cpuinfo: native, portable."""
+    flags = flags if flags is not None else cpu_flags()
+    if flags is None:
+        return ("native", "portable")
+    return tuple(v for v in AUTO_ORDER if cpu_runs(v, flags))
 
 
 def variant_flag_sets(variant: str | None = None) -> tuple[tuple[str, ...], ...]:
-    """The flag sets to try: those of `variant` (default: $LOWBIT_NATIVE_VARIANT), else all, fastest first."""
+    """The flag sets to try: those of `variant` (default: $LOWBIT_NATIVE_VARIANT), else those of every variant this
+    CPU runs, best first."""
     variant = variant if variant is not None else os.environ.get(VARIANT_ENV, "")
     if not variant:
-        return _FLAG_SETS
+        return tuple(fs for v in runnable_variants() for fs in VARIANTS[v])
     if variant not in VARIANTS:
         raise NativeBuildError(f"{VARIANT_ENV}={variant!r} is unknown: use one of {', '.join(VARIANTS)}")
+    if not cpu_runs(variant):
+        raise NativeBuildError(f"{VARIANT_ENV}={variant!r}: this CPU does not report {' '.join(_TARGETS[variant][1])}"
+                               f"; variants it runs: {', '.join(runnable_variants())}")
     return VARIANTS[variant]
 
 

@@ -4,7 +4,11 @@
    unit u holds code 64u + i in its low nibble and code 64u + 32 + i in its high nibble, so one 32-byte load and two
    masks give 64 codes in order (two sub-blocks of 32, the unit of activation loads). Activations are int8 (M, Kp),
    one fp32 scale per (row, weight block), zero-padded past K.
-   Built by build.py on first use (flags from -march=native down to plain C); this file is package data. */
+   Built by build.py on first use, once per ISA variant (AVX-512 VNNI, AVX-VNNI, AVX2, plain C; see build.py); the
+   variant is chosen by the macros below from the compiler flags. This file is package data.
+
+   8-bit container (`pack_q8`, codes of 5..8 bits): per row Kp = K rounded up to 64 bytes, one code per byte in
+   order; codes are unsigned (0..255), the u8 operand of the dot, activations the s8 one. */
 #include <stdint.h>
 #include <math.h>
 #include <string.h>
@@ -14,8 +18,21 @@
 #else
 #define LB_AVX2 0
 #endif
+/* VNNI: vpdpbusd (u8 x s8, 4 products summed into each int32 lane, no saturation) on 256-bit vectors: the EVEX form
+   of AVX-512 VNNI (+VL), or the VEX form of AVX-VNNI (client CPUs). */
+#if LB_AVX2 && defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
+#define LB_VNNI 2
+#define LB_DPBUSD(acc, w, a) _mm256_dpbusd_epi32(acc, w, a)
+#elif LB_AVX2 && defined(__AVXVNNI__)
+#define LB_VNNI 1
+#define LB_DPBUSD(acc, w, a) _mm256_dpbusd_avx_epi32(acc, w, a)
+#else
+#define LB_VNNI 0
+#endif
 
 int lb_simd(void) { return LB_AVX2; }
+/* The ISA compiled in: 0 plain C, 1 AVX2, 2 AVX-VNNI, 3 AVX-512 VNNI (build.py maps it to a variant name). */
+int lb_isa(void) { return !LB_AVX2 ? 0 : LB_VNNI == 2 ? 3 : LB_VNNI == 1 ? 2 : 1; }
 int lb_openmp(void) {
 #ifdef _OPENMP
     return 1;
@@ -113,10 +130,38 @@ static inline void q4_unit(const uint8_t* p, __m256i* lo, __m256i* hi) {
     *hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
 }
 
-/* int16 partial dots of one unit's 64 codes with 64 int8 activations at xa (pairs summed by maddubs). */
-static inline __m256i q4_unit_dot(__m256i lo, __m256i hi, const int8_t* xa) {
-    return _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i*)xa)),
-                            _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i*)(xa + 32))));
+/* Partial dot accumulators ("parts") of 32 u8 codes w with 32 s8 activations at xa. With VNNI the lanes are int32
+   (vpdpbusd) and part_i32 is the identity; without, they are int16 (maddubs sums pairs: 2 * 15 * 127 per pair for
+   4-bit codes) and part_i32 widens them (madd with ones) before they can overflow. */
+static inline __m256i part_add(__m256i p, __m256i w, const int8_t* xa) {
+    const __m256i a = _mm256_loadu_si256((const __m256i*)xa);
+#if LB_VNNI
+    return LB_DPBUSD(p, w, a);
+#else
+    return _mm256_add_epi16(p, _mm256_maddubs_epi16(w, a));
+#endif
+}
+
+static inline __m256i part_i32(__m256i p) {
+#if LB_VNNI
+    return p;
+#else
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#endif
+}
+
+/* p + partial dots of one unit's 64 codes with 64 int8 activations at xa. */
+static inline __m256i q4_unit_dot(__m256i p, __m256i lo, __m256i hi, const int8_t* xa) {
+    return part_add(part_add(p, lo, xa), hi, xa + 32);
+}
+
+/* out[r] = the sum of facc[r]'s lanes for r < MR (rows past MR are zeroed): one reduction for all rows. The row
+   scale (ROWD) and the zero term are applied by the caller, vectorized over a tile of output columns. */
+static inline void hsum_rows(__m256* facc, const int MR, float* out) {
+    for (int r = MR; r < 4; ++r) facc[r] = _mm256_setzero_ps();
+    __m256 t0 = _mm256_hadd_ps(facc[0], facc[1]), t1 = _mm256_hadd_ps(facc[2], facc[3]);
+    t0 = _mm256_hadd_ps(t0, t1);
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t0), _mm256_extractf128_ps(t0, 1)));
 }
 
 /* MR activation rows x the sub-blocks [j0, j1) of one weight block, accumulated into facc[r] with scale s * d[r]. */
@@ -133,18 +178,15 @@ static inline __m256i q4_unit_dot(__m256i lo, __m256i hi, const int8_t* xa) {
                     __m256i w0, w1;                                                                     \
                     q4_unit(wr + jj * 16, &w0, &w1);                                                    \
                     for (int r = 0; r < MR; ++r)                                                        \
-                        hacc[r] = _mm256_add_epi16(hacc[r], q4_unit_dot(w0, w1, xq + r * Kp + jj * 32)); \
+                        hacc[r] = q4_unit_dot(hacc[r], w0, w1, xq + r * Kp + jj * 32);                  \
                     jj += 2;                                                                            \
                 } else {                                                                                \
                     __m256i w = load_q4(wr, jj);                                                        \
-                    for (int r = 0; r < MR; ++r) {                                                      \
-                        __m256i a = _mm256_loadu_si256((const __m256i*)(xq + r * Kp + jj * 32));        \
-                        hacc[r] = _mm256_add_epi16(hacc[r], _mm256_maddubs_epi16(w, a));                \
-                    }                                                                                   \
+                    for (int r = 0; r < MR; ++r) hacc[r] = part_add(hacc[r], w, xq + r * Kp + jj * 32);  \
                     jj += 1;                                                                            \
                 }                                                                                       \
             }                                                                                           \
-            for (int r = 0; r < MR; ++r) iacc[r] = _mm256_add_epi32(iacc[r], _mm256_madd_epi16(hacc[r], ones)); \
+            for (int r = 0; r < MR; ++r) iacc[r] = _mm256_add_epi32(iacc[r], part_i32(hacc[r]));        \
         }                                                                                               \
         for (int r = 0; r < MR; ++r)                                                                    \
             facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r]), block_scale(ws, xd, b, r, nb, ROWD), facc[r]); \
@@ -157,9 +199,9 @@ static inline __m256i q4_unit_dot(__m256i lo, __m256i hi, const int8_t* xa) {
 static inline __attribute__((always_inline)) void q4_row(
         const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
         const int8_t* xq, int64_t Kp, const float* xd, const int MR, const int GSB, const int ROWD, float* out) {
-    __m256 facc[4];
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int r = 0; r < MR; ++r) facc[r] = _mm256_setzero_ps();
+    __m256 facc[4]; /* one per activation row; with one row, facc[1] is a second chain (one fma per block chains
+                       4-cycle latencies: at M = 1 that, not memory, bounded blocks of 32 and 64) */
+    for (int r = 0; r < 4; ++r) facc[r] = _mm256_setzero_ps();
     int64_t b = 0;
     const int64_t g = GSB > 0 ? GSB : gsb;
     if (GSB == 1) { /* blocks of 32: one unit holds blocks b (low nibbles) and b + 1 (high nibbles) */
@@ -168,29 +210,37 @@ static inline __attribute__((always_inline)) void q4_row(
             q4_unit(wr + b * 16, &w0, &w1);
             for (int r = 0; r < MR; ++r) {
                 const int8_t* xa = xq + r * Kp + b * 32;
-                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(w0, _mm256_loadu_si256((const __m256i*)xa)), ones);
-                __m256i p1 = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(w1, _mm256_loadu_si256((const __m256i*)(xa + 32))), ones);
+                const __m256i z = _mm256_setzero_si256();
+                __m256i p0 = part_i32(part_add(z, w0, xa)), p1 = part_i32(part_add(z, w1, xa + 32));
                 facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), block_scale(ws, xd, b, r, nb, ROWD), facc[r]);
-                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), block_scale(ws, xd, b + 1, r, nb, ROWD), facc[r]);
+                const int r1 = MR == 1 ? 1 : r;
+                facc[r1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), block_scale(ws, xd, b + 1, r, nb, ROWD), facc[r1]);
             }
         }
     } else if (GSB == 2 || GSB == 4) { /* blocks of 1 or 2 units: unpack the block's weights once into registers,
-            then one activation row at a time (few live registers: the fp32 accumulators stay in registers) */
-        for (; b < nb; ++b) {
-            const uint8_t* wb = wr + b * GSB * 16;
-            const int8_t* xb = xq + b * GSB * 32;
-            __m256i wv[4];
-            for (int u = 0; u < GSB / 2; ++u) q4_unit(wb + u * 32, &wv[2 * u], &wv[2 * u + 1]);
-            for (int r = 0; r < MR; ++r) {
-                const int8_t* xa = xb + r * Kp;
-                __m256i h = q4_unit_dot(wv[0], wv[1], xa);
-                if (GSB == 4) h = _mm256_add_epi16(h, q4_unit_dot(wv[2], wv[3], xa + 64));
-                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(h, ones)),
-                                          block_scale(ws, xd, b, r, nb, ROWD), facc[r]);
-                __asm__ volatile("" : "+x"(facc[r])); /* keep it in a register; one row at a time */
+            then one activation row at a time (few live registers: the fp32 accumulators stay in registers); a last
+            block cut short by Kp (block 128, Kp % 128 == 64) is left to the generic loop below */
+#define Q4_GB(BB, FI)                                                                                   \
+    do {                                                                                                \
+        const int64_t bb = (BB);                                                                        \
+        __m256i wv[4];                                                                                  \
+        for (int u = 0; u < GSB / 2; ++u) q4_unit(wr + bb * GSB * 16 + u * 32, &wv[2 * u], &wv[2 * u + 1]); \
+        for (int r = 0; r < MR; ++r) {                                                                  \
+            const int8_t* xa = xq + bb * GSB * 32 + r * Kp;                                             \
+            __m256i h = q4_unit_dot(_mm256_setzero_si256(), wv[0], wv[1], xa);                          \
+            if (GSB == 4) h = q4_unit_dot(h, wv[2], wv[3], xa + 64);                                    \
+            facc[FI] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(part_i32(h)), block_scale(ws, xd, bb, r, nb, ROWD), \
+                                       facc[FI]);                                                       \
+            __asm__ volatile("" : "+x"(facc[FI])); /* keep it in a register; one row at a time */       \
+        }                                                                                               \
+    } while (0)
+        if (MR == 1)
+            for (; (b + 2) * GSB <= nsb; b += 2) {
+                Q4_GB(b, 0);
+                Q4_GB(b + 1, 1);
             }
-        }
+        for (; (b + 1) * GSB <= nsb; ++b) Q4_GB(b, r);
+#undef Q4_GB
     } else if (!(g & 1)) { /* even blocks: whole 64-code units, no branches; GSB > 0 unrolls the unit loop */
         for (; (b + 1) * g <= nsb; ++b) {
             const uint8_t* wb = wr + b * g * 16;
@@ -205,9 +255,9 @@ static inline __attribute__((always_inline)) void q4_row(
                     __m256i w0, w1;
                     q4_unit(wb + u * 32, &w0, &w1);
                     for (int r = 0; r < MR; ++r)
-                        hacc[r] = _mm256_add_epi16(hacc[r], q4_unit_dot(w0, w1, xb + r * Kp + u * 64));
+                        hacc[r] = q4_unit_dot(hacc[r], w0, w1, xb + r * Kp + u * 64);
                 }
-                for (int r = 0; r < MR; ++r) iacc[r] = _mm256_add_epi32(iacc[r], _mm256_madd_epi16(hacc[r], ones));
+                for (int r = 0; r < MR; ++r) iacc[r] = _mm256_add_epi32(iacc[r], part_i32(hacc[r]));
             }
             for (int r = 0; r < MR; ++r) {
                 facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r]), block_scale(ws, xd, b, r, nb, ROWD), facc[r]);
@@ -218,12 +268,46 @@ static inline __attribute__((always_inline)) void q4_row(
         const int64_t j0 = b * gsb, j1 = lb_min(j0 + gsb, nsb);
         Q4_BLOCK();
     }
-    /* one reduction for all rows: out[r] = sum of facc[r] (rows past MR stay zero); the row scale (ROWD) and the
-       zero term are applied by the caller, vectorized over a tile of output columns */
-    for (int r = MR; r < 4; ++r) facc[r] = _mm256_setzero_ps();
-    __m256 t0 = _mm256_hadd_ps(facc[0], facc[1]), t1 = _mm256_hadd_ps(facc[2], facc[3]);
-    t0 = _mm256_hadd_ps(t0, t1);
-    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t0), _mm256_extractf128_ps(t0, 1)));
+    if (MR == 1) facc[0] = _mm256_add_ps(facc[0], facc[1]);
+    hsum_rows(facc, MR, out);
+}
+
+/* 8-bit codes: the int32 partial dots of 32 codes w with 32 activations at xa, added to p. Without VNNI the u8
+   codes are widened to int16 (maddubs would saturate: 2 * 255 * 127 > 32767) and multiplied by madd. */
+static inline __m256i q8_dot(__m256i p, __m256i w, const int8_t* xa) {
+#if LB_VNNI
+    return LB_DPBUSD(p, w, _mm256_loadu_si256((const __m256i*)xa));
+#else
+    const __m256i a = _mm256_loadu_si256((const __m256i*)xa);
+    const __m256i lo = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(w)),
+                                         _mm256_cvtepi8_epi16(_mm256_castsi256_si128(a)));
+    const __m256i hi = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(w, 1)),
+                                         _mm256_cvtepi8_epi16(_mm256_extracti128_si256(a, 1)));
+    return _mm256_add_epi32(p, _mm256_add_epi32(lo, hi));
+#endif
+}
+
+/* Dot of one 8-bit weight row (Kp bytes, blocks of gsb sub-blocks of 32) with MR activation rows (see q4_row).
+   int32 lanes hold 1024 sub-blocks of 255 * 127 * 4 (< 2**31), so longer blocks are flushed to fp32 in pieces. */
+static inline __attribute__((always_inline)) void q8_row(
+        const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
+        const int8_t* xq, int64_t Kp, const float* xd, const int MR, const int ROWD, float* out) {
+    __m256 facc[4];
+    for (int r = 0; r < MR; ++r) facc[r] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+        const int64_t j1 = lb_min((b + 1) * gsb, nsb);
+        for (int64_t j0 = b * gsb; j0 < j1; j0 += 1024) {
+            __m256i iacc[4];
+            for (int r = 0; r < MR; ++r) iacc[r] = _mm256_setzero_si256();
+            for (int64_t j = j0, je = lb_min(j0 + 1024, j1); j < je; ++j) {
+                const __m256i w = _mm256_loadu_si256((const __m256i*)(wr + j * 32));
+                for (int r = 0; r < MR; ++r) iacc[r] = q8_dot(iacc[r], w, xq + r * Kp + j * 32);
+            }
+            for (int r = 0; r < MR; ++r)
+                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r]), block_scale(ws, xd, b, r, nb, ROWD), facc[r]);
+        }
+    }
+    hsum_rows(facc, MR, out);
 }
 
 /* Two weight rows (blocks of 64 codes, row scales at the end) x 4 activation rows: each activation vector feeds
@@ -231,7 +315,6 @@ static inline __attribute__((always_inline)) void q4_row(
 static void q4_pair_g2(const uint8_t* wr0, const uint8_t* wr1, const float* ws0, const float* ws1, int64_t nb,
                        const int8_t* xq, int64_t Kp, float* out) {
     __m256 fa[4], fb[4];
-    const __m256i ones = _mm256_set1_epi16(1);
     for (int r = 0; r < 4; ++r) fa[r] = fb[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
         __m256i a0, a1, c0, c1;
@@ -240,9 +323,10 @@ static void q4_pair_g2(const uint8_t* wr0, const uint8_t* wr1, const float* ws0,
         const __m256 sa = _mm256_broadcast_ss(ws0 + b), sb = _mm256_broadcast_ss(ws1 + b);
         for (int r = 0; r < 4; ++r) {
             const int8_t* xa = xq + r * Kp + b * 64;
-            __m256i ha = q4_unit_dot(a0, a1, xa), hb = q4_unit_dot(c0, c1, xa);  /* the two loads of xa are shared */
-            fa[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(ha, ones)), sa, fa[r]);
-            fb[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(hb, ones)), sb, fb[r]);
+            const __m256i z = _mm256_setzero_si256();
+            __m256i ha = q4_unit_dot(z, a0, a1, xa), hb = q4_unit_dot(z, c0, c1, xa);  /* loads of xa are shared */
+            fa[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(part_i32(ha)), sa, fa[r]);
+            fb[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(part_i32(hb)), sb, fb[r]);
             __asm__ volatile("" : "+x"(fa[r]), "+x"(fb[r]));
         }
     }
@@ -276,6 +360,22 @@ static inline void q4_row(const uint8_t* wr, const float* ws, int64_t nsb, int64
                 for (int i = 0; i < 32; ++i) idot += ((p[i] >> sh) & 15) * a[i];
             }
             acc += ws[b] * (ROWD ? 1.f : xd[r * nb + b]) * (float)idot;
+        }
+        out[r] = acc;
+    }
+}
+
+static inline void q8_row(const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
+                          const int8_t* xq, int64_t Kp, const float* xd, const int MR, const int ROWD, float* out) {
+    for (int r = 0; r < MR; ++r) {
+        float acc = 0.f;
+        for (int64_t b = 0; b < nb; ++b) {
+            const int64_t k1 = lb_min((b + 1) * gsb, nsb) * 32;
+            for (int64_t k0 = b * gsb * 32; k0 < k1; k0 += 32768) { /* int32 holds 32768 * 255 * 127 */
+                int32_t idot = 0;
+                for (int64_t k = k0, ke = lb_min(k0 + 32768, k1); k < ke; ++k) idot += wr[k] * xq[r * Kp + k];
+                acc += ws[b] * (ROWD ? 1.f : xd[r * nb + b]) * (float)idot;
+            }
         }
         out[r] = acc;
     }
@@ -360,10 +460,20 @@ static __attribute__((noinline)) void q4_epilogue(const float* acc, int64_t mr, 
     }
 }
 
-void lb_gemm_q4(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
-                const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias,
-                float* y, int nt) {
-    const int64_t nsb = Kp / 32, row_bytes = Kp / 2, NC = LB_NC, MC = 32;
+#define Q8_ROWS(ROWD)                                                                                   \
+    switch (mr) {                                                                                       \
+        case 4: q8_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 4, ROWD, out); break;                          \
+        case 3: q8_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 3, ROWD, out); break;                          \
+        case 2: q8_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 2, ROWD, out); break;                          \
+        default: q8_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 1, ROWD, out); break;                         \
+    }
+
+/* The tiled GEMM shared by both containers (BITS = 4 or 8 bits per stored code; see lb_gemm_q4 for the arguments). */
+static inline __attribute__((always_inline)) void gemm_tiles(
+        const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
+        const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias, float* y,
+        int nt, const int BITS) {
+    const int64_t nsb = Kp / 32, row_bytes = Kp * BITS / 8, NC = LB_NC, MC = 32;
     const int64_t ntask = (N + NC - 1) / NC;
     for (int64_t mc = 0; mc < M; mc += MC) {
         const int64_t mc_end = lb_min(mc + MC, M);
@@ -383,7 +493,7 @@ void lb_gemm_q4(const uint8_t* w, const float* ws, const float* wsz, int64_t N, 
                 if (nn < NC) for (int64_t j = 0; j < 4 * NC; ++j) acc[j] = 0.f; /* lanes past nn: defined, unused */
                 int64_t n = n0;
 #if LB_AVX2
-                if (per_row && gsb == 2 && mr == 4 && nb <= 32) /* pairs win at small K (measured: K 384, 1536) */
+                if (BITS == 4 && per_row && gsb == 2 && mr == 4 && nb <= 32) /* pairs win at small K (measured: K 384, 1536) */
                     for (; n + 2 <= n1; n += 2) {
                         float o2[8];
                         q4_pair_g2(w + n * row_bytes, w + (n + 1) * row_bytes, ws + n * nb, ws + (n + 1) * nb, nb,
@@ -398,7 +508,9 @@ void lb_gemm_q4(const uint8_t* w, const float* ws, const float* wsz, int64_t N, 
                     float out[4];
                     const uint8_t* wr = w + n * row_bytes;
                     const float* sr = ws + n * nb;
-                    if (per_row) { Q4_GSB(1) } else { Q4_GSB(0) }
+                    if (BITS == 8) {
+                        if (per_row) { Q8_ROWS(1) } else { Q8_ROWS(0) }
+                    } else if (per_row) { Q4_GSB(1) } else { Q4_GSB(0) }
                     for (int64_t r = 0; r < mr; ++r) acc[r * NC + (n - n0)] = out[r];
                 }
                 q4_epilogue(acc, mr, nn, dr, xs + m0 * nb, nb, per_row, trans ? wt : NULL, wsz + n0 * nb, bt,
@@ -406,4 +518,19 @@ void lb_gemm_q4(const uint8_t* w, const float* ws, const float* wsz, int64_t N, 
             }
         }
     }
+}
+
+/* y = x_q @ dequant(w).T + bias for 4-bit codes packed by pack_q4 (N, Kp / 2). gsb: sub-blocks of 32 codes per
+   weight block; nb: blocks per row; xq, xd, xs from lb_quant_act; per_row: xd holds one scale per row. */
+void lb_gemm_q4(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
+                const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias,
+                float* y, int nt) {
+    gemm_tiles(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, per_row, bias, y, nt, 4);
+}
+
+/* The same for 5..8-bit codes in the 8-bit container (pack_q8: uint8 (N, Kp), one code per byte). */
+void lb_gemm_q8(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
+                const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias,
+                float* y, int nt) {
+    gemm_tiles(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, per_row, bias, y, nt, 8);
 }
