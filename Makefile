@@ -11,10 +11,18 @@ export HF_HUB_OFFLINE := 1
 
 setup: $(STAMP)
 
+# The interop extra (compressed-tensors, for the export tests) is installed in two steps: its small dependencies
+# normally, the package itself with --no-deps, so that its torch requirement can never replace the installed torch
+# (transformers, which it imports, comes with the demo extra). It needs Python >= 3.11; without it those tests skip.
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[test,demo]"
+	$(PY) -c "import sys; sys.exit(sys.version_info < (3, 11))" \
+	  && $(PY) -m pip install --quiet "pydantic>=2" loguru psutil \
+	  && $(PY) -m pip install --quiet --no-deps "compressed-tensors>=0.17" \
+	  || echo "compressed-tensors not installed (needs Python >= 3.11): the export interop tests will skip"
 	touch $(STAMP)
 
 demo: setup

@@ -25,6 +25,8 @@ _EXPORTS = {
     "save": "lowbit.checkpoint",
     "load": "lowbit.checkpoint",
     "convert": "lowbit.checkpoint",
+    "export": "lowbit.checkpoint",
+    "from_pretrained": "lowbit.checkpoint",
 }
 
 __all__ = ["__version__", *_EXPORTS]

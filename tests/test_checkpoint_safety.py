@@ -111,8 +111,9 @@ def test_convert_never_replaces_a_non_regular_output(tmp_path, capsys, model_fil
     out, extra = tmp_path / "q.safetensors", []
     if kind == "fifo":
         os.mkfifo(out)
-    elif kind == "directory":
+    elif kind == "directory":  # an existing folder OUT means OUT/model.safetensors: make that one a directory
         out.mkdir()
+        (out / "model.safetensors").mkdir()
     elif kind == "symlink to fifo":
         os.mkfifo(tmp_path / "pipe")
         out.symlink_to(tmp_path / "pipe")

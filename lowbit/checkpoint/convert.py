@@ -7,6 +7,7 @@ and its quantized form are in memory.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from ..quant.format import FORMAT_NAME, FORMAT_VERSION
 from ..quant.quantize import quantize_weight
 from .errors import CheckpointError
 from .header import expected_entries, tensor_name
+from .hf_folder import CONFIG_NAME, WEIGHTS_NAME, carried_files, copy_files
 from .outputs import check_output
 from .overrides import (
     MIN_ELEMENTS,
@@ -58,6 +60,7 @@ class ConvertSummary:
     bytes_before: int
     bytes_after: int
     seconds: float
+    carried: list[Path] = field(default_factory=list)  # config.json and tokenizer files copied into an OUT folder
 
     @property
     def n_quantized(self) -> int:
@@ -118,7 +121,9 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
             external_data: bool = False, progress: bool = True, fp16: bool = False) -> ConvertSummary:
     """Convert a float checkpoint file to a lowbit checkpoint; returns a `ConvertSummary`.
 
-    src: .safetensors, an HF sharded `*.index.json`, a torch .pt/.pth/.bin (weights_only), or a directory with one.
+    src: .safetensors, an HF sharded `*.index.json`, a torch .pt/.pth/.bin (weights_only), or a directory with one
+    (a Hugging Face model folder as is). dst: a file, or a folder (existing, or a path ending in "/"): then the
+    checkpoint is `dst/model.safetensors` and the source folder's config.json and tokenizer files are copied beside.
     cfg: the default QuantConfig (4-bit, block 64, RTN). overrides: per-layer settings, a JSON file path or dict
     (see `lowbit.checkpoint.overrides`). skip: names or globs kept untouched; each must match a tensor. fp16: store
     the float tensors that are not quantized (embeddings, norms, biases) as float16. The write is atomic (an earlier
@@ -129,7 +134,10 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
     cfg = cfg or QuantConfig()
     skip = (skip,) if isinstance(skip, str) else tuple(skip)
     source = open_source(src)
+    dst, carry = folder_output(dst, src)
     check_output(Path(dst), source.files)
+    for f in carry:  # every refusal before the first write
+        check_output(Path(dst).parent / f.name, [*source.files, f])
     rules = load_overrides(overrides, cfg) if overrides is not None else []
     check_rules_used(rules, source.entries, str(overrides) if isinstance(overrides, (str, Path)) else "overrides")
     check_skip_used(skip, list(source.entries))
@@ -148,5 +156,18 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
                 bar.update(p.source.nbytes)
 
     write_checkpoint(dst, out_entries, quantized, fill, external_data, inputs=source.files)
+    carried = copy_files(carry, Path(dst).parent, source.files)
     return ConvertSummary(plans, sum(p.source.nbytes for p in plans), sum(p.bytes_after for p in plans),
-                          time.perf_counter() - t0)
+                          time.perf_counter() - t0, carried)
+
+
+def folder_output(dst: str | Path, src: str | Path) -> tuple[Path, list[Path]]:
+    """Where convert writes, and what it copies there: an OUT that is a folder (existing, or named with a trailing
+    slash) gets `OUT/model.safetensors` plus the source folder's config.json and tokenizer files."""
+    out = Path(dst)
+    if not (os.path.isdir(out) or str(dst).endswith(("/", os.sep))):  # isdir: False for a too-long name
+        return out, []
+    out.mkdir(exist_ok=True)
+    folder = Path(src) if Path(src).is_dir() else Path(src).parent
+    config = [folder / CONFIG_NAME] if (folder / CONFIG_NAME).is_file() else []
+    return out / WEIGHTS_NAME, config + carried_files(folder)

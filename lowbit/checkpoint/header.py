@@ -39,12 +39,22 @@ def tensor_name(param: str, field: str) -> str:
 
 def build_metadata(quantized: dict[str, QuantizedWeight | dict], external: dict | None = None) -> dict[str, str]:
     """The safetensors "__metadata__" dict for these quantized weights (QuantizedWeight or its metadata dict)."""
+    metas = {k: (v.metadata() if isinstance(v, QuantizedWeight) else v) for k, v in sorted(quantized.items())}
     body = {
         "format": FORMAT_NAME, "version": FORMAT_VERSION, "lowbit_version": __version__,
-        "quantized": {k: (v.metadata() if isinstance(v, QuantizedWeight) else v) for k, v in sorted(quantized.items())},
-        "external_data": external,
+        "quantized": metas, "scheme": scheme_summary(metas), "external_data": external,
     }
     return {METADATA_KEY: json.dumps(body, sort_keys=True, separators=(",", ":"))}
+
+
+def scheme_summary(quantized: dict[str, dict]) -> dict:
+    """The quantization_config-style summary: one group per (method, bits, block_size, symmetric) with its
+    parameter names, so tools read the scheme without reading every entry (informational; `quantized` rules)."""
+    groups: dict[tuple, list[str]] = {}
+    for name, m in quantized.items():
+        groups.setdefault((m["method"], m["bits"], m["block_size"], m["symmetric"]), []).append(name)
+    return {"groups": [{"method": k[0], "bits": k[1], "block_size": k[2], "symmetric": k[3], "targets": sorted(v)}
+                       for k, v in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0], kv[0][3]))]}
 
 
 def parse_metadata(path, meta: dict[str, str]) -> dict:

@@ -19,6 +19,7 @@ file, trip over a long name or a killed run's leftovers, or publish half of a pa
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -165,3 +166,35 @@ def named_os_error(e: OSError, path: Path) -> OSError:
     if e.errno is None:
         return OSError(f"cannot write {path}: {e}")
     return OSError(e.errno, f"cannot write {path}: {e.strerror or os.strerror(e.errno)}")
+
+
+def write_file_atomic(path: Path, data: bytes, inputs: Iterable[Path] = ()) -> None:
+    """Write a small file (config.json, a tokenizer file) the way checkpoints are written: refused when it is an
+    input or not a regular file, written to a locked temporary file in its directory, then renamed over `path`."""
+    import tempfile
+
+    path = Path(path)
+    check_output(path, inputs)
+    remove_stale_temps(path)
+    prefix, suffix = temp_affixes(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=_parent(path), prefix=prefix, suffix=suffix)
+    except OSError as e:
+        raise named_os_error(e, path) from None
+    try:
+        lock_temp(fd)
+        os.chmod(tmp, 0o644)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        check_output(path, inputs)  # again: it may have become a FIFO or a link while we wrote
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as e:
+        raise named_os_error(e, path) from None
+    finally:
+        os.close(fd)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

@@ -26,6 +26,7 @@ def _itemsize(dtype: str) -> int:
 def checkpoint_rows(path) -> tuple[list[dict], dict]:
     """One dict per stored weight (quantized parameters and plain tensors) and the totals, from the header only."""
     from ..checkpoint import open_checkpoint
+    from ..checkpoint.header import scheme_summary
 
     ckpt = open_checkpoint(path)
     rows = []
@@ -46,7 +47,8 @@ def checkpoint_rows(path) -> tuple[list[dict], dict]:
     totals = {"tensors": len(rows), "quantized": len(ckpt.quantized), "bytes": stored, "original_bytes": original,
               "ratio": original / max(1, stored), "file_bytes": ckpt.file_bytes,
               "format_version": ckpt.body["version"], "lowbit_version": ckpt.body.get("lowbit_version"),
-              "external_data": str(ckpt.external) if ckpt.external else None}
+              "external_data": str(ckpt.external) if ckpt.external else None,
+              "scheme": ckpt.body.get("scheme") or scheme_summary(ckpt.quantized)}
     return rows, totals
 
 
@@ -81,4 +83,7 @@ def run(args: argparse.Namespace) -> int:
                   totals["bytes"], f"{totals['ratio']:.2f}"])
     print(tabulate(table, headers=["name", "shape", "bits", "block", "method", "bytes", "ratio"], tablefmt="github",
                    disable_numparse=True))
+    for g in totals["scheme"]["groups"]:
+        print(f"scheme: {len(g['targets'])} weight(s) {g['method']} {g['bits']} bits, block {g['block_size']}, "
+              f"{'symmetric' if g['symmetric'] else 'asymmetric'}")
     return 0
