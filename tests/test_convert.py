@@ -156,7 +156,7 @@ def test_override_file_errors(tmp_path):
 
 
 def test_fp16_and_external_data(tmp_path, st_file, float_state):
-    convert(st_file, tmp_path / "o.safetensors", CFG, fp16=True, external_data=True, progress=False)
+    convert(st_file, tmp_path / "o.safetensors", CFG, kept_float16=True, external_data=True, progress=False)
     ckpt = open_checkpoint(tmp_path / "o.safetensors")
     assert ckpt.external is not None and (tmp_path / "o.safetensors").stat().st_size < 4096
     assert ckpt.tensor("encoder.0.fc.bias").dtype == torch.float16
@@ -226,7 +226,7 @@ def test_other_safetensors_dtypes_are_kept_as_they_are(tmp_path, float_state, rn
              "codes.weight": torch.randint(0, 1 << 15, (64, 64), generator=rng).to(torch.uint16),
              "ids": torch.randint(0, 1 << 30, (7,), generator=rng).to(torch.uint64)}
     save_file({**float_state, **extra}, str(tmp_path / "m.safetensors"))
-    summary = convert(tmp_path / "m.safetensors", tmp_path / "o.safetensors", CFG, fp16=True, progress=False)
+    summary = convert(tmp_path / "m.safetensors", tmp_path / "o.safetensors", CFG, kept_float16=True, progress=False)
     reasons = {p.source.name: p.reason for p in summary.plans}
     assert reasons["fp8.weight"] == "float8_e4m3fn tensor" and reasons["codes.weight"] == "uint16 tensor"
     ckpt = open_checkpoint(tmp_path / "o.safetensors")

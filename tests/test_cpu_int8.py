@@ -7,7 +7,7 @@ import torch
 
 from lowbit.kernels.cpu_int8 import (
     IMPLS,
-    Int8DynamicWeight,
+    Int8Weight,
     available_int8_dynamic,
     linear_int8_dynamic,
     prepare_int8_dynamic,
@@ -111,12 +111,12 @@ def test_supports_and_errors(rng):
     with pytest.raises(ValueError, match="divisible by 8"):
         prepare_int8_dynamic(odd, "int8pack")
     w8 = prepare_int8_dynamic(q8)
-    assert isinstance(w8, Int8DynamicWeight) and w8.impl == "dynamic"
+    assert isinstance(w8, Int8Weight) and w8.impl == "dynamic"
     with pytest.raises(ValueError, match=r"expected \(M, 64\)"):
         linear_int8_dynamic(torch.randn(2, 63), w8)
     with pytest.raises(TypeError, match="floating-point"):
         linear_int8_dynamic(torch.ones(2, 64, dtype=torch.int64), w8)
-    with pytest.raises(TypeError, match="Int8DynamicWeight"):
+    with pytest.raises(TypeError, match="Int8Weight"):
         linear_int8_dynamic(torch.randn(2, 64), q8)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import has_minilm
 
-from lowbit.demo import QUICK, embedding_scores, format_demo, nearest_neighbours, run_demo
+from lowbit.apps.demo import QUICK, embedding_scores, format_demo, nearest_neighbours, run_demo
 
 
 def test_nearest_neighbours_and_scores():

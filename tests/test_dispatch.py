@@ -39,7 +39,7 @@ ROWS = [
     # bits=16 (float16 storage): dense unless memory Low, which keeps fp16 and converts per call
     ("cpu", 1, W16, CPU_ALL, NORMAL, Kernel.DENSE, False),
     ("cuda", 1, W16, GPU, HIGH, Kernel.DENSE, False),
-    ("cuda", 1, W16, GPU, LOW, Kernel.REFERENCE, False),
+    ("cuda", 1, W16, GPU, LOW, Kernel.EMULATED, False),
     # memory Normal: always the dequantized weight
     ("cpu", 1, W4, CPU_ALL, NORMAL, Kernel.DENSE, False),
     ("cuda", 4096, W2, GPU, NORMAL, Kernel.DENSE, False),

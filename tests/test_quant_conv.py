@@ -123,11 +123,11 @@ def test_conv_errors(rng):
 
 
 @pytest.mark.parametrize("kernel,floor", [
-    (Kernel.DENSE, None), (Kernel.REFERENCE, None), (Kernel.TRITON_GEMV, None), (Kernel.TRITON_GEMM, None),
+    (Kernel.DENSE, None), (Kernel.EMULATED, None), (Kernel.TRITON_GEMV, None), (Kernel.TRITON_GEMM, None),
     (Kernel.CPU_INT4, PACKED_SQNR),
 ])
 def test_every_kernel_forced_through_conv(rng, kernel, floor):
-    """im2col + per-group linear kernel (or F.conv2d for DENSE/REFERENCE), each kernel forced."""
+    """im2col + per-group linear kernel (or F.conv2d for DENSE/EMULATED), each kernel forced."""
     if kernel.value.startswith("triton") and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (as the CI runs it)")
     conv = build(nn.Conv2d, 4, 6, 3, dict(groups=2, padding=1, stride=2), rng)

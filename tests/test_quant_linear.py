@@ -39,7 +39,7 @@ def dequantized_linear(lin, qw):
 
 @pytest.fixture
 def no_kernels():
-    """Dispatch sees no fused kernel: memory Low runs the emulated REFERENCE path (with its warning)."""
+    """Dispatch sees no fused kernel: memory Low runs the EMULATED path (with its warning)."""
     override_capabilities(Capabilities())
     yield
     override_capabilities(None)
@@ -137,7 +137,7 @@ def test_errors(rng):
 
 
 FORCED = [  # (kernel, bits, block, symmetric, SQNR floor vs the dequantized layer; None = tight allclose)
-    (Kernel.DENSE, 4, 64, False, None), (Kernel.REFERENCE, 3, 32, False, None),
+    (Kernel.DENSE, 4, 64, False, None), (Kernel.EMULATED, 3, 32, False, None),
     (Kernel.TRITON_GEMV, 4, 32, False, None), (Kernel.TRITON_GEMM, 2, 32, True, None),
     (Kernel.TRITON_A8W, 8, -1, True, 25.0), (Kernel.CPU_INT8_DYNAMIC, 8, -1, False, 25.0),
     (Kernel.CPU_INT8_WEIGHT, 6, -1, False, 40.0),

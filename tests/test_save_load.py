@@ -87,7 +87,7 @@ def test_convert_load_equals_quantize_in_memory(tmp_path, float_net, tokens, cfg
 
 def test_load_memory_low_and_fp16_storage(tmp_path, float_net, tokens):
     save_file(float_net.state_dict(), str(tmp_path / "float.safetensors"))
-    convert(tmp_path / "float.safetensors", tmp_path / "q.safetensors", CFG, fp16=True, progress=False)
+    convert(tmp_path / "float.safetensors", tmp_path / "q.safetensors", CFG, kept_float16=True, progress=False)
     normal = load(Net().eval(), tmp_path / "q.safetensors")
     low = load(Net().eval(), tmp_path / "q.safetensors", backend=BackendConfig(memory="low"))
     assert normal.norm.weight.dtype == torch.float32  # stored float16, back in the model's dtype

@@ -8,10 +8,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from lowbit.apps.validate import build_model, error_stats, format_report, resolve_model, validate
 from lowbit.checkpoint import convert
 from lowbit.cli import main
 from lowbit.quant import QuantConfig
-from lowbit.validate import build_model, error_stats, format_report, resolve_model, validate
 
 SPEC = "test_validate:mlp_example"  # pytest puts tests/ on sys.path; the child process inherits it
 
@@ -40,8 +40,8 @@ def test_model_spec_errors():
         resolve_model("nope")
     with pytest.raises(ValueError, match="cannot import module 'no_such_module_xyz'"):
         resolve_model("no_such_module_xyz:f")
-    with pytest.raises(ValueError, match="module 'lowbit.validate' has no function 'nothing'"):
-        resolve_model("lowbit.validate:nothing")
+    with pytest.raises(ValueError, match="module 'lowbit.apps.validate' has no function 'nothing'"):
+        resolve_model("lowbit.apps.validate:nothing")
     with pytest.raises(TypeError, match="must return \\(nn.Module, example_inputs\\), got int"):
         build_model("test_validate:not_a_model")
 
@@ -73,14 +73,15 @@ def test_validate_a_given_checkpoint_via_cli(tmp_path, capsys):
     assert code == 0
     report = json.loads(out)
     low = next(r for r in report["rows"] if r["config"] == "memory low")
-    assert low["cosine"] > 0.9999 and "peak_mb" not in low
+    # memory Low runs the packed 8-bit kernel (int8 activations per row, ~40 dB per layer), no longer a dense copy
+    assert low["cosine"] > 0.9995 and "peak_mb" not in low
     assert report["file_bytes"] == (tmp_path / "q.safetensors").stat().st_size
     code = main(["validate", "--model", "nope"])
     assert code == 1 and "lowbit: error: unknown model 'nope'" in capsys.readouterr().err
 
 
 def test_peak_child_failure_is_reported():
-    from lowbit.validate import measure_peak
+    from lowbit.apps.validate import measure_peak
 
     with pytest.raises(RuntimeError, match="peak-memory process failed .*must return \\(nn.Module, example_inputs\\)"):
         measure_peak("test_validate:not_a_model", [{"checkpoint": "unused.safetensors"}])

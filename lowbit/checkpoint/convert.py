@@ -83,7 +83,7 @@ def _meta(name: str, src: TensorEntry, cfg: QuantConfig) -> dict:
             "method": method}
 
 
-def plan_tensor(src: TensorEntry, cfg: QuantConfig, rules, skip, fp16: bool) -> TensorPlan:
+def plan_tensor(src: TensorEntry, cfg: QuantConfig, rules, skip, kept_float16: bool) -> TensorPlan:
     """Decide one tensor's fate from the default rule, --skip patterns and the overrides."""
     name = src.name
     reason = never_quantized(name, src.dtype, src.shape)
@@ -96,7 +96,7 @@ def plan_tensor(src: TensorEntry, cfg: QuantConfig, rules, skip, fp16: bool) -> 
     elif reason is None and src.nbytes // src.dtype.itemsize < MIN_ELEMENTS:
         reason = f"< {MIN_ELEMENTS} elements"
     if reason:
-        cast = fp16 and src.dtype in (torch.float32, torch.float64, torch.bfloat16)
+        cast = kept_float16 and src.dtype in (torch.float32, torch.float64, torch.bfloat16)
         out = TensorEntry(name, torch.float16 if cast else src.dtype, src.shape)
         return TensorPlan(src, None, reason + (", stored float16" if cast else ""), [out])
     out = expected_entries(name, _meta(name, src, cfg), _SCALE_DTYPES[cfg.scale_dtype])
@@ -118,17 +118,17 @@ def _write_tensor(writer, source: Source, plan: TensorPlan) -> None:
 
 
 def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, overrides=None, skip=(),
-            external_data: bool = False, progress: bool = True, fp16: bool = False) -> ConvertSummary:
+            external_data: bool = False, progress: bool = True, kept_float16: bool = False) -> ConvertSummary:
     """Convert a float checkpoint file to a lowbit checkpoint; returns a `ConvertSummary`.
 
     src: .safetensors, an HF sharded `*.index.json`, a torch .pt/.pth/.bin (weights_only), or a directory with one
     (a Hugging Face model folder as is). dst: a file, or a folder (existing, or a path ending in "/"): then the
     checkpoint is `dst/model.safetensors` and the source folder's config.json and tokenizer files are copied beside.
     cfg: the default QuantConfig (4-bit, block 64, RTN). overrides: per-layer settings, a JSON file path or dict
-    (see `lowbit.checkpoint.overrides`). skip: names or globs kept untouched; each must match a tensor. fp16: store
-    the float tensors that are not quantized (embeddings, norms, biases) as float16. The write is atomic (an earlier
-    `dst` survives a failure); a `dst` that is one of the inputs (by any path or link), or an existing file that is
-    not a regular file, is refused before anything is written (see `lowbit.checkpoint.outputs`).
+    (see `lowbit.checkpoint.overrides`). skip: names or globs kept untouched; each must match a tensor.
+    kept_float16: store the float tensors that are not quantized (embeddings, norms, biases) as float16. The write
+    is atomic (an earlier `dst` survives a failure); a `dst` that is one of the inputs (by any path or link), or an
+    existing file that is not a regular file, is refused before anything is written (see `lowbit.checkpoint.outputs`).
     """
     t0 = time.perf_counter()
     cfg = cfg or QuantConfig()
@@ -141,7 +141,7 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
     rules = load_overrides(overrides, cfg) if overrides is not None else []
     check_rules_used(rules, source.entries, str(overrides) if isinstance(overrides, (str, Path)) else "overrides")
     check_skip_used(skip, list(source.entries))
-    plans = [plan_tensor(e, cfg, rules, skip, fp16) for e in source.entries.values()]
+    plans = [plan_tensor(e, cfg, rules, skip, kept_float16) for e in source.entries.values()]
     quantized = {p.source.name: _meta(p.source.name, p.source, p.cfg) for p in plans if p.cfg is not None}
     out_entries = [e for p in plans for e in p.out]
 

@@ -44,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric,
                       method="hqq" if args.hqq else "rtn")
     summary = convert(args.input, args.output, cfg, overrides=args.config, skip=args.skip,
-                      external_data=args.external_data, progress=not args.quiet, fp16=args.fp16)
+                      external_data=args.external_data, progress=not args.quiet, kept_float16=args.fp16)
     print(summary_table(summary))
     return 0

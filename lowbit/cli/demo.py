@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from ..demo import format_demo, run_demo
+    from ..apps.demo import format_demo, run_demo
 
     rows = run_demo(quick=args.quick)
     print(json.dumps(rows, indent=1) if args.json else format_demo(rows))

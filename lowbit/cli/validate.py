@@ -27,11 +27,11 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
+    from ..apps.validate import format_report, validate
     from ..quant import QuantConfig
-    from ..validate import format_report, validate
 
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric,
                       method="hqq" if args.hqq else "rtn")
-    report = validate(args.model, checkpoint=args.checkpoint, cfg=cfg, reps=args.reps, memory=not args.no_memory)
+    report = validate(args.model, checkpoint=args.checkpoint, cfg=cfg, reps=args.reps, peak_memory=not args.no_memory)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0

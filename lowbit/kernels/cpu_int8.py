@@ -1,6 +1,6 @@
 """5..8-bit per-channel weights on the CPU with dynamic int8 activations, through torch's quantized ops.
 
-Implementations (`Int8DynamicWeight.impl`):
+Implementations (`Int8Weight.impl`):
 - "dynamic": `torch.ops.quantized.linear_dynamic` on a prepacked per-channel qint8 weight (fbgemm on x86, qnnpack
   on ARM: whatever `torch.backends.quantized.engine` is; lowbit never changes that global).
 - "int8pack": `torch._weight_int8pack_mm`, weight-only int8 with bfloat16 activations (K % 8 == 0 only).
@@ -30,7 +30,7 @@ IMPLS = ("dynamic", "int8pack")
 
 
 @dataclass(frozen=True)
-class Int8DynamicWeight:
+class Int8Weight:
     """A per-channel 5..8-bit weight prepared for torch's int8 ops.
 
     impl: "dynamic" or "int8pack". n, k: weight shape; bits.
@@ -83,7 +83,7 @@ def supports_int8_weight_only(qw: QuantizedWeight) -> str | None:
     return reason
 
 
-def prepare_int8_dynamic(qw: QuantizedWeight, impl: str = "dynamic", refused=()) -> Int8DynamicWeight:
+def prepare_int8_dynamic(qw: QuantizedWeight, impl: str = "dynamic", refused=()) -> Int8Weight:
     """Convert once at load: signed int8 codes, per-row scales and the zero correction.
 
     refused: the (shape class, reason) pairs torch's op must not run on here (`lowbit.runtime.probes` finds them;
@@ -111,20 +111,20 @@ def prepare_int8_dynamic(qw: QuantizedWeight, impl: str = "dynamic", refused=())
             qweight = torch._make_per_channel_quantized_tensor(
                 q_signed, scale.double(), torch.zeros(qw.n, dtype=torch.long), 0)
         packed = torch.ops.quantized.linear_prepack(qweight, None)
-        return Int8DynamicWeight(impl, qw.n, qw.k, qw.bits, packed, scale, correction, tuple(refused))
-    return Int8DynamicWeight(impl, qw.n, qw.k, qw.bits, q_signed.contiguous(), scale.to(torch.bfloat16), correction,
+        return Int8Weight(impl, qw.n, qw.k, qw.bits, packed, scale, correction, tuple(refused))
+    return Int8Weight(impl, qw.n, qw.k, qw.bits, q_signed.contiguous(), scale.to(torch.bfloat16), correction,
                              tuple(refused))
 
 
-def _refusal(w8: Int8DynamicWeight, m: int) -> str | None:
+def _refusal(w8: Int8Weight, m: int) -> str | None:
     cls = shape_class(m, w8.n, w8.k)
     return next((why for c, why in w8.refused if c in ("*", cls)), None)
 
 
-def linear_int8_dynamic(x: torch.Tensor, w8: Int8DynamicWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear_int8_dynamic(x: torch.Tensor, w8: Int8Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """y = x @ W.T + bias. x: float (M, K) on the CPU; bias (N,) or None. Returns (M, N) in x.dtype."""
-    if not isinstance(w8, Int8DynamicWeight):
-        raise TypeError(f"w8 must be an Int8DynamicWeight from prepare_int8_dynamic, got {type(w8).__name__}")
+    if not isinstance(w8, Int8Weight):
+        raise TypeError(f"w8 must be an Int8Weight from prepare_int8_dynamic, got {type(w8).__name__}")
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
     if x.dim() != 2 or x.shape[1] != w8.k:

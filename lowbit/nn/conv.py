@@ -2,7 +2,7 @@
 
 The weight (O, I/groups, *kernel) is quantized along its flattened input dimension K = I/groups * prod(kernel), in
 row-major (channel, kh, kw) order, i.e. the order `F.unfold` lays out patches. The backend decides how it computes:
-DENSE (memory Normal/High at large M) dequantizes once and calls F.conv2d; REFERENCE dequantizes per call and calls
+DENSE (memory Normal/High at large M) dequantizes once and calls F.conv2d; EMULATED dequantizes per call and calls
 F.conv2d; a packed kernel runs as im2col (F.unfold) + the linear kernel once per group. Conv1d runs as a Conv2d of
 height 1. Padding modes (zeros, reflect, replicate, circular) and string padding ("same", "valid") follow nn.Conv.
 """

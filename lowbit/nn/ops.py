@@ -146,7 +146,7 @@ def _conv2d_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
     kernel = decision.kernel
     b = bias.to(dtype) if bias is not None else None
     xc = x.to(dtype)
-    if kernel in (Kernel.DENSE, Kernel.REFERENCE):
+    if kernel in (Kernel.DENSE, Kernel.EMULATED):
         w = prepared(entry, kernel, qw, dtype).reshape(shape) if kernel is Kernel.DENSE else qw.dequantize(dtype)
         return F.conv2d(xc, w, b, stride, padding, dilation, groups).to(x.dtype).contiguous()
     cols = F.unfold(xc, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C*kh*kw, L)

@@ -5,7 +5,7 @@ The table (M = rows of the activation; "refused" = the kernel family's `supports
 | memory | device | condition                                      | kernel            |
 |--------|--------|------------------------------------------------|-------------------|
 | any    | any    | bits == 16 (float16 storage), memory Normal/High | DENSE             |
-| Low    | any    | bits == 16                                     | REFERENCE (no fallback: nothing is lost) |
+| Low    | any    | bits == 16                                     | EMULATED (no fallback: nothing is lost) |
 | Normal | any    | -                                              | DENSE             |
 | High   | any    | M >= HIGH_DENSE_MIN_M                          | DENSE (cached float copy) |
 | High   | any    | M <  HIGH_DENSE_MIN_M                          | as Low            |
@@ -32,7 +32,7 @@ blocks that are multiples of 32) rounds activations to int8 per row, ~41 dB, and
 the native kernel built no 2..8-bit weight falls back to DENSE on the CPU. At precision Low the 5..8-bit per-channel
 weights still go to torch's dynamic int8 first (faster at M >= 32 on the machines measured, bench/results/gemm_cpu*).
 A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before DENSE.
-REFERENCE (dequantize on every call) is never chosen for integer weights; tests and benchmarks force it.
+EMULATED (dequantize on every call) is never chosen for integer weights; tests and benchmarks force it.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class Kernel(str, Enum):
 
     DENSE = "dense"
     """Dequantized float weight (built once, cached) + F.linear / F.conv."""
-    REFERENCE = "reference"
+    EMULATED = "emulated"
     """Emulated: dequantize on every call, then a float matmul; correct for every format, slow, packed in memory."""
     TRITON_GEMV = "triton_gemv"
     """Triton split-K fused dequant GEMV for small M (lowbit.kernels.triton_gemv.gemv_a16w)."""
@@ -112,7 +112,7 @@ class Decision:
 def select_kernel(device_type: str, m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
     """Pure: the kernel for an (m, k) activation times this weight on `device_type` ("cpu", "cuda", ...)."""
     if fmt.bits == 16:
-        return Decision(Kernel.REFERENCE if backend.memory is Memory.LOW else Kernel.DENSE)
+        return Decision(Kernel.EMULATED if backend.memory is Memory.LOW else Kernel.DENSE)
     if backend.memory is Memory.NORMAL:
         return Decision(Kernel.DENSE)
     if backend.memory is Memory.HIGH and m >= HIGH_DENSE_MIN_M:

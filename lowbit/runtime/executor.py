@@ -63,12 +63,12 @@ def int4_avoid(qw: QuantizedWeight) -> dict[str, str]:
 def prepare(kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype = torch.float32):
     """The object `run` reads for this kernel, built once per weight (a cache, never saved).
 
-    DENSE: the float weight (N, K) in `dtype`; REFERENCE: the ComputeWeight (or the fp16 weight for bits=16);
+    DENSE: the float weight (N, K) in `dtype`; EMULATED: the ComputeWeight (or the fp16 weight for bits=16);
     Triton: the ComputeWeight; CPU kernels: their own prepared layout.
     """
     if kernel is Kernel.DENSE:
         return qw.dequantize(dtype).reshape(qw.n, qw.k)
-    if kernel is Kernel.REFERENCE:
+    if kernel is Kernel.EMULATED:
         return qw.packed if qw.is_float else qw.compute_layout()
     if kernel in _TRITON:
         return qw.compute_layout()
@@ -86,7 +86,7 @@ def run(kernel: Kernel, prepared, x: torch.Tensor, bias: torch.Tensor | None = N
     """y (M, N) = x (M, K) @ W.T + bias with the prepared weight; output dtype = x.dtype."""
     if kernel is Kernel.DENSE:
         return F.linear(x, prepared, bias)
-    if kernel is Kernel.REFERENCE:
+    if kernel is Kernel.EMULATED:
         if isinstance(prepared, torch.Tensor):  # float16-stored weight
             return F.linear(x, prepared.to(x.dtype), bias)
         from ..kernels.reference import linear_reference

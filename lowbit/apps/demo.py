@@ -5,7 +5,7 @@ Rows: fp32, fp16, int8 per-channel, int4 block 64 RTN, int4 block 64 HQQ, int3 b
 (MB, ratio to fp32), cosine of the sentence embeddings to fp32 over `lowbit.models.SENTENCES` (mean and min),
 retrieval agreement (fraction of sentences whose nearest neighbour is the one fp32 finds), latency of encoding one
 sentence at memory Normal and Low (median ms), and the peak resident memory of load + one forward at memory Low,
-measured in a separate process (see `lowbit.validate.measure_peak`).
+measured in a separate process (see `lowbit.apps.validate.measure_peak`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .quant import QuantConfig
+from ..quant import QuantConfig
 
 SETTINGS = [
     ("fp32", None),
@@ -47,8 +47,8 @@ def embedding_scores(ref: torch.Tensor, emb: torch.Tensor) -> dict:
 
 
 def _latency_ms(model, sentence: str, quick: bool) -> float:
-    from .bench.harness import time_fn
-    from .models import embed
+    from ..bench.harness import time_fn
+    from ..models import embed
 
     fn = lambda: embed(model, [sentence])  # noqa: E731
     t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def linear_weight_mb(model) -> float:
     """MB of the Linear layers' weights as stored: packed codes + scales/zeros, or the float tensor."""
     import torch
 
-    from .nn import quantized_weights
+    from ..nn import quantized_weights
 
     packed = sum(qw.nbytes for qw in quantized_weights(model).values())
     dense = sum(m.weight.numel() * m.weight.element_size() for m in model.modules() if type(m) is torch.nn.Linear)
@@ -69,10 +69,10 @@ def linear_weight_mb(model) -> float:
 
 
 def _row(label, cfg, base, ref, tmp: Path, quick: bool) -> tuple[dict, Path]:
-    from . import quantize, save
-    from .models import SENTENCES, embed
-    from .nn import set_backend
-    from .runtime import BackendConfig
+    from .. import quantize, save
+    from ..models import SENTENCES, embed
+    from ..nn import set_backend
+    from ..runtime import BackendConfig
 
     t0 = time.perf_counter()
     model = base if cfg is None else quantize(copy.deepcopy(base), cfg, backend=BackendConfig(memory="normal"))
@@ -91,7 +91,7 @@ def run_demo(quick: bool = False, progress: bool = True) -> list[dict]:
     """Compress the bundled MiniLM at every setting (QUICK ones only when quick) and return one dict per row."""
     from tqdm import tqdm
 
-    from .models import embed, load_minilm
+    from ..models import embed, load_minilm
     from .validate import PeakMeter
 
     settings = [s for s in SETTINGS if not quick or s[0] in QUICK]
@@ -143,7 +143,7 @@ def format_demo(rows: list[dict]) -> str:
     from tabulate import tabulate
 
     table = [[fmt.format(r[key]) if key in r else "-" for key, _, fmt in _COLUMNS] for r in rows]
-    from .models import SENTENCES
+    from ..models import SENTENCES
 
     legend = ("MiniLM-L6 (all-MiniLM-L6-v2), Linear layers compressed (the 47 MB word embedding stays fp32, so the "
               "file shrinks less than the Linear weights); cosine and same-NN against fp32 over "

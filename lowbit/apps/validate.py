@@ -26,12 +26,12 @@ from pathlib import Path
 
 import torch
 
-BUILTIN_MODELS = {"minilm": "lowbit.validate:minilm_example"}
+BUILTIN_MODELS = {"minilm": "lowbit.apps.validate:minilm_example"}
 
 
 def minilm_example():
     """The bundled MiniLM sentence encoder and its tokenized `lowbit.models.SENTENCES`: (model, (features,))."""
-    from .models import SENTENCES, load_minilm
+    from ..models import SENTENCES, load_minilm
 
     model = load_minilm()
     tokenize = getattr(model, "preprocess", None) or model.tokenize
@@ -107,7 +107,7 @@ def state_bytes(model: torch.nn.Module) -> int:
 
 def checkpoint_bytes(path: str | Path) -> int:
     """Size on disk of a checkpoint, its external data file included."""
-    from .checkpoint.external import data_path_for
+    from ..checkpoint.external import data_path_for
 
     path = Path(path)
     data = data_path_for(path)
@@ -131,8 +131,8 @@ def strip_weights(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _peak_one(skeleton, inputs, job: dict) -> dict:
-    from .checkpoint import load
-    from .runtime import BackendConfig
+    from ..checkpoint import load
+    from ..runtime import BackendConfig
 
     fresh = copy.deepcopy(skeleton)
     gc.collect()
@@ -154,7 +154,7 @@ def peak_child(spec: str) -> None:
         gc.collect()
 
 
-_CHILD = "import sys; from lowbit.validate import peak_child; peak_child(sys.argv[1])"
+_CHILD = "import sys; from lowbit.apps.validate import peak_child; peak_child(sys.argv[1])"
 
 
 class PeakMeter:
@@ -235,14 +235,14 @@ def measure_peak(spec: str, jobs: list[dict], timeout: float = 600) -> list[dict
 
 
 def _latency(model, inputs, reps) -> dict:
-    from .bench.harness import time_fn
+    from ..bench.harness import time_fn
 
     t = time_fn(lambda: call_model(model, inputs), warmup=1, reps=reps, min_time_s=0.5, max_reps=50)
     return {"median_ms": t.median_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms}
 
 
 def _backends() -> list[tuple[str, dict]]:
-    from .runtime import capabilities
+    from ..runtime import capabilities
 
     out = [("memory normal", {"memory": "normal"}), ("memory low", {"memory": "low"})]
     caps = capabilities()
@@ -252,22 +252,23 @@ def _backends() -> list[tuple[str, dict]]:
 
 
 def _make_checkpoint(spec: str, cfg, out_dir: Path) -> Path:
-    from . import quantize
-    from .checkpoint import save
+    from .. import quantize
+    from ..checkpoint import save
 
     model, _ = build_model(spec)
     return save(quantize(model, cfg), out_dir / "compressed.safetensors")
 
 
 def validate(spec: str = "minilm", checkpoint: str | Path | None = None, cfg=None, reps: int | None = None,
-             memory: bool = True) -> dict:
+             peak_memory: bool = True) -> dict:
     """Compare a compressed model with the original; returns the report dict (see `format_report`).
 
     spec: "minilm" or "module:function". checkpoint: a lowbit checkpoint of that model; None quantizes the model
-    with `cfg` (a QuantConfig, default 4-bit block 64) into a temporary file. memory: measure peak memory.
+    with `cfg` (a QuantConfig, default 4-bit block 64) into a temporary file. peak_memory: also measure the peak
+    resident memory of load + forward in a separate process per configuration.
     """
-    from .checkpoint import load, save
-    from .runtime import BackendConfig
+    from ..checkpoint import load, save
+    from ..runtime import BackendConfig
 
     with tempfile.TemporaryDirectory(prefix="lowbit-validate-") as tmp:
         model, inputs = build_model(spec)
@@ -284,13 +285,13 @@ def validate(spec: str = "minilm", checkpoint: str | Path | None = None, cfg=Non
             if i == 0:
                 load(compressed, ckpt, BackendConfig(**kw))
             else:
-                from .nn import set_backend
+                from ..nn import set_backend
 
                 set_backend(compressed, BackendConfig(**kw))
             out = call_model(compressed, inputs)
             rows.append({"config": label, **error_stats(ref, out), "size_mb": size / 1e6, "ratio": original / size,
                          **_latency(compressed, inputs, reps)})
-        if memory:
+        if peak_memory:
             jobs = [{"checkpoint": str(float_ckpt)}] + [{"checkpoint": str(ckpt), **kw} for _, kw in backends]
             for row, peak in zip(rows, measure_peak(spec, jobs), strict=True):
                 row["peak_mb"] = peak["peak_mb"]
