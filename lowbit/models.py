@@ -43,7 +43,11 @@ def minilm_path() -> Path:
 
 
 def load_minilm(device: str | torch.device = "cpu"):
-    """The MiniLM sentence encoder (a SentenceTransformer), loaded from disk only."""
+    """The MiniLM sentence encoder (a SentenceTransformer), loaded from disk only.
+
+    Side effect: sets HF_HUB_OFFLINE=1 in this process's environment unless it is already set, before the Hugging
+    Face libraries are imported (they read it once, at import), so nothing in this process reaches a model hub.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is local; never let the hub library reach out
     path = minilm_path()
     from sentence_transformers import SentenceTransformer

@@ -1,11 +1,11 @@
 """QuantConv1d/QuantConv2d vs nn.Conv with the dequantized weight (tight) and vs the original (SQNR floor)."""
 
 import copy
-import os
 
 import pytest
 import torch
 from torch import nn
+from triton_checks import triton_device
 
 from lowbit.nn import QuantConv1d, QuantConv2d
 from lowbit.nn.weight_cache import forced_kernel, override_capabilities
@@ -128,15 +128,14 @@ def test_conv_errors(rng):
 ])
 def test_every_kernel_forced_through_conv(rng, kernel, floor):
     """im2col + per-group linear kernel (or F.conv2d for DENSE/EMULATED), each kernel forced."""
-    if kernel.value.startswith("triton") and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (as the CI runs it)")
+    dev = triton_device(kernel)
     conv = build(nn.Conv2d, 4, 6, 3, dict(groups=2, padding=1, stride=2), rng)
     qw = quantize_weight(conv.weight.detach(), QuantConfig(bits=4, block_size=16))
     deq = copy.deepcopy(conv)
     x = torch.randn(1, 4, 5, 7, generator=rng)  # M = 3 * 4 = 12 output positions
     with torch.no_grad(), forced_kernel(kernel):
         deq.weight.copy_(qw.dequantize())
-        y, y_deq = QuantConv2d.from_float(conv, qw, BackendConfig("low"))(x), deq(x)
+        y, y_deq = QuantConv2d.from_float(conv, qw, BackendConfig("low")).to(dev)(x.to(dev)).cpu(), deq(x)
     if floor is None:
         torch.testing.assert_close(y, y_deq, rtol=1e-4, atol=1e-4)
     else:

@@ -1,10 +1,10 @@
 """QuantLinear vs nn.Linear with the dequantized weight (tight) and vs the original layer (SQNR floor per bits)."""
 
-import os
 
 import pytest
 import torch
 from torch import nn
+from triton_checks import triton_device
 
 from lowbit.nn import QuantLinear
 from lowbit.nn.weight_cache import forced_kernel, override_capabilities
@@ -148,14 +148,13 @@ FORCED = [  # (kernel, bits, block, symmetric, SQNR floor vs the dequantized lay
 @pytest.mark.parametrize("kernel,bits,block,symmetric,floor", FORCED)
 def test_every_kernel_forced_through_the_layer(rng, kernel, bits, block, symmetric, floor):
     """Each kernel family run directly by QuantLinear (Triton in the interpreter on CPU tensors)."""
-    if kernel.value.startswith("triton") and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (as the CI runs it)")
+    dev = triton_device(kernel)
     lin = make(rng, n=40, k=96)
     qw = quantize_weight(lin.weight.detach(), QuantConfig(bits=bits, block_size=block, symmetric=symmetric))
-    q = QuantLinear.from_float(lin, qw, BackendConfig("low"))
+    q = QuantLinear.from_float(lin, qw, BackendConfig("low")).to(dev)
     x = torch.randn(5, 96, generator=rng)
     with torch.no_grad(), forced_kernel(kernel):
-        y, y_deq = q(x), dequantized_linear(lin, qw)(x)
+        y, y_deq = q(x.to(dev)).cpu(), dequantized_linear(lin, qw)(x)
     if floor is None:
         torch.testing.assert_close(y, y_deq, rtol=1e-4, atol=1e-4)
     else:
@@ -173,16 +172,15 @@ def test_forced_kernel_errors():
 def test_every_kernel_forced_propagates_nan_and_inf(rng, kernel, bits, block, symmetric, floor):
     """A NaN or inf in a row makes that row non-finite, as in nn.Linear, and leaves the other rows as they were
     (torch's dynamic int8 linear quantizes per tensor: unguarded, one NaN changed every row)."""
-    if kernel.value.startswith("triton") and os.environ.get("TRITON_INTERPRET") != "1":
-        pytest.skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (as the CI runs it)")
+    dev = triton_device(kernel)
     lin = make(rng, n=48, k=96)  # N, K multiples of 16: torch's int8pack is wrong for some odd shapes on AVX-512
     qw = quantize_weight(lin.weight.detach(), QuantConfig(bits=bits, block_size=block, symmetric=symmetric))
-    q = QuantLinear.from_float(lin, qw, BackendConfig("low"))
+    q = QuantLinear.from_float(lin, qw, BackendConfig("low")).to(dev)
     x = torch.randn(5, 96, generator=rng)
     bad = x.clone()
     bad[1, 5], bad[3, 0], bad[3, 9] = float("nan"), float("inf"), float("-inf")
     with torch.no_grad(), forced_kernel(kernel):
-        y, y_clean, y_deq = q(bad), q(x), dequantized_linear(lin, qw)(bad)
+        y, y_clean, y_deq = q(bad.to(dev)).cpu(), q(x.to(dev)).cpu(), dequantized_linear(lin, qw)(bad)
     assert torch.equal(torch.isfinite(y), torch.isfinite(y_deq)) and y[1].isnan().all()
     rows = [0, 2, 4]
     torch.testing.assert_close(y[rows], y_clean[rows], rtol=0, atol=0)

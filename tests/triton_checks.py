@@ -52,3 +52,17 @@ def use_autotuner(monkeypatch, device, kernel_module: str, tuned_name: str):
 
         monkeypatch.setitem(tuned.__dict__, "do_bench", stub_bench)
     return tuned
+
+
+def triton_device(kernel) -> str:
+    """Where a forced kernel's layer test runs: Triton kernels on CUDA (or CPU tensors in the interpreter; skipped
+    when neither is there), every other kernel on the CPU."""
+    import pytest
+
+    from lowbit.kernels.triton_common import available_triton, interpreting
+
+    if not kernel.value.startswith("triton"):
+        return "cpu"
+    if not available_triton():
+        pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1")
+    return "cpu" if interpreting() else "cuda"

@@ -19,7 +19,7 @@ import torch
 
 from .. import __version__
 from ..quant.config import FLOAT_BITS
-from ..quant.format import QuantizedWeight
+from ..quant.format import QuantizedWeight, expected_shapes
 from ..quant.validate import check_metadata
 from .errors import CheckpointError
 from .safetensors_io import TensorEntry, dtype_name, is_count, parse_json
@@ -107,8 +107,8 @@ def check_quantized_meta(path, name: str, qmeta) -> dict:
         raise CheckpointError(f"{where}: {e}") from None
 
 
-def _expected_shapes(fields: dict) -> dict[str, tuple[int, ...]]:
-    return QuantizedWeight(packed=None, scale=None, zero=None, **fields).expected_shapes()
+def _field_shapes(fields: dict) -> dict[str, tuple[int, ...]]:
+    return expected_shapes(tuple(fields["shape"]), fields["bits"], fields["block_size"], fields["symmetric"])
 
 
 def expected_entries(name: str, qmeta: dict, scale_dtype: torch.dtype = torch.float16) -> list[TensorEntry]:
@@ -116,14 +116,14 @@ def expected_entries(name: str, qmeta: dict, scale_dtype: torch.dtype = torch.fl
     fields = check_metadata(qmeta)
     packed_dtype = torch.float16 if fields["bits"] == FLOAT_BITS else torch.uint8
     return [TensorEntry(tensor_name(name, field), packed_dtype if field == "packed" else scale_dtype, tuple(shape))
-            for field, shape in _expected_shapes(fields).items()]
+            for field, shape in _field_shapes(fields).items()]
 
 
 def _check_group(path, name: str, fields: dict, entries: dict[str, TensorEntry]) -> dict[str, str]:
     """The tensors of one quantized parameter: present, of the shape its metadata implies, and of a dtype the
     format allows (packed U8, or F16 for bits 16; scale F16 or F32; zero the scale's dtype)."""
     group = {}
-    for field, shape in _expected_shapes(fields).items():
+    for field, shape in _field_shapes(fields).items():
         tname = tensor_name(name, field)
         if tname not in entries:
             raise CheckpointError(f"{path} is missing tensor {tname!r} of quantized weight {name!r}")

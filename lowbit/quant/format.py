@@ -25,6 +25,18 @@ def num_blocks_for(k: int, block_size: int) -> int:
     return math.ceil(k / group_size_for(k, block_size))
 
 
+def expected_shapes(shape: tuple[int, ...], bits: int, block_size: int, symmetric: bool) -> dict[str, tuple[int, ...]]:
+    """Shapes the stored tensors (packed, scale, zero) of a weight with this metadata must have."""
+    n, k = shape[0], math.prod(shape[1:])
+    if bits == FLOAT_BITS:
+        return {"packed": (n, k)}
+    blocks = num_blocks_for(k, block_size)
+    shapes = {"packed": (n, packed_row_bytes(k, bits)), "scale": (n, blocks)}
+    if not symmetric:
+        shapes["zero"] = (n, blocks)
+    return shapes
+
+
 def symmetric_zero(bits: int) -> int:
     """The implicit zero of symmetric weights: codes are signed values offset by 2**(bits-1)."""
     return 1 << (bits - 1)
@@ -205,12 +217,7 @@ class QuantizedWeight:
 
     def expected_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes the tensor fields must have for this metadata."""
-        if self.is_float:
-            return {"packed": (self.n, self.k)}
-        shapes = {"packed": (self.n, packed_row_bytes(self.k, self.bits)), "scale": (self.n, self.num_blocks)}
-        if not self.symmetric:
-            shapes["zero"] = (self.n, self.num_blocks)
-        return shapes
+        return expected_shapes(self.shape, self.bits, self.block_size, self.symmetric)
 
     def __repr__(self) -> str:
         return (f"QuantizedWeight(shape={self.shape}, bits={self.bits}, block_size={self.block_size}, "
