@@ -17,21 +17,12 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from lowbit.checkpoint import CheckpointError, convert, open_checkpoint, save
 from lowbit.checkpoint import safetensors_io as sio
 from lowbit.checkpoint.outputs import STALE_AFTER_S, name_max
 from lowbit.cli import main
 from lowbit.quant import QuantConfig
-
-
-@pytest.fixture
-def model_file(tmp_path, rng):
-    path = tmp_path / "model.safetensors"
-    save_file({"fc.weight": torch.randn(32, 96, generator=rng), "fc.bias": torch.randn(32, generator=rng),
-               "emb.weight": torch.randn(50, 32, generator=rng)}, str(path))
-    return path
 
 
 @pytest.fixture

@@ -5,18 +5,8 @@ import json
 import re
 
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from lowbit.cli import main
-
-
-@pytest.fixture
-def model_file(tmp_path, rng):
-    path = tmp_path / "model.safetensors"
-    save_file({"fc.weight": torch.randn(32, 96, generator=rng), "fc.bias": torch.randn(32, generator=rng),
-               "emb.weight": torch.randn(50, 32, generator=rng)}, str(path))
-    return path
 
 
 def _run(capsys, *argv):

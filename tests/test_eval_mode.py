@@ -25,12 +25,7 @@ LOW_SQNR = 30.0
 CONFIGS = {"int8 per-channel": QuantConfig(bits=8, block_size=-1), "int4 b32": QuantConfig(bits=4, block_size=32)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many tiny matmuls: avoid OpenMP spin waits on a busy 2-core machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class OcrNet(nn.Module):

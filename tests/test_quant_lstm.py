@@ -15,13 +15,7 @@ SQNR_FLOOR = {2: 3.0, 4: 15.0, 8: 30.0}
 PACKED_SQNR = 30.0  # vs the dequantized LSTM when CPU kernels round activations to int8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny matmuls: with 2 OpenMP threads on a busy 2-core machine each one can wait ~20 ms."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sqnr(ref, y):

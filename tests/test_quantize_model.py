@@ -14,13 +14,7 @@ from lowbit.quant import QuantConfig, QuantizedWeight
 from lowbit.runtime import BackendConfig, Capabilities
 from lowbit.runtime.dispatch import reset_fallback_warnings
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # many tiny matmuls: avoid OpenMP spin waits on a busy 2-core machine
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Net(nn.Module):

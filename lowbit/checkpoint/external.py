@@ -9,11 +9,10 @@ one tensor at a time, so the peak resident memory of a load stays near the large
 from __future__ import annotations
 
 import hashlib
-import struct
 from pathlib import Path
 
 from .errors import CheckpointError, CheckpointFileNotFoundError
-from .safetensors_io import MAX_HEADER
+from .safetensors_io import header_length
 
 DATA_SUFFIX = ".data"
 
@@ -34,12 +33,10 @@ def file_header_digest(path: Path) -> str:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"external data file {path} is truncated ({len(head)} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER or 8 + n > size:
-            raise CheckpointError(f"external data file {path} is truncated or not a safetensors file: its header "
-                                  f"claims {n} bytes, the file has {size}")
+        try:
+            n = header_length(path, head, size)
+        except CheckpointError as e:  # same check as any safetensors file, said of the data file
+            raise CheckpointError(f"external data file {e}") from None
         return header_digest(head + f.read(n))
 
 

@@ -108,7 +108,7 @@ def read_header(path: str | Path) -> tuple[dict[str, TensorEntry], dict[str, str
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     size = path.stat().st_size
     with open(path, "rb") as f:
-        n = _header_length(path, f.read(8), size)
+        n = header_length(path, f.read(8), size)
         raw = f.read(n)
     try:
         header = parse_json(raw)
@@ -122,7 +122,7 @@ def read_header(path: str | Path) -> tuple[dict[str, TensorEntry], dict[str, str
     return entries, meta, 8 + n
 
 
-def _header_length(path: Path, head: bytes, size: int) -> int:
+def header_length(path: Path, head: bytes, size: int) -> int:
     """The JSON length from the 8-byte prefix, checked against the file size before anything is read."""
     if len(head) < 8:
         raise CheckpointError(f"{path} is truncated: {size} bytes, too short for a safetensors header")
