@@ -65,7 +65,7 @@ def test_from_tensors_rejects_contradictions(rng):
         (dict(block_size=0), "block_size=0"),
         (dict(block_size=40), "multiple of 16"),
         (dict(block_size=-2), "block_size=-2"),
-        (dict(method="gptq"), "method='gptq'"),
+        (dict(method="smoothquant"), "method='smoothquant'"),
         (dict(method="hqq", symmetric=True), "HQQ"),
         (dict(scale_dtype="bfloat16"), "scale_dtype"),
         (dict(hqq_lp_norm=2.0), "hqq_lp_norm"),

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from . import convert_model
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("convert", help="compress a float checkpoint (safetensors, sharded, .pt/.bin)",
                        description="Compress a float checkpoint tensor by tensor, without building the model. "
                        "Quantized: floating weights of rank >= 2 named *weight / weight_* with >= 1024 elements; "
                        "embeddings, norms and biases are kept.")
-    p.add_argument("input", help="float checkpoint: .safetensors, *.index.json (sharded), .pt/.bin, or a directory")
+    p.add_argument("input", nargs="?", help="float checkpoint: .safetensors, *.index.json (sharded), .pt/.bin, or a "
+                   "directory (omitted with --model)")
     p.add_argument("output", help="lowbit checkpoint to write (.safetensors)")
     p.add_argument("--bits", type=int, default=4, help="bits per weight: 2..8, or 16 to store float16 (default 4)")
     p.add_argument("--block", type=int, default=64,
@@ -25,6 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--external-data", action="store_true",
                    help="write the tensors to OUT.data next to a small OUT (MNN's --saveExternalData)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    convert_model.add_arguments(p)  # --model/--calib/--method: data-aware conversion (lowbit/cli/convert_model.py)
+    convert_model.require_input_without_model(p)
     p.set_defaults(run=run)
 
 
@@ -41,8 +46,14 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import convert
     from ..quant import QuantConfig
 
+    if args.model:
+        if args.input is not None:
+            raise ValueError(f"with --model give only OUT, not a checkpoint ({args.input!r})")
+        return convert_model.run_model(args)
+    if args.method in ("gptq", "awq"):
+        raise ValueError(f"--method {args.method} needs the model and calibration data: pass --model and --calib")
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric,
-                      method="hqq" if args.hqq else "rtn")
+                      method=args.method or ("hqq" if args.hqq else "rtn"))
     summary = convert(args.input, args.output, cfg, overrides=args.config, skip=args.skip,
                       external_data=args.external_data, progress=not args.quiet, kept_float16=args.fp16)
     print(summary_table(summary))

@@ -140,6 +140,10 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend: BackendC
         raise ValueError(f"min_weights={min_weights!r} must be a non-negative int")
     backend = as_backend(backend)
     skip, overrides = _check_patterns(skip, overrides)
+    aware = next((c for c in (cfg, *overrides.values()) if c.data_aware), None)
+    if aware is not None:  # data-aware methods run above nn (lowbit.dataaware), fed by calibration inputs
+        raise ValueError(f"method={aware.method.value!r} needs calibration data: use lowbit.quantize(model, cfg, "
+                         "calibration=...) (lowbit.nn.quantize is the data-free swap)")
     summary, weights = QuantizeSummary(), {}
     modules = dict(model.named_modules())
     for name, module in modules.items():

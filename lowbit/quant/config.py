@@ -17,6 +17,16 @@ class QuantMethod(str, Enum):
     """Round to nearest: scale/zero from each block's min and max (absmax when symmetric)."""
     HQQ = "hqq"
     """Half-quadratic quantization: RTN start, then the zero is refined against an lp (p<1) error."""
+    GPTQ = "gptq"
+    """GPTQ (data-aware): columns rounded in turn, each one's error fed back through the inverse Hessian of the
+    layer's calibration inputs (needs `lowbit.quantize(..., calibration=)`; math in lowbit/quant/gptq.py)."""
+    AWQ = "awq"
+    """Activation-aware (data-aware): per-input-channel scales and per-block clipping searched to minimise the layer's
+    output error on calibration inputs, then RTN (math in lowbit/quant/awq.py)."""
+
+
+DATA_AWARE_METHODS = (QuantMethod.GPTQ, QuantMethod.AWQ)
+GPTQ_SCALES = ("rtn", "hqq", "clip")
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,15 @@ class QuantConfig:
     method: "rtn" or "hqq" (HQQ is asymmetric only).
     scale_dtype: storage dtype of scales and zeros ("float16" default, "float32" for extreme ranges).
     hqq_*: HQQ's published defaults (p=0.7, beta=10, kappa=1.01, 20 iterations, early stop).
+    gptq_damp: damping added to the Hessian's diagonal, as a fraction of its mean diagonal (raised if not enough).
+    gptq_block: columns per lazy batch update (speed only; the result is the same up to rounding).
+    gptq_act_order: process columns by decreasing Hessian diagonal; blocks keep their scales/zeros, computed from the
+        unmodified weight before the error feedback (static groups), so the packed format does not change.
+    gptq_scales: how each block's scale/zero is found before its columns are rounded: "rtn" (min/max), "hqq", or
+        "clip" (the clipping ratio minimising the block's output error on the calibration inputs, as AWQ's).
+    awq: apply the activation-aware scale/clip search before GPTQ (method="gptq"; method="awq" always does it; with
+        rtn/hqq it makes the layer use method="awq").
+    awq_grid: number of exponents alpha in [0, 1) tried for the per-channel scales s = mean|x|**alpha.
     """
 
     bits: int = 4
@@ -42,6 +61,12 @@ class QuantConfig:
     hqq_kappa: float = 1.01
     hqq_iters: int = 20
     hqq_early_stop: bool = True
+    gptq_damp: float = 0.01
+    gptq_block: int = 128
+    gptq_act_order: bool = False
+    gptq_scales: str = "rtn"
+    awq: bool = False
+    awq_grid: int = 20
 
     def __post_init__(self):
         valid_bits = isinstance(self.bits, int) and not isinstance(self.bits, bool)
@@ -70,6 +95,26 @@ class QuantConfig:
             raise ValueError(f"hqq_beta={self.hqq_beta} must be > 0 and hqq_kappa={self.hqq_kappa} >= 1")
         if isinstance(self.hqq_iters, bool) or not isinstance(self.hqq_iters, int) or self.hqq_iters < 0:
             raise ValueError(f"hqq_iters={self.hqq_iters!r} must be a non-negative int")
+        self._check_data_aware()
+
+    def _check_data_aware(self):
+        if not 0 < self.gptq_damp < 1:
+            raise ValueError(f"gptq_damp={self.gptq_damp!r} must be in (0, 1) (a fraction of the mean diagonal)")
+        if isinstance(self.gptq_block, bool) or not isinstance(self.gptq_block, int) or self.gptq_block < 1:
+            raise ValueError(f"gptq_block={self.gptq_block!r} must be a positive int")
+        if self.gptq_scales not in GPTQ_SCALES:
+            raise ValueError(f"gptq_scales={self.gptq_scales!r} is unknown: use one of {GPTQ_SCALES}")
+        if self.gptq_scales == "hqq" and self.symmetric:
+            raise ValueError("gptq_scales='hqq' with symmetric=True is not supported: HQQ optimises a zero")
+        if not isinstance(self.gptq_act_order, bool) or not isinstance(self.awq, bool):
+            raise ValueError("gptq_act_order and awq must be True or False")
+        if isinstance(self.awq_grid, bool) or not isinstance(self.awq_grid, int) or self.awq_grid < 1:
+            raise ValueError(f"awq_grid={self.awq_grid!r} must be a positive int")
+
+    @property
+    def data_aware(self) -> bool:
+        """True when the method needs calibration inputs (GPTQ, AWQ, or the awq flag)."""
+        return self.method in DATA_AWARE_METHODS or self.awq
 
     @property
     def is_float(self) -> bool:

@@ -29,6 +29,10 @@ def quantize_weight(w: torch.Tensor, cfg: QuantConfig | None = None, name: str =
     w2d = w.detach().reshape(shape[0], -1)
     if cfg.is_float:
         return _store_float16(w2d, shape, dtype, name)
+    if cfg.data_aware:
+        raise ValueError(f"{name}: method={cfg.method.value!r} (awq={cfg.awq}) needs calibration data: use "
+                         "lowbit.quantize(model, cfg, calibration=...) (or lowbit.quant.gptq.gptq_quantize with a "
+                         "Hessian)")
     group = group_size_for(w2d.shape[1], cfg.block_size)
     scale_dtype = _SCALE_DTYPES[cfg.scale_dtype]
     parts = [_quantize_rows(w2d[rows].float(), cfg, group, scale_dtype) for rows in row_chunks(*w2d.shape)]

@@ -1,0 +1,34 @@
+"""Calibration inputs for the built-in MiniLM sentence encoder (`lowbit.models.load_minilm`)."""
+
+from __future__ import annotations
+
+from .sentences import CALIBRATION_SENTENCES
+from .sources import CalibrationSet
+
+
+def pick_sentences(limit: int | None = None) -> list[str]:
+    """`limit` calibration sentences spread evenly over all topics (all of them when None)."""
+    pool = list(CALIBRATION_SENTENCES)
+    if limit is None or limit >= len(pool):
+        return pool
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit={limit!r} must be a positive int (the number of sentences) or None")
+    return [pool[i * len(pool) // limit] for i in range(limit)]
+
+
+def minilm_calibration(model, limit: int | None = 128, batch_size: int = 32) -> CalibrationSet:
+    """Tokenized batches of the project's calibration sentences, each item `(features,)` for `model(features)`.
+
+    limit: number of sentences (default 128; None = all). Sentences are batched by exact token count, so no batch
+    holds padding: padded positions are computed by every Linear layer but are not part of any sentence, and would
+    pull the calibration statistics (GPTQ's Hessians) away from the real tokens.
+    """
+    tokenize = getattr(model, "preprocess", None) or model.tokenize
+    by_length: dict[int, list[str]] = {}
+    for s in pick_sentences(limit):
+        by_length.setdefault(int(tokenize([s])["input_ids"].shape[1]), []).append(s)
+    items = []
+    for _, group in sorted(by_length.items()):
+        items += [(tokenize(group[i:i + batch_size]),) for i in range(0, len(group), batch_size)]
+    n = sum(len(g) for g in by_length.values())
+    return CalibrationSet(items, f"{n} MiniLM calibration sentences in {len(items)} unpadded batches")

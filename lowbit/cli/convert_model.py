@@ -1,0 +1,113 @@
+"""`lowbit convert --model MODULE:FUNCTION|minilm [--calib DATA] --method gptq|awq OUT`: build the model, run it on
+calibration data, quantize it layer by layer and write the checkpoint as `lowbit convert` does.
+
+Prints the per-weight output-error table (before = plain RTN/HQQ, after = the data-aware step, worst first), or
+with --json the summary as JSON on stdout. Progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+
+METHODS = ("rtn", "hqq", "gptq", "awq")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The model-based options of `lowbit convert`."""
+    g = p.add_argument_group("data-aware conversion (build the model and calibrate it)")
+    g.add_argument("--model", metavar="MODULE:FUNCTION|minilm",
+                   help="build the float model by calling MODULE:FUNCTION() (or the bundled MiniLM); then IN is "
+                   "not given, only OUT")
+    g.add_argument("--calib", metavar="DATA",
+                   help="calibration inputs: a folder of .pt/.npy/.safetensors files (one model call each), "
+                   "MODULE:FUNCTION returning an iterable of inputs, or 'minilm' (default with --model minilm)")
+    g.add_argument("--calib-limit", type=int, default=None, metavar="N", help="use at most N calibration items "
+                   "(with --calib minilm: sentences, default 128)")
+    g.add_argument("--method", choices=METHODS, default=None,
+                   help="rtn, hqq, gptq or awq (gptq and awq need --model and --calib); default rtn")
+    g.add_argument("--act-order", action="store_true", help="GPTQ: columns by decreasing Hessian diagonal")
+    g.add_argument("--damp", type=float, default=0.01, help="GPTQ damping, fraction of the mean diagonal (0.01)")
+    g.add_argument("--gptq-scales", choices=("rtn", "hqq", "clip"), default="rtn",
+                   help="GPTQ: how each block's scale/zero is chosen (clip: searched on the calibration inputs)")
+    g.add_argument("--awq", action="store_true", help="GPTQ: activation-aware scaling first")
+    g.add_argument("--float-inputs", action="store_true",
+                   help="calibrate every layer on the float model's inputs (default: sequential, each layer sees "
+                   "the already-quantized earlier layers' outputs)")
+    g.add_argument("--json", action="store_true", help="print the summary and error table as JSON")
+
+
+def require_input_without_model(p: argparse.ArgumentParser) -> None:
+    """IN is optional only with --model: without it, a missing IN stays an argparse usage error (exit 2)."""
+    parse = p.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        ns, extra = parse(args, namespace)
+        if getattr(ns, "model", None) is None and getattr(ns, "input", None) is None:
+            p.error("the following arguments are required: input, output (or --model MODULE:FUNCTION|minilm OUT)")
+        return ns, extra
+
+    p.parse_known_args = parse_known_args
+
+
+def build_model(spec: str):
+    """The float model for --model: 'minilm' or MODULE:FUNCTION (called with no arguments)."""
+    if spec == "minilm":
+        from ..models import load_minilm
+
+        return load_minilm()
+    module_name, sep, func_name = spec.partition(":")
+    if not sep or not module_name or not func_name:
+        raise ValueError(f"--model {spec!r}: use MODULE:FUNCTION (a function returning the float nn.Module) or minilm")
+    func = getattr(importlib.import_module(module_name), func_name, None)
+    if not callable(func):
+        raise ValueError(f"--model {spec!r}: {module_name} has no callable {func_name!r}")
+    import torch
+
+    model = func()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"--model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _calibration(args, model):
+    """(source, limit) for lowbit.quantize; the built-in MiniLM sentences come already cut to --calib-limit."""
+    data = args.calib or ("minilm" if args.model == "minilm" else None)
+    if data is None:
+        raise ValueError(f"--method {args.method} needs calibration inputs: pass --calib DATA (a folder of "
+                         ".pt/.npy/.safetensors files or MODULE:FUNCTION)")
+    if data == "minilm":
+        from ..calib import minilm_calibration
+
+        if args.model != "minilm":
+            raise ValueError("--calib minilm works with --model minilm only")
+        return minilm_calibration(model, args.calib_limit or 128), None
+    return data, args.calib_limit
+
+
+def run_model(args: argparse.Namespace) -> int:
+    """Build, calibrate, quantize and save; print the error table (or JSON)."""
+    from ..checkpoint import save
+    from ..dataaware import quantize
+    from ..quant import QuantConfig
+
+    method = args.method or ("hqq" if args.hqq else "rtn")
+    cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric, method=method,
+                      gptq_act_order=args.act_order, gptq_damp=args.damp, awq=args.awq,
+                      gptq_scales=args.gptq_scales)
+    if args.config:
+        raise ValueError("--config (per-layer overrides) is not supported with --model yet; use --skip")
+    model = build_model(args.model)
+    calibration, limit = _calibration(args, model) if cfg.data_aware else (None, None)
+    model = quantize(model, cfg, skip=args.skip, calibration=calibration, limit=limit,
+                     sequential=not args.float_inputs, progress=not args.quiet)
+    save(model, args.output, external_data=args.external_data)
+    summary = model.lowbit_summary
+    if args.json:
+        out = summary.to_json() if hasattr(summary, "to_json") else {"bytes before": summary.bytes_before,
+                                                                      "bytes after": summary.bytes_after}
+        print(json.dumps(out, indent=1))
+    else:
+        print(summary)
+    return 0

@@ -1,0 +1,110 @@
+"""Activation-aware channel scales folded into the layer that produces the inputs of one or more Linears.
+
+For a producer whose output channel c reaches each consumer's input channel c only through operations that
+commute with a per-channel scale (attention's weighted sums over positions, reshapes into heads, the product
+act(gate)·up), the consumers' weight columns are multiplied by s and the producer's output channel divided by s
+(a Linear's weight row and bias; a LayerNorm / RMSNorm's weight and bias): the float model computes exactly the same
+function and the consumers are then quantized as W·diag(s). Consumers reading one producer share one s, searched
+on their stacked rows. Groups come from a declared pattern list for the bundled and common architectures, or from
+the caller (`awq_fold={consumer: producer}`). Layers without a foldable producer get the clipping search only (no
+per-channel vector is stored: the checkpoint format does not change).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..calib.capture import run_pass
+from ..quant.awq import search_scales
+from .layers import LinearCollector
+
+# (producer name suffix, consumer name suffixes): the producer's outputs reach the consumers only through ops that
+# commute with a per-channel scale.
+FOLD_PATTERNS = (
+    (".attention.self.value", (".attention.output.dense",)),  # BERT / MiniLM: context = softmax(QKᵀ) V
+    (".self_attn.v_proj", (".self_attn.o_proj",)),  # Llama-style attention
+    (".mlp.up_proj", (".mlp.down_proj",)),  # SwiGLU: act(gate(x)) * up(x)
+    (".input_layernorm", (".self_attn.q_proj", ".self_attn.k_proj", ".self_attn.v_proj")),  # pre-norm blocks
+    (".post_attention_layernorm", (".mlp.gate_proj", ".mlp.up_proj")),
+)
+
+
+@dataclass
+class FoldGroup:
+    """Consumers (Linear names) whose shared input is the producer's output."""
+
+    producer: str
+    consumers: tuple[str, ...]
+
+
+def _is_norm(m: nn.Module, k: int) -> bool:
+    w = getattr(m, "weight", None)
+    norm_like = isinstance(m, nn.LayerNorm) or type(m).__name__.endswith(("LayerNorm", "RMSNorm"))
+    return norm_like and isinstance(w, torch.Tensor) and tuple(w.shape) == (k,)
+
+
+def _foldable(modules: dict, producer: str, consumers: tuple[str, ...]) -> bool:
+    cons = [modules.get(c) for c in consumers]
+    if not all(isinstance(c, nn.Linear) for c in cons) or len({c.in_features for c in cons}) != 1:
+        return False
+    prod, k = modules.get(producer), cons[0].in_features
+    return (isinstance(prod, nn.Linear) and prod.out_features == k) or (prod is not None and _is_norm(prod, k))
+
+
+def fold_groups(modules: dict[str, nn.Module], awq_layers: list[str], extra: dict | None = None) -> list[FoldGroup]:
+    """The fold groups among `awq_layers` (layers quantized with AWQ): declared patterns, then `extra` pairs."""
+    wanted, groups, taken = set(awq_layers), [], set()
+    for name in modules:
+        dotted = "." + name
+        for prod_sfx, cons_sfxs in FOLD_PATTERNS:
+            if not dotted.endswith(prod_sfx):
+                continue
+            prefix = dotted[: -len(prod_sfx)]
+            consumers = tuple((prefix + c)[1:] for c in cons_sfxs)
+            if set(consumers) <= wanted and not set(consumers) & taken and _foldable(modules, name, consumers):
+                groups.append(FoldGroup(name, consumers))
+                taken |= set(consumers)
+    for consumer, producer in (extra or {}).items():
+        if consumer in taken or consumer not in wanted:
+            continue
+        if not _foldable(modules, producer, (consumer,)):
+            raise ValueError(f"awq_fold: cannot fold {consumer!r} into {producer!r}: the consumer must be an "
+                             "nn.Linear quantized with AWQ and the producer an nn.Linear (out_features = the "
+                             "consumer's in_features) or a LayerNorm/RMSNorm of that width")
+        groups.append(FoldGroup(producer, (consumer,)))
+    return groups
+
+
+@torch.no_grad()
+def _fold(producer: nn.Module, consumers: list[nn.Linear], s: torch.Tensor) -> None:
+    for c in consumers:
+        c.weight.mul_(s.to(c.weight.dtype))  # columns: W · diag(s)
+    w = producer.weight
+    w.div_(s.to(w.dtype).unsqueeze(1) if w.dim() == 2 else s.to(w.dtype))  # Linear rows, or the norm's gain
+    if getattr(producer, "bias", None) is not None:
+        producer.bias.div_(s.to(producer.bias.dtype))
+
+
+def fold_scales(model: nn.Module, calibration, groups: list[FoldGroup], cfgs: dict, progress: bool = True) -> dict:
+    """Search and fold each group's scales on float inputs (one pass); {consumer: (producer, error ratio)}."""
+    if not groups:
+        return {}
+    modules = dict(model.named_modules())
+    collectors = {g.consumers[0]: LinearCollector(modules[g.consumers[0]]) for g in groups}
+    run_pass(model, calibration, {n: c.hook for n, c in collectors.items()}, modules, desc="awq scales",
+             progress=progress)
+    folded = {}
+    for g in groups:
+        stats = collectors[g.consumers[0]].stats
+        if stats.count == 0:
+            continue
+        cons = [modules[c] for c in g.consumers]
+        w = torch.cat([c.weight.detach() for c in cons])  # consumers share the input: one s for their stacked rows
+        s, base, best = search_scales(w, stats.xtx, stats.abs_mean, cfgs[g.consumers[0]])
+        _fold(modules[g.producer], cons, s)
+        for c in g.consumers:
+            folded[c] = (g.producer, (best / base) ** 0.5 if base > 0 else 1.0)
+    return folded

@@ -1,0 +1,108 @@
+"""Activation-aware scaling and clipping (AWQ, Lin et al., 2023), on plain tensors.
+
+Both searches minimise the layer's output error on calibration inputs, written with xtx = Σ xᵀx (K, K) so no
+activation is kept: ‖x (W - Ŵ)ᵀ‖² = Σ_n d_n xtx d_nᵀ, d = W - Ŵ.
+  - `search_scales`: per-input-channel scales s = mean|x|^α / sqrt(max · min) over a grid of α in [0, 1); the
+    weight is quantized as Q(W · diag(s)) · diag(s)⁻¹, i.e. the inputs must be divided by s (folded into the layer
+    that produces them). α = 0 (s = 1, plain rounding) is in the grid, so the result is never worse than RTN.
+  - `clip_quantize`: per row and block, the clipping ratio r (weights clamped to ±r·absmax before the RTN min/max)
+    minimising that block's share of the output error (the block-diagonal part of xtx, as AWQ). r = 1 is plain RTN.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .blocks import block_views
+from .config import QuantConfig
+from .format import QuantizedWeight, group_size_for
+from .packing import pack_bits
+from .rtn import rtn_codes, rtn_scale_zero
+
+_SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+CLIP_RATIOS = tuple(1 - i / 20 for i in range(10))  # 1.0 .. 0.55, AutoAWQ's grid
+
+
+def _fake_quant(w: torch.Tensor, cfg: QuantConfig) -> torch.Tensor:
+    """RTN quantize-dequantize of w (N, K) with cfg's bits, block and symmetry (stored scale dtype), float64."""
+    scale_dtype = _SCALE_DTYPES[cfg.scale_dtype]
+    out = []
+    for blocks in block_views(w.double(), group_size_for(w.shape[1], cfg.block_size)):
+        s, z = rtn_scale_zero(blocks, cfg.bits, cfg.symmetric, scale_dtype)
+        q = rtn_codes(blocks, s, z, cfg.bits).double()
+        z = torch.full_like(s, float(1 << (cfg.bits - 1))) if z is None else z
+        out.append(((q - z.double().unsqueeze(-1)) * s.double().unsqueeze(-1)).flatten(1))
+    return torch.cat(out, 1)
+
+
+def _error(delta: torch.Tensor, xtx: torch.Tensor) -> float:
+    return float(((delta @ xtx) * delta).sum())
+
+
+def search_scales(w: torch.Tensor, xtx: torch.Tensor, abs_mean: torch.Tensor, cfg: QuantConfig,
+                  grid: int | None = None) -> tuple[torch.Tensor, float, float]:
+    """Best per-input-channel scales s (K,) float64 for w (N, K), and the output error² of plain RTN and with s."""
+    grid = grid or cfg.awq_grid
+    w64, h = w.detach().double(), xtx.double()
+    x = abs_mean.double().clamp_min(1e-8)
+    base = _error(w64 - _fake_quant(w64, cfg), h)
+    best_s, best = torch.ones_like(x), base
+    for i in range(1, grid):
+        s = x.pow(i / grid)
+        s = s / (s.max() * s.min()).sqrt()
+        err = _error(w64 - _fake_quant(w64 * s, cfg) / s, h)
+        if err < best:
+            best_s, best = s, err
+    return best_s, base, best
+
+
+def clip_rows(w: torch.Tensor, xtx: torch.Tensor, cfg: QuantConfig, ratios=CLIP_RATIOS):
+    """Clip search + RTN for one weight (N, K): codes uint8 (N, K), scale (N, nb), zero (N, nb) or None."""
+    n, k = w.shape
+    scale_dtype = _SCALE_DTYPES[cfg.scale_dtype]
+    group = group_size_for(k, cfg.block_size)
+    h = xtx.double()
+    codes, scales, zeros, start = [], [], [], 0
+    for blocks in block_views(w.detach().double(), group):
+        nb, g = blocks.shape[1], blocks.shape[2]
+        # (K, K) -> (nb, g, g): the diagonal blocks of xtx for these blocks
+        hb = torch.stack([h[start + j * g:start + (j + 1) * g, start + j * g:start + (j + 1) * g] for j in range(nb)])
+        start += nb * g
+        amax = blocks.abs().amax(-1, keepdim=True)
+        best = None
+        for r in ratios:
+            s, z = rtn_scale_zero(blocks.clamp(-r * amax, r * amax), cfg.bits, cfg.symmetric, scale_dtype)
+            q = rtn_codes(blocks, s, z, cfg.bits)
+            zz = torch.full_like(s, float(1 << (cfg.bits - 1))) if z is None else z
+            d = blocks - (q.double() - zz.double().unsqueeze(-1)) * s.double().unsqueeze(-1)
+            loss = torch.einsum("nbg,bgh,nbh->nb", d, hb, d)  # (N, nb): each block's output error²
+            if best is None:
+                best, bq, bs, bz = loss, q, s, z
+                continue
+            better = loss < best
+            best = torch.where(better, loss, best)
+            bq = torch.where(better.unsqueeze(-1), q, bq)
+            bs = torch.where(better, s, bs)
+            bz = None if z is None else torch.where(better, z, bz)
+        codes.append(bq.flatten(1))
+        scales.append(bs)
+        zeros.append(bz)
+    return torch.cat(codes, 1), torch.cat(scales, 1), None if cfg.symmetric else torch.cat(zeros, 1)
+
+
+def clip_quantize(w: torch.Tensor, hessians, cfg: QuantConfig, name: str = "weight") -> QuantizedWeight:
+    """Clip-searched RTN of w (N, ...) given one xtx per group of rows (see `lowbit.quant.gptq.gptq_quantize`)."""
+    hs = [hessians] if isinstance(hessians, torch.Tensor) else list(hessians)
+    shape = tuple(w.shape)
+    w2d = w.detach().reshape(shape[0], -1)
+    if not hs or shape[0] % len(hs):
+        raise ValueError(f"{name}: {len(hs)} Hessians cannot split {shape[0]} output rows into equal groups")
+    rows = shape[0] // len(hs)
+    parts = [clip_rows(w2d[i * rows:(i + 1) * rows], h, cfg) for i, h in enumerate(hs)]
+    zero = None if cfg.symmetric else torch.cat([p[2] for p in parts])
+    return QuantizedWeight(packed=pack_bits(torch.cat([p[0] for p in parts]), cfg.bits),
+                           scale=torch.cat([p[1] for p in parts]), zero=zero, shape=shape, dtype=w.dtype,
+                           bits=cfg.bits, block_size=cfg.block_size, symmetric=cfg.symmetric, method="awq")
+
+
+__all__ = ["CLIP_RATIOS", "clip_quantize", "clip_rows", "search_scales"]

@@ -1,0 +1,207 @@
+"""GPTQ (Frantar et al., 2022): rounding a weight column by column with inverse-Hessian error feedback.
+
+For y = x Wᵀ and H = Σ xᵀx over calibration inputs, GPTQ rounds column j of W to the quantization grid and moves
+the rounding error onto the columns not yet rounded, weighted by the upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU):
+    err = (w_j - q(w_j)) / U[j, j];   W[:, j:] -= err ⊗ U[j, j:]
+which is the optimal update of the remaining columns for the output error ‖x (W - Ŵ)ᵀ‖². Updates are applied
+lazily per batch of `gptq_block` columns (the paper's "lazy batch"; same result up to floating rounding).
+
+The grid is the packed format's own: per row and block of `block_size` input channels, a scale and zero (RTN min/max
+or HQQ) computed from the current, already error-corrected weights when the loop reaches the block's first column.
+With `gptq_act_order` the columns are visited by decreasing H diagonal and the blocks keep their contiguous channel
+ranges with scales/zeros computed from the unmodified weight before any feedback (GPTQModel's static groups): the
+codes, scales and zeros are exactly the `QuantizedWeight` layout and every kernel reads them unchanged.
+
+Numerics: H, its damping, Cholesky and inverse factor in float64 (damping raised x10 with a warning when H + damp
+is not positive definite); the column loop in float32 (as the paper's code), each column's rounding in float64.
+Dead inputs (H[j, j] == 0: the channel was always zero) get H[j, j] = 1 and W[:, j] = 0, as the paper's code does:
+their weight never reaches the output.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+
+from .config import QuantConfig
+from .format import QuantizedWeight, group_size_for, symmetric_zero
+from .hqq import hqq_scale_zero
+from .packing import pack_bits
+from .rtn import rtn_scale_zero
+from .validate import check_float_weight
+
+_SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+_MAX_DAMP_RAISES = 6
+
+
+def inverse_hessian_factor(h: torch.Tensor, damp: float, name: str = "weight") -> tuple[torch.Tensor, float]:
+    """Upper Cholesky factor U of (H + λI)⁻¹ (float64) with λ = damp · mean(diag H), and the damp used.
+
+    When H + λI is not positive definite (numerically), damp is raised tenfold (warning once per layer).
+    """
+    h = h.double()
+    eye = torch.eye(h.shape[0], dtype=torch.float64, device=h.device)
+    mean_diag = h.diagonal().mean().clamp_min(1e-30)
+    tried = damp
+    for _ in range(_MAX_DAMP_RAISES):
+        # H⁻¹ = UᵀU without forming H⁻¹: with J the reversal, J H J = M Mᵀ (M lower) gives U = J M⁻¹ J
+        chol, info = torch.linalg.cholesky_ex((h + tried * mean_diag * eye).flip(0, 1))
+        if int(info) == 0:
+            upper = torch.linalg.solve_triangular(chol, eye, upper=False).flip(0, 1)
+            if bool(torch.isfinite(upper).all()):
+                if tried != damp:
+                    warnings.warn(f"lowbit GPTQ: the Hessian of {name} is not positive definite with "
+                                  f"gptq_damp={damp:g}; raised the damping to {tried:g}", stacklevel=2)
+                return upper, tried
+        tried *= 10
+    raise ValueError(f"the Hessian of {name} is not positive definite even with damping {tried / 10:g}: "
+                     "its calibration inputs are degenerate (check them for NaN/inf or constant channels)")
+
+
+def _group_params(blocks: torch.Tensor, cfg: QuantConfig, scale_dtype: torch.dtype, hess: torch.Tensor | None = None):
+    """Stored scale, zero (N, nb) for blocks (N, nb, g); zero None when symmetric. gptq_scales="clip" searches
+    each block's clipping ratio against hess (K, K), the Hessian of these blocks' columns (nb * g == K)."""
+    if cfg.gptq_scales == "hqq":
+        return hqq_scale_zero(blocks.float(), cfg.bits, cfg, scale_dtype)
+    if cfg.gptq_scales == "clip":
+        from .awq import clip_rows
+
+        n, nb, g = blocks.shape
+        _, scale, zero = clip_rows(blocks.reshape(n, nb * g), hess, replace(cfg, block_size=g))
+        return scale, zero
+    return rtn_scale_zero(blocks, cfg.bits, cfg.symmetric, scale_dtype)
+
+
+def _round_column(w: torch.Tensor, s: torch.Tensor, z: torch.Tensor | None, bits: int):
+    """Codes (N,) and their dequantized values (N,) in w's dtype for one column w (N,); s, z float64 (N,).
+
+    The division and rounding are float64, as RTN's, so the codes are those the stored scale/zero define."""
+    w64 = w.double()
+    if z is None:
+        half = symmetric_zero(bits)
+        q = torch.round(w64 / s).clamp_(-half, half - 1)
+        return (q + half).to(torch.uint8), (q * s).to(w.dtype)
+    q = torch.round(w64 / s + z).clamp_(0, (1 << bits) - 1)
+    return q.to(torch.uint8), ((q - z) * s).to(w.dtype)
+
+
+def _lazy_block(group: int, k: int, block: int, static: bool) -> int:
+    """Lazy-batch width such that a block's scale is always computed from fully updated columns."""
+    if static or group >= k:
+        return block
+    if group <= block:
+        return (block // group) * group
+    return math.gcd(group, block)
+
+
+def static_group_params(w: torch.Tensor, group: int, cfg: QuantConfig, scale_dtype: torch.dtype,
+                        hess: torch.Tensor | None = None):
+    """Scale, zero (N, nb) of every block of w (N, K) at once (act-order's static groups); hess (K, K)."""
+    from .blocks import block_views
+
+    parts, start = [], 0
+    for b in block_views(w, group):
+        k = b.shape[1] * b.shape[2]
+        parts.append(_group_params(b.double(), cfg, scale_dtype, None if hess is None else hess[start:start + k,
+                                                                                                  start:start + k]))
+        start += k
+    scale = torch.cat([p[0] for p in parts], 1)
+    zero = None if parts[0][1] is None else torch.cat([p[1] for p in parts], 1)
+    return scale, zero
+
+
+def gptq_rows(w: torch.Tensor, h: torch.Tensor, cfg: QuantConfig, name: str = "weight"):
+    """GPTQ for one weight (N, K) with input Hessian h (K, K): codes uint8 (N, K), scale (N, nb), zero or None.
+
+    Scales/zeros are in cfg.scale_dtype; codes follow the format's rule w ≈ (q - zero) · scale per block.
+    """
+    n, k = w.shape
+    if h.shape != (k, k):
+        raise ValueError(f"{name}: Hessian shape {tuple(h.shape)} does not match the weight's K={k}")
+    scale_dtype = _SCALE_DTYPES[cfg.scale_dtype]
+    group = group_size_for(k, cfg.block_size)
+    nb = math.ceil(k / group)
+    weight, hess = w.detach().double().clone(), h.detach().double().clone()
+    dead = hess.diagonal() == 0
+    hess[dead, dead] = 1.0
+    weight[:, dead] = 0.0
+    static = cfg.gptq_act_order
+    scale = torch.empty(n, nb, dtype=scale_dtype, device=w.device)
+    zero = None if cfg.symmetric else torch.empty_like(scale)
+    if static:
+        scale, zero = static_group_params(weight, group, cfg, scale_dtype, hess)
+        perm = torch.argsort(hess.diagonal(), descending=True, stable=True)
+        weight, hess = weight[:, perm], hess[perm][:, perm]
+    else:
+        perm = torch.arange(k, device=w.device)
+    upper, _ = inverse_hessian_factor(hess, cfg.gptq_damp, name)
+    codes = _gptq_loop(weight, upper, perm, group, scale, zero, cfg, static, hess)
+    out = torch.empty_like(codes)
+    out[:, perm] = codes  # back to the original column order
+    return out, scale, zero
+
+
+def _gptq_loop(weight, upper, perm, group, scale, zero, cfg, static, hess):
+    """The column loop with lazy batches (float32; rounding in float64); fills scale/zero in place for dynamic
+    groups; returns the codes in visiting order."""
+    n, k = weight.shape
+    weight, upper = weight.float(), upper.float()
+    codes = torch.empty(n, k, dtype=torch.uint8, device=weight.device)
+    step = _lazy_block(group, k, cfg.gptq_block, static)
+    groups = [j // group for j in perm.tolist()]  # block of each visited column (no device sync per column)
+    s64 = z64 = None
+    for i1 in range(0, k, step):
+        i2 = min(i1 + step, k)
+        w1, u1 = weight[:, i1:i2].clone(), upper[i1:i2, i1:i2]
+        err1 = torch.zeros_like(w1)
+        for i in range(i2 - i1):
+            col = i1 + i
+            g = groups[col]
+            if not static and col % group == 0:
+                # the block's columns: updated ones in this lazy batch, then later ones (no pending update, as
+                # _lazy_block makes a block that reaches past i2 start at i1)
+                cols = torch.cat([w1[:, i:], weight[:, i2:]], 1)[:, : min(group, k - col)]
+                width = cols.shape[1]
+                sc, zc = _group_params(cols.double().unsqueeze(1), cfg, scale.dtype,
+                                       hess[col:col + width, col:col + width])
+                scale[:, g] = sc[:, 0]
+                if zero is not None:
+                    zero[:, g] = zc[:, 0]
+            if s64 is None or static or col % group == 0:
+                s64 = scale[:, g].double()
+                z64 = None if zero is None else zero[:, g].double()
+            q, deq = _round_column(w1[:, i], s64, z64, cfg.bits)
+            codes[:, col] = q
+            err = (w1[:, i] - deq) / u1[i, i]
+            w1[:, i:] -= err.unsqueeze(1) * u1[i, i:].unsqueeze(0)
+            err1[:, i] = err
+        weight[:, i2:] -= err1 @ upper[i1:i2, i2:]
+    return codes
+
+
+def gptq_quantize(w: torch.Tensor, hessians: torch.Tensor | Sequence[torch.Tensor], cfg: QuantConfig,
+                  name: str = "weight") -> QuantizedWeight:
+    """Compress w (N, ...) with GPTQ given its input Hessians; returns the ordinary `QuantizedWeight`.
+
+    hessians: one (K, K) matrix, or one per group of rows (grouped convolutions: G matrices, each for N/G rows),
+    with K = prod(w.shape[1:]) in the weight's row-major flattening (for a conv: the order F.unfold lays out).
+    """
+    check_float_weight(w, name)
+    if cfg.is_float:
+        raise ValueError(f"{name}: GPTQ rounds to integers; bits=16 storage needs no calibration")
+    hs = [hessians] if isinstance(hessians, torch.Tensor) else list(hessians)
+    shape = tuple(w.shape)
+    w2d = w.detach().reshape(shape[0], -1)
+    if not hs or shape[0] % len(hs):
+        raise ValueError(f"{name}: {len(hs)} Hessians cannot split {shape[0]} output rows into equal groups")
+    rows = shape[0] // len(hs)
+    parts = [gptq_rows(w2d[i * rows:(i + 1) * rows], h, cfg, name) for i, h in enumerate(hs)]
+    codes = torch.cat([p[0] for p in parts])
+    scale = torch.cat([p[1] for p in parts])
+    zero = None if cfg.symmetric else torch.cat([p[2] for p in parts])
+    return QuantizedWeight(packed=pack_bits(codes, cfg.bits), scale=scale, zero=zero, shape=shape, dtype=w.dtype,
+                           bits=cfg.bits, block_size=cfg.block_size, symmetric=cfg.symmetric, method="gptq")

@@ -1,0 +1,52 @@
+"""Second-order statistics of a layer's inputs, and the output error they give without storing any activation.
+
+For a layer y = x Wᵀ (+ b) fed rows x (M, K), everything the data-aware methods need is in
+  xtx = Σ xᵀx (K, K), the proxy Hessian of ‖(W - Ŵ) xᵀ‖² (GPTQ's H = 2·xtx/M up to a factor that cancels),
+  abs_sum = Σ |x| (K,), for the activation-aware channel scales,
+  count = M.
+The output error of any replacement Ŵ on those inputs is then exact: ‖x (W - Ŵ)ᵀ‖²_F = Σ_n d_n xtx d_nᵀ, d = W - Ŵ.
+Sums are float64 (each batch's product is computed in float32, then added in float64).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class InputStats:
+    """Running xtx (K, K) float64, abs_sum (K,) float64 and row count of the inputs a layer has seen."""
+
+    def __init__(self, k: int, device: torch.device | str = "cpu"):
+        self.k = k
+        self.xtx = torch.zeros(k, k, dtype=torch.float64, device=device)
+        self.abs_sum = torch.zeros(k, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        """Add rows x (M, K) (any float dtype; computed in float32, accumulated in float64)."""
+        if x.dim() != 2 or x.shape[1] != self.k:
+            raise ValueError(f"inputs must be (M, {self.k}), got {tuple(x.shape)}")
+        x = x.detach().float()
+        self.xtx += (x.T @ x).double()
+        self.abs_sum += x.abs().sum(0).double()
+        self.count += x.shape[0]
+
+    @property
+    def abs_mean(self) -> torch.Tensor:
+        """Mean |x| per input channel (K,), float64."""
+        return self.abs_sum / max(self.count, 1)
+
+
+def output_error_sq(delta: torch.Tensor, xtx: torch.Tensor) -> torch.Tensor:
+    """‖x deltaᵀ‖² per output row (N,) float64 for delta (N, K), from xtx = Σ xᵀx (K, K)."""
+    d = delta.float()  # float32 products (the statistic itself is float32-accurate), float64 sums
+    return ((d @ xtx.float()) * d).sum(1, dtype=torch.float64)
+
+
+def relative_output_error(w: torch.Tensor, w_hat: torch.Tensor, xtx: torch.Tensor) -> float:
+    """‖x (W - Ŵ)ᵀ‖ / ‖x Wᵀ‖ on the inputs summarised by xtx (bias excluded); 0 when the output is all zero."""
+    w2, wh2 = w.reshape(w.shape[0], -1).double(), w_hat.reshape(w.shape[0], -1).double()
+    ref = output_error_sq(w2, xtx).sum().item()
+    err = output_error_sq(w2 - wh2, xtx).sum().item()
+    return (max(err, 0.0) / ref) ** 0.5 if ref > 0 else 0.0
+
