@@ -25,7 +25,7 @@ from .errors import CheckpointError
 from .safetensors_io import TensorEntry, dtype_name, is_count, parse_json
 
 FORMAT_NAME = "lowbit.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: adds the optional "static" object (static int8 models only; others are still written as 1)
 METADATA_KEY = "lowbit"
 SUFFIXES = ("packed", "scale", "zero")
 _SCALE_DTYPES = (torch.float16, torch.float32)
@@ -37,13 +37,16 @@ def tensor_name(param: str, field: str) -> str:
     return f"{param}_{field}"
 
 
-def build_metadata(quantized: dict[str, QuantizedWeight | dict], external: dict | None = None) -> dict[str, str]:
+def build_metadata(quantized: dict[str, QuantizedWeight | dict], external: dict | None = None,
+                   static: dict | None = None) -> dict[str, str]:
     """The safetensors "__metadata__" dict for these quantized weights (QuantizedWeight or its metadata dict)."""
     metas = {k: (v.metadata() if isinstance(v, QuantizedWeight) else v) for k, v in sorted(quantized.items())}
     body = {
-        "format": FORMAT_NAME, "version": FORMAT_VERSION, "lowbit_version": __version__,
+        "format": FORMAT_NAME, "version": 2 if static is not None else 1, "lowbit_version": __version__,
         "quantized": metas, "scheme": scheme_summary(metas), "external_data": external,
     }
+    if static is not None:  # static int8 activation steps (lowbit.static.checkpoint)
+        body["static"] = static
     return {METADATA_KEY: json.dumps(body, sort_keys=True, separators=(",", ":"))}
 
 
@@ -82,6 +85,13 @@ def parse_metadata(path, meta: dict[str, str]) -> dict:
         raise CheckpointError(f"{path} has corrupted lowbit metadata: 'lowbit_version' must be a string")
     for name, qmeta in body["quantized"].items():
         check_quantized_meta(path, name, qmeta)
+    if "static" in body:
+        from ..static.checkpoint import check_static
+
+        try:
+            check_static(path, body["static"])
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
     return body
 
 

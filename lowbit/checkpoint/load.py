@@ -134,6 +134,24 @@ def load(model: torch.nn.Module, path: str | Path, backend=None) -> torch.nn.Mod
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"load() needs the float nn.Module to load into, got {type(model).__name__}")
     ckpt = open_checkpoint(path)
+    static = ckpt.body.get("static")
+    saved = _snapshot(model)
+    if static is not None:  # a static int8 file: fold its BatchNorms into the float model first (structure only)
+        from ..static.checkpoint import prepare_model
+
+        try:
+            prepare_model(model, static)
+        except ValueError as e:
+            _restore(saved)
+            raise CheckpointError(f"{ckpt.path}: {e}") from None
+    try:
+        return _load_checked(ckpt, model, backend, static, saved)
+    except CheckpointError:
+        _restore(saved)
+        raise
+
+
+def _load_checked(ckpt: Checkpoint, model, backend, static, saved) -> torch.nn.Module:
     model_sd = model.state_dict(keep_vars=True)
     transient = frozenset(k for k, _ in model.named_buffers()) - set(model_sd)
     prefix = find_prefix([*ckpt.quantized, *ckpt.floats], set(model_sd) | transient)
@@ -141,9 +159,13 @@ def load(model: torch.nn.Module, path: str | Path, backend=None) -> torch.nn.Mod
     weights = {prefix + name: ckpt.quantized_weight(name) for name in ckpt.quantized}
     check_swappable(ckpt.path, model, weights)
     tensors = {prefix + n: _as_model_dtype(ckpt.tensor(n), model_sd[prefix + n]) for n in floats}
-    saved = _snapshot(model)
     try:
-        return _swap_and_assign(ckpt, model, weights, tensors, backend)
+        model = _swap_and_assign(ckpt, model, weights, tensors, backend)
+        if static is not None:
+            from ..static.checkpoint import apply_static
+
+            model = apply_static(model, static, set(weights))
+        return model
     except BaseException as e:  # everything was checked above; should anything still fail, undo every change
         _restore(saved)
         if isinstance(e, (ValueError, RuntimeError)) and not isinstance(e, CheckpointError):

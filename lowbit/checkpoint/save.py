@@ -18,7 +18,7 @@ from .safetensors_io import AtomicWriter, TensorEntry
 
 def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: dict[str, dict],
                      fill: Callable[[AtomicWriter], None], external_data: bool = False,
-                     inputs: Iterable[Path] = ()) -> None:
+                     inputs: Iterable[Path] = (), static: dict | None = None) -> None:
     """Plan a checkpoint of these tensors, let `fill(writer)` write each one, then publish the file(s) atomically.
 
     inputs: files the tensors are read from; an output that is one of them is refused before anything is written,
@@ -34,7 +34,7 @@ def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: di
             data_path = data_path_for(path)
             check_output(data_path, inputs)
             data = stack.enter_context(AtomicWriter(data_path, tensors, {"lowbit.external_of": path.name}))
-            meta = build_metadata(quantized, external_record(path, data.header))
+            meta = build_metadata(quantized, external_record(path, data.header), static)
             main = stack.enter_context(AtomicWriter(path, [], meta))
             fill(data)
             with pair_lock(data_path.parent if str(data_path.parent) else Path(".")):
@@ -43,7 +43,7 @@ def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: di
                 main.commit()
                 _check_published(path, data_path, data.header)
         else:
-            main = stack.enter_context(AtomicWriter(path, tensors, build_metadata(quantized)))
+            main = stack.enter_context(AtomicWriter(path, tensors, build_metadata(quantized, None, static)))
             fill(main)
             main.commit()
 
@@ -100,5 +100,11 @@ def save(model_or_state_dict, path: str | Path, external_data: bool = False) -> 
         for k, v in flat.items():
             writer.write(k, v)
 
-    write_checkpoint(path, entries, {p: qw.metadata() for p, qw in quantized.items()}, fill, external_data)
+    static = None
+    if isinstance(model_or_state_dict, torch.nn.Module):
+        from ..static.checkpoint import static_metadata
+
+        static = static_metadata(model_or_state_dict)
+    write_checkpoint(path, entries, {p: qw.metadata() for p, qw in quantized.items()}, fill, external_data,
+                     static=static)
     return Path(path)

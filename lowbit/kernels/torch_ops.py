@@ -17,11 +17,12 @@ import warnings
 
 import torch
 
-OPS = ("int8pack", "int8_dynamic", "int4pack", "kleidiai")
+OPS = ("int8pack", "int8_dynamic", "int4pack", "kleidiai", "int_mm")
 
 # Each op's rounding is ~40-55 dB on Gaussian data (bf16 activations, or int8 activations per tensor); a kernel
 # that reads the wrong memory lands below 20 dB.
-SQNR_FLOOR_DB = {"int8pack": 35.0, "int8_dynamic": 25.0, "int4pack": 35.0, "kleidiai": 30.0}
+SQNR_FLOOR_DB = {"int8pack": 35.0, "int8_dynamic": 25.0, "int4pack": 35.0, "kleidiai": 30.0,
+                 "int_mm": 200.0}  # int_mm: int8 x int8 -> int32 must be exact (inf dB)
 
 # M rows: one row (GEMV paths), a few (tail handling), many (blocked paths).
 _M_VALUES = {"M=1": (1,), "M=2..15": (3, 5), "M>=16": (17, 64)}
@@ -33,6 +34,7 @@ _K_VALUES = {  # K values each op accepts: int8pack needs K % 8 == 0, the int4 o
     "int8_dynamic": {True: (64, 128), False: (133, 72)},
     "int4pack": {True: (64, 128)},
     "kleidiai": {True: (64, 128)},
+    "int_mm": {True: (64, 128), False: (133, 72)},
 }
 _GROUP = 32  # int4 block used by the probe (every K above is a multiple)
 
@@ -54,6 +56,8 @@ def op_present(op: str) -> bool:
         return hasattr(aten, "_weight_int4pack_mm_for_cpu") and hasattr(aten, "_convert_weight_to_int4pack_for_cpu")
     if op == "kleidiai":
         return hasattr(aten, "_dyn_quant_matmul_4bit") and hasattr(aten, "_dyn_quant_pack_4bit_weight")
+    if op == "int_mm":
+        return hasattr(torch, "_int_mm")
     raise ValueError(f"unknown op {op!r}: use one of {OPS}")
 
 
@@ -77,6 +81,10 @@ def run_case(op: str, m: int, n: int, k: int, seed: int = 0) -> float:
     """Run `op` once on an (M, K) x (N, K) product of seeded data; its SQNR in dB against float64."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + m * 10_007 + n * 101 + k)
     x = torch.randn(m, k, generator=g)
+    if op == "int_mm":  # static int8 (lowbit.kernels.cpu_static_int8): int8 (M, K) x int8 (K, N) -> int32, exact
+        xq = torch.randint(-127, 128, (m, k), generator=g, dtype=torch.int8)
+        wt = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8).t().contiguous()
+        return sqnr_db(xq.double() @ wt.double(), torch._int_mm(xq, wt))
     if op in ("int8pack", "int8_dynamic"):
         q = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8)
         s = torch.rand(n, generator=g) * 0.02 + 0.01

@@ -1,0 +1,86 @@
+"""`lowbit quant --model MODULE:FUNCTION|minilm --calib DATA [--config quant.json] OUT`: offline full INT8.
+
+Builds the float model, calibrates static activation scales on DATA (a folder of .pt/.npy/.safetensors tensors, a
+folder of images preprocessed as the config's MNN fields say, MODULE:FUNCTION yielding inputs, or 'minilm'),
+quantizes to static W8A8 (`lowbit.quantize_static`) and writes the checkpoint. The config takes MNN's field names
+(feature_quantize_method, weight_quantize_method, used_sample_num, feature_clamp_value, weight_clamp_value,
+batch_size, skip_quant_op_names, debug, and the image fields format/mean/normal/width/height); unknown fields are
+errors. Prints the summary (and with --debug the per-layer cosine/SNR/overflow table), or JSON with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("quant", help="offline full INT8 with calibration data (MNN's quantized.out)",
+                       description="Static W8A8: int8 weights and activations, activation scales fixed from "
+                       "calibration data (KL / minmax / EMA / percentile / MSE).")
+    p.add_argument("output", metavar="OUT", help="the lowbit checkpoint to write")
+    p.add_argument("--model", required=True, metavar="MODULE:FUNCTION|minilm",
+                   help="build the float model by calling MODULE:FUNCTION() (or the bundled MiniLM)")
+    p.add_argument("--calib", metavar="DATA", help="calibration inputs: a folder of .pt/.npy/.safetensors files or of "
+                   "images, MODULE:FUNCTION returning an iterable of inputs, or 'minilm' (default with --model minilm)")
+    p.add_argument("--config", metavar="JSON", help="MNN-style quantization config (see above)")
+    p.add_argument("--skip", action="append", default=[], metavar="NAME", help="keep this layer (name or glob) float")
+    p.add_argument("--debug", action="store_true", help="per-layer cosine / SNR / overflow table")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+
+
+def read_config(path: str | None):
+    """(StaticConfig, image fields) from an MNN-style JSON file (defaults without one)."""
+    from ..quant.static_config import StaticConfig
+
+    if path is None:
+        return StaticConfig(), {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config {path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object")
+    return StaticConfig.from_mnn(data)
+
+
+def calibration_for(spec: str | None, model_spec: str, model, cfg, image_fields: dict):
+    """What to pass to quantize_static as calibration for --calib."""
+    spec = spec or ("minilm" if model_spec == "minilm" else None)
+    if spec is None:
+        raise ValueError("pass --calib DATA (a folder of tensors or images, or MODULE:FUNCTION)")
+    if spec == "minilm":
+        from ..calib import minilm_calibration
+
+        if model_spec != "minilm":
+            raise ValueError("--calib minilm works with --model minilm only")
+        return minilm_calibration(model, cfg.samples or 128)
+    folder = Path(spec)
+    if folder.is_dir():
+        from ..static.images import image_files, load_images
+
+        if image_files(folder):
+            return load_images(folder, image_fields, cfg.batch_size, cfg.samples)
+    return spec
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import save
+    from ..static import quantize_static
+    from .convert_model import build_model
+
+    cfg, image_fields = read_config(args.config)
+    if args.debug and not cfg.debug:
+        from dataclasses import replace
+
+        cfg = replace(cfg, debug=True)
+    model = build_model(args.model)
+    calibration = calibration_for(args.calib, args.model, model, cfg, image_fields)
+    model = quantize_static(model, calibration, cfg, skip=args.skip, progress=not args.quiet)
+    save(model, args.output)
+    summary = model.lowbit_summary
+    print(summary.to_json() if args.json else summary)
+    return 0

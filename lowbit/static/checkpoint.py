@@ -1,0 +1,70 @@
+"""What a checkpoint keeps of a static int8 model, and how a float model is made to take it back.
+
+The header's "static" object (present only for static models; such files are format version 2):
+    {"version": 1, "layers": {"<module>": {"kind": "StaticQuantLinear", "input_scale": float, "input_clamp": int,
+                                           "input_smooth": [float, ...] (SmoothQuant's 1 / s; optional)}},
+     "folded_bn": [["<conv>", "<batchnorm>"], ...], "config": StaticConfig.to_dict()}
+Weights are ordinary 8-bit symmetric per-channel packed weights; activation steps are JSON floats (exact: a
+float32 step round-trips through JSON's shortest float64 repr). Loading: `prepare_model` folds the BatchNorms
+structurally (BatchNorm -> Identity, a bias where the conv had none) before the tensors are matched, and
+`apply_static` turns the swapped weight-only layers into their static twins.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..nn.static import STATIC_KINDS, to_static
+from .fold import _replace, fold_structure
+
+_KINDS = set(STATIC_KINDS)
+
+
+def static_metadata(model: nn.Module) -> dict | None:
+    """The "static" header object of a model quantized by `quantize_static` (None for any other model)."""
+    meta = getattr(model, "lowbit_static", None)
+    if meta is None:
+        return None
+    layers = {}
+    for name, m in model.named_modules():
+        if type(m).__name__ in _KINDS:
+            layers[name] = {"kind": type(m).__name__, **m.static_meta()}
+    return {**meta, "layers": layers}
+
+
+def check_static(path, static) -> dict:
+    """Validate the header's "static" object; ValueError naming the file and the bad entry."""
+    if not isinstance(static, dict) or not isinstance(static.get("layers"), dict):
+        raise ValueError(f"{path}: bad static int8 metadata (expected an object with 'layers')")
+    if type(static.get("version")) is not int or static["version"] > 1:
+        raise ValueError(f"{path}: static int8 metadata version {static.get('version')!r} is newer than this lowbit")
+    for name, spec in static["layers"].items():
+        ok = isinstance(spec, dict) and spec.get("kind") in _KINDS and type(spec.get("input_scale")) is float \
+            and spec["input_scale"] > 0 and type(spec.get("input_clamp")) is int and 1 <= spec["input_clamp"] <= 127
+        smooth = spec.get("input_smooth") if isinstance(spec, dict) else None
+        if smooth is not None and not (isinstance(smooth, list) and all(type(v) is float for v in smooth)):
+            ok = False
+        if not ok:
+            raise ValueError(f"{path}: bad static int8 entry for layer {name!r}: {str(spec)[:120]}")
+    if not isinstance(static.get("folded_bn", []), list):
+        raise ValueError(f"{path}: bad static int8 metadata: 'folded_bn' must be a list")
+    return static
+
+
+def prepare_model(model: nn.Module, static: dict) -> None:
+    """Fold the checkpoint's BatchNorm pairs into `model` structurally (values come from the file)."""
+    fold_structure(model, static.get("folded_bn", []))
+
+
+def apply_static(model: nn.Module, static: dict, quantized: set[str]) -> nn.Module:
+    """Replace each listed layer (already swapped to its weight-only form) by its static twin."""
+    for name, spec in static["layers"].items():
+        if not any(q.rpartition(".")[0] == name for q in quantized):
+            raise ValueError(f"static int8 layer {name!r} has no packed weight in the checkpoint")
+        new = to_static(model.get_submodule(name), spec["input_scale"], spec["input_clamp"], spec.get("input_smooth"))
+        if not name:
+            model = new
+        else:
+            _replace(model, name, new)
+    model.lowbit_static = dict(static)
+    return model

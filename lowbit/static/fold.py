@@ -1,0 +1,105 @@
+"""Folding eval-mode BatchNorm into the convolution (or Linear) that feeds it, as MNN's converter does.
+
+Pairs are found on one calibration item: a BatchNorm whose input is the very tensor a Conv1d/Conv2d/Linear returned
+(each called once per forward). The layer's output must feed only that BatchNorm (the usual conv -> bn -> act);
+folding rewrites w' = w * g, b' = (b - mean) * g + beta with g = gamma / sqrt(var + eps), and the BatchNorm becomes
+nn.Identity. `fold_structure` repeats the module changes without values, so a float model takes a folded checkpoint.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..calib import Item
+from ..calib.capture import _device_of, call_model
+
+_PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def find_bn_pairs(model: nn.Module, item: Item) -> list[tuple[str, str]]:
+    """[(layer name, batchnorm name)] for every BatchNorm fed directly by a conv/linear on this item."""
+    named = dict(model.named_modules())
+    outputs, calls, pairs, handles = {}, {}, [], []
+
+    def after(name):
+        def hook(_m, _args, out):
+            calls[name] = calls.get(name, 0) + 1
+            outputs[id(out)] = (name, out)  # the tensor is kept so its id stays unique in this forward
+        return hook
+
+    def before(name):
+        def hook(_m, args):
+            calls[name] = calls.get(name, 0) + 1
+            src = outputs.get(id(args[0])) if args else None
+            if src is not None and src[1] is args[0]:
+                pairs.append((src[0], name))
+        return hook
+
+    for name, m in named.items():
+        if isinstance(m, _PRODUCERS) and name:
+            handles.append(m.register_forward_hook(after(name)))
+        elif isinstance(m, _NORMS) and name:
+            handles.append(m.register_forward_pre_hook(before(name)))
+    try:
+        with torch.no_grad():
+            call_model(model, item, 0, _device_of(model))
+    finally:
+        for h in handles:
+            h.remove()
+    return [(p, b) for p, b in pairs if calls.get(p) == 1 and calls.get(b) == 1
+            and named[b].num_features == named[p].weight.shape[0]]
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    parent._modules[child] = new
+
+
+def fold_pair(model: nn.Module, layer_name: str, bn_name: str) -> None:
+    """Fold BatchNorm `bn_name` into `layer_name` (values), then replace the BatchNorm by nn.Identity."""
+    layer, bn = model.get_submodule(layer_name), model.get_submodule(bn_name)
+    if bn.training:
+        raise ValueError(f"BatchNorm {bn_name!r} is in training mode; call model.eval() before quantize_static")
+    with torch.no_grad():
+        w = layer.weight.detach().to(torch.float64)
+        var, mean = bn.running_var.to(torch.float64), bn.running_mean.to(torch.float64)
+        gamma = bn.weight.to(torch.float64) if bn.weight is not None else torch.ones_like(var)
+        beta = bn.bias.to(torch.float64) if bn.bias is not None else torch.zeros_like(var)
+        g = gamma / torch.sqrt(var + bn.eps)
+        b = layer.bias.detach().to(torch.float64) if layer.bias is not None else torch.zeros_like(mean)
+        new_w = w * g.reshape(-1, *([1] * (w.dim() - 1)))
+        new_b = (b - mean) * g + beta
+        layer.weight.data = new_w.to(layer.weight.dtype)
+        if layer.bias is None:
+            layer.bias = nn.Parameter(new_b.to(layer.weight.dtype), requires_grad=False)
+        else:
+            layer.bias.data = new_b.to(layer.bias.dtype)
+    _replace(model, bn_name, nn.Identity())
+
+
+def fold_batchnorm(model: nn.Module, item: Item) -> list[tuple[str, str]]:
+    """Find and fold every conv/linear -> BatchNorm pair; returns the folded pairs."""
+    pairs = find_bn_pairs(model, item)
+    for layer_name, bn_name in pairs:
+        fold_pair(model, layer_name, bn_name)
+    return pairs
+
+
+def fold_structure(model: nn.Module, pairs: list) -> None:
+    """The module changes of folding without values: BatchNorm -> Identity, a (zero) bias where the layer had none."""
+    named = dict(model.named_modules())
+    for pair in pairs:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise ValueError(f"bad folded BatchNorm pair {pair!r} in the checkpoint's static metadata")
+        layer_name, bn_name = pair
+        layer, bn = named.get(layer_name), named.get(bn_name)
+        if not isinstance(layer, _PRODUCERS) or not isinstance(bn, _NORMS):
+            raise ValueError(f"the checkpoint folds BatchNorm {bn_name!r} into {layer_name!r}, but the model has "
+                             f"{type(layer).__name__} and {type(bn).__name__} there (wrong model?)")
+        if layer.bias is None:
+            layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype,
+                                                  device=layer.weight.device), requires_grad=False)
+        _replace(model, bn_name, nn.Identity())
