@@ -1,0 +1,208 @@
+"""`auto_quantize`: per-layer bits, block size and method under a size or an error target.
+
+1. sensitivity: each layer alone at each candidate, everything else float (lowbit/auto/sensitivity.py, cached);
+2. allocation: the exact multiple-choice knapsack frontier over (bytes, error) assuming additive errors
+   (lowbit/quant/allocate.py), read at the target;
+3. verification: the whole plan is measured on the same data; under an error target, while the measured error is
+   above it, the layer with the largest error alone moves one step up its own size-error frontier (greedy repair).
+"""
+
+from __future__ import annotations
+
+import time
+
+from torch import nn
+
+from ..calib import as_calibration, ensure_eval
+from ..quant import allocate
+from ..quant.config import QuantConfig
+from .fakequant import dequantized, fake_quantized, run_outputs
+from .metrics import BUILTIN as METRICS
+from .metrics import as_metric
+from .plan import AutoPlan, LayerChoice
+from .sensitivity import candidate_key, candidate_label, default_candidates, measure, quantizable_layers
+
+
+def _check_candidates(candidates) -> list[QuantConfig]:
+    cands = default_candidates() if candidates is None else list(candidates)
+    if not cands:
+        raise ValueError("candidates is empty: pass at least one QuantConfig (default: "
+                         "lowbit.auto.default_candidates())")
+    for c in cands:
+        if not isinstance(c, QuantConfig):
+            raise TypeError(f"candidates must be lowbit.QuantConfig objects, got {type(c).__name__}: {c!r}")
+        if c.data_aware:
+            raise ValueError(f"candidate {candidate_label(c)}: data-aware methods (gptq, awq) are not auto "
+                             "candidates yet; quantize with them through lowbit.quantize(..., calibration=)")
+    return list({candidate_key(c): c for c in cands}.values())  # duplicates removed, order kept
+
+
+def _size_budget(target_size, float_bytes: int) -> float:
+    if isinstance(target_size, bool) or not isinstance(target_size, (int, float)) or not target_size > 0:
+        raise ValueError(f"target_size={target_size!r} must be bytes (> 1) or a fraction of fp32 in (0, 1]")
+    return target_size * float_bytes if target_size <= 1 else float(target_size)
+
+
+def _options(sens, layers, cands, metric: str):
+    """Per layer: [(cfg, bytes, error)] of the candidates it can take."""
+    opts = {}
+    for name in layers:
+        opts[name] = sens.options(name, cands, metric)
+        if not opts[name]:
+            raise ValueError(f"layer {name!r} can take none of the candidates; add one it can (e.g. per channel "
+                             "block_size=-1, or QuantConfig(bits=16)) or skip the layer")
+    return opts
+
+
+def _describe_plan(opts, choice) -> str:
+    labels = [candidate_label(opts[n][j][0]) for n, j in zip(opts, choice, strict=True)]
+    common = max(set(labels), key=labels.count)
+    return f"{labels.count(common)}/{len(labels)} layers {common}"
+
+
+def _measure_plan(model, data, select, metric, ref, modules, layers, chosen) -> float:
+    ws = {n: dequantized(modules[n], layers[n], cfg, n)[0] for n, cfg in chosen.items()}
+    with fake_quantized(model, ws):
+        return metric(ref, run_outputs(model, data, select))
+
+
+def _tighten(front, point: int, measured: float, target: float, measure_fn) -> tuple[list[int], float, list[str]]:
+    """The smallest frontier plan whose *measured* error holds (bisection; the additive estimate is usually
+    pessimistic, so plans smaller than the estimate allows often hold)."""
+    lo, hi, best, log = 0, point, (point, measured), []
+    while lo < hi:
+        mid = (lo + hi) // 2
+        m = measure_fn(front.choice(mid))
+        log.append(f"smaller: {int(front.total_bytes[mid]):,} bytes measures {m:.4g} "
+                   f"({'holds' if m <= target else 'too high'}; estimated {front.total_error[mid]:.4g})")
+        if m <= target:
+            hi, best = mid, (mid, m)
+        else:
+            lo = mid + 1
+    return front.choice(best[0]), best[1], log
+
+
+def _repair(plan_state, opts, target, measure_fn, max_steps) -> tuple[list[int], float, list[str]]:
+    """Raise the worst layer one step up its own frontier until the measured error is <= target."""
+    choice, measured = plan_state
+    log = []
+    names = list(opts)
+    for _ in range(max_steps):
+        if measured <= target:
+            break
+        movable = []
+        for i, n in enumerate(names):
+            _, b, e = opts[n][choice[i]]
+            better = [j for j, (_, bj, ej) in enumerate(opts[n]) if ej < e]
+            if better:
+                movable.append((e, i, min(better, key=lambda j: (opts[n][j][1], opts[n][j][2]))))
+        if not movable:
+            break
+        _, i, j = max(movable)
+        log.append(f"{names[i]}: {candidate_label(opts[names[i]][choice[i]][0])} -> "
+                   f"{candidate_label(opts[names[i]][j][0])} (measured {measured:.4g} > {target:.4g})")
+        choice[i] = j
+        measured = measure_fn(choice)
+    return choice, measured, log
+
+
+def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, candidates=None, metric="cosine",
+                  output=None, skip=(), min_weights: int = 1024, limit: int | None = None, cache=True,
+                  progress: bool = True, max_repairs: int | None = None, mode: str = "anchors") -> AutoPlan:
+    """Choose bits, block size and method per layer from `data` under exactly one target.
+
+    data: a `lowbit.calib` source (list of inputs, folder, "module:function", CalibrationSet); limit: at most this
+    many items. target_size: bytes of the planned layers' weights (> 1), or a fraction of their float32 bytes
+    (0.2); target_error: the largest allowed `metric` error (see lowbit.auto.metrics: cosine = 1 - lowest cosine).
+    candidates: QuantConfigs to choose from per layer (default `default_candidates()`: 2..8 bits x blocks
+    32/64/128/per channel, HQQ, plus fp16). output: the part of the model's output to compare (dict key, index or
+    function). skip/min_weights: as `lowbit.quantize`. cache: the sensitivity cache, True (~/.cache/lowbit/auto),
+    False, or a folder. mode: "anchors" (default: three model runs per Linear layer,
+    the other candidates fitted from their layer-output noise) or "all" (one run per layer and candidate; see
+    lowbit/auto/sensitivity.py). The model is not modified; apply the plan with
+    `lowbit.quantize(model, overrides=plan.overrides)` or `plan.to_json(path)` + `lowbit convert --config`.
+    """
+    start = time.perf_counter()
+    if (target_size is None) == (target_error is None):
+        raise ValueError("give exactly one target: target_size (bytes or fraction of fp32) or target_error")
+    if target_error is not None and (isinstance(target_error, bool) or not isinstance(target_error, (int, float))
+                                     or not target_error >= 0):
+        raise ValueError(f"target_error={target_error!r} must be a number >= 0 in the metric's error units")
+    if target_size is not None:
+        _size_budget(target_size, 1)  # checked before any work
+    cands, metric = _check_candidates(candidates), as_metric(metric)
+    cal = as_calibration(data, limit)
+    ensure_eval(model)
+    layers = quantizable_layers(model, skip, min_weights)
+    if not layers:
+        raise ValueError("the model has no layer lowbit.quantize would quantize (Linear/Conv/LSTM with >= "
+                         f"min_weights={min_weights} weights, not skipped)")
+    modules = dict(model.named_modules())
+    ref = run_outputs(model, cal, output)
+    metric(ref, ref)  # the output must hold something to compare
+    metrics = [metric, *(as_metric(m) for m in METRICS if m != metric.name)]  # one run scores them all
+    sens = measure(model, cal, layers, cands, metrics, ref, output, cache, progress, mode)
+    opts = _options(sens, layers, cands, metric.name)
+    front = allocate.pareto_plans([[b for _, b, _ in o] for o in opts.values()],
+                                  [[e for _, _, e in o] for o in opts.values()])
+    float_bytes = {n: sum(getattr(modules[n], p).numel() * 4 for p in ps) for n, ps in layers.items()}
+    if target_size is not None:
+        budget = _size_budget(target_size, sum(float_bytes.values()))
+        point, target = allocate.best_within_size(front, budget), ("size", budget)
+        if point is None:
+            raise ValueError(f"target_size={budget:,.0f} bytes is unreachable: the smallest plan is "
+                             f"{int(front.total_bytes[0]):,} bytes ({_describe_plan(opts, front.choice(0))})")
+    else:
+        point, target = allocate.smallest_within_error(front, target_error), ("error", float(target_error))
+        if point is None:
+            best = len(front) - 1
+            raise ValueError(f"target_error={target_error} is unreachable with these candidates: the closest is "
+                             f"{front.total_error[best]:.4g} (estimated) at {int(front.total_bytes[best]):,} bytes "
+                             f"({_describe_plan(opts, front.choice(best))})")
+    names = list(opts)
+
+    def measure_fn(choice):
+        return _measure_plan(model, cal, output, metric, ref, modules, layers,
+                             {n: opts[n][j][0] for n, j in zip(names, choice, strict=True)})
+
+    choice = front.choice(point)
+    measured, log = measure_fn(choice), []
+    if target[0] == "error" and measured <= target[1]:
+        choice, measured, log = _tighten(front, point, measured, target[1], measure_fn)
+    if target[0] == "error":
+        steps = 4 * len(names) if max_repairs is None else max_repairs
+        choice, measured, fixes = _repair((choice, measured), opts, target[1], measure_fn, steps)
+        log += fixes
+    chosen = [LayerChoice(n, opts[n][j][0], opts[n][j][1], float_bytes[n], opts[n][j][2])
+              for n, j in zip(names, choice, strict=True)]
+    if target[0] == "error" and measured > target[1]:
+        raise ValueError(f"target_error={target[1]} is unreachable as measured: the closest plan reached "
+                         f"{measured:.4g} at {sum(c.bytes for c in chosen):,} bytes ({_describe_plan(opts, choice)}) "
+                         f"after {len(log)} repair steps")
+    return AutoPlan(
+        layers=chosen, metric=metric.name,
+        target=target, estimated_error=sum(c.error for c in chosen), measured_error=measured,
+        other_bytes=_other_bytes(model, layers), frontier=_thin_front(front), uniform=_uniform(opts, cands),
+        repairs=log, seconds=time.perf_counter() - start, cache_hits=sens.hits,
+        evaluations=sens.runs + 1 + len(log))
+
+
+def _other_bytes(model: nn.Module, layers: dict) -> int:
+    planned = {f"{n}.{p}" if n else p for n, ps in layers.items() for p in ps}
+    return sum(t.numel() * t.element_size() for n, t in [*model.named_parameters(), *model.named_buffers()]
+               if n not in planned)
+
+
+def _thin_front(front, points: int = 200) -> list[tuple[int, float]]:
+    step = max(1, len(front) // points)
+    idx = sorted({*range(0, len(front), step), len(front) - 1})
+    return [(int(front.total_bytes[i]), float(front.total_error[i])) for i in idx]
+
+
+def _uniform(opts, cands) -> dict[str, tuple[int, float]]:
+    out = {}
+    for c in cands:
+        rows = [next((o for o in opt if candidate_key(o[0]) == candidate_key(c)), None) for opt in opts.values()]
+        if all(r is not None for r in rows):
+            out[candidate_label(c)] = (sum(r[1] for r in rows), sum(r[2] for r in rows))
+    return out

@@ -1,0 +1,250 @@
+"""Per-layer sensitivity: the output error and the bytes of each layer alone at each candidate setting.
+
+One layer at a time is fake-quantized (lowbit/auto/fakequant.py), everything else float; the model runs over the
+data and the metric compares its outputs with the float model's. Two ways to fill the table:
+  "all":     one model run per layer and candidate (exact, slow: layers x candidates runs);
+  "anchors": (default) for Linear layers, every candidate's layer-output noise ‖X (Ŵ - W)ᵀ‖² on the layer's captured
+             inputs X is computed (cheap), the model is run only at three anchor candidates (the 20th, 50th and 80th
+             percentile of noise), and the other candidates' errors follow a piecewise power law error = a * noise**p
+             through the anchors (p ~ 1 for quadratic metrics such as 1 - cosine and SNR). Other layers
+             (Conv, LSTM) are measured as in "all".
+Every model run is scored with all the metrics asked for (auto_quantize asks for every built-in one, so another
+metric needs no new runs). Results are cached on disk per (model hash, data hash, output selection, user metric) in
+`$XDG_CACHE_HOME/lowbit/auto` (default ~/.cache/lowbit/auto), saved after every layer so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..calib import run_pass
+from ..nn import swap as _swap
+from ..quant.config import QuantConfig
+from .fakequant import data_hash, dequantized, fake_quantized, model_hash, run_outputs
+from .metrics import BUILTIN, Metric
+
+CACHE_VERSION = 3
+MODES = ("anchors", "all")
+MAX_ROWS = 1024  # captured input rows per layer for the noise proxy
+_ANCHOR_RANKS = (0.2, 0.5, 0.8)  # by noise among the integer candidates: ~6, ~4-5 and ~3 bits
+
+
+def candidate_label(cfg: QuantConfig) -> str:
+    """A short readable name: 'fp16', 'int4-b64-hqq', 'int8-pc-rtn-sym'."""
+    if cfg.is_float:
+        return "fp16"
+    block = "pc" if cfg.block_size == -1 else f"b{cfg.block_size}"
+    return f"int{cfg.bits}-{block}-{cfg.method.value}{'-sym' if cfg.symmetric else ''}"
+
+
+def candidate_key(cfg: QuantConfig) -> str:
+    """Cache key of a candidate: its label plus a hash of every field (a changed HQQ parameter is a new key)."""
+    digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+    return f"{candidate_label(cfg)}:{digest}"
+
+
+def default_candidates(bits=(2, 3, 4, 5, 6, 8), blocks=(32, 64, 128, -1), methods=("hqq",),
+                       keep_float: bool = True) -> list[QuantConfig]:
+    """bits x blocks x methods (asymmetric), plus fp16 storage ("keep float") when keep_float."""
+    out = [QuantConfig(bits=b, block_size=g, method=m) for m in methods for b in bits for g in blocks]
+    return out + ([QuantConfig(bits=16)] if keep_float else [])
+
+
+def quantizable_layers(model: nn.Module, skip=(), min_weights: int = 1024) -> dict[str, list[str]]:
+    """{module name: its weight parameter names} of the layers `lowbit.quantize` would swap."""
+    skip, _ = _swap._check_patterns(skip, None)
+    modules = dict(model.named_modules())
+    out = {}
+    for name, module in modules.items():
+        if _swap._quant_class(module) is None:
+            continue
+        parent = modules.get(name.rpartition(".")[0]) if name else None
+        params = _swap._param_names(module)
+        count = sum(getattr(module, p).numel() for p in params)
+        if not _swap._why_float(name, module, parent, skip, min_weights, count):
+            out[name] = params
+    return out
+
+
+@dataclass
+class Sensitivity:
+    """Per layer {"bytes": {key: int | None (cannot take it)}, "noise": {key: float},
+    "error": {metric name: {key: measured error}}}."""
+
+    layers: dict[str, dict[str, dict]] = field(default_factory=dict)
+    path: Path | None = None
+    hits: int = 0
+    runs: int = 0
+
+    def load(self) -> None:
+        if self.path is None or not self.path.is_file():
+            return
+        try:
+            raw = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return  # a damaged cache is recomputed, never trusted
+        if isinstance(raw, dict) and raw.get("version") == CACHE_VERSION:
+            self.layers = raw["layers"]
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"version": CACHE_VERSION, "layers": self.layers}, f)
+        os.replace(tmp, self.path)
+
+    def options(self, name: str, cands: list[QuantConfig], metric: str) -> list[tuple[QuantConfig, int, float]]:
+        """[(cfg, bytes, error)] of the candidates layer `name` can take: measured, else fitted from the anchors."""
+        entry = self.layers[name]
+        errors = entry["error"].get(metric, {})
+        fit = _fit(entry["noise"], errors)
+        out = []
+        for c in cands:
+            k = candidate_key(c)
+            if entry["bytes"].get(k) is None:
+                continue
+            err = errors[k] if k in errors else fit(entry["noise"][k])
+            out.append((c, int(entry["bytes"][k]), float(err)))
+        return out
+
+
+def _anchor_keys(entry: dict, cands: list[QuantConfig]) -> list[str]:
+    ranked = sorted((entry["noise"][candidate_key(c)], candidate_key(c)) for c in cands
+                    if not c.is_float and entry["bytes"].get(candidate_key(c)) is not None)
+    if not ranked:
+        return [k for k in entry["noise"] if entry["bytes"].get(k) is not None][:1]
+    return sorted({ranked[round(r * (len(ranked) - 1))][1] for r in _ANCHOR_RANKS})
+
+
+def _fit(noise: dict, errors: dict):
+    """error(noise) through the measured anchors: piecewise power law (linear in log-log) between them, the nearest
+    segment's exponent beyond them (clipped to [0.5, 2]; 1 with a single anchor)."""
+    pts = sorted((math.log(noise[k]), math.log(e)) for k, e in errors.items() if k in noise and noise[k] > 0 and e > 0)
+    if not pts:
+        return lambda n: 0.0
+    xs, ys = [x for x, _ in pts], [y for _, y in pts]
+
+    def slope(i: int) -> float:
+        dx = xs[i + 1] - xs[i]
+        return 1.0 if dx < 1e-2 else min(max((ys[i + 1] - ys[i]) / dx, 0.5), 2.0)
+
+    def fit(n: float) -> float:
+        if n <= 0:
+            return 0.0
+        x = math.log(n)
+        i = min(max(bisect.bisect_right(xs, x) - 1, 0), max(len(xs) - 2, 0))
+        if len(xs) == 1:
+            return math.exp(ys[0] + (x - xs[0]))
+        if xs[i] <= x <= xs[i + 1] and xs[i + 1] - xs[i] >= 1e-2:
+            return math.exp(ys[i] + (ys[i + 1] - ys[i]) * (x - xs[i]) / (xs[i + 1] - xs[i]))
+        j = i if x < xs[i] else i + 1  # beyond the anchors: from the nearest one with its segment's exponent
+        return math.exp(ys[j] + slope(i) * (x - xs[j]))
+
+    return fit
+
+
+def capture_inputs(model: nn.Module, data, names: list[str], progress: bool) -> dict[str, torch.Tensor]:
+    """{layer: (<= MAX_ROWS, K) float32} evenly spaced rows of each Linear layer's inputs over the data."""
+    modules = dict(model.named_modules())
+    rows: dict[str, list] = {n: [] for n in names}
+
+    def make(name):
+        def hook(args, kwargs):
+            x = args[0] if args else next(iter(kwargs.values()))
+            rows[name].append(x.detach().reshape(-1, x.shape[-1]).float().cpu())
+        return hook
+
+    run_pass(model, data, {n: make(n) for n in names}, modules, desc="lowbit auto: inputs", progress=progress)
+    out = {}
+    for n, parts in rows.items():
+        x = torch.cat(parts)
+        out[n] = x[torch.linspace(0, len(x) - 1, min(MAX_ROWS, len(x))).long()] if len(x) > MAX_ROWS else x
+    return out
+
+
+def measure(model: nn.Module, data, layers: dict[str, list[str]], candidates: list[QuantConfig], metrics: list[Metric],
+            ref: list, select=None, cache=True, progress: bool = True, mode: str = "anchors") -> Sensitivity:
+    """Sensitivity of every layer at every candidate. cache: True (default folder), False, or a folder."""
+    from tqdm.auto import tqdm
+
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is unknown: use one of {MODES}")
+    sens = Sensitivity()
+    if cache:
+        users = sorted(m.name for m in metrics if m.name not in BUILTIN)
+        key = hashlib.sha256(f"{model_hash(model)}|{data_hash(data)}|{select!r}|{users}".encode())
+        folder = cache_dir() if cache is True else Path(cache)
+        sens.path = folder / f"sens-{key.hexdigest()[:24]}.json"
+        sens.load()
+    modules = dict(model.named_modules())
+    proxied = [n for n in layers if mode == "anchors" and type(modules[n]) is nn.Linear]
+    keys = [candidate_key(c) for c in candidates]
+    missing = [n for n in proxied if any(k not in sens.layers.get(n, {}).get("noise", {}) for k in keys)]
+    inputs = capture_inputs(model, data, missing, progress) if missing else {}
+    bar = tqdm(total=len(layers) * len(candidates), desc="lowbit auto: sensitivity", disable=not progress,
+               file=sys.stderr, leave=False)
+    for name in layers:
+        entry = sens.layers.setdefault(name, {"bytes": {}, "noise": {}, "error": {}})
+        before = json.dumps(entry, sort_keys=True)
+        if name in proxied:
+            _noise_all(entry, modules[name], layers[name], candidates, inputs.get(name), name)
+            todo = [c for c in candidates if candidate_key(c) in _anchor_keys(entry, candidates)]
+        else:
+            todo = candidates
+        for cfg in todo:
+            k = candidate_key(cfg)
+            if any(k not in entry["error"].get(m.name, {}) for m in metrics) and entry["bytes"].get(k, 0) is not None:
+                _measure_one(model, data, metrics, ref, select, modules[name], layers[name], cfg, name, entry)
+                sens.runs += 1
+        sens.hits += len(candidates) if json.dumps(entry, sort_keys=True) == before else 0
+        bar.update(len(candidates))
+        sens.save()
+    bar.close()
+    return sens
+
+
+def _noise_all(entry, module, params, candidates, x, name) -> None:
+    for cfg in candidates:
+        k = candidate_key(cfg)
+        if k in entry["noise"] or (k in entry["bytes"] and entry["bytes"][k] is None):
+            continue
+        try:
+            ws, nbytes = dequantized(module, params, cfg, name)
+        except ValueError:  # this layer's shape cannot take the setting: not an option for it
+            entry["bytes"][k] = None
+            continue
+        delta = ws["weight"].float() - module.weight.detach().float()
+        entry["bytes"][k], entry["noise"][k] = nbytes, float((x @ delta.T).pow(2).sum())  # (R, K) @ (K, N)
+
+
+def _measure_one(model, data, metrics, ref, select, module, params, cfg, name, entry) -> None:
+    k = candidate_key(cfg)
+    try:
+        ws, nbytes = dequantized(module, params, cfg, name)
+    except ValueError:
+        entry["bytes"][k] = None
+        return
+    with fake_quantized(model, {name: ws}):
+        out = run_outputs(model, data, select)
+    entry["bytes"][k] = nbytes
+    for m in metrics:
+        entry["error"].setdefault(m.name, {})[k] = m(ref, out)
+
+
+def cache_dir() -> Path:
+    """Where sensitivity tables are cached: $XDG_CACHE_HOME/lowbit/auto (default ~/.cache/lowbit/auto)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lowbit" / "auto"

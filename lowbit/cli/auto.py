@@ -1,0 +1,132 @@
+"""`lowbit auto`: choose bits, block size and method per layer under a size or error target; write the plan.
+
+    lowbit auto --model minilm --size 25% --out plan.json [--plot frontier.png] [--json]
+    lowbit convert IN OUT --config plan.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> float:
+    """'25%' or '0.25' -> 0.25 (fraction of fp32); '20MB', '20MiB', '123456' -> bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(%|[KMG]i?B|B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"--size {text!r}: use a percentage of fp32 (25%), a fraction (0.25) or bytes (20MB, 20MiB, "
+                         "123456)")
+    value, unit = float(m.group(1)), (m.group(2) or "").upper()
+    if unit == "%":
+        value /= 100
+        if not 0 < value <= 1:
+            raise ValueError(f"--size {text!r}: a percentage must be in (0, 100]")
+        return value
+    if unit == "" and value <= 1:
+        if value <= 0:
+            raise ValueError(f"--size {text!r} must be > 0")
+        return value
+    return value * _UNITS[unit]
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--{what} {text!r}: use comma-separated integers, e.g. 2,3,4") from None
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("auto", help="choose per-layer bits/block/method under a size or error target",
+                       description="Measure each layer's output error at each candidate setting on test data, pick "
+                       "one setting per layer for the smallest model within an error or the best model within a "
+                       "size, verify the whole plan, and write it as a per-layer config for `lowbit convert "
+                       "--config`.")
+    p.add_argument("--model", default="minilm", metavar="MODULE:FUNCTION|minilm",
+                   help="the float model: MODULE:FUNCTION returning an nn.Module, or the bundled MiniLM (default)")
+    p.add_argument("--data", help="test inputs: a folder of .pt/.npy/.safetensors files or MODULE:FUNCTION "
+                   "returning an iterable of inputs; 'minilm' (default with --model minilm) = calibration sentences")
+    p.add_argument("--limit", type=int, default=64, help="at most this many data items / sentences (default 64)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--size", help="size target for the quantized layers: 25%% or 0.25 of fp32, or 20MB/20MiB")
+    target.add_argument("--max-error", type=float, help="error target in the metric's units (cosine: 1 - lowest "
+                        "cosine, e.g. 0.01)")
+    p.add_argument("--metric", default="cosine", choices=("cosine", "cosine_mean", "snr", "max_rel"))
+    p.add_argument("--output", help="the part of the model output to compare (a dict key or index; default the "
+                   "whole output, 'sentence_embedding' for minilm)")
+    p.add_argument("--bits", default="2,3,4,5,6,8", help="candidate bits (default 2,3,4,5,6,8)")
+    p.add_argument("--blocks", default="32,64,128,-1", help="candidate blocks (-1 = per channel; default "
+                   "32,64,128,-1)")
+    p.add_argument("--methods", default="hqq", help="candidate methods: rtn, hqq (default hqq)")
+    p.add_argument("--no-float", action="store_true", help="no fp16 ('keep float') candidate")
+    p.add_argument("--skip", action="append", default=[], help="layer name or glob kept float (repeatable)")
+    p.add_argument("--mode", default="anchors", choices=("anchors", "all"),
+                   help="sensitivity: 'anchors' (3 runs per Linear layer, fast; default) or 'all' (every candidate)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the sensitivity cache")
+    p.add_argument("--out", required=True, help="where to write the plan (the convert --config JSON)")
+    p.add_argument("--plot", help="also save the size-error frontier plot here (.svg always; other formats need "
+                   "matplotlib)")
+    p.add_argument("--json", action="store_true", help="print the plan report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=run)
+
+
+def _data(args, model):
+    data = args.data or ("minilm" if args.model == "minilm" else None)
+    if data is None:
+        raise ValueError("--data is required with --model MODULE:FUNCTION: a folder of .pt/.npy/.safetensors inputs "
+                         "or MODULE:FUNCTION returning an iterable of inputs")
+    if data == "minilm":
+        if args.model != "minilm":
+            raise ValueError("--data minilm works with --model minilm only")
+        from ..auto.minilm import minilm_tuning_data
+
+        return minilm_tuning_data(model, args.limit)
+    from ..calib import as_calibration
+
+    return as_calibration(data, args.limit)
+
+
+def _candidates(args):
+    from ..auto import default_candidates
+
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    cands = default_candidates(_ints(args.bits, "bits"), _ints(args.blocks, "blocks"), methods,
+                               keep_float=not args.no_float)
+    if not cands:
+        raise ValueError("the candidate set is empty: give --bits, --blocks and --methods (or drop --no-float)")
+    return cands
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..auto import auto_quantize
+    from .convert_model import build_model
+
+    size = parse_size(args.size) if args.size is not None else None
+    if args.max_error is not None and not args.max_error >= 0:
+        raise ValueError(f"--max-error {args.max_error}: must be >= 0")
+    if args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: must be >= 1")
+    if args.plot and not args.plot.lower().endswith(".svg"):
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError(f"--plot {args.plot}: this format needs matplotlib (an optional extra): pip install "
+                              "matplotlib, or write a .svg (drawn without it)") from None
+    cands = _candidates(args)
+    model = build_model(args.model)
+    data = _data(args, model)
+    output = args.output or ("sentence_embedding" if args.model == "minilm" else None)
+    if output is not None and output.lstrip("-").isdigit():
+        output = int(output)
+    plan = auto_quantize(model, data, target_size=size, target_error=args.max_error, candidates=cands,
+                         metric=args.metric, output=output, skip=args.skip, cache=not args.no_cache,
+                         progress=not args.quiet, mode=args.mode)
+    plan.to_json(args.out)
+    if args.plot:
+        plan.plot(args.plot)
+    print(json.dumps(plan.to_dict(), indent=1) if args.json else f"{plan.table()}\n\nwrote {args.out}")
+    return 0

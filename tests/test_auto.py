@@ -1,0 +1,188 @@
+"""lowbit.auto_quantize on a tiny MLP: targets, verification, the config file, cache, metrics and bad inputs."""
+
+import copy
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+import lowbit
+from lowbit.auto import auto_quantize, default_candidates
+from lowbit.auto.fakequant import dequantized, dequantized_weight, fake_quantized, run_outputs
+from lowbit.auto.metrics import as_metric
+from lowbit.calib import CalibrationError, as_calibration
+from lowbit.checkpoint.overrides import find_rule, load_overrides
+from lowbit.quant import QuantConfig
+
+CANDS = default_candidates(bits=(2, 3, 4, 8), blocks=(32,), methods=("rtn", "hqq"))
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("auto-cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache(shared_cache, monkeypatch):
+    # one sensitivity cache for this file (fast); not XDG_CACHE_HOME: that would also move the kernel probe cache
+    monkeypatch.setattr("lowbit.auto.sensitivity.cache_dir", lambda: shared_cache)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 16)).eval()
+
+
+@pytest.fixture
+def data():
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(8, 32, generator=g) for _ in range(3)]
+
+
+def _error_of(model, data, overrides, metric="cosine"):
+    ref = run_outputs(model, as_calibration(data), None)
+    q = lowbit.quantize(copy.deepcopy(model), overrides=overrides)
+    return as_metric(metric)(ref, run_outputs(q, as_calibration(data), None)), q
+
+
+def test_fake_quant_equals_the_quantized_model(model, data):
+    cfg = QuantConfig(bits=3, block_size=32, method="hqq")
+    ws, nbytes = dequantized(model[2], ["weight"], cfg, "2")
+    with fake_quantized(model, {"2": ws}):
+        fake = model(data[0])
+    q = lowbit.quantize(copy.deepcopy(model), cfg, skip=["0", "4"])
+    torch.testing.assert_close(q(data[0]), fake, rtol=0, atol=1e-6)
+    assert q.lowbit_summary.bytes_after == nbytes
+    assert torch.equal(model[2].weight, copy.deepcopy(model)[2].weight)  # restored
+
+
+@pytest.mark.parametrize("cfg", [QuantConfig(bits=3, block_size=32, method="hqq"), QuantConfig(bits=8, block_size=-1),
+                                 QuantConfig(bits=5, block_size=48, symmetric=True), QuantConfig(bits=16),
+                                 QuantConfig(bits=2, block_size=128, scale_dtype="float32")])
+def test_fast_dequantize_is_quantize_weight(cfg):
+    w = torch.randn(24, 72, generator=torch.Generator().manual_seed(2))
+    deq, nbytes = dequantized_weight(w, cfg, "w")
+    qw = lowbit.quantize_weight(w, cfg)
+    assert torch.equal(deq, qw.dequantize(w.dtype)) and nbytes == qw.nbytes
+
+
+@pytest.mark.parametrize("mode", ["anchors", "all"])
+def test_size_target_holds_and_plan_applies(model, data, mode):
+    plan = auto_quantize(model, data, target_size=0.15, candidates=CANDS, progress=False, mode=mode)
+    assert plan.total_bytes <= 0.15 * plan.float_bytes
+    measured, q = _error_of(model, data, plan.overrides)
+    assert measured == pytest.approx(plan.measured_error, rel=1e-4, abs=1e-7)
+    assert q.lowbit_summary.bytes_after == plan.total_bytes
+    uniform4 = plan.uniform["int4-b32-hqq"]
+    at_int4 = auto_quantize(model, data, target_size=uniform4[0], candidates=CANDS, progress=False, mode=mode)
+    assert at_int4.estimated_error <= uniform4[1] + 1e-12
+    assert "error alone" in plan.table() and "measured" in plan.summary()
+
+
+def test_error_target_holds_after_verification(model, data):
+    plan = auto_quantize(model, data, target_error=2e-3, candidates=CANDS, progress=False)
+    assert plan.measured_error <= 2e-3
+    assert _error_of(model, data, plan.overrides)[0] <= 2e-3 * 1.001
+    assert plan.total_bytes < plan.float_bytes / 2
+    tight = auto_quantize(model, data, target_error=plan.measured_error, candidates=CANDS, progress=False,
+                          max_repairs=20)
+    assert tight.measured_error <= plan.measured_error
+
+
+def test_repair_raises_layers_until_the_measured_error_holds(model, data, monkeypatch):
+    from lowbit.auto import search
+
+    real = search._measure_plan
+    monkeypatch.setattr(search, "_measure_plan", lambda *a: 4 * real(*a))  # the additive estimate is 4x too low
+    plan = auto_quantize(model, data, target_error=2e-3, candidates=CANDS, progress=False)
+    assert plan.repair_steps and plan.measured_error <= 2e-3
+
+
+def test_json_is_the_convert_config_schema(model, data, tmp_path):
+    plan = auto_quantize(model, data, target_size=0.2, candidates=CANDS, progress=False)
+    path = plan.to_json(tmp_path / "plan.json")
+    assert set(json.loads(path.read_text())) == {"version", "layers"}
+    rules = load_overrides(path, QuantConfig(bits=2, block_size=128, symmetric=True))
+    for name, cfg in plan.overrides.items():
+        got = find_rule(rules, f"{name}.weight").cfg
+        assert got.is_float if cfg.is_float else got == cfg
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "m.safetensors")
+    summary = lowbit.convert(tmp_path / "m.safetensors", tmp_path / "q.safetensors", overrides=path, progress=False)
+    assert summary is not None and (tmp_path / "q.safetensors").is_file()
+
+
+def test_sensitivity_cache_is_reused(model, data, tmp_path, monkeypatch):
+    monkeypatch.setattr("lowbit.auto.sensitivity.cache_dir", lambda: tmp_path)
+    first = auto_quantize(model, data, target_size=0.2, candidates=CANDS, progress=False)
+    again = auto_quantize(model, data, target_size=0.2, candidates=CANDS, progress=False)
+    assert first.cache_hits == 0 and again.cache_hits == 3 * len(CANDS) and again.evaluations == 1
+    assert again.overrides == first.overrides
+    other = auto_quantize(model, [d * 2 for d in data], target_size=0.2, candidates=CANDS, progress=False)
+    assert other.cache_hits == 0  # other data, other key
+
+
+def test_outputs_as_dicts_and_tuples_and_user_metrics():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(32, 64), nn.Linear(64, 32)
+
+        def forward(self, x):
+            h = self.a(x)
+            return {"hidden": (h, x.long()), "out": self.b(h)}
+
+    torch.manual_seed(0)
+    net, data = Net().eval(), [torch.randn(4, 32)]
+    cands = CANDS[:3] + CANDS[-1:]
+    for metric in ("cosine_mean", "snr", "max_rel", lambda ref, out: float((ref[0]["out"] - out[0]["out"]).norm())):
+        plan = auto_quantize(net, data, target_size=0.3, candidates=cands, metric=metric, progress=False, cache=False)
+        assert plan.measured_error > 0
+    plan = auto_quantize(net, data, target_size=0.3, candidates=cands, output="out", progress=False, cache=False)
+    assert plan.metric == "cosine"
+
+
+@pytest.mark.parametrize(("kwargs", "err", "match"), [
+    ({}, ValueError, "exactly one target"),
+    ({"target_size": 0.2, "target_error": 0.1}, ValueError, "exactly one target"),
+    ({"target_size": 0.2, "candidates": []}, ValueError, "candidates is empty"),
+    ({"target_size": 0.2, "candidates": ["int4"]}, TypeError, "QuantConfig"),
+    ({"target_size": 0.2, "candidates": [QuantConfig(method="gptq")]}, ValueError, "data-aware"),
+    ({"target_size": 10}, ValueError, "unreachable: the smallest plan"),
+    ({"target_size": -1}, ValueError, "target_size"),
+    ({"target_error": 0.0, "candidates": CANDS[:2]}, ValueError, "unreachable with these candidates: the closest"),
+    ({"target_size": 0.2, "metric": "l2"}, ValueError, "metric='l2' is unknown"),
+    ({"target_size": 0.2, "output": "x"}, ValueError, "output='x'"),
+])
+def test_bad_inputs(model, data, kwargs, err, match):
+    kwargs.setdefault("candidates", CANDS)
+    with pytest.raises(err, match=match):
+        auto_quantize(model, data, progress=False, **kwargs)
+
+
+def test_data_the_model_rejects(model):
+    with pytest.raises(CalibrationError, match="rejected calibration item 0"):
+        auto_quantize(model, [torch.randn(2, 7)], target_size=0.2, candidates=CANDS, progress=False)
+
+
+def test_plot_without_matplotlib_says_what_to_install(model, data, tmp_path, monkeypatch):
+    import sys
+
+    plan = auto_quantize(model, data, target_size=0.2, candidates=CANDS, progress=False)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        plan.plot(tmp_path / "f.png")
+    assert not (tmp_path / "f.png").exists()
+    svg = plan.plot(tmp_path / "f.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<path") == len(plan.uniform) and "<circle" in svg
+
+
+def test_anchor_fit_interpolates_in_log_log():
+    from lowbit.auto.sensitivity import _fit
+
+    fit = _fit({"a": 1.0, "b": 10.0, "c": 100.0}, {"a": 1e-4, "b": 1e-3, "c": 2e-2})
+    assert fit(10.0) == pytest.approx(1e-3) and fit(0.1) == pytest.approx(1e-5)  # below: the first segment's p = 1
+    assert 1e-3 < fit(31.6) < 2e-2 and fit(0.0) == 0.0
+    assert _fit({"a": 1.0}, {"a": 1e-4})(10.0) == pytest.approx(1e-3)  # one anchor: p = 1

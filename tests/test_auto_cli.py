@@ -1,0 +1,90 @@
+"""`lowbit auto`: a plan file convert --config reads, and the bad inputs (clear errors, nothing written)."""
+
+import json
+import textwrap
+
+import pytest
+
+from lowbit.checkpoint.overrides import load_overrides
+from lowbit.cli import main
+from lowbit.cli.auto import parse_size
+from lowbit.quant import QuantConfig
+
+FAST = ["--bits", "2,4,8", "--blocks", "32", "--quiet", "--no-cache"]
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    (tmp_path / "auto_cli_model.py").write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+
+        def make():
+            torch.manual_seed(0)
+            return nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 16))
+
+        def data():
+            g = torch.Generator().manual_seed(1)
+            return [torch.randn(4, 32, generator=g) for _ in range(2)]
+
+        def bad_data():
+            return [torch.randn(4, 5)]
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def _run(setup, *extra, data="auto_cli_model:data"):
+    return main(["auto", "--model", "auto_cli_model:make", "--data", data, "--out", str(setup / "plan.json"),
+                 *FAST, *extra])
+
+
+def test_writes_a_config_convert_reads(setup, capsys):
+    assert _run(setup, "--size", "30%", "--plot", str(setup / "f.svg")) == 0
+    assert "wrote" in capsys.readouterr().out and (setup / "f.svg").read_text().startswith("<svg")
+    rules = load_overrides(setup / "plan.json", QuantConfig())
+    assert sorted(r.pattern for r in rules) == ["0", "2"]
+    assert _run(setup, "--max-error", "0.01", "--json", "--metric", "snr") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["measured_error"] <= 0.01 and report["config"] == json.loads((setup / "plan.json").read_text())
+
+
+@pytest.mark.parametrize(("args", "code", "match"), [
+    (["--size", "30%", "--max-error", "0.1"], 2, "not allowed with"),
+    ([], 2, "one of the arguments --size --max-error is required"),
+    (["--size", "100"], 1, "unreachable: the smallest plan"),
+    (["--max-error", "0", "--no-float"], 1, "unreachable with these candidates"),
+    (["--size", "abc"], 1, "--size 'abc'"),
+    (["--size", "30%", "--bits", "", "--no-float"], 1, "candidate set is empty"),
+    (["--size", "30%", "--plot", "f.png"], 1, "matplotlib"),
+])
+def test_bad_inputs_write_nothing(setup, capsys, monkeypatch, args, code, match):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert _run(setup, *args) == code
+    assert match in capsys.readouterr().err
+    assert not (setup / "plan.json").exists()
+
+
+def test_data_the_model_rejects(setup, capsys):
+    assert _run(setup, "--size", "30%", data="auto_cli_model:bad_data") == 1
+    assert "rejected calibration item 0" in capsys.readouterr().err
+    assert not (setup / "plan.json").exists()
+
+
+def test_data_is_required_for_a_user_model(setup, capsys):
+    assert main(["auto", "--model", "auto_cli_model:make", "--size", "30%", "--out", str(setup / "p.json")]) == 1
+    assert "--data is required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "value"), [("25%", 0.25), ("0.2", 0.2), ("20MB", 20e6), ("2MiB", 2 * 2**20),
+                                             ("123456", 123456), ("1.5kb", 1500)])
+def test_parse_size(text, value):
+    assert parse_size(text) == pytest.approx(value)
+
+
+def test_parse_size_rejects():
+    for bad in ("0", "150%", "-3", "12 parsecs"):
+        with pytest.raises(ValueError, match="--size"):
+            parse_size(bad)
