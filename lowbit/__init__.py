@@ -20,13 +20,16 @@ _EXPORTS = {
     "Memory": "lowbit.runtime",
     "Precision": "lowbit.runtime",
     "capabilities": "lowbit.runtime",
-    "quantize": "lowbit.nn",
+    "quantize": "lowbit.dataaware",  # lowbit.nn.quantize plus calibration= for data-aware methods
+    "auto_quantize": "lowbit.auto",
     "set_backend": "lowbit.nn",
     "save": "lowbit.checkpoint",
     "load": "lowbit.checkpoint",
     "convert": "lowbit.checkpoint",
     "export": "lowbit.checkpoint",
     "from_pretrained": "lowbit.checkpoint",
+    "quantize_static": "lowbit.static",  # offline full INT8 (static W8A8) with calibration data
+    "StaticConfig": "lowbit.static",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -68,7 +68,10 @@ def _measure(model):
 @pytest.mark.filterwarnings("ignore:lowbit")
 @pytest.mark.parametrize("memory", ["normal", "low"])
 def test_minilm_int8(results, memory):
-    assert results["int8 per-channel", memory][0] >= 0.999
+    # memory Normal: the dequantized weights, near lossless. memory Low: the packed 8-bit kernel also rounds each
+    # activation row to int8 (MiniLM has outlier channels: measured lowest 0.9958 on EPYC); a wrong weight, a skipped
+    # layer or a training-mode swap lands far below 0.99
+    assert results["int8 per-channel", memory][0] >= (0.999 if memory == "normal" else 0.99)
 
 
 @pytest.mark.filterwarnings("ignore:lowbit")

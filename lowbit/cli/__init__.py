@@ -1,4 +1,4 @@
-"""The `lowbit` command line: convert, export, info, validate, bench, demo.
+"""The `lowbit` command line: convert, export, info, validate, bench, demo, auto, quant.
 
 Results go to stdout; logs, progress bars and warnings (one line each) to stderr. Exit codes: 0 success, 1 runtime
 error (one line `lowbit: error: ...` on stderr), 2 usage error (argparse), 130 interrupted.
@@ -11,9 +11,9 @@ import sys
 import warnings
 
 from .. import __version__
-from . import bench, convert, demo, export, info, validate
+from . import auto, bench, convert, demo, export, info, quant, validate
 
-_COMMANDS = (convert, export, info, validate, bench, demo)
+_COMMANDS = (convert, export, info, validate, bench, demo, auto, quant)
 # Errors that are the user's input or environment, reported as one line; anything else is a bug and keeps its trace.
 _USER_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError)
 

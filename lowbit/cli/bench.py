@@ -16,6 +16,8 @@ SUITES = {
     "minilm": "the bundled MiniLM on CPU: fp32 vs lowbit memory modes, latency, bytes, cosine",
     "quantize": "RTN vs HQQ on MiniLM: quantization time and weight error",
     "convert_memory": "peak memory of convert and load on a synthetic 1 GB checkpoint",
+    "dataaware": "GPTQ / AWQ vs RTN / HQQ on MiniLM: embedding cosine to fp32 and quantization time",
+    "static_int8": "static W8A8 Linear 4096^2 and a conv net vs torch fp32 / dynamic int8 (interleaved timing)",
 }
 
 
