@@ -35,8 +35,6 @@ from .safetensors_io import TensorEntry
 from .save import write_checkpoint
 from .sources import Source, open_source
 
-_SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
-
 
 @dataclass
 class TensorPlan:
@@ -99,7 +97,7 @@ def plan_tensor(src: TensorEntry, cfg: QuantConfig, rules, skip, kept_float16: b
         cast = kept_float16 and src.dtype in (torch.float32, torch.float64, torch.bfloat16)
         out = TensorEntry(name, torch.float16 if cast else src.dtype, src.shape)
         return TensorPlan(src, None, reason + (", stored float16" if cast else ""), [out])
-    out = expected_entries(name, _meta(name, src, cfg), _SCALE_DTYPES[cfg.scale_dtype])
+    out = expected_entries(name, _meta(name, src, cfg), cfg.scale_torch_dtype)
     return TensorPlan(src, cfg, "", out)
 
 

@@ -18,9 +18,9 @@ import math
 import torch
 
 from .. import __version__
-from ..quant.config import FLOAT_BITS
+from ..quant.checks import check_metadata
+from ..quant.config import FLOAT_BITS, SCALE_DTYPES
 from ..quant.format import QuantizedWeight, expected_shapes
-from ..quant.validate import check_metadata
 from .errors import CheckpointError
 from .safetensors_io import TensorEntry, dtype_name, is_count, parse_json
 
@@ -28,7 +28,6 @@ FORMAT_NAME = "lowbit.checkpoint"
 FORMAT_VERSION = 2  # 2: adds the optional "static" object (static int8 models only; others are still written as 1)
 METADATA_KEY = "lowbit"
 SUFFIXES = ("packed", "scale", "zero")
-_SCALE_DTYPES = (torch.float16, torch.float32)
 _MAX_ELEMENTS = (1 << 63) - 1
 
 
@@ -145,7 +144,7 @@ def _check_group(path, name: str, fields: dict, entries: dict[str, TensorEntry])
         if field == "packed":
             allowed = (torch.float16,) if fields["bits"] == FLOAT_BITS else (torch.uint8,)
         else:
-            allowed = (entries[group["scale"]].dtype,) if field == "zero" else _SCALE_DTYPES
+            allowed = (entries[group["scale"]].dtype,) if field == "zero" else tuple(SCALE_DTYPES.values())
         if e.dtype not in allowed:
             raise CheckpointError(f"{path}: quantized weight {name!r}, tensor {tname!r}: '{field}' has dtype "
                                   f"{e.dtype} ({dtype_name(e.dtype)}), expected "

@@ -17,6 +17,7 @@ SUITES = {
     "quantize": "RTN vs HQQ on MiniLM: quantization time and weight error",
     "convert_memory": "peak memory of convert and load on a synthetic 1 GB checkpoint",
     "dataaware": "GPTQ / AWQ vs RTN / HQQ on MiniLM: embedding cosine to fp32 and quantization time",
+    "auto": "auto quantization on MiniLM: plans vs uniform settings at equal size and error, tuning time",
     "static_int8": "static W8A8 Linear 4096^2 and a conv net vs torch fp32 / dynamic int8 (interleaved timing)",
 }
 

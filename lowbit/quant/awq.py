@@ -19,13 +19,12 @@ from .format import QuantizedWeight, group_size_for
 from .packing import pack_bits
 from .rtn import rtn_codes, rtn_scale_zero
 
-_SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 CLIP_RATIOS = tuple(1 - i / 20 for i in range(10))  # 1.0 .. 0.55, AutoAWQ's grid
 
 
 def _fake_quant(w: torch.Tensor, cfg: QuantConfig) -> torch.Tensor:
     """RTN quantize-dequantize of w (N, K) with cfg's bits, block and symmetry (stored scale dtype), float64."""
-    scale_dtype = _SCALE_DTYPES[cfg.scale_dtype]
+    scale_dtype = cfg.scale_torch_dtype
     out = []
     for blocks in block_views(w.double(), group_size_for(w.shape[1], cfg.block_size)):
         s, z = rtn_scale_zero(blocks, cfg.bits, cfg.symmetric, scale_dtype)
@@ -59,7 +58,7 @@ def search_scales(w: torch.Tensor, xtx: torch.Tensor, abs_mean: torch.Tensor, cf
 def clip_rows(w: torch.Tensor, xtx: torch.Tensor, cfg: QuantConfig, ratios=CLIP_RATIOS):
     """Clip search + RTN for one weight (N, K): codes uint8 (N, K), scale (N, nb), zero (N, nb) or None."""
     n, k = w.shape
-    scale_dtype = _SCALE_DTYPES[cfg.scale_dtype]
+    scale_dtype = cfg.scale_torch_dtype
     group = group_size_for(k, cfg.block_size)
     h = xtx.double()
     codes, scales, zeros, start = [], [], [], 0

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from enum import Enum
 
+import torch
+
 CONFIG_VERSION = 1
 FLOAT_BITS = 16  # bits=16 means "store the weight as float16" (MNN's --fp16)
-SCALE_DTYPES = ("float16", "float32")
+SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}  # the scale/zero storage dtypes, by name
 
 
 class QuantMethod(str, Enum):
@@ -88,7 +90,7 @@ class QuantConfig:
         if self.method is QuantMethod.HQQ and self.symmetric:
             raise ValueError("method='hqq' with symmetric=True is not supported: HQQ optimises a zero (asymmetric)")
         if self.scale_dtype not in SCALE_DTYPES:
-            raise ValueError(f"scale_dtype={self.scale_dtype!r} is not supported: use one of {SCALE_DTYPES}")
+            raise ValueError(f"scale_dtype={self.scale_dtype!r} is not supported: use one of {tuple(SCALE_DTYPES)}")
         if not 0 < self.hqq_lp_norm <= 1:
             raise ValueError(f"hqq_lp_norm={self.hqq_lp_norm} must be in (0, 1]")
         if self.hqq_beta <= 0 or self.hqq_kappa < 1:
@@ -120,6 +122,11 @@ class QuantConfig:
     def is_float(self) -> bool:
         """True for bits=16: the weight is stored as float16, not integers."""
         return self.bits == FLOAT_BITS
+
+    @property
+    def scale_torch_dtype(self) -> torch.dtype:
+        """The torch dtype scales and zeros are stored in (`scale_dtype` by name)."""
+        return SCALE_DTYPES[self.scale_dtype]
 
     def to_dict(self) -> dict:
         """JSON-ready dict with a version field; `from_dict` reads it back."""

@@ -208,7 +208,7 @@ class QuantizedWeight:
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict) -> QuantizedWeight:
         """Rebuild from `tensors()` and `metadata()`; raises ValueError when they disagree."""
-        from .validate import check_metadata, check_tensor_shapes  # validate imports this module
+        from .checks import check_metadata, check_tensor_shapes  # checks imports this module
 
         meta = check_metadata(metadata)
         qw = cls(packed=tensors.get("packed"), scale=tensors.get("scale"), zero=tensors.get("zero"), **meta)

@@ -27,14 +27,13 @@ from dataclasses import replace
 
 import torch
 
+from .checks import check_float_weight
 from .config import QuantConfig
 from .format import QuantizedWeight, group_size_for, symmetric_zero
 from .hqq import hqq_scale_zero
 from .packing import pack_bits
 from .rtn import rtn_scale_zero
-from .validate import check_float_weight
 
-_SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 _MAX_DAMP_RAISES = 6
 
 
@@ -122,7 +121,7 @@ def gptq_rows(w: torch.Tensor, h: torch.Tensor, cfg: QuantConfig, name: str = "w
     n, k = w.shape
     if h.shape != (k, k):
         raise ValueError(f"{name}: Hessian shape {tuple(h.shape)} does not match the weight's K={k}")
-    scale_dtype = _SCALE_DTYPES[cfg.scale_dtype]
+    scale_dtype = cfg.scale_torch_dtype
     group = group_size_for(k, cfg.block_size)
     nb = math.ceil(k / group)
     weight, hess = w.detach().double().clone(), h.detach().double().clone()

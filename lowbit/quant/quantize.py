@@ -5,14 +5,12 @@ from __future__ import annotations
 import torch
 
 from .blocks import row_chunks
+from .checks import check_float_weight
 from .config import QuantConfig, QuantMethod
 from .format import QuantizedWeight, group_size_for
 from .hqq import quantize_hqq_rows
 from .packing import pack_bits
 from .rtn import quantize_rtn_rows
-from .validate import check_float_weight
-
-_SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
 
 
 def quantize_weight(w: torch.Tensor, cfg: QuantConfig | None = None, name: str = "weight") -> QuantizedWeight:
@@ -34,7 +32,7 @@ def quantize_weight(w: torch.Tensor, cfg: QuantConfig | None = None, name: str =
                          "lowbit.quantize(model, cfg, calibration=...) (or lowbit.quant.gptq.gptq_quantize with a "
                          "Hessian)")
     group = group_size_for(w2d.shape[1], cfg.block_size)
-    scale_dtype = _SCALE_DTYPES[cfg.scale_dtype]
+    scale_dtype = cfg.scale_torch_dtype
     parts = [_quantize_rows(w2d[rows].float(), cfg, group, scale_dtype) for rows in row_chunks(*w2d.shape)]
     codes, scale, zero = (torch.cat(p) if p[0] is not None else None for p in zip(*parts, strict=True))
     return QuantizedWeight(
