@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checkpoint.outputs import write_file_atomic
 from ..quant.config import QuantConfig
 from .sensitivity import candidate_label
 
@@ -160,15 +160,10 @@ class AutoPlan:
 
 
 def _atomic_text(path: Path, text: str) -> None:
+    """Written as checkpoints are (temporary file, rename; never over a non-regular file)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomic(path, text.encode())
 
 
 def _floor(e: float) -> float:

@@ -16,6 +16,7 @@ import torch
 from .blocks import block_views
 from .config import QuantConfig
 from .format import QuantizedWeight, group_size_for
+from .hessian import split_by_hessians
 from .packing import pack_bits
 from .rtn import rtn_codes, rtn_scale_zero
 
@@ -91,12 +92,8 @@ def clip_rows(w: torch.Tensor, xtx: torch.Tensor, cfg: QuantConfig, ratios=CLIP_
 
 def clip_quantize(w: torch.Tensor, hessians, cfg: QuantConfig, name: str = "weight") -> QuantizedWeight:
     """Clip-searched RTN of w (N, ...) given one xtx per group of rows (see `lowbit.quant.gptq.gptq_quantize`)."""
-    hs = [hessians] if isinstance(hessians, torch.Tensor) else list(hessians)
     shape = tuple(w.shape)
-    w2d = w.detach().reshape(shape[0], -1)
-    if not hs or shape[0] % len(hs):
-        raise ValueError(f"{name}: {len(hs)} Hessians cannot split {shape[0]} output rows into equal groups")
-    rows = shape[0] // len(hs)
+    w2d, hs, rows = split_by_hessians(w, hessians, name)
     parts = [clip_rows(w2d[i * rows:(i + 1) * rows], h, cfg) for i, h in enumerate(hs)]
     zero = None if cfg.symmetric else torch.cat([p[2] for p in parts])
     return QuantizedWeight(packed=pack_bits(torch.cat([p[0] for p in parts]), cfg.bits),

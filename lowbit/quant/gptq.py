@@ -30,6 +30,7 @@ import torch
 from .checks import check_float_weight
 from .config import QuantConfig
 from .format import QuantizedWeight, group_size_for, symmetric_zero
+from .hessian import split_by_hessians
 from .hqq import hqq_scale_zero
 from .packing import pack_bits
 from .rtn import rtn_scale_zero
@@ -192,12 +193,8 @@ def gptq_quantize(w: torch.Tensor, hessians: torch.Tensor | Sequence[torch.Tenso
     check_float_weight(w, name)
     if cfg.is_float:
         raise ValueError(f"{name}: GPTQ rounds to integers; bits=16 storage needs no calibration")
-    hs = [hessians] if isinstance(hessians, torch.Tensor) else list(hessians)
     shape = tuple(w.shape)
-    w2d = w.detach().reshape(shape[0], -1)
-    if not hs or shape[0] % len(hs):
-        raise ValueError(f"{name}: {len(hs)} Hessians cannot split {shape[0]} output rows into equal groups")
-    rows = shape[0] // len(hs)
+    w2d, hs, rows = split_by_hessians(w, hessians, name)
     parts = [gptq_rows(w2d[i * rows:(i + 1) * rows], h, cfg, name) for i, h in enumerate(hs)]
     codes = torch.cat([p[0] for p in parts])
     scale = torch.cat([p[1] for p in parts])

@@ -50,3 +50,12 @@ def relative_output_error(w: torch.Tensor, w_hat: torch.Tensor, xtx: torch.Tenso
     err = output_error_sq(w2 - wh2, xtx).sum().item()
     return (max(err, 0.0) / ref) ** 0.5 if ref > 0 else 0.0
 
+
+def split_by_hessians(w: torch.Tensor, hessians, name: str = "weight"):
+    """(w as (N, K), the Hessians as a list, rows per Hessian): one xtx per equal group of output rows (a grouped
+    conv has one per group). ValueError naming `name` when they cannot split N evenly."""
+    hs = [hessians] if isinstance(hessians, torch.Tensor) else list(hessians)
+    w2d = w.detach().reshape(w.shape[0], -1)
+    if not hs or w.shape[0] % len(hs):
+        raise ValueError(f"{name}: {len(hs)} Hessians cannot split {w.shape[0]} output rows into equal groups")
+    return w2d, hs, w.shape[0] // len(hs)
