@@ -1,5 +1,6 @@
 """Native C kernel: build, layout, exact error bound against the float64 reference, and the no-compiler fallback."""
 
+import os
 import warnings
 
 import pytest
@@ -120,6 +121,10 @@ def test_each_variant_within_activation_bound(variant, rng, m):
 
 
 def test_default_build_is_the_best_variant_here(native):
+    pinned = os.environ.get(VARIANT_ENV, "")
+    if pinned and pinned != "native":  # the suite run pinned to a lower variant (as CI on another CPU kind)
+        assert native.variant == pinned
+        return
     assert native.variant == runnable_variants()[0]
     assert cpu_native.native_variant() == native.variant
     if {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"} <= (cpu_flags() or set()):
