@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from .source import c_source, c_source_path
+from .source import SOURCE_FILES, c_source, c_source_path, c_sources
 
 _AVX2 = ("-mavx2", "-mfma", "-mf16c")
 # variant -> (flag sets tried in order, /proc/cpuinfo flags the CPU must report), best first
@@ -111,14 +111,15 @@ def _key(compiler: str, flags: tuple[str, ...]) -> str:
 
 
 def _cached_source(folder: Path) -> Path:
-    """A copy of the source in the cache folder, for packages installed as a zip."""
-    src = folder / "lowbit_cpu.c"
-    if not src.exists():
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".c")
-        with os.fdopen(fd, "w") as f:
-            f.write(c_source())
-        os.replace(tmp, src)
-    return src
+    """A copy of the source files in the cache folder, for packages installed as a zip; the file to compile."""
+    for name, text in c_sources().items():
+        dst = folder / name
+        if not dst.exists():
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".src")
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, dst)
+    return folder / SOURCE_FILES[0]
 
 
 def _compile(compiler: str, flags: tuple[str, ...], out: Path) -> None:
