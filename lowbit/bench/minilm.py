@@ -24,7 +24,10 @@ RECIPES = {
     "int4 b64 hqq": QuantConfig(bits=4, block_size=64, method="hqq"),
     "int8 per-channel": QuantConfig(bits=8, block_size=-1),
 }
-MIN_COSINE = {"int4 b64 hqq": 0.95, "int8 per-channel": 0.999}
+# checked before timing: a wrong kernel lands far below. int8 at memory Low/High also rounds activations to int8 per
+# row in the packed kernel (lowest 0.9958 on EPYC), hence the looser floor there
+MIN_COSINE = {"int4 b64 hqq": 0.95, "int8 per-channel": 0.999, ("int8 per-channel", "low"): 0.99,
+              ("int8 per-channel", "high"): 0.99}
 
 
 def _features(model, seq_len: int) -> dict:
@@ -85,8 +88,9 @@ def run(seq_len: int = 128, threads: int = 2, out_dir: str | None = "bench/resul
             models[name, memory] = lnn.set_backend(copy.deepcopy(q) if memory != "low" else q, BackendConfig(memory))
     cosines = {key: (_min_cosine(m, ref) if key[0] != "fp32" else 1.0) for key, m in models.items()}
     for (name, memory), cos in cosines.items():
-        if name != "fp32" and cos < MIN_COSINE[name]:
-            raise RuntimeError(f"{name} memory={memory}: lowest cosine {cos:.4f} < {MIN_COSINE[name]}; not timing it")
+        floor = MIN_COSINE.get((name, memory), MIN_COSINE.get(name))
+        if name != "fp32" and cos < floor:
+            raise RuntimeError(f"{name} memory={memory}: lowest cosine {cos:.4f} < {floor}; not timing it")
     timings = _best_of_rounds(models, feats, rounds)
     rows = []
     fp32_ms = timings["fp32", "-"].median_ms
