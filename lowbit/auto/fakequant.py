@@ -18,7 +18,7 @@ from ..calib.capture import call_model
 from ..quant.blocks import row_chunks
 from ..quant.config import QuantConfig
 from ..quant.format import dequantize_blocks, group_size_for, symmetric_zero
-from ..quant.quantize import _quantize_rows, quantize_weight
+from ..quant.quantize import quantize_rows, quantize_weight
 from .metrics import select_output
 
 
@@ -30,7 +30,7 @@ def dequantized_weight(w: torch.Tensor, cfg: QuantConfig, name: str) -> tuple[to
     w2d = w.detach().reshape(w.shape[0], -1)
     n, k = w2d.shape
     group, scale_dtype = group_size_for(k, cfg.block_size), cfg.scale_torch_dtype
-    parts = [_quantize_rows(w2d[rows].float(), cfg, group, scale_dtype) for rows in row_chunks(n, k)]
+    parts = [quantize_rows(w2d[rows].float(), cfg, group, scale_dtype) for rows in row_chunks(n, k)]
     codes, scale, zero = (torch.cat(p) if p[0] is not None else None for p in zip(*parts, strict=True))
     full_zero = zero if zero is not None else torch.full_like(scale, float(symmetric_zero(cfg.bits)))
     deq = dequantize_blocks(codes, scale, full_zero, group, w.dtype).reshape(w.shape)

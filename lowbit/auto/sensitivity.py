@@ -63,16 +63,16 @@ def default_candidates(bits=(2, 3, 4, 5, 6, 8), blocks=(32, 64, 128, -1), method
 
 def quantizable_layers(model: nn.Module, skip=(), min_weights: int = 1024) -> dict[str, list[str]]:
     """{module name: its weight parameter names} of the layers `lowbit.quantize` would swap."""
-    skip, _ = _swap._check_patterns(skip, None)
+    skip, _ = _swap.check_patterns(skip, None)
     modules = dict(model.named_modules())
     out = {}
     for name, module in modules.items():
-        if _swap._quant_class(module) is None:
+        if _swap.quant_class(module) is None:
             continue
         parent = modules.get(name.rpartition(".")[0]) if name else None
-        params = _swap._param_names(module)
+        params = _swap.quantized_param_names(module)
         count = sum(getattr(module, p).numel() for p in params)
-        if not _swap._why_float(name, module, parent, skip, min_weights, count):
+        if not _swap.why_float(name, module, parent, skip, min_weights, count):
             out[name] = params
     return out
 

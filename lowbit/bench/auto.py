@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..quant import QuantConfig
-from .harness import Row, describe_environment, report
+from .harness import Row, describe_environment, load_average, report
 
 
 def _evaluate(q, ref: dict, sentences: dict) -> dict:
@@ -80,7 +79,7 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
                 "tuning error": plan.measured_error, "estimated error": plan.estimated_error,
                 "vs uniform bytes": plan.total_bytes / ub, "tune s": seconds, "model runs": plan.evaluations,
                 "repairs": plan.repair_steps}))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     notes = (f"all-MiniLM-L6-v2, the 37 Linear layers lowbit.quantize swaps; default candidates (2,3,4,5,6,8 bits x "
              f"blocks 32/64/128/per channel, HQQ, plus fp16), sensitivity mode {mode!r}, {n_tune} tuning sentences; "
              f"bytes = packed weights of those layers (fp32: {float_bytes:,}). 'tune s' is the whole auto_quantize "

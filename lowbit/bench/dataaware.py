@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import time
 
 import torch
 
 from ..quant import QuantConfig
-from .harness import Row, describe_environment, report
+from .harness import Row, describe_environment, load_average, report
 
 GPTQ_BEST = dict(method="gptq", gptq_act_order=True, gptq_scales="clip")
 RECIPES = [  # (label, bits, block, QuantConfig fields)
@@ -66,7 +65,7 @@ def run(recipes=RECIPES, n_calib: int = 128, threads: int = 2, out_dir: str | No
     for label, bits, block, fields in recipes:
         rows.append(_row(label, bits, block, fields, model, ref, cal))
         print(rows[-1].values, flush=True)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     notes = (f"all-MiniLM-L6-v2, all 37 Linear layers, asymmetric, float16 scales. Calibration: {n_calib} of "
              f"lowbit.calib's own sentences; cosine over the {len(SENTENCES)} lowbit.models.SENTENCES (not in the "
              f"calibration set). seconds = the whole lowbit.quantize call on {threads} threads (calibration passes "

@@ -123,6 +123,11 @@ def format_table(rows: list[Row], floatfmt: str = ".3f") -> str:
     return tabulate(data, headers=headers, tablefmt="github", floatfmt=floatfmt)
 
 
+def load_average() -> float:
+    """The 1-minute load average (NaN where the OS has none): benchmarks record it, since other jobs share cores."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -18,7 +18,7 @@ from torch import nn
 from .. import nn as lnn
 from ..quant import QuantConfig
 from ..runtime import BackendConfig
-from .harness import Row, describe_environment, report, time_fn
+from .harness import Row, describe_environment, load_average, report, time_fn
 
 RECIPES = {
     "int4 b64 hqq": QuantConfig(bits=4, block_size=64, method="hqq"),
@@ -105,7 +105,7 @@ def run(seq_len: int = 128, threads: int = 2, out_dir: str | None = "bench/resul
             "linear weight vs fp32": lin / fp32_lin, "model MB": total / 2**20, "model vs fp32": total / fp32_all,
             "min cosine": cosines[name, memory],
         }))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    load = load_average()
     notes = (f"1-min load average at the end: {load:.1f} on this machine (other jobs share the cores; timings with "
              "2 OpenMP threads suffer most when it exceeds the core count). "
              f"all-MiniLM-L6-v2, batch 1, sequence {seq_len}, {threads} threads, inference_mode, best median of "

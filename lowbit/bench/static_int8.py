@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .harness import Row, describe_environment, report
+from .harness import Row, describe_environment, load_average, report
 
 MS = (32, 64, 128, 256, 512)
 MIN_SQNR_DB = 25.0
@@ -170,12 +170,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead: MiniLM static int8 accuracy with N calibration sentences")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     if args.minilm:
         rows = minilm_rows(args.minilm)
         env = describe_environment()
         env.update({"cpu model (lscpu)": cpu_model(), "threads": torch.get_num_threads(),
-                    "load avg 1m before/after": f"{load_before:.2f}/{os.getloadavg()[0]:.2f}"})
+                    "load avg 1m before/after": f"{load_before:.2f}/{load_average():.2f}"})
         report(args.name or "static_int8_minilm", rows, env, out_dir=args.out or None,
                title="MiniLM static int8: embedding cosine to fp32",
                notes="Cosine between fp32 and static int8 sentence embeddings of lowbit.models.SENTENCES; "
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = linear_rows(4096, 4096, ms, rounds) + conv_rows(rounds)
     env = describe_environment()
     env.update({"cpu model (lscpu)": cpu_model(), "threads": torch.get_num_threads(),
-                "load avg 1m before/after": f"{load_before:.2f}/{os.getloadavg()[0]:.2f}", "cores": os.cpu_count()})
+                "load avg 1m before/after": f"{load_before:.2f}/{load_average():.2f}", "cores": os.cpu_count()})
     notes = ("Interleaved timing (one call per method per round, median over rounds). 'vs' columns: baseline ms / "
              "this ms (> 1 = faster). torch dynamic int8 = quantize_dynamic (fbgemm: per-call activation range + "
              "requantization). 'int8 GEMM only' = torch._int_mm on pre-quantized activations (the kernel alone).")

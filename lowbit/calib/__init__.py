@@ -6,13 +6,14 @@ Small API:
   ensure_eval(model) -> bool                              # eval mode for calibration; True if it was training
   run_pass(model, cal, hooks, modules, ...)               # one pass with forward pre-hooks on chosen layers
   trace_calls(model, item, modules)                       # call order of layers and which share an input
+  run_hooked(model, item, handles)                        # one no-grad call, then remove the hooks in handles
   minilm_calibration(model, limit=128)                    # the built-in MiniLM's own calibration sentences
   CalibrationError                                        # a bad item (named) or a NaN/inf activation (layer named)
 """
 
-from .capture import CalibrationError, ensure_eval, run_pass, trace_calls
+from .capture import CalibrationError, ensure_eval, run_hooked, run_pass, trace_calls
 from .minilm import minilm_calibration
 from .sources import CalibrationSet, Item, as_calibration
 
 __all__ = ["CalibrationError", "CalibrationSet", "Item", "as_calibration", "ensure_eval", "minilm_calibration",
-           "run_pass", "trace_calls"]
+           "run_hooked", "run_pass", "trace_calls"]

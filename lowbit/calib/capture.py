@@ -128,11 +128,16 @@ def trace_calls(model: nn.Module, item: Item, modules: Mapping[str, nn.Module]) 
             calls.append((name, id(x) if isinstance(x, torch.Tensor) else -len(calls) - 1))
         return pre_hook
 
-    handles = [m.register_forward_pre_hook(make(name)) for name, m in modules.items()]
+    run_hooked(model, item, [m.register_forward_pre_hook(make(name)) for name, m in modules.items()])
+    return calls
+
+
+def run_hooked(model: nn.Module, item: Item, handles) -> None:
+    """One call model(item) without gradients on the model's device, then remove `handles` (the hooks registered
+    for this call), also when the call fails."""
     try:
         with torch.no_grad():
             call_model(model, item, 0, _device_of(model))
     finally:
         for h in handles:
             h.remove()
-    return calls

@@ -77,7 +77,7 @@ def check_swappable(path: Path, model: torch.nn.Module, weights: dict) -> None:
     own table (which float module becomes which quantized one, and which of its parameters are packed).
     """
     from ..nn import QuantModule
-    from ..nn.swap import _param_names, _quant_class
+    from ..nn.swap import quant_class, quantized_param_names
 
     by_module: dict[str, list[str]] = defaultdict(list)
     for full in weights:
@@ -88,15 +88,15 @@ def check_swappable(path: Path, model: torch.nn.Module, weights: dict) -> None:
         m, label = modules.get(name), repr(name) if name else "the model itself"
         if isinstance(m, QuantModule):
             raise CheckpointError(f"{path}: module {label} is already quantized; load into the float model")
-        if m is None or _quant_class(m) is None:
+        if m is None or quant_class(m) is None:
             kind = type(m).__name__ if m is not None else "no module"
             raise CheckpointError(f"{path}: quantized weights {sorted(params)} belong to {label}, which is {kind}: "
                                   "only Linear, Conv1d, Conv2d and LSTM layers take packed weights (wrong model?)")
         if getattr(m, "proj_size", 0):
             raise CheckpointError(f"{path}: LSTM {label} has proj_size={m.proj_size}, which QuantLSTM does not support")
-        if sorted(params) != sorted(_param_names(m)):
-            raise CheckpointError(f"{path}: {type(m).__name__} {label} needs packed weights {_param_names(m)}; the "
-                                  f"file has {sorted(params)}")
+        if sorted(params) != sorted(quantized_param_names(m)):
+            raise CheckpointError(f"{path}: {type(m).__name__} {label} needs packed weights "
+                                  f"{quantized_param_names(m)}; the file has {sorted(params)}")
 
 
 def _snapshot(model: torch.nn.Module) -> list[tuple]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..calib import CalibrationError, as_calibration, ensure_eval, run_pass, trace_calls
-from ..nn import swap as _swap
+from ..nn import swap
 from ..nn.linear import as_backend
 from ..quant.config import QuantConfig, QuantMethod
 from .awq import fold_groups, fold_scales
@@ -72,9 +72,9 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend=None, ski
         if calibration is not None:
             warnings.warn(f"lowbit.quantize: calibration is not used by method={cfg.method.value!r}; use "
                           "method='gptq' or 'awq' for data-aware quantization", stacklevel=2)
-        return _swap.quantize(model, cfg, backend, skip, overrides, min_weights)
+        return swap.quantize(model, cfg, backend, skip, overrides, min_weights)
     backend = as_backend(backend)
-    skip, overrides = _swap._check_patterns(skip, overrides)
+    skip, overrides = swap.check_patterns(skip, overrides)
     cal = as_calibration(calibration, limit)
     start = time.perf_counter()
     summary = DataAwareSummary(calibration=cal.source, items=len(cal))
@@ -82,7 +82,7 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend=None, ski
         summary.notes.append("the model was in training mode: switched to eval() for calibration and left in eval")
     targets = _plan(model, cfg, overrides, skip, min_weights, summary)
     weights = _run(model, cal, targets, sequential, progress, awq_fold, summary)
-    model = _swap.swap_quantized(model, weights, backend)
+    model = swap.swap_quantized(model, weights, backend)
     summary.seconds = time.perf_counter() - start
     model.lowbit_summary = summary
     return model
@@ -93,16 +93,16 @@ def _plan(model, cfg, overrides, skip, min_weights, summary) -> dict[str, tuple[
     modules = dict(model.named_modules())
     targets = {}
     for name, module in modules.items():
-        if _swap._quant_class(module) is None:
+        if swap.quant_class(module) is None:
             continue
         parent = modules.get(name.rpartition(".")[0]) if name else None
-        names = _swap._param_names(module)
-        record = _swap.LayerRecord(name, type(module).__name__, sum(getattr(module, p).numel() for p in names))
-        record.reason = _swap._why_float(name, module, parent, skip, min_weights, record.weights) or ""
+        names = swap.quantized_param_names(module)
+        record = swap.LayerRecord(name, type(module).__name__, sum(getattr(module, p).numel() for p in names))
+        record.reason = swap.why_float(name, module, parent, skip, min_weights, record.weights) or ""
         if record.reason:
             summary.skipped.append(record)
         else:
-            targets[name] = (module, _swap._config_for(name, cfg, overrides), record)
+            targets[name] = (module, swap.config_for(name, cfg, overrides), record)
     return targets
 
 
@@ -137,7 +137,7 @@ def _plain(module, cfg, name) -> list[WeightResult]:
     from ..quant.quantize import quantize_weight
 
     out = []
-    for p in _swap._param_names(module):
+    for p in swap.quantized_param_names(module):
         qw = quantize_weight(getattr(module, p), plain_config(cfg), f"{name}.{p}")
         out.append(WeightResult(f"{name}.{p}" if name else p, qw, float("nan"), float("nan")))
     return out
@@ -235,9 +235,9 @@ def _collect(targets, results, summary) -> dict:
             weights[r.name if name else r.name.rpartition(".")[2]] = r.qweight
             if r.error_before == r.error_before:  # not NaN: measured
                 summary.errors.append(LayerError(r.name, r.qweight.method, r.error_before, r.error_after))
-        names = _swap._param_names(module)
-        record.config = _swap._describe(cfg) + (" +awq" if cfg.awq else "")
-        record.bytes_before = sum(_swap._nbytes(getattr(module, p)) for p in names)
+        names = swap.quantized_param_names(module)
+        record.config = swap.describe_config(cfg) + (" +awq" if cfg.awq else "")
+        record.bytes_before = sum(swap._nbytes(getattr(module, p)) for p in names)
         record.bytes_after = sum(r.qweight.nbytes for r in res)
         summary.swapped.append(record)
     return weights

@@ -67,14 +67,14 @@ class QuantizeSummary:
                 f"{self.bytes_before:,} -> {self.bytes_after:,} bytes ({ratio:.1%})")
 
 
-def _quant_class(module: nn.Module):
+def quant_class(module: nn.Module):
     for float_cls, quant_cls in _SWAPS:
         if isinstance(module, float_cls) and not isinstance(module, QuantModule):
             return quant_cls
     return None
 
 
-def _param_names(module: nn.Module) -> list[str]:
+def quantized_param_names(module: nn.Module) -> list[str]:
     if isinstance(module, nn.LSTM):
         return lstm_param_names(module.num_layers, module.bidirectional, module.bias)[0]
     return ["weight"]
@@ -84,7 +84,7 @@ def _matches(name: str, pattern: str) -> bool:
     return name == pattern or fnmatch.fnmatchcase(name, pattern) or name.startswith(pattern + ".")
 
 
-def _check_patterns(skip, overrides) -> tuple[list[str], dict]:
+def check_patterns(skip, overrides) -> tuple[list[str], dict]:
     skip = [skip] if isinstance(skip, str) else list(skip or [])
     for p in skip:
         if not isinstance(p, str):
@@ -97,14 +97,14 @@ def _check_patterns(skip, overrides) -> tuple[list[str], dict]:
     return skip, overrides
 
 
-def _config_for(name: str, cfg: QuantConfig, overrides: dict) -> QuantConfig:
+def config_for(name: str, cfg: QuantConfig, overrides: dict) -> QuantConfig:
     """An exact-name override first, then the first matching glob, else the model-wide config."""
     if name in overrides:
         return overrides[name]
     return next((c for p, c in overrides.items() if _matches(name, p)), cfg)
 
 
-def _why_float(name: str, module: nn.Module, parent: nn.Module | None, skip: list[str], min_weights: int,
+def why_float(name: str, module: nn.Module, parent: nn.Module | None, skip: list[str], min_weights: int,
                count: int) -> str | None:
     """The reason a candidate layer stays float, or None to quantize it."""
     hit = next((p for p in skip if _matches(name, p)), None)
@@ -119,7 +119,7 @@ def _why_float(name: str, module: nn.Module, parent: nn.Module | None, skip: lis
         return f"QuantLSTM does not support proj_size={module.proj_size}"
     if count < min_weights:
         return f"tiny: {count} weights < min_weights={min_weights}"
-    if any(getattr(module, p).device.type == "meta" for p in _param_names(module)):
+    if any(getattr(module, p).device.type == "meta" for p in quantized_param_names(module)):
         return "weights are on the meta device (load packed weights with swap_quantized / lowbit.load instead)"
     return None
 
@@ -139,7 +139,7 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend: BackendC
     if isinstance(min_weights, bool) or not isinstance(min_weights, int) or min_weights < 0:
         raise ValueError(f"min_weights={min_weights!r} must be a non-negative int")
     backend = as_backend(backend)
-    skip, overrides = _check_patterns(skip, overrides)
+    skip, overrides = check_patterns(skip, overrides)
     aware = next((c for c in (cfg, *overrides.values()) if c.data_aware), None)
     if aware is not None:  # data-aware methods run above nn (lowbit.dataaware), fed by calibration inputs
         raise ValueError(f"method={aware.method.value!r} needs calibration data: use lowbit.quantize(model, cfg, "
@@ -147,22 +147,22 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend: BackendC
     summary, weights = QuantizeSummary(), {}
     modules = dict(model.named_modules())
     for name, module in modules.items():
-        if _quant_class(module) is None:
+        if quant_class(module) is None:
             continue
         parent = modules.get(name.rpartition(".")[0]) if name else None
-        names = _param_names(module)
+        names = quantized_param_names(module)
         count = sum(getattr(module, p).numel() for p in names)
         record = LayerRecord(name, type(module).__name__, count)
-        record.reason = _why_float(name, module, parent, skip, min_weights, count) or ""
+        record.reason = why_float(name, module, parent, skip, min_weights, count) or ""
         if not record.reason:
-            layer_cfg = _config_for(name, cfg, overrides)
+            layer_cfg = config_for(name, cfg, overrides)
             try:
                 packed = {p: quantize_weight(getattr(module, p), layer_cfg, f"{name}.{p}") for p in names}
             except ValueError as e:
                 record.reason = f"cannot quantize: {e}"
             else:
                 weights.update({f"{name}.{p}" if name else p: qw for p, qw in packed.items()})
-                record.config = _describe(layer_cfg)
+                record.config = describe_config(layer_cfg)
                 record.bytes_before = sum(_nbytes(getattr(module, p)) for p in names)
                 record.bytes_after = sum(qw.nbytes for qw in packed.values())
         (summary.skipped if record.reason else summary.swapped).append(record)
@@ -171,7 +171,7 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend: BackendC
     return model
 
 
-def _describe(cfg: QuantConfig) -> str:
+def describe_config(cfg: QuantConfig) -> str:
     if cfg.is_float:
         return "fp16"
     block = "per-channel" if cfg.block_size == -1 else f"b{cfg.block_size}"
@@ -212,8 +212,8 @@ def swap_quantized(model: nn.Module, weights: dict[str, QuantizedWeight],
 
 
 def _quant_module(module: nn.Module, name: str, ws: dict[str, QuantizedWeight], backend: BackendConfig):
-    quant_cls = _quant_class(module)
-    expected = _param_names(module) if quant_cls is not None else []
+    quant_cls = quant_class(module)
+    expected = quantized_param_names(module) if quant_cls is not None else []
     if quant_cls is None or sorted(ws) != sorted(expected):
         raise ValueError(f"module {name!r} ({type(module).__name__}) cannot hold packed weights {sorted(ws)}: "
                          f"supported are Linear/Conv1d/Conv2d 'weight' and all LSTM gate weights {expected or ''}")

@@ -33,7 +33,7 @@ def quantize_weight(w: torch.Tensor, cfg: QuantConfig | None = None, name: str =
                          "Hessian)")
     group = group_size_for(w2d.shape[1], cfg.block_size)
     scale_dtype = cfg.scale_torch_dtype
-    parts = [_quantize_rows(w2d[rows].float(), cfg, group, scale_dtype) for rows in row_chunks(*w2d.shape)]
+    parts = [quantize_rows(w2d[rows].float(), cfg, group, scale_dtype) for rows in row_chunks(*w2d.shape)]
     codes, scale, zero = (torch.cat(p) if p[0] is not None else None for p in zip(*parts, strict=True))
     return QuantizedWeight(
         packed=pack_bits(codes, cfg.bits), scale=scale, zero=zero, shape=shape, dtype=dtype, bits=cfg.bits,
@@ -41,7 +41,7 @@ def quantize_weight(w: torch.Tensor, cfg: QuantConfig | None = None, name: str =
     )
 
 
-def _quantize_rows(w: torch.Tensor, cfg: QuantConfig, group: int, scale_dtype: torch.dtype):
+def quantize_rows(w: torch.Tensor, cfg: QuantConfig, group: int, scale_dtype: torch.dtype):
     if cfg.method is QuantMethod.HQQ:
         return quantize_hqq_rows(w, cfg.bits, group, cfg, scale_dtype)
     return quantize_rtn_rows(w, cfg.bits, group, cfg.symmetric, scale_dtype)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..calib import Item
-from ..calib.capture import _device_of, call_model
+from ..calib import Item, run_hooked
 
 _PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -42,12 +41,7 @@ def find_bn_pairs(model: nn.Module, item: Item) -> list[tuple[str, str]]:
             handles.append(m.register_forward_hook(after(name)))
         elif isinstance(m, _NORMS) and name:
             handles.append(m.register_forward_pre_hook(before(name)))
-    try:
-        with torch.no_grad():
-            call_model(model, item, 0, _device_of(model))
-    finally:
-        for h in handles:
-            h.remove()
+    run_hooked(model, item, handles)
     return [(p, b) for p, b in pairs if calls.get(p) == 1 and calls.get(b) == 1
             and named[b].num_features == named[p].weight.shape[0]]
 
