@@ -237,7 +237,7 @@ def _collect(targets, results, summary) -> dict:
                 summary.errors.append(LayerError(r.name, r.qweight.method, r.error_before, r.error_after))
         names = swap.quantized_param_names(module)
         record.config = swap.describe_config(cfg) + (" +awq" if cfg.awq else "")
-        record.bytes_before = sum(swap._nbytes(getattr(module, p)) for p in names)
+        record.bytes_before = sum(swap.tensor_nbytes(getattr(module, p)) for p in names)
         record.bytes_after = sum(r.qweight.nbytes for r in res)
         summary.swapped.append(record)
     return weights

@@ -163,7 +163,7 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend: BackendC
             else:
                 weights.update({f"{name}.{p}" if name else p: qw for p, qw in packed.items()})
                 record.config = describe_config(layer_cfg)
-                record.bytes_before = sum(_nbytes(getattr(module, p)) for p in names)
+                record.bytes_before = sum(tensor_nbytes(getattr(module, p)) for p in names)
                 record.bytes_after = sum(qw.nbytes for qw in packed.values())
         (summary.skipped if record.reason else summary.swapped).append(record)
     model = swap_quantized(model, weights, backend)
@@ -178,7 +178,7 @@ def describe_config(cfg: QuantConfig) -> str:
     return f"int{cfg.bits} {block} {'sym' if cfg.symmetric else 'asym'} {cfg.method.value}"
 
 
-def _nbytes(t: torch.Tensor) -> int:
+def tensor_nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
