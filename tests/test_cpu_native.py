@@ -120,6 +120,36 @@ def test_each_variant_within_activation_bound(variant, rng, m):
             assert bool((err <= 0).all()), (variant.variant, bits, block, k, per_row, float(err.max()))
 
 
+# The register-tiled path (AVX-512 VNNI, M >= 16 rows; lowbit_cpu_tile512.h): M just below / at / above the
+# threshold and not a multiple of the 4-row micro-tile; N with tail tiles of < 16 and 16..31 rows; K with a short
+# last block, blocks straddling the 512-code chunks (96 at K 600, per channel at K 700 and 1000), bits 2..8.
+TILE_CASES = [(2, 64, 200, 45), (3, 96, 600, 70), (4, 128, 520, 33), (4, -1, 700, 32), (5, 32, 300, 17),
+              (6, 64, 330, 50), (7, 128, 640, 31), (8, -1, 1000, 40), (8, 128, 520, 64)]
+
+
+@pytest.mark.parametrize("m", [15, 16, 21])
+def test_tiled_path_within_bound_and_matches_rows(variant, rng, m):
+    for bits, block, k, n in TILE_CASES:
+        w = torch.randn(n, k, generator=rng)
+        x = torch.randn(m, k, generator=rng) * 3
+        bias = torch.randn(n, generator=rng)
+        qw = quantize_weight(w, QuantConfig(bits=bits, block_size=block))
+        cw = qw.compute_layout()
+        ref = linear_reference(x.double(), cw, bias.double(), torch.float64)
+        ops = _operands(qw, k, block)
+        for per_row in (True, False):
+            y = _gemm(bits)(x, *ops, bias, act_per_row=per_row, library=variant)
+            act_group = k if per_row or block == -1 else block
+            bound = _activation_bound(x, cw.dequantize(torch.float64), act_group) + 1e-4 * (1 + ref.abs())
+            err = (y.double() - ref).abs() - bound
+            case = (variant.variant, bits, block, k, n, per_row)
+            assert bool((err <= 0).all()), (*case, float(err.max()))
+            # the same rows one at a time take the row kernels: the same integer dots, fp32 sums in another order
+            rows = torch.cat([_gemm(bits)(x[i:i + 1], *ops, bias, act_per_row=per_row, library=variant)
+                              for i in range(0, m, 7)])
+            torch.testing.assert_close(y[::7], rows, rtol=1e-5, atol=1e-4 * float(rows.abs().max()), msg=str(case))
+
+
 def test_default_build_is_the_best_variant_here(native):
     pinned = os.environ.get(VARIANT_ENV, "")
     if pinned and pinned != "native":  # the suite run pinned to a lower variant (as CI on another CPU kind)

@@ -35,7 +35,8 @@ class Capabilities:
     cpu_int4: lowbit.kernels.cpu_int4 can run here; cpu_int4_impl names what serves it ("" when unknown/none).
     torch_int4pack: torch's _weight_int4pack_mm_for_cpu op exists. kleidiai: torch's ARM KleidiAI is usable.
     native_extension: cpu_int4 is served by lowbit's compiled CPU extension; native_variant: its ISA variant
-    ("avx512vnni", "avxvnni", "avx2", "portable"; "" without it), chosen at build or pinned by LOWBIT_NATIVE_VARIANT.
+    ("avx512vnni", "avxvnni", "avx2", ARM "i8mm", "dotprod", "neon", or "portable"; "" without it), chosen at
+    build or pinned by LOWBIT_NATIVE_VARIANT.
     cpu_features: ISA features from /proc/cpuinfo (avx2, avx512, neon, ...). cpu_bf16 / cpu_fp16: native support.
     cpu_name, gpu_names: device names.
     torch_cpu_capability: the ISA level of torch's own CPU kernels (ATEN_CPU_CAPABILITY lowers it).

@@ -54,7 +54,8 @@ def native_unavailable_reason() -> str | None:
 
 
 def native_variant() -> str:
-    """The ISA variant of the loaded library ("avx512vnni", "avxvnni", "avx2", "portable"), "" when unavailable."""
+    """The ISA variant of the loaded library ("avx512vnni", "avxvnni", "avx2"; on ARM "i8mm", "dotprod", "neon";
+    "portable"), "" when unavailable."""
     lib = native_library()
     return "" if lib is None else lib.variant
 

@@ -8,8 +8,10 @@ loaded.
 ISA variants (`VARIANTS`), one library each, all from the same lowbit_cpu.c (its #if blocks follow the flags):
 avx512vnni (AVX-512 F/BW/VL + VNNI: vpdpbusd on 256-bit vectors), avxvnni (the VEX form on client CPUs), avx2,
 portable (plain C, with OpenMP, then without), and native (-march=native: whatever this compiler makes of this
-CPU). By default the variants whose features /proc/cpuinfo reports are tried best first, then portable; a compiler
-that refuses a variant's flags falls through to the next. LOWBIT_NATIVE_VARIANT=<name> pins one (tests,
+CPU); on aarch64 (lowbit_cpu_rows_neon.h) i8mm (usdot), dotprod (sdot) and neon (armv8-a Advanced SIMD,
+also what portable compiles to there). By default the variants whose features /proc/cpuinfo reports (x86 `flags`,
+aarch64 `Features`) are tried best first, then portable; a compiler that refuses a variant's flags falls through to
+the next. LOWBIT_NATIVE_VARIANT=<name> pins one (tests,
 reproducible numbers; on an AVX-512 machine "avx2" builds what an AVX2-only CPU runs); pinning a variant the CPU
 does not report is an error rather than an illegal instruction later.
 """
@@ -36,10 +38,13 @@ _TARGETS = {
                    ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni")),
     "avxvnni": ((("-O3", *_AVX2, "-mavxvnni", "-fopenmp"),), ("avx2", "fma", "f16c", "avx_vnni")),
     "avx2": ((("-O3", *_AVX2, "-fopenmp"),), ("avx2", "fma", "f16c")),
+    "i8mm": ((("-O3", "-march=armv8.2-a+dotprod+i8mm", "-fopenmp"),), ("asimd", "asimddp", "i8mm")),
+    "dotprod": ((("-O3", "-march=armv8.2-a+dotprod", "-fopenmp"),), ("asimd", "asimddp")),
+    "neon": ((("-O3", "-march=armv8-a", "-fopenmp"), ("-O3", "-march=armv8-a")), ("asimd",)),
     "portable": ((("-O3", "-fopenmp"), ("-O3",)), ()),
     "native": ((("-O3", "-march=native", "-fopenmp"),), ()),
 }
-_ISA_NAMES = {0: "portable", 1: "avx2", 2: "avxvnni", 3: "avx512vnni"}  # lb_isa() -> variant
+_ISA_NAMES = {0: "portable", 1: "avx2", 2: "avxvnni", 3: "avx512vnni", 4: "neon", 5: "dotprod", 6: "i8mm"}  # lb_isa()
 _COMMON_FLAGS = ("-shared", "-fPIC", "-std=c11", "-fno-math-errno")
 _LOCK = threading.Lock()
 
@@ -58,7 +63,8 @@ class NativeLibrary:
     simd: bool
     openmp: bool
     variant: str = ""
-    """The ISA compiled in ("avx512vnni", "avxvnni", "avx2", "portable"), read back from the library."""
+    """The ISA compiled in ("avx512vnni", "avxvnni", "avx2", "i8mm", "dotprod", "neon", "portable"), read back from
+    the library."""
 
 
 def compiler_command() -> str:
@@ -73,7 +79,8 @@ def cache_root() -> Path:
 
 
 def cpu_flags(cpuinfo: str | None = None) -> frozenset[str] | None:
-    """The x86 feature flags /proc/cpuinfo reports (its text, read when not given); None when it cannot be read."""
+    """The feature flags /proc/cpuinfo reports (x86 `flags`, aarch64 `Features`; its text, read when not given); None
+    when it cannot be read."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo") as f:
@@ -83,7 +90,7 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str] | None:
     flags: set[str] = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "flags":
+        if key.strip() in ("flags", "Features"):
             flags.update(value.split())
     return frozenset(flags)
 
@@ -166,7 +173,8 @@ def _build_with(compiler: str, flags: tuple[str, ...], root: Path) -> NativeLibr
 PORTABLE_FLAGS = (("-O3",),)  # plain C, no SIMD, no OpenMP: what any C compiler builds
 VARIANT_ENV = "LOWBIT_NATIVE_VARIANT"
 VARIANTS = {name: sets for name, (sets, _) in _TARGETS.items()}
-AUTO_ORDER = ("avx512vnni", "avxvnni", "avx2", "portable")  # what the default build tries, where the CPU runs it
+# what the default build tries, where the CPU runs it (the x86 and ARM variants never both)
+AUTO_ORDER = ("avx512vnni", "avxvnni", "avx2", "i8mm", "dotprod", "neon", "portable")
 
 
 def runnable_variants(flags: frozenset[str] | None = None) -> tuple[str, ...]:

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <math.h>
 #include <string.h>
+#include <stdlib.h>
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define LB_AVX2 1
@@ -29,10 +30,24 @@
 #else
 #define LB_VNNI 0
 #endif
+/* aarch64: NEON kernels (lowbit_cpu_rows_neon.h); 1 Advanced SIMD, 2 +dotprod (sdot), 3 +i8mm (usdot). */
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#include <arm_neon.h>
+#if defined(__ARM_FEATURE_MATMUL_INT8) && defined(__ARM_FEATURE_DOTPROD)
+#define LB_NEON 3
+#elif defined(__ARM_FEATURE_DOTPROD)
+#define LB_NEON 2
+#else
+#define LB_NEON 1
+#endif
+#else
+#define LB_NEON 0
+#endif
 
-int lb_simd(void) { return LB_AVX2; }
-/* The ISA compiled in: 0 plain C, 1 AVX2, 2 AVX-VNNI, 3 AVX-512 VNNI (build.py maps it to a variant name). */
-int lb_isa(void) { return !LB_AVX2 ? 0 : LB_VNNI == 2 ? 3 : LB_VNNI == 1 ? 2 : 1; }
+int lb_simd(void) { return LB_AVX2 || LB_NEON; }
+/* The ISA compiled in: 0 plain C, 1 AVX2, 2 AVX-VNNI, 3 AVX-512 VNNI, 4 NEON, 5 +dotprod, 6 +i8mm (build.py maps it
+   to a variant name). */
+int lb_isa(void) { return LB_NEON ? 3 + LB_NEON : !LB_AVX2 ? 0 : LB_VNNI == 2 ? 3 : LB_VNNI == 1 ? 2 : 1; }
 int lb_openmp(void) {
 #ifdef _OPENMP
     return 1;
@@ -104,6 +119,13 @@ void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, 
 }
 
 #include "lowbit_cpu_rows.h"  /* q4_row, q8_row, q4_pair_g2, dotf: SIMD and plain C */
+#if LB_VNNI == 2
+#include "lowbit_cpu_tile512.h"  /* gemm_tile512: outputs across lanes, for M >= LB_TILE_MIN_M */
+#endif
+/* From this many activation rows the tiled kernel's per-chunk weight transpose is paid back (measured). */
+#ifndef LB_TILE_MIN_M
+#define LB_TILE_MIN_M 16
+#endif
 
 #define Q4_ROWS(GSB, ROWD)                                                                              \
     switch (mr) {                                                                                       \
@@ -190,6 +212,9 @@ static inline __attribute__((always_inline)) void gemm_tiles(
         const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
         const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias, float* y,
         int nt, const int BITS) {
+#if LB_VNNI == 2
+    if (M >= LB_TILE_MIN_M && gemm_tile512(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, bias, y, nt, BITS)) return;
+#endif
     const int64_t nsb = Kp / 32, row_bytes = Kp * BITS / 8, NC = LB_NC, MC = 32;
     const int64_t ntask = (N + NC - 1) / NC;
     for (int64_t mc = 0; mc < M; mc += MC) {
@@ -251,3 +276,5 @@ void lb_gemm_q8(const uint8_t* w, const float* ws, const float* wsz, int64_t N, 
                 float* y, int nt) {
     gemm_tiles(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, per_row, bias, y, nt, 8);
 }
+
+#include "lowbit_cpu_static.h"  /* static W8A8: fixed-scale activations, int8 GEMM, fused epilogue */

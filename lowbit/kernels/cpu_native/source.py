@@ -10,7 +10,9 @@ import functools
 from importlib import resources
 from pathlib import Path
 
-SOURCE_FILES = ("lowbit_cpu.c", "lowbit_cpu_rows.h")  # the first is compiled; it includes the others
+# the first is compiled; it includes the others
+SOURCE_FILES = ("lowbit_cpu.c", "lowbit_cpu_rows.h", "lowbit_cpu_rows_neon.h", "lowbit_cpu_static.h",
+                "lowbit_cpu_tile512.h")
 
 
 @functools.cache

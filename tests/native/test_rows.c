@@ -1,0 +1,175 @@
+/* Checks the native kernels' entry points (lb_quant_act, lb_gemm_q4, lb_gemm_q8 of lowbit_cpu.c, linked in) against
+   a scalar reference: activation quantization exactly (it is integer rounding of the same float products), the GEMMs
+   in double, over codes of 2..8 bits, per-row and blocked groups (32, 64, 128; K not a multiple of the block),
+   activation scales per row and per block, odd M and N, bias or none, 1 and 2 threads, and an all-maximum case
+   whose dot overflows int32 unless flushed.
+   Built and run by tests/test_native_arm.py: natively once per x86 variant, cross-compiled per ARM variant under
+   qemu-aarch64. Usage: test_rows <expected lb_isa()>; prints a summary line; exits 1 on any failure. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, int64_t nb, int per_row,
+                  int8_t* xq, float* xd, float* xs, int nt);
+void lb_gemm_q4(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
+                const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias,
+                float* y, int nt);
+void lb_gemm_q8(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
+                const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias,
+                float* y, int nt);
+int lb_isa(void);
+
+/* |y - ref| <= TOL * (the sum of |terms| of ref): fp32 block accumulation stays near 1e-7 of it; one wrong code,
+   scale or padding byte costs ~1 / K of it or more (>= 1e-3 at the largest K of the random cases). */
+#define TOL 2e-5
+
+static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint32_t next_u32(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 11);
+}
+static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next_u32() % 1000003) / 1000003.f; }
+
+typedef struct {
+    int bits, M, N, K, gk, per_row, bias, nt, extreme; /* gk 0: one block per row */
+} Case;
+
+/* Reference int8 quantization of n values with one scale: the kernel's rounding, written out in scalar float. */
+static void ref_quant_block(const float* x, int n, int8_t* q, float* d) {
+    float amax = 0.f;
+    for (int k = 0; k < n; ++k) amax = fabsf(x[k]) > amax ? fabsf(x[k]) : amax;
+    const float id = amax > 0.f ? 127.f / amax : 0.f;
+    for (int k = 0; k < n; ++k) q[k] = (int8_t)nearbyintf(x[k] * id);
+    *d = amax / 127.f;
+}
+
+/* pack_q4 / pack_q8 of lowbit.kernels.cpu_native: codes (N, K) -> (N, Kp/2) nibbles or (N, Kp) bytes. */
+static void pack(const uint8_t* codes, int N, int K, int Kp, int bits, uint8_t* w) {
+    const int row_bytes = bits <= 4 ? Kp / 2 : Kp;
+    memset(w, 0, (size_t)N * row_bytes);
+    for (int n = 0; n < N; ++n)
+        for (int k = 0; k < K; ++k) {
+            const uint8_t c = codes[(size_t)n * K + k];
+            if (bits > 4) w[(size_t)n * row_bytes + k] = c;
+            else w[(size_t)n * row_bytes + (k / 64) * 32 + k % 32] |= (uint8_t)(k % 64 < 32 ? c : c << 4);
+        }
+}
+
+/* Runs one case; returns its largest |y - ref| / magnitude, or a negative number when quantization is not exact. */
+static double run_case(const Case* c) {
+    const int M = c->M, N = c->N, K = c->K, Kp = (K + 63) / 64 * 64;
+    const int gk = c->gk ? c->gk : Kp, nb = (K + gk - 1) / gk, qmax = (1 << c->bits) - 1;
+    float* x = malloc(sizeof(float) * M * K);
+    uint8_t* codes = malloc((size_t)N * K);
+    uint8_t* w = malloc((size_t)N * Kp);
+    float *ws = malloc(sizeof(float) * N * nb), *wz = malloc(sizeof(float) * N * nb);
+    float *wsz = malloc(sizeof(float) * N * nb), *bias = malloc(sizeof(float) * N);
+    int8_t *xq = malloc((size_t)M * Kp), *rq = malloc((size_t)M * Kp);
+    float *xd = malloc(sizeof(float) * M * nb), *xs = malloc(sizeof(float) * M * nb);
+    float* rd = malloc(sizeof(float) * M * nb);
+    float* y = malloc(sizeof(float) * M * N);
+    for (int i = 0; i < M * K; ++i) x[i] = c->extreme ? 1.f : uniform(-1.f, 1.f) * (next_u32() % 50 ? 1.f : 8.f);
+    for (int i = 0; i < N * K; ++i) codes[i] = c->extreme ? (uint8_t)qmax : (uint8_t)(next_u32() % (qmax + 1));
+    for (int i = 0; i < N * nb; ++i) {
+        ws[i] = uniform(0.002f, 0.03f);
+        wz[i] = c->extreme ? 0.f : uniform(0.f, (float)qmax); /* zeros may be any float (HQQ) */
+        wsz[i] = ws[i] * wz[i];
+    }
+    for (int n = 0; n < N; ++n) bias[n] = uniform(-1.f, 1.f);
+    pack(codes, N, K, Kp, c->bits, w);
+
+    /* quantization: xq, xd exact; xs = d * sum(q) per block */
+    lb_quant_act(x, M, K, Kp, gk, nb, c->per_row, xq, xd, xs, c->nt);
+    memset(rq, 0, (size_t)M * Kp);
+    int exact = 1;
+    for (int m = 0; m < M; ++m) {
+        float d = 0.f;
+        if (c->per_row) ref_quant_block(x + m * K, K, rq + m * Kp, &d);
+        for (int b = 0; b < nb; ++b) {
+            const int lo = b * gk, hi = lo + gk < K ? lo + gk : K;
+            if (!c->per_row) ref_quant_block(x + m * K + lo, hi - lo, rq + m * Kp + lo, &d);
+            int32_t s = 0;
+            for (int k = lo; k < hi; ++k) s += rq[m * Kp + k];
+            rd[m * nb + b] = d;
+            exact &= xd[m * nb + b] == d && xs[m * nb + b] == d * (float)s;
+        }
+    }
+    exact &= memcmp(xq, rq, (size_t)M * Kp) == 0;
+
+    /* GEMM against the double reference from the reference quantization */
+    (c->bits <= 4 ? lb_gemm_q4 : lb_gemm_q8)(w, ws, wsz, N, Kp, gk / 32, nb, rq, rd, xs, M, c->per_row,
+                                              c->bias ? bias : NULL, y, c->nt);
+    double worst = 0.;
+    for (int m = 0; m < M; ++m)
+        for (int n = 0; n < N; ++n) {
+            double ref = c->bias ? bias[n] : 0., mag = fabs(ref);
+            for (int b = 0; b < nb; ++b) {
+                const int lo = b * gk, hi = lo + gk < K ? lo + gk : K;
+                double dot = 0., adot = 0., asum = 0.;
+                for (int k = lo; k < hi; ++k) {
+                    const double q = codes[(size_t)n * K + k], a = rq[m * Kp + k];
+                    dot += q * a;
+                    adot += fabs(q * a);
+                    asum += a;
+                }
+                const double d = rd[m * nb + b];
+                ref += d * ((double)ws[n * nb + b] * dot - (double)wsz[n * nb + b] * asum);
+                mag += d * (fabs((double)ws[n * nb + b]) * adot + fabs((double)wsz[n * nb + b] * asum));
+            }
+            const double err = fabs((double)y[m * N + n] - ref) / (mag > 0. ? mag : 1.);
+            worst = err > worst || isnan(err) ? err : worst;
+        }
+    free(x); free(codes); free(w); free(ws); free(wz); free(wsz); free(bias);
+    free(xq); free(rq); free(xd); free(xs); free(rd); free(y);
+    return exact ? worst : -1.;
+}
+
+int main(int argc, char** argv) {
+    const int want_isa = argc > 1 ? atoi(argv[1]) : -1;
+    if (want_isa >= 0 && lb_isa() != want_isa) {
+        printf("FAIL lb_isa() = %d, expected %d\n", lb_isa(), want_isa);
+        return 1;
+    }
+    /* (M, N): M < 4, = 4, past 4 (tiles of 4 rows) and past 32 (chunks of 32 rows); N odd, < 16 and past 16 (tasks
+       of 16 weight rows) */
+    static const int shapes[][2] = {{1, 1}, {1, 33}, {3, 19}, {4, 16}, {9, 18}, {33, 3}};
+    static const int ks[] = {32, 100, 320, 576}; /* Kp 64 with a block of 128; partial last blocks */
+    static const int gks[] = {0, 32, 64, 128};
+    int ncase = 0, nfail = 0;
+    double worst = 0.;
+    for (int bits = 8; bits >= 2; --bits) /* 8-bit codes first: usdot (i8mm) runs at once */
+        for (int ig = 0; ig < 4; ++ig)
+            for (int ik = 0; ik < 4; ++ik)
+                for (int is = 0; is < 6; ++is)
+                    for (int per_row = 0; per_row < 2; ++per_row) {
+                        const Case c = {bits, shapes[is][0], shapes[is][1], ks[ik], gks[ig], per_row,
+                                        (ncase & 1), 1 + (ncase % 3 == 0), 0};
+                        const double e = run_case(&c);
+                        ++ncase;
+                        worst = e > worst ? e : worst;
+                        if (!(e >= 0. && e <= TOL)) {
+                            ++nfail;
+                            printf("FAIL bits=%d M=%d N=%d K=%d gk=%d per_row=%d: %s %.3g\n", bits, c.M, c.N, c.K,
+                                   c.gk, per_row, e < 0. ? "quantization not exact" : "relative error", e);
+                        }
+                    }
+    /* all codes at their maximum, all activations 127: one block of 70000 codes, whose dot (2.27e9) overflows int32
+       unless the kernels flush it to fp32 (every 1024 sub-blocks of 32) */
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int per_row = 0; per_row < 2; ++per_row) {
+            const Case c = {bits, 3, 3, 70000, 0, per_row, 1, 1, 1};
+            const double e = run_case(&c);
+            ++ncase;
+            worst = e > worst ? e : worst;
+            if (!(e >= 0. && e <= TOL)) {
+                ++nfail;
+                printf("FAIL extreme bits=%d per_row=%d: %.3g\n", bits, per_row, e);
+            }
+        }
+    printf("isa=%d cases=%d failed=%d max_rel_err=%.3g tol=%.1g\n", lb_isa(), ncase, nfail, worst, TOL);
+    return nfail ? 1 : 0;
+}

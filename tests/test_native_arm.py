@@ -1,0 +1,143 @@
+"""The native kernels' C test driver (tests/native/test_rows.c: every entry point against a scalar double reference)
+for each ISA variant: natively for those this CPU runs (linked against the library build_native makes) and, on any
+host with Debian's gcc-aarch64-linux-gnu and qemu-user, cross-compiled for each ARM variant and run under
+qemu-aarch64 on a CPU model that has exactly the features the variant needs. Plus the variant tables for ARM."""
+
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from lowbit.kernels.cpu_native.build import (
+    _ISA_NAMES,
+    VARIANT_ENV,
+    VARIANTS,
+    NativeBuildError,
+    build_native,
+    compiler_command,
+    cpu_flags,
+    runnable_variants,
+    variant_flag_sets,
+)
+from lowbit.kernels.cpu_native.source import c_source_path
+
+DRIVER = Path(__file__).parent / "native" / "test_rows.c"
+ISA = {name: code for code, name in _ISA_NAMES.items()}
+ARM_CC, QEMU = "aarch64-linux-gnu-gcc", "qemu-aarch64"
+# variant -> qemu CPU model (qemu 7.2): cortex-a57 is armv8.0 (no sdot), cortex-a76 has sdot but no i8mm, max has all
+ARM_CPUS = {"neon": "cortex-a57", "dotprod": "cortex-a76", "i8mm": "max"}
+# Static ARM executables run under qemu; OMP_WAIT_POLICY=passive: idle OpenMP threads sleep rather than spin (the
+# driver's 2-thread cases otherwise cost seconds on a loaded 2-core machine)
+RUN_ENV = {"OMP_WAIT_POLICY": "passive", "PATH": "/usr/bin:/bin"}
+SUMMARY = re.compile(r"isa=(\d+) cases=(\d+) failed=(\d+) max_rel_err=(\S+) tol=(\S+)")
+
+
+def _arm_tools_missing() -> str | None:
+    """Why the ARM cross tests cannot run here (None when they can)."""
+    missing = [tool for tool in (ARM_CC, QEMU) if shutil.which(tool) is None]
+    if missing:
+        return (f"{' and '.join(missing)} not installed (Debian: apt-get install gcc-aarch64-linux-gnu "
+                f"libc6-dev-arm64-cross qemu-user; `make setup` does it when run as root)")
+    libc = subprocess.run([ARM_CC, "-print-file-name=libc.a"], capture_output=True, text=True).stdout.strip()
+    if not Path(libc).is_absolute():
+        return "the aarch64 C library is not installed (Debian: apt-get install libc6-dev-arm64-cross)"
+    return None
+
+
+def _run_driver(cmd: list[str], variant: str) -> tuple[int, float]:
+    """Runs the driver; asserts it passed; returns (cases, max relative error)."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=RUN_ENV)
+    match = SUMMARY.search(proc.stdout)
+    assert proc.returncode == 0 and match, f"{variant}: {' '.join(cmd)} -> rc {proc.returncode}\n{proc.stdout[-3000:]}"
+    cases, failed, err, tol = int(match[2]), int(match[3]), float(match[4]), float(match[5])
+    assert failed == 0 and cases > 1000 and err <= tol, match[0]
+    print(f"{variant}: {match[0]}")
+    return cases, err
+
+
+@pytest.mark.parametrize("variant", runnable_variants())
+def test_driver_native(variant, tmp_path):
+    lib = build_native(flag_sets=VARIANTS[variant])
+    exe = tmp_path / "test_rows"
+    subprocess.run([compiler_command(), "-O1", "-std=c11", str(DRIVER), lib.path, f"-Wl,-rpath,{Path(lib.path).parent}",
+                    "-o", str(exe), "-lm"], check=True, capture_output=True, timeout=120)
+    want = ISA[lib.variant] if variant != "portable" else -1  # portable compiles to neon on aarch64
+    assert variant == "portable" or lib.variant == variant
+    _run_driver([str(exe), str(want)], variant)
+
+
+def _cross_compile(variant: str, out: Path) -> tuple[Path | None, str]:
+    """The driver and lowbit_cpu.c built statically with the variant's first flag set (the one with OpenMP):
+    (the executable, "") or (None, why not)."""
+    flags = VARIANTS[variant][0]
+    cmd = [ARM_CC, *flags, "-static", "-std=c11", "-fno-math-errno", str(c_source_path()), str(DRIVER), "-o", str(out),
+           "-lm"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if proc.returncode == 0:
+        return out, ""
+    probe = subprocess.run([ARM_CC, *flags, "-x", "c", "-c", "-o", "/dev/null", "-"], input="int x;\n",
+                           capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:  # an older cross compiler (i8mm needs GCC 10): build.py falls through the same way
+        return None, f"skip: {ARM_CC} does not take {' '.join(flags)}: {probe.stderr.strip()[-300:]}"
+    return None, f"{' '.join(cmd)}:\n{proc.stderr[-3000:]}"
+
+
+def _cross_test(variant: str, folder: Path) -> str:
+    """Cross-compiles the driver for `variant` and runs it under qemu on its CPU model (and on the model one level
+    down, which lacks the variant's instructions, so it must die there): "" when both hold, else why not."""
+    exe, why = _cross_compile(variant, folder / f"test_rows_{variant}")
+    if exe is None:
+        return why
+    try:
+        _run_driver([QEMU, "-cpu", ARM_CPUS[variant], str(exe), str(ISA[variant])], variant)
+    except AssertionError as e:
+        return str(e)
+    lower = {"neon": None, "dotprod": "cortex-a57", "i8mm": "cortex-a76"}[variant]
+    if lower and subprocess.run([QEMU, "-cpu", lower, str(exe), str(ISA[variant])], capture_output=True, timeout=300,
+                                env=RUN_ENV).returncode == 0:
+        return f"{variant} ran on {lower}, which lacks its instructions: the build does not use them"
+    return ""
+
+
+@pytest.fixture(scope="module")
+def arm_results(tmp_path_factory):
+    """variant -> _cross_test's answer, the variants run side by side (each takes a few CPU seconds)."""
+    reason = _arm_tools_missing()
+    if reason:
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("arm")
+    with ThreadPoolExecutor(len(ARM_CPUS)) as pool:
+        futures = {v: pool.submit(_cross_test, v, folder) for v in ARM_CPUS}
+        return {v: f.result() for v, f in futures.items()}
+
+
+@pytest.mark.parametrize("variant", list(ARM_CPUS))
+def test_driver_arm_under_qemu(arm_results, variant):
+    why = arm_results[variant]
+    if why.startswith("skip: "):
+        pytest.skip(why[6:])
+    assert why == "", why
+
+
+ARM_FEATURES = ("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics "
+                "fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp{extra}\nCPU implementer\t: 0x41\n")
+
+
+def test_arm_variants_follow_cpuinfo_features():
+    neoverse_n1 = cpu_flags(ARM_FEATURES.format(extra=""))
+    assert {"asimd", "asimddp"} <= neoverse_n1
+    assert runnable_variants(neoverse_n1) == ("dotprod", "neon", "portable")
+    assert runnable_variants(cpu_flags(ARM_FEATURES.format(extra=" i8mm bf16")))[0] == "i8mm"
+    assert runnable_variants(frozenset({"fp", "asimd"})) == ("neon", "portable")
+    assert {_ISA_NAMES[c] for c in (4, 5, 6)} == set(ARM_CPUS)
+
+
+def test_pinning_an_arm_variant_on_x86_is_an_error(monkeypatch):
+    if "asimd" in (cpu_flags() or ()):
+        pytest.skip("this CPU runs the ARM variants")
+    monkeypatch.setenv(VARIANT_ENV, "dotprod")
+    with pytest.raises(NativeBuildError, match="does not report asimd asimddp"):
+        variant_flag_sets()
