@@ -3,7 +3,8 @@ small conv classifier at batch 1 (fp32 / torch dynamic int8 / lowbit static int8
 
 The machine may be shared: methods are timed interleaved (one call of each per round, rounds repeated) so that
 load changes hit every method alike, single-threaded by default, with the 1-minute load average recorded before
-and after. Outputs are checked against fp32 (SQNR floor) before timing. Results: bench/results/static_int8*.
+and after, wall and CPU time both. Outputs are checked against their float64 reference and fp32 (SQNR floor)
+before timing. Results: bench/results/static_int8*.
 """
 
 from __future__ import annotations
@@ -43,18 +44,22 @@ def _sqnr(ref, y) -> float:
     return float("inf") if err == 0 else float(20 * torch.log10(ref.double().norm() / err))
 
 
-def interleaved(fns: dict, rounds: int, inner: int = 1) -> dict[str, float]:
-    """Median ms per call of each fn, timed one after another in every round."""
+def interleaved(fns: dict, rounds: int, inner: int = 1) -> tuple[dict[str, float], dict[str, float]]:
+    """({name: median wall ms per call}, {name: median CPU ms per call of this thread}), each fn timed one after
+    another in every round. CPU time is what the call cost this thread: on a shared machine it moves less with the
+    load than wall time (other jobs' time slices are not counted; a busy sibling hyperthread still is)."""
     for fn in fns.values():
         fn()
-    samples = {name: [] for name in fns}
+    wall = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             for _ in range(inner):
                 fn()
-            samples[name].append((time.perf_counter() - t) * 1e3 / inner)
-    return {name: statistics.median(v) for name, v in samples.items()}
+            cpu[name].append((time.thread_time() - c) * 1e3 / inner)
+            wall[name].append((time.perf_counter() - t) * 1e3 / inner)
+    return ({n: statistics.median(v) for n, v in wall.items()}, {n: statistics.median(v) for n, v in cpu.items()})
 
 
 def _dynamic(module: nn.Module) -> nn.Module:
@@ -63,7 +68,29 @@ def _dynamic(module: nn.Module) -> nn.Module:
         return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, torch.qint8)
 
 
+def _check_exact(layer, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Max relative error of a static Linear's output against its integer math in float64 (codes, scales, bias)."""
+    from ..quant.static_int8 import int8_codes, quantize_symmetric
+
+    qw = layer.quantized_weight("weight")
+    xq = quantize_symmetric(x.float(), layer.input_scale, layer.input_clamp).double()
+    step = torch.tensor(layer.input_scale, dtype=torch.float32).double()
+    ref = xq @ int8_codes(qw).double().t() * (qw.scale.reshape(-1).double() * step) + layer.bias.double()
+    err = float((y.double() - ref).abs().max() / ref.abs().max())
+    if not err < 1e-5:
+        raise RuntimeError(f"static int8 output is {err:.2e} (relative) off its float64 reference")
+    return err
+
+
+def _rows(case: str, m: int, wall: dict, cpu: dict, extra: dict) -> list[Row]:
+    base, base_cpu, fp32 = wall["torch dynamic int8"], cpu["torch dynamic int8"], wall["torch fp32"]
+    return [Row({"case": case, "M": m, "method": name, "ms": ms, "cpu ms": cpu[name], "vs dynamic int8": base / ms,
+                 "vs dynamic (cpu)": base_cpu / cpu[name], "vs fp32": fp32 / ms, **extra.get(name, {})})
+            for name, ms in wall.items()]
+
+
 def linear_rows(k: int, n: int, ms, rounds: int) -> list[Row]:
+    from ..kernels import cpu_static_int8 as native
     from ..static import StaticConfig, quantize_static
 
     torch.manual_seed(0)
@@ -71,23 +98,32 @@ def linear_rows(k: int, n: int, ms, rounds: int) -> list[Row]:
     dyn = _dynamic(nn.Sequential(lin))
     static = quantize_static(nn.Sequential(nn.Linear(k, n)).eval().requires_grad_(False),
                              [torch.randn(64, k)], StaticConfig(activation_method="minmax"), progress=False)
+    layer = static[0]
     rows = []
     for m in ms:
         x = torch.randn(m, k)
         with torch.no_grad():
-            ref = F.linear(x, static[0].quantized_weight("weight").dequantize(), static[0].bias)
-            sq = _sqnr(ref, static(x))
+            y = static(x)
+            err = _check_exact(layer, x, y)
+            ref = F.linear(x, layer.quantized_weight("weight").dequantize(), layer.bias)
+            sq = _sqnr(ref, y)
             if sq < MIN_SQNR_DB:
                 raise RuntimeError(f"static int8 output SQNR {sq:.1f} dB < {MIN_SQNR_DB} at M={m}")
-            xq = torch.clamp(torch.round(x / static[0].input_scale), -127, 127).to(torch.int8)
-            w = static[0].prepared()
-            t = interleaved({"torch fp32": functools.partial(lin, x), "torch dynamic int8": functools.partial(dyn, x),
-                             "lowbit static W8A8": functools.partial(static, x),
-                             "int8 GEMM only": functools.partial(torch._int_mm, xq, w.wt)}, rounds)
-        for name, ms_ in t.items():
-            rows.append(Row({"case": f"Linear {k}x{n}", "M": m, "method": name, "ms": ms_,
-                             "vs dynamic int8": t["torch dynamic int8"] / ms_, "vs fp32": t["torch fp32"] / ms_,
-                             "SQNR dB": sq if name == "lowbit static W8A8" else None}))
+            fns = {"torch fp32": functools.partial(lin, x), "torch dynamic int8": functools.partial(dyn, x),
+                   "lowbit static W8A8": functools.partial(static, x)}
+            if layer.impl_for(m, x.device) == "native":
+                w, epi = layer.native_prepared()
+                c = native._static_fns(native.native_static_library())
+                xt = native._tiles(c, m, w.kp)
+                c.lb_static_quant(x.data_ptr(), m, w.k, w.kp, layer.input_scale, 127, xt.data_ptr(), 1)
+                out = torch.empty(m, n)
+                fns["lowbit int8 GEMM only"] = functools.partial(native._gemm, c, xt, m, w, epi, False, out, n, 1,
+                                                                 torch.get_num_threads())
+            xq = torch.clamp(torch.round(x / layer.input_scale), -127, 127).to(torch.int8)
+            fns["torch._int_mm GEMM only"] = functools.partial(torch._int_mm, xq, layer.prepared().wt)
+            wall, cpu = interleaved(fns, rounds)
+        rows += _rows(f"Linear {k}x{n}", m, wall, cpu,
+                      {"lowbit static W8A8": {"SQNR dB": sq, "f64 rel err": err}})
     return rows
 
 
@@ -110,6 +146,8 @@ class ConvNet(nn.Module):
 def conv_rows(rounds: int) -> list[Row]:
     import copy
 
+    from ..nn.weight_cache import override_capabilities
+    from ..runtime import Capabilities
     from ..static import StaticConfig, quantize_static
 
     torch.manual_seed(0)
@@ -122,12 +160,27 @@ def conv_rows(rounds: int) -> list[Row]:
     dyn = _dynamic(copy.deepcopy(model))
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        sq = _sqnr(model(x), static(x))
-        t = interleaved({"torch fp32": lambda: model(x), "torch dynamic int8": lambda: dyn(x),
-                         "lowbit static W8A8": lambda: static(x)}, rounds, inner=5)
-    return [Row({"case": "ConvNet 3x64x64 batch 1", "M": 1, "method": name, "ms": v,
-                 "vs dynamic int8": t["torch dynamic int8"] / v, "vs fp32": t["torch fp32"] / v,
-                 "SQNR dB": sq if name == "lowbit static W8A8" else None}) for name, v in t.items()]
+        y = static(x)
+        override_capabilities(Capabilities())  # the same integers through the float64 emulation: the reference
+        try:
+            emulated = copy.deepcopy(static)
+            for m in emulated.modules():
+                if hasattr(m, "_impls"):
+                    m._impls = {}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref = emulated(x)
+        finally:
+            override_capabilities(None)
+        err = float((y.double() - ref.double()).abs().max() / ref.double().abs().max())
+        if not err < 1e-4:
+            raise RuntimeError(f"static int8 ConvNet output is {err:.2e} (relative) off its float64 emulation")
+        sq = _sqnr(model(x), y)
+        wall, cpu = interleaved({"torch fp32": lambda: model(x), "torch dynamic int8": lambda: dyn(x),
+                                 "lowbit static W8A8": lambda: static(x)}, rounds, inner=5)
+    fused = len(static.lowbit_summary.fused_relu)
+    return _rows("ConvNet 3x64x64 batch 1", 1, wall, cpu,
+                 {"lowbit static W8A8": {"SQNR dB": sq, "f64 rel err": err, "ReLU fused": fused}})
 
 
 MINILM_SETTINGS = (("kl", None, ()), ("minmax", None, ()), ("percentile", None, ()), ("mse", None, ()),
@@ -187,9 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     env = describe_environment()
     env.update({"cpu model (lscpu)": cpu_model(), "threads": torch.get_num_threads(),
                 "load avg 1m before/after": f"{load_before:.2f}/{load_average():.2f}", "cores": os.cpu_count()})
-    notes = ("Interleaved timing (one call per method per round, median over rounds). 'vs' columns: baseline ms / "
-             "this ms (> 1 = faster). torch dynamic int8 = quantize_dynamic (fbgemm: per-call activation range + "
-             "requantization). 'int8 GEMM only' = torch._int_mm on pre-quantized activations (the kernel alone).")
+    notes = ("Interleaved timing (one call per method per round, median over rounds); 'ms' is wall time, 'cpu ms' "
+             "this thread's CPU time (less sensitive to other jobs on a shared machine). 'vs' columns: baseline / "
+             "this (> 1 = faster). torch dynamic int8 = quantize_dynamic (fbgemm: per-call activation range + "
+             "requantization). 'GEMM only' rows: the int8 kernel on pre-quantized activations (lowbit's native "
+             "kernel; torch._int_mm). Every static output was checked first against its float64 reference "
+             "('f64 rel err': the same integer math in float64) and the fp32 model ('SQNR dB').")
     name = args.name or f"static_int8_{args.threads}t"
     report(name, rows, env, out_dir=args.out or None, title="Static W8A8 (offline INT8) vs torch", notes=notes)
     return 0

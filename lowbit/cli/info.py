@@ -48,8 +48,19 @@ def checkpoint_rows(path) -> tuple[list[dict], dict]:
               "ratio": original / max(1, stored), "file_bytes": ckpt.file_bytes,
               "format_version": ckpt.body["version"], "lowbit_version": ckpt.body.get("lowbit_version"),
               "external_data": str(ckpt.external) if ckpt.external else None,
-              "scheme": ckpt.body.get("scheme") or scheme_summary(ckpt.quantized)}
+              "scheme": ckpt.body.get("scheme") or scheme_summary(ckpt.quantized),
+              "static": static_rows(ckpt.body.get("static"))}
     return rows, totals
+
+
+def static_rows(static: dict | None) -> list[dict] | None:
+    """Per static int8 layer (from the header's "static" object): its kind, activation step and clamp."""
+    if not static:
+        return None
+    fused = {layer for layer, _ in static.get("fused_relu", [])}
+    return [{"layer": name, "kind": spec["kind"], "input_scale": spec["input_scale"],
+             "input_clamp": spec["input_clamp"], "smooth": "input_smooth" in spec, "relu": name in fused}
+            for name, spec in sorted(static["layers"].items())]
 
 
 def _system(as_json: bool) -> str:
@@ -83,6 +94,11 @@ def run(args: argparse.Namespace) -> int:
                   totals["bytes"], f"{totals['ratio']:.2f}"])
     print(tabulate(table, headers=["name", "shape", "bits", "block", "method", "bytes", "ratio"], tablefmt="github",
                    disable_numparse=True))
+    if totals["static"]:
+        print(tabulate([[r["layer"], r["kind"], f"{r['input_scale']:.6g}", r["input_clamp"],
+                         "yes" if r["smooth"] else "", "yes" if r["relu"] else ""] for r in totals["static"]],
+                       headers=["static int8 layer", "kind", "activation step", "clamp", "smoothed", "fused ReLU"],
+                       tablefmt="github", disable_numparse=True))
     for g in totals["scheme"]["groups"]:
         print(f"scheme: {len(g['targets'])} weight(s) {g['method']} {g['bits']} bits, block {g['block_size']}, "
               f"{'symmetric' if g['symmetric'] else 'asymmetric'}")

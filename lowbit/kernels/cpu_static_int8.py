@@ -77,3 +77,160 @@ def linear_static_int8(x: torch.Tensor, w: StaticInt8Weight, act_scale: float, c
     if bool(bad.any()):
         y[bad] = float("nan")
     return y.to(x.dtype)
+
+
+# --- the native kernel (lowbit_cpu_static.h): quantize with the fixed step, int8 GEMM, fused epilogue ---
+
+NATIVE_MAX_K = 65536  # K * 255 * 127 < 2**31: the int32 accumulators (shifted activations included) cannot wrap
+
+
+@dataclass(frozen=True)
+class NativeStaticWeight:
+    """An int8 weight in the native kernel's layout: packed int8 (Np / NR, Kp / 4, NR, 4) (panels of NR output
+    channels, NR = the build's `lb_static_nr()`: 64 with AVX-512, else 16), wsum int32 (Np,) = sum_k wq[n, k],
+    scale float32 (N,); N padded to Np (a multiple of NR) and K to Kp (a multiple of 4) with zero codes."""
+
+    packed: torch.Tensor
+    wsum: torch.Tensor
+    scale: torch.Tensor
+    n: int
+    k: int
+    kp: int
+
+
+def _static_fns(lib):
+    """The ctypes functions of the static kernels, argument types set once per library."""
+    import ctypes
+
+    c = lib.lib
+    if not getattr(c, "_lowbit_static_ready", False):
+        i64, ptr, i32, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+        c.lb_static_quant.argtypes = [ptr, i64, i64, i64, f32, i32, ptr, i32]
+        c.lb_static_im2col.argtypes = [ptr, *([i64] * 14), f32, i32, i64, ptr, ptr, i32]
+        c.lb_static_gemm.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr, i64, i32, ptr, i64, i64, i32]
+        c.lb_static_gemm.restype = None
+        c.lb_static_quant.restype = c.lb_static_im2col.restype = i64  # how many NaN / inf the input held
+        c.lb_static_shift.restype = i32
+        c.lb_static_mr.restype = i32
+        c.lb_static_nr.restype = i32
+        c._lowbit_static_mr = int(c.lb_static_mr())
+        c._lowbit_static_nr = int(c.lb_static_nr())
+        c._lowbit_static_ready = True
+    return c
+
+
+def native_static_library():
+    """The loaded native library when it has the static kernels, else None (never raises)."""
+    from .cpu_native import native_library
+
+    lib = native_library()
+    return lib if lib is not None and hasattr(lib.lib, "lb_static_gemm") else None
+
+
+def native_static_reason(k: int) -> str | None:
+    """Why the native static kernel cannot run a product with K input channels here, or None."""
+    if k > NATIVE_MAX_K:
+        return f"K = {k} > {NATIVE_MAX_K} could overflow the kernel's int32 accumulators"
+    if native_static_library() is None:
+        from .cpu_native import native_unavailable_reason
+
+        return f"the native CPU kernels are unavailable ({native_unavailable_reason()})"
+    return None
+
+
+def pack_static_native(codes: torch.Tensor, scale: torch.Tensor) -> NativeStaticWeight:
+    """int8 codes (N, K) and their scales (N,) -> the loaded native library's layout (see `NativeStaticWeight`)."""
+    if codes.dim() != 2 or codes.dtype != torch.int8:
+        raise ValueError(f"static int8 weights are int8 (N, K), got {codes.dtype} {tuple(codes.shape)}")
+    panel = _static_fns(native_static_library())._lowbit_static_nr
+    n, k = codes.shape
+    np_, kp = -(-n // panel) * panel, -(-k // 4) * 4
+    padded = torch.nn.functional.pad(codes, (0, kp - k, 0, np_ - n))
+    packed = padded.view(np_ // panel, panel, kp // 4, 4).permute(0, 2, 1, 3).contiguous()
+    wsum = padded.to(torch.int32).sum(1, dtype=torch.int32).contiguous()
+    return NativeStaticWeight(packed, wsum, scale.reshape(-1).to(torch.float32).contiguous(), n, k, kp)
+
+
+def native_epilogue(w: NativeStaticWeight, act_scale: float, bias: torch.Tensor | None):
+    """(a * s, bias) as float32 (Np,) vectors the kernel reads (padding 0); build once per layer and step."""
+    np_ = w.wsum.numel()
+    scale = torch.zeros(np_, dtype=torch.float32)
+    scale[: w.n] = w.scale * act_scale
+    b = None
+    if bias is not None:
+        b = torch.zeros(np_, dtype=torch.float32)
+        b[: w.n] = bias.detach().float()
+    return scale, b
+
+
+def _tiles(c, rows: int, kp: int) -> torch.Tensor:
+    """The activation buffer of the kernel's tiled layout: rows rounded up to its tile height, Kp codes each."""
+    mr = c._lowbit_static_mr
+    return torch.empty(-(-rows // mr) * mr * kp, dtype=torch.uint8)
+
+
+def _gemm(c, xq, m, w, epi, relu, y, ldm, ldn, nt):
+    scale, bias = epi
+    c.lb_static_gemm(xq.data_ptr(), m, w.kp, w.packed.data_ptr(), w.wsum.data_ptr(), scale.data_ptr(),
+                     None if bias is None else bias.data_ptr(), w.n, int(relu), y.data_ptr(), ldm, ldn, nt)
+
+
+def native_linear_static(x: torch.Tensor, w: NativeStaticWeight, act_scale: float, clamp: int, epi,
+                         relu: bool = False, num_threads: int | None = None) -> torch.Tensor:
+    """y float32 (M, N) = [relu](int8(x / act_scale) @ wq.T * (a * s) + bias); x float (M, K); epi from
+    `native_epilogue`. A row of x holding NaN or inf gives a NaN output row."""
+    c = _static_fns(native_static_library())
+    x = x.float().contiguous()
+    m = x.shape[0]
+    nt = num_threads or torch.get_num_threads()
+    xq = _tiles(c, m, w.kp)
+    bad = c.lb_static_quant(x.data_ptr(), m, w.k, w.kp, float(act_scale), int(clamp), xq.data_ptr(), nt)
+    y = torch.empty(m, w.n, dtype=torch.float32)
+    _gemm(c, xq, m, w, epi, relu, y, w.n, 1, nt)
+    if bad:  # rare: find the rows (rounding to int8 would hide NaN / inf)
+        y[~torch.isfinite(x).all(1)] = float("nan")
+    return y
+
+
+def conv_channels_padded(channels: int) -> int:
+    """Input channels of the native conv layout: rounded up to 4 (one 4-byte group of the GEMM per 4 channels)."""
+    return -(-channels // 4) * 4
+
+
+def conv_weight_codes(codes: torch.Tensor, shape4d) -> torch.Tensor:
+    """int8 conv codes (O, C * kh * kw) in (c, i, j) order -> (O, kh * kw * Cp) in (i, j, c) order with zero codes
+    for the padded channels: the columns `native_conv2d_static` builds."""
+    o, c, kh, kw = shape4d
+    w = codes.reshape(o, c, kh, kw).permute(0, 2, 3, 1)
+    return torch.nn.functional.pad(w, (0, conv_channels_padded(c) - c)).reshape(o, -1).contiguous()
+
+
+def native_conv2d_static(x: torch.Tensor, w: NativeStaticWeight, kernel: tuple[int, int], stride, padding, dilation,
+                         act_scale: float, clamp: int, epi, relu: bool = False,
+                         num_threads: int | None = None) -> torch.Tensor:
+    """A groups=1, zero-padded conv2d: x float (B, C, H, W) -> float32 (B, N, OH, OW). w: packed from
+    `conv_weight_codes`. Per image: quantization + im2col in one native call (channels-last columns), the GEMM into
+    (OH * OW, N) rows, then one transposed copy into NCHW. An image holding NaN or inf gives a NaN output image."""
+    c = _static_fns(native_static_library())
+    x = x.float().contiguous()
+    b, ch, h, wd = x.shape
+    kh, kw = kernel
+    cp = conv_channels_padded(ch)
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    if kh * kw * cp != w.k:
+        raise ValueError(f"conv input has {ch} channels x {kh}x{kw}, the weight expects K = {w.k}")
+    nt = num_threads or torch.get_num_threads()
+    cols = _tiles(c, oh * ow, w.kp)
+    scratch = torch.empty(2 * cp * h * wd, dtype=torch.uint8)
+    rows = torch.empty(oh * ow, w.n, dtype=torch.float32)
+    y = torch.empty(b, w.n, oh, ow, dtype=torch.float32)
+    for i in range(b):
+        bad = c.lb_static_im2col(x[i].data_ptr(), ch, h, wd, cp, kh, kw, stride[0], stride[1], padding[0], padding[1],
+                           dilation[0], dilation[1], oh, ow, float(act_scale), int(clamp), w.kp, cols.data_ptr(),
+                           scratch.data_ptr(), nt)
+        _gemm(c, cols, oh * ow, w, epi, relu, rows, w.n, 1, nt)
+        y[i].view(w.n, oh * ow).copy_(rows.t())
+        if bad:
+            y[i] = float("nan")
+    return y

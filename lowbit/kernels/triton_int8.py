@@ -9,6 +9,10 @@ with q' = q - 2**(cb-1) (codes shifted into int8 range: 8-bit codes 0..255 do no
 2**(cb-1), so (q - zero) = (q' - z') exactly; the zero term needs the per-block activation row sums, which
 the quantization kernel produces alongside xq (zeros may be fractional, as HQQ's are). Per-channel weights keep
 the int32 sum over all of K and scale once at the end.
+
+Static W8A8 (`gemm_a8w_static`, for `lowbit.quantize_static` models): the same GEMM, with every row quantized by
+one FIXED step a instead of its absmax (xq = clamp(round_half_even(x / a), -c, c), `quantize_static_int8`), so
+xs[m] = a and no range pass runs.
 """
 
 from __future__ import annotations
@@ -107,6 +111,51 @@ def quantize_rows_int8_with_sums(x: torch.Tensor, group_size: int | None) -> tup
         _quantize_rows_int8_kernel[(m,)](xq, scale, sums, x, k, group, nb, x.stride(0), xq.stride(0), sums.stride(0),
                                          BLOCK=block, num_warps=4 if block >= 512 else 1)
     return xq, scale, sums
+
+
+@triton.jit
+def _quantize_static_kernel(
+    xq_ptr, sums_ptr, x_ptr, step, clamp, K, GROUP, NB, stride_xm, stride_qm, stride_sm, BLOCK: tl.constexpr,
+):
+    """xq[m, k] = clamp(round_half_even(x[m, k] / step), -clamp, clamp); sums[m, g] = sum of xq over block g.
+    One program per row; the same codes as `lowbit.quant.static_int8.quantize_symmetric` (IEEE division)."""
+    row = tl.program_id(0).to(tl.int64)
+    for g in range(0, NB):
+        k_end = tl.minimum(g * GROUP + GROUP, K)
+        block_sum = tl.zeros((BLOCK,), dtype=tl.int32)
+        for k0 in range(g * GROUP, k_end, BLOCK):
+            offs = k0 + tl.arange(0, BLOCK)
+            v = tl.math.div_rn(tl.load(x_ptr + row * stride_xm + offs, mask=offs < k_end, other=0.0).to(tl.float32),
+                               step)
+            r = tl.floor(v + 0.5)
+            r = tl.where((r - v == 0.5) & (r - 2.0 * tl.floor(r * 0.5) != 0.0), r - 1.0, r)  # ties to even
+            r = tl.minimum(tl.maximum(r, -clamp), clamp)
+            q = tl.where(r == r, r, 0.0).to(tl.int32)  # NaN: code 0 (the caller marks the row)
+            tl.store(xq_ptr + row * stride_qm + offs, q.to(tl.int8), mask=offs < k_end)
+            block_sum += tl.where(offs < k_end, q, 0)
+        tl.store(sums_ptr + row * stride_sm + g, tl.sum(block_sum, axis=0))
+
+
+def quantize_static_int8(x: torch.Tensor, step: float, clamp: int = 127,
+                         group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (M, K) float -> (xq int8 (M, K) with the fixed step and clamp, int32 block sums (M, NB)) on x's device."""
+    if x.dim() != 2 or x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"quantize_static_int8: x must be a 2-D float tensor, got {x.dtype} {tuple(x.shape)}")
+    if x.device.type != "cuda" and not interpreting():
+        raise ValueError(f"quantize_static_int8: x is on {x.device}; Triton needs CUDA (or TRITON_INTERPRET=1)")
+    if not (step > 0 and 1 <= clamp <= 127):
+        raise ValueError(f"quantize_static_int8: step must be > 0 and clamp in 1..127, got {step}, {clamp}")
+    x = x.contiguous()
+    m, k = x.shape
+    group = k if group_size is None else min(group_size, k)
+    nb = -(-k // group) if k else 1
+    xq = torch.empty((m, k), dtype=torch.int8, device=x.device)
+    sums = torch.zeros((m, nb), dtype=torch.int32, device=x.device)
+    if m and k:
+        block = min(_QUANT_BLOCK, next_pow2(group))
+        _quantize_static_kernel[(m,)](xq, sums, x, float(step), float(clamp), k, group, nb, x.stride(0),
+                                      xq.stride(0), sums.stride(0), BLOCK=block, num_warps=4 if block >= 512 else 1)
+    return xq, sums
 
 
 @triton.jit
@@ -228,6 +277,29 @@ def gemm_a8w(x: torch.Tensor, cw: ComputeWeight, bias: torch.Tensor | None = Non
         raise ValueError(f"gemm_a8w: BLOCK_K={config['BLOCK_K']} does not divide group_size={cw.group_size}; "
                          "pick a BLOCK_K that does (32 does)")
     xq, xs, xsum = quantize_rows_int8_with_sums(x, cw.group_size)
+    return _launch_a8w(out, xq, xs, xsum, cw, bias, config)
+
+
+def gemm_a8w_static(x: torch.Tensor, cw: ComputeWeight, step: float, clamp: int = 127,
+                    bias: torch.Tensor | None = None, *, config: dict | None = None) -> torch.Tensor:
+    """Static W8A8 GEMM: (M, K) float x the weight -> (M, N) in x.dtype, every activation row quantized with the
+    fixed step (`quantize_static_int8`) instead of its own absmax; otherwise `gemm_a8w` (same kernel, weights and
+    config rules)."""
+    x = check_inputs(x, cw, bias, "gemm_a8w_static")
+    out = torch.empty((x.shape[0], cw.n), dtype=x.dtype, device=x.device)
+    if x.shape[0] == 0:
+        return out
+    reason = supports_a8w(cw)
+    if reason is not None:
+        raise ValueError(f"gemm_a8w_static: {reason}")
+    xq, xsum = quantize_static_int8(x, step, clamp, cw.group_size)
+    xs = torch.full((x.shape[0],), float(step), dtype=torch.float32, device=x.device)
+    return _launch_a8w(out, xq, xs, xsum, cw, bias, config)
+
+
+def _launch_a8w(out, xq, xs, xsum, cw: ComputeWeight, bias, config):
+    """Run the GEMM kernel on quantized activations (xq, per-row scale xs, block sums xsum) into out."""
+    m, n, k = xq.shape[0], cw.n, cw.k
     args = (out, xq, xs, xsum, cw.qweight, cw.scale, cw.zero, bias if bias is not None else cw.scale,
             m, n, k, cw.group_size, next_pow2(m),
             xq.stride(0), xsum.stride(0), cw.qweight.stride(0), cw.qweight.stride(1), cw.scale.stride(0), out.stride(0))

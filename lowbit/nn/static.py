@@ -3,19 +3,32 @@
 `StaticQuantLinear`, `StaticQuantConv1d`, `StaticQuantConv2d` are the weight-only layers (same buffers, same
 state-dict names: `weight_packed` (uint8 codes q + 128), `weight_scale` float32 (N, 1)) plus two plain attributes
 kept in the checkpoint's metadata, not as tensors: `input_scale` (float, the activation step) and `input_clamp`
-(int, 1..127). They compute through `lowbit.kernels.cpu_static_int8` (math in its docstring). Convolutions with
-groups == 1 run as im2col (F.unfold) + the int8 matmul; grouped/depthwise ones as a float conv of the integer codes,
-exact because every partial sum is an integer below 2**24 (float64 when K per group could exceed that).
+(int, 1..127), and `fused_relu` (bool: a ReLU that followed the layer, computed in its epilogue). They compute
+through `lowbit.kernels.cpu_static_int8` (math in its docstring): its native kernel (quantize with the fixed step,
+int8 GEMM, epilogue with the optional ReLU; convolutions with groups == 1 and zero padding as a fused quantizing
+im2col) where dispatch picks it, else torch's int8 matmul / the float64 emulation, with im2col (F.unfold) for
+convolutions; grouped/depthwise ones run as a float conv of the integer codes, exact because every partial sum is an
+integer below 2**24 (float64 when K per group could exceed that). On a GPU: the Triton int8 GEMM with the static step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import torch
 import torch.nn.functional as F
 
-from ..kernels.cpu_static_int8 import StaticInt8Weight, int8_matmul, prepare_static_int8
+from ..kernels.cpu_static_int8 import (
+    StaticInt8Weight,
+    conv_weight_codes,
+    int8_matmul,
+    native_conv2d_static,
+    native_epilogue,
+    native_linear_static,
+    pack_static_native,
+    prepare_static_int8,
+)
 from ..quant.static_int8 import int8_codes, quantize_symmetric
 from ..runtime.static_int8 import select_static_impl
 from . import weight_cache
@@ -41,14 +54,69 @@ class _StaticMixin:
                 raise ValueError(f"input_smooth must be {getattr(self, 'in_features', '?')} positive finite values "
                                  "for a Linear layer")
         self.input_scale, self.input_clamp, self.input_smooth = input_scale, input_clamp, input_smooth
-        self._prepared, self._impls = None, {}
+        self.fused_relu = getattr(self, "fused_relu", False)
+        self._prepared, self._impls, self._native, self._gpu = None, {}, None, None
+        return self
+
+    def fuse_relu(self, on: bool = True):
+        """Apply max(y, 0) to the output (the ReLU that followed this layer, now computed here); returns self."""
+        self.fused_relu = bool(on)
         return self
 
     def static_meta(self) -> dict:
         meta = {"input_scale": self.input_scale, "input_clamp": self.input_clamp}
         if self.input_smooth is not None:
             meta["input_smooth"] = self.input_smooth.tolist()
+        if self.fused_relu:
+            meta["fused_relu"] = True
         return meta
+
+    def _packed_key(self):
+        packed = self._buffers["weight_packed"]
+        bias = self.bias
+        return (packed.data_ptr(), packed._version, self.input_scale,
+                None if bias is None else (bias.data_ptr(), bias._version))
+
+    def native_prepared(self):
+        """(weight in the native kernel's layout, its epilogue vectors), built once per weight, step and bias."""
+        key = self._packed_key()
+        if getattr(self, "_native", None) is None or self._native[0] != key:
+            w = self.prepared()
+            codes = w.wt.t()
+            if not isinstance(self, QuantLinear):  # conv: the channels-last column order of native_conv2d_static
+                o, ig = self.quant_meta["weight"]["shape"][:2]
+                kh, kw = (self.kernel_size if len(self.kernel_size) == 2 else (1, self.kernel_size[0]))
+                codes = conv_weight_codes(codes, (o, ig, kh, kw))
+            nw = pack_static_native(codes, w.scale)
+            self._native = (key, nw, native_epilogue(nw, self.input_scale, self.bias))
+        return self._native[1], self._native[2]
+
+    def _triton(self, x2: torch.Tensor) -> torch.Tensor:
+        """y float32 (M, N) through the Triton int8 GEMM with the static step (weight layout cached per device)."""
+        from ..kernels.triton_int8 import gemm_a8w_static
+
+        key = (*self._packed_key(), x2.device)
+        if getattr(self, "_gpu", None) is None or self._gpu[0] != key:
+            cw = self.quantized_weight("weight").to(x2.device).compute_layout()
+            self._gpu = (key, cw, None if self.bias is None else self.bias.detach().float().to(x2.device))
+        _, cw, bias = self._gpu
+        y = gemm_a8w_static(x2, cw, self.input_scale, self.input_clamp, bias)
+        return y.clamp_(min=0) if self.fused_relu else y
+
+    def impl_for(self, rows: int, device: torch.device, torch_only: bool = False) -> str:
+        """The kernel dispatch picks for `rows` activation rows on `device` (warns once when it is the emulation);
+        torch_only: among torch's int8 matmul and the emulation only (a conv the native kernel does not cover)."""
+        bucket = 1 if rows <= 1 else 2 if rows < 16 else 16  # the probe's shape classes of M
+        key = (device.type, bucket, torch_only)
+        impls = self._impls
+        if key not in impls:
+            w, caps = self.prepared(), weight_cache.current_capabilities()
+            if torch_only:
+                caps = dataclasses.replace(caps, native_extension=False, triton_gpu=False)
+            impls[key] = select_static_impl(device.type, bucket, w.n, w.k, caps)
+            if impls[key][1] is not None:
+                warnings.warn(f"lowbit static int8: {impls[key][1]}; using the exact float64 emulation", stacklevel=3)
+        return impls[key][0]
 
     def prepared(self) -> StaticInt8Weight:
         """The int8 weight in the kernel's layout (built once, rebuilt if the packed buffer changed)."""
@@ -61,22 +129,16 @@ class _StaticMixin:
         return self._prepared
 
     def matmul(self, xq: torch.Tensor) -> torch.Tensor:
-        """int8 (M, K) x the int8 weight -> exact accumulators, through the kernel dispatch picks for this M."""
-        w = self.prepared()
-        bucket = 1 if xq.shape[0] <= 1 else 2 if xq.shape[0] < 16 else 16  # the probe's shape classes of M
-        key = (xq.device.type, bucket)
-        impls = self._impls
-        if key not in impls:
-            impls[key] = select_static_impl(xq.device.type, bucket, w.n, w.k, weight_cache.current_capabilities())
-            if impls[key][1] is not None:
-                warnings.warn(f"lowbit static int8: {impls[key][1]}; using the exact float64 emulation", stacklevel=3)
-        return int8_matmul(xq, w, impls[key][0])
+        """int8 (M, K) x the int8 weight -> exact accumulators (torch's int8 matmul or the float64 emulation)."""
+        return int8_matmul(xq, self.prepared(), self.impl_for(xq.shape[0], xq.device, torch_only=True))
 
     def _finish(self, acc: torch.Tensor, x_dtype, out_shape_fn):
         w = self.prepared()
-        y = acc.to(torch.float32).mul_(w.scale * self.input_scale)
+        y = acc.to(torch.float32).mul_(w.scale.to(acc.device) * self.input_scale)
         if self.bias is not None:
             y.add_(self.bias.float())
+        if self.fused_relu:
+            y.clamp_(min=0)  # NaN stays NaN
         return out_shape_fn(y).to(x_dtype)
 
     @classmethod
@@ -107,27 +169,42 @@ class StaticQuantLinear(_StaticMixin, QuantLinear):
         self.check_input(x, lambda t: t.dim() >= 1 and t.shape[-1] == self.in_features, f"(..., {self.in_features})")
         x2 = x.reshape(-1, self.in_features).float()
         if self.input_smooth is not None:
-            x2 = x2 * self.input_smooth
-        acc = self.matmul(quantize_symmetric(x2, self.input_scale, self.input_clamp))
+            x2 = x2 * self.input_smooth.to(x2.device)
 
         def shape(y):
             _nan_rows(x2, y)
             return y.reshape(*x.shape[:-1], self.out_features)
+        impl = self.impl_for(x2.shape[0], x2.device)
+        if impl == "native":  # NaN / inf rows come back NaN
+            w, epi = self.native_prepared()
+            y = native_linear_static(x2, w, self.input_scale, self.input_clamp, epi, self.fused_relu)
+            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+        if impl == "triton":
+            return shape(self._triton(x2)).to(x.dtype)
+        acc = self.matmul(quantize_symmetric(x2, self.input_scale, self.input_clamp))
         return self._finish(acc, x.dtype, shape)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", static: input_scale={self.input_scale:.4g}, clamp={self.input_clamp}"
+        relu = ", fused ReLU" if self.fused_relu else ""
+        return super().extra_repr() + f", static: input_scale={self.input_scale:.4g}, clamp={self.input_clamp}{relu}"
 
 
 class _StaticConv(_StaticMixin):
     def _conv2d(self, x, stride, dilation, pads, shape4d):
         """x (B, C, H, W) -> (B, O, OH, OW): quantize x with the fixed step, then the integer conv."""
+        o, ig, kh, kw = shape4d
+        rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
+        if self.groups == 1 and self.padding_mode == "zeros" and all(a == b for a, b in pads) \
+                and self.impl_for(rows, x.device) == "native":
+            w, epi = self.native_prepared()
+            y = native_conv2d_static(x, w, (kh, kw), stride, [a for a, _ in pads], dilation, self.input_scale,
+                                     self.input_clamp, epi, self.fused_relu)  # NaN / inf images come back NaN
+            return y.to(x.dtype)
         flat = [p for pair in reversed(pads) for p in pair]
         # the integer codes as float: F.unfold (im2col) and the non-zero pad modes are float-only, and exact here
         xi = torch.div(x.float(), self.input_scale).round_().clamp_(-self.input_clamp, self.input_clamp)
         if any(flat):
             xi = F.pad(xi, flat, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
-        o, ig, kh, kw = shape4d
         b, _, h, wd = xi.shape
         oh = (h - dilation[0] * (kh - 1) - 1) // stride[0] + 1
         ow = (wd - dilation[1] * (kw - 1) - 1) // stride[1] + 1
@@ -150,7 +227,8 @@ class _StaticConv(_StaticMixin):
         return self._finish(acc, x.dtype, shape)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", static: input_scale={self.input_scale:.4g}, clamp={self.input_clamp}"
+        relu = ", fused ReLU" if self.fused_relu else ""
+        return super().extra_repr() + f", static: input_scale={self.input_scale:.4g}, clamp={self.input_clamp}{relu}"
 
 
 class StaticQuantConv2d(_StaticConv, QuantConv2d):

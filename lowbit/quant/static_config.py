@@ -61,7 +61,8 @@ class StaticConfig:
     float (MNN's skip_quant_op_names). percentile: for PERCENTILE, in (0, 100]. kl_bins: histogram bins (>= 256).
     ema_decay: for EMA, in [0, 1). admm_iters: ADMM rounds (>= 1). smooth_alpha: SmoothQuant migration strength in
     [0, 1] for Linear layers (None = off). fold_bn: fold eval-mode BatchNorm into the preceding conv. debug: build
-    the per-layer cosine/SNR/overflow table after quantization.
+    the per-layer cosine/SNR/overflow table after quantization. fuse_relu: compute an nn.ReLU that directly follows
+    a quantized Conv/Linear in that layer's int8 epilogue (`lowbit.static.fuse`).
     """
 
     activation_method: ActivationMethod = ActivationMethod.KL
@@ -79,6 +80,7 @@ class StaticConfig:
     smooth_alpha: float | None = None
     fold_bn: bool = True
     debug: bool = False
+    fuse_relu: bool = True
 
     def __post_init__(self):
         for name, enum in (("activation_method", ActivationMethod), ("weight_method", WeightMethod)):
@@ -109,8 +111,8 @@ class StaticConfig:
             v = getattr(self, name)
             if type(v) is not int or v < low:
                 raise ValueError(f"{name}={v!r} must be an int >= {low}")
-        if type(self.per_channel) is not bool or type(self.fold_bn) is not bool or type(self.debug) is not bool:
-            raise ValueError("per_channel, fold_bn and debug must be true or false")
+        if any(type(v) is not bool for v in (self.per_channel, self.fold_bn, self.debug, self.fuse_relu)):
+            raise ValueError("per_channel, fold_bn, debug and fuse_relu must be true or false")
 
     def to_dict(self) -> dict:
         """JSON-ready dict with a version field; `from_dict` reads it back."""

@@ -3,7 +3,9 @@
 The header's "static" object (present only for static models; such files are format version 2):
     {"version": 1, "layers": {"<module>": {"kind": "StaticQuantLinear", "input_scale": float, "input_clamp": int,
                                            "input_smooth": [float, ...] (SmoothQuant's 1 / s; optional)}},
-     "folded_bn": [["<conv>", "<batchnorm>"], ...], "config": StaticConfig.to_dict()}
+     "folded_bn": [["<conv>", "<batchnorm>"], ...], "fused_relu": [["<conv>", "<relu>"], ...] (optional),
+     "config": StaticConfig.to_dict()}
+A layer entry may add "fused_relu": true (its ReLU, listed in "fused_relu", is an nn.Identity in the model).
 Weights are ordinary 8-bit symmetric per-channel packed weights; activation steps are JSON floats (exact: a
 float32 step round-trips through JSON's shortest float64 repr). Loading: `prepare_model` folds the BatchNorms
 structurally (BatchNorm -> Identity, a bias where the conv had none) before the tensors are matched, and
@@ -44,16 +46,31 @@ def check_static(path, static) -> dict:
         smooth = spec.get("input_smooth") if isinstance(spec, dict) else None
         if smooth is not None and not (isinstance(smooth, list) and all(type(v) is float for v in smooth)):
             ok = False
+        if isinstance(spec, dict) and spec.get("fused_relu", False) not in (True, False):
+            ok = False
         if not ok:
             raise ValueError(f"{path}: bad static int8 entry for layer {name!r}: {str(spec)[:120]}")
-    if not isinstance(static.get("folded_bn", []), list):
-        raise ValueError(f"{path}: bad static int8 metadata: 'folded_bn' must be a list")
+    for key in ("folded_bn", "fused_relu"):
+        pairs = static.get(key, [])
+        if not (isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2
+                                                and all(isinstance(n, str) for n in p) for p in pairs)):
+            raise ValueError(f"{path}: bad static int8 metadata: {key!r} must be a list of [layer, module] names")
     return static
 
 
 def prepare_model(model: nn.Module, static: dict) -> None:
-    """Fold the checkpoint's BatchNorm pairs into `model` structurally (values come from the file)."""
+    """Fold the checkpoint's BatchNorm pairs into `model` structurally (values come from the file) and replace each
+    fused ReLU by nn.Identity (its layer computes it)."""
     fold_structure(model, static.get("folded_bn", []))
+    for layer_name, relu_name in static.get("fused_relu", []):
+        try:
+            relu = model.get_submodule(relu_name)
+        except AttributeError:
+            relu = None
+        if not isinstance(relu, nn.ReLU):
+            raise ValueError(f"the checkpoint fuses ReLU {relu_name!r} into {layer_name!r}, but the model has "
+                             f"{type(relu).__name__} there (wrong model?)")
+        _replace(model, relu_name, nn.Identity())
 
 
 def apply_static(model: nn.Module, static: dict, quantized: set[str]) -> nn.Module:
@@ -62,6 +79,8 @@ def apply_static(model: nn.Module, static: dict, quantized: set[str]) -> nn.Modu
         if not any(q.rpartition(".")[0] == name for q in quantized):
             raise ValueError(f"static int8 layer {name!r} has no packed weight in the checkpoint")
         new = to_static(model.get_submodule(name), spec["input_scale"], spec["input_clamp"], spec.get("input_smooth"))
+        if spec.get("fused_relu") is True and hasattr(new, "fuse_relu"):
+            new.fuse_relu()
         if not name:
             model = new
         else:

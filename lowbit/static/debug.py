@@ -33,6 +33,8 @@ def debug_table(model: nn.Module, cal: CalibrationSet, float_layers: dict[str, n
         def hook(args, kwargs):
             x = layer_input(args, kwargs)
             yf, yq = _first(f(x)).double(), _first(q.forward(x)).double()  # LSTM: the output sequence
+            if getattr(q, "fused_relu", False):  # the int8 layer computes the ReLU that followed it
+                yf = torch.relu(yf)
             limit = q.input_clamp * q.input_scale
             acc[name] += torch.tensor([(yf * yq).sum(), (yf * yf).sum(), (yq * yq).sum(), ((yf - yq) ** 2).sum(),
                                        float((x.abs() > limit).sum()), x.numel()], dtype=torch.float64)

@@ -66,11 +66,11 @@ def fold_pair(model: nn.Module, layer_name: str, bn_name: str) -> None:
         b = layer.bias.detach().to(torch.float64) if layer.bias is not None else torch.zeros_like(mean)
         new_w = w * g.reshape(-1, *([1] * (w.dim() - 1)))
         new_b = (b - mean) * g + beta
-        layer.weight.data = new_w.to(layer.weight.dtype)
-        if layer.bias is None:
-            layer.bias = nn.Parameter(new_b.to(layer.weight.dtype), requires_grad=False)
-        else:
-            layer.bias.data = new_b.to(layer.bias.dtype)
+        # new Parameter objects, never writes into the old ones: a failed quantize_static puts the old ones back
+        dtype = layer.weight.dtype
+        layer.weight = nn.Parameter(new_w.to(dtype), requires_grad=layer.weight.requires_grad)
+        bias_dtype = dtype if layer.bias is None else layer.bias.dtype
+        layer.bias = nn.Parameter(new_b.to(bias_dtype), requires_grad=False)
     _replace(model, bn_name, nn.Identity())
 
 

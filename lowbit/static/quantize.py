@@ -3,8 +3,10 @@
 Steps: eval mode (a training model is switched, with a warning); BatchNorm folding (`fold.py`); the chosen
 Linear/Conv1d/Conv2d/LSTM layers' input ranges over the calibration set (`calibrate.py`); per layer 8-bit
 symmetric weights (max_abs or ADMM scales; SmoothQuant-scaled with smooth_alpha) and the static twin of its
-quantized layer with the activation step fixed (`lowbit.nn.static`, `lowbit.nn.static_lstm`). Every other module
-computes in float between them (each static layer quantizes its own input and returns float). The summary
+quantized layer with the activation step fixed (`lowbit.nn.static`, `lowbit.nn.static_lstm`); a ReLU right after
+a Conv/Linear runs in that layer's int8 epilogue (`fuse.py`). Every other module computes in float between them
+(each static layer quantizes its own input and returns float). A failed call leaves the model exactly as it was
+(`rollback.py`). The summary
 (`model.lowbit_summary`, a `StaticSummary`) lists every layer with weights and what became of it;
 `model.lowbit_static` holds what a checkpoint needs (`lowbit.static.checkpoint`).
 """
@@ -25,6 +27,8 @@ from ..quant.static_config import StaticConfig
 from ..quant.static_int8 import int8_weight, smooth_factors, weight_scales
 from .calibrate import channel_absmax, collect_ranges, thresholds
 from .fold import _replace, fold_batchnorm
+from .fuse import fusable_relus
+from .rollback import ModelSnapshot
 from .summary import StaticRecord, StaticSummary
 
 SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.LSTM)
@@ -83,11 +87,21 @@ def quantize_static(model: nn.Module, calibration, config: StaticConfig | None =
     cal = as_calibration(calibration, limit=cfg.samples)
     if len(cal) == 0:
         raise ValueError("the calibration source is empty: pass at least one model input")
+    snapshot = ModelSnapshot(model)
+    try:
+        return _quantize(model, cal, cfg, skip, progress)
+    except BaseException:
+        snapshot.restore()  # a failed call leaves the model exactly as it was (modules, values, training flags)
+        raise
+
+
+def _quantize(model: nn.Module, cal, cfg: StaticConfig, skip: tuple[str, ...], progress: bool) -> nn.Module:
     ensure_eval(model)
     folded = fold_batchnorm(model, next(iter(cal))) if cfg.fold_bn else []
     layers, kept = choose_layers(model, skip)
     if not layers:
         raise ValueError("no Linear/Conv1d/Conv2d/LSTM layer left to quantize (all skipped or none in the model)")
+    fused = dict(fusable_relus(model, next(iter(cal)), layers)) if cfg.fuse_relu else {}
     float_copies = {n: _float_copy(m) for n, m in layers.items()} if cfg.debug else {}
     smooth = _smoothing(model, cal, layers, cfg.smooth_alpha, progress) if cfg.smooth_alpha is not None else {}
     ranges = collect_ranges(model, cal, layers, cfg, progress, smooth=smooth)
@@ -97,13 +111,17 @@ def quantize_static(model: nn.Module, calibration, config: StaticConfig | None =
         step = scale_from_threshold(limits[name], cfg.activation_clamp)
         new = to_static(swap_quantized(layer, _int8_weights(layer, cfg, smooth.get(name))), step,
                         cfg.activation_clamp, smooth.get(name))
+        note = f"{cfg.activation_method.value} |x| <= {limits[name]:.4g} (max {ranges[name].absmax:.4g})"
+        if name in fused:
+            new.fuse_relu()
+            _replace(model, fused[name], nn.Identity())
+            note += f"; + ReLU {fused[name]!r} fused"
         _replace(model, name, new)
         static[name] = {"kind": type(new).__name__, **new.static_meta()}
-        note = f"{cfg.activation_method.value} |x| <= {limits[name]:.4g} (max {ranges[name].absmax:.4g})"
         records.append(StaticRecord(name, type(layer).__name__, "int8", note, step))
-    summary = StaticSummary(records + kept, folded, cfg)
+    summary = StaticSummary(records + kept, folded, cfg, fused_relu=sorted(fused.items()))
     model.lowbit_static = {"version": STATIC_VERSION, "layers": static, "folded_bn": [list(p) for p in folded],
-                           "config": cfg.to_dict()}
+                           "fused_relu": [list(p) for p in sorted(fused.items())], "config": cfg.to_dict()}
     if cfg.debug:
         from .debug import debug_table
 

@@ -33,6 +33,7 @@ class StaticSummary:
     folded_bn: list[tuple[str, str]]
     config: object
     debug: list[DebugRow] | None = field(default=None)
+    fused_relu: list[tuple[str, str]] = field(default_factory=list)  # (layer, ReLU) computed in the int8 epilogue
 
     @property
     def quantized(self) -> list[str]:
@@ -44,7 +45,7 @@ class StaticSummary:
 
     def __str__(self) -> str:
         lines = [f"static int8: {len(self.quantized)} layers int8, {len(self.kept_float)} kept float, "
-                 f"{len(self.folded_bn)} BatchNorm folded"]
+                 f"{len(self.folded_bn)} BatchNorm folded, {len(self.fused_relu)} ReLU fused"]
         lines += [f"  {r.name:<40} {r.kind:<12} {r.status:<5} {r.note}" for r in self.records]
         if self.debug is not None:
             lines.append(self.debug_table())
@@ -60,4 +61,5 @@ class StaticSummary:
 
     def to_json(self) -> str:
         return json.dumps({"records": [asdict(r) for r in self.records], "folded_bn": self.folded_bn,
+                           "fused_relu": self.fused_relu,
                            "debug": None if self.debug is None else [asdict(d) for d in self.debug]}, indent=1)

@@ -1,0 +1,85 @@
+"""Conv + ReLU fusion: a Conv1d/Conv2d (or Linear) whose output goes straight into an nn.ReLU computes the ReLU in
+its static int8 epilogue, and the ReLU becomes nn.Identity.
+
+Pairs are found on one calibration item (the ReLU's input is the very tensor the layer returned, each called once),
+then proven safe on the same item: the float model with every candidate's ReLU moved into the layer must give a
+bitwise identical output. It does unless the layer's output has another consumer (a residual add, say), which
+would then see ReLU'd values; such a pair is not fused.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..calib import Item, run_hooked
+
+_FUSABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+def find_relu_pairs(model: nn.Module, item: Item, layers: dict[str, nn.Module]) -> list[tuple[str, str]]:
+    """[(layer name, relu name)] for every chosen layer whose output feeds an nn.ReLU directly on this item."""
+    named = dict(model.named_modules())
+    outputs, calls, pairs, handles = {}, {}, [], []
+
+    def after(name):
+        def hook(_m, _args, out):
+            calls[name] = calls.get(name, 0) + 1
+            outputs[id(out)] = (name, out)
+        return hook
+
+    def before(name):
+        def hook(_m, args):
+            calls[name] = calls.get(name, 0) + 1
+            src = outputs.get(id(args[0])) if args else None
+            if src is not None and src[1] is args[0]:
+                pairs.append((src[0], name))
+        return hook
+
+    for name, m in layers.items():
+        if isinstance(m, _FUSABLE):
+            handles.append(m.register_forward_hook(after(name)))
+    for name, m in named.items():
+        if type(m) is nn.ReLU and name:
+            handles.append(m.register_forward_pre_hook(before(name)))
+    run_hooked(model, item, handles)
+    return [(p, r) for p, r in pairs if calls.get(p) == 1 and calls.get(r) == 1]
+
+
+def _flat(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _flat(o)]
+    return []
+
+
+def _output(model: nn.Module, item: Item, handles: list) -> list[torch.Tensor]:
+    """The model's output tensors on `item` (hooks in `handles` active for this call, then removed)."""
+    box = {}
+    handles = [*handles, model.register_forward_hook(lambda _m, _a, out: box.setdefault("out", out))]
+    run_hooked(model, item, handles)
+    return _flat(box.get("out"))
+
+
+def fusion_is_exact(model: nn.Module, item: Item, pairs: list[tuple[str, str]]) -> bool:
+    """True when moving each pair's ReLU into its layer leaves the model's output bitwise unchanged on `item`."""
+    ref = [t.clone() for t in _output(model, item, [])]
+    handles = []
+    for layer_name, relu_name in pairs:
+        handles.append(model.get_submodule(layer_name).register_forward_hook(lambda _m, _a, out: torch.relu(out)))
+        handles.append(model.get_submodule(relu_name).register_forward_hook(lambda _m, args, _o: args[0]))
+    got = _output(model, item, handles)
+    return len(ref) == len(got) > 0 and all(torch.equal(a, b) for a, b in zip(ref, got, strict=True))
+
+
+def fusable_relus(model: nn.Module, item: Item, layers: dict[str, nn.Module]) -> list[tuple[str, str]]:
+    """The (layer, relu) pairs to fuse: found on `item` and proven exact there (all together, else those exact one
+    by one, if they are exact together)."""
+    pairs = find_relu_pairs(model, item, layers)
+    if not pairs or fusion_is_exact(model, item, pairs):
+        return pairs
+    pairs = [p for p in pairs if fusion_is_exact(model, item, [p])]
+    return pairs if pairs and fusion_is_exact(model, item, pairs) else []

@@ -1,0 +1,181 @@
+"""Static W8A8 on lowbit's native kernel (every ISA variant this CPU runs) against float64, Conv + ReLU fusion,
+rollback of a failed quantize_static, `lowbit info`'s static table, and the Triton static path (interpreter)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lowbit
+from lowbit.calib import CalibrationError
+from lowbit.kernels import cpu_native
+from lowbit.kernels import cpu_static_int8 as K
+from lowbit.kernels.cpu_native.build import cpu_runs
+from lowbit.static import StaticConfig, quantize_static
+
+VARIANTS = [v for v in ("avx512vnni", "avx2", "portable") if cpu_runs(v)]
+
+
+@pytest.fixture(params=VARIANTS)
+def variant(request, monkeypatch):
+    monkeypatch.setenv("LOWBIT_NATIVE_VARIANT", request.param)
+    cpu_native.reset_native()
+    if K.native_static_library() is None:
+        pytest.fail(f"native kernels did not build: {cpu_native.native_unavailable_reason()}")
+    yield request.param
+    monkeypatch.delenv("LOWBIT_NATIVE_VARIANT")
+    cpu_native.reset_native()
+
+
+def _ref_linear(x, w, s, a, clamp, bias, relu):
+    xq = torch.div(x, a).round().clamp(-clamp, clamp).double()
+    y = xq @ w.double().t() * (s.double() * torch.tensor(a, dtype=torch.float32).double()) + bias.double()
+    return y.clamp(min=0) if relu else y
+
+
+@pytest.mark.parametrize("m,n,k", [(1, 5, 3), (7, 17, 33), (13, 40, 130), (30, 64, 257), (1100, 20, 24)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_native_linear_matches_float64(variant, m, n, k, relu):
+    g = torch.Generator().manual_seed(m * n + k)
+    w = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g)
+    s, bias = torch.rand(n, generator=g) + 0.1, torch.randn(n, generator=g)
+    x = torch.randn(m, k, generator=g) * 3
+    a, clamp = 0.05, 100  # |x| / a reaches 200: the clamp is exercised
+    nw = K.pack_static_native(w, s)
+    y = K.native_linear_static(x, nw, a, clamp, K.native_epilogue(nw, a, bias), relu=relu, num_threads=2)
+    ref = _ref_linear(x, w, s, a, clamp, bias, relu)
+    assert y.shape == (m, n)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 9, 7, 5, 3, 2, 1, 1), (2, 4, 8, 8, 20, 3, 1, 1, 2),
+                                   (1, 6, 5, 5, 17, 1, 1, 0, 1)])
+def test_native_conv_matches_float64(variant, shape):
+    b, c, h, wd, o, kk, stride, pad, dil = shape
+    g = torch.Generator().manual_seed(o)
+    x = torch.randn(b, c, h, wd, generator=g)
+    w = torch.randint(-127, 128, (o, c * kk * kk), dtype=torch.int8, generator=g)
+    s, bias, a = torch.rand(o, generator=g) + 0.1, torch.randn(o, generator=g), 0.03
+    nw = K.pack_static_native(K.conv_weight_codes(w, (o, c, kk, kk)), s)
+    y = K.native_conv2d_static(x, nw, (kk, kk), (stride, stride), (pad, pad), (dil, dil), a, 127,
+                               K.native_epilogue(nw, a, bias), relu=True)
+    xq = torch.div(x, a).round().clamp(-127, 127).double()
+    ref = F.conv2d(xq, w.double().reshape(o, c, kk, kk), None, stride, pad, dil)
+    ref = (ref * (s * a).double().reshape(1, -1, 1, 1) + bias.double().reshape(1, -1, 1, 1)).clamp(min=0)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
+
+
+class ConvNet(nn.Module):
+    def __init__(self, residual=False):
+        super().__init__()
+        self.residual = residual
+        self.c1, self.bn1, self.r1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()
+        self.c2, self.r2 = nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.r1(self.bn1(self.c1(x)))
+        y = self.c2(h)
+        z = self.r2(y)
+        if self.residual:
+            z = z + y  # c2's output has a second consumer: fusing r2 would change it
+        return self.fc(z.mean((2, 3)))
+
+
+def _net(residual=False):
+    torch.manual_seed(0)
+    net = ConvNet(residual).eval()
+    net.bn1.running_var.uniform_(0.5, 2.0)
+    net.bn1.running_mean.uniform_(-0.2, 0.2)
+    return net
+
+
+def test_conv_relu_fusion_exact_and_round_trips(tmp_path, capsys):
+    cal = [torch.randn(2, 3, 10, 10) for _ in range(2)]
+    fused = quantize_static(_net(), cal, StaticConfig(activation_method="minmax"), progress=False)
+    plain = quantize_static(_net(), cal, StaticConfig(activation_method="minmax", fuse_relu=False), progress=False)
+    assert fused.lowbit_summary.fused_relu == [("c1", "r1"), ("c2", "r2")]
+    assert isinstance(fused.r1, nn.Identity) and isinstance(fused.r2, nn.Identity) and fused.c2.fused_relu
+    assert isinstance(plain.r1, nn.ReLU) and not plain.c1.fused_relu and plain.lowbit_summary.fused_relu == []
+    assert "ReLU 'r1' fused" in str(fused.lowbit_summary)
+    x = torch.randn(3, 3, 10, 10)
+    torch.testing.assert_close(fused(x), plain(x), rtol=0, atol=1e-6)
+    lowbit.save(fused, tmp_path / "f.safetensors")
+    loaded = lowbit.load(ConvNet().eval(), tmp_path / "f.safetensors")
+    assert isinstance(loaded.r2, nn.Identity) and loaded.c2.fused_relu
+    assert torch.equal(loaded(x), fused(x))
+    from lowbit.cli.info import checkpoint_rows
+
+    static = checkpoint_rows(tmp_path / "f.safetensors")[1]["static"]
+    assert [r["layer"] for r in static] == ["c1", "c2", "fc"]
+    assert [r["relu"] for r in static] == [True, True, False]
+    assert static[0]["input_scale"] == fused.c1.input_scale and static[0]["input_clamp"] == 127
+    from lowbit.cli import main
+
+    assert main(["info", str(tmp_path / "f.safetensors")]) == 0
+    text = capsys.readouterr().out
+    assert "activation step" in text and f"{fused.c2.input_scale:.6g}" in text and "StaticQuantConv2d" in text
+
+
+def test_no_fusion_when_the_conv_output_has_another_consumer():
+    model = quantize_static(_net(residual=True), [torch.randn(2, 3, 10, 10)], progress=False)
+    assert model.lowbit_summary.fused_relu == [("c1", "r1")]
+    assert isinstance(model.r2, nn.ReLU) and not model.c2.fused_relu
+
+
+def _snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}, [type(m) for m in model.modules()]
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_failed_call_leaves_the_model_unchanged(train):
+    model = _net().train(train)
+    state, types = _snapshot(model)
+    bad = [torch.randn(2, 3, 10, 10), torch.randn(2, 5, 10, 10)]  # item 1 fails after BatchNorm folding
+    with pytest.warns(UserWarning, match="training mode") if train else _no_warning():
+        with pytest.raises(CalibrationError, match="item 1"):
+            quantize_static(model, bad, progress=False)
+    after, after_types = _snapshot(model)
+    assert after_types == types and isinstance(model.bn1, nn.BatchNorm2d) and model.c1.bias is None
+    assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
+    assert all(m.training == train for m in model.modules())
+    assert not hasattr(model, "lowbit_static") and not hasattr(model, "lowbit_summary")
+
+
+class _no_warning:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_dispatch_prefers_native_then_int_mm():
+    from lowbit.runtime import Capabilities
+    from lowbit.runtime.static_int8 import select_static_impl
+
+    native = Capabilities(native_extension=True, torch_ops_probed=("int_mm",))
+    assert select_static_impl("cpu", 16, 64, 64, native) == ("native", None)
+    assert select_static_impl("cpu", 16, 64, K.NATIVE_MAX_K + 1, native) == ("int_mm", None)
+    assert select_static_impl("cpu", 16, 64, 64, Capabilities())[0] == "emulated"
+    assert select_static_impl("cuda", 16, 64, 64, Capabilities(triton_gpu=True)) == ("triton", None)
+
+
+def test_triton_static_matches_cpu(monkeypatch):
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    from lowbit.kernels.triton_int8 import gemm_a8w_static, quantize_static_int8
+    from lowbit.quant.static_int8 import quantize_symmetric
+
+    torch.manual_seed(1)
+    model = quantize_static(nn.Sequential(nn.Linear(64, 24)).eval(), [torch.randn(8, 64)], progress=False)
+    layer = model[0]
+    x = torch.randn(5, 64) * 1.5
+    x[0, :3] = torch.tensor([2.5, -3.5, 0.5]) * layer.input_scale  # exact ties: round half to even
+    xq, sums = quantize_static_int8(x, layer.input_scale, 127)
+    ref_q = quantize_symmetric(x, layer.input_scale, 127)
+    assert torch.equal(xq, ref_q) and torch.equal(sums[:, 0], ref_q.int().sum(1))
+    y = gemm_a8w_static(x, layer.quantized_weight("weight").compute_layout(), layer.input_scale, 127, layer.bias)
+    torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
+    relu = layer.fuse_relu()
+    torch.testing.assert_close(relu._triton(x), layer(x), rtol=1e-5, atol=1e-5)
