@@ -42,15 +42,14 @@ def linear(*args):
     """`lowbit::linear` (see `quant_linear`); in plain eager mode its implementation is called directly, through
     `_LinearGrad` when autograd records the call (the same backward, for less than half the dispatcher's overhead)."""
     if not eager(args[0]):
-        # traced: hand the op a contiguous input (a strided view through inductor was seen to corrupt memory)
-        return torch.ops.lowbit.linear(args[0].contiguous(), *args[1:])
+        return torch.ops.lowbit.linear(*args)
     return _LinearGrad.apply(*args) if wants_grad(args[0], args[4]) else _linear_impl(*args)
 
 
 def conv2d(*args):
     """`lowbit::conv2d` (see `quant_conv2d`), called as `linear` calls its op."""
     if not eager(args[0]):
-        return torch.ops.lowbit.conv2d(args[0].contiguous(), *args[1:])
+        return torch.ops.lowbit.conv2d(*args)
     return _Conv2dGrad.apply(*args) if wants_grad(args[0], args[4]) else _conv2d_impl(*args)
 
 
