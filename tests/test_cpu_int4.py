@@ -105,6 +105,15 @@ def test_native_serves_5_to_8_bits(rng, bits, block):
     assert "4-bit container" in impl_unsupported_reason(qw, "int4pack")
 
 
+@pytest.mark.parametrize("k,shared", [(256, True), (200, False)])
+def test_native_8bit_shares_the_stored_codes_when_k_needs_no_padding(rng, k, shared):
+    # memory Low then holds the 8-bit codes once: the stored uint8 (N, K) is already the kernel's container
+    qw, x, bias, ref = _case(rng, 24, k, 5, 8, -1, True)
+    w8 = prepare_int4_cpu(qw, "native")
+    assert (w8.tensors["packed"].data_ptr() == qw.packed.data_ptr()) is shared
+    assert sqnr(ref, linear_int4_cpu(x, w8, bias)) >= SQNR_FLOOR["native"]
+
+
 def test_unsupported_formats(rng, monkeypatch):
     w = torch.randn(16, 64, generator=rng)
     q8 = quantize_weight(w, QuantConfig(bits=8, block_size=-1))

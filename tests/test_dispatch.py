@@ -103,6 +103,47 @@ def test_dispatch_table(device, m, fmt, caps, backend, kernel, fallback):
         assert f"{fmt.bits}-bit" in d.fallback_reason and "running dense" in d.fallback_reason
 
 
+VNNI = Capabilities(cpu_int8_dynamic=True, cpu_int8_weight=True, cpu_int4=True, native_variant="avx512vnni",
+                    cpu_bf16=True)
+HIGH_P = BackendConfig("high", "low")
+W4_G32 = WeightFormat(bits=4, group_size=32, symmetric=False, n=4096, k=4096)
+W4_G128 = WeightFormat(bits=4, group_size=128, symmetric=False, n=4096, k=4096)
+W8_PC = WeightFormat(bits=8, group_size=4096, symmetric=True, n=4096, k=4096)
+W8_G32 = WeightFormat(bits=8, group_size=32, symmetric=False, n=384, k=1536)
+
+
+@pytest.mark.parametrize("fmt,backend,min_m,kernel_below", [
+    (W4, HIGH, None, Kernel.CPU_INT4),  # fp32 copy: the VNNI kernel is faster at every M measured
+    (W4_G128, HIGH, None, Kernel.CPU_INT4),
+    (W4_G32, HIGH_P, 32, Kernel.CPU_INT4),  # bf16 copy (precision Low)
+    (W4_G128, HIGH_P, 32, Kernel.CPU_INT4),
+    (W8_PC, HIGH_P, None, Kernel.CPU_INT8_DYNAMIC),  # torch's dynamic int8 beats a bf16 copy
+    (W8_G32, HIGH, 32, Kernel.CPU_INT4),  # 8-bit blocks of 32: the fp32 copy wins at MiniLM's 384x1536
+])
+def test_memory_high_takes_the_float_copy_from_the_measured_crossover(fmt, backend, min_m, kernel_below):
+    from lowbit.runtime.dispatch import high_dense_min_m
+
+    assert high_dense_min_m("cpu", fmt, VNNI, backend) == min_m
+    for m in (1, 31, 32, 127, 128, 511, 512, 4096):
+        d = select_kernel("cpu", m, fmt, VNNI, backend)
+        if min_m is not None and m >= min_m:
+            assert d.kernel is Kernel.DENSE and d.fallback_reason is None
+            dtype = "bfloat16" if backend.precision.value == "low" else "float32"
+            assert d.note.startswith(f"memory=high: M >= {min_m}") and f"{dtype} float copy" in d.note
+        else:
+            assert d.kernel is kernel_below and d.note is None
+
+
+def test_memory_high_without_a_measured_table_keeps_the_default_crossover():
+    from lowbit.runtime.dispatch import high_dense_min_m
+
+    assert high_dense_min_m("cpu", W4, CPU_ALL, HIGH) == HIGH_DENSE_MIN_M  # no native variant named
+    assert high_dense_min_m("cuda", W4, GPU, HIGH) == HIGH_DENSE_MIN_M
+    avx2 = Capabilities(cpu_int4=True, native_variant="avx2")
+    assert high_dense_min_m("cpu", W4, avx2, HIGH) == HIGH_DENSE_MIN_M
+    assert "float32 float copy" in select_kernel("cpu", 64, W4, avx2, HIGH).note
+
+
 def test_refusal_reasons_are_quoted():
     fmt = refuse(W8, (Kernel.CPU_INT4, "bits=8 does not fit"), (Kernel.CPU_INT8_WEIGHT, "K=9 is not a multiple"))
     d = select_kernel("cpu", 1, fmt, CPU_ALL, BackendConfig("low", "low_bf16"))

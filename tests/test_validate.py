@@ -49,7 +49,7 @@ def test_model_spec_errors():
 def test_validate_report_numbers_and_peak_memory():
     report = validate(SPEC, cfg=QuantConfig(bits=4, block_size=64), reps=3)
     rows = {r["config"]: r for r in report["rows"]}
-    ref, normal, low = rows["original (fp32)"], rows["memory normal"], rows["memory low"]
+    ref, normal, high, low = (rows[c] for c in ("original (fp32)", "memory normal", "memory high", "memory low"))
     assert report["original_bytes"] == (2 * 1024 * 4096 + 4096 + 1024) * 4
     assert normal["ratio"] == pytest.approx(report["original_bytes"] / report["file_bytes"])
     assert 5 < normal["ratio"] < 8  # 4 bits + fp16 scale and zero per 64 weights = 4.5 bits
@@ -58,6 +58,11 @@ def test_validate_report_numbers_and_peak_memory():
     assert all(r["median_ms"] > 0 and r["p20_ms"] <= r["median_ms"] <= r["p80_ms"] for r in rows.values())
     # load + forward: fp32 touches its 32 MB of mapped weights; memory Normal dequantizes to 32 MB of float32
     assert ref["peak_mb"] > 28 and normal["peak_mb"] > 28 and low["peak_mb"] > 0
+    # resident weights: Normal one fp32 copy (codes released, fp16 scale + zero per 64 weights stay: +1.6%),
+    # High the packed codes plus that copy (M = 4 < 32 here: the packed kernel only), Low the packed codes and the
+    # native kernel's own layout of them (0.14x + 0.16x of fp32 at int4 block 64)
+    assert ref["resident_mb"] < normal["resident_mb"] <= 1.02 * ref["resident_mb"]
+    assert low["resident_mb"] < 0.32 * ref["resident_mb"] and high["resident_mb"] >= low["resident_mb"]
     table = format_report(report)
     assert table.splitlines()[0].startswith("| config") and "memory low" in table and "SNR dB" in table
 

@@ -4,8 +4,9 @@ Rows: fp32, fp16, int8 per-channel, int4 block 64 RTN, int4 block 64 HQQ, int3 b
 (Linear layers; embeddings and norms stay float32, as `lowbit.quantize` leaves them). Columns: checkpoint size
 (MB, ratio to fp32), cosine of the sentence embeddings to fp32 over `lowbit.models.SENTENCES` (mean and min),
 retrieval agreement (fraction of sentences whose nearest neighbour is the one fp32 finds), latency of encoding one
-sentence at memory Normal and Low (median ms), and the peak resident memory of load + one forward at memory Low,
-measured in a separate process (see `lowbit.apps.validate.measure_peak`).
+sentence at memory Normal and Low (median ms), the resident weight bytes at Normal and Low (`resident_bytes`), and
+the peak resident memory of load + one forward at memory Low, measured in a separate process (see
+`lowbit.apps.validate.measure_peak`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ def linear_weight_mb(model) -> float:
     return (packed + dense) / 1e6
 
 
+def resident_mb(model) -> float:
+    """MB the model's weights hold now, prepared copies included (`lowbit.nn.resident_bytes`)."""
+    from ..nn import resident_bytes
+
+    return resident_bytes(model) / 1e6
+
+
 def _row(label, cfg, base, ref, tmp: Path, quick: bool) -> tuple[dict, Path]:
     from .. import quantize, save
     from ..models import SENTENCES, embed
@@ -77,10 +85,11 @@ def _row(label, cfg, base, ref, tmp: Path, quick: bool) -> tuple[dict, Path]:
     t0 = time.perf_counter()
     model = base if cfg is None else quantize(copy.deepcopy(base), cfg, backend=BackendConfig(memory="normal"))
     row = {"setting": label, "quantize_s": time.perf_counter() - t0, **embedding_scores(ref, embed(model)),
-           "latency_normal_ms": _latency_ms(model, SENTENCES[0], quick)}
+           "latency_normal_ms": _latency_ms(model, SENTENCES[0], quick), "resident_normal_mb": resident_mb(model)}
     if cfg is not None:
         set_backend(model, BackendConfig(memory="low"))
     row["latency_low_ms"] = _latency_ms(model, SENTENCES[0], quick)
+    row["resident_low_mb"] = resident_mb(model)
     path = save(model if cfg is not None else dict(model.state_dict()), tmp / f"{len(list(tmp.iterdir()))}.lbt")
     row["size_mb"] = path.stat().st_size / 1e6
     row["linear_mb"] = linear_weight_mb(model)
@@ -134,7 +143,8 @@ _COLUMNS = [("setting", "setting", "{}"), ("size_mb", "file MB", "{:.1f}"), ("ra
             ("linear_mb", "Linear MB", "{:.1f}"), ("linear_ratio", "Linear ratio", "{:.2f}x"),
             ("cos_mean", "cos mean", "{:.4f}"), ("cos_min", "cos min", "{:.4f}"),
             ("retrieval", "same NN", "{:.0%}"), ("latency_normal_ms", "ms Normal", "{:.1f}"),
-            ("latency_low_ms", "ms Low", "{:.1f}"), ("peak_mb", "peak MB (Low)", "{:.1f}"),
+            ("latency_low_ms", "ms Low", "{:.1f}"), ("resident_normal_mb", "resident MB Normal", "{:.1f}"),
+            ("resident_low_mb", "resident MB Low", "{:.1f}"), ("peak_mb", "peak MB (Low)", "{:.1f}"),
             ("quantize_s", "quantize s", "{:.1f}")]
 
 
@@ -147,7 +157,9 @@ def format_demo(rows: list[dict]) -> str:
 
     legend = ("MiniLM-L6 (all-MiniLM-L6-v2), Linear layers compressed (the 47 MB word embedding stays fp32, so the "
               "file shrinks less than the Linear weights); cosine and same-NN against fp32 over "
-              f"{len(SENTENCES)} sentences; latency: encode one sentence; peak: load + forward at memory Low, "
+              f"{len(SENTENCES)} sentences; latency: encode one sentence; resident: the model's weights and prepared "
+              "copies after the timed calls (memory Normal holds one float copy, the codes released); peak: load + "
+              "forward at memory Low, "
               "separate process.")
     return tabulate(table, headers=[h for _, h, _ in _COLUMNS], tablefmt="github", disable_numparse=True) + \
         "\n" + legend

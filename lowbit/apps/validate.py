@@ -8,6 +8,9 @@ write their outputs into the dict they are given). The output compared is the mo
 Peak memory is measured in a separate Python process: it builds the model, drops its float weights to the `meta`
 device, then for each checkpoint resets the kernel's peak-RSS counter (/proc/self/clear_refs), loads the
 checkpoint and runs one forward; the figure is VmHWM minus the resident memory just before the load.
+"resident MB" is `lowbit.nn.resident_bytes` after the first forward in each memory mode, in this process: the
+weights and every prepared copy the layers hold (Normal: one float copy, the codes released; High: packed codes plus
+the float copy once an M >= 32 call built it; Low: packed codes and the kernels' prepared layouts).
 """
 
 from __future__ import annotations
@@ -244,7 +247,8 @@ def _latency(model, inputs, reps) -> dict:
 def _backends() -> list[tuple[str, dict]]:
     from ..runtime import capabilities
 
-    out = [("memory normal", {"memory": "normal"}), ("memory low", {"memory": "low"})]
+    out = [("memory normal", {"memory": "normal"}), ("memory high", {"memory": "high"}),
+           ("memory low", {"memory": "low"})]
     caps = capabilities()
     if caps.gpu or caps.cpu_bf16 or caps.cpu_fp16:  # reduced precision only where the hardware runs it natively
         out.append(("memory low, precision low", {"memory": "low", "precision": "low"}))
@@ -268,6 +272,7 @@ def validate(spec: str = "minilm", checkpoint: str | Path | None = None, cfg=Non
     resident memory of load + forward in a separate process per configuration.
     """
     from ..checkpoint import load, save
+    from ..nn import resident_bytes
     from ..runtime import BackendConfig
 
     with tempfile.TemporaryDirectory(prefix="lowbit-validate-") as tmp:
@@ -277,7 +282,8 @@ def validate(spec: str = "minilm", checkpoint: str | Path | None = None, cfg=Non
         float_ckpt = save({k: v for k, v in model.state_dict().items()}, Path(tmp) / "float.safetensors")
         ckpt = Path(checkpoint) if checkpoint is not None else _make_checkpoint(spec, cfg, Path(tmp))
         size = checkpoint_bytes(ckpt)
-        rows = [{"config": "original (fp32)", "size_mb": original / 1e6, "ratio": 1.0, **_latency(model, inputs, reps)}]
+        rows = [{"config": "original (fp32)", "size_mb": original / 1e6, "ratio": 1.0,
+                 "resident_mb": resident_bytes(model) / 1e6, **_latency(model, inputs, reps)}]
         del model
         compressed, _ = build_model(spec)
         backends = _backends()
@@ -290,7 +296,7 @@ def validate(spec: str = "minilm", checkpoint: str | Path | None = None, cfg=Non
                 set_backend(compressed, BackendConfig(**kw))
             out = call_model(compressed, inputs)
             rows.append({"config": label, **error_stats(ref, out), "size_mb": size / 1e6, "ratio": original / size,
-                         **_latency(compressed, inputs, reps)})
+                         "resident_mb": resident_bytes(compressed) / 1e6, **_latency(compressed, inputs, reps)})
         if peak_memory:
             jobs = [{"checkpoint": str(float_ckpt)}] + [{"checkpoint": str(ckpt), **kw} for _, kw in backends]
             for row, peak in zip(rows, measure_peak(spec, jobs), strict=True):
@@ -301,7 +307,8 @@ def validate(spec: str = "minilm", checkpoint: str | Path | None = None, cfg=Non
 
 _COLUMNS = [("config", "config", "{}"), ("max_abs", "max abs", "{:.3g}"), ("mean_abs", "mean abs", "{:.3g}"),
             ("cosine", "cosine", "{:.5f}"), ("snr_db", "SNR dB", "{:.1f}"), ("size_mb", "size MB", "{:.2f}"),
-            ("ratio", "ratio", "{:.2f}x"), ("peak_mb", "peak MB (load+fwd)", "{:.1f}"),
+            ("ratio", "ratio", "{:.2f}x"), ("resident_mb", "resident MB", "{:.1f}"),
+            ("peak_mb", "peak MB (load+fwd)", "{:.1f}"),
             ("median_ms", "median ms", "{:.2f}"), ("p20_ms", "p20 ms", "{:.2f}"), ("p80_ms", "p80 ms", "{:.2f}")]
 
 

@@ -157,6 +157,9 @@ def _impl_methods(w: torch.Tensor, bits: int, block: int, symmetric: bool) -> li
     out = []
     dense = qw.dequantize(torch.float32)
     out.append((Method("dense fp32 (dequantized once)", dense.numel() * 4, False, lambda x: F.linear(x, dense)), qw))
+    dense_bf16 = dense.to(torch.bfloat16)  # memory High at precision Low keeps this copy (x cast per call)
+    out.append((Method("dense bf16 (dequantized once)", dense.numel() * 2, False,
+                       lambda x: F.linear(x.to(torch.bfloat16), dense_bf16).float()), qw))
     if bits <= 4:
         # "dequant" (dequantize on every call, ~1 s at 4096x4096 whatever M) is left out: it is the last resort
         variants = [("native", True), ("native", False), ("int4pack", True)]
@@ -184,7 +187,7 @@ def run_impl_sweep(shape=(4096, 4096), ms=(1, 8, 32, 128), rounds: int = 2, seed
     gen = torch.Generator().manual_seed(seed)
     w = torch.randn(n, k, generator=gen) / k**0.5
     rows: list[Row] = []
-    for bits, block in [(2, 64), (4, 32), (4, 64), (4, 128), (4, -1), (8, -1), (8, 128)]:
+    for bits, block in [(2, 64), (4, 32), (4, 64), (4, 128), (4, -1), (8, -1), (8, 32), (8, 64), (8, 128)]:
         methods = _impl_methods(w, bits, block, symmetric=False)
         for m in ms:
             x = torch.randn(m, k, generator=gen)
@@ -277,16 +280,20 @@ def main(argv: list[str] | None = None) -> list[Row]:
     p.add_argument("--variants", action="store_true", help="also time the native kernel under every ISA variant")
     p.add_argument("--no-suite", action="store_true", help="with --impls/--variants: only those sweeps")
     p.add_argument("--shapes", default=None, help="subset of shapes, e.g. 4096x4096,384x1536 (K x N)")
+    p.add_argument("--ms", default=None, help="with --impls: the M values, e.g. 32,128,512")
     args, _ = p.parse_known_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)  # CLI only: library code never changes torch globals
     env = describe_environment("cpu") | {"clock": args.clock, "native": _native_variant(),
                                          "load_start": _load()}
     if args.impls:
-        ms_sweep = (1, 32, 128) if args.quick else (1, 8, 32, 128)
-        rows = run_impl_sweep(ms=ms_sweep, clock=args.clock)
+        ms_sweep = (1, 32, 128) if args.quick else (1, 8, 32, 128, 512)
+        if args.ms:
+            ms_sweep = tuple(int(v) for v in args.ms.split(","))
+        impl_shapes = [tuple(int(v) for v in s.split("x")) for s in (args.shapes or "4096x4096").split(",")]
+        rows = [r for shape in impl_shapes for r in run_impl_sweep(shape, ms=ms_sweep, clock=args.clock)]
         report(f"{args.name}_impls", rows, env | {"load_end": _load()}, args.out or None,
-               title="CPU implementations per format (4096x4096, asymmetric RTN)",
+               title="CPU implementations per format (asymmetric RTN)",
                notes="'*' marks the fastest implementation for each (bits, block, M). Symmetric weights run the "
                      "same kernels at the same speed (the zero is folded into a per-block constant).")
     if args.variants:

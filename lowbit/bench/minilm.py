@@ -113,7 +113,10 @@ def run(seq_len: int = 128, threads: int = 2, out_dir: str | None = "bench/resul
              "bytes resident for the Linear layers (float weights, or packed buffers + prepared kernel caches); "
              "'model' adds the float embeddings and norms. speed vs fp32 > 1 means faster.")
     name = "minilm_cpu" if threads == 2 else f"minilm_cpu_{threads}t"
-    report(name, rows, describe_environment("cpu"), out_dir=out_dir,
+    from ..kernels.cpu_native import native_variant
+
+    env = describe_environment("cpu") | {"native": native_variant() or "-", "load_end": f"{load:.2f}"}
+    report(name, rows, env, out_dir=out_dir,
            title="MiniLM on CPU: lowbit memory modes vs fp32", notes=notes)
     return rows
 

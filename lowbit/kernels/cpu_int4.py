@@ -34,7 +34,8 @@ class Int4CpuWeight:
 
     impl: which implementation serves it (see module docstring). n, k: the (N, K) weight shape; bits; group_size.
     tensors: the implementation's own layout, by name:
-      native:   packed uint8 (N, Kp/2) (`cpu_native.pack_q4`, bits <= 4) or (N, Kp) (`pack_q8`, bits 5..8),
+      native:   packed uint8 (N, Kp/2) (`cpu_native.pack_q4`, bits <= 4) or (N, Kp) (`pack_q8`, bits 5..8; for
+                8 bits with K % 64 == 0 the QuantizedWeight's own packed tensor, shared),
                 scale / scale_zero fp32 (N, nb); group_k int;
                 act_per_row: one int8 activation scale per row (fastest) or per (row, block) (False).
       kleidiai: packed (opaque torch blob).
@@ -154,8 +155,11 @@ def prepare_int4_cpu(qw: QuantizedWeight, impl: str | None = None, act_per_row: 
     scale = qw.scale.float()
     zero = qw.zero_or_implicit().float()
     if impl == "native":
-        codes = qw.unpack()
-        packed = cpu_native.pack_q4(codes) if qw.bits <= 4 else cpu_native.pack_q8(codes)
+        if qw.bits == 8 and qw.k % 64 == 0 and qw.packed.is_contiguous():
+            packed = qw.packed  # already the 8-bit container (one code per byte, no padding): shared, not copied
+        else:
+            codes = qw.unpack()
+            packed = cpu_native.pack_q4(codes) if qw.bits <= 4 else cpu_native.pack_q8(codes)
         group_k = -(-qw.k // 64) * 64 if qw.block_size == -1 else qw.group_size
         return Int4CpuWeight(**base, group_k=group_k, act_per_row=bool(act_per_row), tensors={
             "packed": packed, "scale": scale.contiguous(), "scale_zero": (scale * zero).contiguous()})

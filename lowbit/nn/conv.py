@@ -87,6 +87,12 @@ class _QuantConvNd(QuantModule):
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
             x = F.pad(x, flat, mode=mode)
             pads = [(0, 0)] * len(pads)
+        w = self.dense_weight("weight", x)
+        if w is not None:
+            b = self.bias if self.bias is None or self.bias.dtype == w.dtype else self.bias.to(w.dtype)
+            y = F.conv2d(x if x.dtype == w.dtype else x.to(w.dtype), w.reshape(shape4d), b, list(stride),
+                         [a for a, _ in pads], list(dilation), self.groups)
+            return y if y.dtype == x.dtype else y.to(x.dtype)
         packed, scale, zero, _, bits, block = self._op_args("weight")
         return ops.conv2d(x, packed, scale, zero, self.bias, shape4d, bits, block, list(stride),
                                        [a for a, _ in pads], list(dilation), self.groups, *self._modes())

@@ -4,7 +4,9 @@ A quantized parameter `P` is held as buffers `P_packed`, `P_scale`, `P_zero` (sc
 none) of their final shapes, so a model built on the `meta` device loads with `load_state_dict(assign=True)`. The
 rest of the `QuantizedWeight` (shape, dtype, bits, block_size, symmetric, method) is a plain attribute
 (`quant_meta[P]`, the `metadata()` dict). Prepared kernel weights (float copies, prepacked layouts) are caches owned
-by `lowbit.nn.ops`, rebuilt lazily and never saved.
+by `lowbit.nn.ops`, rebuilt lazily and never saved. At memory Normal a layer computes with F.linear / F.conv on one
+float copy `P_dense` (a non-persistent buffer) and `P_packed` is None while it runs (`lowbit.nn.dense_copy`): the
+state_dict, `quantized_weight` and a switch to another memory mode re-derive the codes bit-exactly.
 
 Like the float layers, a layer takes floating-point inputs only (TypeError otherwise) of the documented shape
 (ValueError naming it), lets NaN and inf through, and passes gradients to its input and float bias (the packed
@@ -16,11 +18,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..quant.format import QuantizedWeight
-from ..runtime.config import BackendConfig
-from . import ops, weight_cache
+from ..runtime.config import BackendConfig, Memory
+from . import dense_copy, ops, weight_cache
 
 _FIELDS = ("packed", "scale", "zero")
 
@@ -83,18 +86,38 @@ class QuantModule(nn.Module):
     def quantized_weight(self, name: str) -> QuantizedWeight:
         """The QuantizedWeight of parameter `name`, over the current buffers (validated)."""
         tensors = {f: getattr(self, f"{name}_{f}") for f in _FIELDS if f"{name}_{f}" in self._buffers}
+        if dense_copy.released(self, name):
+            tensors["packed"] = dense_copy.rederived(self, name)
         return QuantizedWeight.from_tensors(tensors, self.quant_meta[name])
 
     def _op_args(self, name: str):
         meta = self.quant_meta[name]
-        return (self._buffers[f"{name}_packed"], self._buffers.get(f"{name}_scale"),
+        packed = self._buffers[f"{name}_packed"]
+        if packed is None:
+            packed = dense_copy.rederived(self, name)
+        return (packed, self._buffers.get(f"{name}_scale"),
                 self._buffers.get(f"{name}_zero"), meta["shape"], meta["bits"], meta["block_size"])
+
+    def dense_weight(self, name: str, x: torch.Tensor) -> torch.Tensor | None:
+        """Memory Normal's float copy (N, K) of parameter `name` for input x, or None when the op should run: other
+        memory modes, and a trace (torch.compile, fake tensors) before an eager call built the copy."""
+        if self.backend.memory is not Memory.NORMAL:
+            return None
+        w = self._buffers.get(f"{name}_dense")
+        if ops.eager(x):
+            return dense_copy.dense_weight(self, name, x.device.type)
+        return w if w is not None and w.device == x.device else None
 
     def _modes(self) -> tuple[str, str]:
         return self.backend.memory.value, self.backend.precision.value
 
     def quant_linear(self, name: str, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """x (..., K) @ W_name.T + bias through the `lowbit::linear` op."""
+        w = self.dense_weight(name, x)
+        if w is not None:
+            b = bias if bias is None or bias.dtype == w.dtype else bias.to(w.dtype)
+            y = F.linear(x if x.dtype == w.dtype else x.to(w.dtype), w, b)
+            return y if y.dtype == x.dtype else y.to(x.dtype)
         packed, scale, zero, shape, bits, block = self._op_args(name)
         shape2d = [shape[0], math.prod(shape[1:])]
         return ops.linear(x, packed, scale, zero, bias, shape2d, bits, block, *self._modes())
@@ -105,10 +128,27 @@ class QuantModule(nn.Module):
         self.clear_cache()
 
     def clear_cache(self) -> None:
+        """Drop every prepared weight and float copy (the packed codes are held again)."""
         for name in self.quant_meta:
-            packed = self._buffers.get(f"{name}_packed")
-            if packed is not None:
-                weight_cache.drop_cache(packed)
+            dense_copy.restore(self, name)
+            weight_cache.drop_cache(self._buffers[f"{name}_packed"])
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        """The packed codes are saved also while memory Normal's float copy stands in for them (re-derived)."""
+        gone = [name for name in self.quant_meta if dense_copy.released(self, name)]
+        for name in gone:
+            self._buffers[f"{name}_packed"] = dense_copy.rederived(self, name)
+        try:
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+        finally:
+            for name in gone:
+                self._buffers[f"{name}_packed"] = None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Loading replaces the codes: hold them packed again (the next memory Normal forward rebuilds the copy)."""
+        for name in self.quant_meta:
+            dense_copy.restore(self, name)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _quant_repr(self) -> str:
         parts = {(m["bits"], m["block_size"], m["symmetric"], m["method"]) for m in self.quant_meta.values()}

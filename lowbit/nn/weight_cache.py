@@ -24,6 +24,7 @@ from ..runtime.dispatch import (
     A8W_MIN_M,
     GEMV_MAX_M,
     HIGH_DENSE_MIN_M,
+    NATIVE_HIGH_DENSE_MIN_M,
     Decision,
     Kernel,
     WeightFormat,
@@ -32,7 +33,8 @@ from ..runtime.dispatch import (
 )
 
 # Every M where dispatch may change its mind: the probe's shape classes (1, 2..15, >= 16) and the thresholds.
-M_BOUNDARIES = tuple(sorted({1, 2, 16, GEMV_MAX_M + 1, HIGH_DENSE_MIN_M, A8W_MIN_M}))
+_HIGH_CROSSOVERS = {m for table in NATIVE_HIGH_DENSE_MIN_M.values() for m in table.values() if m is not None}
+M_BOUNDARIES = tuple(sorted({1, 2, 16, GEMV_MAX_M + 1, HIGH_DENSE_MIN_M, A8W_MIN_M, *_HIGH_CROSSOVERS}))
 
 
 def m_bucket(m: int) -> int:

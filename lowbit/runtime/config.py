@@ -1,14 +1,16 @@
 """`BackendConfig`: how quantized layers compute (MNN's BackendConfig: a memory mode and a precision mode).
 
 Memory (MNN ints: Normal=0, High=1, Low=2):
-  Normal: weights are dequantized once, at load, to the compute dtype and run with F.linear / F.conv: the speed of
-          the float model; the size is saved on disk only.
+  Normal: weights are dequantized once, at the first forward, to the compute dtype and run with F.linear / F.conv:
+          the speed of the float model. The packed codes are then released (re-derived exactly when saved), so the
+          layer holds one float copy plus the small scales/zeros: <= 1.02x the fp32 bytes from block 64 on.
   Low:    weights stay packed in memory; layers compute with the fused dequantization kernels (Triton on CUDA;
           the CPU int4 kernel for <= 4 bits and torch's dynamic int8 for 5..8 bits on CPU) or with dynamic int8
           activations: the smallest resident memory. Where no fused kernel serves a weight, the layer falls back to
           the dense path (weights dequantized once) and warns once.
-  High:   trade memory for speed: packed kernels for small batches (M <= dispatch.HIGH_DENSE_MIN_M - 1) and a cached
-          float copy for large batches, whichever is faster there.
+  High:   trade memory for speed: per M bucket, the packed kernel or a cached float copy, whichever is faster there
+          (`dispatch.high_dense_min_m`; the decision's note says when the copy is taken). Resident: the packed
+          codes plus, once such an M ran, the float copy (~1.14x fp32 at int4 block 64).
 Precision (MNN ints: Normal=0, High=1, Low=2, Low_BF16=3):
   Normal/High: fp32 activations and accumulation.
   Low:      reduced precision is allowed where the device runs it natively: fp16 on CUDA, bf16 on a CPU with native

@@ -7,8 +7,8 @@ The table (M = rows of the activation; "refused" = the kernel family's `supports
 | any    | any    | bits == 16 (float16 storage), memory Normal/High | DENSE             |
 | Low    | any    | bits == 16                                     | EMULATED (no fallback: nothing is lost) |
 | Normal | any    | -                                              | DENSE             |
-| High   | any    | M >= HIGH_DENSE_MIN_M                          | DENSE (cached float copy) |
-| High   | any    | M <  HIGH_DENSE_MIN_M                          | as Low            |
+| High   | any    | M >= high_dense_min_m (None: never)            | DENSE (cached float copy), note says why |
+| High   | any    | otherwise                                      | as Low            |
 | Low    | cuda   | triton_gpu, M <= GEMV_MAX_M                    | TRITON_GEMV       |
 | Low    | cuda   | triton_gpu, precision Low, M >= A8W_MIN_M      | TRITON_A8W        |
 | Low    | cuda   | triton_gpu, otherwise                          | TRITON_GEMM       |
@@ -33,6 +33,9 @@ the native kernel built no 2..8-bit weight falls back to DENSE on the CPU. At pr
 weights still go to torch's dynamic int8 first (faster at M >= 32 on the machines measured, bench/results/gemm_cpu*).
 A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before DENSE.
 EMULATED (dequantize on every call) is never chosen for integer weights; tests and benchmarks force it.
+Memory High's crossover is HIGH_DENSE_MIN_M except on the CPU with the native kernel, where NATIVE_HIGH_DENSE_MIN_M
+holds what was measured: the fp32 copy never beats the VNNI kernel (M = 32..512) except for 8-bit blocks of 32; a
+bf16 copy (precision Low) does from M = 32.
 """
 
 from __future__ import annotations
@@ -48,7 +51,18 @@ from .config import BackendConfig, Memory, Precision
 
 GEMV_MAX_M = 16  # the split-K GEMV covers 1..16 rows; above it the tiled GEMM wins
 A8W_MIN_M = 128  # dynamic int8 activations pay off once the GEMM is compute bound
-HIGH_DENSE_MIN_M = 32  # memory High: from this M on, the cached float weight beats the packed kernels
+HIGH_DENSE_MIN_M = 32  # memory High without a measured table: from this M on, the cached float weight wins
+# memory High with the native CPU kernel: (compute dtype, container bits, block class) -> the M from which the float
+# copy is faster (None: never, at the M = 32..512 measured); 1 thread on EPYC Zen 4 (AVX-512 VNNI) at 4096x4096 and
+# MiniLM's 384x1536 / 1536x384, the class's worst shape deciding (bench/results/gemm_cpu_high_crossover_impls.md).
+# fp32: the kernel was 1.07-3.5x faster everywhere but 8-bit blocks of 32 at 384x1536 (0.86x); bf16 (precision Low):
+# the copy was faster from M = 32 in every class on at least one shape.
+_VNNI_CROSSOVER = {
+    ("fp32", 4, "g32"): None, ("fp32", 4, "g64"): None, ("fp32", 4, "g128+"): None, ("fp32", 4, "pc"): None,
+    ("fp32", 8, "g32"): 32, ("fp32", 8, "g64"): None, ("fp32", 8, "g128+"): None, ("fp32", 8, "pc"): None,
+    **{("bf16", bits, group): 32 for bits in (4, 8) for group in ("g32", "g64", "g128+", "pc")},
+}
+NATIVE_HIGH_DENSE_MIN_M = {"avx512vnni": _VNNI_CROSSOVER, "avxvnni": _VNNI_CROSSOVER}
 
 
 class Kernel(str, Enum):
@@ -103,10 +117,12 @@ class WeightFormat:
 
 @dataclass(frozen=True)
 class Decision:
-    """The chosen kernel, and why it is not what was asked when it is a fallback (None otherwise)."""
+    """The chosen kernel; fallback_reason: why it is not what was asked when it is a fallback (None otherwise);
+    note: why a mode's trade was taken (memory High's float copy at this M), for reports."""
 
     kernel: Kernel
     fallback_reason: str | None = None
+    note: str | None = None
 
 
 def select_kernel(device_type: str, m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
@@ -115,13 +131,44 @@ def select_kernel(device_type: str, m: int, fmt: WeightFormat, caps: Capabilitie
         return Decision(Kernel.EMULATED if backend.memory is Memory.LOW else Kernel.DENSE)
     if backend.memory is Memory.NORMAL:
         return Decision(Kernel.DENSE)
-    if backend.memory is Memory.HIGH and m >= HIGH_DENSE_MIN_M:
-        return Decision(Kernel.DENSE)
+    if backend.memory is Memory.HIGH:
+        note = high_dense_note(device_type, m, fmt, caps, backend)
+        if note is not None:
+            return Decision(Kernel.DENSE, note=note)
     if device_type == "cuda":
         return _select_cuda(m, fmt, caps, backend)
     if device_type == "cpu":
         return _select_cpu(m, fmt, caps, backend)
     return _fallback(backend, fmt, device_type, f"lowbit has no fused kernel for device {device_type!r}")
+
+
+def high_dense_min_m(device_type: str, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> int | None:
+    """Memory High: the M from which the float copy (in the compute dtype) beats the packed kernel; None = never.
+
+    With lowbit's native CPU kernel (int8 activations) the table below holds the crossovers measured per compute
+    dtype, container and block (bench/results/gemm_cpu_high_crossover_impls.md); other paths keep HIGH_DENSE_MIN_M.
+    Per-channel 5..8-bit weights at precision Low run torch's dynamic int8 linear, faster than a float copy at every
+    M measured, so they never take it.
+    """
+    if device_type != "cpu" or caps.native_variant not in NATIVE_HIGH_DENSE_MIN_M:
+        return HIGH_DENSE_MIN_M
+    if fmt.bits > 4 and fmt.group_size == fmt.k and backend.precision is Precision.LOW and caps.cpu_int8_dynamic:
+        return None
+    dtype = "bf16" if compute_dtype(device_type, caps, backend) is torch.bfloat16 else "fp32"
+    group = "pc" if fmt.group_size >= fmt.k else "g32" if fmt.group_size <= 32 else "g64" if fmt.group_size <= 64 \
+        else "g128+"
+    return NATIVE_HIGH_DENSE_MIN_M[caps.native_variant][dtype, 8 if fmt.bits > 4 else 4, group]
+
+
+def high_dense_note(device_type: str, m: int, fmt: WeightFormat, caps: Capabilities,
+                    backend: BackendConfig) -> str | None:
+    """Why memory High takes the float copy at this M (None when the packed kernel is at least as fast)."""
+    min_m = high_dense_min_m(device_type, fmt, caps, backend)
+    if min_m is None or m < min_m:
+        return None
+    dtype = compute_dtype(device_type, caps, backend)
+    return (f"memory=high: M >= {min_m}, where the {str(dtype).removeprefix('torch.')} float copy beats the "
+            f"packed kernel for a {fmt.bits}-bit weight (group {fmt.group_size}) on {device_type}")
 
 
 def _select_cuda(m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
