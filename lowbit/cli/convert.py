@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         if args.input is not None:
             raise ValueError(f"with --model give only OUT, not a checkpoint ({args.input!r})")
         return convert_model.run_model(args)
-    if args.method in ("gptq", "awq"):
+    if args.method in ("gptq", "awq", "recon"):
         raise ValueError(f"--method {args.method} needs the model and calibration data: pass --model and --calib")
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric,
                       method=args.method or ("hqq" if args.hqq else "rtn"))

@@ -46,7 +46,7 @@ def check_calibration_given(cfg: QuantConfig, overrides: dict | None, calibratio
     return bool(aware)
 
 
-def _collector(module: nn.Module):
+def collector_for(module: nn.Module):
     if isinstance(module, nn.LSTM):
         return LSTMCollector(module)
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
@@ -73,6 +73,10 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend=None, ski
             warnings.warn(f"lowbit.quantize: calibration is not used by method={cfg.method.value!r}; use "
                           "method='gptq' or 'awq' for data-aware quantization", stacklevel=2)
         return swap.quantize(model, cfg, backend, skip, overrides, min_weights)
+    if any(isinstance(c, QuantConfig) and c.method is QuantMethod.RECON for c in [cfg, *(overrides or {}).values()]):
+        from ..recon import quantize_recon  # learned rounding/scales, block by block (lowbit/recon)
+
+        return quantize_recon(model, cfg, backend, skip, overrides, min_weights, calibration, limit, progress)
     backend = as_backend(backend)
     skip, overrides = swap.check_patterns(skip, overrides)
     cal = as_calibration(calibration, limit)
@@ -80,7 +84,7 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend=None, ski
     summary = DataAwareSummary(calibration=cal.source, items=len(cal))
     if ensure_eval(model):
         summary.notes.append("the model was in training mode: switched to eval() for calibration and left in eval")
-    targets = _plan(model, cfg, overrides, skip, min_weights, summary)
+    targets = plan_layers(model, cfg, overrides, skip, min_weights, summary)
     weights = _run(model, cal, targets, sequential, progress, awq_fold, summary)
     model = swap.swap_quantized(model, weights, backend)
     summary.seconds = time.perf_counter() - start
@@ -88,7 +92,7 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend=None, ski
     return model
 
 
-def _plan(model, cfg, overrides, skip, min_weights, summary) -> dict[str, tuple[nn.Module, QuantConfig, object]]:
+def plan_layers(model, cfg, overrides, skip, min_weights, summary) -> dict:
     """{layer name: (module, config, LayerRecord)} for the layers to quantize; skipped ones go to the summary."""
     modules = dict(model.named_modules())
     targets = {}
@@ -119,21 +123,21 @@ def _run(model, cal, targets, sequential, progress, awq_fold, summary) -> dict:
         for name, (module, cfg, _) in targets.items():
             if name not in aware:  # data-free layers first: they need no statistics
                 try:
-                    results[name] = _plain(module, cfg, name)
+                    results[name] = plain_results(module, cfg, name)
                 except ValueError as e:  # as lowbit.nn.quantize: such a layer stays float, with the reason
                     targets[name][2].reason = f"cannot quantize: {e}"
                     continue
                 if sequential:
-                    _apply(module, results[name], saved)
+                    apply_quantized(module, results[name], saved)
         _run_aware(model, cal, aware, sequential, progress, results, saved, summary)
     finally:
         with torch.no_grad():
             for p, data in reversed(saved):
                 p.data = data
-    return _collect(targets, results, summary)
+    return collect_weights(targets, results, summary)
 
 
-def _plain(module, cfg, name) -> list[WeightResult]:
+def plain_results(module, cfg, name) -> list[WeightResult]:
     from ..quant.quantize import quantize_weight
 
     out = []
@@ -143,7 +147,7 @@ def _plain(module, cfg, name) -> list[WeightResult]:
     return out
 
 
-def _apply(module, results: list[WeightResult], saved) -> None:
+def apply_quantized(module, results: list[WeightResult], saved) -> None:
     """Make the float module compute with its quantized weights (sequential calibration)."""
     for r in results:
         p = getattr(module, r.name.rpartition(".")[2])
@@ -171,7 +175,7 @@ def _run_aware(model, cal, aware, sequential, progress, results, saved, summary)
     if not aware:
         return
     modules = {n: t[0] for n, t in aware.items()}
-    collectors = {n: _collector(m) for n, m in modules.items()}
+    collectors = {n: collector_for(m) for n, m in modules.items()}
     calls = trace_calls(model, next(iter(cal)), modules)
     per_item = {n: sum(1 for c, _ in calls if c == n) for n in modules}
     groups = _groups(calls, collectors) if sequential else [list(collectors)]
@@ -187,13 +191,13 @@ def _run_aware(model, cal, aware, sequential, progress, results, saved, summary)
             if col.count == 0:
                 summary.notes.append(f"{name} was never called on the calibration inputs: quantized with "
                                      f"{plain_config(cfg).method.value}")
-                results[name] = _plain(module, cfg, name)
+                results[name] = plain_results(module, cfg, name)
             else:
                 results[name] = _quantize_layer(col, cfg, name, sequential, summary)
                 _note_few_rows(name, col, summary)
             collectors[name] = None  # free its statistics
             if sequential and results[name] is not None:
-                _apply(module, results[name], saved)
+                apply_quantized(module, results[name], saved)
 
 
 def _note_few_rows(name, col, summary) -> None:
@@ -223,7 +227,7 @@ def _quantize_layer(col, cfg, name, sequential, summary) -> list[WeightResult] |
     return out
 
 
-def _collect(targets, results, summary) -> dict:
+def collect_weights(targets, results, summary) -> dict:
     weights = {}
     for name, (module, cfg, record) in targets.items():
         res = results.get(name)

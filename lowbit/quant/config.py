@@ -25,10 +25,16 @@ class QuantMethod(str, Enum):
     AWQ = "awq"
     """Activation-aware (data-aware): per-input-channel scales and per-block clipping searched to minimise the layer's
     output error on calibration inputs, then RTN (math in lowbit/quant/awq.py)."""
+    RECON = "recon"
+    """Reconstruction (data-aware): codes, scales/zeros and/or rounding learned block by block against the float
+    model's outputs (AdaRound/BRECQ; math in lowbit/quant/recon.py, model-level work in lowbit/recon)."""
 
 
-DATA_AWARE_METHODS = (QuantMethod.GPTQ, QuantMethod.AWQ)
+DATA_AWARE_METHODS = (QuantMethod.GPTQ, QuantMethod.AWQ, QuantMethod.RECON)
 GPTQ_SCALES = ("rtn", "hqq", "clip")
+RECON_INITS = ("rtn", "hqq", "gptq", "awq")
+RECON_LEARN = ("rounding", "scales", "weights")
+RECON_UNITS = ("layer", "block", "model")
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,13 @@ class QuantConfig:
     awq: apply the activation-aware scale/clip search before GPTQ (method="gptq"; method="awq" always does it; with
         rtn/hqq it makes the layer use method="awq").
     awq_grid: number of exponents alpha in [0, 1) tried for the per-channel scales s = mean|x|**alpha.
+    recon_*: method="recon" (see lowbit/recon): recon_init, where codes and scales start (rtn, hqq, gptq, awq);
+        recon_learn, any of "rounding" (AdaRound offsets), "scales" (group scales and zeros), "weights" (the weights
+        through a straight-through round; not with "rounding"); recon_steps, optimiser steps per block; recon_lr,
+        Adam's learning rate (weights in units of their block's step); recon_unit, "layer", "block" (transformer
+        layer, conv -> BatchNorm -> act, LSTM; other layers alone) or "model"; recon_blocks, module names to use as
+        the blocks instead of the pattern list; recon_final_steps, steps of a final whole-model distillation pass;
+        recon_seed, the seed of the hold-out split and the step order.
     """
 
     bits: int = 4
@@ -69,6 +82,14 @@ class QuantConfig:
     gptq_scales: str = "rtn"
     awq: bool = False
     awq_grid: int = 20
+    recon_init: str = "gptq"
+    recon_learn: tuple[str, ...] = ("scales", "weights")
+    recon_steps: int = 200
+    recon_lr: float = 1e-2
+    recon_unit: str = "block"
+    recon_blocks: tuple[str, ...] = ()
+    recon_final_steps: int = 0
+    recon_seed: int = 0
 
     def __post_init__(self):
         valid_bits = isinstance(self.bits, int) and not isinstance(self.bits, bool)
@@ -98,6 +119,7 @@ class QuantConfig:
         if isinstance(self.hqq_iters, bool) or not isinstance(self.hqq_iters, int) or self.hqq_iters < 0:
             raise ValueError(f"hqq_iters={self.hqq_iters!r} must be a non-negative int")
         self._check_data_aware()
+        self._check_recon()
 
     def _check_data_aware(self):
         if not 0 < self.gptq_damp < 1:
@@ -112,6 +134,29 @@ class QuantConfig:
             raise ValueError("gptq_act_order and awq must be True or False")
         if isinstance(self.awq_grid, bool) or not isinstance(self.awq_grid, int) or self.awq_grid < 1:
             raise ValueError(f"awq_grid={self.awq_grid!r} must be a positive int")
+
+    def _check_recon(self):
+        for name in ("recon_learn", "recon_blocks"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{name}={value!r} must be a list of strings")
+            object.__setattr__(self, name, tuple(value))  # JSON gives lists; a tuple keeps the config hashable
+        if self.recon_init not in RECON_INITS:
+            raise ValueError(f"recon_init={self.recon_init!r} is unknown: use one of {RECON_INITS}")
+        learn = set(self.recon_learn)
+        if not learn or not learn <= set(RECON_LEARN) or {"rounding", "weights"} <= learn:
+            raise ValueError(f"recon_learn={self.recon_learn!r}: use a non-empty subset of {RECON_LEARN}, not both "
+                             "'rounding' and 'weights'")
+        if self.recon_unit not in RECON_UNITS:
+            raise ValueError(f"recon_unit={self.recon_unit!r} is unknown: use one of {RECON_UNITS}")
+        for name in ("recon_steps", "recon_final_steps", "recon_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r} must be a non-negative int")
+        if not isinstance(self.recon_lr, (int, float)) or not 0 < self.recon_lr < 1:
+            raise ValueError(f"recon_lr={self.recon_lr!r} must be in (0, 1)")
+        if self.recon_init == "hqq" and self.symmetric:
+            raise ValueError("recon_init='hqq' with symmetric=True is not supported: HQQ optimises a zero")
 
     @property
     def data_aware(self) -> bool:
@@ -132,6 +177,7 @@ class QuantConfig:
         """JSON-ready dict with a version field; `from_dict` reads it back."""
         d = asdict(self)
         d["method"] = self.method.value
+        d["recon_learn"], d["recon_blocks"] = list(self.recon_learn), list(self.recon_blocks)
         d["version"] = CONFIG_VERSION
         return d
 

@@ -1,0 +1,139 @@
+"""Where a block's learning starts: its layers' input statistics, their initial packed weights, the learned state.
+
+The statistics (xtx of each weight's inputs, from the block's cached quantized-model inputs on the training items)
+feed GPTQ/AWQ starts and the before/after columns of the per-weight error table: before = plain RTN with the same
+bits and block, after = the learned weight, both as ‖ΔW x‖/‖W x‖ on the same statistics. LSTM statistics follow
+lowbit.dataaware.lstm: weight_ih from the layer inputs, weight_hh from the float recurrence's h_{t-1}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from ..dataaware.lstm import LSTMCollector, run_direction
+from ..dataaware.quantize import collector_for
+from ..dataaware.weights import WeightResult, grouped_error
+from ..quant.config import QuantConfig, QuantMethod
+from ..quant.hessian import InputStats
+from ..quant.recon import LearnedWeight
+from .capture import fresh_args
+
+
+def gather_statistics(block, layer_modules: dict, inputs: list, train: list[int]) -> dict:
+    """{layer name: dataaware collector} for the layers in layer_modules, filled by running the block (with its
+    weights as they are now) on the training items."""
+    collectors = {n: collector_for(m) for n, m in layer_modules.items()}
+    handles = [m.register_forward_pre_hook(_hook(collectors[n]), with_kwargs=True) for n, m in layer_modules.items()]
+    try:
+        for i in train:
+            if inputs[i] is not None:
+                _run_block(block, inputs[i])
+    finally:
+        for h in handles:
+            h.remove()
+    return collectors
+
+
+def layer_groups(block, layer_modules: dict, inputs: list, train: list[int]) -> list[list[str]]:
+    """The block's layers in the order they run on the first training item; consecutive layers reading the very
+    same tensor (query/key/value) form one group, as in dataaware's sequential GPTQ."""
+    calls, keep = [], []
+
+    def make(name):
+        def pre_hook(_m, args):
+            keep.append(args[0] if args else None)  # alive, so ids are not reused within the forward
+            calls.append((name, id(keep[-1])))
+        return pre_hook
+
+    first = next(i for i in train if inputs[i] is not None)
+    handles = [layer_modules[n].register_forward_pre_hook(make(n)) for n in block.layers]
+    try:
+        _run_block(block, inputs[first])
+    finally:
+        for h in handles:
+            h.remove()
+    groups, last, seen = [], None, set()
+    for name, key in calls:
+        if name not in seen:
+            seen.add(name)
+            if groups and key == last:
+                groups[-1].append(name)
+            else:
+                groups.append([name])
+        last = key
+    return groups + [[n] for n in block.layers if n not in seen]
+
+
+def _run_block(block, item):
+    with torch.no_grad():
+        out = None
+        for j, (_, module) in enumerate(block.modules):
+            args, kwargs = fresh_args(*item) if j == 0 else ((out,), {})
+            out = module(*args, **kwargs)
+    return out
+
+
+def _hook(collector):
+    def pre_hook(_m, args, kwargs):
+        collector.hook(args, kwargs)
+    return pre_hook
+
+
+def init_config(cfg: QuantConfig) -> QuantConfig:
+    """The config of the starting point: recon's recon_init method, or a gptq/awq layer's own config."""
+    if cfg.method is not QuantMethod.RECON:
+        return cfg
+    return replace(cfg, method=QuantMethod(cfg.recon_init))
+
+
+def initial_results(name: str, collector, cfg: QuantConfig) -> list[WeightResult]:
+    """The start's packed weights with their RTN (before) and start errors, from the layer's statistics."""
+    return collector.quantize(init_config(cfg), name, True)
+
+
+def learned_state(module, result: WeightResult, cfg: QuantConfig) -> LearnedWeight:
+    """The learnable state of one weight: learning only for method='recon' layers (gptq/awq ones stay fixed)."""
+    w = getattr(module, result.name.rpartition(".")[2]).detach()
+    start_method = init_config(cfg).method
+    # RTN/HQQ codes are the nearest ones: start from the float weight; GPTQ/AWQ moved codes: from their values
+    w_start = w if start_method in (QuantMethod.RTN, QuantMethod.HQQ) else result.qweight.dequantize(torch.float32)
+    learn = cfg.recon_learn if cfg.method is QuantMethod.RECON else ()
+    return LearnedWeight(w_start, result.qweight, learn)
+
+
+def weight_hessians(name: str, collector) -> dict[str, list[torch.Tensor]]:
+    """{full weight name: [xtx per group of rows]} for the error table."""
+    if isinstance(collector, LSTMCollector):
+        return _lstm_hessians(name, collector)
+    return {f"{name}.weight": [s.xtx for s in collector.input_stats()]}
+
+
+def _lstm_hessians(name: str, col: LSTMCollector) -> dict[str, list[torch.Tensor]]:
+    m = col.module
+    dirs = ("", "_reverse") if m.bidirectional else ("",)
+    inputs, out = [c[0] for c in col.calls], {}
+    for layer in range(m.num_layers):
+        outs = [[] for _ in inputs]
+        for di, sfx in enumerate(dirs):
+            p = {k: col._param(f"{k}_l{layer}{sfx}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+            st_ih, st_hh = InputStats(p["weight_ih"].shape[1]), InputStats(p["weight_hh"].shape[1])
+            for j, x in enumerate(inputs):
+                _, h0, c0 = col.calls[j]
+                y, prev = run_direction(x, p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"],
+                                        h0[layer * len(dirs) + di], c0[layer * len(dirs) + di], reverse=bool(sfx))
+                st_ih.add(x.reshape(-1, x.shape[-1]))
+                st_hh.add(prev.reshape(-1, prev.shape[-1]))
+                outs[j].append(y)
+            out[f"{name}.weight_ih_l{layer}{sfx}"] = [st_ih.xtx]
+            out[f"{name}.weight_hh_l{layer}{sfx}"] = [st_hh.xtx]
+        inputs = [torch.cat(o, -1) for o in outs]
+    return out
+
+
+def final_result(w: torch.Tensor, start: WeightResult, learned: LearnedWeight, hessians: list[torch.Tensor] | None):
+    """The packed learned weight with its before (RTN) and after errors against the float weight w."""
+    qw = learned.pack()
+    after = grouped_error(w, qw.dequantize(torch.float64), hessians) if hessians else float("nan")
+    return WeightResult(start.name, qw, start.error_before, after)
