@@ -92,6 +92,15 @@ def test_error_target_holds_after_verification(model, data):
     assert tight.measured_error <= plan.measured_error
 
 
+def test_held_back_items_choose_nothing_but_the_plan_holds_on_them(model, data):
+    more = data + [torch.randn(8, 32, generator=torch.Generator().manual_seed(5))]  # 4 items: the 4th is held back
+    plan = auto_quantize(model, more, target_error=2e-3, candidates=CANDS, progress=False)
+    assert plan.held_back == 1 and plan.measured_error <= 2e-3
+    assert _error_of(model, more, plan.overrides)[0] == pytest.approx(plan.measured_error, rel=1e-4, abs=1e-7)
+    assert _error_of(model, more[3:], plan.overrides)[0] <= 2e-3  # holds on the held-back item too
+    assert auto_quantize(model, more, target_error=2e-3, candidates=CANDS, progress=False, holdout=0).held_back == 0
+
+
 def test_repair_raises_layers_until_the_measured_error_holds(model, data, monkeypatch):
     from lowbit.auto import search
 
@@ -149,17 +158,55 @@ def test_outputs_as_dicts_and_tuples_and_user_metrics():
     ({"target_size": 0.2, "target_error": 0.1}, ValueError, "exactly one target"),
     ({"target_size": 0.2, "candidates": []}, ValueError, "candidates is empty"),
     ({"target_size": 0.2, "candidates": ["int4"]}, TypeError, "QuantConfig"),
-    ({"target_size": 0.2, "candidates": [QuantConfig(method="gptq")]}, ValueError, "data-aware"),
+    ({"target_size": 0.2, "candidates": [QuantConfig(method="awq")]}, ValueError, "AWQ is not an auto candidate"),
+    ({"target_size": 0.2, "candidates": [QuantConfig(method="gptq", awq=True)]}, ValueError, "AWQ is not"),
     ({"target_size": 10}, ValueError, "unreachable: the smallest plan"),
     ({"target_size": -1}, ValueError, "target_size"),
     ({"target_error": 0.0, "candidates": CANDS[:2]}, ValueError, "unreachable with these candidates: the closest"),
     ({"target_size": 0.2, "metric": "l2"}, ValueError, "metric='l2' is unknown"),
+    ({"target_size": 0.2, "holdout": 1.0}, ValueError, "holdout=1.0"),
     ({"target_size": 0.2, "output": "x"}, ValueError, "output='x'"),
 ])
 def test_bad_inputs(model, data, kwargs, err, match):
     kwargs.setdefault("candidates", CANDS)
     with pytest.raises(err, match=match):
         auto_quantize(model, data, progress=False, **kwargs)
+
+
+GPTQ_CANDS = default_candidates(bits=(2, 3, 4, 8), blocks=(32,), methods=("hqq", "gptq"), data_aware_bits=(2, 3))
+
+
+def test_gptq_candidates_applied_are_the_measured_model(model, data, tmp_path):
+    from lowbit.quant.gptq import gptq_quantize
+    from lowbit.quant.hessian import InputStats
+
+    plan = auto_quantize(model, data, target_size=0.13, candidates=GPTQ_CANDS, progress=False, mode="all")
+    assert plan.needs_calibration, plan.table()  # at ~3 bits GPTQ beats HQQ on its own data for some layer
+    ref = run_outputs(model, as_calibration(data), None)
+    q = plan.quantize(copy.deepcopy(model), data, progress=False)
+    assert as_metric("cosine")(ref, run_outputs(q, as_calibration(data), None)) == pytest.approx(
+        plan.measured_error, rel=1e-4, abs=1e-7)
+    assert q.lowbit_summary.bytes_after == plan.total_bytes
+    name = next(c.name for c in plan.layers if c.cfg.data_aware)  # independent: GPTQ on the layer's float inputs
+    stats, x = InputStats(model[int(name)].in_features), []
+    hook = model[int(name)].register_forward_pre_hook(lambda m, a: x.append(a[0]))
+    with torch.no_grad():
+        [model(d) for d in data]
+    hook.remove()
+    stats.add(torch.cat(x))
+    want = gptq_quantize(model[int(name)].weight, [stats.xtx], plan.overrides[name]).dequantize(torch.float32)
+    got = q[int(name)].quantized_weight("weight").dequantize(torch.float32)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="needs calibration data"):
+        plan.quantize(copy.deepcopy(model))
+    with pytest.raises(ValueError, match="calibration"):
+        lowbit.quantize(copy.deepcopy(model), overrides=plan.overrides)
+    path = plan.to_json(tmp_path / "plan.json")
+    assert json.loads(path.read_text())["layers"][name]["gptq_act_order"] is True
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "m.safetensors")
+    with pytest.raises(lowbit.checkpoint.CheckpointError, match="--model MODULE:FUNCTION --calib DATA --config"):
+        lowbit.convert(tmp_path / "m.safetensors", tmp_path / "q.safetensors", overrides=path, progress=False)
+    assert not (tmp_path / "q.safetensors").exists()
 
 
 def test_data_the_model_rejects(model):

@@ -88,3 +88,26 @@ def test_parse_size_rejects():
     for bad in ("0", "150%", "-3", "12 parsecs"):
         with pytest.raises(ValueError, match="--size"):
             parse_size(bad)
+
+
+def test_a_gptq_plan_converts_with_the_model_and_its_data(setup, capsys):
+    """auto -> convert --model --calib --config --float-inputs: the checkpoint is the model auto measured."""
+    import torch
+
+    import lowbit
+    from lowbit.auto.metrics import as_metric
+
+    assert _run(setup, "--size", "20%", "--methods", "gptq", "--no-float", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["needs_calibration"] and {v["method"] for v in report["config"]["layers"].values()} == {"gptq"}
+    out = setup / "q.safetensors"
+    assert main(["convert", "--model", "auto_cli_model:make", "--calib", "auto_cli_model:data", "--config",
+                 str(setup / "plan.json"), "--float-inputs", "--quiet", str(out)]) == 0
+    import auto_cli_model
+
+    model = lowbit.load(auto_cli_model.make(), out)
+    float_model = auto_cli_model.make()
+    with torch.no_grad():
+        ref = [float_model(x) for x in auto_cli_model.data()]
+        got = [model(x) for x in auto_cli_model.data()]
+    assert as_metric("cosine")(ref, got) == pytest.approx(report["measured_error"], rel=1e-3, abs=1e-6)

@@ -67,3 +67,29 @@ def test_convert_model_table_and_errors(user_module, tmp_path, capsys):
     assert "--calib" in capsys.readouterr().err
     assert main(["convert", "--model", "calib_user_mod:nope", "--method", "rtn", str(out)]) == 1
     assert "no callable 'nope'" in capsys.readouterr().err
+
+
+def test_convert_model_with_a_per_layer_config(user_module, tmp_path, capsys):
+    """--config with --model: a GPTQ layer, an HQQ layer, a skipped one; the checkpoint equals lowbit.quantize with
+    the same overrides."""
+    config = tmp_path / "plan.json"
+    config.write_text(json.dumps({"version": 1, "layers": {
+        "0": "skip", "3.weight": {"bits": 3, "block_size": 32, "method": "gptq", "gptq_act_order": True},
+        "5": {"bits": 8, "block_size": -1, "method": "hqq"}}}))
+    out = tmp_path / "m.safetensors"
+    args = ["convert", "--model", "calib_user_mod:build", "--config", str(config), "--quiet", "--float-inputs",
+            str(out)]
+    assert main(args) == 1 and "--calib" in capsys.readouterr().err and not out.exists()  # GPTQ needs data
+    assert main([*args[:3], "--calib", "calib_user_mod:batches", *args[3:]]) == 0
+    overrides = {"3": lowbit.QuantConfig(bits=3, block_size=32, method="gptq", gptq_act_order=True),
+                 "5": lowbit.QuantConfig(bits=8, block_size=-1, method="hqq")}
+    ref = lowbit.quantize(user_module.build(), overrides=overrides, skip=["0"], calibration=user_module.batches(),
+                          sequential=False, progress=False)
+    model = lowbit.load(user_module.build(), out)
+    assert isinstance(model[0], torch.nn.Conv1d)  # skipped: still float
+    assert model[3].quantized_weight("weight").method == "gptq" and model[5].quantized_weight("weight").bits == 8
+    x = user_module.batches()[0]
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x), rtol=0, atol=1e-5)
+    config.write_text(json.dumps({"version": 1, "layers": {"nope": {"bits": 4}}}))
+    assert main(args) == 1 and "'nope' matches no layer" in capsys.readouterr().err

@@ -90,7 +90,7 @@ def _hash_value(h, v) -> None:
     if isinstance(v, torch.Tensor):
         t = v.detach().cpu().contiguous()
         h.update(f"T{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-dim: BatchNorm's count
     elif isinstance(v, dict):
         for k in v:
             h.update(f"K{k!r}".encode())

@@ -1,20 +1,18 @@
-"""Tuning data for the built-in MiniLM: the project's calibration sentences in padded batches.
+"""Tuning data for the built-in MiniLM: the project's calibration sentences, batched by exact token count.
 
-Padding does not matter to auto-quantization's metric on the pooled `sentence_embedding` (mean pooling skips padded
-positions), and few large batches run much faster than `lowbit.calib.minilm_calibration`'s unpadded ones.
+The same items as `lowbit.calib.minilm_calibration` (no padding: padded positions would enter GPTQ's Hessians), so a
+plan with GPTQ layers tuned here is reproduced by `lowbit convert --model minilm --calib minilm --calib-limit N
+--config plan.json --float-inputs OUT`.
 """
 
 from __future__ import annotations
 
-from ..calib.minilm import pick_sentences
+from ..calib.minilm import minilm_calibration
 from ..calib.sources import CalibrationSet
 
 OUTPUT = "sentence_embedding"  # the part of a SentenceTransformer's output dict the metric compares
 
 
-def minilm_tuning_data(model, limit: int = 64, batch_size: int = 32) -> CalibrationSet:
-    """`limit` calibration sentences (none of lowbit.models.SENTENCES) as `(features,)` items of `batch_size`."""
-    tokenize = getattr(model, "preprocess", None) or model.tokenize
-    sentences = pick_sentences(limit)
-    items = [(tokenize(sentences[i:i + batch_size]),) for i in range(0, len(sentences), batch_size)]
-    return CalibrationSet(items, f"{len(sentences)} MiniLM calibration sentences in {len(items)} padded batches")
+def minilm_tuning_data(model, limit: int = 64) -> CalibrationSet:
+    """`limit` calibration sentences (none of lowbit.models.SENTENCES) as `(features,)` items, one per token count."""
+    return minilm_calibration(model, limit)

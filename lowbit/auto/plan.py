@@ -1,7 +1,9 @@
 """`AutoPlan`: the per-layer settings automatic quantization chose, with sizes, errors and the frontier.
 
-`overrides` feeds `lowbit.quantize(model, overrides=plan.overrides)`; `to_json(path)` writes the per-layer config
-file `lowbit convert --config` reads (docs/FORMAT.md section 7: `{"version": 1, "layers": {...}}`, nothing else).
+`quantize(model, calibration)` applies it; `overrides` feeds `lowbit.quantize(model, overrides=plan.overrides)` (a
+plan with GPTQ layers also needs `calibration=` and `sequential=False` to be the measured model); `to_json(path)` writes
+the per-layer config file `lowbit convert --config` reads (docs/FORMAT.md section 7: `{"version": 1, "layers":
+{...}}`, nothing else; with GPTQ layers only `lowbit convert --model ... --calib ... --config` can apply it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..quant.config import QuantConfig
 from .sensitivity import candidate_label
 
 _JSON_KEYS = ("bits", "block_size", "method", "symmetric", "scale_dtype")
+_GPTQ_KEYS = ("gptq_act_order", "gptq_damp", "gptq_scales")  # written for GPTQ layers only
 
 
 @dataclass
@@ -58,6 +61,7 @@ class AutoPlan:
     seconds: float = 0.0
     cache_hits: int = 0
     evaluations: int = 0
+    held_back: int = 0  # data items held back from the sensitivity pass and the choice of smaller plans
 
     @property
     def total_bytes(self) -> int:
@@ -84,8 +88,29 @@ class AutoPlan:
         layers = {}
         for c in self.layers:
             d = c.cfg.to_dict()
-            layers[c.name] = {"bits": 16} if c.cfg.is_float else {k: d[k] for k in _JSON_KEYS}
+            keys = _JSON_KEYS + (_GPTQ_KEYS if c.cfg.data_aware else ())
+            layers[c.name] = {"bits": 16} if c.cfg.is_float else {k: d[k] for k in keys}
         return {"version": 1, "layers": layers}
+
+    @property
+    def needs_calibration(self) -> bool:
+        """True when some layer is data-aware (GPTQ): applying the plan needs the tuning data again."""
+        return any(c.cfg.data_aware for c in self.layers)
+
+    def quantize(self, model, calibration=None, **kwargs):
+        """Apply the plan as it was measured: `lowbit.quantize(model, overrides=self.overrides,
+        calibration=calibration, sequential=False)`. GPTQ layers need `calibration` (the tuning data; a ValueError
+        says so when it is missing); their inputs are the float model's, as in the tuning."""
+        from ..dataaware import quantize
+
+        if calibration is None and self.needs_calibration:
+            gptq = sum(c.cfg.data_aware for c in self.layers)
+            raise ValueError(f"this plan quantizes {gptq} layers with GPTQ, which needs calibration data: pass "
+                             "calibration= (the data the plan was tuned on), or lowbit convert --model M --calib D "
+                             "--config plan.json OUT")
+        kwargs.setdefault("sequential", False)
+        return quantize(model, overrides=self.overrides, calibration=calibration if self.needs_calibration else None,
+                        **kwargs)
 
     def to_json(self, path) -> Path:
         """Write `config_file()` to `path` atomically (a temporary file renamed over it); returns the path."""
@@ -98,7 +123,8 @@ class AutoPlan:
         return {"metric": self.metric, "target": list(self.target), "estimated_error": self.estimated_error,
                 "measured_error": self.measured_error, "bytes": self.total_bytes, "float_bytes": self.float_bytes,
                 "other_bytes": self.other_bytes, "seconds": self.seconds, "cache_hits": self.cache_hits,
-                "evaluations": self.evaluations, "repairs": self.repairs,
+                "evaluations": self.evaluations, "held_back": self.held_back,
+                "needs_calibration": self.needs_calibration, "repairs": self.repairs,
                 "layers": [{"name": c.name, "setting": c.label, "bytes": c.bytes, "error": c.error} for c in
                            self.layers], "config": self.config_file()}
 
@@ -135,7 +161,7 @@ class AutoPlan:
             import matplotlib
         except ImportError:
             if path.suffix.lower() != ".svg":
-                raise ImportError("AutoPlan.plot needs matplotlib for this format, an optional extra: pip install "
+                raise ImportError("AutoPlan.plot needs matplotlib for this format (lowbit[plot] extra): pip install "
                                   "matplotlib (or save as .svg, drawn without it)") from None
             from .svgplot import frontier_svg
 

@@ -13,10 +13,11 @@ import time
 
 from torch import nn
 
-from ..calib import as_calibration, ensure_eval
+from ..calib import CalibrationSet, as_calibration, ensure_eval
 from ..quant import allocate
 from ..quant.config import QuantConfig
-from .fakequant import dequantized, fake_quantized, run_outputs
+from .calibrated import LayerInputs
+from .fakequant import fake_quantized, run_outputs
 from .metrics import BUILTIN as METRICS
 from .metrics import as_metric
 from .plan import AutoPlan, LayerChoice
@@ -31,10 +32,28 @@ def _check_candidates(candidates) -> list[QuantConfig]:
     for c in cands:
         if not isinstance(c, QuantConfig):
             raise TypeError(f"candidates must be lowbit.QuantConfig objects, got {type(c).__name__}: {c!r}")
-        if c.data_aware:
-            raise ValueError(f"candidate {candidate_label(c)}: data-aware methods (gptq, awq) are not auto "
-                             "candidates yet; quantize with them through lowbit.quantize(..., calibration=)")
+        if c.method.value == "awq" or c.awq:
+            raise ValueError(f"candidate {candidate_label(c)}: AWQ is not an auto candidate (its channel scales are "
+                             "folded into the layer before, so one layer's error is not its own); use rtn, hqq or "
+                             "gptq candidates, or lowbit.quantize(..., calibration=) for AWQ")
+        if c.data_aware and c.method.value != "gptq":
+            raise ValueError(f"candidate {candidate_label(c)}: method {c.method.value!r} is not an auto candidate; "
+                             "use rtn, hqq or gptq")
     return list({candidate_key(c): c for c in cands}.values())  # duplicates removed, order kept
+
+
+def _split(cal: CalibrationSet, ref: list, holdout: float) -> tuple[CalibrationSet, list, int]:
+    """(selection items, their reference outputs, number held back): every round(1/holdout)-th item is held back
+    from the selection (none when there are fewer than 4 items)."""
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
+        raise ValueError(f"holdout={holdout!r} must be a fraction of the data items in [0, 1)")
+    if holdout == 0 or len(cal) < 4:
+        return cal, ref, 0
+    step = max(2, round(1 / holdout))
+    keep = [i for i in range(len(cal)) if i % step != step - 1]
+    items = list(cal)
+    return (CalibrationSet([items[i] for i in keep], f"{cal.source} ({len(keep)} of {len(items)} items)"),
+            [ref[i] for i in keep], len(items) - len(keep))
 
 
 def _size_budget(target_size, float_bytes: int) -> float:
@@ -60,8 +79,8 @@ def _describe_plan(opts, choice) -> str:
     return f"{labels.count(common)}/{len(labels)} layers {common}"
 
 
-def _measure_plan(model, data, select, metric, ref, modules, layers, chosen) -> float:
-    ws = {n: dequantized(modules[n], layers[n], cfg, n)[0] for n, cfg in chosen.items()}
+def _measure_plan(model, data, select, metric, ref, inputs: LayerInputs, chosen) -> float:
+    ws = {n: inputs.weights(n, cfg)[0] for n, cfg in chosen.items()}
     with fake_quantized(model, ws):
         return metric(ref, run_outputs(model, data, select))
 
@@ -108,19 +127,24 @@ def _repair(plan_state, opts, target, measure_fn, max_steps) -> tuple[list[int],
 
 def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, candidates=None, metric="cosine",
                   output=None, skip=(), min_weights: int = 1024, limit: int | None = None, cache=True,
-                  progress: bool = True, max_repairs: int | None = None, mode: str = "anchors") -> AutoPlan:
+                  progress: bool = True, max_repairs: int | None = None, mode: str = "anchors",
+                  holdout: float = 0.25) -> AutoPlan:
     """Choose bits, block size and method per layer from `data` under exactly one target.
 
     data: a `lowbit.calib` source (list of inputs, folder, "module:function", CalibrationSet); limit: at most this
     many items. target_size: bytes of the planned layers' weights (> 1), or a fraction of their float32 bytes
     (0.2); target_error: the largest allowed `metric` error (see lowbit.auto.metrics: cosine = 1 - lowest cosine).
     candidates: QuantConfigs to choose from per layer (default `default_candidates()`: 2..8 bits x blocks
-    32/64/128/per channel, HQQ, plus fp16). output: the part of the model's output to compare (dict key, index or
-    function). skip/min_weights: as `lowbit.quantize`. cache: the sensitivity cache, True (~/.cache/lowbit/auto),
-    False, or a folder. mode: "anchors" (default: three model runs per Linear layer,
-    the other candidates fitted from their layer-output noise) or "all" (one run per layer and candidate; see
-    lowbit/auto/sensitivity.py). The model is not modified; apply the plan with
-    `lowbit.quantize(model, overrides=plan.overrides)` or `plan.to_json(path)` + `lowbit convert --config`.
+    32/64/128/per channel with HQQ, plus fp16; GPTQ settings are opt-in, see `default_candidates`). output: the
+    part of the model's output to compare (dict key, index or function). skip/min_weights: as `lowbit.quantize`.
+    cache: the sensitivity cache, True (~/.cache/lowbit/auto), False, or a folder. mode: "anchors" (default: three
+    model runs per Linear layer, the other candidates fitted from their layer-output noise) or "all" (one run per
+    layer and candidate; see
+    lowbit/auto/sensitivity.py). holdout: the share of data items held back from the sensitivity pass and from the
+    choice of smaller plans (the measured error of the final plan and the repairs use all items), so that a plan
+    does not fit the items it was chosen on (none held back with fewer than 4 items). The model is not modified;
+    apply the plan with `plan.quantize(model, data)` (GPTQ layers need the data), `lowbit.quantize(model,
+    overrides=plan.overrides)` or `plan.to_json(path)` + `lowbit convert --config`.
     """
     start = time.perf_counter()
     if (target_size is None) == (target_error is None):
@@ -130,6 +154,7 @@ def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, c
         raise ValueError(f"target_error={target_error!r} must be a number >= 0 in the metric's error units")
     if target_size is not None:
         _size_budget(target_size, 1)  # checked before any work
+    _split(CalibrationSet([], ""), [], holdout)
     cands, metric = _check_candidates(candidates), as_metric(metric)
     cal = as_calibration(data, limit)
     ensure_eval(model)
@@ -141,7 +166,9 @@ def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, c
     ref = run_outputs(model, cal, output)
     metric(ref, ref)  # the output must hold something to compare
     metrics = [metric, *(as_metric(m) for m in METRICS if m != metric.name)]  # one run scores them all
-    sens = measure(model, cal, layers, cands, metrics, ref, output, cache, progress, mode)
+    tune, tune_ref, held_back = _split(cal, ref, holdout)
+    inputs = LayerInputs(model, cal, layers, progress)  # input statistics (GPTQ's Hessians) from all the data
+    sens = measure(model, tune, layers, cands, metrics, tune_ref, output, cache, progress, mode, inputs)
     opts = _options(sens, layers, cands, metric.name)
     front = allocate.pareto_plans([[b for _, b, _ in o] for o in opts.values()],
                                   [[e for _, _, e in o] for o in opts.values()])
@@ -161,17 +188,22 @@ def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, c
                              f"({_describe_plan(opts, front.choice(best))})")
     names = list(opts)
 
-    def measure_fn(choice):
-        return _measure_plan(model, cal, output, metric, ref, modules, layers,
+    runs = [0]
+
+    def plan_error(choice, on: tuple = (cal, ref)) -> float:
+        runs[0] += 1
+        return _measure_plan(model, on[0], output, metric, on[1], inputs,
                              {n: opts[n][j][0] for n, j in zip(names, choice, strict=True)})
 
-    choice = front.choice(point)
-    measured, log = measure_fn(choice), []
-    if target[0] == "error" and measured <= target[1]:
-        choice, measured, log = _tighten(front, point, measured, target[1], measure_fn)
+    choice, log = front.choice(point), []
+    if target[0] == "error":  # smaller plans are chosen on the selection items only; the check uses all of them
+        selected = plan_error(choice, (tune, tune_ref))
+        if selected <= target[1]:
+            choice, _, log = _tighten(front, point, selected, target[1], lambda c: plan_error(c, (tune, tune_ref)))
+    measured = plan_error(choice)
     if target[0] == "error":
         steps = 4 * len(names) if max_repairs is None else max_repairs
-        choice, measured, fixes = _repair((choice, measured), opts, target[1], measure_fn, steps)
+        choice, measured, fixes = _repair((choice, measured), opts, target[1], plan_error, steps)
         log += fixes
     chosen = [LayerChoice(n, opts[n][j][0], opts[n][j][1], float_bytes[n], opts[n][j][2])
               for n, j in zip(names, choice, strict=True)]
@@ -184,7 +216,7 @@ def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, c
         target=target, estimated_error=sum(c.error for c in chosen), measured_error=measured,
         other_bytes=_other_bytes(model, layers), frontier=_thin_front(front), uniform=_uniform(opts, cands),
         repairs=log, seconds=time.perf_counter() - start, cache_hits=sens.hits,
-        evaluations=sens.runs + 1 + len(log))
+        evaluations=sens.runs + runs[0], held_back=held_back)
 
 
 def _other_bytes(model: nn.Module, layers: dict) -> int:

@@ -3,11 +3,12 @@
 One layer at a time is fake-quantized (lowbit/auto/fakequant.py), everything else float; the model runs over the
 data and the metric compares its outputs with the float model's. Two ways to fill the table:
   "all":     one model run per layer and candidate (exact, slow: layers x candidates runs);
-  "anchors": (default) for Linear layers, every candidate's layer-output noise ‖X (Ŵ - W)ᵀ‖² on the layer's captured
-             inputs X is computed (cheap), the model is run only at three anchor candidates (the 20th, 50th and 80th
-             percentile of noise), and the other candidates' errors follow a piecewise power law error = a * noise**p
-             through the anchors (p ~ 1 for quadratic metrics such as 1 - cosine and SNR). Other layers
-             (Conv, LSTM) are measured as in "all".
+  "anchors": (default) for Linear layers, every candidate's layer-output noise ‖X (Ŵ - W)ᵀ‖² over all the layer's
+             tuning inputs X (from xtx, lowbit/auto/calibrated.py) is computed (cheap), the model is run only at
+             three anchor candidates (the 20th, 50th and 80th percentile of noise), and the other candidates' errors
+             follow a piecewise power law error = a * noise**p through the anchors (p ~ 1 for quadratic metrics such
+             as 1 - cosine and SNR). Other layers (Conv, LSTM) are measured as in "all".
+Data-aware candidates (GPTQ) are computed from the layer's float inputs on the same data (one collection pass).
 Every model run is scored with all the metrics asked for (auto_quantize asks for every built-in one, so another
 metric needs no new runs). Results are cached on disk per (model hash, data hash, output selection, user metric) in
 `$XDG_CACHE_HOME/lowbit/auto` (default ~/.cache/lowbit/auto), saved after every layer so an interrupted run resumes.
@@ -16,6 +17,7 @@ metric needs no new runs). Results are cached on disk per (model hash, data hash
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
 import math
@@ -25,18 +27,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from ..calib import run_pass
 from ..nn import swap as _swap
 from ..quant.config import QuantConfig
-from .fakequant import data_hash, dequantized, fake_quantized, model_hash, run_outputs
+from .calibrated import LayerInputs
+from .fakequant import data_hash, fake_quantized, model_hash, run_outputs
 from .metrics import BUILTIN, Metric
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 MODES = ("anchors", "all")
-MAX_ROWS = 1024  # captured input rows per layer for the noise proxy
 _ANCHOR_RANKS = (0.2, 0.5, 0.8)  # by noise among the integer candidates: ~6, ~4-5 and ~3 bits
 
 
@@ -48,6 +48,7 @@ def candidate_label(cfg: QuantConfig) -> str:
     return f"int{cfg.bits}-{block}-{cfg.method.value}{'-sym' if cfg.symmetric else ''}"
 
 
+@functools.cache
 def candidate_key(cfg: QuantConfig) -> str:
     """Cache key of a candidate: its label plus a hash of every field (a changed HQQ parameter is a new key)."""
     digest = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
@@ -55,9 +56,31 @@ def candidate_key(cfg: QuantConfig) -> str:
 
 
 def default_candidates(bits=(2, 3, 4, 5, 6, 8), blocks=(32, 64, 128, -1), methods=("hqq",),
-                       keep_float: bool = True) -> list[QuantConfig]:
-    """bits x blocks x methods (asymmetric), plus fp16 storage ("keep float") when keep_float."""
-    out = [QuantConfig(bits=b, block_size=g, method=m) for m in methods for b in bits for g in blocks]
+                       keep_float: bool = True, data_aware_bits=(2, 3, 4),
+                       data_aware_blocks=(32, 64, 128)) -> list[QuantConfig]:
+    """bits x blocks x methods (asymmetric), plus fp16 storage ("keep float") when keep_float.
+
+    Data-aware methods ("gptq": act-order GPTQ with static groups) take only data_aware_bits x data_aware_blocks
+    (intersected with bits and blocks): above 4 bits GPTQ gains little over HQQ, and each setting costs a GPTQ run
+    per layer (0.1-0.6 s for a MiniLM layer on one core). "awq" is not a candidate (its channel scales are folded
+    into the producing layer, so a layer's error is not its own); use lowbit.quantize(..., calibration=) for it.
+    GPTQ is opt-in (methods=("hqq", "gptq")): its candidates are fitted on the tuning data they are then measured
+    on, so on MiniLM with 64 sentences they promise far less error than they give on other sentences
+    (bench/results/auto_minilm.md: the error-target plan with GPTQ layers fell to 0.81 lowest cosine on held-out
+    sentences, against 0.96 for uniform int4 HQQ).
+    """
+    out = []
+    for m in methods:
+        cfg = QuantConfig(method=m)
+        if cfg.method.value == "awq" or cfg.awq or (cfg.data_aware and cfg.method.value != "gptq"):
+            raise ValueError(f"method {m!r} is not an auto candidate (awq: its channel scales are folded into the "
+                             "layer before, so one layer's error is not its own); use rtn, hqq or gptq")
+        aware = cfg.data_aware
+        for b in bits:
+            for g in blocks:
+                if aware and (b not in data_aware_bits or g not in data_aware_blocks):
+                    continue
+                out.append(QuantConfig(bits=b, block_size=g, method=m, gptq_act_order=aware))
     return out + ([QuantConfig(bits=16)] if keep_float else [])
 
 
@@ -156,28 +179,11 @@ def _fit(noise: dict, errors: dict):
     return fit
 
 
-def capture_inputs(model: nn.Module, data, names: list[str], progress: bool) -> dict[str, torch.Tensor]:
-    """{layer: (<= MAX_ROWS, K) float32} evenly spaced rows of each Linear layer's inputs over the data."""
-    modules = dict(model.named_modules())
-    rows: dict[str, list] = {n: [] for n in names}
-
-    def make(name):
-        def hook(args, kwargs):
-            x = args[0] if args else next(iter(kwargs.values()))
-            rows[name].append(x.detach().reshape(-1, x.shape[-1]).float().cpu())
-        return hook
-
-    run_pass(model, data, {n: make(n) for n in names}, modules, desc="lowbit auto: inputs", progress=progress)
-    out = {}
-    for n, parts in rows.items():
-        x = torch.cat(parts)
-        out[n] = x[torch.linspace(0, len(x) - 1, min(MAX_ROWS, len(x))).long()] if len(x) > MAX_ROWS else x
-    return out
-
-
 def measure(model: nn.Module, data, layers: dict[str, list[str]], candidates: list[QuantConfig], metrics: list[Metric],
-            ref: list, select=None, cache=True, progress: bool = True, mode: str = "anchors") -> Sensitivity:
-    """Sensitivity of every layer at every candidate. cache: True (default folder), False, or a folder."""
+            ref: list, select=None, cache=True, progress: bool = True, mode: str = "anchors",
+            inputs: LayerInputs | None = None) -> Sensitivity:
+    """Sensitivity of every layer at every candidate. cache: True (default folder), False, or a folder. inputs: the
+    layers' input statistics (collected on first need; pass one to share it with the verification)."""
     from tqdm.auto import tqdm
 
     if mode not in MODES:
@@ -190,25 +196,22 @@ def measure(model: nn.Module, data, layers: dict[str, list[str]], candidates: li
         sens.path = folder / f"sens-{key.hexdigest()[:24]}.json"
         sens.load()
     modules = dict(model.named_modules())
-    proxied = [n for n in layers if mode == "anchors" and type(modules[n]) is nn.Linear]
-    keys = [candidate_key(c) for c in candidates]
-    missing = [n for n in proxied if any(k not in sens.layers.get(n, {}).get("noise", {}) for k in keys)]
-    inputs = capture_inputs(model, data, missing, progress) if missing else {}
+    inputs = inputs or LayerInputs(model, data, layers, progress)
     bar = tqdm(total=len(layers) * len(candidates), desc="lowbit auto: sensitivity", disable=not progress,
                file=sys.stderr, leave=False)
     for name in layers:
         entry = sens.layers.setdefault(name, {"bytes": {}, "noise": {}, "error": {}})
         before = json.dumps(entry, sort_keys=True)
-        if name in proxied:
-            _noise_all(entry, modules[name], layers[name], candidates, inputs.get(name), name)
+        todo = candidates
+        if mode == "anchors" and type(modules[name]) is nn.Linear:
+            _noise_all(entry, modules[name], candidates, inputs, name)
             todo = [c for c in candidates if candidate_key(c) in _anchor_keys(entry, candidates)]
-        else:
-            todo = candidates
         for cfg in todo:
             k = candidate_key(cfg)
             if any(k not in entry["error"].get(m.name, {}) for m in metrics) and entry["bytes"].get(k, 0) is not None:
-                _measure_one(model, data, metrics, ref, select, modules[name], layers[name], cfg, name, entry)
+                _measure_one(model, data, metrics, ref, select, inputs, cfg, name, entry)
                 sens.runs += 1
+        inputs.forget(name)
         sens.hits += len(candidates) if json.dumps(entry, sort_keys=True) == before else 0
         bar.update(len(candidates))
         sens.save()
@@ -216,24 +219,24 @@ def measure(model: nn.Module, data, layers: dict[str, list[str]], candidates: li
     return sens
 
 
-def _noise_all(entry, module, params, candidates, x, name) -> None:
+def _noise_all(entry, module, candidates, inputs: LayerInputs, name) -> None:
     for cfg in candidates:
         k = candidate_key(cfg)
         if k in entry["noise"] or (k in entry["bytes"] and entry["bytes"][k] is None):
             continue
         try:
-            ws, nbytes = dequantized(module, params, cfg, name)
+            ws, nbytes = inputs.weights(name, cfg)
         except ValueError:  # this layer's shape cannot take the setting: not an option for it
             entry["bytes"][k] = None
             continue
         delta = ws["weight"].float() - module.weight.detach().float()
-        entry["bytes"][k], entry["noise"][k] = nbytes, float((x @ delta.T).pow(2).sum())  # (R, K) @ (K, N)
+        entry["bytes"][k], entry["noise"][k] = nbytes, inputs.noise(name, {"weight": delta})
 
 
-def _measure_one(model, data, metrics, ref, select, module, params, cfg, name, entry) -> None:
+def _measure_one(model, data, metrics, ref, select, inputs: LayerInputs, cfg, name, entry) -> None:
     k = candidate_key(cfg)
     try:
-        ws, nbytes = dequantized(module, params, cfg, name)
+        ws, nbytes = inputs.weights(name, cfg)
     except ValueError:
         entry["bytes"][k] = None
         return

@@ -137,6 +137,11 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
     for f in carry:  # every refusal before the first write
         check_output(Path(dst).parent / f.name, [*source.files, f])
     rules = load_overrides(overrides, cfg) if overrides is not None else []
+    aware = [r.pattern for r in rules if r.cfg is not None and r.cfg.data_aware]
+    if aware or cfg.data_aware:
+        raise CheckpointError(f"{aware[0] if aware else 'the default config'}: method gptq/awq needs the model and "
+                              "calibration data, which a checkpoint conversion has not: use lowbit convert --model "
+                              "MODULE:FUNCTION --calib DATA --config LAYERS_JSON OUT")
     check_rules_used(rules, source.entries, str(overrides) if isinstance(overrides, (str, Path)) else "overrides")
     check_skip_used(skip, list(source.entries))
     plans = [plan_tensor(e, cfg, rules, skip, kept_float16) for e in source.entries.values()]

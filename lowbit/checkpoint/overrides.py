@@ -37,7 +37,7 @@ from .sources import read_json
 
 MIN_ELEMENTS = 1024
 OVERRIDES_VERSION = 1
-_KEYS = ("bits", "block_size", "method", "symmetric", "scale_dtype")
+_KEYS = ("bits", "block_size", "method", "symmetric", "scale_dtype", "gptq_act_order", "gptq_damp", "gptq_scales")
 _NEVER = ("emb", "norm")
 _NEVER_EXACT = ("wte", "wpe", "shared")
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)

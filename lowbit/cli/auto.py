@@ -1,7 +1,8 @@
 """`lowbit auto`: choose bits, block size and method per layer under a size or error target; write the plan.
 
     lowbit auto --model minilm --size 25% --out plan.json [--plot frontier.png] [--json]
-    lowbit convert IN OUT --config plan.json
+    lowbit convert IN OUT --config plan.json       # a plan without GPTQ layers
+    lowbit convert --model minilm --calib minilm --calib-limit 64 --config plan.json --float-inputs OUT  # with
 """
 
 from __future__ import annotations
@@ -60,11 +61,15 @@ def add_parser(sub) -> None:
     p.add_argument("--bits", default="2,3,4,5,6,8", help="candidate bits (default 2,3,4,5,6,8)")
     p.add_argument("--blocks", default="32,64,128,-1", help="candidate blocks (-1 = per channel; default "
                    "32,64,128,-1)")
-    p.add_argument("--methods", default="hqq", help="candidate methods: rtn, hqq (default hqq)")
+    p.add_argument("--methods", default="hqq", help="candidate methods: rtn, hqq, gptq (default hqq; "
+                   "gptq at 2..4 bits and blocks 32/64/128 only, computed from --data and measured on it, so "
+                   "optimistic on small data)")
     p.add_argument("--no-float", action="store_true", help="no fp16 ('keep float') candidate")
     p.add_argument("--skip", action="append", default=[], help="layer name or glob kept float (repeatable)")
     p.add_argument("--mode", default="anchors", choices=("anchors", "all"),
                    help="sensitivity: 'anchors' (3 runs per Linear layer, fast; default) or 'all' (every candidate)")
+    p.add_argument("--holdout", type=float, default=0.25, help="share of data items held back from the "
+                   "sensitivity pass and the choice of smaller plans (default 0.25)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the sensitivity cache")
     p.add_argument("--out", required=True, help="where to write the plan (the convert --config JSON)")
     p.add_argument("--plot", help="also save the size-error frontier plot here (.svg always; other formats need "
@@ -114,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise ImportError(f"--plot {args.plot}: this format needs matplotlib (an optional extra): pip install "
+            raise ImportError(f"--plot {args.plot}: this format needs matplotlib (the lowbit[plot] extra): pip install "
                               "matplotlib, or write a .svg (drawn without it)") from None
     cands = _candidates(args)
     model = build_model(args.model)
@@ -124,9 +129,12 @@ def run(args: argparse.Namespace) -> int:
         output = int(output)
     plan = auto_quantize(model, data, target_size=size, target_error=args.max_error, candidates=cands,
                          metric=args.metric, output=output, skip=args.skip, cache=not args.no_cache,
-                         progress=not args.quiet, mode=args.mode)
+                         progress=not args.quiet, mode=args.mode, holdout=args.holdout)
     plan.to_json(args.out)
     if args.plot:
         plan.plot(args.plot)
-    print(json.dumps(plan.to_dict(), indent=1) if args.json else f"{plan.table()}\n\nwrote {args.out}")
+    how = (f"apply with: lowbit convert --model {args.model} --calib {args.data or 'minilm'} --calib-limit "
+           f"{args.limit} --config {args.out} --float-inputs OUT (GPTQ layers need the data)"
+           if plan.needs_calibration else f"apply with: lowbit convert IN OUT --config {args.out}")
+    print(json.dumps(plan.to_dict(), indent=1) if args.json else f"{plan.table()}\n\nwrote {args.out}; {how}")
     return 0

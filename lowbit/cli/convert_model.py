@@ -11,7 +11,7 @@ import argparse
 import importlib
 import json
 
-METHODS = ("rtn", "hqq", "gptq", "awq")
+METHODS = ("rtn", "hqq", "gptq", "awq", "recon")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calib-limit", type=int, default=None, metavar="N", help="use at most N calibration items "
                    "(with --calib minilm: sentences, default 128)")
     g.add_argument("--method", choices=METHODS, default=None,
-                   help="rtn, hqq, gptq or awq (gptq and awq need --model and --calib); default rtn")
+                   help="rtn, hqq, gptq, awq or recon (gptq, awq and recon need --model and --calib); default rtn")
+    g.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="recon: optimiser steps per block (default 200; early stopping on a held-out tenth)")
     g.add_argument("--act-order", action="store_true", help="GPTQ: columns by decreasing Hessian diagonal")
     g.add_argument("--damp", type=float, default=0.01, help="GPTQ damping, fraction of the mean diagonal (0.01)")
     g.add_argument("--gptq-scales", choices=("rtn", "hqq", "clip"), default="rtn",
@@ -71,12 +73,35 @@ def build_model(spec: str):
     return model
 
 
+def layer_overrides(path: str, base, model) -> tuple[dict, list[str]]:
+    """--config with --model: (overrides for lowbit.quantize, names to skip) from the per-layer JSON (the schema of
+    docs/FORMAT.md section 7, as `lowbit auto --out` writes it). Keys name modules, their weights ('fc.weight') or
+    globs; every key must match a module of the model."""
+    from fnmatch import fnmatchcase
+
+    from ..checkpoint import load_overrides
+
+    modules = [n for n, _ in model.named_modules() if n]
+    overrides, skip = {}, []
+    for rule in load_overrides(path, base):
+        name = rule.pattern.removesuffix(".weight") if rule.pattern.endswith(".weight") else rule.pattern
+        if not any(n == name or fnmatchcase(n, name) for n in modules):
+            raise ValueError(f"--config {path}: entry {rule.pattern!r} matches no layer of the model (e.g. "
+                             f"{modules[:3]}); name a module, its weight, or a glob")
+        if rule.cfg is None:
+            skip.append(name)
+        else:
+            overrides[name] = rule.cfg
+    return overrides, skip
+
+
 def _calibration(args, model):
     """(source, limit) for lowbit.quantize; the built-in MiniLM sentences come already cut to --calib-limit."""
     data = args.calib or ("minilm" if args.model == "minilm" else None)
     if data is None:
-        raise ValueError(f"--method {args.method} needs calibration inputs: pass --calib DATA (a folder of "
-                         ".pt/.npy/.safetensors files or MODULE:FUNCTION)")
+        what = f"--method {args.method}" if args.method in ("gptq", "awq", "recon") else "a gptq/awq layer in --config"
+        raise ValueError(f"{what} needs calibration inputs: pass --calib DATA (a folder of .pt/.npy/.safetensors "
+                         "files or MODULE:FUNCTION)")
     if data == "minilm":
         from ..calib import minilm_calibration
 
@@ -95,12 +120,12 @@ def run_model(args: argparse.Namespace) -> int:
     method = args.method or ("hqq" if args.hqq else "rtn")
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric, method=method,
                       gptq_act_order=args.act_order, gptq_damp=args.damp, awq=args.awq,
-                      gptq_scales=args.gptq_scales)
-    if args.config:
-        raise ValueError("--config (per-layer overrides) is not supported with --model yet; use --skip")
+                      gptq_scales=args.gptq_scales, **({"recon_steps": args.steps} if args.steps is not None else {}))
     model = build_model(args.model)
-    calibration, limit = _calibration(args, model) if cfg.data_aware else (None, None)
-    model = quantize(model, cfg, skip=args.skip, calibration=calibration, limit=limit,
+    overrides, skip = layer_overrides(args.config, cfg, model) if args.config else ({}, [])
+    aware = cfg.data_aware or any(c.data_aware for c in overrides.values())
+    calibration, limit = _calibration(args, model) if aware else (None, None)
+    model = quantize(model, cfg, skip=[*args.skip, *skip], overrides=overrides, calibration=calibration, limit=limit,
                      sequential=not args.float_inputs, progress=not args.quiet)
     save(model, args.output, external_data=args.external_data)
     summary = model.lowbit_summary
