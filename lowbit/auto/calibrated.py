@@ -17,19 +17,11 @@ import torch
 from torch import nn
 
 from ..calib import run_pass
-from ..dataaware.layers import ConvCollector, LinearCollector
-from ..dataaware.lstm import LSTMCollector
+from ..dataaware.layers import LinearCollector
+from ..dataaware.quantize import collector_for
 from ..quant.config import QuantConfig
 from ..quant.hessian import output_error_sq
 from .fakequant import dequantized
-
-
-def _collector(module: nn.Module):
-    if isinstance(module, nn.LSTM):
-        return LSTMCollector(module)
-    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
-        return ConvCollector(module)
-    return LinearCollector(module)
 
 
 class LayerInputs:
@@ -48,7 +40,7 @@ class LayerInputs:
 
     def _collect(self) -> dict:
         if self._collectors is None:
-            cols = {n: _collector(self.modules[n]) for n in self.layers}
+            cols = {n: collector_for(self.modules[n]) for n in self.layers}
             run_pass(self.model, self.data, {n: c.hook for n, c in cols.items()}, self.modules,
                      desc="lowbit auto: layer inputs", progress=self.progress)
             self._collectors, self.passes = cols, self.passes + 1

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..calib import Item, run_hooked
+from ..calib import Item
+from .pairs import direct_pairs
 
 _PRODUCERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -20,30 +21,10 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 def find_bn_pairs(model: nn.Module, item: Item) -> list[tuple[str, str]]:
     """[(layer name, batchnorm name)] for every BatchNorm fed directly by a conv/linear on this item."""
     named = dict(model.named_modules())
-    outputs, calls, pairs, handles = {}, {}, [], []
-
-    def after(name):
-        def hook(_m, _args, out):
-            calls[name] = calls.get(name, 0) + 1
-            outputs[id(out)] = (name, out)  # the tensor is kept so its id stays unique in this forward
-        return hook
-
-    def before(name):
-        def hook(_m, args):
-            calls[name] = calls.get(name, 0) + 1
-            src = outputs.get(id(args[0])) if args else None
-            if src is not None and src[1] is args[0]:
-                pairs.append((src[0], name))
-        return hook
-
-    for name, m in named.items():
-        if isinstance(m, _PRODUCERS) and name:
-            handles.append(m.register_forward_hook(after(name)))
-        elif isinstance(m, _NORMS) and name:
-            handles.append(m.register_forward_pre_hook(before(name)))
-    run_hooked(model, item, handles)
-    return [(p, b) for p, b in pairs if calls.get(p) == 1 and calls.get(b) == 1
-            and named[b].num_features == named[p].weight.shape[0]]
+    producers = {n: m for n, m in named.items() if n and isinstance(m, _PRODUCERS)}
+    norms = {n: m for n, m in named.items() if n and isinstance(m, _NORMS)}
+    return [(p, b) for p, b in direct_pairs(model, item, producers, norms)
+            if named[b].num_features == named[p].weight.shape[0]]
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:

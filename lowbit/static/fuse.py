@@ -13,37 +13,16 @@ import torch
 from torch import nn
 
 from ..calib import Item, run_hooked
+from .pairs import direct_pairs
 
 _FUSABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 def find_relu_pairs(model: nn.Module, item: Item, layers: dict[str, nn.Module]) -> list[tuple[str, str]]:
     """[(layer name, relu name)] for every chosen layer whose output feeds an nn.ReLU directly on this item."""
-    named = dict(model.named_modules())
-    outputs, calls, pairs, handles = {}, {}, [], []
-
-    def after(name):
-        def hook(_m, _args, out):
-            calls[name] = calls.get(name, 0) + 1
-            outputs[id(out)] = (name, out)
-        return hook
-
-    def before(name):
-        def hook(_m, args):
-            calls[name] = calls.get(name, 0) + 1
-            src = outputs.get(id(args[0])) if args else None
-            if src is not None and src[1] is args[0]:
-                pairs.append((src[0], name))
-        return hook
-
-    for name, m in layers.items():
-        if isinstance(m, _FUSABLE):
-            handles.append(m.register_forward_hook(after(name)))
-    for name, m in named.items():
-        if type(m) is nn.ReLU and name:
-            handles.append(m.register_forward_pre_hook(before(name)))
-    run_hooked(model, item, handles)
-    return [(p, r) for p, r in pairs if calls.get(p) == 1 and calls.get(r) == 1]
+    fusable = {n: m for n, m in layers.items() if isinstance(m, _FUSABLE)}
+    relus = {n: m for n, m in model.named_modules() if n and type(m) is nn.ReLU}
+    return direct_pairs(model, item, fusable, relus)
 
 
 def _flat(out) -> list[torch.Tensor]:
