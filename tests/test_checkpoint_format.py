@@ -108,9 +108,9 @@ def _body(quantized, **kw):
 def test_newer_version_and_foreign_files_are_refused(tmp_path, state):
     qw = state["fc.weight"]
     tensors = {f"fc.weight_{k}": v for k, v in qw.tensors().items()}
-    _write_raw(tmp_path / "v3.safetensors", tensors, _body({"fc.weight": qw.metadata()}, version=3))
-    with pytest.raises(CheckpointError, match="format version 3, but this lowbit .* reads versions 1..2; upgrade"):
-        open_checkpoint(tmp_path / "v3.safetensors")
+    _write_raw(tmp_path / "v4.safetensors", tensors, _body({"fc.weight": qw.metadata()}, version=4))
+    with pytest.raises(CheckpointError, match="format version 4, but this lowbit .* reads versions 1..3; upgrade"):
+        open_checkpoint(tmp_path / "v4.safetensors")
     newer_weight = {**qw.metadata(), "version": 9}
     _write_raw(tmp_path / "w9.safetensors", tensors, _body({"fc.weight": newer_weight}))
     with pytest.raises(CheckpointError, match="'fc.weight' has bad metadata: packed-weight format version 9"):

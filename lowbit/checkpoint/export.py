@@ -184,6 +184,9 @@ def export(src: str | Path, out_dir: str | Path, format: str = ct.FORMAT, config
         raise ValueError("strict=True refuses weights that requantize=True would change; pass one of them")
     src, out_dir = _source(Path(src)), Path(out_dir)
     ckpt = open_checkpoint(src)
+    if ckpt.body.get("input_scales"):  # pack-quantized has no per-input-channel divisor: the layers would be wrong
+        raise CheckpointError(f"{src} holds AWQ input-scale vectors ({ckpt.body['input_scales'][:3]}), which "
+                              f"{format} cannot represent; quantize with awq_fold= for those layers or another method")
     config_path = Path(config) if config is not None else src.parent / CONFIG_NAME
     if config is not None and not config_path.is_file():
         raise FileNotFoundError(f"model config {config_path} does not exist")

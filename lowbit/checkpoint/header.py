@@ -25,7 +25,8 @@ from .errors import CheckpointError
 from .safetensors_io import TensorEntry, dtype_name, is_count, parse_json
 
 FORMAT_NAME = "lowbit.checkpoint"
-FORMAT_VERSION = 2  # 2: adds the optional "static" object (static int8 models only; others are still written as 1)
+FORMAT_VERSION = 3  # 2: the optional "static" object; 3: "input_scales" (files with neither are still written as 1)
+INPUT_SCALE = "input_scale"  # AWQ's per-input-channel vector of a quantized Linear weight: "fc.weight_input_scale"
 METADATA_KEY = "lowbit"
 SUFFIXES = ("packed", "scale", "zero")
 _MAX_ELEMENTS = (1 << 63) - 1
@@ -37,15 +38,20 @@ def tensor_name(param: str, field: str) -> str:
 
 
 def build_metadata(quantized: dict[str, QuantizedWeight | dict], external: dict | None = None,
-                   static: dict | None = None) -> dict[str, str]:
-    """The safetensors "__metadata__" dict for these quantized weights (QuantizedWeight or its metadata dict)."""
+                   static: dict | None = None, input_scales: list[str] | None = None) -> dict[str, str]:
+    """The safetensors "__metadata__" dict for these quantized weights (QuantizedWeight or its metadata dict).
+
+    input_scales: quantized parameters stored with an AWQ input-scale vector (format 3; none: as before)."""
     metas = {k: (v.metadata() if isinstance(v, QuantizedWeight) else v) for k, v in sorted(quantized.items())}
+    version = 3 if input_scales else 2 if static is not None else 1
     body = {
-        "format": FORMAT_NAME, "version": 2 if static is not None else 1, "lowbit_version": __version__,
+        "format": FORMAT_NAME, "version": version, "lowbit_version": __version__,
         "quantized": metas, "scheme": scheme_summary(metas), "external_data": external,
     }
     if static is not None:  # static int8 activation steps (lowbit.static.checkpoint)
         body["static"] = static
+    if input_scales:
+        body["input_scales"] = sorted(input_scales)
     return {METADATA_KEY: json.dumps(body, sort_keys=True, separators=(",", ":"))}
 
 
@@ -84,6 +90,7 @@ def parse_metadata(path, meta: dict[str, str]) -> dict:
         raise CheckpointError(f"{path} has corrupted lowbit metadata: 'lowbit_version' must be a string")
     for name, qmeta in body["quantized"].items():
         check_quantized_meta(path, name, qmeta)
+    _check_input_scale_names(path, body)
     if "static" in body:
         from ..static.checkpoint import check_static
 
@@ -92,6 +99,17 @@ def parse_metadata(path, meta: dict[str, str]) -> dict:
         except ValueError as e:
             raise CheckpointError(str(e)) from None
     return body
+
+
+def _check_input_scale_names(path, body: dict) -> None:
+    names = body.get("input_scales", [])
+    if names and body["version"] < 3:
+        raise CheckpointError(f"{path} has 'input_scales' but declares format version {body['version']} (needs 3)")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path} has corrupted lowbit metadata: 'input_scales' must be a list of names")
+    for n in names:
+        if n not in body["quantized"] or len(body["quantized"][n].get("shape", [])) != 2:
+            raise CheckpointError(f"{path}: input scale of {n!r}, which is not a quantized 2-D (Linear) weight")
 
 
 def check_quantized_meta(path, name: str, qmeta) -> dict:
@@ -153,14 +171,32 @@ def _check_group(path, name: str, fields: dict, entries: dict[str, TensorEntry])
     return group
 
 
-def split_entries(path, entries: dict[str, TensorEntry], quantized: dict[str, dict]) -> tuple[dict, list[str]]:
+def _check_input_scales(path, entries: dict[str, TensorEntry], quantized: dict[str, dict], names) -> set[str]:
+    """Each listed parameter's input-scale tensor: present, floating, of shape (in_features,)."""
+    claimed = set()
+    for name in names:
+        tname, k = tensor_name(name, INPUT_SCALE), quantized[name]["shape"][1]
+        e = entries.get(tname)
+        if e is None:
+            raise CheckpointError(f"{path} is missing tensor {tname!r} (the input scale of {name!r})")
+        if e.shape != (k,) or not e.dtype.is_floating_point:
+            raise CheckpointError(f"{path}: tensor {tname!r} is {dtype_name(e.dtype)} {list(e.shape)}, expected a "
+                                  f"floating tensor of shape [{k}] (the input scale of {name!r})")
+        claimed.add(tname)
+    return claimed
+
+
+def split_entries(path, entries: dict[str, TensorEntry], quantized: dict[str, dict],
+                  input_scales=()) -> tuple[dict, list[str]]:
     """Group tensor names by quantized parameter and list the float ones; refuse contradictions between the two.
 
     The one check of a file's tensors against its metadata (`lowbit.load` and `lowbit info` both run it through
-    `open_checkpoint`). Returns ({param: {field: tensor name}}, [float tensor names]).
+    `open_checkpoint`). Returns ({param: {field: tensor name}}, [float tensor names]); the input-scale tensors of
+    `input_scales` are neither (the loader places them).
     """
     groups = {name: _check_group(path, name, check_metadata(qmeta), entries) for name, qmeta in quantized.items()}
     claimed = {t for g in groups.values() for t in g.values()}
+    claimed |= _check_input_scales(path, entries, quantized, input_scales)
     floats = []
     for tname in entries:
         if tname in claimed:

@@ -158,9 +158,13 @@ def _load_checked(ckpt: Checkpoint, model, backend, static, saved) -> torch.nn.M
     floats = check_against_model(ckpt, model_sd, prefix, transient)
     weights = {prefix + name: ckpt.quantized_weight(name) for name in ckpt.quantized}
     check_swappable(ckpt.path, model, weights)
+    vectors = _input_scales(ckpt, model, prefix)
     tensors = {prefix + n: _as_model_dtype(ckpt.tensor(n), model_sd[prefix + n]) for n in floats}
     try:
         model = _swap_and_assign(ckpt, model, weights, tensors, backend)
+        modules = dict(model.named_modules())
+        for layer, s in vectors.items():
+            modules[layer].set_input_scale(s)
         if static is not None:
             from ..static.checkpoint import apply_static
 
@@ -171,6 +175,19 @@ def _load_checked(ckpt: Checkpoint, model, backend, static, saved) -> torch.nn.M
         if isinstance(e, (ValueError, RuntimeError)) and not isinstance(e, CheckpointError):
             raise CheckpointError(f"{ckpt.path}: {e}") from e
         raise
+
+
+def _input_scales(ckpt: Checkpoint, model, prefix: str) -> dict[str, torch.Tensor]:
+    """{layer: AWQ input-scale vector} of a format-3 file; each layer must be a Linear's weight."""
+    from .header import INPUT_SCALE, tensor_name
+
+    modules, out = dict(model.named_modules()), {}
+    for name in ckpt.body.get("input_scales", []):
+        layer, _, param = (prefix + name).rpartition(".")
+        if param != "weight" or not isinstance(modules.get(layer), torch.nn.Linear):
+            raise CheckpointError(f"{ckpt.path}: input scale of {name!r}: only a Linear's weight takes one")
+        out[layer] = ckpt.tensor(tensor_name(name, INPUT_SCALE))
+    return out
 
 
 def _swap_and_assign(ckpt: Checkpoint, model, weights: dict, tensors: dict, backend) -> torch.nn.Module:

@@ -61,5 +61,5 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         external = resolve_data_file(path, body["external_data"])
         data = MappedFile(external)
         size += external.stat().st_size
-    groups, floats = split_entries(path, data.entries, body["quantized"])
+    groups, floats = split_entries(path, data.entries, body["quantized"], body.get("input_scales", []))
     return Checkpoint(path, body, data.entries, groups, floats, data, size, external)

@@ -11,14 +11,15 @@ import torch
 from ..quant.format import QuantizedWeight
 from .errors import CheckpointError
 from .external import data_path_for, external_record, file_header_digest, header_digest
-from .header import build_metadata, tensor_name
+from .header import INPUT_SCALE, build_metadata, tensor_name
 from .outputs import check_output, pair_lock
 from .safetensors_io import AtomicWriter, TensorEntry
 
 
 def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: dict[str, dict],
                      fill: Callable[[AtomicWriter], None], external_data: bool = False,
-                     inputs: Iterable[Path] = (), static: dict | None = None) -> None:
+                     inputs: Iterable[Path] = (), static: dict | None = None,
+                     input_scales: list[str] | None = None) -> None:
     """Plan a checkpoint of these tensors, let `fill(writer)` write each one, then publish the file(s) atomically.
 
     inputs: files the tensors are read from; an output that is one of them is refused before anything is written,
@@ -34,7 +35,7 @@ def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: di
             data_path = data_path_for(path)
             check_output(data_path, inputs)
             data = stack.enter_context(AtomicWriter(data_path, tensors, {"lowbit.external_of": path.name}))
-            meta = build_metadata(quantized, external_record(path, data.header), static)
+            meta = build_metadata(quantized, external_record(path, data.header), static, input_scales)
             main = stack.enter_context(AtomicWriter(path, [], meta))
             fill(data)
             with pair_lock(data_path.parent if str(data_path.parent) else Path(".")):
@@ -43,7 +44,8 @@ def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: di
                 main.commit()
                 _check_published(path, data_path, data.header)
         else:
-            main = stack.enter_context(AtomicWriter(path, tensors, build_metadata(quantized, None, static)))
+            meta = build_metadata(quantized, None, static, input_scales)
+            main = stack.enter_context(AtomicWriter(path, tensors, meta))
             fill(main)
             main.commit()
 
@@ -105,6 +107,7 @@ def save(model_or_state_dict, path: str | Path, external_data: bool = False) -> 
         from ..static.checkpoint import static_metadata
 
         static = static_metadata(model_or_state_dict)
+    input_scales = [p for p in quantized if tensor_name(p, INPUT_SCALE) in plain]  # AWQ vectors: format 3
     write_checkpoint(path, entries, {p: qw.metadata() for p, qw in quantized.items()}, fill, external_data,
-                     static=static)
+                     static=static, input_scales=input_scales)
     return Path(path)

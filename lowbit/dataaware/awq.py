@@ -6,8 +6,10 @@ act(gate)·up), the consumers' weight columns are multiplied by s and the produc
 (a Linear's weight row and bias; a LayerNorm / RMSNorm's weight and bias): the float model computes exactly the same
 function and the consumers are then quantized as W·diag(s). Consumers reading one producer share one s, searched
 on their stacked rows. Groups come from a declared pattern list for the bundled and common architectures, or from
-the caller (`awq_fold={consumer: producer}`). Layers without a foldable producer get the clipping search only (no
-per-channel vector is stored: the checkpoint format does not change).
+the caller (`awq_fold={consumer: producer}`). A Linear without a foldable producer gets its own s too, stored on the
+quantized layer as the vector `weight_input_scale` (inputs divided by it before the kernel; checkpoint format 3).
+While it is quantized, the float layer computes (x / s) · (W·diag(s))ᵀ (`scale_inputs`), so calibration statistics
+are those of the inputs the quantized weight will see. Other layers (Conv, LSTM) get the clipping search only.
 """
 
 from __future__ import annotations
@@ -90,12 +92,60 @@ def _fold(producer: nn.Module, consumers: list[nn.Linear], s: torch.Tensor) -> N
 
 def fold_scales(model: nn.Module, calibration, groups: list[FoldGroup], cfgs: dict, progress: bool = True) -> dict:
     """Search and fold each group's scales on float inputs (one pass); {consumer: (producer, error ratio)}."""
-    if not groups:
-        return {}
+    return awq_scales(model, calibration, groups, [], cfgs, progress)[0]
+
+
+def vector_layers(modules: dict[str, nn.Module], awq_layers: list[str], groups: list[FoldGroup]) -> list[str]:
+    """AWQ layers that no group folds and that can hold an input-scale vector (Linear only)."""
+    folded = {c for g in groups for c in g.consumers}
+    return [n for n in awq_layers if n not in folded and isinstance(modules[n], nn.Linear)]
+
+
+def awq_scales(model: nn.Module, calibration, groups: list[FoldGroup], vectors: list[str], cfgs: dict,
+               progress: bool = True) -> tuple[dict, dict]:
+    """One pass on float inputs: fold each group's scales, and search a scale vector for each layer of `vectors`.
+
+    Returns ({consumer: (producer, error ratio)}, {layer: (s float32 (K,), error ratio)}); a layer whose best s is
+    1 (plain rounding wins) gets no vector.
+    """
+    if not groups and not vectors:
+        return {}, {}
     modules = dict(model.named_modules())
-    collectors = {g.consumers[0]: LinearCollector(modules[g.consumers[0]]) for g in groups}
+    collectors = {n: LinearCollector(modules[n]) for n in [g.consumers[0] for g in groups] + list(vectors)}
     run_pass(model, calibration, {n: c.hook for n, c in collectors.items()}, modules, desc="awq scales",
              progress=progress)
+    return _fold_groups(modules, collectors, groups, cfgs), _vectors(modules, collectors, vectors, cfgs)
+
+
+def _vectors(modules, collectors, names, cfgs) -> dict:
+    out = {}
+    for name in names:
+        stats = collectors[name].stats
+        if stats.count == 0:
+            continue
+        s, base, best = search_scales(modules[name].weight.detach(), stats.xtx, stats.abs_mean, cfgs[name])
+        if best < base:
+            out[name] = (s.float(), (best / base) ** 0.5)
+    return out
+
+
+def scale_inputs(module: nn.Linear, s: torch.Tensor, saved: list) -> torch.utils.hooks.RemovableHandle:
+    """Make the float layer compute (x / s) · (W·diag(s))ᵀ: the same function, with the weight to quantize and the
+    inputs its collector must see. The old weight goes to `saved` (restored by the caller); returns the hook."""
+    w = module.weight
+    saved.append((w, w.data))
+    w.data = (w.data.double() * s.double().to(w.device)).to(w.dtype)
+
+    def divide(_module, args, kwargs):
+        if args:
+            return (args[0] / s.to(args[0].device, args[0].dtype), *args[1:]), kwargs
+        x = kwargs["input"]
+        return args, {**kwargs, "input": x / s.to(x.device, x.dtype)}
+
+    return module.register_forward_pre_hook(divide, with_kwargs=True)
+
+
+def _fold_groups(modules, collectors, groups, cfgs) -> dict:
     folded = {}
     for g in groups:
         stats = collectors[g.consumers[0]].stats

@@ -3,6 +3,7 @@
 Order of work:
  1. the layers are chosen exactly as `lowbit.nn.quantize` chooses them (skip globs, min_weights, overrides);
  2. for activation-aware configs, channel scales are searched on float inputs and folded where a pattern allows;
+    an unfoldable Linear keeps its s as an input-scale vector (it computes (x / s)·(W·diag(s))ᵀ from then on);
  3. one trace of the first calibration item gives the order layers run in; layers reading the same input tensor
     (query/key/value) form one group;
  4. sequential (default): per group, one pass over the calibration set (cut short after the group's last layer)
@@ -24,7 +25,7 @@ from ..calib import CalibrationError, as_calibration, ensure_eval, run_pass, tra
 from ..nn import swap
 from ..nn.linear import as_backend
 from ..quant.config import QuantConfig, QuantMethod
-from .awq import fold_groups, fold_scales
+from .awq import awq_scales, fold_groups, scale_inputs, vector_layers
 from .layers import ConvCollector, LinearCollector
 from .lstm import LSTMCollector
 from .report import DataAwareSummary, LayerError
@@ -85,8 +86,9 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend=None, ski
     if ensure_eval(model):
         summary.notes.append("the model was in training mode: switched to eval() for calibration and left in eval")
     targets = plan_layers(model, cfg, overrides, skip, min_weights, summary)
-    weights = _run(model, cal, targets, sequential, progress, awq_fold, summary)
+    weights, input_scales = _run(model, cal, targets, sequential, progress, awq_fold, summary)
     model = swap.swap_quantized(model, weights, backend)
+    _attach_input_scales(model, input_scales, summary)
     summary.seconds = time.perf_counter() - start
     model.lowbit_summary = summary
     return model
@@ -110,16 +112,33 @@ def plan_layers(model, cfg, overrides, skip, min_weights, summary) -> dict:
     return targets
 
 
-def _run(model, cal, targets, sequential, progress, awq_fold, summary) -> dict:
-    """Quantize every target; returns {full parameter name: QuantizedWeight}. Float weights are restored."""
+def _attach_input_scales(model, input_scales: dict, summary) -> None:
+    """Give each swapped layer its AWQ input-scale vector (a layer left float keeps its own weight: no vector)."""
+    modules = dict(model.named_modules())
+    for name, s in input_scales.items():
+        layer = modules.get(name)
+        if hasattr(layer, "set_input_scale"):
+            layer.set_input_scale(s)
+        else:
+            summary.input_scaled.pop(name, None)
+
+
+def _run(model, cal, targets, sequential, progress, awq_fold, summary) -> tuple[dict, dict]:
+    """Quantize every target; returns ({full parameter name: QuantizedWeight}, {layer: AWQ input-scale vector}).
+    Float weights are restored."""
     results: dict[str, list[WeightResult]] = {}
     saved: list[tuple[nn.Parameter, torch.Tensor]] = []
+    handles = []
     aware = {n: t for n, t in targets.items() if t[1].data_aware and not t[1].is_float}
     try:
         awq = [n for n, t in aware.items() if t[1].method is QuantMethod.AWQ or t[1].awq]
-        groups = fold_groups(dict(model.named_modules()), awq, awq_fold)
-        summary.folded = fold_scales(model, cal, groups, {n: targets[n][1] for n in awq}, progress)
-        summary.passes += bool(groups)
+        modules = dict(model.named_modules())
+        groups = fold_groups(modules, awq, awq_fold)
+        vectors = vector_layers(modules, awq, groups)
+        summary.folded, scales = awq_scales(model, cal, groups, vectors, {n: targets[n][1] for n in awq}, progress)
+        summary.input_scaled = {n: ratio for n, (_, ratio) in scales.items()}
+        handles = [scale_inputs(modules[n], s, saved) for n, (s, _) in scales.items()]
+        summary.passes += bool(groups or vectors)
         for name, (module, cfg, _) in targets.items():
             if name not in aware:  # data-free layers first: they need no statistics
                 try:
@@ -131,10 +150,12 @@ def _run(model, cal, targets, sequential, progress, awq_fold, summary) -> dict:
                     apply_quantized(module, results[name], saved)
         _run_aware(model, cal, aware, sequential, progress, results, saved, summary)
     finally:
+        for h in handles:
+            h.remove()
         with torch.no_grad():
             for p, data in reversed(saved):
                 p.data = data
-    return collect_weights(targets, results, summary)
+    return collect_weights(targets, results, summary), {n: s for n, (s, _) in scales.items()}
 
 
 def plain_results(module, cfg, name) -> list[WeightResult]:

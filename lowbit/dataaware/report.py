@@ -25,6 +25,7 @@ class DataAwareSummary(QuantizeSummary):
     errors: list[LayerError] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     folded: dict = field(default_factory=dict)
+    input_scaled: dict = field(default_factory=dict)  # AWQ layers with a stored input-scale vector: error ratio
     calibration: str = ""
     items: int = 0
     passes: int = 0
@@ -52,10 +53,19 @@ class DataAwareSummary(QuantizeSummary):
         return {"calibration": self.calibration, "items": self.items, "passes": self.passes, "seconds": self.seconds,
                 "notes": self.notes, "folded": {k: {"into": v[0], "error ratio": v[1]} for k, v in
                                                 self.folded.items()},
+                "input scale vectors": {k: {"error ratio": v} for k, v in self.input_scaled.items()},
                 "layers": self.error_rows(), "bytes before": self.bytes_before, "bytes after": self.bytes_after}
+
+    def _awq_lines(self) -> list[str]:
+        out = []
+        if self.folded:
+            out.append(f"AWQ scales folded into the producing layer: {', '.join(sorted(self.folded))}")
+        if self.input_scaled:
+            out.append(f"AWQ scales stored as input-scale vectors: {', '.join(sorted(self.input_scaled))}")
+        return out
 
     def __str__(self) -> str:
         head = (f"calibration: {self.calibration}, {self.items} items, {self.passes} passes, {self.seconds:.1f} s; "
                 f"mean error after/before {self.mean_ratio():.3f}")
-        notes = "".join(f"\nnote: {n}" for n in self.notes)
+        notes = "".join(f"\nnote: {n}" for n in self.notes + self._awq_lines())
         return f"{super().__str__()}\n\n{head}{notes}\n\n{self.error_table()}"

@@ -179,8 +179,21 @@ class QuantLinear(QuantModule):
                              f"{tuple(linear.weight.shape)}")
         return cls(weight, linear.bias, backend).keep_mode(linear)
 
+    def set_input_scale(self, s: torch.Tensor) -> None:
+        """Hold AWQ's per-input-channel scale s (in_features,) as buffer `weight_input_scale`: the packed weight is
+        Q(W·diag(s)), so every forward divides x by s first (checkpoint format 3)."""
+        if not isinstance(s, torch.Tensor) or not s.is_floating_point() or tuple(s.shape) != (self.in_features,):
+            got = f"{s.dtype} {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(s).__name__
+            raise ValueError(f"input scale must be a floating tensor of shape ({self.in_features},), got {got}")
+        if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+            raise ValueError("input scale must be finite and positive")
+        self.register_buffer("weight_input_scale", s)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x, lambda t: t.dim() >= 1 and t.shape[-1] == self.in_features, f"(..., {self.in_features})")
+        s = self._buffers.get("weight_input_scale")
+        if s is not None:  # AWQ vector of a layer whose producer could not take the scales
+            x = x / (s if s.dtype == x.dtype else s.to(x.dtype))
         return self.quant_linear("weight", x, self.bias)
 
     def extra_repr(self) -> str:
