@@ -180,18 +180,20 @@ def test_gptq_candidates_applied_are_the_measured_model(model, data, tmp_path):
     from lowbit.quant.gptq import gptq_quantize
     from lowbit.quant.hessian import InputStats
 
-    plan = auto_quantize(model, data, target_size=0.13, candidates=GPTQ_CANDS, progress=False, mode="all")
-    assert plan.needs_calibration, plan.table()  # at ~3 bits GPTQ beats HQQ on its own data for some layer
-    ref = run_outputs(model, as_calibration(data), None)
+    gptq_only = default_candidates(bits=(3, 4), blocks=(32,), methods=("gptq",), data_aware_bits=(3, 4))
+    plan = auto_quantize(model, data, target_size=0.13, candidates=gptq_only, progress=False, mode="all")
+    assert plan.needs_calibration and plan.gptq_fit_every == 2, plan.table()
+    measured = as_calibration(data[1::2])  # GPTQ is fitted on items 0, 2; every error is measured on item 1
+    ref = run_outputs(model, measured, None)
     q = plan.quantize(copy.deepcopy(model), data, progress=False)
-    assert as_metric("cosine")(ref, run_outputs(q, as_calibration(data), None)) == pytest.approx(
+    assert as_metric("cosine")(ref, run_outputs(q, measured, None)) == pytest.approx(
         plan.measured_error, rel=1e-4, abs=1e-7)
     assert q.lowbit_summary.bytes_after == plan.total_bytes
     name = next(c.name for c in plan.layers if c.cfg.data_aware)  # independent: GPTQ on the layer's float inputs
     stats, x = InputStats(model[int(name)].in_features), []
     hook = model[int(name)].register_forward_pre_hook(lambda m, a: x.append(a[0]))
     with torch.no_grad():
-        [model(d) for d in data]
+        [model(d) for d in data[::2]]
     hook.remove()
     stats.add(torch.cat(x))
     want = gptq_quantize(model[int(name)].weight, [stats.xtx], plan.overrides[name]).dequantize(torch.float32)
@@ -207,6 +209,35 @@ def test_gptq_candidates_applied_are_the_measured_model(model, data, tmp_path):
     with pytest.raises(lowbit.checkpoint.CheckpointError, match="--model MODULE:FUNCTION --calib DATA --config"):
         lowbit.convert(tmp_path / "m.safetensors", tmp_path / "q.safetensors", overrides=path, progress=False)
     assert not (tmp_path / "q.safetensors").exists()
+
+
+def test_gptq_is_fitted_and_measured_on_disjoint_items(model, data, monkeypatch):
+    """GPTQ's collectors see only the fit items (the noise proxy's see the selection items); every model run that
+    scores a candidate or a plan sees only the other items."""
+    import lowbit.auto.calibrated as calibrated
+    import lowbit.auto.search as search
+    import lowbit.auto.sensitivity as sensitivity
+
+    data = data + [torch.randn(8, 32) for _ in range(5)]  # 8 items: fit 0, 2, 4, 6; measure 1, 3, 5, 7
+    seen, passes = {"measured": set()}, []
+
+    def spy(fn, kind):
+        def wrapped(model, cal, *a, **k):
+            ptrs = {item.args[0].data_ptr() for item in cal}
+            seen[kind].update(ptrs) if kind in seen else passes.append(frozenset(ptrs))
+            return fn(model, cal, *a, **k)
+        return wrapped
+
+    monkeypatch.setattr(calibrated, "run_pass", spy(calibrated.run_pass, "fit"))
+    monkeypatch.setattr(sensitivity, "run_outputs", spy(sensitivity.run_outputs, "measured"))
+    monkeypatch.setattr(search, "_measure_plan", spy(search._measure_plan, "measured"))
+    plan = auto_quantize(model, data, target_error=0.02, candidates=GPTQ_CANDS, progress=False, cache=False)
+    fit, selection = (frozenset(d.data_ptr() for d in data[s]) for s in (slice(0, None, 2), slice(1, 7, 2)))
+    assert set(passes) == {fit, selection} and len(passes) == 2  # item 7: held back
+    assert seen["measured"] == {d.data_ptr() for d in data[1::2]}
+    assert plan.gptq_fit_every == 2 and plan.held_back == 1  # holdout splits the 4 measured items
+    hqq = auto_quantize(model, data, target_error=0.02, candidates=CANDS, progress=False, cache=False)
+    assert hqq.gptq_fit_every == 0 and hqq.held_back == 2 and "gptq_fit" not in hqq.config_file()
 
 
 def test_data_the_model_rejects(model):

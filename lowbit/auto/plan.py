@@ -42,7 +42,8 @@ class AutoPlan:
     """What `auto_quantize` chose and how well it holds.
 
     target: ("size", bytes) or ("error", value). estimated_error: the additive estimate (sum of the layers' errors
-    alone); measured_error: the whole plan measured on the tuning data. Under an error target the verification
+    alone); measured_error: the whole plan measured on the tuning data (with GPTQ candidates: on the items
+    GPTQ was not fitted on, see gptq_fit_every). Under an error target the verification
     also tries smaller frontier plans (the estimate is usually pessimistic) and repairs; `repairs` logs each step.
     frontier: estimated (bytes, error) of the best plans at every size; uniform: {setting: (bytes, estimated
     error)} for each candidate applied to every layer. Sizes are those of the planned layers' weights; other_bytes is
@@ -62,6 +63,7 @@ class AutoPlan:
     cache_hits: int = 0
     evaluations: int = 0
     held_back: int = 0  # data items held back from the sensitivity pass and the choice of smaller plans
+    gptq_fit_every: int = 0  # GPTQ candidates were fitted on data items 0, n, 2n, ... (0: no GPTQ candidates)
 
     @property
     def total_bytes(self) -> int:
@@ -90,7 +92,10 @@ class AutoPlan:
             d = c.cfg.to_dict()
             keys = _JSON_KEYS + (_GPTQ_KEYS if c.cfg.data_aware else ())
             layers[c.name] = {"bits": 16} if c.cfg.is_float else {k: d[k] for k in keys}
-        return {"version": 1, "layers": layers}
+        out = {"version": 1, "layers": layers}
+        if self.needs_calibration and self.gptq_fit_every:  # lowbit convert --config fits GPTQ on these items
+            out["gptq_fit"] = {"every": self.gptq_fit_every}
+        return out
 
     @property
     def needs_calibration(self) -> bool:
@@ -100,8 +105,11 @@ class AutoPlan:
     def quantize(self, model, calibration=None, **kwargs):
         """Apply the plan as it was measured: `lowbit.quantize(model, overrides=self.overrides,
         calibration=calibration, sequential=False)`. GPTQ layers need `calibration` (the tuning data; a ValueError
-        says so when it is missing); their inputs are the float model's, as in the tuning."""
+        says so when it is missing); their inputs are the float model's, as in the tuning, and GPTQ is fitted on the
+        same items as in the tuning (every `gptq_fit_every`-th item of `calibration`, from the first)."""
+        from ..calib import as_calibration
         from ..dataaware import quantize
+        from .calibrated import fit_items
 
         if calibration is None and self.needs_calibration:
             gptq = sum(c.cfg.data_aware for c in self.layers)
@@ -109,6 +117,8 @@ class AutoPlan:
                              "calibration= (the data the plan was tuned on), or lowbit convert --model M --calib D "
                              "--config plan.json OUT")
         kwargs.setdefault("sequential", False)
+        if self.needs_calibration and self.gptq_fit_every:
+            calibration = fit_items(as_calibration(calibration, kwargs.pop("limit", None)), self.gptq_fit_every)
         return quantize(model, overrides=self.overrides, calibration=calibration if self.needs_calibration else None,
                         **kwargs)
 

@@ -16,7 +16,7 @@ from torch import nn
 from ..calib import CalibrationSet, as_calibration, ensure_eval
 from ..quant import allocate
 from ..quant.config import QuantConfig
-from .calibrated import LayerInputs
+from .calibrated import FIT_EVERY, LayerInputs, fit_items, measured_items
 from .fakequant import fake_quantized, run_outputs
 from .metrics import BUILTIN as METRICS
 from .metrics import as_metric
@@ -142,7 +142,9 @@ def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, c
     layer and candidate; see
     lowbit/auto/sensitivity.py). holdout: the share of data items held back from the sensitivity pass and from the
     choice of smaller plans (the measured error of the final plan and the repairs use all items), so that a plan
-    does not fit the items it was chosen on (none held back with fewer than 4 items). The model is not modified;
+    does not fit the items it was chosen on (none held back with fewer than 4 items). With GPTQ candidates, every
+    other item (from the first) only fits GPTQ and all measurements use the rest (see lowbit/auto/calibrated.py);
+    holdout then splits the rest. The model is not modified;
     apply the plan with `plan.quantize(model, data)` (GPTQ layers need the data), `lowbit.quantize(model,
     overrides=plan.overrides)` or `plan.to_json(path)` + `lowbit convert --config`.
     """
@@ -166,8 +168,16 @@ def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, c
     ref = run_outputs(model, cal, output)
     metric(ref, ref)  # the output must hold something to compare
     metrics = [metric, *(as_metric(m) for m in METRICS if m != metric.name)]  # one run scores them all
+    fit_every = FIT_EVERY if any(c.data_aware and not c.is_float for c in cands) else 0
+    if fit_every:  # GPTQ is fitted on its own items and measured (like every candidate) on the others
+        if len(cal) < 2:
+            raise ValueError(f"GPTQ candidates need at least 2 data items (one to fit, one to measure); got {len(cal)}")
+        fit, (cal, ref) = fit_items(cal, fit_every), measured_items(cal, ref, fit_every)
+    else:
+        fit = cal
     tune, tune_ref, held_back = _split(cal, ref, holdout)
-    inputs = LayerInputs(model, cal, layers, progress)  # input statistics (GPTQ's Hessians) from all the data
+    # GPTQ's Hessians from the fit items; the noise proxy's statistics from the items errors are measured on
+    inputs = LayerInputs(model, fit, layers, progress, noise_data=tune if fit_every else None)
     sens = measure(model, tune, layers, cands, metrics, tune_ref, output, cache, progress, mode, inputs)
     opts = _options(sens, layers, cands, metric.name)
     front = allocate.pareto_plans([[b for _, b, _ in o] for o in opts.values()],
@@ -216,7 +226,7 @@ def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, c
         target=target, estimated_error=sum(c.error for c in chosen), measured_error=measured,
         other_bytes=_other_bytes(model, layers), frontier=_thin_front(front), uniform=_uniform(opts, cands),
         repairs=log, seconds=time.perf_counter() - start, cache_hits=sens.hits,
-        evaluations=sens.runs + runs[0], held_back=held_back)
+        evaluations=sens.runs + runs[0], held_back=held_back, gptq_fit_every=fit_every)
 
 
 def _other_bytes(model: nn.Module, layers: dict) -> int:

@@ -64,10 +64,9 @@ def default_candidates(bits=(2, 3, 4, 5, 6, 8), blocks=(32, 64, 128, -1), method
     (intersected with bits and blocks): above 4 bits GPTQ gains little over HQQ, and each setting costs a GPTQ run
     per layer (0.1-0.6 s for a MiniLM layer on one core). "awq" is not a candidate (its channel scales are folded
     into the producing layer, so a layer's error is not its own); use lowbit.quantize(..., calibration=) for it.
-    GPTQ is opt-in (methods=("hqq", "gptq")): its candidates are fitted on the tuning data they are then measured
-    on, so on MiniLM with 64 sentences they promise far less error than they give on other sentences
-    (bench/results/auto_minilm.md: the error-target plan with GPTQ layers fell to 0.81 lowest cosine on held-out
-    sentences, against 0.96 for uniform int4 HQQ).
+    GPTQ is opt-in (methods=("hqq", "gptq")): with it, auto_quantize fits GPTQ on every other data item and
+    measures every candidate on the rest (lowbit/auto/calibrated.py), so GPTQ's errors are not measured on the
+    items it was fitted to (bench/results/auto_minilm_gptq.md).
     """
     out = []
     for m in methods:
@@ -191,7 +190,8 @@ def measure(model: nn.Module, data, layers: dict[str, list[str]], candidates: li
     sens = Sensitivity()
     if cache:
         users = sorted(m.name for m in metrics if m.name not in BUILTIN)
-        key = hashlib.sha256(f"{model_hash(model)}|{data_hash(data)}|{select!r}|{users}".encode())
+        fit = "" if inputs is None else f"{data_hash(inputs.data)}|{inputs.noise_data is not None}"  # GPTQ's items
+        key = hashlib.sha256(f"{model_hash(model)}|{data_hash(data)}|{fit}|{select!r}|{users}".encode())
         folder = cache_dir() if cache is True else Path(cache)
         sens.path = folder / f"sens-{key.hexdigest()[:24]}.json"
         sens.load()

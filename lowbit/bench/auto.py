@@ -99,13 +99,16 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
                 "tune cpu s": cpu, "model runs": plan.evaluations, "repairs": plan.repair_steps}))
     load = load_average()
     aware = ", 2,3,4 bits x blocks 32/64/128 act-order GPTQ" if "gptq" in methods else ""
+    split = "; with GPTQ candidates every other item only fits GPTQ, all errors are measured on the rest" * bool(aware)
     notes = (f"all-MiniLM-L6-v2, the 37 Linear layers lowbit.quantize swaps; candidates (2,3,4,5,6,8 bits x "
              f"blocks 32/64/128/per channel HQQ{aware}, plus fp16), "
              f"sensitivity mode {mode!r}, {n_tune} tuning sentences (batched by token count, no padding; a quarter "
-             "of the items held back from the sensitivity pass and the choice of smaller plans); bytes = packed "
-             f"weights of those layers (fp32: {float_bytes:,}). Plans applied with plan.quantize(model, data) (GPTQ "
-             "on the tuning data, float inputs); uniform GPTQ likewise (sequential=False). Errors: 'tuning error' = "
-             "1 - lowest cosine on the tuning sentences; 'eval' = lowbit.models.SENTENCES and 'held-out' = "
+             "of the items held back from the sensitivity pass and the choice of smaller plans"
+             f"{split}"
+             f"); bytes = packed weights of those layers (fp32: {float_bytes:,}). Plans applied with "
+             "plan.quantize(model, data) (GPTQ on the same fit items, float inputs); uniform GPTQ on all tuning "
+             "items (sequential=False). Errors: 'tuning error' = 1 - lowest cosine on the tuning sentences (a plan's: "
+             "on the items it was measured on); 'eval' = lowbit.models.SENTENCES and 'held-out' = "
              f"{n_held_out} calibration sentences not used for tuning (never seen by tuning). 'tune s' is the whole "
              "auto_quantize call (wall; 'tune cpu s' = process CPU time): the first plan with a cold cache, later "
              f"ones with the sensitivity cache warm. {threads} threads; 1-min load average at the end {load:.1f} "

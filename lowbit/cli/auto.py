@@ -62,8 +62,8 @@ def add_parser(sub) -> None:
     p.add_argument("--blocks", default="32,64,128,-1", help="candidate blocks (-1 = per channel; default "
                    "32,64,128,-1)")
     p.add_argument("--methods", default="hqq", help="candidate methods: rtn, hqq, gptq (default hqq; "
-                   "gptq at 2..4 bits and blocks 32/64/128 only, computed from --data and measured on it, so "
-                   "optimistic on small data)")
+                   "gptq at 2..4 bits and blocks 32/64/128 only, fitted on every other --data item and all "
+                   "candidates measured on the rest)")
     p.add_argument("--no-float", action="store_true", help="no fp16 ('keep float') candidate")
     p.add_argument("--skip", action="append", default=[], help="layer name or glob kept float (repeatable)")
     p.add_argument("--mode", default="anchors", choices=("anchors", "all"),

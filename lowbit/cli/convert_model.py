@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+from pathlib import Path
 
 METHODS = ("rtn", "hqq", "gptq", "awq", "recon")
 
@@ -95,6 +96,20 @@ def layer_overrides(path: str, base, model) -> tuple[dict, list[str]]:
     return overrides, skip
 
 
+def _gptq_fit_every(path: str) -> int:
+    """The config file's {"gptq_fit": {"every": n}} (written by `lowbit auto` for plans with GPTQ layers), else 0."""
+    try:
+        src = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return 0  # load_overrides has already accepted or reported the file
+    fit = src.get("gptq_fit") if isinstance(src, dict) else None
+    if fit is None:
+        return 0
+    if not isinstance(fit, dict) or type(fit.get("every")) is not int or fit["every"] < 1:
+        raise ValueError(f"--config {path}: 'gptq_fit' must be {{\"every\": n}} with an int n >= 1, got {fit!r}")
+    return fit["every"]
+
+
 def _calibration(args, model):
     """(source, limit) for lowbit.quantize; the built-in MiniLM sentences come already cut to --calib-limit."""
     data = args.calib or ("minilm" if args.model == "minilm" else None)
@@ -125,6 +140,12 @@ def run_model(args: argparse.Namespace) -> int:
     overrides, skip = layer_overrides(args.config, cfg, model) if args.config else ({}, [])
     aware = cfg.data_aware or any(c.data_aware for c in overrides.values())
     calibration, limit = _calibration(args, model) if aware else (None, None)
+    every = _gptq_fit_every(args.config) if aware and args.config else 0
+    if every:  # a `lowbit auto` plan: GPTQ fitted on the items it was tuned with, as AutoPlan.quantize does
+        from ..auto.calibrated import fit_items
+        from ..calib import as_calibration
+
+        calibration, limit = fit_items(as_calibration(calibration, limit), every), None
     model = quantize(model, cfg, skip=[*args.skip, *skip], overrides=overrides, calibration=calibration, limit=limit,
                      sequential=not args.float_inputs, progress=not args.quiet)
     save(model, args.output, external_data=args.external_data)
