@@ -9,6 +9,7 @@ import json
 
 import pytest
 import torch
+from bert_attention import Attn
 from safetensors import safe_open
 from torch import nn
 
@@ -22,19 +23,6 @@ from lowbit.runtime import BackendConfig
 
 CFG = QuantConfig(bits=4, block_size=32, method="awq")
 
-
-class Attn(nn.Module):
-    """BERT names: value -> output.dense folds; value itself reads the model input (no producer: a vector)."""
-
-    def __init__(self):
-        super().__init__()
-        self.self = nn.Module()
-        self.self.value = nn.Linear(64, 64)
-        self.output = nn.Module()
-        self.output.dense = nn.Linear(64, 64)
-
-    def forward(self, x):
-        return self.output.dense(torch.softmax(x @ x.transpose(1, 2), -1) @ self.self.value(x))
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from bert_attention import Attn
 from seqnet import task as _task
 from seqnet import train_seqnet
 from torch import nn
@@ -151,17 +152,6 @@ def test_accuracy_int4_gptq_vs_rtn(trained, capsys):
 def test_awq_folds_and_clips():
     """A BERT-named value -> output pair is folded (the float function is unchanged); clipping helps the rest."""
     torch.manual_seed(0)
-
-    class Attn(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.self = nn.Module()
-            self.self.value = nn.Linear(64, 64)
-            self.output = nn.Module()
-            self.output.dense = nn.Linear(64, 64)
-
-        def forward(self, x):
-            return self.output.dense(torch.softmax(x @ x.transpose(1, 2), -1) @ self.self.value(x))
 
     model = nn.Sequential()
     model.add_module("attention", Attn())
