@@ -240,6 +240,37 @@ def test_gptq_is_fitted_and_measured_on_disjoint_items(model, data, monkeypatch)
     assert hqq.gptq_fit_every == 0 and hqq.held_back == 2 and "gptq_fit" not in hqq.config_file()
 
 
+def test_gptq_fitted_on_a_separate_calibration(model, data, monkeypatch):
+    """calibration=: GPTQ's collectors see only the calibration items, every data item is measured, and the plan
+    applied with that calibration is the measured model."""
+    import lowbit.auto.calibrated as calibrated
+
+    g = torch.Generator().manual_seed(7)
+    calib = [torch.randn(16, 32, generator=g) for _ in range(4)]
+    passes = []
+
+    def spy(m, cal, *a, **k):
+        passes.append(frozenset(item.args[0].data_ptr() for item in cal))
+        return run_pass(m, cal, *a, **k)
+
+    run_pass = calibrated.run_pass
+    monkeypatch.setattr(calibrated, "run_pass", spy)
+    gptq_only = default_candidates(bits=(3, 4), blocks=(32,), methods=("gptq",), data_aware_bits=(3, 4))
+    plan = auto_quantize(model, data, target_size=0.13, candidates=gptq_only, progress=False, calibration=calib,
+                         cache=False, holdout=0)
+    assert passes[0] == {c.data_ptr() for c in calib} and len(passes) == 2  # fit; then the noise proxy's pass
+    assert passes[1] == {d.data_ptr() for d in data}
+    assert plan.gptq_fit_every == 0 and plan.gptq_calibration and "gptq_fit" not in plan.config_file()
+    q = plan.quantize(copy.deepcopy(model), calib, progress=False)
+    ref = run_outputs(model, as_calibration(data), None)
+    assert as_metric("cosine")(ref, run_outputs(q, as_calibration(data), None)) == pytest.approx(
+        plan.measured_error, rel=1e-4, abs=1e-7)
+    with pytest.raises(ValueError, match="the calibration it was tuned with"):
+        plan.quantize(copy.deepcopy(model))
+    with pytest.warns(UserWarning, match="calibration= is used by GPTQ candidates only"):
+        auto_quantize(model, data, target_size=0.2, candidates=CANDS, progress=False, calibration=calib)
+
+
 def test_data_the_model_rejects(model):
     with pytest.raises(CalibrationError, match="rejected calibration item 0"):
         auto_quantize(model, [torch.randn(2, 7)], target_size=0.2, candidates=CANDS, progress=False)

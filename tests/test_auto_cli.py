@@ -27,6 +27,10 @@ def setup(tmp_path, monkeypatch):
             g = torch.Generator().manual_seed(1)
             return [torch.randn(4, 32, generator=g) for _ in range(2)]
 
+        def calib():
+            g = torch.Generator().manual_seed(2)
+            return [torch.randn(16, 32, generator=g) for _ in range(3)]
+
         def bad_data():
             return [torch.randn(4, 5)]
     """))
@@ -111,4 +115,28 @@ def test_a_gptq_plan_converts_with_the_model_and_its_data(setup, capsys):
     with torch.no_grad():
         ref = [float_model(x) for x in auto_cli_model.data()[1::2]]
         got = [model(x) for x in auto_cli_model.data()[1::2]]
+    assert as_metric("cosine")(ref, got) == pytest.approx(report["measured_error"], rel=1e-3, abs=1e-6)
+
+
+def test_a_plan_fitted_on_separate_calibration_converts_with_it(setup, capsys):
+    """auto --calib: GPTQ fitted on --calib, all of --data measured; convert --calib with the same data is that
+    model."""
+    import torch
+
+    import lowbit
+    from lowbit.auto.metrics import as_metric
+
+    assert _run(setup, "--size", "20%", "--methods", "gptq", "--no-float", "--calib", "auto_cli_model:calib",
+                "--holdout", "0", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["gptq_calibration"] and "gptq_fit" not in report["config"]
+    out = setup / "q.safetensors"
+    assert main(["convert", "--model", "auto_cli_model:make", "--calib", "auto_cli_model:calib", "--config",
+                 str(setup / "plan.json"), "--float-inputs", "--quiet", str(out)]) == 0
+    import auto_cli_model
+
+    model, float_model = lowbit.load(auto_cli_model.make(), out), auto_cli_model.make()
+    with torch.no_grad():
+        ref = [float_model(x) for x in auto_cli_model.data()]
+        got = [model(x) for x in auto_cli_model.data()]
     assert as_metric("cosine")(ref, got) == pytest.approx(report["measured_error"], rel=1e-3, abs=1e-6)

@@ -43,7 +43,8 @@ class AutoPlan:
 
     target: ("size", bytes) or ("error", value). estimated_error: the additive estimate (sum of the layers' errors
     alone); measured_error: the whole plan measured on the tuning data (with GPTQ candidates: on the items
-    GPTQ was not fitted on, see gptq_fit_every). Under an error target the verification
+    GPTQ was not fitted on, see gptq_fit_every, or all of it when they were fitted on a separate
+    gptq_calibration). Under an error target the verification
     also tries smaller frontier plans (the estimate is usually pessimistic) and repairs; `repairs` logs each step.
     frontier: estimated (bytes, error) of the best plans at every size; uniform: {setting: (bytes, estimated
     error)} for each candidate applied to every layer. Sizes are those of the planned layers' weights; other_bytes is
@@ -63,7 +64,8 @@ class AutoPlan:
     cache_hits: int = 0
     evaluations: int = 0
     held_back: int = 0  # data items held back from the sensitivity pass and the choice of smaller plans
-    gptq_fit_every: int = 0  # GPTQ candidates were fitted on data items 0, n, 2n, ... (0: no GPTQ candidates)
+    gptq_fit_every: int = 0  # GPTQ candidates were fitted on data items 0, n, 2n, ... (0: all of the fit data)
+    gptq_calibration: str = ""  # the separate calibration= source GPTQ candidates were fitted on ("" when none)
 
     @property
     def total_bytes(self) -> int:
@@ -104,18 +106,20 @@ class AutoPlan:
 
     def quantize(self, model, calibration=None, **kwargs):
         """Apply the plan as it was measured: `lowbit.quantize(model, overrides=self.overrides,
-        calibration=calibration, sequential=False)`. GPTQ layers need `calibration` (the tuning data; a ValueError
-        says so when it is missing); their inputs are the float model's, as in the tuning, and GPTQ is fitted on the
-        same items as in the tuning (every `gptq_fit_every`-th item of `calibration`, from the first)."""
+        calibration=calibration, sequential=False)`. GPTQ layers need `calibration` (what they were fitted on in the
+        tuning: the tuning data, or auto_quantize's calibration= when one was given; a ValueError says so when it is
+        missing); their inputs are the float model's, as in the tuning, and GPTQ is fitted on the same items as in
+        the tuning (every `gptq_fit_every`-th item of the tuning data, from the first, or all of the calibration)."""
         from ..calib import as_calibration
         from ..dataaware import quantize
         from .calibrated import fit_items
 
         if calibration is None and self.needs_calibration:
             gptq = sum(c.cfg.data_aware for c in self.layers)
+            fitted = (f"the calibration it was tuned with: {self.gptq_calibration}" if self.gptq_calibration
+                      else "the data the plan was tuned on")
             raise ValueError(f"this plan quantizes {gptq} layers with GPTQ, which needs calibration data: pass "
-                             "calibration= (the data the plan was tuned on), or lowbit convert --model M --calib D "
-                             "--config plan.json OUT")
+                             f"calibration= ({fitted}), or lowbit convert --model M --calib D --config plan.json OUT")
         kwargs.setdefault("sequential", False)
         if self.needs_calibration and self.gptq_fit_every:
             calibration = fit_items(as_calibration(calibration, kwargs.pop("limit", None)), self.gptq_fit_every)
@@ -134,7 +138,8 @@ class AutoPlan:
                 "measured_error": self.measured_error, "bytes": self.total_bytes, "float_bytes": self.float_bytes,
                 "other_bytes": self.other_bytes, "seconds": self.seconds, "cache_hits": self.cache_hits,
                 "evaluations": self.evaluations, "held_back": self.held_back,
-                "needs_calibration": self.needs_calibration, "repairs": self.repairs,
+                "needs_calibration": self.needs_calibration, "gptq_calibration": self.gptq_calibration,
+                "repairs": self.repairs,
                 "layers": [{"name": c.name, "setting": c.label, "bytes": c.bytes, "error": c.error} for c in
                            self.layers], "config": self.config_file()}
 

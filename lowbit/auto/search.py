@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 from torch import nn
 
@@ -128,7 +129,7 @@ def _repair(plan_state, opts, target, measure_fn, max_steps) -> tuple[list[int],
 def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, candidates=None, metric="cosine",
                   output=None, skip=(), min_weights: int = 1024, limit: int | None = None, cache=True,
                   progress: bool = True, max_repairs: int | None = None, mode: str = "anchors",
-                  holdout: float = 0.25) -> AutoPlan:
+                  holdout: float = 0.25, calibration=None) -> AutoPlan:
     """Choose bits, block size and method per layer from `data` under exactly one target.
 
     data: a `lowbit.calib` source (list of inputs, folder, "module:function", CalibrationSet); limit: at most this
@@ -144,9 +145,11 @@ def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, c
     choice of smaller plans (the measured error of the final plan and the repairs use all items), so that a plan
     does not fit the items it was chosen on (none held back with fewer than 4 items). With GPTQ candidates, every
     other item (from the first) only fits GPTQ and all measurements use the rest (see lowbit/auto/calibrated.py);
-    holdout then splits the rest. The model is not modified;
-    apply the plan with `plan.quantize(model, data)` (GPTQ layers need the data), `lowbit.quantize(model,
-    overrides=plan.overrides)` or `plan.to_json(path)` + `lowbit convert --config`.
+    holdout then splits the rest. calibration: a separate `lowbit.calib` source to fit GPTQ candidates on instead
+    (GPTQ needs several times more input rows than a layer has inputs; `data` then serves measurement only, whole).
+    The model is not modified; apply the plan with `plan.quantize(model, data)` (GPTQ layers need the data they were
+    fitted on: `data`, or `calibration` when given), `lowbit.quantize(model, overrides=plan.overrides)` or
+    `plan.to_json(path)` + `lowbit convert --config`.
     """
     start = time.perf_counter()
     if (target_size is None) == (target_error is None):
@@ -168,16 +171,20 @@ def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, c
     ref = run_outputs(model, cal, output)
     metric(ref, ref)  # the output must hold something to compare
     metrics = [metric, *(as_metric(m) for m in METRICS if m != metric.name)]  # one run scores them all
-    fit_every = FIT_EVERY if any(c.data_aware and not c.is_float for c in cands) else 0
+    aware = any(c.data_aware and not c.is_float for c in cands)
+    fit_every = FIT_EVERY if aware and calibration is None else 0
+    if calibration is not None and not aware:
+        warnings.warn("auto_quantize: calibration= is used by GPTQ candidates only, and there are none: ignored",
+                      stacklevel=2)
     if fit_every:  # GPTQ is fitted on its own items and measured (like every candidate) on the others
         if len(cal) < 2:
             raise ValueError(f"GPTQ candidates need at least 2 data items (one to fit, one to measure); got {len(cal)}")
         fit, (cal, ref) = fit_items(cal, fit_every), measured_items(cal, ref, fit_every)
     else:
-        fit = cal
+        fit = as_calibration(calibration) if aware and calibration is not None else cal
     tune, tune_ref, held_back = _split(cal, ref, holdout)
     # GPTQ's Hessians from the fit items; the noise proxy's statistics from the items errors are measured on
-    inputs = LayerInputs(model, fit, layers, progress, noise_data=tune if fit_every else None)
+    inputs = LayerInputs(model, fit, layers, progress, noise_data=tune if fit is not cal else None)
     sens = measure(model, tune, layers, cands, metrics, tune_ref, output, cache, progress, mode, inputs)
     opts = _options(sens, layers, cands, metric.name)
     front = allocate.pareto_plans([[b for _, b, _ in o] for o in opts.values()],
@@ -226,7 +233,8 @@ def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, c
         target=target, estimated_error=sum(c.error for c in chosen), measured_error=measured,
         other_bytes=_other_bytes(model, layers), frontier=_thin_front(front), uniform=_uniform(opts, cands),
         repairs=log, seconds=time.perf_counter() - start, cache_hits=sens.hits,
-        evaluations=sens.runs + runs[0], held_back=held_back, gptq_fit_every=fit_every)
+        evaluations=sens.runs + runs[0], held_back=held_back, gptq_fit_every=fit_every,
+        gptq_calibration=fit.source if aware and calibration is not None else "")
 
 
 def _other_bytes(model: nn.Module, layers: dict) -> int:

@@ -40,32 +40,39 @@ def _row(label, q, nbytes, float_bytes, ref, sentences, **extra) -> Row:
     return Row(values)
 
 
-def _tune(model, data, cache, mode, candidates, **target):
+def _tune(model, data, cache, mode, candidates, calibration, **target):
     from ..auto import auto_quantize
     from ..auto.minilm import OUTPUT
 
     t0, c0 = time.perf_counter(), time.process_time()
     plan = auto_quantize(model, data, output=OUTPUT, progress=False, mode=mode, cache=cache, candidates=candidates,
-                         **target)
+                         calibration=calibration, **target)
     return plan, time.perf_counter() - t0, time.process_time() - c0
 
 
 def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results", mode: str = "anchors",
-        n_held_out: int = 256, methods: tuple[str, ...] = ("hqq",)):
+        n_held_out: int = 256, methods: tuple[str, ...] = ("hqq",), n_fit: int | None = None):
+    """n_fit: fit GPTQ candidates (and the uniform GPTQ row) on that many other calibration sentences
+    (auto_quantize's calibration=) instead of half the tuning items."""
     import lowbit
 
     from ..auto import default_candidates
     from ..auto.fakequant import run_outputs
     from ..auto.metrics import as_metric
-    from ..auto.minilm import OUTPUT, minilm_tuning_data
+    from ..auto.minilm import OUTPUT, minilm_tuning_data, tuning_sentences
+    from ..calib import minilm_calibration
     from ..calib.minilm import pick_sentences
     from ..models import SENTENCES, embed, load_minilm
 
     torch.set_num_threads(threads)
     model = load_minilm()
-    data = minilm_tuning_data(model, n_tune)
-    tuned = set(pick_sentences(n_tune))
-    rest = [s for s in pick_sentences(None) if s not in tuned]
+    n_fit = n_fit if "gptq" in methods else None
+    fitted = pick_sentences(n_fit) if n_fit else []
+    calibration = minilm_calibration(model, n_fit) if n_fit else None
+    data = minilm_tuning_data(model, n_tune, exclude=fitted)
+    used = set(tuning_sentences(n_tune, fitted)) | set(fitted)
+    rest = [s for s in pick_sentences(None) if s not in used]
+    n_held_out = min(n_held_out, len(rest))
     sentences = {"eval": SENTENCES, "held-out": [rest[i * len(rest) // n_held_out] for i in range(n_held_out)]}
     ref = {k: embed(model, s) for k, s in sentences.items()}
     metric, ref_out = as_metric("cosine"), run_outputs(model, data, OUTPUT)
@@ -73,10 +80,10 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
     rows, cache = [], tempfile.mkdtemp(prefix="lowbit-auto-bench-")  # a cold sensitivity cache for the first plan
     float_bytes = None
     for bits in (4, 3):
-        for method in ("hqq", "gptq") if bits == 4 else ("hqq",):
+        for method in ("hqq", "gptq") if bits == 4 or n_fit else ("hqq",):
             cfg = QuantConfig(bits=bits, block_size=64, method=method, gptq_act_order=method == "gptq")
-            uq = lowbit.quantize(copy.deepcopy(model), cfg, calibration=data if method == "gptq" else None,
-                                 sequential=False, progress=False)
+            fit = (calibration or data) if method == "gptq" else None
+            uq = lowbit.quantize(copy.deepcopy(model), cfg, calibration=fit, sequential=False, progress=False)
             ub, float_bytes = uq.lowbit_summary.bytes_after, uq.lowbit_summary.bytes_before
             u_err = metric(ref_out, run_outputs(uq, data, OUTPUT))
             rows.append(_row(f"uniform int{bits} b64 {method}", uq, ub, float_bytes, ref, sentences,
@@ -86,8 +93,8 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
         targets = [("size", {"target_size": hqq_bytes})]
         targets += [("error", {"target_error": hqq_err})] if bits == 4 else [("3.0 bits", {"target_size": 3 / 32})]
         for what, target in targets:
-            plan, seconds, cpu = _tune(model, data, cache, mode, cands, **target)
-            q = plan.quantize(copy.deepcopy(model), data, progress=False)
+            plan, seconds, cpu = _tune(model, data, cache, mode, cands, calibration, **target)
+            q = plan.quantize(copy.deepcopy(model), calibration or data, progress=False)
             assert q.lowbit_summary.bytes_after == plan.total_bytes
             if out_dir is not None and bits == 4 and what == "size" and methods == ("hqq",):
                 plan.plot(Path(out_dir) / "auto_minilm_frontier.svg")  # .svg: drawn without matplotlib
@@ -99,21 +106,25 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
                 "tune cpu s": cpu, "model runs": plan.evaluations, "repairs": plan.repair_steps}))
     load = load_average()
     aware = ", 2,3,4 bits x blocks 32/64/128 act-order GPTQ" if "gptq" in methods else ""
-    split = "; with GPTQ candidates every other item only fits GPTQ, all errors are measured on the rest" * bool(aware)
+    split = ("; with GPTQ candidates every other item only fits GPTQ, all errors are measured on the rest" * bool(aware)
+             if not n_fit else f"; GPTQ candidates fitted on {n_fit} other calibration sentences (calibration=)")
     notes = (f"all-MiniLM-L6-v2, the 37 Linear layers lowbit.quantize swaps; candidates (2,3,4,5,6,8 bits x "
              f"blocks 32/64/128/per channel HQQ{aware}, plus fp16), "
              f"sensitivity mode {mode!r}, {n_tune} tuning sentences (batched by token count, no padding; a quarter "
              "of the items held back from the sensitivity pass and the choice of smaller plans"
              f"{split}"
              f"); bytes = packed weights of those layers (fp32: {float_bytes:,}). Plans applied with "
-             "plan.quantize(model, data) (GPTQ on the same fit items, float inputs); uniform GPTQ on all tuning "
-             "items (sequential=False). Errors: 'tuning error' = 1 - lowest cosine on the tuning sentences (a plan's: "
+             "plan.quantize(model, fit data) (GPTQ on the same fit items, float inputs); uniform GPTQ on "
+             f"{'the same calibration' if n_fit else 'all tuning items'} (sequential=False). Errors: 'tuning "
+             "error' = 1 - lowest cosine on the tuning sentences (a plan's: "
              "on the items it was measured on); 'eval' = lowbit.models.SENTENCES and 'held-out' = "
-             f"{n_held_out} calibration sentences not used for tuning (never seen by tuning). 'tune s' is the whole "
+             f"{n_held_out} calibration sentences not used for tuning or fitting (never seen by tuning). 'tune s' is "
+             "the whole "
              "auto_quantize call (wall; 'tune cpu s' = process CPU time): the first plan with a cold cache, later "
              f"ones with the sensitivity cache warm. {threads} threads; 1-min load average at the end {load:.1f} "
              "(other jobs share the 2 cores, so wall times are inflated).")
-    report("auto_minilm" + ("_gptq" if "gptq" in methods else ""), rows, describe_environment("cpu"), out_dir=out_dir,
+    name = "auto_minilm" + ("_gptq" if "gptq" in methods else "") + (f"_fit{n_fit}" if n_fit else "")
+    report(name, rows, describe_environment("cpu"), out_dir=out_dir,
            title="Automatic quantization on MiniLM: plan vs uniform at equal size and equal error", notes=notes,
            floatfmt=".4f")
     return rows
@@ -183,13 +194,15 @@ def main(argv=None) -> int:
     p.add_argument("--held-out", type=int, default=256, help="held-out calibration sentences (default 256)")
     p.add_argument("--methods", default="hqq", help="candidate methods, comma-separated (default hqq; hqq,gptq "
                    "writes auto_minilm_gptq)")
+    p.add_argument("--calib", type=int, default=None, metavar="N", help="with gptq: fit GPTQ on N other calibration "
+                   "sentences (auto_quantize's calibration=; writes auto_minilm_gptq_fitN)")
     p.add_argument("--fit-check", action="store_true", help="check the anchors fit against every candidate instead")
     args = p.parse_args(argv)
     if args.fit_check:
         fit_check(args.tune, args.threads, args.out or None)
         return 0
     run(args.tune, args.threads, args.out or None, args.mode, args.held_out,
-        tuple(m.strip() for m in args.methods.split(",") if m.strip()))
+        tuple(m.strip() for m in args.methods.split(",") if m.strip()), args.calib)
     return 0
 
 

@@ -29,6 +29,10 @@ RECIPES = [  # (label, bits, block, QuantConfig fields)
     ("rtn", 8, -1, {}), ("gptq act-order clip", 8, -1, GPTQ_BEST),
 ]
 QUICK = [r for r in RECIPES if r[1] == 4 and r[2] == 64 and r[0] in ("rtn", "gptq act-order clip")]
+SWEEP_RECIPES = [("gptq act-order", 4, 64, dict(method="gptq", gptq_act_order=True)),
+                 ("gptq act-order hqq", 4, 64, dict(method="gptq", gptq_act_order=True, gptq_scales="hqq")),
+                 ("gptq act-order", 3, 64, dict(method="gptq", gptq_act_order=True))]
+SWEEP_SIZES = (128, 256, 512, 1000)
 
 
 def _row(label, bits, block, fields, model, ref, cal) -> Row:
@@ -50,6 +54,33 @@ def _row(label, bits, block, fields, model, ref, cal) -> Row:
         "error after/rtn": summary.mean_ratio() if errors else "",
         "weights above rtn": sum(e.after > e.before for e in errors) if errors else "",
     })
+
+
+def sweep(sizes=SWEEP_SIZES, recipes=SWEEP_RECIPES, threads: int = 2, out_dir: str | None = "bench/results"):
+    """GPTQ against the number of calibration sentences; saves bench/results/dataaware_minilm_calib_sweep."""
+    from ..calib import minilm_calibration
+    from ..calib.sentences import CALIBRATION_SENTENCES
+    from ..models import SENTENCES, embed, load_minilm
+
+    torch.set_num_threads(threads)
+    model = load_minilm()
+    ref = embed(model)
+    rows = []
+    for n in sizes:
+        cal = minilm_calibration(model, n)
+        for label, bits, block, fields in recipes:
+            row = _row(label, bits, block, fields, model, ref, cal)
+            rows.append(Row({"calibration sentences": n, **row.values}))
+            print(rows[-1].values, flush=True)
+    notes = (f"all-MiniLM-L6-v2, all 37 Linear layers, asymmetric, float16 scales; N of lowbit.calib's "
+             f"{len(CALIBRATION_SENTENCES)} own sentences as pick_sentences spreads them; cosine over the "
+             f"{len(SENTENCES)} lowbit.models.SENTENCES (not in the calibration set); {threads} threads, 1-min load "
+             "average at the end "
+             f"{load_average():.1f}.")
+    report(f"dataaware_minilm_calib_sweep_{threads}t", rows, describe_environment("cpu"), out_dir=out_dir,
+           title="Data-aware quantization on MiniLM: output quality against calibration size", notes=notes,
+           floatfmt=".4f")
+    return rows
 
 
 def run(recipes=RECIPES, n_calib: int = 128, threads: int = 2, out_dir: str | None = "bench/results") -> list[Row]:
@@ -83,9 +114,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="int4 block 64 RTN and GPTQ only")
     p.add_argument("--calib", type=int, default=128, help="calibration sentences (default 128)")
+    p.add_argument("--sweep", action="store_true", help="GPTQ at 128/256/512/1000 calibration sentences instead")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench/results", help="results folder ('' to skip saving)")
     args = p.parse_args(argv)
+    if args.sweep:
+        sweep(threads=args.threads, out_dir=args.out or None)
+        return 0
     run(QUICK if args.quick else RECIPES, args.calib, args.threads, args.out or None)
     return 0
 

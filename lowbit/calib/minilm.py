@@ -19,13 +19,18 @@ def pick_sentences(limit: int | None = None) -> list[str]:
 def minilm_calibration(model, limit: int | None = 128, batch_size: int = 32) -> CalibrationSet:
     """Tokenized batches of the project's calibration sentences, each item `(features,)` for `model(features)`.
 
-    limit: number of sentences (default 128; None = all). Sentences are batched by exact token count, so no batch
-    holds padding: padded positions are computed by every Linear layer but are not part of any sentence, and would
-    pull the calibration statistics (GPTQ's Hessians) away from the real tokens.
+    limit: number of sentences (default 128; None = all), as `pick_sentences` picks them.
     """
+    return sentence_batches(model, pick_sentences(limit), batch_size)
+
+
+def sentence_batches(model, sentences: list[str], batch_size: int = 32) -> CalibrationSet:
+    """`sentences` tokenized by `model` and batched by exact token count, so no batch holds padding: padded positions
+    are computed by every Linear layer but are not part of any sentence, and would pull the calibration statistics
+    (GPTQ's Hessians) away from the real tokens."""
     tokenize = getattr(model, "preprocess", None) or model.tokenize
     by_length: dict[int, list[str]] = {}
-    for s in pick_sentences(limit):
+    for s in sentences:
         by_length.setdefault(int(tokenize([s])["input_ids"].shape[1]), []).append(s)
     items = []
     for _, group in sorted(by_length.items()):

@@ -3,6 +3,7 @@
     lowbit auto --model minilm --size 25% --out plan.json [--plot frontier.png] [--json]
     lowbit convert IN OUT --config plan.json       # a plan without GPTQ layers
     lowbit convert --model minilm --calib minilm --calib-limit 64 --config plan.json --float-inputs OUT  # with
+    lowbit auto --methods hqq,gptq --calib minilm --calib-limit 512 ...  # GPTQ fitted on 512 other sentences
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", default="hqq", help="candidate methods: rtn, hqq, gptq (default hqq; "
                    "gptq at 2..4 bits and blocks 32/64/128 only, fitted on every other --data item and all "
                    "candidates measured on the rest)")
+    p.add_argument("--calib", metavar="DATA", help="fit GPTQ candidates on these inputs instead of half of --data "
+                   "(same forms as --data; 'minilm' = the first --calib-limit calibration sentences, and the "
+                   "tuning sentences are then chosen among the others); apply with convert --calib DATA")
+    p.add_argument("--calib-limit", type=int, default=None, metavar="N", help="at most N --calib items (with "
+                   "--calib minilm: sentences, default 128)")
     p.add_argument("--no-float", action="store_true", help="no fp16 ('keep float') candidate")
     p.add_argument("--skip", action="append", default=[], help="layer name or glob kept float (repeatable)")
     p.add_argument("--mode", default="anchors", choices=("anchors", "all"),
@@ -85,14 +91,35 @@ def _data(args, model):
         raise ValueError("--data is required with --model MODULE:FUNCTION: a folder of .pt/.npy/.safetensors inputs "
                          "or MODULE:FUNCTION returning an iterable of inputs")
     if data == "minilm":
-        if args.model != "minilm":
-            raise ValueError("--data minilm works with --model minilm only")
         from ..auto.minilm import minilm_tuning_data
+        from ..calib.minilm import pick_sentences
 
-        return minilm_tuning_data(model, args.limit)
+        fitted = pick_sentences(args.calib_limit or 128) if args.calib == "minilm" else ()
+        return minilm_tuning_data(model, args.limit, exclude=fitted)
     from ..calib import as_calibration
 
     return as_calibration(data, args.limit)
+
+
+def _calibration(args, model):
+    """The separate GPTQ fit data (--calib), or None."""
+    if args.calib is None:
+        return None
+    if args.calib_limit is not None and args.calib_limit < 1:
+        raise ValueError(f"--calib-limit {args.calib_limit}: must be >= 1")
+    if args.calib == "minilm":
+        from ..calib import minilm_calibration
+
+        return minilm_calibration(model, args.calib_limit or 128)
+    from ..calib import as_calibration
+
+    return as_calibration(args.calib, args.calib_limit)
+
+
+def _check_minilm_sources(args) -> None:
+    for flag, value in (("--data", args.data), ("--calib", args.calib)):
+        if value == "minilm" and args.model != "minilm":
+            raise ValueError(f"{flag} minilm works with --model minilm only")
 
 
 def _candidates(args):
@@ -122,19 +149,23 @@ def run(args: argparse.Namespace) -> int:
             raise ImportError(f"--plot {args.plot}: this format needs matplotlib (the lowbit[plot] extra): pip install "
                               "matplotlib, or write a .svg (drawn without it)") from None
     cands = _candidates(args)
+    _check_minilm_sources(args)
     model = build_model(args.model)
+    calibration = _calibration(args, model)
     data = _data(args, model)
     output = args.output or ("sentence_embedding" if args.model == "minilm" else None)
     if output is not None and output.lstrip("-").isdigit():
         output = int(output)
     plan = auto_quantize(model, data, target_size=size, target_error=args.max_error, candidates=cands,
                          metric=args.metric, output=output, skip=args.skip, cache=not args.no_cache,
-                         progress=not args.quiet, mode=args.mode, holdout=args.holdout)
+                         progress=not args.quiet, mode=args.mode, holdout=args.holdout, calibration=calibration)
     plan.to_json(args.out)
     if args.plot:
         plan.plot(args.plot)
-    how = (f"apply with: lowbit convert --model {args.model} --calib {args.data or 'minilm'} --calib-limit "
-           f"{args.limit} --config {args.out} --float-inputs OUT (GPTQ layers need the data)"
+    fit = (f"--calib {args.calib}" + (f" --calib-limit {args.calib_limit}" if args.calib_limit else "")
+           if plan.gptq_calibration else f"--calib {args.data or 'minilm'} --calib-limit {args.limit}")
+    how = (f"apply with: lowbit convert --model {args.model} {fit} --config {args.out} --float-inputs OUT "
+           "(GPTQ layers need the data they were fitted on)"
            if plan.needs_calibration else f"apply with: lowbit convert IN OUT --config {args.out}")
     print(json.dumps(plan.to_dict(), indent=1) if args.json else f"{plan.table()}\n\nwrote {args.out}; {how}")
     return 0
