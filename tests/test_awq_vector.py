@@ -147,3 +147,14 @@ def test_older_reader_and_bad_headers_are_refused(quantized, tmp_path, monkeypat
         layer.set_input_scale(-torch.ones(64))
     with pytest.raises(ValueError, match=r"shape \(64,\)"):
         layer.set_input_scale(torch.ones(63))
+
+
+def test_a_vector_layer_cannot_become_static_int8():
+    from lowbit.nn.static import to_static
+    from lowbit.quant import quantize_weight
+
+    w = torch.randn(8, 64)
+    layer = QuantLinear(quantize_weight(w, QuantConfig(bits=8, block_size=-1, symmetric=True)), None)
+    layer.set_input_scale(torch.rand(64) + 0.5)
+    with pytest.raises(ValueError, match="AWQ input-scale vector"):
+        to_static(layer, 0.1)

@@ -83,6 +83,41 @@ def sweep(sizes=SWEEP_SIZES, recipes=SWEEP_RECIPES, threads: int = 2, out_dir: s
     return rows
 
 
+_LAYER = "0.model.encoder.layer."
+KEPT_FLOAT = [("nothing", ()), ("query/key/value", (_LAYER + "*.attention.self.*",)),
+              ("attention output", (_LAYER + "*.attention.output.dense",)),
+              ("intermediate", (_LAYER + "*.intermediate.dense",)),
+              ("ffn output", tuple(f"{_LAYER}{i}.output.dense" for i in range(6))),
+              *[(f"transformer layer {i}", (f"{_LAYER}{i}",)) for i in range(6)]]
+
+
+def where_error(n_calib: int = 256, threads: int = 2, out_dir: str | None = "bench/results") -> list[Row]:
+    """Where int4 GPTQ's output error comes from: the same quantization with one kind of layer (or one transformer
+    layer) kept float; saves bench/results/dataaware_minilm_where_<threads>t."""
+    import lowbit
+
+    from ..calib import minilm_calibration
+    from ..models import SENTENCES, embed, load_minilm
+
+    torch.set_num_threads(threads)
+    model = load_minilm()
+    ref, cal = embed(model), minilm_calibration(model, n_calib)
+    cfg = QuantConfig(bits=4, block_size=64, method="gptq", gptq_act_order=True)
+    rows = []
+    for label, skip in KEPT_FLOAT:
+        q = lowbit.quantize(copy.deepcopy(model), cfg, calibration=cal, skip=list(skip), progress=False)
+        cos = (embed(q) * ref).sum(-1)
+        rows.append(Row({"kept float": label, "quantized layers": len(q.lowbit_summary.swapped),
+                         "min cosine": cos.min().item(), "mean cosine": cos.mean().item(),
+                         "1 - mean": 1 - cos.mean().item()}))
+        print(rows[-1].values, flush=True)
+    notes = (f"all-MiniLM-L6-v2, GPTQ act-order int4 block 64 on {n_calib} of lowbit.calib's own sentences, the "
+             f"listed layers kept float; cosine over the {len(SENTENCES)} lowbit.models.SENTENCES; {threads} threads.")
+    report(f"dataaware_minilm_where_{threads}t", rows, describe_environment("cpu"), out_dir=out_dir,
+           title="Where MiniLM's int4 output error comes from", notes=notes, floatfmt=".4f")
+    return rows
+
+
 def run(recipes=RECIPES, n_calib: int = 128, threads: int = 2, out_dir: str | None = "bench/results") -> list[Row]:
     """Every recipe; saves bench/results/dataaware_minilm.{md,csv,json} (dataaware_minilm_<threads>t otherwise)."""
     from ..calib import minilm_calibration
@@ -115,11 +150,15 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="int4 block 64 RTN and GPTQ only")
     p.add_argument("--calib", type=int, default=128, help="calibration sentences (default 128)")
     p.add_argument("--sweep", action="store_true", help="GPTQ at 128/256/512/1000 calibration sentences instead")
+    p.add_argument("--where", action="store_true", help="int4 GPTQ with one kind of layer kept float instead")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench/results", help="results folder ('' to skip saving)")
     args = p.parse_args(argv)
     if args.sweep:
         sweep(threads=args.threads, out_dir=args.out or None)
+        return 0
+    if args.where:
+        where_error(threads=args.threads, out_dir=args.out or None)
         return 0
     run(QUICK if args.quick else RECIPES, args.calib, args.threads, args.out or None)
     return 0

@@ -7,7 +7,7 @@ Small API:
   run_pass(model, cal, hooks, modules, ...)               # one pass with forward pre-hooks on chosen layers
   trace_calls(model, item, modules)                       # call order of layers and which share an input
   run_hooked(model, item, handles)                        # one no-grad call, then remove the hooks in handles
-  minilm_calibration(model, limit=128)                    # the built-in MiniLM's own calibration sentences
+  minilm_calibration(model, limit=256)                    # the built-in MiniLM's own calibration sentences
   CalibrationError                                        # a bad item (named) or a NaN/inf activation (layer named)
 """
 

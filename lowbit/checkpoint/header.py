@@ -26,7 +26,7 @@ from .safetensors_io import TensorEntry, dtype_name, is_count, parse_json
 
 FORMAT_NAME = "lowbit.checkpoint"
 FORMAT_VERSION = 3  # 2: the optional "static" object; 3: "input_scales" (files with neither are still written as 1)
-INPUT_SCALE = "input_scale"  # AWQ's per-input-channel vector of a quantized Linear weight: "fc.weight_input_scale"
+INPUT_SCALE = "input_scale"  # AWQ's per-input-channel vector of a Linear / conv weight: "fc.weight_input_scale"
 METADATA_KEY = "lowbit"
 SUFFIXES = ("packed", "scale", "zero")
 _MAX_ELEMENTS = (1 << 63) - 1
@@ -108,8 +108,9 @@ def _check_input_scale_names(path, body: dict) -> None:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise CheckpointError(f"{path} has corrupted lowbit metadata: 'input_scales' must be a list of names")
     for n in names:
-        if n not in body["quantized"] or len(body["quantized"][n].get("shape", [])) != 2:
-            raise CheckpointError(f"{path}: input scale of {n!r}, which is not a quantized 2-D (Linear) weight")
+        if n not in body["quantized"] or len(body["quantized"][n].get("shape", [])) not in (2, 3, 4):
+            raise CheckpointError(f"{path}: input scale of {n!r}, which is not a quantized 2-D (Linear), 3-D "
+                                  "(Conv1d) or 4-D (Conv2d) weight")
 
 
 def check_quantized_meta(path, name: str, qmeta) -> dict:
@@ -171,17 +172,27 @@ def _check_group(path, name: str, fields: dict, entries: dict[str, TensorEntry])
     return group
 
 
+def _input_scale_fits(shape: list[int], length: int) -> bool:
+    """A Linear's vector has K = shape[1] entries; a conv's (O, C_in/groups, *kernel) one per input channel,
+    C_in = groups · shape[1] with groups dividing O (the loader checks the layer's own groups)."""
+    per_group = shape[1]
+    if len(shape) == 2 or per_group == 0:
+        return length == per_group
+    return length > 0 and length % per_group == 0 and shape[0] % (length // per_group) == 0
+
+
 def _check_input_scales(path, entries: dict[str, TensorEntry], quantized: dict[str, dict], names) -> set[str]:
-    """Each listed parameter's input-scale tensor: present, floating, of shape (in_features,)."""
+    """Each listed parameter's input-scale tensor: present, floating, one entry per input channel."""
     claimed = set()
     for name in names:
-        tname, k = tensor_name(name, INPUT_SCALE), quantized[name]["shape"][1]
+        tname, shape = tensor_name(name, INPUT_SCALE), quantized[name]["shape"]
         e = entries.get(tname)
         if e is None:
             raise CheckpointError(f"{path} is missing tensor {tname!r} (the input scale of {name!r})")
-        if e.shape != (k,) or not e.dtype.is_floating_point:
+        if len(e.shape) != 1 or not _input_scale_fits(shape, e.shape[0]) or not e.dtype.is_floating_point:
+            want = f"[{shape[1]}]" if len(shape) == 2 else f"[groups · {shape[1]}] (groups dividing {shape[0]})"
             raise CheckpointError(f"{path}: tensor {tname!r} is {dtype_name(e.dtype)} {list(e.shape)}, expected a "
-                                  f"floating tensor of shape [{k}] (the input scale of {name!r})")
+                                  f"floating tensor of shape {want} (the input scale of {name!r})")
         claimed.add(tname)
     return claimed
 

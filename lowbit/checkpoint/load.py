@@ -177,16 +177,27 @@ def _load_checked(ckpt: Checkpoint, model, backend, static, saved) -> torch.nn.M
         raise
 
 
+_VECTOR_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)  # layers that take an AWQ input-scale vector
+
+
 def _input_scales(ckpt: Checkpoint, model, prefix: str) -> dict[str, torch.Tensor]:
-    """{layer: AWQ input-scale vector} of a format-3 file; each layer must be a Linear's weight."""
+    """{layer: AWQ input-scale vector} of a format-3 file; each layer must be a Linear's or Conv1d/2d's weight, and
+    a conv's vector must have one entry per input channel."""
     from .header import INPUT_SCALE, tensor_name
 
     modules, out = dict(model.named_modules()), {}
     for name in ckpt.body.get("input_scales", []):
         layer, _, param = (prefix + name).rpartition(".")
-        if param != "weight" or not isinstance(modules.get(layer), torch.nn.Linear):
-            raise CheckpointError(f"{ckpt.path}: input scale of {name!r}: only a Linear's weight takes one")
-        out[layer] = ckpt.tensor(tensor_name(name, INPUT_SCALE))
+        module = modules.get(layer)
+        if param != "weight" or not isinstance(module, _VECTOR_LAYERS):
+            raise CheckpointError(f"{ckpt.path}: input scale of {name!r}: only a Linear's, Conv1d's or Conv2d's "
+                                  "weight takes one")
+        s = ckpt.tensor(tensor_name(name, INPUT_SCALE))
+        channels = getattr(module, "in_channels", getattr(module, "in_features", None))
+        if tuple(s.shape) != (channels,):
+            raise CheckpointError(f"{ckpt.path}: input scale of {name!r} has shape {list(s.shape)}, but the layer "
+                                  f"has {channels} input channels")
+        out[layer] = s
     return out
 
 

@@ -64,12 +64,12 @@ def add_parser(sub) -> None:
                    "32,64,128,-1)")
     p.add_argument("--methods", default="hqq", help="candidate methods: rtn, hqq, gptq (default hqq; "
                    "gptq at 2..4 bits and blocks 32/64/128 only, fitted on every other --data item and all "
-                   "candidates measured on the rest)")
+                   "candidates measured on the rest, or fitted on --calib)")
     p.add_argument("--calib", metavar="DATA", help="fit GPTQ candidates on these inputs instead of half of --data "
                    "(same forms as --data; 'minilm' = the first --calib-limit calibration sentences, and the "
                    "tuning sentences are then chosen among the others); apply with convert --calib DATA")
     p.add_argument("--calib-limit", type=int, default=None, metavar="N", help="at most N --calib items (with "
-                   "--calib minilm: sentences, default 128)")
+                   "--calib minilm: sentences, default 256)")
     p.add_argument("--no-float", action="store_true", help="no fp16 ('keep float') candidate")
     p.add_argument("--skip", action="append", default=[], help="layer name or glob kept float (repeatable)")
     p.add_argument("--mode", default="anchors", choices=("anchors", "all"),
@@ -92,9 +92,9 @@ def _data(args, model):
                          "or MODULE:FUNCTION returning an iterable of inputs")
     if data == "minilm":
         from ..auto.minilm import minilm_tuning_data
-        from ..calib.minilm import pick_sentences
+        from ..calib.minilm import DEFAULT_SENTENCES, pick_sentences
 
-        fitted = pick_sentences(args.calib_limit or 128) if args.calib == "minilm" else ()
+        fitted = pick_sentences(args.calib_limit or DEFAULT_SENTENCES) if args.calib == "minilm" else ()
         return minilm_tuning_data(model, args.limit, exclude=fitted)
     from ..calib import as_calibration
 
@@ -108,9 +108,9 @@ def _calibration(args, model):
     if args.calib_limit is not None and args.calib_limit < 1:
         raise ValueError(f"--calib-limit {args.calib_limit}: must be >= 1")
     if args.calib == "minilm":
-        from ..calib import minilm_calibration
+        from ..calib.minilm import DEFAULT_SENTENCES, minilm_calibration
 
-        return minilm_calibration(model, args.calib_limit or 128)
+        return minilm_calibration(model, args.calib_limit or DEFAULT_SENTENCES)
     from ..calib import as_calibration
 
     return as_calibration(args.calib, args.calib_limit)

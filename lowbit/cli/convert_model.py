@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="calibration inputs: a folder of .pt/.npy/.safetensors files (one model call each), "
                    "MODULE:FUNCTION returning an iterable of inputs, or 'minilm' (default with --model minilm)")
     g.add_argument("--calib-limit", type=int, default=None, metavar="N", help="use at most N calibration items "
-                   "(with --calib minilm: sentences, default 128)")
+                   "(with --calib minilm: sentences, default 256)")
     g.add_argument("--method", choices=METHODS, default=None,
                    help="rtn, hqq, gptq, awq or recon (gptq, awq and recon need --model and --calib); default rtn")
     g.add_argument("--steps", type=int, default=None, metavar="N",
@@ -118,11 +118,11 @@ def _calibration(args, model):
         raise ValueError(f"{what} needs calibration inputs: pass --calib DATA (a folder of .pt/.npy/.safetensors "
                          "files or MODULE:FUNCTION)")
     if data == "minilm":
-        from ..calib import minilm_calibration
+        from ..calib.minilm import DEFAULT_SENTENCES, minilm_calibration
 
         if args.model != "minilm":
             raise ValueError("--calib minilm works with --model minilm only")
-        return minilm_calibration(model, args.calib_limit or 128), None
+        return minilm_calibration(model, args.calib_limit or DEFAULT_SENTENCES), None
     return data, args.calib_limit
 
 

@@ -9,7 +9,11 @@ on their stacked rows. Groups come from a declared pattern list for the bundled 
 the caller (`awq_fold={consumer: producer}`). A Linear without a foldable producer gets its own s too, stored on the
 quantized layer as the vector `weight_input_scale` (inputs divided by it before the kernel; checkpoint format 3).
 While it is quantized, the float layer computes (x / s) · (W·diag(s))ᵀ (`scale_inputs`), so calibration statistics
-are those of the inputs the quantized weight will see. Other layers (Conv, LSTM) get the clipping search only.
+are those of the inputs the quantized weight will see.
+Conv1d / Conv2d (grouped and depthwise too): a vector only (never folded), one s per input channel searched on the
+unfolded inputs (each channel's s repeated over its kernel positions, the error summed over the groups); the float
+conv computes conv(x / s, W·s) while it is quantized (padding commutes with the channel-wise division).
+LSTM: the clipping search only.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import torch
 from torch import nn
 
 from ..calib.capture import run_pass
-from ..quant.awq import search_scales
-from .layers import LinearCollector
+from ..quant.awq import channel_scale, divide_channels, search_channel_scales, search_scales
+from .layers import ConvCollector, LinearCollector
+
+VECTOR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)  # layers that can hold an input-scale vector
 
 # (producer name suffix, consumer name suffixes): the producer's outputs reach the consumers only through ops that
 # commute with a per-channel scale.
@@ -96,51 +102,69 @@ def fold_scales(model: nn.Module, calibration, groups: list[FoldGroup], cfgs: di
 
 
 def vector_layers(modules: dict[str, nn.Module], awq_layers: list[str], groups: list[FoldGroup]) -> list[str]:
-    """AWQ layers that no group folds and that can hold an input-scale vector (Linear only)."""
+    """AWQ layers that no group folds and that can hold an input-scale vector (Linear, Conv1d, Conv2d). Not a conv
+    whose rows each read one input channel (depthwise): there s only rescales whole rows, which each block's own
+    scale absorbs, so a vector would cost a divide per forward for no gain."""
     folded = {c for g in groups for c in g.consumers}
-    return [n for n in awq_layers if n not in folded and isinstance(modules[n], nn.Linear)]
+    return [n for n in awq_layers if n not in folded and isinstance(modules[n], VECTOR_TYPES)
+            and not (modules[n].weight.dim() > 2 and modules[n].weight.shape[1] == 1)]
 
 
 def awq_scales(model: nn.Module, calibration, groups: list[FoldGroup], vectors: list[str], cfgs: dict,
                progress: bool = True) -> tuple[dict, dict]:
     """One pass on float inputs: fold each group's scales, and search a scale vector for each layer of `vectors`.
 
-    Returns ({consumer: (producer, error ratio)}, {layer: (s float32 (K,), error ratio)}); a layer whose best s is
-    1 (plain rounding wins) gets no vector.
+    Returns ({consumer: (producer, error ratio)}, {layer: (s float32 (input channels,), error ratio)}); a layer
+    whose best s is 1 (plain rounding wins) gets no vector.
     """
     if not groups and not vectors:
         return {}, {}
     modules = dict(model.named_modules())
-    collectors = {n: LinearCollector(modules[n]) for n in [g.consumers[0] for g in groups] + list(vectors)}
+    collectors = {n: _collector(modules[n]) for n in [g.consumers[0] for g in groups] + list(vectors)}
     run_pass(model, calibration, {n: c.hook for n, c in collectors.items()}, modules, desc="awq scales",
              progress=progress)
     return _fold_groups(modules, collectors, groups, cfgs), _vectors(modules, collectors, vectors, cfgs)
 
 
+def _collector(module: nn.Module):
+    return ConvCollector(module) if isinstance(module, (nn.Conv1d, nn.Conv2d)) else LinearCollector(module)
+
+
+def _search(module: nn.Module, collector, cfg) -> tuple[torch.Tensor, float, float]:
+    """(s, plain-rounding error², best error²) for one layer from its collected input statistics."""
+    w = module.weight.detach()
+    if isinstance(collector, ConvCollector):
+        stats = collector.input_stats()
+        return search_channel_scales(w, [st.xtx for st in stats], [st.abs_mean for st in stats], cfg)
+    return search_scales(w, collector.stats.xtx, collector.stats.abs_mean, cfg)
+
+
 def _vectors(modules, collectors, names, cfgs) -> dict:
     out = {}
     for name in names:
-        stats = collectors[name].stats
-        if stats.count == 0:
+        if collectors[name].count == 0:
             continue
-        s, base, best = search_scales(modules[name].weight.detach(), stats.xtx, stats.abs_mean, cfgs[name])
+        s, base, best = _search(modules[name], collectors[name], cfgs[name])
         if best < base:
             out[name] = (s.float(), (best / base) ** 0.5)
     return out
 
 
-def scale_inputs(module: nn.Linear, s: torch.Tensor, saved: list) -> torch.utils.hooks.RemovableHandle:
-    """Make the float layer compute (x / s) · (W·diag(s))ᵀ: the same function, with the weight to quantize and the
-    inputs its collector must see. The old weight goes to `saved` (restored by the caller); returns the hook."""
+def scale_inputs(module: nn.Module, s: torch.Tensor, saved: list) -> torch.utils.hooks.RemovableHandle:
+    """Make the float layer compute its function on x / s with the weight multiplied by s along its input channels
+    (a Linear: (x / s) · (W·diag(s))ᵀ; a conv: conv(x / s, W·s), per group): the same function, with the weight to
+    quantize and the inputs its collector must see. The old weight goes to `saved` (restored by the caller); returns
+    the hook."""
     w = module.weight
     saved.append((w, w.data))
-    w.data = (w.data.double() * s.double().to(w.device)).to(w.dtype)
+    mult = channel_scale(s.double().to(w.device), w.shape, getattr(module, "groups", 1))
+    w.data = (w.data.double() * mult).to(w.dtype)
+    spatial = w.dim() - 2  # a conv's input is (B, C, *spatial) or (C, *spatial); a Linear's (..., K)
 
     def divide(_module, args, kwargs):
         if args:
-            return (args[0] / s.to(args[0].device, args[0].dtype), *args[1:]), kwargs
-        x = kwargs["input"]
-        return args, {**kwargs, "input": x / s.to(x.device, x.dtype)}
+            return (divide_channels(args[0], s, spatial), *args[1:]), kwargs
+        return args, {**kwargs, "input": divide_channels(kwargs["input"], s, spatial)}
 
     return module.register_forward_pre_hook(divide, with_kwargs=True)
 

@@ -58,6 +58,12 @@ class _QuantConvNd(QuantModule):
         return cls(weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode,
                    backend).keep_mode(conv)
 
+    def set_input_scale(self, s: torch.Tensor) -> None:
+        """Hold AWQ's per-input-channel scale s (in_channels,) as buffer `weight_input_scale`: the packed weight is
+        Q(W·s) (s along its input-channel dim, per group), so every forward divides x by s channel-wise first.
+        Padding commutes with the division (zeros stay zeros; reflect/replicate/circular copy divided values)."""
+        self.hold_input_scale(s, self.in_channels)
+
     def _check(self, x: torch.Tensor) -> None:
         """A float (B, C, *spatial) or unbatched (C, *spatial) input with C = in_channels, no smaller than the
         (dilated) kernel once padded."""
@@ -110,6 +116,7 @@ class QuantConv2d(_QuantConvNd):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
+        x = self.divide_input(x, 2)
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
@@ -127,6 +134,7 @@ class QuantConv1d(_QuantConvNd):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x)
+        x = self.divide_input(x, 1)
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(0)

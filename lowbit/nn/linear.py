@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..quant.awq import divide_channels
 from ..quant.format import QuantizedWeight
 from ..runtime.config import BackendConfig, Memory
 from . import dense_copy, ops, weight_cache
@@ -61,6 +62,22 @@ class QuantModule(nn.Module):
         if not ok_shape(x):
             got = "a 0-d tensor (a scalar)" if x.dim() == 0 else f"shape {tuple(x.shape)}"
             raise ValueError(f"{name} expects input of shape {layout}, got {got}")
+
+    def hold_input_scale(self, s: torch.Tensor, channels: int) -> None:
+        """Check AWQ's input-scale vector s (channels,) (floating, finite, positive) and hold it as buffer
+        `weight_input_scale` (the layers' `set_input_scale`)."""
+        if not isinstance(s, torch.Tensor) or not s.is_floating_point() or tuple(s.shape) != (channels,):
+            got = f"{s.dtype} {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(s).__name__
+            raise ValueError(f"{type(self).__name__}: input scale must be a floating tensor of shape ({channels},), "
+                             f"got {got}")
+        if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+            raise ValueError(f"{type(self).__name__}: input scale must be finite and positive")
+        self.register_buffer("weight_input_scale", s)
+
+    def divide_input(self, x: torch.Tensor, spatial_dims: int = 0) -> torch.Tensor:
+        """x divided by the AWQ input-scale vector along its channel dim (x itself when the layer has none)."""
+        s = self._buffers.get("weight_input_scale")
+        return x if s is None else divide_channels(x, s, spatial_dims)
 
     def set_bias(self, bias: torch.Tensor | None) -> None:
         """Keep the float bias as a Parameter (an existing one as is, so it stays shared with the float layer)."""
@@ -182,19 +199,11 @@ class QuantLinear(QuantModule):
     def set_input_scale(self, s: torch.Tensor) -> None:
         """Hold AWQ's per-input-channel scale s (in_features,) as buffer `weight_input_scale`: the packed weight is
         Q(W·diag(s)), so every forward divides x by s first (checkpoint format 3)."""
-        if not isinstance(s, torch.Tensor) or not s.is_floating_point() or tuple(s.shape) != (self.in_features,):
-            got = f"{s.dtype} {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(s).__name__
-            raise ValueError(f"input scale must be a floating tensor of shape ({self.in_features},), got {got}")
-        if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
-            raise ValueError("input scale must be finite and positive")
-        self.register_buffer("weight_input_scale", s)
+        self.hold_input_scale(s, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x, lambda t: t.dim() >= 1 and t.shape[-1] == self.in_features, f"(..., {self.in_features})")
-        s = self._buffers.get("weight_input_scale")
-        if s is not None:  # AWQ vector of a layer whose producer could not take the scales
-            x = x / (s if s.dtype == x.dtype else s.to(x.dtype))
-        return self.quant_linear("weight", x, self.bias)
+        return self.quant_linear("weight", self.divide_input(x), self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, " \

@@ -146,6 +146,9 @@ class _StaticMixin:
         """The static twin of a weight-only layer holding an 8-bit symmetric per-channel weight (buffers shared)."""
         qw = layer.quantized_weight("weight")
         int8_codes(qw)  # refuses other formats
+        if layer._buffers.get("weight_input_scale") is not None:  # the static kernels have no per-channel divide
+            raise ValueError("a layer with an AWQ input-scale vector (weight_input_scale) cannot become static INT8: "
+                             "quantize the float model with lowbit.quantize_static instead")
         if isinstance(layer, QuantLinear):
             new = cls(qw, layer.bias, layer.backend)
         else:
