@@ -79,6 +79,7 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
     cands = default_candidates(methods=methods)
     rows, cache = [], tempfile.mkdtemp(prefix="lowbit-auto-bench-")  # a cold sensitivity cache for the first plan
     float_bytes = None
+    name = "auto_minilm" + ("_gptq" if "gptq" in methods else "") + (f"_fit{n_fit}" if n_fit else "")
     for bits in (4, 3):
         for method in ("hqq", "gptq") if bits == 4 or n_fit else ("hqq",):
             cfg = QuantConfig(bits=bits, block_size=64, method=method, gptq_act_order=method == "gptq")
@@ -96,8 +97,8 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
             plan, seconds, cpu = _tune(model, data, cache, mode, cands, calibration, **target)
             q = plan.quantize(copy.deepcopy(model), calibration or data, progress=False)
             assert q.lowbit_summary.bytes_after == plan.total_bytes
-            if out_dir is not None and bits == 4 and what == "size" and methods == ("hqq",):
-                plan.plot(Path(out_dir) / "auto_minilm_frontier.svg")  # .svg: drawn without matplotlib
+            if out_dir is not None and bits == 4 and what == "size":  # .svg: drawn without matplotlib
+                plan.plot(Path(out_dir) / f"{name}_frontier.svg")
             label = f"auto at int{bits} hqq's {what}" if what != "3.0 bits" else "auto at 3.0 bits/weight"
             gptq = sum(c.cfg.data_aware for c in plan.layers)
             rows.append(_row(label, q, plan.total_bytes, float_bytes, ref, sentences, **{
@@ -123,7 +124,6 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
              "auto_quantize call (wall; 'tune cpu s' = process CPU time): the first plan with a cold cache, later "
              f"ones with the sensitivity cache warm. {threads} threads; 1-min load average at the end {load:.1f} "
              "(other jobs share the 2 cores, so wall times are inflated).")
-    name = "auto_minilm" + ("_gptq" if "gptq" in methods else "") + (f"_fit{n_fit}" if n_fit else "")
     report(name, rows, describe_environment("cpu"), out_dir=out_dir,
            title="Automatic quantization on MiniLM: plan vs uniform at equal size and equal error", notes=notes,
            floatfmt=".4f")
