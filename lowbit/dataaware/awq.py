@@ -10,9 +10,10 @@ the caller (`awq_fold={consumer: producer}`). A Linear without a foldable produc
 quantized layer as the vector `weight_input_scale` (inputs divided by it before the kernel; checkpoint format 3).
 While it is quantized, the float layer computes (x / s) · (W·diag(s))ᵀ (`scale_inputs`), so calibration statistics
 are those of the inputs the quantized weight will see.
-Conv1d / Conv2d (grouped and depthwise too): a vector only (never folded), one s per input channel searched on the
-unfolded inputs (each channel's s repeated over its kernel positions, the error summed over the groups); the float
-conv computes conv(x / s, W·s) while it is quantized (padding commutes with the channel-wise division).
+Conv1d / Conv2d (grouped too; not depthwise, see `vector_layers`): a vector only (never folded), one s per input
+channel searched on the unfolded inputs (each channel's s repeated over its kernel positions, the error summed over
+the groups); the float conv computes conv(x / s, W·s) while it is quantized (padding commutes with the channel-wise
+division).
 LSTM: the clipping search only.
 """
 

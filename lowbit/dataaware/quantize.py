@@ -3,7 +3,8 @@
 Order of work:
  1. the layers are chosen exactly as `lowbit.nn.quantize` chooses them (skip globs, min_weights, overrides);
  2. for activation-aware configs, channel scales are searched on float inputs and folded where a pattern allows;
-    an unfoldable Linear keeps its s as an input-scale vector (it computes (x / s)·(W·diag(s))ᵀ from then on);
+    an unfoldable Linear or (non-depthwise) Conv keeps its s as an input-scale vector (it computes its function of
+    x / s with W·diag(s) from then on);
  3. one trace of the first calibration item gives the order layers run in; layers reading the same input tensor
     (query/key/value) form one group;
  4. sequential (default): per group, one pass over the calibration set (cut short after the group's last layer)
