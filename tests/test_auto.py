@@ -295,3 +295,29 @@ def test_anchor_fit_interpolates_in_log_log():
     assert fit(10.0) == pytest.approx(1e-3) and fit(0.1) == pytest.approx(1e-5)  # below: the first segment's p = 1
     assert 1e-3 < fit(31.6) < 2e-2 and fit(0.0) == 0.0
     assert _fit({"a": 1.0}, {"a": 1e-4})(10.0) == pytest.approx(1e-3)  # one anchor: p = 1
+
+
+class _Front:
+    """A frontier of 8 plans, plan i estimated at error 0.8 - 0.1 i (plan 7: the knapsack's, estimated 0.1)."""
+    total_bytes = [100 * (i + 1) for i in range(8)]
+    total_error = [0.8 - 0.1 * i for i in range(8)]
+
+    def choice(self, i):
+        return [i]
+
+
+def test_a_smaller_plan_that_fails_on_all_items_walks_up_the_frontier_before_repairs():
+    from lowbit.auto.search import _verify_smaller
+
+    selection = object()
+    on_selection = [0.9, 0.5, 0.3, 0.19, 0.15, 0.12, 0.1, 0.08]  # plans 3.. hold on the selection items (<= 0.2)
+    on_all = [0.9, 0.6, 0.4, 0.25, 0.22, 0.18, 0.12, 0.1]  # but only plans 5.. on all items
+
+    def plan_error(choice, on=None):
+        return (on_selection if on is selection else on_all)[choice[0]]
+
+    choice, measured, log = _verify_smaller(_Front(), 7, 0.2, plan_error, selection)
+    assert choice == [5] and measured == 0.18
+    assert [line.split(":")[0] for line in log] == ["smaller"] * 3 + ["larger"] * 2
+    choice, measured, log = _verify_smaller(_Front(), 7, 0.05, plan_error, selection)  # nothing holds: the point
+    assert choice == [7] and measured == 0.1 and log == []

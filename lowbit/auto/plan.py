@@ -59,7 +59,7 @@ class AutoPlan:
     other_bytes: int = 0
     frontier: list[tuple[int, float]] = field(default_factory=list)
     uniform: dict[str, tuple[int, float]] = field(default_factory=dict)
-    repairs: list[str] = field(default_factory=list)  # verification log: smaller plans tried, then repairs
+    repairs: list[str] = field(default_factory=list)  # verification log: frontier plans tried, then repairs
     seconds: float = 0.0
     cache_hits: int = 0
     evaluations: int = 0
@@ -74,8 +74,8 @@ class AutoPlan:
 
     @property
     def repair_steps(self) -> int:
-        """Layers raised by the greedy repair (the log's other lines are smaller plans tried)."""
-        return sum(not r.startswith("smaller:") for r in self.repairs)
+        """Layers raised by the greedy repair (the log's other lines are frontier plans tried)."""
+        return sum(not r.startswith(("smaller:", "larger:")) for r in self.repairs)
 
     @property
     def float_bytes(self) -> int:

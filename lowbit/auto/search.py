@@ -3,8 +3,9 @@
 1. sensitivity: each layer alone at each candidate, everything else float (lowbit/auto/sensitivity.py, cached);
 2. allocation: the exact multiple-choice knapsack frontier over (bytes, error) assuming additive errors
    (lowbit/quant/allocate.py), read at the target;
-3. verification: the whole plan is measured on the same data; under an error target, while the measured error is
-   above it, the layer with the largest error alone moves one step up its own size-error frontier (greedy repair).
+3. verification: the whole plan is measured on the same data; under an error target, smaller frontier plans are
+   tried first (`_verify_smaller`), then, while the measured error is above it, the layer with the largest error
+   alone moves one step up its own size-error frontier (greedy repair).
 """
 
 from __future__ import annotations
@@ -86,20 +87,37 @@ def _measure_plan(model, data, select, metric, ref, inputs: LayerInputs, chosen)
         return metric(ref, run_outputs(model, data, select))
 
 
-def _tighten(front, point: int, measured: float, target: float, measure_fn) -> tuple[list[int], float, list[str]]:
-    """The smallest frontier plan whose *measured* error holds (bisection; the additive estimate is usually
-    pessimistic, so plans smaller than the estimate allows often hold)."""
-    lo, hi, best, log = 0, point, (point, measured), []
+def _tighten(front, lo: int, hi: int, target: float, measure_fn, kind: str = "smaller"
+             ) -> tuple[int, float | None, list[str]]:
+    """The smallest frontier plan in [lo, hi] whose *measured* error holds, by bisection (the additive estimate is
+    usually pessimistic, so plans smaller than the estimate allows often hold): (index, its measured error or None
+    when only `hi`, not measured here, is left, log lines)."""
+    best, log = (hi, None), []
     while lo < hi:
         mid = (lo + hi) // 2
         m = measure_fn(front.choice(mid))
-        log.append(f"smaller: {int(front.total_bytes[mid]):,} bytes measures {m:.4g} "
+        log.append(f"{kind}: {int(front.total_bytes[mid]):,} bytes measures {m:.4g} "
                    f"({'holds' if m <= target else 'too high'}; estimated {front.total_error[mid]:.4g})")
         if m <= target:
             hi, best = mid, (mid, m)
         else:
             lo = mid + 1
-    return front.choice(best[0]), best[1], log
+    return best[0], best[1], log
+
+
+def _verify_smaller(front, point: int, target: float, plan_error, selection) -> tuple[list[int], float, list[str]]:
+    """Under an error target: the smallest frontier plan that holds on the selection items (bisection below the
+    knapsack's `point`), checked on all items; when it fails there, the smallest plan between it and `point` that
+    holds on all items (the frontier's next steps, before any greedy repair). Returns (choice, measured, log)."""
+    selected = plan_error(front.choice(point), selection)
+    if selected > target:
+        return front.choice(point), plan_error(front.choice(point)), []
+    idx, _, log = _tighten(front, 0, point, target, lambda c: plan_error(c, selection))
+    measured = plan_error(front.choice(idx))
+    if measured > target and idx < point:  # held on the selection only: walk up the frontier on all items
+        idx, m, more = _tighten(front, idx + 1, point, target, plan_error, kind="larger")
+        measured, log = (m if m is not None else plan_error(front.choice(idx))), log + more
+    return front.choice(idx), measured, log
 
 
 def _repair(plan_state, opts, target, measure_fn, max_steps) -> tuple[list[int], float, list[str]]:
@@ -213,11 +231,10 @@ def auto_quantize(model: nn.Module, data, target_size=None, target_error=None, c
                              {n: opts[n][j][0] for n, j in zip(names, choice, strict=True)})
 
     choice, log = front.choice(point), []
-    if target[0] == "error":  # smaller plans are chosen on the selection items only; the check uses all of them
-        selected = plan_error(choice, (tune, tune_ref))
-        if selected <= target[1]:
-            choice, _, log = _tighten(front, point, selected, target[1], lambda c: plan_error(c, (tune, tune_ref)))
-    measured = plan_error(choice)
+    if target[0] == "error":
+        choice, measured, log = _verify_smaller(front, point, target[1], plan_error, (tune, tune_ref))
+    else:
+        measured = plan_error(choice)
     if target[0] == "error":
         steps = 4 * len(names) if max_repairs is None else max_repairs
         choice, measured, fixes = _repair((choice, measured), opts, target[1], plan_error, steps)
