@@ -66,8 +66,8 @@ def add_parser(sub) -> None:
                    "gptq at 2..4 bits and blocks 32/64/128 only, fitted on every other --data item and all "
                    "candidates measured on the rest, or fitted on --calib)")
     p.add_argument("--calib", metavar="DATA", help="fit GPTQ candidates on these inputs instead of half of --data "
-                   "(same forms as --data; 'minilm' = the first --calib-limit calibration sentences, and the "
-                   "tuning sentences are then chosen among the others); apply with convert --calib DATA")
+                   "(same forms as --data; 'minilm' = --calib-limit calibration sentences as convert picks them, "
+                   "and the tuning sentences are then chosen among the others); apply with convert --calib DATA")
     p.add_argument("--calib-limit", type=int, default=None, metavar="N", help="at most N --calib items (with "
                    "--calib minilm: sentences, default 256)")
     p.add_argument("--no-float", action="store_true", help="no fp16 ('keep float') candidate")
