@@ -153,12 +153,9 @@ def test_minilm_calibration_sentences_are_not_the_evaluation_ones():
 
 
 def test_minilm_tuning_sentences_avoid_the_gptq_calibration():
-    from lowbit.auto.minilm import tuning_sentences
-
-    assert tuning_sentences(64) == pick_sentences(64)  # nothing excluded: the calibration picks
     fitted = pick_sentences(256)
-    tuned = tuning_sentences(64, exclude=fitted)
+    tuned = pick_sentences(64, exclude=fitted)
     assert len(set(tuned)) == 64 and not set(tuned) & set(fitted) and set(tuned) <= set(CALIBRATION_SENTENCES)
-    assert len(tuning_sentences(10**6, exclude=fitted)) == len(CALIBRATION_SENTENCES) - 256  # all that are left
+    assert len(pick_sentences(10**6, exclude=fitted)) == len(CALIBRATION_SENTENCES) - 256  # all that are left
     with pytest.raises(ValueError, match="no MiniLM calibration sentence is left"):
-        tuning_sentences(4, exclude=CALIBRATION_SENTENCES)
+        pick_sentences(4, exclude=CALIBRATION_SENTENCES)

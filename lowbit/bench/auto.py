@@ -59,9 +59,9 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
     from ..auto import default_candidates
     from ..auto.fakequant import run_outputs
     from ..auto.metrics import as_metric
-    from ..auto.minilm import OUTPUT, minilm_tuning_data, tuning_sentences
+    from ..auto.minilm import OUTPUT
     from ..calib import minilm_calibration
-    from ..calib.minilm import pick_sentences
+    from ..calib.minilm import pick_sentences, sentence_batches
     from ..models import SENTENCES, embed, load_minilm
 
     torch.set_num_threads(threads)
@@ -69,9 +69,9 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
     n_fit = n_fit if "gptq" in methods else None
     fitted = pick_sentences(n_fit) if n_fit else []
     calibration = minilm_calibration(model, n_fit) if n_fit else None
-    data = minilm_tuning_data(model, n_tune, exclude=fitted)
-    used = set(tuning_sentences(n_tune, fitted)) | set(fitted)
-    rest = [s for s in pick_sentences(None) if s not in used]
+    tuned = pick_sentences(n_tune, exclude=fitted)
+    data = sentence_batches(model, tuned)
+    rest = pick_sentences(None, exclude={*tuned, *fitted})
     n_held_out = min(n_held_out, len(rest))
     sentences = {"eval": SENTENCES, "held-out": [rest[i * len(rest) // n_held_out] for i in range(n_held_out)]}
     ref = {k: embed(model, s) for k, s in sentences.items()}

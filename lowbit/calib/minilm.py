@@ -10,9 +10,13 @@ from .sources import CalibrationSet
 DEFAULT_SENTENCES = 256
 
 
-def pick_sentences(limit: int | None = None) -> list[str]:
-    """`limit` calibration sentences spread evenly over all topics (all of them when None)."""
-    pool = list(CALIBRATION_SENTENCES)
+def pick_sentences(limit: int | None = None, exclude=()) -> list[str]:
+    """`limit` calibration sentences spread evenly over all topics (all of them when None or more), none of
+    `exclude` (e.g. the ones GPTQ is fitted on, when these are for measuring)."""
+    skip = set(exclude)
+    pool = [s for s in CALIBRATION_SENTENCES if s not in skip]
+    if not pool:
+        raise ValueError(f"no MiniLM calibration sentence is left: all {len(skip)} are excluded")
     if limit is None or limit >= len(pool):
         return pool
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

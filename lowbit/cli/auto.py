@@ -107,13 +107,9 @@ def _calibration(args, model):
         return None
     if args.calib_limit is not None and args.calib_limit < 1:
         raise ValueError(f"--calib-limit {args.calib_limit}: must be >= 1")
-    if args.calib == "minilm":
-        from ..calib.minilm import DEFAULT_SENTENCES, minilm_calibration
+    from .convert_model import calibration_source
 
-        return minilm_calibration(model, args.calib_limit or DEFAULT_SENTENCES)
-    from ..calib import as_calibration
-
-    return as_calibration(args.calib, args.calib_limit)
+    return calibration_source(args.calib, args.calib_limit, args.model, model)
 
 
 def _check_minilm_sources(args) -> None:

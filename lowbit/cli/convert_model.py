@@ -110,20 +110,28 @@ def _gptq_fit_every(path: str) -> int:
     return fit["every"]
 
 
+def calibration_source(spec: str, limit: int | None, model_spec: str, model):
+    """--calib DATA as a CalibrationSet: 'minilm' = `limit` (default 256) of the bundled MiniLM's own sentences, else
+    a folder of .pt/.npy/.safetensors inputs or MODULE:FUNCTION (at most `limit` items)."""
+    from ..calib import as_calibration
+
+    if spec == "minilm":
+        from ..calib.minilm import DEFAULT_SENTENCES, minilm_calibration
+
+        if model_spec != "minilm":
+            raise ValueError("--calib minilm works with --model minilm only")
+        return minilm_calibration(model, limit or DEFAULT_SENTENCES)
+    return as_calibration(spec, limit)
+
+
 def _calibration(args, model):
-    """(source, limit) for lowbit.quantize; the built-in MiniLM sentences come already cut to --calib-limit."""
+    """The calibration set for lowbit.quantize (--calib, default 'minilm' with --model minilm)."""
     data = args.calib or ("minilm" if args.model == "minilm" else None)
     if data is None:
         what = f"--method {args.method}" if args.method in ("gptq", "awq", "recon") else "a gptq/awq layer in --config"
         raise ValueError(f"{what} needs calibration inputs: pass --calib DATA (a folder of .pt/.npy/.safetensors "
                          "files or MODULE:FUNCTION)")
-    if data == "minilm":
-        from ..calib.minilm import DEFAULT_SENTENCES, minilm_calibration
-
-        if args.model != "minilm":
-            raise ValueError("--calib minilm works with --model minilm only")
-        return minilm_calibration(model, args.calib_limit or DEFAULT_SENTENCES), None
-    return data, args.calib_limit
+    return calibration_source(data, args.calib_limit, args.model, model)
 
 
 def run_model(args: argparse.Namespace) -> int:
@@ -139,14 +147,13 @@ def run_model(args: argparse.Namespace) -> int:
     model = build_model(args.model)
     overrides, skip = layer_overrides(args.config, cfg, model) if args.config else ({}, [])
     aware = cfg.data_aware or any(c.data_aware for c in overrides.values())
-    calibration, limit = _calibration(args, model) if aware else (None, None)
+    calibration = _calibration(args, model) if aware else None
     every = _gptq_fit_every(args.config) if aware and args.config else 0
     if every:  # a `lowbit auto` plan: GPTQ fitted on the items it was tuned with, as AutoPlan.quantize does
         from ..auto.calibrated import fit_items
-        from ..calib import as_calibration
 
-        calibration, limit = fit_items(as_calibration(calibration, limit), every), None
-    model = quantize(model, cfg, skip=[*args.skip, *skip], overrides=overrides, calibration=calibration, limit=limit,
+        calibration = fit_items(calibration, every)
+    model = quantize(model, cfg, skip=[*args.skip, *skip], overrides=overrides, calibration=calibration,
                      sequential=not args.float_inputs, progress=not args.quiet)
     save(model, args.output, external_data=args.external_data)
     summary = model.lowbit_summary
