@@ -176,6 +176,16 @@ def test_bad_inputs(model, data, kwargs, err, match):
 GPTQ_CANDS = default_candidates(bits=(2, 3, 4, 8), blocks=(32,), methods=("hqq", "gptq"), data_aware_bits=(2, 3))
 
 
+def test_default_gptq_candidates_search_clipping_at_low_bits():
+    from lowbit.auto.sensitivity import candidate_label
+
+    cands = default_candidates(bits=(2, 3, 4), blocks=(64,), methods=("hqq", "gptq"), keep_float=False)
+    assert {(c.method.value, c.bits): c.gptq_scales for c in cands if c.data_aware} == {
+        ("gptq", 2): "clip", ("gptq", 3): "clip", ("gptq", 4): "rtn"}
+    assert [candidate_label(c) for c in cands if c.bits == 3] == ["int3-b64-hqq", "int3-b64-gptq-clip"]
+    assert all(c.gptq_scales == "rtn" for c in default_candidates(methods=("gptq",), clip_bits=()))
+
+
 def test_gptq_candidates_applied_are_the_measured_model(model, data, tmp_path):
     from lowbit.quant.gptq import gptq_quantize
     from lowbit.quant.hessian import InputStats
@@ -204,7 +214,8 @@ def test_gptq_candidates_applied_are_the_measured_model(model, data, tmp_path):
     with pytest.raises(ValueError, match="calibration"):
         lowbit.quantize(copy.deepcopy(model), overrides=plan.overrides)
     path = plan.to_json(tmp_path / "plan.json")
-    assert json.loads(path.read_text())["layers"][name]["gptq_act_order"] is True
+    entry = json.loads(path.read_text())["layers"][name]
+    assert entry["gptq_act_order"] is True and entry["gptq_scales"] == plan.overrides[name].gptq_scales
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "m.safetensors")
     with pytest.raises(lowbit.checkpoint.CheckpointError, match="--model MODULE:FUNCTION --calib DATA --config"):
         lowbit.convert(tmp_path / "m.safetensors", tmp_path / "q.safetensors", overrides=path, progress=False)
@@ -321,3 +332,4 @@ def test_a_smaller_plan_that_fails_on_all_items_walks_up_the_frontier_before_rep
     assert [line.split(":")[0] for line in log] == ["smaller"] * 3 + ["larger"] * 2
     choice, measured, log = _verify_smaller(_Front(), 7, 0.05, plan_error, selection)  # nothing holds: the point
     assert choice == [7] and measured == 0.1 and log == []
+

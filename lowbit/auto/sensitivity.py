@@ -41,11 +41,12 @@ _ANCHOR_RANKS = (0.2, 0.5, 0.8)  # by noise among the integer candidates: ~6, ~4
 
 
 def candidate_label(cfg: QuantConfig) -> str:
-    """A short readable name: 'fp16', 'int4-b64-hqq', 'int8-pc-rtn-sym'."""
+    """A short readable name: 'fp16', 'int4-b64-hqq', 'int8-pc-rtn-sym', 'int3-b64-gptq-clip'."""
     if cfg.is_float:
         return "fp16"
     block = "pc" if cfg.block_size == -1 else f"b{cfg.block_size}"
-    return f"int{cfg.bits}-{block}-{cfg.method.value}{'-sym' if cfg.symmetric else ''}"
+    scales = f"-{cfg.gptq_scales}" if cfg.method.value == "gptq" and cfg.gptq_scales != "rtn" else ""
+    return f"int{cfg.bits}-{block}-{cfg.method.value}{scales}{'-sym' if cfg.symmetric else ''}"
 
 
 @functools.cache
@@ -57,12 +58,15 @@ def candidate_key(cfg: QuantConfig) -> str:
 
 def default_candidates(bits=(2, 3, 4, 5, 6, 8), blocks=(32, 64, 128, -1), methods=("hqq",),
                        keep_float: bool = True, data_aware_bits=(2, 3, 4),
-                       data_aware_blocks=(32, 64, 128)) -> list[QuantConfig]:
+                       data_aware_blocks=(32, 64, 128), clip_bits=(2, 3)) -> list[QuantConfig]:
     """bits x blocks x methods (asymmetric), plus fp16 storage ("keep float") when keep_float.
 
     Data-aware methods ("gptq": act-order GPTQ with static groups) take only data_aware_bits x data_aware_blocks
     (intersected with bits and blocks): above 4 bits GPTQ gains little over HQQ, and each setting costs a GPTQ run
-    per layer (0.1-0.6 s for a MiniLM layer on one core). "awq" is not a candidate (its channel scales are folded
+    per layer (0.1-0.6 s for a MiniLM layer on one core). At clip_bits, GPTQ searches each block's clipping ratio
+    against the layer's inputs (gptq_scales="clip"): at 3 bits on MiniLM that lifts uniform int3 b64 from 0.921 to
+    0.937 lowest cosine and the auto plan at 3 bits per weight from 0.882 to 0.924; at 4 bits it gains nothing
+    (bench/results/dataaware_minilm_1t.md) and costs time. "awq" is not a candidate (its channel scales are folded
     into the producing layer, so a layer's error is not its own); use lowbit.quantize(..., calibration=) for it.
     GPTQ is opt-in (methods=("hqq", "gptq")): with it, auto_quantize fits GPTQ on every other data item and
     measures every candidate on the rest (lowbit/auto/calibrated.py), so GPTQ's errors are not measured on the
@@ -79,7 +83,9 @@ def default_candidates(bits=(2, 3, 4, 5, 6, 8), blocks=(32, 64, 128, -1), method
             for g in blocks:
                 if aware and (b not in data_aware_bits or g not in data_aware_blocks):
                     continue
-                out.append(QuantConfig(bits=b, block_size=g, method=m, gptq_act_order=aware))
+                clip = aware and b in clip_bits
+                out.append(QuantConfig(bits=b, block_size=g, method=m, gptq_act_order=aware,
+                                       gptq_scales="clip" if clip else "rtn"))
     return out + ([QuantConfig(bits=16)] if keep_float else [])
 
 

@@ -79,15 +79,18 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
     cands = default_candidates(methods=methods)
     rows, cache = [], tempfile.mkdtemp(prefix="lowbit-auto-bench-")  # a cold sensitivity cache for the first plan
     float_bytes = None
-    name = "auto_minilm" + ("_gptq" if "gptq" in methods else "") + (f"_fit{n_fit}" if n_fit else "")
+    name = ("auto_minilm" + ("_gptq" if "gptq" in methods else "") + (f"_fit{n_fit}" if n_fit else "")
+            + (f"_tune{n_tune}" if n_tune != 64 else ""))
     for bits in (4, 3):
         for method in ("hqq", "gptq") if bits == 4 or n_fit else ("hqq",):
-            cfg = QuantConfig(bits=bits, block_size=64, method=method, gptq_act_order=method == "gptq")
+            clip = method == "gptq" and bits <= 3  # as the GPTQ candidates (default_candidates' clip_bits)
+            cfg = QuantConfig(bits=bits, block_size=64, method=method, gptq_act_order=method == "gptq",
+                              gptq_scales="clip" if clip else "rtn")
             fit = (calibration or data) if method == "gptq" else None
             uq = lowbit.quantize(copy.deepcopy(model), cfg, calibration=fit, sequential=False, progress=False)
             ub, float_bytes = uq.lowbit_summary.bytes_after, uq.lowbit_summary.bytes_before
             u_err = metric(ref_out, run_outputs(uq, data, OUTPUT))
-            rows.append(_row(f"uniform int{bits} b64 {method}", uq, ub, float_bytes, ref, sentences,
+            rows.append(_row(f"uniform int{bits} b64 {method}{'-clip' * clip}", uq, ub, float_bytes, ref, sentences,
                              **{"tuning error": u_err}))
             if method == "hqq":
                 hqq_bytes, hqq_err = ub, u_err
@@ -106,7 +109,8 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
                 "vs uniform hqq bytes": plan.total_bytes / hqq_bytes, "gptq layers": gptq, "tune s": seconds,
                 "tune cpu s": cpu, "model runs": plan.evaluations, "repairs": plan.repair_steps}))
     load = load_average()
-    aware = ", 2,3,4 bits x blocks 32/64/128 act-order GPTQ" if "gptq" in methods else ""
+    aware = (", 2,3,4 bits x blocks 32/64/128 act-order GPTQ (with the clipping search at 2 and 3 bits)"
+             if "gptq" in methods else "")
     split = ("; with GPTQ candidates every other item only fits GPTQ, all errors are measured on the rest" * bool(aware)
              if not n_fit else f"; GPTQ candidates fitted on {n_fit} other calibration sentences (calibration=)")
     notes = (f"all-MiniLM-L6-v2, the 37 Linear layers lowbit.quantize swaps; candidates (2,3,4,5,6,8 bits x "
@@ -187,7 +191,8 @@ def fit_check(n_tune: int = 32, threads: int = 2, out_dir: str | None = "bench/r
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tune", type=int, default=64, help="tuning sentences (default 64)")
+    p.add_argument("--tune", type=int, default=64, help="tuning sentences (default 64; others add _tuneN to the "
+                   "results' name)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--mode", default="anchors", choices=("anchors", "all"), help="sensitivity mode")
     p.add_argument("--out", default="bench/results", help="results folder ('' to skip saving)")

@@ -63,8 +63,8 @@ def add_parser(sub) -> None:
     p.add_argument("--blocks", default="32,64,128,-1", help="candidate blocks (-1 = per channel; default "
                    "32,64,128,-1)")
     p.add_argument("--methods", default="hqq", help="candidate methods: rtn, hqq, gptq (default hqq; "
-                   "gptq at 2..4 bits and blocks 32/64/128 only, fitted on every other --data item and all "
-                   "candidates measured on the rest, or fitted on --calib)")
+                   "gptq at 2..4 bits and blocks 32/64/128 only, with the clipping search at 2 and 3 bits, fitted "
+                   "on every other --data item and all candidates measured on the rest, or fitted on --calib)")
     p.add_argument("--calib", metavar="DATA", help="fit GPTQ candidates on these inputs instead of half of --data "
                    "(same forms as --data; 'minilm' = --calib-limit calibration sentences as convert picks them, "
                    "and the tuning sentences are then chosen among the others); apply with convert --calib DATA")
