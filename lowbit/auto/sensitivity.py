@@ -38,6 +38,7 @@ from .metrics import BUILTIN, Metric
 CACHE_VERSION = 4
 MODES = ("anchors", "all")
 _ANCHOR_RANKS = (0.2, 0.5, 0.8)  # by noise among the integer candidates: ~6, ~4-5 and ~3 bits
+CLIP_BITS = (2, 3)  # GPTQ candidates at these bits search each block's clipping ratio (see default_candidates)
 
 
 def candidate_label(cfg: QuantConfig) -> str:
@@ -58,7 +59,7 @@ def candidate_key(cfg: QuantConfig) -> str:
 
 def default_candidates(bits=(2, 3, 4, 5, 6, 8), blocks=(32, 64, 128, -1), methods=("hqq",),
                        keep_float: bool = True, data_aware_bits=(2, 3, 4),
-                       data_aware_blocks=(32, 64, 128), clip_bits=(2, 3)) -> list[QuantConfig]:
+                       data_aware_blocks=(32, 64, 128), clip_bits=CLIP_BITS) -> list[QuantConfig]:
     """bits x blocks x methods (asymmetric), plus fp16 storage ("keep float") when keep_float.
 
     Data-aware methods ("gptq": act-order GPTQ with static groups) take only data_aware_bits x data_aware_blocks

@@ -60,6 +60,7 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
     from ..auto.fakequant import run_outputs
     from ..auto.metrics import as_metric
     from ..auto.minilm import OUTPUT
+    from ..auto.sensitivity import CLIP_BITS
     from ..calib import minilm_calibration
     from ..calib.minilm import pick_sentences, sentence_batches
     from ..models import SENTENCES, embed, load_minilm
@@ -83,7 +84,7 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
             + (f"_tune{n_tune}" if n_tune != 64 else ""))
     for bits in (4, 3):
         for method in ("hqq", "gptq") if bits == 4 or n_fit else ("hqq",):
-            clip = method == "gptq" and bits <= 3  # as the GPTQ candidates (default_candidates' clip_bits)
+            clip = method == "gptq" and bits in CLIP_BITS  # as the GPTQ candidates
             cfg = QuantConfig(bits=bits, block_size=64, method=method, gptq_act_order=method == "gptq",
                               gptq_scales="clip" if clip else "rtn")
             fit = (calibration or data) if method == "gptq" else None
