@@ -177,19 +177,17 @@ def _load_checked(ckpt: Checkpoint, model, backend, static, saved) -> torch.nn.M
         raise
 
 
-_VECTOR_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)  # layers that take an AWQ input-scale vector
-
-
 def _input_scales(ckpt: Checkpoint, model, prefix: str) -> dict[str, torch.Tensor]:
     """{layer: AWQ input-scale vector} of a format-3 file; each layer must be a Linear's or Conv1d/2d's weight, and
     a conv's vector must have one entry per input channel."""
+    from ..nn.swap import INPUT_SCALE_LAYERS
     from .header import INPUT_SCALE, tensor_name
 
     modules, out = dict(model.named_modules()), {}
     for name in ckpt.body.get("input_scales", []):
         layer, _, param = (prefix + name).rpartition(".")
         module = modules.get(layer)
-        if param != "weight" or not isinstance(module, _VECTOR_LAYERS):
+        if param != "weight" or not isinstance(module, INPUT_SCALE_LAYERS):
             raise CheckpointError(f"{ckpt.path}: input scale of {name!r}: only a Linear's, Conv1d's or Conv2d's "
                                   "weight takes one")
         s = ckpt.tensor(tensor_name(name, INPUT_SCALE))

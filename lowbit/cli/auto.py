@@ -92,9 +92,9 @@ def _data(args, model):
                          "or MODULE:FUNCTION returning an iterable of inputs")
     if data == "minilm":
         from ..auto.minilm import minilm_tuning_data
-        from ..calib.minilm import DEFAULT_SENTENCES, pick_sentences
+        from .convert_model import minilm_calib_sentences
 
-        fitted = pick_sentences(args.calib_limit or DEFAULT_SENTENCES) if args.calib == "minilm" else ()
+        fitted = minilm_calib_sentences(args.calib_limit) if args.calib == "minilm" else ()
         return minilm_tuning_data(model, args.limit, exclude=fitted)
     from ..calib import as_calibration
 

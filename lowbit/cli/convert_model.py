@@ -110,17 +110,24 @@ def _gptq_fit_every(path: str) -> int:
     return fit["every"]
 
 
+def minilm_calib_sentences(limit: int | None) -> list[str]:
+    """The sentences `--calib minilm --calib-limit limit` uses (DEFAULT_SENTENCES when limit is None)."""
+    from ..calib.minilm import DEFAULT_SENTENCES, pick_sentences
+
+    return pick_sentences(limit or DEFAULT_SENTENCES)
+
+
 def calibration_source(spec: str, limit: int | None, model_spec: str, model):
-    """--calib DATA as a CalibrationSet: 'minilm' = `limit` (default 256) of the bundled MiniLM's own sentences, else
-    a folder of .pt/.npy/.safetensors inputs or MODULE:FUNCTION (at most `limit` items)."""
+    """--calib DATA as a CalibrationSet: 'minilm' = `minilm_calib_sentences(limit)` of the bundled MiniLM's own
+    sentences, else a folder of .pt/.npy/.safetensors inputs or MODULE:FUNCTION (at most `limit` items)."""
     from ..calib import as_calibration
 
     if spec == "minilm":
-        from ..calib.minilm import DEFAULT_SENTENCES, minilm_calibration
+        from ..calib.minilm import sentence_batches
 
         if model_spec != "minilm":
             raise ValueError("--calib minilm works with --model minilm only")
-        return minilm_calibration(model, limit or DEFAULT_SENTENCES)
+        return sentence_batches(model, minilm_calib_sentences(limit))
     return as_calibration(spec, limit)
 
 

@@ -25,10 +25,9 @@ import torch
 from torch import nn
 
 from ..calib.capture import run_pass
+from ..nn.swap import INPUT_SCALE_LAYERS
 from ..quant.awq import channel_scale, divide_channels, search_channel_scales, search_scales
 from .layers import ConvCollector, LinearCollector
-
-VECTOR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)  # layers that can hold an input-scale vector
 
 # (producer name suffix, consumer name suffixes): the producer's outputs reach the consumers only through ops that
 # commute with a per-channel scale.
@@ -107,7 +106,7 @@ def vector_layers(modules: dict[str, nn.Module], awq_layers: list[str], groups: 
     whose rows each read one input channel (depthwise): there s only rescales whole rows, which each block's own
     scale absorbs, so a vector would cost a divide per forward for no gain."""
     folded = {c for g in groups for c in g.consumers}
-    return [n for n in awq_layers if n not in folded and isinstance(modules[n], VECTOR_TYPES)
+    return [n for n in awq_layers if n not in folded and isinstance(modules[n], INPUT_SCALE_LAYERS)
             and not (modules[n].weight.dim() > 2 and modules[n].weight.shape[1] == 1)]
 
 

@@ -23,6 +23,9 @@ from .linear import QuantLinear, QuantModule, as_backend
 from .lstm import QuantLSTM, lstm_param_names
 
 _SWAPS = ((nn.Linear, QuantLinear), (nn.Conv1d, QuantConv1d), (nn.Conv2d, QuantConv2d), (nn.LSTM, QuantLSTM))
+# float layers whose quantized twin can hold an AWQ input-scale vector (`set_input_scale`; not the LSTM, whose
+# recurrent input cannot be divided outside the cell)
+INPUT_SCALE_LAYERS = tuple(f for f, q in _SWAPS if hasattr(q, "set_input_scale"))
 
 
 @dataclass
