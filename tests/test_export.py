@@ -51,12 +51,18 @@ def test_lowbit_rows_are_the_pack_quantized_layout(bits, k, rng):
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
-def test_zero_point_packed_along_rows(bits, rng):
-    zero = torch.randint(0, 1 << bits, (37, 3), generator=rng).to(torch.float16)  # (N, nb)
-    packed = ct.pack_zero_point(zero, bits)
-    assert packed.shape == ct.zero_point_shape(37, 3, bits)
+@pytest.mark.parametrize("n", [1, 4, 37, 64, 384])
+@pytest.mark.parametrize("nb", [1, 3])
+def test_zero_point_packed_along_rows(bits, n, nb, rng):
+    zero = torch.randint(0, 1 << bits, (n, nb), generator=rng).to(torch.float16)  # (N, nb); nb = 1: per channel
     expected = reference_pack(zero.to(torch.uint8).t().numpy(), bits).T  # packed along N
+    packed = ct.pack_zero_point(zero, bits, "vllm")
+    assert packed.shape == ct.zero_point_shape(n, nb, bits, "vllm") == expected.shape
     np.testing.assert_array_equal(packed.numpy(), expected)
+    padded = ct.pack_zero_point(zero, bits)  # transformers: (N, nb), the packed rows then zero rows
+    assert padded.shape == (n, nb) == ct.zero_point_shape(n, nb, bits)
+    np.testing.assert_array_equal(padded[: expected.shape[0]].numpy(), expected)
+    assert not padded[expected.shape[0]:].any()
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -91,7 +97,10 @@ def _ct_decode(sd: dict, module: str, weights: dict) -> torch.Tensor:
     zp = None
     if not args.symmetric:
         nb = sd[f"{module}.weight_scale"].shape[1]
-        zp = unpack_from_int32(sd[f"{module}.weight_zero_point"], args.num_bits, (shape[0], nb), packed_dim=0)
+        # packed_dim=0 is unpacking the transpose along dim 1; done so here because compressed-tensors 0.20.1's own
+        # transpose fails for N = 1 at 4 bits (a (nb, 1) view it cannot reinterpret as bytes)
+        zp_t = sd[f"{module}.weight_zero_point"].t().flatten().view(nb, -1)  # (nb, rows) with unit strides
+        zp = unpack_from_int32(zp_t, args.num_bits, (nb, shape[0]), packed_dim=1).t()
     return ct_dequantize(q, sd[f"{module}.weight_scale"], zp, args)
 
 
@@ -148,10 +157,10 @@ def test_written_config_is_the_package_schema(tmp_path, rng):
                "b.weight": _linear(rng, 32, 64, QuantConfig(bits=8, block_size=-1, symmetric=True)),
                "c.weight": _linear(rng, 32, 64, QuantConfig(bits=4, block_size=32, symmetric=True))}
     plain = {"small.weight": torch.randn(4, 4, generator=rng), "emb.weight": torch.randn(10, 4, generator=rng)}
-    folder = _save(tmp_path, weights, plain, config={"model_type": "bert", "hidden_size": 64})
+    folder = _save(tmp_path, weights, plain, config={"model_type": "lowbit-test", "hidden_size": 64})
     summary = export(folder, tmp_path / "out", progress=False)
     config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["model_type"] == "bert" and config["hidden_size"] == 64
+    assert config["model_type"] == "lowbit-test" and config["hidden_size"] == 64
     qc = config["quantization_config"]
     parsed = QuantizationConfig.model_validate(qc)
     assert parsed.format == "pack-quantized" and parsed.quant_method == "compressed-tensors"
@@ -161,6 +170,7 @@ def test_written_config_is_the_package_schema(tmp_path, rng):
     assert qc["ignore"] == ["emb", "small"]
     assert (tmp_path / "out" / "tokenizer.json").read_text() == '{"tok": 1}'
     assert summary.count("packed") == 3
+    assert any("not checked" in n for n in summary.notes)  # transformers does not know this architecture
 
 
 # ------------------------------------------------------------------------------------------ not representable
@@ -189,10 +199,33 @@ def test_unrepresentable_is_refused_when_strict(tmp_path, rng, name):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("name", ["short.weight", "hqq.weight", "rtn_asym.weight", "conv.weight", "half.weight"])
+def test_unrepresentable_is_refused_by_default(tmp_path, rng, name):
+    """Nothing is kept in float unless asked: the error names the weight, why, and the ways out."""
+    cases = _cases(rng)
+    qw, why = cases[name]
+    packable = _linear(rng, 16, 64, QuantConfig(bits=4, block_size=32, symmetric=True))
+    folder = _save(tmp_path, {name: qw, "fc.weight": packable})
+    with pytest.raises(CheckpointError, match=f"only 1 of 2 quantized weights would be packed.*{why}.*allow-float"):
+        export(folder, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_float_zeros_refusal_says_how_to_convert(tmp_path, rng):
+    folder = _save(tmp_path, {"a.weight": _cases(rng)["rtn_asym.weight"][0]})
+    with pytest.raises(CheckpointError, match="--format compressed-tensors .* or --symmetric, pass --requantize"):
+        export(folder, tmp_path / "out", progress=False)
+    (tmp_path / "e").mkdir()
+    empty = _save(tmp_path / "e", {}, {"x.weight": torch.zeros(2, 2)})
+    with pytest.raises(CheckpointError, match="no quantized weight"):
+        export(empty, tmp_path / "out", progress=False)
+
+
 def test_unrepresentable_kept_float_and_ignored(tmp_path, rng):
     cases = _cases(rng)
     folder = _save(tmp_path, {n: qw for n, (qw, _) in cases.items()})
-    summary = export(folder, tmp_path / "out", progress=False)
+    with pytest.warns(UserWarning, match="6 of 6 quantized weights are written in FLOAT"):
+        summary = export(folder, tmp_path / "out", progress=False, allow_float=True)
     assert {p.name: p.action for p in summary.plans} == dict.fromkeys(cases, "float")
     assert all(p.reason for p in summary.plans) and all(p.rel_error == 0 for p in summary.plans)
     sd = load_file(tmp_path / "out" / "model.safetensors")
@@ -208,7 +241,10 @@ def test_unrepresentable_kept_float_and_ignored(tmp_path, rng):
 def test_requantize_reports_error_and_decodes(tmp_path, rng):
     cases = _cases(rng)
     folder = _save(tmp_path, {n: qw for n, (qw, _) in cases.items()})
-    summary = export(folder, tmp_path / "out", requantize=True, progress=False)
+    with pytest.raises(CheckpointError, match="only 3 of 6"):  # conv, rnn and half cannot be requantized
+        export(folder, tmp_path / "out", requantize=True, progress=False)
+    with pytest.warns(UserWarning, match="3 of 6"):
+        summary = export(folder, tmp_path / "out", requantize=True, allow_float=True, progress=False)
     plans = {p.name: p for p in summary.plans}
     requantized = {"short.weight", "hqq.weight", "rtn_asym.weight"}
     assert {n for n, p in plans.items() if p.action == "requantized"} == requantized
@@ -225,6 +261,43 @@ def test_requantize_reports_error_and_decodes(tmp_path, rng):
         assert p.max_abs_error == pytest.approx(float(d.abs().max()), rel=1e-9)
         assert p.rel_error < 0.2  # an RTN of the same width, not garbage
         assert f"{p.rel_error:.3e}" in summary.table()
+
+
+@needs_ct
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("block", [-1, 32])
+@pytest.mark.parametrize("n", [1, 4, 45, 64, 384])
+def test_requantize_every_width_and_n_decodes(bits, block, n, rng):
+    """Issue 26 item 5: int8 per channel with N % 4 == 0 failed in pack_zero_point; every width x N x blocking."""
+    qw = _linear(rng, n, 64, QuantConfig(bits=bits, block_size=block))  # asymmetric, float zeros
+    new = ct.requantize(qw, torch.float32)
+    sd = {f"fc.{k}": v for k, v in ct.ct_tensors(new, torch.float32).items()}
+    for k, (dtype, shape) in ct.ct_shapes(new, torch.float32).items():
+        assert sd[f"fc.{k}"].dtype == dtype and tuple(sd[f"fc.{k}"].shape) == shape
+    decoded = _ct_decode(sd, "fc", ct.weights_args(bits, ct.effective_group(new), False))
+    assert torch.equal(decoded, new.dequantize())
+
+
+def test_export_error_names_the_layer(tmp_path, rng, monkeypatch):
+    folder = _save(tmp_path, {"enc.fc.weight": _linear(rng, 16, 64, QuantConfig(bits=8, block_size=-1))})
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ct, "ct_tensors", broken)
+    with pytest.raises(CheckpointError, match="layer 'enc.fc.weight' .*boom"):
+        export(folder, tmp_path / "out", requantize=True, progress=False)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_cli_requantize_int8_per_channel(tmp_path, rng, model_file):
+    """`convert --bits 8 --block -1` then `export --requantize`: N = 32 (a multiple of 4) packs."""
+    assert cli_main(["convert", str(model_file), str(tmp_path / "q.safetensors"), "--bits", "8", "--block", "-1",
+                     "--quiet"]) == 0
+    assert cli_main(["export", str(tmp_path / "q.safetensors"), str(tmp_path / "out"), "--requantize",
+                     "--quiet"]) == 0
+    sd = load_file(tmp_path / "out" / "model.safetensors")
+    assert sd["fc.weight_zero_point"].shape == (32, 1) and sd["fc.weight_packed"].shape == (32, 24)
 
 
 def test_requantize_group_choice():
@@ -256,7 +329,7 @@ def test_outputs_never_replace_inputs_or_special_files(tmp_path, rng):
     qw = _linear(rng, 16, 64, QuantConfig(bits=4, block_size=32, symmetric=True))
     folder = _save(tmp_path, {"fc.weight": qw}, config={"model_type": "x"})
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    with pytest.raises(CheckpointError, match="is the input file"):
+    with pytest.raises(CheckpointError, match="holds the input"):
         export(folder, folder, progress=False)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     (tmp_path / "afile").write_text("x")
@@ -265,7 +338,7 @@ def test_outputs_never_replace_inputs_or_special_files(tmp_path, rng):
     out = tmp_path / "out"
     out.mkdir()
     os.mkfifo(out / "config.json")
-    with pytest.raises(CheckpointError, match="FIFO"):
+    with pytest.raises(CheckpointError, match="holds 'config.json', which is not a regular file"):
         export(folder, out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["config.json"]  # nothing written before the refusal
     with pytest.raises(ValueError, match="unknown export format"):
@@ -278,9 +351,11 @@ def test_cli_export(tmp_path, rng, capsys):
     cases = _cases(rng)
     folder = _save(tmp_path, {"short.weight": cases["short.weight"][0], "fc.weight": _linear(
         rng, 16, 64, QuantConfig(bits=4, block_size=32, symmetric=True))}, config={"model_type": "x"})
-    assert cli_main(["export", str(folder), str(tmp_path / "out"), "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert "short.weight" in out and "float" in out and "no config.json" not in out
+    assert cli_main(["export", str(folder), str(tmp_path / "out"), "--quiet"]) == 1
+    assert "short.weight" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert cli_main(["export", str(folder), str(tmp_path / "out"), "--quiet", "--allow-float"]) == 0
+    out, err = capsys.readouterr()
+    assert "short.weight" in out and "float" in out and "no config.json" not in out and "FLOAT" in err
     assert cli_main(["export", str(folder), str(tmp_path / "o2"), "--strict", "--quiet"]) == 1
     assert "short.weight" in capsys.readouterr().err
     assert cli_main(["export", str(folder), str(tmp_path / "o3"), "--strict", "--requantize"]) == 2

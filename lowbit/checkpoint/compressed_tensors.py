@@ -5,7 +5,12 @@ Per quantized Linear `m` (compressed-tensors >= 0.17, `compressors/pack_quantize
                        bit stream per row across little-endian int32 words; each row starts a new word.
   m.weight_scale       (N, K/g) in the model's float dtype (g = K, shape (N, 1), for strategy "channel").
   m.weight_shape       int64 [N, K].
-  m.weight_zero_point  asymmetric only: int32 (ceil(N*b/32), K/g), the unsigned zeros packed along dim 0 (N).
+  m.weight_zero_point  asymmetric only: the unsigned zeros packed along dim 0 (N) into int32 words, in one of two
+                       layouts (`ZP_LAYOUTS`): "transformers" (default) int32 (N, K/g), the ceil(N*b/32) packed rows
+                       followed by zero rows: transformers 5.25 builds the parameter with the unpacked shape (N, G)
+                       (compressed-tensors 0.20.1 does not pack it on the meta device) and then unpacks it along N,
+                       which reads only the first ceil(N*b/32) rows; "vllm": int32 (ceil(N*b/32), K/g), the packed
+                       rows alone (what the package's own compressor writes and vLLM allocates).
 Rule: w = (q - zp) * s with q, zp signed. A lowbit row (ceil(K*b/8) bytes, LSB-first) padded to a multiple of 4
 bytes and read as little-endian int32 is that row already, for every b in 2..8; lowbit's unsigned code and zero are
 the stored unsigned values, so (q_u - z_u) * s is lowbit's own rule and dequantization agrees bit for bit.
@@ -78,30 +83,42 @@ def requantize_group(k: int, block_size: int) -> int:
     return -1
 
 
-def requantize(qw: QuantizedWeight, dtype: torch.dtype) -> QuantizedWeight:
-    """RTN of lowbit's dequantized weight with the same bits and symmetry, integer zeros, scales in `dtype`."""
-    w = qw.dequantize(torch.float32).reshape(qw.n, qw.k)
-    block = requantize_group(qw.k, qw.block_size)
-    g = qw.k if block == -1 else block
+def requantize(qw: QuantizedWeight, dtype: torch.dtype, weight: torch.Tensor | None = None) -> QuantizedWeight:
+    """RTN of lowbit's dequantized weight (or of `weight`, e.g. with smoothing folded back) with the same bits and
+    symmetry, integer zeros, scales in `dtype`."""
+    w = qw.dequantize(torch.float32).reshape(qw.n, qw.k) if weight is None else weight
+    return quantize_exact(w, qw.bits, qw.block_size, qw.symmetric, dtype, qw.dtype)
+
+
+def quantize_exact(w: torch.Tensor, bits: int, block_size: int, symmetric: bool, scale_dtype: torch.dtype,
+                   dtype: torch.dtype | None = None) -> QuantizedWeight:
+    """RTN of a float (N, K) weight into what pack-quantized holds exactly: integer zeros and a group size that
+    divides K (`requantize_group`); `dtype` the weight's own dtype (default w's)."""
+    n, k = w.shape
+    block = requantize_group(k, block_size)
+    g = k if block == -1 else block
     codes, scales, zeros = [], [], []
-    for blocks in block_views(w, g):  # (N, nb, g): g divides K, so there is no short block
-        scale, zero = rtn_scale_zero(blocks, qw.bits, qw.symmetric, dtype)
+    for blocks in block_views(w.to(torch.float32), g):  # (N, nb, g): g divides K, so there is no short block
+        scale, zero = rtn_scale_zero(blocks, bits, symmetric, scale_dtype)
         if zero is not None:
-            zero = zero.double().round().clamp(0, (1 << qw.bits) - 1).to(dtype)
-        codes.append(rtn_codes(blocks, scale, zero, qw.bits).flatten(1))
+            zero = zero.double().round().clamp(0, (1 << bits) - 1).to(scale_dtype)
+        codes.append(rtn_codes(blocks, scale, zero, bits).flatten(1))
         scales.append(scale)
         zeros.append(zero)
-    return QuantizedWeight(packed=pack_bits(torch.cat(codes, 1), qw.bits), scale=torch.cat(scales, 1),
-                           zero=None if qw.symmetric else torch.cat(zeros, 1), shape=(qw.n, qw.k), dtype=qw.dtype,
-                           bits=qw.bits, block_size=block, symmetric=qw.symmetric, method="rtn")
+    return QuantizedWeight(packed=pack_bits(torch.cat(codes, 1), bits), scale=torch.cat(scales, 1),
+                           zero=None if symmetric else torch.cat(zeros, 1), shape=(n, k), dtype=dtype or w.dtype,
+                           bits=bits, block_size=block, symmetric=symmetric, method="rtn")
 
 
 def _rows_as_words(packed: torch.Tensor) -> torch.Tensor:
     """uint8 (R, B) little-endian bit streams -> int32 (R, ceil(B/4)), each row padded to whole words."""
     if sys.byteorder != "little":
         raise RuntimeError("compressed-tensors export needs a little-endian host")
-    pad = -packed.shape[1] % 4
-    return torch.nn.functional.pad(packed, (0, pad)).contiguous().view(torch.int32)
+    rows, width = packed.shape
+    # a fresh row-major buffer: a transposed (1, N) view is "contiguous" with strides view() cannot reinterpret
+    out = torch.zeros((rows, width + (-width % 4)), dtype=torch.uint8)
+    out[:, :width] = packed
+    return out.view(torch.int32)
 
 
 def packed_words(k: int, bits: int) -> int:
@@ -109,33 +126,45 @@ def packed_words(k: int, bits: int) -> int:
     return (packed_row_bytes(k, bits) + 3) // 4
 
 
-def zero_point_shape(n: int, nb: int, bits: int) -> tuple[int, int]:
-    return packed_words(n, bits), nb
+ZP_LAYOUTS = ("transformers", "vllm")
 
 
-def pack_zero_point(zero: torch.Tensor, bits: int) -> torch.Tensor:
-    """Integer zeros (N, nb) in [0, 2**b) -> int32 (ceil(N*b/32), nb): packed along N (compressed-tensors'
-    `pack_to_int32(zp_signed, b, packed_dim=0)`, whose stored values are zp_signed + 2**(b-1) = lowbit's zero)."""
-    z = zero.double().round().to(torch.uint8).t().contiguous()  # (nb, N)
-    return _rows_as_words(pack_bits(z, bits)).t().contiguous()
+def zero_point_shape(n: int, nb: int, bits: int, layout: str = "transformers") -> tuple[int, int]:
+    """Shape of the stored zero points: (N, nb) padded for transformers, (ceil(N*b/32), nb) packed for vLLM."""
+    if layout not in ZP_LAYOUTS:
+        raise ValueError(f"unknown zero-point layout {layout!r}; one of {', '.join(ZP_LAYOUTS)}")
+    return (n, nb) if layout == "transformers" else (packed_words(n, bits), nb)
 
 
-def ct_tensors(qw: QuantizedWeight, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def pack_zero_point(zero: torch.Tensor, bits: int, layout: str = "transformers") -> torch.Tensor:
+    """Integer zeros (N, nb) in [0, 2**b) -> int32 packed along N (compressed-tensors'
+    `pack_to_int32(zp_signed, b, packed_dim=0)`, whose stored values are zp_signed + 2**(b-1) = lowbit's zero),
+    zero-padded to N rows for the "transformers" layout (`zero_point_shape`)."""
+    n, nb = zero.shape
+    z = zero.double().round().to(torch.uint8).t()  # (nb, N): one bit stream per block column
+    words = _rows_as_words(pack_bits(z, bits)).t()  # (ceil(N*b/32), nb)
+    out = torch.zeros(zero_point_shape(n, nb, bits, layout), dtype=torch.int32)
+    out[: words.shape[0]] = words
+    return out
+
+
+def ct_tensors(qw: QuantizedWeight, dtype: torch.dtype, zp_layout: str = "transformers") -> dict[str, torch.Tensor]:
     """The pack-quantized tensors (suffix -> tensor) of a representable 2-D weight; scales cast to `dtype`."""
     out = {"weight_packed": _rows_as_words(qw.packed), "weight_scale": qw.scale.to(dtype),
            "weight_shape": torch.tensor([qw.n, qw.k], dtype=torch.int64)}
     if not qw.symmetric:
-        out["weight_zero_point"] = pack_zero_point(qw.zero, qw.bits)
+        out["weight_zero_point"] = pack_zero_point(qw.zero, qw.bits, zp_layout)
     return out
 
 
-def ct_shapes(qw: QuantizedWeight, dtype: torch.dtype) -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
+def ct_shapes(qw: QuantizedWeight, dtype: torch.dtype,
+              zp_layout: str = "transformers") -> dict[str, tuple[torch.dtype, tuple[int, ...]]]:
     """suffix -> (dtype, shape) of `ct_tensors(qw, dtype)`, without computing them."""
     nb = num_blocks_for(qw.k, qw.block_size)
     out = {"weight_packed": (torch.int32, (qw.n, packed_words(qw.k, qw.bits))), "weight_scale": (dtype, (qw.n, nb)),
            "weight_shape": (torch.int64, (2,))}
     if not qw.symmetric:
-        out["weight_zero_point"] = (torch.int32, zero_point_shape(qw.n, nb, qw.bits))
+        out["weight_zero_point"] = (torch.int32, zero_point_shape(qw.n, nb, qw.bits, zp_layout))
     return out
 
 

@@ -8,7 +8,8 @@ file, trip over a long name or a killed run's leftovers, or publish half of a pa
 - Temporary files are `.<name>.<random>.lowbit.tmp` in the destination directory, `<name>` shortened so the whole
   name fits the file system's NAME_MAX. A writer holds an exclusive `flock` on its temporary file while it lives,
   and the kernel drops that lock when the process dies. Before writing, `remove_stale_temps` deletes this output's
-  temporary files that nobody holds and that have not changed for STALE_AFTER_S seconds (a killed run's leftovers);
+  temporary files that nobody holds and that have not changed for STALE_AFTER_S (10) seconds (a killed run's
+  leftovers);
   files of any other name are never touched, and no reader ever opens a temporary name.
 - `pair_lock(directory)`: the main file and its external data file are published (two renames) while holding an
   exclusive `flock` on their directory, so two writers of the same output publish one pair after the other, never
@@ -35,7 +36,9 @@ except ImportError:  # not POSIX: no locks, so stale temporary files are never r
     fcntl = None
 
 TEMP_SUFFIX = ".lowbit.tmp"
-STALE_AFTER_S = 600.0
+# A temporary file is born unlocked (mkstemp, then flock): the age test covers that window only; a killed run's
+# leftovers go at the next start a few seconds later.
+STALE_AFTER_S = 10.0
 _RANDOM_MAX = 16  # tempfile's random part is 8 characters; keep room should it grow
 _RANDOM_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
 _KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symbolic link"), (stat.S_ISCHR, "character device"),

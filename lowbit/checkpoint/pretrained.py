@@ -6,16 +6,14 @@ from pathlib import Path
 
 import torch
 
-from .hf_folder import CONFIG_NAME, WEIGHTS_NAME
+from .hf_folder import CONFIG_NAME
+from .shards import checkpoint_in_folder
 from .load import load
 
 
 def _checkpoint_file(path: Path) -> Path:
     if path.is_dir():
-        if not (path / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"{path} holds no {WEIGHTS_NAME}; convert the model first: "
-                                    f"lowbit convert MODEL_FOLDER {path}/")
-        return path / WEIGHTS_NAME
+        return checkpoint_in_folder(path)  # model.safetensors, or a sharded index
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     return path

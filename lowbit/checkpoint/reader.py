@@ -12,6 +12,7 @@ from .errors import CheckpointError
 from .external import resolve_data_file
 from .header import parse_metadata, split_entries
 from .safetensors_io import MappedFile, TensorEntry
+from .shards import MappedShards, checkpoint_in_folder
 
 
 @dataclass
@@ -52,9 +53,11 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     describes is a file `load` accepts (`load` then only checks it against the model).
     """
     path = Path(path)
-    main = MappedFile(path)
+    if path.is_dir():  # a model folder: model.safetensors, or a sharded index
+        path = checkpoint_in_folder(path)
+    main = MappedShards(path) if path.name.endswith(".index.json") else MappedFile(path)
     body = parse_metadata(path, main.metadata)
-    data, external, size = main, None, path.stat().st_size
+    data, external, size = main, None, getattr(main, "bytes", None) or path.stat().st_size
     if body.get("external_data") is not None:
         if main.entries:
             raise CheckpointError(f"{path} declares external data but also holds tensors {sorted(main.entries)[:3]}")

@@ -100,6 +100,8 @@ def _open_index(path: Path) -> Source:
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict):
         raise CheckpointError(f"{path} is not a sharded-checkpoint index (need a 'weight_map' object)")
+    if isinstance(index.get("metadata"), dict) and "lowbit" in index["metadata"]:
+        raise CheckpointError(f"{path} indexes a lowbit checkpoint already; convert takes a float checkpoint")
     files = {name: _shard_path(path, name, shard) for name, shard in weight_map.items()}
     source = _safetensors_shards(files)
     source.files = [path, *dict.fromkeys(files.values())]

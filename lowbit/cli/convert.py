@@ -27,6 +27,11 @@ def add_parser(sub) -> None:
     p.add_argument("--config", metavar="LAYERS_JSON", help="per-layer overrides (see docs/FORMAT.md)")
     p.add_argument("--external-data", action="store_true",
                    help="write the tensors to OUT.data next to a small OUT (MNN's --saveExternalData)")
+    p.add_argument("--format", choices=["lowbit", "compressed-tensors"], default="lowbit",
+                   help="compressed-tensors: quantize to what that format holds exactly (RTN, integer zeros, group "
+                   "sizes dividing K), so that `lowbit export` packs every quantized Linear (default lowbit)")
+    p.add_argument("--max-shard-size", metavar="SIZE",
+                   help="folder OUT only: split the weights into shards of at most SIZE (e.g. 5GB) with an HF index")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     convert_model.add_arguments(p)  # --model/--calib/--method: data-aware conversion (lowbit/cli/convert_model.py)
     convert_model.require_input_without_model(p)
@@ -49,12 +54,15 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         if args.input is not None:
             raise ValueError(f"with --model give only OUT, not a checkpoint ({args.input!r})")
+        if args.format != "lowbit" or args.max_shard_size:
+            raise ValueError("--format and --max-shard-size apply to checkpoint conversion, not to --model")
         return convert_model.run_model(args)
     if args.method in ("gptq", "awq", "recon"):
         raise ValueError(f"--method {args.method} needs the model and calibration data: pass --model and --calib")
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric,
                       method=args.method or ("hqq" if args.hqq else "rtn"))
     summary = convert(args.input, args.output, cfg, overrides=args.config, skip=args.skip,
-                      external_data=args.external_data, progress=not args.quiet, kept_float16=args.fp16)
+                      external_data=args.external_data, progress=not args.quiet, kept_float16=args.fp16,
+                      exact_for=None if args.format == "lowbit" else args.format, max_shard_size=args.max_shard_size)
     print(summary_table(summary))
     return 0
