@@ -148,8 +148,17 @@ def _swap_in(tmp: Path, out_dir: Path) -> Path | None:
         if e.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EPERM):
             raise
     old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_prefix(out_dir), suffix=OLD_DIR_SUFFIX))
-    os.rename(out_dir, old)  # onto the empty placeholder: replaces it
-    os.rename(tmp, out_dir)
+    try:
+        os.rename(out_dir, old)  # onto the empty placeholder: replaces it
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.rmdir(old)
+        raise
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)  # put the old set back (a kill here is undone by the next start's clean_stale)
+        raise
     return old
 
 
@@ -180,8 +189,9 @@ def replacing_folder(out_dir: str | Path, inputs: Iterable[Path] = ()) -> Iterat
         with pair_lock(out_dir.parent):
             _check_replaceable(out_dir, inputs)  # again: another run may have put something there
             old = _swap_in(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if old is not None:  # best effort: the new set is in; a leftover goes at the next start
+            with contextlib.suppress(OSError):
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         if old is None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
