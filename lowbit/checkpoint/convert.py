@@ -149,7 +149,7 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
     skip = (skip,) if isinstance(skip, str) else tuple(skip)
     source = open_source(src)
     if not source.entries:
-        raise CheckpointError(f"{source.path} holds no tensors; there is nothing to convert")
+        raise CheckpointError(f"{src} holds no tensors; there is nothing to convert")
     _check_exact(cfg, exact_for)
     dst, carry, folder = folder_output(dst, src)
     if max_shard_size is not None and (folder is None or external_data):

@@ -134,7 +134,7 @@ def _entries(ckpt: Checkpoint, plans: list[ExportPlan], targets: dict, out, zp_l
 def _write_weight(writer, ckpt: Checkpoint, p: ExportPlan, smooth: torch.Tensor | None, out, zp_layout) -> None:
     qw = ckpt.quantized_weight(p.name)
     ref = qw.dequantize()
-    if smooth is not None:  # the stored weight is W / s; input_smooth holds 1 / s per input channel
+    if smooth is not None:  # the stored weight is W*s; input_smooth holds 1/s per input channel
         ref = (ref.double() * smooth.double()).to(ref.dtype)
     if p.action == "float":
         writer.write(out(p.name), ref)

@@ -2,8 +2,9 @@
 tensor names are the ones the config.json's architecture loads.
 
 - Static int8 (W8A8) checkpoints: pack-quantized holds weights only, so export refuses them unless asked for the
-  weights alone (`weight_only`); then each SmoothQuant-scaled layer's stored weight W/s is multiplied back by its
-  `input_smooth` vector (1/s per input channel) so the written weight is the model's own W.
+  weights alone (`weight_only`); then each SmoothQuant-scaled layer's stored weight W*s is multiplied back by its
+  `input_smooth` vector (1/s per input channel) so the written weight is the model's own W. Fused ReLUs change no
+  tensor; folded BatchNorms do, and are refused.
 - Names: the model the config describes is built on the meta device with transformers (optional; without it the
   names are not checked and the summary says so); the checkpoint's names must be its state-dict names, after
   removing one wrapper prefix (`0.model.`, `0.auto_model.` of a `--model minilm` checkpoint, as `lowbit.load` maps
@@ -35,10 +36,10 @@ def static_smoothing(ckpt, weight_only: bool) -> tuple[dict[str, torch.Tensor], 
                               f"their inputs with fixed steps{smooth}; pack-quantized holds weights only, so export "
                               "would drop the activation quantization: pass --weight-only (weight_only=True) to "
                               "export the weights alone, smoothing folded back, or serve the checkpoint with lowbit")
-    changed = [pair for key in ("folded_bn", "fused_relu") for pair in static.get(key, [])]
-    if changed:
-        raise CheckpointError(f"{ckpt.path}: its static int8 layers fold BatchNorms or fuse ReLUs ({changed[0]}, ...), "
-                              "so its tensors no longer match the float architecture a config.json describes")
+    folded = static.get("folded_bn", [])
+    if folded:  # a fused ReLU changes no tensor; a folded BatchNorm changes the conv's and removes its own
+        raise CheckpointError(f"{ckpt.path}: its static int8 layers fold BatchNorms into convolutions ({folded[0]}, "
+                              "...), so its tensors no longer match the float architecture a config.json describes")
     folds = {(f"{name}.weight" if name else "weight"): torch.tensor(v, dtype=torch.float32)
              for name, v in smoothed.items()}
     note = (f"static int8 checkpoint exported weight-only: the input steps of {len(layers)} layer(s) were dropped"
