@@ -106,3 +106,11 @@ def test_config_link_inside_the_folder_is_followed(tmp_path, folder):
     summary = convert(folder, f"{tmp_path / 'out'}/", progress=False)
     assert [f.name for f in summary.carried] == ["config.json"]
     assert json.loads((tmp_path / "out" / "config.json").read_text())["x"] == 1
+
+
+def test_a_folder_in_gives_a_folder_out(tmp_path, folder):
+    """Issue 27: `lowbit convert HF_DIR OUT` wrote one file named OUT unless OUT ended in '/'."""
+    convert(folder, tmp_path / "out", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["config.json", "model.safetensors"]
+    convert(folder, tmp_path / "single.safetensors", progress=False)  # a file name keeps a file
+    assert (tmp_path / "single.safetensors").is_file()

@@ -21,7 +21,7 @@ from ..quant.quantize import quantize_weight
 from . import compressed_tensors as ct
 from .errors import CheckpointError
 from .header import expected_entries, tensor_name
-from .hf_folder import WEIGHTS_NAME, carried_files, config_file, copy_files
+from .hf_folder import CONFIG_NAME, WEIGHTS_NAME, carried_files, config_file, copy_files
 from .output_folder import replacing_folder
 from .outputs import check_output
 from .overrides import (
@@ -133,8 +133,9 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
     """Convert a float checkpoint file to a lowbit checkpoint; returns a `ConvertSummary`.
 
     src: .safetensors, an HF sharded `*.index.json`, a torch .pt/.pth/.bin (weights_only), or a directory with one
-    (a Hugging Face model folder as is). dst: a file, or a folder (existing, or a path ending in "/"): then the
-    checkpoint is `dst/model.safetensors` and the source folder's config.json and tokenizer files are copied beside.
+    (a Hugging Face model folder as is). dst: a file, or a folder (existing, a path ending in "/", or any path not
+    ending in .safetensors when src is a model folder): then the checkpoint is `dst/model.safetensors` and the source
+    folder's config.json and tokenizer files are copied beside.
     cfg: the default QuantConfig (4-bit, block 64, RTN). overrides: per-layer settings, a JSON file path or dict
     (see `lowbit.checkpoint.overrides`). skip: names or globs kept untouched; each must match a tensor.
     kept_float16: store the float tensors that are not quantized (embeddings, norms, biases) as float16.
@@ -195,10 +196,14 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
 
 def folder_output(dst: str | Path, src: str | Path) -> tuple[Path, list[Path], Path | None]:
     """Where convert writes, what it copies there, and the output folder (None for a file output): an OUT that is a
-    folder (existing, or named with a trailing slash) gets `OUT/model.safetensors` plus the source folder's
+    folder (existing, or named with a trailing slash), or any OUT not ending in .safetensors when the input is a
+    model folder (a folder in gives a folder out), gets `OUT/model.safetensors` plus the source folder's
     config.json (checked to be a JSON object) and tokenizer files, links followed as `hf_folder` says."""
     out = Path(dst)
-    if not (os.path.isdir(out) or str(dst).endswith(("/", os.sep))):  # isdir: False for a too-long name
+    folder_in = Path(src).is_dir() and os.path.lexists(Path(src) / CONFIG_NAME)
+    as_folder = os.path.isdir(out) or str(dst).endswith(("/", os.sep)) \
+        or (folder_in and not str(dst).endswith(".safetensors"))  # isdir: False for a too-long name
+    if not as_folder:
         return out, [], None
     folder = Path(src) if Path(src).is_dir() else Path(src).parent
     config = config_file(folder)

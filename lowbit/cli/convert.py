@@ -14,7 +14,9 @@ def add_parser(sub) -> None:
                        "embeddings, norms and biases are kept.")
     p.add_argument("input", nargs="?", help="float checkpoint: .safetensors, *.index.json (sharded), .pt/.bin, or a "
                    "directory (omitted with --model)")
-    p.add_argument("output", help="lowbit checkpoint to write (.safetensors)")
+    p.add_argument("output", help="lowbit checkpoint to write (.safetensors), or a folder (existing, ending in '/', or "
+                   "any name not ending in .safetensors when the input is a model folder): model.safetensors, "
+                   "config.json and the tokenizer files, replaced as a whole")
     p.add_argument("--bits", type=int, default=4, help="bits per weight: 2..8, or 16 to store float16 (default 4)")
     p.add_argument("--block", type=int, default=64,
                    help="input channels per scale/zero block, a multiple of 16, or -1 for per channel (default 64)")
