@@ -359,3 +359,17 @@ def test_cli_export(tmp_path, rng, capsys):
     assert cli_main(["export", str(folder), str(tmp_path / "o2"), "--strict", "--quiet"]) == 1
     assert "short.weight" in capsys.readouterr().err
     assert cli_main(["export", str(folder), str(tmp_path / "o3"), "--strict", "--requantize"]) == 2
+
+
+def test_convert_for_compressed_tensors_packs_every_linear(tmp_path, model_file):
+    """`convert --format compressed-tensors`: integer zeros and a group dividing K (96 with --block 64 -> 48), so
+    export packs every quantized weight as is; HQQ (float zeros) is refused for that format."""
+    out = tmp_path / "q.safetensors"
+    assert cli_main(["convert", str(model_file), str(out), "--bits", "4", "--block", "64", "--format",
+                     "compressed-tensors", "--quiet"]) == 0
+    summary = export(out, tmp_path / "ct", progress=False)
+    assert [(p.name, p.action, p.group, p.symmetric) for p in summary.plans] == [("fc.weight", "packed", 48, False)]
+    with pytest.raises(ValueError, match="HQQ"):
+        from lowbit.checkpoint import convert
+
+        convert(model_file, tmp_path / "h.safetensors", QuantConfig(method="hqq"), exact_for="compressed-tensors")

@@ -10,9 +10,8 @@ import time
 import pytest
 import torch
 
-from lowbit.checkpoint import CheckpointError, export, save
+from lowbit.checkpoint import CheckpointError, export, outputs, save
 from lowbit.checkpoint import output_folder as of
-from lowbit.checkpoint import outputs
 from lowbit.quant import QuantConfig, quantize_weight
 
 OLD = {"model.safetensors": b"old weights", "config.json": b'{"old": 1}', "tokenizer.json": b"old tokenizer"}

@@ -8,8 +8,9 @@ tensor names are the ones the config.json's architecture loads.
 - Names: the model the config describes is built on the meta device with transformers (optional; without it the
   names are not checked and the summary says so); the checkpoint's names must be its state-dict names, after
   removing one wrapper prefix (`0.model.`, `0.auto_model.` of a `--model minilm` checkpoint, as `lowbit.load` maps
-  it). A config transformers cannot build (an architecture it does not know) is not checked, and the notes say so. Names the model ties to another (lm_head of tied embeddings) may be absent; its non-persistent buffers
-  (BERT's position_ids) may be present.
+  it). Names the model ties to another (lm_head of tied embeddings) may be absent; its non-persistent buffers
+  (BERT's position_ids) may be present. A config transformers cannot build (an architecture it does not know) is
+  not checked, and the notes say so.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ def _prefix(names: list[str], expected: set[str]) -> str:
     return votes.most_common(1)[0][0] if votes else ""
 
 
+def _tied_keys(model) -> list[str]:
+    """Parameters transformers ties to another ({target: source}; the target may be absent from a file)."""
+    tied = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or {}
+    return [k for k in tied if isinstance(k, str)]
+
+
 def _listed(names: list[str]) -> str:
     more = f" and {len(names) - 3} more" if len(names) > 3 else ""
     return f"{names[:3]}{more}"
@@ -92,7 +99,7 @@ def check_names(path: Path, names: list[str], config: dict, config_path: Path | 
         return "", [f"tensor names not checked against {config_path}: transformers cannot build it ({why})"]
     expected = set(model.state_dict())
     shared = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {n for n, _ in model.named_parameters()}
-    tied = shared | {n for n in expected if _tied_source(model, n)}
+    tied = shared | set(_tied_keys(model))
     buffers = {n for n, _ in model.named_buffers()} - expected
     prefix = _prefix(names, expected | buffers)
     mapped = {n[len(prefix):] if n.startswith(prefix) else "\0" + n for n in names}
@@ -106,11 +113,3 @@ def check_names(path: Path, names: list[str], config: dict, config_path: Path | 
                               "model, or pass --config the config.json it was made from")
     return prefix, ([f"tensor names mapped to {type(model).__name__}'s by removing the prefix {prefix!r}"]
                     if prefix else [])
-
-
-def _tied_source(model, name: str) -> bool:
-    """Whether transformers ties parameter `name` to another (it may then be absent from the file)."""
-    tied = getattr(model, "all_tied_weights_keys", None) or getattr(model, "_tied_weights_keys", None) or {}
-    keys = tied.keys() if isinstance(tied, dict) else tied
-    tie = getattr(getattr(model, "config", None), "tie_word_embeddings", False)
-    return bool(tie) and any(name == k or name.endswith("." + k) or k.endswith(name) for k in keys)

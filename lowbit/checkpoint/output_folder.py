@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import CheckpointError
-from .outputs import STALE_AFTER_S, fcntl, name_max, pair_lock
+from .outputs import STALE_AFTER_S, fcntl, name_max, named_os_error, pair_lock
 
 TEMP_DIR_SUFFIX = ".lowbit.tmpdir"
 OLD_DIR_SUFFIX = ".lowbit.old"
@@ -180,7 +180,10 @@ def replacing_folder(out_dir: str | Path, inputs: Iterable[Path] = ()) -> Iterat
     out_dir, inputs = Path(out_dir), list(inputs)
     clean_stale(out_dir)
     _check_replaceable(out_dir, inputs)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_prefix(out_dir), suffix=TEMP_DIR_SUFFIX))
+    try:
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=_prefix(out_dir), suffix=TEMP_DIR_SUFFIX))
+    except OSError as e:
+        raise named_os_error(e, out_dir) from None
     fd = _lock_dir(tmp)
     old = None
     try:

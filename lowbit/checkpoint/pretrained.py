@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from .hf_folder import CONFIG_NAME
-from .shards import checkpoint_in_folder
 from .load import load
+from .shards import checkpoint_in_folder
 
 
 def _checkpoint_file(path: Path) -> Path:

@@ -81,7 +81,7 @@ class ShardedWriter:
         self.total = sum(e.nbytes for e in entries)
 
     def __enter__(self) -> ShardedWriter:
-        for file, shard in zip(self.names, self.shards):
+        for file, shard in zip(self.names, self.shards, strict=False):
             writer = self._stack.enter_context(AtomicWriter(self.folder / file, shard, self.metadata))
             self._writers.update({e.name: writer for e in shard})
         return self
@@ -95,7 +95,7 @@ class ShardedWriter:
             writer.commit()
         files = [self.folder / n for n in self.names]
         if len(self.names) > 1:
-            weight_map = {e.name: file for file, shard in zip(self.names, self.shards) for e in shard}
+            weight_map = {e.name: file for file, shard in zip(self.names, self.shards, strict=False) for e in shard}
             index = {"metadata": {"total_size": self.total, **(index_metadata or {})},
                      "weight_map": dict(sorted(weight_map.items()))}
             write_file_atomic(self.folder / INDEX_NAME, (json.dumps(index, indent=2) + "\n").encode("utf-8"))
