@@ -8,11 +8,11 @@ import os
 import shutil
 
 import pytest
+from conftest import has_minilm
 from safetensors.torch import save_file
 
 from lowbit.checkpoint import CheckpointError, convert, export
 from lowbit.quant import QuantConfig
-from tests.conftest import has_minilm
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
