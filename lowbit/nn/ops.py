@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..runtime import executor
 from ..runtime.dispatch import Kernel, warn_fallback
+from . import conv_exec
 from .weight_cache import choose, compute_view, entry_for, forcing, fresh_entry, m_bucket, prepared
 
 
@@ -142,25 +143,11 @@ def _conv2d_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
     ow = conv2d_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
     entry = entry_for(qw)
     decision, dtype = choose(qw, entry, x.device.type, x.shape[0] * oh * ow, memory, precision, o // groups)
+    decision = conv_exec.conv_decision(decision, qw, entry, x.device.type, groups, memory, precision)
     warn_fallback(decision)  # once per distinct reason, whichever layer asks first
-    kernel = decision.kernel
     b = bias.to(dtype) if bias is not None else None
-    xc = x.to(dtype)
-    if kernel in (Kernel.DENSE, Kernel.EMULATED):
-        w = prepared(entry, kernel, qw, dtype).reshape(shape) if kernel is Kernel.DENSE else qw.dequantize(dtype)
-        return F.conv2d(xc, w, b, stride, padding, dilation, groups).to(x.dtype).contiguous()
-    cols = F.unfold(xc, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C*kh*kw, L)
-    batch, length = cols.shape[0], cols.shape[2]
-    cols = cols.view(batch, groups, qw.k, length)  # (B, g, K, L): unfold orders channels (C, kh, kw) like W
-    og = o // groups
-    outs = []
-    for g in range(groups):
-        rows = slice(g * og, (g + 1) * og)
-        w = prepared(entry, kernel, qw, dtype, rows=rows)  # the group's rows are sliced only when first prepared
-        a = cols[:, g].transpose(1, 2).reshape(batch * length, qw.k)  # (B*L, K)
-        outs.append(_run(kernel, w, a.contiguous(), b[rows] if b is not None else None))
-    y = torch.cat(outs, dim=1).view(batch, length, o).transpose(1, 2)  # (B*L, O) -> (B, O, L)
-    return y.reshape(batch, o, oh, ow).to(x.dtype).contiguous()  # the layout the fake implementation promises
+    y = conv_exec.run_conv(x, qw, entry, decision.kernel, dtype, b, stride, padding, dilation, groups)
+    return y.to(x.dtype).contiguous()  # the layout the fake implementation promises
 
 
 quant_conv2d = torch.library.custom_op("lowbit::conv2d", _conv2d_impl, mutates_args=())
