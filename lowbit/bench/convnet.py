@@ -1,0 +1,125 @@
+"""Conv nets on the CPU: torch fp32 / torch dynamic int8 / lowbit int8 and int4 at memory Normal, Low and High /
+lowbit static INT8, on resnet18-, mobilenet_v2- and mobilenet_v3_small-shaped models (lowbit.bench.convnet_models)
+and the conv + BiLSTM test model (tests/seqnet.py, when the source tree is at hand), timed interleaved in one run.
+
+Per (model, batch, threads) every method runs once per round (rounds repeated; medians), so load changes hit all
+alike; with --threads 1 the process is pinned to one core. Each output is compared with fp32's (SQNR) before
+timing; "float copies" counts the quantized convs that run a float copy of their weight at that memory mode
+(dispatch.select_conv). Results: bench/results/convnet*.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .convnet_models import MODELS, build
+from .harness import Row, describe_environment, load_average, report
+from .static_int8 import _dynamic, _sqnr, cpu_model, interleaved
+
+LOWBIT = (("int8 pc", 8, -1), ("int4 b64", 4, 64))
+MEMORIES = ("normal", "low", "high")
+
+
+def _seqnet() -> nn.Module | None:
+    path = Path(__file__).resolve().parents[2] / "tests" / "seqnet.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("lowbit_bench_seqnet", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    return mod.SeqNet().eval().requires_grad_(False)
+
+
+def model_and_input(name: str, batch: int) -> tuple[nn.Module, torch.Tensor]:
+    if name == "seqnet":
+        return _seqnet(), torch.randn(batch, 16, 24)
+    return build(name), torch.randn(batch, 3, 224, 224)
+
+
+def float_copies(model: nn.Module) -> int:
+    """Quantized convs holding a float copy of their weight (DENSE prepared)."""
+    from ..nn import QuantConv1d, QuantConv2d
+    from ..nn.weight_cache import cached
+    from ..runtime import Kernel
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, (QuantConv1d, QuantConv2d)):
+            entry = cached(m._op_args("weight")[0])
+            n += entry is not None and any(k[0] is Kernel.DENSE for k in entry.prepared)
+    return n
+
+
+def methods(model: nn.Module, x: torch.Tensor, static: bool) -> dict[str, nn.Module]:
+    from ..nn import quantize
+    from ..quant import QuantConfig
+    from ..runtime import BackendConfig
+
+    out = {"torch fp32": model, "torch dynamic int8": _dynamic(copy.deepcopy(model))}
+    for label, bits, block in LOWBIT:
+        for memory in MEMORIES:
+            out[f"lowbit {label} {memory}"] = quantize(copy.deepcopy(model), QuantConfig(bits=bits, block_size=block),
+                                                      backend=BackendConfig(memory))
+    if static:
+        from ..static import StaticConfig, quantize_static
+
+        cal = [torch.randn_like(x[:1]) for _ in range(8)]
+        out["lowbit static INT8"] = quantize_static(copy.deepcopy(model), cal, StaticConfig(), progress=False)
+    return out
+
+
+def bench_case(name: str, batch: int, threads: int, rounds: int) -> list[Row]:
+    torch.set_num_threads(threads)
+    model, x = model_and_input(name, batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the float-copy warnings are counted in the table instead
+        mods = methods(model, x, static=name != "seqnet")
+        with torch.no_grad():
+            ref = model(x)
+            sq = {k: _sqnr(ref, m(x)) for k, m in mods.items()}
+            load0 = load_average()
+            wall, cpu = interleaved({k: functools.partial(m, x) for k, m in mods.items()}, rounds)
+    fp32 = wall["torch fp32"]
+    return [Row({"model": name, "batch": batch, "threads": threads, "method": k, "ms": ms, "cpu ms": cpu[k],
+                 "vs fp32": fp32 / ms, "SQNR dB": sq[k], "float copies": float_copies(mods[k]), "load": load0})
+            for k, ms in wall.items()]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join([*MODELS, "seqnet"]))
+    p.add_argument("--batches", default="1")
+    p.add_argument("--threads", default="1")
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--quick", action="store_true", help="mobilenet_v3_small only, 3 rounds")
+    p.add_argument("--out", default="bench/results")
+    p.add_argument("--name", default="convnet")
+    args = p.parse_args(argv)
+    models = ["mobilenet_v3_small"] if args.quick else args.models.split(",")
+    rounds = 3 if args.quick else args.rounds
+    rows = []
+    for threads in map(int, args.threads.split(",")):
+        if threads == 1 and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # pinned to one core
+        for name in models:
+            for batch in map(int, args.batches.split(",")):
+                rows += bench_case(name, batch, threads, rounds)
+    env = describe_environment()
+    env["cpu"] = cpu_model()
+    env["load after"] = load_average()
+    report(args.name, rows, env, out_dir=args.out or None)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
