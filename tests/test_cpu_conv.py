@@ -49,8 +49,8 @@ def test_native_conv_matches_float64(library, case, rng):
     x, bias = torch.randn(b, ig * groups, h, w, generator=rng), torch.randn(o, generator=rng)
     prepared = cpu_conv.prepare_conv(qw, groups)
     depthwise = cpu_conv.conv_kind(qw.shape, groups) == "depthwise"
-    assert isinstance(prepared, cpu_conv.DepthwiseWeight) == depthwise
-    y = cpu_conv.conv2d_native(x, prepared, qw.shape, bias, stride, padding, dilation, groups, act, library=library)
+    assert isinstance(prepared.weight, cpu_conv.DepthwiseWeight) == depthwise
+    y = cpu_conv.conv2d_native(x, prepared, bias, stride, padding, dilation, groups, act, library=library)
     ref = REFS[act](F.conv2d(x.double(), qw.dequantize(torch.float64), bias.double(), stride, padding, dilation,
                              groups))
     assert y.shape == ref.shape and y.is_contiguous()
@@ -59,7 +59,7 @@ def test_native_conv_matches_float64(library, case, rng):
 
 def test_native_conv_errors(rng):
     qw = quantize_weight(torch.randn(8, 4, 3, 3, generator=rng), QuantConfig(bits=4, block_size=32))
-    w = cpu_conv.prepare_conv(qw, 1)
+    w = cpu_conv.prepare_conv(qw, 1).weight
     x = torch.randn(1, 4, 6, 6, generator=rng)
     with pytest.raises(ValueError, match="does not fit"):
         cpu_conv.conv2d_gemm(torch.randn(1, 5, 6, 6), w, qw.shape, None, (1, 1), (0, 0), (1, 1), 1)
@@ -115,3 +115,16 @@ def test_memory_low_runs_native_or_one_float_copy(rng, monkeypatch):
         for dw in dws:
             dw(torch.randn(1, 32, 8, 8, generator=rng))
     assert len([r for r in record if "depthwise" in str(r.message)]) == 1
+
+
+def test_non_finite_input_gives_nan_where_it_reaches(rng):
+    """Int8 activations cannot carry NaN / inf: the outputs whose receptive field holds one come out NaN, the others
+    match the finite computation."""
+    qw = quantize_weight(torch.randn(8, 4, 3, 3, generator=rng), QuantConfig(bits=4, block_size=32))
+    w = cpu_conv.prepare_conv(qw, 1)
+    x = torch.randn(1, 4, 9, 9, generator=rng)
+    x[0, 2, 0, 0] = float("inf")
+    y = cpu_conv.conv2d_native(x, w, None, (1, 1), (1, 1), (1, 1), 1)
+    ref = F.conv2d(x.double(), qw.dequantize(torch.float64), None, 1, 1)
+    assert torch.equal(y.isnan(), ~ref.isfinite())
+    assert sqnr(ref[ref.isfinite()], y[y.isfinite()].double()) >= GEMM_SQNR

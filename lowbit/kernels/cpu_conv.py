@@ -17,9 +17,11 @@ Both take fp32 NCHW input and return fp32 NCHW contiguous output, with an option
 from __future__ import annotations
 
 import ctypes
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..quant.format import QuantizedWeight
 from . import cpu_native
@@ -70,14 +72,23 @@ def prepare_depthwise(qw: QuantizedWeight) -> DepthwiseWeight:
                            qw.zero_or_implicit().float().contiguous(), min(qw.group_size, qw.k))
 
 
-def prepare_conv(qw: QuantizedWeight, groups: int) -> DepthwiseWeight | Int4CpuWeight:
-    """The prepared weight of `conv_kind`: DepthwiseWeight, or the Linear kernel's native Int4CpuWeight."""
+@dataclass(frozen=True)
+class NativeConvWeight:
+    """What `prepare_conv` builds: the kernel's weight (DepthwiseWeight, or the Linear kernel's native Int4CpuWeight)
+    and the conv weight's shape (O, C/groups, kh, kw)."""
+
+    weight: DepthwiseWeight | Int4CpuWeight
+    shape: tuple[int, int, int, int]
+
+
+def prepare_conv(qw: QuantizedWeight, groups: int) -> NativeConvWeight:
+    """The prepared weight of `conv_kind` for the (O, C/groups, kh, kw) weight `qw`."""
     reason = native_conv_reason(qw, groups)
     if reason:
         raise ValueError(f"the native conv kernel cannot serve this weight: {reason}")
-    if conv_kind(qw.shape, groups) == "depthwise":
-        return prepare_depthwise(qw)
-    return prepare_int4_cpu(qw, impl="native")
+    depthwise = conv_kind(qw.shape, groups) == "depthwise"
+    return NativeConvWeight(prepare_depthwise(qw) if depthwise else prepare_int4_cpu(qw, impl="native"),
+                            tuple(qw.shape))
 
 
 def geometry(x: torch.Tensor, shape, stride, padding, dilation, groups: int) -> tuple[torch.Tensor, int, int]:
@@ -162,10 +173,17 @@ def conv2d_gemm(x: torch.Tensor, w: Int4CpuWeight, shape, bias: torch.Tensor | N
     return y
 
 
-def conv2d_native(x: torch.Tensor, w, shape, bias, stride, padding, dilation, groups: int,
+def conv2d_native(x: torch.Tensor, w: NativeConvWeight, bias, stride, padding, dilation, groups: int,
                   act: str | None = None, library: cpu_native.NativeLibrary | None = None) -> torch.Tensor:
-    """The native conv for a weight from `prepare_conv`: depthwise or GEMM by its type (library: a specific build,
-    default this process's)."""
-    if isinstance(w, DepthwiseWeight):
-        return conv2d_depthwise(x, w, shape, bias, stride, padding, dilation, act, library=library)
-    return conv2d_gemm(x, w, shape, bias, stride, padding, dilation, groups, act, library=library)
+    """The native conv for a weight from `prepare_conv`: depthwise or GEMM by its kind (library: a specific build,
+    default this process's). Outputs whose receptive field holds a NaN or an inf come out NaN (the int8 GEMM cannot
+    carry them; the rest is computed on the finite values)."""
+    if not math.isfinite(x.sum(dtype=torch.float32).item()):
+        finite = torch.isfinite(x)
+        y = conv2d_native(x.where(finite, 0.0), w, bias, stride, padding, dilation, groups, act, library)
+        ones = torch.ones(w.shape, dtype=torch.float32)
+        hit = F.conv2d((~finite).float(), ones, None, stride, padding, dilation, groups) > 0
+        return y.masked_fill(hit, float("nan"))
+    if isinstance(w.weight, DepthwiseWeight):
+        return conv2d_depthwise(x, w.weight, w.shape, bias, stride, padding, dilation, act, library=library)
+    return conv2d_gemm(x, w.weight, w.shape, bias, stride, padding, dilation, groups, act, library=library)

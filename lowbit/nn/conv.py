@@ -100,9 +100,10 @@ class _QuantConvNd(QuantModule):
             pads = [(0, 0)] * len(pads)
         w = self.dense_weight("weight", x)
         if w is not None:
-            b = self.bias if self.bias is None or self.bias.dtype == w.dtype else self.bias.to(w.dtype)
-            y = F.conv2d(x if x.dtype == w.dtype else x.to(w.dtype), w.reshape(shape4d), b, list(stride),
-                         [a for a, _ in pads], list(dilation), self.groups)
+            bias = self.bias
+            b = bias if bias is None or bias.dtype == w.dtype else bias.to(w.dtype)
+            y = F.conv2d(x if x.dtype == w.dtype else x.to(w.dtype), w.view(shape4d), b, stride,
+                         [a for a, _ in pads], dilation, self.groups)
             return y if y.dtype == x.dtype else y.to(x.dtype)
         packed, scale, zero, _, bits, block = self._op_args("weight")
         return ops.conv2d(x, packed, scale, zero, self.bias, shape4d, bits, block, list(stride),

@@ -11,15 +11,48 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from ..kernels import cpu_conv
 from ..quant.format import QuantizedWeight
 from ..runtime.dispatch import Decision, Kernel, WeightFormat, select_conv
-from .weight_cache import backend, forcing, prepared
+from ..runtime.executor import kernel_module
+from .weight_cache import backend, choose, compute_view, entry_for, forcing, fresh_entry, m_bucket, prepared
+
+
+def conv_plan(device_type: str, m: int, packed, scale, zero, shape, bits: int, block_size: int, groups: int,
+              memory: str, precision: str):
+    """(decision, compute dtype, prepared weight) for a conv call with M output pixels; the prepared weight is the
+    float (O, C/groups, kh, kw) copy for DENSE, the native conv's layout for CPU_INT4 on the CPU, else the
+    QuantizedWeight view (EMULATED, im2col + a Linear kernel).
+
+    The hot path is the Linear op's: one fresh-entry check and one dict lookup (the per-layer overhead is what keeps
+    memory Normal within a few percent of fp32 on nets of many small convs). Nothing kept holds `packed` itself
+    (the cache is keyed weakly by it).
+    """
+    entry = fresh_entry(packed, scale, zero)
+    key = ("conv", device_type, m_bucket(m), memory, precision, groups)
+    if not forcing() and entry is not None and key in entry.plans:
+        return entry.plans[key]
+    qw = compute_view(packed, scale, zero, shape, bits, block_size)
+    entry = entry_for(qw)
+    decision, dtype = choose(qw, entry, device_type, m, memory, precision, shape[0] // groups)
+    decision = conv_decision(decision, qw, entry, device_type, groups, memory, precision)
+    kernel = decision.kernel
+    if kernel is Kernel.DENSE:
+        plan = (decision, dtype, prepared(entry, kernel, qw, dtype).reshape(shape))
+    elif kernel is Kernel.CPU_INT4 and _native_serves(device_type, qw, groups):
+        plan = (decision, dtype, _native(entry, qw, groups))
+    else:
+        return decision, dtype, (qw, entry)  # per call: these paths read the packed buffers
+    if not forcing():
+        entry.plans[key] = plan
+    return plan
+
+
+def _native_serves(device_type: str, qw: QuantizedWeight, groups: int) -> bool:
+    cpu_conv = kernel_module("cpu_conv") if device_type == "cpu" else None
+    return cpu_conv is not None and cpu_conv.native_conv_reason(qw, groups) is None
 
 
 def conv_decision(decision: Decision, qw: QuantizedWeight, entry, device_type: str, groups: int, memory: str,
@@ -31,8 +64,10 @@ def conv_decision(decision: Decision, qw: QuantizedWeight, entry, device_type: s
     if key not in entry.decisions:
         o, ig, kh, kw = qw.shape
         fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, o // groups, ig * kh * kw, entry.refused)
-        refusal = cpu_conv.native_conv_reason(qw, groups) if device_type == "cpu" else "not on the CPU"
-        depthwise = cpu_conv.conv_kind(qw.shape, groups) == "depthwise"
+        cpu_conv = kernel_module("cpu_conv")  # at call time: importing lowbit.nn loads no kernel family
+        refusal = "not on the CPU" if device_type != "cpu" else "lowbit.kernels.cpu_conv is missing" \
+            if cpu_conv is None else cpu_conv.native_conv_reason(qw, groups)
+        depthwise = ig == 1 and groups > 1
         entry.decisions[key] = select_conv(decision, device_type, fmt, groups, depthwise, refusal,
                                            backend(memory, precision))
     return entry.decisions[key]
@@ -42,24 +77,22 @@ def _native(entry, qw: QuantizedWeight, groups: int):
     """The native conv's prepared weight, built once per layer (kept in the weight's cache)."""
     key = (Kernel.CPU_INT4, "conv", groups)
     if key not in entry.prepared:
-        entry.prepared[key] = cpu_conv.prepare_conv(qw, groups)
+        entry.prepared[key] = kernel_module("cpu_conv").prepare_conv(qw, groups)
     return entry.prepared[key]
 
 
-def run_conv(x: torch.Tensor, qw: QuantizedWeight, entry, kernel: Kernel, dtype: torch.dtype, bias, stride, padding,
-             dilation, groups: int) -> torch.Tensor:
-    """F.conv2d(x (B, C, H, W), W, bias) in `dtype` with `kernel`; returns (B, O, OH, OW) in `dtype`, contiguous."""
-    shape = list(qw.shape)
+def run_conv(x: torch.Tensor, kernel: Kernel, dtype: torch.dtype, prep, bias, stride, padding, dilation,
+             groups: int) -> torch.Tensor:
+    """F.conv2d(x (B, C, H, W), W, bias) in `dtype` with `kernel` and its prepared weight from `conv_plan`; returns
+    (B, O, OH, OW) in `dtype`."""
     xc = x.to(dtype)
-    if kernel in (Kernel.DENSE, Kernel.EMULATED):
-        w = prepared(entry, kernel, qw, dtype).reshape(shape) if kernel is Kernel.DENSE \
-            else qw.dequantize(dtype)
-        return F.conv2d(xc, w, bias, stride, padding, dilation, groups)
-    if kernel is Kernel.CPU_INT4 and x.device.type == "cpu" and cpu_conv.native_conv_reason(qw, groups) is None:
-        if not math.isfinite(x.sum(dtype=torch.float32).item()):
-            return F.conv2d(xc, qw.dequantize(dtype), bias, stride, padding, dilation, groups)
-        y = cpu_conv.conv2d_native(xc, _native(entry, qw, groups), shape, bias, stride, padding, dilation, groups)
-        return y.to(dtype)
+    if kernel is Kernel.DENSE:
+        return F.conv2d(xc, prep, bias, stride, padding, dilation, groups)
+    if not isinstance(prep, tuple):  # the native conv's prepared weight (NaN / inf handled there)
+        return kernel_module("cpu_conv").conv2d_native(xc, prep, bias, stride, padding, dilation, groups).to(dtype)
+    qw, entry = prep
+    if kernel is Kernel.EMULATED:
+        return F.conv2d(xc, qw.dequantize(dtype), bias, stride, padding, dilation, groups)
     return _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation, groups)
 
 

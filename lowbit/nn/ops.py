@@ -137,16 +137,14 @@ def _conv2d_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
                  bias: torch.Tensor | None, shape: list[int], bits: int, block_size: int, stride: list[int],
                  padding: list[int], dilation: list[int], groups: int, memory: str, precision: str) -> torch.Tensor:
     """F.conv2d(x (B, C, H, W), W (O, C/groups, kh, kw), bias) with W packed along the flattened (C/groups, kh, kw)."""
-    qw = compute_view(packed, scale, zero, shape, bits, block_size)
-    o, _, kh, kw = shape
-    oh = conv2d_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
-    ow = conv2d_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
-    entry = entry_for(qw)
-    decision, dtype = choose(qw, entry, x.device.type, x.shape[0] * oh * ow, memory, precision, o // groups)
-    decision = conv_exec.conv_decision(decision, qw, entry, x.device.type, groups, memory, precision)
+    oh = conv2d_out_size(x.shape[2], shape[2], stride[0], padding[0], dilation[0])
+    ow = conv2d_out_size(x.shape[3], shape[3], stride[1], padding[1], dilation[1])
+    m = x.shape[0] * oh * ow
+    decision, dtype, prep = conv_exec.conv_plan(x.device.type, m, packed, scale, zero, shape, bits, block_size,
+                                                     groups, memory, precision)
     warn_fallback(decision)  # once per distinct reason, whichever layer asks first
     b = bias.to(dtype) if bias is not None else None
-    y = conv_exec.run_conv(x, qw, entry, decision.kernel, dtype, b, stride, padding, dilation, groups)
+    y = conv_exec.run_conv(x, decision.kernel, dtype, prep, b, stride, padding, dilation, groups)
     return y.to(x.dtype).contiguous()  # the layout the fake implementation promises
 
 

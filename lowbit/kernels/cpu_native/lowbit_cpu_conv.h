@@ -28,59 +28,93 @@ static inline float lb_act(float v, int act) {
     return v;
 }
 
-/* Output columns [lo, hi) whose input column ow * sw + off lies inside [0, W). */
-static inline void lb_valid_cols(int64_t off, int64_t sw, int64_t W, int64_t OW, int64_t* lo, int64_t* hi) {
-    int64_t l = off < 0 ? (-off + sw - 1) / sw : 0;
-    int64_t h = W - 1 - off < 0 ? 0 : (W - 1 - off) / sw + 1;
-    *lo = lb_min(l, OW);
-    *hi = lb_min(h, OW);
-    if (*hi < *lo) *hi = *lo;
+/* Channel plane xp (H, W) -> zero-padded rows split by column phase: padded column c of padded row r lands at
+   buf[(r * sw + c % sw) * Wq + c / sw], so a tap's inputs for consecutive output columns are contiguous whatever the
+   stride. Hp = H + 2 ph + extra rows a tap may reach, Wq = the per-phase row length. */
+static void dw_pad(const float* xp, const int64_t* geo, int64_t Hp, int64_t Wq, float* buf) {
+    const int64_t H = geo[2], W = geo[3], sw = geo[8], ph = geo[9], pw = geo[10];
+    memset(buf, 0, (size_t)(Hp * sw * Wq) * sizeof(float));
+    for (int64_t h = 0; h < H; ++h) {
+        const float* xr = xp + h * W;
+        float* rows = buf + (h + ph) * sw * Wq;
+        if (sw == 1) {
+            memcpy(rows + pw, xr, (size_t)W * sizeof(float));
+            continue;
+        }
+        for (int64_t p = 0; p < sw; ++p) /* phase p holds padded columns p, p + sw, ...: input column c - pw */
+            for (int64_t i = 0, c = p; i < Wq && c < W + pw; ++i, c += sw)
+                if (c >= pw) rows[p * Wq + i] = xr[c - pw];
+    }
 }
 
-/* One output plane of one depthwise channel: yp (OH, OW) = sum over taps of w[tap] * shifted xp (H, W) + bias. */
-static void dw_plane(const float* xp, const float* w, float bias, int act, const int64_t* geo, float* yp) {
-    const int64_t H = geo[2], W = geo[3], kh = geo[5], kw = geo[6], sh = geo[7], sw = geo[8], ph = geo[9];
-    const int64_t pw = geo[10], dh = geo[11], dw = geo[12], OH = geo[13], OW = geo[14];
+#define LB_DW_V 16 /* output columns accumulated in registers at once: two vectors of 8 */
+/* 8 floats as one GCC/Clang vector (SSE/AVX/NEON, whatever the variant's flags give), unaligned loads allowed */
+typedef float lb_v8 __attribute__((vector_size(32), aligned(4)));
+
+/* One output plane of one depthwise channel from its padded, phase-split plane: yp (OH, OW) = sum over taps of
+   w[tap] * input + bias, then act; 16 columns at a time with the accumulators in registers. */
+static void dw_plane(const float* buf, int64_t Wq, const float* w, float bias, int act, const int64_t* geo,
+                     float* yp) {
+    const int64_t kh = geo[5], kw = geo[6], sh = geo[7], sw = geo[8], dh = geo[11], dw = geo[12];
+    const int64_t OH = geo[13], OW = geo[14], K = kh * kw;
+    const float* src[LB_DW_MAX_K];
     for (int64_t oh = 0; oh < OH; ++oh) {
-        float* yr = yp + oh * OW;
-        for (int64_t ow = 0; ow < OW; ++ow) yr[ow] = bias;
-        for (int64_t i = 0; i < kh; ++i) {
-            const int64_t ih = oh * sh - ph + i * dh;
-            if (ih < 0 || ih >= H) continue;
-            const float* xr = xp + ih * W;
+        for (int64_t i = 0; i < kh; ++i)
             for (int64_t j = 0; j < kw; ++j) {
-                const int64_t off = j * dw - pw;
-                int64_t lo, hi;
-                lb_valid_cols(off, sw, W, OW, &lo, &hi);
-                const float wv = w[i * kw + j];
-                if (sw == 1) {
-                    const float* xs = xr + off;
-                    for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xs[ow];
-                } else {
-                    for (int64_t ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow * sw + off];
-                }
+                const int64_t c = j * dw;
+                src[i * kw + j] = buf + ((oh * sh + i * dh) * sw + c % sw) * Wq + c / sw;
             }
+        float* yr = yp + oh * OW;
+        int64_t ow = 0;
+        for (; ow + LB_DW_V <= OW; ow += LB_DW_V) {
+            lb_v8 a0 = {bias, bias, bias, bias, bias, bias, bias, bias}, a1 = a0;
+            for (int64_t t = 0; t < K; ++t) {
+                const float* s = src[t] + ow;
+                a0 += w[t] * *(const lb_v8*)s;
+                a1 += w[t] * *(const lb_v8*)(s + 8);
+            }
+            float acc[LB_DW_V];
+            memcpy(acc, &a0, sizeof a0);
+            memcpy(acc + 8, &a1, sizeof a1);
+            for (int v = 0; v < LB_DW_V; ++v) yr[ow + v] = act ? lb_act(acc[v], act) : acc[v];
         }
-        if (act)
-            for (int64_t ow = 0; ow < OW; ++ow) yr[ow] = lb_act(yr[ow], act);
+        for (; ow < OW; ++ow) {
+            float acc = bias;
+            for (int64_t t = 0; t < K; ++t) acc += w[t] * src[t][ow];
+            yr[ow] = lb_act(acc, act);
+        }
     }
 }
 
 /* Depthwise conv: q uint8 (O, K) codes, ws / wz fp32 (O, nb) scale and zero per block of gk taps; bias (O,) or
-   NULL. Output channel o reads input channel o / (O / C). */
+   NULL. Output channel o reads input channel o / (O / C); its input plane is padded once per channel. */
 void lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const float* ws, const float* wz, int64_t gk,
                int64_t nb, const float* bias, int act, float* y, int nt) {
     const int64_t B = geo[0], C = geo[1], H = geo[2], W = geo[3], O = geo[4], K = geo[5] * geo[6];
-    const int64_t OH = geo[13], OW = geo[14], mult = O / C;
-    #pragma omp parallel for num_threads(nt) schedule(static) if (B * O * OH * OW * K > 65536)
-    for (int64_t bo = 0; bo < B * O; ++bo) {
-        const int64_t b = bo / O, o = bo % O;
-        float w[LB_DW_MAX_K];
-        for (int64_t k = 0; k < K; ++k) {
-            const int64_t blk = k / gk;
-            w[k] = ((float)q[o * K + k] - wz[o * nb + blk]) * ws[o * nb + blk];
+    const int64_t sh = geo[7], sw = geo[8], ph = geo[9], pw = geo[10], OH = geo[13], OW = geo[14], mult = O / C;
+    /* rows and phase columns any tap reaches, plus the padding: (OH - 1) * sh + (kh - 1) * dh + 1 rows */
+    const int64_t reach = (OH - 1) * sh + (geo[5] - 1) * geo[11] + 1, Hp = reach > H + 2 * ph ? reach : H + 2 * ph;
+    const int64_t span = (OW - 1) * sw + (geo[6] - 1) * geo[12] + 1, Wp = span > W + 2 * pw ? span : W + 2 * pw;
+    const int64_t Wq = (Wp + sw - 1) / sw + LB_DW_V;
+    #pragma omp parallel num_threads(nt) if (B * O * OH * OW * K > 65536)
+    {
+        float* buf = (float*)malloc((size_t)(Hp * sw * Wq) * sizeof(float));
+        int64_t held = -1; /* the (b, input channel) plane in buf */
+        #pragma omp for schedule(static)
+        for (int64_t bo = 0; bo < B * O; ++bo) {
+            const int64_t b = bo / O, o = bo % O;
+            float w[LB_DW_MAX_K];
+            for (int64_t k = 0; k < K; ++k) {
+                const int64_t blk = k / gk;
+                w[k] = ((float)q[o * K + k] - wz[o * nb + blk]) * ws[o * nb + blk];
+            }
+            if (b * C + o / mult != held) {
+                held = b * C + o / mult;
+                dw_pad(x + held * H * W, geo, Hp, Wq, buf);
+            }
+            dw_plane(buf, Wq, w, bias ? bias[o] : 0.f, act, geo, y + bo * OH * OW);
         }
-        dw_plane(x + (b * C + o / mult) * H * W, w, bias ? bias[o] : 0.f, act, geo, y + bo * OH * OW);
+        free(buf);
     }
 }
 
