@@ -128,3 +128,13 @@ def test_non_finite_input_gives_nan_where_it_reaches(rng):
     ref = F.conv2d(x.double(), qw.dequantize(torch.float64), None, 1, 1)
     assert torch.equal(y.isnan(), ~ref.isfinite())
     assert sqnr(ref[ref.isfinite()], y[y.isfinite()].double()) >= GEMM_SQNR
+
+
+def test_summary_names_the_float_copies():
+    from lowbit.nn import quantize
+
+    model = quantize(nn.Sequential(nn.Conv2d(64, 256, 3), nn.Conv2d(256, 64, 3), nn.Conv2d(64, 128, 5, groups=64)))
+    notes = {r.name: r.config for r in model.lowbit_summary.swapped}
+    assert notes["0"] == "int4 b64 asym rtn"  # N=256, K=576: the native kernel is faster
+    assert notes["1"].endswith("[memory Low on CPU: float copy, N=64, K=2304]")
+    assert notes["2"].endswith("[memory Low on CPU: float copy, depthwise]")

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..quant.format import QuantizedWeight
 from ..runtime.config import BackendConfig
+from ..runtime.dispatch import conv_native_reason
 from . import ops
 from .linear import QuantModule
 
@@ -23,6 +24,17 @@ _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
 def _tuple(v, n: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+def float_copy_note(conv: nn.Module) -> str:
+    """For the quantize summary: " [memory Low on CPU: float copy, <shape>]" when dispatch's measured conv rule
+    (`dispatch.conv_native_reason`) runs this float conv's quantized twin from a float copy at memory Low, else ""."""
+    if not isinstance(conv, (nn.Conv1d, nn.Conv2d)):
+        return ""
+    n, k, depthwise = conv.out_channels // conv.groups, conv.weight[0].numel(), conv.weight.shape[1] == 1 < conv.groups
+    if conv_native_reason(n, k, depthwise) is None:
+        return ""
+    return f" [memory Low on CPU: float copy, {'depthwise' if depthwise else f'N={n}, K={k}'}]"
 
 
 class _QuantConvNd(QuantModule):
