@@ -138,3 +138,32 @@ def test_summary_names_the_float_copies():
     assert notes["0"] == "int4 b64 asym rtn"  # N=256, K=576: the native kernel is faster
     assert notes["1"].endswith("[memory Low on CPU: float copy, N=64, K=2304]")
     assert notes["2"].endswith("[memory Low on CPU: float copy, depthwise]")
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_static_depthwise_runs_the_direct_kernel(rng, relu, monkeypatch):
+    """Static INT8 depthwise conv through lb_dwconv (no im2col) matches its integer math in float64."""
+    from lowbit.static import StaticConfig, quantize_static
+
+    conv = nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24).eval()
+    layers = [conv, nn.ReLU()] if relu else [conv]
+    x = torch.randn(2, 24, 11, 10, generator=rng)
+    model = quantize_static(nn.Sequential(*layers).eval(), [x], StaticConfig(), progress=False)
+    layer = model[0]
+    calls = []
+    real = cpu_conv.conv2d_depthwise
+    monkeypatch.setattr(cpu_conv, "conv2d_depthwise", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        y = model(x)
+    assert calls, "the static depthwise conv did not run the direct kernel"
+    w = layer.prepared()
+    xi = torch.div(x.double(), layer.input_scale).round().clamp(-layer.input_clamp, layer.input_clamp)
+    wq = w.wt.t().double().reshape(24, 1, 3, 3)
+    ref = F.conv2d(xi, wq, None, 2, 1, 1, 24) * (w.scale.double() * layer.input_scale).reshape(1, -1, 1, 1)
+    ref = ref + conv.bias.double().reshape(1, -1, 1, 1)
+    ref = ref.relu() if relu else ref
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    x[1, 3, 2, 2] = float("nan")
+    with torch.no_grad():
+        y = model(x)
+    assert y[1].isnan().all() and y[0].isfinite().all()

@@ -33,7 +33,7 @@ static inline float lb_act(float v, int act) {
    stride. Hp = H + 2 ph + extra rows a tap may reach, Wq = the per-phase row length. */
 static void dw_pad(const float* xp, const int64_t* geo, int64_t Hp, int64_t Wq, float* buf) {
     const int64_t H = geo[2], W = geo[3], sw = geo[8], ph = geo[9], pw = geo[10];
-    memset(buf, 0, (size_t)(Hp * sw * Wq) * sizeof(float));
+    memset(buf, 0, (size_t)((Hp * sw + 1) * Wq) * sizeof(float));
     for (int64_t h = 0; h < H; ++h) {
         const float* xr = xp + h * W;
         float* rows = buf + (h + ph) * sw * Wq;
@@ -65,8 +65,8 @@ static void dw_plane(const float* buf, int64_t Wq, const float* w, float bias, i
                 src[i * kw + j] = buf + ((oh * sh + i * dh) * sw + c % sw) * Wq + c / sw;
             }
         float* yr = yp + oh * OW;
-        int64_t ow = 0;
-        for (; ow + LB_DW_V <= OW; ow += LB_DW_V) {
+        /* whole vectors also past OW on the last block: the plane's rows carry LB_DW_V columns of slack */
+        for (int64_t ow = 0; ow < OW; ow += LB_DW_V) {
             lb_v8 a0 = {bias, bias, bias, bias, bias, bias, bias, bias}, a1 = a0;
             for (int64_t t = 0; t < K; ++t) {
                 const float* s = src[t] + ow;
@@ -76,12 +76,8 @@ static void dw_plane(const float* buf, int64_t Wq, const float* w, float bias, i
             float acc[LB_DW_V];
             memcpy(acc, &a0, sizeof a0);
             memcpy(acc + 8, &a1, sizeof a1);
-            for (int v = 0; v < LB_DW_V; ++v) yr[ow + v] = act ? lb_act(acc[v], act) : acc[v];
-        }
-        for (; ow < OW; ++ow) {
-            float acc = bias;
-            for (int64_t t = 0; t < K; ++t) acc += w[t] * src[t][ow];
-            yr[ow] = lb_act(acc, act);
+            const int64_t n = lb_min(LB_DW_V, OW - ow);
+            for (int64_t v = 0; v < n; ++v) yr[ow + v] = act ? lb_act(acc[v], act) : acc[v];
         }
     }
 }
@@ -98,7 +94,7 @@ void lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const float
     const int64_t Wq = (Wp + sw - 1) / sw + LB_DW_V;
     #pragma omp parallel num_threads(nt) if (B * O * OH * OW * K > 65536)
     {
-        float* buf = (float*)malloc((size_t)(Hp * sw * Wq) * sizeof(float));
+        float* buf = (float*)malloc((size_t)((Hp * sw + 1) * Wq) * sizeof(float));
         int64_t held = -1; /* the (b, input channel) plane in buf */
         #pragma omp for schedule(static)
         for (int64_t bo = 0; bo < B * O; ++bo) {
