@@ -269,8 +269,9 @@ def reset_fallback_warnings() -> None:
 # the GEMM's N (output channels per group) amortizes the per-pixel activation quantization and K fills the 64-code
 # rows. Measured once, 1 thread, EPYC Zen 4 (avx512vnni variant; bench/results/convnet*.md): N=64 K=576 (resnet18
 # layer1) 0.6-0.8x, N=128 K=1152 1.04x, N>=256 4-9x; 1x1 N=576 K=96 1.3x, N=24..144 with K=16..96 0.1-0.3x; the
-# direct depthwise kernel 0.2-0.6x of torch's fp32 depthwise (K=9..25). Below these, a float copy of that layer is
-# faster, and costs little: such layers hold few weights (resnet18: stem + layer1 1.4%).
+# direct depthwise kernel 0.3-0.8x of torch's fp32 depthwise (K=9..25, mobilenet shapes). Below these, a float copy
+# of that layer is faster; such layers hold 1.4% of resnet18's quantized conv weights (stem, layer1), 16% of
+# mobilenet_v2's, 40% of mobilenet_v3_small's.
 CONV_NATIVE_MIN_N = 128
 CONV_NATIVE_MIN_K = 64
 
