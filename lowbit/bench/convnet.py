@@ -149,7 +149,8 @@ def bench_case(name: str, batch: int, threads: int, rounds: int, peers: bool = F
             wall, cpu = interleaved({k: functools.partial(m, x) for k, m in mods.items()}, rounds)
     fp32, fp32_cpu = wall["torch fp32"], cpu["torch fp32"]
     return [Row({"model": name, "batch": batch, "threads": threads, "method": k, "ms": ms, "cpu ms": cpu[k],
-                 "vs fp32": fp32 / ms, "vs fp32 (cpu)": fp32_cpu / cpu[k], "SQNR dB": sq[k], "float copies": float_copies(mods[k]) if isinstance(mods[k], nn.Module) else "", "load": load0})
+                 "vs fp32": fp32 / ms, "vs fp32 (cpu)": fp32_cpu / cpu[k], "SQNR dB": sq[k],
+                 "float copies": float_copies(mods[k]) if isinstance(mods[k], nn.Module) else "", "load": load0})
             for k, ms in wall.items()]
 
 
@@ -174,6 +175,7 @@ def main(argv=None):
         for name in models:
             for batch in map(int, args.batches.split(",")):
                 rows += bench_case(name, batch, threads, rounds, args.peers)
+                print(f"done: {name} batch {batch}, {threads} thread(s)", flush=True)
     env = describe_environment()
     env["cpu"] = cpu_model()
     env["load after"] = load_average()
