@@ -71,6 +71,8 @@ def add_parser(sub) -> None:
     p.add_argument("--calib-limit", type=int, default=None, metavar="N", help="at most N --calib items (with "
                    "--calib minilm: sentences, default 256)")
     p.add_argument("--no-float", action="store_true", help="no fp16 ('keep float') candidate")
+    p.add_argument("--memory", default="low", choices=("low", "normal", "high", "none"),
+                   help="report the plan's measured speed against fp32 at this memory mode (default low; none: skip)")
     p.add_argument("--skip", action="append", default=[], help="layer name or glob kept float (repeatable)")
     p.add_argument("--mode", default="anchors", choices=("anchors", "all"),
                    help="sensitivity: 'anchors' (3 runs per Linear layer, fast; default) or 'all' (every candidate)")
@@ -131,6 +133,7 @@ def _candidates(args):
 
 def run(args: argparse.Namespace) -> int:
     from ..auto import auto_quantize
+    from ..auto.speed import plan_speed
     from .convert_model import build_model
 
     size = parse_size(args.size) if args.size is not None else None
@@ -163,5 +166,10 @@ def run(args: argparse.Namespace) -> int:
     how = (f"apply with: lowbit convert --model {args.model} {fit} --config {args.out} --float-inputs OUT "
            "(GPTQ layers need the data they were fitted on)"
            if plan.needs_calibration else f"apply with: lowbit convert IN OUT --config {args.out}")
-    print(json.dumps(plan.to_dict(), indent=1) if args.json else f"{plan.table()}\n\nwrote {args.out}; {how}")
+    # GPTQ layers are refitted as in the tuning: on --calib, else on the tuning data's fit items
+    speed = None if args.memory == "none" else plan_speed(plan, model, data, args.memory,
+                                                         calibration if calibration is not None else data)
+    report = {**plan.to_dict(), "measured_speed": None if speed is None else speed.describe()}
+    line = "" if speed is None else "\n" + speed.describe()
+    print(json.dumps(report, indent=1) if args.json else f"{plan.table()}{line}\n\nwrote {args.out}; {how}")
     return 0

@@ -20,6 +20,7 @@ SUITES = {
     "auto": "auto quantization on MiniLM: plans vs uniform settings at equal size and error, tuning time",
     "static_int8": "static W8A8 Linear 4096^2 and a conv net vs torch fp32 / dynamic int8 (interleaved timing)",
     "mnn": "lowbit vs MNN 3.6 at memory Low, 1 thread (int4 b128, int8 per channel); needs the mnn extra",
+    "convnet": "conv nets (resnet18, mobilenet_v2, mobilenet_v3_small, seqnet): fp32 / dynamic / lowbit modes / static",
 }
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..quant.format import QuantizedWeight
 from ..runtime.config import BackendConfig
+from ..runtime.dispatch import conv_native_reason
 from . import ops
 from .linear import QuantModule
 
@@ -23,6 +24,17 @@ _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
 def _tuple(v, n: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
+def float_copy_note(conv: nn.Module) -> str:
+    """For the quantize summary: " [memory Low on CPU: float copy, <shape>]" when dispatch's measured conv rule
+    (`dispatch.conv_native_reason`) runs this float conv's quantized twin from a float copy at memory Low, else ""."""
+    if not isinstance(conv, (nn.Conv1d, nn.Conv2d)):
+        return ""
+    n, k, depthwise = conv.out_channels // conv.groups, conv.weight[0].numel(), conv.weight.shape[1] == 1 < conv.groups
+    if conv_native_reason(n, k, depthwise) is None:
+        return ""
+    return f" [memory Low on CPU: float copy, {'depthwise' if depthwise else f'N={n}, K={k}'}]"
 
 
 class _QuantConvNd(QuantModule):
@@ -47,6 +59,8 @@ class _QuantConvNd(QuantModule):
         self.stride, self.dilation = _tuple(stride, d), _tuple(dilation, d)
         self.padding = padding if isinstance(padding, str) else _tuple(padding, d)
         self.groups, self.padding_mode = groups, padding_mode
+        # the largest dilated kernel span: an input at least this big fits whatever the padding (_check's fast path)
+        self._span = max(dl * (k - 1) + 1 for dl, k in zip(self.dilation, self.kernel_size, strict=True))
         self.set_quantized("weight", weight)
         self.set_bias(bias)
 
@@ -68,6 +82,9 @@ class _QuantConvNd(QuantModule):
         """A float (B, C, *spatial) or unbatched (C, *spatial) input with C = in_channels, no smaller than the
         (dilated) kernel once padded."""
         d = self._dims
+        if (type(x) is torch.Tensor and x.dim() == d + 2 and x.shape[1] == self.in_channels and x.is_floating_point()
+                and min(x.shape[2:]) >= self._span):
+            return  # the usual batched input, checked in ~1 us (the full check costs ~20 us per call)
         spatial = "H, W" if d == 2 else "L"
         layout = f"(B, {self.in_channels}, {spatial}) or ({self.in_channels}, {spatial})"
         self.check_input(x, lambda t: t.dim() in (d + 1, d + 2) and t.shape[-d - 1] == self.in_channels, layout)
@@ -95,9 +112,10 @@ class _QuantConvNd(QuantModule):
             pads = [(0, 0)] * len(pads)
         w = self.dense_weight("weight", x)
         if w is not None:
-            b = self.bias if self.bias is None or self.bias.dtype == w.dtype else self.bias.to(w.dtype)
-            y = F.conv2d(x if x.dtype == w.dtype else x.to(w.dtype), w.reshape(shape4d), b, list(stride),
-                         [a for a, _ in pads], list(dilation), self.groups)
+            bias = self.bias
+            b = bias if bias is None or bias.dtype == w.dtype else bias.to(w.dtype)
+            y = F.conv2d(x if x.dtype == w.dtype else x.to(w.dtype), w.view(shape4d), b, stride,
+                         [a for a, _ in pads], dilation, self.groups)
             return y if y.dtype == x.dtype else y.to(x.dtype)
         packed, scale, zero, _, bits, block = self._op_args("weight")
         return ops.conv2d(x, packed, scale, zero, self.bias, shape4d, bits, block, list(stride),

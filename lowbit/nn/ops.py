@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from ..runtime import executor
 from ..runtime.dispatch import Kernel, warn_fallback
+from . import conv_exec
 from .weight_cache import choose, compute_view, entry_for, forcing, fresh_entry, m_bucket, prepared
 
 
@@ -136,31 +136,15 @@ def _conv2d_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
                  bias: torch.Tensor | None, shape: list[int], bits: int, block_size: int, stride: list[int],
                  padding: list[int], dilation: list[int], groups: int, memory: str, precision: str) -> torch.Tensor:
     """F.conv2d(x (B, C, H, W), W (O, C/groups, kh, kw), bias) with W packed along the flattened (C/groups, kh, kw)."""
-    qw = compute_view(packed, scale, zero, shape, bits, block_size)
-    o, _, kh, kw = shape
-    oh = conv2d_out_size(x.shape[2], kh, stride[0], padding[0], dilation[0])
-    ow = conv2d_out_size(x.shape[3], kw, stride[1], padding[1], dilation[1])
-    entry = entry_for(qw)
-    decision, dtype = choose(qw, entry, x.device.type, x.shape[0] * oh * ow, memory, precision, o // groups)
+    oh = conv2d_out_size(x.shape[2], shape[2], stride[0], padding[0], dilation[0])
+    ow = conv2d_out_size(x.shape[3], shape[3], stride[1], padding[1], dilation[1])
+    m = x.shape[0] * oh * ow
+    decision, dtype, prep = conv_exec.conv_plan(x.device.type, m, packed, scale, zero, shape, bits, block_size,
+                                                     groups, memory, precision)
     warn_fallback(decision)  # once per distinct reason, whichever layer asks first
-    kernel = decision.kernel
     b = bias.to(dtype) if bias is not None else None
-    xc = x.to(dtype)
-    if kernel in (Kernel.DENSE, Kernel.EMULATED):
-        w = prepared(entry, kernel, qw, dtype).reshape(shape) if kernel is Kernel.DENSE else qw.dequantize(dtype)
-        return F.conv2d(xc, w, b, stride, padding, dilation, groups).to(x.dtype).contiguous()
-    cols = F.unfold(xc, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C*kh*kw, L)
-    batch, length = cols.shape[0], cols.shape[2]
-    cols = cols.view(batch, groups, qw.k, length)  # (B, g, K, L): unfold orders channels (C, kh, kw) like W
-    og = o // groups
-    outs = []
-    for g in range(groups):
-        rows = slice(g * og, (g + 1) * og)
-        w = prepared(entry, kernel, qw, dtype, rows=rows)  # the group's rows are sliced only when first prepared
-        a = cols[:, g].transpose(1, 2).reshape(batch * length, qw.k)  # (B*L, K)
-        outs.append(_run(kernel, w, a.contiguous(), b[rows] if b is not None else None))
-    y = torch.cat(outs, dim=1).view(batch, length, o).transpose(1, 2)  # (B*L, O) -> (B, O, L)
-    return y.reshape(batch, o, oh, ow).to(x.dtype).contiguous()  # the layout the fake implementation promises
+    y = conv_exec.run_conv(x, decision.kernel, dtype, prep, b, stride, padding, dilation, groups)
+    return y.to(x.dtype).contiguous()  # the layout the fake implementation promises
 
 
 quant_conv2d = torch.library.custom_op("lowbit::conv2d", _conv2d_impl, mutates_args=())

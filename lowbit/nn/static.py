@@ -196,6 +196,11 @@ class _StaticConv(_StaticMixin):
     def _conv2d(self, x, stride, dilation, pads, shape4d):
         """x (B, C, H, W) -> (B, O, OH, OW): quantize x with the fixed step, then the integer conv."""
         o, ig, kh, kw = shape4d
+        if ig == 1 < self.groups and self.padding_mode == "zeros" and all(a == b for a, b in pads) \
+                and x.device.type == "cpu" and kh * kw <= 64:
+            y = self._depthwise_native(x, stride, dilation, [a for a, _ in pads], shape4d)
+            if y is not None:
+                return y
         rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
         if self.groups == 1 and self.padding_mode == "zeros" and all(a == b for a, b in pads) \
                 and self.impl_for(rows, x.device) == "native":
@@ -228,6 +233,35 @@ class _StaticConv(_StaticMixin):
                 y[bad] = float("nan")
             return y
         return self._finish(acc, x.dtype, shape)
+
+    def _depthwise_native(self, x, stride, dilation, padding, shape4d):
+        """A depthwise conv through lowbit's direct depthwise kernel (lowbit.kernels.cpu_conv), no im2col: the input
+        quantized with the static step (round, clamp: integer-valued fp32), the int8 codes (+128 as uint8, zero 128)
+        with scale s_w * a, bias and the fused ReLU in the kernel. The integer products are exact in fp32; the sums
+        of K <= 64 taps round as the float path's fp32 conv of the codes does. Images holding a NaN or an inf come
+        back NaN, as on the other paths. None when the native kernels are unavailable."""
+        from ..runtime.executor import kernel_module
+
+        cpu_conv = kernel_module("cpu_conv")
+        if cpu_conv is None or not cpu_conv.cpu_native.available_native():
+            return None
+        key = self._packed_key()
+        held = self.__dict__.get("_dw_native")
+        if held is None or held[0] != key:
+            w = self.prepared()
+            codes = (w.wt.t().to(torch.int16) + 128).to(torch.uint8).contiguous()  # (O, kh*kw)
+            scale = (w.scale * self.input_scale).reshape(-1, 1).contiguous()
+            dw = cpu_conv.DepthwiseWeight(codes, scale, torch.full_like(scale, 128.0), codes.shape[1])
+            bias = None if self.bias is None else self.bias.detach().float().contiguous()
+            held = self.__dict__["_dw_native"] = (key, dw, bias)
+        _, dw, bias = held
+        xi = torch.div(x.float(), self.input_scale).round_().clamp_(-self.input_clamp, self.input_clamp)
+        y = cpu_conv.conv2d_depthwise(xi, dw, shape4d, bias, stride, padding, dilation,
+                                      "relu" if self.fused_relu else None)
+        bad = ~torch.isfinite(x.detach().abs().flatten(1).amax(1))
+        if bool(bad.any()):
+            y[bad] = float("nan")
+        return y.to(x.dtype)
 
     def extra_repr(self) -> str:
         relu = ", fused ReLU" if self.fused_relu else ""

@@ -18,7 +18,7 @@ from ..quant.format import QuantizedWeight
 from ..quant.quantize import quantize_weight
 from ..runtime.config import BackendConfig
 from . import weight_cache
-from .conv import QuantConv1d, QuantConv2d
+from .conv import QuantConv1d, QuantConv2d, float_copy_note
 from .linear import QuantLinear, QuantModule, as_backend
 from .lstm import QuantLSTM, lstm_param_names
 
@@ -165,7 +165,7 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend: BackendC
                 record.reason = f"cannot quantize: {e}"
             else:
                 weights.update({f"{name}.{p}" if name else p: qw for p, qw in packed.items()})
-                record.config = describe_config(layer_cfg)
+                record.config = describe_config(layer_cfg) + float_copy_note(module)
                 record.bytes_before = sum(tensor_nbytes(getattr(module, p)) for p in names)
                 record.bytes_after = sum(qw.nbytes for qw in packed.values())
         (summary.skipped if record.reason else summary.swapped).append(record)

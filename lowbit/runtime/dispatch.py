@@ -262,3 +262,50 @@ def warn_fallback(decision: Decision) -> bool:
 def reset_fallback_warnings() -> None:
     """Let every fallback reason warn again (tests)."""
     _FALLBACKS.reset()
+
+
+# Conv rows (lowbit.nn.conv): on the CPU, lowbit's native conv kernels (lowbit.kernels.cpu_conv: im2col fused with
+# the int8 activation quantization, then the Linear GEMM; a direct depthwise kernel) beat torch's fp32 conv only where
+# the GEMM's N (output channels per group) amortizes the per-pixel activation quantization and K fills the 64-code
+# rows. Measured once, 1 thread, EPYC Zen 4 (avx512vnni variant; bench/results/convnet*.md): N=64 K=576 (resnet18
+# layer1) 0.6-0.8x, N=128 K=1152 1.04x, N>=256 4-9x; 1x1 N=576 K=96 1.3x, N=24..144 with K=16..96 0.1-0.3x; the
+# direct depthwise kernel 0.3-0.8x of torch's fp32 depthwise (K=9..25, mobilenet shapes). Below these, a float copy
+# of that layer is faster; such layers hold 1.4% of resnet18's quantized conv weights (stem, layer1), 16% of
+# mobilenet_v2's, 40% of mobilenet_v3_small's.
+CONV_NATIVE_MIN_N = 128
+CONV_NATIVE_MIN_K = 64
+
+
+def conv_native_reason(n_per_group: int, k: int, depthwise: bool) -> str | None:
+    """Why lowbit's native conv kernel is slower than the float conv for this shape (None: it is faster)."""
+    if depthwise:
+        return "depthwise convs run faster as torch's fp32 depthwise conv than lowbit's direct kernel"
+    if n_per_group < CONV_NATIVE_MIN_N or k < CONV_NATIVE_MIN_K:
+        return (f"convs with fewer than {CONV_NATIVE_MIN_N} output channels per group or K < {CONV_NATIVE_MIN_K} "
+                "run faster as a float conv than lowbit's int8 conv kernel")
+    return None
+
+
+def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups: int, depthwise: bool,
+                native_refusal: str | None, backend: BackendConfig) -> Decision:
+    """Pure: the conv's kernel from the Linear dispatch's `decision` for its (N per group, K) weight.
+
+    A packed decision on the CPU becomes CPU_INT4 served by the native conv kernel (lowbit.kernels.cpu_conv) when
+    that kernel serves the weight (`native_refusal` is None) and is the faster one (`conv_native_reason`); else a float
+    copy of this layer (DENSE + fallback reason, warned once per reason). Without the native kernel a groups == 1 conv
+    keeps the Linear kernel on its im2col; a grouped one takes the float copy (never a per-group loop), on any device.
+    """
+    if decision.kernel not in PACKED_KERNELS or decision.kernel is Kernel.EMULATED:
+        return decision
+    if device_type == "cpu" and native_refusal is None:
+        why = conv_native_reason(fmt.n, fmt.k, depthwise)
+        return Decision(Kernel.CPU_INT4) if why is None else _conv_fallback(backend, fmt, device_type, why)
+    if groups > 1:
+        why = f"grouped convs have no packed kernel here ({native_refusal or 'the native conv kernel is CPU-only'})"
+        return _conv_fallback(backend, fmt, device_type, why)
+    return decision
+
+
+def _conv_fallback(backend: BackendConfig, fmt: WeightFormat, device: str, why: str) -> Decision:
+    asked = f"memory={backend.memory.value} for a {fmt.bits}-bit conv weight (group {fmt.group_size}) on {device}"
+    return Decision(Kernel.DENSE, f"{asked}: {why}; running a float copy of each such layer (built once)")

@@ -278,3 +278,4 @@ void lb_gemm_q8(const uint8_t* w, const float* ws, const float* wsz, int64_t N, 
 }
 
 #include "lowbit_cpu_static.h"  /* static W8A8: fixed-scale activations, int8 GEMM, fused epilogue */
+#include "lowbit_cpu_conv.h"  /* convolution on packed weights: depthwise direct, im2col-quant + the GEMM above */

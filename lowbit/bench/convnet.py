@@ -1,0 +1,187 @@
+"""Conv nets on the CPU: torch fp32 / torch dynamic int8 / lowbit int8 and int4 at memory Normal, Low and High /
+lowbit static INT8, on resnet18-, mobilenet_v2- and mobilenet_v3_small-shaped models (lowbit.bench.convnet_models)
+and the conv + BiLSTM test model (tests/seqnet.py, when the source tree is at hand), timed interleaved in one run.
+
+Per (model, batch, threads) every method runs once per round (rounds repeated; medians), so load changes hit all
+alike; with --threads 1 the process is pinned to one core. Each output is compared with fp32's (SQNR) before
+timing; "float copies" counts the quantized convs that run a float copy of their weight at that memory mode
+(dispatch.select_conv). Results: bench/results/convnet*.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import importlib.util
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .convnet_models import MODELS, build
+from .harness import Row, describe_environment, load_average, report
+from .static_int8 import _dynamic, _sqnr, cpu_model
+
+LOWBIT = (("int8 pc", 8, -1), ("int4 b64", 4, 64))
+MEMORIES = ("normal", "low", "high")
+
+
+def interleaved(fns: dict, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """({name: median wall ms}, {name: median process CPU ms}) per call, every fn once per round. Process CPU time
+    counts every thread of this process (MNN runs its work on its own thread) and not other jobs' time slices:
+    on a loaded machine it is the steadier of the two."""
+    for fn in fns.values():
+        fn()
+    wall = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            cpu[name].append((time.process_time() - c) * 1e3)
+            wall[name].append((time.perf_counter() - t) * 1e3)
+    return ({n: statistics.median(v) for n, v in wall.items()}, {n: statistics.median(v) for n, v in cpu.items()})
+
+
+def _seqnet() -> nn.Module | None:
+    path = Path(__file__).resolve().parents[2] / "tests" / "seqnet.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("lowbit_bench_seqnet", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(0)
+    return mod.SeqNet().eval().requires_grad_(False)
+
+
+def model_and_input(name: str, batch: int) -> tuple[nn.Module, torch.Tensor]:
+    if name == "seqnet":
+        return _seqnet(), torch.randn(batch, 16, 24)
+    return build(name), torch.randn(batch, 3, 224, 224)
+
+
+def float_copies(model: nn.Module) -> int:
+    """Quantized convs holding a float copy of their weight (DENSE prepared)."""
+    from ..nn import QuantConv1d, QuantConv2d
+    from ..nn.weight_cache import cached
+    from ..runtime import Kernel
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, (QuantConv1d, QuantConv2d)):
+            entry = cached(m._op_args("weight")[0])
+            n += entry is not None and any(k[0] is Kernel.DENSE for k in entry.prepared)
+    return n
+
+
+def methods(model: nn.Module, x: torch.Tensor, static: bool) -> dict[str, nn.Module]:
+    from ..nn import quantize
+    from ..quant import QuantConfig
+    from ..runtime import BackendConfig
+
+    out = {"torch fp32": model, "torch dynamic int8": _dynamic(copy.deepcopy(model))}
+    for label, bits, block in LOWBIT:
+        for memory in MEMORIES:
+            out[f"lowbit {label} {memory}"] = quantize(copy.deepcopy(model), QuantConfig(bits=bits, block_size=block),
+                                                      backend=BackendConfig(memory))
+    if static:
+        from ..static import StaticConfig, quantize_static
+
+        cal = [torch.randn_like(x[:1]) for _ in range(8)]
+        out["lowbit static INT8"] = quantize_static(copy.deepcopy(model), cal, StaticConfig(), progress=False)
+    return out
+
+
+class MnnModel:
+    """A converted .mnn model run by MNN's module API on the CPU at Memory_Low, precision Normal."""
+
+    def __init__(self, path: Path, threads: int):
+        import MNN.expr as F
+        import MNN.nn as nn
+
+        self._F = F
+        self._module = nn.load_module_from_file(str(path), ["x"], ["y"], memory_mode=F.MemoryMode.Low,
+                                                precision_mode=F.PrecisionMode.Normal, thread_num=threads)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        a = x.detach().contiguous().numpy()
+        y = self._module.forward([self._F.const(a, list(a.shape), self._F.NCHW)])[0]
+        return torch.from_numpy(self._F.convert(y, self._F.NCHW).read().copy())
+
+
+def mnn_methods(model: nn.Module, x: torch.Tensor, threads: int, tmp: Path) -> dict:
+    """MNN 3.x at Memory_Low on the same model: exported to ONNX, converted by MNN's converter with 8-bit per-channel
+    and 4-bit block-64 weights (the `mnn` suite's converter call); {} without MNN."""
+    from .mnn import convert_mnn, mnn_version
+
+    if mnn_version() is None:
+        return {}
+    onnx_path = tmp / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(onnx_path), dynamo=False, input_names=["x"], output_names=["y"])
+    out = {}
+    for label, bits, block in (("int8 pc", 8, -1), ("int4 b64", 4, 64)):
+        path = tmp / f"model_w{bits}.mnn"
+        convert_mnn(onnx_path, path, bits, block)
+        out[f"MNN {mnn_version()} {label} Memory_Low"] = MnnModel(path, threads)
+    return out
+
+
+def bench_case(name: str, batch: int, threads: int, rounds: int, peers: bool = False) -> list[Row]:
+    torch.set_num_threads(threads)
+    model, x = model_and_input(name, batch)
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+        warnings.simplefilter("ignore")  # the float-copy warnings are counted in the table instead
+        mods = methods(model, x, static=name != "seqnet")
+        if peers:
+            mods.update(mnn_methods(model, x, threads, Path(tmp)))
+        with torch.no_grad():
+            ref = model(x)
+            sq = {k: _sqnr(ref, m(x)) for k, m in mods.items()}
+            load0 = load_average()
+            wall, cpu = interleaved({k: functools.partial(m, x) for k, m in mods.items()}, rounds)
+    fp32, fp32_cpu = wall["torch fp32"], cpu["torch fp32"]
+    return [Row({"model": name, "batch": batch, "threads": threads, "method": k, "ms": ms, "cpu ms": cpu[k],
+                 "vs fp32": fp32 / ms, "vs fp32 (cpu)": fp32_cpu / cpu[k], "SQNR dB": sq[k],
+                 "float copies": float_copies(mods[k]) if isinstance(mods[k], nn.Module) else "", "load": load0})
+            for k, ms in wall.items()]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join([*MODELS, "seqnet"]))
+    p.add_argument("--batches", default="1")
+    p.add_argument("--threads", default="1")
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--quick", action="store_true", help="mobilenet_v3_small only, 3 rounds")
+    p.add_argument("--out", default="bench/results")
+    p.add_argument("--name", default="convnet")
+    p.add_argument("--peers", action="store_true", help="MNN at Memory_Low beside (needs the mnn extra)")
+    args = p.parse_args(argv)
+    models = ["mobilenet_v3_small"] if args.quick else args.models.split(",")
+    rounds = 3 if args.quick else args.rounds
+    rows = []
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    for threads in map(int, args.threads.split(",")):
+        if cores is not None:  # one thread pinned to one core; more threads on every core given
+            os.sched_setaffinity(0, {min(cores)} if threads == 1 else cores)
+        for name in models:
+            for batch in map(int, args.batches.split(",")):
+                rows += bench_case(name, batch, threads, rounds, args.peers)
+                print(f"done: {name} batch {batch}, {threads} thread(s)", flush=True)
+    env = describe_environment()
+    env["cpu"] = cpu_model()
+    env["load after"] = load_average()
+    report(args.name, rows, env, out_dir=args.out or None)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""How `lowbit::conv2d` computes once dispatch has chosen: the conv rows of the runtime (`dispatch.select_conv`).
+
+- DENSE / EMULATED: F.conv2d on the float weight (cached once / dequantized per call).
+- CPU_INT4 served by the native conv kernel (lowbit.kernels.cpu_conv): depthwise direct or im2col-quant + GEMM, the
+  prepared weight built once per layer. An input holding a NaN or an inf takes F.conv2d on the dequantized weight
+  for that call, so non-finite values propagate as in the float layer (int8 activations cannot carry them).
+- Any other packed kernel, groups == 1: im2col (F.unfold) + the Linear kernel in one call.
+- A forced kernel (tests, benchmarks) on a grouped conv that the native kernel does not serve: one Linear call per
+  group. Dispatch never picks this (it takes a float copy of the layer instead).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..quant.format import QuantizedWeight
+from ..runtime.dispatch import Decision, Kernel, WeightFormat, select_conv
+from ..runtime.executor import kernel_module
+from .weight_cache import backend, choose, compute_view, entry_for, forcing, fresh_entry, m_bucket, prepared
+
+
+def conv_plan(device_type: str, m: int, packed, scale, zero, shape, bits: int, block_size: int, groups: int,
+              memory: str, precision: str):
+    """(decision, compute dtype, prepared weight) for a conv call with M output pixels; the prepared weight is the
+    float (O, C/groups, kh, kw) copy for DENSE, the native conv's layout for CPU_INT4 on the CPU, else the
+    QuantizedWeight view (EMULATED, im2col + a Linear kernel).
+
+    The hot path is the Linear op's: one fresh-entry check and one dict lookup (the per-layer overhead is what keeps
+    memory Normal within a few percent of fp32 on nets of many small convs). Nothing kept holds `packed` itself
+    (the cache is keyed weakly by it).
+    """
+    entry = fresh_entry(packed, scale, zero)
+    key = ("conv", device_type, m_bucket(m), memory, precision, groups)
+    if not forcing() and entry is not None and key in entry.plans:
+        return entry.plans[key]
+    qw = compute_view(packed, scale, zero, shape, bits, block_size)
+    entry = entry_for(qw)
+    decision, dtype = choose(qw, entry, device_type, m, memory, precision, shape[0] // groups)
+    decision = conv_decision(decision, qw, entry, device_type, groups, memory, precision)
+    kernel = decision.kernel
+    if kernel is Kernel.DENSE:
+        plan = (decision, dtype, prepared(entry, kernel, qw, dtype).reshape(shape))
+    elif kernel is Kernel.CPU_INT4 and _native_serves(device_type, qw, groups):
+        plan = (decision, dtype, _native(entry, qw, groups))
+    else:
+        return decision, dtype, (qw, entry)  # per call: these paths read the packed buffers
+    if not forcing():
+        entry.plans[key] = plan
+    return plan
+
+
+def _native_serves(device_type: str, qw: QuantizedWeight, groups: int) -> bool:
+    cpu_conv = kernel_module("cpu_conv") if device_type == "cpu" else None
+    return cpu_conv is not None and cpu_conv.native_conv_reason(qw, groups) is None
+
+
+def conv_decision(decision: Decision, qw: QuantizedWeight, entry, device_type: str, groups: int, memory: str,
+                  precision: str) -> Decision:
+    """The conv's decision from the Linear dispatch's (`dispatch.select_conv`), cached per weight and decision."""
+    if forcing():
+        return decision
+    key = ("conv", decision, device_type, groups, memory, precision)
+    if key not in entry.decisions:
+        o, ig, kh, kw = qw.shape
+        fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, o // groups, ig * kh * kw, entry.refused)
+        cpu_conv = kernel_module("cpu_conv")  # at call time: importing lowbit.nn loads no kernel family
+        refusal = "not on the CPU" if device_type != "cpu" else "lowbit.kernels.cpu_conv is missing" \
+            if cpu_conv is None else cpu_conv.native_conv_reason(qw, groups)
+        depthwise = ig == 1 and groups > 1
+        entry.decisions[key] = select_conv(decision, device_type, fmt, groups, depthwise, refusal,
+                                           backend(memory, precision))
+    return entry.decisions[key]
+
+
+def _native(entry, qw: QuantizedWeight, groups: int):
+    """The native conv's prepared weight, built once per layer (kept in the weight's cache)."""
+    key = (Kernel.CPU_INT4, "conv", groups)
+    if key not in entry.prepared:
+        entry.prepared[key] = kernel_module("cpu_conv").prepare_conv(qw, groups)
+    return entry.prepared[key]
+
+
+def run_conv(x: torch.Tensor, kernel: Kernel, dtype: torch.dtype, prep, bias, stride, padding, dilation,
+             groups: int) -> torch.Tensor:
+    """F.conv2d(x (B, C, H, W), W, bias) in `dtype` with `kernel` and its prepared weight from `conv_plan`; returns
+    (B, O, OH, OW) in `dtype`."""
+    xc = x.to(dtype)
+    if kernel is Kernel.DENSE:
+        return F.conv2d(xc, prep, bias, stride, padding, dilation, groups)
+    if not isinstance(prep, tuple):  # the native conv's prepared weight (NaN / inf handled there)
+        return kernel_module("cpu_conv").conv2d_native(xc, prep, bias, stride, padding, dilation, groups).to(dtype)
+    qw, entry = prep
+    if kernel is Kernel.EMULATED:
+        return F.conv2d(xc, qw.dequantize(dtype), bias, stride, padding, dilation, groups)
+    return _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation, groups)
+
+
+def _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation, groups):
+    """im2col + the Linear kernel: once for groups == 1, once per group only under a forced kernel."""
+    from .ops import _run  # the Linear op's non-finite handling; imported here, ops imports this module
+
+    o, _, kh, kw = qw.shape
+    cols = F.unfold(xc, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C*kh*kw, L)
+    batch, length = cols.shape[0], cols.shape[2]
+    cols = cols.view(batch, groups, qw.k, length)  # (B, g, K, L): unfold orders channels (C, kh, kw) like W
+    og = o // groups
+    outs = []
+    for g in range(groups):
+        rows = slice(g * og, (g + 1) * og) if groups > 1 else None
+        w = prepared(entry, kernel, qw, dtype, rows=rows)
+        a = cols[:, g].transpose(1, 2).reshape(batch * length, qw.k)  # (B*L, K)
+        outs.append(_run(kernel, w, a.contiguous(), bias[rows] if bias is not None and rows else bias))
+    y = torch.cat(outs, dim=1) if groups > 1 else outs[0]
+    oh = (xc.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    return y.view(batch, length, o).transpose(1, 2).reshape(batch, o, oh, -1)

@@ -1,0 +1,169 @@
+"""lowbit's native conv kernels (lowbit.kernels.cpu_conv) against F.conv2d in float64 of the dequantized weight, on
+every ISA variant this CPU runs, and the conv rows of dispatch (float copy + one warning where no kernel wins)."""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lowbit.kernels import cpu_conv, cpu_native
+from lowbit.kernels.cpu_native.build import VARIANTS, build_native, runnable_variants
+from lowbit.nn import QuantConv2d
+from lowbit.quant import QuantConfig, quantize_weight
+from lowbit.runtime import BackendConfig, Kernel
+from lowbit.runtime.dispatch import Decision, WeightFormat, reset_fallback_warnings, select_conv
+
+pytestmark = pytest.mark.skipif(not cpu_native.available_native(), reason="native CPU kernels unavailable")
+
+GEMM_SQNR = 38.0  # int8 activations per output pixel (~40-45 dB measured)
+DW_SQNR = 100.0  # the depthwise kernel computes in fp32 (~140 dB measured)
+REFS = {None: lambda y: y, "relu": F.relu, "relu6": lambda y: y.clamp(0, 6), "hardswish": F.hardswish}
+# (out, in/groups, kh, kw, groups, stride, padding, dilation, bits, block, act, B, H, W)
+CASES = [
+    (16, 1, 3, 3, 16, (1, 1), (1, 1), (1, 1), 4, 64, None, 2, 13, 11),  # depthwise
+    (32, 1, 3, 3, 16, (2, 2), (1, 1), (1, 1), 2, 32, "relu6", 1, 9, 10),  # depthwise, channel multiplier 2
+    (12, 1, 5, 5, 12, (2, 1), (2, 0), (2, 1), 8, -1, "hardswish", 2, 12, 7),  # depthwise, dilated
+    (24, 5, 3, 3, 1, (1, 1), (1, 1), (1, 1), 4, 32, None, 2, 7, 9),  # dense 3x3, K = 45
+    (24, 5, 3, 2, 3, (2, 2), (0, 1), (1, 2), 3, -1, "relu", 1, 11, 8),  # grouped, odd kernel, dilation
+    (40, 48, 1, 1, 1, (1, 1), (0, 0), (1, 1), 4, 32, None, 3, 5, 6),  # 1x1: the NHWC column path
+    (36, 70, 1, 1, 1, (2, 2), (0, 0), (1, 1), 6, 64, "relu", 1, 7, 7),  # 1x1 strided, K not a multiple of 64
+    (20, 3, 7, 7, 1, (2, 2), (3, 3), (1, 1), 5, 64, None, 1, 17, 15),  # stem-like, K = 147
+]
+
+
+@pytest.fixture(scope="module", params=runnable_variants())
+def library(request):
+    return build_native(flag_sets=VARIANTS[request.param])
+
+
+def sqnr(ref, y):
+    return (20 * torch.log10(ref.norm() / (ref - y).norm())).item()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"o{c[0]}i{c[1]}k{c[2]}x{c[3]}g{c[4]}b{c[8]}")
+def test_native_conv_matches_float64(library, case, rng):
+    o, ig, kh, kw, groups, stride, padding, dilation, bits, block, act, b, h, w = case
+    qw = quantize_weight(torch.randn(o, ig, kh, kw, generator=rng), QuantConfig(bits=bits, block_size=block))
+    x, bias = torch.randn(b, ig * groups, h, w, generator=rng), torch.randn(o, generator=rng)
+    prepared = cpu_conv.prepare_conv(qw, groups)
+    depthwise = cpu_conv.conv_kind(qw.shape, groups) == "depthwise"
+    assert isinstance(prepared.weight, cpu_conv.DepthwiseWeight) == depthwise
+    y = cpu_conv.conv2d_native(x, prepared, bias, stride, padding, dilation, groups, act, library=library)
+    ref = REFS[act](F.conv2d(x.double(), qw.dequantize(torch.float64), bias.double(), stride, padding, dilation,
+                             groups))
+    assert y.shape == ref.shape and y.is_contiguous()
+    assert sqnr(ref, y.double()) >= (DW_SQNR if depthwise else GEMM_SQNR)
+
+
+def test_native_conv_errors(rng):
+    qw = quantize_weight(torch.randn(8, 4, 3, 3, generator=rng), QuantConfig(bits=4, block_size=32))
+    w = cpu_conv.prepare_conv(qw, 1).weight
+    x = torch.randn(1, 4, 6, 6, generator=rng)
+    with pytest.raises(ValueError, match="does not fit"):
+        cpu_conv.conv2d_gemm(torch.randn(1, 5, 6, 6), w, qw.shape, None, (1, 1), (0, 0), (1, 1), 1)
+    with pytest.raises(ValueError, match="bias has shape"):
+        cpu_conv.conv2d_gemm(x, w, qw.shape, torch.zeros(3), (1, 1), (0, 0), (1, 1), 1)
+    with pytest.raises(ValueError, match="act='gelu'"):
+        cpu_conv.conv2d_gemm(x, w, qw.shape, None, (1, 1), (0, 0), (1, 1), 1, act="gelu")
+    q16 = quantize_weight(torch.randn(8, 4, 3, 3), QuantConfig(bits=4, block_size=16))
+    assert "multiple of 32" in cpu_conv.native_conv_reason(q16, 1)
+    assert cpu_conv.native_conv_reason(quantize_weight(torch.randn(8, 1, 3, 3), QuantConfig(bits=4, block_size=16)),
+                                       8) is None  # the depthwise kernel takes any block
+
+
+FMT = WeightFormat(bits=4, group_size=64, symmetric=False, n=256, k=576)
+LOW = BackendConfig("low")
+
+
+@pytest.mark.parametrize("fmt,groups,depthwise,refusal,device,expect", [
+    (FMT, 1, False, None, "cpu", Kernel.CPU_INT4),  # big dense conv: the native kernel wins
+    (WeightFormat(4, 64, False, 64, 576), 1, False, None, "cpu", Kernel.DENSE),  # N=64: float copy is faster
+    (WeightFormat(4, 64, False, 16, 27), 1, False, None, "cpu", Kernel.DENSE),  # stem, K=27
+    (WeightFormat(4, 64, False, 1, 9), 96, True, None, "cpu", Kernel.DENSE),  # depthwise: torch's fp32 wins
+    (FMT, 1, False, "no native", "cpu", Kernel.CPU_INT8_DYNAMIC),  # groups 1 without native: im2col + linear
+    (FMT, 4, False, "no native", "cpu", Kernel.DENSE),  # grouped without native: never a per-group loop
+    (FMT, 4, False, "not on the CPU", "cuda", Kernel.DENSE),
+])
+def test_select_conv(fmt, groups, depthwise, refusal, device, expect):
+    d = select_conv(Decision(Kernel.CPU_INT8_DYNAMIC), device, fmt, groups, depthwise, refusal, LOW)
+    assert d.kernel is expect
+    assert (d.fallback_reason is not None) == (expect is Kernel.DENSE)
+    assert select_conv(Decision(Kernel.DENSE), device, fmt, groups, depthwise, refusal, LOW).kernel is Kernel.DENSE
+
+
+def _layer(cin, cout, k, groups, rng, block=64):
+    conv = nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups)
+    qw = quantize_weight(conv.weight.detach(), QuantConfig(bits=4, block_size=block))
+    return conv, QuantConv2d.from_float(conv, qw, LOW), qw
+
+
+def test_memory_low_runs_native_or_one_float_copy(rng, monkeypatch):
+    """A big conv runs the native kernel (no float copy); a depthwise one a float copy, with one warning for all."""
+    big, qbig, qw = _layer(64, 128, 3, 1, rng)
+    x = torch.randn(1, 64, 9, 9, generator=rng)
+    reset_fallback_warnings()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            y = qbig(x)
+    ref = F.conv2d(x.double(), qw.dequantize(torch.float64), big.bias.double(), padding=1)
+    assert sqnr(ref, y.double()) >= GEMM_SQNR
+    dws = [_layer(32, 32, 3, 32, rng)[1] for _ in range(3)]
+    with pytest.warns(RuntimeWarning, match="depthwise") as record, torch.no_grad():
+        for dw in dws:
+            dw(torch.randn(1, 32, 8, 8, generator=rng))
+    assert len([r for r in record if "depthwise" in str(r.message)]) == 1
+
+
+def test_non_finite_input_gives_nan_where_it_reaches(rng):
+    """Int8 activations cannot carry NaN / inf: the outputs whose receptive field holds one come out NaN, the others
+    match the finite computation."""
+    qw = quantize_weight(torch.randn(8, 4, 3, 3, generator=rng), QuantConfig(bits=4, block_size=32))
+    w = cpu_conv.prepare_conv(qw, 1)
+    x = torch.randn(1, 4, 9, 9, generator=rng)
+    x[0, 2, 0, 0] = float("inf")
+    y = cpu_conv.conv2d_native(x, w, None, (1, 1), (1, 1), (1, 1), 1)
+    ref = F.conv2d(x.double(), qw.dequantize(torch.float64), None, 1, 1)
+    assert torch.equal(y.isnan(), ~ref.isfinite())
+    assert sqnr(ref[ref.isfinite()], y[y.isfinite()].double()) >= GEMM_SQNR
+
+
+def test_summary_names_the_float_copies():
+    from lowbit.nn import quantize
+
+    model = quantize(nn.Sequential(nn.Conv2d(64, 256, 3), nn.Conv2d(256, 64, 3), nn.Conv2d(64, 128, 5, groups=64)))
+    notes = {r.name: r.config for r in model.lowbit_summary.swapped}
+    assert notes["0"] == "int4 b64 asym rtn"  # N=256, K=576: the native kernel is faster
+    assert notes["1"].endswith("[memory Low on CPU: float copy, N=64, K=2304]")
+    assert notes["2"].endswith("[memory Low on CPU: float copy, depthwise]")
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_static_depthwise_runs_the_direct_kernel(rng, relu, monkeypatch):
+    """Static INT8 depthwise conv through lb_dwconv (no im2col) matches its integer math in float64."""
+    from lowbit.static import StaticConfig, quantize_static
+
+    conv = nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24).eval()
+    layers = [conv, nn.ReLU()] if relu else [conv]
+    x = torch.randn(2, 24, 11, 10, generator=rng)
+    model = quantize_static(nn.Sequential(*layers).eval(), [x], StaticConfig(), progress=False)
+    layer = model[0]
+    calls = []
+    real = cpu_conv.conv2d_depthwise
+    monkeypatch.setattr(cpu_conv, "conv2d_depthwise", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        y = model(x)
+    assert calls, "the static depthwise conv did not run the direct kernel"
+    w = layer.prepared()
+    xi = torch.div(x.double(), layer.input_scale).round().clamp(-layer.input_clamp, layer.input_clamp)
+    wq = w.wt.t().double().reshape(24, 1, 3, 3)
+    ref = F.conv2d(xi, wq, None, 2, 1, 1, 24) * (w.scale.double() * layer.input_scale).reshape(1, -1, 1, 1)
+    ref = ref + conv.bias.double().reshape(1, -1, 1, 1)
+    ref = ref.relu() if relu else ref
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    x[1, 3, 2, 2] = float("nan")
+    with torch.no_grad():
+        y = model(x)
+    assert y[1].isnan().all() and y[0].isfinite().all()
