@@ -15,12 +15,13 @@ from pathlib import Path
 
 import torch
 
+from ..hf.folder import stamp_quantization_config
 from ..quant.config import QuantConfig
 from ..quant.format import FORMAT_NAME, FORMAT_VERSION
 from ..quant.quantize import quantize_weight
 from .errors import CheckpointError
 from .header import expected_entries, tensor_name
-from .hf_folder import CONFIG_NAME, WEIGHTS_NAME, carried_files, copy_files
+from .hf_folder import CONFIG_NAME, WEIGHTS_NAME, carried_files, copy_files, is_model_folder
 from .outputs import check_output
 from .overrides import (
     MIN_ELEMENTS,
@@ -160,15 +161,17 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
 
     write_checkpoint(dst, out_entries, quantized, fill, external_data, inputs=source.files)
     carried = copy_files(carry, Path(dst).parent, source.files)
+    stamp_quantization_config(carried, cfg)  # config.json says quant_method lowbit: transformers loads it packed
     return ConvertSummary(plans, sum(p.source.nbytes for p in plans), sum(p.bytes_after for p in plans),
                           time.perf_counter() - t0, carried)
 
 
 def folder_output(dst: str | Path, src: str | Path) -> tuple[Path, list[Path]]:
-    """Where convert writes, and what it copies there: an OUT that is a folder (existing, or named with a trailing
-    slash) gets `OUT/model.safetensors` plus the source folder's config.json and tokenizer files."""
+    """Where convert writes, and what it copies there: an OUT that is a folder (existing, named with a trailing
+    slash, or any OUT not ending in .safetensors when `src` is a model folder with a config.json) gets `OUT/model.safetensors` plus the source folder's config.json and tokenizer files."""
     out = Path(dst)
-    if not (os.path.isdir(out) or str(dst).endswith(("/", os.sep))):  # isdir: False for a too-long name
+    folder_in = is_model_folder(Path(src)) and out.suffix != ".safetensors"  # a model folder in, a folder out
+    if not (folder_in or os.path.isdir(out) or str(dst).endswith(("/", os.sep))):  # isdir: False for a long name
         return out, []
     out.mkdir(exist_ok=True)
     folder = Path(src) if Path(src).is_dir() else Path(src).parent

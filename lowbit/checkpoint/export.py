@@ -209,7 +209,7 @@ def export(src: str | Path, out_dir: str | Path, format: str = ct.FORMAT, config
     for name in (WEIGHTS_NAME, CONFIG_NAME, *(f.name for f in carried)):  # all refusals before the first write
         check_output(out_dir / name, inputs)
     _write_weights(ckpt, plans, targets, out_dir / WEIGHTS_NAME, inputs, progress)
-    had_qc = "quantization_config" in base
+    had_qc = (base.get("quantization_config") or {}).get("quant_method", "lowbit") != "lowbit"  # lowbit's own: expected
     write_json(out_dir / CONFIG_NAME, {**base, "quantization_config": qc}, inputs)
     files = [out_dir / WEIGHTS_NAME, out_dir / CONFIG_NAME, *copy_files(carried, out_dir, inputs)]
     return ExportSummary(out_dir, plans, qc, files, _notes(plans, config_path, had_qc), time.perf_counter() - t0)
