@@ -70,11 +70,15 @@ def _parameters_on_meta():
         torch.nn.Module.register_parameter = register
 
 
-def _untie(model: torch.nn.Module) -> dict[str, str]:
-    """Drop the parameters that are tied copies of others (lm_head.weight = embed_tokens.weight), so the load
-    does not look for them in the file; returns {target: source} for `tie_weights` to restore."""
+def _untie(model: torch.nn.Module, file: Path) -> dict[str, str]:
+    """Drop the parameters that are tied copies of others (lm_head.weight = embed_tokens.weight) and that the file
+    does not hold (save_pretrained leaves them out), so the load does not look for them; returns {target: source}
+    for `_retie`."""
+    from .safetensors_io import read_header
+
     tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
-    for target in tied:
+    entries = read_header(file)[0] if tied else {}
+    for target in [t for t in tied if t not in entries]:
         module_name, _, param = target.rpartition(".")
         module = model.get_submodule(module_name) if module_name else model
         module._parameters.pop(param, None)
@@ -100,8 +104,16 @@ def from_pretrained(path: str | Path, model: torch.nn.Module | None = None, back
         raise FileNotFoundError(f"no {CONFIG_NAME} next to {file} to build the model from; pass model= the "
                                 "float model the checkpoint was made from")
     model = _build_from_config(file.parent)
-    tied = _untie(model)
+    tied = _untie(model, file)
     model = load(model, file, backend=backend)
-    if tied:
-        model.tie_weights()
+    _retie(model, tied)
     return model.eval()
+
+
+def _retie(model: torch.nn.Module, tied: dict[str, str]) -> None:
+    """Point each tied target at its source again (a target the file quantized stays its own packed layer)."""
+    for target, source in tied.items():
+        module_name, _, param = target.rpartition(".")
+        module = model.get_submodule(module_name) if module_name else model
+        if not hasattr(module, "quant_meta"):
+            setattr(module, param, model.get_parameter(source))

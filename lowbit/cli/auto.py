@@ -12,6 +12,8 @@ import argparse
 import json
 import re
 
+from . import convert_model
+
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -70,6 +72,7 @@ def add_parser(sub) -> None:
                    "and the tuning sentences are then chosen among the others); apply with convert --calib DATA")
     p.add_argument("--calib-limit", type=int, default=None, metavar="N", help="at most N --calib items (with "
                    "--calib minilm: sentences, default 256)")
+    convert_model.add_text_arguments(p)  # --tokenizer/--seq-len/--samples for a .txt/.jsonl --data or --calib
     p.add_argument("--no-float", action="store_true", help="no fp16 ('keep float') candidate")
     p.add_argument("--skip", action="append", default=[], help="layer name or glob kept float (repeatable)")
     p.add_argument("--mode", default="anchors", choices=("anchors", "all"),
@@ -96,9 +99,9 @@ def _data(args, model):
 
         fitted = minilm_calib_sentences(args.calib_limit) if args.calib == "minilm" else ()
         return minilm_tuning_data(model, args.limit, exclude=fitted)
-    from ..calib import as_calibration
+    from .convert_model import calibration_source, text_options
 
-    return as_calibration(data, args.limit)
+    return calibration_source(data, args.limit, args.model, model, text_options(args))
 
 
 def _calibration(args, model):
@@ -109,7 +112,7 @@ def _calibration(args, model):
         raise ValueError(f"--calib-limit {args.calib_limit}: must be >= 1")
     from .convert_model import calibration_source
 
-    return calibration_source(args.calib, args.calib_limit, args.model, model)
+    return calibration_source(args.calib, args.calib_limit, args.model, model, convert_model.text_options(args))
 
 
 def _check_minilm_sources(args) -> None:

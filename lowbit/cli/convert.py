@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
                        "embeddings, norms and biases are kept.")
     p.add_argument("input", nargs="?", help="float checkpoint: .safetensors, *.index.json (sharded), .pt/.bin, or a "
                    "directory (omitted with --model)")
-    p.add_argument("output", help="lowbit checkpoint to write (.safetensors)")
+    p.add_argument("output", help="lowbit checkpoint to write (.safetensors; from a model folder: a folder)")
     p.add_argument("--bits", type=int, default=4, help="bits per weight: 2..8, or 16 to store float16 (default 4)")
     p.add_argument("--block", type=int, default=64,
                    help="input channels per scale/zero block, a multiple of 16, or -1 for per channel (default 64)")
@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import convert
     from ..quant import QuantConfig
 
+    if args.input is not None and args.calib and convert_model.is_hf_folder(args.input):
+        args.model, args.input = args.input, None  # a model folder with calibration: build and calibrate it
     if args.model:
         if args.input is not None:
             raise ValueError(f"with --model give only OUT, not a checkpoint ({args.input!r})")
