@@ -138,6 +138,7 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
     for f in carry:  # every refusal before the first write
         check_output(Path(dst).parent / f.name, [*source.files, f])
     rules = load_overrides(overrides, cfg) if overrides is not None else []
+    rules = rebase_rules(rules, list(source.entries), overrides)
     aware = [r.pattern for r in rules if r.cfg is not None and r.cfg.data_aware]
     if aware or cfg.data_aware:
         raise CheckpointError(f"{aware[0] if aware else 'the default config'}: method gptq/awq needs the model and "
@@ -164,6 +165,23 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
     stamp_quantization_config(carried, cfg)  # config.json says quant_method lowbit: transformers loads it packed
     return ConvertSummary(plans, sum(p.source.nbytes for p in plans), sum(p.bytes_after for p in plans),
                           time.perf_counter() - t0, carried)
+
+
+def rebase_rules(rules: list, names: list[str], overrides) -> list:
+    """The overrides with keys as the checkpoint names layers (a `lowbit auto` plan for a wrapped model declares
+    the wrapper prefix its keys carry, "model_prefix")."""
+    from .names import declared_prefix, rebase_keys, unmatched_message
+    from .overrides import LayerRule
+
+    if not rules:
+        return rules
+    keys = [r.pattern for r in rules]
+    drop = declared_prefix(overrides)
+    mapped = rebase_keys(keys, names, droppable=drop)
+    if mapped is None:
+        where = str(overrides) if isinstance(overrides, (str, Path)) else "overrides"
+        raise CheckpointError(unmatched_message(where, keys, names, "the checkpoint", droppable=drop))
+    return [LayerRule(mapped[r.pattern], r.cfg) for r in rules]
 
 
 def folder_output(dst: str | Path, src: str | Path) -> tuple[Path, list[Path]]:

@@ -158,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     plan = auto_quantize(model, data, target_size=size, target_error=args.max_error, candidates=cands,
                          metric=args.metric, output=output, skip=args.skip, cache=not args.no_cache,
                          progress=not args.quiet, mode=args.mode, holdout=args.holdout, calibration=calibration)
+    from ..auto.plan import wrapper_prefix
+
+    plan.model_prefix = wrapper_prefix(model)  # so `convert FOLDER --config` maps names to the model's folder
     plan.to_json(args.out)
     if args.plot:
         plan.plot(args.plot)

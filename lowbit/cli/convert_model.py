@@ -132,10 +132,19 @@ def layer_overrides(path: str, base, model) -> tuple[dict, list[str]]:
 
     from ..checkpoint import load_overrides
 
+    from ..checkpoint.names import rebase_keys
+
     modules = [n for n, _ in model.named_modules() if n]
     overrides, skip = {}, []
-    for rule in load_overrides(path, base):
-        name = rule.pattern.removesuffix(".weight") if rule.pattern.endswith(".weight") else rule.pattern
+    rules = load_overrides(path, base)
+
+    def matches(key: str, module: str) -> bool:
+        name = key.removesuffix(".weight")
+        return module == name or fnmatchcase(module, name)
+
+    mapped = rebase_keys([r.pattern for r in rules], modules, matches) or {}  # a plan in the folder's names
+    for rule in rules:
+        name = mapped.get(rule.pattern, rule.pattern).removesuffix(".weight")
         if not any(n == name or fnmatchcase(n, name) for n in modules):
             raise ValueError(f"--config {path}: entry {rule.pattern!r} matches no layer of the model (e.g. "
                              f"{modules[:3]}); name a module, its weight, or a glob")
