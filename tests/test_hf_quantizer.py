@@ -41,9 +41,10 @@ def llama_folder(tmp_path_factory):
     return folder, model
 
 
-def reference(model, cfg: QuantConfig, skip=("lm_head",)):
-    """The float model quantized by lowbit itself (memory Normal, as LowbitConfig's default)."""
-    return lowbit.nn.quantize(copy.deepcopy(model), cfg, skip=list(skip), min_weights=0)
+def reference(model, cfg: QuantConfig, skip=("lm_head",), memory="normal"):
+    """The float model quantized by lowbit itself, computing at the same memory mode."""
+    return lowbit.nn.quantize(copy.deepcopy(model), cfg, skip=list(skip), min_weights=0,
+                              backend=lowbit.BackendConfig(memory=memory))
 
 
 def logits(model, tokens=TOKENS):
@@ -60,18 +61,19 @@ def assert_same_weights(a, b):
 
 
 @pytest.mark.parametrize("kw", [dict(bits=4, block_size=32), dict(bits=8, block_size=-1, symmetric=True),
-                                dict(bits=3, block_size=64, method="hqq")], ids=["int4", "int8-sym-channel", "hqq3"])
+                                dict(bits=3, block_size=64, method="hqq", memory="low")], ids=["int4", "int8-sym-channel", "hqq3-low"])
 def test_llama_quantize_on_load_save_reload(llama_folder, tmp_path, kw):
     folder, float_model = llama_folder
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, quantization_config=lowbit.LowbitConfig(**kw))
-    ref = reference(float_model, QuantConfig(**kw))
+    quant = {k: v for k, v in kw.items() if k != "memory"}
+    ref = reference(float_model, QuantConfig(**quant), memory=kw.get("memory", "normal"))
     assert_same_weights(model, ref)
     assert type(model.lm_head) is torch.nn.Linear  # transformers' default: the output embedding stays float
     assert torch.equal(logits(model), logits(ref))
     cos = torch.nn.functional.cosine_similarity(logits(model).flatten(), logits(float_model).flatten(), dim=0)
     assert cos > (0.99 if kw["bits"] >= 4 else 0.9)
-    out = model.generate(TOKENS, max_new_tokens=6, do_sample=False)
-    assert torch.equal(out, ref.generate(TOKENS, max_new_tokens=6, do_sample=False))
+    out = model.generate(TOKENS, max_new_tokens=4, do_sample=False)
+    assert torch.equal(out, ref.generate(TOKENS, max_new_tokens=4, do_sample=False))
     model.save_pretrained(tmp_path / "q")
     saved = json.loads((tmp_path / "q" / "config.json").read_text())["quantization_config"]
     assert saved["quant_method"] == "lowbit" and saved["bits"] == kw["bits"]
@@ -204,3 +206,18 @@ def test_bad_configs():
         LowbitHfQuantizer(lowbit.LowbitConfig(method="gptq"), pre_quantized=False)
     cfg = lowbit.LowbitConfig(bits=2, block_size=16, method="hqq", memory="low")
     assert lowbit.LowbitConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
+
+
+def test_import_registers_lazily():
+    """`import lowbit` does not import transformers; importing transformers' registry later registers lowbit."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lowbit\n"
+            "assert 'transformers' not in sys.modules, 'import lowbit imported transformers'\n"
+            "from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING\n"
+            "assert AUTO_QUANTIZER_MAPPING['lowbit'].__name__ == 'LowbitHfQuantizer'\n"
+            "assert AUTO_QUANTIZATION_CONFIG_MAPPING['lowbit'] is lowbit.LowbitConfig\n"
+            "assert not any(type(f).__name__ == '_RegistryFinder' for f in sys.meta_path), 'hook left installed'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -70,6 +70,21 @@ def _parameters_on_meta():
         torch.nn.Module.register_parameter = register
 
 
+def _folder_backend(folder: Path):
+    """The memory / precision a lowbit quantization_config in config.json names (None: the default backend)."""
+    from .hf_folder import read_config
+
+    qc = read_config(folder / CONFIG_NAME).get("quantization_config")
+    if not isinstance(qc, dict) or qc.get("quant_method") != "lowbit":
+        return None
+    from ..runtime import BackendConfig
+
+    try:
+        return BackendConfig(memory=qc.get("memory", "normal"), precision=qc.get("precision", "normal"))
+    except ValueError as e:
+        raise ValueError(f"{folder / CONFIG_NAME}: quantization_config: {e}") from None
+
+
 def _untie(model: torch.nn.Module, file: Path) -> dict[str, str]:
     """Drop the parameters that are tied copies of others (lm_head.weight = embed_tokens.weight) and that the file
     does not hold (save_pretrained leaves them out), so the load does not look for them; returns {target: source}
@@ -93,8 +108,9 @@ def from_pretrained(path: str | Path, model: torch.nn.Module | None = None, back
     to load into (any nn.Module, also a wrapper such as a SentenceTransformer around the converted model); when
     None, the class config.json's `architectures` names (AutoModelForCausalLM's LlamaForCausalLM, a
     ForSequenceClassification, ...) is built with transformers (an optional dependency) on the meta device, its tied
-    weights (lm_head = embeddings) re-tied after the load. backend: a `lowbit.BackendConfig`. Every check of
-    `lowbit.load` applies.
+    weights (lm_head = embeddings) re-tied after the load. backend: a `lowbit.BackendConfig` (default: the memory
+    and precision of the folder's lowbit quantization_config, else BackendConfig()). Every check of `lowbit.load`
+    applies.
     """
     path = Path(path)
     file = _checkpoint_file(path)
@@ -104,6 +120,7 @@ def from_pretrained(path: str | Path, model: torch.nn.Module | None = None, back
         raise FileNotFoundError(f"no {CONFIG_NAME} next to {file} to build the model from; pass model= the "
                                 "float model the checkpoint was made from")
     model = _build_from_config(file.parent)
+    backend = backend if backend is not None else _folder_backend(file.parent)
     tied = _untie(model, file)
     model = load(model, file, backend=backend)
     _retie(model, tied)
