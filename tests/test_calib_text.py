@@ -103,3 +103,26 @@ def test_convert_hf_folder_gptq_from_text(tmp_path):
     gptq_w, rtn_w = quantized_weights(ours), quantized_weights(rtn)
     assert sorted(gptq_w) == sorted(rtn_w)
     assert any(not torch.equal(gptq_w[n].packed, rtn_w[n].packed) for n in gptq_w)
+
+
+def test_auto_and_quant_take_text_calibration(tmp_path):
+    """The --calib of `lowbit auto` and `lowbit quant` goes through the same text path (the --model folder's
+    tokenizer by default; one-argument items for a model that tokenizes itself)."""
+    import argparse
+
+    from lowbit.cli.convert_model import calibration_source, text_options
+    from lowbit.cli.quant import calibration_for
+
+    char_tokenizer().save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "c.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in TEXTS))
+    args = argparse.Namespace(model=str(tmp_path / "m"), tokenizer=None, seq_len=8, samples=3)
+    assert text_options(args)["tokenizer"] == str(tmp_path / "m")
+    cal = calibration_source(str(tmp_path / "c.jsonl"), 2, args.model, torch.nn.Linear(2, 2), text_options(args))
+    assert len(cal) == 2 and all(i.kwargs["input_ids"].shape[1] <= 8 for i in cal)
+    static = calibration_for(str(tmp_path / "c.jsonl"), args.model, torch.nn.Linear(2, 2), None, {},
+                             text_options(args))
+    assert sum(i.kwargs["input_ids"].shape[0] for i in static) == 3
+    no_tok = argparse.Namespace(model="pkg:fn", tokenizer=None, seq_len=8, samples=3)
+    with pytest.raises(ValueError, match="--tokenizer DIR"):
+        calibration_source(str(tmp_path / "c.jsonl"), None, "pkg:fn", torch.nn.Linear(2, 2), text_options(no_tok))

@@ -61,7 +61,8 @@ def assert_same_weights(a, b):
 
 
 @pytest.mark.parametrize("kw", [dict(bits=4, block_size=32), dict(bits=8, block_size=-1, symmetric=True),
-                                dict(bits=3, block_size=64, method="hqq", memory="low")], ids=["int4", "int8-sym-channel", "hqq3-low"])
+                                dict(bits=3, block_size=64, method="hqq", memory="low")],
+                         ids=["int4", "int8-sym-channel", "hqq3-low"])
 def test_llama_quantize_on_load_save_reload(llama_folder, tmp_path, kw):
     folder, float_model = llama_folder
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, quantization_config=lowbit.LowbitConfig(**kw))

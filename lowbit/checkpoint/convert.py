@@ -186,7 +186,8 @@ def rebase_rules(rules: list, names: list[str], overrides) -> list:
 
 def folder_output(dst: str | Path, src: str | Path) -> tuple[Path, list[Path]]:
     """Where convert writes, and what it copies there: an OUT that is a folder (existing, named with a trailing
-    slash, or any OUT not ending in .safetensors when `src` is a model folder with a config.json) gets `OUT/model.safetensors` plus the source folder's config.json and tokenizer files."""
+    slash, or any OUT not ending in .safetensors when `src` is a model folder with a config.json) gets
+    `OUT/model.safetensors` plus the source folder's config.json and tokenizer files."""
     out = Path(dst)
     folder_in = is_model_folder(Path(src)) and out.suffix != ".safetensors"  # a model folder in, a folder out
     if not (folder_in or os.path.isdir(out) or str(dst).endswith(("/", os.sep))):  # isdir: False for a long name
