@@ -82,6 +82,11 @@ def test_llama_quantize_on_load_save_reload(llama_folder, tmp_path, kw):
     assert_same_weights(again, model)
     assert torch.equal(logits(again), logits(model))
     assert torch.equal(logits(lowbit.from_pretrained(tmp_path / "q")), logits(model))  # also a lowbit checkpoint
+    if kw["bits"] == 8:  # shards: each carries the lowbit header, merged on load
+        model.save_pretrained(tmp_path / "shards", max_shard_size="100KB")
+        assert len(list((tmp_path / "shards").glob("model-*.safetensors"))) > 1
+        assert torch.equal(logits(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "shards")),
+                           logits(model))
 
 
 def test_layers_are_quantized_as_they_load(llama_folder, monkeypatch):
@@ -222,3 +227,20 @@ def test_import_registers_lazily():
             "assert not any(type(f).__name__ == '_RegistryFinder' for f in sys.meta_path), 'hook left installed'\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_bad_folders_for_lowbit_from_pretrained_and_convert(llama_folder, tmp_path):
+    from lowbit.cli.convert_model import build_hf_model
+
+    folder, _ = llama_folder
+    lowbit.convert(folder, tmp_path / "q", QuantConfig(bits=4, block_size=32), progress=False)
+    with pytest.raises(ValueError, match="already quantized"):
+        build_hf_model(str(tmp_path / "q"))  # convert --model FOLDER / --calib of a lowbit folder
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    (tmp_path / "q" / "config.json").write_text(json.dumps({**config, "architectures": ["NopeForCausalLM"]}))
+    with pytest.raises(ValueError, match="names architecture 'NopeForCausalLM'"):
+        lowbit.from_pretrained(tmp_path / "q")
+    (tmp_path / "q" / "config.json").write_text(json.dumps({**config, "quantization_config": {
+        **config["quantization_config"], "memory": "tiny"}}))
+    with pytest.raises(ValueError, match="quantization_config.*memory"):
+        lowbit.from_pretrained(tmp_path / "q")
