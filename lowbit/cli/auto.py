@@ -99,9 +99,7 @@ def _data(args, model):
 
         fitted = minilm_calib_sentences(args.calib_limit) if args.calib == "minilm" else ()
         return minilm_tuning_data(model, args.limit, exclude=fitted)
-    from .convert_model import calibration_source, text_options
-
-    return calibration_source(data, args.limit, args.model, model, text_options(args))
+    return convert_model.calibration_source(data, args.limit, args.model, model, convert_model.text_options(args))
 
 
 def _calibration(args, model):
@@ -110,9 +108,8 @@ def _calibration(args, model):
         return None
     if args.calib_limit is not None and args.calib_limit < 1:
         raise ValueError(f"--calib-limit {args.calib_limit}: must be >= 1")
-    from .convert_model import calibration_source
-
-    return calibration_source(args.calib, args.calib_limit, args.model, model, convert_model.text_options(args))
+    return convert_model.calibration_source(args.calib, args.calib_limit, args.model, model,
+                                            convert_model.text_options(args))
 
 
 def _check_minilm_sources(args) -> None:

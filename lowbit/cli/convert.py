@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"with --model give only OUT, not a checkpoint ({args.input!r})")
         return convert_model.run_model(args)
     if args.method in ("gptq", "awq", "recon"):
-        raise ValueError(f"--method {args.method} needs the model and calibration data: pass --model and --calib")
+        raise ValueError(f"--method {args.method} needs the model and calibration data: pass --calib DATA with a "
+                         "model folder IN (or --model and --calib)")
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric,
                       method=args.method or ("hqq" if args.hqq else "rtn"))
     summary = convert(args.input, args.output, cfg, overrides=args.config, skip=args.skip,
