@@ -16,7 +16,10 @@ __all__ = ["register", "LowbitConfig"]
 
 def __getattr__(name: str):
     if name == "LowbitConfig":
-        from .config import LowbitConfig
-
+        try:
+            from .config import LowbitConfig
+        except ImportError as e:
+            raise ImportError(f"lowbit.LowbitConfig is transformers' quantization config: it needs transformers "
+                              f"(pip install transformers) ({e})") from None
         return LowbitConfig
     raise AttributeError(f"module 'lowbit.hf' has no attribute {name!r}")
