@@ -1,7 +1,9 @@
 """lowbit: post-training weight compression for PyTorch, with fused low-bit kernels for GPU (Triton) and CPU.
 
-`import lowbit` is cheap and side-effect free: no GPU is touched, no environment is read, and Triton is imported
-only when a kernel first needs it. Public names resolve lazily from their sub-packages.
+`import lowbit` is cheap: no GPU is touched, no environment is read, and Triton is imported only when a kernel
+first needs it. Public names resolve lazily from their sub-packages. Its one side effect registers quant_method
+"lowbit" with transformers without importing it: now if transformers' quantizer registry is already imported, else
+by a one-shot import hook that runs when it is (see lowbit.hf.hook).
 """
 
 from __future__ import annotations
@@ -30,9 +32,14 @@ _EXPORTS = {
     "from_pretrained": "lowbit.checkpoint",
     "quantize_static": "lowbit.static",  # offline full INT8 (static W8A8) with calibration data
     "StaticConfig": "lowbit.static",
+    "LowbitConfig": "lowbit.hf",  # transformers quantization_config: from_pretrained(..., quantization_config=...)
 }
 
 __all__ = ["__version__", *_EXPORTS]
+
+from .hf import hook as _hf_hook  # noqa: E402  (imports nothing heavy)
+
+_hf_hook.install()
 
 
 def __getattr__(name: str):

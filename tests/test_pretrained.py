@@ -37,7 +37,10 @@ def test_convert_folder_carries_config_and_tokenizer(converted):
     assert summary.n_quantized == 6
     names = {p.name for p in summary.carried}
     assert {"config.json", "tokenizer.json", "vocab.txt"} <= names
-    assert (out / "config.json").read_bytes() == (minilm_path() / "config.json").read_bytes()
+    written = json.loads((out / "config.json").read_text())
+    stamped = written.pop("quantization_config")  # the source's config plus what transformers loads it with
+    assert written == json.loads((minilm_path() / "config.json").read_text())
+    assert (stamped["quant_method"], stamped["bits"], stamped["block_size"]) == ("lowbit", 4, 32)
     groups = open_checkpoint(out / "model.safetensors").body["scheme"]["groups"]
     assert [(g["bits"], g["block_size"], len(g["targets"])) for g in groups] == [(4, 32, 4), (8, -1, 2)]
 

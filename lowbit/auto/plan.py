@@ -66,6 +66,7 @@ class AutoPlan:
     held_back: int = 0  # data items held back from the sensitivity pass and the choice of smaller plans
     gptq_fit_every: int = 0  # GPTQ candidates were fitted on data items 0, n, 2n, ... (0: all of the fit data)
     gptq_calibration: str = ""  # the separate calibration= source GPTQ candidates were fitted on ("" when none)
+    model_prefix: str = ""  # where the Hugging Face model sits in a wrapper ("0.model."), see `wrapper_prefix`
 
     @property
     def total_bytes(self) -> int:
@@ -95,6 +96,8 @@ class AutoPlan:
             keys = _JSON_KEYS + (_GPTQ_KEYS if c.cfg.data_aware else ())
             layers[c.name] = {"bits": 16} if c.cfg.is_float else {k: d[k] for k in keys}
         out = {"version": 1, "layers": layers}
+        if self.model_prefix:  # convert of the model's own folder drops it from the layer names
+            out["model_prefix"] = self.model_prefix
         if self.needs_calibration and self.gptq_fit_every:  # lowbit convert --config fits GPTQ on these items
             out["gptq_fit"] = {"every": self.gptq_fit_every}
         return out
@@ -198,6 +201,16 @@ class AutoPlan:
         plt.close(fig)
         os.replace(tmp, path)
         return path
+
+
+def wrapper_prefix(model) -> str:
+    """The name (with its dot) of the Hugging Face model inside a wrapper: '0.model.' in the SentenceTransformer
+    around MiniLM, '' for a bare model. A plan's layer names start with it; the model's own folder names its
+    tensors without it, so `lowbit convert FOLDER --config plan.json` drops it."""
+    for name, module in model.named_modules():
+        if name and hasattr(module, "base_model_prefix") and hasattr(module, "config"):
+            return name + "."
+    return ""
 
 
 def _atomic_text(path: Path, text: str) -> None:

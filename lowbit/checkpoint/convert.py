@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..hf.folder import stamp_quantization_config
 from ..quant.config import QuantConfig
 from ..quant.format import FORMAT_NAME, FORMAT_VERSION
 from ..quant.quantize import quantize_weight
@@ -159,6 +160,7 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
     if folder is None:
         check_output(Path(dst), source.files)
     rules = load_overrides(overrides, cfg) if overrides is not None else []
+    rules = rebase_rules(rules, list(source.entries), overrides)
     aware = [r.pattern for r in rules if r.cfg is not None and r.cfg.data_aware]
     if aware or cfg.data_aware:
         raise CheckpointError(f"{aware[0] if aware else 'the default config'}: method gptq/awq needs the model and "
@@ -189,9 +191,28 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
     else:
         with replacing_folder(folder, [*source.files, *carry]) as tmp:
             write_folder_checkpoint(tmp, out_entries, quantized, fill, external_data, max_shard_size)
-            carried = [folder / f.name for f in copy_files(carry, tmp, source.files)]
+            copied = copy_files(carry, tmp, source.files)
+            stamp_quantization_config(copied, cfg)  # config.json says quant_method lowbit: transformers loads it packed
+            carried = [folder / f.name for f in copied]
     return ConvertSummary(plans, sum(p.source.nbytes for p in plans), sum(p.bytes_after for p in plans),
                           time.perf_counter() - t0, carried)
+
+
+def rebase_rules(rules: list, names: list[str], overrides) -> list:
+    """The overrides with keys as the checkpoint names layers (a `lowbit auto` plan for a wrapped model declares
+    the wrapper prefix its keys carry, "model_prefix")."""
+    from .names import declared_prefix, rebase_keys, unmatched_message
+    from .overrides import LayerRule
+
+    if not rules:
+        return rules
+    keys = [r.pattern for r in rules]
+    drop = declared_prefix(overrides)
+    mapped = rebase_keys(keys, names, droppable=drop)
+    if mapped is None:
+        where = str(overrides) if isinstance(overrides, (str, Path)) else "overrides"
+        raise CheckpointError(unmatched_message(where, keys, names, "the checkpoint", droppable=drop))
+    return [LayerRule(mapped[r.pattern], r.cfg) for r in rules]
 
 
 def folder_output(dst: str | Path, src: str | Path) -> tuple[Path, list[Path], Path | None]:

@@ -264,7 +264,8 @@ def export(src: str | Path, out_dir: str | Path, format: str = ct.FORMAT, config
         write_json(tmp / CONFIG_NAME, {**base, "quantization_config": qc}, inputs)
         copied = copy_files(carried, tmp, inputs)
     files = [out_dir / f.name for f in [*weights, tmp / CONFIG_NAME, *copied]]
-    notes += name_notes + _notes(plans, config_path, "quantization_config" in base)
+    had_qc = (base.get("quantization_config") or {}).get("quant_method", "lowbit") != "lowbit"  # lowbit's own: expected
+    notes += name_notes + _notes(plans, config_path, had_qc)
     return ExportSummary(out_dir, plans, qc, files, notes, time.perf_counter() - t0)
 
 

@@ -12,6 +12,8 @@ import argparse
 import json
 import re
 
+from . import convert_model
+
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -70,6 +72,7 @@ def add_parser(sub) -> None:
                    "and the tuning sentences are then chosen among the others); apply with convert --calib DATA")
     p.add_argument("--calib-limit", type=int, default=None, metavar="N", help="at most N --calib items (with "
                    "--calib minilm: sentences, default 256)")
+    convert_model.add_text_arguments(p)  # --tokenizer/--seq-len/--samples for a .txt/.jsonl --data or --calib
     p.add_argument("--no-float", action="store_true", help="no fp16 ('keep float') candidate")
     p.add_argument("--memory", default="low", choices=("low", "normal", "high", "none"),
                    help="report the plan's measured speed against fp32 at this memory mode (default low; none: skip)")
@@ -98,9 +101,7 @@ def _data(args, model):
 
         fitted = minilm_calib_sentences(args.calib_limit) if args.calib == "minilm" else ()
         return minilm_tuning_data(model, args.limit, exclude=fitted)
-    from ..calib import as_calibration
-
-    return as_calibration(data, args.limit)
+    return convert_model.calibration_source(data, args.limit, args.model, model, convert_model.text_options(args))
 
 
 def _calibration(args, model):
@@ -109,9 +110,8 @@ def _calibration(args, model):
         return None
     if args.calib_limit is not None and args.calib_limit < 1:
         raise ValueError(f"--calib-limit {args.calib_limit}: must be >= 1")
-    from .convert_model import calibration_source
-
-    return calibration_source(args.calib, args.calib_limit, args.model, model)
+    return convert_model.calibration_source(args.calib, args.calib_limit, args.model, model,
+                                            convert_model.text_options(args))
 
 
 def _check_minilm_sources(args) -> None:
@@ -158,6 +158,9 @@ def run(args: argparse.Namespace) -> int:
     plan = auto_quantize(model, data, target_size=size, target_error=args.max_error, candidates=cands,
                          metric=args.metric, output=output, skip=args.skip, cache=not args.no_cache,
                          progress=not args.quiet, mode=args.mode, holdout=args.holdout, calibration=calibration)
+    from ..auto.plan import wrapper_prefix
+
+    plan.model_prefix = wrapper_prefix(model)  # so `convert FOLDER --config` maps names to the model's folder
     plan.to_json(args.out)
     if args.plot:
         plan.plot(args.plot)

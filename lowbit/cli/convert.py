@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import convert
     from ..quant import QuantConfig
 
+    if args.input is not None and args.calib and convert_model.is_hf_folder(args.input):
+        args.model, args.input = args.input, None  # a model folder with calibration: build and calibrate it
     if args.model:
         if args.input is not None:
             raise ValueError(f"with --model give only OUT, not a checkpoint ({args.input!r})")
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--format and --max-shard-size apply to checkpoint conversion, not to --model")
         return convert_model.run_model(args)
     if args.method in ("gptq", "awq", "recon"):
-        raise ValueError(f"--method {args.method} needs the model and calibration data: pass --model and --calib")
+        raise ValueError(f"--method {args.method} needs the model and calibration data: pass --calib DATA with a "
+                         "model folder IN (or --model and --calib)")
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric,
                       method=args.method or ("hqq" if args.hqq else "rtn"))
     summary = convert(args.input, args.output, cfg, overrides=args.config, skip=args.skip,

@@ -23,9 +23,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "not given, only OUT")
     g.add_argument("--calib", metavar="DATA",
                    help="calibration inputs: a folder of .pt/.npy/.safetensors files (one model call each), "
-                   "MODULE:FUNCTION returning an iterable of inputs, or 'minilm' (default with --model minilm)")
+                   "FILE.txt / FILE.jsonl / a folder of them (text, with --tokenizer), MODULE:FUNCTION returning an "
+                   "iterable of inputs, or 'minilm' (default with --model minilm)")
     g.add_argument("--calib-limit", type=int, default=None, metavar="N", help="use at most N calibration items "
                    "(with --calib minilm: sentences, default 256)")
+    add_text_arguments(g)
     g.add_argument("--method", choices=METHODS, default=None,
                    help="rtn, hqq, gptq, awq or recon (gptq, awq and recon need --model and --calib); default rtn")
     g.add_argument("--steps", type=int, default=None, metavar="N",
@@ -39,6 +41,51 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="calibrate every layer on the float model's inputs (default: sequential, each layer sees "
                    "the already-quantized earlier layers' outputs)")
     g.add_argument("--json", action="store_true", help="print the summary and error table as JSON")
+
+
+def add_text_arguments(g) -> None:
+    """--tokenizer / --seq-len / --samples: calibration from text (convert, auto and quant)."""
+    from ..calib.text import DEFAULT_SAMPLES, DEFAULT_SEQ_LEN
+
+    g.add_argument("--tokenizer", metavar="DIR", help="with a text --calib: the folder of the model's tokenizer "
+                   "(default: the --model folder)")
+    g.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN, metavar="N",
+                   help=f"with a text --calib: tokens per text at most (default {DEFAULT_SEQ_LEN})")
+    g.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
+                   help=f"with a text --calib: number of texts (default {DEFAULT_SAMPLES})")
+
+
+def text_options(args) -> dict:
+    """The text-calibration options of parsed args (the --model folder is the default tokenizer)."""
+    model = getattr(args, "model", None)
+    folder = model if model and is_hf_folder(model) else None
+    return {"tokenizer": getattr(args, "tokenizer", None) or folder, "seq_len": getattr(args, "seq_len", 512),
+            "samples": getattr(args, "samples", 128)}
+
+
+def is_hf_folder(spec: str) -> bool:
+    """--model names a Hugging Face model folder (a directory with config.json)."""
+    return Path(spec).is_dir() and (Path(spec) / "config.json").is_file()
+
+
+def build_hf_model(folder: str):
+    """The float model of a Hugging Face folder, as the class its config.json names (transformers)."""
+    from ..checkpoint.hf_folder import read_config
+    from ..checkpoint.pretrained import model_class
+
+    if "quantization_config" in read_config(Path(folder) / "config.json"):
+        raise ValueError(f"--model {folder}: its config.json has a quantization_config, so it is already quantized; "
+                         "convert the float model's folder")
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    return model_class(config, Path(folder)).from_pretrained(folder, local_files_only=True).eval()
+
+
+def tied_modules(model) -> list[str]:
+    """Modules whose weight is a tied copy of another (a Hugging Face lm_head sharing the embeddings): kept float,
+    as the folder stores only the embedding."""
+    return sorted({k.rpartition(".")[0] for k in (getattr(model, "all_tied_weights_keys", None) or {})})
 
 
 def require_input_without_model(p: argparse.ArgumentParser) -> None:
@@ -55,11 +102,14 @@ def require_input_without_model(p: argparse.ArgumentParser) -> None:
 
 
 def build_model(spec: str):
-    """The float model for --model: 'minilm' or MODULE:FUNCTION (called with no arguments)."""
+    """The float model for --model: 'minilm', a Hugging Face model folder, or MODULE:FUNCTION (called with no
+    arguments)."""
     if spec == "minilm":
         from ..models import load_minilm
 
         return load_minilm()
+    if is_hf_folder(spec):
+        return build_hf_model(spec)
     module_name, sep, func_name = spec.partition(":")
     if not sep or not module_name or not func_name:
         raise ValueError(f"--model {spec!r}: use MODULE:FUNCTION (a function returning the float nn.Module) or minilm")
@@ -82,10 +132,19 @@ def layer_overrides(path: str, base, model) -> tuple[dict, list[str]]:
 
     from ..checkpoint import load_overrides
 
+    from ..checkpoint.names import rebase_keys
+
     modules = [n for n, _ in model.named_modules() if n]
     overrides, skip = {}, []
-    for rule in load_overrides(path, base):
-        name = rule.pattern.removesuffix(".weight") if rule.pattern.endswith(".weight") else rule.pattern
+    rules = load_overrides(path, base)
+
+    def matches(key: str, module: str) -> bool:
+        name = key.removesuffix(".weight")
+        return module == name or fnmatchcase(module, name)
+
+    mapped = rebase_keys([r.pattern for r in rules], modules, matches) or {}  # a plan in the folder's names
+    for rule in rules:
+        name = mapped.get(rule.pattern, rule.pattern).removesuffix(".weight")
         if not any(n == name or fnmatchcase(n, name) for n in modules):
             raise ValueError(f"--config {path}: entry {rule.pattern!r} matches no layer of the model (e.g. "
                              f"{modules[:3]}); name a module, its weight, or a glob")
@@ -117,10 +176,16 @@ def minilm_calib_sentences(limit: int | None) -> list[str]:
     return pick_sentences(limit or DEFAULT_SENTENCES)
 
 
-def calibration_source(spec: str, limit: int | None, model_spec: str, model):
+def calibration_source(spec: str, limit: int | None, model_spec: str, model, text: dict | None = None):
     """--calib DATA as a CalibrationSet: 'minilm' = `minilm_calib_sentences(limit)` of the bundled MiniLM's own
-    sentences, else a folder of .pt/.npy/.safetensors inputs or MODULE:FUNCTION (at most `limit` items)."""
+    sentences; a .txt/.jsonl file or a folder of them = texts tokenized as `text` says (`text_options`), else a
+    folder of .pt/.npy/.safetensors inputs or MODULE:FUNCTION (at most `limit` items)."""
     from ..calib import as_calibration
+    from ..calib.text import is_text_source, text_calibration
+
+    if is_text_source(spec):
+        cal = text_calibration(spec, one_argument=hasattr(model, "tokenize"), **(text or {"tokenizer": None}))
+        return cal.limited(limit)
 
     if spec == "minilm":
         from ..calib.minilm import sentence_batches
@@ -138,7 +203,7 @@ def _calibration(args, model):
         what = f"--method {args.method}" if args.method in ("gptq", "awq", "recon") else "a gptq/awq layer in --config"
         raise ValueError(f"{what} needs calibration inputs: pass --calib DATA (a folder of .pt/.npy/.safetensors "
                          "files or MODULE:FUNCTION)")
-    return calibration_source(data, args.calib_limit, args.model, model)
+    return calibration_source(data, args.calib_limit, args.model, model, text_options(args))
 
 
 def run_model(args: argparse.Namespace) -> int:
@@ -153,6 +218,7 @@ def run_model(args: argparse.Namespace) -> int:
                       gptq_scales=args.gptq_scales, **({"recon_steps": args.steps} if args.steps is not None else {}))
     model = build_model(args.model)
     overrides, skip = layer_overrides(args.config, cfg, model) if args.config else ({}, [])
+    skip += tied_modules(model)
     aware = cfg.data_aware or any(c.data_aware for c in overrides.values())
     calibration = _calibration(args, model) if aware else None
     every = _gptq_fit_every(args.config) if aware and args.config else 0
@@ -162,7 +228,7 @@ def run_model(args: argparse.Namespace) -> int:
         calibration = fit_items(calibration, every)
     model = quantize(model, cfg, skip=[*args.skip, *skip], overrides=overrides, calibration=calibration,
                      sequential=not args.float_inputs, progress=not args.quiet)
-    save(model, args.output, external_data=args.external_data)
+    save_output(model, args, cfg)
     summary = model.lowbit_summary
     if args.json:
         out = summary.to_json() if hasattr(summary, "to_json") else {"bytes before": summary.bytes_before,
@@ -171,3 +237,19 @@ def run_model(args: argparse.Namespace) -> int:
     else:
         print(summary)
     return 0
+
+
+def save_output(model, args, cfg) -> None:
+    """Write the checkpoint; from a Hugging Face folder, a folder (OUT/model.safetensors, config.json with the lowbit
+    quantization_config, tokenizer files) unless OUT ends in .safetensors."""
+    from ..checkpoint import save
+    from ..checkpoint.convert import folder_output
+    from ..checkpoint.hf_folder import copy_files
+    from ..hf.folder import stamp_quantization_config
+
+    if not is_hf_folder(args.model):
+        save(model, args.output, external_data=args.external_data)
+        return
+    dst, carry = folder_output(args.output, args.model)
+    save(model, dst, external_data=args.external_data)
+    stamp_quantization_config(copy_files(carry, Path(dst).parent), cfg)

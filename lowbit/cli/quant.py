@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from . import convert_model
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("quant", help="offline full INT8 with calibration data (MNN's quantized.out)",
@@ -24,6 +26,7 @@ def add_parser(sub) -> None:
                    help="build the float model by calling MODULE:FUNCTION() (or the bundled MiniLM)")
     p.add_argument("--calib", metavar="DATA", help="calibration inputs: a folder of .pt/.npy/.safetensors files or of "
                    "images, MODULE:FUNCTION returning an iterable of inputs, or 'minilm' (default with --model minilm)")
+    convert_model.add_text_arguments(p)  # --tokenizer/--seq-len/--samples for a .txt/.jsonl --calib
     p.add_argument("--config", metavar="JSON", help="MNN-style quantization config (see above)")
     p.add_argument("--skip", action="append", default=[], metavar="NAME", help="keep this layer (name or glob) float")
     p.add_argument("--debug", action="store_true", help="per-layer cosine / SNR / overflow table")
@@ -47,11 +50,15 @@ def read_config(path: str | None):
     return StaticConfig.from_mnn(data)
 
 
-def calibration_for(spec: str | None, model_spec: str, model, cfg, image_fields: dict):
-    """What to pass to quantize_static as calibration for --calib."""
+def calibration_for(spec: str | None, model_spec: str, model, cfg, image_fields: dict, text: dict | None = None):
+    """What to pass to quantize_static as calibration for --calib (text: `convert_model.text_options`)."""
+    from ..calib.text import is_text_source
+
     spec = spec or ("minilm" if model_spec == "minilm" else None)
     if spec is None:
         raise ValueError("pass --calib DATA (a folder of tensors or images, or MODULE:FUNCTION)")
+    if is_text_source(spec):
+        return convert_model.calibration_source(spec, None, model_spec, model, text)
     if spec == "minilm":
         from ..calib import minilm_calibration
 
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = replace(cfg, debug=True)
     model = build_model(args.model)
-    calibration = calibration_for(args.calib, args.model, model, cfg, image_fields)
+    calibration = calibration_for(args.calib, args.model, model, cfg, image_fields, convert_model.text_options(args))
     model = quantize_static(model, calibration, cfg, skip=args.skip, progress=not args.quiet)
     save(model, args.output)
     summary = model.lowbit_summary
