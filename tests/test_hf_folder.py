@@ -45,9 +45,12 @@ def test_hub_cache_snapshot_keeps_its_tokenizer(tmp_path, one_thread):
     summary = convert(snapshot, f"{tmp_path / 'q'}/", QuantConfig(bits=4, block_size=32, symmetric=True),
                       progress=False)
     assert sorted(f.name for f in summary.carried) == sorted(["config.json", *TOKENIZER_FILES])
-    for name in ("config.json", *TOKENIZER_FILES):
+    for name in TOKENIZER_FILES:
         out = tmp_path / "q" / name
         assert not out.is_symlink() and out.read_bytes() == (src / name).read_bytes(), name
+    config = json.loads((tmp_path / "q" / "config.json").read_text())  # the source's, stamped quant_method lowbit
+    assert config.pop("quantization_config")["quant_method"] == "lowbit"
+    assert not (tmp_path / "q" / "config.json").is_symlink() and config == json.loads((src / "config.json").read_text())
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "q")
     assert tok.vocab_size == 30522 and tok.unk_token_id not in tok("quantized weights")["input_ids"]
     (tmp_path / "q" / "config.json").unlink()

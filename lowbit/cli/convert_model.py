@@ -245,11 +245,17 @@ def save_output(model, args, cfg) -> None:
     from ..checkpoint import save
     from ..checkpoint.convert import folder_output
     from ..checkpoint.hf_folder import copy_files
+    from ..checkpoint.output_folder import replacing_folder
     from ..hf.folder import stamp_quantization_config
 
     if not is_hf_folder(args.model):
         save(model, args.output, external_data=args.external_data)
         return
-    dst, carry = folder_output(args.output, args.model)
-    save(model, dst, external_data=args.external_data)
-    stamp_quantization_config(copy_files(carry, Path(dst).parent), cfg)
+    dst, carry, folder = folder_output(args.output, args.model)
+    if folder is None:  # OUT ends in .safetensors: the weights alone
+        save(model, dst, external_data=args.external_data)
+        return
+    inputs = [f for f in Path(args.model).iterdir() if f.is_file()]  # OUT must not be the model folder itself
+    with replacing_folder(folder, inputs) as tmp:  # built beside, swapped in whole
+        save(model, tmp / Path(dst).name, external_data=args.external_data)
+        stamp_quantization_config(copy_files(carry, tmp, carry), cfg)
