@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -22,16 +23,22 @@ def parse_size(text: str) -> float:
         raise ValueError(f"--size {text!r}: use a percentage of fp32 (25%), a fraction (0.25) or bytes (20MB, 20MiB, "
                          "123456)")
     value, unit = float(m.group(1)), (m.group(2) or "").upper()
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"--size {text!r}: must be a finite number > 0")
     if unit == "%":
         value /= 100
         if not 0 < value <= 1:
             raise ValueError(f"--size {text!r}: a percentage must be in (0, 100]")
         return value
     if unit == "" and value <= 1:
-        if value <= 0:
-            raise ValueError(f"--size {text!r} must be > 0")
         return value
-    return value * _UNITS[unit]
+    size = value * _UNITS[unit]
+    if size < 2:  # auto_quantize reads a target <= 1 as a fraction of fp32: 1B would mean 100%
+        raise ValueError(f"--size {text!r} is {size:g} bytes; give at least 2 bytes, or a fraction (0.25) or a "
+                         "percentage (25%) of fp32")
+    if not math.isfinite(size):
+        raise ValueError(f"--size {text!r}: must be a finite size")
+    return size
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -129,6 +136,17 @@ def _candidates(args):
     return cands
 
 
+def _check_outputs(args) -> None:
+    """--out and --plot: distinct, in folders that exist, and none of the command's inputs."""
+    from .overwrite import data_path, module_file, refuse_missing_parent, refuse_overwrite
+
+    refuse_overwrite({"--out": args.out, "--plot": args.plot},
+                     {"the --model module": module_file(args.model), "the --data inputs": data_path(args.data),
+                      "the --calib data": data_path(args.calib)})
+    refuse_missing_parent("--out", args.out)
+    refuse_missing_parent("--plot", args.plot)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..auto import auto_quantize
     from .convert_model import build_model
@@ -144,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise ImportError(f"--plot {args.plot}: this format needs matplotlib (the lowbit[plot] extra): pip install "
                               "matplotlib, or write a .svg (drawn without it)") from None
+    _check_outputs(args)
     cands = _candidates(args)
     _check_minilm_sources(args)
     model = build_model(args.model)
@@ -155,9 +174,9 @@ def run(args: argparse.Namespace) -> int:
     plan = auto_quantize(model, data, target_size=size, target_error=args.max_error, candidates=cands,
                          metric=args.metric, output=output, skip=args.skip, cache=not args.no_cache,
                          progress=not args.quiet, mode=args.mode, holdout=args.holdout, calibration=calibration)
-    plan.to_json(args.out)
-    if args.plot:
+    if args.plot:  # first: a plot that cannot be written leaves no plan behind
         plan.plot(args.plot)
+    plan.to_json(args.out)
     fit = (f"--calib {args.calib}" + (f" --calib-limit {args.calib_limit}" if args.calib_limit else "")
            if plan.gptq_calibration else f"--calib {args.data or 'minilm'} --calib-limit {args.limit}")
     how = (f"apply with: lowbit convert --model {args.model} {fit} --config {args.out} --float-inputs OUT "

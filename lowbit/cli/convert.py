@@ -42,10 +42,23 @@ def summary_table(summary) -> str:
     return tabulate([row], headers=headers, tablefmt="github")
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """OUT (and OUT.data) must not be the model's module, calibration data or --config (the input checkpoint and
+    its shards are checked by `lowbit.checkpoint.convert`, which knows every file it reads)."""
+    from ..checkpoint.external import data_path_for
+    from .overwrite import data_path, module_file, refuse_overwrite
+
+    outputs = {"OUT": args.output, "OUT's data file": data_path_for(args.output) if args.external_data else None}
+    inputs = {"--config": args.config, "the --model module": module_file(args.model),
+              "the --calib data": data_path(args.calib)}
+    refuse_overwrite(outputs, inputs)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import convert
     from ..quant import QuantConfig
 
+    check_outputs(args)
     if args.model:
         if args.input is not None:
             raise ValueError(f"with --model give only OUT, not a checkpoint ({args.input!r})")

@@ -71,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import save
     from ..static import quantize_static
     from .convert_model import build_model
+    from .overwrite import data_path, module_file, refuse_overwrite
 
+    refuse_overwrite({"OUT": args.output}, {"--config": args.config, "the --model module": module_file(args.model),
+                                            "the --calib data": data_path(args.calib)})
     cfg, image_fields = read_config(args.config)
     if args.debug and not cfg.debug:
         from dataclasses import replace
