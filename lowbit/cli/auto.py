@@ -151,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     from ..auto import auto_quantize
     from .convert_model import build_model
 
+    _check_outputs(args)
     size = parse_size(args.size) if args.size is not None else None
     if args.max_error is not None and not args.max_error >= 0:
         raise ValueError(f"--max-error {args.max_error}: must be >= 0")
@@ -162,7 +163,6 @@ def run(args: argparse.Namespace) -> int:
         except ImportError:
             raise ImportError(f"--plot {args.plot}: this format needs matplotlib (the lowbit[plot] extra): pip install "
                               "matplotlib, or write a .svg (drawn without it)") from None
-    _check_outputs(args)
     cands = _candidates(args)
     _check_minilm_sources(args)
     model = build_model(args.model)

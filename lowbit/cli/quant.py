@@ -42,9 +42,14 @@ def read_config(path: str | None):
         data = json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"--config {path}: not valid JSON ({e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {path}: not a text (UTF-8) JSON file") from None
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a JSON object")
-    return StaticConfig.from_mnn(data)
+    try:
+        return StaticConfig.from_mnn(data)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--config {path}: {e}") from None
 
 
 def calibration_for(spec: str | None, model_spec: str, model, cfg, image_fields: dict):
@@ -76,6 +81,13 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwrite({"OUT": args.output}, {"--config": args.config, "the --model module": module_file(args.model),
                                             "the --calib data": data_path(args.calib)})
     cfg, image_fields = read_config(args.config)
+    if image_fields:  # checked before the model is built
+        from ..static.images import check_image_fields
+
+        try:
+            check_image_fields(image_fields)
+        except ValueError as e:
+            raise ValueError(f"--config {args.config}: {e}") from None
     if args.debug and not cfg.debug:
         from dataclasses import replace
 
