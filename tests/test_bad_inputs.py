@@ -164,3 +164,36 @@ def test_alias_tensors_must_repeat_the_canonical_ones(tmp_path):
     path = save(sd, tmp_path / "bad.safetensors")
     with pytest.raises(CheckpointError, match="'b.bias' belongs to an alias of module 'a'"):
         lowbit.load(Aliased().eval(), path)
+
+
+def test_npy_header_larger_than_its_file_is_refused_without_allocating(tmp_path):
+    """A .npy whose header claims 80 GB: read mapped, so the claim fails against the file size (no allocation)."""
+    import numpy as np
+
+    from lowbit.calib.sources import load_file
+
+    path = tmp_path / "huge.npy"
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": (100000, 100000)})
+        f.write(b"\0" * 64)
+    with pytest.raises(ValueError, match=r"calibration file .*huge.npy cannot be read as tensors"):
+        load_file(path)
+
+
+@pytest.mark.parametrize("how", ["--block", "--config"])
+def test_block_wider_than_every_layer_is_one_block_per_row(tmp_path, capsys, how):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    w = torch.randn(64, 128)
+    save_file({"fc.weight": w}, tmp_path / "f.safetensors")
+    big = str(2**34)
+    extra = ["--block", big] if how == "--block" else ["--config", tmp_path / "c.json"]
+    (tmp_path / "c.json").write_text('{"fc": {"bits": 4, "block_size": %s}}' % big)
+    assert main([str(a) for a in ["convert", tmp_path / "f.safetensors", tmp_path / "q.safetensors", "--quiet",
+                                  *extra]]) == 0
+    capsys.readouterr()
+    ckpt = open_checkpoint(tmp_path / "q.safetensors")
+    assert ckpt.quantized["fc.weight"]["block_size"] == -1
+    per_row = quantize_weight(w, QuantConfig(bits=4, block_size=-1))
+    assert torch.equal(ckpt.quantized_weight("fc.weight").dequantize(), per_row.dequantize())

@@ -40,8 +40,8 @@ def read_config(path: str | None):
         return StaticConfig(), {}
     try:
         data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--config {path}: not valid JSON ({e})") from None
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"--config {path}: not valid JSON ({str(e)[:200]})") from None
     except UnicodeDecodeError:
         raise ValueError(f"--config {path}: not a text (UTF-8) JSON file") from None
     if not isinstance(data, dict):
