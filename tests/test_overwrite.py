@@ -150,3 +150,9 @@ def test_closed_stdout_pipe_is_quiet():
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and err == "", err
+
+
+def test_bench_out_must_be_a_folder(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    _fails(capsys, ["bench", "--out", tmp_path / "notes.txt", "quantize"], "is not a folder")
+    assert (tmp_path / "notes.txt").read_text() == "mine"

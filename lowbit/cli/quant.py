@@ -11,7 +11,6 @@ errors. Prints the summary (and with --debug the per-layer cosine/SNR/overflow t
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -38,12 +37,14 @@ def read_config(path: str | None):
 
     if path is None:
         return StaticConfig(), {}
+    from ..checkpoint.safetensors_io import parse_json
+
     try:
-        data = json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise ValueError(f"--config {path}: not valid JSON ({str(e)[:200]})") from None
+        data = parse_json(Path(path).read_bytes())  # strict: no NaN/Infinity, no repeated key
     except UnicodeDecodeError:
         raise ValueError(f"--config {path}: not a text (UTF-8) JSON file") from None
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"--config {path}: not valid JSON ({str(e)[:200]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a JSON object")
     try:
