@@ -156,3 +156,11 @@ def test_bench_out_must_be_a_folder(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     _fails(capsys, ["bench", "--out", tmp_path / "notes.txt", "quantize"], "is not a folder")
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_output_that_is_a_directory_fails_before_the_work(work, capsys):
+    (work / "plan.json").mkdir()
+    _fails(capsys, ["auto", "--model", "ow_model:make", "--data", "ow_model:data", "--size", "30%", "--quiet",
+                    "--no-cache", "--out", work / "plan.json"], "is a directory")
+    _fails(capsys, ["quant", "--model", "ow_model:make", "--calib", "ow_model:data", "--quiet", work / "plan.json"],
+           "is a directory")

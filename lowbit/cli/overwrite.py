@@ -5,6 +5,8 @@ module's file without importing it), calibration or test data (a file, a folder:
 folder counts, since the next run would read it as data; or MODULE:FUNCTION's file), `--config` and plan files, and
 checkpoints. Two outputs of one command must differ too (`auto --out p.svg --plot p.svg`). Paths are compared after
 resolving symbolic links, and by device and inode (hard links). A folder output (export) must not hold an input.
+A file output that exists as a directory, device, FIFO or link is refused here too (`checkpoint.outputs`), before
+the command spends minutes calibrating.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from ..checkpoint.outputs import check_output
 
 PathLike = str | os.PathLike
 
@@ -79,6 +83,12 @@ def refuse_overwrite(outputs: Mapping[str, PathLike | None], inputs: Mapping[str
             if olabel in folder_outputs and _inside(src, out):
                 raise ValueError(f"{olabel} {out} holds {ilabel} {src}, which the command reads and would replace; "
                                  "write to another folder")
+    for olabel, out in outs.items():
+        if olabel not in folder_outputs:  # a directory, device, FIFO or link there fails now, not after the work
+            try:
+                check_output(out)
+            except (OSError, ValueError) as e:
+                raise type(e)(f"{olabel}: {e}") from None
     labels = list(outs)
     for i, a in enumerate(labels):
         for b in labels[i + 1:]:
