@@ -5,7 +5,6 @@ import json
 import struct
 import textwrap
 import zlib
-from collections import OrderedDict
 
 import pytest
 import torch

@@ -37,7 +37,7 @@ def _model():
 
 
 def _bad(value: float, kind: str, dtype=torch.float32) -> bool:
-    """The oracle: which stored values (once in the tensor's dtype) a forward cannot use (lowbit/checkpoint/values.py)."""
+    """The oracle: which stored values (once in the tensor's dtype) a forward cannot use (checkpoint/values.py)."""
     v32 = float(torch.tensor(value, dtype=torch.float64).to(dtype))
     if not math.isfinite(v32):
         return True
@@ -52,7 +52,8 @@ def _bad(value: float, kind: str, dtype=torch.float32) -> bool:
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("values")
     m = _model()
-    rtn = {"fc.weight": quantize_weight(m.fc.weight.detach(), QuantConfig(bits=4, block_size=32, scale_dtype="float32")),
+    f32 = QuantConfig(bits=4, block_size=32, scale_dtype="float32")
+    rtn = {"fc.weight": quantize_weight(m.fc.weight.detach(), f32),
            "fc.bias": m.fc.bias.detach(),
            "head.weight": quantize_weight(m.head.weight.detach(), QuantConfig(bits=4, block_size=32, method="hqq")),
            "head.bias": m.head.bias.detach(),
