@@ -194,3 +194,24 @@ def test_config_and_plan_json(tmp_path_factory, doc):
             check_image_fields(fields)
     except ValueError as e:
         assert str(e).strip()
+
+
+@FUZZ
+@given(block=st.sampled_from([-1, 1, 16, 17, 32, 64, 2**20, 2**34, 2**62, 2**63 - 1, 10**23]))
+def test_metadata_block_sizes(files, block):
+    """A stored block_size wider than K reads as one block per row (no allocation sized by it); one that implies
+    other scale shapes is refused naming the tensor."""
+    root, paths = files
+    header, body, data = _static_meta(paths["rtn"])  # fc: K=64, block 32 (2 blocks); head: K=32, block 32 (1 block)
+    body["quantized"]["head.weight"]["block_size"] = block
+    header["__metadata__"]["lowbit"] = json.dumps(body)
+    text = json.dumps(header).encode()
+    path = root / "block_mutated.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    if block == -1 or block >= 32:
+        ref = load(_model(), paths["rtn"])
+        x = torch.randn(3, 64) * 0.01
+        assert torch.equal(load(_model(), path)(x), ref(x))
+    else:
+        with pytest.raises(CheckpointError, match="head.weight"):
+            open_checkpoint(path)
