@@ -57,21 +57,21 @@ def _cases(w):
     convert = ["convert", "--model", "ow_model:make", "--calib", data, "--method", "gptq", "--quiet"]
     quant = ["quant", "--model", "ow_model:make", "--calib", data, "--quiet"]
     return {
-        "auto --out module": ([*auto, "--data", data, "--out", module], "is the --model module"),
+        "auto --out module": ([*auto, "--data", data, "--out", module], "(the --model module)"),
         "auto --out data file": ([*auto, "--data", data, "--out", data / "00.pt"], "inside the --data inputs"),
         "auto --out in data folder": ([*auto, "--data", data, "--out", data / "plan.json"], "inside the --data"),
         "auto --plot = --out": ([*auto, "--data", data, "--out", w / "p.svg", "--plot", w / "p.svg"],
                                 "are the same file"),
         "auto --plot module": ([*auto, "--data", "ow_model:data", "--out", w / "p.json", "--plot", module],
-                               "is the --model module"),
-        "auto --out data module": ([*auto, "--data", "ow_model:data", "--out", module], "is the --model module"),
+                               "(the --model module)"),
+        "auto --out data module": ([*auto, "--data", "ow_model:data", "--out", module], "(the --model module)"),
         "convert calib file": ([*convert, data / "00.pt"], "inside the --calib data"),
-        "convert module": ([*convert, module], "is the --model module"),
-        "convert config": ([*convert, "--config", cfg, cfg], "is --config"),
+        "convert module": ([*convert, module], "(the --model module)"),
+        "convert config": ([*convert, "--config", cfg, cfg], "(--config)"),
         "convert external data": ([*convert, "--external-data", w / "DATA" / "x"], "inside the --calib data"),
         "quant calib file": ([*quant, data / "01.pt"], "inside the --calib data"),
-        "quant module": ([*quant, module], "is the --model module"),
-        "quant config": ([*quant, "--config", cfg, cfg], "is --config"),
+        "quant module": ([*quant, module], "(the --model module)"),
+        "quant config": ([*quant, "--config", cfg, cfg], "(--config)"),
     }
 
 
@@ -86,9 +86,9 @@ def test_no_command_writes_over_its_inputs(work, capsys, case):
 def test_hard_link_and_symlink_to_an_input_are_the_input(work):
     os.link(work / "ow_model.py", work / "hard.py")
     os.symlink(work / "cfg.json", work / "soft.json")
-    with pytest.raises(ValueError, match="same file"):
+    with pytest.raises(ValueError, match="is the input file"):
         refuse_overwrite({"OUT": work / "hard.py"}, {"the --model module": module_file("ow_model:make")})
-    with pytest.raises(ValueError, match="same file"):
+    with pytest.raises(ValueError, match="is the input file"):
         refuse_overwrite({"OUT": work / "soft.json"}, {"--config": work / "cfg.json"})
     refuse_overwrite({"OUT": work / "new.safetensors"}, {"--config": work / "cfg.json", "x": None})
 

@@ -43,13 +43,16 @@ def summary_table(summary) -> str:
 
 
 def check_outputs(args: argparse.Namespace) -> None:
-    """OUT (and OUT.data) must not be the model's module, calibration data or --config (the input checkpoint and
-    its shards are checked by `lowbit.checkpoint.convert`, which knows every file it reads)."""
+    """OUT (and OUT.data) must not be the input checkpoint, the model's module, calibration data or --config (the
+    shards of a sharded input are checked by `lowbit.checkpoint.convert`, which knows every file it reads)."""
+    import os
+
     from ..checkpoint.external import data_path_for
     from .overwrite import data_path, module_file, refuse_overwrite
 
     outputs = {"OUT": args.output, "OUT's data file": data_path_for(args.output) if args.external_data else None}
-    inputs = {"--config": args.config, "the --model module": module_file(args.model),
+    inputs = {"the input checkpoint": args.input if args.input and os.path.isfile(args.input) else None,
+              "--config": args.config, "the --model module": module_file(args.model),
               "the --calib data": data_path(args.calib)}
     refuse_overwrite(outputs, inputs)
 

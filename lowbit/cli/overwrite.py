@@ -78,7 +78,7 @@ def refuse_overwrite(outputs: Mapping[str, PathLike | None], inputs: Mapping[str
                 raise ValueError(f"{olabel} {out} is inside {ilabel} {src}, which the command reads; write it "
                                  "outside that folder")
             if _same(out, src):
-                raise ValueError(f"{olabel} {out} is {ilabel} {src} (the same file): writing it would destroy an "
+                raise ValueError(f"{olabel} {out} is the input file {src} ({ilabel}): writing it would destroy an "
                                  "input; give another name")
             if olabel in folder_outputs and _inside(src, out):
                 raise ValueError(f"{olabel} {out} holds {ilabel} {src}, which the command reads and would replace; "
