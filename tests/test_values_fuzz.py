@@ -24,7 +24,7 @@ from lowbit.checkpoint.overrides import load_overrides
 from lowbit.cli.info import checkpoint_rows
 from lowbit.quant import QuantConfig, quantize_weight
 
-FUZZ = settings(deadline=5000, database=None, max_examples=60,
+FUZZ = settings(deadline=5000, database=None, max_examples=40,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 TINY32 = torch.finfo(torch.float32).tiny
 VALUES = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, -1e-3, 1e-40, 1e-45, 1e-39, 2.0**-24,
@@ -172,7 +172,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st
                          max_size=4), max_leaves=8)
 
 
-@settings(FUZZ, max_examples=120)
+@settings(FUZZ, max_examples=80)
 @given(doc=_JSON)
 def test_config_and_plan_json(tmp_path_factory, doc):
     """Any JSON as a --config / plan file: rules or one CheckpointError; as quant's MNN config: a ValueError."""
