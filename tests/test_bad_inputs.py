@@ -193,6 +193,11 @@ def test_block_wider_than_every_layer_is_one_block_per_row(tmp_path, capsys, how
                                   *extra]]) == 0
     capsys.readouterr()
     ckpt = open_checkpoint(tmp_path / "q.safetensors")
-    assert ckpt.quantized["fc.weight"]["block_size"] == -1
+    qw = ckpt.quantized_weight("fc.weight")
+    assert ckpt.quantized["fc.weight"]["block_size"] == 2**34 and qw.group_size == 128 and qw.num_blocks == 1
     per_row = quantize_weight(w, QuantConfig(bits=4, block_size=-1))
-    assert torch.equal(ckpt.quantized_weight("fc.weight").dequantize(), per_row.dequantize())
+    assert torch.equal(qw.dequantize(), per_row.dequantize())
+    layer = lowbit.load(nn.Sequential(__import__("collections").OrderedDict(fc=nn.Linear(128, 64, bias=False))),
+                        tmp_path / "q.safetensors")
+    x = torch.randn(2, 128)
+    torch.testing.assert_close(layer(x), x @ per_row.dequantize().t(), rtol=1e-4, atol=1e-4)

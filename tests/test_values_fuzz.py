@@ -149,7 +149,7 @@ def test_static_steps_and_smoothing(files, layer, field, value, index):
 @FUZZ
 @given(block=st.sampled_from([-1, 16, 32, 48, 64, 80, 2**20, 2**34, 2**62, 10**23]), k=st.sampled_from([16, 40, 64]))
 def test_block_sizes_wider_than_the_row(block, k):
-    """A block wider than K is one block per row: stored as -1, no allocation sized by the block."""
+    """A block wider than K is one block per row (group_size K), with no allocation sized by the block."""
     w = torch.randn(8, k)
     if block != -1 and block % 16:
         with pytest.raises(ValueError, match="block_size"):
@@ -158,7 +158,7 @@ def test_block_sizes_wider_than_the_row(block, k):
     qw = quantize_weight(w, QuantConfig(bits=8, block_size=block))
     per_row = quantize_weight(w, QuantConfig(bits=8, block_size=-1))
     if block == -1 or block > k:
-        assert qw.block_size == -1 and torch.equal(qw.packed, per_row.packed)
+        assert qw.group_size == k and qw.num_blocks == 1 and torch.equal(qw.packed, per_row.packed)
         assert torch.equal(qw.dequantize(), per_row.dequantize())
     else:
         assert qw.block_size == block

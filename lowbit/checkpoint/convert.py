@@ -7,7 +7,6 @@ and its quantized form are in memory.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..quant.config import QuantConfig
-from ..quant.format import FORMAT_NAME, FORMAT_VERSION, stored_block_size
+from ..quant.format import FORMAT_NAME, FORMAT_VERSION
 from ..quant.quantize import quantize_weight
 from .errors import CheckpointError
 from .header import expected_entries, tensor_name
@@ -78,8 +77,7 @@ def _meta(name: str, src: TensorEntry, cfg: QuantConfig) -> dict:
     method = "fp16" if cfg.is_float else cfg.method.value
     return {"format": FORMAT_NAME, "version": FORMAT_VERSION, "shape": list(src.shape),
             "dtype": str(src.dtype).removeprefix("torch."), "bits": cfg.bits,
-            "block_size": -1 if cfg.is_float else stored_block_size(math.prod(src.shape[1:]), cfg.block_size),
-            "symmetric": True if cfg.is_float else cfg.symmetric,
+            "block_size": -1 if cfg.is_float else cfg.block_size, "symmetric": True if cfg.is_float else cfg.symmetric,
             "method": method}
 
 

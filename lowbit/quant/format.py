@@ -21,11 +21,6 @@ def group_size_for(k: int, block_size: int) -> int:
     return k if block_size == -1 or block_size > k else block_size
 
 
-def stored_block_size(k: int, block_size: int) -> int:
-    """The block size a weight of K input channels stores: -1 (per channel) for a block wider than K, which is one
-    block per row, else block_size as given."""
-    return -1 if block_size > k else block_size
-
 
 def num_blocks_for(k: int, block_size: int) -> int:
     """Blocks per row; the last block is shorter when block_size does not divide K."""
@@ -119,7 +114,7 @@ class QuantizedWeight:
              The 2-D view is (N, K) with K = prod(shape[1:]): input channels flattened in row-major order.
       dtype: the original floating dtype, restored by `dequantize()`.
       bits: 2..8, or 16 for float16 storage. block_size: channels per block along K, or -1 (one per row); a block
-             wider than K is stored as -1 (what was used).
+             wider than K is one block per row (`group_size` is then K), whatever its stored value.
       symmetric: codes are q = clamp(round(w / scale), -2**(b-1), 2**(b-1)-1) + 2**(b-1).
       method: "rtn", "hqq" or "fp16".
     Rule: w[n, k] ~= (q[n, k] - zero[n, k // block]) * scale[n, k // block]. When block_size does not divide K the
@@ -135,10 +130,6 @@ class QuantizedWeight:
     block_size: int
     symmetric: bool
     method: str
-
-    def __post_init__(self):
-        # a block wider than the row is one block per row: store that (-1), so kernels see the layout they compute
-        object.__setattr__(self, "block_size", stored_block_size(self.k, self.block_size))
 
     @property
     def n(self) -> int:
