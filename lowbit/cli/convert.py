@@ -61,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import convert
     from ..quant import QuantConfig
 
-    check_outputs(args)
     if args.model:
         if args.input is not None:
             raise ValueError(f"with --model give only OUT, not a checkpoint ({args.input!r})")
+        check_outputs(args)
         return convert_model.run_model(args)
     if args.method in ("gptq", "awq", "recon"):
         raise ValueError(f"--method {args.method} needs the model and calibration data: pass --model and --calib")
+    check_outputs(args)
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric,
                       method=args.method or ("hqq" if args.hqq else "rtn"))
     summary = convert(args.input, args.output, cfg, overrides=args.config, skip=args.skip,
