@@ -40,7 +40,9 @@ def test_quant_cli_errors_write_nothing(tmp_path, capsys):
     cfg = tmp_path / "bad.json"
     cfg.write_text(json.dumps({"feature_quantize_method": "KL", "unknown_field": 1}))
     out = tmp_path / "m.safetensors"
-    rc = main(["quant", "--model", "test_cli_quant:tiny_model", "--calib", str(tmp_path), "--config", str(cfg),
+    data = tmp_path / "data"  # not tmp_path: an output inside the calibration folder is refused
+    data.mkdir()
+    rc = main(["quant", "--model", "test_cli_quant:tiny_model", "--calib", str(data), "--config", str(cfg),
                str(out)])
     assert rc == 1 and "unknown quantization config field 'unknown_field'" in capsys.readouterr().err
     empty = tmp_path / "empty"

@@ -9,6 +9,7 @@ model's.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from contextlib import contextmanager
 
 import torch
@@ -79,7 +80,7 @@ def run_outputs(model: nn.Module, data, select) -> list:
 def _detach(out):
     if isinstance(out, torch.Tensor):
         return out.detach().cpu()
-    if isinstance(out, dict):
+    if isinstance(out, Mapping):  # any Mapping (BatchEncoding too), kept as a plain dict
         return {k: _detach(v) for k, v in out.items()}
     if isinstance(out, (list, tuple)):
         return [_detach(v) for v in out]
@@ -91,7 +92,7 @@ def _hash_value(h, v) -> None:
         t = v.detach().cpu().contiguous()
         h.update(f"T{tuple(t.shape)}{t.dtype}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-dim: BatchNorm's count
-    elif isinstance(v, dict):
+    elif isinstance(v, Mapping):
         for k in v:
             h.update(f"K{k!r}".encode())
             _hash_value(h, v[k])

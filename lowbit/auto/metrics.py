@@ -13,7 +13,7 @@ one part first: a dict key ("sentence_embedding"), a tuple index, or a function 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +32,7 @@ def select_output(output, select):
     try:
         return output[select]
     except (KeyError, IndexError, TypeError) as e:
-        keys = list(output) if isinstance(output, dict) else f"{type(output).__name__}"
+        keys = list(output) if isinstance(output, Mapping) else f"{type(output).__name__}"
         raise ValueError(f"output={select!r} is not part of the model's output ({keys}): {e}") from None
 
 
@@ -43,7 +43,7 @@ def float_leaves(output) -> list[torch.Tensor]:
             return []
         t = output.detach().float().cpu()
         return [t.reshape(1, -1) if t.dim() == 0 else t.reshape(-1, t.shape[-1])]
-    if isinstance(output, dict):
+    if isinstance(output, Mapping):  # dict, or a Mapping such as transformers' BatchEncoding (sentence-transformers)
         return [t for v in output.values() for t in float_leaves(v)]
     if isinstance(output, (list, tuple)):
         return [t for v in output for t in float_leaves(v)]

@@ -214,10 +214,9 @@ def wrapper_prefix(model) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    """Written as checkpoints are (temporary file, rename; never over a non-regular file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_file_atomic(path, text.encode())
+    """Written as checkpoints are (temporary file, rename; never over a non-regular file; never in a folder that
+    does not exist)."""
+    write_file_atomic(Path(path), text.encode())  # a missing folder is an error: nothing is created unasked
 
 
 def _floor(e: float) -> float:

@@ -49,7 +49,7 @@ def _move(value, device):
         return value
     if isinstance(value, torch.Tensor):
         return value.to(device)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # BatchEncoding too
         return {k: _move(v, device) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_move(v, device) for v in value)

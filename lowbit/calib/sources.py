@@ -14,7 +14,7 @@ Sources (`as_calibration`):
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +44,7 @@ class Item:
 
     def fresh(self) -> tuple[tuple, dict]:
         """(args, kwargs) with dicts shallow-copied: some models (sentence-transformers) add keys to their input."""
-        args = tuple(dict(a) if isinstance(a, dict) else a for a in self.args)
+        args = tuple(dict(a) if isinstance(a, Mapping) else a for a in self.args)
         return args, dict(self.kwargs)
 
     def describe(self) -> str:
@@ -57,7 +57,7 @@ class Item:
 def _describe_value(v) -> str:
     if isinstance(v, torch.Tensor):
         return f"Tensor{tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}"
-    if isinstance(v, dict):
+    if isinstance(v, Mapping):
         return "{" + ", ".join(f"{k}: {_describe_value(x)}" for k, x in list(v.items())[:6]) + "}"
     if isinstance(v, (list, tuple)):
         return f"{type(v).__name__}[{len(v)}]"
@@ -166,19 +166,26 @@ def _folder(path: Path, limit: int | None) -> CalibrationSet:
 
 
 def load_file(path: Path):
-    """One item from a .pt / .npy / .safetensors file (see the module docstring)."""
-    if path.suffix == ".npy":
-        return torch.from_numpy(np.load(path, allow_pickle=False))
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file as load_st
-
-        tensors = load_st(str(path))
-        if len(tensors) == 1:
-            return next(iter(tensors.values()))
-        if all(k.isdigit() for k in tensors):
-            return tuple(tensors[k] for k in sorted(tensors, key=int))
-        return dict(tensors)
+    """One item from a .pt / .npy / .safetensors file (see the module docstring); a file that cannot be read as
+    tensors is a ValueError naming it."""
     try:
+        if path.suffix == ".npy":
+            # mapped, then copied: a header claiming more than the file holds fails instead of allocating it
+            return torch.from_numpy(np.array(np.load(path, mmap_mode="r", allow_pickle=False)))
+        if path.suffix == ".safetensors":
+            return _safetensors_item(path)
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types (UnpicklingError, RuntimeError) for a bad file
-        raise ValueError(f"calibration file {path} cannot be read as tensors: {e}") from e
+    except Exception as e:  # numpy, safetensors (SafetensorError) and torch (UnpicklingError...) each raise their own
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ValueError(f"calibration file {path} cannot be read as tensors: {detail}") from None
+
+
+def _safetensors_item(path: Path):
+    from safetensors.torch import load_file as load_st
+
+    tensors = load_st(str(path))
+    if len(tensors) == 1:
+        return next(iter(tensors.values()))
+    if all(k.isdigit() for k in tensors):
+        return tuple(tensors[k] for k in sorted(tensors, key=int))
+    return dict(tensors)

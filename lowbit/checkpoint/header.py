@@ -19,7 +19,7 @@ import torch
 
 from .. import __version__
 from ..quant.checks import check_metadata
-from ..quant.config import FLOAT_BITS, SCALE_DTYPES
+from ..quant.config import FLOAT_BITS, SCALE_DTYPES, QuantMethod
 from ..quant.format import QuantizedWeight, expected_shapes
 from .errors import CheckpointError
 from .safetensors_io import TensorEntry, dtype_name, is_count, parse_json
@@ -30,6 +30,7 @@ INPUT_SCALE = "input_scale"  # AWQ's per-input-channel vector of a Linear / conv
 METADATA_KEY = "lowbit"
 SUFFIXES = ("packed", "scale", "zero")
 _MAX_ELEMENTS = (1 << 63) - 1
+STORED_METHODS = (*(m.value for m in QuantMethod), "fp16")  # what lowbit's writers put in a weight's "method"
 
 
 def tensor_name(param: str, field: str) -> str:
@@ -129,6 +130,12 @@ def check_quantized_meta(path, name: str, qmeta) -> dict:
             raise CheckpointError(f"{where}: {key}={str(qmeta.get(key))[:40]} must be a JSON {kind.__name__}")
     if qmeta["version"] < 1:
         raise CheckpointError(f"{where}: version={qmeta['version']} must be >= 1")
+    if qmeta["method"] not in STORED_METHODS:
+        raise CheckpointError(f"{where}: method={qmeta['method'][:40]!r} is unknown; files hold one of "
+                              f"{list(STORED_METHODS)}")
+    if (qmeta["method"] == "fp16") != (qmeta["bits"] == FLOAT_BITS):
+        raise CheckpointError(f"{where}: method={qmeta['method']!r} with bits={qmeta['bits']}: float16 storage is "
+                              f"method 'fp16' with bits {FLOAT_BITS}, and only that")
     try:
         return check_metadata(qmeta)
     except (ValueError, TypeError, KeyError) as e:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .aliases import drop_alias_tensors, module_aliases, without_alias_keys
 from .errors import CheckpointError
 from .reader import Checkpoint, open_checkpoint
 from .safetensors_io import dtype_name
@@ -155,6 +156,8 @@ def _load_checked(ckpt: Checkpoint, model, backend, static, saved) -> torch.nn.M
     model_sd = model.state_dict(keep_vars=True)
     transient = frozenset(k for k, _ in model.named_buffers()) - set(model_sd)
     prefix = find_prefix([*ckpt.quantized, *ckpt.floats], set(model_sd) | transient)
+    aliases = module_aliases(model)  # a module under two names: its tensors are in the file twice, as torch saves
+    ckpt, model_sd = drop_alias_tensors(ckpt, aliases, prefix), without_alias_keys(model_sd, aliases)
     floats = check_against_model(ckpt, model_sd, prefix, transient)
     weights = {prefix + name: ckpt.quantized_weight(name) for name in ckpt.quantized}
     check_swappable(ckpt.path, model, weights)

@@ -37,6 +37,7 @@ from .sources import read_json
 
 MIN_ELEMENTS = 1024
 OVERRIDES_VERSION = 1
+TOP_LEVEL_KEYS = ("version", "layers", "gptq_fit")  # gptq_fit: written by `lowbit auto`, read by convert --model
 _KEYS = ("bits", "block_size", "method", "symmetric", "scale_dtype", "gptq_act_order", "gptq_damp", "gptq_scales")
 _NEVER = ("emb", "norm")
 _NEVER_EXACT = ("wte", "wpe", "shared")
@@ -112,6 +113,9 @@ def load_overrides(src, base: QuantConfig) -> list[LayerRule]:
     if not isinstance(src, dict):
         raise CheckpointError(f"{where} must hold a JSON object of layer name -> settings")
     if "layers" in src:
+        unknown = sorted(str(k) for k in set(src) - set(TOP_LEVEL_KEYS))
+        if unknown:
+            raise CheckpointError(f"{where}: unknown top-level key(s) {unknown}; known: {list(TOP_LEVEL_KEYS)}")
         version = src.get("version", OVERRIDES_VERSION)
         if type(version) is not int or not 1 <= version <= OVERRIDES_VERSION:
             raise CheckpointError(f"{where} has version {version!r}; this lowbit reads version {OVERRIDES_VERSION}")

@@ -13,6 +13,7 @@ from .external import resolve_data_file
 from .header import parse_metadata, split_entries
 from .safetensors_io import MappedFile, TensorEntry
 from .shards import MappedShards, checkpoint_in_folder
+from .values import check_values
 
 
 @dataclass
@@ -50,7 +51,8 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     """Open and fully check a lowbit checkpoint (and its external data file, if any).
 
     The one validation of a file: `lowbit.load` and `lowbit info` both open files through here, so a file `info`
-    describes is a file `load` accepts (`load` then only checks it against the model).
+    describes is a file `load` accepts (`load` then only checks it against the model). Besides the header, the
+    stored numbers the forward uses are checked (lowbit/checkpoint/values.py).
     """
     path = Path(path)
     if path.is_dir():  # a model folder: model.safetensors, or a sharded index
@@ -65,4 +67,6 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         data = MappedFile(external)
         size += external.stat().st_size
     groups, floats = split_entries(path, data.entries, body["quantized"], body.get("input_scales", []))
-    return Checkpoint(path, body, data.entries, groups, floats, data, size, external)
+    ckpt = Checkpoint(path, body, data.entries, groups, floats, data, size, external)
+    check_values(ckpt)  # the numbers the forward computes with: scales, zeros, input scales, static steps
+    return ckpt

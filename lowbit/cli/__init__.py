@@ -1,7 +1,8 @@
 """The `lowbit` command line: convert, export, info, validate, bench, demo, auto, quant.
 
 Results go to stdout; logs, progress bars and warnings (one line each) to stderr. Exit codes: 0 success, 1 runtime
-error (one line `lowbit: error: ...` on stderr), 2 usage error (argparse), 130 interrupted.
+error (one line `lowbit: error: ...` on stderr), 2 usage error (argparse), 130 interrupted, 141 stdout closed
+(`lowbit ... | head`: nothing is printed about it).
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
     print(f"lowbit: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not report the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout without a file descriptor (captured in tests): nothing to flush
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with `argv` (default sys.argv[1:]); returns the exit code."""
     parser = build_parser()
@@ -48,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():  # restores the process's warning display on return
             warnings.showwarning = _warning_line
-            return int(args.run(args) or 0)
+            code = int(args.run(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit
+            return code
+    except BrokenPipeError:  # `lowbit ... | head`: the reader left; stop quietly as other command-line tools do
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
     except KeyboardInterrupt:
         print("lowbit: interrupted", file=sys.stderr)
         return 130

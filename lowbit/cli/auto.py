@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 
 from . import convert_model
@@ -24,16 +25,22 @@ def parse_size(text: str) -> float:
         raise ValueError(f"--size {text!r}: use a percentage of fp32 (25%), a fraction (0.25) or bytes (20MB, 20MiB, "
                          "123456)")
     value, unit = float(m.group(1)), (m.group(2) or "").upper()
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"--size {text!r}: must be a finite number > 0")
     if unit == "%":
         value /= 100
         if not 0 < value <= 1:
             raise ValueError(f"--size {text!r}: a percentage must be in (0, 100]")
         return value
     if unit == "" and value <= 1:
-        if value <= 0:
-            raise ValueError(f"--size {text!r} must be > 0")
         return value
-    return value * _UNITS[unit]
+    size = value * _UNITS[unit]
+    if size < 2:  # auto_quantize reads a target <= 1 as a fraction of fp32: 1B would mean 100%
+        raise ValueError(f"--size {text!r} is {size:g} bytes; give at least 2 bytes, or a fraction (0.25) or a "
+                         "percentage (25%) of fp32")
+    if not math.isfinite(size):
+        raise ValueError(f"--size {text!r}: must be a finite size")
+    return size
 
 
 def _ints(text: str, what: str) -> tuple[int, ...]:
@@ -131,11 +138,23 @@ def _candidates(args):
     return cands
 
 
+def _check_outputs(args) -> None:
+    """--out and --plot: distinct, in folders that exist, and none of the command's inputs."""
+    from .overwrite import data_path, module_file, refuse_missing_parent, refuse_overwrite
+
+    refuse_overwrite({"--out": args.out, "--plot": args.plot},
+                     {"the --model module": module_file(args.model), "the --data inputs": data_path(args.data),
+                      "the --calib data": data_path(args.calib)})
+    refuse_missing_parent("--out", args.out)
+    refuse_missing_parent("--plot", args.plot)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..auto import auto_quantize
     from ..auto.speed import plan_speed
     from .convert_model import build_model
 
+    _check_outputs(args)
     size = parse_size(args.size) if args.size is not None else None
     if args.max_error is not None and not args.max_error >= 0:
         raise ValueError(f"--max-error {args.max_error}: must be >= 0")
@@ -161,9 +180,9 @@ def run(args: argparse.Namespace) -> int:
     from ..auto.plan import wrapper_prefix
 
     plan.model_prefix = wrapper_prefix(model)  # so `convert FOLDER --config` maps names to the model's folder
-    plan.to_json(args.out)
-    if args.plot:
+    if args.plot:  # first: a plot that cannot be written leaves no plan behind
         plan.plot(args.plot)
+    plan.to_json(args.out)
     fit = (f"--calib {args.calib}" + (f" --calib-limit {args.calib_limit}" if args.calib_limit else "")
            if plan.gptq_calibration else f"--calib {args.data or 'minilm'} --calib-limit {args.limit}")
     how = (f"apply with: lowbit convert --model {args.model} {fit} --config {args.out} --float-inputs OUT "

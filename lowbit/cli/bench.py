@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 
 SUITES = {
     "gemm_cpu": "CPU GEMM: lowbit's kernels vs torch fp32/bf16 and dynamic int8, per shape and M",
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     argv += list(args.suite_args)
     if name not in SUITES:
         raise ValueError(f"unknown benchmark suite {name!r}: use one of {', '.join(SUITES)}")
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} exists and is not a folder: the suite saves <name>.md/.csv/.json in a "
+                         "folder (it has no other inputs to protect)")
     if not any(a == "--out" or a.startswith("--out=") for a in argv) and "-h" not in argv and "--help" not in argv:
         argv += ["--out", ""]  # the CLI prints; it saves only where asked
     try:

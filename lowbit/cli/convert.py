@@ -49,6 +49,21 @@ def summary_table(summary) -> str:
     return tabulate([row], headers=headers, tablefmt="github")
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """OUT (and OUT.data) must not be the input checkpoint, the model's module, calibration data or --config (the
+    shards of a sharded input are checked by `lowbit.checkpoint.convert`, which knows every file it reads)."""
+    import os
+
+    from ..checkpoint.external import data_path_for
+    from .overwrite import data_path, module_file, refuse_overwrite
+
+    outputs = {"OUT": args.output, "OUT's data file": data_path_for(args.output) if args.external_data else None}
+    inputs = {"the input checkpoint": args.input if args.input and os.path.isfile(args.input) else None,
+              "--config": args.config, "the --model module": module_file(args.model),
+              "the --calib data": data_path(args.calib)}
+    refuse_overwrite(outputs, inputs)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import convert
     from ..quant import QuantConfig
@@ -60,10 +75,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"with --model give only OUT, not a checkpoint ({args.input!r})")
         if args.format != "lowbit" or args.max_shard_size:
             raise ValueError("--format and --max-shard-size apply to checkpoint conversion, not to --model")
+        check_outputs(args)
         return convert_model.run_model(args)
     if args.method in ("gptq", "awq", "recon"):
         raise ValueError(f"--method {args.method} needs the model and calibration data: pass --calib DATA with a "
                          "model folder IN (or --model and --calib)")
+    check_outputs(args)
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric,
                       method=args.method or ("hqq" if args.hqq else "rtn"))
     summary = convert(args.input, args.output, cfg, overrides=args.config, skip=args.skip,

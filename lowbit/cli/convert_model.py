@@ -131,10 +131,11 @@ def layer_overrides(path: str, base, model) -> tuple[dict, list[str]]:
     from fnmatch import fnmatchcase
 
     from ..checkpoint import load_overrides
-
     from ..checkpoint.names import rebase_keys
+    from ..nn.swap import quant_class
 
     modules = [n for n, _ in model.named_modules() if n]
+    layers = [n for n, m in model.named_modules() if n and quant_class(m) is not None]
     overrides, skip = {}, []
     rules = load_overrides(path, base)
 
@@ -148,6 +149,10 @@ def layer_overrides(path: str, base, model) -> tuple[dict, list[str]]:
         if not any(n == name or fnmatchcase(n, name) for n in modules):
             raise ValueError(f"--config {path}: entry {rule.pattern!r} matches no layer of the model (e.g. "
                              f"{modules[:3]}); name a module, its weight, or a glob")
+        if rule.cfg is not None and not any(n == name or fnmatchcase(n, name) or n.startswith(name + ".")
+                                            for n in layers):
+            raise ValueError(f"--config {path}: entry {rule.pattern!r} names no layer with a weight to quantize "
+                             f"(Linear, Conv1d/2d, LSTM; e.g. {layers[:3]})")
         if rule.cfg is None:
             skip.append(name)
         else:

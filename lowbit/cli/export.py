@@ -42,7 +42,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import export
+    from .overwrite import refuse_overwrite
 
+    refuse_overwrite({"OUT_DIR": args.output}, {"the input": args.input, "--config": args.config},
+                     folder_outputs=("OUT_DIR",))
     summary = export(args.input, args.output, format=args.format, config=args.config, requantize=args.requantize,
                      strict=args.strict, progress=not args.quiet, allow_float=args.allow_float,
                      weight_only=args.weight_only, max_shard_size=args.max_shard_size,

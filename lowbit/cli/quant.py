@@ -11,7 +11,6 @@ errors. Prints the summary (and with --debug the per-layer cosine/SNR/overflow t
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from . import convert_model
@@ -41,13 +40,20 @@ def read_config(path: str | None):
 
     if path is None:
         return StaticConfig(), {}
+    from ..checkpoint.safetensors_io import parse_json
+
     try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--config {path}: not valid JSON ({e})") from None
+        data = parse_json(Path(path).read_bytes())  # strict: no NaN/Infinity, no repeated key
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {path}: not a text (UTF-8) JSON file") from None
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"--config {path}: not valid JSON ({str(e)[:200]})") from None
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a JSON object")
-    return StaticConfig.from_mnn(data)
+    try:
+        return StaticConfig.from_mnn(data)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"--config {path}: {e}") from None
 
 
 def calibration_for(spec: str | None, model_spec: str, model, cfg, image_fields: dict, text: dict | None = None):
@@ -78,8 +84,18 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import save
     from ..static import quantize_static
     from .convert_model import build_model
+    from .overwrite import data_path, module_file, refuse_overwrite
 
+    refuse_overwrite({"OUT": args.output}, {"--config": args.config, "the --model module": module_file(args.model),
+                                            "the --calib data": data_path(args.calib)})
     cfg, image_fields = read_config(args.config)
+    if image_fields:  # checked before the model is built
+        from ..static.images import check_image_fields
+
+        try:
+            check_image_fields(image_fields)
+        except ValueError as e:
+            raise ValueError(f"--config {args.config}: {e}") from None
     if args.debug and not cfg.debug:
         from dataclasses import replace
 

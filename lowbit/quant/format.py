@@ -16,8 +16,10 @@ _TENSOR_FIELDS = ("packed", "scale", "zero")
 
 
 def group_size_for(k: int, block_size: int) -> int:
-    """Input channels per block: block_size, or all of K for block_size == -1 (per channel)."""
-    return k if block_size == -1 else block_size
+    """Input channels per block: block_size, or all of K for block_size == -1 (per channel) and for a block wider
+    than K (one block per row: nothing is ever sized by a block larger than the row)."""
+    return k if block_size == -1 or block_size > k else block_size
+
 
 
 def num_blocks_for(k: int, block_size: int) -> int:
@@ -111,7 +113,8 @@ class QuantizedWeight:
       shape: the original weight shape (N, ...) (Linear (N, K); Conv (O, I/groups, *kernel); LSTM gates (4H, I)).
              The 2-D view is (N, K) with K = prod(shape[1:]): input channels flattened in row-major order.
       dtype: the original floating dtype, restored by `dequantize()`.
-      bits: 2..8, or 16 for float16 storage. block_size: channels per block along K, or -1 (one per row).
+      bits: 2..8, or 16 for float16 storage. block_size: channels per block along K, or -1 (one per row); a block
+             wider than K is one block per row (`group_size` is then K), whatever its stored value.
       symmetric: codes are q = clamp(round(w / scale), -2**(b-1), 2**(b-1)-1) + 2**(b-1).
       method: "rtn", "hqq" or "fp16".
     Rule: w[n, k] ~= (q[n, k] - zero[n, k // block]) * scale[n, k // block]. When block_size does not divide K the

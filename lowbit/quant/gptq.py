@@ -71,7 +71,7 @@ def _group_params(blocks: torch.Tensor, cfg: QuantConfig, scale_dtype: torch.dty
         from .awq import clip_rows
 
         n, nb, g = blocks.shape
-        _, scale, zero = clip_rows(blocks.reshape(n, nb * g), hess, replace(cfg, block_size=g))
+        _, scale, zero = clip_rows(blocks.reshape(n, nb * g), hess, replace(cfg, block_size=-1 if nb == 1 else g))
         return scale, zero
     return rtn_scale_zero(blocks, cfg.bits, cfg.symmetric, scale_dtype)
 
