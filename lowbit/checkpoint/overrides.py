@@ -37,7 +37,8 @@ from .sources import read_json
 
 MIN_ELEMENTS = 1024
 OVERRIDES_VERSION = 1
-TOP_LEVEL_KEYS = ("version", "layers", "gptq_fit")  # gptq_fit: written by `lowbit auto`, read by convert --model
+TOP_LEVEL_KEYS = ("version", "layers", "gptq_fit", "model_prefix")  # written by `lowbit auto`: gptq_fit read by
+# convert --model, model_prefix (the wrapper prefix of its layer names) by convert FOLDER --config
 _KEYS = ("bits", "block_size", "method", "symmetric", "scale_dtype", "gptq_act_order", "gptq_damp", "gptq_scales")
 _NEVER = ("emb", "norm")
 _NEVER_EXACT = ("wte", "wpe", "shared")
