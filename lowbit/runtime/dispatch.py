@@ -28,8 +28,11 @@ precision Normal it costs MiniLM's int8 lowest cosine 0.9996 -> 0.9983, and torc
 A request no packed kernel can serve falls back as MNN does without its low-memory build: weights dequantized
 once (DENSE), correct and fast, with one warning saying memory Low was not honoured. CPU_INT4
 (lowbit's native kernel: 2..4-bit codes in a 4-bit container, 5..8-bit codes in an 8-bit one, per channel or in
-blocks that are multiples of 32) rounds activations to int8 per row, ~41 dB, and serves every precision, so with
-the native kernel built no 2..8-bit weight falls back to DENSE on the CPU. At precision Low the 5..8-bit per-channel
+blocks that are multiples of 32) serves every precision with the activation scheme the precision names
+(NATIVE_ACTIVATIONS, in Decision.activations): High fp32 (exact up to fp32 summation), Normal int8 with a scale per
+32 input channels, Low / Low_BF16 int8 per row (~41 dB), so with the native kernel built no 2..8-bit weight falls
+back to DENSE on the CPU. Without it (torch's int4pack or KleidiAI serving CPU_INT4, which round activations to bf16
+or int8 per row) CPU_INT4 is refused at precision Normal/High. At precision Low the 5..8-bit per-channel
 weights still go to torch's dynamic int8 first (faster at M >= 32 on the machines measured, bench/results/gemm_cpu*).
 A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before DENSE.
 EMULATED (dequantize on every call) is never chosen for integer weights; tests and benchmarks force it.
@@ -41,13 +44,13 @@ bf16 copy (precision Low) does from M = 32.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import torch
 
 from .capabilities import Capabilities
-from .config import BackendConfig, Memory, Precision
+from .config import NATIVE_ACTIVATIONS, BackendConfig, Memory, Precision
 
 GEMV_MAX_M = 16  # the split-K GEMV covers 1..16 rows; above it the tiled GEMM wins
 A8W_MIN_M = 128  # dynamic int8 activations pay off once the GEMM is compute bound
@@ -118,11 +121,26 @@ class WeightFormat:
 @dataclass(frozen=True)
 class Decision:
     """The chosen kernel; fallback_reason: why it is not what was asked when it is a fallback (None otherwise);
-    note: why a mode's trade was taken (memory High's float copy at this M), for reports."""
+    note: why a mode's trade was taken (memory High's float copy at this M), for reports; activations: the
+    activation scheme the kernel runs (`activation_scheme`: "fp32", "int8/32", "int8/row", "int8/tensor", "bf16";
+    None: the compute dtype as it is, `compute_dtype`)."""
 
     kernel: Kernel
     fallback_reason: str | None = None
     note: str | None = None
+    activations: str | None = None
+
+
+# The one scheme of each other kernel that rounds activations (the rest compute in the compute dtype).
+_FIXED_ACTIVATIONS = {Kernel.CPU_INT8_DYNAMIC: "int8/tensor", Kernel.CPU_INT8_WEIGHT: "bf16",
+                      Kernel.TRITON_A8W: "int8/row"}
+
+
+def activation_scheme(kernel: Kernel, precision: Precision) -> str | None:
+    """The activation scheme `kernel` runs at `precision` (Decision.activations)."""
+    if kernel is Kernel.CPU_INT4:
+        return NATIVE_ACTIVATIONS[precision]
+    return _FIXED_ACTIVATIONS.get(kernel)
 
 
 def select_kernel(device_type: str, m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
@@ -136,9 +154,9 @@ def select_kernel(device_type: str, m: int, fmt: WeightFormat, caps: Capabilitie
         if note is not None:
             return Decision(Kernel.DENSE, note=note)
     if device_type == "cuda":
-        return _select_cuda(m, fmt, caps, backend)
+        return _with_activations(_select_cuda(m, fmt, caps, backend), backend)
     if device_type == "cpu":
-        return _select_cpu(m, fmt, caps, backend)
+        return _with_activations(_select_cpu(m, fmt, caps, backend), backend)
     return _fallback(backend, fmt, device_type, f"lowbit has no fused kernel for device {device_type!r}")
 
 
@@ -183,6 +201,11 @@ def _select_cuda(m: int, fmt: WeightFormat, caps: Capabilities, backend: Backend
     return _first_allowed(wanted, fmt, backend, "cuda")
 
 
+def _with_activations(decision: Decision, backend: BackendConfig) -> Decision:
+    scheme = activation_scheme(decision.kernel, backend.precision)
+    return decision if scheme is None else replace(decision, activations=scheme)
+
+
 def _select_cpu(m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
     eight_bit = {Precision.LOW: [Kernel.CPU_INT8_DYNAMIC, Kernel.CPU_INT8_WEIGHT],
                  Precision.LOW_BF16: [Kernel.CPU_INT8_WEIGHT]}.get(backend.precision, [])
@@ -192,7 +215,21 @@ def _select_cpu(m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendC
     wanted = [k for k in order if available[k]]
     if not wanted:
         return _fallback(backend, fmt, "cpu", "no CPU int4/int8 kernel is available in this process")
-    return _first_allowed(wanted, fmt, backend, "cpu", lambda kernel: _probe_refusal(kernel, m, fmt, caps))
+    return _first_allowed(wanted, fmt, backend, "cpu",
+                          lambda kernel: _probe_refusal(kernel, m, fmt, caps) or _precision_refusal(kernel, caps,
+                                                                                                   backend))
+
+
+def _precision_refusal(kernel: Kernel, caps: Capabilities, backend: BackendConfig) -> str | None:
+    """Why CPU_INT4 cannot keep this precision: torch's int4 ops round activations (int4pack to bf16, KleidiAI to
+    int8 per row), so precision Normal/High needs lowbit's native kernel (or the exact per-call dequant)."""
+    if kernel is not Kernel.CPU_INT4 or backend.precision not in (Precision.NORMAL, Precision.HIGH):
+        return None
+    impl = caps.cpu_int4_impl.lower()
+    if "native" in impl or "dequant" in impl or not impl:
+        return None
+    return (f"precision={backend.precision.value} needs {NATIVE_ACTIVATIONS[backend.precision]} activations; "
+            f"{caps.cpu_int4_impl} rounds them (lowbit's native kernel is unavailable)")
 
 
 def _probe_refusal(kernel: Kernel, m: int, fmt: WeightFormat, caps: Capabilities) -> str | None:
