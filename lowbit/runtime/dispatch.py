@@ -12,9 +12,9 @@ The table (M = rows of the activation; "refused" = the kernel family's `supports
 | Low    | cuda   | triton_gpu, M <= GEMV_MAX_M                    | TRITON_GEMV       |
 | Low    | cuda   | triton_gpu, precision Low, M >= A8W_MIN_M      | TRITON_A8W        |
 | Low    | cuda   | triton_gpu, otherwise                          | TRITON_GEMM       |
-| Low    | cpu    | bits <= 4: CPU_INT4, then the 8-bit kernels;    | first available,  |
-|        |        | bits 5..8: the 8-bit kernels, then CPU_INT4     | not refused       |
-|        |        | (native 8-bit container; refused without it);  |                   |
+| Low    | cpu    | CPU_INT4, then the 8-bit kernels (bits 5..8     | first available,  |
+|        |        | without the native kernel: the 8-bit kernels   | not refused       |
+|        |        | first; CPU_INT4 refuses them without it);      |                   |
 |        |        | 8-bit kernels: precision Low: CPU_INT8_DYNAMIC, |                   |
 |        |        | CPU_INT8_WEIGHT; Low_BF16: CPU_INT8_WEIGHT;     |                   |
 |        |        | Normal/High: none (they round activations)      |                   |
@@ -33,7 +33,9 @@ blocks that are multiples of 32) serves every precision with the activation sche
 32 input channels, Low / Low_BF16 int8 per row (~41 dB), so with the native kernel built no 2..8-bit weight falls
 back to DENSE on the CPU. Without it (torch's int4pack or KleidiAI serving CPU_INT4, which round activations to bf16
 or int8 per row) CPU_INT4 is refused at precision Normal/High. At precision Low the 5..8-bit per-channel
-weights still go to torch's dynamic int8 first (faster at M >= 32 on the machines measured, bench/results/gemm_cpu*).
+weights go to the native kernel too, no longer to torch's dynamic int8 first: its one scale per tensor took MiniLM
+int8 per channel to a lowest cosine of -0.05 (0.9996 in fp32; faster at M >= 32, bench/results/gemm_cpu*, but no
+use). torch's dynamic int8 stays the 8-bit kernel where the native one is not built.
 A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before DENSE.
 EMULATED (dequantize on every call) is never chosen for integer weights; tests and benchmarks force it.
 Memory High's crossover is HIGH_DENSE_MIN_M except on the CPU with the native kernel, where NATIVE_HIGH_DENSE_MIN_M
@@ -66,6 +68,9 @@ _VNNI_CROSSOVER = {
     **{("bf16", bits, group): 32 for bits in (4, 8) for group in ("g32", "g64", "g128+", "pc")},
 }
 NATIVE_HIGH_DENSE_MIN_M = {"avx512vnni": _VNNI_CROSSOVER, "avxvnni": _VNNI_CROSSOVER}
+# precision High (fp32 activations): from this M the native kernel dequantizes weight tiles for torch's fp32 GEMM
+# (lowbit.kernels.cpu_native.F32_BLOCKED_MIN_M), so the cached float copy, the same GEMM without the dequant, wins
+NATIVE_F32_DENSE_MIN_M = 16
 
 
 class Kernel(str, Enum):
@@ -165,13 +170,14 @@ def high_dense_min_m(device_type: str, fmt: WeightFormat, caps: Capabilities, ba
 
     With lowbit's native CPU kernel (int8 activations) the table below holds the crossovers measured per compute
     dtype, container and block (bench/results/gemm_cpu_high_crossover_impls.md); other paths keep HIGH_DENSE_MIN_M.
-    Per-channel 5..8-bit weights at precision Low run torch's dynamic int8 linear, faster than a float copy at every
-    M measured, so they never take it.
+    The table was measured with int8 activations (precision Normal's per-32 scales cost the tiled VNNI kernel
+    0-7% at M >= 16, bench/results/gemm_cpu_precision*); at precision High the native kernel multiplies fp32
+    activations by tiles of dequantized weights from M = NATIVE_F32_DENSE_MIN_M on, which the float copy beats.
     """
     if device_type != "cpu" or caps.native_variant not in NATIVE_HIGH_DENSE_MIN_M:
         return HIGH_DENSE_MIN_M
-    if fmt.bits > 4 and fmt.group_size == fmt.k and backend.precision is Precision.LOW and caps.cpu_int8_dynamic:
-        return None
+    if backend.precision is Precision.HIGH:
+        return NATIVE_F32_DENSE_MIN_M
     dtype = "bf16" if compute_dtype(device_type, caps, backend) is torch.bfloat16 else "fp32"
     group = "pc" if fmt.group_size >= fmt.k else "g32" if fmt.group_size <= 32 else "g64" if fmt.group_size <= 64 \
         else "g128+"
@@ -209,7 +215,7 @@ def _with_activations(decision: Decision, backend: BackendConfig) -> Decision:
 def _select_cpu(m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
     eight_bit = {Precision.LOW: [Kernel.CPU_INT8_DYNAMIC, Kernel.CPU_INT8_WEIGHT],
                  Precision.LOW_BF16: [Kernel.CPU_INT8_WEIGHT]}.get(backend.precision, [])
-    order = [Kernel.CPU_INT4, *eight_bit] if fmt.bits <= 4 else [*eight_bit, Kernel.CPU_INT4]
+    order = [Kernel.CPU_INT4, *eight_bit] if fmt.bits <= 4 or caps.native_extension else [*eight_bit, Kernel.CPU_INT4]
     available = {Kernel.CPU_INT4: caps.cpu_int4, Kernel.CPU_INT8_DYNAMIC: caps.cpu_int8_dynamic,
                  Kernel.CPU_INT8_WEIGHT: caps.cpu_int8_weight}
     wanted = [k for k in order if available[k]]
