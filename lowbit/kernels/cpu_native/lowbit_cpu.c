@@ -226,12 +226,21 @@ static __attribute__((noinline)) void q4_epilogue(const float* acc, int64_t mr, 
         default: q8_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 1, ROWD, out); break;                         \
     }
 
-#define LB_SUB_ROWS(FN)                                                                                 \
+#define LB_SUB_ROWS(FN, ...)                                                                            \
     switch (mr) {                                                                                       \
-        case 4: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 4, out); break;                                    \
-        case 3: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 3, out); break;                                    \
-        case 2: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 2, out); break;                                    \
-        default: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 1, out); break;                                   \
+        case 4: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 4, out __VA_ARGS__); break;                        \
+        case 3: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 3, out __VA_ARGS__); break;                        \
+        case 2: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 2, out __VA_ARGS__); break;                        \
+        default: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 1, out __VA_ARGS__); break;                       \
+    }
+
+/* int4 per-32 rows with the sub-blocks per weight block fixed at compile time where common (0: at run time) */
+#define LB_SUB_Q4                                                                                       \
+    switch (gsb) {                                                                                      \
+        case 1: LB_SUB_ROWS(q4_row_sub, , 1); break;                                                    \
+        case 2: LB_SUB_ROWS(q4_row_sub, , 2); break;                                                    \
+        case 4: LB_SUB_ROWS(q4_row_sub, , 4); break;                                                    \
+        default: LB_SUB_ROWS(q4_row_sub, , 0); break;                                                   \
     }
 
 /* The tiled GEMM shared by both containers (BITS = 4 or 8 bits per stored code; see lb_gemm_q4 for the arguments). */
@@ -282,7 +291,7 @@ static inline __attribute__((always_inline)) void gemm_tiles(
                     const uint8_t* wr = w + n * row_bytes;
                     const float* sr = ws + n * nb;
                     if (mode == LB_ACT_32) {
-                        if (BITS == 4) { LB_SUB_ROWS(q4_row_sub) } else { LB_SUB_ROWS(q8_row_sub) }
+                        if (BITS == 4) { LB_SUB_Q4 } else { LB_SUB_ROWS(q8_row_sub) }
                     } else if (BITS == 8) {
                         if (per_row) { Q8_ROWS(1) } else { Q8_ROWS(0) }
                     } else if (per_row) { Q4_GSB(1) } else { Q4_GSB(0) }

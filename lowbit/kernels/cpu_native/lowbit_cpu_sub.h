@@ -61,12 +61,15 @@ static inline void sub_finish(__m256* facc, const int MR, float* out) {
         if (j < j1) LB_SUB_SINGLE(j, A);                                                                \
     } while (0)
 
-/* One 4-bit weight row x MR activation rows: whole units (two sub-blocks, one load) two at a time, one per chain;
-   a sub-block alone (a block of odd length, or starting at an odd sub-block) from its own load. Blocks go in pairs,
-   the second starting on the other chain (a block of 64 codes is one unit). */
+/* One 4-bit weight row x MR activation rows. GSB (sub-blocks per weight block) 1, 2 or 4: whole blocks in pairs,
+   one unit (two sub-blocks, one load) per step, alternating chains; GSB 0 (any block, and what is left): block by
+   block, units two at a time, one per chain, a sub-block alone (a block of odd length, or starting at an odd
+   sub-block) from its own load. Compute-bound (M >= 4) it costs ~1.5x the per-row kernel: two converts and three
+   fp32 operations per unit and row instead of one and one (a combined scale buffer, s_b * d_j precomputed per
+   weight row, measured no faster: building it cost what it saved). */
 static inline __attribute__((always_inline)) void q4_row_sub(
         const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
-        const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out) {
+        const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out, const int GSB) {
     const int C = LB_SUB_CHAINS(MR);
     __m256 facc[4];
     for (int r = 0; r < 4; ++r) facc[r] = _mm256_setzero_ps();
@@ -79,11 +82,33 @@ static inline __attribute__((always_inline)) void q4_row_sub(
                                                             xd + r * nsb + (J)), s, facc[r * C + (CH)]); \
     } while (0)
     int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) {
-        LB_SUB_BLOCK4(b, 0, C - 1);
-        LB_SUB_BLOCK4(b + 1, C - 1, 0);
+    if (GSB == 2 || GSB == 4) { /* whole blocks of 1 or 2 units, a fixed count (the generic loop's bookkeeping
+                                   per block cost more than the block's dots at M = 1: 0.60 -> 0.38 ms, 4096^2) */
+        for (; b + 2 <= nb && (b + 2) * GSB <= nsb; b += 2)
+            for (int h = 0; h < 2; ++h) {
+                const __m256 s = _mm256_broadcast_ss(ws + b + h);
+                for (int u = 0; u < GSB / 2; ++u) {
+                    const int64_t j = (b + h) * GSB + 2 * u;
+                    __m256i w0, w1;
+                    q4_unit(wr + j * 16, &w0, &w1);
+                    if ((h + u) & 1) { LB_SUB_UNIT(w0, w1, j, C - 1) } else { LB_SUB_UNIT(w0, w1, j, 0) }
+                }
+            }
+    } else if (GSB == 1) { /* blocks of 32: one unit holds blocks b and b + 1 */
+        for (; b + 2 <= nb; b += 2) {
+            __m256i w0, w1;
+            q4_unit(wr + b * 16, &w0, &w1);
+            const __m256 s0 = _mm256_broadcast_ss(ws + b), s1 = _mm256_broadcast_ss(ws + b + 1);
+            for (int r = 0; r < MR; ++r) {
+                const int8_t* xa = xq + r * Kp + b * 32;
+                const float* d = xd + r * nsb + b;
+                facc[r * C] = _mm256_fmadd_ps(sub_scaled(part_add(z, w0, xa), d), s0, facc[r * C]);
+                facc[r * C + C - 1] = _mm256_fmadd_ps(sub_scaled(part_add(z, w1, xa + 32), d + 1), s1,
+                                                      facc[r * C + C - 1]);
+            }
+        }
     }
-    if (b < nb) LB_SUB_BLOCK4(b, 0, C - 1);
+    for (; b < nb; ++b) LB_SUB_BLOCK4(b, 0, C - 1);
 #undef LB_SUB_SINGLE
     sub_finish(facc, MR, out);
 }
@@ -148,7 +173,8 @@ static inline __attribute__((always_inline)) void row_sub_neon(
 
 static inline __attribute__((always_inline)) void q4_row_sub(
         const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
-        const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out) {
+        const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out, const int GSB) {
+    (void)GSB;
     row_sub_neon(wr, ws, nsb, gsb, nb, xq, Kp, xd, MR, out, 4);
 }
 
@@ -183,7 +209,8 @@ static inline void row_sub_c(const uint8_t* wr, const float* ws, int64_t nsb, in
 }
 
 static inline void q4_row_sub(const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
-                              const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out) {
+                              const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out, const int GSB) {
+    (void)GSB;
     row_sub_c(wr, ws, nsb, gsb, nb, xq, Kp, xd, MR, out, 4);
 }
 
