@@ -166,4 +166,5 @@ def test_memory_low_keeps_the_precision(rng):
             lnn.set_backend(q, BackendConfig("low", precision))
             assert kernel_for(q[0], "weight", 8) is Kernel.CPU_INT4
             rel[precision] = float((q(x).double() - ref).norm() / ref.norm())
-    assert rel["high"] <= 1e-5 and rel["normal"] <= rel["low"] / 2 and rel["normal"] < 0.015, rel  # 2.6e-7, 0.0097, 0.034
+    # measured: 2.6e-7, 0.0097, 0.034
+    assert rel["high"] <= 1e-5 and rel["normal"] <= rel["low"] / 2 and rel["normal"] < 0.015, rel

@@ -162,7 +162,8 @@ def format_demo(rows: list[dict]) -> str:
     legend = ("MiniLM-L6 (all-MiniLM-L6-v2), Linear layers compressed (the 47 MB word embedding stays fp32, so the "
               "file shrinks less than the Linear weights); cosine and same-NN against fp32 over "
               f"{len(SENTENCES)} sentences (cos min Low: at memory Low, precision Normal, where the CPU kernel rounds "
-              "activations to int8 per 32 channels); latency: encode one sentence; resident: the model's weights and prepared "
+              "activations to int8 per 32 channels); latency: encode one sentence; resident: the model's weights "
+              "and prepared "
               "copies after the timed calls (memory Normal holds one float copy, the codes released); peak: load + "
               "forward at memory Low, "
               "separate process.")

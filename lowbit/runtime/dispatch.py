@@ -170,9 +170,10 @@ def high_dense_min_m(device_type: str, fmt: WeightFormat, caps: Capabilities, ba
 
     With lowbit's native CPU kernel (int8 activations) the table below holds the crossovers measured per compute
     dtype, container and block (bench/results/gemm_cpu_high_crossover_impls.md); other paths keep HIGH_DENSE_MIN_M.
-    The table was measured with int8 activations (precision Normal's per-32 scales cost the tiled VNNI kernel
-    0-7% at M >= 16, bench/results/gemm_cpu_precision*); at precision High the native kernel multiplies fp32
-    activations by tiles of dequantized weights from M = NATIVE_F32_DENSE_MIN_M on, which the float copy beats.
+    The table was measured with int8 activations per row; precision Normal's scales per 32 channels cost the tiled
+    VNNI kernel 7-33% at M = 32..128 (bench/results/gemm_cpu_1t_precision.md), not re-measured against the copy. At
+    precision High the native kernel multiplies fp32 activations by tiles of dequantized weights from
+    M = NATIVE_F32_DENSE_MIN_M on, which the float copy (the same GEMM without the dequant) beats.
     """
     if device_type != "cpu" or caps.native_variant not in NATIVE_HIGH_DENSE_MIN_M:
         return HIGH_DENSE_MIN_M

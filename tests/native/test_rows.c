@@ -150,7 +150,8 @@ static double run_case(const Case* c) {
 }
 
 /* fp32 activations: lb_gemm_f32 against sum_k (q - z) * s * x in double, and lb_dequant against (q - z) * s.
-   |error| <= TOL * sum_k (|q * s| + |s * z|) * |x|: fp32 dequantization (one fma) and summation stay near 1e-7 of it. */
+   |error| <= TOL * sum_k (|q * s| + |s * z|) * |x|: fp32 dequantization (one fma) and summation stay near 1e-7 of
+   it. */
 static double run_case_f32(const Case* c) {
     const int M = c->M, N = c->N, K = c->K, Kp = (K + 63) / 64 * 64;
     const int gk = c->gk ? c->gk : Kp, nb = (K + gk - 1) / gk, qmax = (1 << c->bits) - 1;

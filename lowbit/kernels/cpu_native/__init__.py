@@ -25,7 +25,8 @@ import torch
 from .build import NativeBuildError, NativeLibrary, build_native, compiler_command
 
 __all__ = [
-    "ACTIVATIONS", "NativeBuildError", "NativeLibrary", "available_native", "compiler_command", "gemm_q4", "gemm_q8", "native_library",
+    "ACTIVATIONS", "NativeBuildError", "NativeLibrary",
+    "available_native", "compiler_command", "gemm_q4", "gemm_q8", "native_library",
     "native_unavailable_reason", "native_variant", "pack_q4", "pack_q8", "reset_native",
 ]
 

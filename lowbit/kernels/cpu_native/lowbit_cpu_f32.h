@@ -98,7 +98,8 @@ static inline __attribute__((always_inline)) void f32_row(
             neon_f32_sub(wr, j, ws[b], wsz[b], BITS, w);
             for (int g = 0; g < 8; ++g)
                 for (int r = 0; r < MR; ++r)
-                    facc[2 * r + (g & 1)] = vfmaq_f32(facc[2 * r + (g & 1)], w[g], vld1q_f32(x + r * Kp + j * 32 + 4 * g));
+                    facc[2 * r + (g & 1)] = vfmaq_f32(facc[2 * r + (g & 1)], w[g],
+                                                      vld1q_f32(x + r * Kp + j * 32 + 4 * g));
         }
     for (int r = 0; r < MR; ++r) out[r] = vaddvq_f32(vaddq_f32(facc[2 * r], facc[2 * r + 1]));
 }

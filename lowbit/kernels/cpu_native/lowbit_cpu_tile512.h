@@ -149,7 +149,8 @@ static inline __attribute__((always_inline)) void lb_tile_rows(
 /* The tiled GEMM (arguments as gemm_tiles, xc from gemm_tile512; gk = gsb * 32 codes per weight block). Tasks
    are tiles of 32 weight rows; each walks K in chunks and, per chunk, all M activation rows LB_MR at a time. */
 static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
-                             int64_t gsb, int64_t nb, const int8_t* xc, const float* xd, int sub, const float* xs, int64_t M,
+                             int64_t gsb, int64_t nb, const int8_t* xc, const float* xd, int sub, const float* xs,
+                             int64_t M,
                              const float* wsT, const float* wszT, const float* bias, float* y, int nt, const int BITS) {
     const int64_t row_bytes = Kp * BITS / 8, gk = gsb * 32, ntask = (N + LB_TN - 1) / LB_TN;
     const int64_t dstride = sub ? Kp / 32 : nb;
@@ -192,7 +193,8 @@ static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
    are (c1 - c0) bytes apart, not Kp (rows Kp = 4096 bytes apart share one L1 set and evict each other). Returns 0
    when the scratch cannot be allocated (the caller then takes the row kernels). */
 static int gemm_tile512(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb,
-                        int64_t nb, const int8_t* xq, const float* xd, const float* xs, int64_t M, int sub, const float* bias,
+                        int64_t nb, const int8_t* xq, const float* xd, const float* xs, int64_t M, int sub,
+                        const float* bias,
                         float* y, int nt, const int BITS) {
     const int64_t nst = (N + LB_TN - 1) / LB_TN * LB_TN * nb;
     int8_t* xc = (int8_t*)malloc((size_t)(M * Kp));
