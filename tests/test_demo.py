@@ -22,15 +22,15 @@ def test_format_demo_table():
              "cos_mean": 1.0, "cos_min": 1.0, "retrieval": 1.0,
              "latency_normal_ms": 10.0, "latency_low_ms": 11.0, "quantize_s": 0.0},
             {"setting": "int4", "size_mb": 50.0, "ratio": 1.8, "linear_mb": 5.0, "linear_ratio": 8.0,
-             "cos_mean": 0.97, "cos_min": 0.95, "retrieval": 0.9375,
+             "cos_mean": 0.97, "cos_min": 0.95, "cos_min_low": 0.9496, "retrieval": 0.9375,
              "latency_normal_ms": 9.0, "latency_low_ms": 8.0, "resident_normal_mb": 91.5, "resident_low_mb": 52.0,
              "peak_mb": 40.0, "quantize_s": 1.5}]
     lines = format_demo(rows).splitlines()
     assert lines[0].split("|")[1].strip() == "setting"
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert cells == ["int4", "50.0", "1.80x", "5.0", "8.00x", "0.9700", "0.9500", "94%", "9.0", "8.0", "91.5", "52.0",
-                     "40.0", "1.5"]
-    assert [c.strip() for c in lines[2].strip("|").split("|")][12] == "-"  # no peak measured
+    assert cells == ["int4", "50.0", "1.80x", "5.0", "8.00x", "0.9700", "0.9500", "0.9496", "94%", "9.0", "8.0",
+                     "91.5", "52.0", "40.0", "1.5"]
+    assert [c.strip() for c in lines[2].strip("|").split("|")][13] == "-"  # no peak measured
 
 
 @pytest.mark.slow
@@ -42,6 +42,9 @@ def test_quick_demo_on_minilm(capsys):
     assert fp32["cos_min"] == pytest.approx(1.0) and fp32["retrieval"] == 1.0
     assert int8["cos_min"] > 0.999 and int8["retrieval"] == 1.0 and int8["ratio"] > 1.4
     assert 0.9 < int4["cos_min"] < int8["cos_min"] and int4["size_mb"] < int8["size_mb"]
+    # memory Low (precision Normal: int8 activations per 32 channels) within 0.001 of memory Normal's lowest cosine
+    assert fp32["cos_min_low"] == pytest.approx(1.0)
+    assert abs(int8["cos_min_low"] - int8["cos_min"]) < 0.001 and abs(int4["cos_min_low"] - int4["cos_min"]) < 0.001
     assert all(r["latency_normal_ms"] > 0 and r["latency_low_ms"] > 0 for r in rows)
     # memory Normal holds one float copy (codes released): no more than fp32's bytes plus the scales and zeros
     assert int4["resident_normal_mb"] <= 1.02 * fp32["resident_normal_mb"]

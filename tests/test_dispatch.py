@@ -104,7 +104,7 @@ def test_dispatch_table(device, m, fmt, caps, backend, kernel, fallback):
 
 
 VNNI = Capabilities(cpu_int8_dynamic=True, cpu_int8_weight=True, cpu_int4=True, native_variant="avx512vnni",
-                    cpu_bf16=True)
+                    cpu_bf16=True, native_extension=True, cpu_int4_impl="native")
 HIGH_P = BackendConfig("high", "low")
 W4_G32 = WeightFormat(bits=4, group_size=32, symmetric=False, n=4096, k=4096)
 W4_G128 = WeightFormat(bits=4, group_size=128, symmetric=False, n=4096, k=4096)
@@ -117,7 +117,8 @@ W8_G32 = WeightFormat(bits=8, group_size=32, symmetric=False, n=384, k=1536)
     (W4_G128, HIGH, None, Kernel.CPU_INT4),
     (W4_G32, HIGH_P, 32, Kernel.CPU_INT4),  # bf16 copy (precision Low)
     (W4_G128, HIGH_P, 32, Kernel.CPU_INT4),
-    (W8_PC, HIGH_P, None, Kernel.CPU_INT8_DYNAMIC),  # torch's dynamic int8 beats a bf16 copy
+    (W8_PC, HIGH_P, 32, Kernel.CPU_INT4),  # the native kernel (int8 per row), not torch's per-tensor int8
+    (W4, BackendConfig("high", "high"), 16, Kernel.CPU_INT4),  # fp32 activations: tiles + GEMM from M 16
     (W8_G32, HIGH, 32, Kernel.CPU_INT4),  # 8-bit blocks of 32: the fp32 copy wins at MiniLM's 384x1536
 ])
 def test_memory_high_takes_the_float_copy_from_the_measured_crossover(fmt, backend, min_m, kernel_below):
@@ -128,7 +129,7 @@ def test_memory_high_takes_the_float_copy_from_the_measured_crossover(fmt, backe
         d = select_kernel("cpu", m, fmt, VNNI, backend)
         if min_m is not None and m >= min_m:
             assert d.kernel is Kernel.DENSE and d.fallback_reason is None
-            dtype = "bfloat16" if backend.precision.value == "low" else "float32"
+            dtype = "bfloat16" if backend.precision.value == "low" else "float32"  # (VNNI has native bf16)
             assert d.note.startswith(f"memory=high: M >= {min_m}") and f"{dtype} float copy" in d.note
         else:
             assert d.kernel is kernel_below and d.note is None
@@ -142,6 +143,45 @@ def test_memory_high_without_a_measured_table_keeps_the_default_crossover():
     avx2 = Capabilities(cpu_int4=True, native_variant="avx2")
     assert high_dense_min_m("cpu", W4, avx2, HIGH) == HIGH_DENSE_MIN_M
     assert "float32 float copy" in select_kernel("cpu", 64, W4, avx2, HIGH).note
+
+
+NATIVE = Capabilities(cpu_int8_dynamic=True, cpu_int8_weight=True, cpu_int4=True, native_extension=True,
+                      native_variant="avx2", cpu_int4_impl="native")
+INT4PACK = Capabilities(cpu_int8_dynamic=True, cpu_int4=True, cpu_int4_impl="int4pack")
+
+
+@pytest.mark.parametrize("precision,scheme", [("high", "fp32"), ("normal", "int8/32"), ("low", "int8/row"),
+                                              ("low_bf16", "int8/row")])
+@pytest.mark.parametrize("fmt", [W4, W2, W8, W6])
+def test_native_kernel_runs_the_precisions_activation_scheme(precision, scheme, fmt):
+    for memory, m in (("low", 1), ("low", 512), ("high", 1)):
+        d = select_kernel("cpu", m, fmt, NATIVE, BackendConfig(memory, precision))
+        assert d.kernel is Kernel.CPU_INT4 and d.activations == scheme and d.fallback_reason is None
+
+
+def test_activation_scheme_of_the_other_kernels():
+    assert select_kernel("cpu", 1, W8, CPU_ALL, LOW_P).activations == "int8/tensor"  # no native kernel here
+    assert select_kernel("cpu", 1, W8, CPU_ALL, BackendConfig("low", "low_bf16")).activations == "bf16"
+    assert select_kernel("cuda", A8W_MIN_M, W8, GPU, LOW_P).activations == "int8/row"
+    for d in (select_kernel("cuda", 1, W4, GPU, LOW), select_kernel("cpu", 1, W4, NATIVE, NORMAL)):
+        assert d.activations is None  # the compute dtype as it is
+
+
+def test_8bit_weights_prefer_the_native_kernel_over_per_tensor_int8():
+    # torch's dynamic int8 (one scale per tensor) took MiniLM int8 per channel to a lowest cosine of -0.05
+    for fmt in (W8, W6, W8_PC):
+        d = select_kernel("cpu", 128, fmt, NATIVE, LOW_P)
+        assert d.kernel is Kernel.CPU_INT4 and d.activations == "int8/row"
+    d = select_kernel("cpu", 128, refuse(W8, (Kernel.CPU_INT4, "odd block")), NATIVE, LOW_P)
+    assert d.kernel is Kernel.CPU_INT8_DYNAMIC
+
+
+@pytest.mark.parametrize("precision", ["normal", "high"])
+def test_torch_int4_ops_are_refused_where_they_would_round_activations(precision):
+    d = select_kernel("cpu", 1, W4, INT4PACK, BackendConfig("low", precision))
+    assert d.kernel is Kernel.DENSE and f"precision={precision} needs" in d.fallback_reason
+    assert "int4pack rounds them" in d.fallback_reason
+    assert select_kernel("cpu", 1, W4, INT4PACK, LOW_P).kernel is Kernel.CPU_INT4  # precision Low allows it
 
 
 def test_refusal_reasons_are_quoted():

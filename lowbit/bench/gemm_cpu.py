@@ -242,6 +242,53 @@ def run_variant_sweep(shape=(4096, 4096), ms=(1, 32, 128), rounds: int = 5, seed
     return rows
 
 
+PRECISION_SHAPES = ((4096, 4096), (384, 1536), (1536, 384))
+SCHEMES = ("fp32", "int8/32", "int8/row")  # the native kernel at precision High, Normal, Low
+
+
+def run_precision_sweep(shapes=PRECISION_SHAPES, ms=(1, 32, 128), rounds: int = 5, seed: int = 0,
+                        clock: str = "wall") -> list[Row]:
+    """The native kernel's activation scheme per precision (High fp32, Normal int8 per 32 channels, Low int8 per
+    row) beside torch fp32 F.linear on the same weights and inputs, schemes interleaved within each round; each ms is
+    the median of the round medians. SQNR against the fp32 product of the dequantized weight (inf: bit-exact)."""
+    from ..kernels import cpu_native
+
+    gen = torch.Generator().manual_seed(seed)
+    rows: list[Row] = []
+    for k, n in shapes:
+        w = torch.randn(n, k, generator=gen) / k**0.5
+        for bits, block in ((4, 64), (4, 128), (8, -1)):
+            qw = quantize_weight(w, QuantConfig(bits=bits, block_size=block))
+            prep = prepare_int4_cpu(qw, "native")
+            t = prep.tensors
+            gemm = cpu_native.gemm_q4 if bits <= 4 else cpu_native.gemm_q8
+            wf = qw.dequantize(torch.float32)
+            for m in ms:
+                x = torch.randn(m, k, generator=gen)
+                ref = F.linear(x.double(), wf.double())
+                args = (x, t["packed"], t["scale"], t["scale_zero"], k, prep.group_k)
+                fns = {"torch fp32": functools.partial(F.linear, x, wf)}
+                fns |= {a: functools.partial(gemm, *args, activations=a) for a in SCHEMES}
+                sqnrs = {a: _sqnr(ref, fn()) for a, fn in fns.items()}
+                if min(sqnrs.values()) < MIN_SQNR_DB:
+                    raise RuntimeError(f"{(k, n)} w{bits} block {block} M={m}: SQNR {sqnrs} below {MIN_SQNR_DB}")
+                medians: dict[str, list[float]] = {a: [] for a in fns}
+                for _ in range(rounds):
+                    for a, fn in fns.items():
+                        tm = time_cpu(fn, min_time_s=0.03) if clock == "cpu" else time_fn(fn, warmup=1,
+                                                                                          min_time_s=0.03)
+                        medians[a].append(tm.median_ms)
+                med = {a: statistics.median(v) for a, v in medians.items()}
+                rows.append(Row({"K": k, "N": n, "bits": bits, "block": block, "M": m,
+                                 "torch fp32 ms": med["torch fp32"], "fp32 ms": med["fp32"],
+                                 "int8/32 ms": med["int8/32"], "int8/row ms": med["int8/row"],
+                                 "int8/32 / row": med["int8/32"] / med["int8/row"],
+                                 "fp32 / torch": med["fp32"] / med["torch fp32"],
+                                 "sqnr fp32": min(sqnrs["fp32"], 200.0), "sqnr int8/32": sqnrs["int8/32"],
+                                 "sqnr int8/row": sqnrs["int8/row"]}))
+    return rows
+
+
 def _add_ratios(rows: list[Row]) -> None:
     base = {r.values["method"]: r.values["ms"] for r in rows}
     for r in rows:
@@ -278,7 +325,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
                    help="cpu: the calling thread's CPU time (use with --threads 1 on a shared machine)")
     p.add_argument("--name", default="gemm_cpu", help="results file stem")
     p.add_argument("--variants", action="store_true", help="also time the native kernel under every ISA variant")
-    p.add_argument("--no-suite", action="store_true", help="with --impls/--variants: only those sweeps")
+    p.add_argument("--precision", action="store_true",
+                   help="also time the native kernel's activation scheme per precision (fp32, int8/32, int8/row)")
+    p.add_argument("--no-suite", action="store_true", help="with --impls/--variants/--precision: only those sweeps")
     p.add_argument("--shapes", default=None, help="subset of shapes, e.g. 4096x4096,384x1536 (K x N)")
     p.add_argument("--ms", default=None, help="with --impls: the M values, e.g. 32,128,512")
     args, _ = p.parse_known_args(argv)
@@ -302,6 +351,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
                title="Native kernel per ISA variant (4096x4096, asymmetric RTN, int8 activations per row)",
                notes="Variants interleaved within each round; ms = median of the round medians (min/max beside it); "
                      "x avx2 = avx2 ms / this ms. The plain-C variant is timed at M = 1 only.")
+    if args.precision:
+        pshapes = PRECISION_SHAPES
+        if args.shapes:
+            pshapes = tuple(tuple(int(v) for v in s.split("x")) for s in args.shapes.split(","))
+        rows = run_precision_sweep(pshapes, ms=tuple(int(v) for v in (args.ms or "1,32,128").split(",")),
+                                   rounds=args.rounds, clock=args.clock)
+        report(f"{args.name}_precision", rows, env | {"load_end": _load()}, args.out or None,
+               title="Native kernel per precision: fp32 (High), int8 per 32 channels (Normal), int8 per row (Low)",
+               notes="Schemes interleaved within each round with torch fp32 F.linear on the dequantized weight; ms = "
+                     "median of the round medians. 'int8/32 / row' = int8/32 ms / int8/row ms (Normal's cost over "
+                     "Low's); 'fp32 / torch' = native fp32 ms / torch fp32 ms. SQNR in dB against the float64 "
+                     "product of the dequantized weight (200 = capped). RTN weights, random Gaussian inputs.")
     if args.no_suite:
         return []
     shapes, ms = (QUICK_SHAPES, QUICK_MS) if args.quick else (SHAPES, MS)

@@ -24,8 +24,8 @@ RECIPES = {
     "int4 b64 hqq": QuantConfig(bits=4, block_size=64, method="hqq"),
     "int8 per-channel": QuantConfig(bits=8, block_size=-1),
 }
-# checked before timing: a wrong kernel lands far below. int8 at memory Low/High also rounds activations to int8 per
-# row in the packed kernel (lowest 0.9958 on EPYC), hence the looser floor there
+# checked before timing: a wrong kernel lands far below. int8 at memory Low/High rounds activations to int8 per 32
+# channels in the packed kernel at precision Normal (lowest 0.9994 on EPYC; 0.9958 per row), hence the looser floor
 MIN_COSINE = {"int4 b64 hqq": 0.95, "int8 per-channel": 0.999, ("int8 per-channel", "low"): 0.99,
               ("int8 per-channel", "high"): 0.99}
 
@@ -121,6 +121,62 @@ def run(seq_len: int = 128, threads: int = 2, out_dir: str | None = "bench/resul
     return rows
 
 
+# (memory, precision) cells of the accuracy table: the float path, then memory Low at each precision
+PRECISION_CELLS = (("normal", "normal"), ("low", "high"), ("low", "normal"), ("low", "low"))
+
+
+def _cosines(model, ref: torch.Tensor) -> tuple[float, float]:
+    from ..models import embed
+
+    c = (embed(model) * ref).sum(-1)
+    return c.min().item(), c.mean().item()
+
+
+def run_precision(out_dir: str | None = "bench/results", threads: int = 2) -> list[Row]:
+    """Lowest / mean cosine to fp32 over lowbit.models.SENTENCES per recipe at memory Normal and at memory Low with
+    each precision (the activation scheme dispatch names), and torch's per-tensor dynamic int8 forced for the 8-bit
+    recipe (what precision Low ran before the native kernel took it); saves precision_minilm.{md,csv,json}."""
+    from ..models import embed, load_minilm
+    from ..nn.weight_cache import forced_kernel
+    from ..runtime import Kernel
+    from ..runtime.config import NATIVE_ACTIVATIONS, Precision
+
+    torch.set_num_threads(threads)
+    base = load_minilm()
+    ref = embed(base)
+    rows = []
+    for name, cfg in RECIPES.items():
+        q = lnn.quantize(copy.deepcopy(base), cfg)
+        floor = None
+        for memory, precision in PRECISION_CELLS:
+            lnn.set_backend(q, BackendConfig(memory, precision))
+            lowest, mean = _cosines(q, ref)
+            floor = lowest if floor is None else floor
+            kernel = _kernel(q, 128)
+            act = NATIVE_ACTIVATIONS[Precision(precision)] if kernel == Kernel.CPU_INT4.value else "fp32"
+            rows.append(Row({"model": name, "memory": memory, "precision": precision, "kernel": kernel,
+                             "activations": act, "min cosine": lowest, "mean cosine": mean,
+                             "min - memory Normal": lowest - floor}))
+        if name.startswith("int8"):
+            lnn.set_backend(q, BackendConfig("low", "low"))
+            with forced_kernel(Kernel.CPU_INT8_DYNAMIC):
+                lowest, mean = _cosines(q, ref)
+            rows.append(Row({"model": name, "memory": "low", "precision": "low",
+                             "kernel": f"{Kernel.CPU_INT8_DYNAMIC.value} (forced)",
+                             "activations": "int8/tensor", "min cosine": lowest, "mean cosine": mean,
+                             "min - memory Normal": lowest - floor}))
+    notes = ("all-MiniLM-L6-v2 (bundled), lowbit.models.SENTENCES, RTN/HQQ weights as in the minilm bench; cosine of "
+             "each sentence embedding to fp32's. activations: what the kernel does to the Linear inputs (fp32; "
+             "int8/32: int8 with a scale per 32 input channels; int8/row: one scale per row; int8/tensor: torch's "
+             "dynamic int8 linear, one scale per call). Accuracy does not depend on the load or the thread count.")
+    from ..kernels.cpu_native import native_variant
+
+    env = describe_environment("cpu") | {"native": native_variant() or "-"}
+    report("precision_minilm", rows, env, out_dir=out_dir, floatfmt=".5f",
+           title="MiniLM accuracy per precision at memory Low (CPU) beside memory Normal", notes=notes)
+    return rows
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -130,7 +186,12 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the best median is kept")
     p.add_argument("--out", default="bench/results", help="results folder ('' to print the table only)")
+    p.add_argument("--precision", action="store_true",
+                   help="the accuracy table per precision at memory Low instead of the timings")
     args = p.parse_args(argv)
+    if args.precision:
+        run_precision(out_dir=args.out or None, threads=args.threads)
+        return 0
     run(args.seq_len, args.threads, out_dir=args.out or None, rounds=args.rounds)
     return 0
 

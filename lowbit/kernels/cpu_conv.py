@@ -150,10 +150,12 @@ def conv2d_depthwise(x: torch.Tensor, w: DepthwiseWeight, shape, bias: torch.Ten
 
 def conv2d_gemm(x: torch.Tensor, w: Int4CpuWeight, shape, bias: torch.Tensor | None, stride, padding, dilation,
                 groups: int, act: str | None = None, num_threads: int | None = None,
-                library: cpu_native.NativeLibrary | None = None) -> torch.Tensor:
+                library: cpu_native.NativeLibrary | None = None, activations: str | None = None) -> torch.Tensor:
     """F.conv2d(x, W, bias, stride, padding, dilation, groups) then `act`, for W (O, C/groups, kh, kw) = `shape`
     behind the native Int4CpuWeight `w` (N = O rows, K = C/groups*kh*kw); x (B, C, H, W) float; returns fp32
-    (B, O, OH, OW) contiguous. Activations are rounded to int8 per output pixel and group (as the Linear kernel)."""
+    (B, O, OH, OW) contiguous. Activations are rounded to int8 per output pixel and group as the Linear kernel does:
+    `activations` "int8/32", "int8/block" or "int8/row" (None: the weight's act_per_row choice); "fp32" is not served
+    here (dispatch runs such convs as im2col + the Linear kernel, or a float copy)."""
     o, ig, kh, kw = shape
     if w.impl != "native" or (w.n, w.k) != (o, ig * kh * kw) or x.dim() != 4 or x.shape[1] != ig * groups:
         raise ValueError(f"weight {w.impl} ({w.n}, {w.k}) does not fit shape {tuple(shape)}, groups={groups} and x "
@@ -163,27 +165,33 @@ def conv2d_gemm(x: torch.Tensor, w: Int4CpuWeight, shape, bias: torch.Tensor | N
     t = w.tensors
     m, kp, nb = x.shape[0] * oh * ow, t["packed"].shape[1] * 8 // (4 if w.bits <= 4 else 8), t["scale"].shape[1]
     xq = torch.empty(m, kp, dtype=torch.int8)
-    xd, xs = torch.empty(m, nb), torch.empty(m, nb)
+    scheme = activations or ("int8/row" if w.act_per_row else "int8/block")
+    if scheme not in cpu_native.INT8_ACT_MODES:
+        raise ValueError(f"activations={scheme!r}: the native conv rounds activations to int8; use one of "
+                         f"{list(cpu_native.INT8_ACT_MODES)}")
+    xd, xs = torch.empty(m, kp // 32 if scheme == "int8/32" else nb), torch.empty(m, nb)
     yg = torch.empty(m, o // groups)
     y = torch.empty(x.shape[0], o, oh, ow, dtype=torch.float32)
     _lib(library).lb_conv_q(x.data_ptr(), geo.data_ptr(), t["packed"].data_ptr(), t["scale"].data_ptr(),
-                     t["scale_zero"].data_ptr(), kp, w.group_k // 32, nb, int(w.act_per_row),
+                     t["scale_zero"].data_ptr(), kp, w.group_k // 32, nb, cpu_native.INT8_ACT_MODES[scheme],
                      4 if w.bits <= 4 else 8, _ptr(bias), ACTIVATIONS[act], xq.data_ptr(), xd.data_ptr(),
                      xs.data_ptr(), yg.data_ptr(), y.data_ptr(), num_threads or torch.get_num_threads())
     return y
 
 
 def conv2d_native(x: torch.Tensor, w: NativeConvWeight, bias, stride, padding, dilation, groups: int,
-                  act: str | None = None, library: cpu_native.NativeLibrary | None = None) -> torch.Tensor:
+                  act: str | None = None, library: cpu_native.NativeLibrary | None = None,
+                  activations: str | None = None) -> torch.Tensor:
     """The native conv for a weight from `prepare_conv`: depthwise or GEMM by its kind (library: a specific build,
     default this process's). Outputs whose receptive field holds a NaN or an inf come out NaN (the int8 GEMM cannot
     carry them; the rest is computed on the finite values)."""
     if not math.isfinite(x.sum(dtype=torch.float32).item()):
         finite = torch.isfinite(x)
-        y = conv2d_native(x.where(finite, 0.0), w, bias, stride, padding, dilation, groups, act, library)
+        y = conv2d_native(x.where(finite, 0.0), w, bias, stride, padding, dilation, groups, act, library, activations)
         ones = torch.ones(w.shape, dtype=torch.float32)
         hit = F.conv2d((~finite).float(), ones, None, stride, padding, dilation, groups) > 0
         return y.masked_fill(hit, float("nan"))
     if isinstance(w.weight, DepthwiseWeight):
         return conv2d_depthwise(x, w.weight, w.shape, bias, stride, padding, dilation, act, library=library)
-    return conv2d_gemm(x, w.weight, w.shape, bias, stride, padding, dilation, groups, act, library=library)
+    return conv2d_gemm(x, w.weight, w.shape, bias, stride, padding, dilation, groups, act, library=library,
+                       activations=activations)

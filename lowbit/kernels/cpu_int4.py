@@ -3,9 +3,10 @@
 
 Implementations, in the order `prepare_int4_cpu` prefers them (`Int4CpuWeight.impl` names the one chosen):
 - "native":   lowbit's own C kernel (`lowbit.kernels.cpu_native`, ISA variant chosen at build time): unsigned codes
-              (`pack_q4` for <= 4 bits, `pack_q8` for 5..8) x dynamic int8 activations, one int8 scale
-              per activation row (or per (row, weight block)); exact zeros (any float, HQQ), any K (padded to 64),
-              blocks that are multiples of 32 or per channel. Error: the int8 activation rounding only (~40 dB).
+              (`pack_q4` for <= 4 bits, `pack_q8` for 5..8) x activations in the scheme asked per call
+              (`ACTIVATIONS`: fp32, exact up to fp32 summation; int8 with a scale per 32 input channels; per
+              (row, weight block); per row, ~40 dB); exact zeros (any float, HQQ), any K (padded to 64),
+              blocks that are multiples of 32 or per channel.
 - "kleidiai": torch's `_dyn_quant_matmul_4bit` (ARM KleidiAI; on x86 torch runs a slow reference): symmetric
               weights only (zero = 2**(bits-1)), blocks of 32..K dividing K; int8 activations per row.
 - "int4pack": torch's `_weight_int4pack_mm_for_cpu` in bfloat16; blocks 32/64/128/256 dividing K. torch computes
@@ -25,6 +26,7 @@ from ..quant.format import ComputeWeight, QuantizedWeight
 from . import cpu_native
 
 IMPLS = ("native", "kleidiai", "int4pack", "dequant")
+ACTIVATIONS = cpu_native.ACTIVATIONS
 _INT4PACK_GROUPS = (32, 64, 128, 256)
 
 
@@ -195,19 +197,27 @@ def _check_x(x: torch.Tensor, w4: Int4CpuWeight) -> None:
         raise ValueError(f"x is on {x.device}; linear_int4_cpu runs on the CPU")
 
 
-def linear_int4_cpu(x: torch.Tensor, w4: Int4CpuWeight, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear_int4_cpu(x: torch.Tensor, w4: Int4CpuWeight, bias: torch.Tensor | None = None,
+                    activations: str | None = None) -> torch.Tensor:
     """y = x @ W.T + bias with W the <=4-bit weight behind `w4`. x: float (M, K) on CPU; bias (N,) or None.
 
+    activations (native only): the activation scheme, one of `ACTIVATIONS` ("fp32": exact up to fp32 summation;
+    "int8/32": int8 with a scale per 32 input channels; "int8/block": per (row, weight block); "int8/row": per row);
+    None: `w4.act_per_row`'s choice. The runtime passes the one its dispatch decision names (the precision mode);
+    the other implementations run their own scheme (int4pack bf16, kleidiai int8 per row, dequant fp32), which
+    is why dispatch refuses them at precision Normal/High.
     Returns (M, N) in x.dtype. Accuracy per implementation: see the module docstring.
     """
     _check_x(x, w4)
     _check_bias(bias, w4.n)
+    if activations is not None and activations not in ACTIVATIONS:
+        raise ValueError(f"activations={activations!r} is unknown: use one of {ACTIVATIONS}")
     t = w4.tensors
     if w4.impl == "native":
         b = None if bias is None else bias.float().contiguous()
         gemm = cpu_native.gemm_q4 if w4.bits <= 4 else cpu_native.gemm_q8
         y = gemm(x.float().contiguous(), t["packed"], t["scale"], t["scale_zero"], w4.k, w4.group_k, b,
-                 act_per_row=w4.act_per_row)
+                 act_per_row=w4.act_per_row, activations=activations)
         return y.to(x.dtype)
     if w4.impl == "int4pack":
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(x.to(torch.bfloat16).contiguous(), t["packed"],

@@ -82,21 +82,22 @@ def _native(entry, qw: QuantizedWeight, groups: int):
 
 
 def run_conv(x: torch.Tensor, kernel: Kernel, dtype: torch.dtype, prep, bias, stride, padding, dilation,
-             groups: int) -> torch.Tensor:
-    """F.conv2d(x (B, C, H, W), W, bias) in `dtype` with `kernel` and its prepared weight from `conv_plan`; returns
-    (B, O, OH, OW) in `dtype`."""
+             groups: int, activations: str | None = None) -> torch.Tensor:
+    """F.conv2d(x (B, C, H, W), W, bias) in `dtype` with `kernel` and its prepared weight from `conv_plan`, the packed
+    kernels rounding activations as `activations` (Decision.activations) says; returns (B, O, OH, OW) in `dtype`."""
     xc = x.to(dtype)
     if kernel is Kernel.DENSE:
         return F.conv2d(xc, prep, bias, stride, padding, dilation, groups)
     if not isinstance(prep, tuple):  # the native conv's prepared weight (NaN / inf handled there)
-        return kernel_module("cpu_conv").conv2d_native(xc, prep, bias, stride, padding, dilation, groups).to(dtype)
+        return kernel_module("cpu_conv").conv2d_native(xc, prep, bias, stride, padding, dilation, groups,
+                                                         activations=activations).to(dtype)
     qw, entry = prep
     if kernel is Kernel.EMULATED:
         return F.conv2d(xc, qw.dequantize(dtype), bias, stride, padding, dilation, groups)
-    return _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation, groups)
+    return _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation, groups, activations)
 
 
-def _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation, groups):
+def _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation, groups, activations=None):
     """im2col + the Linear kernel: once for groups == 1, once per group only under a forced kernel."""
     from .ops import _run  # the Linear op's non-finite handling; imported here, ops imports this module
 
@@ -110,7 +111,7 @@ def _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation
         rows = slice(g * og, (g + 1) * og) if groups > 1 else None
         w = prepared(entry, kernel, qw, dtype, rows=rows)
         a = cols[:, g].transpose(1, 2).reshape(batch * length, qw.k)  # (B*L, K)
-        outs.append(_run(kernel, w, a.contiguous(), bias[rows] if bias is not None and rows else bias))
+        outs.append(_run(kernel, w, a.contiguous(), bias[rows] if bias is not None and rows else bias, activations))
     y = torch.cat(outs, dim=1) if groups > 1 else outs[0]
     oh = (xc.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     return y.view(batch, length, o).transpose(1, 2).reshape(batch, o, oh, -1)

@@ -58,7 +58,7 @@ def conv2d(*args):
 _INT8_ACTIVATIONS = frozenset({Kernel.CPU_INT4, Kernel.CPU_INT8_DYNAMIC, Kernel.TRITON_A8W})
 
 
-def _run(kernel: Kernel, w, a: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _run(kernel: Kernel, w, a: torch.Tensor, bias: torch.Tensor | None, activations: str | None = None) -> torch.Tensor:
     """executor.run(a (M, K)) -> (M, N), where a row of `a` holding a NaN or an inf comes out NaN at every kernel.
 
     Only kernels that round activations to int8 need help. On the CPU one fp32 sum over `a` (one read of M*K values,
@@ -68,20 +68,21 @@ def _run(kernel: Kernel, w, a: torch.Tensor, bias: torch.Tensor | None) -> torch
     CUDA graph capture), so the masked form (three elementwise passes) always runs there.
     """
     if kernel not in _INT8_ACTIVATIONS:
-        return executor.run(kernel, w, a, bias)
+        return executor.run(kernel, w, a, bias, activations)
     if a.device.type == "cpu" and math.isfinite(a.sum(dtype=torch.float32).item()):
-        return executor.run(kernel, w, a, bias)
-    return _run_masked(kernel, w, a, bias)
+        return executor.run(kernel, w, a, bias, activations)
+    return _run_masked(kernel, w, a, bias, activations)
 
 
-def _run_masked(kernel: Kernel, w, a: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def _run_masked(kernel: Kernel, w, a: torch.Tensor, bias: torch.Tensor | None,
+                activations: str | None = None) -> torch.Tensor:
     """The kernel on `a` with its non-finite entries zeroed, then NaN on the rows that held one (no host sync).
 
     A float layer gives NaN or +-inf on such a row (every output of it is non-finite: inf * w is +-inf, or NaN
     where w == 0); without the float weight the sign is unknown, so NaN is the one answer that never hides it.
     """
     finite = torch.isfinite(a)
-    y = executor.run(kernel, w, a.where(finite, 0.0), bias)
+    y = executor.run(kernel, w, a.where(finite, 0.0), bias, activations)
     rows_ok = finite.all(dim=1, keepdim=True)  # (M, 1)
     return y.where(rows_ok, float("nan"))
 
@@ -97,7 +98,7 @@ def _linear_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
     kernel = decision.kernel
     b = bias if bias is None or bias.dtype == dtype else bias.to(dtype)
     xc = x2 if x2.dtype == dtype else x2.to(dtype)
-    y = _run(kernel, w, xc if kernel is Kernel.DENSE else xc.contiguous(), b)
+    y = _run(kernel, w, xc if kernel is Kernel.DENSE else xc.contiguous(), b, decision.activations)
     return (y if y.dtype == x.dtype else y.to(x.dtype)).reshape(*x.shape[:-1], shape[0])
 
 
@@ -143,7 +144,8 @@ def _conv2d_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
                                                      groups, memory, precision)
     warn_fallback(decision)  # once per distinct reason, whichever layer asks first
     b = bias.to(dtype) if bias is not None else None
-    y = conv_exec.run_conv(x, decision.kernel, dtype, prep, b, stride, padding, dilation, groups)
+    y = conv_exec.run_conv(x, decision.kernel, dtype, prep, b, stride, padding, dilation, groups,
+                             decision.activations)
     return y.to(x.dtype).contiguous()  # the layout the fake implementation promises
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .config import NATIVE_ACTIVATIONS
 from .probes import WHOLE_OP, refusal_for, torch_cpu_capability, torch_op_report
 
 # /proc/cpuinfo flag (x86 "flags", ARM "Features") -> the name we report
@@ -43,6 +44,8 @@ class Capabilities:
     torch_ops_probed: torch's quantized CPU ops whose numbers were checked on this machine (`lowbit.runtime.probes`);
     torch_op_refusals: (op, shape class or "*", reason) for each shape class an op got wrong or crashed on.
     An op refused for "*" counts as unavailable above (cpu_int8_dynamic, cpu_int8_weight, torch_int4pack).
+    cpu_activations: "precision: scheme" for the native CPU kernel at memory Low (config.NATIVE_ACTIVATIONS; () without
+    it): which activation scheme each precision runs.
     """
 
     triton: bool = False
@@ -65,6 +68,7 @@ class Capabilities:
     torch_cpu_capability: str = ""
     torch_ops_probed: tuple[str, ...] = ()
     torch_op_refusals: tuple[tuple[str, str, str], ...] = ()
+    cpu_activations: tuple[str, ...] = ()
 
     def torch_op_refusal(self, op: str, m: int, n: int, k: int) -> str | None:
         """Why torch's `op` must not run an (M, K) x (N, K) product here (from the probe), or None."""
@@ -189,4 +193,6 @@ def capabilities() -> Capabilities:
         torch_cpu_capability=torch_cpu_capability(),
         torch_ops_probed=report.ops,
         torch_op_refusals=report.refusals,
+        cpu_activations=tuple(f"{p.value}: {a}" for p, a in NATIVE_ACTIVATIONS.items()) if "native" in impl.lower()
+        else (),
     )

@@ -12,7 +12,9 @@ Memory (MNN ints: Normal=0, High=1, Low=2):
           (`dispatch.high_dense_min_m`; the decision's note says when the copy is taken). Resident: the packed
           codes plus, once such an M ran, the float copy (~1.14x fp32 at int4 block 64).
 Precision (MNN ints: Normal=0, High=1, Low=2, Low_BF16=3):
-  Normal/High: fp32 activations and accumulation.
+  Normal/High: fp32 activations and accumulation; under memory Low/High on the CPU lowbit's native kernel keeps fp32
+            activations at High (exact up to fp32 summation) and at Normal rounds them to int8 with a scale per 32
+            input channels (NATIVE_ACTIVATIONS: as accurate as the float path to ~1e-3 of MiniLM's cosine).
   Low:      reduced precision is allowed where the device runs it natively: fp16 on CUDA, bf16 on a CPU with native
             bf16, int8 activations under memory Low (Triton A8W at large M on CUDA). A CPU without native fp16/bf16
             stays in fp32 rather than running slower.
@@ -42,14 +44,21 @@ class Precision(str, Enum):
     """Activation and accumulation precision (MNN's PrecisionMode)."""
 
     NORMAL = "normal"
-    """fp32 activations and accumulation."""
+    """fp32 activations and accumulation (the native CPU kernel: int8 activations with a scale per 32 channels)."""
     HIGH = "high"
-    """fp32 activations and accumulation (same as Normal; kept for MNN parity)."""
+    """fp32 activations and accumulation, also in the native CPU kernel."""
     LOW = "low"
-    """fp16/bf16 where the device runs it natively, int8 activations under memory Low; else fp32."""
+    """fp16/bf16 where the device runs it natively, int8 activations per row under memory Low; else fp32."""
     LOW_BF16 = "low_bf16"
     """bf16 activations, asked for explicitly."""
 
+
+# What each precision means for lowbit's native CPU kernel at memory Low/High (README's precision table; dispatch
+# names it in Decision.activations): fp32 activations at High, int8 with a scale per 32 input channels at Normal
+# (llama.cpp's Q8_0 granularity: MiniLM's lowest cosine within 0.001 of the float path,
+# bench/results/precision_minilm.md), int8 per row at Low / Low_BF16 (fastest).
+NATIVE_ACTIVATIONS = {Precision.HIGH: "fp32", Precision.NORMAL: "int8/32", Precision.LOW: "int8/row",
+                      Precision.LOW_BF16: "int8/row"}
 
 # MNN's integer encodings
 _MNN_MEMORY = {0: Memory.NORMAL, 1: Memory.HIGH, 2: Memory.LOW}

@@ -12,9 +12,9 @@ The table (M = rows of the activation; "refused" = the kernel family's `supports
 | Low    | cuda   | triton_gpu, M <= GEMV_MAX_M                    | TRITON_GEMV       |
 | Low    | cuda   | triton_gpu, precision Low, M >= A8W_MIN_M      | TRITON_A8W        |
 | Low    | cuda   | triton_gpu, otherwise                          | TRITON_GEMM       |
-| Low    | cpu    | bits <= 4: CPU_INT4, then the 8-bit kernels;    | first available,  |
-|        |        | bits 5..8: the 8-bit kernels, then CPU_INT4     | not refused       |
-|        |        | (native 8-bit container; refused without it);  |                   |
+| Low    | cpu    | CPU_INT4, then the 8-bit kernels (bits 5..8     | first available,  |
+|        |        | without the native kernel: the 8-bit kernels   | not refused       |
+|        |        | first; CPU_INT4 refuses them without it);      |                   |
 |        |        | 8-bit kernels: precision Low: CPU_INT8_DYNAMIC, |                   |
 |        |        | CPU_INT8_WEIGHT; Low_BF16: CPU_INT8_WEIGHT;     |                   |
 |        |        | Normal/High: none (they round activations)      |                   |
@@ -28,9 +28,14 @@ precision Normal it costs MiniLM's int8 lowest cosine 0.9996 -> 0.9983, and torc
 A request no packed kernel can serve falls back as MNN does without its low-memory build: weights dequantized
 once (DENSE), correct and fast, with one warning saying memory Low was not honoured. CPU_INT4
 (lowbit's native kernel: 2..4-bit codes in a 4-bit container, 5..8-bit codes in an 8-bit one, per channel or in
-blocks that are multiples of 32) rounds activations to int8 per row, ~41 dB, and serves every precision, so with
-the native kernel built no 2..8-bit weight falls back to DENSE on the CPU. At precision Low the 5..8-bit per-channel
-weights still go to torch's dynamic int8 first (faster at M >= 32 on the machines measured, bench/results/gemm_cpu*).
+blocks that are multiples of 32) serves every precision with the activation scheme the precision names
+(NATIVE_ACTIVATIONS, in Decision.activations): High fp32 (exact up to fp32 summation), Normal int8 with a scale per
+32 input channels, Low / Low_BF16 int8 per row (~41 dB), so with the native kernel built no 2..8-bit weight falls
+back to DENSE on the CPU. Without it (torch's int4pack or KleidiAI serving CPU_INT4, which round activations to bf16
+or int8 per row) CPU_INT4 is refused at precision Normal/High. At precision Low the 5..8-bit per-channel
+weights go to the native kernel too, no longer to torch's dynamic int8 first: its one scale per tensor took MiniLM
+int8 per channel to a lowest cosine of -0.05 (0.9996 in fp32; faster at M >= 32, bench/results/gemm_cpu*, but no
+use). torch's dynamic int8 stays the 8-bit kernel where the native one is not built.
 A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before DENSE.
 EMULATED (dequantize on every call) is never chosen for integer weights; tests and benchmarks force it.
 Memory High's crossover is HIGH_DENSE_MIN_M except on the CPU with the native kernel, where NATIVE_HIGH_DENSE_MIN_M
@@ -41,13 +46,13 @@ bf16 copy (precision Low) does from M = 32.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 import torch
 
 from .capabilities import Capabilities
-from .config import BackendConfig, Memory, Precision
+from .config import NATIVE_ACTIVATIONS, BackendConfig, Memory, Precision
 
 GEMV_MAX_M = 16  # the split-K GEMV covers 1..16 rows; above it the tiled GEMM wins
 A8W_MIN_M = 128  # dynamic int8 activations pay off once the GEMM is compute bound
@@ -63,6 +68,9 @@ _VNNI_CROSSOVER = {
     **{("bf16", bits, group): 32 for bits in (4, 8) for group in ("g32", "g64", "g128+", "pc")},
 }
 NATIVE_HIGH_DENSE_MIN_M = {"avx512vnni": _VNNI_CROSSOVER, "avxvnni": _VNNI_CROSSOVER}
+# precision High (fp32 activations): from this M the native kernel dequantizes weight tiles for torch's fp32 GEMM
+# (lowbit.kernels.cpu_native.F32_BLOCKED_MIN_M), so the cached float copy, the same GEMM without the dequant, wins
+NATIVE_F32_DENSE_MIN_M = 16
 
 
 class Kernel(str, Enum):
@@ -118,11 +126,26 @@ class WeightFormat:
 @dataclass(frozen=True)
 class Decision:
     """The chosen kernel; fallback_reason: why it is not what was asked when it is a fallback (None otherwise);
-    note: why a mode's trade was taken (memory High's float copy at this M), for reports."""
+    note: why a mode's trade was taken (memory High's float copy at this M), for reports; activations: the
+    activation scheme the kernel runs (`activation_scheme`: "fp32", "int8/32", "int8/row", "int8/tensor", "bf16";
+    None: the compute dtype as it is, `compute_dtype`)."""
 
     kernel: Kernel
     fallback_reason: str | None = None
     note: str | None = None
+    activations: str | None = None
+
+
+# The one scheme of each other kernel that rounds activations (the rest compute in the compute dtype).
+_FIXED_ACTIVATIONS = {Kernel.CPU_INT8_DYNAMIC: "int8/tensor", Kernel.CPU_INT8_WEIGHT: "bf16",
+                      Kernel.TRITON_A8W: "int8/row"}
+
+
+def activation_scheme(kernel: Kernel, precision: Precision) -> str | None:
+    """The activation scheme `kernel` runs at `precision` (Decision.activations)."""
+    if kernel is Kernel.CPU_INT4:
+        return NATIVE_ACTIVATIONS[precision]
+    return _FIXED_ACTIVATIONS.get(kernel)
 
 
 def select_kernel(device_type: str, m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
@@ -136,9 +159,9 @@ def select_kernel(device_type: str, m: int, fmt: WeightFormat, caps: Capabilitie
         if note is not None:
             return Decision(Kernel.DENSE, note=note)
     if device_type == "cuda":
-        return _select_cuda(m, fmt, caps, backend)
+        return _with_activations(_select_cuda(m, fmt, caps, backend), backend)
     if device_type == "cpu":
-        return _select_cpu(m, fmt, caps, backend)
+        return _with_activations(_select_cpu(m, fmt, caps, backend), backend)
     return _fallback(backend, fmt, device_type, f"lowbit has no fused kernel for device {device_type!r}")
 
 
@@ -147,13 +170,15 @@ def high_dense_min_m(device_type: str, fmt: WeightFormat, caps: Capabilities, ba
 
     With lowbit's native CPU kernel (int8 activations) the table below holds the crossovers measured per compute
     dtype, container and block (bench/results/gemm_cpu_high_crossover_impls.md); other paths keep HIGH_DENSE_MIN_M.
-    Per-channel 5..8-bit weights at precision Low run torch's dynamic int8 linear, faster than a float copy at every
-    M measured, so they never take it.
+    The table was measured with int8 activations per row; precision Normal's scales per 32 channels cost the tiled
+    VNNI kernel 7-33% at M = 32..128 (bench/results/gemm_cpu_1t_precision.md), not re-measured against the copy. At
+    precision High the native kernel multiplies fp32 activations by tiles of dequantized weights from
+    M = NATIVE_F32_DENSE_MIN_M on, which the float copy (the same GEMM without the dequant) beats.
     """
     if device_type != "cpu" or caps.native_variant not in NATIVE_HIGH_DENSE_MIN_M:
         return HIGH_DENSE_MIN_M
-    if fmt.bits > 4 and fmt.group_size == fmt.k and backend.precision is Precision.LOW and caps.cpu_int8_dynamic:
-        return None
+    if backend.precision is Precision.HIGH:
+        return NATIVE_F32_DENSE_MIN_M
     dtype = "bf16" if compute_dtype(device_type, caps, backend) is torch.bfloat16 else "fp32"
     group = "pc" if fmt.group_size >= fmt.k else "g32" if fmt.group_size <= 32 else "g64" if fmt.group_size <= 64 \
         else "g128+"
@@ -183,16 +208,35 @@ def _select_cuda(m: int, fmt: WeightFormat, caps: Capabilities, backend: Backend
     return _first_allowed(wanted, fmt, backend, "cuda")
 
 
+def _with_activations(decision: Decision, backend: BackendConfig) -> Decision:
+    scheme = activation_scheme(decision.kernel, backend.precision)
+    return decision if scheme is None else replace(decision, activations=scheme)
+
+
 def _select_cpu(m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
     eight_bit = {Precision.LOW: [Kernel.CPU_INT8_DYNAMIC, Kernel.CPU_INT8_WEIGHT],
                  Precision.LOW_BF16: [Kernel.CPU_INT8_WEIGHT]}.get(backend.precision, [])
-    order = [Kernel.CPU_INT4, *eight_bit] if fmt.bits <= 4 else [*eight_bit, Kernel.CPU_INT4]
+    order = [Kernel.CPU_INT4, *eight_bit] if fmt.bits <= 4 or caps.native_extension else [*eight_bit, Kernel.CPU_INT4]
     available = {Kernel.CPU_INT4: caps.cpu_int4, Kernel.CPU_INT8_DYNAMIC: caps.cpu_int8_dynamic,
                  Kernel.CPU_INT8_WEIGHT: caps.cpu_int8_weight}
     wanted = [k for k in order if available[k]]
     if not wanted:
         return _fallback(backend, fmt, "cpu", "no CPU int4/int8 kernel is available in this process")
-    return _first_allowed(wanted, fmt, backend, "cpu", lambda kernel: _probe_refusal(kernel, m, fmt, caps))
+    return _first_allowed(wanted, fmt, backend, "cpu",
+                          lambda kernel: _probe_refusal(kernel, m, fmt, caps) or _precision_refusal(kernel, caps,
+                                                                                                   backend))
+
+
+def _precision_refusal(kernel: Kernel, caps: Capabilities, backend: BackendConfig) -> str | None:
+    """Why CPU_INT4 cannot keep this precision: torch's int4 ops round activations (int4pack to bf16, KleidiAI to
+    int8 per row), so precision Normal/High needs lowbit's native kernel (or the exact per-call dequant)."""
+    if kernel is not Kernel.CPU_INT4 or backend.precision not in (Precision.NORMAL, Precision.HIGH):
+        return None
+    impl = caps.cpu_int4_impl.lower()
+    if "native" in impl or "dequant" in impl or not impl:
+        return None
+    return (f"precision={backend.precision.value} needs {NATIVE_ACTIVATIONS[backend.precision]} activations; "
+            f"{caps.cpu_int4_impl} rounds them (lowbit's native kernel is unavailable)")
 
 
 def _probe_refusal(kernel: Kernel, m: int, fmt: WeightFormat, caps: Capabilities) -> str | None:
@@ -294,12 +338,15 @@ def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups:
     that kernel serves the weight (`native_refusal` is None) and is the faster one (`conv_native_reason`); else a float
     copy of this layer (DENSE + fallback reason, warned once per reason). Without the native kernel a groups == 1 conv
     keeps the Linear kernel on its im2col; a grouped one takes the float copy (never a per-group loop), on any device.
+    The native conv rounds activations to int8 in the decision's scheme; at precision High (fp32 activations) a
+    groups == 1 conv takes the Linear kernel's fp32 path on its im2col, a grouped one the float copy.
     """
     if decision.kernel not in PACKED_KERNELS or decision.kernel is Kernel.EMULATED:
         return decision
-    if device_type == "cpu" and native_refusal is None:
+    if device_type == "cpu" and native_refusal is None and decision.activations != "fp32":
         why = conv_native_reason(fmt.n, fmt.k, depthwise)
-        return Decision(Kernel.CPU_INT4) if why is None else _conv_fallback(backend, fmt, device_type, why)
+        return replace(decision, kernel=Kernel.CPU_INT4, note=None) if why is None \
+            else _conv_fallback(backend, fmt, device_type, why)
     if groups > 1:
         why = f"grouped convs have no packed kernel here ({native_refusal or 'the native conv kernel is CPU-only'})"
         return _conv_fallback(backend, fmt, device_type, why)

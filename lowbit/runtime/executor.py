@@ -82,8 +82,12 @@ def prepare(kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype = torch.floa
     raise ValueError(f"unknown kernel {kernel!r}")
 
 
-def run(kernel: Kernel, prepared, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """y (M, N) = x (M, K) @ W.T + bias with the prepared weight; output dtype = x.dtype."""
+def run(kernel: Kernel, prepared, x: torch.Tensor, bias: torch.Tensor | None = None,
+        activations: str | None = None) -> torch.Tensor:
+    """y (M, N) = x (M, K) @ W.T + bias with the prepared weight; output dtype = x.dtype.
+
+    activations: the activation scheme the dispatch decision names (`Decision.activations`); CPU_INT4 runs it (the
+    other kernels have one scheme each)."""
     if kernel is Kernel.DENSE:
         return F.linear(x, prepared, bias)
     if kernel is Kernel.EMULATED:
@@ -101,6 +105,6 @@ def run(kernel: Kernel, prepared, x: torch.Tensor, bias: torch.Tensor | None = N
     if kernel in (Kernel.CPU_INT8_DYNAMIC, Kernel.CPU_INT8_WEIGHT):
         return kernel_module("cpu_int8").linear_int8_dynamic(x, prepared, bias)
     if kernel is Kernel.CPU_INT4:
-        return kernel_module("cpu_int4").linear_int4_cpu(x, prepared, bias)
+        return kernel_module("cpu_int4").linear_int4_cpu(x, prepared, bias, activations=activations)
     raise ValueError(f"unknown kernel {kernel!r}")
 

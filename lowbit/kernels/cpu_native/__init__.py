@@ -1,12 +1,13 @@
-"""Native CPU kernels (C, compiled on first use): 2..8-bit weights x dynamically quantized int8 activations.
+"""Native CPU kernels (C, compiled on first use): 2..8-bit weights x fp32 or dynamically quantized int8 activations.
 
-Math (per output y[m, n], weight blocks b of `gk` input channels, activations quantized per row (default) or per
-(row, weight block) with scale d):
+Math (per output y[m, n], weight blocks b of `gk` input channels, activations quantized per row (default), per
+(row, weight block) or per (row, 32 input channels) with scale d; see ACTIVATIONS, which also has fp32):
     x[m, k] ~= d[m, b] * xq[m, k]          xq int8 in [-127, 127], d = absmax / 127 (round half to even)
     y[m, n]  = sum_b s[n, b] * d[m, b] * sum_{k in b} q[n, k] * xq[m, k]   (int32 dot: vpdpbusd, or maddubs/madd)
              - sum_b (s[n, b] * z[n, b]) * (d[m, b] * sum_{k in b} xq[m, k]) + bias[n]
 which is exactly x_q @ ((q - z) * s).T: the only rounding beyond fp32 arithmetic is the int8 activation
-quantization (relative error ~ 1/254 of each block's absmax). Weight zeros may be any float (HQQ).
+quantization (relative error ~ 1/254 of each block's absmax; with scales per 32 channels d[m, j] multiplies each
+32-channel piece's int dot inside the block). Weight zeros may be any float (HQQ).
 Codes q are unsigned: 2..4-bit codes in the 4-bit container (`pack_q4`, two per byte), 5..8-bit codes in the 8-bit
 container (`pack_q8`, one per byte); with VNNI they are the u8 operand of vpdpbusd and xq the s8 one.
 
@@ -24,7 +25,8 @@ import torch
 from .build import NativeBuildError, NativeLibrary, build_native, compiler_command
 
 __all__ = [
-    "NativeBuildError", "NativeLibrary", "available_native", "compiler_command", "gemm_q4", "gemm_q8", "native_library",
+    "ACTIVATIONS", "NativeBuildError", "NativeLibrary",
+    "available_native", "compiler_command", "gemm_q4", "gemm_q8", "native_library",
     "native_unavailable_reason", "native_variant", "pack_q4", "pack_q8", "reset_native",
 ]
 
@@ -93,43 +95,84 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+# Activation schemes (`activations=`): what the kernel does to x before the product.
+#   "fp32":       x as it is; each weight sub-block of 32 codes dequantized in registers (w = q * s - s * z) and
+#                 multiplied in fp32 (M < F32_BLOCKED_MIN_M), or a tile of weight rows dequantized into a ~1 MB
+#                 buffer and multiplied by torch's fp32 GEMM (larger M): exact up to fp32 summation.
+#   "int8/32":    int8 with one scale per 32 input channels (llama.cpp's Q8_0 granularity, whatever the weight block).
+#   "int8/block": int8 with one scale per (row, weight block).
+#   "int8/row":   int8 with one scale per row (fastest: the scale is applied once per output).
+ACTIVATIONS = ("fp32", "int8/32", "int8/block", "int8/row")
+INT8_ACT_MODES = {"int8/block": 0, "int8/row": 1, "int8/32": 2}  # lb_quant_act's mode (LB_ACT_*), also lb_conv_q's
+F32_BLOCKED_MIN_M = 16  # from this M the dequantized tile + torch GEMM beats the register kernel (measured)
+_F32_TILE_BYTES = 1 << 20
+
+
 def gemm_q4(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, scale_zero: torch.Tensor, k: int,
             group_k: int, bias: torch.Tensor | None = None, num_threads: int | None = None,
-            act_per_row: bool = True, library: NativeLibrary | None = None) -> torch.Tensor:
-    """y = quantize_int8(x) @ ((q - z) * s).T + bias in float32.
+            act_per_row: bool = True, library: NativeLibrary | None = None,
+            activations: str | None = None) -> torch.Tensor:
+    """y = act(x) @ ((q - z) * s).T + bias in float32, act one of ACTIVATIONS.
 
     x: float32 contiguous (M, k); packed: uint8 (N, Kp/2) from `pack_q4`; scale, scale_zero (= scale * zero):
     float32 contiguous (N, nb); group_k: input channels per weight block (a multiple of 32, or Kp when there is
-    one block per row); bias: float32 (N,) or None; act_per_row: one int8 scale per activation row (fastest: the
-    scale is applied once per output, not once per block) or, when False, one per (row, weight block) (closer to
-    the float result when activations have outliers); library: a specific build (default: this process's).
-    Returns float32 (M, N). Shapes are checked by the caller
-    (`lowbit.kernels.cpu_int4`); this function only adds the scratch buffers and the call.
+    one block per row); bias: float32 (N,) or None; activations: the scheme (see ACTIVATIONS); None means
+    act_per_row's choice, "int8/row" (True) or "int8/block" (False); library: a specific build (default: this
+    process's). Returns float32 (M, N). Shapes are checked by the caller (`lowbit.kernels.cpu_int4`); this function
+    only adds the scratch buffers and the call.
     """
-    return _gemm(4, x, packed, scale, scale_zero, k, group_k, bias, num_threads, act_per_row, library)
+    return _gemm(4, x, packed, scale, scale_zero, k, group_k, bias, num_threads, act_per_row, library, activations)
 
 
 def gemm_q8(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, scale_zero: torch.Tensor, k: int,
             group_k: int, bias: torch.Tensor | None = None, num_threads: int | None = None,
-            act_per_row: bool = True, library: NativeLibrary | None = None) -> torch.Tensor:
+            act_per_row: bool = True, library: NativeLibrary | None = None,
+            activations: str | None = None) -> torch.Tensor:
     """`gemm_q4` for 5..8-bit codes: packed is uint8 (N, Kp) from `pack_q8`; the other arguments are the same."""
-    return _gemm(8, x, packed, scale, scale_zero, k, group_k, bias, num_threads, act_per_row, library)
+    return _gemm(8, x, packed, scale, scale_zero, k, group_k, bias, num_threads, act_per_row, library, activations)
 
 
-def _gemm(bits: int, x, packed, scale, scale_zero, k, group_k, bias, num_threads, act_per_row, library):
+def _gemm(bits: int, x, packed, scale, scale_zero, k, group_k, bias, num_threads, act_per_row, library,
+          activations):
     lib = library or native_library()
     if lib is None:
         raise RuntimeError(f"native CPU kernels are unavailable: {_STATE.get('reason')}")
+    act = activations or ("int8/row" if act_per_row else "int8/block")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"activations={act!r} is unknown: use one of {ACTIVATIONS}")
     m, n, kp, nb = x.shape[0], packed.shape[0], packed.shape[1] * 8 // bits, scale.shape[1]
     nt = num_threads or torch.get_num_threads()
+    if act == "fp32":
+        return _gemm_f32(lib, bits, x, packed, scale, scale_zero, k, kp, group_k, bias, nt)
+    mode = INT8_ACT_MODES[act]
     xq = torch.empty(m, kp, dtype=torch.int8)
-    xd = torch.empty(m, nb, dtype=torch.float32)
+    xd = torch.empty(m, kp // 32 if act == "int8/32" else nb, dtype=torch.float32)
     xs = torch.empty(m, nb, dtype=torch.float32)
     y = torch.empty(m, n, dtype=torch.float32)
-    per_row = int(bool(act_per_row))
-    lib.lib.lb_quant_act(x.data_ptr(), m, k, kp, group_k, nb, per_row, xq.data_ptr(), xd.data_ptr(), xs.data_ptr(),
-                         nt)
+    lib.lib.lb_quant_act(x.data_ptr(), m, k, kp, group_k, nb, mode, xq.data_ptr(), xd.data_ptr(), xs.data_ptr(), nt)
     gemm = lib.lib.lb_gemm_q4 if bits == 4 else lib.lib.lb_gemm_q8
     gemm(packed.data_ptr(), scale.data_ptr(), scale_zero.data_ptr(), n, kp, group_k // 32, nb, xq.data_ptr(),
-         xd.data_ptr(), xs.data_ptr(), m, per_row, _ptr(bias), y.data_ptr(), nt)
+         xd.data_ptr(), xs.data_ptr(), m, mode, _ptr(bias), y.data_ptr(), nt)
     return y
+
+
+def _gemm_f32(lib, bits, x, packed, scale, scale_zero, k, kp, group_k, bias, nt):
+    """fp32 activations: the register kernel below F32_BLOCKED_MIN_M rows, else tiles of dequantized weight rows
+    (about _F32_TILE_BYTES each, reused) through torch's fp32 GEMM; the whole float weight never exists."""
+    m, n, nb = x.shape[0], packed.shape[0], scale.shape[1]
+    if m < F32_BLOCKED_MIN_M:
+        xp = x if kp == k else torch.nn.functional.pad(x, (0, kp - k))
+        y = torch.empty(m, n, dtype=torch.float32)
+        lib.lib.lb_gemm_f32(packed.data_ptr(), scale.data_ptr(), scale_zero.data_ptr(), n, kp, group_k // 32, nb,
+                            xp.data_ptr(), m, _ptr(bias), y.data_ptr(), nt, bits)
+        return y
+    rows = max(16, min(n, _F32_TILE_BYTES // (4 * k)))
+    tile = torch.empty(rows, k, dtype=torch.float32)
+    yt = torch.empty(n, m, dtype=torch.float32)  # y transposed: each tile's rows are contiguous there
+    for n0 in range(0, n, rows):
+        n1 = min(n, n0 + rows)
+        lib.lib.lb_dequant(packed.data_ptr(), scale.data_ptr(), scale_zero.data_ptr(), n0, n1, k, kp, group_k // 32,
+                           nb, tile.data_ptr(), nt, bits)
+        torch.mm(tile[:n1 - n0], x.t(), out=yt[n0:n1])
+    y = yt.t().contiguous()
+    return y if bias is None else y.add_(bias)

@@ -94,19 +94,36 @@ static int32_t quant_block(const float* x, int64_t len, int8_t* q, float* d_out)
     return sum;
 }
 
-/* x: fp32 (M, K); xq: int8 (M, Kp); xd, xs: fp32 (M, nb): the activation scale and scale * sum(q) per block of
-   gk columns. per_row != 0 quantizes each row with one scale (stored in every xd[m, b]); xs stays per block. */
-void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, int64_t nb, int per_row,
+/* x: fp32 (M, K); xq: int8 (M, Kp); xs: fp32 (M, nb): scale * sum(q) per weight block of gk columns. mode (the
+   activation scheme, LB_ACT_*): per weight block (xd (M, nb)), per row (one scale, stored in every xd[m, b]), or per
+   32 columns (xd (M, Kp / 32), 0 past K; xs[m, b] sums d * sum(q) over the block's 32-column pieces in order). */
+#define LB_ACT_BLOCK 0
+#define LB_ACT_ROW 1
+#define LB_ACT_32 2
+void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, int64_t nb, int mode,
                   int8_t* xq, float* xd, float* xs, int nt) {
     #pragma omp parallel for num_threads(nt) schedule(static) if (M * K > 65536)
     for (int64_t m = 0; m < M; ++m) {
         int8_t* q = xq + m * Kp;
         float d = 0.f;
-        if (per_row) quant_block(x + m * K, K, q, &d);
+        if (mode == LB_ACT_32) {
+            float* dr = xd + m * (Kp / 32);
+            for (int64_t b = 0; b < nb; ++b) xs[m * nb + b] = 0.f;
+            for (int64_t j = 0; j < Kp / 32; ++j) {
+                const int64_t lo = j * 32, hi = lb_min(lo + 32, K);
+                dr[j] = 0.f;
+                if (hi <= lo) continue;
+                const int32_t s = quant_block(x + m * K + lo, hi - lo, q + lo, &dr[j]);
+                xs[m * nb + lo / gk] += dr[j] * (float)s;
+            }
+            memset(q + K, 0, (size_t)(Kp - K));
+            continue;
+        }
+        if (mode == LB_ACT_ROW) quant_block(x + m * K, K, q, &d);
         for (int64_t b = 0; b < nb; ++b) {
             int64_t lo = b * gk, hi = lb_min(lo + gk, K);
             int32_t s = 0;
-            if (per_row) {
+            if (mode == LB_ACT_ROW) {
                 for (int64_t k = lo; k < hi; ++k) s += q[k];
             } else if (hi > lo) {
                 s = quant_block(x + m * K + lo, hi - lo, q + lo, &d);
@@ -119,6 +136,8 @@ void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, 
 }
 
 #include "lowbit_cpu_rows.h"  /* q4_row, q8_row, q4_pair_g2, dotf: SIMD and plain C */
+#include "lowbit_cpu_sub.h"  /* q4_row_sub, q8_row_sub: activation scales per 32 columns */
+#include "lowbit_cpu_f32.h"  /* lb_gemm_f32, lb_dequant: fp32 activations */
 #if LB_VNNI == 2
 #include "lowbit_cpu_tile512.h"  /* gemm_tile512: outputs across lanes, for M >= LB_TILE_MIN_M */
 #endif
@@ -207,15 +226,36 @@ static __attribute__((noinline)) void q4_epilogue(const float* acc, int64_t mr, 
         default: q8_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 1, ROWD, out); break;                         \
     }
 
+#define LB_SUB_ROWS(FN, ...)                                                                            \
+    switch (mr) {                                                                                       \
+        case 4: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 4, out __VA_ARGS__); break;                        \
+        case 3: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 3, out __VA_ARGS__); break;                        \
+        case 2: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 2, out __VA_ARGS__); break;                        \
+        default: FN(wr, sr, nsb, gsb, nb, xr, Kp, dr, 1, out __VA_ARGS__); break;                       \
+    }
+
+/* int4 per-32 rows with the sub-blocks per weight block fixed at compile time where common (0: at run time) */
+#define LB_SUB_Q4                                                                                       \
+    switch (gsb) {                                                                                      \
+        case 1: LB_SUB_ROWS(q4_row_sub, , 1); break;                                                    \
+        case 2: LB_SUB_ROWS(q4_row_sub, , 2); break;                                                    \
+        case 4: LB_SUB_ROWS(q4_row_sub, , 4); break;                                                    \
+        default: LB_SUB_ROWS(q4_row_sub, , 0); break;                                                   \
+    }
+
 /* The tiled GEMM shared by both containers (BITS = 4 or 8 bits per stored code; see lb_gemm_q4 for the arguments). */
 static inline __attribute__((always_inline)) void gemm_tiles(
         const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
-        const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias, float* y,
+        const int8_t* xq, const float* xd, const float* xs, int64_t M, int mode, const float* bias, float* y,
         int nt, const int BITS) {
+    const int per_row = mode == LB_ACT_ROW;
+    const int64_t nsb = Kp / 32, dstride = mode == LB_ACT_32 ? nsb : nb; /* xd's row stride */
 #if LB_VNNI == 2
-    if (M >= LB_TILE_MIN_M && gemm_tile512(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, bias, y, nt, BITS)) return;
+    if (M >= LB_TILE_MIN_M && gemm_tile512(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt,
+                                            BITS))
+        return;
 #endif
-    const int64_t nsb = Kp / 32, row_bytes = Kp * BITS / 8, NC = LB_NC, MC = 32;
+    const int64_t row_bytes = Kp * BITS / 8, NC = LB_NC, MC = 32;
     const int64_t ntask = (N + NC - 1) / NC;
     for (int64_t mc = 0; mc < M; mc += MC) {
         const int64_t mc_end = lb_min(mc + MC, M);
@@ -230,7 +270,7 @@ static inline __attribute__((always_inline)) void gemm_tiles(
             for (int64_t m0 = mc; m0 < mc_end; m0 += 4) {
                 int64_t mr = lb_min(4, mc_end - m0);
                 const int8_t* xr = xq + m0 * Kp;
-                const float* dr = xd + m0 * nb;
+                const float* dr = xd + m0 * dstride;
                 float acc[4 * LB_NC];
                 if (nn < NC) for (int64_t j = 0; j < 4 * NC; ++j) acc[j] = 0.f; /* lanes past nn: defined, unused */
                 int64_t n = n0;
@@ -250,7 +290,9 @@ static inline __attribute__((always_inline)) void gemm_tiles(
                     float out[4];
                     const uint8_t* wr = w + n * row_bytes;
                     const float* sr = ws + n * nb;
-                    if (BITS == 8) {
+                    if (mode == LB_ACT_32) {
+                        if (BITS == 4) { LB_SUB_Q4 } else { LB_SUB_ROWS(q8_row_sub) }
+                    } else if (BITS == 8) {
                         if (per_row) { Q8_ROWS(1) } else { Q8_ROWS(0) }
                     } else if (per_row) { Q4_GSB(1) } else { Q4_GSB(0) }
                     for (int64_t r = 0; r < mr; ++r) acc[r * NC + (n - n0)] = out[r];
@@ -263,18 +305,18 @@ static inline __attribute__((always_inline)) void gemm_tiles(
 }
 
 /* y = x_q @ dequant(w).T + bias for 4-bit codes packed by pack_q4 (N, Kp / 2). gsb: sub-blocks of 32 codes per
-   weight block; nb: blocks per row; xq, xd, xs from lb_quant_act; per_row: xd holds one scale per row. */
+   weight block; nb: blocks per row; xq, xd, xs from lb_quant_act with the same mode (LB_ACT_*). */
 void lb_gemm_q4(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
-                const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias,
+                const int8_t* xq, const float* xd, const float* xs, int64_t M, int mode, const float* bias,
                 float* y, int nt) {
-    gemm_tiles(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, per_row, bias, y, nt, 4);
+    gemm_tiles(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode, bias, y, nt, 4);
 }
 
 /* The same for 5..8-bit codes in the 8-bit container (pack_q8: uint8 (N, Kp), one code per byte). */
 void lb_gemm_q8(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
-                const int8_t* xq, const float* xd, const float* xs, int64_t M, int per_row, const float* bias,
+                const int8_t* xq, const float* xd, const float* xs, int64_t M, int mode, const float* bias,
                 float* y, int nt) {
-    gemm_tiles(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, per_row, bias, y, nt, 8);
+    gemm_tiles(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode, bias, y, nt, 8);
 }
 
 #include "lowbit_cpu_static.h"  /* static W8A8: fixed-scale activations, int8 GEMM, fused epilogue */

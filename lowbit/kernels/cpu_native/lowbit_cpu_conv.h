@@ -137,15 +137,28 @@ static void im2col_row(const float* x, const int64_t* geo, int64_t g, int64_t b,
     }
 }
 
-/* One quantized activation row from its K floats: what lb_quant_act does for one row (see lowbit_cpu.c). */
-static void quant_row(const float* xr, int64_t K, int64_t Kp, int64_t gk, int64_t nb, int per_row, int8_t* q,
+/* One quantized activation row from its K floats: what lb_quant_act does for one row with `mode` (LB_ACT_*, see
+   lowbit_cpu.c); xd holds nb scales (block, row) or Kp / 32 (per 32 columns). */
+static void quant_row(const float* xr, int64_t K, int64_t Kp, int64_t gk, int64_t nb, int mode, int8_t* q,
                       float* xd, float* xs) {
     float d = 0.f;
-    if (per_row) quant_block(xr, K, q, &d);
+    if (mode == LB_ACT_32) {
+        for (int64_t b = 0; b < nb; ++b) xs[b] = 0.f;
+        for (int64_t j = 0; j < Kp / 32; ++j) {
+            const int64_t lo = j * 32, hi = lb_min(lo + 32, K);
+            xd[j] = 0.f;
+            if (hi <= lo) continue;
+            const int32_t s = quant_block(xr + lo, hi - lo, q + lo, &xd[j]);
+            xs[lo / gk] += xd[j] * (float)s;
+        }
+        memset(q + K, 0, (size_t)(Kp - K));
+        return;
+    }
+    if (mode == LB_ACT_ROW) quant_block(xr, K, q, &d);
     for (int64_t b = 0; b < nb; ++b) {
         const int64_t lo = b * gk, hi = lb_min(lo + gk, K);
         int32_t s = 0;
-        if (per_row) {
+        if (mode == LB_ACT_ROW) {
             for (int64_t k = lo; k < hi; ++k) s += q[k];
         } else if (hi > lo) {
             s = quant_block(xr + lo, hi - lo, q + lo, &d);
@@ -159,7 +172,7 @@ static void quant_row(const float* xr, int64_t K, int64_t Kp, int64_t gk, int64_
 /* im2col of group g fused with the int8 quantization: xq (M, Kp), xd / xs (M, nb), M = B * OH * OW. A 1x1 conv
    of stride 1 without padding reads the pixel's channel column directly. */
 static void im2col_quant(const float* x, const int64_t* geo, int64_t g, int64_t Kp, int64_t gk, int64_t nb,
-                         int per_row, int8_t* xq, float* xd, float* xs, int nt) {
+                         int mode, int8_t* xq, float* xd, float* xs, int nt) {
     const int64_t C = geo[1], H = geo[2], W = geo[3], kh = geo[5], kw = geo[6], OH = geo[13], OW = geo[14];
     const int64_t Cg = C / geo[15], K = Cg * kh * kw, M = geo[0] * OH * OW, HW = H * W;
     const int pointwise = kh == 1 && kw == 1 && geo[7] == 1 && geo[8] == 1 && geo[9] == 0 && geo[10] == 0;
@@ -175,7 +188,7 @@ static void im2col_quant(const float* x, const int64_t* geo, int64_t g, int64_t 
             } else {
                 im2col_row(x, geo, g, b, l / OW, l % OW, buf);
             }
-            quant_row(buf, K, Kp, gk, nb, per_row, xq + m * Kp, xd + m * nb, xs + m * nb);
+            quant_row(buf, K, Kp, gk, nb, mode, xq + m * Kp, xd + m * (mode == LB_ACT_32 ? Kp / 32 : nb), xs + m * nb);
         }
         free(buf);
     }
@@ -195,20 +208,21 @@ static void scatter_nchw(const float* yg, const int64_t* geo, int64_t g, int64_t
 
 /* Dense or grouped conv on a packed weight (N = O rows of Kp codes: pack_q4 when bits == 4, pack_q8 when 8; scale /
    scale * zero fp32 (O, nb); gsb sub-blocks of 32 per block, gk = gsb * 32 or Kp per channel). Scratch from the
-   caller: xq int8 (M, Kp), xd / xs fp32 (M, nb), yg fp32 (M, O / groups). */
+   caller: xq int8 (M, Kp), xd fp32 (M, nb) or (M, Kp / 32) for mode LB_ACT_32, xs fp32 (M, nb), yg fp32
+   (M, O / groups). mode: the activation scheme (LB_ACT_*). */
 void lb_conv_q(const float* x, const int64_t* geo, const uint8_t* w, const float* ws, const float* wsz, int64_t Kp,
-               int64_t gsb, int64_t nb, int per_row, int bits, const float* bias, int act, int8_t* xq, float* xd,
+               int64_t gsb, int64_t nb, int mode, int bits, const float* bias, int act, int8_t* xq, float* xd,
                float* xs, float* yg, float* y, int nt) {
     const int64_t groups = geo[15], og = geo[4] / groups, M = geo[0] * geo[13] * geo[14];
     const int64_t gk = gsb > 0 ? gsb * 32 : Kp, row_bytes = Kp * bits / 8;
     for (int64_t g = 0; g < groups; ++g) {
-        im2col_quant(x, geo, g, Kp, gk, nb, per_row, xq, xd, xs, nt);
+        im2col_quant(x, geo, g, Kp, gk, nb, mode, xq, xd, xs, nt);
         const uint8_t* wg = w + g * og * row_bytes;
         const float* bg = bias ? bias + g * og : NULL;
         if (bits == 4)
-            lb_gemm_q4(wg, ws + g * og * nb, wsz + g * og * nb, og, Kp, gsb, nb, xq, xd, xs, M, per_row, bg, yg, nt);
+            lb_gemm_q4(wg, ws + g * og * nb, wsz + g * og * nb, og, Kp, gsb, nb, xq, xd, xs, M, mode, bg, yg, nt);
         else
-            lb_gemm_q8(wg, ws + g * og * nb, wsz + g * og * nb, og, Kp, gsb, nb, xq, xd, xs, M, per_row, bg, yg, nt);
+            lb_gemm_q8(wg, ws + g * og * nb, wsz + g * og * nb, og, Kp, gsb, nb, xq, xd, xs, M, mode, bg, yg, nt);
         scatter_nchw(yg, geo, g, og, act, y, nt);
     }
 }

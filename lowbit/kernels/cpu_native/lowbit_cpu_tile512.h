@@ -97,18 +97,19 @@ static void lb_tile_pack(const uint8_t* w, int64_t row_bytes, int64_t nn, int64_
 /* MR (1..LB_MR) activation rows x the 32 tile rows over the chunk [c0, c1): y[r, 0..nn) += sum over the chunk's
    blocks of s_b * d_rb * idot_rb - (blocks starting here) xs_rb * wsz_b; y starts as the bias when c0 == 0.
    wst, wzt: the tile's ws and wsz across lanes (32 per block, see lb_scales_t); xq: row r's code k at
-   xq[r * xstride + k]. */
+   xq[r * xstride + k]; sub: activation scales per 32 codes (xd[r * dstride + k / 32]: one convert per 32 codes),
+   else per block (xd[r * dstride + b]). */
 static inline __attribute__((always_inline)) void lb_tile_rows(
         const uint32_t* buf, int64_t c0, int64_t c1, int64_t gk, int64_t nb, const float* wst,
-        const float* wzt, const int8_t* xq, int64_t xstride, const float* xd, const float* xs, const float* bt,
-        float* y, int64_t N, __mmask16 m0, __mmask16 m1, const int MR) {
+        const float* wzt, const int8_t* xq, int64_t xstride, const float* xd, int64_t dstride, int sub, const float* xs,
+        const float* bt, float* y, int64_t N, __mmask16 m0, __mmask16 m1, const int MR) {
     __m512 f[16];
     for (int r = 0; r < MR; ++r) {
         f[2 * r] = c0 == 0 ? _mm512_loadu_ps(bt) : _mm512_maskz_loadu_ps(m0, y + r * N);
         f[2 * r + 1] = c0 == 0 ? _mm512_loadu_ps(bt + 16) : _mm512_maskz_loadu_ps(m1, y + r * N + 16);
     }
     for (int64_t s0 = c0; s0 < c1;) {
-        const int64_t b = s0 / gk, s1 = lb_min(c1, (b + 1) * gk);
+        const int64_t b = s0 / gk, s1 = lb_min(lb_min(c1, (b + 1) * gk), sub ? s0 + 32 : c1);
         if (b >= nb) break; /* codes past the last block: zero activations */
         __m512i acc[16];
         for (int i = 0; i < 2 * MR; ++i) acc[i] = _mm512_setzero_si512();
@@ -128,7 +129,7 @@ static inline __attribute__((always_inline)) void lb_tile_rows(
         const float* sb = wst + b * LB_TN;
         const float* zb = wzt + b * LB_TN;
         for (int r = 0; r < MR; ++r) {
-            const __m512 d = _mm512_set1_ps(xd[r * nb + b]);
+            const __m512 d = _mm512_set1_ps(xd[r * dstride + (sub ? s0 / 32 : b)]);
             for (int h = 0; h < 2; ++h) {
                 const __m512 sc = _mm512_mul_ps(_mm512_loadu_ps(sb + 16 * h), d);
                 f[2 * r + h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[2 * r + h]), sc, f[2 * r + h]);
@@ -148,9 +149,11 @@ static inline __attribute__((always_inline)) void lb_tile_rows(
 /* The tiled GEMM (arguments as gemm_tiles, xc from gemm_tile512; gk = gsb * 32 codes per weight block). Tasks
    are tiles of 32 weight rows; each walks K in chunks and, per chunk, all M activation rows LB_MR at a time. */
 static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
-                             int64_t gsb, int64_t nb, const int8_t* xc, const float* xd, const float* xs, int64_t M,
+                             int64_t gsb, int64_t nb, const int8_t* xc, const float* xd, int sub, const float* xs,
+                             int64_t M,
                              const float* wsT, const float* wszT, const float* bias, float* y, int nt, const int BITS) {
     const int64_t row_bytes = Kp * BITS / 8, gk = gsb * 32, ntask = (N + LB_TN - 1) / LB_TN;
+    const int64_t dstride = sub ? Kp / 32 : nb;
     #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t t = 0; t < ntask; ++t) {
         const int64_t n0 = t * LB_TN, nn = lb_min(LB_TN, N - n0);
@@ -167,9 +170,9 @@ static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
             for (int64_t m = 0; m < M; m += LB_MR) {
                 const int64_t mr = lb_min(LB_MR, M - m);
                 const int8_t* xr = xc + c0 * M + m * (c1 - c0) - c0; /* indexed by k as in xq */
-                const float *dr = xd + m * nb, *sr = xs + m * nb;
+                const float *dr = xd + m * dstride, *sr = xs + m * nb;
                 float* yr = y + m * N + n0;
-#define LB_TR(R) lb_tile_rows(buf, c0, c1, gk, nb, wst, wzt, xr, c1 - c0, dr, sr, bt, yr, N, m0, m1, R)
+#define LB_TR(R) lb_tile_rows(buf, c0, c1, gk, nb, wst, wzt, xr, c1 - c0, dr, dstride, sub, sr, bt, yr, N, m0, m1, R)
                 switch (mr) {
                     case 8: LB_TR(8); break;
                     case 7: LB_TR(7); break;
@@ -190,7 +193,8 @@ static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
    are (c1 - c0) bytes apart, not Kp (rows Kp = 4096 bytes apart share one L1 set and evict each other). Returns 0
    when the scratch cannot be allocated (the caller then takes the row kernels). */
 static int gemm_tile512(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb,
-                        int64_t nb, const int8_t* xq, const float* xd, const float* xs, int64_t M, const float* bias,
+                        int64_t nb, const int8_t* xq, const float* xd, const float* xs, int64_t M, int sub,
+                        const float* bias,
                         float* y, int nt, const int BITS) {
     const int64_t nst = (N + LB_TN - 1) / LB_TN * LB_TN * nb;
     int8_t* xc = (int8_t*)malloc((size_t)(M * Kp));
@@ -206,7 +210,7 @@ static int gemm_tile512(const uint8_t* w, const float* ws, const float* wsz, int
         const int64_t kc = lb_min(LB_KC, Kp - c0);
         for (int64_t m = 0; m < M; ++m) memcpy(xc + c0 * M + m * kc, xq + m * Kp + c0, (size_t)kc);
     }
-    gemm_tile512_run(w, N, Kp, gsb, nb, xc, xd, xs, M, wsT, wsT + nst, bias, y, nt, BITS);
+    gemm_tile512_run(w, N, Kp, gsb, nb, xc, xd, sub, xs, M, wsT, wsT + nst, bias, y, nt, BITS);
     free(xc);
     free(wsT);
     return 1;
