@@ -13,6 +13,15 @@ transformers = pytest.importorskip("transformers")
 safetensors = pytest.importorskip("safetensors")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a loaded 2-core machine a 2-thread pool spins (20x slower); restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _llama():
     cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
@@ -104,3 +113,15 @@ def test_errors(tmp_path):
     with pytest.raises(ValueError, match="input_ids"):
         quantize_decoder(folder, tmp_path / "o.safetensors", [torch.zeros(1, 4)], lowbit.QuantConfig(method="gptq"),
                          progress=False)
+
+
+def test_cli_convert_decoder_folder(tmp_path, capsys):
+    from lowbit.cli import main
+
+    _, folder = _folder(tmp_path, _llama, "float")
+    rc = main(["convert", str(folder), f"{tmp_path}/q/", "--method", "gptq", "--calib", "random", "--calib-limit",
+               "2", "--seq-len", "16", "--block", "32", "--quiet"])
+    assert rc == 0 and "15 weights quantized" in capsys.readouterr().out
+    assert (tmp_path / "q" / "config.json").is_file()
+    loaded = lowbit.from_pretrained(tmp_path / "q", model=_llama())
+    assert loaded.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=2, do_sample=False).shape == (1, 5)

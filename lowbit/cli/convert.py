@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import convert_model
+from . import convert_decoder, convert_model
 
 
 def add_parser(sub) -> None:
@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
                    help="write the tensors to OUT.data next to a small OUT (MNN's --saveExternalData)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     convert_model.add_arguments(p)  # --model/--calib/--method: data-aware conversion (lowbit/cli/convert_model.py)
+    convert_decoder.add_arguments(p)  # --seq-len/--act-budget-gb: decoder folders block by block
     convert_model.require_input_without_model(p)
     p.set_defaults(run=run)
 
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         if args.input is not None:
             raise ValueError(f"with --model give only OUT, not a checkpoint ({args.input!r})")
         return convert_model.run_model(args)
+    if convert_decoder.applies(args):  # a causal-LM folder: block by block (lowbit/sequential)
+        return convert_decoder.run(args)
     if args.method in ("gptq", "awq", "recon"):
         raise ValueError(f"--method {args.method} needs the model and calibration data: pass --model and --calib")
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric,

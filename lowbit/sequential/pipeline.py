@@ -94,8 +94,8 @@ def plan_output(reader: ShardReader, targets: dict[str, nn.Linear], cfg: QuantCo
             quantized[name] = _meta(name, TensorEntry(name, dtype, shape), cfg)
             entries += expected_entries(name, quantized[name], cfg.scale_torch_dtype)
         else:
-            sl = reader.slice(name)
-            entries.append(TensorEntry(name, sl[0], sl[1]))
+            dtype_, shape = reader.slice(name)
+            entries.append(TensorEntry(name, dtype_, shape))
     return entries, quantized
 
 

@@ -73,37 +73,50 @@ def decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
 
 
 class ShardReader:
-    """The tensors of a folder's safetensors files (one file or an HF index), memory-mapped by `safe_open`."""
+    """The tensors of a folder's safetensors files (one file or an HF index), memory-mapped by `safe_open`.
+
+    Only one shard is mapped at a time (the one last read): a mapping counts towards the address space, and a
+    model larger than a memory limit (RLIMIT_AS) must still be readable."""
 
     def __init__(self, folder: str | Path):
-        from safetensors import safe_open
-
         folder = Path(folder)
         index = folder / "model.safetensors.index.json"
         if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
-            files = sorted(set(weight_map.values()))
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         else:
             files = [p.name for p in sorted(folder.glob("*.safetensors"))]
         if not files:
             raise FileNotFoundError(f"{folder} holds no .safetensors weights (sequential quantization reads "
                                     "safetensors shards; save the model with safe_serialization=True)")
         self.files = [folder / f for f in files]
-        self._handles = {f: safe_open(str(f), framework="pt") for f in self.files}
-        self.where = {name: f for f, h in self._handles.items() for name in h.keys()}
+        self.where: dict[str, Path] = {}
+        self._open: tuple[Path, object] | None = None
+        for f in self.files:
+            self.where.update(dict.fromkeys(self._handle(f).keys(), f))
+
+    def _handle(self, file: Path):
+        from safetensors import safe_open
+
+        if self._open is None or self._open[0] != file:
+            self._open = None  # unmap the previous shard first
+            self._open = (file, safe_open(str(file), framework="pt"))
+        return self._open[1]
 
     def slice(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         """(dtype, shape) of a tensor without reading it."""
         from ..checkpoint.safetensors_io import DTYPES
 
-        sl = self._handles[self.where[name]].get_slice(name)
+        sl = self._handle(self.where[name]).get_slice(name)
         return DTYPES[sl.get_dtype()], tuple(sl.get_shape())
 
     def get(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The tensor, copied out of the mapping (cast to dtype when floating and given)."""
         if name not in self.where:
             raise CheckpointError(f"tensor {name!r} is missing from {', '.join(str(f) for f in self.files)}")
-        t = self._handles[self.where[name]].get_tensor(name)
-        return t if dtype is None or not t.is_floating_point() else t.to(dtype)
+        t = self._handle(self.where[name]).get_tensor(name)
+        if dtype is not None and t.is_floating_point() and t.dtype != dtype:
+            return t.to(dtype)
+        return t.clone()
 
 
 def checkpoint_name(reader: ShardReader, name: str) -> str:
