@@ -26,12 +26,14 @@ import torch
 
 from lowbit.bench.harness import Row, describe_environment, load_average, report
 
-# (name, hidden, intermediate, layers, heads, kv heads, vocab): one block shape at three depths (the largest, 2.4 GB
-# of bf16, is beyond what an address-space limit above torch's own ~1.3 GB of mapped libraries can show otherwise)
-SIZES = (("h1024-L8", 1024, 2816, 8, 16, 4, 8000), ("h1024-L32", 1024, 2816, 32, 16, 4, 8000),
-         ("h1024-L96", 1024, 2816, 96, 16, 4, 8000))
-QUICK = (("h256-L4", 256, 704, 4, 4, 2, 1000), ("h256-L12", 256, 704, 12, 4, 2, 1000),
-         ("h512-L4", 512, 1408, 4, 8, 2, 1000))
+# (name, hidden, intermediate, layers, heads, kv heads, vocab): one block shape at three depths, quantized with GPTQ
+SIZES = (("h256-L4", 256, 704, 4, 4, 2, 1000), ("h256-L16", 256, 704, 16, 4, 2, 1000),
+         ("h256-L48", 256, 704, 48, 4, 2, 1000))
+# the run under an address-space limit: 2.4 GB of bf16, beyond torch's own ~1.3 GB of mapped libraries, quantized
+# by the same block-by-block pipeline with RTN (GPTQ's column loop on 1.2B weights takes hours on a shared 2-core VM)
+LIMITED = ("h1024-L96", 1024, 2816, 96, 16, 4, 8000)
+QUICK = (("h128-L2", 128, 352, 2, 4, 2, 500), ("h128-L4", 128, 352, 4, 4, 2, 500), ("h128-L8", 128, 352, 8, 4, 2, 500))
+QUICK_LIMITED = ("h512-L8", 512, 1408, 8, 8, 2, 1000)
 
 
 def llama_config(hidden, inter, layers, heads, kv, vocab) -> dict:
@@ -78,7 +80,7 @@ def write_random_llama(folder: Path, hidden, inter, layers, heads, kv, vocab, se
     return total
 
 
-def child(folder: str, out: str, items: int, seq_len: int, as_limit: int) -> None:
+def child(folder: str, out: str, items: int, seq_len: int, as_limit: int, method: str) -> None:
     """Quantize `folder` into `out` and print `RESULT {...}` (peak and baseline resident MB, seconds)."""
     import transformers  # noqa: F401  (imported before the baseline)
 
@@ -92,17 +94,18 @@ def child(folder: str, out: str, items: int, seq_len: int, as_limit: int) -> Non
     if as_limit:
         resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
     t0 = time.perf_counter()
-    calib = calibration_tokens("random", folder, items, seq_len)
-    s = quantize_decoder(folder, out, calib, QuantConfig(method="gptq", bits=4, block_size=128), progress=False)
+    calib = calibration_tokens("random", folder, items, seq_len) if method == "gptq" else []
+    s = quantize_decoder(folder, out, calib, QuantConfig(method=method, bits=4, block_size=128), progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     vm_peak = int(Path("/proc/self/status").read_text().split("VmPeak:")[1].split()[0]) / 1024
     print("RESULT " + json.dumps({"peak_mb": peak, "base_mb": base, "vm_peak_mb": vm_peak, "seconds": time.perf_counter() - t0,
                                   "weights": len(s.results)}))
 
 
-def run_child(folder: Path, out: Path, items: int, seq_len: int, as_limit: int = 0, threads: int = 1) -> dict:
+def run_child(folder: Path, out: Path, items: int, seq_len: int, as_limit: int = 0, threads: int = 1,
+              method: str = "gptq") -> dict:
     cmd = [sys.executable, "-m", "lowbit.bench.llm_memory", "--child", str(folder), str(out), "--items", str(items),
-           "--seq-len", str(seq_len), "--as-limit", str(as_limit)]
+           "--seq-len", str(seq_len), "--as-limit", str(as_limit), "--method", method]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # one thread: on a loaded machine a 2-thread pool spins
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -111,12 +114,27 @@ def run_child(folder: Path, out: Path, items: int, seq_len: int, as_limit: int =
     return json.loads(line.removeprefix("RESULT "))
 
 
-def _row(name, shape, model_bytes, block_bytes, r: dict, limit: int) -> Row:
-    return Row({"model": name, "params M": model_bytes / 2 / 1e6, "bf16 MB": model_bytes / 2**20,
+def _row(name, method, model_bytes, block_bytes, r: dict, limit: int) -> Row:
+    return Row({"model": name, "method": method, "params M": model_bytes / 2 / 1e6, "bf16 MB": model_bytes / 2**20,
                 "block fp32 MB": block_bytes * 2 / 2**20, "AS limit MB": limit / 2**20 if limit else "",
                 "peak RSS MB": r.get("peak_mb", ""), "RSS after imports MB": r.get("base_mb", ""),
                 "peak - imports MB": r["peak_mb"] - r["base_mb"] if "peak_mb" in r else "",
                 "peak address space MB": r.get("vm_peak_mb", ""), "seconds": r.get("seconds", ""), "result": r.get("error", "ok")})
+
+
+def _measure(scratch: Path, name: str, shape, args, method: str, limit_fraction: float) -> Row:
+    """Write the model (once), quantize it in a child process, the row."""
+    hidden, inter, layers, heads, kv, vocab = shape
+    folder = scratch / name
+    if not (folder / "config.json").is_file():
+        write_random_llama(folder, hidden, inter, layers, heads, kv, vocab)
+    total = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    block = sum(torch.Size(s).numel() * 2 for s in block_shapes(hidden, inter, heads, kv).values())
+    limit = int(total * limit_fraction)
+    out = scratch / f"{name}-{method}{'-limited' if limit else ''}/"
+    r = run_child(folder, out, args.items, args.seq_len, limit, args.threads, method)
+    shutil.rmtree(out, ignore_errors=True)
+    return _row(name + (" (limited)" if limit else ""), method, total, block, r, limit)
 
 
 def main(argv=None) -> int:
@@ -131,22 +149,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="bench/results")
     p.add_argument("--child", nargs=2, metavar=("FOLDER", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--as-limit", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--method", default="gptq", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        child(*args.child, args.items, args.seq_len, args.as_limit)
+        child(*args.child, args.items, args.seq_len, args.as_limit, args.method)
         return 0
     scratch, rows, loads = Path(args.dir), [], [load_average()]
     try:
-        for name, hidden, inter, layers, heads, kv, vocab in (QUICK if args.quick else SIZES):
-            folder = scratch / name
-            total = write_random_llama(folder, hidden, inter, layers, heads, kv, vocab)
-            block = sum(torch.Size(s).numel() * 2 for s in block_shapes(hidden, inter, heads, kv).values())
-            r = run_child(folder, scratch / f"{name}-q/", args.items, args.seq_len, threads=args.threads)
-            rows.append(_row(name, None, total, block, r, 0))
+        for name, *shape in (QUICK if args.quick else SIZES):
+            rows.append(_measure(scratch, name, shape, args, "gptq", 0))
             loads.append(load_average())
-        limit = int(total * args.limit_fraction)
-        r = run_child(folder, scratch / f"{name}-q-limited/", args.items, args.seq_len, limit, args.threads)
-        rows.append(_row(name + " (limited)", None, total, block, r, limit))
+        name, *shape = QUICK_LIMITED if args.quick else LIMITED
+        rows.append(_measure(scratch, name, shape, args, "rtn", 0))
+        rows.append(_measure(scratch, name, shape, args, "rtn", args.limit_fraction))
+        loads.append(load_average())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     env = describe_environment()
