@@ -125,7 +125,8 @@ class _ZeroLinear(nn.Module):
 
 def without_linears(model: nn.Module) -> nn.Module:
     """A copy whose Linear layers return zeros: what a decoded token costs besides its matrix products."""
-    m = copy.deepcopy(model)
+    empty = {id(mod.weight): torch.empty(0) for mod in model.modules() if isinstance(mod, nn.Linear)}
+    m = copy.deepcopy(model, empty)  # without copying the Linear weights
     for name, mod in list(m.named_modules()):
         if isinstance(mod, nn.Linear):
             parent_name, _, leaf = name.rpartition(".")

@@ -131,9 +131,9 @@ def _measure(scratch: Path, name: str, shape, args, method: str, limit_fraction:
     total = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     block = sum(torch.Size(s).numel() * 2 for s in block_shapes(hidden, inter, heads, kv).values())
     limit = int(total * limit_fraction)
-    out = scratch / f"{name}-{method}{'-limited' if limit else ''}/"
+    out = scratch / f"{name}-{method}{'-limited' if limit else ''}.safetensors"
     r = run_child(folder, out, args.items, args.seq_len, limit, args.threads, method)
-    shutil.rmtree(out, ignore_errors=True)
+    out.unlink(missing_ok=True)
     return _row(name + (" (limited)" if limit else ""), method, total, block, r, limit)
 
 
