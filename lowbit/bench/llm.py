@@ -186,11 +186,15 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="decode 32, prefill 128, 1 thread, 1 repetition")
     p.add_argument("--llama-bench", default=None, help="path of llama.cpp's llama-bench binary")
     p.add_argument("--gguf-dir", default=None, help="folder with <model>-q4_0.gguf, -q4_k_m.gguf, -q8_0.gguf")
+    p.add_argument("--save-model", default=None, metavar="DIR",
+                   help="also save the random model as an HF folder (for llama.cpp's convert_hf_to_gguf.py)")
     p.add_argument("--out", default="bench/results")
     args = p.parse_args(argv)
     if args.quick:
         args.decode, args.prefill, args.threads, args.reps = [32], [128], [1], 1
     base = build_model(args.model)
+    if args.save_model:
+        base.save_pretrained(args.save_model)
     models = {row: variant(base, row) for row in args.rows}
     stub = without_linears(base)
     del base
