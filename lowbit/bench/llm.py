@@ -188,6 +188,7 @@ def main(argv=None) -> int:
     p.add_argument("--gguf-dir", default=None, help="folder with <model>-q4_0.gguf, -q4_k_m.gguf, -q8_0.gguf")
     p.add_argument("--save-model", default=None, metavar="DIR",
                    help="also save the random model as an HF folder (for llama.cpp's convert_hf_to_gguf.py)")
+    p.add_argument("--name", default=None, help="results file name (default llm_<model>)")
     p.add_argument("--out", default="bench/results")
     args = p.parse_args(argv)
     if args.quick:
@@ -224,7 +225,7 @@ def main(argv=None) -> int:
              "rows: memory Low, RTN, lm_head quantized too. floor = read bandwidth / weight bytes per token. "
              "non-linear ms/token: a decode step with every Linear stubbed out (the generate loop, attention, norms "
              "and Python). Medians of the repetitions after one warm-up; rows interleaved.")
-    report(f"llm_{args.model}", rows, env, out_dir=args.out or None,
+    report(args.name or f"llm_{args.model}", rows, env, out_dir=args.out or None,
            title=f"Decoder speed at batch 1 ({args.model})", notes=notes, floatfmt=".1f")
     return 0
 

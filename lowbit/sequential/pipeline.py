@@ -31,6 +31,7 @@ from ..checkpoint.header import expected_entries, tensor_name
 from ..checkpoint.hf_folder import copy_files
 from ..checkpoint.safetensors_io import TensorEntry
 from ..checkpoint.save import write_checkpoint
+from ..dataaware.report import LayerError
 from ..dataaware.weights import WeightResult
 from ..nn import swap
 from ..quant.config import QuantConfig, QuantMethod
@@ -47,7 +48,7 @@ class SequentialSummary:
     output: Path
     blocks: int
     items: int
-    results: list[WeightResult] = field(default_factory=list)
+    results: list[LayerError] = field(default_factory=list)  # errors only: the packed weights are on disk
     spilled: int = 0
     bytes_before: int = 0
     bytes_after: int = 0
@@ -57,7 +58,7 @@ class SequentialSummary:
     def __str__(self) -> str:
         from tabulate import tabulate
 
-        rows = sorted(((r.name, r.error_before, r.error_after) for r in self.results), key=lambda r: -r[2])
+        rows = sorted(((r.name, r.before, r.after) for r in self.results), key=lambda r: -r[2])
         table = tabulate(rows[:20], headers=["weight (worst 20)", "error before", "error after"], floatfmt=".4f",
                          tablefmt="github")
         return (f"{table}\n\n{self.blocks} blocks, {len(self.results)} weights quantized on {self.items} calibration "
@@ -104,6 +105,10 @@ def _write_quantized(writer, name: str, result: WeightResult, planned: dict) -> 
         raise CheckpointError(f"{name}: quantized as {result.qweight.metadata()}, planned {planned}")
     for f, t in result.qweight.tensors().items():
         writer.write(tensor_name(name, f), t)
+
+
+def _error(r: WeightResult) -> LayerError:
+    return LayerError(r.name, r.qweight.method, r.error_before, r.error_after)
 
 
 class _Replay(nn.Module):
@@ -169,7 +174,7 @@ def quantize_decoder(folder: str | Path, out: str | Path, calibration, cfg: Quan
             r = _quantize_tail(model, blocks, linear, name, items, store, calls, cfg)
             ck = checkpoint_name(reader, name + ".weight")
             _write_quantized(writer, ck, r, quantized[ck])
-            summary.results.append(r)
+            summary.results.append(_error(r))
 
     try:
         write_checkpoint(dst, entries, quantized, fill, inputs=reader.files)
@@ -214,7 +219,7 @@ def _run_blocks(writer, model, blocks_name, blocks, reader, store, calls, cfg, s
         with torch.no_grad():
             for j, call in enumerate(calls):
                 store[j] = call_block(block, store.get(j, dtype), call)
-        summary.results += results
+        summary.results += [_error(r) for r in results]
         if results and results[0].error_after == results[0].error_after:
             bar.set_postfix(error=f"{max(r.error_after for r in results):.4f}")
         free_module(block)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,6 +165,7 @@ def release_freed_memory() -> None:
             _TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
         except (OSError, AttributeError):
             _TRIM = False
+    gc.collect()  # shard mappings held in reference cycles are released here
     if _TRIM:
         _TRIM(0)
 
