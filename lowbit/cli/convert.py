@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import convert_model
+from . import convert_decoder, convert_model
 
 
 def add_parser(sub) -> None:
@@ -36,6 +36,7 @@ def add_parser(sub) -> None:
                    help="folder OUT only: split the weights into shards of at most SIZE (e.g. 5GB) with an HF index")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     convert_model.add_arguments(p)  # --model/--calib/--method: data-aware conversion (lowbit/cli/convert_model.py)
+    convert_decoder.add_arguments(p)  # --seq-len/--act-budget-gb: decoder folders block by block
     convert_model.require_input_without_model(p)
     p.set_defaults(run=run)
 
@@ -68,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import convert
     from ..quant import QuantConfig
 
+    if convert_decoder.applies(args):  # a causal-LM folder with GPTQ: block by block (lowbit/sequential)
+        check_outputs(args)
+        return convert_decoder.run(args)
     if args.input is not None and args.calib and convert_model.is_hf_folder(args.input):
         args.model, args.input = args.input, None  # a model folder with calibration: build and calibrate it
     if args.model:

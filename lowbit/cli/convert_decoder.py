@@ -1,0 +1,37 @@
+"""`lowbit convert HF_DECODER_FOLDER OUT --calib DATA --method gptq`: a causal LM quantized block by block
+(`lowbit.sequential`), with one block's float weights in memory at a time."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoder LLM folders (block by block; --method gptq; --seq-len and --samples as "
+                             "for text calibration)")
+    g.add_argument("--act-budget-gb", type=float, default=2.0,
+                   help="calibration activations kept in memory (bf16) before spilling to disk (default 2 GB)")
+
+
+def applies(args: argparse.Namespace) -> bool:
+    """A data-aware conversion of a Hugging Face causal-LM folder (config.json names a *ForCausalLM)."""
+    from ..sequential import is_decoder_folder
+
+    return args.method == "gptq" and args.input is not None and is_decoder_folder(args.input)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..quant import QuantConfig
+    from ..sequential import quantize_decoder
+    from ..sequential.tokens import calibration_tokens
+
+    if args.calib is None:
+        raise ValueError("--method gptq needs calibration tokens: pass --calib TEXT.txt|TEXT.jsonl|random|FOLDER")
+    cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric, method=args.method,
+                      gptq_act_order=args.act_order, gptq_damp=args.damp, gptq_scales=args.gptq_scales)
+    limit = args.calib_limit if args.calib_limit is not None else args.samples
+    items = calibration_tokens(args.calib, args.input, limit, args.seq_len)
+    summary = quantize_decoder(args.input, args.output, items, cfg, skip=args.skip,
+                               act_budget=int(args.act_budget_gb * 2**30), progress=not args.quiet)
+    print(summary)
+    return 0

@@ -1,0 +1,125 @@
+"""One decoder block quantized against the calibration activations that reach it.
+
+The block's Linear layers are grouped as `lowbit.quantize` groups a whole model's: in the order they run, layers
+reading the same input tensor (q/k/v, gate/up) together. Per group, one pass over the items gathers each layer's
+input Hessian Σ xᵀx from the real tokens only (rows of padding, where the item's attention_mask is 0, are left
+out), stopping right after the group's last layer runs; the group is quantized (`quantize_param`: GPTQ, or plain
+RTN/HQQ) and its dequantized weights replace the float ones, so later groups see what the quantized block computes.
+This is the same procedure as whole-model sequential GPTQ, restricted to one block.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..dataaware.weights import WeightResult, quantize_param
+from ..nn import swap
+from ..quant.config import QuantConfig
+from ..quant.hessian import InputStats
+from .activations import ActivationStore, BlockCall
+
+
+class _Done(Exception):
+    """Raised after a group's last layer ran: the rest of the block is not needed for its statistics."""
+
+
+def block_linears(block: nn.Module, prefix: str, skip, min_weights: int) -> dict[str, nn.Linear]:
+    """{name inside the block: Linear} of the layers to quantize (lowbit.quantize's choice: skip, min_weights)."""
+    modules = dict(block.named_modules())
+    out = {}
+    for name, m in modules.items():
+        if not isinstance(m, nn.Linear) or swap.quant_class(m) is None:
+            continue
+        parent = modules.get(name.rpartition(".")[0])
+        if swap.why_float(prefix + name, m, parent, list(skip), min_weights, m.weight.numel()) is None:
+            out[name] = m
+    return out
+
+
+def call_block(block: nn.Module, hidden, call: BlockCall):
+    out = block(hidden, *call.args, **call.kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def layer_groups(block, linears: dict[str, nn.Linear], hidden, call: BlockCall) -> list[list[str]]:
+    """The linears in the order they run on one item; consecutive ones reading one tensor form a group."""
+    order: list[tuple[str, int]] = []
+    handles = [m.register_forward_pre_hook(lambda _m, args, n=n: order.append((n, id(args[0]))))
+               for n, m in linears.items()]
+    try:
+        call_block(block, hidden, call)
+    finally:
+        for h in handles:
+            h.remove()
+    groups, last, seen = [], None, set()
+    for name, key in order:
+        if name in seen:
+            continue
+        seen.add(name)
+        if groups and key == last:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+        last = key
+    rest = [n for n in linears if n not in seen]
+    return groups + ([rest] if rest else [])
+
+
+def gather_stats(block, linears, group, store: ActivationStore, calls: list[BlockCall], dtype) \
+        -> dict[str, InputStats]:
+    """Σ xᵀx of each group layer's inputs over all items, padding rows left out."""
+    stats = {n: InputStats(linears[n].in_features) for n in group}
+    rows = [None]
+
+    def add(name):
+        def hook(_m, args):
+            x = args[0].reshape(-1, args[0].shape[-1])
+            stats[name].add(x if rows[0] is None else x[rows[0]])
+        return hook
+
+    def done(_m, _args, _out):
+        if all(s.count for s in stats.values()):
+            raise _Done
+
+    handles = [linears[n].register_forward_pre_hook(add(n)) for n in group]
+    handles.append(linears[group[-1]].register_forward_hook(done))
+    try:
+        for i, call in enumerate(calls):
+            rows[0] = call.rows
+            try:
+                call_block(block, store.get(i, dtype), call)
+            except _Done:
+                pass
+    finally:
+        for h in handles:
+            h.remove()
+    return stats
+
+
+def quantize_block(block: nn.Module, prefix: str, store: ActivationStore, calls: list[BlockCall], cfg: QuantConfig,
+                   skip=(), min_weights: int = 1024) -> list[WeightResult]:
+    """Quantize the block's Linears in place (their weights become the dequantized ones); returns their results
+    named `prefix + name + '.weight'`."""
+    linears = block_linears(block, prefix, skip, min_weights)
+    dtype = next(block.parameters()).dtype
+    results = []
+    if not linears:
+        return results
+    groups = layer_groups(block, linears, store.get(0, dtype), calls[0]) if cfg.data_aware else [list(linears)]
+    for group in groups:
+        stats = gather_stats(block, linears, group, store, calls, dtype) if cfg.data_aware else {}
+        for name in group:
+            w = linears[name].weight
+            hess = [stats[name].xtx] if name in stats else [None]
+            r = quantize_param(w.data, hess, cfg, f"{prefix}{name}.weight") if cfg.data_aware else \
+                _plain(w.data, cfg, f"{prefix}{name}.weight")
+            results.append(r)
+            w.data = r.qweight.dequantize(w.dtype)
+            stats.pop(name, None)
+    return results
+
+
+def _plain(w, cfg, name) -> WeightResult:
+    from ..quant.quantize import quantize_weight
+
+    return WeightResult(name, quantize_weight(w, cfg, name), float("nan"), float("nan"))
