@@ -14,8 +14,12 @@ memory Normal cells only, and a row that cannot run here says why.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -113,7 +117,7 @@ def make_row(method: str, bits: int, calibration: str, cells: dict, seconds: flo
     return Row(values)
 
 
-def lowbit_rows(recipe: Recipe, setup: Setup, batch: int = BATCH) -> list[Row]:
+def lowbit_rows(recipe: Recipe, setup: Setup, batch: int = BATCH) -> Iterator[Row]:
     """The recipe once without data, or once per calibration kind; each model judged at memory Normal and Low."""
     import lowbit
 
@@ -122,20 +126,19 @@ def lowbit_rows(recipe: Recipe, setup: Setup, batch: int = BATCH) -> list[Row]:
 
     cfg = QuantConfig(bits=recipe.bits, block_size=BLOCK, **recipe.fields)
     kinds = list(setup.calibrations) if recipe.data_aware else ["none"]
-    rows = []
     for kind in kinds:
         cal = padded_batches(setup.model.tokenizer, setup.calibrations[kind], batch) if recipe.data_aware else None
         t0 = time.perf_counter()
         try:
             q = lowbit.quantize(copy.deepcopy(setup.model), cfg, calibration=cal, progress=False)
         except (ValueError, RuntimeError) as e:  # a method that refuses this data is a result, not a crash
-            rows.append(make_row(recipe.label, recipe.bits, kind, {}, time.perf_counter() - t0, setup,
-                                 f"failed: {type(e).__name__}: {e}"[:200]))
+            yield make_row(recipe.label, recipe.bits, kind, {}, time.perf_counter() - t0, setup,
+                           f"failed: {type(e).__name__}: {e}"[:200])
             continue
         seconds = time.perf_counter() - t0
-        rows.append(make_row(recipe.label, recipe.bits, kind, judge(q, setup), seconds, setup))
-        print(rows[-1].values, flush=True)
-    return rows
+        row = make_row(recipe.label, recipe.bits, kind, judge(q, setup), seconds, setup)
+        print(row.values, flush=True)
+        yield row
 
 
 def worst_table(rows: list[Row]) -> list[Row]:
@@ -160,35 +163,51 @@ def worst_table(rows: list[Row]) -> list[Row]:
 def run(recipes=RECIPES, peers: bool = True, n_calib: int = 128, n_eval: int | None = None, threads: int = 1,
         batch: int = BATCH, out_dir: str | None = "bench/results", name: str = "xdomain_minilm",
         setup: Setup | None = None) -> list[Row]:
-    """Every recipe (and peer); saves <name>.{md,csv,json} and <name>_worst.{md,csv,json} unless out_dir is None.
+    """Every recipe and peer, int4 before int3; saves <name>.{md,csv,json} and <name>_worst.* unless out_dir is None
+    (after every row too, marked unfinished, so a long run that is stopped keeps what it measured).
     `setup` (from build_setup) replaces n_calib and n_eval; the run never changes its model."""
     torch.set_num_threads(threads)
     t_start = time.perf_counter()
     setup = setup or build_setup(n_calib, n_eval)
-    rows = []
-    for recipe in recipes:
-        rows += lowbit_rows(recipe, setup, batch)
-    if peers:
-        from .xdomain_peers import peer_rows
+    rows: list[Row] = []
+    for bits in sorted({r.bits for r in recipes}, reverse=True):
+        for recipe in (r for r in recipes if r.bits == bits):
+            for row in lowbit_rows(recipe, setup, batch):
+                rows.append(row)
+                _save(rows, setup, threads, batch, time.perf_counter() - t_start, out_dir, name, final=False)
+        if peers:
+            from .xdomain_peers import peer_rows
 
-        rows += peer_rows(setup, sorted({r.bits for r in recipes}), batch)
-    total = time.perf_counter() - t_start
+            for row in peer_rows(setup, [bits], batch):
+                rows.append(row)
+                _save(rows, setup, threads, batch, time.perf_counter() - t_start, out_dir, name, final=False)
+    _save(rows, setup, threads, batch, time.perf_counter() - t_start, out_dir, name, final=True)
+    return rows
+
+
+def _save(rows, setup: Setup, threads: int, batch: int, seconds: float, out_dir, name: str, final: bool) -> None:
+    if out_dir is None and not final:
+        return
     env = describe_environment("cpu")
     env["commit"] = _commit()
     notes = (f"all-MiniLM-L6-v2, every Linear (37), asymmetric, block {BLOCK}, float16 scales, method defaults unless "
-             f"named. Calibration: {len(setup.calibrations['own'])} sentences per kind (own = lowbit.calib.minilm.pick_sentences; docstrings "
-             f"= lowbit.calib.texts 'docstrings'), tokenizer(batch, padding=True) in batches of {batch}. Evaluation: "
-             f"lowest / mean cosine to fp32 on readme = lowbit.models.SENTENCES ({len(setup.evals['readme'])}) and "
-             f"varied = lowbit.calib.texts 'heldout_varied' ({len(setup.evals['varied'])}), at memory normal and low "
-             f"(precision normal). worst = the row's lowest cosine over all its cells. seconds = the quantize call "
-             f"(peers: their quantization). {threads} threads; whole run {total:.0f} s; 1-min load average at the "
-             f"end {load_average():.1f} (the machine is shared).")
+             f"named. Calibration: {len(setup.calibrations['own'])} sentences per kind (own = "
+             "lowbit.calib.minilm.pick_sentences; docstrings = lowbit.calib.texts 'docstrings'), "
+             f"tokenizer(batch, padding=True) in batches of {batch}. Evaluation: lowest / mean cosine to fp32 on "
+             f"readme = lowbit.models.SENTENCES ({len(setup.evals['readme'])}) and varied = lowbit.calib.texts "
+             f"'heldout_varied' ({len(setup.evals['varied'])}), at memory normal and low (precision normal). worst = "
+             "the row's lowest cosine over all its cells. seconds = wall time of the quantize call (peers: their "
+             f"quantization). {threads} threads; whole run {seconds:.0f} s; 1-min load average at the end "
+             f"{load_average():.1f} (the machine is shared).")
+    if not final:
+        notes = f"UNFINISHED: the run was still going after these {len(rows)} rows. " + notes
     title = "Quality across domains: MiniLM int4/int3 block 64, two calibration kinds, held-out sets of other kinds"
-    report(name, rows, env, out_dir=out_dir, title=title, notes=notes, floatfmt=".4f")
-    report(f"{name}_worst", worst_table(rows), env, out_dir=out_dir,
-           title="Quality across domains: each method's worst cell (pick defaults by this)", notes=notes,
-           floatfmt=".4f")
-    return rows
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet if not final else sys.stdout):
+        report(name, rows, env, out_dir=out_dir, title=title, notes=notes, floatfmt=".4f")
+        report(f"{name}_worst", worst_table(rows), env, out_dir=out_dir,
+               title="Quality across domains: each method's worst cell (pick defaults by this)", notes=notes,
+               floatfmt=".4f")
 
 
 def _commit() -> str:

@@ -19,6 +19,7 @@ SUITES = {
     "dataaware": "GPTQ / AWQ vs RTN / HQQ on MiniLM: embedding cosine to fp32 and quantization time",
     "auto": "auto quantization on MiniLM: plans vs uniform settings at equal size and error, tuning time",
     "static_int8": "static W8A8 Linear 4096^2 and a conv net vs torch fp32 / dynamic int8 (interleaved timing)",
+    "xdomain": "MiniLM quality across domains: 2 calibration kinds x held-out sets x memory Normal/Low, with peers",
     "mnn": "lowbit vs MNN 3.6 at memory Low, 1 thread (int4 b128, int8 per channel); needs the mnn extra",
 }
 
