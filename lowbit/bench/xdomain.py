@@ -228,11 +228,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-peers", action="store_true", help="lowbit's rows only")
     p.add_argument("--calib", type=int, default=128, help="calibration sentences per kind (default 128)")
     p.add_argument("--batch", type=int, default=BATCH, help=f"sentences per padded batch (default {BATCH})")
+    p.add_argument("--bits", type=int, nargs="+", default=None, help="only these bits (default: 4 and 3)")
+    p.add_argument("--name", default="xdomain_minilm", help="results file name (default xdomain_minilm)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="bench/results", help="results folder ('' to skip saving)")
     args = p.parse_args(argv)
-    run(QUICK if args.quick else RECIPES, peers=not (args.quick or args.no_peers), n_calib=args.calib,
-        threads=args.threads, batch=args.batch, out_dir=args.out or None)
+    recipes = [r for r in (QUICK if args.quick else RECIPES) if args.bits is None or r.bits in args.bits]
+    if not recipes:
+        raise ValueError(f"--bits {args.bits}: no recipe has those bits (they have 4 and 3)")
+    run(recipes, peers=not (args.quick or args.no_peers), n_calib=args.calib, threads=args.threads,
+        batch=args.batch, out_dir=args.out or None, name=args.name)
     return 0
 
 
