@@ -38,3 +38,7 @@ def test_xdomain_tiny_run_writes_every_cell(tmp_path):
     assert saved["env"]["commit"] and saved["rows"][0]["method"] == "rtn"
     worst = json.loads((tmp_path / "tiny_worst.json").read_text())["rows"][0]
     assert worst["worst cell"] == row.values["worst"] and worst["where"].startswith("none: ")
+    # a run split in parts merges into one table; a row measured twice is kept once
+    merged = xdomain.merge(["tiny", "tiny"], out_dir=str(tmp_path), name="merged")
+    assert [r.values for r in merged] == saved["rows"]
+    assert "Merged from 2 runs" in (tmp_path / "merged.md").read_text()

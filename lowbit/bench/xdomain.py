@@ -39,10 +39,6 @@ class Recipe:
     bits: int
     fields: dict = field(default_factory=dict)
 
-    @property
-    def data_aware(self) -> bool:
-        return self.fields.get("method", "rtn") not in ("rtn", "hqq")
-
 
 GPTQ, GPTQ_ACT = dict(method="gptq"), dict(method="gptq", gptq_act_order=True)
 RECIPES = [Recipe("rtn", 4), Recipe("hqq", 4, dict(method="hqq")), Recipe("gptq", 4, GPTQ),
@@ -125,9 +121,9 @@ def lowbit_rows(recipe: Recipe, setup: Setup, batch: int = BATCH) -> Iterator[Ro
     from ..quant import QuantConfig
 
     cfg = QuantConfig(bits=recipe.bits, block_size=BLOCK, **recipe.fields)
-    kinds = list(setup.calibrations) if recipe.data_aware else ["none"]
+    kinds = list(setup.calibrations) if cfg.data_aware else ["none"]
     for kind in kinds:
-        cal = padded_batches(setup.model.tokenizer, setup.calibrations[kind], batch) if recipe.data_aware else None
+        cal = padded_batches(setup.model.tokenizer, setup.calibrations[kind], batch) if cfg.data_aware else None
         t0 = time.perf_counter()
         try:
             q = lowbit.quantize(copy.deepcopy(setup.model), cfg, calibration=cal, progress=False)
@@ -162,34 +158,35 @@ def worst_table(rows: list[Row]) -> list[Row]:
 
 def run(recipes=RECIPES, peers: bool = True, n_calib: int = 128, n_eval: int | None = None, threads: int = 1,
         batch: int = BATCH, out_dir: str | None = "bench/results", name: str = "xdomain_minilm",
-        setup: Setup | None = None) -> list[Row]:
+        setup: Setup | None = None, peers_only: bool = False) -> list[Row]:
     """Every recipe and peer, int4 before int3; saves <name>.{md,csv,json} and <name>_worst.* unless out_dir is None
     (after every row too, marked unfinished, so a long run that is stopped keeps what it measured).
     `setup` (from build_setup) replaces n_calib and n_eval; the run never changes its model."""
     torch.set_num_threads(threads)
-    t_start = time.perf_counter()
+    t_start, commit = time.perf_counter(), _commit()  # the code this run started with
     setup = setup or build_setup(n_calib, n_eval)
     rows: list[Row] = []
     for bits in sorted({r.bits for r in recipes}, reverse=True):
-        for recipe in (r for r in recipes if r.bits == bits):
+        for recipe in (r for r in recipes if r.bits == bits and not peers_only):
             for row in lowbit_rows(recipe, setup, batch):
                 rows.append(row)
-                _save(rows, setup, threads, batch, time.perf_counter() - t_start, out_dir, name, final=False)
+                _save(rows, setup, threads, batch, time.perf_counter() - t_start, out_dir, name, commit, False)
         if peers:
             from .xdomain_peers import peer_rows
 
             for row in peer_rows(setup, [bits], batch):
                 rows.append(row)
-                _save(rows, setup, threads, batch, time.perf_counter() - t_start, out_dir, name, final=False)
-    _save(rows, setup, threads, batch, time.perf_counter() - t_start, out_dir, name, final=True)
+                _save(rows, setup, threads, batch, time.perf_counter() - t_start, out_dir, name, commit, False)
+    _save(rows, setup, threads, batch, time.perf_counter() - t_start, out_dir, name, commit, True)
     return rows
 
 
-def _save(rows, setup: Setup, threads: int, batch: int, seconds: float, out_dir, name: str, final: bool) -> None:
+def _save(rows, setup: Setup, threads: int, batch: int, seconds: float, out_dir, name: str, commit: str,
+          final: bool) -> None:
     if out_dir is None and not final:
         return
     env = describe_environment("cpu")
-    env["commit"] = _commit()
+    env["commit"] = commit
     notes = (f"all-MiniLM-L6-v2, every Linear (37), asymmetric, block {BLOCK}, float16 scales, method defaults unless "
              f"named. Calibration: {len(setup.calibrations['own'])} sentences per kind (own = "
              "lowbit.calib.minilm.pick_sentences; docstrings = lowbit.calib.texts 'docstrings'), "
@@ -210,6 +207,34 @@ def _save(rows, setup: Setup, threads: int, batch: int, seconds: float, out_dir,
                floatfmt=".4f")
 
 
+def merge(parts: list[str], out_dir: str = "bench/results", name: str = "xdomain_minilm") -> list[Row]:
+    """One table (and its worst-cell table) from runs split with --bits / --peers-only, read from their saved JSON:
+    rows in the order of `parts`, the first of each (method, bits, calibration) kept; the notes keep each part's."""
+    import json
+    from pathlib import Path
+
+    rows, seen, notes = [], set(), []
+    for part in parts:
+        saved = json.loads((Path(out_dir) / f"{part}.json").read_text())
+        md_lines = (Path(out_dir) / f"{part}.md").read_text().splitlines()
+        notes.append(f"[{part}, {saved['env']['date']}, commit {saved['env'].get('commit', '?')}] {md_lines[4]}")
+        for values in saved["rows"]:
+            key = (values["method"], values["bits"], values["calibration"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(Row(values))
+    env = describe_environment("cpu")
+    env["commit"] = _commit()
+    title = "Quality across domains: MiniLM int4/int3 block 64, two calibration kinds, held-out sets of other kinds"
+    text = f"Merged from {len(parts)} runs (the first row of each method, bits and calibration kept):\n\n" + \
+        "\n\n".join(notes)
+    report(name, rows, env, out_dir=out_dir, title=title, notes=text, floatfmt=".4f")
+    report(f"{name}_worst", worst_table(rows), env, out_dir=out_dir,
+           title="Quality across domains: each method's worst cell (pick defaults by this)", notes=text,
+           floatfmt=".4f")
+    return rows
+
+
 def _commit() -> str:
     import subprocess
     from pathlib import Path
@@ -228,16 +253,21 @@ def main(argv=None) -> int:
     p.add_argument("--no-peers", action="store_true", help="lowbit's rows only")
     p.add_argument("--calib", type=int, default=128, help="calibration sentences per kind (default 128)")
     p.add_argument("--batch", type=int, default=BATCH, help=f"sentences per padded batch (default {BATCH})")
+    p.add_argument("--peers-only", action="store_true", help="the peers' rows only (at the recipes' bits)")
     p.add_argument("--bits", type=int, nargs="+", default=None, help="only these bits (default: 4 and 3)")
     p.add_argument("--name", default="xdomain_minilm", help="results file name (default xdomain_minilm)")
+    p.add_argument("--merge", nargs="+", metavar="PART", help="merge saved runs (result names) into --name instead")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="bench/results", help="results folder ('' to skip saving)")
     args = p.parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.out or "bench/results", args.name)
+        return 0
     recipes = [r for r in (QUICK if args.quick else RECIPES) if args.bits is None or r.bits in args.bits]
     if not recipes:
         raise ValueError(f"--bits {args.bits}: no recipe has those bits (they have 4 and 3)")
     run(recipes, peers=not (args.quick or args.no_peers), n_calib=args.calib, threads=args.threads,
-        batch=args.batch, out_dir=args.out or None, name=args.name)
+        batch=args.batch, out_dir=args.out or None, name=args.name, peers_only=args.peers_only)
     return 0
 
 
