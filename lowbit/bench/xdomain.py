@@ -138,7 +138,8 @@ def lowbit_rows(recipe: Recipe, setup: Setup, batch: int = BATCH) -> Iterator[Ro
 
 
 def worst_table(rows: list[Row]) -> list[Row]:
-    """Per (method, bits): the lowest cosine over all its rows and cells, and where it was."""
+    """Per (method, bits): the lowest cosine over all its rows and cells and where it was, the same over memory Normal
+    cells only (all that peers have), and the best row's lowest."""
     groups: dict[tuple, list[Row]] = {}
     for r in rows:
         groups.setdefault((r.values["method"], r.values["bits"]), []).append(r)
@@ -146,13 +147,11 @@ def worst_table(rows: list[Row]) -> list[Row]:
     for (method, bits), members in groups.items():
         cells = [(v, f"{r.values['calibration']}: {k.removesuffix(' min')}") for r in members
                  for k, v in r.values.items() if k.endswith(" min") and isinstance(v, float)]
-        if not cells:
-            out.append(Row({"method": method, "bits": bits, "worst cell": "", "where": "",
-                            "best lowest": "", "note": members[0].values["note"]}))
-            continue
-        worst, best = min(cells), max(cells)
-        out.append(Row({"method": method, "bits": bits, "worst cell": worst[0], "where": worst[1],
-                        "best lowest": best[0], "note": ""}))
+        normal = [c for c in cells if c[1].endswith(" normal")]
+        values = {"method": method, "bits": bits, "worst cell": min(cells)[0] if cells else "",
+                  "where": min(cells)[1] if cells else "", "worst at normal": min(normal)[0] if normal else "",
+                  "best lowest": max(cells)[0] if cells else "", "note": "" if cells else members[0].values["note"]}
+        out.append(Row(values))
     return out
 
 
