@@ -79,7 +79,7 @@ def call_model(model: nn.Module, item: Item, index: int, device=None):
 HOLD_EVERY = 8  # one item in 8 is held out (or, with fewer than 8 items, one row in 8 of every item)
 
 
-def _linear_like(module: nn.Module) -> bool:
+def linear_like(module: nn.Module) -> bool:
     """A layer applied to the last dim of its input, row by row (nn.Linear and lowbit's quantized/static ones):
     padding masks and held-out rows apply to it; convs and RNNs, whose leading dims are not rows, keep all."""
     return isinstance(module, nn.Linear) or (isinstance(getattr(module, "in_features", None), int)
@@ -115,7 +115,7 @@ def run_pass(model: nn.Module, calibration: CalibrationSet, hooks: Mapping[str, 
     by_items = held is not None and len(calibration) >= HOLD_EVERY
 
     def make(name: str):
-        row_wise = not _linear_like(modules[name])
+        row_wise = not linear_like(modules[name])
 
         def pre_hook(_module, args, kwargs):
             _check_finite(name, index, args)

@@ -46,14 +46,15 @@ def item_mask(item: Item, mask_fn: MaskFn | None = None) -> torch.Tensor | None:
 
 
 def matches(x, mask: torch.Tensor | None) -> bool:
-    """True when x is (batch, seq, features) for this (batch, seq) mask."""
-    return (mask is not None and isinstance(x, torch.Tensor) and x.dim() == 3
-            and tuple(x.shape[:2]) == tuple(mask.shape))
+    """True when x's leading dims are the mask's and x has at least one more (the features): (batch, seq, ...) for
+    a token mask, (batch, ...) for a (batch,) mask of samples."""
+    return (mask is not None and isinstance(x, torch.Tensor) and x.dim() > mask.dim()
+            and tuple(x.shape[:mask.dim()]) == tuple(mask.shape))
 
 
 def rows_of(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """x's real rows (M, features) when the mask fits it (`matches`), else x as it is."""
-    return x[mask.to(x.device)] if matches(x, mask) else x
+    """x's rows (M, features) at the mask's True positions when the mask fits it (`matches`), else x as it is."""
+    return x[mask.to(x.device)].reshape(-1, x.shape[-1]) if matches(x, mask) else x
 
 
 __all__ = ["MaskFn", "item_mask", "matches", "rows_of"]
