@@ -26,6 +26,7 @@ import torch
 
 from ..calib import as_calibration, ensure_eval
 from ..dataaware.quantize import apply_quantized, collect_weights, plain_results, plan_layers
+from ..dataaware.weights import WeightResult
 from ..nn import swap
 from ..nn.linear import as_backend
 from ..quant.config import QuantConfig, QuantMethod
@@ -163,7 +164,7 @@ def _reconstruct(model, block: Block, items, split, aware, saved, cfg, summary, 
     out = {}
     for name in block.layers:
         out[name] = [final_result(floats[r.name], r, learned[r.name], hessians.get(r.name)) for r in starts[name]]
-    plain = _plain_if_better(model, block, aware, inputs, outputs, split, report)
+    plain = _plain_if_better(model, block, aware, floats, starts, inputs, outputs, split, report)
     if plain:
         out.update(plain)
         summary.fallbacks.update({r.name: report.note for rs in plain.values() for r in rs})
@@ -172,12 +173,15 @@ def _reconstruct(model, block: Block, items, split, aware, saved, cfg, summary, 
     return out
 
 
-def _plain_if_better(model, block, aware, inputs, outputs, split, report) -> dict | None:
-    """{layer: plain RTN/HQQ results} when the block with them has a lower held-out error than the trained block
-    (its report gets the note), else None: a data-aware block is never kept worse than its data-free start."""
+def _plain_if_better(model, block, aware, floats, starts, inputs, outputs, split, report) -> dict | None:
+    """{layer: plain RTN/HQQ results of the float weights} when the block with them has a lower held-out error than
+    the trained block (its report gets the note), else None: a block is never kept worse than its data-free start."""
+    from ..quant.quantize import quantize_weight
     from .train import _mean_loss
 
-    plain = {n: plain_results(aware[n][0], _data_free(aware[n][1]), n) for n in block.layers}
+    # the before/after errors: the start's "before" is this very RTN/HQQ error (same bits, block, statistics)
+    plain = {n: [WeightResult(r.name, quantize_weight(floats[r.name], _data_free(aware[n][1]), r.name),
+                              r.error_before, r.error_before) for r in starts[n]] for n in block.layers}
     learned = {r.name: LearnedWeight.from_packed(r.qweight, ()) for rs in plain.values() for r in rs}
     runner = BlockRunner(block, learned, {k: _param(model, k).dtype for k in learned})
     pairs = list(zip(inputs, outputs, strict=True))
