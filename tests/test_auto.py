@@ -1,6 +1,7 @@
 """lowbit.auto_quantize on a tiny MLP: targets, verification, the config file, cache, metrics and bad inputs."""
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -206,7 +207,12 @@ def test_gptq_candidates_applied_are_the_measured_model(model, data, tmp_path):
         [model(d) for d in data[::2]]
     hook.remove()
     stats.add(torch.cat(x))
-    want = gptq_quantize(model[int(name)].weight, [stats.xtx], plan.overrides[name]).dequantize(torch.float32)
+    cfg = plan.overrides[name]
+    if f"{name}.weight" in q.lowbit_summary.fallbacks:  # 16 rows: GPTQ may lose to RTN on the held-out rows
+        cfg = dataclasses.replace(cfg, method="rtn", gptq_act_order=False, gptq_scales="rtn")
+        want = lowbit.quantize_weight(model[int(name)].weight, cfg).dequantize(torch.float32)
+    else:  # GPTQ passed the held-out check and was refitted on all the fit rows
+        want = gptq_quantize(model[int(name)].weight, [stats.xtx], cfg).dequantize(torch.float32)
     got = q[int(name)].quantized_weight("weight").dequantize(torch.float32)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="needs calibration data"):

@@ -61,8 +61,11 @@ class LayerInputs:
 
     def _pass(self, data) -> dict:
         cols = {n: collector_for(self.modules[n]) for n in self.layers}
+        # the held-out split is lowbit.quantize's own, so a GPTQ candidate (and its fall-back to RTN/HQQ) is exactly
+        # what applying the plan computes
         run_pass(self.model, data, {n: c.hook for n, c in cols.items()}, self.modules,
-                 desc="lowbit auto: layer inputs", progress=self.progress)
+                 desc="lowbit auto: layer inputs", progress=self.progress,
+                 held={n: c.held_hook for n, c in cols.items() if hasattr(c, "held_hook")})
         self.passes += 1
         return cols
 
@@ -85,7 +88,8 @@ class LayerInputs:
         col = self._noise_stats()[name]
         if not isinstance(col, LinearCollector) or set(deltas) != {"weight"}:
             return None
-        return float(output_error_sq(deltas["weight"].reshape(deltas["weight"].shape[0], -1), col.stats.xtx).sum())
+        xtx = col.stats.xtx + col.held.xtx  # every measured row
+        return float(output_error_sq(deltas["weight"].reshape(deltas["weight"].shape[0], -1), xtx).sum())
 
     def weights(self, name: str, cfg: QuantConfig) -> tuple[dict[str, torch.Tensor], int]:
         """({param: dequantized weight}, packed bytes) of layer `name` at `cfg` (ValueError if it cannot take it)."""

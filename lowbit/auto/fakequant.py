@@ -70,11 +70,31 @@ def run_outputs(model: nn.Module, data, select) -> list:
     """The selected outputs of the model over every data item (CalibrationError naming a rejected item)."""
     p = next(iter(model.parameters()), None)
     device = None if p is None else p.device
-    outs = []
+    from ..calib.mask import item_mask
+
+    outs, mask_fn = [], getattr(data, "mask_fn", None)
     with torch.no_grad():
         for i, item in enumerate(data):
-            outs.append(_detach(select_output(call_model(model, item, i, device), select)))
+            out = select_output(call_model(model, item, i, device), select)
+            outs.append(_real_rows(_detach(out), item_mask(item, mask_fn)))  # padded positions are no output
     return outs
+
+
+def _real_rows(out, mask):
+    """Tensors of the output with the item's (batch, seq) leading dims cut to the real positions' rows."""
+    from collections.abc import Mapping
+
+    from ..calib.mask import matches
+
+    if mask is None:
+        return out
+    if isinstance(out, torch.Tensor):
+        return out[mask] if matches(out, mask) else out
+    if isinstance(out, Mapping):
+        return {k: _real_rows(v, mask) for k, v in out.items()}
+    if isinstance(out, (list, tuple)):
+        return [_real_rows(v, mask) for v in out]
+    return out
 
 
 def _detach(out):

@@ -35,7 +35,7 @@ from .calibrated import LayerInputs
 from .fakequant import data_hash, fake_quantized, model_hash, run_outputs
 from .metrics import BUILTIN, Metric
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5  # 5: padded positions (attention_mask) left out of the outputs compared
 MODES = ("anchors", "all")
 _ANCHOR_RANKS = (0.2, 0.5, 0.8)  # by noise among the integer candidates: ~6, ~4-5 and ~3 bits
 CLIP_BITS = (2, 3)  # GPTQ candidates at these bits search each block's clipping ratio (see default_candidates)

@@ -1,7 +1,8 @@
 """Calibration data and activation capture, shared by every method that looks at a model's inputs.
 
 Small API:
-  as_calibration(source, limit=None) -> CalibrationSet   # iterable / folder / "module:function" -> items
+  as_calibration(source, limit=None, mask_fn=None)       # iterable / folder / "module:function" -> items
+  item_mask(item, mask_fn) / rows_of(x, mask)             # real (unpadded) positions: lowbit.calib.mask
   Item                                                    # one call: model(*args, **kwargs)
   ensure_eval(model) -> bool                              # eval mode for calibration; True if it was training
   run_pass(model, cal, hooks, modules, ...)               # one pass with forward pre-hooks on chosen layers
@@ -12,8 +13,9 @@ Small API:
 """
 
 from .capture import CalibrationError, ensure_eval, run_hooked, run_pass, trace_calls
+from .mask import item_mask, rows_of
 from .minilm import minilm_calibration
 from .sources import CalibrationSet, Item, as_calibration
 
-__all__ = ["CalibrationError", "CalibrationSet", "Item", "as_calibration", "ensure_eval", "minilm_calibration",
-           "run_hooked", "run_pass", "trace_calls"]
+__all__ = ["CalibrationError", "CalibrationSet", "Item", "as_calibration", "ensure_eval", "item_mask",
+           "minilm_calibration", "rows_of", "run_hooked", "run_pass", "trace_calls"]

@@ -49,7 +49,7 @@ def _move(value, device):
         return value
     if isinstance(value, torch.Tensor):
         return value.to(device)
-    if isinstance(value, Mapping):  # BatchEncoding too
+    if isinstance(value, Mapping):  # dicts and transformers' BatchEncoding
         return {k: _move(v, device) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_move(v, device) for v in value)
@@ -76,34 +76,77 @@ def call_model(model: nn.Module, item: Item, index: int, device=None):
                                f"{type(e).__name__}: {e}") from e
 
 
+HOLD_EVERY = 8  # one item in 8 is held out (or, with fewer than 8 items, one row in 8 of every item)
+
+
+def linear_like(module: nn.Module) -> bool:
+    """A layer applied to the last dim of its input, row by row (nn.Linear and lowbit's quantized/static ones):
+    padding masks and held-out rows apply to it; convs and RNNs, whose leading dims are not rows, keep all."""
+    return isinstance(module, nn.Linear) or (isinstance(getattr(module, "in_features", None), int)
+                                             and not hasattr(module, "kernel_size"))
+
+
+def _split_rows(x: torch.Tensor, every: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows kept for fitting, every `every`-th row held out) of x (..., K) flattened to rows."""
+    rows = x.reshape(-1, x.shape[-1])
+    held = torch.zeros(rows.shape[0], dtype=torch.bool, device=rows.device)
+    held[every - 1::every] = True
+    return rows[~held], rows[held]
+
+
 def run_pass(model: nn.Module, calibration: CalibrationSet, hooks: Mapping[str, Hook],
              modules: Mapping[str, nn.Module], desc: str = "calibration", progress: bool = True,
-             stop_after: Mapping[str, int] | None = None) -> int:
+             stop_after: Mapping[str, int] | None = None, held: Mapping[str, Hook] | None = None) -> int:
     """Feed every item to `model`, calling hooks[name](args, kwargs) before each call of modules[name].
 
-    stop_after: {name: calls per item}; the forward of an item stops once every listed layer reached its count.
+    Padding: a layer whose input is (batch, seq, features) for the item's mask (lowbit.calib.mask) gets only its
+    real rows, as args[0] of shape (M, features). held: {name: hook} for held-out data: one item in HOLD_EVERY
+    goes to held[name] instead of hooks[name]; with fewer items, one row in HOLD_EVERY of each item's (real) rows
+    of Linear-like layers (convs and RNNs keep all rows for fitting). stop_after: {name: calls per item}; the
+    forward of an item stops once every listed layer reached its count.
     Returns the number of items. Raises CalibrationError for a rejected item or a non-finite layer input.
     """
     from tqdm.auto import tqdm
 
-    index, seen = 0, {}
+    from .mask import item_mask, rows_of
+
+    index, seen, mask = 0, {}, None
     device = _device_of(model)
+    by_items = held is not None and len(calibration) >= HOLD_EVERY
 
     def make(name: str):
+        row_wise = not linear_like(modules[name])
+
         def pre_hook(_module, args, kwargs):
             _check_finite(name, index, args)
-            hooks[name](args, kwargs)
+            x = args[0] if args else None
+            if not row_wise and x is not None:
+                x = rows_of(x, mask)
+                args = (x, *args[1:])
+            if held is None or name not in held:
+                hooks[name](args, kwargs)
+            elif by_items:
+                (held if index % HOLD_EVERY == HOLD_EVERY - 1 else hooks)[name](args, kwargs)
+            elif not row_wise and isinstance(x, torch.Tensor):
+                fit, out = _split_rows(x, HOLD_EVERY)
+                hooks[name]((fit, *args[1:]), kwargs)
+                if out.shape[0]:
+                    held[name]((out, *args[1:]), kwargs)
+            else:
+                hooks[name](args, kwargs)
             seen[name] = seen.get(name, 0) + 1
             if stop_after and all(seen.get(n, 0) >= c for n, c in stop_after.items()):
                 raise _StopForward
         return pre_hook
 
     handles = [modules[name].register_forward_pre_hook(make(name), with_kwargs=True) for name in hooks]
+    mask_fn = getattr(calibration, "mask_fn", None)
     try:
         with torch.no_grad():
             for index, item in enumerate(tqdm(calibration, desc=desc, total=len(calibration), disable=not progress,
                                               leave=False, file=sys.stderr)):
                 seen.clear()
+                mask = item_mask(item, mask_fn)
                 try:
                     call_model(model, item, index, device)
                 except _StopForward:

@@ -72,8 +72,9 @@ class CalibrationSet:
     A folder's files are read lazily on every pass, so only one item is in memory at a time.
     """
 
-    def __init__(self, items: list, source: str, loader=None):
+    def __init__(self, items: list, source: str, loader=None, mask_fn=None):
         self._items, self.source, self._loader = items, source, loader
+        self.mask_fn = mask_fn  # mask_fn(*args, **kwargs) -> bool (batch, seq) of real positions (lowbit.calib.mask)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -86,7 +87,7 @@ class CalibrationSet:
         """The first `limit` items (all when None)."""
         if limit is None or limit >= len(self):
             return self
-        return CalibrationSet(self._items[:limit], f"{self.source} (first {limit})", self._loader)
+        return CalibrationSet(self._items[:limit], f"{self.source} (first {limit})", self._loader, self.mask_fn)
 
 
 def _check_limit(limit) -> None:
@@ -94,8 +95,11 @@ def _check_limit(limit) -> None:
         raise ValueError(f"limit={limit!r} must be a positive int (the number of calibration items) or None")
 
 
-def as_calibration(source, limit: int | None = None) -> CalibrationSet:
+def as_calibration(source, limit: int | None = None, mask_fn=None) -> CalibrationSet:
     """A `CalibrationSet` from any supported source (see the module docstring), holding at most `limit` items.
+
+    mask_fn(*args, **kwargs) -> bool (batch, seq) tensor of the real (unpadded) positions of an item, for inputs
+    whose padding is not marked by an `attention_mask` (see lowbit.calib.mask); it replaces the set's own.
 
     Raises ValueError for an empty source or a folder without tensor files, FileNotFoundError for a missing path,
     ImportError/AttributeError-as-ValueError for a bad "module:function".
@@ -118,6 +122,10 @@ def as_calibration(source, limit: int | None = None) -> CalibrationSet:
                         f"{'/'.join(FILE_SUFFIXES)} files or 'module:function'")
     if len(cal) == 0:
         raise ValueError(f"calibration source {cal.source} is empty: it yielded no inputs")
+    if mask_fn is not None:
+        if not callable(mask_fn):
+            raise TypeError(f"mask_fn must be callable (inputs -> bool (batch, seq) tensor), got {mask_fn!r}")
+        cal = CalibrationSet(cal._items, cal.source, cal._loader, mask_fn)
     return cal
 
 

@@ -26,7 +26,8 @@ from torch import nn
 
 from ..calib.capture import run_pass
 from ..nn.swap import INPUT_SCALE_LAYERS
-from ..quant.awq import channel_scale, divide_channels, search_channel_scales, search_scales
+from ..quant.awq import channel_scale, divide_channels, scaled_error, search_channel_scales, search_scales
+from .checks import degenerate, held_out_worse
 from .layers import ConvCollector, LinearCollector
 
 # (producer name suffix, consumer name suffixes): the producer's outputs reach the consumers only through ops that
@@ -122,7 +123,7 @@ def awq_scales(model: nn.Module, calibration, groups: list[FoldGroup], vectors: 
     modules = dict(model.named_modules())
     collectors = {n: _collector(modules[n]) for n in [g.consumers[0] for g in groups] + list(vectors)}
     run_pass(model, calibration, {n: c.hook for n, c in collectors.items()}, modules, desc="awq scales",
-             progress=progress)
+             progress=progress, held={n: c.held_hook for n, c in collectors.items()})
     return _fold_groups(modules, collectors, groups, cfgs), _vectors(modules, collectors, vectors, cfgs)
 
 
@@ -139,13 +140,26 @@ def _search(module: nn.Module, collector, cfg) -> tuple[torch.Tensor, float, flo
     return search_scales(w, collector.stats.xtx, collector.stats.abs_mean, cfg)
 
 
+def _untrusted(w: torch.Tensor, s: torch.Tensor, collector, cfg) -> bool:
+    """True when the searched scales s must not be used (lowbit.dataaware.checks): the layer's inputs are degenerate,
+    or s gives a larger output error than plain rounding on the held-out inputs."""
+    fit = collector.stats if isinstance(collector.stats, list) else [collector.stats]
+    held = collector.held if isinstance(collector.held, list) else [collector.held]
+    if degenerate([f.xtx + h.xtx for f, h in zip(fit, held, strict=True)], fit[0].count + held[0].count):
+        return True
+    if held[0].count == 0:
+        return False
+    xtxs = [h.xtx for h in held]
+    return held_out_worse(scaled_error(w, s, xtxs, cfg), scaled_error(w, torch.ones_like(s), xtxs, cfg))
+
+
 def _vectors(modules, collectors, names, cfgs) -> dict:
     out = {}
     for name in names:
         if collectors[name].count == 0:
             continue
         s, base, best = _search(modules[name], collectors[name], cfgs[name])
-        if best < base:
+        if best < base and not _untrusted(modules[name].weight.detach(), s, collectors[name], cfgs[name]):
             out[name] = (s.float(), (best / base) ** 0.5)
     return out
 
@@ -178,6 +192,8 @@ def _fold_groups(modules, collectors, groups, cfgs) -> dict:
         cons = [modules[c] for c in g.consumers]
         w = torch.cat([c.weight.detach() for c in cons])  # consumers share the input: one s for their stacked rows
         s, base, best = search_scales(w, stats.xtx, stats.abs_mean, cfgs[g.consumers[0]])
+        if _untrusted(w, s, collectors[g.consumers[0]], cfgs[g.consumers[0]]):
+            continue  # no fold: the consumers are quantized as they are
         _fold(modules[g.producer], cons, s)
         for c in g.consumers:
             folded[c] = (g.producer, (best / base) ** 0.5 if base > 0 else 1.0)

@@ -30,10 +30,15 @@ class LinearCollector:
     def __init__(self, module: nn.Linear):
         self.module = module
         self.stats = InputStats(module.in_features, module.weight.device)
+        self.held = InputStats(module.in_features, module.weight.device)  # held-out inputs (run_pass's held)
 
     def hook(self, args: tuple, kwargs: dict) -> None:
         x = first_input(args, kwargs)
         self.stats.add(x.reshape(-1, x.shape[-1]))  # (..., K) -> (M, K)
+
+    def held_hook(self, args: tuple, kwargs: dict) -> None:
+        x = first_input(args, kwargs)
+        self.held.add(x.reshape(-1, x.shape[-1]))
 
     @property
     def count(self) -> int:
@@ -43,7 +48,8 @@ class LinearCollector:
         return [self.stats]
 
     def quantize(self, cfg: QuantConfig, name: str, sequential: bool = True) -> list[WeightResult]:
-        return [quantize_param(self.module.weight, [self.stats.xtx], cfg, f"{name}.weight")]
+        return [quantize_param(self.module.weight, [self.stats.xtx], cfg, f"{name}.weight", [self.held.xtx],
+                               self.stats.count + self.held.count)]
 
 
 def conv_columns(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -69,11 +75,15 @@ class ConvCollector:
         self.module = module
         self.k = module.weight[0].numel()  # C_in/groups * prod(kernel)
         self.stats = [InputStats(self.k, module.weight.device) for _ in range(module.groups)]
+        self.held = [InputStats(self.k, module.weight.device) for _ in range(module.groups)]
 
-    def hook(self, args: tuple, kwargs: dict) -> None:
+    def hook(self, args: tuple, kwargs: dict, into: list[InputStats] | None = None) -> None:
         cols = conv_columns(self.module, first_input(args, kwargs))
-        for g, stats in enumerate(self.stats):
+        for g, stats in enumerate(into or self.stats):
             stats.add(cols[:, g * self.k:(g + 1) * self.k])
+
+    def held_hook(self, args: tuple, kwargs: dict) -> None:
+        self.hook(args, kwargs, self.held)
 
     @property
     def count(self) -> int:
@@ -83,4 +93,5 @@ class ConvCollector:
         return self.stats
 
     def quantize(self, cfg: QuantConfig, name: str, sequential: bool = True) -> list[WeightResult]:
-        return [quantize_param(self.module.weight, [s.xtx for s in self.stats], cfg, f"{name}.weight")]
+        return [quantize_param(self.module.weight, [s.xtx for s in self.stats], cfg, f"{name}.weight",
+                               [s.xtx for s in self.held], self.stats[0].count + self.held[0].count)]

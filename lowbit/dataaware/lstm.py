@@ -85,8 +85,8 @@ class LSTMCollector:
                                               c0[layer * len(dirs) + di], reverse=bool(sfx))
                     st_hh.add(prev.reshape(-1, prev.shape[-1]))
                     outs_f[j].append(out)
-                r_ih = quantize_param(getattr(m, ih), [st_ih.xtx], cfg, f"{name}.{ih}")
-                r_hh = quantize_param(getattr(m, hh), [st_hh.xtx], cfg, f"{name}.{hh}")
+                r_ih = quantize_param(getattr(m, ih), [st_ih.xtx], cfg, f"{name}.{ih}", rows=st_ih.count)
+                r_hh = quantize_param(getattr(m, hh), [st_hh.xtx], cfg, f"{name}.{hh}", rows=st_hh.count)
                 results += [r_ih, r_hh]
                 if sequential:
                     q_ih, q_hh = r_ih.qweight.dequantize(torch.float32), r_hh.qweight.dequantize(torch.float32)

@@ -205,7 +205,8 @@ def _run_aware(model, cal, aware, sequential, progress, results, saved, summary)
         stop = {n: per_item[n] for n in group if per_item[n]} if sequential and len(groups) > 1 else None
         run_pass(model, cal, {n: collectors[n].hook for n in group}, modules,
                  desc=f"calibration {i + 1}/{len(groups)}: {group[0]}" + (" ..." if len(group) > 1 else ""),
-                 progress=progress, stop_after=stop if stop and len(stop) == len(group) else None)
+                 progress=progress, stop_after=stop if stop and len(stop) == len(group) else None,
+                 held={n: collectors[n].held_hook for n in group if hasattr(collectors[n], "held_hook")})
         summary.passes += 1
         for name in group:
             module, cfg, _ = aware[name]
@@ -216,7 +217,8 @@ def _run_aware(model, cal, aware, sequential, progress, results, saved, summary)
                 results[name] = plain_results(module, cfg, name)
             else:
                 results[name] = _quantize_layer(col, cfg, name, sequential, summary)
-                _note_few_rows(name, col, summary)
+                if not any(r.fallback for r in results[name] or []):
+                    _note_few_rows(name, col, summary)
             collectors[name] = None  # free its statistics
             if sequential and results[name] is not None:
                 apply_quantized(module, results[name], saved)
@@ -259,6 +261,8 @@ def collect_weights(targets, results, summary) -> dict:
             continue
         for r in res:
             weights[r.name if name else r.name.rpartition(".")[2]] = r.qweight
+            if r.fallback:
+                summary.fallbacks[r.name] = r.fallback
             if r.error_before == r.error_before:  # not NaN: measured
                 summary.errors.append(LayerError(r.name, r.qweight.method, r.error_before, r.error_after))
         names = swap.quantized_param_names(module)

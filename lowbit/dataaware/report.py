@@ -26,6 +26,7 @@ class DataAwareSummary(QuantizeSummary):
     notes: list[str] = field(default_factory=list)
     folded: dict = field(default_factory=dict)
     input_scaled: dict = field(default_factory=dict)  # AWQ layers with a stored input-scale vector: error ratio
+    fallbacks: dict = field(default_factory=dict)  # weight -> why it kept the data-free (RTN/HQQ) result
     calibration: str = ""
     items: int = 0
     passes: int = 0
@@ -54,6 +55,7 @@ class DataAwareSummary(QuantizeSummary):
                 "notes": self.notes, "folded": {k: {"into": v[0], "error ratio": v[1]} for k, v in
                                                 self.folded.items()},
                 "input scale vectors": {k: {"error ratio": v} for k, v in self.input_scaled.items()},
+                "kept data-free": dict(self.fallbacks),
                 "layers": self.error_rows(), "bytes before": self.bytes_before, "bytes after": self.bytes_after}
 
     def _awq_lines(self) -> list[str]:
@@ -64,8 +66,16 @@ class DataAwareSummary(QuantizeSummary):
             out.append(f"AWQ scales stored as input-scale vectors: {', '.join(sorted(self.input_scaled))}")
         return out
 
+    def fallback_line(self) -> str:
+        """One line naming the weights that kept the data-free result and why ("" when none did)."""
+        if not self.fallbacks:
+            return ""
+        return (f"kept the data-free (RTN/HQQ) result for {len(self.fallbacks)} weight(s): "
+                + "; ".join(f"{k}: {v}" for k, v in self.fallbacks.items()))
+
     def __str__(self) -> str:
         head = (f"calibration: {self.calibration}, {self.items} items, {self.passes} passes, {self.seconds:.1f} s; "
                 f"mean error after/before {self.mean_ratio():.3f}")
-        notes = "".join(f"\nnote: {n}" for n in self.notes + self._awq_lines())
+        lines = self.notes + ([self.fallback_line()] if self.fallbacks else []) + self._awq_lines()
+        notes = "".join(f"\nnote: {n}" for n in lines)
         return f"{super().__str__()}\n\n{head}{notes}\n\n{self.error_table()}"

@@ -12,17 +12,21 @@ from ..quant.format import QuantizedWeight
 from ..quant.gptq import gptq_quantize
 from ..quant.hessian import output_error_sq
 from ..quant.quantize import quantize_weight
+from .checks import degenerate, held_out_worse
 
 
 @dataclass
 class WeightResult:
     """A quantized parameter with its relative output error ‖ΔW x‖/‖W x‖ on the calibration inputs, before (plain
-    RTN/HQQ with the same bits and block) and after the data-aware step."""
+    RTN/HQQ with the same bits and block) and after the data-aware step. `held_out`: the data-aware weight passed a
+    check on held-out inputs; `fallback`: why the data-free weight was kept instead ("" when it was not)."""
 
     name: str
     qweight: QuantizedWeight
     error_before: float
     error_after: float
+    fallback: str = ""
+    held_out: bool = False
 
 
 def plain_config(cfg: QuantConfig) -> QuantConfig:
@@ -47,16 +51,35 @@ def grouped_error(w: torch.Tensor, w_hat: torch.Tensor, hessians: list[torch.Ten
     return (max(err, 0.0) / ref) ** 0.5 if ref > 0 else 0.0
 
 
-def quantize_param(w: torch.Tensor, hessians: list[torch.Tensor], cfg: QuantConfig, name: str) -> WeightResult:
+def _data_aware(w, hessians, cfg, name) -> QuantizedWeight:
+    if cfg.method is QuantMethod.GPTQ:
+        return gptq_quantize(w, hessians, cfg, name)
+    return clip_quantize(w, hessians, cfg, name)  # AWQ (its channel scales were folded in before this step)
+
+
+def quantize_param(w: torch.Tensor, hessians: list[torch.Tensor], cfg: QuantConfig, name: str,
+                   held: list[torch.Tensor] | None = None, rows: int | None = None) -> WeightResult:
     """GPTQ or clip-searched RTN (AWQ) of w given its inputs' xtx per group of rows; plain RTN/HQQ if not
-    data-aware. Errors are measured on the same statistics."""
+    data-aware, or when the data-aware weight cannot be trusted (lowbit.dataaware.checks):
+      - the inputs are degenerate (all zero, constant, too few distinct rows; `rows` is their count);
+      - held (the xtx of held-out inputs, per group) is given and the data-aware weight fitted on `hessians` has a
+        larger output error there than the plain one. When it passes, the weight returned is refitted on all the
+        data (hessians + held), as cross-validation does.
+    Errors (before/after) are those of the returned weight on all the calibration inputs (hessians + held).
+    """
     plain = quantize_weight(w, plain_config(cfg), name)
+    total = [h + g for h, g in zip(hessians, held, strict=True)] if held else hessians
+    before = grouped_error(w, plain.dequantize(torch.float64), total)
     if cfg.is_float or not cfg.data_aware:
-        qw = plain
-    elif cfg.method is QuantMethod.GPTQ:
-        qw = gptq_quantize(w, hessians, cfg, name)
-    else:  # AWQ (its channel scales were folded into the model before this step)
-        qw = clip_quantize(w, hessians, cfg, name)
-    before = grouped_error(w, plain.dequantize(torch.float64), hessians)
-    after = grouped_error(w, qw.dequantize(torch.float64), hessians)
-    return WeightResult(name, qw, before, after)
+        return WeightResult(name, plain, before, before)
+    why = degenerate(total, rows)
+    if not why and held and any(float(h.diagonal().sum()) > 0 for h in held):
+        fitted = _data_aware(w, hessians, cfg, name)
+        held_plain = grouped_error(w, plain.dequantize(torch.float64), held)
+        held_aware = grouped_error(w, fitted.dequantize(torch.float64), held)
+        if held_out_worse(held_aware, held_plain):
+            why = f"worse on held-out data (output error {held_aware:.4f}, {plain.method} {held_plain:.4f})"
+    if why:
+        return WeightResult(name, plain, before, before, fallback=why)
+    qw = _data_aware(w, total, cfg, name)
+    return WeightResult(name, qw, before, grouped_error(w, qw.dequantize(torch.float64), total), held_out=bool(held))

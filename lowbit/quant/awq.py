@@ -116,6 +116,16 @@ def search_channel_scales(w: torch.Tensor, xtxs: list[torch.Tensor], abs_means: 
     return best_s, base, best
 
 
+def scaled_error(w: torch.Tensor, s: torch.Tensor, xtxs: list[torch.Tensor], cfg: QuantConfig) -> float:
+    """Output error² of RTN with input-channel scales s on the inputs summarised by xtxs (one per group of rows):
+    a Linear (N, K) with s (K,), or a conv (O, C_in/groups, *kernel) with s (C_in,). s = 1 is plain RTN."""
+    shape = tuple(w.shape)
+    w64 = w.detach().double().reshape(shape[0], -1)
+    kernel = torch.ones(shape[2:], dtype=torch.float64, device=w.device)
+    cols = (channel_scale(s.double().to(w.device), shape, len(xtxs)) * kernel).reshape(shape[0], -1)
+    return _grouped_error(w64 - _fake_quant(w64 * cols, cfg) / cols, [h.double() for h in xtxs])
+
+
 def clip_rows(w: torch.Tensor, xtx: torch.Tensor, cfg: QuantConfig, ratios=CLIP_RATIOS):
     """Clip search + RTN for one weight (N, K): codes uint8 (N, K), scale (N, nb), zero (N, nb) or None."""
     n, k = w.shape
@@ -162,4 +172,4 @@ def clip_quantize(w: torch.Tensor, hessians, cfg: QuantConfig, name: str = "weig
 
 
 __all__ = ["CLIP_RATIOS", "channel_abs_mean", "channel_scale", "clip_quantize", "clip_rows", "divide_channels",
-           "search_channel_scales", "search_scales"]
+           "scaled_error", "search_channel_scales", "search_scales"]

@@ -14,8 +14,10 @@ codes, scales and zeros are exactly the `QuantizedWeight` layout and every kerne
 
 Numerics: H, its damping, Cholesky and inverse factor in float64 (damping raised x10 with a warning when H + damp
 is not positive definite); the column loop in float32 (as the paper's code), each column's rounding in float64.
-Dead inputs (H[j, j] == 0: the channel was always zero) get H[j, j] = 1 and W[:, j] = 0, as the paper's code does:
-their weight never reaches the output.
+Dead inputs (H[j, j] == 0: the channel was always zero in calibration) get H[j, j] = 1 and are rounded to nearest
+with no error fed to them: the paper's code sets W[:, j] = 0 instead, which is exact on the calibration data but wipes
+every weight of a channel that is zero there and not at inference (an all-zero calibration batch zeroed MiniLM's
+first layer, cosine 0.49 against RTN's 0.996).
 """
 
 from __future__ import annotations
@@ -127,8 +129,7 @@ def gptq_rows(w: torch.Tensor, h: torch.Tensor, cfg: QuantConfig, name: str = "w
     nb = math.ceil(k / group)
     weight, hess = w.detach().double().clone(), h.detach().double().clone()
     dead = hess.diagonal() == 0
-    hess[dead, dead] = 1.0
-    weight[:, dead] = 0.0
+    hess[dead, dead] = 1.0  # no coupling to the others: the column is rounded to nearest, its weight kept
     static = cfg.gptq_act_order
     scale = torch.empty(n, nb, dtype=scale_dtype, device=w.device)
     zero = None if cfg.symmetric else torch.empty_like(scale)

@@ -68,11 +68,20 @@ def float_leaves(value) -> list[torch.Tensor]:
     return []
 
 
-def relative_error(out, target) -> torch.Tensor:
-    """Mean over the output's float tensors of ‖out - target‖² / ‖target‖² (a scale-free reconstruction loss)."""
+def relative_error(out, target, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the output's float tensors of ‖out - target‖² / ‖target‖² (a scale-free reconstruction loss).
+
+    mask: bool over the leading dims of the rows that count ((batch, seq) real tokens, (batch,) samples, or both
+    combined); tensors whose leading dims are not the mask's count whole."""
+    from ..calib.mask import matches
+
     outs, targets = float_leaves(out), float_leaves(target)
     if len(outs) != len(targets) or not outs:
         raise ValueError(f"the block's output has {len(outs)} float tensors, its float target {len(targets)}")
-    terms = [(o.float() - t.float()).square().sum() / t.float().square().sum().clamp_min(1e-30)
-             for o, t in zip(outs, targets, strict=True)]
+    terms = []
+    for o, t in zip(outs, targets, strict=True):
+        if matches(t, mask):
+            m = mask.to(t.device)
+            o, t = o[m], t[m]
+        terms.append((o.float() - t.float()).square().sum() / t.float().square().sum().clamp_min(1e-30))
     return torch.stack(terms).mean()

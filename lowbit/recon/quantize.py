@@ -2,11 +2,15 @@
 
 Order of work:
  1. layers are chosen as `lowbit.quantize` chooses them; data-free ones (rtn/hqq/float) are quantized first;
- 2. a seeded tenth of the calibration items is held out (ValueError when that is not one item);
+ 2. a seeded tenth of the calibration items is held out; with fewer than 10 items, a seeded tenth of the samples
+    within each batch (ValueError when there are neither 10 items nor batches of 2 or more); padded positions
+    (lowbit.calib.mask) count in no loss and no statistic;
  3. blocks are found (lowbit.recon.blocks) and run in model order; per block: the float model's block outputs are
     the targets, the block's inputs come from the model with every earlier block already quantized; the block's
     layers start from recon_init (GPTQ/AWQ from the block's own input statistics) and are trained
-    (lowbit.recon.train); the packed result replaces the float weights for the next blocks;
+    (lowbit.recon.train); when the block with plain RTN/HQQ weights has a lower held-out error than the trained
+    one, the block keeps RTN/HQQ (named in the summary); the packed result replaces the float weights for the next
+    blocks;
  4. optionally (recon_final_steps) one whole-model distillation pass over every learned weight;
  5. the float weights are restored, the packed weights swapped in (same format, kernels, checkpoints as any other).
 Memory: the model plus one block's cached inputs and outputs (and the packed weights).
@@ -22,6 +26,7 @@ import torch
 
 from ..calib import as_calibration, ensure_eval
 from ..dataaware.quantize import apply_quantized, collect_weights, plain_results, plan_layers
+from ..dataaware.weights import WeightResult
 from ..nn import swap
 from ..nn.linear import as_backend
 from ..quant.config import QuantConfig, QuantMethod
@@ -30,7 +35,7 @@ from .blocks import Block, find_blocks, frozen_parameters
 from .capture import capture, relative_error
 from .report import ReconSummary
 from .start import final_result, gather_statistics, initial_results, layer_groups, learned_state, weight_hessians
-from .train import BlockRunner, split_items, train_block
+from .train import BlockRunner, make_split, train_block
 
 
 def quantize_recon(model, cfg: QuantConfig, backend=None, skip=(), overrides=None, min_weights: int = 1024,
@@ -40,7 +45,7 @@ def quantize_recon(model, cfg: QuantConfig, backend=None, skip=(), overrides=Non
     skip, overrides = swap.check_patterns(skip, overrides)
     cal = as_calibration(calibration, limit)
     items = list(cal)
-    split = split_items(len(items), cfg.recon_seed)  # fail before any work when a tenth is not one item
+    split = make_split(items, cfg.recon_seed, cal.mask_fn)  # fails before any work when nothing can be held out
     start = time.perf_counter()
     summary = ReconSummary(calibration=cal.source, items=len(items))
     if ensure_eval(model):
@@ -61,7 +66,7 @@ def quantize_recon(model, cfg: QuantConfig, backend=None, skip=(), overrides=Non
                 results.update(_reconstruct(model, block, items, split, aware, saved, cfg, summary, progress, starts))
             if cfg.recon_final_steps and aware:
                 _distill(model, items, split, aware, results, saved, cfg, summary, progress)
-            _keep_the_better(model, [items[i] for i in split[1]], aware, results, starts, saved, summary)
+            _keep_the_better(model, items, split, aware, results, starts, saved, summary)
     finally:
         with torch.no_grad():
             for p, data in reversed(saved):
@@ -137,8 +142,9 @@ def _reconstruct(model, block: Block, items, split, aware, saved, cfg, summary, 
     layer_modules = {n: aware[n][0] for n in block.layers}
     starts, learned, hessians, floats = {}, {}, {}, {}
     # the starts are sequential inside the block too: each group of layers sees the earlier groups' start weights
-    for group in layer_groups(block, layer_modules, inputs, split[0]):
-        collectors = gather_statistics(block, {n: layer_modules[n] for n in group}, inputs, split[0])
+    for group in layer_groups(block, layer_modules, inputs, split.train):
+        collectors = gather_statistics(block, {n: layer_modules[n] for n in group}, inputs, split.train,
+                                       split.train_masks)
         for name in group:
             module, layer_cfg, _ = aware[name]
             if collectors[name].count == 0:
@@ -152,34 +158,71 @@ def _reconstruct(model, block: Block, items, split, aware, saved, cfg, summary, 
             apply_quantized(module, starts[name], saved)
     starts_out.update(starts)
     runner = BlockRunner(block, learned, {k: _param(model, k).dtype for k in learned})
-    summary.blocks.append(train_block(block, runner, inputs, outputs, split, cfg.recon_steps, cfg.recon_lr,
-                                      cfg.recon_seed, progress))
+    report = train_block(block, runner, inputs, outputs, split, cfg.recon_steps, cfg.recon_lr, cfg.recon_seed,
+                         progress)
+    summary.blocks.append(report)
     out = {}
     for name in block.layers:
-        module = aware[name][0]
         out[name] = [final_result(floats[r.name], r, learned[r.name], hessians.get(r.name)) for r in starts[name]]
-        apply_quantized(module, out[name], saved)
+    plain = _plain_if_better(model, block, aware, floats, starts, inputs, outputs, split, report)
+    if plain:
+        out.update(plain)
+        summary.fallbacks.update({r.name: report.note for rs in plain.values() for r in rs})
+    for name in block.layers:
+        apply_quantized(aware[name][0], out[name], saved)
     return out
 
 
-def _model_error(model, items, targets) -> float:
+def _plain_if_better(model, block, aware, floats, starts, inputs, outputs, split, report) -> dict | None:
+    """{layer: plain RTN/HQQ results of the float weights} when the block with them has a lower held-out error than
+    the trained block (its report gets the note), else None: a block is never kept worse than its data-free start."""
+    from ..quant.quantize import quantize_weight
+    from .train import _mean_loss
+
+    # the before/after errors: the start's "before" is this very RTN/HQQ error (same bits, block, statistics)
+    plain = {n: [WeightResult(r.name, quantize_weight(floats[r.name], _data_free(aware[n][1]), r.name),
+                              r.error_before, r.error_before) for r in starts[n]] for n in block.layers}
+    learned = {r.name: LearnedWeight.from_packed(r.qweight, ()) for rs in plain.values() for r in rs}
+    runner = BlockRunner(block, learned, {k: _param(model, k).dtype for k in learned})
+    pairs = list(zip(inputs, outputs, strict=True))
+    hold = [i for i in split.hold if pairs[i][0] is not None and pairs[i][1] is not None]
+    loss = _mean_loss(runner, pairs, hold, True, split.hold_masks)
+    if not loss < report.holdout_best:
+        return None
+    report.note = (f"kept {next(iter(plain.values()))[0].qweight.method}: held-out error {loss:.3g} below the "
+                   f"trained {report.holdout_best:.3g}" + (f"; {report.note}" if report.note else ""))
+    report.holdout_best = loss
+    return plain
+
+
+def _data_free(cfg: QuantConfig) -> QuantConfig:
+    """RTN, or HQQ when the layer starts from HQQ, with the layer's bits and block."""
+    from dataclasses import replace
+
+    hqq = cfg.method is QuantMethod.RECON and cfg.recon_init == "hqq"
+    return replace(cfg, method=QuantMethod.HQQ if hqq else QuantMethod.RTN, awq=False)
+
+
+def _model_error(model, items, targets, masks) -> float:
     outputs = capture(model, items, model, outputs=True)
-    return float(torch.stack([relative_error(o, t) for o, t in zip(outputs, targets, strict=True)]).mean())
+    return float(torch.stack([relative_error(o, t, m) for o, t, m in zip(outputs, targets, masks, strict=True)])
+                 .mean())
 
 
-def _keep_the_better(model, held_out, aware, results, starts, saved, summary) -> None:
+def _keep_the_better(model, items, split, aware, results, starts, saved, summary) -> None:
     """Model-level early stopping: the learned weights are kept only if the whole model's held-out output error is
     below the starting point's (block errors can fall while the model's output gets worse)."""
     learned_layers = [n for n in aware if n in starts and aware[n][1].method is QuantMethod.RECON]
     if not learned_layers:
         return
+    held_out, masks = [items[i] for i in split.hold], [split.hold_masks[i] for i in split.hold]
     with _float_weights(saved):
         targets = capture(model, held_out, model, outputs=True)
-    learned = _model_error(model, held_out, targets)
+    learned = _model_error(model, held_out, targets, masks)
     trial = []
     for n in learned_layers:
         apply_quantized(aware[n][0], starts[n], trial)
-    start = _model_error(model, held_out, targets)
+    start = _model_error(model, held_out, targets, masks)
     keep_start = start < learned
     summary.notes.append(f"model held-out output error: start {start:.4g}, learned {learned:.4g}: kept the "
                          + ("start (recon_init); learning did not carry to the model's output" if keep_start

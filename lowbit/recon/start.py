@@ -12,6 +12,8 @@ from dataclasses import replace
 
 import torch
 
+from ..calib.capture import linear_like
+from ..calib.mask import rows_of
 from ..dataaware.lstm import LSTMCollector, run_direction
 from ..dataaware.quantize import collector_for
 from ..dataaware.weights import WeightResult, grouped_error
@@ -21,14 +23,18 @@ from ..quant.recon import LearnedWeight
 from .capture import fresh_args
 
 
-def gather_statistics(block, layer_modules: dict, inputs: list, train: list[int]) -> dict:
+def gather_statistics(block, layer_modules: dict, inputs: list, train: list[int], masks: list | None = None) -> dict:
     """{layer name: dataaware collector} for the layers in layer_modules, filled by running the block (with its
-    weights as they are now) on the training items."""
+    weights as they are now) on the training items; masks[i]: the rows of item i that count (Linear-like layers
+    whose input has the mask's leading dims see only those rows; lowbit.calib.mask)."""
     collectors = {n: collector_for(m) for n, m in layer_modules.items()}
-    handles = [m.register_forward_pre_hook(_hook(collectors[n]), with_kwargs=True) for n, m in layer_modules.items()]
+    current = [None]
+    handles = [m.register_forward_pre_hook(_hook(collectors[n], current, linear_like(m)), with_kwargs=True)
+               for n, m in layer_modules.items()]
     try:
         for i in train:
             if inputs[i] is not None:
+                current[0] = masks[i] if masks else None
                 _run_block(block, inputs[i])
     finally:
         for h in handles:
@@ -75,8 +81,10 @@ def _run_block(block, item):
     return out
 
 
-def _hook(collector):
+def _hook(collector, current: list, masked: bool):
     def pre_hook(_m, args, kwargs):
+        if masked and args:
+            args = (rows_of(args[0], current[0]), *args[1:])
         collector.hook(args, kwargs)
     return pre_hook
 

@@ -48,6 +48,20 @@ class BlockReport:
                 f"{self.holdout_best:.3g}", self.best_step, f"{self.train_loss:.3g}", f"{self.seconds:.1f}", self.note]
 
 
+@dataclass
+class Split:
+    """Training and held-out data: item indices, and per item the rows that count (a bool mask over the leading
+    dims of the block's outputs: real tokens, training or held-out samples; None = all). Unpacks as (train, hold)."""
+
+    train: list[int]
+    hold: list[int]
+    train_masks: list
+    hold_masks: list
+
+    def __iter__(self):
+        return iter((self.train, self.hold))
+
+
 def split_items(n: int, seed: int) -> tuple[list[int], list[int]]:
     """(train, held-out) item indices: a seeded tenth held out. ValueError when a tenth is not one item."""
     hold = n // 10
@@ -57,6 +71,45 @@ def split_items(n: int, seed: int) -> tuple[list[int], list[int]]:
                          "(model calls; e.g. split a batch into smaller ones)")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     return sorted(perm[hold:]), sorted(perm[:hold])
+
+
+def make_split(items: list, seed: int, mask_fn=None) -> Split:
+    """A seeded tenth of the items held out when that is at least one item; with fewer than 10 items, a seeded
+    tenth (at least one) of the samples of every item of two or more (the batch: the token mask's first dim, else
+    the first tensor argument's). Padded positions never count (lowbit.calib.mask)."""
+    from ..calib.mask import item_mask
+
+    masks = [item_mask(it, mask_fn) for it in items]
+    if len(items) >= 10:
+        train, hold = split_items(len(items), seed)
+        return Split(train, hold, masks, masks)
+    gen = torch.Generator().manual_seed(seed)
+    train_masks, hold_masks, hold = [], [], []
+    for i, (item, mask) in enumerate(zip(items, masks, strict=True)):
+        b = _batch_size(item, mask)
+        held = torch.zeros(max(b, 1), dtype=torch.bool)
+        if b >= 2:
+            held[torch.randperm(b, generator=gen)[:max(1, b // 10)]] = True
+            hold.append(i)
+        tok = mask if mask is not None else torch.ones(max(b, 1), 1, dtype=torch.bool)
+        train_masks.append((tok & ~held.unsqueeze(1)).reshape(mask.shape if mask is not None else (-1,)))
+        hold_masks.append((tok & held.unsqueeze(1)).reshape(mask.shape if mask is not None else (-1,)))
+    if not hold:
+        raise ValueError(f"method='recon' holds back a tenth of the calibration data to choose the best step, but "
+                         f"only {len(items)} usable calibration item(s) of one sample each reached it: pass at least "
+                         "10 items, or batches of 2 or more samples")
+    return Split(list(range(len(items))), hold, train_masks, hold_masks)
+
+
+def _batch_size(item, mask) -> int:
+    if mask is not None:
+        return int(mask.shape[0])
+    first = next((a for a in item.args if isinstance(a, torch.Tensor) and a.dim() >= 2), None)
+    return int(first.shape[0]) if first is not None else 1
+
+
+def _masks(split, which: str) -> list | None:
+    return getattr(split, which, None)
 
 
 class BlockRunner:
@@ -84,10 +137,10 @@ def _under(full: str, prefix: str) -> bool:
     return prefix == "" or full.startswith(prefix + ".")
 
 
-def _mean_loss(runner, pairs, indices, hard: bool) -> float:
+def _mean_loss(runner, pairs, indices, hard: bool, masks: list | None = None) -> float:
     with torch.no_grad():
-        return float(torch.stack([relative_error(runner(*pairs[i][0], hard=hard), pairs[i][1])
-                                  for i in indices]).mean())
+        return float(torch.stack([relative_error(runner(*pairs[i][0], hard=hard), pairs[i][1],
+                                                 masks[i] if masks else None) for i in indices]).mean())
 
 
 class _Best:
@@ -118,13 +171,14 @@ def train_block(block: Block, runner: BlockRunner, inputs: list, targets: list, 
     start = time.perf_counter()
     pairs = list(zip(inputs, targets, strict=True))
     train, hold = ([i for i in part if pairs[i][0] is not None and pairs[i][1] is not None] for part in split)
+    train_masks, hold_masks = _masks(split, "train_masks"), _masks(split, "hold_masks")
     if not train or not hold:
         raise ValueError(f"recon block {block.name}: no {'training' if not train else 'held-out'} calibration "
                          "item reached it (the model never called it): name it out with skip=")
     learned = runner.learned
     params = [p for lw in learned.values() for p in lw.parameters()]
     rounding = any(lw.v is not None for lw in learned.values())
-    best = _Best(learned, _mean_loss(runner, pairs, hold, hard=True))
+    best = _Best(learned, _mean_loss(runner, pairs, hold, True, hold_masks))
     report = BlockReport(block.name, block.kind, len(block.layers), 0, best.loss, best.loss, 0, float("nan"), 0.0)
     if best.loss != best.loss or best.loss == float("inf"):
         raise ValueError(f"recon block {block.name}: the quantized block's held-out error is not finite before "
@@ -141,8 +195,9 @@ def train_block(block: Block, runner: BlockRunner, inputs: list, targets: list, 
         for _ in range(min(ITEMS_PER_STEP, len(train))):
             if not order:
                 order = torch.randperm(len(train), generator=gen).tolist()
-            x, target = pairs[train[order.pop()]]
-            losses.append(relative_error(runner(*x), target))
+            i = train[order.pop()]
+            x, target = pairs[i]
+            losses.append(relative_error(runner(*x), target, train_masks[i] if train_masks else None))
         loss = torch.stack(losses).mean()
         total = loss
         beta = annealed_beta(step, steps) if rounding else None
@@ -156,7 +211,7 @@ def train_block(block: Block, runner: BlockRunner, inputs: list, targets: list, 
         running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
         report.steps = step
         if step % check_every == 0 or step == steps:
-            held = _mean_loss(runner, pairs, hold, hard=True)
+            held = _mean_loss(runner, pairs, hold, True, hold_masks)
             if held != held:
                 report.note = _stop_non_finite(block, best, step)
                 break

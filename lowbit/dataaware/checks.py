@@ -1,0 +1,52 @@
+"""Never worse than the data-free start: what a layer's calibration inputs can support, and the held-out check.
+
+A data-aware step (GPTQ, AWQ's clipping and scales) fits a weight to its layer's calibration inputs. Two things
+make that fit worse than plain rounding (RTN/HQQ) on the data the model will see:
+  - inputs that carry too little information: all zero (dead), constant, or a few repeated rows (all-zero token
+    ids; one calibration sentence). `degenerate(xtx, rows)` finds them from the statistics alone: the inputs'
+    correlation matrix has fewer than RANK_FRACTION · K non-negligible eigenvalues. Such a layer keeps the
+    data-free result, with a note (GPTQ would move every rounding error into the unseen directions);
+  - a fit to the calibration rows that does not generalise: `held_out_worse` compares the output error of the
+    data-aware and the data-free weights on held-out calibration data (lowbit.calib.run_pass's `held`: one item in
+    8, or one row in 8 when there are fewer than 8 items); the data-free one is kept when it is better there.
+"""
+
+from __future__ import annotations
+
+import torch
+
+RANK_FRACTION = 0.25  # real text/image calibration fills every direction of MiniLM's and SeqNet's layer inputs
+_EIG_TOLERANCE = 1e-6  # eigenvalues of the correlation matrix below this fraction of the largest count as zero
+
+
+def input_rank(xtx: torch.Tensor) -> int:
+    """Numerical rank of the inputs' correlation matrix diag(xtx)^-1/2 · xtx · diag(xtx)^-1/2 (dead channels out)."""
+    d = xtx.diagonal().double()
+    live = d > 0
+    if not bool(live.any()):
+        return 0
+    h = xtx.double()[live][:, live]
+    inv = d[live].rsqrt()
+    ev = torch.linalg.eigvalsh(h * inv.unsqueeze(0) * inv.unsqueeze(1))
+    return int((ev > _EIG_TOLERANCE * ev.max()).sum())
+
+
+def degenerate(hessians: list[torch.Tensor], rows: int | None = None) -> str:
+    """Why these input statistics (one xtx per group) cannot support a data-aware fit, or "" when they can."""
+    if rows == 0 or all(not bool((h.diagonal() > 0).any()) for h in hessians):
+        return "its calibration inputs are all zero (dead)"
+    k = hessians[0].shape[0]
+    rank = min(input_rank(h) for h in hessians)
+    if rank < RANK_FRACTION * k:
+        what = "one row" if rows == 1 else "constant or repeated rows" if rank <= 2 else "too few distinct rows"
+        return (f"its calibration inputs span {rank} of {k} directions ({what}"
+                + (f"; {rows} rows" if rows is not None and rows > 1 else "") + ")")
+    return ""
+
+
+def held_out_worse(error_aware: float, error_plain: float) -> bool:
+    """True when the data-aware weight's held-out output error is above the data-free one's."""
+    return error_aware > error_plain
+
+
+__all__ = ["RANK_FRACTION", "degenerate", "held_out_worse", "input_rank"]
