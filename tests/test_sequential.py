@@ -51,7 +51,7 @@ def _packed(path):
 def test_sequential_gptq_matches_whole_model(tmp_path, build):
     model, folder = _folder(tmp_path, build, "float")
     gen = torch.Generator().manual_seed(1)
-    items = [torch.randint(0, 256, (1, 32), generator=gen) for _ in range(6)]  # 192 rows >= K
+    items = [torch.randint(0, 256, (1, 32), generator=gen) for _ in range(24)]  # 768 rows: 6 K, so GPTQ beats RTN
     cfg = lowbit.QuantConfig(method="gptq", block_size=32)
     # act_budget=0: every activation goes through the disk spill; float32 storage so that both paths see the same
     summary = quantize_decoder(folder, f"{tmp_path}/out/", items, cfg, act_dtype=torch.float32, act_budget=0,
@@ -62,6 +62,11 @@ def test_sequential_gptq_matches_whole_model(tmp_path, build):
     ref = {k: v.packed for k, v in dict(quantized_weights(whole)).items()}
     got = _packed(tmp_path / "out" / "model.safetensors")
     assert set(got) == set(ref) and len(ref) >= 1  # GPT-2's blocks are Conv1D (kept float); its lm_head is GPTQ'd
+    # both keep RTN where the GPTQ fit loses on held-out rows: the same layers (GPTQ barely helps on random weights
+    # and tokens, so a layer may sit on the edge), compared where both kept GPTQ
+    kept = set(whole.lowbit_summary.fallbacks) | set(summary.fallbacks)
+    assert len(kept) <= len(ref) // 3, (whole.lowbit_summary.fallbacks, summary.fallbacks)
+    ref = {k: v for k, v in ref.items() if k not in kept}
     # the same arithmetic in another order (a block alone vs the whole model) differs in the last float bits, and
     # GPTQ's error feedback can carry one flipped code along its row: nearly all codes are identical
     same = sum(int((got[n] == ref[n]).sum()) for n in ref) / sum(ref[n].numel() for n in ref)

@@ -10,8 +10,10 @@ This is the same procedure as whole-model sequential GPTQ, restricted to one blo
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from ..calib.capture import HOLD_EVERY
 from ..dataaware.weights import WeightResult, quantize_param
 from ..nn import swap
 from ..quant.config import QuantConfig
@@ -66,26 +68,37 @@ def layer_groups(block, linears: dict[str, nn.Linear], hidden, call: BlockCall) 
 
 
 def gather_stats(block, linears, group, store: ActivationStore, calls: list[BlockCall], dtype) \
-        -> dict[str, InputStats]:
-    """Σ xᵀx of each group layer's inputs over all items, padding rows left out."""
+        -> tuple[dict[str, InputStats], dict[str, InputStats]]:
+    """(fit, held) Σ xᵀx of each group layer's inputs, padding rows left out, held out as `lowbit.quantize` does
+    (lowbit.calib.capture.run_pass): one item in HOLD_EVERY, or with fewer items one row in HOLD_EVERY of each."""
     stats = {n: InputStats(linears[n].in_features) for n in group}
-    rows = [None]
+    held = {n: InputStats(linears[n].in_features) for n in group}
+    rows, index = [None], [0]
+    by_items = len(calls) >= HOLD_EVERY
 
     def add(name):
         def hook(_m, args):
             x = args[0].reshape(-1, args[0].shape[-1])
-            stats[name].add(x if rows[0] is None else x[rows[0]])
+            x = x if rows[0] is None else x[rows[0]]
+            if by_items:
+                (held if index[0] % HOLD_EVERY == HOLD_EVERY - 1 else stats)[name].add(x)
+                return
+            out = torch.zeros(x.shape[0], dtype=torch.bool)
+            out[HOLD_EVERY - 1::HOLD_EVERY] = True
+            stats[name].add(x[~out])
+            if out.any():
+                held[name].add(x[out])
         return hook
 
     def done(_m, _args, _out):
-        if all(s.count for s in stats.values()):
+        if all(s.count + h.count for s, h in zip(stats.values(), held.values())):
             raise _Done
 
     handles = [linears[n].register_forward_pre_hook(add(n)) for n in group]
     handles.append(linears[group[-1]].register_forward_hook(done))
     try:
         for i, call in enumerate(calls):
-            rows[0] = call.rows
+            rows[0], index[0] = call.rows, i
             try:
                 call_block(block, store.get(i, dtype), call)
             except _Done:
@@ -93,7 +106,7 @@ def gather_stats(block, linears, group, store: ActivationStore, calls: list[Bloc
     finally:
         for h in handles:
             h.remove()
-    return stats
+    return stats, held
 
 
 def quantize_block(block: nn.Module, prefix: str, store: ActivationStore, calls: list[BlockCall], cfg: QuantConfig,
@@ -107,12 +120,15 @@ def quantize_block(block: nn.Module, prefix: str, store: ActivationStore, calls:
         return results
     groups = layer_groups(block, linears, store.get(0, dtype), calls[0]) if cfg.data_aware else [list(linears)]
     for group in groups:
-        stats = gather_stats(block, linears, group, store, calls, dtype) if cfg.data_aware else {}
+        stats, held = gather_stats(block, linears, group, store, calls, dtype) if cfg.data_aware else ({}, {})
         for name in group:
             w = linears[name].weight
-            hess = [stats[name].xtx] if name in stats else [None]
-            r = quantize_param(w.data, hess, cfg, f"{prefix}{name}.weight") if cfg.data_aware else \
-                _plain(w.data, cfg, f"{prefix}{name}.weight")
+            if cfg.data_aware:  # never worse than RTN/HQQ on the held-out rows, as lowbit.quantize
+                h = held[name]
+                r = quantize_param(w.data, [stats[name].xtx], cfg, f"{prefix}{name}.weight",
+                                   held=[h.xtx] if h.count else None, rows=stats[name].count + h.count)
+            else:
+                r = _plain(w.data, cfg, f"{prefix}{name}.weight")
             results.append(r)
             w.data = r.qweight.dequantize(w.dtype)
             stats.pop(name, None)

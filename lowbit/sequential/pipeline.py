@@ -56,6 +56,7 @@ class SequentialSummary:
     bytes_after: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    fallbacks: dict = field(default_factory=dict)  # weight -> why it kept RTN/HQQ (header says the method)
 
     def __str__(self) -> str:
         from tabulate import tabulate
@@ -66,7 +67,8 @@ class SequentialSummary:
         return (f"{table}\n\n{self.blocks} blocks, {len(self.results)} weights quantized on {self.items} calibration "
                 f"items ({self.spilled} spilled to disk); {self.bytes_before / 1e6:.1f} MB -> "
                 f"{self.bytes_after / 1e6:.1f} MB in {self.seconds:.1f} s -> {self.output}"
-                + "".join(f"\nnote: {n}" for n in self.notes))
+                + "".join(f"\nnote: {n}" for n in self.notes)
+                + "".join(f"\nkept the data-free (RTN/HQQ) result: {k}: {v}" for k, v in self.fallbacks.items()))
 
 
 def _meta_linear_reason() -> str | None:
@@ -109,8 +111,11 @@ def plan_output(reader: ShardReader, targets: dict[str, nn.Linear], cfg: QuantCo
 
 
 def _write_quantized(writer, name: str, result: WeightResult, planned: dict) -> None:
-    if result.qweight.metadata() != planned:
-        raise CheckpointError(f"{name}: quantized as {result.qweight.metadata()}, planned {planned}")
+    """The packed tensors of `result`, which must be laid out as planned (the header is written first). A weight
+    that kept its data-free start (result.fallback) differs only in `method`, which the summary reports."""
+    got = result.qweight.metadata()
+    if {**got, "method": None} != {**planned, "method": None} or (got != planned and not result.fallback):
+        raise CheckpointError(f"{name}: quantized as {got}, planned {planned}")
     for f, t in result.qweight.tensors().items():
         writer.write(tensor_name(name, f), t)
 
@@ -233,6 +238,7 @@ def _run_blocks(writer, model, blocks_name, blocks, reader, store, calls, cfg, s
             for j, call in enumerate(calls):
                 store[j] = call_block(block, store.get(j, dtype), call)
         summary.results += [_error(r) for r in results]
+        summary.fallbacks.update({r.name: r.fallback for r in results if r.fallback})
         if results and results[0].error_after == results[0].error_after:
             bar.set_postfix(error=f"{max(r.error_after for r in results):.4f}")
         free_module(block)
