@@ -140,7 +140,7 @@ def _peak_one(skeleton, inputs, job: dict) -> dict:
     fresh = copy.deepcopy(skeleton)
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
-    base = _status_kb("VmRSS")
+    base = _status_kb("VmHWM")  # not VmRSS: RSS can shrink after the reset, HWM never does (no negative peak)
     backend = BackendConfig(memory=job.get("memory", "normal"), precision=job.get("precision", "normal"))
     call_model(load(fresh, job["checkpoint"], backend), inputs)
     return {"peak_mb": (_status_kb("VmHWM") - base) / 1024, "base_mb": base / 1024}
