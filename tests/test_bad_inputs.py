@@ -140,8 +140,9 @@ def test_aliased_module_saves_and_loads_back(tmp_path, how):
         torch.manual_seed(0)
         path = save(lowbit.quantize(Aliased().eval(), QuantConfig(bits=8, block_size=-1)), tmp_path / "q.safetensors")
     else:
-        from lowbit.checkpoint import convert
         from safetensors.torch import save_file
+
+        from lowbit.checkpoint import convert
 
         save_file({k: v.clone() for k, v in model.state_dict().items()}, tmp_path / "f.safetensors")
         convert(tmp_path / "f.safetensors", tmp_path / "q.safetensors", QuantConfig(bits=8, block_size=-1),
@@ -188,7 +189,7 @@ def test_block_wider_than_every_layer_is_one_block_per_row(tmp_path, capsys, how
     save_file({"fc.weight": w}, tmp_path / "f.safetensors")
     big = str(2**34)
     extra = ["--block", big] if how == "--block" else ["--config", tmp_path / "c.json"]
-    (tmp_path / "c.json").write_text('{"fc": {"bits": 4, "block_size": %s}}' % big)
+    (tmp_path / "c.json").write_text(f'{{"fc": {{"bits": 4, "block_size": {big}}}}}')
     assert main([str(a) for a in ["convert", tmp_path / "f.safetensors", tmp_path / "q.safetensors", "--quiet",
                                   *extra]]) == 0
     capsys.readouterr()

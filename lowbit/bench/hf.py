@@ -53,8 +53,9 @@ def _weight_bytes(model) -> int:
 
 
 def measure(folder: str, rounds: int, new_tokens: int, vocab: int) -> list[Row]:
-    import lowbit
     from transformers import AutoModelForCausalLM
+
+    import lowbit
 
     models = {"transformers fp32": AutoModelForCausalLM.from_pretrained(folder).eval()}
     for label, kw in SETTINGS:

@@ -98,7 +98,8 @@ def child(folder: str, out: str, items: int, seq_len: int, as_limit: int, method
     s = quantize_decoder(folder, out, calib, QuantConfig(method=method, bits=4, block_size=128), progress=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     vm_peak = int(Path("/proc/self/status").read_text().split("VmPeak:")[1].split()[0]) / 1024
-    print("RESULT " + json.dumps({"peak_mb": peak, "base_mb": base, "vm_peak_mb": vm_peak, "seconds": time.perf_counter() - t0,
+    print("RESULT " + json.dumps({"peak_mb": peak, "base_mb": base, "vm_peak_mb": vm_peak,
+                                  "seconds": time.perf_counter() - t0,
                                   "weights": len(s.results)}))
 
 
@@ -121,7 +122,8 @@ def _row(name, method, model_bytes, block_bytes, r: dict, limit: int) -> Row:
                 "block fp32 MB": block_bytes * 2 / 2**20, "AS limit MB": limit / 2**20 if limit else "",
                 "peak RSS MB": r.get("peak_mb", ""), "RSS after imports MB": r.get("base_mb", ""),
                 "peak - imports MB": r["peak_mb"] - r["base_mb"] if "peak_mb" in r else "",
-                "peak address space MB": r.get("vm_peak_mb", ""), "seconds": r.get("seconds", ""), "result": r.get("error", "ok")})
+                "peak address space MB": r.get("vm_peak_mb", ""), "seconds": r.get("seconds", ""),
+                "result": r.get("error", "ok")})
 
 
 def _measure(scratch: Path, name: str, shape, args, method: str, limit_fraction: float) -> Row:
@@ -171,10 +173,12 @@ def main(argv=None) -> int:
     env = describe_environment()
     env["load average"] = f"{min(loads):.1f}-{max(loads):.1f}"
     notes = (f"GPTQ int4 block 128 on {args.items} x {args.seq_len} random tokens, {args.threads} thread(s), "
-             "sequentially (one block's float weights in memory), activations bf16 in memory. peak RSS = ru_maxrss of a fresh process (includes "
+             "sequentially (one block's float weights in memory), activations bf16 in memory. "
+             "peak RSS = ru_maxrss of a fresh process (includes "
              "~its imports); the limited run sets RLIMIT_AS (virtual address space, which also counts torch's "
              "and the allocator's reservations) below the model's bf16 bytes.")
-    report("llm_memory_limited" if args.limited_only else "llm_memory", rows, env, out_dir=args.out or None, title="Sequential GPTQ: peak memory vs model size",
+    report("llm_memory_limited" if args.limited_only else "llm_memory", rows, env, out_dir=args.out or None,
+           title="Sequential GPTQ: peak memory vs model size",
            notes=notes, floatfmt=".1f")
     return 0
 

@@ -213,7 +213,6 @@ def _calibration(args, model):
 
 def run_model(args: argparse.Namespace) -> int:
     """Build, calibrate, quantize and save; print the error table (or JSON)."""
-    from ..checkpoint import save
     from ..dataaware import quantize
     from ..quant import QuantConfig
 

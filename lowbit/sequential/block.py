@@ -91,7 +91,7 @@ def gather_stats(block, linears, group, store: ActivationStore, calls: list[Bloc
         return hook
 
     def done(_m, _args, _out):
-        if all(s.count + h.count for s, h in zip(stats.values(), held.values())):
+        if all(s.count + h.count for s, h in zip(stats.values(), held.values(), strict=True)):
             raise _Done
 
     handles = [linears[n].register_forward_pre_hook(add(n)) for n in group]

@@ -9,8 +9,9 @@ the model outside the blocks — embeddings, final norm, lm_head — and one blo
  3. for each block in order: load its weights, quantize its Linears group by group against the current
     activations (`quantize_block`: GPTQ's Hessians from the real tokens only), write its tensors to the output,
     run every item through the quantized block to get the next activations, put the block back on meta;
- 4. lm_head (when it is not tied to the embedding; a tied one stays float) is quantized on the final hidden states, which reach it through
-    the model's own final norm: the blocks are replaced by a stand-in that returns the stored states.
+ 4. lm_head (when it is not tied to the embedding; a tied one stays float) is quantized on the final hidden states,
+    which reach it through the model's own final norm: the blocks are replaced by a stand-in that returns the
+    stored states.
 The output is an ordinary lowbit checkpoint (`lowbit.load` / `from_pretrained(path, model=...)`), written atomically
 with each tensor at the offset planned from the source header.
 """
