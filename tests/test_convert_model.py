@@ -46,7 +46,10 @@ def test_convert_model_gptq_writes_a_loadable_checkpoint(user_module, tmp_path, 
     assert set(layers) == {"0.weight", "3.weight", "5.weight"} and report["items"] == 6
     errs = [r["error after"] for r in report["layers"]]
     assert errs == sorted(errs, reverse=True)  # worst first
-    assert all(r["method"] == method for r in report["layers"])
+    # 24 calibration rows for the Linear of K = 1024 are degenerate (rank < K/4): it keeps RTN, and says so
+    kept = report["kept data-free"]
+    assert set(kept) == {"3.weight"} and "24 of 1024 directions" in kept["3.weight"], kept
+    assert all(r["method"] == (method if r["weight"] not in kept else "rtn") for r in report["layers"])
     model = lowbit.load(user_module.build(), out)
     ref = lowbit.quantize(user_module.build(), lowbit.QuantConfig(bits=4, block_size=32, method=method),
                           calibration=user_module.batches(), progress=False)
@@ -74,20 +77,20 @@ def test_convert_model_with_a_per_layer_config(user_module, tmp_path, capsys):
     the same overrides."""
     config = tmp_path / "plan.json"
     config.write_text(json.dumps({"version": 1, "layers": {
-        "0": "skip", "3.weight": {"bits": 3, "block_size": 32, "method": "gptq", "gptq_act_order": True},
-        "5": {"bits": 8, "block_size": -1, "method": "hqq"}}}))
+        "0": "skip", "5.weight": {"bits": 3, "block_size": 32, "method": "gptq", "gptq_act_order": True},
+        "3": {"bits": 8, "block_size": -1, "method": "hqq"}}}))  # GPTQ where 24 rows span K = 64 (not 1024)
     out = tmp_path / "m.safetensors"
     args = ["convert", "--model", "calib_user_mod:build", "--config", str(config), "--quiet", "--float-inputs",
             str(out)]
     assert main(args) == 1 and "--calib" in capsys.readouterr().err and not out.exists()  # GPTQ needs data
     assert main([*args[:3], "--calib", "calib_user_mod:batches", *args[3:]]) == 0
-    overrides = {"3": lowbit.QuantConfig(bits=3, block_size=32, method="gptq", gptq_act_order=True),
-                 "5": lowbit.QuantConfig(bits=8, block_size=-1, method="hqq")}
+    overrides = {"5": lowbit.QuantConfig(bits=3, block_size=32, method="gptq", gptq_act_order=True),
+                 "3": lowbit.QuantConfig(bits=8, block_size=-1, method="hqq")}
     ref = lowbit.quantize(user_module.build(), overrides=overrides, skip=["0"], calibration=user_module.batches(),
                           sequential=False, progress=False)
     model = lowbit.load(user_module.build(), out)
     assert isinstance(model[0], torch.nn.Conv1d)  # skipped: still float
-    assert model[3].quantized_weight("weight").method == "gptq" and model[5].quantized_weight("weight").bits == 8
+    assert model[5].quantized_weight("weight").method == "gptq" and model[3].quantized_weight("weight").bits == 8
     x = user_module.batches()[0]
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref(x), rtol=0, atol=1e-5)

@@ -89,7 +89,10 @@ def test_seqnet_blocks_and_accuracy_beside_gptq_and_rtn(seqnet, capsys):
     assert any("recon blocks: conv+bn (conv-bn-act" in n for n in s.notes)
     assert all(b.holdout_best <= b.holdout_start for b in s.blocks)
     assert {e.name for e in s.errors} >= {"conv.weight", "mix.weight", "lstm.weight_hh_l1_reverse", "fc.weight"}
-    assert all(e.method == "recon" and 0 < e.after < 2 * e.before for e in s.errors)
+    kept = s.fallbacks  # blocks whose RTN start beat the trained block on held-out data keep it, named
+    assert len(kept) < len(s.blocks), kept
+    assert all(e.method == ("recon" if e.name not in kept else "rtn") and 0 < e.after < 2 * e.before
+               for e in s.errors), ([(e.name, e.method, e.before, e.after) for e in s.errors], kept)
     assert recon >= max(rtn, gptq) - 0.005 and recon >= fp32 - 0.02
 
 
