@@ -41,7 +41,8 @@ def conv_plan(device_type: str, m: int, packed, scale, zero, shape, bits: int, b
     kernel = decision.kernel
     if kernel is Kernel.DENSE:
         plan = (decision, dtype, prepared(entry, kernel, qw, dtype).reshape(shape))
-    elif kernel is Kernel.CPU_INT4 and _native_serves(device_type, qw, groups):
+    elif kernel is Kernel.CPU_INT4 and decision.activations != "fp32" and _native_serves(device_type, qw, groups):
+        # the native conv rounds activations to int8; precision High takes im2col + the Linear kernel's fp32 path
         plan = (decision, dtype, _native(entry, qw, groups))
     else:
         return decision, dtype, (qw, entry)  # per call: these paths read the packed buffers
