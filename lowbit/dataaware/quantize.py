@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..calib import CalibrationError, as_calibration, ensure_eval, run_pass, trace_calls
+from ..calib.order import group_by_call_order
 from ..nn import swap
 from ..nn.linear import as_backend
 from ..quant.config import QuantConfig, QuantMethod
@@ -177,22 +178,6 @@ def apply_quantized(module, results: list[WeightResult], saved) -> None:
         p.data = r.qweight.dequantize(p.dtype).to(p.device)
 
 
-def _groups(calls: list[tuple[str, int]], collectors) -> list[list[str]]:
-    """Layers in the order they first run on the first item; consecutive layers reading one tensor share a group."""
-    groups, last_key, seen = [], None, set()
-    for name, key in calls:
-        if name in seen:
-            continue
-        seen.add(name)
-        if groups and key == last_key and not isinstance(collectors[name], LSTMCollector):
-            groups[-1].append(name)
-        else:
-            groups.append([name])
-        last_key = key
-    rest = [n for n in collectors if n not in seen]
-    return groups + ([rest] if rest else [])
-
-
 def _run_aware(model, cal, aware, sequential, progress, results, saved, summary) -> None:
     if not aware:
         return
@@ -200,7 +185,8 @@ def _run_aware(model, cal, aware, sequential, progress, results, saved, summary)
     collectors = {n: collector_for(m) for n, m in modules.items()}
     calls = trace_calls(model, next(iter(cal)), modules)
     per_item = {n: sum(1 for c, _ in calls if c == n) for n in modules}
-    groups = _groups(calls, collectors) if sequential else [list(collectors)]
+    lstm = {n for n, c in collectors.items() if isinstance(c, LSTMCollector)}
+    groups = group_by_call_order(calls, list(collectors), alone=lstm) if sequential else [list(collectors)]
     for i, group in enumerate(groups):
         stop = {n: per_item[n] for n in group if per_item[n]} if sequential and len(groups) > 1 else None
         run_pass(model, cal, {n: collectors[n].hook for n in group}, modules,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..calib.capture import HOLD_EVERY
+from ..calib.order import group_by_call_order
 from ..dataaware.weights import WeightResult, quantize_param
 from ..nn import swap
 from ..quant.config import QuantConfig
@@ -53,18 +54,7 @@ def layer_groups(block, linears: dict[str, nn.Linear], hidden, call: BlockCall) 
     finally:
         for h in handles:
             h.remove()
-    groups, last, seen = [], None, set()
-    for name, key in order:
-        if name in seen:
-            continue
-        seen.add(name)
-        if groups and key == last:
-            groups[-1].append(name)
-        else:
-            groups.append([name])
-        last = key
-    rest = [n for n in linears if n not in seen]
-    return groups + ([rest] if rest else [])
+    return group_by_call_order(order, list(linears))
 
 
 def gather_stats(block, linears, group, store: ActivationStore, calls: list[BlockCall], dtype) \
