@@ -15,7 +15,6 @@ import copy
 import functools
 import importlib.util
 import os
-import statistics
 import tempfile
 import time
 import warnings
@@ -25,28 +24,11 @@ import torch
 from torch import nn
 
 from .convnet_models import MODELS, build
-from .harness import Row, describe_environment, load_average, report
+from .harness import Row, describe_environment, interleaved, load_average, report
 from .static_int8 import _dynamic, _sqnr, cpu_model
 
 LOWBIT = (("int8 pc", 8, -1), ("int4 b64", 4, 64))
 MEMORIES = ("normal", "low", "high")
-
-
-def interleaved(fns: dict, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
-    """({name: median wall ms}, {name: median process CPU ms}) per call, every fn once per round. Process CPU time
-    counts every thread of this process (MNN runs its work on its own thread) and not other jobs' time slices:
-    on a loaded machine it is the steadier of the two."""
-    for fn in fns.values():
-        fn()
-    wall = {name: [] for name in fns}
-    cpu = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t, c = time.perf_counter(), time.process_time()
-            fn()
-            cpu[name].append((time.process_time() - c) * 1e3)
-            wall[name].append((time.perf_counter() - t) * 1e3)
-    return ({n: statistics.median(v) for n, v in wall.items()}, {n: statistics.median(v) for n, v in cpu.items()})
 
 
 def _seqnet() -> nn.Module | None:
@@ -146,7 +128,8 @@ def bench_case(name: str, batch: int, threads: int, rounds: int, peers: bool = F
             ref = model(x)
             sq = {k: _sqnr(ref, m(x)) for k, m in mods.items()}
             load0 = load_average()
-            wall, cpu = interleaved({k: functools.partial(m, x) for k, m in mods.items()}, rounds)
+            wall, cpu = interleaved({k: functools.partial(m, x) for k, m in mods.items()}, rounds,
+                                    cpu_clock=time.process_time)  # MNN computes on threads of its own
     fp32, fp32_cpu = wall["torch fp32"], cpu["torch fp32"]
     return [Row({"model": name, "batch": batch, "threads": threads, "method": k, "ms": ms, "cpu ms": cpu[k],
                  "vs fp32": fp32 / ms, "vs fp32 (cpu)": fp32_cpu / cpu[k], "SQNR dB": sq[k],

@@ -77,6 +77,26 @@ def time_fn(fn: Callable[[], object], device=None, warmup: int = 3, reps: int | 
     return Timing(statistics.median(samples), q[0], q[3], reps)
 
 
+def interleaved(fns: dict[str, Callable[[], object]], rounds: int, inner: int = 1,
+                cpu_clock: Callable[[], float] = time.thread_time) -> tuple[dict[str, float], dict[str, float]]:
+    """({name: median wall ms per call}, {name: median CPU ms per call}), every fn timed one after another in each
+    round (after one warm-up call each), `inner` calls per timing. cpu_clock: time.thread_time (what the call cost
+    this thread) or time.process_time (every thread of the process: for peers that run on threads of their own).
+    On a shared machine CPU time moves less with the load than wall time."""
+    for fn in fns.values():
+        fn()
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t, c = time.perf_counter(), cpu_clock()
+            for _ in range(inner):
+                fn()
+            cpu[name].append((cpu_clock() - c) * 1e3 / inner)
+            wall[name].append((time.perf_counter() - t) * 1e3 / inner)
+    return ({n: statistics.median(v) for n, v in wall.items()}, {n: statistics.median(v) for n, v in cpu.items()})
+
+
 def describe_environment(device=None) -> dict:
     """Date, device name, CPU, thread count and library versions for the results header."""
     dev = torch.device(device) if device is not None else torch.device("cpu")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import statistics
 import subprocess
 import time
 import warnings
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .harness import Row, describe_environment, load_average, report
+from .harness import Row, describe_environment, interleaved, load_average, report
 
 MS = (32, 64, 128, 256, 512)
 MIN_SQNR_DB = 25.0
@@ -42,24 +41,6 @@ def cpu_model() -> str:
 def _sqnr(ref, y) -> float:
     err = (ref.double() - y.double()).norm()
     return float("inf") if err == 0 else float(20 * torch.log10(ref.double().norm() / err))
-
-
-def interleaved(fns: dict, rounds: int, inner: int = 1) -> tuple[dict[str, float], dict[str, float]]:
-    """({name: median wall ms per call}, {name: median CPU ms per call of this thread}), each fn timed one after
-    another in every round. CPU time is what the call cost this thread: on a shared machine it moves less with the
-    load than wall time (other jobs' time slices are not counted; a busy sibling hyperthread still is)."""
-    for fn in fns.values():
-        fn()
-    wall = {name: [] for name in fns}
-    cpu = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t, c = time.perf_counter(), time.thread_time()
-            for _ in range(inner):
-                fn()
-            cpu[name].append((time.thread_time() - c) * 1e3 / inner)
-            wall[name].append((time.perf_counter() - t) * 1e3 / inner)
-    return ({n: statistics.median(v) for n, v in wall.items()}, {n: statistics.median(v) for n, v in cpu.items()})
 
 
 def _dynamic(module: nn.Module) -> nn.Module:
