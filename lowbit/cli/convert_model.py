@@ -82,11 +82,6 @@ def build_hf_model(folder: str):
     return model_class(config, Path(folder)).from_pretrained(folder, local_files_only=True).eval()
 
 
-def tied_modules(model) -> list[str]:
-    """Modules whose weight is a tied copy of another (a Hugging Face lm_head sharing the embeddings): kept float,
-    as the folder stores only the embedding."""
-    return sorted({k.rpartition(".")[0] for k in (getattr(model, "all_tied_weights_keys", None) or {})})
-
 
 def require_input_without_model(p: argparse.ArgumentParser) -> None:
     """IN is optional only with --model: without it, a missing IN stays an argparse usage error (exit 2)."""
@@ -214,6 +209,7 @@ def _calibration(args, model):
 def run_model(args: argparse.Namespace) -> int:
     """Build, calibrate, quantize and save; print the error table (or JSON)."""
     from ..dataaware import quantize
+    from ..nn.swap import tied_modules
     from ..quant import QuantConfig
 
     method = args.method or ("hqq" if args.hqq else "rtn")

@@ -276,3 +276,10 @@ def _cached_tensors(obj, depth: int = 0) -> list[torch.Tensor]:
     else:
         return []
     return [t for item in items for t in _cached_tensors(item, depth + 1)]
+
+
+def tied_modules(model: nn.Module) -> list[str]:
+    """Modules whose weight is a tied copy of another (a Hugging Face lm_head sharing the embeddings, from
+    transformers' `all_tied_weights_keys`): kept float when writing a model folder, since the folder stores only the
+    embedding and transformers' loader re-ties the head to it."""
+    return sorted({k.rpartition(".")[0] for k in (getattr(model, "all_tied_weights_keys", None) or {})})

@@ -77,12 +77,6 @@ def _meta_linear_reason() -> str | None:
     return swap.why_float("", nn.Linear(64, 64, device="meta"), None, [], 0, 4096)
 
 
-def tied_modules(model: nn.Module) -> list[str]:
-    """Modules whose weight is a tied copy of another (an lm_head sharing the embeddings): kept float, as
-    `lowbit convert` of a model folder keeps them, since transformers' loader re-ties them to the float embedding."""
-    return sorted({k.rpartition(".")[0] for k in (getattr(model, "all_tied_weights_keys", None) or {})})
-
-
 def planned_linears(model: nn.Module, skip, min_weights: int) -> dict[str, nn.Linear]:
     """{model name: Linear} of every Linear lowbit.quantize would quantize, decided on the meta skeleton."""
     modules, meta_reason, out = dict(model.named_modules()), _meta_linear_reason(), {}
@@ -164,7 +158,7 @@ def quantize_decoder(folder: str | Path, out: str | Path, calibration, cfg: Quan
     folder = Path(folder)
     dst, carry, out_folder = folder_output(out, folder)
     model = build_skeleton(folder, dtype)
-    skip = [*([skip] if isinstance(skip, str) else skip or []), *tied_modules(model)]
+    skip = [*([skip] if isinstance(skip, str) else skip or []), *swap.tied_modules(model)]
     reader = ShardReader(folder)
     blocks_name, blocks = decoder_blocks(model)
     linears = planned_linears(model, skip, min_weights)
@@ -185,7 +179,7 @@ def quantize_decoder(folder: str | Path, out: str | Path, calibration, cfg: Quan
         calls = capture_block_inputs(model, blocks[0], items, store) if items else []
         _run_blocks(writer, model, blocks_name, blocks, reader, store, calls, cfg, skip, min_weights, targets,
                     quantized, summary, progress, dtype)
-        for name, linear in tail.items():  # an untied lm_head (a tied one stays float: tied_modules)
+        for name, linear in tail.items():  # an untied lm_head (a tied one stays float: swap.tied_modules)
             r = _quantize_tail(model, blocks, linear, name, items, store, calls, cfg)
             ck = checkpoint_name(reader, name + ".weight")
             _write_quantized(writer, ck, r, quantized[ck])
