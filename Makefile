@@ -47,9 +47,9 @@ test: setup
 bench: setup
 	$(VENV)/bin/lowbit bench
 
-# On a lent CUDA machine: the whole suite without the interpreter, then the GPU benchmark (see bench/gpu_check.sh)
+# On a lent CUDA machine: the whole suite without the interpreter, then the GPU benchmark (see benchmarks/gpu_check.sh)
 gpu-check:
-	bash bench/gpu_check.sh
+	bash benchmarks/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,11 +1,11 @@
-"""lowbit.bench.mnn end to end on one tiny Linear: ONNX export, MNN conversion, MNN at memory Low vs float64."""
+"""benchmarks.mnn end to end on one tiny Linear: ONNX export, MNN conversion, MNN at memory Low vs float64."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lowbit.bench import mnn
+from benchmarks import mnn
 
 needs_mnn = pytest.mark.skipif(mnn.mnn_version() is None,
                                reason="MNN is not installed (optional extra: pip install 'lowbit[mnn]')")

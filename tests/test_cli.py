@@ -117,13 +117,13 @@ def test_bench_missing_suite_is_a_clean_error(capsys, monkeypatch):
     real = importlib.import_module
 
     def fake_import(name, *a, **k):
-        if name == "lowbit.bench.gemm_cpu":
-            raise ModuleNotFoundError("No module named 'lowbit.bench.gemm_cpu'", name=name)
+        if name == "benchmarks.gemm_cpu":
+            raise ModuleNotFoundError("No module named 'benchmarks.gemm_cpu'", name=name)
         return real(name, *a, **k)
 
     monkeypatch.setattr(importlib, "import_module", fake_import)
     code, _, err = _run(capsys, "bench", "--quick")
-    assert code == 1 and "lowbit.bench.gemm_cpu is not available" in _one_error_line(err)
+    assert code == 1 and "benchmarks.gemm_cpu is not available" in _one_error_line(err)
 
 
 def test_bench_runs_the_suite(capsys, monkeypatch):
@@ -131,9 +131,9 @@ def test_bench_runs_the_suite(capsys, monkeypatch):
     import types
 
     calls = []
-    suite = types.ModuleType("lowbit.bench.gemm_cpu")
+    suite = types.ModuleType("benchmarks.gemm_cpu")
     suite.main = lambda argv: calls.append(argv) or ["row"]  # the real suite returns its rows
-    monkeypatch.setitem(sys.modules, "lowbit.bench.gemm_cpu", suite)
+    monkeypatch.setitem(sys.modules, "benchmarks.gemm_cpu", suite)
     code, _, _ = _run(capsys, "bench", "--quick")
     assert code == 0 and calls == [["--quick", "--out", ""]]
     code, _, _ = _run(capsys, "bench", "--out", "results")

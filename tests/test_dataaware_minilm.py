@@ -1,5 +1,5 @@
 """One fast check on the real MiniLM: GPTQ on its last block, calibrated on all the project's own sentences,
-evaluated on lowbit.models.SENTENCES (the full-model numbers are in `python -m lowbit.bench.dataaware`)."""
+evaluated on lowbit.models.SENTENCES (the full-model numbers are in `python -m benchmarks.dataaware`)."""
 
 import copy
 

@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not has_minilm(), reason="nee
 
 
 def test_xdomain_tiny_run_writes_every_cell(tmp_path):
-    from lowbit.bench import xdomain
+    from benchmarks import xdomain
     from lowbit.models import embed
     from lowbit.quant import quantize_weight
     from lowbit.quant.config import QuantConfig

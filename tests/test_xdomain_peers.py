@@ -6,8 +6,8 @@ import importlib.util
 import pytest
 import torch
 
-from lowbit.bench.xdomain import Setup
-from lowbit.bench.xdomain_peers import PeerUnavailable, _peer_row, hqq_package, torchao_hqq
+from benchmarks.xdomain import Setup
+from benchmarks.xdomain_peers import PeerUnavailable, _peer_row, hqq_package, torchao_hqq
 
 
 def _setup(model=None) -> Setup:

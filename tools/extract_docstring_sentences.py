@@ -1,6 +1,6 @@
 """Write lowbit/calib/data/docstrings.txt: sentences from the Python standard library's docstrings.
 
-The technical calibration set of lowbit's cross-domain bench (`python -m lowbit.bench.xdomain`): text of another
+The technical calibration set of lowbit's cross-domain bench (`python -m benchmarks.xdomain`): text of another
 kind than the project's own general-English sentences. Run once and commit the output, so that results do not
 depend on the Python version that runs the bench:
 
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     sentences = extract(count=args.count)
     header = (f"# {len(sentences)} sentences from the docstrings of Python {platform.python_version()}'s standard "
               f"library ({len(MODULES)} modules),\n# written by tools/extract_docstring_sentences.py; technical "
-              "calibration text for lowbit.bench.xdomain. One sentence per line.\n")
+              "calibration text for benchmarks.xdomain. One sentence per line.\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(header + "\n".join(sentences) + "\n", encoding="utf-8")

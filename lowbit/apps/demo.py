@@ -49,8 +49,8 @@ def embedding_scores(ref: torch.Tensor, emb: torch.Tensor) -> dict:
 
 
 def _latency_ms(model, sentence: str, quick: bool) -> float:
-    from ..bench.harness import time_fn
     from ..models import embed
+    from .timing import time_fn
 
     fn = lambda: embed(model, [sentence])  # noqa: E731
     t0 = time.perf_counter()

@@ -238,7 +238,7 @@ def measure_peak(spec: str, jobs: list[dict], timeout: float = 600) -> list[dict
 
 
 def _latency(model, inputs, reps) -> dict:
-    from ..bench.harness import time_fn
+    from .timing import time_fn
 
     t = time_fn(lambda: call_model(model, inputs), warmup=1, reps=reps, min_time_s=0.5, max_reps=50)
     return {"median_ms": t.median_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms}

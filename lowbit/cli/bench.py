@@ -1,7 +1,9 @@
-"""`lowbit bench [SUITE] [suite options]`: run one benchmark suite of lowbit.bench (default: gemm_cpu).
+"""`lowbit bench [SUITE] [suite options]`: run one benchmark suite of a checkout's benchmarks/ (default: gemm_cpu).
 
-Each suite is also `python -m lowbit.bench.<suite>`; `lowbit bench SUITE --help` lists its options. The CLI prints
-the tables and saves them (md, csv, json) only with `--out DIR`; `python -m` saves to bench/results/ by default.
+The suites live in the source tree's `benchmarks/` folder beside the `lowbit` package, not in the wheel: from a
+checkout (or an editable install) each is also `python -m benchmarks.<suite>` run from the root; `lowbit bench SUITE
+--help` lists its options. The CLI prints the tables and saves them (md, csv, json) only with `--out DIR`;
+`python -m` saves to benchmarks/results/ by default. Installed without the source tree, `lowbit bench` says so.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sys
+from pathlib import Path
 
 SUITES = {
     "gemm_cpu": "CPU GEMM: lowbit's kernels vs torch fp32/bf16 and dynamic int8, per shape and M",
@@ -52,11 +56,36 @@ def run(args: argparse.Namespace) -> int:
                          "folder (it has no other inputs to protect)")
     if not any(a == "--out" or a.startswith("--out=") for a in argv) and "-h" not in argv and "--help" not in argv:
         argv += ["--out", ""]  # the CLI prints; it saves only where asked
-    try:
-        suite = importlib.import_module(f"lowbit.bench.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"lowbit.bench.{name}":
-            raise
-        raise ImportError(f"the benchmark suite lowbit.bench.{name} is not available in this install") from None
-    result = suite.main(argv)  # a suite prints its tables; it returns an exit code or its rows
+    result = load_suite(name).main(argv)  # a suite prints its tables; it returns an exit code or its rows
     return result if isinstance(result, int) else 0
+
+
+def benchmarks_dir() -> Path | None:
+    """The `benchmarks/` folder of the source tree that holds this `lowbit` package, or None when lowbit is installed
+    without it (a wheel ships no benchmarks)."""
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    return folder if (folder / "__init__.py").is_file() and (folder / "harness.py").is_file() else None
+
+
+def load_suite(name: str):
+    """The module `benchmarks.<name>` of `benchmarks_dir()`, its root put on sys.path if it is not there.
+
+    Raises ImportError (one line for the CLI) when there is no such folder, when another package named `benchmarks`
+    is imported instead of it, or when the suite's module is missing."""
+    folder = benchmarks_dir()
+    if folder is None:
+        raise ImportError("the benchmark suites are not installed with lowbit: run `lowbit bench` from a source "
+                          "checkout of lowbit (its benchmarks/ folder), e.g. after `pip install -e .`")
+    if str(folder.parent) not in sys.path:
+        sys.path.insert(0, str(folder.parent))
+    package = importlib.import_module("benchmarks")
+    where = getattr(package, "__file__", None)
+    if where is None or Path(where).resolve().parent != folder:
+        raise ImportError(f"`benchmarks` is imported from {where or package.__path__}, not from lowbit's {folder}: run "
+                          "`lowbit bench` where no other package named benchmarks comes first on the path")
+    try:
+        return importlib.import_module(f"benchmarks.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"benchmarks.{name}":
+            raise
+        raise ImportError(f"the benchmark suite benchmarks.{name} is not available in {folder}") from None

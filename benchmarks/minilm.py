@@ -15,9 +15,10 @@ import os
 import torch
 from torch import nn
 
-from .. import nn as lnn
-from ..quant import QuantConfig
-from ..runtime import BackendConfig
+from lowbit import nn as lnn
+from lowbit.quant import QuantConfig
+from lowbit.runtime import BackendConfig
+
 from .harness import Row, describe_environment, load_average, report, time_fn
 
 RECIPES = {
@@ -32,7 +33,7 @@ MIN_COSINE = {"int4 b64 hqq": 0.95, "int8 per-channel": 0.999, ("int8 per-channe
 
 def _features(model, seq_len: int) -> dict:
     """One sequence of exactly seq_len tokens (a real sentence repeated, then truncated)."""
-    from ..models import SENTENCES
+    from lowbit.models import SENTENCES
 
     text = " ".join(SENTENCES * 8)
     feats = getattr(model, "preprocess", model.tokenize)([text])
@@ -46,14 +47,14 @@ def _linear_bytes(model: nn.Module) -> int:
 
 
 def _kernel(model: nn.Module, m: int) -> str:
-    from ..nn.weight_cache import kernel_for
+    from lowbit.nn.weight_cache import kernel_for
 
     kinds = {kernel_for(mod, "weight", m).value for mod in model.modules() if isinstance(mod, lnn.QuantLinear)}
     return "+".join(sorted(kinds)) or "fp32 F.linear"
 
 
 def _min_cosine(model, ref: torch.Tensor) -> float:
-    from ..models import embed
+    from lowbit.models import embed
 
     return (embed(model) * ref).sum(-1).min().item()
 
@@ -71,10 +72,10 @@ def _best_of_rounds(models: dict, feats: dict, rounds: int) -> dict:
     return best
 
 
-def run(seq_len: int = 128, threads: int = 2, out_dir: str | None = "bench/results", rounds: int = 3) -> list[Row]:
-    """Time every recipe x memory mode against fp32 and save bench/results/minilm_cpu.{md,csv,json}
+def run(seq_len: int = 128, threads: int = 2, out_dir: str | None = "benchmarks/results", rounds: int = 3) -> list[Row]:
+    """Time every recipe x memory mode against fp32 and save benchmarks/results/minilm_cpu.{md,csv,json}
     (minilm_cpu_<threads>t for a thread count other than 2)."""
-    from ..models import embed, load_minilm
+    from lowbit.models import embed, load_minilm
 
     torch.set_num_threads(threads)
     base = load_minilm()
@@ -113,7 +114,7 @@ def run(seq_len: int = 128, threads: int = 2, out_dir: str | None = "bench/resul
              "bytes resident for the Linear layers (float weights, or packed buffers + prepared kernel caches); "
              "'model' adds the float embeddings and norms. speed vs fp32 > 1 means faster.")
     name = "minilm_cpu" if threads == 2 else f"minilm_cpu_{threads}t"
-    from ..kernels.cpu_native import native_variant
+    from lowbit.kernels.cpu_native import native_variant
 
     env = describe_environment("cpu") | {"native": native_variant() or "-", "load_end": f"{load:.2f}"}
     report(name, rows, env, out_dir=out_dir,
@@ -126,20 +127,20 @@ PRECISION_CELLS = (("normal", "normal"), ("low", "high"), ("low", "normal"), ("l
 
 
 def _cosines(model, ref: torch.Tensor) -> tuple[float, float]:
-    from ..models import embed
+    from lowbit.models import embed
 
     c = (embed(model) * ref).sum(-1)
     return c.min().item(), c.mean().item()
 
 
-def run_precision(out_dir: str | None = "bench/results", threads: int = 2) -> list[Row]:
+def run_precision(out_dir: str | None = "benchmarks/results", threads: int = 2) -> list[Row]:
     """Lowest / mean cosine to fp32 over lowbit.models.SENTENCES per recipe at memory Normal and at memory Low with
     each precision (the activation scheme dispatch names), and torch's per-tensor dynamic int8 forced for the 8-bit
     recipe (what precision Low ran before the native kernel took it); saves precision_minilm.{md,csv,json}."""
-    from ..models import embed, load_minilm
-    from ..nn.weight_cache import forced_kernel
-    from ..runtime import Kernel
-    from ..runtime.config import NATIVE_ACTIVATIONS, Precision
+    from lowbit.models import embed, load_minilm
+    from lowbit.nn.weight_cache import forced_kernel
+    from lowbit.runtime import Kernel
+    from lowbit.runtime.config import NATIVE_ACTIVATIONS, Precision
 
     torch.set_num_threads(threads)
     base = load_minilm()
@@ -169,7 +170,7 @@ def run_precision(out_dir: str | None = "bench/results", threads: int = 2) -> li
              "each sentence embedding to fp32's. activations: what the kernel does to the Linear inputs (fp32; "
              "int8/32: int8 with a scale per 32 input channels; int8/row: one scale per row; int8/tensor: torch's "
              "dynamic int8 linear, one scale per call). Accuracy does not depend on the load or the thread count.")
-    from ..kernels.cpu_native import native_variant
+    from lowbit.kernels.cpu_native import native_variant
 
     env = describe_environment("cpu") | {"native": native_variant() or "-"}
     report("precision_minilm", rows, env, out_dir=out_dir, floatfmt=".5f",
@@ -185,7 +186,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the best median is kept")
-    p.add_argument("--out", default="bench/results", help="results folder ('' to print the table only)")
+    p.add_argument("--out", default="benchmarks/results", help="results folder ('' to print the table only)")
     p.add_argument("--precision", action="store_true",
                    help="the accuracy table per precision at memory Low instead of the timings")
     args = p.parse_args(argv)

@@ -5,7 +5,7 @@ The model is built from a LlamaConfig with seeded random weights (no download) a
 both sides load that folder. Timing is interleaved (one generate per model per round, median over rounds) on one
 thread; 'cpu s' is this thread's CPU time, less sensitive to other jobs on a shared machine.
 
-    python -m lowbit.bench.hf [--rounds 7] [--new-tokens 32] [--hidden 512 --layers 6]
+    python -m benchmarks.hf [--rounds 7] [--new-tokens 32] [--hidden 512 --layers 6]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def _timed(model, prompt, new_tokens) -> tuple[float, float, torch.Tensor]:
 
 
 def _weight_bytes(model) -> int:
-    from ..nn.swap import resident_bytes
+    from lowbit.nn.swap import resident_bytes
 
     return resident_bytes(model)
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--vocab", type=int, default=2048)
     p.add_argument("--quick", action="store_true", help="3 rounds, 16 new tokens")
-    p.add_argument("--out", default="bench/results", help="results folder ('' = do not save)")
+    p.add_argument("--out", default="benchmarks/results", help="results folder ('' = do not save)")
     p.add_argument("--name", default="hf_llama_generate_1t")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -1,6 +1,6 @@
-"""Child process of lowbit.bench.convert_memory: one step (convert or load), its peak resident memory as JSON.
+"""Child process of benchmarks.convert_memory: one step (convert or load), its peak resident memory as JSON.
 
-Usage (by the suite): python -m lowbit.bench.convert_memory_child STEP SRC DST LAYERS N K
+Usage (by the suite): python -m benchmarks.convert_memory_child STEP SRC DST LAYERS N K
 After its imports it records VmRSS, runs the step, and prints `RESULT {...}` with VmHWM minus that baseline.
 """
 

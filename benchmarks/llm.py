@@ -15,9 +15,9 @@ llama.cpp (optional, --llama-bench PATH --gguf-dir DIR): `llama-bench -m DIR/<mo
 on the same weights converted with llama.cpp's own converter (see README's LLM section), run right after the
 lowbit rows at the same threads.
 
-Usage: python -m lowbit.bench.llm [--model small|1b] [--threads 1 2] [--decode 32 256] [--prefill 128 512]
+Usage: python -m benchmarks.llm [--model small|1b] [--threads 1 2] [--decode 32 256] [--prefill 128 512]
 [--rows fp32 bf16 int4-b32 int4-b64 int4-b128 int8] [--reps 3] [--quick] (or `lowbit bench llm ...`).
-Writes bench/results/llm_<model>.{md,csv,json}.
+Writes benchmarks/results/llm_<model>.{md,csv,json}.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lowbit.bench.harness import Row, describe_environment, load_average, report
+from .harness import Row, describe_environment, load_average, report
 
 MODELS = {
     "small": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=12,
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--save-model", default=None, metavar="DIR",
                    help="also save the random model as an HF folder (for llama.cpp's convert_hf_to_gguf.py)")
     p.add_argument("--name", default=None, help="results file name (default llm_<model>)")
-    p.add_argument("--out", default="bench/results")
+    p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     if args.quick:
         args.decode, args.prefill, args.threads, args.reps = [32], [128], [1], 1

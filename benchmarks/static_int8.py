@@ -4,7 +4,7 @@ small conv classifier at batch 1 (fp32 / torch dynamic int8 / lowbit static int8
 The machine may be shared: methods are timed interleaved (one call of each per round, rounds repeated) so that
 load changes hit every method alike, single-threaded by default, with the 1-minute load average recorded before
 and after, wall and CPU time both. Outputs are checked against their float64 reference and fp32 (SQNR floor)
-before timing. Results: bench/results/static_int8*.
+before timing. Results: benchmarks/results/static_int8*.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _dynamic(module: nn.Module) -> nn.Module:
 
 def _check_exact(layer, x: torch.Tensor, y: torch.Tensor) -> float:
     """Max relative error of a static Linear's output against its integer math in float64 (codes, scales, bias)."""
-    from ..quant.static_int8 import int8_codes, quantize_symmetric
+    from lowbit.quant.static_int8 import int8_codes, quantize_symmetric
 
     qw = layer.quantized_weight("weight")
     xq = quantize_symmetric(x.float(), layer.input_scale, layer.input_clamp).double()
@@ -71,8 +71,8 @@ def _rows(case: str, m: int, wall: dict, cpu: dict, extra: dict) -> list[Row]:
 
 
 def linear_rows(k: int, n: int, ms, rounds: int) -> list[Row]:
-    from ..kernels import cpu_static_int8 as native
-    from ..static import StaticConfig, quantize_static
+    from lowbit.kernels import cpu_static_int8 as native
+    from lowbit.static import StaticConfig, quantize_static
 
     torch.manual_seed(0)
     lin = nn.Linear(k, n).eval()
@@ -127,9 +127,9 @@ class ConvNet(nn.Module):
 def conv_rows(rounds: int) -> list[Row]:
     import copy
 
-    from ..nn.weight_cache import override_capabilities
-    from ..runtime import Capabilities
-    from ..static import StaticConfig, quantize_static
+    from lowbit.nn.weight_cache import override_capabilities
+    from lowbit.runtime import Capabilities
+    from lowbit.static import StaticConfig, quantize_static
 
     torch.manual_seed(0)
     model = ConvNet().eval()
@@ -172,9 +172,9 @@ def minilm_rows(samples: int, settings=MINILM_SETTINGS) -> list[Row]:
     """MiniLM static int8: calibration time and embedding cosine to fp32 on lowbit.models.SENTENCES."""
     import copy
 
-    from ..calib import minilm_calibration
-    from ..models import embed, load_minilm
-    from ..static import StaticConfig, quantize_static
+    from lowbit.calib import minilm_calibration
+    from lowbit.models import embed, load_minilm
+    from lowbit.static import StaticConfig, quantize_static
 
     base = load_minilm()
     ref = embed(base)
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--quick", action="store_true", help="M = 32, 128 only, fewer rounds")
-    p.add_argument("--out", default="bench/results", help="results folder ('' = do not save)")
+    p.add_argument("--out", default="benchmarks/results", help="results folder ('' = do not save)")
     p.add_argument("--name", default=None)
     p.add_argument("--minilm", type=int, default=0, metavar="N",
                    help="instead: MiniLM static int8 accuracy with N calibration sentences")

@@ -3,7 +3,7 @@
 # working tree, run the whole test suite with real Triton (no interpreter), then the GPU GEMM benchmark (gemlite
 # beside it when it imports). Log, environment and tables land in one folder: $1, else $OUT (the device tool's),
 # else gpu_check_out/. Budget: under 8 minutes (suite <= 330 s, benchmark <= 120 s).
-#   device run:  bash bench/gpu_check.sh            (then copy $OUT/* to bench/results/gpu_<date>/)
+#   device run:  bash benchmarks/gpu_check.sh            (then copy $OUT/* to benchmarks/results/gpu_<date>/)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 dest=${1:-${OUT:-gpu_check_out}}
@@ -24,7 +24,7 @@ export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 
 timeout 330 "$py" -m pytest -q -p no:cacheprovider -o addopts="" --junitxml="$dest/suite.xml" > "$dest/suite.log" 2>&1
 suite=$?
-timeout 120 "$py" -m lowbit.bench.gemm_gpu --quick --out "$dest" > "$dest/bench.log" 2>&1
+timeout 120 "$py" -m benchmarks.gemm_gpu --quick --out "$dest" > "$dest/bench.log" 2>&1
 bench=$?
 tail -3 "$dest/suite.log"
 tail -25 "$dest/bench.log"

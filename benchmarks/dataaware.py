@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from ..quant import QuantConfig
+from lowbit.quant import QuantConfig
+
 from .harness import Row, describe_environment, load_average, report
 
 GPTQ_BEST = dict(method="gptq", gptq_act_order=True, gptq_scales="clip")
@@ -37,8 +38,7 @@ SWEEP_SIZES = (128, 256, 512, 1000)
 
 def _row(label, bits, block, fields, model, ref, cal) -> Row:
     import lowbit
-
-    from ..models import embed
+    from lowbit.models import embed
 
     cfg = QuantConfig(bits=bits, block_size=block, **fields)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -56,11 +56,11 @@ def _row(label, bits, block, fields, model, ref, cal) -> Row:
     })
 
 
-def sweep(sizes=SWEEP_SIZES, recipes=SWEEP_RECIPES, threads: int = 2, out_dir: str | None = "bench/results"):
-    """GPTQ against the number of calibration sentences; saves bench/results/dataaware_minilm_calib_sweep."""
-    from ..calib import minilm_calibration
-    from ..calib.sentences import CALIBRATION_SENTENCES
-    from ..models import SENTENCES, embed, load_minilm
+def sweep(sizes=SWEEP_SIZES, recipes=SWEEP_RECIPES, threads: int = 2, out_dir: str | None = "benchmarks/results"):
+    """GPTQ against the number of calibration sentences; saves benchmarks/results/dataaware_minilm_calib_sweep."""
+    from lowbit.calib import minilm_calibration
+    from lowbit.calib.sentences import CALIBRATION_SENTENCES
+    from lowbit.models import SENTENCES, embed, load_minilm
 
     torch.set_num_threads(threads)
     model = load_minilm()
@@ -91,13 +91,12 @@ KEPT_FLOAT = [("nothing", ()), ("query/key/value", (_LAYER + "*.attention.self.*
               *[(f"transformer layer {i}", (f"{_LAYER}{i}",)) for i in range(6)]]
 
 
-def where_error(n_calib: int = 256, threads: int = 2, out_dir: str | None = "bench/results") -> list[Row]:
+def where_error(n_calib: int = 256, threads: int = 2, out_dir: str | None = "benchmarks/results") -> list[Row]:
     """Where int4 GPTQ's output error comes from: the same quantization with one kind of layer (or one transformer
-    layer) kept float; saves bench/results/dataaware_minilm_where_<threads>t."""
+    layer) kept float; saves benchmarks/results/dataaware_minilm_where_<threads>t."""
     import lowbit
-
-    from ..calib import minilm_calibration
-    from ..models import SENTENCES, embed, load_minilm
+    from lowbit.calib import minilm_calibration
+    from lowbit.models import SENTENCES, embed, load_minilm
 
     torch.set_num_threads(threads)
     model = load_minilm()
@@ -118,10 +117,10 @@ def where_error(n_calib: int = 256, threads: int = 2, out_dir: str | None = "ben
     return rows
 
 
-def run(recipes=RECIPES, n_calib: int = 128, threads: int = 2, out_dir: str | None = "bench/results") -> list[Row]:
-    """Every recipe; saves bench/results/dataaware_minilm.{md,csv,json} (dataaware_minilm_<threads>t otherwise)."""
-    from ..calib import minilm_calibration
-    from ..models import SENTENCES, embed, load_minilm
+def run(recipes=RECIPES, n_calib: int = 128, threads: int = 2, out_dir: str | None = "benchmarks/results") -> list[Row]:
+    """Every recipe; saves benchmarks/results/dataaware_minilm.{md,csv,json} (dataaware_minilm_<threads>t otherwise)."""
+    from lowbit.calib import minilm_calibration
+    from lowbit.models import SENTENCES, embed, load_minilm
 
     torch.set_num_threads(threads)
     model = load_minilm()
@@ -152,7 +151,7 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", action="store_true", help="GPTQ at 128/256/512/1000 calibration sentences instead")
     p.add_argument("--where", action="store_true", help="int4 GPTQ with one kind of layer kept float instead")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", default="bench/results", help="results folder ('' to skip saving)")
+    p.add_argument("--out", default="benchmarks/results", help="results folder ('' to skip saving)")
     args = p.parse_args(argv)
     if args.sweep:
         sweep(threads=args.threads, out_dir=args.out or None)

@@ -4,9 +4,9 @@ Each measurement runs in a fresh Python process: after its imports it records Vm
 VmHWM (peak resident set) minus that baseline. Target (issue 6): convert < 400 MB extra for a 1 GB checkpoint,
 and loading an external-data checkpoint stays near its largest tensor.
 
-Usage: python -m lowbit.bench.convert_memory [--dir /tmp/lowbit-convert-bench] [--layers 24] [--keep]
-(or `lowbit bench convert_memory ...`). The child is lowbit.bench.convert_memory_child.
-Writes bench/results/convert_memory.{md,csv,json}.
+Usage: python -m benchmarks.convert_memory [--dir /tmp/lowbit-convert-bench] [--layers 24] [--keep]
+(or `lowbit bench convert_memory ...`). The child is benchmarks.convert_memory_child.
+Writes benchmarks/results/convert_memory.{md,csv,json}.
 """
 
 import argparse
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from lowbit.bench.harness import Row, describe_environment, report
+from .harness import Row, describe_environment, report
 
 N, K = 4096, 2560  # one layer: 40 MiB of float32; 24 layers + a small embedding = 1.0 GiB
 
@@ -37,7 +37,7 @@ def make_source(path: Path, layers: int) -> int:
 
 
 def run_child(step: str, src: Path, dst: Path, layers: int) -> dict:
-    cmd = [sys.executable, "-m", "lowbit.bench.convert_memory_child", step, str(src), str(dst), str(layers),
+    cmd = [sys.executable, "-m", "benchmarks.convert_memory_child", step, str(src), str(dst), str(layers),
            str(N), str(K)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     p.add_argument("--dir", default="/tmp/lowbit-convert-bench", help="scratch directory for the 1 GB files")
     p.add_argument("--layers", type=int, default=24)
     p.add_argument("--keep", action="store_true", help="keep the scratch files")
-    p.add_argument("--out", default="bench/results")
+    p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
     scratch = Path(args.dir)
     scratch.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from ..nn import QuantLinear
-from ..quant import QuantConfig, quantize_weight
-from ..runtime import BackendConfig
+from lowbit.nn import QuantLinear
+from lowbit.quant import QuantConfig, quantize_weight
+from lowbit.runtime import BackendConfig
+
 from .gemm_cpu import Method, _baselines, _load, _native_variant
 from .harness import Row, Timing, describe_environment, report, time_fn
 
@@ -190,16 +191,16 @@ def run_suite(shapes=SHAPES, ms=MS, rounds: int = 5, seed: int = 0) -> list[Row]
 
 
 def main(argv: list[str] | None = None) -> list[Row] | int:
-    """CLI: `python -m lowbit.bench.mnn [--quick] [--out DIR]` (saves bench/results/mnn_cpu_1t.*)."""
+    """CLI: `python -m benchmarks.mnn [--quick] [--out DIR]` (saves benchmarks/results/mnn_cpu_1t.*)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="4096x4096 only")
-    p.add_argument("--out", default="bench/results", help="directory for <name>.{md,csv,json}; '' to not save")
+    p.add_argument("--out", default="benchmarks/results", help="directory for <name>.{md,csv,json}; '' to not save")
     p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds; each method keeps its best")
     p.add_argument("--name", default="mnn_cpu_1t", help="results file stem")
     args, _ = p.parse_known_args(argv)
     version = mnn_version()
     if version is None:
-        print("lowbit.bench.mnn: MNN is not installed (pip install 'lowbit[mnn]'); nothing to compare, skipping.")
+        print("benchmarks.mnn: MNN is not installed (pip install 'lowbit[mnn]'); nothing to compare, skipping.")
         return 0
     torch.set_num_threads(1)  # CLI only: the comparison is single-threaded on both sides
     env = describe_environment("cpu") | {"MNN": version, "native": _native_variant(), "clock": "wall",

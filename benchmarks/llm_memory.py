@@ -6,8 +6,8 @@ resident set (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) and its resident set 
 grows with the block and the calibration activations, not with the number of blocks. The last row quantizes the
 largest model again under an address-space limit (RLIMIT_AS, as `prlimit --as`) smaller than its bf16 weights.
 
-Usage: python -m lowbit.bench.llm_memory [--dir /tmp/lowbit-llm-memory] [--items 8] [--seq-len 128] [--quick]
-(or `lowbit bench llm_memory ...`). Writes bench/results/llm_memory.{md,csv,json}.
+Usage: python -m benchmarks.llm_memory [--dir /tmp/lowbit-llm-memory] [--items 8] [--seq-len 128] [--quick]
+(or `lowbit bench llm_memory ...`). Writes benchmarks/results/llm_memory.{md,csv,json}.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from lowbit.bench.harness import Row, describe_environment, load_average, report
+from .harness import Row, describe_environment, load_average, report
 
 # (name, hidden, intermediate, layers, heads, kv heads, vocab): one block shape at three depths, quantized with GPTQ
 SIZES = (("h256-L4", 256, 704, 4, 4, 2, 1000), ("h256-L16", 256, 704, 16, 4, 2, 1000),
@@ -105,7 +105,7 @@ def child(folder: str, out: str, items: int, seq_len: int, as_limit: int, method
 
 def run_child(folder: Path, out: Path, items: int, seq_len: int, as_limit: int = 0, threads: int = 1,
               method: str = "gptq") -> dict:
-    cmd = [sys.executable, "-m", "lowbit.bench.llm_memory", "--child", str(folder), str(out), "--items", str(items),
+    cmd = [sys.executable, "-m", "benchmarks.llm_memory", "--child", str(folder), str(out), "--items", str(items),
            "--seq-len", str(seq_len), "--as-limit", str(as_limit), "--method", method]
     # one thread: on a loaded machine a 2-thread pool spins; a fixed mmap threshold: glibc's dynamic one lets the
     # heap keep freed blocks (address space +200 MB per 24 blocks of h512, flat with it)
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
                    help="the limited run's RLIMIT_AS as a fraction of the largest model's bf16 bytes")
     p.add_argument("--limited-only", action="store_true", help="only the largest model, without and with the limit")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the quantizing process (default 1)")
-    p.add_argument("--out", default="bench/results")
+    p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--child", nargs=2, metavar=("FOLDER", "OUT"), help=argparse.SUPPRESS)
     p.add_argument("--as-limit", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--method", default="gptq", help=argparse.SUPPRESS)

@@ -1,11 +1,11 @@
 """Conv nets on the CPU: torch fp32 / torch dynamic int8 / lowbit int8 and int4 at memory Normal, Low and High /
-lowbit static INT8, on resnet18-, mobilenet_v2- and mobilenet_v3_small-shaped models (lowbit.bench.convnet_models)
+lowbit static INT8, on resnet18-, mobilenet_v2- and mobilenet_v3_small-shaped models (benchmarks.convnet_models)
 and the conv + BiLSTM test model (tests/seqnet.py, when the source tree is at hand), timed interleaved in one run.
 
 Per (model, batch, threads) every method runs once per round (rounds repeated; medians), so load changes hit all
 alike; with --threads 1 the process is pinned to one core. Each output is compared with fp32's (SQNR) before
 timing; "float copies" counts the quantized convs that run a float copy of their weight at that memory mode
-(dispatch.select_conv). Results: bench/results/convnet*.md.
+(dispatch.select_conv). Results: benchmarks/results/convnet*.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ MEMORIES = ("normal", "low", "high")
 
 
 def _seqnet() -> nn.Module | None:
-    path = Path(__file__).resolve().parents[2] / "tests" / "seqnet.py"
+    path = Path(__file__).resolve().parents[1] / "tests" / "seqnet.py"
     if not path.is_file():
         return None
     spec = importlib.util.spec_from_file_location("lowbit_bench_seqnet", path)
@@ -50,9 +50,9 @@ def model_and_input(name: str, batch: int) -> tuple[nn.Module, torch.Tensor]:
 
 def float_copies(model: nn.Module) -> int:
     """Quantized convs holding a float copy of their weight (DENSE prepared)."""
-    from ..nn import QuantConv1d, QuantConv2d
-    from ..nn.weight_cache import cached
-    from ..runtime import Kernel
+    from lowbit.nn import QuantConv1d, QuantConv2d
+    from lowbit.nn.weight_cache import cached
+    from lowbit.runtime import Kernel
 
     n = 0
     for m in model.modules():
@@ -63,9 +63,9 @@ def float_copies(model: nn.Module) -> int:
 
 
 def methods(model: nn.Module, x: torch.Tensor, static: bool) -> dict[str, nn.Module]:
-    from ..nn import quantize
-    from ..quant import QuantConfig
-    from ..runtime import BackendConfig
+    from lowbit.nn import quantize
+    from lowbit.quant import QuantConfig
+    from lowbit.runtime import BackendConfig
 
     out = {"torch fp32": model, "torch dynamic int8": _dynamic(copy.deepcopy(model))}
     for label, bits, block in LOWBIT:
@@ -73,7 +73,7 @@ def methods(model: nn.Module, x: torch.Tensor, static: bool) -> dict[str, nn.Mod
             out[f"lowbit {label} {memory}"] = quantize(copy.deepcopy(model), QuantConfig(bits=bits, block_size=block),
                                                       backend=BackendConfig(memory))
     if static:
-        from ..static import StaticConfig, quantize_static
+        from lowbit.static import StaticConfig, quantize_static
 
         cal = [torch.randn_like(x[:1]) for _ in range(8)]
         out["lowbit static INT8"] = quantize_static(copy.deepcopy(model), cal, StaticConfig(), progress=False)
@@ -144,7 +144,7 @@ def main(argv=None):
     p.add_argument("--threads", default="1")
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--quick", action="store_true", help="mobilenet_v3_small only, 3 rounds")
-    p.add_argument("--out", default="bench/results")
+    p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default="convnet")
     p.add_argument("--peers", action="store_true", help="MNN at Memory_Low beside (needs the mnn extra)")
     args = p.parse_args(argv)

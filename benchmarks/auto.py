@@ -5,7 +5,7 @@ sentence embedding. Evaluation (not the tuning data): the lowest and mean embedd
 lowbit.models.SENTENCES and over the calibration sentences not used for tuning. Rows: uniform int4 / int3 block 64
 HQQ and GPTQ, the plan at HQQ's size, the smallest plan at uniform int4 HQQ's measured tuning error, and the plan at
 3.0 bits per weight. Times: tuning with a cold sensitivity cache (a fresh cache folder) and again with it warm.
-`--fit-check`: the anchors fit against every measured candidate (bench/results/auto_minilm_fit.md).
+`--fit-check`: the anchors fit against every measured candidate (benchmarks/results/auto_minilm_fit.md).
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-from ..quant import QuantConfig
+from lowbit.quant import QuantConfig
+
 from .harness import Row, describe_environment, load_average, report
 
 
 def _evaluate(q, ref: dict, sentences: dict) -> dict:
-    from ..models import embed
+    from lowbit.models import embed
 
     out = {}
     for name, s in sentences.items():
@@ -41,8 +42,8 @@ def _row(label, q, nbytes, float_bytes, ref, sentences, **extra) -> Row:
 
 
 def _tune(model, data, cache, mode, candidates, calibration, **target):
-    from ..auto import auto_quantize
-    from ..auto.minilm import OUTPUT
+    from lowbit.auto import auto_quantize
+    from lowbit.auto.minilm import OUTPUT
 
     t0, c0 = time.perf_counter(), time.process_time()
     plan = auto_quantize(model, data, output=OUTPUT, progress=False, mode=mode, cache=cache, candidates=candidates,
@@ -50,20 +51,19 @@ def _tune(model, data, cache, mode, candidates, calibration, **target):
     return plan, time.perf_counter() - t0, time.process_time() - c0
 
 
-def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results", mode: str = "anchors",
+def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "benchmarks/results", mode: str = "anchors",
         n_held_out: int = 256, methods: tuple[str, ...] = ("hqq",), n_fit: int | None = None):
     """n_fit: fit GPTQ candidates (and the uniform GPTQ row) on that many other calibration sentences
     (auto_quantize's calibration=) instead of half the tuning items."""
     import lowbit
-
-    from ..auto import default_candidates
-    from ..auto.fakequant import run_outputs
-    from ..auto.metrics import as_metric
-    from ..auto.minilm import OUTPUT
-    from ..auto.sensitivity import CLIP_BITS
-    from ..calib import minilm_calibration
-    from ..calib.minilm import pick_sentences, sentence_batches
-    from ..models import SENTENCES, embed, load_minilm
+    from lowbit.auto import default_candidates
+    from lowbit.auto.fakequant import run_outputs
+    from lowbit.auto.metrics import as_metric
+    from lowbit.auto.minilm import OUTPUT
+    from lowbit.auto.sensitivity import CLIP_BITS
+    from lowbit.calib import minilm_calibration
+    from lowbit.calib.minilm import pick_sentences, sentence_batches
+    from lowbit.models import SENTENCES, embed, load_minilm
 
     torch.set_num_threads(threads)
     model = load_minilm()
@@ -135,15 +135,15 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
     return rows
 
 
-def fit_check(n_tune: int = 32, threads: int = 2, out_dir: str | None = "bench/results"):
+def fit_check(n_tune: int = 32, threads: int = 2, out_dir: str | None = "benchmarks/results"):
     """The "anchors" mode checked on every MiniLM layer: every candidate measured ("all"), and the error the
     anchors' fit gives at each non-anchor candidate compared with the measured one (ratio fitted / measured)."""
-    from ..auto import default_candidates
-    from ..auto.fakequant import run_outputs
-    from ..auto.metrics import BUILTIN, as_metric
-    from ..auto.minilm import OUTPUT, minilm_tuning_data
-    from ..auto.sensitivity import _anchor_keys, _fit, candidate_key, candidate_label, measure, quantizable_layers
-    from ..models import load_minilm
+    from lowbit.auto import default_candidates
+    from lowbit.auto.fakequant import run_outputs
+    from lowbit.auto.metrics import BUILTIN, as_metric
+    from lowbit.auto.minilm import OUTPUT, minilm_tuning_data
+    from lowbit.auto.sensitivity import _anchor_keys, _fit, candidate_key, candidate_label, measure, quantizable_layers
+    from lowbit.models import load_minilm
 
     torch.set_num_threads(threads)
     model = load_minilm().eval()
@@ -196,7 +196,7 @@ def main(argv=None) -> int:
                    "results' name)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--mode", default="anchors", choices=("anchors", "all"), help="sensitivity mode")
-    p.add_argument("--out", default="bench/results", help="results folder ('' to skip saving)")
+    p.add_argument("--out", default="benchmarks/results", help="results folder ('' to skip saving)")
     p.add_argument("--held-out", type=int, default=256, help="held-out calibration sentences (default 256)")
     p.add_argument("--methods", default="hqq", help="candidate methods, comma-separated (default hqq; hqq,gptq "
                    "writes auto_minilm_gptq)")

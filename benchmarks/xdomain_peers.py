@@ -1,4 +1,4 @@
-"""Peer packages in the cross-domain bench (lowbit.bench.xdomain): each one's own algorithm on the same MiniLM weights,
+"""Peer packages in the cross-domain bench (benchmarks.xdomain): each one's own algorithm on the same MiniLM weights,
 bits, block and calibration sentences, judged the same way (the `peers` extra installs them).
 
   llm-compressor GPTQ: `oneshot` with a GPTQModifier (its defaults: act-order "static", damping 0.01), asymmetric int
@@ -93,7 +93,7 @@ def llmcompressor_gptq(setup: Setup, bits: int, sentences, batch: int) -> object
     from llmcompressor import oneshot
     from llmcompressor.modifiers.quantization import GPTQModifier
 
-    from ..calib.texts import padded_batches
+    from lowbit.calib.texts import padded_batches
 
     q = copy.deepcopy(setup.model)
     batches = [item.args[0] for item in padded_batches(q.tokenizer, sentences, batch)]

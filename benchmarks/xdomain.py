@@ -7,7 +7,7 @@ Calibration (128 sentences each, in `tokenizer(batch, padding=True)` batches of 
   lowbit.models.SENTENCES ("readme") and the hand-written varied set ("varied"); nothing here is tuned on either.
 Each lowbit model is quantized once and judged at memory Normal and Low (`lowbit.set_backend`). The "worst" column
 is the lowest cosine over every cell of the row; the second table gives each method's worst over all rows, which
-is what defaults should be chosen by. Peers (lowbit.bench.xdomain_peers) give dequantized float weights: they have
+is what defaults should be chosen by. Peers (benchmarks.xdomain_peers) give dequantized float weights: they have
 memory Normal cells only, and a row that cannot run here says why.
 """
 
@@ -61,9 +61,9 @@ class Setup:
 
 def build_setup(n_calib: int = 128, n_eval: int | None = None) -> Setup:
     """MiniLM, the evaluation sets (first `n_eval` of each when given) and `n_calib` calibration sentences per kind."""
-    from ..calib.minilm import pick_sentences
-    from ..calib.texts import spread, text_set
-    from ..models import SENTENCES, embed, load_minilm
+    from lowbit.calib.minilm import pick_sentences
+    from lowbit.calib.texts import spread, text_set
+    from lowbit.models import SENTENCES, embed, load_minilm
 
     model = load_minilm()
     evals = {"readme": list(SENTENCES), "varied": list(text_set("heldout_varied"))}
@@ -76,7 +76,7 @@ def build_setup(n_calib: int = 128, n_eval: int | None = None) -> Setup:
 
 def cosines(model, setup: Setup) -> dict[str, tuple[float, float]]:
     """{eval set: (lowest, mean)} cosine of `model`'s embeddings to fp32's."""
-    from ..models import embed
+    from lowbit.models import embed
 
     out = {}
     for name, sentences in setup.evals.items():
@@ -116,9 +116,8 @@ def make_row(method: str, bits: int, calibration: str, cells: dict, seconds: flo
 def lowbit_rows(recipe: Recipe, setup: Setup, batch: int = BATCH) -> Iterator[Row]:
     """The recipe once without data, or once per calibration kind; each model judged at memory Normal and Low."""
     import lowbit
-
-    from ..calib.texts import padded_batches
-    from ..quant import QuantConfig
+    from lowbit.calib.texts import padded_batches
+    from lowbit.quant import QuantConfig
 
     cfg = QuantConfig(bits=recipe.bits, block_size=BLOCK, **recipe.fields)
     kinds = list(setup.calibrations) if cfg.data_aware else ["none"]
@@ -156,7 +155,7 @@ def worst_table(rows: list[Row]) -> list[Row]:
 
 
 def run(recipes=RECIPES, peers: bool = True, n_calib: int = 128, n_eval: int | None = None, threads: int = 1,
-        batch: int = BATCH, out_dir: str | None = "bench/results", name: str = "xdomain_minilm",
+        batch: int = BATCH, out_dir: str | None = "benchmarks/results", name: str = "xdomain_minilm",
         setup: Setup | None = None, peers_only: bool = False) -> list[Row]:
     """Every recipe and peer, int4 before int3; saves <name>.{md,csv,json} and <name>_worst.* unless out_dir is None
     (after every row too, marked unfinished, so a long run that is stopped keeps what it measured).
@@ -206,7 +205,7 @@ def _save(rows, setup: Setup, threads: int, batch: int, seconds: float, out_dir,
                floatfmt=".4f")
 
 
-def merge(parts: list[str], out_dir: str = "bench/results", name: str = "xdomain_minilm") -> list[Row]:
+def merge(parts: list[str], out_dir: str = "benchmarks/results", name: str = "xdomain_minilm") -> list[Row]:
     """One table (and its worst-cell table) from runs split with --bits / --peers-only, read from their saved JSON:
     rows in the order of `parts`, the first of each (method, bits, calibration) kept; the notes keep each part's."""
     import json
@@ -257,10 +256,10 @@ def main(argv=None) -> int:
     p.add_argument("--name", default="xdomain_minilm", help="results file name (default xdomain_minilm)")
     p.add_argument("--merge", nargs="+", metavar="PART", help="merge saved runs (result names) into --name instead")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default="bench/results", help="results folder ('' to skip saving)")
+    p.add_argument("--out", default="benchmarks/results", help="results folder ('' to skip saving)")
     args = p.parse_args(argv)
     if args.merge:
-        merge(args.merge, args.out or "bench/results", args.name)
+        merge(args.merge, args.out or "benchmarks/results", args.name)
         return 0
     recipes = [r for r in (QUICK if args.quick else RECIPES) if args.bits is None or r.bits in args.bits]
     if not recipes:

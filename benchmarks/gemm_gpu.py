@@ -4,7 +4,7 @@ Recipes: A16W4 block 128, A16W2 block 64, A16W8 per channel (weight-only, fp16 a
 A8W4 block 128 (dynamic int8 activations, M >= 16 only). Shapes: 8192x8192 at M in {1, 16, 1024, 4096}, the issue's
 4096x4096, 11008x4096, 4096x11008 and MiniLM's 384x384, 1536x384, 384x1536 at M in {1, 8, 32, 128, 512}. Every
 lowbit point is checked against the float reference before it is timed (a mismatch stops the run). Writes
-bench/results/gemm_gpu.{md,csv,json}. Needs CUDA.
+benchmarks/results/gemm_gpu.{md,csv,json}. Needs CUDA.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..quant import QuantConfig, quantize_weight
+from lowbit.quant import QuantConfig, quantize_weight
+
 from .harness import Row, describe_environment, report, time_fn
 
 BIG = ((8192, 8192),)
@@ -45,9 +46,9 @@ RECIPES = (Recipe("A16W4 g128", 4, 128), Recipe("A16W2 g64", 2, 64), Recipe("A16
 
 
 def _kernel_for(recipe: Recipe, m: int) -> tuple[str, Callable]:
-    from ..kernels.triton_gemm import gemm_a16w
-    from ..kernels.triton_gemv import gemv_a16w
-    from ..kernels.triton_int8 import gemm_a8w
+    from lowbit.kernels.triton_gemm import gemm_a16w
+    from lowbit.kernels.triton_gemv import gemv_a16w
+    from lowbit.kernels.triton_int8 import gemm_a8w
 
     if recipe.int8_activations:
         return "triton_a8w", gemm_a8w
@@ -104,7 +105,7 @@ def _weight_bytes(cw) -> int:  # the prepared weight: packed words + scale/zero 
 def bench_point(n: int, k: int, m: int, recipe: Recipe, w: torch.Tensor, prepared: dict, rows: list,
                 notes: set) -> None:
     """Check, then time lowbit, fp16 F.linear and gemlite for one (shape, M, recipe); appends one Row."""
-    from ..kernels.triton_common import prepare_triton
+    from lowbit.kernels.triton_common import prepare_triton
 
     dev = w.device
     key = (n, k, recipe.bits, recipe.block)
@@ -144,7 +145,7 @@ def bench_point(n: int, k: int, m: int, recipe: Recipe, w: torch.Tensor, prepare
     rows.append(Row(row))
 
 
-def run(out_dir="bench/results", quick: bool = False) -> list[Row]:
+def run(out_dir="benchmarks/results", quick: bool = False) -> list[Row]:
     """Run the suite on the current CUDA device; quick=True keeps only 8192x8192 (the targets)."""
     if not torch.cuda.is_available():
         raise RuntimeError("the GPU GEMM benchmark needs a CUDA device (torch.cuda.is_available() is False)")
@@ -174,7 +175,7 @@ def run(out_dir="bench/results", quick: bool = False) -> list[Row]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out", default="bench/results", help="results folder ('' to skip saving)")
+    p.add_argument("--out", default="benchmarks/results", help="results folder ('' to skip saving)")
     p.add_argument("--quick", action="store_true", help="only the 8192x8192 target shapes")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():

@@ -7,7 +7,8 @@ import time
 
 import torch
 
-from ..quant import QuantConfig, quantize_weight
+from lowbit.quant import QuantConfig, quantize_weight
+
 from .harness import Row, describe_environment, report
 
 
@@ -15,7 +16,7 @@ def minilm_linear_weights() -> dict[str, torch.Tensor]:
     """Every Linear weight of the bundled MiniLM (37 matrices, 10.8M parameters)."""
     from safetensors.torch import load_file
 
-    from ..models import minilm_path
+    from lowbit.models import minilm_path
 
     state = load_file(str(minilm_path() / "model.safetensors"))
     return {k: v for k, v in state.items() if k.endswith(".weight") and v.dim() == 2 and "embeddings" not in k}
@@ -32,7 +33,7 @@ def _mean_rel_error(weights, packed) -> float:
     return sum(errs) / len(errs)
 
 
-def run(bits_list=(2, 3, 4, 8), block: int = 64, out_dir="bench/results") -> list[Row]:
+def run(bits_list=(2, 3, 4, 8), block: int = 64, out_dir="benchmarks/results") -> list[Row]:
     weights = minilm_linear_weights()
     rows = []
     for bits in bits_list:
@@ -54,7 +55,7 @@ def run(bits_list=(2, 3, 4, 8), block: int = 64, out_dir="bench/results") -> lis
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out", default="bench/results", help="results folder ('' to skip saving)")
+    p.add_argument("--out", default="benchmarks/results", help="results folder ('' to skip saving)")
     args = p.parse_args(argv)
     run(out_dir=args.out or None)
     return 0

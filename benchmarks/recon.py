@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from ..quant import QuantConfig
+from lowbit.quant import QuantConfig
+
 from .harness import Row, describe_environment, load_average, report
 
 GPTQ = dict(method="gptq", gptq_act_order=True)
@@ -35,8 +36,7 @@ def _peak_mib() -> float:
 
 def _row(label, bits, block, fields, model, ref, cal, steps) -> Row:
     import lowbit
-
-    from ..models import embed
+    from lowbit.models import embed
 
     extra = {"recon_steps": steps} if steps and fields.get("method") == "recon" else {}
     cfg = QuantConfig(bits=bits, block_size=block, **fields, **extra)
@@ -54,10 +54,10 @@ def _row(label, bits, block, fields, model, ref, cal, steps) -> Row:
 
 
 def run(recipes=RECIPES, n_calib: int = 256, threads: int = 2, steps: int | None = None,
-        out_dir: str | None = "bench/results", name: str = "recon_minilm") -> list[Row]:
-    """Every recipe; saves bench/results/<name>.{md,csv,json}."""
-    from ..calib import minilm_calibration
-    from ..models import SENTENCES, embed, load_minilm
+        out_dir: str | None = "benchmarks/results", name: str = "recon_minilm") -> list[Row]:
+    """Every recipe; saves benchmarks/results/<name>.{md,csv,json}."""
+    from lowbit.calib import minilm_calibration
+    from lowbit.models import SENTENCES, embed, load_minilm
 
     torch.set_num_threads(threads)
     model = load_minilm()
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     p.add_argument("--calib", type=int, default=256, help="calibration sentences (default 256)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=None, help="recon steps per block (default: the config's)")
-    p.add_argument("--out", default="bench/results", help="results folder ('' to skip saving)")
+    p.add_argument("--out", default="benchmarks/results", help="results folder ('' to skip saving)")
     p.add_argument("--name", default="recon_minilm", help="results file name")
     args = p.parse_args(argv)
     run(QUICK if args.quick else RECIPES, args.calib, args.threads, args.steps, args.out or None, args.name)

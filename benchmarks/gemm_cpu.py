@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..kernels.cpu_int4 import impl_unsupported_reason, linear_int4_cpu, prepare_int4_cpu
-from ..kernels.cpu_int8 import linear_int8_dynamic, prepare_int8_dynamic
-from ..quant import QuantConfig, quantize_weight
+from lowbit.kernels.cpu_int4 import impl_unsupported_reason, linear_int4_cpu, prepare_int4_cpu
+from lowbit.kernels.cpu_int8 import linear_int8_dynamic, prepare_int8_dynamic
+from lowbit.quant import QuantConfig, quantize_weight
+
 from .harness import Row, Timing, describe_environment, report, time_fn
 
 SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096), (384, 384), (384, 1536), (1536, 384))
@@ -93,21 +94,10 @@ def _check(shape, m: int, meth: Method, x: torch.Tensor, ref: torch.Tensor) -> f
     return sqnr
 
 
-def time_cpu(fn, warmup: int = 2, min_time_s: float = 0.06, max_reps: int = 40) -> Timing:
-    """Like harness.time_fn but on the calling thread's CPU clock: immune to preemption by other processes, and
-    meaningful only when the work runs on this thread (torch.set_num_threads(1), native num_threads=1)."""
-    for _ in range(warmup):
-        fn()
-    t0 = time.thread_time()
-    fn()
-    reps = int(min(max_reps, max(5, min_time_s / max(time.thread_time() - t0, 1e-6))))
-    samples = []
-    for _ in range(reps):
-        t0 = time.thread_time()
-        fn()
-        samples.append((time.thread_time() - t0) * 1e3)
-    q = statistics.quantiles(samples, n=5)
-    return Timing(statistics.median(samples), q[0], q[3], reps)
+def time_cpu(fn) -> Timing:
+    """time_fn on the calling thread's CPU clock: immune to preemption by other processes, and meaningful only when
+    the work runs on this thread (torch.set_num_threads(1), native num_threads=1)."""
+    return time_fn(fn, warmup=2, min_time_s=0.06, max_reps=40, clock=time.thread_time)
 
 
 def _time_interleaved(methods: list[Method], x: torch.Tensor, rounds: int, clock: str = "wall") -> list[Timing]:
@@ -206,8 +196,8 @@ def run_variant_sweep(shape=(4096, 4096), ms=(1, 32, 128), rounds: int = 5, seed
     """The native kernel built for every ISA variant this CPU runs, on the same weights and inputs: variants take
     turns within each round (a burst of load hits all of them alike), each row is the median of its round medians.
     The plain-C variant is timed at M = 1 only (seconds per call beyond)."""
-    from ..kernels import cpu_native
-    from ..kernels.cpu_native.build import VARIANTS, build_native, runnable_variants
+    from lowbit.kernels import cpu_native
+    from lowbit.kernels.cpu_native.build import VARIANTS, build_native, runnable_variants
 
     libs = {v: build_native(flag_sets=VARIANTS[v]) for v in runnable_variants()}
     k, n = shape
@@ -251,7 +241,7 @@ def run_precision_sweep(shapes=PRECISION_SHAPES, ms=(1, 32, 128), rounds: int = 
     """The native kernel's activation scheme per precision (High fp32, Normal int8 per 32 channels, Low int8 per
     row) beside torch fp32 F.linear on the same weights and inputs, schemes interleaved within each round; each ms is
     the median of the round medians. SQNR against the fp32 product of the dequantized weight (inf: bit-exact)."""
-    from ..kernels import cpu_native
+    from lowbit.kernels import cpu_native
 
     gen = torch.Generator().manual_seed(seed)
     rows: list[Row] = []
@@ -307,17 +297,17 @@ def _load() -> str:
 
 def _native_variant() -> str:
     """The native kernel variant in use ("" when it did not build)."""
-    from ..kernels import cpu_native
+    from lowbit.kernels import cpu_native
 
     lib = cpu_native.native_library()
     return "" if lib is None else getattr(lib, "variant", " ".join(lib.flags))
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    """CLI: `python -m lowbit.bench.gemm_cpu [--quick] [--out DIR]`."""
+    """CLI: `python -m benchmarks.gemm_cpu [--quick] [--out DIR]`."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="2 shapes, M in {1, 32, 128}")
-    p.add_argument("--out", default="bench/results", help="directory for gemm_cpu.{md,csv,json}; '' to not save")
+    p.add_argument("--out", default="benchmarks/results", help="directory for gemm_cpu.{md,csv,json}; '' to not save")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per (shape, M); best is kept")
     p.add_argument("--impls", action="store_true", help="also sweep every implementation per format (4096x4096)")
     p.add_argument("--threads", type=int, default=None, help="torch and native threads (default: torch's)")

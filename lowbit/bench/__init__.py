@@ -1,1 +1,0 @@
-"""Benchmark harness and suites; `bench/*.py` scripts and `lowbit bench` call these."""
