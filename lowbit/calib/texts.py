@@ -5,7 +5,8 @@ Sets (`text_set(name)`):
       French, Spanish and more, numbers, code-ish lines), for evaluation only: nothing is calibrated or tuned on them.
   "docstrings": 320 sentences from the Python standard library's docstrings (tools/extract_docstring_sentences.py
       wrote them once), technical calibration text of another kind than `lowbit.calib.sentences`.
-Files hold one sentence per line; lines starting with "#" are comments.
+Files hold one sentence per line; lines starting with "#" are comments. `read_sentences(filename)` reads any of
+them; lowbit.calib.sentences reads the built-in MiniLM's calibration set (minilm_calibration.txt) with it.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ def text_set(name: str) -> tuple[str, ...]:
     """The sentences of the shipped set `name` (one of TEXT_SETS), in file order."""
     if name not in TEXT_SETS:
         raise ValueError(f"unknown text set {name!r}: use one of {', '.join(TEXT_SETS)}")
-    return _read(TEXT_SETS[name])
+    return read_sentences(TEXT_SETS[name])
 
 
 @cache
-def _read(filename: str) -> tuple[str, ...]:
+def read_sentences(filename: str) -> tuple[str, ...]:
+    """The sentences of the package data file lowbit/calib/data/<filename>: one per line, stripped, in file order;
+    blank lines and lines starting with "#" skipped. Read once (cached); FileNotFoundError if the file is missing,
+    ValueError if it holds no sentence."""
     path = resources.files("lowbit.calib").joinpath("data", filename)
     if not path.is_file():
         raise FileNotFoundError(f"lowbit's text set {path} is missing: reinstall lowbit (it is package data)")
