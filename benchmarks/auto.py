@@ -142,7 +142,14 @@ def fit_check(n_tune: int = 32, threads: int = 2, out_dir: str | None = "benchma
     from lowbit.auto.fakequant import run_outputs
     from lowbit.auto.metrics import BUILTIN, as_metric
     from lowbit.auto.minilm import OUTPUT, minilm_tuning_data
-    from lowbit.auto.sensitivity import _anchor_keys, _fit, candidate_key, candidate_label, measure, quantizable_layers
+    from lowbit.auto.sensitivity import (
+        anchor_keys,
+        candidate_key,
+        candidate_label,
+        fit_error_to_noise,
+        measure,
+        quantizable_layers,
+    )
     from lowbit.models import load_minilm
 
     torch.set_num_threads(threads)
@@ -157,10 +164,10 @@ def fit_check(n_tune: int = 32, threads: int = 2, out_dir: str | None = "benchma
     seconds = time.perf_counter() - t0
     ratios = {}  # (metric, group) -> [fitted / measured]
     for name, entry in sens.layers.items():
-        anchors = _anchor_keys(entry, cands)
+        anchors = anchor_keys(entry, cands)
         for metric in ("cosine", "snr"):
             errors = entry["error"][metric]
-            fit = _fit(entry["noise"], {k: errors[k] for k in anchors})
+            fit = fit_error_to_noise(entry["noise"], {k: errors[k] for k in anchors})
             for c in checked:
                 k = candidate_key(c)
                 if k in anchors or entry["bytes"].get(k) is None or errors.get(k, 0) <= 0:

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from .convnet_models import MODELS, build
-from .harness import Row, describe_environment, interleaved, load_average, report
-from .static_int8 import _dynamic, _sqnr, cpu_model
+from .harness import Row, describe_environment, interleaved, load_average, report, sqnr_db
+from .static_int8 import cpu_model, dynamic_int8
 
 LOWBIT = (("int8 pc", 8, -1), ("int4 b64", 4, 64))
 MEMORIES = ("normal", "low", "high")
@@ -57,7 +57,7 @@ def float_copies(model: nn.Module) -> int:
     n = 0
     for m in model.modules():
         if isinstance(m, (QuantConv1d, QuantConv2d)):
-            entry = cached(m._op_args("weight")[0])
+            entry = cached(m.quantized_weight("weight").packed)
             n += entry is not None and any(k[0] is Kernel.DENSE for k in entry.prepared)
     return n
 
@@ -67,7 +67,7 @@ def methods(model: nn.Module, x: torch.Tensor, static: bool) -> dict[str, nn.Mod
     from lowbit.quant import QuantConfig
     from lowbit.runtime import BackendConfig
 
-    out = {"torch fp32": model, "torch dynamic int8": _dynamic(copy.deepcopy(model))}
+    out = {"torch fp32": model, "torch dynamic int8": dynamic_int8(copy.deepcopy(model))}
     for label, bits, block in LOWBIT:
         for memory in MEMORIES:
             out[f"lowbit {label} {memory}"] = quantize(copy.deepcopy(model), QuantConfig(bits=bits, block_size=block),
@@ -126,7 +126,7 @@ def bench_case(name: str, batch: int, threads: int, rounds: int, peers: bool = F
             mods.update(mnn_methods(model, x, threads, Path(tmp)))
         with torch.no_grad():
             ref = model(x)
-            sq = {k: _sqnr(ref, m(x)) for k, m in mods.items()}
+            sq = {k: sqnr_db(ref, m(x)) for k, m in mods.items()}
             load0 = load_average()
             wall, cpu = interleaved({k: functools.partial(m, x) for k, m in mods.items()}, rounds,
                                     cpu_clock=time.process_time)  # MNN computes on threads of its own

@@ -23,7 +23,7 @@ from lowbit.kernels.cpu_int4 import impl_unsupported_reason, linear_int4_cpu, pr
 from lowbit.kernels.cpu_int8 import linear_int8_dynamic, prepare_int8_dynamic
 from lowbit.quant import QuantConfig, quantize_weight
 
-from .harness import Row, Timing, describe_environment, report, time_fn
+from .harness import Row, Timing, describe_environment, report, sqnr_db, time_fn
 
 SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096), (384, 384), (384, 1536), (1536, 384))
 MS = (1, 8, 32, 128, 512)
@@ -43,12 +43,7 @@ class Method:
     fn: Callable[[torch.Tensor], torch.Tensor]
 
 
-def _sqnr(ref: torch.Tensor, y: torch.Tensor) -> float:
-    err = (ref.double() - y.double()).norm()
-    return float("inf") if err == 0 else float(20 * torch.log10(ref.double().norm() / err))
-
-
-def _baselines(w: torch.Tensor, qw4: object) -> list[Method]:
+def baselines(w: torch.Tensor, qw4: object) -> list[Method]:
     """torch fp32 F.linear, torch bf16 F.linear (bf16 weight, x cast per call), torch dynamic int8
     (quantize_dynamic'd Linear), torch int4pack (bf16, block 128)."""
     n, k = w.shape
@@ -88,7 +83,7 @@ def _lowbit_methods(w: torch.Tensor, bits: tuple[int, ...]) -> list[tuple[Method
 
 def _check(shape, m: int, meth: Method, x: torch.Tensor, ref: torch.Tensor) -> float:
     """SQNR of the method's output against its reference; raises before a wrong kernel is timed."""
-    sqnr = _sqnr(ref, meth.fn(x))
+    sqnr = sqnr_db(ref, meth.fn(x))
     if sqnr < MIN_SQNR_DB:
         raise RuntimeError(f"{meth.name} on {shape} M={m}: SQNR {sqnr:.1f} dB < {MIN_SQNR_DB}; not timing it")
     return sqnr
@@ -121,7 +116,7 @@ def run_suite(shapes=SHAPES, ms=MS, bits=BITS, seed: int = 0, rounds: int = 3, c
         w = torch.randn(n, k, generator=gen) / k**0.5
         lowbit = _lowbit_methods(w, bits)
         qw4 = quantize_weight(w, QuantConfig(bits=4, block_size=128)) if k % 128 == 0 and n % 16 == 0 else None
-        methods = _baselines(w, qw4) + [mth for mth, _ in lowbit]
+        methods = baselines(w, qw4) + [mth for mth, _ in lowbit]
         refs = {mth.name: qw for mth, qw in lowbit} | {"torch int4pack bf16": qw4}
         for m in ms:
             x = torch.randn(m, k, generator=gen)
@@ -215,7 +210,7 @@ def run_variant_sweep(shape=(4096, 4096), ms=(1, 32, 128), rounds: int = 5, seed
             args = (x, t["packed"], t["scale"], t["scale_zero"], k, prep.group_k)
             fns = {v: functools.partial(gemm, *args, library=lib)
                    for v, lib in libs.items() if v != "portable" or m == 1}
-            sqnrs = {v: _sqnr(ref, fn()) for v, fn in fns.items()}
+            sqnrs = {v: sqnr_db(ref, fn()) for v, fn in fns.items()}
             bad = {v: q for v, q in sqnrs.items() if q < MIN_SQNR_DB}
             if bad:
                 raise RuntimeError(f"variants {bad} on {shape} w{bits} block {block} M={m}: SQNR below {MIN_SQNR_DB}")
@@ -259,7 +254,7 @@ def run_precision_sweep(shapes=PRECISION_SHAPES, ms=(1, 32, 128), rounds: int = 
                 args = (x, t["packed"], t["scale"], t["scale_zero"], k, prep.group_k)
                 fns = {"torch fp32": functools.partial(F.linear, x, wf)}
                 fns |= {a: functools.partial(gemm, *args, activations=a) for a in SCHEMES}
-                sqnrs = {a: _sqnr(ref, fn()) for a, fn in fns.items()}
+                sqnrs = {a: sqnr_db(ref, fn()) for a, fn in fns.items()}
                 if min(sqnrs.values()) < MIN_SQNR_DB:
                     raise RuntimeError(f"{(k, n)} w{bits} block {block} M={m}: SQNR {sqnrs} below {MIN_SQNR_DB}")
                 medians: dict[str, list[float]] = {a: [] for a in fns}
@@ -287,7 +282,7 @@ def _add_ratios(rows: list[Row]) -> None:
             r.values[col] = base[name] / r.values["ms"] if name in base else float("nan")
 
 
-def _load() -> str:
+def load_averages() -> str:
     """1/5/15-minute load averages (`uptime`): this machine is shared, so the numbers carry the load they ran under."""
     try:
         return " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -295,7 +290,7 @@ def _load() -> str:
         return "?"
 
 
-def _native_variant() -> str:
+def native_variant_in_use() -> str:
     """The native kernel variant in use ("" when it did not build)."""
     from lowbit.kernels import cpu_native
 
@@ -323,21 +318,21 @@ def main(argv: list[str] | None = None) -> list[Row]:
     args, _ = p.parse_known_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)  # CLI only: library code never changes torch globals
-    env = describe_environment("cpu") | {"clock": args.clock, "native": _native_variant(),
-                                         "load_start": _load()}
+    env = describe_environment("cpu") | {"clock": args.clock, "native": native_variant_in_use(),
+                                         "load_start": load_averages()}
     if args.impls:
         ms_sweep = (1, 32, 128) if args.quick else (1, 8, 32, 128, 512)
         if args.ms:
             ms_sweep = tuple(int(v) for v in args.ms.split(","))
         impl_shapes = [tuple(int(v) for v in s.split("x")) for s in (args.shapes or "4096x4096").split(",")]
         rows = [r for shape in impl_shapes for r in run_impl_sweep(shape, ms=ms_sweep, clock=args.clock)]
-        report(f"{args.name}_impls", rows, env | {"load_end": _load()}, args.out or None,
+        report(f"{args.name}_impls", rows, env | {"load_end": load_averages()}, args.out or None,
                title="CPU implementations per format (asymmetric RTN)",
                notes="'*' marks the fastest implementation for each (bits, block, M). Symmetric weights run the "
                      "same kernels at the same speed (the zero is folded into a per-block constant).")
     if args.variants:
         rows = run_variant_sweep(clock=args.clock)
-        report(f"{args.name}_variants", rows, env | {"load_end": _load()}, args.out or None,
+        report(f"{args.name}_variants", rows, env | {"load_end": load_averages()}, args.out or None,
                title="Native kernel per ISA variant (4096x4096, asymmetric RTN, int8 activations per row)",
                notes="Variants interleaved within each round; ms = median of the round medians (min/max beside it); "
                      "x avx2 = avx2 ms / this ms. The plain-C variant is timed at M = 1 only.")
@@ -347,7 +342,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             pshapes = tuple(tuple(int(v) for v in s.split("x")) for s in args.shapes.split(","))
         rows = run_precision_sweep(pshapes, ms=tuple(int(v) for v in (args.ms or "1,32,128").split(",")),
                                    rounds=args.rounds, clock=args.clock)
-        report(f"{args.name}_precision", rows, env | {"load_end": _load()}, args.out or None,
+        report(f"{args.name}_precision", rows, env | {"load_end": load_averages()}, args.out or None,
                title="Native kernel per precision: fp32 (High), int8 per 32 channels (Normal), int8 per row (Low)",
                notes="Schemes interleaved within each round with torch fp32 F.linear on the dequantized weight; ms = "
                      "median of the round medians. 'int8/32 / row' = int8/32 ms / int8/row ms (Normal's cost over "
@@ -366,7 +361,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
              "hot in the 32 MiB L3 when they fit (fp32 4096x4096 = 64 MiB does not; int8/int4 do). Each ms is the "
              "best median of interleaved rounds: this 2-core machine is shared, and other processes' load shows up as "
              "4 ms scheduler stalls of the 2-thread kernels.")
-    report(args.name, rows, env | {"load_end": _load()}, args.out or None, title=f"CPU GEMM ({args.name})", notes=notes)
+    report(args.name, rows, env | {"load_end": load_averages()}, args.out or None, title=f"CPU GEMM ({args.name})",
+           notes=notes)
     return rows
 
 

@@ -20,7 +20,8 @@ import torch
 
 from lowbit.apps.timing import Timing, interleaved, time_fn
 
-__all__ = ["Row", "Timing", "describe_environment", "format_table", "interleaved", "load_average", "report", "time_fn"]
+__all__ = ["Row", "Timing", "describe_environment", "format_table", "interleaved", "load_average", "report", "sqnr_db",
+           "time_fn"]
 
 
 @dataclass
@@ -74,6 +75,12 @@ def format_table(rows: list[Row], floatfmt: str = ".3f") -> str:
         headers.extend(k for k in r.values if k not in headers)
     data = [[r.values.get(h, "") for h in headers] for r in rows]
     return tabulate(data, headers=headers, tablefmt="github", floatfmt=floatfmt)
+
+
+def sqnr_db(ref: torch.Tensor, y: torch.Tensor) -> float:
+    """20 log10(|ref| / |ref - y|) in float64 (inf when y equals ref): the check a suite makes before timing."""
+    err = (ref.double() - y.double()).norm()
+    return float("inf") if err == 0 else float(20 * torch.log10(ref.double().norm() / err))
 
 
 def load_average() -> float:

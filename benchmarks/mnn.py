@@ -26,7 +26,7 @@ from lowbit.nn import QuantLinear
 from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.runtime import BackendConfig
 
-from .gemm_cpu import Method, _baselines, _load, _native_variant
+from .gemm_cpu import Method, baselines, load_averages, native_variant_in_use
 from .harness import Row, Timing, describe_environment, report, time_fn
 
 SHAPES = ((4096, 4096), (384, 384), (1536, 384), (384, 1536))  # (K in, N out)
@@ -178,7 +178,7 @@ def run_suite(shapes=SHAPES, ms=MS, rounds: int = 5, seed: int = 0) -> list[Row]
     rows: list[Row] = []
     for k, n in tqdm(shapes, desc="mnn bench", unit="shape"):
         w = torch.randn(n, k, generator=gen) / k**0.5
-        torch_methods = [(mth, 32 if mth.name == "torch fp32" else 8) for mth in _baselines(w, None)
+        torch_methods = [(mth, 32 if mth.name == "torch fp32" else 8) for mth in baselines(w, None)
                          if mth.name in ("torch fp32", "torch dyn int8")]
         with tempfile.TemporaryDirectory(prefix="lowbit_mnn_") as tmp:
             methods = torch_methods + _lowbit_methods(w) + _mnn_methods(w, Path(tmp))
@@ -203,8 +203,8 @@ def main(argv: list[str] | None = None) -> list[Row] | int:
         print("benchmarks.mnn: MNN is not installed (pip install 'lowbit[mnn]'); nothing to compare, skipping.")
         return 0
     torch.set_num_threads(1)  # CLI only: the comparison is single-threaded on both sides
-    env = describe_environment("cpu") | {"MNN": version, "native": _native_variant(), "clock": "wall",
-                                         "load_start": _load()}
+    env = describe_environment("cpu") | {"MNN": version, "native": native_variant_in_use(), "clock": "wall",
+                                         "load_start": load_averages()}
     rows = run_suite(QUICK_SHAPES if args.quick else SHAPES, MS, rounds=args.rounds)
     notes = ("1 thread everywhere. Weights are random Gaussian / sqrt(K); shapes are (K in, N out). MNN: the ONNX "
              "export converted with `--weightQuantBits 4 --weightQuantBlock 128` (int4 b128) or `--weightQuantBits 8`"
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> list[Row] | int:
              "rel err = ||y - x W^T|| / ||x W^T|| against float64. x MNN = MNN ms (same format and precision) / "
              f"lowbit ms, > 1 = lowbit faster. ms = wall time, best median of {args.rounds} interleaved rounds (CPU "
              "time would count MNN twice: its 1-thread runtime keeps a worker and the calling thread busy).")
-    report(args.name, rows, env | {"load_end": _load()}, args.out or None,
+    report(args.name, rows, env | {"load_end": load_averages()}, args.out or None,
            title="CPU: lowbit vs MNN 3.6 (memory Low, 1 thread)", notes=notes)
     return rows
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .harness import Row, describe_environment, interleaved, load_average, report
+from .harness import Row, describe_environment, interleaved, load_average, report, sqnr_db
 
 MS = (32, 64, 128, 256, 512)
 MIN_SQNR_DB = 25.0
@@ -38,12 +38,7 @@ def cpu_model() -> str:
     return "unknown"
 
 
-def _sqnr(ref, y) -> float:
-    err = (ref.double() - y.double()).norm()
-    return float("inf") if err == 0 else float(20 * torch.log10(ref.double().norm() / err))
-
-
-def _dynamic(module: nn.Module) -> nn.Module:
+def dynamic_int8(module: nn.Module) -> nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao deprecation notices
         return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, torch.qint8)
@@ -76,7 +71,7 @@ def linear_rows(k: int, n: int, ms, rounds: int) -> list[Row]:
 
     torch.manual_seed(0)
     lin = nn.Linear(k, n).eval()
-    dyn = _dynamic(nn.Sequential(lin))
+    dyn = dynamic_int8(nn.Sequential(lin))
     static = quantize_static(nn.Sequential(nn.Linear(k, n)).eval().requires_grad_(False),
                              [torch.randn(64, k)], StaticConfig(activation_method="minmax"), progress=False)
     layer = static[0]
@@ -87,18 +82,16 @@ def linear_rows(k: int, n: int, ms, rounds: int) -> list[Row]:
             y = static(x)
             err = _check_exact(layer, x, y)
             ref = F.linear(x, layer.quantized_weight("weight").dequantize(), layer.bias)
-            sq = _sqnr(ref, y)
+            sq = sqnr_db(ref, y)
             if sq < MIN_SQNR_DB:
                 raise RuntimeError(f"static int8 output SQNR {sq:.1f} dB < {MIN_SQNR_DB} at M={m}")
             fns = {"torch fp32": functools.partial(lin, x), "torch dynamic int8": functools.partial(dyn, x),
                    "lowbit static W8A8": functools.partial(static, x)}
             if layer.impl_for(m, x.device) == "native":
                 w, epi = layer.native_prepared()
-                c = native._static_fns(native.native_static_library())
-                xt = native._tiles(c, m, w.kp)
-                c.lb_static_quant(x.data_ptr(), m, w.k, w.kp, layer.input_scale, 127, xt.data_ptr(), 1)
+                xt, _ = native.native_quantize_activations(x, w.kp, layer.input_scale, 127, num_threads=1)
                 out = torch.empty(m, n)
-                fns["lowbit int8 GEMM only"] = functools.partial(native._gemm, c, xt, m, w, epi, False, out, n, 1,
+                fns["lowbit int8 GEMM only"] = functools.partial(native.native_gemm_static, xt, m, w, epi, False, out,
                                                                  torch.get_num_threads())
             xq = torch.clamp(torch.round(x / layer.input_scale), -127, 127).to(torch.int8)
             fns["torch._int_mm GEMM only"] = functools.partial(torch._int_mm, xq, layer.prepared().wt)
@@ -138,16 +131,13 @@ def conv_rows(rounds: int) -> list[Row]:
             m.running_var.uniform_(0.5, 2.0)
     cal = [torch.randn(4, 3, 64, 64) for _ in range(4)]
     static = quantize_static(copy.deepcopy(model), cal, StaticConfig(), progress=False)
-    dyn = _dynamic(copy.deepcopy(model))
+    dyn = dynamic_int8(copy.deepcopy(model))
     x = torch.randn(1, 3, 64, 64)
+    emulated = copy.deepcopy(static)  # taken before any call, so no layer has chosen its kernel yet
     with torch.no_grad():
         y = static(x)
         override_capabilities(Capabilities())  # the same integers through the float64 emulation: the reference
         try:
-            emulated = copy.deepcopy(static)
-            for m in emulated.modules():
-                if hasattr(m, "_impls"):
-                    m._impls = {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 ref = emulated(x)
@@ -156,7 +146,7 @@ def conv_rows(rounds: int) -> list[Row]:
         err = float((y.double() - ref.double()).abs().max() / ref.double().abs().max())
         if not err < 1e-4:
             raise RuntimeError(f"static int8 ConvNet output is {err:.2e} (relative) off its float64 emulation")
-        sq = _sqnr(model(x), y)
+        sq = sqnr_db(model(x), y)
         wall, cpu = interleaved({"torch fp32": lambda: model(x), "torch dynamic int8": lambda: dyn(x),
                                  "lowbit static W8A8": lambda: static(x)}, rounds, inner=5)
     fused = len(static.lowbit_summary.fused_relu)

@@ -139,13 +139,13 @@ def peer_rows(setup: Setup, bits_list, batch: int, peers=PEERS) -> Iterator[Row]
             if bits not in peer_bits:
                 continue
             for kind in (list(setup.calibrations) if data_aware else ["none"]):
-                row = _peer_row(label, fn, data_aware, bits, kind, setup, batch)
+                row = peer_row(label, fn, data_aware, bits, kind, setup, batch)
                 torch.set_num_threads(threads)  # a peer may change it
                 print(row.values, flush=True)
                 yield row
 
 
-def _peer_row(label, fn, data_aware, bits, kind, setup, batch) -> Row:
+def peer_row(label, fn, data_aware, bits, kind, setup, batch) -> Row:
     t0 = time.perf_counter()
     try:
         if data_aware:

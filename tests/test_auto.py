@@ -306,12 +306,12 @@ def test_plot_without_matplotlib_says_what_to_install(model, data, tmp_path, mon
 
 
 def test_anchor_fit_interpolates_in_log_log():
-    from lowbit.auto.sensitivity import _fit
+    from lowbit.auto.sensitivity import fit_error_to_noise
 
-    fit = _fit({"a": 1.0, "b": 10.0, "c": 100.0}, {"a": 1e-4, "b": 1e-3, "c": 2e-2})
+    fit = fit_error_to_noise({"a": 1.0, "b": 10.0, "c": 100.0}, {"a": 1e-4, "b": 1e-3, "c": 2e-2})
     assert fit(10.0) == pytest.approx(1e-3) and fit(0.1) == pytest.approx(1e-5)  # below: the first segment's p = 1
     assert 1e-3 < fit(31.6) < 2e-2 and fit(0.0) == 0.0
-    assert _fit({"a": 1.0}, {"a": 1e-4})(10.0) == pytest.approx(1e-3)  # one anchor: p = 1
+    assert fit_error_to_noise({"a": 1.0}, {"a": 1e-4})(10.0) == pytest.approx(1e-3)  # one anchor: p = 1
 
 
 class _Front:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks.xdomain import Setup
-from benchmarks.xdomain_peers import PeerUnavailable, _peer_row, hqq_package, torchao_hqq
+from benchmarks.xdomain_peers import PeerUnavailable, hqq_package, peer_row, torchao_hqq
 
 
 def _setup(model=None) -> Setup:
@@ -22,8 +22,8 @@ def test_missing_and_failing_peers_give_rows_that_say_why():
         raise RuntimeError("bad shape")
 
     setup = _setup()
-    skipped = _peer_row("peer x", missing, False, 4, "none", setup, 8).values
-    failed = _peer_row("peer y", broken, False, 4, "none", setup, 8).values
+    skipped = peer_row("peer x", missing, False, 4, "none", setup, 8).values
+    failed = peer_row("peer y", broken, False, 4, "none", setup, 8).values
     assert skipped["note"] == "skipped: somepeer is not installed" and skipped["worst"] == ""
     assert failed["note"] == "failed: RuntimeError: bad shape" and failed["readme normal min"] == ""
 

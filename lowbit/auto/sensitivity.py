@@ -141,7 +141,7 @@ class Sensitivity:
         """[(cfg, bytes, error)] of the candidates layer `name` can take: measured, else fitted from the anchors."""
         entry = self.layers[name]
         errors = entry["error"].get(metric, {})
-        fit = _fit(entry["noise"], errors)
+        fit = fit_error_to_noise(entry["noise"], errors)
         out = []
         for c in cands:
             k = candidate_key(c)
@@ -152,7 +152,9 @@ class Sensitivity:
         return out
 
 
-def _anchor_keys(entry: dict, cands: list[QuantConfig]) -> list[str]:
+def anchor_keys(entry: dict, cands: list[QuantConfig]) -> list[str]:
+    """The candidate keys the anchors mode measures for a layer's cache entry: the integer candidates at the noise
+    ranks _ANCHOR_RANKS (sorted, deduplicated), or the first sized candidate when no integer one has a size."""
     ranked = sorted((entry["noise"][candidate_key(c)], candidate_key(c)) for c in cands
                     if not c.is_float and entry["bytes"].get(candidate_key(c)) is not None)
     if not ranked:
@@ -160,9 +162,10 @@ def _anchor_keys(entry: dict, cands: list[QuantConfig]) -> list[str]:
     return sorted({ranked[round(r * (len(ranked) - 1))][1] for r in _ANCHOR_RANKS})
 
 
-def _fit(noise: dict, errors: dict):
-    """error(noise) through the measured anchors: piecewise power law (linear in log-log) between them, the nearest
-    segment's exponent beyond them (clipped to [0.5, 2]; 1 with a single anchor)."""
+def fit_error_to_noise(noise: dict, errors: dict):
+    """The function error(noise) through the measured anchors ({key: noise}, {key: error} of a cache entry): a
+    piecewise power law (linear in log-log) between them, the nearest segment's exponent beyond them (clipped to
+    [0.5, 2]; 1 with a single anchor); 0 at noise <= 0 and everywhere when no anchor has positive noise and error."""
     pts = sorted((math.log(noise[k]), math.log(e)) for k, e in errors.items() if k in noise and noise[k] > 0 and e > 0)
     if not pts:
         return lambda n: 0.0
@@ -214,7 +217,7 @@ def measure(model: nn.Module, data, layers: dict[str, list[str]], candidates: li
         todo = candidates
         if mode == "anchors" and type(modules[name]) is nn.Linear:
             _noise_all(entry, modules[name], candidates, inputs, name)
-            todo = [c for c in candidates if candidate_key(c) in _anchor_keys(entry, candidates)]
+            todo = [c for c in candidates if candidate_key(c) in anchor_keys(entry, candidates)]
         for cfg in todo:
             k = candidate_key(cfg)
             if any(k not in entry["error"].get(m.name, {}) for m in metrics) and entry["bytes"].get(k, 0) is not None:

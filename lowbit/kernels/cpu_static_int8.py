@@ -175,18 +175,40 @@ def _gemm(c, xq, m, w, epi, relu, y, ldm, ldn, nt):
                      None if bias is None else bias.data_ptr(), w.n, int(relu), y.data_ptr(), ldm, ldn, nt)
 
 
+def native_quantize_activations(x: torch.Tensor, kp: int, act_scale: float, clamp: int,
+                                num_threads: int | None = None) -> tuple[torch.Tensor, int]:
+    """(codes, bad): x float32 contiguous (M, K) rounded to int8 steps of act_scale, clamped to +-clamp, in the
+    native GEMM's tiled activation layout (uint8, rows rounded up to its tile height, kp >= K codes each); bad:
+    how many NaN / inf x held (their codes are meaningless). The first half of `native_linear_static`."""
+    if x.dim() != 2 or x.dtype != torch.float32 or not x.is_contiguous() or x.shape[1] > kp:
+        raise ValueError(f"activations must be float32 contiguous (M, K <= {kp}), got {x.dtype} {tuple(x.shape)}")
+    c = _static_fns(native_static_library())
+    m, k = x.shape
+    xq = _tiles(c, m, kp)
+    bad = c.lb_static_quant(x.data_ptr(), m, k, kp, float(act_scale), int(clamp), xq.data_ptr(),
+                            num_threads or torch.get_num_threads())
+    return xq, bad
+
+
+def native_gemm_static(xq: torch.Tensor, m: int, w: NativeStaticWeight, epi, relu: bool = False,
+                       out: torch.Tensor | None = None, num_threads: int | None = None) -> torch.Tensor:
+    """y float32 (M, N) = [relu](xq @ wq.T * (a * s) + bias) on codes from `native_quantize_activations` (M rows,
+    w.kp codes each); epi from `native_epilogue`; written into `out` (float32 contiguous (M, N)) when given. The
+    second half of `native_linear_static`."""
+    c = _static_fns(native_static_library())
+    y = torch.empty(m, w.n, dtype=torch.float32) if out is None else out
+    _gemm(c, xq, m, w, epi, relu, y, w.n, 1, num_threads or torch.get_num_threads())
+    return y
+
+
 def native_linear_static(x: torch.Tensor, w: NativeStaticWeight, act_scale: float, clamp: int, epi,
                          relu: bool = False, num_threads: int | None = None) -> torch.Tensor:
     """y float32 (M, N) = [relu](int8(x / act_scale) @ wq.T * (a * s) + bias); x float (M, K); epi from
     `native_epilogue`. A row of x holding NaN or inf gives a NaN output row."""
-    c = _static_fns(native_static_library())
     x = x.float().contiguous()
-    m = x.shape[0]
     nt = num_threads or torch.get_num_threads()
-    xq = _tiles(c, m, w.kp)
-    bad = c.lb_static_quant(x.data_ptr(), m, w.k, w.kp, float(act_scale), int(clamp), xq.data_ptr(), nt)
-    y = torch.empty(m, w.n, dtype=torch.float32)
-    _gemm(c, xq, m, w, epi, relu, y, w.n, 1, nt)
+    xq, bad = native_quantize_activations(x, w.kp, act_scale, clamp, nt)
+    y = native_gemm_static(xq, x.shape[0], w, epi, relu, num_threads=nt)
     if bad:  # rare: find the rows (rounding to int8 would hide NaN / inf)
         y[~torch.isfinite(x).all(1)] = float("nan")
     return y
