@@ -11,13 +11,13 @@ thread; 'cpu s' is this thread's CPU time, less sensitive to other jobs on a sha
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
 import tempfile
 import time
 
 import torch
 
-from .harness import Row, describe_environment, load_average, report
+from .harness import Row, describe_environment, interleaved, load_average, report
 from .static_int8 import cpu_model
 
 SETTINGS = (("lowbit int4 b64 memory Low", dict(bits=4, block_size=64, memory="low")),
@@ -40,12 +40,6 @@ def _generate(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
                           pad_token_id=0)
 
 
-def _timed(model, prompt, new_tokens) -> tuple[float, float, torch.Tensor]:
-    t0, c0 = time.perf_counter(), time.thread_time()
-    out = _generate(model, prompt, new_tokens)
-    return time.perf_counter() - t0, time.thread_time() - c0, out
-
-
 def _weight_bytes(model) -> int:
     from lowbit.nn.swap import resident_bytes
 
@@ -64,16 +58,10 @@ def measure(folder: str, rounds: int, new_tokens: int, vocab: int) -> list[Row]:
     with torch.no_grad():
         ref_logits = models["transformers fp32"](prompt).logits
     ref_tokens = _generate(models["transformers fp32"], prompt, new_tokens)
-    for m in models.values():  # warm-up: kernels prepared, caches built
-        _generate(m, prompt, 4)
-    wall = {k: [] for k in models}
-    cpu = {k: [] for k in models}
-    for _ in range(rounds):
-        for k, m in models.items():
-            w, c, _ = _timed(m, prompt, new_tokens)
-            wall[k].append(w)
-            cpu[k].append(c)
-    base = statistics.median(wall["transformers fp32"])
+    # one warm-up call each (kernels prepared, caches built), then the models take turns, `rounds` times
+    wall_ms, cpu_ms = interleaved({k: functools.partial(_generate, m, prompt, new_tokens) for k, m in models.items()},
+                                  rounds, cpu_clock=time.thread_time)
+    base = wall_ms["transformers fp32"] / 1e3
     rows = []
     for k, m in models.items():
         with torch.no_grad():
@@ -81,9 +69,9 @@ def measure(folder: str, rounds: int, new_tokens: int, vocab: int) -> list[Row]:
         tokens = _generate(m, prompt, new_tokens)
         cos = torch.nn.functional.cosine_similarity(logits.flatten(), ref_logits.flatten(), dim=0).item()
         same = (tokens[0, 16:] == ref_tokens[0, 16:]).float().mean().item()
-        med = statistics.median(wall[k])
+        med = wall_ms[k] / 1e3
         rows.append(Row({"model": k, "tokens/s": new_tokens / med, "s / generate": med,
-                         "cpu s": statistics.median(cpu[k]), "vs fp32": base / med,
+                         "cpu s": cpu_ms[k] / 1e3, "vs fp32": base / med,
                          "weight MB": _weight_bytes(m) / 1e6, "logit cosine": cos,
                          "logit max abs diff": (logits - ref_logits).abs().max().item(),
                          "greedy tokens = fp32": same}))

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .harness import Row, describe_environment, load_average, report
+from .harness import Row, describe_environment, load_average, report, time_fn
 
 MODELS = {
     "small": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=12,
@@ -138,13 +138,7 @@ def without_linears(model: nn.Module) -> nn.Module:
 def read_bandwidth_gbs(gib: float = 1.0, reps: int = 5) -> float:
     """GB/s of reading a float32 tensor (torch.sum) at the current thread count, median of reps."""
     a = torch.ones(int(gib * 2**30) // 4)
-    a.sum()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        a.sum()
-        times.append(time.perf_counter() - t0)
-    return a.nbytes / statistics.median(times) / 1e9
+    return a.nbytes / time_fn(a.sum, warmup=1, reps=reps, flush=False).median_ms / 1e6
 
 
 def llama_bench(binary: str, gguf: Path, threads: int, prompt: int, new: int, reps: int) -> float | None:

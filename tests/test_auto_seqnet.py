@@ -14,7 +14,7 @@ from lowbit.calib import as_calibration
 from lowbit.quant import QuantConfig
 
 # HQQ and (opt-in) GPTQ candidates, thinned for test time (GPTQ on the BiLSTM costs ~0.4 s per setting; a fuller
-# run is in bench/results/auto_seqnet.md)
+# run is in benchmarks/results/auto_seqnet.md)
 CANDS = default_candidates(bits=(2, 3, 4, 8), blocks=(64,), methods=("hqq", "gptq"), data_aware_bits=(3, 4),
                            data_aware_blocks=(64,))
 

@@ -66,14 +66,14 @@ def default_candidates(bits=(2, 3, 4, 5, 6, 8), blocks=(32, 64, 128, -1), method
     (intersected with bits and blocks): above 4 bits GPTQ gains little over HQQ, and each setting costs a GPTQ run
     per layer (0.1-0.6 s for a MiniLM layer on one core). At clip_bits, GPTQ searches each block's clipping ratio
     against the layer's inputs (gptq_scales="clip"): at 3 bits on MiniLM that lifts uniform int3 b64 from 0.921 to
-    0.937 lowest cosine, at 4 bits it gains nothing and costs time (128 sentences; bench/results/
+    0.937 lowest cosine, at 4 bits it gains nothing and costs time (128 sentences; benchmarks/results/
     dataaware_minilm_calib_sweep_1t.md and dataaware_minilm_1t.md), and it lifts the auto plan at 3 bits per weight
-    from 0.882 to 0.922 (bench/results/auto_minilm_gptq_fit512.md).
+    from 0.882 to 0.922 (benchmarks/results/auto_minilm_gptq_fit512.md).
     "awq" is not a candidate (its channel scales are folded into the producing layer, so a layer's error is not
     its own); use lowbit.quantize(..., calibration=) for it.
     GPTQ is opt-in (methods=("hqq", "gptq")): with it, auto_quantize fits GPTQ on every other data item and
     measures every candidate on the rest (lowbit/auto/calibrated.py), so GPTQ's errors are not measured on the
-    items it was fitted to (bench/results/auto_minilm_gptq.md).
+    items it was fitted to (benchmarks/results/auto_minilm_gptq.md).
     """
     out = []
     for m in methods:
