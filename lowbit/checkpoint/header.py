@@ -23,7 +23,7 @@ from ..quant.config import FLOAT_BITS, SCALE_DTYPES, QuantMethod
 from ..quant.format import QuantizedWeight, expected_shapes
 from .errors import CheckpointError
 from .safetensors_io import TensorEntry, dtype_name, is_count, parse_json
-from .sections import file_sections
+from .sections import CORE_KEYS, file_sections
 
 FORMAT_NAME = "lowbit.checkpoint"
 FORMAT_VERSION = 3  # 2: the optional "static" object; 3: "input_scales" (files with neither are still written as 1)
@@ -32,8 +32,6 @@ METADATA_KEY = "lowbit"
 SUFFIXES = ("packed", "scale", "zero")
 _MAX_ELEMENTS = (1 << 63) - 1
 STORED_METHODS = (*(m.value for m in QuantMethod), "fp16")  # what lowbit's writers put in a weight's "method"
-# the header keys checkpoint itself writes; any other key is a section (lowbit.checkpoint.sections)
-CORE_KEYS = frozenset({"format", "version", "lowbit_version", "quantized", "scheme", "external_data", "input_scales"})
 
 
 def tensor_name(param: str, field: str) -> str:

@@ -1,6 +1,6 @@
 """Named sections of a checkpoint header, written and read back by the packages above `lowbit.checkpoint`.
 
-A section is one top-level object of the header's "lowbit" JSON, beside the core keys (`header.CORE_KEYS`: format,
+A section is one top-level object of the header's "lowbit" JSON, beside the core keys (`CORE_KEYS`: format,
 version, quantized, ...), and its key is its kind: "static" holds static int8 activation steps (lowbit.static).
 `lowbit.checkpoint` knows no kind itself. The package that owns one registers it at import with
 `register_section(Section(...))`; the packages that provide sections are named in `lowbit.SECTION_PROVIDERS` and
@@ -49,14 +49,14 @@ class Section:
             raise ValueError(f"section {self.kind!r}: version={self.version!r} must be an int >= 1")
 
 
+# the header keys lowbit.checkpoint writes itself (header.build_metadata); any other key is a section
+CORE_KEYS = frozenset({"format", "version", "lowbit_version", "quantized", "scheme", "external_data", "input_scales"})
 _SECTIONS: dict[str, Section] = {}
 _providers_imported = False
 
 
 def register_section(section: Section) -> Section:
     """Add (or replace: re-imports and reloads register again) the section of `section.kind`; returns it."""
-    from .header import CORE_KEYS
-
     if section.kind in CORE_KEYS:
         raise ValueError(f"section kind {section.kind!r} is a core header key ({sorted(CORE_KEYS)})")
     _SECTIONS[section.kind] = section
@@ -97,8 +97,6 @@ def section_for(path, kind: str) -> Section:
 
 def file_sections(path, body: dict) -> dict[str, Section]:
     """{kind: Section} of every section in a parsed header body (core keys skipped), each one known."""
-    from .header import CORE_KEYS
-
     return {key: section_for(path, key) for key in body if key not in CORE_KEYS}
 
 

@@ -246,7 +246,7 @@ def save_output(model, args, cfg) -> None:
     from ..checkpoint.convert import folder_output
     from ..checkpoint.hf_folder import copy_files
     from ..checkpoint.output_folder import replacing_folder
-    from ..hf.folder import stamp_quantization_config
+    from ..checkpoint.quantization_config import stamp_quantization_config
 
     if not is_hf_folder(args.model):
         save(model, args.output, external_data=args.external_data)
