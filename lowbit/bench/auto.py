@@ -42,7 +42,7 @@ def _row(label, q, nbytes, float_bytes, ref, sentences, **extra) -> Row:
 
 def _tune(model, data, cache, mode, candidates, calibration, **target):
     from ..auto import auto_quantize
-    from ..auto.minilm import OUTPUT
+    from ..models.minilm import OUTPUT
 
     t0, c0 = time.perf_counter(), time.process_time()
     plan = auto_quantize(model, data, output=OUTPUT, progress=False, mode=mode, cache=cache, candidates=candidates,
@@ -59,11 +59,11 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "bench/results
     from ..auto import default_candidates
     from ..auto.fakequant import run_outputs
     from ..auto.metrics import as_metric
-    from ..auto.minilm import OUTPUT
     from ..auto.sensitivity import CLIP_BITS
     from ..calib import minilm_calibration
     from ..calib.minilm import pick_sentences, sentence_batches
     from ..models import SENTENCES, embed, load_minilm
+    from ..models.minilm import OUTPUT
 
     torch.set_num_threads(threads)
     model = load_minilm()
@@ -141,9 +141,10 @@ def fit_check(n_tune: int = 32, threads: int = 2, out_dir: str | None = "bench/r
     from ..auto import default_candidates
     from ..auto.fakequant import run_outputs
     from ..auto.metrics import BUILTIN, as_metric
-    from ..auto.minilm import OUTPUT, minilm_tuning_data
     from ..auto.sensitivity import _anchor_keys, _fit, candidate_key, candidate_label, measure, quantizable_layers
+    from ..calib.minilm import minilm_tuning_data
     from ..models import load_minilm
+    from ..models.minilm import OUTPUT
 
     torch.set_num_threads(threads)
     model = load_minilm().eval()
