@@ -105,3 +105,10 @@ def test_static_is_registered_by_its_provider_and_bad_kinds_are_refused():
         register_section(Section(kind="quantized", check=_check_toy))
     with pytest.raises(ValueError, match="identifier"):
         Section(kind="a-b", check=_check_toy)
+
+
+def test_export_refuses_a_section_without_an_export_hook(toy, tmp_path):
+    path = lowbit.save(_tagged_model(), tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match="header section 'toy', which pack-quantized cannot hold"):
+        lowbit.export(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

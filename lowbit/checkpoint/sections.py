@@ -18,6 +18,9 @@ The hooks, in the order `save`, `open_checkpoint` and `load` call them (all but 
   implies (e.g. folded BatchNorms); raises ValueError, and the model is restored.
 - `apply(model, obj, quantized) -> model`: after the swap and the tensors are in place (quantized: the full names
   of the swapped parameters); raises ValueError, and the model is restored.
+- `export(path, obj, weight_only) -> (folds, notes)`: before `lowbit.export` writes pack-quantized, what it must do
+  ({weight name: per-input-channel factor the stored weight is multiplied by}, notes for the summary), or a
+  CheckpointError refusing the file; a section without this hook is refused by export.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class Section:
     check_values: Callable[[Any, dict], None] | None = None
     prepare: Callable[[Any, dict], None] | None = None
     apply: Callable[[Any, dict, set[str]], Any] | None = None
+    export: Callable[[Any, dict, bool], tuple[dict, list[str]]] | None = None
 
     def __post_init__(self):
         if not isinstance(self.kind, str) or not self.kind.isidentifier():

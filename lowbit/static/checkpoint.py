@@ -110,5 +110,29 @@ def check_static_values(path, static: dict) -> None:
                          "static smoothing vector in the header")
 
 
+def export_static(path, static: dict, weight_only: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The section's export hook: ({weight name: input_smooth vector} to fold back, notes); CheckpointError unless
+    weight_only (pack-quantized holds no activation steps), and for a file whose structure differs from the float
+    model's (folded BatchNorms; a fused ReLU changes no tensor)."""
+    layers = static.get("layers", {})
+    smoothed = {name: spec["input_smooth"] for name, spec in layers.items() if spec.get("input_smooth") is not None}
+    if not weight_only:
+        smooth = f", {len(smoothed)} of them SmoothQuant-scaled (input_smooth)" if smoothed else ""
+        raise CheckpointError(f"{path} is a static int8 (W8A8) checkpoint: {len(layers)} layer(s) quantize "
+                              f"their inputs with fixed steps{smooth}; pack-quantized holds weights only, so export "
+                              "would drop the activation quantization: pass --weight-only (weight_only=True) to "
+                              "export the weights alone, smoothing folded back, or serve the checkpoint with lowbit")
+    folded = static.get("folded_bn", [])
+    if folded:  # a fused ReLU changes no tensor; a folded BatchNorm changes the conv's and removes its own
+        raise CheckpointError(f"{path}: its static int8 layers fold BatchNorms into convolutions ({folded[0]}, "
+                              "...), so its tensors no longer match the float architecture a config.json describes")
+    folds = {(f"{name}.weight" if name else "weight"): torch.tensor(v, dtype=torch.float32)
+             for name, v in smoothed.items()}
+    note = (f"static int8 checkpoint exported weight-only: the input steps of {len(layers)} layer(s) were dropped"
+            + (f", the smoothing of {len(folds)} folded back into their weights" if folds else ""))
+    return folds, [note]
+
+
 SECTION = register_section(Section(kind="static", version=2, save=static_metadata, check=check_static,
-                                   check_values=check_static_values, prepare=prepare_model, apply=apply_static))
+                                   check_values=check_static_values, prepare=prepare_model, apply=apply_static,
+                                   export=export_static))
