@@ -112,3 +112,16 @@ def test_export_refuses_a_section_without_an_export_hook(toy, tmp_path):
     with pytest.raises(CheckpointError, match="header section 'toy', which pack-quantized cannot hold"):
         lowbit.export(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_fresh_process_finds_static_through_the_providers():
+    import subprocess
+    import sys
+
+    code = ("import sys, lowbit.checkpoint as c\n"
+            "assert 'lowbit.static' not in sys.modules\n"
+            "from lowbit.checkpoint.sections import sections\n"
+            "print(sorted(sections()), 'lowbit.static' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("]")[0].startswith("['static'") and out.stdout.strip().endswith("True")
