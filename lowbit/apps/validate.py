@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.minilm import OUTPUT as SENTENCE_OUTPUT
 from ..models.resolve import find_function, load_model
 
 
@@ -48,8 +49,8 @@ def _output_tensor(out) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, dict):
-        if isinstance(out.get("sentence_embedding"), torch.Tensor):
-            return out["sentence_embedding"]
+        if isinstance(out.get(SENTENCE_OUTPUT), torch.Tensor):
+            return out[SENTENCE_OUTPUT]
         out = list(out.values())
     if isinstance(out, (list, tuple)):
         for item in out:

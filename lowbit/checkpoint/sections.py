@@ -77,11 +77,11 @@ def _import_providers() -> None:
     global _providers_imported
     if _providers_imported:
         return
-    _providers_imported = True
     import lowbit
 
     for name in getattr(lowbit, "SECTION_PROVIDERS", ()):
-        importlib.import_module(name)
+        importlib.import_module(name)  # a provider importing now (a circular import) is simply returned
+    _providers_imported = True
 
 
 def sections() -> dict[str, Section]:

@@ -153,6 +153,7 @@ def _check_outputs(args) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..auto import auto_quantize
     from ..auto.speed import plan_speed
+    from ..models.minilm import OUTPUT
     from .convert_model import build_model
 
     _check_outputs(args)
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model)
     calibration = _calibration(args, model)
     data = _data(args, model)
-    output = args.output or ("sentence_embedding" if args.model == "minilm" else None)
+    output = args.output or (OUTPUT if args.model == "minilm" else None)
     if output is not None and output.lstrip("-").isdigit():
         output = int(output)
     plan = auto_quantize(model, data, target_size=size, target_error=args.max_error, candidates=cands,
