@@ -43,7 +43,7 @@ def _row(label, q, nbytes, float_bytes, ref, sentences, **extra) -> Row:
 
 def _tune(model, data, cache, mode, candidates, calibration, **target):
     from lowbit.auto import auto_quantize
-    from lowbit.auto.minilm import OUTPUT
+    from lowbit.models.minilm import OUTPUT
 
     t0, c0 = time.perf_counter(), time.process_time()
     plan = auto_quantize(model, data, output=OUTPUT, progress=False, mode=mode, cache=cache, candidates=candidates,
@@ -56,14 +56,15 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "benchmarks/re
     """n_fit: fit GPTQ candidates (and the uniform GPTQ row) on that many other calibration sentences
     (auto_quantize's calibration=) instead of half the tuning items."""
     import lowbit
+
     from lowbit.auto import default_candidates
     from lowbit.auto.fakequant import run_outputs
     from lowbit.auto.metrics import as_metric
-    from lowbit.auto.minilm import OUTPUT
     from lowbit.auto.sensitivity import CLIP_BITS
     from lowbit.calib import minilm_calibration
     from lowbit.calib.minilm import pick_sentences, sentence_batches
     from lowbit.models import SENTENCES, embed, load_minilm
+    from lowbit.models.minilm import OUTPUT
 
     torch.set_num_threads(threads)
     model = load_minilm()
@@ -141,16 +142,10 @@ def fit_check(n_tune: int = 32, threads: int = 2, out_dir: str | None = "benchma
     from lowbit.auto import default_candidates
     from lowbit.auto.fakequant import run_outputs
     from lowbit.auto.metrics import BUILTIN, as_metric
-    from lowbit.auto.minilm import OUTPUT, minilm_tuning_data
-    from lowbit.auto.sensitivity import (
-        anchor_keys,
-        candidate_key,
-        candidate_label,
-        fit_error_to_noise,
-        measure,
-        quantizable_layers,
-    )
+    from lowbit.auto.sensitivity import _anchor_keys, _fit, candidate_key, candidate_label, measure, quantizable_layers
+    from lowbit.calib.minilm import minilm_tuning_data
     from lowbit.models import load_minilm
+    from lowbit.models.minilm import OUTPUT
 
     torch.set_num_threads(threads)
     model = load_minilm().eval()

@@ -37,6 +37,10 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
+# Packages above lowbit.checkpoint that register checkpoint header sections (lowbit.checkpoint.sections) when
+# imported; checkpoint imports them the first time it looks a section up, so `import lowbit` stays cheap.
+SECTION_PROVIDERS = ("lowbit.static",)
+
 from .hf import hook as _hf_hook  # noqa: E402  (imports nothing heavy)
 
 _hf_hook.install()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.minilm import embedding_scores, nearest_neighbours  # noqa: F401  (nearest_neighbours: re-exported)
 from ..quant import QuantConfig
 
 SETTINGS = [
@@ -32,20 +33,6 @@ SETTINGS = [
     ("int2 b32 HQQ", QuantConfig(bits=2, block_size=32, method="hqq")),
 ]
 QUICK = ("fp32", "int8 per-channel", "int4 b64 RTN")
-
-
-def nearest_neighbours(emb: torch.Tensor) -> torch.Tensor:
-    """Index of each row's most similar other row (cosine; rows are normalised). emb: (S, D) -> (S,) int64."""
-    sim = emb @ emb.T
-    sim.fill_diagonal_(-float("inf"))
-    return sim.argmax(dim=1)
-
-
-def embedding_scores(ref: torch.Tensor, emb: torch.Tensor) -> dict:
-    """Cosine to the reference embeddings (mean, min) and nearest-neighbour agreement, for (S, D) normalised rows."""
-    cos = torch.nn.functional.cosine_similarity(ref.double(), emb.double(), dim=1)
-    agree = (nearest_neighbours(ref) == nearest_neighbours(emb)).double().mean()
-    return {"cos_mean": float(cos.mean()), "cos_min": float(cos.min()), "retrieval": float(agree)}
 
 
 def _latency_ms(model, sentence: str, quick: bool) -> float:
@@ -61,7 +48,6 @@ def _latency_ms(model, sentence: str, quick: bool) -> float:
 
 def linear_weight_mb(model) -> float:
     """MB of the Linear layers' weights as stored: packed codes + scales/zeros, or the float tensor."""
-    import torch
 
     from ..nn import quantized_weights
 

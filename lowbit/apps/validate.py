@@ -1,9 +1,10 @@
 """Validate a compressed model against the original: output error, size, peak memory and latency, in one table.
 
-A model comes from a built-in name (`minilm`) or a user's `module:function` returning (model, example_inputs);
-example_inputs is a tuple of positional arguments (dict arguments are copied before each call, since some models
-write their outputs into the dict they are given). The output compared is the model's tensor output, the
-"sentence_embedding" of a dict output, or the first tensor of a tuple/dict.
+A model comes from a built-in name (`minilm`) or a user's `module:function` returning (model, example_inputs), the
+one contract of every command (lowbit.models.resolve); example_inputs is a tuple of positional arguments (dict
+arguments are copied before each call, since some models write their outputs into the dict they are given). The
+output compared is the model's tensor output, the "sentence_embedding" of a dict output, or the first tensor of a
+tuple/dict.
 
 Peak memory is measured in a separate Python process: it builds the model, drops its float weights to the `meta`
 device, then for each checkpoint resets the kernel's peak-RSS counter (/proc/self/clear_refs), loads the
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import gc
-import importlib
 import json
 import math
 import os
@@ -29,49 +29,28 @@ from pathlib import Path
 
 import torch
 
-BUILTIN_MODELS = {"minilm": "lowbit.apps.validate:minilm_example"}
-
-
-def minilm_example():
-    """The bundled MiniLM sentence encoder and its tokenized `lowbit.models.SENTENCES`: (model, (features,))."""
-    from ..models import SENTENCES, load_minilm
-
-    model = load_minilm()
-    tokenize = getattr(model, "preprocess", None) or model.tokenize
-    return model, (dict(tokenize(SENTENCES)),)
+from ..models.minilm import OUTPUT as SENTENCE_OUTPUT
+from ..models.resolve import find_function, load_model
 
 
 def resolve_model(spec: str):
-    """The function behind a model spec: a built-in name or `module:function`."""
-    target = BUILTIN_MODELS.get(spec, spec)
-    module_name, sep, fn_name = target.partition(":")
-    if not sep or not module_name or not fn_name:
-        raise ValueError(f"unknown model {spec!r}: use one of {sorted(BUILTIN_MODELS)} or MODULE:FUNCTION returning "
-                         "(model, example_inputs)")
-    try:
-        fn = getattr(importlib.import_module(module_name), fn_name)
-    except ModuleNotFoundError as e:
-        raise ValueError(f"model {spec!r}: cannot import module {module_name!r} ({e})") from None
-    except AttributeError:
-        raise ValueError(f"model {spec!r}: module {module_name!r} has no function {fn_name!r}") from None
-    return fn
+    """The function behind a model spec: a built-in name or `module:function` (lowbit.models.resolve)."""
+    return find_function(spec)
 
 
 def build_model(spec: str):
-    """Call the model function; returns (model in eval mode, inputs as a tuple)."""
-    result = resolve_model(spec)()
-    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module)):
-        raise TypeError(f"model function {spec!r} must return (nn.Module, example_inputs), got {type(result).__name__}")
-    model, inputs = result
-    return model.eval(), inputs if isinstance(inputs, tuple) else (inputs,)
+    """Call the model function (lowbit.models.resolve; validate needs its example inputs); returns (model in eval
+    mode, inputs as a tuple)."""
+    model, inputs = load_model(spec, needs_inputs=True)
+    return model.eval(), inputs
 
 
 def _output_tensor(out) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, dict):
-        if isinstance(out.get("sentence_embedding"), torch.Tensor):
-            return out["sentence_embedding"]
+        if isinstance(out.get(SENTENCE_OUTPUT), torch.Tensor):
+            return out[SENTENCE_OUTPUT]
         out = list(out.values())
     if isinstance(out, (list, tuple)):
         for item in out:

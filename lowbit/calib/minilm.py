@@ -1,7 +1,15 @@
-"""Calibration inputs for the built-in MiniLM sentence encoder (`lowbit.models.load_minilm`)."""
+"""Calibration and tuning inputs for the built-in MiniLM (the model itself: `lowbit.models.minilm`): which of the
+project's own sentences, as unpadded `CalibrationSet`s.
+
+`minilm_tuning_data` gives the same kind of items as `minilm_calibration`, so a plan with GPTQ layers tuned on them
+(`lowbit auto --model minilm`) is reproduced by `lowbit convert --model minilm --calib minilm --calib-limit N --config
+plan.json --float-inputs OUT`; when GPTQ is fitted on a separate set of N sentences, the tuning sentences are chosen
+among the others (`exclude`), so no GPTQ error is measured on a sentence it was fitted to.
+"""
 
 from __future__ import annotations
 
+from ..models.minilm import token_batches
 from .sentences import CALIBRATION_SENTENCES
 from .sources import CalibrationSet
 
@@ -33,15 +41,14 @@ def minilm_calibration(model, limit: int | None = DEFAULT_SENTENCES, batch_size:
 
 
 def sentence_batches(model, sentences: list[str], batch_size: int = 32) -> CalibrationSet:
-    """`sentences` tokenized by `model` and batched by exact token count, so no batch holds padding: padded positions
-    are computed by every Linear layer but are not part of any sentence, and would pull the calibration statistics
-    (GPTQ's Hessians) away from the real tokens."""
-    tokenize = getattr(model, "preprocess", None) or model.tokenize
-    by_length: dict[int, list[str]] = {}
-    for s in sentences:
-        by_length.setdefault(int(tokenize([s])["input_ids"].shape[1]), []).append(s)
-    items = []
-    for _, group in sorted(by_length.items()):
-        items += [(tokenize(group[i:i + batch_size]),) for i in range(0, len(group), batch_size)]
-    n = sum(len(g) for g in by_length.values())
-    return CalibrationSet(items, f"{n} MiniLM calibration sentences in {len(items)} unpadded batches")
+    """`sentences` tokenized by `model` and batched by exact token count (`lowbit.models.minilm.token_batches`), so
+    no batch holds padding: padded positions would pull the calibration statistics (GPTQ's Hessians) away from the
+    real tokens."""
+    items = token_batches(model, sentences, batch_size)
+    return CalibrationSet(items, f"{len(sentences)} MiniLM calibration sentences in {len(items)} unpadded batches")
+
+
+def minilm_tuning_data(model, limit: int = 64, exclude=()) -> CalibrationSet:
+    """`pick_sentences(limit, exclude)` (none of lowbit.models.SENTENCES) as `(features,)` items, one per token
+    count (`lowbit auto`'s default data for --model minilm)."""
+    return sentence_batches(model, pick_sentences(limit, exclude))

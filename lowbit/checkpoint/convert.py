@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from ..hf.folder import stamp_quantization_config
 from ..quant.config import QuantConfig
 from ..quant.format import FORMAT_NAME, FORMAT_VERSION
 from ..quant.quantize import quantize_weight
@@ -34,6 +33,7 @@ from .overrides import (
     never_quantized,
     skip_matches,
 )
+from .quantization_config import stamp_quantization_config
 from .safetensors_io import TensorEntry
 from .save import write_checkpoint
 from .shards import write_folder_checkpoint

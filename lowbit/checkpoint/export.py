@@ -24,7 +24,7 @@ from ..quant.format import QuantizedWeight
 from . import compressed_tensors as ct
 from .compressed_tensors import module_of
 from .errors import CheckpointError
-from .export_checks import check_names, static_smoothing
+from .export_checks import check_names, section_folds
 from .hf_folder import CONFIG_NAME, carried_files, config_file, copy_files, read_config, write_json
 from .output_folder import replacing_folder
 from .reader import Checkpoint, open_checkpoint
@@ -219,7 +219,7 @@ def export(src: str | Path, out_dir: str | Path, format: str = ct.FORMAT, config
                               f"{format} cannot represent; quantize with awq_fold= for those layers or another method")
     if not ckpt.quantized:
         raise CheckpointError(f"{src} holds no quantized weight; there is nothing to pack (convert the model first)")
-    folds, notes = static_smoothing(ckpt, weight_only)
+    folds, notes = section_folds(ckpt, weight_only)
     config_path = _config(src, config)
     base = read_config(config_path) if config_path else {}
     prefix, name_notes = check_names(ckpt.path, [*ckpt.quantized, *ckpt.floats], base, config_path)

@@ -1,10 +1,11 @@
 """What `export` checks before it writes: the checkpoint holds nothing the format would silently drop, and its
 tensor names are the ones the config.json's architecture loads.
 
-- Static int8 (W8A8) checkpoints: pack-quantized holds weights only, so export refuses them unless asked for the
-  weights alone (`weight_only`); then each SmoothQuant-scaled layer's stored weight W*s is multiplied back by its
-  `input_smooth` vector (1/s per input channel) so the written weight is the model's own W. Fused ReLUs change no
-  tensor; folded BatchNorms do, and are refused.
+- Header sections (lowbit.checkpoint.sections) say through their `export` hook what export must do: static int8
+  (W8A8) checkpoints are refused unless asked for the weights alone (`weight_only`), pack-quantized holding weights
+  only; then each SmoothQuant-scaled layer's stored weight W*s is multiplied back by its `input_smooth` vector (1/s
+  per input channel) so the written weight is the model's own W (lowbit.static.checkpoint.export_static). A section
+  without the hook is refused.
 - Names: the model the config describes is built on the meta device with transformers (optional; without it the
   names are not checked and the summary says so); the checkpoint's names must be its state-dict names, after
   removing one wrapper prefix (`0.model.`, `0.auto_model.` of a `--model minilm` checkpoint, as `lowbit.load` maps
@@ -21,31 +22,21 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
+from .sections import file_sections
 
 
-def static_smoothing(ckpt, weight_only: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """({weight name: input_smooth vector} to fold back, notes); CheckpointError for a static checkpoint unless
-    weight_only, and for one whose structure differs from the float model's (folded BatchNorm, fused ReLU)."""
-    static = ckpt.body.get("static")
-    if static is None:
-        return {}, []
-    layers = static.get("layers", {})
-    smoothed = {name: spec["input_smooth"] for name, spec in layers.items() if spec.get("input_smooth") is not None}
-    if not weight_only:
-        smooth = f", {len(smoothed)} of them SmoothQuant-scaled (input_smooth)" if smoothed else ""
-        raise CheckpointError(f"{ckpt.path} is a static int8 (W8A8) checkpoint: {len(layers)} layer(s) quantize "
-                              f"their inputs with fixed steps{smooth}; pack-quantized holds weights only, so export "
-                              "would drop the activation quantization: pass --weight-only (weight_only=True) to "
-                              "export the weights alone, smoothing folded back, or serve the checkpoint with lowbit")
-    folded = static.get("folded_bn", [])
-    if folded:  # a fused ReLU changes no tensor; a folded BatchNorm changes the conv's and removes its own
-        raise CheckpointError(f"{ckpt.path}: its static int8 layers fold BatchNorms into convolutions ({folded[0]}, "
-                              "...), so its tensors no longer match the float architecture a config.json describes")
-    folds = {(f"{name}.weight" if name else "weight"): torch.tensor(v, dtype=torch.float32)
-             for name, v in smoothed.items()}
-    note = (f"static int8 checkpoint exported weight-only: the input steps of {len(layers)} layer(s) were dropped"
-            + (f", the smoothing of {len(folds)} folded back into their weights" if folds else ""))
-    return folds, [note]
+def section_folds(ckpt, weight_only: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """({weight name: per-input-channel factor to fold back}, notes) from each header section's `export` hook
+    (static int8: refused unless weight_only, its smoothing folded back); a section without one is refused."""
+    folds, notes = {}, []
+    for kind, section in file_sections(ckpt.path, ckpt.body).items():
+        if section.export is None:
+            raise CheckpointError(f"{ckpt.path} has header section {kind!r}, which pack-quantized cannot hold; serve "
+                                  "the checkpoint with lowbit")
+        f, n = section.export(ckpt.path, ckpt.body[kind], weight_only)
+        folds.update(f)
+        notes += n
+    return folds, notes
 
 
 def _build_meta_model(config: dict, config_path: Path):

@@ -23,6 +23,7 @@ from ..quant.config import FLOAT_BITS, SCALE_DTYPES, QuantMethod
 from ..quant.format import QuantizedWeight, expected_shapes
 from .errors import CheckpointError
 from .safetensors_io import TensorEntry, dtype_name, is_count, parse_json
+from .sections import CORE_KEYS, file_sections
 
 FORMAT_NAME = "lowbit.checkpoint"
 FORMAT_VERSION = 3  # 2: the optional "static" object; 3: "input_scales" (files with neither are still written as 1)
@@ -39,18 +40,23 @@ def tensor_name(param: str, field: str) -> str:
 
 
 def build_metadata(quantized: dict[str, QuantizedWeight | dict], external: dict | None = None,
-                   static: dict | None = None, input_scales: list[str] | None = None) -> dict[str, str]:
+                   sections: dict[str, dict] | None = None, input_scales: list[str] | None = None) -> dict[str, str]:
     """The safetensors "__metadata__" dict for these quantized weights (QuantizedWeight or its metadata dict).
 
-    input_scales: quantized parameters stored with an AWQ input-scale vector (format 3; none: as before)."""
+    sections: {kind: object} of registered header sections (lowbit.checkpoint.sections; e.g. "static"), each
+    raising the format version to its own. input_scales: quantized parameters stored with an AWQ input-scale vector
+    (format 3; none: as before)."""
     metas = {k: (v.metadata() if isinstance(v, QuantizedWeight) else v) for k, v in sorted(quantized.items())}
-    version = 3 if input_scales else 2 if static is not None else 1
+    sections = sections or {}
+    if CORE_KEYS & set(sections):
+        raise ValueError(f"sections {sorted(CORE_KEYS & set(sections))} are core header keys")
+    kinds = file_sections("a new checkpoint", sections)
+    version = max([3 if input_scales else 1, *(s.version for s in kinds.values())])
     body = {
         "format": FORMAT_NAME, "version": version, "lowbit_version": __version__,
         "quantized": metas, "scheme": scheme_summary(metas), "external_data": external,
     }
-    if static is not None:  # static int8 activation steps (lowbit.static.checkpoint)
-        body["static"] = static
+    body.update(sections)
     if input_scales:
         body["input_scales"] = sorted(input_scales)
     return {METADATA_KEY: json.dumps(body, sort_keys=True, separators=(",", ":"))}
@@ -92,11 +98,9 @@ def parse_metadata(path, meta: dict[str, str]) -> dict:
     for name, qmeta in body["quantized"].items():
         check_quantized_meta(path, name, qmeta)
     _check_input_scale_names(path, body)
-    if "static" in body:
-        from ..static.checkpoint import check_static
-
+    for kind, section in file_sections(path, body).items():
         try:
-            check_static(path, body["static"])
+            section.check(path, body[kind])
         except ValueError as e:
             raise CheckpointError(str(e)) from None
     return body

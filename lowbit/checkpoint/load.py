@@ -11,6 +11,7 @@ from .aliases import drop_alias_tensors, module_aliases, without_alias_keys
 from .errors import CheckpointError
 from .reader import Checkpoint, open_checkpoint
 from .safetensors_io import dtype_name
+from .sections import file_sections
 
 
 def find_prefix(names: list[str], model_sd: dict | set) -> str:
@@ -135,24 +136,24 @@ def load(model: torch.nn.Module, path: str | Path, backend=None) -> torch.nn.Mod
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"load() needs the float nn.Module to load into, got {type(model).__name__}")
     ckpt = open_checkpoint(path)
-    static = ckpt.body.get("static")
+    sections = file_sections(ckpt.path, ckpt.body)
     saved = _snapshot(model)
-    if static is not None:  # a static int8 file: fold its BatchNorms into the float model first (structure only)
-        from ..static.checkpoint import prepare_model
-
+    for kind, section in sections.items():  # e.g. a static int8 file folds its BatchNorms first (structure only)
+        if section.prepare is None:
+            continue
         try:
-            prepare_model(model, static)
+            section.prepare(model, ckpt.body[kind])
         except ValueError as e:
             _restore(saved)
             raise CheckpointError(f"{ckpt.path}: {e}") from None
     try:
-        return _load_checked(ckpt, model, backend, static, saved)
+        return _load_checked(ckpt, model, backend, sections, saved)
     except CheckpointError:
         _restore(saved)
         raise
 
 
-def _load_checked(ckpt: Checkpoint, model, backend, static, saved) -> torch.nn.Module:
+def _load_checked(ckpt: Checkpoint, model, backend, sections: dict, saved) -> torch.nn.Module:
     model_sd = model.state_dict(keep_vars=True)
     transient = frozenset(k for k, _ in model.named_buffers()) - set(model_sd)
     prefix = find_prefix([*ckpt.quantized, *ckpt.floats], set(model_sd) | transient)
@@ -168,10 +169,9 @@ def _load_checked(ckpt: Checkpoint, model, backend, static, saved) -> torch.nn.M
         modules = dict(model.named_modules())
         for layer, s in vectors.items():
             modules[layer].set_input_scale(s)
-        if static is not None:
-            from ..static.checkpoint import apply_static
-
-            model = apply_static(model, static, set(weights))
+        for kind, section in sections.items():  # e.g. static int8 layers replace their weight-only forms
+            if section.apply is not None:
+                model = section.apply(model, ckpt.body[kind], set(weights))
         return model
     except BaseException as e:  # everything was checked above; should anything still fail, undo every change
         _restore(saved)

@@ -14,11 +14,12 @@ from .external import data_path_for, external_record, file_header_digest, header
 from .header import INPUT_SCALE, build_metadata, tensor_name
 from .outputs import check_output, pair_lock
 from .safetensors_io import AtomicWriter, TensorEntry
+from .sections import model_sections
 
 
 def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: dict[str, dict],
                      fill: Callable[[AtomicWriter], None], external_data: bool = False,
-                     inputs: Iterable[Path] = (), static: dict | None = None,
+                     inputs: Iterable[Path] = (), sections: dict | None = None,
                      input_scales: list[str] | None = None) -> None:
     """Plan a checkpoint of these tensors, let `fill(writer)` write each one, then publish the file(s) atomically.
 
@@ -26,7 +27,7 @@ def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: di
     as is an output that exists and is not a regular file. With external_data the tensors go to `<path>.data` and
     `path` keeps only the metadata; both are published under `pair_lock` (data file first), then the data file's
     header is read back, so a run that raced another writer of the same output fails instead of reporting success
-    for a pair that does not match.
+    for a pair that does not match. sections: {kind: header object} (lowbit.checkpoint.sections).
     """
     path, inputs = Path(path), list(inputs)
     check_output(path, inputs)
@@ -35,7 +36,7 @@ def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: di
             data_path = data_path_for(path)
             check_output(data_path, inputs)
             data = stack.enter_context(AtomicWriter(data_path, tensors, {"lowbit.external_of": path.name}))
-            meta = build_metadata(quantized, external_record(path, data.header), static, input_scales)
+            meta = build_metadata(quantized, external_record(path, data.header), sections, input_scales)
             main = stack.enter_context(AtomicWriter(path, [], meta))
             fill(data)
             with pair_lock(data_path.parent if str(data_path.parent) else Path(".")):
@@ -44,7 +45,7 @@ def write_checkpoint(path: str | Path, tensors: list[TensorEntry], quantized: di
                 main.commit()
                 _check_published(path, data_path, data.header)
         else:
-            meta = build_metadata(quantized, None, static, input_scales)
+            meta = build_metadata(quantized, None, sections, input_scales)
             main = stack.enter_context(AtomicWriter(path, tensors, meta))
             fill(main)
             main.commit()
@@ -102,12 +103,8 @@ def save(model_or_state_dict, path: str | Path, external_data: bool = False) -> 
         for k, v in flat.items():
             writer.write(k, v)
 
-    static = None
-    if isinstance(model_or_state_dict, torch.nn.Module):
-        from ..static.checkpoint import static_metadata
-
-        static = static_metadata(model_or_state_dict)
+    sections = model_sections(model_or_state_dict) if isinstance(model_or_state_dict, torch.nn.Module) else None
     input_scales = [p for p in quantized if tensor_name(p, INPUT_SCALE) in plain]  # AWQ vectors: format 3
     write_checkpoint(path, entries, {p: qw.metadata() for p, qw in quantized.items()}, fill, external_data,
-                     static=static, input_scales=input_scales)
+                     sections=sections, input_scales=input_scales)
     return Path(path)

@@ -7,8 +7,8 @@ lowbit):
   storage dtype; the dense copy divides by it);
 - a weight's zero (RTN, HQQ, GPTQ, AWQ: floats): finite;
 - an AWQ input-scale vector (the input is divided by it): finite, > 0 and a normal float32 (1/s finite);
-- a static int8 activation step (the input is divided by it): finite, a normal float32 once stored as one;
-- a static smoothing vector (SmoothQuant's 1/s, multiplied in): finite and > 0 as float32.
+- a header section's numbers, by its own `check_values` hook (lowbit.checkpoint.sections): a static int8 activation
+  step finite and a normal float32, a static smoothing vector finite and > 0 (lowbit.static.checkpoint).
 Errors are CheckpointErrors naming the file, the layer and the tensor (or header entry).
 """
 
@@ -18,6 +18,7 @@ import torch
 
 from .errors import CheckpointError
 from .header import INPUT_SCALE, tensor_name
+from .sections import file_sections
 
 _TINY32 = torch.finfo(torch.float32).tiny
 
@@ -27,7 +28,9 @@ def _first_bad(t: torch.Tensor, bad: torch.Tensor) -> str:
     return f"{t[index].item()!r} at index {list(index)}"
 
 
-def _check_tensor(path, layer: str, tname: str, t: torch.Tensor, positive: bool, normal: bool, what: str) -> None:
+def check_tensor(path, layer: str, tname: str, t: torch.Tensor, positive: bool, normal: bool, what: str) -> None:
+    """CheckpointError naming file, layer and tensor (`what` says what it is) unless every value of `t` is finite,
+    and > 0 when `positive`, and not below float32's smallest normal number in magnitude when `normal`."""
     v = t.float()
     bad = ~torch.isfinite(v)
     if positive:
@@ -44,31 +47,20 @@ def _check_weights(ckpt) -> None:
     for name, fields in ckpt.groups.items():
         layer = name.rpartition(".")[0]
         if "scale" in fields:
-            _check_tensor(ckpt.path, layer, fields["scale"], ckpt.tensor(fields["scale"]), True, False,
+            check_tensor(ckpt.path, layer, fields["scale"], ckpt.tensor(fields["scale"]), True, False,
                           "weight scale")
         if "zero" in fields:
-            _check_tensor(ckpt.path, layer, fields["zero"], ckpt.tensor(fields["zero"]), False, False, "weight zero")
+            check_tensor(ckpt.path, layer, fields["zero"], ckpt.tensor(fields["zero"]), False, False, "weight zero")
     for name in ckpt.body.get("input_scales", []):
         tname = tensor_name(name, INPUT_SCALE)
-        _check_tensor(ckpt.path, name.rpartition(".")[0], tname, ckpt.tensor(tname), True, True,
+        check_tensor(ckpt.path, name.rpartition(".")[0], tname, ckpt.tensor(tname), True, True,
                       "AWQ input scale, the input is divided by it")
 
 
-def _check_static(path, static: dict) -> None:
-    for layer, spec in static["layers"].items():
-        step = torch.tensor(spec["input_scale"], dtype=torch.float32)
-        if not bool(torch.isfinite(step)) or not float(step) >= _TINY32:
-            raise CheckpointError(f"{path}: layer {layer!r}, static entry 'input_scale' (the activation step, the "
-                                  f"input is divided by it) is {spec['input_scale']!r}; it must be a finite float32 "
-                                  f">= {_TINY32:.3g}")
-        smooth = spec.get("input_smooth")
-        if smooth is not None:
-            _check_tensor(path, layer, "input_smooth", torch.tensor(smooth, dtype=torch.float64).float(), True, False,
-                          "static smoothing vector in the header")
-
-
 def check_values(ckpt) -> None:
-    """Every scale, zero, input-scale vector, activation step and smoothing vector of an opened checkpoint."""
+    """Every scale, zero and input-scale vector of an opened checkpoint, then each header section's own numbers
+    (`Section.check_values`: static int8 activation steps and smoothing vectors)."""
     _check_weights(ckpt)
-    if ckpt.body.get("static") is not None:
-        _check_static(ckpt.path, ckpt.body["static"])
+    for kind, section in file_sections(ckpt.path, ckpt.body).items():
+        if section.check_values is not None:
+            section.check_values(ckpt.path, ckpt.body[kind])

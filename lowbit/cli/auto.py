@@ -57,7 +57,8 @@ def add_parser(sub) -> None:
                        "size, verify the whole plan, and write it as a per-layer config for `lowbit convert "
                        "--config`.")
     p.add_argument("--model", default="minilm", metavar="MODULE:FUNCTION|minilm",
-                   help="the float model: MODULE:FUNCTION returning an nn.Module, or the bundled MiniLM (default)")
+                   help="the float model: MODULE:FUNCTION returning an nn.Module or (model, inputs) (see "
+                   "`pydoc lowbit.models.resolve`), or the bundled MiniLM (default)")
     p.add_argument("--data", help="test inputs: a folder of .pt/.npy/.safetensors files or MODULE:FUNCTION "
                    "returning an iterable of inputs; 'minilm' (default with --model minilm) = calibration sentences")
     p.add_argument("--limit", type=int, default=64, help="at most this many data items / sentences (default 64)")
@@ -103,7 +104,7 @@ def _data(args, model):
         raise ValueError("--data is required with --model MODULE:FUNCTION: a folder of .pt/.npy/.safetensors inputs "
                          "or MODULE:FUNCTION returning an iterable of inputs")
     if data == "minilm":
-        from ..auto.minilm import minilm_tuning_data
+        from ..calib.minilm import minilm_tuning_data
         from .convert_model import minilm_calib_sentences
 
         fitted = minilm_calib_sentences(args.calib_limit) if args.calib == "minilm" else ()
@@ -152,6 +153,7 @@ def _check_outputs(args) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..auto import auto_quantize
     from ..auto.speed import plan_speed
+    from ..models.minilm import OUTPUT
     from .convert_model import build_model
 
     _check_outputs(args)
@@ -171,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     model = build_model(args.model)
     calibration = _calibration(args, model)
     data = _data(args, model)
-    output = args.output or ("sentence_embedding" if args.model == "minilm" else None)
+    output = args.output or (OUTPUT if args.model == "minilm" else None)
     if output is not None and output.lstrip("-").isdigit():
         output = int(output)
     plan = auto_quantize(model, data, target_size=size, target_error=args.max_error, candidates=cands,

@@ -8,7 +8,6 @@ with --json the summary as JSON on stdout. Progress bars go to stderr.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 
@@ -19,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The model-based options of `lowbit convert`."""
     g = p.add_argument_group("data-aware conversion (build the model and calibrate it)")
     g.add_argument("--model", metavar="MODULE:FUNCTION|minilm",
-                   help="build the float model by calling MODULE:FUNCTION() (or the bundled MiniLM); then IN is "
+                   help="build the float model by calling MODULE:FUNCTION() (a model, or (model, inputs): see "
+                   "`pydoc lowbit.models.resolve`), the bundled MiniLM or a Hugging Face model folder; then IN is "
                    "not given, only OUT")
     g.add_argument("--calib", metavar="DATA",
                    help="calibration inputs: a folder of .pt/.npy/.safetensors files (one model call each), "
@@ -97,26 +97,13 @@ def require_input_without_model(p: argparse.ArgumentParser) -> None:
 
 
 def build_model(spec: str):
-    """The float model for --model: 'minilm', a Hugging Face model folder, or MODULE:FUNCTION (called with no
-    arguments)."""
-    if spec == "minilm":
-        from ..models import load_minilm
+    """The float model for --model: a Hugging Face model folder, or a model spec ('minilm' or MODULE:FUNCTION, the
+    one contract of every command: lowbit.models.resolve; example inputs, if returned, are not needed here)."""
+    from ..models.resolve import BUILTIN_MODELS, load_model
 
-        return load_minilm()
-    if is_hf_folder(spec):
+    if spec not in BUILTIN_MODELS and is_hf_folder(spec):
         return build_hf_model(spec)
-    module_name, sep, func_name = spec.partition(":")
-    if not sep or not module_name or not func_name:
-        raise ValueError(f"--model {spec!r}: use MODULE:FUNCTION (a function returning the float nn.Module) or minilm")
-    func = getattr(importlib.import_module(module_name), func_name, None)
-    if not callable(func):
-        raise ValueError(f"--model {spec!r}: {module_name} has no callable {func_name!r}")
-    import torch
-
-    model = func()
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"--model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
-    return model
+    return load_model(spec)[0]
 
 
 def layer_overrides(path: str, base, model) -> tuple[dict, list[str]]:
@@ -246,7 +233,7 @@ def save_output(model, args, cfg) -> None:
     from ..checkpoint.convert import folder_output
     from ..checkpoint.hf_folder import copy_files
     from ..checkpoint.output_folder import replacing_folder
-    from ..hf.folder import stamp_quantization_config
+    from ..checkpoint.quantization_config import stamp_quantization_config
 
     if not is_hf_folder(args.model):
         save(model, args.output, external_data=args.external_data)

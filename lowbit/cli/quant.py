@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
                        "calibration data (KL / minmax / EMA / percentile / MSE).")
     p.add_argument("output", metavar="OUT", help="the lowbit checkpoint to write")
     p.add_argument("--model", required=True, metavar="MODULE:FUNCTION|minilm",
-                   help="build the float model by calling MODULE:FUNCTION() (or the bundled MiniLM)")
+                   help="build the float model by calling MODULE:FUNCTION() (a model, or (model, inputs): see "
+                   "`pydoc lowbit.models.resolve`), or the bundled MiniLM")
     p.add_argument("--calib", metavar="DATA", help="calibration inputs: a folder of .pt/.npy/.safetensors files or of "
                    "images, MODULE:FUNCTION returning an iterable of inputs, or 'minilm' (default with --model minilm)")
     convert_model.add_text_arguments(p)  # --tokenizer/--seq-len/--samples for a .txt/.jsonl --calib

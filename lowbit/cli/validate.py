@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
                        "resident memory of load + forward (in a separate process) and latency (median, p20, p80) "
                        "for memory Normal and Low.")
     p.add_argument("--model", default="minilm",
-                   help="'minilm' (bundled) or MODULE:FUNCTION returning (model, example_inputs) (default minilm)")
+                   help="'minilm' (bundled) or MODULE:FUNCTION returning (model, example_inputs): validate runs the "
+                   "model on those inputs (see `pydoc lowbit.models.resolve`; default minilm)")
     p.add_argument("--checkpoint", help="a lowbit checkpoint of the model; default: quantize it with the options "
                    "below and save to a temporary file")
     p.add_argument("--bits", type=int, default=4, help="bits when quantizing (default 4)")

@@ -31,11 +31,11 @@ from ..checkpoint.errors import CheckpointError
 from ..checkpoint.header import expected_entries, tensor_name
 from ..checkpoint.hf_folder import copy_files
 from ..checkpoint.output_folder import replacing_folder
+from ..checkpoint.quantization_config import stamp_quantization_config
 from ..checkpoint.safetensors_io import TensorEntry
 from ..checkpoint.save import write_checkpoint
 from ..dataaware.report import LayerError
 from ..dataaware.weights import WeightResult
-from ..hf.folder import stamp_quantization_config
 from ..nn import swap
 from ..quant.config import QuantConfig, QuantMethod
 from .activations import ActivationStore, BlockCall, as_token_batch, capture_block_inputs

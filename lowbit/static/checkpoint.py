@@ -9,17 +9,23 @@ A layer entry may add "fused_relu": true (its ReLU, listed in "fused_relu", is a
 Weights are ordinary 8-bit symmetric per-channel packed weights; activation steps are JSON floats (exact: a
 float32 step round-trips through JSON's shortest float64 repr). Loading: `prepare_model` folds the BatchNorms
 structurally (BatchNorm -> Identity, a bias where the conv had none) before the tensors are matched, and
-`apply_static` turns the swapped weight-only layers into their static twins.
+`apply_static` turns the swapped weight-only layers into their static twins. `SECTION` registers these with
+`lowbit.checkpoint` as header section "static" (format version 2) when this module is imported.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from ..checkpoint.errors import CheckpointError
+from ..checkpoint.sections import Section, register_section
+from ..checkpoint.values import check_tensor
 from ..nn.static import STATIC_KINDS, to_static
 from .fold import _replace, fold_structure
 
 _KINDS = set(STATIC_KINDS)
+_TINY32 = torch.finfo(torch.float32).tiny
 
 
 def static_metadata(model: nn.Module) -> dict | None:
@@ -87,3 +93,46 @@ def apply_static(model: nn.Module, static: dict, quantized: set[str]) -> nn.Modu
             _replace(model, name, new)
     model.lowbit_static = dict(static)
     return model
+
+
+def check_static_values(path, static: dict) -> None:
+    """Each layer's activation step (the input is divided by it: finite, a normal float32) and smoothing vector
+    (multiplied in: finite and > 0 as float32); CheckpointError naming the file and the layer."""
+    for layer, spec in static["layers"].items():
+        step = torch.tensor(spec["input_scale"], dtype=torch.float32)
+        if not bool(torch.isfinite(step)) or not float(step) >= _TINY32:
+            raise CheckpointError(f"{path}: layer {layer!r}, static entry 'input_scale' (the activation step, the "
+                                  f"input is divided by it) is {spec['input_scale']!r}; it must be a finite float32 "
+                                  f">= {_TINY32:.3g}")
+        smooth = spec.get("input_smooth")
+        if smooth is not None:
+            check_tensor(path, layer, "input_smooth", torch.tensor(smooth, dtype=torch.float64).float(), True, False,
+                         "static smoothing vector in the header")
+
+
+def export_static(path, static: dict, weight_only: bool) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The section's export hook: ({weight name: input_smooth vector} to fold back, notes); CheckpointError unless
+    weight_only (pack-quantized holds no activation steps), and for a file whose structure differs from the float
+    model's (folded BatchNorms; a fused ReLU changes no tensor)."""
+    layers = static.get("layers", {})
+    smoothed = {name: spec["input_smooth"] for name, spec in layers.items() if spec.get("input_smooth") is not None}
+    if not weight_only:
+        smooth = f", {len(smoothed)} of them SmoothQuant-scaled (input_smooth)" if smoothed else ""
+        raise CheckpointError(f"{path} is a static int8 (W8A8) checkpoint: {len(layers)} layer(s) quantize "
+                              f"their inputs with fixed steps{smooth}; pack-quantized holds weights only, so export "
+                              "would drop the activation quantization: pass --weight-only (weight_only=True) to "
+                              "export the weights alone, smoothing folded back, or serve the checkpoint with lowbit")
+    folded = static.get("folded_bn", [])
+    if folded:  # a fused ReLU changes no tensor; a folded BatchNorm changes the conv's and removes its own
+        raise CheckpointError(f"{path}: its static int8 layers fold BatchNorms into convolutions ({folded[0]}, "
+                              "...), so its tensors no longer match the float architecture a config.json describes")
+    folds = {(f"{name}.weight" if name else "weight"): torch.tensor(v, dtype=torch.float32)
+             for name, v in smoothed.items()}
+    note = (f"static int8 checkpoint exported weight-only: the input steps of {len(layers)} layer(s) were dropped"
+            + (f", the smoothing of {len(folds)} folded back into their weights" if folds else ""))
+    return folds, [note]
+
+
+SECTION = register_section(Section(kind="static", version=2, save=static_metadata, check=check_static,
+                                   check_values=check_static_values, prepare=prepare_model, apply=apply_static,
+                                   export=export_static))

@@ -1,5 +1,6 @@
 """The `quantization_config` a lowbit model folder's config.json carries (no transformers import here).
 
+`lowbit convert` stamps it into the config.json it writes; `lowbit.hf.LowbitConfig` (above checkpoint) reads it back.
 With it, `AutoModelForCausalLM.from_pretrained(folder)` loads the packed weights through lowbit's quantizer instead
 of initialising every quantized Linear at random; each layer's own settings stay in the safetensors header.
 """
@@ -10,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..quant.config import QuantConfig
+from .hf_folder import CONFIG_NAME, read_config, write_json
 
 QUANT_METHOD = "lowbit"
 
@@ -26,8 +28,6 @@ def quantization_config(cfg: QuantConfig, skipped: Iterable[str] = ()) -> dict:
 
 def stamp_quantization_config(written: Iterable[Path], cfg: QuantConfig, skipped: Iterable[str] = ()) -> None:
     """Add `quantization_config` to the config.json among the files convert copied into its output folder."""
-    from ..checkpoint.hf_folder import CONFIG_NAME, read_config, write_json
-
     for path in written:
         if Path(path).name == CONFIG_NAME:
             config = read_config(Path(path))
