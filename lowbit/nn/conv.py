@@ -16,7 +16,7 @@ from torch import nn
 from ..quant.format import QuantizedWeight
 from ..runtime.config import BackendConfig
 from ..runtime.dispatch import conv_native_reason
-from . import ops
+from . import format_exec, ops
 from .linear import QuantModule
 
 _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -117,6 +117,9 @@ class _QuantConvNd(QuantModule):
             y = F.conv2d(x if x.dtype == w.dtype else x.to(w.dtype), w.view(shape4d), b, stride,
                          [a for a, _ in pads], dilation, self.groups)
             return y if y.dtype == x.dtype else y.to(x.dtype)
+        if not self.is_affine("weight"):
+            return format_exec.conv2d(self, "weight", x, self.bias, list(stride), [a for a, _ in pads],
+                                      list(dilation), self.groups, shape4d)
         packed, scale, zero, _, bits, block = self._op_args("weight")
         return ops.conv2d(x, packed, scale, zero, self.bias, shape4d, bits, block, list(stride),
                                        [a for a, _ in pads], list(dilation), self.groups, *self._modes())
