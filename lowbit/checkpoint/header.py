@@ -69,10 +69,12 @@ def scheme_summary(quantized: dict[str, dict]) -> dict:
         if _is_affine(m):
             groups.setdefault((m["method"], m["bits"], m["block_size"], m["symmetric"]), []).append(name)
         else:
-            others.setdefault((str(m.get("format")), str(m.get("bits"))), []).append(name)
+            bits = m.get("bits") if type(m.get("bits")) is int else None
+            others.setdefault((str(m.get("format")), bits), []).append(name)
     out = [{"method": k[0], "bits": k[1], "block_size": k[2], "symmetric": k[3], "targets": sorted(v)}
            for k, v in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0], kv[0][3]))]
-    out += [{"format": k[0], "bits": k[1], "targets": sorted(v)} for k, v in sorted(others.items())]
+    out += [{"format": k[0], "bits": k[1], "targets": sorted(v)}
+            for k, v in sorted(others.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))]
     return {"groups": out}
 
 

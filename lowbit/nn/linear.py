@@ -203,7 +203,7 @@ class QuantLinear(QuantModule):
     forward: x (..., in_features) -> (..., out_features) in x's dtype.
     """
 
-    def __init__(self, weight: QuantizedWeight, bias: torch.Tensor | None = None,
+    def __init__(self, weight: PackedWeight, bias: torch.Tensor | None = None,
                  backend: BackendConfig | None = None):
         super().__init__(backend)
         if len(weight.shape) != 2:
@@ -213,7 +213,7 @@ class QuantLinear(QuantModule):
         self.set_bias(bias)
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, weight: QuantizedWeight, backend: BackendConfig | None = None):
+    def from_float(cls, linear: nn.Linear, weight: PackedWeight, backend: BackendConfig | None = None):
         """Replace `linear`'s weight by `weight` (same shape); its bias Parameter is kept as is."""
         if tuple(weight.shape) != tuple(linear.weight.shape):
             raise ValueError(f"packed weight shape {weight.shape} does not match the Linear's "

@@ -167,4 +167,4 @@ def format_refusal(weight, reads: tuple[str, ...] = (AFFINE,)) -> str | None:
     name = getattr(weight, "format", None)
     if name is None or name in reads:
         return None
-    return f"format {name!r} is not one this kernel reads ({', '.join(reads)})"
+    return f"the weight's format {name!r} is not {' or '.join(repr(r) for r in reads)}"
