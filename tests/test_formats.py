@@ -324,3 +324,23 @@ def test_entries_without_a_format_field_are_affine(tmp_path):
     loaded = lowbit.load(nn.Sequential(nn.Linear(64, 8)), tmp_path / "bare.safetensors")
     assert loaded[0].quantized_weight("weight").format == AFFINE
     assert torch.equal(loaded(x), model(x))
+
+
+def test_module_under_two_names(toy_format, tmp_path):
+    """torch writes an aliased layer's tensors twice; load checks the repeat against the stored format's tensors."""
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(8, 4)
+            self.b = self.a
+
+        def forward(self, x):
+            return self.b(x)
+
+    torch.manual_seed(9)
+    tied = Tied()
+    model = swap_quantized(tied, {"a.weight": quantize_codebook(tied.a.weight)})
+    loaded = lowbit.load(Tied(), lowbit.save(model, tmp_path / "tied.safetensors"))
+    x = torch.randn(2, 8)
+    assert loaded.a is loaded.b and torch.equal(loaded(x), model(x))
