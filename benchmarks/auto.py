@@ -1,6 +1,6 @@
 """Automatic quantization on MiniLM: plans against uniform settings at equal size and at equal error.
 
-Tuning: 64 of lowbit.calib's own sentences (`lowbit.auto.minilm.minilm_tuning_data`), metric 1 - lowest cosine of the
+Tuning: 64 of lowbit.calib's own sentences (`lowbit.calib.minilm.minilm_tuning_data`), metric 1 - lowest cosine of the
 sentence embedding. Evaluation (not the tuning data): the lowest and mean embedding cosine to fp32 over
 lowbit.models.SENTENCES and over the calibration sentences not used for tuning. Rows: uniform int4 / int3 block 64
 HQQ and GPTQ, the plan at HQQ's size, the smallest plan at uniform int4 HQQ's measured tuning error, and the plan at
@@ -56,7 +56,6 @@ def run(n_tune: int = 64, threads: int = 2, out_dir: str | None = "benchmarks/re
     """n_fit: fit GPTQ candidates (and the uniform GPTQ row) on that many other calibration sentences
     (auto_quantize's calibration=) instead of half the tuning items."""
     import lowbit
-
     from lowbit.auto import default_candidates
     from lowbit.auto.fakequant import run_outputs
     from lowbit.auto.metrics import as_metric
@@ -142,7 +141,14 @@ def fit_check(n_tune: int = 32, threads: int = 2, out_dir: str | None = "benchma
     from lowbit.auto import default_candidates
     from lowbit.auto.fakequant import run_outputs
     from lowbit.auto.metrics import BUILTIN, as_metric
-    from lowbit.auto.sensitivity import _anchor_keys, _fit, candidate_key, candidate_label, measure, quantizable_layers
+    from lowbit.auto.sensitivity import (
+        anchor_keys,
+        candidate_key,
+        candidate_label,
+        fit_error_to_noise,
+        measure,
+        quantizable_layers,
+    )
     from lowbit.calib.minilm import minilm_tuning_data
     from lowbit.models import load_minilm
     from lowbit.models.minilm import OUTPUT

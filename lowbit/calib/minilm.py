@@ -14,7 +14,7 @@ from .sentences import CALIBRATION_SENTENCES
 from .sources import CalibrationSet
 
 # GPTQ on MiniLM improves from 128 to 256 sentences (lowest cosine 0.985 -> 0.988 at int4 block 64) and hardly beyond
-# (0.988 at 1000, for 4x the time): bench/results/dataaware_minilm_calib_sweep_1t.md
+# (0.988 at 1000, for 4x the time): benchmarks/results/dataaware_minilm_calib_sweep_1t.md
 DEFAULT_SENTENCES = 256
 
 

@@ -13,7 +13,6 @@ from dataclasses import replace
 import torch
 
 from .errors import CheckpointError
-from .header import SUFFIXES
 
 
 def module_aliases(model: torch.nn.Module) -> dict[str, str]:
@@ -39,11 +38,6 @@ def without_alias_keys(state_dict: dict, aliases: dict[str, str]) -> dict:
     return {k: v for k, v in state_dict.items() if _canonical(k, aliases) is None}
 
 
-def _quantized_base(tname: str, quantized: dict) -> str | None:
-    base, _, field = tname.rpartition("_")
-    return base if field in SUFFIXES and base in quantized else None
-
-
 def drop_alias_tensors(ckpt, aliases: dict[str, str], prefix: str):
     """The checkpoint without its tensors under aliases (each checked against its canonical twin)."""
     if not aliases:
@@ -58,6 +52,7 @@ def drop_alias_tensors(ckpt, aliases: dict[str, str], prefix: str):
                                       f"{twin.rpartition('.')[0]!r}, whose {twin!r} is not stored alike")
             del quantized[name]
     floats = []
+    packed = {t for group in ckpt.groups.values() for t in group.values()}  # every format's stored tensors
     for name in ckpt.floats:
         twin = _canonical(prefix + name, aliases)
         if twin is None:
@@ -69,6 +64,6 @@ def drop_alias_tensors(ckpt, aliases: dict[str, str], prefix: str):
             raise CheckpointError(f"{ckpt.path}: tensor {name!r} belongs to an alias of module "
                                   f"{twin.rpartition('.')[0]!r}, but {twin!r} is not stored with the same shape "
                                   "and dtype (wrong model?)")
-        if _quantized_base(twin, ckpt.quantized) is None and twin not in ckpt.floats:
+        if twin not in packed and twin not in ckpt.floats:
             raise CheckpointError(f"{ckpt.path}: tensor {name!r} repeats {twin!r}, which the file does not use")
     return replace(ckpt, body={**ckpt.body, "quantized": quantized}, floats=floats)

@@ -28,6 +28,7 @@ import torch
 
 from ..quant.blocks import block_views
 from ..quant.format import QuantizedWeight, num_blocks_for
+from ..quant.formats import format_refusal
 from ..quant.packing import pack_bits, packed_row_bytes
 from ..quant.rtn import rtn_codes, rtn_scale_zero
 
@@ -56,6 +57,8 @@ def integer_zero(zero: torch.Tensor, bits: int) -> bool:
 
 def unrepresentable(name: str, qw: QuantizedWeight) -> str | None:
     """Why `qw` (parameter `name`) cannot be written exactly as pack-quantized, or None when it can."""
+    if format_refusal(qw):
+        return f"{format_refusal(qw)}: pack-quantized holds affine integer codes"
     if module_of(name) is None or len(qw.shape) != 2:
         return f"not a Linear weight (shape {list(qw.shape)}): pack-quantized holds Linear weights only"
     if qw.is_float:
@@ -69,7 +72,7 @@ def unrepresentable(name: str, qw: QuantizedWeight) -> str | None:
 
 def can_requantize(name: str, qw: QuantizedWeight) -> bool:
     """Requantizing helps integer-coded Linear weights only (not Conv/LSTM, not float16 storage)."""
-    return module_of(name) is not None and len(qw.shape) == 2 and not qw.is_float
+    return module_of(name) is not None and len(qw.shape) == 2 and format_refusal(qw) is None and not qw.is_float
 
 
 def requantize_group(k: int, block_size: int) -> int:

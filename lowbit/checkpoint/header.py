@@ -3,11 +3,13 @@
 The safetensors "__metadata__" holds one key, "lowbit", whose value is a JSON object (see docs/FORMAT.md):
 
     {"format": "lowbit.checkpoint", "version": 1, "lowbit_version": "0.1.0",
-     "quantized": {"<module>.<param>": QuantizedWeight.metadata(), ...},
+     "quantized": {"<module>.<param>": <packed weight>.metadata(), ...},
      "external_data": null | {"file": "<name>", "header_sha256": "<hex>"}}
 
 A quantized parameter P of module m is stored as tensors "m.P_packed", "m.P_scale", "m.P_zero" (zero only when
 asymmetric; scale and zero absent for bits=16); every other tensor is a float (or integer) tensor kept as is.
+A weight of another registered format (`lowbit.quant.formats`; its entry's "format" names it, none is affine) is
+stored as "m.P_<field>" for each of its `tensors()`, checked against its spec's `expected_tensors`.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import math
 import torch
 
 from .. import __version__
-from ..quant.checks import check_metadata
 from ..quant.config import FLOAT_BITS, SCALE_DTYPES, QuantMethod
-from ..quant.format import QuantizedWeight, expected_shapes
+from ..quant.format import check_metadata, expected_shapes
+from ..quant.formats import AFFINE, FormatSpec, format_of_metadata
 from .errors import CheckpointError
 from .safetensors_io import TensorEntry, dtype_name, is_count, parse_json
 from .sections import CORE_KEYS, file_sections
@@ -39,14 +41,15 @@ def tensor_name(param: str, field: str) -> str:
     return f"{param}_{field}"
 
 
-def build_metadata(quantized: dict[str, QuantizedWeight | dict], external: dict | None = None,
+def build_metadata(quantized: dict, external: dict | None = None,
                    sections: dict[str, dict] | None = None, input_scales: list[str] | None = None) -> dict[str, str]:
-    """The safetensors "__metadata__" dict for these quantized weights (QuantizedWeight or its metadata dict).
+    """The safetensors "__metadata__" dict for these quantized weights (packed weights of any registered format, or
+    their metadata dicts).
 
     sections: {kind: object} of registered header sections (lowbit.checkpoint.sections; e.g. "static"), each
     raising the format version to its own. input_scales: quantized parameters stored with an AWQ input-scale vector
     (format 3; none: as before)."""
-    metas = {k: (v.metadata() if isinstance(v, QuantizedWeight) else v) for k, v in sorted(quantized.items())}
+    metas = {k: (v if isinstance(v, dict) else v.metadata()) for k, v in sorted(quantized.items())}
     sections = sections or {}
     if CORE_KEYS & set(sections):
         raise ValueError(f"sections {sorted(CORE_KEYS & set(sections))} are core header keys")
@@ -64,12 +67,43 @@ def build_metadata(quantized: dict[str, QuantizedWeight | dict], external: dict 
 
 def scheme_summary(quantized: dict[str, dict]) -> dict:
     """The quantization_config-style summary: one group per (method, bits, block_size, symmetric) with its
-    parameter names, so tools read the scheme without reading every entry (informational; `quantized` rules)."""
+    parameter names, so tools read the scheme without reading every entry (informational; `quantized` rules).
+    Weights of other formats form one group per (format, bits) after those, with a "format" key."""
     groups: dict[tuple, list[str]] = {}
+    others: dict[tuple, list[str]] = {}
     for name, m in quantized.items():
-        groups.setdefault((m["method"], m["bits"], m["block_size"], m["symmetric"]), []).append(name)
-    return {"groups": [{"method": k[0], "bits": k[1], "block_size": k[2], "symmetric": k[3], "targets": sorted(v)}
-                       for k, v in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0], kv[0][3]))]}
+        if _is_affine(m):
+            groups.setdefault((m["method"], m["bits"], m["block_size"], m["symmetric"]), []).append(name)
+        else:
+            bits = m.get("bits") if type(m.get("bits")) is int else None
+            others.setdefault((str(m.get("format")), bits), []).append(name)
+    out = [{"method": k[0], "bits": k[1], "block_size": k[2], "symmetric": k[3], "targets": sorted(v)}
+           for k, v in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0], kv[0][3]))]
+    out += [{"format": k[0], "bits": k[1], "targets": sorted(v)}
+            for k, v in sorted(others.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))]
+    return {"groups": out}
+
+
+def _is_affine(qmeta: dict) -> bool:
+    """A `quantized` entry of the affine format (the one with no "format" too); entries were checked before."""
+    try:
+        return format_of_metadata(qmeta).name == AFFINE
+    except ValueError:
+        return True  # an unknown tag: only reached before the checks, which refuse it
+
+
+def format_spec(path, name: str, qmeta) -> FormatSpec:
+    """The registered format of one `quantized` entry; a one-line CheckpointError naming the file, the layer and
+    the format when this lowbit does not know it."""
+    fmt = qmeta.get("format") if isinstance(qmeta, dict) else None
+    if isinstance(qmeta, dict) and "format" in qmeta and type(fmt) is not str:
+        raise CheckpointError(f"{path}: quantized tensor {name!r} has bad metadata: format={str(fmt)[:40]} must be "
+                              "a JSON str")
+    try:
+        return format_of_metadata(qmeta if isinstance(qmeta, dict) else {})
+    except ValueError as e:
+        raise CheckpointError(f"{path}: quantized tensor {name!r} (layer {name.rpartition('.')[0]!r}) is stored in "
+                              f"format {str(fmt)[:40]!r}: {e}") from None
 
 
 def parse_metadata(path, meta: dict[str, str]) -> dict:
@@ -119,7 +153,10 @@ def _check_input_scale_names(path, body: dict) -> None:
 
 
 def check_quantized_meta(path, name: str, qmeta) -> dict:
-    """Check one `quantized` entry strictly (types first, then `check_metadata`'s ranges); its constructor fields."""
+    """Check one `quantized` entry strictly (types first, then `check_metadata`'s ranges); its constructor fields.
+
+    An entry of another registered format: the shape and dtype, then its spec's `expected_tensors` (returns the
+    entry itself)."""
     where = f"{path}: quantized tensor {name!r} has bad metadata"
     if not isinstance(qmeta, dict):
         raise CheckpointError(f"{where}: expected an object, got {str(qmeta)[:80]!r}")
@@ -128,7 +165,10 @@ def check_quantized_meta(path, name: str, qmeta) -> dict:
             or math.prod(shape) > _MAX_ELEMENTS:
         raise CheckpointError(f"{where}: shape {str(shape)[:80]} must be a list of at least two positive integers "
                               "(fewer than 2**63 elements)")
-    for key, kind in (("version", int), ("bits", int), ("block_size", int), ("symmetric", bool), ("format", str),
+    spec = format_spec(path, name, qmeta)
+    if spec.name != AFFINE:
+        return _check_other_meta(where, spec, qmeta)
+    for key, kind in (("version", int), ("bits", int), ("block_size", int), ("symmetric", bool),
                       ("dtype", str), ("method", str)):
         if type(qmeta.get(key)) is not kind:
             raise CheckpointError(f"{where}: {key}={str(qmeta.get(key))[:40]} must be a JSON {kind.__name__}")
@@ -144,6 +184,16 @@ def check_quantized_meta(path, name: str, qmeta) -> dict:
         return check_metadata(qmeta)
     except (ValueError, TypeError, KeyError) as e:
         raise CheckpointError(f"{where}: {e}") from None
+
+
+def _check_other_meta(where: str, spec: FormatSpec, qmeta: dict) -> dict:
+    if type(qmeta.get("dtype")) is not str:
+        raise CheckpointError(f"{where}: dtype={str(qmeta.get('dtype'))[:40]} must be a JSON str")
+    try:
+        spec.expected_tensors(qmeta)
+    except (ValueError, TypeError, KeyError) as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    return qmeta
 
 
 def _field_shapes(fields: dict) -> dict[str, tuple[int, ...]]:
@@ -183,6 +233,29 @@ def _check_group(path, name: str, fields: dict, entries: dict[str, TensorEntry])
     return group
 
 
+def _group_of(path, name: str, qmeta: dict, entries: dict[str, TensorEntry]) -> dict[str, str]:
+    spec = format_spec(path, name, qmeta)
+    if spec.name == AFFINE:
+        return _check_group(path, name, check_metadata(qmeta), entries)
+    return _check_other_group(path, name, spec.expected_tensors(qmeta), entries)
+
+
+def _check_other_group(path, name: str, specs: dict, entries: dict[str, TensorEntry]) -> dict[str, str]:
+    """The tensors of a weight of another format: present, of the shape and one of the dtypes its spec names."""
+    group = {}
+    for field, (shape, dtypes) in specs.items():
+        tname = tensor_name(name, field)
+        e = entries.get(tname)
+        if e is None:
+            raise CheckpointError(f"{path} is missing tensor {tname!r} of quantized weight {name!r}")
+        if e.shape != tuple(shape) or e.dtype not in dtypes:
+            raise CheckpointError(f"{path}: tensor {tname!r} is {dtype_name(e.dtype)} {list(e.shape)}, but the "
+                                  f"metadata of {name!r} implies {list(shape)} of "
+                                  f"{' or '.join(dtype_name(d) for d in dtypes)}")
+        group[field] = tname
+    return group
+
+
 def _input_scale_fits(shape: list[int], length: int) -> bool:
     """A Linear's vector has K = shape[1] entries; a conv's (O, C_in/groups, *kernel) one per input channel,
     C_in = groups · shape[1] with groups dividing O (the loader checks the layer's own groups)."""
@@ -216,7 +289,7 @@ def split_entries(path, entries: dict[str, TensorEntry], quantized: dict[str, di
     `open_checkpoint`). Returns ({param: {field: tensor name}}, [float tensor names]); the input-scale tensors of
     `input_scales` are neither (the loader places them).
     """
-    groups = {name: _check_group(path, name, check_metadata(qmeta), entries) for name, qmeta in quantized.items()}
+    groups = {name: _group_of(path, name, qmeta, entries) for name, qmeta in quantized.items()}
     claimed = {t for g in groups.values() for t in g.values()}
     claimed |= _check_input_scales(path, entries, quantized, input_scales)
     floats = []

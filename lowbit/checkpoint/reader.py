@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from ..quant.format import QuantizedWeight
+from ..quant.formats import PackedWeight
 from .errors import CheckpointError
 from .external import resolve_data_file
-from .header import parse_metadata, split_entries
+from .header import format_spec, parse_metadata, split_entries
 from .safetensors_io import MappedFile, TensorEntry
 from .shards import MappedShards, checkpoint_in_folder
 from .values import check_values
@@ -38,11 +38,12 @@ class Checkpoint:
         """A zero-copy, copy-on-write view of one stored tensor."""
         return self.data.tensor(name)
 
-    def quantized_weight(self, name: str) -> QuantizedWeight:
-        """Rebuild one quantized parameter (its tensors are views of the mapped file)."""
+    def quantized_weight(self, name: str) -> PackedWeight:
+        """Rebuild one quantized parameter through its format (its tensors are views of the mapped file)."""
         tensors = {f: self.tensor(t) for f, t in self.groups[name].items()}
+        spec = format_spec(self.path, name, self.quantized[name])
         try:
-            return QuantizedWeight.from_tensors(tensors, self.quantized[name])
+            return spec.from_tensors(tensors, self.quantized[name])
         except ValueError as e:
             raise CheckpointError(f"{self.path}: quantized tensor {name!r}: {e}") from None
 

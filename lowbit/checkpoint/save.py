@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ..quant.format import QuantizedWeight
+from ..quant.formats import PackedWeight, is_packed_weight
 from .errors import CheckpointError
 from .external import data_path_for, external_record, file_header_digest, header_digest
 from .header import INPUT_SCALE, build_metadata, tensor_name
@@ -57,18 +57,19 @@ def _check_published(path: Path, data_path: Path, header: bytes) -> None:
                               f"pair on disk does not match; write {path} again (one writer at a time)")
 
 
-def checkpoint_tensors(model_or_state_dict) -> tuple[dict[str, torch.Tensor], dict[str, QuantizedWeight]]:
-    """(plain tensors, quantized weights) of a quantized model or of a dict of Tensor/QuantizedWeight values."""
+def checkpoint_tensors(model_or_state_dict) -> tuple[dict[str, torch.Tensor], dict[str, PackedWeight]]:
+    """(plain tensors, quantized weights) of a quantized model or of a dict of Tensor / packed-weight values (any
+    registered format)."""
     if isinstance(model_or_state_dict, torch.nn.Module):
         from ..nn import quantized_weights
 
         model = model_or_state_dict
         quantized = dict(quantized_weights(model))
-        fields = {tensor_name(p, f) for p in quantized for f in ("packed", "scale", "zero")}
+        fields = {tensor_name(p, f) for p, qw in quantized.items() for f in qw.tensors()}
         plain = {k: v for k, v in model.state_dict().items() if k not in fields}
     elif isinstance(model_or_state_dict, Mapping):
-        quantized = {k: v for k, v in model_or_state_dict.items() if isinstance(v, QuantizedWeight)}
-        plain = {k: v for k, v in model_or_state_dict.items() if not isinstance(v, QuantizedWeight)}
+        quantized = {k: v for k, v in model_or_state_dict.items() if is_packed_weight(v)}
+        plain = {k: v for k, v in model_or_state_dict.items() if not is_packed_weight(v)}
     else:
         raise TypeError(f"save() takes an nn.Module or a dict of tensors, got {type(model_or_state_dict).__name__}")
     for k, v in plain.items():
@@ -82,8 +83,9 @@ def save(model_or_state_dict, path: str | Path, external_data: bool = False) -> 
     """Write a lowbit checkpoint (safetensors + lowbit metadata, see docs/FORMAT.md); returns the path.
 
     model_or_state_dict: a model quantized by `lowbit.quantize`, or a dict mapping names to tensors (kept as is) and
-    to QuantizedWeight (stored as `<name>_packed/_scale/_zero` plus metadata). Atomic: the file is written to a
-    temporary file in the same directory and renamed; on any failure an earlier file at `path` is left untouched.
+    to QuantizedWeight (stored as `<name>_packed/_scale/_zero` plus metadata) or a packed weight of another registered
+    format (`<name>_<field>` per tensor). Atomic: the file is written to a temporary file in the same directory and
+    renamed; on any failure an earlier file at `path` is left untouched.
     external_data: put the tensors in `<path>.data` and keep `path` small (MNN's --saveExternalData).
     """
     plain, quantized = checkpoint_tensors(model_or_state_dict)

@@ -8,7 +8,8 @@ lowbit):
 - a weight's zero (RTN, HQQ, GPTQ, AWQ: floats): finite;
 - an AWQ input-scale vector (the input is divided by it): finite, > 0 and a normal float32 (1/s finite);
 - a header section's numbers, by its own `check_values` hook (lowbit.checkpoint.sections): a static int8 activation
-  step finite and a normal float32, a static smoothing vector finite and > 0 (lowbit.static.checkpoint).
+  step finite and a normal float32, a static smoothing vector finite and > 0 (lowbit.static.checkpoint);
+- a weight of another registered format: what its spec's `check_values` asks (nothing when it has none).
 Errors are CheckpointErrors naming the file, the layer and the tensor (or header entry).
 """
 
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from ..quant.formats import AFFINE
 from .errors import CheckpointError
-from .header import INPUT_SCALE, tensor_name
+from .header import INPUT_SCALE, format_spec, tensor_name
 from .sections import file_sections
 
 _TINY32 = torch.finfo(torch.float32).tiny
@@ -46,6 +48,10 @@ def check_tensor(path, layer: str, tname: str, t: torch.Tensor, positive: bool, 
 def _check_weights(ckpt) -> None:
     for name, fields in ckpt.groups.items():
         layer = name.rpartition(".")[0]
+        spec = format_spec(ckpt.path, name, ckpt.quantized[name])
+        if spec.name != AFFINE:
+            _check_other(ckpt, layer, spec, fields)
+            continue
         if "scale" in fields:
             check_tensor(ckpt.path, layer, fields["scale"], ckpt.tensor(fields["scale"]), True, False,
                           "weight scale")
@@ -55,6 +61,16 @@ def _check_weights(ckpt) -> None:
         tname = tensor_name(name, INPUT_SCALE)
         check_tensor(ckpt.path, name.rpartition(".")[0], tname, ckpt.tensor(tname), True, True,
                       "AWQ input scale, the input is divided by it")
+
+
+def _check_other(ckpt, layer: str, spec, fields: dict[str, str]) -> None:
+    if spec.check_values is None:
+        return
+    try:
+        spec.check_values({f: ckpt.tensor(t) for f, t in fields.items()})
+    except ValueError as e:
+        raise CheckpointError(f"{ckpt.path}: layer {layer!r} (format {spec.name!r}): {e} (a corrupted or hand-edited "
+                              "file)") from None
 
 
 def check_values(ckpt) -> None:

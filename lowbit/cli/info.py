@@ -33,8 +33,10 @@ def checkpoint_rows(path) -> tuple[list[dict], dict]:
     for name, meta in sorted(ckpt.quantized.items()):
         stored = sum(ckpt.entries[t].nbytes for t in ckpt.groups[name].values())
         original = math.prod(meta["shape"]) * _itemsize(meta["dtype"])
-        rows.append({"name": name, "shape": list(meta["shape"]), "bits": meta["bits"], "block": meta["block_size"],
-                     "method": meta["method"], "bytes": stored, "original_bytes": original})
+        # a weight of another registered format may have no block or method: its format name stands for the method
+        rows.append({"name": name, "shape": list(meta["shape"]), "bits": meta.get("bits"),
+                     "block": meta.get("block_size"), "method": meta.get("method", meta.get("format")),
+                     "bytes": stored, "original_bytes": original})
     for name in sorted(ckpt.floats):
         e = ckpt.entries[name]
         dtype = str(e.dtype).removeprefix("torch.")
@@ -100,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
                        headers=["static int8 layer", "kind", "activation step", "clamp", "smoothed", "fused ReLU"],
                        tablefmt="github", disable_numparse=True))
     for g in totals["scheme"]["groups"]:
+        if "format" in g:  # another registered format (`scheme_summary`)
+            print(f"scheme: {len(g['targets'])} weight(s) of format {g['format']}, {g['bits']} bits")
+            continue
         print(f"scheme: {len(g['targets'])} weight(s) {g['method']} {g['bits']} bits, block {g['block_size']}, "
               f"{'symmetric' if g['symmetric'] else 'asymmetric'}")
     return 0

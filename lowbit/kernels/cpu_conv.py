@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..quant.format import QuantizedWeight
+from ..quant.formats import format_refusal
 from . import cpu_native
 from .cpu_int4 import Int4CpuWeight, impl_unsupported_reason, prepare_int4_cpu
 
@@ -55,6 +56,8 @@ def conv_kind(shape, groups: int) -> str:
 def native_conv_reason(qw: QuantizedWeight, groups: int) -> str | None:
     """Why the native conv kernels cannot serve `qw` (None: they can): the depthwise kernel takes any block size,
     the GEMM one what the Linear native kernel takes."""
+    if format_refusal(qw):
+        return format_refusal(qw)
     if conv_kind(qw.shape, groups) == "gemm":
         return impl_unsupported_reason(qw, "native")
     if qw.is_float:

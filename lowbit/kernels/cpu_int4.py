@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..quant.format import ComputeWeight, QuantizedWeight
+from ..quant.formats import format_refusal
 from . import cpu_native
 
 IMPLS = ("native", "kleidiai", "int4pack", "dequant")
@@ -75,6 +76,8 @@ def _kleidiai_op_available() -> bool:
 
 
 def _format_reason(qw: QuantizedWeight) -> str | None:
+    if format_refusal(qw):
+        return format_refusal(qw)
     if not isinstance(qw, QuantizedWeight):
         return f"expected a QuantizedWeight, got {type(qw).__name__}"
     if qw.is_float:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..quant.format import QuantizedWeight
+from ..quant.formats import format_refusal
 from .torch_ops import shape_class
 
 IMPLS = ("dynamic", "int8pack")
@@ -57,6 +58,8 @@ def available_int8_dynamic() -> bool:
 
 def supports_int8_dynamic(qw: QuantizedWeight) -> str | None:
     """None when `qw` can be served (5..8 bits, one block per row, on the CPU), else the reason."""
+    if format_refusal(qw):
+        return format_refusal(qw)
     if not isinstance(qw, QuantizedWeight):
         return f"expected a QuantizedWeight, got {type(qw).__name__}"
     if qw.is_float:

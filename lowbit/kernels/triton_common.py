@@ -20,6 +20,7 @@ from dataclasses import replace
 import torch
 
 from ..quant.format import ComputeWeight, QuantizedWeight
+from ..quant.formats import format_refusal
 
 try:
     import triton
@@ -53,6 +54,8 @@ def available_triton() -> bool:
 
 def supports_triton(w: ComputeWeight | QuantizedWeight) -> str | None:
     """None when the Triton kernels can serve this weight, else the reason they cannot."""
+    if format_refusal(w):
+        return format_refusal(w)
     if isinstance(w, QuantizedWeight):
         if w.is_float:
             return f"bits={w.bits} is float16 storage, not integer codes; use a dense float kernel"

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..quant.format import QuantizedWeight
+from ..quant.formats import PackedWeight
 from ..runtime.config import BackendConfig
 from ..runtime.dispatch import conv_native_reason
-from . import ops
+from . import format_exec, ops
 from .linear import QuantModule
 
 _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -40,7 +40,7 @@ def float_copy_note(conv: nn.Module) -> str:
 class _QuantConvNd(QuantModule):
     _dims = 2
 
-    def __init__(self, weight: QuantizedWeight, bias: torch.Tensor | None = None, stride=1, padding=0, dilation=1,
+    def __init__(self, weight: PackedWeight, bias: torch.Tensor | None = None, stride=1, padding=0, dilation=1,
                  groups: int = 1, padding_mode: str = "zeros", backend: BackendConfig | None = None):
         super().__init__(backend)
         d = self._dims
@@ -65,7 +65,7 @@ class _QuantConvNd(QuantModule):
         self.set_bias(bias)
 
     @classmethod
-    def from_float(cls, conv: nn.Module, weight: QuantizedWeight, backend: BackendConfig | None = None):
+    def from_float(cls, conv: nn.Module, weight: PackedWeight, backend: BackendConfig | None = None):
         """Replace `conv`'s weight by `weight` (same shape); bias and geometry are kept."""
         if tuple(weight.shape) != tuple(conv.weight.shape):
             raise ValueError(f"packed weight shape {weight.shape} does not match the conv's {tuple(conv.weight.shape)}")
@@ -117,6 +117,9 @@ class _QuantConvNd(QuantModule):
             y = F.conv2d(x if x.dtype == w.dtype else x.to(w.dtype), w.view(shape4d), b, stride,
                          [a for a, _ in pads], dilation, self.groups)
             return y if y.dtype == x.dtype else y.to(x.dtype)
+        if not self.is_affine("weight"):
+            return format_exec.conv2d(self, "weight", x, self.bias, list(stride), [a for a, _ in pads],
+                                      list(dilation), self.groups, shape4d)
         packed, scale, zero, _, bits, block = self._op_args("weight")
         return ops.conv2d(x, packed, scale, zero, self.bias, shape4d, bits, block, list(stride),
                                        [a for a, _ in pads], list(dilation), self.groups, *self._modes())

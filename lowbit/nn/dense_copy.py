@@ -7,6 +7,9 @@ copy that cannot (a bf16 copy of 8-bit codes, a block whose scale is 0) keeps th
 holds both. Beside the float copy only the scales and zeros stay: 2 fp16 numbers per block of an asymmetric weight,
 1.6% of the fp32 bytes at block 64 and 0.8% at block 128 (3.1% at block 32; half that when symmetric).
 
+The copy is the weight's own `dequantize()`, whatever its format (`lowbit.quant.formats`); only affine codes are
+released (a weight of another format keeps its tensors beside the copy, which memory Low's fallback shares).
+
 Saving, `state_dict()`, `quantized_weight()` and a switch to memory Low or High re-derive the codes (bit-exact: it was
 checked when they were released); `load_state_dict` puts the packed buffer back and drops the copy, which the next
 forward rebuilds from the loaded codes. Editing a released weight's scale or zero in place cannot be honoured (the
@@ -21,10 +24,9 @@ import math
 import torch
 from torch import nn
 
-from ..quant.format import group_size_for, symmetric_zero
+from ..quant.format import QuantizedWeight, group_size_for, symmetric_zero
 from ..quant.packing import pack_bits
-from ..runtime import executor
-from ..runtime.dispatch import Kernel, compute_dtype
+from ..runtime.dispatch import compute_dtype
 from . import weight_cache
 
 
@@ -105,10 +107,12 @@ def dense_weight(module: nn.Module, name: str, device_type: str) -> torch.Tensor
     qw = module.quantized_weight(name)
     # a normal tensor even when the first call runs under inference_mode: a later call with autograd saves it
     with torch.inference_mode(False), torch.no_grad():
-        w = executor.prepare(Kernel.DENSE, qw, dtype)
-        if w.data_ptr() == qw.packed.data_ptr():
+        w = qw.dequantize(dtype).reshape(qw.shape[0], -1)  # (N, K)
+        if any(w.data_ptr() == t.data_ptr() for t in qw.tensors().values()):
             w = w.clone()  # bits=16 asked in float16 is the packed buffer itself
     module.register_buffer(dense_key, w, persistent=False)
+    if not isinstance(qw, QuantizedWeight):
+        return w  # other formats keep their tensors (no rule re-derives them from the copy)
     packed_key, _ = _names(name)
     if torch.equal(packed_from_dense(w, qw.scale, qw.zero, qw.bits, qw.block_size), qw.packed):
         weight_cache.drop_cache(qw.packed)

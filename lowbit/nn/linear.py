@@ -6,7 +6,9 @@ rest of the `QuantizedWeight` (shape, dtype, bits, block_size, symmetric, method
 (`quant_meta[P]`, the `metadata()` dict). Prepared kernel weights (float copies, prepacked layouts) are caches owned
 by `lowbit.nn.ops`, rebuilt lazily and never saved. At memory Normal a layer computes with F.linear / F.conv on one
 float copy `P_dense` (a non-persistent buffer) and `P_packed` is None while it runs (`lowbit.nn.dense_copy`): the
-state_dict, `quantized_weight` and a switch to another memory mode re-derive the codes bit-exactly.
+state_dict, `quantized_weight` and a switch to another memory mode re-derive the codes bit-exactly. A weight of
+another registered format (`lowbit.quant.formats`) is held the same way, one buffer `P_<field>` per tensor of its
+`tensors()` and its `metadata()` in `quant_meta[P]`, and computes through `lowbit.nn.format_exec`.
 
 Like the float layers, a layer takes floating-point inputs only (TypeError otherwise) of the documented shape
 (ValueError naming it), lets NaN and inf through, and passes gradients to its input and float bias (the packed
@@ -22,9 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..quant.awq import divide_channels
-from ..quant.format import QuantizedWeight
+from ..quant.format import FORMAT_NAME, QuantizedWeight
+from ..quant.formats import PackedWeight, format_of_metadata, is_packed_weight
 from ..runtime.config import BackendConfig, Memory
-from . import dense_copy, ops, weight_cache
+from . import dense_copy, format_exec, ops, weight_cache
 
 _FIELDS = ("packed", "scale", "zero")
 
@@ -85,23 +88,36 @@ class QuantModule(nn.Module):
             bias = nn.Parameter(bias, requires_grad=False)
         self.bias = bias
 
-    def set_quantized(self, name: str, qw: QuantizedWeight) -> None:
-        """Hold `qw` as parameter `name` (replacing a float parameter of that name if there is one)."""
-        if not isinstance(qw, QuantizedWeight):
-            raise TypeError(f"{name}: expected a QuantizedWeight, got {type(qw).__name__}")
+    def set_quantized(self, name: str, qw: PackedWeight) -> None:
+        """Hold `qw` (a QuantizedWeight, or a weight of another registered format) as parameter `name` (replacing a
+        float parameter of that name if there is one): one buffer `name_<field>` per tensor of `qw.tensors()`."""
+        if not is_packed_weight(qw):
+            raise TypeError(f"{name}: expected a QuantizedWeight (or a weight of a registered format), got "
+                            f"{type(qw).__name__}")
         self._parameters.pop(name, None)
-        for field in _FIELDS:
-            t = getattr(qw, field)
-            if t is not None:
-                self.register_buffer(f"{name}_{field}", t)
+        for field, t in qw.tensors().items():
+            self.register_buffer(f"{name}_{field}", t)
         self.quant_meta[name] = qw.metadata()
+
+    def is_affine(self, name: str) -> bool:
+        """True when parameter `name` holds a QuantizedWeight (the affine format; the ops' buffers)."""
+        return self.quant_meta[name].get("format", FORMAT_NAME) == FORMAT_NAME
+
+    def format_tensors(self, name: str) -> dict[str, torch.Tensor]:
+        """{field: buffer} of a parameter of a non-affine format (the fields its format's spec names)."""
+        meta = self.quant_meta[name]
+        return {f: self._buffers[f"{name}_{f}"] for f in format_of_metadata(meta).expected_tensors(meta)}
 
     @property
     def quantized_names(self) -> list[str]:
         return list(self.quant_meta)
 
-    def quantized_weight(self, name: str) -> QuantizedWeight:
-        """The QuantizedWeight of parameter `name`, over the current buffers (validated)."""
+    def quantized_weight(self, name: str) -> PackedWeight:
+        """The packed weight of parameter `name` (a QuantizedWeight, or its own format's), over the current buffers
+        (validated)."""
+        if not self.is_affine(name):
+            meta = self.quant_meta[name]
+            return format_of_metadata(meta).from_tensors(self.format_tensors(name), meta)
         tensors = {f: getattr(self, f"{name}_{f}") for f in _FIELDS if f"{name}_{f}" in self._buffers}
         if dense_copy.released(self, name):
             tensors["packed"] = dense_copy.rederived(self, name)
@@ -135,6 +151,8 @@ class QuantModule(nn.Module):
             b = bias if bias is None or bias.dtype == w.dtype else bias.to(w.dtype)
             y = F.linear(x if x.dtype == w.dtype else x.to(w.dtype), w, b)
             return y if y.dtype == x.dtype else y.to(x.dtype)
+        if not self.is_affine(name):
+            return format_exec.linear(self, name, x, bias)
         packed, scale, zero, shape, bits, block = self._op_args(name)
         shape2d = [shape[0], math.prod(shape[1:])]
         return ops.linear(x, packed, scale, zero, bias, shape2d, bits, block, *self._modes())
@@ -148,7 +166,10 @@ class QuantModule(nn.Module):
         """Drop every prepared weight and float copy (the packed codes are held again)."""
         for name in self.quant_meta:
             dense_copy.restore(self, name)
-            weight_cache.drop_cache(self._buffers[f"{name}_packed"])
+            if self.is_affine(name):
+                weight_cache.drop_cache(self._buffers[f"{name}_packed"])
+            else:
+                format_exec.drop(self, name)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         """The packed codes are saved also while memory Normal's float copy stands in for them (re-derived)."""
@@ -168,8 +189,11 @@ class QuantModule(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _quant_repr(self) -> str:
-        parts = {(m["bits"], m["block_size"], m["symmetric"], m["method"]) for m in self.quant_meta.values()}
+        metas = {n: m for n, m in self.quant_meta.items() if self.is_affine(n)}
+        parts = {(m["bits"], m["block_size"], m["symmetric"], m["method"]) for m in metas.values()}
         desc = ", ".join(f"bits={b}, block_size={bs}, symmetric={s}, method={me}" for b, bs, s, me in sorted(parts))
+        others = sorted({f"format={m['format']}" for n, m in self.quant_meta.items() if n not in metas})
+        desc = ", ".join(filter(None, [desc, *others]))
         return f"{desc}, memory={self.backend.memory.value}, precision={self.backend.precision.value}"
 
 
@@ -179,7 +203,7 @@ class QuantLinear(QuantModule):
     forward: x (..., in_features) -> (..., out_features) in x's dtype.
     """
 
-    def __init__(self, weight: QuantizedWeight, bias: torch.Tensor | None = None,
+    def __init__(self, weight: PackedWeight, bias: torch.Tensor | None = None,
                  backend: BackendConfig | None = None):
         super().__init__(backend)
         if len(weight.shape) != 2:
@@ -189,7 +213,7 @@ class QuantLinear(QuantModule):
         self.set_bias(bias)
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, weight: QuantizedWeight, backend: BackendConfig | None = None):
+    def from_float(cls, linear: nn.Linear, weight: PackedWeight, backend: BackendConfig | None = None):
         """Replace `linear`'s weight by `weight` (same shape); its bias Parameter is kept as is."""
         if tuple(weight.shape) != tuple(linear.weight.shape):
             raise ValueError(f"packed weight shape {weight.shape} does not match the Linear's "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..quant.format import QuantizedWeight
+from ..quant.formats import PackedWeight
 from ..runtime.config import BackendConfig
 from .linear import QuantModule
 
@@ -34,7 +34,7 @@ class QuantLSTM(QuantModule):
     -> (output (T, B, D*H), (h_n, c_n)), D = 2 when bidirectional.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, weights: dict[str, QuantizedWeight],
+    def __init__(self, input_size: int, hidden_size: int, weights: dict[str, PackedWeight],
                  biases: dict[str, torch.Tensor] | None = None, num_layers: int = 1, batch_first: bool = False,
                  dropout: float = 0.0, bidirectional: bool = False, backend: BackendConfig | None = None):
         super().__init__(backend)
@@ -54,7 +54,7 @@ class QuantLSTM(QuantModule):
             self.register_parameter(name, b if isinstance(b, nn.Parameter) else nn.Parameter(b, requires_grad=False))
 
     @classmethod
-    def from_float(cls, lstm: nn.LSTM, weights: dict[str, QuantizedWeight], backend: BackendConfig | None = None):
+    def from_float(cls, lstm: nn.LSTM, weights: dict[str, PackedWeight], backend: BackendConfig | None = None):
         """Replace `lstm`'s gate weights by `weights` (same shapes); biases are kept as they are."""
         if lstm.proj_size:
             raise ValueError(f"QuantLSTM does not support proj_size={lstm.proj_size}")

@@ -251,7 +251,7 @@ def resident_bytes(model: nn.Module) -> int:
     for module in model.modules():
         if isinstance(module, QuantModule):
             for p in module.quantized_names:
-                packed = module._buffers[f"{p}_packed"]  # None while memory Normal's float copy stands in
+                packed = module._buffers.get(f"{p}_packed")  # None while memory Normal's float copy stands in
                 tensors.extend(_cached_tensors(weight_cache.cached(packed)) if packed is not None else [])
     for t in tensors:
         key = (t.untyped_storage().data_ptr(), t.device) if t.device.type != "meta" else id(t)

@@ -7,12 +7,14 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .config import FLOAT_BITS
+from .config import FLOAT_BITS, SCALE_DTYPES
+from .formats import AFFINE, FormatSpec, register_format
 from .packing import pack_words, packed_row_bytes, unpack_bits
 
-FORMAT_NAME = "lowbit.blocked"
+FORMAT_NAME = "lowbit.blocked"  # the affine format's tag in metadata (files keep it)
 FORMAT_VERSION = 1
 _TENSOR_FIELDS = ("packed", "scale", "zero")
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 def group_size_for(k: int, block_size: int) -> int:
@@ -25,7 +27,6 @@ def group_size_for(k: int, block_size: int) -> int:
 def num_blocks_for(k: int, block_size: int) -> int:
     """Blocks per row; the last block is shorter when block_size does not divide K."""
     return math.ceil(k / group_size_for(k, block_size))
-
 
 def expected_shapes(shape: tuple[int, ...], bits: int, block_size: int, symmetric: bool) -> dict[str, tuple[int, ...]]:
     """Shapes the stored tensors (packed, scale, zero) of a weight with this metadata must have."""
@@ -132,6 +133,11 @@ class QuantizedWeight:
     method: str
 
     @property
+    def format(self) -> str:
+        """The registered format name (`lowbit.quant.formats`): "affine"."""
+        return AFFINE
+
+    @property
     def n(self) -> int:
         return self.shape[0]
 
@@ -211,8 +217,6 @@ class QuantizedWeight:
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict) -> QuantizedWeight:
         """Rebuild from `tensors()` and `metadata()`; raises ValueError when they disagree."""
-        from .checks import check_metadata, check_tensor_shapes  # checks imports this module
-
         meta = check_metadata(metadata)
         qw = cls(packed=tensors.get("packed"), scale=tensors.get("scale"), zero=tensors.get("zero"), **meta)
         check_tensor_shapes(qw)
@@ -225,3 +229,60 @@ class QuantizedWeight:
     def __repr__(self) -> str:
         return (f"QuantizedWeight(shape={self.shape}, bits={self.bits}, block_size={self.block_size}, "
                 f"symmetric={self.symmetric}, method={self.method!r}, nbytes={self.nbytes})")
+
+
+def check_metadata(meta: dict) -> dict:
+    """Validate a `QuantizedWeight.metadata()` dict; return the constructor fields (no "format": affine)."""
+    if meta.get("format", FORMAT_NAME) != FORMAT_NAME:
+        raise ValueError(f"not a lowbit packed weight: format {meta.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = meta.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"packed-weight format version {version!r} is newer than this lowbit reads ({FORMAT_VERSION})")
+    try:
+        shape = tuple(int(d) for d in meta["shape"])
+        dtype = _DTYPES[meta["dtype"]]
+        bits, block, sym, method = int(meta["bits"]), int(meta["block_size"]), bool(meta["symmetric"]), meta["method"]
+    except KeyError as e:
+        raise ValueError(f"packed-weight metadata is missing or has a bad value for {e}") from None
+    if len(shape) < 2 or min(shape) <= 0:
+        raise ValueError(f"packed-weight metadata has an invalid shape {shape}")
+    if not (2 <= bits <= 8 or bits == FLOAT_BITS):
+        raise ValueError(f"packed-weight metadata has bits={bits}; expected 2..8 or 16")
+    if block != -1 and block <= 0:
+        raise ValueError(f"packed-weight metadata has block_size={block}; expected -1 or a positive int")
+    return dict(shape=shape, dtype=dtype, bits=bits, block_size=block, symmetric=sym, method=method)
+
+
+def check_tensor_shapes(qw: QuantizedWeight) -> None:
+    """The tensors of a rebuilt QuantizedWeight must match its metadata exactly."""
+    expected = qw.expected_shapes()
+    present = qw.tensors()
+    for name, shape in expected.items():
+        if name not in present:
+            raise ValueError(f"packed weight is missing its {name!r} tensor")
+        if tuple(present[name].shape) != shape:
+            raise ValueError(f"packed weight {name!r} has shape {tuple(present[name].shape)}, metadata implies {shape}")
+    extra = sorted(set(present) - set(expected))
+    if extra:
+        raise ValueError(f"packed weight has tensors {extra} that its metadata does not use")
+    want = torch.float16 if qw.is_float else torch.uint8
+    if present["packed"].dtype != want:
+        raise ValueError(f"packed weight 'packed' has dtype {present['packed'].dtype}, expected {want}")
+    for name in ("scale", "zero"):
+        if name in present and present[name].dtype not in (torch.float16, torch.float32):
+            raise ValueError(f"packed weight {name!r} has dtype {present[name].dtype}, expected float16 or float32")
+
+
+def _expected_tensors(meta: dict) -> dict:
+    """{field: (shape, allowed dtypes)} of an affine weight's stored tensors (the format spec's view)."""
+    f = check_metadata(meta)
+    shapes = expected_shapes(f["shape"], f["bits"], f["block_size"], f["symmetric"])
+    packed = (torch.float16,) if f["bits"] == FLOAT_BITS else (torch.uint8,)
+    return {field: (shape, packed if field == "packed" else tuple(SCALE_DTYPES.values()))
+            for field, shape in shapes.items()}
+
+
+AFFINE_FORMAT = register_format(FormatSpec(
+    name=AFFINE, tag=FORMAT_NAME, weight_type=QuantizedWeight, from_tensors=QuantizedWeight.from_tensors,
+    expected_tensors=_expected_tensors))

@@ -30,7 +30,7 @@ def kernel_module(name: str):
 
 def refusals(qw: QuantizedWeight) -> tuple[tuple[Kernel, str], ...]:
     """(kernel, reason) for every present kernel family whose `supports_*` rejects this weight."""
-    if qw.is_float:
+    if getattr(qw, "is_float", False):  # a weight of another format has none: its `supports_*` refuse it by name
         return ()
     out = []
     checks = [("triton_common", "supports_triton", _TRITON),
