@@ -59,42 +59,42 @@ class _StaticMixin:
             meta["fused_relu"] = True
         return meta
 
-    def plan(self, rows: int, device: torch.device, fused: bool = True):
-        """(Decision, cache entry) of the static kernel for `rows` activation rows on `device` (the one weight cache,
-        `lowbit.nn.weight_cache`; warns once when it is the emulation); fused=False: among torch's int8 matmul and the
-        emulation only (a conv the fused kernels do not cover)."""
-        return weight_cache.static_plan(self, "weight", device.type, rows, fused)
+    def plan(self, rows: int, device: torch.device, fused: bool = True, op: str = "static"):
+        """(Decision, prepared weight, run) of the static kernel for `rows` activation rows on `device`, from the one
+        weight cache (`lowbit.nn.weight_cache.static_plan`; warns once when it is the emulation); fused=False: among
+        torch's int8 matmul and the emulation only (a conv the fused kernels do not cover)."""
+        return weight_cache.static_plan(self, "weight", device, rows, fused, op)
 
     def impl_for(self, rows: int, device: torch.device, torch_only: bool = False) -> StaticKernel:
         """The static kernel dispatch picks for `rows` activation rows on `device` (a `StaticKernel`, equal to its
         name: "native", "int_mm", "emulated", "triton")."""
         return self.plan(rows, device, not torch_only)[0].kernel
 
+    def _entry(self):
+        qw = weight_cache.compute_view(*self._op_args("weight"))
+        return weight_cache.entry_for(qw), qw
+
     def prepared(self):
         """The int8 weight in torch's int8 matmul layout (`StaticInt8Weight`: wt int8 (K, N), scale float32 (N,)),
         built once per weight in the weight cache."""
-        entry = weight_cache.entry_for(weight_cache.compute_view(*self._op_args("weight")))
-        return weight_cache.static_prepared(self, "weight", entry, StaticKernel.INT_MM)
+        return weight_cache.static_prepared(*self._entry(), StaticKernel.INT_MM)
 
     def native_prepared(self):
         """(weight in the native kernel's layout, its epilogue vectors for this layer's step and bias)."""
-        entry = weight_cache.entry_for(weight_cache.compute_view(*self._op_args("weight")))
         op = "static" if isinstance(self, QuantLinear) else "static_conv"
-        w = weight_cache.static_prepared(self, "weight", entry, StaticKernel.NATIVE, op)
+        w = weight_cache.static_prepared(*self._entry(), StaticKernel.NATIVE, op)
         from ..kernels import cpu_static_int8
 
         return w.weight, w.epilogue_for(cpu_static_int8, self.input_scale, self.bias)
 
     def static_run(self, x2: torch.Tensor, rows: int | None = None, fused: bool = True, op: str = "static",
-                   prepare_options: dict | None = None, **options) -> torch.Tensor:
-        """The static product of `x2` (float (M, K); int8 codes for a conv's im2col) through the kernel dispatch picks
-        for `rows` (default M) rows: float32, NaN rows where the input row held NaN / inf."""
-        decision, entry = self.plan(x2.shape[0] if rows is None else rows, x2.device, fused)
-        kernel = decision.kernel
-        prep = prepare_options or ({"device": x2.device} if kernel is StaticKernel.TRITON else {})
-        w = weight_cache.static_prepared(self, "weight", entry, kernel, op, **prep)
-        return executor.run(kernel, w, x2, self.bias, None, op, step=self.input_scale, clamp=self.input_clamp,
-                            relu=self.fused_relu, **options)
+                   **options) -> torch.Tensor:
+        """The static product of `x2` (float (M, K); int8 codes for a conv's im2col; the image for a fused conv)
+        through the kernel dispatch picks for `rows` (default M) rows: float32, NaN rows where the input row held
+        NaN / inf."""
+        _, w, run = self.plan(x2.shape[0] if rows is None else rows, x2.device, fused, op)
+        return run(w, x2, self.bias, None, step=self.input_scale, clamp=self.input_clamp, relu=self.fused_relu,
+                   **options)
 
     @classmethod
     def from_quant(cls, layer, input_scale: float, input_clamp: int = 127, input_smooth=None):
@@ -137,15 +137,14 @@ class _StaticConv(_StaticMixin):
         geometry = {"stride": tuple(stride), "padding": tuple(padding), "dilation": tuple(dilation)}
         if select_static_conv(x.device.type, self.groups, ig, kh * kw, zero_pad,
                               weight_cache.current_capabilities()) is StaticKernel.DEPTHWISE:
-            entry = weight_cache.entry_for(weight_cache.compute_view(*self._op_args("weight")))
-            w = weight_cache.static_prepared(self, "weight", entry, StaticKernel.DEPTHWISE, "static_conv",
+            w = weight_cache.static_prepared(*self._entry(), StaticKernel.DEPTHWISE, "static_conv",
                                              step=self.input_scale)
             y = executor.run(StaticKernel.DEPTHWISE, w, x, self.bias, None, "static_conv", step=self.input_scale,
                              clamp=self.input_clamp, relu=self.fused_relu, shape=tuple(shape4d), **geometry)
             return y.to(x.dtype)
         rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
         if self.groups == 1 and zero_pad and self.impl_for(rows, x.device) == StaticKernel.NATIVE:
-            y = self.static_run(x, rows, op="static_conv", prepare_options={}, window=(kh, kw), **geometry)
+            y = self.static_run(x, rows, op="static_conv", window=(kh, kw), **geometry)
             return y.to(x.dtype)  # NaN / inf images come back NaN
         flat = [p for pair in reversed(pads) for p in pair]
         # the integer codes as float: F.unfold (im2col) and the non-zero pad modes are float-only, and exact here

@@ -13,8 +13,6 @@ from __future__ import annotations
 import torch
 
 from ..quant.static_int8 import int8_codes
-from ..runtime import executor
-from ..runtime.kernel_row import StaticKernel
 from . import weight_cache
 from .lstm import QuantLSTM, lstm_param_names
 
@@ -53,11 +51,8 @@ class StaticQuantLSTM(QuantLSTM):
         static dispatch picks (the one weight cache: decisions, prepared weights; a NaN / inf row gives NaN)."""
         step = self.input_scale if name.startswith("weight_ih_l0") else self._h_step
         x2 = x.reshape(-1, x.shape[-1]).float()
-        decision, entry = weight_cache.static_plan(self, name, x2.device.type, x2.shape[0])
-        kernel = decision.kernel
-        options = {"device": x2.device} if kernel is StaticKernel.TRITON else {}
-        w = weight_cache.static_prepared(self, name, entry, kernel, **options)
-        y = executor.run(kernel, w, x2, bias, None, "static", step=step, clamp=self.input_clamp)
+        _, w, run = weight_cache.static_plan(self, name, x2.device, x2.shape[0])
+        y = run(w, x2, bias, None, step=step, clamp=self.input_clamp)
         return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.dtype)
 
     def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):

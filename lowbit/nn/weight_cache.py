@@ -32,6 +32,7 @@ from ..runtime.dispatch import (
     compute_dtype,
     select_kernel,
 )
+from ..runtime.kernel_row import StaticKernel
 from ..runtime.kernel_table import find_row, generation
 from ..runtime.static_dispatch import select_static
 
@@ -207,7 +208,7 @@ def op_refused(entry: WeightCache, qw: QuantizedWeight, op: str) -> tuple:
 def choose_static(qw: QuantizedWeight, entry: WeightCache, device_type: str, m: int, fused: bool = True) -> Decision:
     """The static W8A8 decision (`select_static`), once per (device, M bucket, fused) and weight; the first time a
     decision falls back to the float64 emulation it warns (UserWarning)."""
-    key = ("static", device_type, m_bucket(m), fused)
+    key = ("static", device_type, _shape_class(m), fused)
     if key not in entry.decisions:
         fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, qw.n, qw.k, op_refused(entry, qw, "static"))
         decision = select_static(device_type, m, fmt, current_capabilities(), fused)
@@ -218,28 +219,38 @@ def choose_static(qw: QuantizedWeight, entry: WeightCache, device_type: str, m: 
     return entry.decisions[key]
 
 
-def static_plan(layer, name: str, device_type: str, m: int, fused: bool = True) -> tuple[Decision, WeightCache]:
-    """(Decision, cache entry) for a static W8A8 product of parameter `name` of `layer` (the hot path: one
-    fresh-entry check and one lookup). Nothing kept holds the packed tensor itself (the cache is keyed weakly by it)."""
+def _shape_class(m: int) -> int:
+    """The probe's shape classes of M (1, 2..15, >= 16): all a static decision depends on."""
+    return 1 if m <= 1 else 2 if m < 16 else 16
+
+
+def static_plan(layer, name: str, device: torch.device, m: int, fused: bool = True, op: str = "static"):
+    """(Decision, prepared weight, run) for a static W8A8 product of parameter `name` of `layer` at M rows on
+    `device`: the decision of the "static" rows (`choose_static`), the prepared weight of that kernel's `op` row
+    ("static", or "static_conv" for a conv's fused kernel) and `executor.runner`. The hot path is one fresh-entry
+    check and one lookup; nothing kept holds the packed tensor itself (the cache is keyed weakly by it)."""
     packed, scale, zero, shape, bits, block = layer._op_args(name)
     entry = fresh_entry(packed, scale, zero)
-    key = ("static", device_type, m_bucket(m), fused)
-    if entry is not None and key in entry.plans:
-        return entry.plans[key], entry
+    key = ("static", op, device.type, _shape_class(m), fused)
+    plan = None if entry is None else entry.plans.get(key)
+    if plan is not None:
+        return plan
     qw = compute_view(packed, scale, zero, shape, bits, block)
     entry = entry_for(qw)
-    entry.plans[key] = choose_static(qw, entry, device_type, m, fused)
-    return entry.plans[key], entry
+    decision = choose_static(qw, entry, device.type, m, fused)
+    kernel = decision.kernel
+    options = {"device": device} if kernel is StaticKernel.TRITON else {}
+    plan = (decision, static_prepared(entry, qw, kernel, op, **options), executor.runner(kernel, op))
+    entry.plans[key] = plan
+    return plan
 
 
-def static_prepared(layer, name: str, entry: WeightCache, kernel, op: str = "static", **options):
-    """The prepared weight of a static row for parameter `name` of `layer` (built once per entry and options)."""
+def static_prepared(entry: WeightCache, qw: QuantizedWeight, kernel, op: str = "static", **options):
+    """The prepared weight of a static row (built once per entry, layout and options)."""
     row = find_row(op, kernel)
     key = (op, row.layout or row.name, None, tuple(sorted(options.items())))
     if key not in entry.prepared:
-        packed, scale, zero, shape, bits, block = layer._op_args(name)
-        entry.prepared[key] = executor.prepare(kernel, compute_view(packed, scale, zero, shape, bits, block), None,
-                                               op, **options)
+        entry.prepared[key] = executor.prepare(kernel, qw, None, op, **options)
     return entry.prepared[key]
 
 

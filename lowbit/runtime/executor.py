@@ -7,6 +7,7 @@ dispatched to. (`probes` runs `lowbit.kernels.torch_ops` in its child processes.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -15,7 +16,7 @@ from .kernel_row import Kernel, kernel_module
 from .kernel_table import kernel_rows, row_for
 from .weight_rows import int4_avoid
 
-__all__ = ["int4_avoid", "kernel_module", "prepare", "refusals", "run", "run_finite"]
+__all__ = ["int4_avoid", "kernel_module", "prepare", "refusals", "run", "run_finite", "runner"]
 
 
 def refusals(qw, op: str = "linear", **options) -> tuple[tuple[Kernel, str], ...]:
@@ -48,6 +49,13 @@ def run(kernel, prepared, x: torch.Tensor, bias: torch.Tensor | None = None, act
     other kernels have one scheme each)."""
     row = row_for(op, kernel)
     return row.run(row.load(), prepared, x, bias, activations, **options)
+
+
+def runner(kernel, op: str = "linear"):
+    """`run` of one kernel with its module bound, for a hot path to keep: `(prepared, x, bias, activations,
+    **options) -> y`."""
+    row = row_for(op, kernel)
+    return functools.partial(row.run, row.load())
 
 
 def run_finite(kernel, w, a: torch.Tensor, bias: torch.Tensor | None, activations: str | None = None,
