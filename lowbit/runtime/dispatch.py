@@ -1,6 +1,9 @@
 """The one place a kernel is chosen: `select_kernel(device_type, m, fmt, caps, backend) -> Decision`.
 
-The table (M = rows of the activation; "refused" = the kernel family's `supports_*` named a reason for this weight):
+The rules below are shared by every row; the per-family part (devices, M ranges, precisions, order, probes, the
+refusals) is read from the "linear" rows of the kernel table (lowbit.runtime.kernel_table), so a registered family
+takes part at memory Low/High on its device by priority. The built-in rows give this table (M = rows of the
+activation; "refused" = the kernel family's `supports_*` named a reason for this weight):
 
 | memory | device | condition                                      | kernel            |
 |--------|--------|------------------------------------------------|-------------------|
