@@ -83,9 +83,7 @@ class _StaticMixin:
         """(weight in the native kernel's layout, its epilogue vectors for this layer's step and bias)."""
         op = "static" if isinstance(self, QuantLinear) else "static_conv"
         w = weight_cache.static_prepared(*self._entry(), StaticKernel.NATIVE, op)
-        from ..kernels import cpu_static_int8
-
-        return w.weight, w.epilogue_for(cpu_static_int8, self.input_scale, self.bias)
+        return w.weight, w.epilogue_for(self.input_scale, self.bias)
 
     def static_run(self, x2: torch.Tensor, rows: int | None = None, fused: bool = True, op: str = "static",
                    **options) -> torch.Tensor:

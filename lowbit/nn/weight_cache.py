@@ -231,7 +231,7 @@ def static_plan(layer, name: str, device: torch.device, m: int, fused: bool = Tr
     check and one lookup; nothing kept holds the packed tensor itself (the cache is keyed weakly by it)."""
     packed, scale, zero, shape, bits, block = layer._op_args(name)
     entry = fresh_entry(packed, scale, zero)
-    key = ("static", op, device.type, _shape_class(m), fused)
+    key = ("static", op, device, _shape_class(m), fused)
     plan = None if entry is None else entry.plans.get(key)
     if plan is not None:
         return plan

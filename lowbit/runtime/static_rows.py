@@ -51,13 +51,15 @@ def _int8_run(impl: str):
 class NativeStatic:
     """The native kernel's packed weight and the epilogue vectors of the last (step, bias) it ran with."""
 
-    def __init__(self, weight):
-        self.weight, self.key, self.epilogue = weight, None, None
+    def __init__(self, mod, weight):
+        self.mod, self.weight, self.key, self.epilogue = mod, weight, None, None
 
-    def epilogue_for(self, mod, step: float, bias: torch.Tensor | None):
+    def epilogue_for(self, step: float, bias: torch.Tensor | None):
+        """(step * s, bias) float32 vectors the kernel reads, rebuilt when the step or the bias changes (an LSTM's
+        hidden step may, per call)."""
         key = (step, None if bias is None else (bias.data_ptr(), bias._version))
-        if key != self.key:  # rebuilt when the step or the bias changes (an LSTM's hidden step may, per call)
-            self.key, self.epilogue = key, mod.native_epilogue(self.weight, step, bias)
+        if key != self.key:
+            self.key, self.epilogue = key, self.mod.native_epilogue(self.weight, step, bias)
         return self.epilogue
 
 
@@ -68,22 +70,22 @@ def _conv_shape(qw) -> tuple[int, int, int, int]:
 
 
 def _native_prepare(mod, qw, _dtype):
-    return NativeStatic(mod.pack_static_native(_codes(qw), qw.scale.reshape(-1)))
+    return NativeStatic(mod, mod.pack_static_native(_codes(qw), qw.scale.reshape(-1)))
 
 
 def _native_conv_prepare(mod, qw, _dtype):
     codes = mod.conv_weight_codes(_codes(qw), _conv_shape(qw))
-    return NativeStatic(mod.pack_static_native(codes, qw.scale.reshape(-1)))
+    return NativeStatic(mod, mod.pack_static_native(codes, qw.scale.reshape(-1)))
 
 
 def _native_run(mod, w, x, bias, _activations, step, clamp, relu=False):
-    return mod.native_linear_static(x, w.weight, step, clamp, w.epilogue_for(mod, step, bias), relu)
+    return mod.native_linear_static(x, w.weight, step, clamp, w.epilogue_for(step, bias), relu)
 
 
 def _native_conv_run(mod, w, x, bias, _activations, step, clamp, relu=False, window=(1, 1), stride=(1, 1),
                      padding=(0, 0), dilation=(1, 1)):
     return mod.native_conv2d_static(x, w.weight, window, stride, padding, dilation, step, clamp,
-                                    w.epilogue_for(mod, step, bias), relu)
+                                    w.epilogue_for(step, bias), relu)
 
 
 def _native_supports(mod, qw):
