@@ -18,7 +18,7 @@ import lowbit
 from lowbit.checkpoint import CheckpointError, open_checkpoint
 from lowbit.cli.info import checkpoint_rows
 from lowbit.cli.info import run as info_run
-from lowbit.nn import QuantConv2d, QuantLinear, QuantLSTM, swap_quantized
+from lowbit.nn import QuantConv2d, QuantLinear, QuantLSTM, format_exec, swap_quantized
 from lowbit.nn.weight_cache import forced_kernel
 from lowbit.quant.formats import (
     AFFINE,
@@ -29,7 +29,7 @@ from lowbit.quant.formats import (
     register_format,
     unregister_format,
 )
-from lowbit.runtime import BackendConfig, Kernel
+from lowbit.runtime import BackendConfig, Kernel, KernelRow, register_kernel, unregister_kernel
 from lowbit.runtime.dispatch import reset_fallback_warnings
 
 TOY = "toy_codebook"
@@ -344,3 +344,46 @@ def test_module_under_two_names(toy_format, tmp_path):
     loaded = lowbit.load(Tied(), lowbit.save(model, tmp_path / "tied.safetensors"))
     x = torch.randn(2, 8)
     assert loaded.a is loaded.b and torch.equal(loaded(x), model(x))
+
+
+# ------------------------------------------------------------------------------- the toy format's own kernel row
+
+
+def _toy_prepare(_module, cw: CodebookWeight, _dtype):
+    """The kernel's layout: indices unpacked once to int64 (N, K), the codebook in float64."""
+    k = math.prod(cw.shape[1:])
+    idx = torch.stack([cw.codes & 15, cw.codes >> 4], dim=2).reshape(cw.shape[0], -1)[:, :k]
+    return idx.long(), cw.codebook.double()
+
+
+def _toy_run(_module, prepared, x, bias, _activations):
+    idx, book = prepared
+    y = x.double() @ book.gather(1, idx).T  # a lookup per code, then a float64 product
+    return (y if bias is None else y + bias.double()).to(x.dtype)
+
+
+@pytest.fixture
+def toy_kernel(toy_format):
+    row = register_kernel(KernelRow("toy_codebook_lookup", device="cpu", formats=(TOY,), priority=0,
+                                    available=lambda _module: True, prepare=_toy_prepare, run=_toy_run,
+                                    doc="test: codebook lookup + float64 matmul"))
+    yield row
+    unregister_kernel("linear", row.kernel)
+
+
+def test_format_with_its_own_kernel_row_runs_packed_at_memory_low(toy_kernel):
+    """One format + one kernel row, both from this file: memory Low dispatches to the row (no fall-back warning)."""
+    lin = nn.Linear(37, 24)
+    cw = quantize_codebook(lin.weight)
+    layer = QuantLinear.from_float(lin, cw, BackendConfig(memory="low"))
+    x = torch.randn(5, 37, generator=torch.Generator().manual_seed(3))
+    ref = x.double() @ reference_weight(cw).T + lin.bias.detach().double()
+    reset_fallback_warnings()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = layer(x)
+    _close(y, ref)
+    assert not [w for w in caught if "memory=low" in str(w.message)]
+    _, entry = format_exec.weight_state(layer, "weight")
+    assert [d.kernel for d, _ in entry.decisions.values()] == ["toy_codebook_lookup"]
+    assert not hasattr(layer, "weight_dense")  # no float copy was built

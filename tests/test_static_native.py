@@ -151,14 +151,19 @@ class _no_warning:
 
 
 def test_dispatch_prefers_native_then_int_mm():
-    from lowbit.runtime import Capabilities
-    from lowbit.runtime.static_int8 import select_static_impl
+    from lowbit.runtime import Capabilities, Decision, StaticKernel, WeightFormat
+    from lowbit.runtime.static_dispatch import select_static
+
+    def fmt(k, refused=()):
+        return WeightFormat(8, k, True, 64, k, refused)
 
     native = Capabilities(native_extension=True, torch_ops_probed=("int_mm",))
-    assert select_static_impl("cpu", 16, 64, 64, native) == ("native", None)
-    assert select_static_impl("cpu", 16, 64, K.NATIVE_MAX_K + 1, native) == ("int_mm", None)
-    assert select_static_impl("cpu", 16, 64, 64, Capabilities())[0] == "emulated"
-    assert select_static_impl("cuda", 16, 64, 64, Capabilities(triton_gpu=True)) == ("triton", None)
+    too_wide = fmt(K.NATIVE_MAX_K + 1, ((StaticKernel.NATIVE, "K too large"),))
+    assert select_static("cpu", 16, fmt(64), native) == Decision(StaticKernel.NATIVE)
+    assert select_static("cpu", 16, too_wide, native) == Decision(StaticKernel.INT_MM)
+    assert select_static("cpu", 16, fmt(64), Capabilities()).kernel is StaticKernel.EMULATED
+    assert select_static("cuda", 16, fmt(64), Capabilities(triton_gpu=True)) == Decision(StaticKernel.TRITON)
+    assert select_static("cpu", 16, fmt(64), native, fused=False) == Decision(StaticKernel.INT_MM)
 
 
 def test_triton_static_matches_cpu(monkeypatch):
@@ -177,5 +182,9 @@ def test_triton_static_matches_cpu(monkeypatch):
     assert torch.equal(xq, ref_q) and torch.equal(sums[:, 0], ref_q.int().sum(1))
     y = gemm_a8w_static(x, layer.quantized_weight("weight").compute_layout(), layer.input_scale, 127, layer.bias)
     torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
-    relu = layer.fuse_relu()
-    torch.testing.assert_close(relu._triton(x), layer(x), rtol=1e-5, atol=1e-5)
+    from lowbit.runtime import StaticKernel, executor
+
+    relu = layer.fuse_relu()  # the static Triton row of the kernel table, with the fused ReLU
+    cw = executor.prepare(StaticKernel.TRITON, relu.quantized_weight("weight"), None, "static")
+    y = executor.run(StaticKernel.TRITON, cw, x, relu.bias, None, "static", step=relu.input_scale, clamp=127, relu=True)
+    torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-5)

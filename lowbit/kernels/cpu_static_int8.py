@@ -5,9 +5,10 @@ Math (symmetric, zero points 0; a = activation scale, s[n] = weight scale of out
     acc[m, n] = sum_k xq[m, k] * wq[n, k]                                      int32, exact
     y[m, n]   = acc[m, n] * (a * s[n]) + bias[n]                               float32
 The only rounding beyond fp32 is the activation's (fixed step a, values beyond c * a clipped) and the weight's.
-Implementations (chosen per call by `lowbit.runtime.static_int8.select_static_impl`): "int_mm" (`torch._int_mm`,
-int8 x int8 -> int32 on the CPU, where this machine's probe (`lowbit.kernels.torch_ops`, op "int_mm") found it exact
-for the shape class) and "emulated" (the same integers through a float64 matmul, exact while |acc| < 2**53).
+Implementations (rows of the runtime's kernel table, chosen by `lowbit.runtime.static_dispatch.select_static`):
+"int_mm" (`torch._int_mm`, int8 x int8 -> int32 on the CPU, where this machine's probe (`lowbit.kernels.torch_ops`,
+op "int_mm") found it exact for the shape class) and "emulated" (the same integers through a float64 matmul, exact
+while |acc| < 2**53).
 A row of x holding NaN or inf gives a NaN output row (rounding to int8 would hide it).
 """
 

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from ..quant.format import QuantizedWeight
+from ..runtime import executor
 from ..runtime.dispatch import Decision, Kernel, WeightFormat, select_conv
-from ..runtime.executor import kernel_module
+from ..runtime.kernel_table import row_for
 from .weight_cache import backend, choose, compute_view, entry_for, forcing, fresh_entry, m_bucket, prepared
 
 
@@ -52,8 +53,17 @@ def conv_plan(device_type: str, m: int, packed, scale, zero, shape, bits: int, b
 
 
 def _native_serves(device_type: str, qw: QuantizedWeight, groups: int) -> bool:
-    cpu_conv = kernel_module("cpu_conv") if device_type == "cpu" else None
-    return cpu_conv is not None and cpu_conv.native_conv_reason(qw, groups) is None
+    return _native_refusal(device_type, qw, groups) is None
+
+
+def _native_refusal(device_type: str, qw: QuantizedWeight, groups: int) -> str | None:
+    """Why the native conv row (op "conv" of the kernel table) cannot serve this conv, or None."""
+    if device_type != "cpu":
+        return "not on the CPU"
+    row = row_for("conv", Kernel.CPU_INT4)
+    if row.load() is None:  # at call time: importing lowbit.nn loads no kernel family
+        return f"lowbit.kernels.{row.module} is missing"
+    return row.refusal(qw, groups=groups)
 
 
 def conv_decision(decision: Decision, qw: QuantizedWeight, entry, device_type: str, groups: int, memory: str,
@@ -65,9 +75,7 @@ def conv_decision(decision: Decision, qw: QuantizedWeight, entry, device_type: s
     if key not in entry.decisions:
         o, ig, kh, kw = qw.shape
         fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, o // groups, ig * kh * kw, entry.refused)
-        cpu_conv = kernel_module("cpu_conv")  # at call time: importing lowbit.nn loads no kernel family
-        refusal = "not on the CPU" if device_type != "cpu" else "lowbit.kernels.cpu_conv is missing" \
-            if cpu_conv is None else cpu_conv.native_conv_reason(qw, groups)
+        refusal = _native_refusal(device_type, qw, groups)
         depthwise = ig == 1 and groups > 1
         entry.decisions[key] = select_conv(decision, device_type, fmt, groups, depthwise, refusal,
                                            backend(memory, precision))
@@ -76,10 +84,7 @@ def conv_decision(decision: Decision, qw: QuantizedWeight, entry, device_type: s
 
 def _native(entry, qw: QuantizedWeight, groups: int):
     """The native conv's prepared weight, built once per layer (kept in the weight's cache)."""
-    key = (Kernel.CPU_INT4, "conv", groups)
-    if key not in entry.prepared:
-        entry.prepared[key] = kernel_module("cpu_conv").prepare_conv(qw, groups)
-    return entry.prepared[key]
+    return prepared(entry, Kernel.CPU_INT4, qw, None, op="conv", groups=groups)
 
 
 def run_conv(x: torch.Tensor, kernel: Kernel, dtype: torch.dtype, prep, bias, stride, padding, dilation,
@@ -90,8 +95,8 @@ def run_conv(x: torch.Tensor, kernel: Kernel, dtype: torch.dtype, prep, bias, st
     if kernel is Kernel.DENSE:
         return F.conv2d(xc, prep, bias, stride, padding, dilation, groups)
     if not isinstance(prep, tuple):  # the native conv's prepared weight (NaN / inf handled there)
-        return kernel_module("cpu_conv").conv2d_native(xc, prep, bias, stride, padding, dilation, groups,
-                                                         activations=activations).to(dtype)
+        return executor.run(Kernel.CPU_INT4, prep, xc, bias, activations, "conv", stride=stride, padding=padding,
+                            dilation=dilation, groups=groups).to(dtype)
     qw, entry = prep
     if kernel is Kernel.EMULATED:
         return F.conv2d(xc, qw.dequantize(dtype), bias, stride, padding, dilation, groups)
@@ -100,8 +105,6 @@ def run_conv(x: torch.Tensor, kernel: Kernel, dtype: torch.dtype, prep, bias, st
 
 def _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation, groups, activations=None):
     """im2col + the Linear kernel: once for groups == 1, once per group only under a forced kernel."""
-    from .ops import _run  # the Linear op's non-finite handling; imported here, ops imports this module
-
     o, _, kh, kw = qw.shape
     cols = F.unfold(xc, (kh, kw), dilation=dilation, padding=padding, stride=stride)  # (B, C*kh*kw, L)
     batch, length = cols.shape[0], cols.shape[2]
@@ -112,7 +115,8 @@ def _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation
         rows = slice(g * og, (g + 1) * og) if groups > 1 else None
         w = prepared(entry, kernel, qw, dtype, rows=rows)
         a = cols[:, g].transpose(1, 2).reshape(batch * length, qw.k)  # (B*L, K)
-        outs.append(_run(kernel, w, a.contiguous(), bias[rows] if bias is not None and rows else bias, activations))
+        b = bias[rows] if bias is not None and rows else bias
+        outs.append(executor.run_finite(kernel, w, a.contiguous(), b, activations))
     y = torch.cat(outs, dim=1) if groups > 1 else outs[0]
     oh = (xc.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     return y.view(batch, length, o).transpose(1, 2).reshape(batch, o, oh, -1)

@@ -30,6 +30,7 @@ class _DispatchView:
     group_size: int
     symmetric: bool
     k: int
+    format: str
 
 
 def _version(t: torch.Tensor) -> int:
@@ -64,7 +65,7 @@ def drop(module, name: str) -> None:
 def _decide(module, name: str, device_type: str, m: int, n: int):
     qw, entry = weight_state(module, name)
     k = math.prod(qw.shape[1:])
-    view = _DispatchView(qw.bits, k, False, k)
+    view = _DispatchView(qw.bits, k, False, k, qw.format)
     memory, precision = module.backend.memory.value, module.backend.precision.value
     decision, dtype = choose(view, entry, device_type, m, memory, precision, n)
     warn_fallback(decision)  # once per distinct reason, whichever layer asks first

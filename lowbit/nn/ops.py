@@ -8,7 +8,8 @@ per layer (with a fake implementation giving the output shape). At run time the 
 Autograd: both ops have a registered backward through the dequantized weight (grad_x = grad_y @ W, grad_bias =
 grad_y summed), so gradients reach the input and the float bias at every memory mode while the packed buffers stay
 frozen (LoRA on a quantized base). Non-finite inputs: kernels that round activations to int8 cannot carry NaN or
-inf, so `_run` feeds them the finite values only and returns NaN for every row whose input held a NaN or an inf.
+inf, so `executor.run_finite` feeds them the finite values only and returns NaN for every row whose input held a
+NaN or an inf.
 """
 
 from __future__ import annotations
@@ -53,40 +54,6 @@ def conv2d(*args):
     return _Conv2dGrad.apply(*args) if wants_grad(args[0], args[4]) else _conv2d_impl(*args)
 
 
-# Kernels that round activations to int8: a NaN or inf becomes a finite code there (torch's dynamic linear even
-# spreads it to every row through its per-tensor scale).
-_INT8_ACTIVATIONS = frozenset({Kernel.CPU_INT4, Kernel.CPU_INT8_DYNAMIC, Kernel.TRITON_A8W})
-
-
-def _run(kernel: Kernel, w, a: torch.Tensor, bias: torch.Tensor | None, activations: str | None = None) -> torch.Tensor:
-    """executor.run(a (M, K)) -> (M, N), where a row of `a` holding a NaN or an inf comes out NaN at every kernel.
-
-    Only kernels that round activations to int8 need help. On the CPU one fp32 sum over `a` (one read of M*K values,
-    no allocation: measured 2 us at (1, 384), 4 us at (128, 384), 12 us at (128, 1536), 0.5-3% of the int4 kernel's
-    time there) finds the usual all-finite case, which then runs as before; a sum that is not finite (also a finite
-    input whose sum overflows fp32) takes `_run_masked`. On a GPU that test would wait for the device (and break
-    CUDA graph capture), so the masked form (three elementwise passes) always runs there.
-    """
-    if kernel not in _INT8_ACTIVATIONS:
-        return executor.run(kernel, w, a, bias, activations)
-    if a.device.type == "cpu" and math.isfinite(a.sum(dtype=torch.float32).item()):
-        return executor.run(kernel, w, a, bias, activations)
-    return _run_masked(kernel, w, a, bias, activations)
-
-
-def _run_masked(kernel: Kernel, w, a: torch.Tensor, bias: torch.Tensor | None,
-                activations: str | None = None) -> torch.Tensor:
-    """The kernel on `a` with its non-finite entries zeroed, then NaN on the rows that held one (no host sync).
-
-    A float layer gives NaN or +-inf on such a row (every output of it is non-finite: inf * w is +-inf, or NaN
-    where w == 0); without the float weight the sign is unknown, so NaN is the one answer that never hides it.
-    """
-    finite = torch.isfinite(a)
-    y = executor.run(kernel, w, a.where(finite, 0.0), bias, activations)
-    rows_ok = finite.all(dim=1, keepdim=True)  # (M, 1)
-    return y.where(rows_ok, float("nan"))
-
-
 def _linear_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None,
                  bias: torch.Tensor | None, shape: list[int], bits: int, block_size: int, memory: str,
                  precision: str) -> torch.Tensor:
@@ -98,7 +65,7 @@ def _linear_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
     kernel = decision.kernel
     b = bias if bias is None or bias.dtype == dtype else bias.to(dtype)
     xc = x2 if x2.dtype == dtype else x2.to(dtype)
-    y = _run(kernel, w, xc if kernel is Kernel.DENSE else xc.contiguous(), b, decision.activations)
+    y = executor.run_finite(kernel, w, xc if kernel is Kernel.DENSE else xc.contiguous(), b, decision.activations)
     return (y if y.dtype == x.dtype else y.to(x.dtype)).reshape(*x.shape[:-1], shape[0])
 
 

@@ -13,24 +13,13 @@ integer below 2**24 (float64 when K per group could exceed that). On a GPU: the 
 
 from __future__ import annotations
 
-import dataclasses
-import warnings
-
 import torch
 import torch.nn.functional as F
 
-from ..kernels.cpu_static_int8 import (
-    StaticInt8Weight,
-    conv_weight_codes,
-    int8_matmul,
-    native_conv2d_static,
-    native_epilogue,
-    native_linear_static,
-    pack_static_native,
-    prepare_static_int8,
-)
-from ..quant.static_int8 import int8_codes, quantize_symmetric
-from ..runtime.static_int8 import select_static_impl
+from ..quant.static_int8 import int8_codes
+from ..runtime import executor
+from ..runtime.kernel_row import StaticKernel
+from ..runtime.static_dispatch import select_static_conv
 from . import weight_cache
 from .conv import QuantConv1d, QuantConv2d
 from .linear import QuantLinear
@@ -55,7 +44,6 @@ class _StaticMixin:
                                  "for a Linear layer")
         self.input_scale, self.input_clamp, self.input_smooth = input_scale, input_clamp, input_smooth
         self.fused_relu = getattr(self, "fused_relu", False)
-        self._prepared, self._impls, self._native, self._gpu = None, {}, None, None
         return self
 
     def fuse_relu(self, on: bool = True):
@@ -71,75 +59,40 @@ class _StaticMixin:
             meta["fused_relu"] = True
         return meta
 
-    def _packed_key(self):
-        packed = self._buffers["weight_packed"]
-        bias = self.bias
-        return (packed.data_ptr(), packed._version, self.input_scale,
-                None if bias is None else (bias.data_ptr(), bias._version))
+    def plan(self, rows: int, device: torch.device, fused: bool = True, op: str = "static"):
+        """(Decision, prepared weight, run) of the static kernel for `rows` activation rows on `device`, from the one
+        weight cache (`lowbit.nn.weight_cache.static_plan`; warns once when it is the emulation); fused=False: among
+        torch's int8 matmul and the emulation only (a conv the fused kernels do not cover)."""
+        return weight_cache.static_plan(self, "weight", device, rows, fused, op)
+
+    def impl_for(self, rows: int, device: torch.device, torch_only: bool = False) -> StaticKernel:
+        """The static kernel dispatch picks for `rows` activation rows on `device` (a `StaticKernel`, equal to its
+        name: "native", "int_mm", "emulated", "triton")."""
+        return self.plan(rows, device, not torch_only)[0].kernel
+
+    def _entry(self):
+        qw = weight_cache.compute_view(*self._op_args("weight"))
+        return weight_cache.entry_for(qw), qw
+
+    def prepared(self):
+        """The int8 weight in torch's int8 matmul layout (`StaticInt8Weight`: wt int8 (K, N), scale float32 (N,)),
+        built once per weight in the weight cache."""
+        return weight_cache.static_prepared(*self._entry(), StaticKernel.INT_MM)
 
     def native_prepared(self):
-        """(weight in the native kernel's layout, its epilogue vectors), built once per weight, step and bias."""
-        key = self._packed_key()
-        if getattr(self, "_native", None) is None or self._native[0] != key:
-            w = self.prepared()
-            codes = w.wt.t()
-            if not isinstance(self, QuantLinear):  # conv: the channels-last column order of native_conv2d_static
-                o, ig = self.quant_meta["weight"]["shape"][:2]
-                kh, kw = (self.kernel_size if len(self.kernel_size) == 2 else (1, self.kernel_size[0]))
-                codes = conv_weight_codes(codes, (o, ig, kh, kw))
-            nw = pack_static_native(codes, w.scale)
-            self._native = (key, nw, native_epilogue(nw, self.input_scale, self.bias))
-        return self._native[1], self._native[2]
+        """(weight in the native kernel's layout, its epilogue vectors for this layer's step and bias)."""
+        op = "static" if isinstance(self, QuantLinear) else "static_conv"
+        w = weight_cache.static_prepared(*self._entry(), StaticKernel.NATIVE, op)
+        return w.weight, w.epilogue_for(self.input_scale, self.bias)
 
-    def _triton(self, x2: torch.Tensor) -> torch.Tensor:
-        """y float32 (M, N) through the Triton int8 GEMM with the static step (weight layout cached per device)."""
-        from ..kernels.triton_int8 import gemm_a8w_static
-
-        key = (*self._packed_key(), x2.device)
-        if getattr(self, "_gpu", None) is None or self._gpu[0] != key:
-            cw = self.quantized_weight("weight").to(x2.device).compute_layout()
-            self._gpu = (key, cw, None if self.bias is None else self.bias.detach().float().to(x2.device))
-        _, cw, bias = self._gpu
-        y = gemm_a8w_static(x2, cw, self.input_scale, self.input_clamp, bias)
-        return y.clamp_(min=0) if self.fused_relu else y
-
-    def impl_for(self, rows: int, device: torch.device, torch_only: bool = False) -> str:
-        """The kernel dispatch picks for `rows` activation rows on `device` (warns once when it is the emulation);
-        torch_only: among torch's int8 matmul and the emulation only (a conv the native kernel does not cover)."""
-        bucket = 1 if rows <= 1 else 2 if rows < 16 else 16  # the probe's shape classes of M
-        key = (device.type, bucket, torch_only)
-        impls = self._impls
-        if key not in impls:
-            w, caps = self.prepared(), weight_cache.current_capabilities()
-            if torch_only:
-                caps = dataclasses.replace(caps, native_extension=False, triton_gpu=False)
-            impls[key] = select_static_impl(device.type, bucket, w.n, w.k, caps)
-            if impls[key][1] is not None:
-                warnings.warn(f"lowbit static int8: {impls[key][1]}; using the exact float64 emulation", stacklevel=3)
-        return impls[key][0]
-
-    def prepared(self) -> StaticInt8Weight:
-        """The int8 weight in the kernel's layout (built once, rebuilt if the packed buffer changed)."""
-        packed = self._buffers["weight_packed"]
-        key = (packed.data_ptr(), packed._version)
-        if getattr(self, "_prepared", None) is None or self._prepared_key != key:
-            qw = self.quantized_weight("weight")
-            self._prepared = prepare_static_int8(int8_codes(qw), qw.scale.reshape(-1))
-            self._prepared_key = key
-        return self._prepared
-
-    def matmul(self, xq: torch.Tensor) -> torch.Tensor:
-        """int8 (M, K) x the int8 weight -> exact accumulators (torch's int8 matmul or the float64 emulation)."""
-        return int8_matmul(xq, self.prepared(), self.impl_for(xq.shape[0], xq.device, torch_only=True))
-
-    def _finish(self, acc: torch.Tensor, x_dtype, out_shape_fn):
-        w = self.prepared()
-        y = acc.to(torch.float32).mul_(w.scale.to(acc.device) * self.input_scale)
-        if self.bias is not None:
-            y.add_(self.bias.float())
-        if self.fused_relu:
-            y.clamp_(min=0)  # NaN stays NaN
-        return out_shape_fn(y).to(x_dtype)
+    def static_run(self, x2: torch.Tensor, rows: int | None = None, fused: bool = True, op: str = "static",
+                   **options) -> torch.Tensor:
+        """The static product of `x2` (float (M, K); int8 codes for a conv's im2col; the image for a fused conv)
+        through the kernel dispatch picks for `rows` (default M) rows: float32, NaN rows where the input row held
+        NaN / inf."""
+        _, w, run = self.plan(x2.shape[0] if rows is None else rows, x2.device, fused, op)
+        return run(w, x2, self.bias, None, step=self.input_scale, clamp=self.input_clamp, relu=self.fused_relu,
+                   **options)
 
     @classmethod
     def from_quant(cls, layer, input_scale: float, input_clamp: int = 127, input_smooth=None):
@@ -158,13 +111,6 @@ class _StaticMixin:
         return new.set_static(float(input_scale), int(input_clamp), input_smooth)
 
 
-def _nan_rows(x2d: torch.Tensor, y2d: torch.Tensor) -> None:
-    """NaN in each output row whose input row holds NaN or inf (the row max of |x| propagates both)."""
-    bad = ~torch.isfinite(x2d.abs().amax(1))
-    if bool(bad.any()):
-        y2d[bad] = float("nan")
-
-
 class StaticQuantLinear(_StaticMixin, QuantLinear):
     """nn.Linear as static W8A8: x (..., K) -> (..., N) in x's dtype."""
 
@@ -173,19 +119,7 @@ class StaticQuantLinear(_StaticMixin, QuantLinear):
         x2 = x.reshape(-1, self.in_features).float()
         if self.input_smooth is not None:
             x2 = x2 * self.input_smooth.to(x2.device)
-
-        def shape(y):
-            _nan_rows(x2, y)
-            return y.reshape(*x.shape[:-1], self.out_features)
-        impl = self.impl_for(x2.shape[0], x2.device)
-        if impl == "native":  # NaN / inf rows come back NaN
-            w, epi = self.native_prepared()
-            y = native_linear_static(x2, w, self.input_scale, self.input_clamp, epi, self.fused_relu)
-            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-        if impl == "triton":
-            return shape(self._triton(x2)).to(x.dtype)
-        acc = self.matmul(quantize_symmetric(x2, self.input_scale, self.input_clamp))
-        return self._finish(acc, x.dtype, shape)
+        return self.static_run(x2).reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
     def extra_repr(self) -> str:
         relu = ", fused ReLU" if self.fused_relu else ""
@@ -196,18 +130,20 @@ class _StaticConv(_StaticMixin):
     def _conv2d(self, x, stride, dilation, pads, shape4d):
         """x (B, C, H, W) -> (B, O, OH, OW): quantize x with the fixed step, then the integer conv."""
         o, ig, kh, kw = shape4d
-        if ig == 1 < self.groups and self.padding_mode == "zeros" and all(a == b for a, b in pads) \
-                and x.device.type == "cpu" and kh * kw <= 64:
-            y = self._depthwise_native(x, stride, dilation, [a for a, _ in pads], shape4d)
-            if y is not None:
-                return y
-        rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
-        if self.groups == 1 and self.padding_mode == "zeros" and all(a == b for a, b in pads) \
-                and self.impl_for(rows, x.device) == "native":
-            w, epi = self.native_prepared()
-            y = native_conv2d_static(x, w, (kh, kw), stride, [a for a, _ in pads], dilation, self.input_scale,
-                                     self.input_clamp, epi, self.fused_relu)  # NaN / inf images come back NaN
+        zero_pad = self.padding_mode == "zeros" and all(a == b for a, b in pads)
+        padding = [a for a, _ in pads]
+        geometry = {"stride": tuple(stride), "padding": tuple(padding), "dilation": tuple(dilation)}
+        if select_static_conv(x.device.type, self.groups, ig, kh * kw, zero_pad,
+                              weight_cache.current_capabilities()) is StaticKernel.DEPTHWISE:
+            w = weight_cache.static_prepared(*self._entry(), StaticKernel.DEPTHWISE, "static_conv",
+                                             step=self.input_scale)
+            y = executor.run(StaticKernel.DEPTHWISE, w, x, self.bias, None, "static_conv", step=self.input_scale,
+                             clamp=self.input_clamp, relu=self.fused_relu, shape=tuple(shape4d), **geometry)
             return y.to(x.dtype)
+        rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
+        if self.groups == 1 and zero_pad and self.impl_for(rows, x.device) == StaticKernel.NATIVE:
+            y = self.static_run(x, rows, op="static_conv", window=(kh, kw), **geometry)
+            return y.to(x.dtype)  # NaN / inf images come back NaN
         flat = [p for pair in reversed(pads) for p in pair]
         # the integer codes as float: F.unfold (im2col) and the non-zero pad modes are float-only, and exact here
         xi = torch.div(x.float(), self.input_scale).round_().clamp_(-self.input_clamp, self.input_clamp)
@@ -216,52 +152,32 @@ class _StaticConv(_StaticMixin):
         b, _, h, wd = xi.shape
         oh = (h - dilation[0] * (kh - 1) - 1) // stride[0] + 1
         ow = (wd - dilation[1] * (kw - 1) - 1) // stride[1] + 1
-        w = self.prepared()
         if self.groups == 1:
             cols = F.unfold(xi, (kh, kw), dilation=dilation, stride=stride)  # (B, C*kh*kw, L)
             cols = cols.transpose(1, 2).reshape(-1, ig * kh * kw).to(torch.int8)  # (B*L, K)
-            acc = self.matmul(cols).reshape(b, oh * ow, o)
+            y = self.static_run(cols, fused=False).reshape(b, oh * ow, o)
         else:
-            dt = torch.float32 if ig * kh * kw * 127 * 127 < 2 ** 24 else torch.float64
-            wi = w.wt.t().reshape(o, ig, kh, kw).to(dt)
-            acc = F.conv2d(xi.to(dt), wi, None, stride, 0, dilation, self.groups).flatten(2).transpose(1, 2)
-        bad = ~torch.isfinite(x.detach().abs().flatten(1).amax(1))
-
-        def shape(y):  # (B, L, O) -> (B, O, OH, OW)
-            y = y.transpose(1, 2).reshape(b, o, oh, ow)
-            if bool(bad.any()):
-                y[bad] = float("nan")
-            return y
-        return self._finish(acc, x.dtype, shape)
-
-    def _depthwise_native(self, x, stride, dilation, padding, shape4d):
-        """A depthwise conv through lowbit's direct depthwise kernel (lowbit.kernels.cpu_conv), no im2col: the input
-        quantized with the static step (round, clamp: integer-valued fp32), the int8 codes (+128 as uint8, zero 128)
-        with scale s_w * a, bias and the fused ReLU in the kernel. The integer products are exact in fp32; the sums
-        of K <= 64 taps round as the float path's fp32 conv of the codes does. Images holding a NaN or an inf come
-        back NaN, as on the other paths. None when the native kernels are unavailable."""
-        from ..runtime.executor import kernel_module
-
-        cpu_conv = kernel_module("cpu_conv")
-        if cpu_conv is None or not cpu_conv.cpu_native.available_native():
-            return None
-        key = self._packed_key()
-        held = self.__dict__.get("_dw_native")
-        if held is None or held[0] != key:
-            w = self.prepared()
-            codes = (w.wt.t().to(torch.int16) + 128).to(torch.uint8).contiguous()  # (O, kh*kw)
-            scale = (w.scale * self.input_scale).reshape(-1, 1).contiguous()
-            dw = cpu_conv.DepthwiseWeight(codes, scale, torch.full_like(scale, 128.0), codes.shape[1])
-            bias = None if self.bias is None else self.bias.detach().float().contiguous()
-            held = self.__dict__["_dw_native"] = (key, dw, bias)
-        _, dw, bias = held
-        xi = torch.div(x.float(), self.input_scale).round_().clamp_(-self.input_clamp, self.input_clamp)
-        y = cpu_conv.conv2d_depthwise(xi, dw, shape4d, bias, stride, padding, dilation,
-                                      "relu" if self.fused_relu else None)
+            y = self._grouped_codes_conv(xi, stride, dilation, shape4d)
+        y = y.transpose(1, 2).reshape(b, o, oh, ow)  # (B, L, O) -> (B, O, OH, OW)
         bad = ~torch.isfinite(x.detach().abs().flatten(1).amax(1))
         if bool(bad.any()):
             y[bad] = float("nan")
         return y.to(x.dtype)
+
+    def _grouped_codes_conv(self, xi, stride, dilation, shape4d) -> torch.Tensor:
+        """A grouped conv of the integer codes xi (padded) as a float conv, exact because every partial sum is an
+        integer below 2**24 (float64 when K per group could exceed that), then the static epilogue: (B, L, O)."""
+        o, ig, kh, kw = shape4d
+        w = self.prepared()
+        dt = torch.float32 if ig * kh * kw * 127 * 127 < 2 ** 24 else torch.float64
+        wi = w.wt.t().reshape(o, ig, kh, kw).to(dt)
+        acc = F.conv2d(xi.to(dt), wi, None, stride, 0, dilation, self.groups).flatten(2).transpose(1, 2)
+        y = acc.to(torch.float32).mul_(w.scale.to(acc.device) * self.input_scale)
+        if self.bias is not None:
+            y.add_(self.bias.float())
+        if self.fused_relu:
+            y.clamp_(min=0)  # NaN stays NaN
+        return y
 
     def extra_repr(self) -> str:
         relu = ", fused ReLU" if self.fused_relu else ""

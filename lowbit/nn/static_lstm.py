@@ -10,19 +10,9 @@ checkpoint's "static" metadata.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from ..kernels.cpu_static_int8 import (
-    int8_matmul,
-    native_epilogue,
-    native_linear_static,
-    pack_static_native,
-    prepare_static_int8,
-)
-from ..quant.static_int8 import int8_codes, quantize_symmetric
-from ..runtime.static_int8 import select_static_impl
+from ..quant.static_int8 import int8_codes
 from . import weight_cache
 from .lstm import QuantLSTM, lstm_param_names
 
@@ -38,7 +28,7 @@ class StaticQuantLSTM(QuantLSTM):
         if type(input_clamp) is not int or not 1 <= input_clamp <= 127:
             raise ValueError(f"input_clamp must be an int in 1..127, got {input_clamp!r}")
         self.input_scale, self.input_clamp, self.input_smooth = input_scale, input_clamp, None
-        self._prepared, self._impls, self._native, self._h_step = {}, {}, {}, 1.0 / input_clamp
+        self._h_step = 1.0 / input_clamp
         return self
 
     def static_meta(self) -> dict:
@@ -56,50 +46,14 @@ class StaticQuantLSTM(QuantLSTM):
         new.train(layer.training)
         return new.set_static(float(input_scale), int(input_clamp), input_smooth)
 
-    def _weight(self, name: str):
-        packed = self._buffers[f"{name}_packed"]
-        key = (packed.data_ptr(), packed._version)
-        entry = self._prepared.get(name)
-        if entry is None or entry[0] != key:
-            qw = self.quantized_weight(name)
-            entry = (key, prepare_static_int8(int8_codes(qw), qw.scale.reshape(-1)))
-            self._prepared[name] = entry
-        return entry[1]
-
-    def _native_weight(self, name: str, w):
-        entry = self._native.get(name)
-        if entry is None or entry[0] is not w:
-            entry = (w, pack_static_native(w.wt.t(), w.scale))
-            self._native[name] = entry
-        return entry[1]
-
     def quant_linear(self, name: str, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """x (..., K) @ W_name.T + bias with x quantized at this projection's fixed step."""
+        """x (..., K) @ W_name.T + bias with x quantized at this projection's fixed step, through the kernel the
+        static dispatch picks (the one weight cache: decisions, prepared weights; a NaN / inf row gives NaN)."""
         step = self.input_scale if name.startswith("weight_ih_l0") else self._h_step
-        w = self._weight(name)
         x2 = x.reshape(-1, x.shape[-1]).float()
-        bucket = 1 if x2.shape[0] <= 1 else 2 if x2.shape[0] < 16 else 16
-        key = (x2.device.type, bucket)
-        if key not in self._impls:
-            self._impls[key] = select_static_impl(x2.device.type, bucket, w.n, w.k,
-                                                  weight_cache.current_capabilities())
-            if self._impls[key][1] is not None:
-                warnings.warn(f"lowbit static int8: {self._impls[key][1]}; using the exact float64 emulation",
-                              stacklevel=3)
-        impl = self._impls[key][0]
-        if impl == "native":  # the epilogue vectors depend on the step, which changes per call for h: cheap (N,)
-            nw = self._native_weight(name, w)
-            y = native_linear_static(x2, nw, step, self.input_clamp, native_epilogue(nw, step, bias))
-        else:
-            xq = quantize_symmetric(x2, step, self.input_clamp)
-            y = int8_matmul(xq, w, impl if impl == "int_mm" else "emulated").to(torch.float32)
-            y.mul_(w.scale.to(y.device) * step)
-            if bias is not None:
-                y.add_(bias.float())
-        bad = ~torch.isfinite(x2.abs().amax(1))
-        if bool(bad.any()):
-            y[bad] = float("nan")
-        return y.reshape(*x.shape[:-1], w.n).to(x.dtype)
+        _, w, run = weight_cache.static_plan(self, name, x2.device, x2.shape[0])
+        y = run(w, x2, bias, None, step=step, clamp=self.input_clamp)
+        return y.reshape(*x.shape[:-1], y.shape[-1]).to(x.dtype)
 
     def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
         bound = 1.0

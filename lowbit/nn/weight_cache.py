@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,9 @@ from ..runtime.dispatch import (
     compute_dtype,
     select_kernel,
 )
+from ..runtime.kernel_row import StaticKernel, format_name
+from ..runtime.kernel_table import find_row, generation
+from ..runtime.static_dispatch import select_static
 
 # Every M where dispatch may change its mind: the probe's shape classes (1, 2..15, >= 16) and the thresholds.
 _HIGH_CROSSOVERS = {m for table in NATIVE_HIGH_DENSE_MIN_M.values() for m in table.values() if m is not None}
@@ -46,14 +50,18 @@ def m_bucket(m: int) -> int:
 class WeightCache:
     """What one packed weight has decided and built.
 
-    stamp: the buffers' versions when built (`stamp`); refused: (kernel, reason) from the kernels' `supports_*`;
-    decisions: (device, M bucket, memory, precision) -> (Decision, compute dtype);
-    prepared: (kernel, dtype, rows or None) -> the kernel's prepared weight (rows: a conv group's output channels);
+    stamp: the buffers' versions when built (`stamp`); refused: (kernel, reason) from the Linear rows' format and
+    `supports_*`; refused_by_op: the same for the other ops' rows (static, conv), filled when first asked;
+    decisions: (device, M bucket, memory, precision) -> (Decision, compute dtype) (static: ("static", device,
+    M bucket, fused) -> Decision);
+    prepared: (kernel, dtype, rows or None) -> the kernel's prepared weight (rows: a conv group's output channels;
+    other ops: (op, layout or kernel, dtype, options));
     plans: (device, M bucket, memory, precision) -> (Decision, dtype, prepared weight), the Linear op's hot path.
     """
 
     stamp: tuple
     refused: tuple
+    refused_by_op: dict = field(default_factory=dict)
     decisions: dict = field(default_factory=dict)
     prepared: dict = field(default_factory=dict)
     plans: dict = field(default_factory=dict)
@@ -65,13 +73,14 @@ _FORCED: list[Kernel] = []
 
 
 @functools.cache
-def _probed_caps() -> Capabilities:
+def _probed_caps(_generation: int) -> Capabilities:
     return capabilities()
 
 
 def current_capabilities() -> Capabilities:
-    """The capabilities dispatch uses: probed once per process, or the one set by `override_capabilities`."""
-    return _CAPS_OVERRIDE[-1] if _CAPS_OVERRIDE else _probed_caps()
+    """The capabilities dispatch uses: probed once per process and kernel table (a registered row re-probes), or
+    the one set by `override_capabilities`."""
+    return _CAPS_OVERRIDE[-1] if _CAPS_OVERRIDE else _probed_caps(generation())
 
 
 def override_capabilities(caps: Capabilities | None) -> None:
@@ -127,8 +136,8 @@ def _version(t: torch.Tensor | None) -> int:
 
 
 def stamp(packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None) -> tuple:
-    """Changes whenever the packed buffers are replaced, modified in place or moved."""
-    return (_version(packed), id(scale), _version(scale), id(zero), _version(zero), packed.device)
+    """Changes whenever the packed buffers are replaced, modified in place or moved, or the kernel table changes."""
+    return (_version(packed), id(scale), _version(scale), id(zero), _version(zero), packed.device, generation())
 
 
 def compute_view(packed, scale, zero, shape, bits, block_size) -> QuantizedWeight:
@@ -169,17 +178,79 @@ def choose(qw: QuantizedWeight, entry: WeightCache, device_type: str, m: int, me
     key = (device_type, m_bucket(m), memory, precision)
     if key not in entry.decisions:
         config, caps = backend(memory, precision), current_capabilities()
-        fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, n, qw.k, entry.refused)
+        fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, n, qw.k, entry.refused, format_name(qw))
         entry.decisions[key] = (select_kernel(device_type, m, fmt, caps, config),
                                 compute_dtype(device_type, caps, config))
     return entry.decisions[key]
 
 
-def prepared(entry: WeightCache, kernel: Kernel, qw: QuantizedWeight, dtype: torch.dtype, rows: slice | None = None):
-    """The kernel's prepared weight (of output channels `rows` only, for a conv group), built once per entry."""
-    key = (kernel, dtype, None if rows is None else (rows.start, rows.stop))
+def prepared(entry: WeightCache, kernel, qw: QuantizedWeight, dtype: torch.dtype | None, rows: slice | None = None,
+             op: str = "linear", **options):
+    """The kernel's prepared weight (of output channels `rows` only, for a conv group), built once per entry;
+    `op` and `options` as `executor.prepare` takes them (rows sharing a `layout` share one prepared weight)."""
+    if op == "linear":
+        key = (kernel, dtype, None if rows is None else (rows.start, rows.stop))
+    else:
+        row = find_row(op, kernel)
+        key = (op, row.layout or row.name, dtype, tuple(sorted(options.items())))
     if key not in entry.prepared:
-        entry.prepared[key] = executor.prepare(kernel, qw if rows is None else _rows(qw, rows), dtype)
+        entry.prepared[key] = executor.prepare(kernel, qw if rows is None else _rows(qw, rows), dtype, op, **options)
+    return entry.prepared[key]
+
+
+def op_refused(entry: WeightCache, qw: QuantizedWeight, op: str) -> tuple:
+    """(kernel, reason) of the rows of `op` that cannot serve the weight, computed once per entry."""
+    if op not in entry.refused_by_op:
+        entry.refused_by_op[op] = executor.refusals(qw, op)
+    return entry.refused_by_op[op]
+
+
+def choose_static(qw: QuantizedWeight, entry: WeightCache, device_type: str, m: int, fused: bool = True) -> Decision:
+    """The static W8A8 decision (`select_static`), once per (device, M bucket, fused) and weight; the first time a
+    decision falls back to the float64 emulation it warns (UserWarning)."""
+    key = ("static", device_type, _shape_class(m), fused)
+    if key not in entry.decisions:
+        fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, qw.n, qw.k, op_refused(entry, qw, "static"))
+        decision = select_static(device_type, m, fmt, current_capabilities(), fused)
+        if decision.fallback_reason is not None:
+            warnings.warn(f"lowbit static int8: {decision.fallback_reason}; using the exact float64 emulation",
+                          stacklevel=4)
+        entry.decisions[key] = decision
+    return entry.decisions[key]
+
+
+def _shape_class(m: int) -> int:
+    """The probe's shape classes of M (1, 2..15, >= 16): all a static decision depends on."""
+    return 1 if m <= 1 else 2 if m < 16 else 16
+
+
+def static_plan(layer, name: str, device: torch.device, m: int, fused: bool = True, op: str = "static"):
+    """(Decision, prepared weight, run) for a static W8A8 product of parameter `name` of `layer` at M rows on
+    `device`: the decision of the "static" rows (`choose_static`), the prepared weight of that kernel's `op` row
+    ("static", or "static_conv" for a conv's fused kernel) and `executor.runner`. The hot path is one fresh-entry
+    check and one lookup; nothing kept holds the packed tensor itself (the cache is keyed weakly by it)."""
+    packed, scale, zero, shape, bits, block = layer._op_args(name)
+    entry = fresh_entry(packed, scale, zero)
+    key = ("static", op, device, _shape_class(m), fused)
+    plan = None if entry is None else entry.plans.get(key)
+    if plan is not None:
+        return plan
+    qw = compute_view(packed, scale, zero, shape, bits, block)
+    entry = entry_for(qw)
+    decision = choose_static(qw, entry, device.type, m, fused)
+    kernel = decision.kernel
+    options = {"device": device} if kernel is StaticKernel.TRITON else {}
+    plan = (decision, static_prepared(entry, qw, kernel, op, **options), executor.runner(kernel, op))
+    entry.plans[key] = plan
+    return plan
+
+
+def static_prepared(entry: WeightCache, qw: QuantizedWeight, kernel, op: str = "static", **options):
+    """The prepared weight of a static row (built once per entry, layout and options)."""
+    row = find_row(op, kernel)
+    key = (op, row.layout or row.name, None, tuple(sorted(options.items())))
+    if key not in entry.prepared:
+        entry.prepared[key] = executor.prepare(kernel, qw, None, op, **options)
     return entry.prepared[key]
 
 

@@ -5,25 +5,18 @@ Computed when called, never at import: Triton is imported, CUDA queried and /pro
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import platform
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields, replace
 
 import torch
 
 from .config import NATIVE_ACTIVATIONS
+from .cpu import _cpu_name, cpu_features, cpu_identity
+from .kernel_row import KernelRow, kernel_module
+from .kernel_table import kernel_rows
 from .probes import WHOLE_OP, refusal_for, torch_cpu_capability, torch_op_report
 
-# /proc/cpuinfo flag (x86 "flags", ARM "Features") -> the name we report
-_CPU_FLAGS = {
-    "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512", "avx512_vnni": "avx512_vnni",
-    "avx_vnni": "avx_vnni", "avx512_bf16": "avx512_bf16", "avx512_fp16": "avx512_fp16", "amx_bf16": "amx_bf16",
-    "amx_int8": "amx_int8", "asimd": "neon", "asimddp": "neon_dotprod", "i8mm": "i8mm", "bf16": "bf16",
-    "fphp": "fp16", "sve": "sve",
-}
-
+__all__ = ["Capabilities", "capabilities", "cpu_features", "cpu_identity"]
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -46,6 +39,8 @@ class Capabilities:
     An op refused for "*" counts as unavailable above (cpu_int8_dynamic, cpu_int8_weight, torch_int4pack).
     cpu_activations: "precision: scheme" for the native CPU kernel at memory Low (config.NATIVE_ACTIVATIONS; () without
     it): which activation scheme each precision runs.
+    kernels: every row of the kernel table (lowbit.runtime.kernel_table) this process can run, by `KernelRow.label`
+    (a registered row without a `capability` field is dispatched to only when listed here).
     """
 
     triton: bool = False
@@ -69,6 +64,7 @@ class Capabilities:
     torch_ops_probed: tuple[str, ...] = ()
     torch_op_refusals: tuple[tuple[str, str, str], ...] = ()
     cpu_activations: tuple[str, ...] = ()
+    kernels: tuple[str, ...] = ()
 
     def torch_op_refusal(self, op: str, m: int, n: int, k: int) -> str | None:
         """Why torch's `op` must not run an (M, K) x (N, K) product here (from the probe), or None."""
@@ -95,33 +91,6 @@ def _call(module, fn: str, default=False):
     return f() if callable(f) else default
 
 
-def cpu_features(cpuinfo: str | None = None) -> tuple[str, ...]:
-    """Sorted ISA feature names from /proc/cpuinfo text (read when not given); platform fallbacks elsewhere."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    found = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            found.update(_CPU_FLAGS[f] for f in value.split() if f in _CPU_FLAGS)
-    if not cpuinfo and platform.machine().lower() in ("arm64", "aarch64"):
-        found.add("neon")  # every 64-bit ARM CPU has NEON (macOS has no /proc/cpuinfo)
-    return tuple(sorted(found))
-
-
-def _cpu_name(cpuinfo_path: str = "/proc/cpuinfo") -> str:
-    try:
-        for line in Path(cpuinfo_path).read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _gpu_names() -> tuple[str, ...]:
     if not torch.cuda.is_available():
         return ()
@@ -145,46 +114,50 @@ def _int4_impl(cpu_int4) -> str:
     return str(pick(probe))
 
 
-def _native_variant(kernel_module) -> str:
+def _native_variant() -> str:
     """The native kernel's ISA variant (`lowbit.kernels.cpu_native.native_variant`), "" when unknown."""
     return str(_call(kernel_module("cpu_native"), "native_variant", ""))
 
 
-def cpu_identity() -> str:
-    """The CPU model and the ISA features lowbit reads: what a probe report is valid for."""
-    return f"{_cpu_name()} [{' '.join(cpu_features())}]"
+def _probed(row: KernelRow, gpu: bool, trusted: set[str]) -> bool:
+    """The row's `available_*` (its module imported now), a GPU for a CUDA row, and its torch op trusted whole."""
+    ok = row.probe()
+    return ok and (gpu or row.device != "cuda") and (row.torch_op is None or row.torch_op in trusted)
 
 
 def capabilities() -> Capabilities:
     """Probe this process: kernel families, CPU features, device names (see `Capabilities`).
 
-    The first call on a machine also checks torch's quantized CPU ops in child processes (`lowbit.runtime.probes`,
-    a few seconds, then cached on disk), and may build lowbit's native CPU kernel with the C compiler (cached too).
+    Each row of the kernel table is probed here (its `available_*`); a Linear row's answer fills its `capability`
+    field, and `kernels` lists every row that can run. The first call on a machine also checks torch's quantized CPU
+    ops in child processes (`lowbit.runtime.probes`, a few seconds, then cached on disk), and may build lowbit's
+    native CPU kernel with the C compiler (cached too).
     """
-    from .executor import kernel_module  # executor imports this module: import at call time
-
-    triton_common = kernel_module("triton_common")
-    cpu_int8 = kernel_module("cpu_int8")
-    cpu_int4 = kernel_module("cpu_int4")
     feats = cpu_features()
     gpu_names = _gpu_names()
-    impl = _int4_impl(cpu_int4)
+    impl = _int4_impl(kernel_module("cpu_int4"))
     triton_ok = importlib.util.find_spec("triton") is not None
     report = torch_op_report(cpu_identity())
     trusted = set(report.ops) - {op for op, cls, _ in report.refusals if cls == WHOLE_OP}
-    return Capabilities(
+    probed = {row: _probed(row, bool(gpu_names), trusted) for row in kernel_rows()}
+    flags = {}
+    for row in kernel_rows("linear"):
+        if isinstance(row.capability, str):
+            flags[row.capability] = flags.get(row.capability, True) and probed[row]
+    native = "native" in impl.lower()
+    caps = Capabilities(
         triton=triton_ok,
         gpu=bool(gpu_names),
-        triton_gpu=bool(gpu_names) and triton_ok and bool(_call(triton_common, "available_triton")),
-        cpu_int8_dynamic=bool(_call(cpu_int8, "available_int8_dynamic")) and "int8_dynamic" in trusted,
-        cpu_int8_weight=bool(_call(cpu_int8, "available_int8_weight_only")) and "int8pack" in trusted,
+        triton_gpu=flags["triton_gpu"] and triton_ok,
+        cpu_int8_dynamic=flags["cpu_int8_dynamic"],
+        cpu_int8_weight=flags["cpu_int8_weight"],
         quantized_engines=tuple(torch.backends.quantized.supported_engines),
-        cpu_int4=bool(_call(cpu_int4, "available_int4_cpu")),
+        cpu_int4=flags["cpu_int4"],
         cpu_int4_impl=impl,
         torch_int4pack="int4pack" in trusted,
         kleidiai=_kleidiai() and "kleidiai" in trusted,
-        native_extension="native" in impl.lower(),
-        native_variant=_native_variant(kernel_module) if "native" in impl.lower() else "",
+        native_extension=native,
+        native_variant=_native_variant() if native else "",
         cpu_features=feats,
         cpu_bf16=bool({"avx512_bf16", "amx_bf16", "bf16"} & set(feats)),
         cpu_fp16=bool({"avx512_fp16", "fp16"} & set(feats)),
@@ -193,6 +166,7 @@ def capabilities() -> Capabilities:
         torch_cpu_capability=torch_cpu_capability(),
         torch_ops_probed=report.ops,
         torch_op_refusals=report.refusals,
-        cpu_activations=tuple(f"{p.value}: {a}" for p, a in NATIVE_ACTIVATIONS.items()) if "native" in impl.lower()
-        else (),
+        cpu_activations=tuple(f"{p.value}: {a}" for p, a in NATIVE_ACTIVATIONS.items()) if native else (),
     )
+    listed = (row.label for row, ok in probed.items() if (ok if row.capability is None else row.available_in(caps)))
+    return replace(caps, kernels=tuple(dict.fromkeys(listed)))

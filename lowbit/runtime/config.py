@@ -56,7 +56,7 @@ class Precision(str, Enum):
 # What each precision means for lowbit's native CPU kernel at memory Low/High (README's precision table; dispatch
 # names it in Decision.activations): fp32 activations at High, int8 with a scale per 32 input channels at Normal
 # (llama.cpp's Q8_0 granularity: MiniLM's lowest cosine within 0.001 of the float path,
-# bench/results/precision_minilm.md), int8 per row at Low / Low_BF16 (fastest).
+# benchmarks/results/precision_minilm.md), int8 per row at Low / Low_BF16 (fastest).
 NATIVE_ACTIVATIONS = {Precision.HIGH: "fp32", Precision.NORMAL: "int8/32", Precision.LOW: "int8/row",
                       Precision.LOW_BF16: "int8/row"}
 

@@ -1,6 +1,9 @@
 """The one place a kernel is chosen: `select_kernel(device_type, m, fmt, caps, backend) -> Decision`.
 
-The table (M = rows of the activation; "refused" = the kernel family's `supports_*` named a reason for this weight):
+The rules below are shared by every row; the per-family part (devices, M ranges, precisions, order, probes, the
+refusals) is read from the "linear" rows of the kernel table (lowbit.runtime.kernel_table), so a registered family
+takes part at memory Low/High on its device by priority. The built-in rows give this table (M = rows of the
+activation; "refused" = the kernel family's `supports_*` named a reason for this weight):
 
 | memory | device | condition                                      | kernel            |
 |--------|--------|------------------------------------------------|-------------------|
@@ -34,7 +37,7 @@ blocks that are multiples of 32) serves every precision with the activation sche
 back to DENSE on the CPU. Without it (torch's int4pack or KleidiAI serving CPU_INT4, which round activations to bf16
 or int8 per row) CPU_INT4 is refused at precision Normal/High. At precision Low the 5..8-bit per-channel
 weights go to the native kernel too, no longer to torch's dynamic int8 first: its one scale per tensor took MiniLM
-int8 per channel to a lowest cosine of -0.05 (0.9996 in fp32; faster at M >= 32, bench/results/gemm_cpu*, but no
+int8 per channel to a lowest cosine of -0.05 (0.9996 in fp32; faster at M >= 32, benchmarks/results/gemm_cpu*, but no
 use). torch's dynamic int8 stays the 8-bit kernel where the native one is not built.
 A refused Triton kernel falls through to the next Triton kernel (A8W -> GEMM; GEMV -> GEMM) before DENSE.
 EMULATED (dequantize on every call) is never chosen for integer weights; tests and benchmarks force it.
@@ -47,19 +50,23 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
-from enum import Enum
+from typing import TYPE_CHECKING
 
 import torch
 
-from .capabilities import Capabilities
-from .config import NATIVE_ACTIVATIONS, BackendConfig, Memory, Precision
+from .config import BackendConfig, Memory, Precision
+from .kernel_row import AFFINE, Kernel, KernelRow, format_name
+from .kernel_table import find_row, kernel_rows
+from .weight_rows import A8W_MIN_M, GEMV_MAX_M
 
-GEMV_MAX_M = 16  # the split-K GEMV covers 1..16 rows; above it the tiled GEMM wins
-A8W_MIN_M = 128  # dynamic int8 activations pay off once the GEMM is compute bound
+if TYPE_CHECKING:
+    from .capabilities import Capabilities
+
+__all__ = ["A8W_MIN_M", "GEMV_MAX_M", "Decision", "Kernel", "WeightFormat", "select_kernel", "warn_fallback"]
 HIGH_DENSE_MIN_M = 32  # memory High without a measured table: from this M on, the cached float weight wins
 # memory High with the native CPU kernel: (compute dtype, container bits, block class) -> the M from which the float
 # copy is faster (None: never, at the M = 32..512 measured); 1 thread on EPYC Zen 4 (AVX-512 VNNI) at 4096x4096 and
-# MiniLM's 384x1536 / 1536x384, the class's worst shape deciding (bench/results/gemm_cpu_high_crossover_impls.md).
+# MiniLM's 384x1536 / 1536x384, the class's worst shape deciding (benchmarks/results/gemm_cpu_high_crossover_impls.md).
 # fp32: the kernel was 1.07-3.5x faster everywhere but 8-bit blocks of 32 at 384x1536 (0.86x); bf16 (precision Low):
 # the copy was faster from M = 32 in every class on at least one shape.
 _VNNI_CROSSOVER = {
@@ -73,38 +80,19 @@ NATIVE_HIGH_DENSE_MIN_M = {"avx512vnni": _VNNI_CROSSOVER, "avxvnni": _VNNI_CROSS
 NATIVE_F32_DENSE_MIN_M = 16
 
 
-class Kernel(str, Enum):
-    """A compute path for one quantized weight."""
-
-    DENSE = "dense"
-    """Dequantized float weight (built once, cached) + F.linear / F.conv."""
-    EMULATED = "emulated"
-    """Emulated: dequantize on every call, then a float matmul; correct for every format, slow, packed in memory."""
-    TRITON_GEMV = "triton_gemv"
-    """Triton split-K fused dequant GEMV for small M (lowbit.kernels.triton_gemv.gemv_a16w)."""
-    TRITON_GEMM = "triton_gemm"
-    """Triton tiled fused dequant GEMM for large M (lowbit.kernels.triton_gemm.gemm_a16w)."""
-    TRITON_A8W = "triton_a8w"
-    """Triton dynamic int8 activations x int8/int4 weights (lowbit.kernels.triton_int8.gemm_a8w)."""
-    CPU_INT8_DYNAMIC = "cpu_int8_dynamic"
-    """torch dynamic int8 linear, fbgemm/qnnpack (lowbit.kernels.cpu_int8)."""
-    CPU_INT8_WEIGHT = "cpu_int8_weight"
-    """torch weight-only int8 matmul with bf16 activations (lowbit.kernels.cpu_int8, impl "int8pack")."""
-    CPU_INT4 = "cpu_int4"
-    """lowbit's packed CPU kernel (lowbit.kernels.cpu_int4): 2..4 bits (fastest implementation here) and, through the
-    native kernel's 8-bit container, 5..8 bits."""
-
-
 PACKED_KERNELS = frozenset(k for k in Kernel if k is not Kernel.DENSE)
-# kernels served by a torch op whose numbers lowbit.runtime.probes checks per shape class
-_TORCH_OPS = {Kernel.CPU_INT8_DYNAMIC: "int8_dynamic", Kernel.CPU_INT8_WEIGHT: "int8pack"}
+# what dispatch says when no row of a device is available at all
+_NONE_AVAILABLE = {"cuda": "the Triton kernels cannot run (Triton missing or unusable)",
+                   "cpu": "no CPU int4/int8 kernel is available in this process"}
 
 
 @dataclass(frozen=True)
 class WeightFormat:
-    """What dispatch needs to know of a weight: bits, group size along K, symmetry, the 2-D shape (n, k).
+    """What dispatch needs to know of a weight: bits, group size along K, symmetry, the 2-D shape (n, k), and the
+    name of its packed format.
 
-    refused: (kernel, reason) pairs for families whose `supports_*` rejected this weight (filled by the executor).
+    refused: (kernel, reason) pairs for rows that cannot serve this weight (`executor.refusals`: the row's format
+    or its family's `supports_*`).
     """
 
     bits: int
@@ -113,14 +101,16 @@ class WeightFormat:
     n: int
     k: int
     refused: tuple[tuple[Kernel, str], ...] = ()
+    format: str = AFFINE
 
     @classmethod
     def of(cls, qw, refused: tuple[tuple[Kernel, str], ...] = ()) -> WeightFormat:
-        """The format of a QuantizedWeight."""
-        return cls(qw.bits, qw.group_size, qw.symmetric, qw.n, qw.k, refused)
+        """The format of a packed weight."""
+        return cls(qw.bits, qw.group_size, qw.symmetric, qw.n, qw.k, refused, format_name(qw))
 
-    def refusal(self, kernel: Kernel) -> str | None:
-        return dict(self.refused).get(kernel)
+    def refusal(self, kernel) -> str | None:
+        name = getattr(kernel, "value", kernel)
+        return next((why for k, why in self.refused if getattr(k, "value", k) == name), None)
 
 
 @dataclass(frozen=True)
@@ -136,16 +126,10 @@ class Decision:
     activations: str | None = None
 
 
-# The one scheme of each other kernel that rounds activations (the rest compute in the compute dtype).
-_FIXED_ACTIVATIONS = {Kernel.CPU_INT8_DYNAMIC: "int8/tensor", Kernel.CPU_INT8_WEIGHT: "bf16",
-                      Kernel.TRITON_A8W: "int8/row"}
-
-
-def activation_scheme(kernel: Kernel, precision: Precision) -> str | None:
-    """The activation scheme `kernel` runs at `precision` (Decision.activations)."""
-    if kernel is Kernel.CPU_INT4:
-        return NATIVE_ACTIVATIONS[precision]
-    return _FIXED_ACTIVATIONS.get(kernel)
+def activation_scheme(kernel, precision: Precision, op: str = "linear") -> str | None:
+    """The activation scheme `kernel` runs at `precision` (Decision.activations; its row's `activations`)."""
+    row = find_row(op, kernel)
+    return None if row is None else row.activation_scheme(precision)
 
 
 def select_kernel(device_type: str, m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
@@ -158,20 +142,19 @@ def select_kernel(device_type: str, m: int, fmt: WeightFormat, caps: Capabilitie
         note = high_dense_note(device_type, m, fmt, caps, backend)
         if note is not None:
             return Decision(Kernel.DENSE, note=note)
-    if device_type == "cuda":
-        return _with_activations(_select_cuda(m, fmt, caps, backend), backend)
-    if device_type == "cpu":
-        return _with_activations(_select_cpu(m, fmt, caps, backend), backend)
-    return _fallback(backend, fmt, device_type, f"lowbit has no fused kernel for device {device_type!r}")
+    rows = [r for r in kernel_rows("linear") if r.device == device_type]
+    if not rows:
+        return _fallback(backend, fmt, device_type, f"lowbit has no fused kernel for device {device_type!r}")
+    return _with_activations(_select_row(rows, m, fmt, caps, backend, device_type), backend)
 
 
 def high_dense_min_m(device_type: str, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> int | None:
     """Memory High: the M from which the float copy (in the compute dtype) beats the packed kernel; None = never.
 
     With lowbit's native CPU kernel (int8 activations) the table below holds the crossovers measured per compute
-    dtype, container and block (bench/results/gemm_cpu_high_crossover_impls.md); other paths keep HIGH_DENSE_MIN_M.
+    dtype, container and block (benchmarks/results/gemm_cpu_high_crossover_impls.md); other paths keep HIGH_DENSE_MIN_M.
     The table was measured with int8 activations per row; precision Normal's scales per 32 channels cost the tiled
-    VNNI kernel 7-33% at M = 32..128 (bench/results/gemm_cpu_1t_precision.md), not re-measured against the copy. At
+    VNNI kernel 7-33% at M = 32..128 (benchmarks/results/gemm_cpu_1t_precision.md), not re-measured against the copy. At
     precision High the native kernel multiplies fp32 activations by tiles of dequantized weights from
     M = NATIVE_F32_DENSE_MIN_M on, which the float copy (the same GEMM without the dequant) beats.
     """
@@ -196,63 +179,40 @@ def high_dense_note(device_type: str, m: int, fmt: WeightFormat, caps: Capabilit
             f"packed kernel for a {fmt.bits}-bit weight (group {fmt.group_size}) on {device_type}")
 
 
-def _select_cuda(m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
-    if not caps.triton_gpu:
-        return _fallback(backend, fmt, "cuda", "the Triton kernels cannot run (Triton missing or unusable)")
-    wanted = []
-    if m <= GEMV_MAX_M:
-        wanted.append(Kernel.TRITON_GEMV)
-    elif backend.precision is Precision.LOW and m >= A8W_MIN_M:
-        wanted.append(Kernel.TRITON_A8W)
-    wanted.append(Kernel.TRITON_GEMM)
-    return _first_allowed(wanted, fmt, backend, "cuda")
-
-
 def _with_activations(decision: Decision, backend: BackendConfig) -> Decision:
     scheme = activation_scheme(decision.kernel, backend.precision)
     return decision if scheme is None else replace(decision, activations=scheme)
 
 
-def _select_cpu(m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig) -> Decision:
-    eight_bit = {Precision.LOW: [Kernel.CPU_INT8_DYNAMIC, Kernel.CPU_INT8_WEIGHT],
-                 Precision.LOW_BF16: [Kernel.CPU_INT8_WEIGHT]}.get(backend.precision, [])
-    order = [Kernel.CPU_INT4, *eight_bit] if fmt.bits <= 4 or caps.native_extension else [*eight_bit, Kernel.CPU_INT4]
-    available = {Kernel.CPU_INT4: caps.cpu_int4, Kernel.CPU_INT8_DYNAMIC: caps.cpu_int8_dynamic,
-                 Kernel.CPU_INT8_WEIGHT: caps.cpu_int8_weight}
-    wanted = [k for k in order if available[k]]
-    if not wanted:
-        return _fallback(backend, fmt, "cpu", "no CPU int4/int8 kernel is available in this process")
-    return _first_allowed(wanted, fmt, backend, "cpu",
-                          lambda kernel: _probe_refusal(kernel, m, fmt, caps) or _precision_refusal(kernel, caps,
-                                                                                                   backend))
+def _select_row(rows: list[KernelRow], m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig,
+                device: str) -> Decision:
+    """The first row (by priority) that may run at this M and precision, is available and serves the weight."""
+    wanted = [r for r in sorted(rows, key=lambda r: r.order(fmt, caps)) if r.wants(m, backend.precision)]
+    available = [r for r in wanted if r.available_in(caps)]
+    if not available:
+        why = _NONE_AVAILABLE.get(device, f"no {device} kernel is available in this process")
+        return _fallback(backend, fmt, device, why)
+    return _first_allowed(available, fmt, backend, device, lambda row: _shape_refusal(row, m, fmt, caps, backend))
 
 
-def _precision_refusal(kernel: Kernel, caps: Capabilities, backend: BackendConfig) -> str | None:
-    """Why CPU_INT4 cannot keep this precision: torch's int4 ops round activations (int4pack to bf16, KleidiAI to
-    int8 per row), so precision Normal/High needs lowbit's native kernel (or the exact per-call dequant)."""
-    if kernel is not Kernel.CPU_INT4 or backend.precision not in (Precision.NORMAL, Precision.HIGH):
-        return None
-    impl = caps.cpu_int4_impl.lower()
-    if "native" in impl or "dequant" in impl or not impl:
-        return None
-    return (f"precision={backend.precision.value} needs {NATIVE_ACTIVATIONS[backend.precision]} activations; "
-            f"{caps.cpu_int4_impl} rounds them (lowbit's native kernel is unavailable)")
+def _shape_refusal(row: KernelRow, m: int, fmt: WeightFormat, caps: Capabilities, backend: BackendConfig):
+    """Why `row` must not run here: its torch op refused for this shape class by the probe (see
+    lowbit.runtime.probes), or its own `refuse` (e.g. a precision it cannot keep)."""
+    if row.torch_op is not None:
+        why = caps.torch_op_refusal(row.torch_op, m, fmt.n, fmt.k)
+        if why is not None:
+            return why
+    return row.refuse(caps, backend)
 
 
-def _probe_refusal(kernel: Kernel, m: int, fmt: WeightFormat, caps: Capabilities) -> str | None:
-    """Why torch's op behind `kernel` is refused for this shape on this CPU (see lowbit.runtime.probes), or None."""
-    op = _TORCH_OPS.get(kernel)
-    return None if op is None else caps.torch_op_refusal(op, m, fmt.n, fmt.k)
-
-
-def _first_allowed(wanted: list[Kernel], fmt: WeightFormat, backend: BackendConfig, device: str,
-                   shape_refusal=lambda kernel: None) -> Decision:
+def _first_allowed(wanted: list[KernelRow], fmt: WeightFormat, backend: BackendConfig, device: str,
+                   shape_refusal) -> Decision:
     reasons = []
-    for kernel in wanted:
-        reason = fmt.refusal(kernel) or shape_refusal(kernel)
+    for row in wanted:
+        reason = fmt.refusal(row.kernel) or shape_refusal(row)
         if reason is None:
-            return Decision(kernel)
-        reasons.append(f"{kernel.value}: {reason}")
+            return Decision(row.kernel)
+        reasons.append(f"{row.name}: {reason}")
     return _fallback(backend, fmt, device, "; ".join(reasons))
 
 
@@ -311,7 +271,7 @@ def reset_fallback_warnings() -> None:
 # Conv rows (lowbit.nn.conv): on the CPU, lowbit's native conv kernels (lowbit.kernels.cpu_conv: im2col fused with
 # the int8 activation quantization, then the Linear GEMM; a direct depthwise kernel) beat torch's fp32 conv only where
 # the GEMM's N (output channels per group) amortizes the per-pixel activation quantization and K fills the 64-code
-# rows. Measured once, 1 thread, EPYC Zen 4 (avx512vnni variant; bench/results/convnet*.md): N=64 K=576 (resnet18
+# rows. Measured once, 1 thread, EPYC Zen 4 (avx512vnni variant; benchmarks/results/convnet*.md): N=64 K=576 (resnet18
 # layer1) 0.6-0.8x, N=128 K=1152 1.04x, N>=256 4-9x; 1x1 N=576 K=96 1.3x, N=24..144 with K=16..96 0.1-0.3x; the
 # direct depthwise kernel 0.3-0.8x of torch's fp32 depthwise (K=9..25, mobilenet shapes). Below these, a float copy
 # of that layer is faster; such layers hold 1.4% of resnet18's quantized conv weights (stem, layer1), 16% of

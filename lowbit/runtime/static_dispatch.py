@@ -1,0 +1,61 @@
+"""Kernel choice for static W8A8 products (`lowbit.nn.static`), read from the kernel table's "static" rows.
+
+A pure function of (device, M, the weight's format, capabilities): the rows of the device in priority order
+(CUDA: the Triton int8 GEMM with the static step; CPU: lowbit's native kernel where it is built and K fits, then
+torch._int_mm where this machine's probe found it exact for the shape class), else the exact float64 emulation,
+with the reason (nn warns once per weight and M bucket).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from .dispatch import Decision, WeightFormat
+from .kernel_row import KernelRow, StaticKernel
+from .kernel_table import find_row, kernel_rows
+
+if TYPE_CHECKING:
+    from .capabilities import Capabilities
+
+
+def select_static(device_type: str, m: int, fmt: WeightFormat, caps: Capabilities, fused: bool = True) -> Decision:
+    """The static kernel for an (M, K) x (N, K) product on `device_type`; fallback_reason says why it is the
+    emulation. fused=False: among torch's int8 matmul and the emulation only (a conv the fused kernels do not
+    cover runs im2col + the matmul)."""
+    if not fused:
+        caps = dataclasses.replace(caps, native_extension=False, triton_gpu=False)
+    rows = sorted((r for r in kernel_rows("static") if r.device == device_type), key=lambda r: r.order(fmt, caps))
+    why = f"no static int8 kernel for tensors on {device_type} here (Triton GPU unavailable)"
+    for row in rows:
+        reason = _unavailable(row, m, fmt, caps)
+        if reason is None:
+            return Decision(row.kernel)
+        why = reason or why
+    return Decision(StaticKernel.EMULATED, why)
+
+
+def _unavailable(row: KernelRow, m: int, fmt: WeightFormat, caps: Capabilities) -> str | None:
+    """None when `row` serves this product; else why not ("" for a fast kernel that is simply absent here)."""
+    op = f"torch._{row.torch_op}" if row.torch_op else row.name
+    if not row.available_in(caps):
+        if row.device == "cuda":
+            return f"no static int8 kernel for tensors on {row.device} here (Triton GPU unavailable)"
+        return f"{op} is absent or was not probed on this machine" if row.torch_op else ""
+    if fmt.refusal(row.kernel) is not None:
+        return ""
+    refusal = caps.torch_op_refusal(row.torch_op, m, fmt.n, fmt.k) if row.torch_op else None
+    return None if refusal is None else f"{op} refused here: {refusal}"
+
+
+DEPTHWISE_MAX_TAPS = 64  # lb_dwconv's limit (lowbit.kernels.cpu_conv)
+
+
+def select_static_conv(device_type: str, groups: int, in_per_group: int, taps: int, zero_padding: bool,
+                       caps: Capabilities) -> StaticKernel | None:
+    """DEPTHWISE for a depthwise conv (one input channel per group, <= 64 taps, zero padding) on the CPU where the
+    direct depthwise kernel runs; None otherwise (the conv then takes `select_static`'s kernel on its im2col)."""
+    if not (in_per_group == 1 < groups and zero_padding and device_type == "cpu" and taps <= DEPTHWISE_MAX_TAPS):
+        return None
+    row = find_row("static_conv", StaticKernel.DEPTHWISE)
+    return StaticKernel.DEPTHWISE if row is not None and row.available_in(caps) else None
