@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from ..quant.format import ComputeWeight, QuantizedWeight
 from ..quant.formats import format_refusal
 from . import cpu_native
+from .inputs import check_cpu_activations
 
 IMPLS = ("native", "kleidiai", "int4pack", "dequant")
 ACTIVATIONS = cpu_native.ACTIVATIONS
@@ -192,12 +193,7 @@ def _check_bias(bias: torch.Tensor | None, n: int) -> None:
 def _check_x(x: torch.Tensor, w4: Int4CpuWeight) -> None:
     if not isinstance(w4, Int4CpuWeight):
         raise TypeError(f"w4 must be an Int4CpuWeight from prepare_int4_cpu, got {type(w4).__name__}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
-    if x.dim() != 2 or x.shape[1] != w4.k:
-        raise ValueError(f"x has shape {tuple(x.shape)}; expected (M, {w4.k}) for a weight of shape ({w4.n}, {w4.k})")
-    if x.device.type != "cpu":
-        raise ValueError(f"x is on {x.device}; linear_int4_cpu runs on the CPU")
+    check_cpu_activations(x, w4.n, w4.k, "linear_int4_cpu")
 
 
 def linear_int4_cpu(x: torch.Tensor, w4: Int4CpuWeight, bias: torch.Tensor | None = None,

@@ -25,6 +25,7 @@ import torch
 
 from ..quant.format import QuantizedWeight
 from ..quant.formats import format_refusal
+from .inputs import check_cpu_activations
 from .torch_ops import shape_class
 
 IMPLS = ("dynamic", "int8pack")
@@ -128,12 +129,7 @@ def linear_int8_dynamic(x: torch.Tensor, w8: Int8Weight, bias: torch.Tensor | No
     """y = x @ W.T + bias. x: float (M, K) on the CPU; bias (N,) or None. Returns (M, N) in x.dtype."""
     if not isinstance(w8, Int8Weight):
         raise TypeError(f"w8 must be an Int8Weight from prepare_int8_dynamic, got {type(w8).__name__}")
-    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {getattr(x, 'dtype', type(x).__name__)}")
-    if x.dim() != 2 or x.shape[1] != w8.k:
-        raise ValueError(f"x has shape {tuple(x.shape)}; expected (M, {w8.k}) for a weight of shape ({w8.n}, {w8.k})")
-    if x.device.type != "cpu":
-        raise ValueError(f"x is on {x.device}; linear_int8_dynamic runs on the CPU")
+    check_cpu_activations(x, w8.n, w8.k, "linear_int8_dynamic")
     refusal = _refusal(w8, x.shape[0])
     if refusal:
         raise ValueError(f"torch's {w8.impl} op is refused for M={x.shape[0]}, N={w8.n}, K={w8.k} on this CPU: "
