@@ -1,6 +1,6 @@
-"""lowbit.calib.order.group_by_call_order: the one call-order grouping of the data-aware walks."""
+"""lowbit.pipeline.stats.group_by_call_order: the one call-order grouping of the data-aware walks."""
 
-from lowbit.calib.order import group_by_call_order
+from lowbit.pipeline.stats import group_by_call_order
 
 
 def test_consecutive_readers_of_one_tensor_share_a_group():

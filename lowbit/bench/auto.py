@@ -142,8 +142,9 @@ def fit_check(n_tune: int = 32, threads: int = 2, out_dir: str | None = "bench/r
     from ..auto.fakequant import run_outputs
     from ..auto.metrics import BUILTIN, as_metric
     from ..auto.minilm import OUTPUT, minilm_tuning_data
-    from ..auto.sensitivity import _anchor_keys, _fit, candidate_key, candidate_label, measure, quantizable_layers
+    from ..auto.sensitivity import _anchor_keys, _fit, candidate_key, candidate_label, measure
     from ..models import load_minilm
+    from ..pipeline.plan import quantizable_layers
 
     torch.set_num_threads(threads)
     model = load_minilm().eval()

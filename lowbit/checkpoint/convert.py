@@ -128,6 +128,13 @@ def _write_tensor(writer, source: Source, plan: TensorPlan) -> None:
         writer.write(tensor_name(name, f), tensor)
 
 
+def _needs_calibration(cfg: QuantConfig) -> bool:
+    """The config's method needs calibration data (the method registry), or its awq flag does."""
+    from ..methods import method_for
+
+    return cfg.awq or method_for(cfg.method).needs_calibration
+
+
 def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, overrides=None, skip=(),
             external_data: bool = False, progress: bool = True, kept_float16: bool = False,
             exact_for: str | None = None, max_shard_size: int | str | None = None) -> ConvertSummary:
@@ -161,8 +168,8 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
         check_output(Path(dst), source.files)
     rules = load_overrides(overrides, cfg) if overrides is not None else []
     rules = rebase_rules(rules, list(source.entries), overrides)
-    aware = [r.pattern for r in rules if r.cfg is not None and r.cfg.data_aware]
-    if aware or cfg.data_aware:
+    aware = [r.pattern for r in rules if r.cfg is not None and _needs_calibration(r.cfg)]
+    if aware or _needs_calibration(cfg):
         raise CheckpointError(f"{aware[0] if aware else 'the default config'}: method gptq/awq needs the model and "
                               "calibration data, which a checkpoint conversion has not: use lowbit convert --model "
                               "MODULE:FUNCTION --calib DATA --config LAYERS_JSON OUT")

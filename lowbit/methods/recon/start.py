@@ -3,7 +3,7 @@
 The statistics (xtx of each weight's inputs, from the block's cached quantized-model inputs on the training items)
 feed GPTQ/AWQ starts and the before/after columns of the per-weight error table: before = plain RTN with the same
 bits and block, after = the learned weight, both as ‖ΔW x‖/‖W x‖ on the same statistics. LSTM statistics follow
-lowbit.dataaware.lstm: weight_ih from the layer inputs, weight_hh from the float recurrence's h_{t-1}.
+lowbit.pipeline.lstm: weight_ih from the layer inputs, weight_hh from the float recurrence's h_{t-1}.
 """
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ from dataclasses import replace
 
 import torch
 
-from ..calib.capture import linear_like
-from ..calib.mask import rows_of
-from ..dataaware.lstm import LSTMCollector, run_direction
-from ..dataaware.quantize import collector_for
-from ..dataaware.weights import WeightResult, grouped_error
-from ..quant.config import QuantConfig, QuantMethod
-from ..quant.hessian import InputStats
-from ..quant.recon import LearnedWeight
+from ...calib.capture import linear_like
+from ...calib.mask import rows_of
+from ...pipeline.lstm import LSTMCollector, run_direction
+from ...pipeline.stats import collector_for, group_by_call_order
+from ...pipeline.weights import WeightResult, grouped_error
+from ...quant.config import QuantConfig, QuantMethod
+from ...quant.hessian import InputStats
+from ...quant.recon import LearnedWeight
 from .capture import fresh_args
 
 
 def gather_statistics(block, layer_modules: dict, inputs: list, train: list[int], masks: list | None = None) -> dict:
-    """{layer name: dataaware collector} for the layers in layer_modules, filled by running the block (with its
-    weights as they are now) on the training items; masks[i]: the rows of item i that count (Linear-like layers
-    whose input has the mask's leading dims see only those rows; lowbit.calib.mask)."""
+    """{layer name: lowbit.pipeline.stats collector} for the layers in layer_modules, filled by running the block
+    (with its weights as they are now) on the training items; masks[i]: the rows of item i that count (Linear-like
+    layers whose input has the mask's leading dims see only those rows; lowbit.calib.mask)."""
     collectors = {n: collector_for(m) for n, m in layer_modules.items()}
     current = [None]
     handles = [m.register_forward_pre_hook(_hook(collectors[n], current, linear_like(m)), with_kwargs=True)
@@ -44,7 +44,8 @@ def gather_statistics(block, layer_modules: dict, inputs: list, train: list[int]
 
 def layer_groups(block, layer_modules: dict, inputs: list, train: list[int]) -> list[list[str]]:
     """The block's layers in the order they run on the first training item; consecutive layers reading the very
-    same tensor (query/key/value) form one group, as in dataaware's sequential GPTQ."""
+    same tensor (query/key/value) form one group, as in the sequential GPTQ walk; layers never called are one group
+    each."""
     calls, keep = [], []
 
     def make(name):
@@ -60,16 +61,7 @@ def layer_groups(block, layer_modules: dict, inputs: list, train: list[int]) -> 
     finally:
         for h in handles:
             h.remove()
-    groups, last, seen = [], None, set()
-    for name, key in calls:
-        if name not in seen:
-            seen.add(name)
-            if groups and key == last:
-                groups[-1].append(name)
-            else:
-                groups.append([name])
-        last = key
-    return groups + [[n] for n in block.layers if n not in seen]
+    return group_by_call_order(calls, block.layers, uncalled_alone=True, repeats_set_last=True)
 
 
 def _run_block(block, item):
