@@ -18,7 +18,6 @@ import torch
 from ..hf.folder import stamp_quantization_config
 from ..quant.config import QuantConfig
 from ..quant.format import FORMAT_NAME, FORMAT_VERSION
-from ..quant.quantize import quantize_weight
 from . import compressed_tensors as ct
 from .errors import CheckpointError
 from .header import expected_entries, tensor_name
@@ -123,9 +122,16 @@ def _write_tensor(writer, source: Source, plan: TensorPlan) -> None:
         return
     cfg = plan.cfg
     qw = ct.quantize_exact(t, cfg.bits, cfg.block_size, cfg.symmetric, cfg.scale_torch_dtype) if plan.exact \
-        else quantize_weight(t, cfg, name=name)
+        else _quantize(t, cfg, name)
     for f, tensor in qw.tensors().items():
         writer.write(tensor_name(name, f), tensor)
+
+
+def _quantize(t: torch.Tensor, cfg: QuantConfig, name: str):
+    """One weight with its config's registered data-free method (rtn, hqq: `quantize_weight`)."""
+    from ..methods.plain import quantize_by_method
+
+    return quantize_by_method(t, cfg, name)
 
 
 def _needs_calibration(cfg: QuantConfig) -> bool:

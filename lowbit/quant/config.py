@@ -58,6 +58,11 @@ def forget_method(name: str) -> None:
         _METHOD_NAMES.pop(name, None)
 
 
+def method_names() -> tuple[str, ...]:
+    """Every valid `QuantConfig.method` name: the built-in QuantMethod values, then the registered ones."""
+    return tuple(_METHOD_NAMES)
+
+
 def _method_of(value) -> QuantMethod | MethodName:
     name = str(getattr(value, "value", value)).lower()
     if name not in _METHOD_NAMES:
