@@ -122,13 +122,13 @@ def _write_tensor(writer, source: Source, plan: TensorPlan) -> None:
         return
     cfg = plan.cfg
     qw = ct.quantize_exact(t, cfg.bits, cfg.block_size, cfg.symmetric, cfg.scale_torch_dtype) if plan.exact \
-        else _quantize(t, cfg, name)
+        else quantize_weight(t, cfg, name=name)
     for f, tensor in qw.tensors().items():
         writer.write(tensor_name(name, f), tensor)
 
 
-def _quantize(t: torch.Tensor, cfg: QuantConfig, name: str):
-    """One weight with its config's registered data-free method (rtn, hqq: `quantize_weight`)."""
+def quantize_weight(t: torch.Tensor, cfg: QuantConfig, name: str = "weight"):
+    """One weight with its config's registered data-free method (rtn, hqq: `lowbit.quant.quantize_weight`)."""
     from ..methods.plain import quantize_by_method
 
     return quantize_by_method(t, cfg, name)
