@@ -7,11 +7,12 @@ convert readers of the registry, and saves and loads through lowbit's checkpoint
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 import lowbit
 from lowbit.checkpoint.convert import _needs_calibration
-from lowbit.cli import convert_model
+from lowbit.cli import convert_model, main
 from lowbit.methods import MethodSpec, method_for, methods, register_method, unregister_method
 from lowbit.quant import QuantConfig, QuantizedWeight, pack_bits
 
@@ -106,3 +107,17 @@ def test_saved_and_loaded_with_identical_outputs(toy_method, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x), q(x))
     assert loaded[0].quantized_weight("weight").method == "toy_clip"
+
+
+def test_cli_convert_takes_it(toy_method, tmp_path):
+    model = _model()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "f.safetensors")
+    argv = ["convert", tmp_path / "f.safetensors", tmp_path / "q.safetensors", "--method", "toy_clip", "--bits", "3",
+            "--block", "16", "--quiet"]
+    assert main([str(a) for a in argv]) == 0
+    loaded = lowbit.load(_model(), tmp_path / "q.safetensors")
+    for i in (0, 2):
+        qw = loaded[i].quantized_weight("weight")
+        assert qw.method == "toy_clip"
+        ref = toy_clip_quantize(model[i].weight, QuantConfig(bits=3, block_size=16, method="toy_clip"))
+        assert torch.equal(qw.dequantize(torch.float32), ref.dequantize(torch.float32))
