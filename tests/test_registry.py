@@ -121,3 +121,15 @@ def test_cli_convert_takes_it(toy_method, tmp_path):
         assert qw.method == "toy_clip"
         ref = toy_clip_quantize(model[i].weight, QuantConfig(bits=3, block_size=16, method="toy_clip"))
         assert torch.equal(qw.dequantize(torch.float32), ref.dequantize(torch.float32))
+
+
+def test_register_refuses_a_taken_name_and_an_incomplete_spec(toy_method):
+    with pytest.raises(ValueError, match="'toy_clip' is already registered"):
+        register_method(MethodSpec("toy_clip", needs_calibration=False, quantize_weight=lambda w, c, n: None))
+    with pytest.raises(ValueError, match="must give quantize_weight"):
+        register_method(MethodSpec("toy_none", needs_calibration=False))
+    with pytest.raises(ValueError, match="must give its walk"):
+        register_method(MethodSpec("toy_walkless", needs_calibration=True))
+    with pytest.raises(ValueError, match="'gptq' is already registered"):
+        register_method(MethodSpec("gptq", needs_calibration=False, quantize_weight=toy_clip_quantize))
+    assert method_for("gptq").needs_calibration and "toy_none" not in methods()
