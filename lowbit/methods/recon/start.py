@@ -15,6 +15,7 @@ import torch
 from ...calib.capture import linear_like
 from ...calib.mask import rows_of
 from ...pipeline.lstm import LSTMCollector, run_direction
+from ...pipeline.registry import method_for
 from ...pipeline.stats import collector_for, group_by_call_order
 from ...pipeline.weights import WeightResult, grouped_error
 from ...quant.config import QuantConfig, QuantMethod
@@ -96,9 +97,9 @@ def initial_results(name: str, collector, cfg: QuantConfig) -> list[WeightResult
 def learned_state(module, result: WeightResult, cfg: QuantConfig) -> LearnedWeight:
     """The learnable state of one weight: learning only for method='recon' layers (gptq/awq ones stay fixed)."""
     w = getattr(module, result.name.rpartition(".")[2]).detach()
-    start_method = init_config(cfg).method
-    # RTN/HQQ codes are the nearest ones: start from the float weight; GPTQ/AWQ moved codes: from their values
-    w_start = w if start_method in (QuantMethod.RTN, QuantMethod.HQQ) else result.qweight.dequantize(torch.float32)
+    start = method_for(init_config(cfg).method)
+    # data-free (RTN/HQQ) codes are the nearest ones: start from the float weight; GPTQ/AWQ moved codes: from theirs
+    w_start = result.qweight.dequantize(torch.float32) if start.needs_calibration else w
     learn = cfg.recon_learn if cfg.method is QuantMethod.RECON else ()
     return LearnedWeight(w_start, result.qweight, learn)
 
