@@ -14,12 +14,11 @@ import torch
 
 from ...calib.capture import linear_like
 from ...calib.mask import rows_of
-from ...pipeline.lstm import LSTMCollector, run_direction
+from ...pipeline.lstm import LSTMCollector
 from ...pipeline.registry import method_for
 from ...pipeline.stats import collector_for, group_by_call_order
 from ...pipeline.weights import WeightResult, grouped_error
 from ...quant.config import QuantConfig, QuantMethod
-from ...quant.hessian import InputStats
 from ...quant.recon import LearnedWeight
 from .capture import fresh_args
 
@@ -112,24 +111,12 @@ def weight_hessians(name: str, collector) -> dict[str, list[torch.Tensor]]:
 
 
 def _lstm_hessians(name: str, col: LSTMCollector) -> dict[str, list[torch.Tensor]]:
-    m = col.module
-    dirs = ("", "_reverse") if m.bidirectional else ("",)
-    inputs, out = [c[0] for c in col.calls], {}
-    for layer in range(m.num_layers):
-        outs = [[] for _ in inputs]
-        for di, sfx in enumerate(dirs):
-            p = {k: col._param(f"{k}_l{layer}{sfx}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-            st_ih, st_hh = InputStats(p["weight_ih"].shape[1]), InputStats(p["weight_hh"].shape[1])
-            for j, x in enumerate(inputs):
-                _, h0, c0 = col.calls[j]
-                y, prev = run_direction(x, p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"],
-                                        h0[layer * len(dirs) + di], c0[layer * len(dirs) + di], reverse=bool(sfx))
-                st_ih.add(x.reshape(-1, x.shape[-1]))
-                st_hh.add(prev.reshape(-1, prev.shape[-1]))
-                outs[j].append(y)
-            out[f"{name}.weight_ih_l{layer}{sfx}"] = [st_ih.xtx]
-            out[f"{name}.weight_hh_l{layer}{sfx}"] = [st_hh.xtx]
-        inputs = [torch.cat(o, -1) for o in outs]
+    out = {}
+
+    def keep(ih, hh, st_ih, st_hh):
+        out[f"{name}.{ih}"], out[f"{name}.{hh}"] = [st_ih.xtx], [st_hh.xtx]  # next layer: float inputs (None)
+
+    col.walk(keep)
     return out
 
 
