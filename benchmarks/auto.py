@@ -147,11 +147,11 @@ def fit_check(n_tune: int = 32, threads: int = 2, out_dir: str | None = "benchma
         candidate_label,
         fit_error_to_noise,
         measure,
-        quantizable_layers,
     )
     from lowbit.calib.minilm import minilm_tuning_data
     from lowbit.models import load_minilm
     from lowbit.models.minilm import OUTPUT
+    from lowbit.pipeline.plan import quantizable_layers
 
     torch.set_num_threads(threads)
     model = load_minilm().eval()

@@ -22,7 +22,7 @@ _EXPORTS = {
     "Memory": "lowbit.runtime",
     "Precision": "lowbit.runtime",
     "capabilities": "lowbit.runtime",
-    "quantize": "lowbit.dataaware",  # lowbit.nn.quantize plus calibration= for data-aware methods
+    "quantize": "lowbit.api",  # lowbit.nn.quantize plus calibration= for data-aware methods (method registry)
     "auto_quantize": "lowbit.auto",
     "set_backend": "lowbit.nn",
     "save": "lowbit.checkpoint",

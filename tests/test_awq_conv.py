@@ -15,7 +15,7 @@ from torch import nn
 
 import lowbit
 from lowbit.checkpoint import CheckpointError
-from lowbit.dataaware.awq import scale_inputs
+from lowbit.methods.awq import scale_inputs
 from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.quant.awq import clip_quantize, search_channel_scales
 from lowbit.runtime import BackendConfig

@@ -8,7 +8,7 @@ from conftest import has_minilm
 from lowbit.calib import as_calibration, run_pass
 from lowbit.calib.mask import item_mask, rows_of
 from lowbit.calib.sources import Item
-from lowbit.dataaware.layers import LinearCollector
+from lowbit.pipeline.stats import LinearCollector
 from lowbit.quant import QuantConfig
 from lowbit.quant.awq import search_scales
 from lowbit.quant.gptq import gptq_rows

@@ -221,7 +221,7 @@ class PreNormBlock(nn.Module):
 
 def test_awq_folds_into_norms_and_keeps_the_float_function():
     from lowbit.calib import as_calibration
-    from lowbit.dataaware.awq import fold_groups, fold_scales
+    from lowbit.methods.awq import fold_groups, fold_scales
 
     torch.manual_seed(0)
     model = nn.Sequential()

@@ -1,5 +1,5 @@
 """Never worse than the data-free start: degenerate calibration (all zero, constant, one row) and fits that do not
-hold on held-out data keep RTN, with the layer named in the summary (lowbit.dataaware.checks)."""
+hold on held-out data keep RTN, with the layer named in the summary (lowbit.pipeline.checks)."""
 
 import copy
 
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import lowbit
-from lowbit.dataaware.checks import degenerate, input_rank
 from lowbit.nn import quantized_weights
+from lowbit.pipeline.checks import degenerate, input_rank
 from lowbit.quant import QuantConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,10 +12,10 @@ from torch import nn
 
 import lowbit
 from lowbit.cli import main
+from lowbit.methods.recon.capture import relative_error
+from lowbit.methods.recon.train import split_items
 from lowbit.nn import quantized_weights
 from lowbit.quant import QuantConfig
-from lowbit.recon.capture import relative_error
-from lowbit.recon.train import split_items
 
 
 class TinyLayer(nn.Module):
@@ -174,7 +174,7 @@ def test_eight_batches_hold_back_samples_within_them():
     """Before: 8 calibration batches were refused (a tenth of the items is not one item); now a tenth of each batch's
     samples is held out, and the held-out rows never enter a training loss."""
     from lowbit.calib import as_calibration
-    from lowbit.recon.train import make_split
+    from lowbit.methods.recon.train import make_split
 
     items = list(as_calibration(_items(8)))
     split = make_split(items, 0)

@@ -1,6 +1,6 @@
 """Layer input statistics for tuning, and the data-aware (GPTQ) candidates computed from them.
 
-One pass over the data with `lowbit.dataaware`'s collectors on the float model gives each layer's input statistics
+One pass over the data with `lowbit.pipeline.stats`'s collectors on the float model gives each layer's input statistics
 (xtx = Σ xᵀx for Linear/Conv, the recurrence inputs for LSTM). From them:
   noise(name, delta): the layer-output noise ‖X Δᵀ‖² of a weight change on all tuning rows (Linear), the proxy the
       "anchors" sensitivity mode fits the model error to;
@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from ..calib import CalibrationSet, run_pass
-from ..dataaware.layers import LinearCollector
-from ..dataaware.quantize import collector_for
+from ..pipeline.stats import LinearCollector, collector_for
 from ..quant.config import QuantConfig
 from ..quant.hessian import output_error_sq
 from .fakequant import dequantized
@@ -93,9 +92,7 @@ class LayerInputs:
 
     def weights(self, name: str, cfg: QuantConfig) -> tuple[dict[str, torch.Tensor], int]:
         """({param: dequantized weight}, packed bytes) of layer `name` at `cfg` (ValueError if it cannot take it)."""
-        from .sensitivity import candidate_key
-
-        key = (name, candidate_key(cfg))
+        key = (name, cfg)  # a frozen config: equal fields, equal key (as sensitivity's candidate_key)
         if key not in self._memo:
             module, params = self.modules[name], self.layers[name]
             if not cfg.data_aware or cfg.is_float:

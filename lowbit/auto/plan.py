@@ -113,8 +113,8 @@ class AutoPlan:
         tuning: the tuning data, or auto_quantize's calibration= when one was given; a ValueError says so when it is
         missing); their inputs are the float model's, as in the tuning, and GPTQ is fitted on the same items as in
         the tuning (every `gptq_fit_every`-th item of the tuning data, from the first, or all of the calibration)."""
+        from ..api import quantize
         from ..calib import as_calibration
-        from ..dataaware import quantize
         from .calibrated import fit_items
 
         if calibration is None and self.needs_calibration:

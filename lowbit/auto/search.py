@@ -16,6 +16,8 @@ import warnings
 from torch import nn
 
 from ..calib import CalibrationSet, as_calibration, ensure_eval
+from ..methods import method_for
+from ..pipeline.plan import quantizable_layers
 from ..quant import allocate
 from ..quant.config import QuantConfig
 from .calibrated import FIT_EVERY, LayerInputs, fit_items, measured_items
@@ -23,7 +25,7 @@ from .fakequant import fake_quantized, run_outputs
 from .metrics import BUILTIN as METRICS
 from .metrics import as_metric
 from .plan import AutoPlan, LayerChoice
-from .sensitivity import candidate_key, candidate_label, default_candidates, measure, quantizable_layers
+from .sensitivity import auto_methods, candidate_key, candidate_label, default_candidates, measure
 
 
 def _check_candidates(candidates) -> list[QuantConfig]:
@@ -38,9 +40,9 @@ def _check_candidates(candidates) -> list[QuantConfig]:
             raise ValueError(f"candidate {candidate_label(c)}: AWQ is not an auto candidate (its channel scales are "
                              "folded into the layer before, so one layer's error is not its own); use rtn, hqq or "
                              "gptq candidates, or lowbit.quantize(..., calibration=) for AWQ")
-        if c.data_aware and c.method.value != "gptq":
+        if not method_for(c.method).auto_candidate:
             raise ValueError(f"candidate {candidate_label(c)}: method {c.method.value!r} is not an auto candidate; "
-                             "use rtn, hqq or gptq")
+                             f"use {auto_methods()}")
     return list({candidate_key(c): c for c in cands}.values())  # duplicates removed, order kept
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..nn import swap as _swap
+from ..methods import method_for, methods
 from ..quant.config import QuantConfig
 from .calibrated import LayerInputs
 from .fakequant import data_hash, fake_quantized, model_hash, run_outputs
@@ -78,9 +78,9 @@ def default_candidates(bits=(2, 3, 4, 5, 6, 8), blocks=(32, 64, 128, -1), method
     out = []
     for m in methods:
         cfg = QuantConfig(method=m)
-        if cfg.method.value == "awq" or cfg.awq or (cfg.data_aware and cfg.method.value != "gptq"):
+        if cfg.awq or not method_for(cfg.method).auto_candidate:
             raise ValueError(f"method {m!r} is not an auto candidate (awq: its channel scales are folded into the "
-                             "layer before, so one layer's error is not its own); use rtn, hqq or gptq")
+                             f"layer before, so one layer's error is not its own); use {auto_methods()}")
         aware = cfg.data_aware
         for b in bits:
             for g in blocks:
@@ -92,20 +92,10 @@ def default_candidates(bits=(2, 3, 4, 5, 6, 8), blocks=(32, 64, 128, -1), method
     return out + ([QuantConfig(bits=16)] if keep_float else [])
 
 
-def quantizable_layers(model: nn.Module, skip=(), min_weights: int = 1024) -> dict[str, list[str]]:
-    """{module name: its weight parameter names} of the layers `lowbit.quantize` would swap."""
-    skip, _ = _swap.check_patterns(skip, None)
-    modules = dict(model.named_modules())
-    out = {}
-    for name, module in modules.items():
-        if _swap.quant_class(module) is None:
-            continue
-        parent = modules.get(name.rpartition(".")[0]) if name else None
-        params = _swap.quantized_param_names(module)
-        count = sum(getattr(module, p).numel() for p in params)
-        if not _swap.why_float(name, module, parent, skip, min_weights, count):
-            out[name] = params
-    return out
+def auto_methods() -> str:
+    """The registered methods `lowbit auto` may try per layer (`MethodSpec.auto_candidate`): "rtn, hqq or gptq"."""
+    names = [n for n in methods() if method_for(n).auto_candidate]
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 @dataclass

@@ -17,7 +17,6 @@ import torch
 
 from ..quant.config import QuantConfig
 from ..quant.format import FORMAT_NAME, FORMAT_VERSION
-from ..quant.quantize import quantize_weight
 from . import compressed_tensors as ct
 from .errors import CheckpointError
 from .header import expected_entries, tensor_name
@@ -128,6 +127,20 @@ def _write_tensor(writer, source: Source, plan: TensorPlan) -> None:
         writer.write(tensor_name(name, f), tensor)
 
 
+def quantize_weight(t: torch.Tensor, cfg: QuantConfig, name: str = "weight"):
+    """One weight with its config's registered data-free method (rtn, hqq: `lowbit.quant.quantize_weight`)."""
+    from ..methods.plain import quantize_by_method
+
+    return quantize_by_method(t, cfg, name)
+
+
+def _needs_calibration(cfg: QuantConfig) -> bool:
+    """The config's method needs calibration data (the method registry), or its awq flag does."""
+    from ..methods import method_for
+
+    return cfg.awq or method_for(cfg.method).needs_calibration
+
+
 def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, overrides=None, skip=(),
             external_data: bool = False, progress: bool = True, kept_float16: bool = False,
             exact_for: str | None = None, max_shard_size: int | str | None = None) -> ConvertSummary:
@@ -161,8 +174,8 @@ def convert(src: str | Path, dst: str | Path, cfg: QuantConfig | None = None, ov
         check_output(Path(dst), source.files)
     rules = load_overrides(overrides, cfg) if overrides is not None else []
     rules = rebase_rules(rules, list(source.entries), overrides)
-    aware = [r.pattern for r in rules if r.cfg is not None and r.cfg.data_aware]
-    if aware or cfg.data_aware:
+    aware = [r.pattern for r in rules if r.cfg is not None and _needs_calibration(r.cfg)]
+    if aware or _needs_calibration(cfg):
         raise CheckpointError(f"{aware[0] if aware else 'the default config'}: method gptq/awq needs the model and "
                               "calibration data, which a checkpoint conversion has not: use lowbit convert --model "
                               "MODULE:FUNCTION --calib DATA --config LAYERS_JSON OUT")

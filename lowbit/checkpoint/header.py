@@ -20,7 +20,7 @@ import math
 import torch
 
 from .. import __version__
-from ..quant.config import FLOAT_BITS, SCALE_DTYPES, QuantMethod
+from ..quant.config import FLOAT_BITS, SCALE_DTYPES, QuantMethod, method_names
 from ..quant.format import check_metadata, expected_shapes
 from ..quant.formats import AFFINE, FormatSpec, format_of_metadata
 from .errors import CheckpointError
@@ -174,9 +174,10 @@ def check_quantized_meta(path, name: str, qmeta) -> dict:
             raise CheckpointError(f"{where}: {key}={str(qmeta.get(key))[:40]} must be a JSON {kind.__name__}")
     if qmeta["version"] < 1:
         raise CheckpointError(f"{where}: version={qmeta['version']} must be >= 1")
-    if qmeta["method"] not in STORED_METHODS:
+    stored = (*STORED_METHODS, *method_names())  # plus the methods registered in this process
+    if qmeta["method"] not in stored:
         raise CheckpointError(f"{where}: method={qmeta['method'][:40]!r} is unknown; files hold one of "
-                              f"{list(STORED_METHODS)}")
+                              f"{list(dict.fromkeys(stored))}")
     if (qmeta["method"] == "fp16") != (qmeta["bits"] == FLOAT_BITS):
         raise CheckpointError(f"{where}: method={qmeta['method']!r} with bits={qmeta['bits']}: float16 storage is "
                               f"method 'fp16' with bits {FLOAT_BITS}, and only that")

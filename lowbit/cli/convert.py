@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--format and --max-shard-size apply to checkpoint conversion, not to --model")
         check_outputs(args)
         return convert_model.run_model(args)
-    if args.method in ("gptq", "awq", "recon"):
+    if convert_model.needs_calibration(args.method):
         raise ValueError(f"--method {args.method} needs the model and calibration data: pass --calib DATA with a "
                          "model folder IN (or --model and --calib)")
     check_outputs(args)

@@ -11,7 +11,28 @@ import argparse
 import json
 from pathlib import Path
 
-METHODS = ("rtn", "hqq", "gptq", "awq", "recon")
+
+class RegisteredMethods:
+    """--method's choices: the method registry's names (lowbit.methods), read when argparse first checks or lists
+    them, so building the parser imports no torch."""
+
+    def __iter__(self):
+        from ..methods import methods
+
+        return iter(methods())
+
+    def __contains__(self, name) -> bool:
+        return name in tuple(self)
+
+
+def needs_calibration(method: str | None) -> bool:
+    """True when --method names a registered method that needs calibration data."""
+    from ..methods import method_for
+
+    return method is not None and method_for(method).needs_calibration
+
+
+METHODS = RegisteredMethods()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(with --calib minilm: sentences, default 256)")
     add_text_arguments(g)
     g.add_argument("--method", choices=METHODS, default=None,
-                   help="rtn, hqq, gptq, awq or recon (gptq, awq and recon need --model and --calib); default rtn")
+                   help="a registered method: rtn, hqq, gptq, awq or recon (gptq, awq and recon need --model and "
+                   "--calib); default rtn")
     g.add_argument("--steps", type=int, default=None, metavar="N",
                    help="recon: optimiser steps per block (default 200; early stopping on a held-out tenth)")
     g.add_argument("--act-order", action="store_true", help="GPTQ: columns by decreasing Hessian diagonal")
@@ -187,7 +209,7 @@ def _calibration(args, model):
     """The calibration set for lowbit.quantize (--calib, default 'minilm' with --model minilm)."""
     data = args.calib or ("minilm" if args.model == "minilm" else None)
     if data is None:
-        what = f"--method {args.method}" if args.method in ("gptq", "awq", "recon") else "a gptq/awq layer in --config"
+        what = f"--method {args.method}" if needs_calibration(args.method) else "a gptq/awq layer in --config"
         raise ValueError(f"{what} needs calibration inputs: pass --calib DATA (a folder of .pt/.npy/.safetensors "
                          "files or MODULE:FUNCTION)")
     return calibration_source(data, args.calib_limit, args.model, model, text_options(args))
@@ -195,7 +217,7 @@ def _calibration(args, model):
 
 def run_model(args: argparse.Namespace) -> int:
     """Build, calibrate, quantize and save; print the error table (or JSON)."""
-    from ..dataaware import quantize
+    from ..api import quantize
     from ..nn.swap import tied_modules
     from ..quant import QuantConfig
 

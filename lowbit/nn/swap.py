@@ -127,15 +127,35 @@ def why_float(name: str, module: nn.Module, parent: nn.Module | None, skip: list
     return None
 
 
+def select_layers(model: nn.Module, skip: list[str], min_weights: int) -> list[tuple[str, nn.Module, LayerRecord]]:
+    """THE layer selection (lowbit.quantize, lowbit.nn.quantize, lowbit auto): (name, module, record) for every
+    module with a quantized twin, in `named_modules` order; `record.reason` says why it stays float ("" to quantize
+    it). skip: checked patterns (`check_patterns`)."""
+    modules = dict(model.named_modules())
+    out = []
+    for name, module in modules.items():
+        if quant_class(module) is None:
+            continue
+        parent = modules.get(name.rpartition(".")[0]) if name else None
+        count = sum(getattr(module, p).numel() for p in quantized_param_names(module))
+        record = LayerRecord(name, type(module).__name__, count)
+        record.reason = why_float(name, module, parent, skip, min_weights, count) or ""
+        out.append((name, module, record))
+    return out
+
+
 def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend: BackendConfig | None = None,
-             skip=(), overrides: dict | None = None, min_weights: int = 1024) -> nn.Module:
+             skip=(), overrides: dict | None = None, min_weights: int = 1024, *, quantize_fn=None) -> nn.Module:
     """Quantize the Linear, Conv1d, Conv2d and LSTM layers of `model` in place; return the model.
 
     cfg: the model-wide QuantConfig (default 4-bit block 64 RTN); overrides: {layer name or glob: QuantConfig};
     skip: layer names or globs kept float (a name also skips everything under it); min_weights: layers with fewer
     weights stay float (as MNN). backend: how the swapped layers compute (BackendConfig, default memory Normal).
-    The summary (`QuantizeSummary`) is attached as `model.lowbit_summary`; print it for a table.
+    The summary (`QuantizeSummary`) is attached as `model.lowbit_summary`; print it for a table. quantize_fn:
+    `(w, cfg, name) -> QuantizedWeight` per weight (default `quantize_weight`, RTN/HQQ/fp16; lowbit.quantize passes
+    its method registry's).
     """
+    quantize_fn = quantize_fn or quantize_weight
     cfg = cfg or QuantConfig()
     if not isinstance(cfg, QuantConfig):
         raise TypeError(f"cfg must be a lowbit.QuantConfig, got {type(cfg).__name__}")
@@ -144,23 +164,16 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend: BackendC
     backend = as_backend(backend)
     skip, overrides = check_patterns(skip, overrides)
     aware = next((c for c in (cfg, *overrides.values()) if c.data_aware), None)
-    if aware is not None:  # data-aware methods run above nn (lowbit.dataaware), fed by calibration inputs
+    if aware is not None:  # data-aware methods run above nn (lowbit.methods), fed by calibration inputs
         raise ValueError(f"method={aware.method.value!r} needs calibration data: use lowbit.quantize(model, cfg, "
                          "calibration=...) (lowbit.nn.quantize is the data-free swap)")
     summary, weights = QuantizeSummary(), {}
-    modules = dict(model.named_modules())
-    for name, module in modules.items():
-        if quant_class(module) is None:
-            continue
-        parent = modules.get(name.rpartition(".")[0]) if name else None
+    for name, module, record in select_layers(model, skip, min_weights):
         names = quantized_param_names(module)
-        count = sum(getattr(module, p).numel() for p in names)
-        record = LayerRecord(name, type(module).__name__, count)
-        record.reason = why_float(name, module, parent, skip, min_weights, count) or ""
         if not record.reason:
             layer_cfg = config_for(name, cfg, overrides)
             try:
-                packed = {p: quantize_weight(getattr(module, p), layer_cfg, f"{name}.{p}") for p in names}
+                packed = {p: quantize_fn(getattr(module, p), layer_cfg, f"{name}.{p}") for p in names}
             except ValueError as e:
                 record.reason = f"cannot quantize: {e}"
             else:

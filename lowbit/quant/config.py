@@ -31,6 +31,44 @@ class QuantMethod(str, Enum):
 
 
 DATA_AWARE_METHODS = (QuantMethod.GPTQ, QuantMethod.AWQ, QuantMethod.RECON)
+# every valid method name -> whether it needs calibration inputs: the built-ins, plus the names that
+# lowbit.pipeline.registry.register_method declares (the registry lives above quant; it tells this table)
+_METHOD_NAMES = {m.value: m in DATA_AWARE_METHODS for m in QuantMethod}
+
+
+class MethodName(str):
+    """A registered method's name that is not a built-in `QuantMethod`; `.value` is the name itself, as a member's."""
+
+    @property
+    def value(self) -> str:
+        return str(self)
+
+
+def declare_method(name: str, needs_calibration: bool) -> None:
+    """Make `name` a valid `QuantConfig.method` (called by `lowbit.pipeline.register_method`); a built-in name keeps
+    its own needs-calibration flag (ValueError if `needs_calibration` contradicts it)."""
+    if name in _METHOD_NAMES and _METHOD_NAMES[name] != needs_calibration:
+        raise ValueError(f"method {name!r}: needs_calibration={needs_calibration} contradicts the built-in method")
+    _METHOD_NAMES[name] = needs_calibration
+
+
+def forget_method(name: str) -> None:
+    """Undo `declare_method` for a name that is not a built-in `QuantMethod`."""
+    if name not in QuantMethod._value2member_map_:
+        _METHOD_NAMES.pop(name, None)
+
+
+def method_names() -> tuple[str, ...]:
+    """Every valid `QuantConfig.method` name: the built-in QuantMethod values, then the registered ones."""
+    return tuple(_METHOD_NAMES)
+
+
+def _method_of(value) -> QuantMethod | MethodName:
+    name = str(getattr(value, "value", value)).lower()
+    if name not in _METHOD_NAMES:
+        raise ValueError(f"method={value!r} is unknown: use one of {', '.join(_METHOD_NAMES)}")
+    return QuantMethod(name) if name in QuantMethod._value2member_map_ else MethodName(name)
+
 GPTQ_SCALES = ("rtn", "hqq", "clip")
 RECON_INITS = ("rtn", "hqq", "gptq", "awq")
 RECON_LEARN = ("rounding", "scales", "weights")
@@ -45,7 +83,8 @@ class QuantConfig:
     block_size: consecutive input channels sharing a scale/zero; -1 = one block per output channel.
         Must be -1 or a positive multiple of 16. A last block shorter than block_size is allowed.
     symmetric: absmax scale with an implicit zero of 2**(bits-1); asymmetric (default, as MNN) stores a zero.
-    method: "rtn" or "hqq" (HQQ is asymmetric only).
+    method: "rtn" or "hqq" (HQQ is asymmetric only), a data-aware "gptq", "awq" or "recon", or any name registered
+        with `lowbit.pipeline.register_method` (then a `MethodName`, with `.value` as a QuantMethod member has).
     scale_dtype: storage dtype of scales and zeros ("float16" default, "float32" for extreme ranges).
     hqq_*: HQQ's published defaults (p=0.7, beta=10, kappa=1.01, 20 iterations, early stop).
     gptq_damp: damping added to the Hessian's diagonal, as a fraction of its mean diagonal (raised if not enough).
@@ -69,7 +108,7 @@ class QuantConfig:
     bits: int = 4
     block_size: int = 64
     symmetric: bool = False
-    method: QuantMethod = QuantMethod.RTN
+    method: QuantMethod | MethodName = QuantMethod.RTN
     scale_dtype: str = "float16"
     hqq_lp_norm: float = 0.7
     hqq_beta: float = 10.0
@@ -101,11 +140,7 @@ class QuantConfig:
             raise ValueError(
                 f"block_size={self.block_size} is not supported: use -1 (per channel) or a positive multiple of 16"
             )
-        try:
-            object.__setattr__(self, "method", QuantMethod(str(getattr(self.method, "value", self.method)).lower()))
-        except ValueError:
-            valid = ", ".join(m.value for m in QuantMethod)
-            raise ValueError(f"method={self.method!r} is unknown: use one of {valid}") from None
+        object.__setattr__(self, "method", _method_of(self.method))
         if not isinstance(self.symmetric, bool):
             raise ValueError(f"symmetric={self.symmetric!r} must be True or False")
         if self.method is QuantMethod.HQQ and self.symmetric:
@@ -160,8 +195,9 @@ class QuantConfig:
 
     @property
     def data_aware(self) -> bool:
-        """True when the method needs calibration inputs (GPTQ, AWQ, or the awq flag)."""
-        return self.method in DATA_AWARE_METHODS or self.awq
+        """True when the method needs calibration inputs (GPTQ, AWQ, recon, a registered method that says so, or
+        the awq flag)."""
+        return _METHOD_NAMES.get(self.method.value, False) or self.awq
 
     @property
     def is_float(self) -> bool:

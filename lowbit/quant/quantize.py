@@ -31,6 +31,9 @@ def quantize_weight(w: torch.Tensor, cfg: QuantConfig | None = None, name: str =
         raise ValueError(f"{name}: method={cfg.method.value!r} (awq={cfg.awq}) needs calibration data: use "
                          "lowbit.quantize(model, cfg, calibration=...) (or lowbit.quant.gptq.gptq_quantize with a "
                          "Hessian)")
+    if cfg.method not in (QuantMethod.RTN, QuantMethod.HQQ):  # a registered method: its own quantize_weight
+        raise ValueError(f"{name}: method={cfg.method.value!r} is not computed here (rtn and hqq are): use "
+                         "lowbit.quantize, which looks the method up in lowbit's method registry")
     group = group_size_for(w2d.shape[1], cfg.block_size)
     scale_dtype = cfg.scale_torch_dtype
     parts = [quantize_rows(w2d[rows].float(), cfg, group, scale_dtype) for rows in row_chunks(*w2d.shape)]

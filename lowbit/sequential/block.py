@@ -14,9 +14,10 @@ import torch
 from torch import nn
 
 from ..calib.capture import HOLD_EVERY
-from ..calib.order import group_by_call_order
-from ..dataaware.weights import WeightResult, quantize_param
+from ..methods import method_for  # noqa: F401  (registers the methods quantize_param looks up)
 from ..nn import swap
+from ..pipeline.stats import group_by_call_order
+from ..pipeline.weights import WeightResult, quantize_param
 from ..quant.config import QuantConfig
 from ..quant.hessian import InputStats
 from .activations import ActivationStore, BlockCall

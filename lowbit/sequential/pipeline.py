@@ -34,9 +34,9 @@ from ..checkpoint.output_folder import replacing_folder
 from ..checkpoint.quantization_config import stamp_quantization_config
 from ..checkpoint.safetensors_io import TensorEntry
 from ..checkpoint.save import write_checkpoint
-from ..dataaware.report import LayerError
-from ..dataaware.weights import WeightResult
 from ..nn import swap
+from ..pipeline.report import LayerError
+from ..pipeline.weights import WeightResult
 from ..quant.config import QuantConfig, QuantMethod
 from .activations import ActivationStore, BlockCall, as_token_batch, capture_block_inputs
 from .block import call_block, quantize_block
@@ -242,7 +242,7 @@ def _run_blocks(writer, model, blocks_name, blocks, reader, store, calls, cfg, s
 
 def _quantize_tail(model, blocks, linear, name, items, store, calls: list[BlockCall], cfg) -> WeightResult:
     """Quantize a Linear after the blocks (lm_head) on what reaches it from the stored final hidden states."""
-    from ..dataaware.weights import quantize_param
+    from ..pipeline.weights import quantize_param
     from ..quant.hessian import InputStats
     from .block import _plain
 

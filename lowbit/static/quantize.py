@@ -22,6 +22,7 @@ from torch import nn
 from ..calib import as_calibration, ensure_eval
 from ..nn import QuantModule, swap_quantized
 from ..nn.static import to_static
+from ..nn.swap import quant_class
 from ..quant.observers import scale_from_threshold
 from ..quant.static_config import StaticConfig
 from ..quant.static_int8 import int8_weight, smooth_factors, weight_scales
@@ -31,7 +32,6 @@ from .fuse import fusable_relus
 from .rollback import ModelSnapshot
 from .summary import StaticRecord, StaticSummary
 
-SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.LSTM)
 STATIC_VERSION = 1
 
 
@@ -40,7 +40,10 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
 
 
 def choose_layers(model: nn.Module, skip: tuple[str, ...]) -> tuple[dict[str, nn.Module], list[StaticRecord]]:
-    """({name: layer to quantize}, records of the layers with weights that stay float and why)."""
+    """({name: layer to quantize}, records of the layers with weights that stay float and why).
+
+    The candidates are lowbit.quantize's (`nn.swap.quant_class`: Linear, Conv1d, Conv2d, LSTM); static INT8 keeps
+    its own rules among them (skip by exact name or glob, no min_weights, the root module never chosen)."""
     named = dict(model.named_modules())
     for pattern in skip:
         if not any(_matches(n, [pattern]) for n in named if n):
@@ -54,11 +57,11 @@ def choose_layers(model: nn.Module, skip: tuple[str, ...]) -> tuple[dict[str, nn
                 kept.append(StaticRecord(name, type(m).__name__, "float", "already quantized (weight-only)"))
             continue
         if _matches(name, skip):
-            if isinstance(m, SUPPORTED) or _own_weights(m):
+            if quant_class(m) is not None or _own_weights(m):
                 kept.append(StaticRecord(name, type(m).__name__, "float", "skip"))
         elif isinstance(m, nn.LSTM) and m.proj_size:
             kept.append(StaticRecord(name, "LSTM", "float", f"proj_size={m.proj_size} is not supported"))
-        elif isinstance(m, SUPPORTED):
+        elif quant_class(m) is not None:
             chosen[name] = m
         elif _own_weights(m):
             kept.append(StaticRecord(name, type(m).__name__, "float", "no static int8 form for this op"))

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from ..calib import CalibrationError
-from ..calib.capture import call_model
+from ...calib import CalibrationError
+from ...calib.capture import call_model
 
 
 class _Captured(CalibrationError):
@@ -73,7 +73,7 @@ def relative_error(out, target, mask: torch.Tensor | None = None) -> torch.Tenso
 
     mask: bool over the leading dims of the rows that count ((batch, seq) real tokens, (batch,) samples, or both
     combined); tensors whose leading dims are not the mask's count whole."""
-    from ..calib.mask import matches
+    from ...calib.mask import matches
 
     outs, targets = float_leaves(out), float_leaves(target)
     if len(outs) != len(targets) or not outs:

@@ -6,13 +6,12 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..quant.awq import clip_quantize
 from ..quant.config import QuantConfig, QuantMethod
 from ..quant.format import QuantizedWeight
-from ..quant.gptq import gptq_quantize
 from ..quant.hessian import output_error_sq
 from ..quant.quantize import quantize_weight
 from .checks import degenerate, held_out_worse
+from .registry import method_for
 
 
 @dataclass
@@ -52,15 +51,16 @@ def grouped_error(w: torch.Tensor, w_hat: torch.Tensor, hessians: list[torch.Ten
 
 
 def _data_aware(w, hessians, cfg, name) -> QuantizedWeight:
-    if cfg.method is QuantMethod.GPTQ:
-        return gptq_quantize(w, hessians, cfg, name)
-    return clip_quantize(w, hessians, cfg, name)  # AWQ (its channel scales were folded in before this step)
+    """The method's own fit (GPTQ, AWQ's clipping: `MethodSpec.fit_weight`); a data-free method with awq=True is
+    fitted as AWQ (its channel scales were folded in before this step)."""
+    fit = method_for(cfg.method).fit_weight or method_for(QuantMethod.AWQ).fit_weight
+    return fit(w, hessians, cfg, name)
 
 
 def quantize_param(w: torch.Tensor, hessians: list[torch.Tensor], cfg: QuantConfig, name: str,
                    held: list[torch.Tensor] | None = None, rows: int | None = None) -> WeightResult:
     """GPTQ or clip-searched RTN (AWQ) of w given its inputs' xtx per group of rows; plain RTN/HQQ if not
-    data-aware, or when the data-aware weight cannot be trusted (lowbit.dataaware.checks):
+    data-aware, or when the data-aware weight cannot be trusted (lowbit.pipeline.checks):
       - the inputs are degenerate (all zero, constant, too few distinct rows; `rows` is their count);
       - held (the xtx of held-out inputs, per group) is given and the data-aware weight fitted on `hessians` has a
         larger output error there than the plain one. When it passes, the weight returned is refitted on all the

@@ -26,9 +26,9 @@ from torch import nn
 
 from ..calib.capture import run_pass
 from ..nn.swap import INPUT_SCALE_LAYERS
+from ..pipeline.checks import degenerate, held_out_worse
+from ..pipeline.stats import ConvCollector, LinearCollector
 from ..quant.awq import channel_scale, divide_channels, scaled_error, search_channel_scales, search_scales
-from .checks import degenerate, held_out_worse
-from .layers import ConvCollector, LinearCollector
 
 # (producer name suffix, consumer name suffixes): the producer's outputs reach the consumers only through ops that
 # commute with a per-channel scale.
@@ -141,7 +141,7 @@ def _search(module: nn.Module, collector, cfg) -> tuple[torch.Tensor, float, flo
 
 
 def _untrusted(w: torch.Tensor, s: torch.Tensor, collector, cfg) -> bool:
-    """True when the searched scales s must not be used (lowbit.dataaware.checks): the layer's inputs are degenerate,
+    """True when the searched scales s must not be used (lowbit.pipeline.checks): the layer's inputs are degenerate,
     or s gives a larger output error than plain rounding on the held-out inputs."""
     fit = collector.stats if isinstance(collector.stats, list) else [collector.stats]
     held = collector.held if isinstance(collector.held, list) else [collector.held]

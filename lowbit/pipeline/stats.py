@@ -1,11 +1,18 @@
-"""Input statistics of Linear and Conv layers, gathered by forward pre-hooks, and their quantization.
+"""Per-layer input statistics, gathered by forward pre-hooks, and the call-order grouping of the data-aware walks.
 
 A collector's `hook(args, kwargs)` sees each call of its layer; `quantize(cfg, name)` returns the layer's
 `WeightResult`s. Conv inputs are unfolded (F.unfold after the layer's own padding) into K = C_in/groups · prod(kernel)
-columns in the order the weight's (O, C_in/groups, *kernel) reshape uses, with one statistic per group.
+columns in the order the weight's (O, C_in/groups, *kernel) reshape uses, with one statistic per group; an LSTM's
+collector is `lowbit.pipeline.lstm.LSTMCollector`. `collector_for(module)` picks the collector of a layer.
+
+`group_by_call_order`: layers are quantized group by group in the order the model first calls them; consecutive
+layers that read one tensor (q/k/v after a norm, gate/up) share a group, so one pass collects their statistics
+together (used by the sequential walk, recon's blocks and the decoder pipeline).
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +20,7 @@ from torch import nn
 
 from ..quant.config import QuantConfig
 from ..quant.hessian import InputStats
+from .lstm import LSTMCollector
 from .weights import WeightResult, quantize_param
 
 
@@ -95,3 +103,39 @@ class ConvCollector:
     def quantize(self, cfg: QuantConfig, name: str, sequential: bool = True) -> list[WeightResult]:
         return [quantize_param(self.module.weight, [s.xtx for s in self.stats], cfg, f"{name}.weight",
                                [s.xtx for s in self.held], self.stats[0].count + self.held[0].count)]
+
+
+def collector_for(module: nn.Module):
+    """The statistics collector of one layer: LSTM, Conv1d/Conv2d, else Linear."""
+    if isinstance(module, nn.LSTM):
+        return LSTMCollector(module)
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return ConvCollector(module)
+    return LinearCollector(module)
+
+
+def group_by_call_order(calls: Iterable[tuple[str, int]], layers: Sequence[str], alone: Collection[str] = (),
+                        uncalled_alone: bool = False, repeats_set_last: bool = False) -> list[list[str]]:
+    """calls: (layer name, key of the tensor it read) in call order, repeats allowed; layers: every layer to place.
+
+    Returns groups in first-call order; a layer joins the previous group when it read the same tensor as the layer
+    called just before it, unless it is in `alone` (LSTMs: their statistics are collected per call). "Just before":
+    the previous first call, or with `repeats_set_last` the previous call of any layer (recon's blocks). Layers never
+    called form one last group, or one group each with `uncalled_alone` (recon's blocks)."""
+    groups: list[list[str]] = []
+    last, seen = None, set()
+    for name, key in calls:
+        if name in seen:
+            if repeats_set_last:
+                last = key
+            continue
+        seen.add(name)
+        if groups and key == last and name not in alone:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+        last = key
+    rest = [n for n in layers if n not in seen]
+    if uncalled_alone:
+        return groups + [[n] for n in rest]
+    return groups + ([rest] if rest else [])

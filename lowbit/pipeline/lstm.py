@@ -65,35 +65,44 @@ class LSTMCollector:
         p = getattr(self.module, name, None)
         return None if p is None else p.detach().float()
 
-    def quantize(self, cfg: QuantConfig, name: str, sequential: bool = True) -> list[WeightResult]:
-        """Quantize every gate weight, layer by layer (see the module docstring)."""
+    def walk(self, fit=None) -> None:
+        """Layer by layer, each direction: the statistics of weight_ih (the layer's inputs) and weight_hh (h_{t-1} of
+        the recurrence run with the float weights) go to `fit(ih_name, hh_name, st_ih, st_hh)`, which returns the
+        float32 (w_ih, w_hh) that compute the next layer's inputs, or None for the float weights (also without fit)."""
         m = self.module
         dirs = ("", "_reverse") if m.bidirectional else ("",)
         inputs = [c[0] for c in self.calls]
-        results = []
         for layer in range(m.num_layers):
-            outs_q, outs_f = [[] for _ in inputs], [[] for _ in inputs]
+            outs = [[] for _ in inputs]
             for di, sfx in enumerate(dirs):
                 ih, hh = f"weight_ih_l{layer}{sfx}", f"weight_hh_l{layer}{sfx}"
                 b_ih, b_hh = self._param(f"bias_ih_l{layer}{sfx}"), self._param(f"bias_hh_l{layer}{sfx}")
                 w_ih, w_hh = self._param(ih), self._param(hh)
                 st_ih, st_hh = InputStats(w_ih.shape[1]), InputStats(w_hh.shape[1])
-                for j, x in enumerate(inputs):
-                    _, h0, c0 = self.calls[j]
+                states = [(h0[layer * len(dirs) + di], c0[layer * len(dirs) + di]) for _, h0, c0 in self.calls]
+                floats = []
+                for x, (h0, c0) in zip(inputs, states, strict=True):
                     st_ih.add(x.reshape(-1, x.shape[-1]))
-                    out, prev = run_direction(x, w_ih, w_hh, b_ih, b_hh, h0[layer * len(dirs) + di],
-                                              c0[layer * len(dirs) + di], reverse=bool(sfx))
+                    out, prev = run_direction(x, w_ih, w_hh, b_ih, b_hh, h0, c0, reverse=bool(sfx))
                     st_hh.add(prev.reshape(-1, prev.shape[-1]))
-                    outs_f[j].append(out)
-                r_ih = quantize_param(getattr(m, ih), [st_ih.xtx], cfg, f"{name}.{ih}", rows=st_ih.count)
-                r_hh = quantize_param(getattr(m, hh), [st_hh.xtx], cfg, f"{name}.{hh}", rows=st_hh.count)
-                results += [r_ih, r_hh]
-                if sequential:
-                    q_ih, q_hh = r_ih.qweight.dequantize(torch.float32), r_hh.qweight.dequantize(torch.float32)
-                    for j, x in enumerate(inputs):
-                        _, h0, c0 = self.calls[j]
-                        out, _ = run_direction(x, q_ih, q_hh, b_ih, b_hh, h0[layer * len(dirs) + di],
-                                               c0[layer * len(dirs) + di], reverse=bool(sfx))
-                        outs_q[j].append(out)
-            inputs = [torch.cat(o, -1) for o in (outs_q if sequential else outs_f)]
+                    floats.append(out)
+                chosen = fit(ih, hh, st_ih, st_hh) if fit is not None else None
+                for j, (x, (h0, c0)) in enumerate(zip(inputs, states, strict=True)):
+                    outs[j].append(floats[j] if chosen is None
+                                   else run_direction(x, *chosen, b_ih, b_hh, h0, c0, reverse=bool(sfx))[0])
+            inputs = [torch.cat(o, -1) for o in outs]
+
+    def quantize(self, cfg: QuantConfig, name: str, sequential: bool = True) -> list[WeightResult]:
+        """Quantize every gate weight, layer by layer (see the module docstring)."""
+        results = []
+
+        def fit(ih, hh, st_ih, st_hh):
+            r_ih = quantize_param(getattr(self.module, ih), [st_ih.xtx], cfg, f"{name}.{ih}", rows=st_ih.count)
+            r_hh = quantize_param(getattr(self.module, hh), [st_hh.xtx], cfg, f"{name}.{hh}", rows=st_hh.count)
+            results.extend([r_ih, r_hh])
+            if not sequential:
+                return None
+            return r_ih.qweight.dequantize(torch.float32), r_hh.qweight.dequantize(torch.float32)
+
+        self.walk(fit)
         return results

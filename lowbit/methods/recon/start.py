@@ -3,7 +3,7 @@
 The statistics (xtx of each weight's inputs, from the block's cached quantized-model inputs on the training items)
 feed GPTQ/AWQ starts and the before/after columns of the per-weight error table: before = plain RTN with the same
 bits and block, after = the learned weight, both as ‖ΔW x‖/‖W x‖ on the same statistics. LSTM statistics follow
-lowbit.dataaware.lstm: weight_ih from the layer inputs, weight_hh from the float recurrence's h_{t-1}.
+lowbit.pipeline.lstm: weight_ih from the layer inputs, weight_hh from the float recurrence's h_{t-1}.
 """
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ from dataclasses import replace
 
 import torch
 
-from ..calib.capture import linear_like
-from ..calib.mask import rows_of
-from ..dataaware.lstm import LSTMCollector, run_direction
-from ..dataaware.quantize import collector_for
-from ..dataaware.weights import WeightResult, grouped_error
-from ..quant.config import QuantConfig, QuantMethod
-from ..quant.hessian import InputStats
-from ..quant.recon import LearnedWeight
+from ...calib.capture import linear_like
+from ...calib.mask import rows_of
+from ...pipeline.lstm import LSTMCollector
+from ...pipeline.registry import method_for
+from ...pipeline.stats import collector_for, group_by_call_order
+from ...pipeline.weights import WeightResult, grouped_error
+from ...quant.config import QuantConfig, QuantMethod
+from ...quant.recon import LearnedWeight
 from .capture import fresh_args
 
 
 def gather_statistics(block, layer_modules: dict, inputs: list, train: list[int], masks: list | None = None) -> dict:
-    """{layer name: dataaware collector} for the layers in layer_modules, filled by running the block (with its
-    weights as they are now) on the training items; masks[i]: the rows of item i that count (Linear-like layers
-    whose input has the mask's leading dims see only those rows; lowbit.calib.mask)."""
+    """{layer name: lowbit.pipeline.stats collector} for the layers in layer_modules, filled by running the block
+    (with its weights as they are now) on the training items; masks[i]: the rows of item i that count (Linear-like
+    layers whose input has the mask's leading dims see only those rows; lowbit.calib.mask)."""
     collectors = {n: collector_for(m) for n, m in layer_modules.items()}
     current = [None]
     handles = [m.register_forward_pre_hook(_hook(collectors[n], current, linear_like(m)), with_kwargs=True)
@@ -44,7 +44,8 @@ def gather_statistics(block, layer_modules: dict, inputs: list, train: list[int]
 
 def layer_groups(block, layer_modules: dict, inputs: list, train: list[int]) -> list[list[str]]:
     """The block's layers in the order they run on the first training item; consecutive layers reading the very
-    same tensor (query/key/value) form one group, as in dataaware's sequential GPTQ."""
+    same tensor (query/key/value) form one group, as in the sequential GPTQ walk; layers never called are one group
+    each."""
     calls, keep = [], []
 
     def make(name):
@@ -60,16 +61,7 @@ def layer_groups(block, layer_modules: dict, inputs: list, train: list[int]) -> 
     finally:
         for h in handles:
             h.remove()
-    groups, last, seen = [], None, set()
-    for name, key in calls:
-        if name not in seen:
-            seen.add(name)
-            if groups and key == last:
-                groups[-1].append(name)
-            else:
-                groups.append([name])
-        last = key
-    return groups + [[n] for n in block.layers if n not in seen]
+    return group_by_call_order(calls, block.layers, uncalled_alone=True, repeats_set_last=True)
 
 
 def _run_block(block, item):
@@ -104,9 +96,9 @@ def initial_results(name: str, collector, cfg: QuantConfig) -> list[WeightResult
 def learned_state(module, result: WeightResult, cfg: QuantConfig) -> LearnedWeight:
     """The learnable state of one weight: learning only for method='recon' layers (gptq/awq ones stay fixed)."""
     w = getattr(module, result.name.rpartition(".")[2]).detach()
-    start_method = init_config(cfg).method
-    # RTN/HQQ codes are the nearest ones: start from the float weight; GPTQ/AWQ moved codes: from their values
-    w_start = w if start_method in (QuantMethod.RTN, QuantMethod.HQQ) else result.qweight.dequantize(torch.float32)
+    start = method_for(init_config(cfg).method)
+    # data-free (RTN/HQQ) codes are the nearest ones: start from the float weight; GPTQ/AWQ moved codes: from theirs
+    w_start = result.qweight.dequantize(torch.float32) if start.needs_calibration else w
     learn = cfg.recon_learn if cfg.method is QuantMethod.RECON else ()
     return LearnedWeight(w_start, result.qweight, learn)
 
@@ -119,24 +111,12 @@ def weight_hessians(name: str, collector) -> dict[str, list[torch.Tensor]]:
 
 
 def _lstm_hessians(name: str, col: LSTMCollector) -> dict[str, list[torch.Tensor]]:
-    m = col.module
-    dirs = ("", "_reverse") if m.bidirectional else ("",)
-    inputs, out = [c[0] for c in col.calls], {}
-    for layer in range(m.num_layers):
-        outs = [[] for _ in inputs]
-        for di, sfx in enumerate(dirs):
-            p = {k: col._param(f"{k}_l{layer}{sfx}") for k in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-            st_ih, st_hh = InputStats(p["weight_ih"].shape[1]), InputStats(p["weight_hh"].shape[1])
-            for j, x in enumerate(inputs):
-                _, h0, c0 = col.calls[j]
-                y, prev = run_direction(x, p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"],
-                                        h0[layer * len(dirs) + di], c0[layer * len(dirs) + di], reverse=bool(sfx))
-                st_ih.add(x.reshape(-1, x.shape[-1]))
-                st_hh.add(prev.reshape(-1, prev.shape[-1]))
-                outs[j].append(y)
-            out[f"{name}.weight_ih_l{layer}{sfx}"] = [st_ih.xtx]
-            out[f"{name}.weight_hh_l{layer}{sfx}"] = [st_hh.xtx]
-        inputs = [torch.cat(o, -1) for o in outs]
+    out = {}
+
+    def keep(ih, hh, st_ih, st_hh):
+        out[f"{name}.{ih}"], out[f"{name}.{hh}"] = [st_ih.xtx], [st_hh.xtx]  # next layer: float inputs (None)
+
+    col.walk(keep)
     return out
 
 

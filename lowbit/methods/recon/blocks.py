@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..calib import run_hooked, trace_calls
+from ...calib import run_hooked, trace_calls
 
 TRANSFORMER_LAYERS = (
     "BertLayer", "RobertaLayer", "XLMRobertaLayer", "MPNetLayer", "DebertaLayer", "DebertaV2Layer", "ElectraLayer",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..dataaware.report import DataAwareSummary
+from ...pipeline.report import DataAwareSummary
 from .train import BlockReport
 
 _BLOCK_HEADERS = ["block", "kind", "layers", "steps", "held-out start", "held-out best", "best step", "train loss",

@@ -5,12 +5,12 @@ Order of work:
  2. a seeded tenth of the calibration items is held out; with fewer than 10 items, a seeded tenth of the samples
     within each batch (ValueError when there are neither 10 items nor batches of 2 or more); padded positions
     (lowbit.calib.mask) count in no loss and no statistic;
- 3. blocks are found (lowbit.recon.blocks) and run in model order; per block: the float model's block outputs are
-    the targets, the block's inputs come from the model with every earlier block already quantized; the block's
-    layers start from recon_init (GPTQ/AWQ from the block's own input statistics) and are trained
-    (lowbit.recon.train); when the block with plain RTN/HQQ weights has a lower held-out error than the trained
-    one, the block keeps RTN/HQQ (named in the summary); the packed result replaces the float weights for the next
-    blocks;
+ 3. blocks are found (lowbit.methods.recon.blocks) and run in model order; per block: the float model's block
+    outputs are the targets, the block's inputs come from the model with every earlier block already quantized;
+    the block's layers start from recon_init (GPTQ/AWQ from the block's own input statistics) and are trained
+    (lowbit.methods.recon.train); when the block with plain RTN/HQQ weights has a lower held-out error than the
+    trained one, the block keeps RTN/HQQ (named in the summary); the packed result replaces the float weights for
+    the next blocks;
  4. optionally (recon_final_steps) one whole-model distillation pass over every learned weight;
  5. the float weights are restored, the packed weights swapped in (same format, kernels, checkpoints as any other).
 Memory: the model plus one block's cached inputs and outputs (and the packed weights).
@@ -24,13 +24,14 @@ from contextlib import contextmanager
 
 import torch
 
-from ..calib import as_calibration, ensure_eval
-from ..dataaware.quantize import apply_quantized, collect_weights, plain_results, plan_layers
-from ..dataaware.weights import WeightResult
-from ..nn import swap
-from ..nn.linear import as_backend
-from ..quant.config import QuantConfig, QuantMethod
-from ..quant.recon import LearnedWeight
+from ...calib import as_calibration, ensure_eval
+from ...nn import swap
+from ...nn.linear import as_backend
+from ...pipeline.apply import FloatWeights, collect_weights, plain_results, quantized_in_place
+from ...pipeline.plan import plan_layers
+from ...pipeline.weights import WeightResult
+from ...quant.config import QuantConfig, QuantMethod
+from ...quant.recon import LearnedWeight
 from .blocks import Block, find_blocks, frozen_parameters
 from .capture import capture, relative_error
 from .report import ReconSummary
@@ -51,10 +52,10 @@ def quantize_recon(model, cfg: QuantConfig, backend=None, skip=(), overrides=Non
     if ensure_eval(model):
         summary.notes.append("the model was in training mode: switched to eval() for calibration and left in eval")
     targets = plan_layers(model, cfg, overrides, skip, min_weights, summary)
-    results, saved = {}, []
+    results = {}
     grads = frozen_parameters(model)
     try:
-        with _cpu_threads():
+        with _cpu_threads(), quantized_in_place() as saved:
             _quantize_plain(targets, results, saved)
             aware = {n: t for n, t in targets.items() if t[1].data_aware and not t[1].is_float}
             _fold_awq(model, cal, aware, summary, progress)
@@ -68,9 +69,6 @@ def quantize_recon(model, cfg: QuantConfig, backend=None, skip=(), overrides=Non
                 _distill(model, items, split, aware, results, saved, cfg, summary, progress)
             _keep_the_better(model, items, split, aware, results, starts, saved, summary)
     finally:
-        with torch.no_grad():
-            for p, data in reversed(saved):
-                p.data = data
         for p, flag in grads:
             p.requires_grad_(flag)
     weights = collect_weights(targets, results, summary)
@@ -92,20 +90,7 @@ def _cpu_threads():
         torch.set_num_threads(before)
 
 
-@contextmanager
-def _float_weights(saved):
-    """The float weights back in place for a while (the float model's targets)."""
-    current = [(p, p.data) for p, _ in saved]
-    for p, data in reversed(saved):
-        p.data = data
-    try:
-        yield
-    finally:
-        for p, data in current:
-            p.data = data
-
-
-def _quantize_plain(targets, results, saved) -> None:
+def _quantize_plain(targets, results, saved: FloatWeights) -> None:
     for name, (module, cfg, record) in targets.items():
         if cfg.data_aware and not cfg.is_float:
             continue
@@ -114,12 +99,12 @@ def _quantize_plain(targets, results, saved) -> None:
         except ValueError as e:  # as lowbit.nn.quantize: such a layer stays float, with the reason
             record.reason = f"cannot quantize: {e}"
             continue
-        apply_quantized(module, results[name], saved)
+        saved.apply(module, results[name])
 
 
 def _fold_awq(model, cal, aware, summary, progress) -> None:
     """recon_init="awq" (and awq=True layers): fold activation-aware channel scales first, as method="awq" does."""
-    from ..dataaware.awq import fold_groups, fold_scales
+    from ..awq import fold_groups, fold_scales
 
     names = [n for n, t in aware.items() if t[1].awq or t[1].method is QuantMethod.AWQ
              or (t[1].method is QuantMethod.RECON and t[1].recon_init == "awq")]
@@ -129,7 +114,7 @@ def _fold_awq(model, cal, aware, summary, progress) -> None:
 
 
 def _block_io(model, block: Block, items, saved, progress):
-    with _float_weights(saved):
+    with saved.floats_back():
         outputs = capture(model, items, block.exit, outputs=True, desc=f"targets {block.name}", progress=progress)
     inputs = capture(model, items, block.entry, outputs=False, desc=f"inputs {block.name}", progress=progress)
     return inputs, outputs
@@ -155,7 +140,7 @@ def _reconstruct(model, block: Block, items, split, aware, saved, cfg, summary, 
                 hessians.update(weight_hessians(name, collectors[name]))
             learned.update({r.name: learned_state(module, r, layer_cfg) for r in starts[name]})
             floats.update({r.name: _param(model, r.name).detach().clone() for r in starts[name]})
-            apply_quantized(module, starts[name], saved)
+            saved.apply(module, starts[name])
     starts_out.update(starts)
     runner = BlockRunner(block, learned, {k: _param(model, k).dtype for k in learned})
     report = train_block(block, runner, inputs, outputs, split, cfg.recon_steps, cfg.recon_lr, cfg.recon_seed,
@@ -169,14 +154,14 @@ def _reconstruct(model, block: Block, items, split, aware, saved, cfg, summary, 
         out.update(plain)
         summary.fallbacks.update({r.name: report.note for rs in plain.values() for r in rs})
     for name in block.layers:
-        apply_quantized(aware[name][0], out[name], saved)
+        saved.apply(aware[name][0], out[name])
     return out
 
 
 def _plain_if_better(model, block, aware, floats, starts, inputs, outputs, split, report) -> dict | None:
     """{layer: plain RTN/HQQ results of the float weights} when the block with them has a lower held-out error than
     the trained block (its report gets the note), else None: a block is never kept worse than its data-free start."""
-    from ..quant.quantize import quantize_weight
+    from ...quant.quantize import quantize_weight
     from .train import _mean_loss
 
     # the before/after errors: the start's "before" is this very RTN/HQQ error (same bits, block, statistics)
@@ -216,12 +201,12 @@ def _keep_the_better(model, items, split, aware, results, starts, saved, summary
     if not learned_layers:
         return
     held_out, masks = [items[i] for i in split.hold], [split.hold_masks[i] for i in split.hold]
-    with _float_weights(saved):
+    with saved.floats_back():
         targets = capture(model, held_out, model, outputs=True)
     learned = _model_error(model, held_out, targets, masks)
-    trial = []
+    trial = FloatWeights()
     for n in learned_layers:
-        apply_quantized(aware[n][0], starts[n], trial)
+        trial.apply(aware[n][0], starts[n])
     start = _model_error(model, held_out, targets, masks)
     keep_start = start < learned
     summary.notes.append(f"model held-out output error: start {start:.4g}, learned {learned:.4g}: kept the "
@@ -230,10 +215,9 @@ def _keep_the_better(model, items, split, aware, results, starts, saved, summary
     if keep_start:
         for n in learned_layers:
             results[n] = starts[n]
-            apply_quantized(aware[n][0], starts[n], saved)
-    with torch.no_grad():
-        for p, data in reversed(trial if not keep_start else []):
-            p.data = data
+            saved.apply(aware[n][0], starts[n])
+    if not keep_start:
+        trial.restore()
 
 
 def _param(model, full_name: str) -> torch.Tensor:
@@ -255,4 +239,4 @@ def _distill(model, items, split, aware, results, saved, cfg, summary, progress)
     for n in aware:
         if n in results:
             results[n] = [type(r)(r.name, learned[r.name].pack(), r.error_before, r.error_after) for r in results[n]]
-            apply_quantized(aware[n][0], results[n], saved)
+            saved.apply(aware[n][0], results[n])

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
-from ..quant.recon import LearnedWeight, annealed_beta
+from ...quant.recon import LearnedWeight, annealed_beta
 from .blocks import Block
 from .capture import fresh_args, relative_error
 
@@ -77,7 +77,7 @@ def make_split(items: list, seed: int, mask_fn=None) -> Split:
     """A seeded tenth of the items held out when that is at least one item; with fewer than 10 items, a seeded
     tenth (at least one) of the samples of every item of two or more (the batch: the token mask's first dim, else
     the first tensor argument's). Padded positions never count (lowbit.calib.mask)."""
-    from ..calib.mask import item_mask
+    from ...calib.mask import item_mask
 
     masks = [item_mask(it, mask_fn) for it in items]
     if len(items) >= 10:
