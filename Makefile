@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 
 setup: $(STAMP) arm-tools
 
-# The ARM kernel tests (tests/test_native_arm.py: the NEON variants cross-compiled, run under qemu-aarch64) need
+# The ARM kernel tests (tests/kernels/test_native_arm.py: the NEON variants cross-compiled, run under qemu-aarch64) need
 # Debian's cross compiler and qemu-user: installed best-effort when we are root with apt-get, within 2 minutes
 # (about 25 s on a clean Debian 12), never failing setup; without them those tests skip and say why.
 ARM_TOOLS := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user

@@ -1,7 +1,7 @@
 """Fake quantization for tuning: a layer's weights replaced by their dequantized values, and model runs.
 
 `dequantized` computes exactly `quantize_weight(w, cfg).dequantize()` and `.nbytes` without packing the codes
-(packing is lossless and costs more than the quantization itself; tests/test_auto.py checks the equality). A
+(packing is lossless and costs more than the quantization itself; tests/auto/test_auto.py checks the equality). A
 quantized layer at memory Normal computes with that dequantized weight, so the measured errors are the quantized
 model's.
 """

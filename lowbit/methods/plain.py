@@ -2,7 +2,7 @@
 
 Each weight is quantized on its own (`lowbit.quant.quantize.quantize_weight`); the walk is `lowbit.nn.quantize`
 with each layer's method looked up in the registry, so a method registered with only a `quantize_weight` (see
-tests/test_registry.py) runs through it unchanged.
+tests/pipeline/test_registry.py) runs through it unchanged.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from lowbit.calib.sentences import CALIBRATION_SENTENCES
 from lowbit.calib.texts import TEXT_SETS, padded_batches, spread, text_set
 from lowbit.models import SENTENCES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sets_are_large_distinct_and_disjoint_from_the_projects_own():

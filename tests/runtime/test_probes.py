@@ -11,7 +11,7 @@ from lowbit.kernels import torch_ops
 from lowbit.runtime import BackendConfig, Capabilities, Kernel, WeightFormat, probes, select_kernel
 from lowbit.runtime.capabilities import cpu_features, cpu_identity
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]  # fake_torch_ops.py lives at the top of tests/
 
 
 @pytest.fixture

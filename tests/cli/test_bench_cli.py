@@ -13,7 +13,7 @@ import lowbit
 from lowbit.cli import bench, main
 from lowbit.cli.bench import SUITES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_suite_is_a_module_with_main():

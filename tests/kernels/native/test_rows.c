@@ -4,7 +4,7 @@
    activation scales per row, per weight block and per 32 columns (mode 0/1/2 of lb_quant_act), odd M and N, bias or
    none, 1 and 2 threads, and an all-maximum case whose dot overflows int32 unless flushed; and the fp32-activation
    GEMM (lb_gemm_f32) and lb_dequant against w = (q - z) * s in double.
-   Built and run by tests/test_native_arm.py: natively once per x86 variant, cross-compiled per ARM variant under
+   Built and run by tests/kernels/test_native_arm.py: natively once per x86 variant, cross-compiled per ARM variant under
    qemu-aarch64. Usage: test_rows <expected lb_isa()>; prints a summary line; exits 1 on any failure. */
 #include <math.h>
 #include <stdint.h>
