@@ -1,6 +1,6 @@
 """The native kernels' C test driver (tests/kernels/native/test_rows.c: every entry point against a scalar double
-reference) for each ISA variant: natively for those this CPU runs (linked against the library build_native makes) and, on any
-host with Debian's gcc-aarch64-linux-gnu and qemu-user, cross-compiled for each ARM variant and run under
+reference) for each ISA variant: natively for those this CPU runs (linked against the library build_native makes)
+and, on any host with Debian's gcc-aarch64-linux-gnu and qemu-user, cross-compiled for each ARM variant and run under
 qemu-aarch64 on a CPU model that has exactly the features the variant needs. Plus the variant tables for ARM."""
 
 import re
