@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ..quant.format import ComputeWeight, QuantizedWeight
-from ..quant.formats import format_refusal
 from . import cpu_native
-from .inputs import check_cpu_activations
+from .inputs import check_cpu_activations, integer_weight_refusal
 
 IMPLS = ("native", "kleidiai", "int4pack", "dequant")
 ACTIVATIONS = cpu_native.ACTIVATIONS
@@ -77,12 +76,9 @@ def _kleidiai_op_available() -> bool:
 
 
 def _format_reason(qw: QuantizedWeight) -> str | None:
-    if format_refusal(qw):
-        return format_refusal(qw)
-    if not isinstance(qw, QuantizedWeight):
-        return f"expected a QuantizedWeight, got {type(qw).__name__}"
-    if qw.is_float:
-        return "bits=16 (float16 storage) has no integer codes; use the dense path"
+    reason = integer_weight_refusal(qw)
+    if reason:
+        return reason
     if qw.device.type != "cpu":
         return f"the weight is on {qw.device}; the CPU int4 path needs it on the CPU"
     return None

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ..quant.format import QuantizedWeight
-from ..quant.formats import format_refusal
-from .inputs import check_cpu_activations
+from .inputs import check_cpu_activations, integer_weight_refusal
 from .torch_ops import shape_class
 
 IMPLS = ("dynamic", "int8pack")
@@ -59,12 +58,9 @@ def available_int8_dynamic() -> bool:
 
 def supports_int8_dynamic(qw: QuantizedWeight) -> str | None:
     """None when `qw` can be served (5..8 bits, one block per row, on the CPU), else the reason."""
-    if format_refusal(qw):
-        return format_refusal(qw)
-    if not isinstance(qw, QuantizedWeight):
-        return f"expected a QuantizedWeight, got {type(qw).__name__}"
-    if qw.is_float:
-        return "bits=16 (float16 storage) has no integer codes; use the dense path"
+    reason = integer_weight_refusal(qw)
+    if reason:
+        return reason
     if not 5 <= qw.bits <= 8:
         return f"bits={qw.bits} is served by lowbit.kernels.cpu_int4 (this path takes 5..8 bits)"
     if qw.num_blocks != 1:
