@@ -68,9 +68,13 @@ def test_sequential_gptq_matches_whole_model(tmp_path, build):
     assert len(kept) <= len(ref) // 3, (whole.lowbit_summary.fallbacks, summary.fallbacks)
     ref = {k: v for k, v in ref.items() if k not in kept}
     # the same arithmetic in another order (a block alone vs the whole model) differs in the last float bits, and
-    # GPTQ's error feedback can carry one flipped code along its row: nearly all codes are identical
+    # GPTQ's error feedback can carry one flipped code along its row: nearly all codes are identical. Which bits
+    # differ is not fixed from process to process (seen: 1 full-suite run in 4 had layer 0's MLP inputs differ,
+    # and from there 1-6% of each later layer's codes, 0.985 in all; other runs > 0.999), so the bound is 0.98: a
+    # wrong input to a block agrees far less (float instead of quantized predecessors: 0.94).
     same = sum(int((got[n] == ref[n]).sum()) for n in ref) / sum(ref[n].numel() for n in ref)
-    assert same > 0.995, same
+    per = {n: round(float((got[n] == ref[n]).float().mean()), 4) for n in ref}
+    assert same > 0.98, (same, per, whole.lowbit_summary.fallbacks, summary.fallbacks)
     loaded = lowbit.from_pretrained(tmp_path / "out", model=build())
     x = items[0]
     with torch.no_grad():
