@@ -4,20 +4,20 @@ from __future__ import annotations
 
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from ..quant.config import QuantConfig, QuantMethod
+from ..quant.config import QuantConfig
 from ..runtime.config import BackendConfig
 
 QUANT_METHOD = "lowbit"
 CONFIG_VERSION = 1
-ON_LOAD_METHODS = (QuantMethod.RTN, QuantMethod.HQQ)  # data-free: computed from each weight as it arrives
 
 
 class LowbitConfig(QuantizationConfigMixin):
     """How `from_pretrained(..., quantization_config=LowbitConfig(...))` quantizes, and how lowbit folders load.
 
-    bits (2..8), block_size (channels per scale, -1 per output channel), method ("rtn" or "hqq"), symmetric and
-    scale_dtype are the `lowbit.QuantConfig` of every quantized Linear. memory / precision are the
-    `lowbit.BackendConfig` the quantized layers compute with (Normal, High, Low; see lowbit.runtime).
+    bits (2..8), block_size (channels per scale, -1 per output channel), method (a data-free method: "rtn", "hqq"
+    or a registered one), symmetric and scale_dtype are the `lowbit.QuantConfig` of every quantized Linear.
+    memory / precision are the `lowbit.BackendConfig` the quantized layers compute with (Normal, High, Low; see
+    lowbit.runtime).
     modules_to_not_convert: module names (or name prefixes) kept float; None keeps transformers' default (the
     output embedding / lm_head and tied weights). A folder written by lowbit (convert, save_pretrained) keeps each
     layer's own settings in its safetensors header; the fields here are then the defaults it was made with.
@@ -54,9 +54,10 @@ class LowbitConfig(QuantizationConfigMixin):
         """Quantizing on load is data-free: ValueError for a method that needs calibration (a folder made with it
         by `lowbit convert` loads fine, its header says what each layer is)."""
         cfg = self.quant_config()
-        if cfg.method not in ON_LOAD_METHODS:
+        if cfg.data_aware:  # the method registry's needs-calibration flag (or awq=True)
             raise ValueError(f"LowbitConfig: method={cfg.method.value!r} needs calibration data, which "
-                             "from_pretrained has not: use 'rtn' or 'hqq', or make the folder with "
+                             "from_pretrained has not: use a data-free method ('rtn', 'hqq', or one registered "
+                             "with lowbit.pipeline.register_method), or make the folder with "
                              "`lowbit convert --model FOLDER --calib TEXT --tokenizer FOLDER` and load that")
 
     def quant_config(self) -> QuantConfig:

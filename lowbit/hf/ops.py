@@ -5,8 +5,8 @@ from __future__ import annotations
 from transformers.core_model_loading import ConversionOps
 from transformers.quantizers.quantizers_utils import get_module_from_name
 
+from ..methods.plain import quantize_by_method
 from ..nn.linear import QuantLinear
-from ..quant.quantize import quantize_weight
 
 
 class LowbitQuantize(ConversionOps):
@@ -21,7 +21,7 @@ class LowbitQuantize(ConversionOps):
         module_name = full_layer_name.rpartition(".")[0]
         linear, _ = get_module_from_name(model, full_layer_name)
         cfg = self.hf_quantizer.quantization_config
-        qw = quantize_weight(value, cfg.quant_config(), name=full_layer_name)
+        qw = quantize_by_method(value, cfg.quant_config(), full_layer_name)  # the registered data-free method
         layer = QuantLinear.from_float(linear, qw, cfg.backend())
         layer._is_hf_initialized = True
         parent_name, _, child = module_name.rpartition(".")

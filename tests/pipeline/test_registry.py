@@ -133,3 +133,22 @@ def test_register_refuses_a_taken_name_and_an_incomplete_spec(toy_method):
     with pytest.raises(ValueError, match="'gptq' is already registered"):
         register_method(MethodSpec("gptq", needs_calibration=False, quantize_weight=toy_clip_quantize))
     assert method_for("gptq").needs_calibration and "toy_none" not in methods()
+
+
+def test_transformers_quantizes_on_load_with_a_registered_method(toy_method, tmp_path):
+    """`from_pretrained(..., quantization_config=LowbitConfig(method=<registered data-free method>))` runs it."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "fp")
+    float_model = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "fp")
+    model = transformers.LlamaForCausalLM.from_pretrained(
+        tmp_path / "fp", quantization_config=lowbit.LowbitConfig(bits=4, block_size=32, method="toy_clip"))
+    layer = model.model.layers[0].mlp.down_proj
+    w = float_model.model.layers[0].mlp.down_proj.weight.detach()
+    assert isinstance(layer, lowbit.nn.QuantLinear)
+    deq = layer.quantized_weight("weight").dequantize(torch.float64)
+    torch.testing.assert_close(deq, reference(w, 4, 32), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="needs calibration"):
+        lowbit.LowbitConfig(method="gptq").check_on_load()
