@@ -47,7 +47,7 @@ def _linear_bytes(model: nn.Module) -> int:
 
 
 def _kernel(model: nn.Module, m: int) -> str:
-    from lowbit.nn.weight_cache import kernel_for
+    from lowbit.nn import kernel_for
 
     kinds = {kernel_for(mod, "weight", m).value for mod in model.modules() if isinstance(mod, lnn.QuantLinear)}
     return "+".join(sorted(kinds)) or "fp32 F.linear"

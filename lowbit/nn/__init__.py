@@ -1,6 +1,7 @@
 """Quantized torch layers (Linear, Conv1d, Conv2d, LSTM), the module swap and the custom ops they call."""
 
 from .conv import QuantConv1d, QuantConv2d
+from .kernel_choice import kernel_for
 from .linear import QuantLinear, QuantModule
 from .lstm import QuantLSTM
 from .swap import (
@@ -15,5 +16,5 @@ from .swap import (
 
 __all__ = [
     "LayerRecord", "QuantConv1d", "QuantConv2d", "QuantLSTM", "QuantLinear", "QuantModule", "QuantizeSummary",
-    "quantize", "quantized_weights", "resident_bytes", "set_backend", "swap_quantized",
+    "kernel_for", "quantize", "quantized_weights", "resident_bytes", "set_backend", "swap_quantized",
 ]

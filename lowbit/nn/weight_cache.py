@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -261,11 +260,3 @@ def _rows(qw: QuantizedWeight, rows: slice) -> QuantizedWeight:
     return QuantizedWeight(packed=pick["packed"], scale=pick.get("scale"), zero=pick.get("zero"),
                            shape=(n, *qw.shape[1:]), dtype=qw.dtype, bits=qw.bits, block_size=qw.block_size,
                            symmetric=qw.symmetric, method=qw.method)
-
-
-def kernel_for(module, name: str, m: int, device_type: str | None = None) -> Kernel:
-    """The kernel quantized parameter `name` of `module` runs with at M rows (what dispatch picks; no warning)."""
-    packed, scale, zero, shape, bits, block = module._op_args(name)
-    qw = compute_view(packed, scale, zero, [shape[0], math.prod(shape[1:])], bits, block)
-    fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, qw.n, qw.k, entry_for(qw).refused)
-    return select_kernel(device_type or qw.device.type, m, fmt, current_capabilities(), module.backend).kernel

@@ -55,9 +55,10 @@ class StaticKernel(str, Enum):
 
 
 def kernel_module(name: str):
-    """lowbit.kernels.<name>, or None while it cannot be imported (a missing family is "not available")."""
+    """The module a kernel row runs from: `lowbit.kernels.<name>` for a bare name, a dotted name as given (a
+    family registered from outside lowbit); None while it cannot be imported (a missing family is "not available")."""
     try:
-        return importlib.import_module(f"lowbit.kernels.{name}")
+        return importlib.import_module(name if "." in name else f"lowbit.kernels.{name}")
     except ImportError:
         return None
 
@@ -92,7 +93,8 @@ class KernelRow:
     it, e.g. a precision it cannot keep).
     Activations: `activations` (the scheme it runs: a string, or `(precision) -> str | None`; None = the compute dtype
     as it is) and `int8_activations` (it rounds activations to int8, so NaN/inf rows need the executor's help).
-    Calls: `module` (the lowbit.kernels module handed to each callable; None: none), `layout` (rows naming the
+    Calls: `module` (the module handed to each callable: a bare name is `lowbit.kernels.<name>`, a dotted name
+    any importable module, checked when registered; None: none), `layout` (rows naming the
     same layout share one prepared weight; None: the row's own), `prepare(module, qw, dtype, **options)` (the
     kernel's weight, built once per weight and kept in nn's weight cache) and `run(module, prepared, x, bias,
     activations, **options)` (y = x @ W.T + bias, output dtype = x.dtype; static rows return float32).

@@ -13,7 +13,7 @@ through its `prepare` / `run`. `unregister_kernel(op, kernel)` takes it out agai
 
 from __future__ import annotations
 
-from .kernel_row import KernelRow
+from .kernel_row import KernelRow, kernel_module
 from .static_rows import STATIC_ROWS
 from .weight_rows import WEIGHT_ROWS
 
@@ -36,6 +36,8 @@ def register_kernel(row: KernelRow) -> KernelRow:
         raise ValueError(f"a {row.op} kernel named {row.name!r} is already registered")
     if row.prepare is None or row.run is None:
         raise ValueError(f"kernel row {row.name!r} needs both prepare and run")
+    if row.module is not None and "." in row.module and kernel_module(row.module) is None:
+        raise ValueError(f"kernel row {row.name!r}: its module {row.module!r} cannot be imported")
     _ROWS.append(row)
     _INDEX[_key(row.op, row.kernel)] = row
     _GENERATION[0] += 1

@@ -151,7 +151,7 @@ def test_memory_low_keeps_the_precision(rng):
     # Normal (int8 per 32 channels) far closer than Low (int8 per row) on unevenly scaled input channels
     import lowbit.nn as lnn
     from lowbit.kernels.cpu_native import available_native
-    from lowbit.nn.weight_cache import kernel_for
+    from lowbit.nn import kernel_for
     from lowbit.runtime import BackendConfig, Kernel
 
     if not available_native():

@@ -13,8 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from lowbit.nn import QuantConv1d, QuantConv2d, QuantLinear, QuantLSTM
-from lowbit.nn.weight_cache import kernel_for
+from lowbit.nn import QuantConv1d, QuantConv2d, QuantLinear, QuantLSTM, kernel_for
 from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.runtime import BackendConfig, Kernel
 

@@ -233,7 +233,7 @@ def test_deepcopy_and_to_keep_working(x):
 
 
 def test_kernel_for_reports_dispatch():
-    from lowbit.nn.weight_cache import kernel_for
+    from lowbit.nn import kernel_for
     from lowbit.runtime import Kernel
 
     net = lowbit.quantize(make_net(), QuantConfig(bits=4, block_size=32))

@@ -18,7 +18,7 @@ import lowbit
 from lowbit.checkpoint import CheckpointError, open_checkpoint
 from lowbit.cli.info import checkpoint_rows
 from lowbit.cli.info import run as info_run
-from lowbit.nn import QuantConv2d, QuantLinear, QuantLSTM, format_exec, swap_quantized
+from lowbit.nn import QuantConv2d, QuantLinear, QuantLSTM, format_exec, kernel_for, swap_quantized
 from lowbit.nn.weight_cache import forced_kernel
 from lowbit.quant.formats import (
     AFFINE,
@@ -387,3 +387,29 @@ def test_format_with_its_own_kernel_row_runs_packed_at_memory_low(toy_kernel):
     _, entry = format_exec.weight_state(layer, "weight")
     assert [d.kernel for d, _ in entry.decisions.values()] == ["toy_codebook_lookup"]
     assert not hasattr(layer, "weight_dense")  # no float copy was built
+
+
+def test_a_row_registered_after_the_first_call_serves_the_next_one(toy_format):
+    """The kernel table's generation is part of a non-affine weight's cache stamp, as for affine weights."""
+    lin = nn.Linear(37, 24)
+    cw = quantize_codebook(lin.weight)
+    layer = QuantLinear.from_float(lin, cw, BackendConfig(memory="low"))
+    x = torch.randn(2, 37, generator=torch.Generator().manual_seed(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        layer(x)  # falls back to the float copy: no row reads the toy format yet
+    assert kernel_for(layer, "weight", 2) is Kernel.DENSE
+    row = register_kernel(KernelRow("toy_codebook_late", device="cpu", formats=(TOY,), priority=0,
+                                    available=lambda _module: True, prepare=_toy_prepare, run=_toy_run))
+    try:
+        assert kernel_for(layer, "weight", 2) == "toy_codebook_late"
+        _close(layer(x), x.double() @ reference_weight(cw).T + lin.bias.detach().double())
+        _, entry = format_exec.weight_state(layer, "weight")
+        assert [d.kernel for d, _ in entry.decisions.values()] == ["toy_codebook_late"]
+    finally:
+        unregister_kernel("linear", row.kernel)
+
+
+def test_a_row_whose_module_cannot_be_imported_is_refused():
+    with pytest.raises(ValueError, match="its module 'no_such_pkg.kernels' cannot be imported"):
+        register_kernel(KernelRow("toy_missing", module="no_such_pkg.kernels", prepare=_toy_prepare, run=_toy_run))

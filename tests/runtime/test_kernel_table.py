@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import lowbit
-from lowbit.nn.weight_cache import kernel_for
+from lowbit.nn import kernel_for
 from lowbit.runtime import Kernel, KernelRow, capabilities, executor, kernel_rows, register_kernel, unregister_kernel
 
 NAME = "reference_affine4"
