@@ -14,6 +14,7 @@ PACKAGE = Path(lowbit.__file__).parent
 
 # docs/DESIGN.md's floors: a folder may import only folders on lower floors (never one beside it or above it).
 FLOORS = {
+    "plugins": -1,
     "quant": 0, "models": 0,
     "kernels": 1, "calib": 1,
     "runtime": 2,

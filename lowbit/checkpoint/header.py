@@ -20,6 +20,7 @@ import math
 import torch
 
 from .. import __version__
+from ..plugins import load_plugins
 from ..quant.config import FLOAT_BITS, SCALE_DTYPES, QuantMethod, method_names
 from ..quant.format import check_metadata, expected_shapes
 from ..quant.formats import AFFINE, FormatSpec, format_of_metadata
@@ -176,8 +177,12 @@ def check_quantized_meta(path, name: str, qmeta) -> dict:
         raise CheckpointError(f"{where}: version={qmeta['version']} must be >= 1")
     stored = (*STORED_METHODS, *method_names())  # plus the methods registered in this process
     if qmeta["method"] not in stored:
+        load_plugins()  # a method registered by a plug-in
+        stored = (*STORED_METHODS, *method_names())
+    if qmeta["method"] not in stored:
         raise CheckpointError(f"{where}: method={qmeta['method'][:40]!r} is unknown; files hold one of "
-                              f"{list(dict.fromkeys(stored))}")
+                              f"{list(dict.fromkeys(stored))} (a method added by a plug-in must be registered "
+                              "before loading: see lowbit.plugins)")
     if (qmeta["method"] == "fp16") != (qmeta["bits"] == FLOAT_BITS):
         raise CheckpointError(f"{where}: method={qmeta['method']!r} with bits={qmeta['bits']}: float16 storage is "
                               f"method 'fp16' with bits {FLOAT_BITS}, and only that")

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..plugins import load_plugins
 from .errors import CheckpointError
 
 
@@ -81,6 +82,7 @@ def _import_providers() -> None:
 
     for name in getattr(lowbit, "SECTION_PROVIDERS", ()):
         importlib.import_module(name)  # a provider importing now (a circular import) is simply returned
+    load_plugins()  # sections of plug-ins (lowbit.plugins)
     _providers_imported = True
 
 

@@ -12,6 +12,7 @@ import sys
 import warnings
 
 from .. import __version__
+from ..plugins import load_plugins
 from . import auto, bench, convert, demo, export, info, quant, validate
 
 _COMMANDS = (convert, export, info, validate, bench, demo, auto, quant)
@@ -53,6 +54,7 @@ def _silence_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI with `argv` (default sys.argv[1:]); returns the exit code."""
+    load_plugins()  # methods and formats registered by plug-ins are choices of every command (lowbit.plugins)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

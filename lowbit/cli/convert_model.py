@@ -50,8 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(with --calib minilm: sentences, default 256)")
     add_text_arguments(g)
     g.add_argument("--method", choices=METHODS, default=None,
-                   help="a registered method: rtn, hqq, gptq, awq or recon (gptq, awq and recon need --model and "
-                   "--calib); default rtn")
+                   help="a registered method (built in: rtn, hqq, gptq, awq, recon; plug-ins: lowbit.plugins); those "
+                   "that need calibration (gptq, awq, recon) need --model and --calib; default rtn")
     g.add_argument("--steps", type=int, default=None, metavar="N",
                    help="recon: optimiser steps per block (default 200; early stopping on a held-out tenth)")
     g.add_argument("--act-order", action="store_true", help="GPTQ: columns by decreasing Hessian diagonal")

@@ -202,7 +202,8 @@ def swap_quantized(model: nn.Module, weights: dict[str, QuantizedWeight],
                    backend: BackendConfig | None = None) -> nn.Module:
     """Replace each module owning a parameter in `weights` by its Quant counterpart holding exactly those weights.
 
-    weights: {full parameter name ("encoder.fc.weight", "rnn.weight_hh_l0_reverse"): QuantizedWeight}. Biases and
+    weights: {full parameter name ("encoder.fc.weight", "rnn.weight_hh_l0_reverse"): a packed weight of any
+    registered format (`QuantizedWeight` for affine; lowbit.quant.formats)}. Biases and
     other float parameters are kept as they are (also on the meta device), and each new layer takes the `training`
     flag of the module it replaces (`from_float`). Returns the model (a new module only when the model itself is the
     swapped layer).

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..plugins import load_plugins
 from ..quant.config import declare_method, forget_method
 
 # walk ranks: when one model mixes methods, the highest-ranked method's walk quantizes every layer (a recon walk
@@ -74,6 +75,8 @@ def unregister_method(name: str) -> None:
 def method_for(name) -> MethodSpec:
     """The spec registered under `name` (a str or QuantMethod); ValueError listing the known methods otherwise."""
     key = str(getattr(name, "value", name)).lower()
+    if key not in _METHODS:
+        load_plugins()
     if key not in _METHODS:
         raise ValueError(f"method={key!r} is unknown: use one of {', '.join(methods())}")
     return _METHODS[key]

@@ -7,6 +7,8 @@ from enum import Enum
 
 import torch
 
+from ..plugins import load_plugins
+
 CONFIG_VERSION = 1
 FLOAT_BITS = 16  # bits=16 means "store the weight as float16" (MNN's --fp16)
 SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}  # the scale/zero storage dtypes, by name
@@ -65,6 +67,8 @@ def method_names() -> tuple[str, ...]:
 
 def _method_of(value) -> QuantMethod | MethodName:
     name = str(getattr(value, "value", value)).lower()
+    if name not in _METHOD_NAMES:
+        load_plugins()  # a method registered by a plug-in (lowbit.plugins) is known from then on
     if name not in _METHOD_NAMES:
         raise ValueError(f"method={value!r} is unknown: use one of {', '.join(_METHOD_NAMES)}")
     return QuantMethod(name) if name in QuantMethod._value2member_map_ else MethodName(name)

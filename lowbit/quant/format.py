@@ -117,7 +117,8 @@ class QuantizedWeight:
       bits: 2..8, or 16 for float16 storage. block_size: channels per block along K, or -1 (one per row); a block
              wider than K is one block per row (`group_size` is then K), whatever its stored value.
       symmetric: codes are q = clamp(round(w / scale), -2**(b-1), 2**(b-1)-1) + 2**(b-1).
-      method: "rtn", "hqq" or "fp16".
+      method: the name of the method that made it ("rtn", "hqq", "gptq", "awq", "recon", a registered one; "fp16"
+             for float16 storage).
     Rule: w[n, k] ~= (q[n, k] - zero[n, k // block]) * scale[n, k // block]. When block_size does not divide K the
     last block is shorter (no padding is stored); its scale/zero come from its own elements only.
     """

@@ -18,6 +18,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from ..plugins import load_plugins
+
 AFFINE = "affine"
 
 
@@ -133,6 +135,9 @@ def format_for(name: str) -> FormatSpec:
     """The spec of format `name`; ValueError naming the registered ones otherwise."""
     spec = _BY_NAME.get(name)
     if spec is None:
+        load_plugins()
+        spec = _BY_NAME.get(name)
+    if spec is None:
         raise ValueError(f"unknown packed-weight format {name!r}; registered: {list(formats())}")
     return spec
 
@@ -144,10 +149,13 @@ def format_of_metadata(metadata: dict) -> FormatSpec:
     if tag is None:
         return format_for(AFFINE)
     spec = _BY_TAG.get(tag) if isinstance(tag, str) else None
+    if spec is None and isinstance(tag, str):
+        load_plugins()
+        spec = _BY_TAG.get(tag)
     if spec is None:
         known = sorted(_BY_TAG)
         raise ValueError(f"unknown packed-weight format {str(tag)[:40]!r} (this lowbit reads {known}; a format "
-                         "added by a plug-in must be registered before loading)")
+                         "added by a plug-in must be registered before loading: see lowbit.plugins)")
     return spec
 
 
