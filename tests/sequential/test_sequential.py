@@ -48,7 +48,12 @@ def _packed(path):
 
 
 @pytest.mark.parametrize("build", [_llama, _gpt2], ids=["llama", "gpt2"])
-def test_sequential_gptq_matches_whole_model(tmp_path, build):
+def test_sequential_gptq_matches_whole_model(tmp_path, build, monkeypatch):
+    # GPTQ barely helps on random weights and tokens, so the held-out check (GPTQ or RTN per layer) sits on the
+    # edge: last-bit differences that vary from process to process (BLAS summation order) flipped it in one path
+    # only in 2 of 5 full-suite runs, and every later layer then saw other inputs. The check is tested on its own
+    # (tests/pipeline/test_dataaware_fallback.py); here both paths keep GPTQ everywhere.
+    monkeypatch.setattr("lowbit.pipeline.weights.held_out_worse", lambda aware, plain: False)
     model, folder = _folder(tmp_path, build, "float")
     gen = torch.Generator().manual_seed(1)
     items = [torch.randint(0, 256, (1, 32), generator=gen) for _ in range(24)]  # 768 rows: 6 K, so GPTQ beats RTN
@@ -62,19 +67,12 @@ def test_sequential_gptq_matches_whole_model(tmp_path, build):
     ref = {k: v.packed for k, v in dict(quantized_weights(whole)).items()}
     got = _packed(tmp_path / "out" / "model.safetensors")
     assert set(got) == set(ref) and len(ref) >= 1  # GPT-2's blocks are Conv1D (kept float); its lm_head is GPTQ'd
-    # both keep RTN where the GPTQ fit loses on held-out rows: the same layers (GPTQ barely helps on random weights
-    # and tokens, so a layer may sit on the edge), compared where both kept GPTQ
-    kept = set(whole.lowbit_summary.fallbacks) | set(summary.fallbacks)
-    assert len(kept) <= len(ref) // 3, (whole.lowbit_summary.fallbacks, summary.fallbacks)
-    ref = {k: v for k, v in ref.items() if k not in kept}
+    assert not whole.lowbit_summary.fallbacks and not summary.fallbacks
     # the same arithmetic in another order (a block alone vs the whole model) differs in the last float bits, and
-    # GPTQ's error feedback can carry one flipped code along its row: nearly all codes are identical. Which bits
-    # differ is not fixed from process to process (seen: 1 full-suite run in 4 had layer 0's MLP inputs differ,
-    # and from there 1-6% of each later layer's codes, 0.985 in all; other runs > 0.999), so the bound is 0.98: a
-    # wrong input to a block agrees far less (float instead of quantized predecessors: 0.94).
+    # GPTQ's error feedback can carry one flipped code along its row: nearly all codes are identical
     same = sum(int((got[n] == ref[n]).sum()) for n in ref) / sum(ref[n].numel() for n in ref)
     per = {n: round(float((got[n] == ref[n]).float().mean()), 4) for n in ref}
-    assert same > 0.98, (same, per, whole.lowbit_summary.fallbacks, summary.fallbacks)
+    assert same > 0.995, (same, per)
     loaded = lowbit.from_pretrained(tmp_path / "out", model=build())
     x = items[0]
     with torch.no_grad():
