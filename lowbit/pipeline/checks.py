@@ -44,9 +44,14 @@ def degenerate(hessians: list[torch.Tensor], rows: int | None = None) -> str:
     return ""
 
 
+# held-out errors closer than this (relative) are a tie, kept data-aware: they come from float32 products whose
+# last bits vary with the summation order BLAS picks (memory alignment), so a closer call would not be reproducible
+HELD_OUT_TIE = 1e-5
+
+
 def held_out_worse(error_aware: float, error_plain: float) -> bool:
-    """True when the data-aware weight's held-out output error is above the data-free one's."""
-    return error_aware > error_plain
+    """True when the data-aware weight's held-out output error is above the data-free one's by more than a tie."""
+    return error_aware > error_plain * (1 + HELD_OUT_TIE)
 
 
-__all__ = ["RANK_FRACTION", "degenerate", "held_out_worse", "input_rank"]
+__all__ = ["HELD_OUT_TIE", "RANK_FRACTION", "degenerate", "held_out_worse", "input_rank"]

@@ -70,3 +70,12 @@ def test_input_rank_and_degenerate():
     low = x[:, :4] @ torch.randn(4, 32, generator=g, dtype=torch.float64)
     assert input_rank(low.T @ low) == 4 and "span 4 of 32" in degenerate([low.T @ low], 200)
     assert "all zero" in degenerate([torch.zeros(32, 32, dtype=torch.float64)], 10)
+
+
+def test_held_out_ties_keep_the_data_aware_weight():
+    """A difference within float32 noise is a tie (reproducible whatever summation order BLAS picks)."""
+    from lowbit.pipeline.checks import HELD_OUT_TIE, held_out_worse
+
+    assert not held_out_worse(0.1 * (1 + HELD_OUT_TIE / 2), 0.1)
+    assert held_out_worse(0.1 * (1 + 2 * HELD_OUT_TIE), 0.1)
+    assert not held_out_worse(0.09, 0.1)
