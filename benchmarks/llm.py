@@ -181,7 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--llama-bench", default=None, help="path of llama.cpp's llama-bench binary")
     p.add_argument("--gguf-dir", default=None, help="folder with <model>-q4_0.gguf, -q4_k_m.gguf, -q8_0.gguf")
     p.add_argument("--save-model", default=None, metavar="DIR",
-                   help="also save the random model as an HF folder (for llama.cpp's convert_hf_to_gguf.py)")
+                   help="also save the random model as an HF folder with a small SentencePiece tokenizer "
+                   "(for llama.cpp's convert_hf_to_gguf.py)")
     p.add_argument("--name", default=None, help="results file name (default llm_<model>)")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
@@ -189,7 +190,10 @@ def main(argv=None) -> int:
         args.decode, args.prefill, args.threads, args.reps = [32], [128], [1], 1
     base = build_model(args.model)
     if args.save_model:
+        from .llm_tokenizer import write_tokenizer
+
         base.save_pretrained(args.save_model)
+        write_tokenizer(args.save_model)  # llama.cpp's converter needs one; padded to vocab 32000 there
     models = {row: variant(base, row) for row in args.rows}
     stub = without_linears(base)
     del base
