@@ -141,14 +141,16 @@ def read_bandwidth_gbs(gib: float = 1.0, reps: int = 5) -> float:
     return a.nbytes / time_fn(a.sum, warmup=1, reps=reps, flush=False).median_ms / 1e6
 
 
-def llama_bench(binary: str, gguf: Path, threads: int, prompt: int, new: int, reps: int) -> float | None:
-    """tokens/s from llama-bench for one test (-p P or -n N), or None when it fails."""
+def llama_bench(binary: str, gguf: Path, threads: int, prompt: int, new: int, reps: int) -> dict | None:
+    """llama-bench's JSON record for one test (-p P or -n N; avg_ts is its tokens/s), or None when it fails."""
     args = [binary, "-m", str(gguf), "-t", str(threads), "-r", str(reps), "-o", "json",
             "-p", str(prompt), "-n", str(new)]
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     try:
-        return float(json.loads(proc.stdout)[0]["avg_ts"])
-    except (ValueError, IndexError, KeyError):
+        record = json.loads(proc.stdout)[0]
+        float(record["avg_ts"])
+        return record
+    except (ValueError, IndexError, KeyError, TypeError):
         print(f"llama-bench failed on {gguf}: {proc.stderr.strip()[-300:]}", file=sys.stderr)
         return None
 
@@ -198,7 +200,7 @@ def main(argv=None) -> int:
     stub = without_linears(base)
     del base
     prompt = torch.randint(0, 32000, (1, 8), generator=torch.Generator().manual_seed(2))
-    rows, loads = [], [load_average()]
+    rows, loads, llama_info = [], [load_average()], {}
     for t in args.threads:
         medians = _measure(models, t, args, prompt)
         loads.append(load_average())
@@ -214,21 +216,30 @@ def main(argv=None) -> int:
                                                if rw == row and k == "decode") / r["floor tok/s"]
             r["non-linear ms/token"] = overhead_ms
             rows.append(Row(r))
-        rows += _llama_rows(args, t)
+        rows += _llama_rows(args, t, llama_info)
+        loads.append(load_average())
     env = describe_environment()
     env["load average"] = f"{min(loads):.1f}-{max(loads):.1f}"
     env["read GB/s"] = f"{bw:.1f} (at {args.threads[-1]} threads)"
+    env.update(llama_info)
     notes = (f"Model {args.model}: {MODELS[args.model]}, vocab 32000, random weights. Batch 1, greedy generate "
              "from an 8-token prompt with transformers' dynamic cache (no static cache, no torch.compile). lowbit "
              "rows: memory Low, RTN, lm_head quantized too. floor = read bandwidth / weight bytes per token. "
              "non-linear ms/token: a decode step with every Linear stubbed out (the generate loop, attention, norms "
              "and Python). Medians of the repetitions after one warm-up; rows interleaved.")
+    if args.llama_bench and args.gguf_dir:
+        notes += (" llama.cpp rows: llama-bench -t T -r REPS (its own warm-up; mean tokens/s) on the same seeded "
+                  "weights saved by --save-model and converted by convert_hf_to_gguf.py, decode -n N from an empty "
+                  "context, prefill -p P; weights MB is the GGUF file (token embedding included; llama-quantize "
+                  "keeps output.weight at Q6_K in Q4_0 and Q4_K_M).")
     report(args.name or f"llm_{args.model}", rows, env, out_dir=args.out or None,
            title=f"Decoder speed at batch 1 ({args.model})", notes=notes, floatfmt=".1f")
     return 0
 
 
-def _llama_rows(args, threads: int) -> list[Row]:
+def _llama_rows(args, threads: int, info: dict) -> list[Row]:
+    """llama-bench's tokens/s for each GGUF found, at the lowbit rows' threads and lengths; fills `info` with
+    llama.cpp's build (commit, build number, backends) as llama-bench reports it."""
     if not (args.llama_bench and args.gguf_dir):
         return []
     rows = []
@@ -237,10 +248,13 @@ def _llama_rows(args, threads: int) -> list[Row]:
         if not gguf.is_file():
             continue
         r = {"threads": threads, "row": f"llama.cpp {kind.upper()}", "weights MB": gguf.stat().st_size / 2**20}
-        for n in args.decode:
-            r[f"decode {n} tok/s"] = llama_bench(args.llama_bench, gguf, threads, 0, n, args.reps)
-        for n in args.prefill:
-            r[f"prefill {n} tok/s"] = llama_bench(args.llama_bench, gguf, threads, n, 0, args.reps)
+        tests = [("decode", 0, n) for n in args.decode] + [("prefill", n, 0) for n in args.prefill]
+        for test, prompt, new in tests:
+            record = llama_bench(args.llama_bench, gguf, threads, prompt, new, args.reps)
+            r[f"{test} {prompt or new} tok/s"] = record and float(record["avg_ts"])
+            if record:
+                info["llama.cpp"] = (f"{record.get('build_commit')} (build {record.get('build_number')}, "
+                                     f"{record.get('backends')})")
         rows.append(Row(r))
     return rows
 
