@@ -142,13 +142,14 @@ def read_bandwidth_gbs(gib: float = 1.0, reps: int = 5) -> float:
 
 
 def llama_bench(binary: str, gguf: Path, threads: int, prompt: int, new: int, reps: int) -> dict | None:
-    """llama-bench's JSON record for one test (-p P or -n N; avg_ts is its tokens/s), or None when it fails."""
+    """llama-bench's JSON record for one test (-p P or -n N) with "tokens/s" added: the median of its repetitions'
+    samples_ts (as lowbit's rows take medians; avg_ts is a mean), or None when it fails."""
     args = [binary, "-m", str(gguf), "-t", str(threads), "-r", str(reps), "-o", "json",
             "-p", str(prompt), "-n", str(new)]
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     try:
         record = json.loads(proc.stdout)[0]
-        float(record["avg_ts"])
+        record["tokens/s"] = statistics.median(float(v) for v in record["samples_ts"])
         return record
     except (ValueError, IndexError, KeyError, TypeError):
         print(f"llama-bench failed on {gguf}: {proc.stderr.strip()[-300:]}", file=sys.stderr)
@@ -228,10 +229,10 @@ def main(argv=None) -> int:
              "non-linear ms/token: a decode step with every Linear stubbed out (the generate loop, attention, norms "
              "and Python). Medians of the repetitions after one warm-up; rows interleaved.")
     if args.llama_bench and args.gguf_dir:
-        notes += (" llama.cpp rows: llama-bench -t T -r REPS (its own warm-up; mean tokens/s) on the same seeded "
-                  "weights saved by --save-model and converted by convert_hf_to_gguf.py, decode -n N from an empty "
-                  "context, prefill -p P; weights MB is the GGUF file (token embedding included; llama-quantize "
-                  "keeps output.weight at Q6_K in Q4_0 and Q4_K_M).")
+        notes += (" llama.cpp rows: llama-bench -t T -r REPS (its own warm-up; median of the repetitions) on the "
+                  "same seeded weights saved by --save-model and converted by convert_hf_to_gguf.py, decode -n N "
+                  "from an empty context, prefill -p P; weights MB is the GGUF file (token embedding included; "
+                  "llama-quantize keeps output.weight at Q6_K in Q4_0 and Q4_K_M).")
     report(args.name or f"llm_{args.model}", rows, env, out_dir=args.out or None,
            title=f"Decoder speed at batch 1 ({args.model})", notes=notes, floatfmt=".1f")
     return 0
@@ -251,7 +252,7 @@ def _llama_rows(args, threads: int, info: dict) -> list[Row]:
         tests = [("decode", 0, n) for n in args.decode] + [("prefill", n, 0) for n in args.prefill]
         for test, prompt, new in tests:
             record = llama_bench(args.llama_bench, gguf, threads, prompt, new, args.reps)
-            r[f"{test} {prompt or new} tok/s"] = record and float(record["avg_ts"])
+            r[f"{test} {prompt or new} tok/s"] = record and record["tokens/s"]
             if record:
                 info["llama.cpp"] = (f"{record.get('build_commit')} (build {record.get('build_number')}, "
                                      f"{record.get('backends')})")
