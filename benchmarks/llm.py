@@ -12,8 +12,9 @@ Also: the time per decoded token spent outside the Linear layers (the same gener
 a stub returning zeros: attention, norms, rotary, the generate loop and Python), and the bandwidth floor:
 tokens/s = measured read bandwidth (sum over a 1 GiB tensor) / the weight bytes every token reads.
 llama.cpp (optional, --llama-bench PATH --gguf-dir DIR): `llama-bench -m DIR/<model>-<type>.gguf -t T -p P -n N`
-on the same weights converted with llama.cpp's own converter (see README's LLM section), run right after the
-lowbit rows at the same threads.
+(median of its repetitions) on the same weights, saved with `--save-model DIR` (the seeded model plus a small
+offline tokenizer, benchmarks/llm_tokenizer.py) and converted with llama.cpp's own converter (see README's LLM
+section), run right after the lowbit rows at the same threads.
 
 Usage: python -m benchmarks.llm [--model small|1b] [--threads 1 2] [--decode 32 256] [--prefill 128 512]
 [--rows fp32 bf16 int4-b32 int4-b64 int4-b128 int8] [--reps 3] [--quick] (or `lowbit bench llm ...`).
