@@ -12,8 +12,9 @@ Also: the time per decoded token spent outside the Linear layers (the same gener
 a stub returning zeros: attention, norms, rotary, the generate loop and Python), and the bandwidth floor:
 tokens/s = measured read bandwidth (sum over a 1 GiB tensor) / the weight bytes every token reads.
 llama.cpp (optional, --llama-bench PATH --gguf-dir DIR): `llama-bench -m DIR/<model>-<type>.gguf -t T -p P -n N`
-on the same weights converted with llama.cpp's own converter (see README's LLM section), run right after the
-lowbit rows at the same threads.
+(median of its repetitions) on the same weights, saved with `--save-model DIR` (the seeded model plus a small
+offline tokenizer, benchmarks/llm_tokenizer.py) and converted with llama.cpp's own converter (see README's LLM
+section), run right after the lowbit rows at the same threads.
 
 Usage: python -m benchmarks.llm [--model small|1b] [--threads 1 2] [--decode 32 256] [--prefill 128 512]
 [--rows fp32 bf16 int4-b32 int4-b64 int4-b128 int8] [--reps 3] [--quick] (or `lowbit bench llm ...`).
@@ -141,14 +142,17 @@ def read_bandwidth_gbs(gib: float = 1.0, reps: int = 5) -> float:
     return a.nbytes / time_fn(a.sum, warmup=1, reps=reps, flush=False).median_ms / 1e6
 
 
-def llama_bench(binary: str, gguf: Path, threads: int, prompt: int, new: int, reps: int) -> float | None:
-    """tokens/s from llama-bench for one test (-p P or -n N), or None when it fails."""
+def llama_bench(binary: str, gguf: Path, threads: int, prompt: int, new: int, reps: int) -> dict | None:
+    """llama-bench's JSON record for one test (-p P or -n N) with "tokens/s" added: the median of its repetitions'
+    samples_ts (as lowbit's rows take medians; avg_ts is a mean), or None when it fails."""
     args = [binary, "-m", str(gguf), "-t", str(threads), "-r", str(reps), "-o", "json",
             "-p", str(prompt), "-n", str(new)]
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     try:
-        return float(json.loads(proc.stdout)[0]["avg_ts"])
-    except (ValueError, IndexError, KeyError):
+        record = json.loads(proc.stdout)[0]
+        record["tokens/s"] = statistics.median(float(v) for v in record["samples_ts"])
+        return record
+    except (ValueError, IndexError, KeyError, TypeError):
         print(f"llama-bench failed on {gguf}: {proc.stderr.strip()[-300:]}", file=sys.stderr)
         return None
 
@@ -181,7 +185,8 @@ def main(argv=None) -> int:
     p.add_argument("--llama-bench", default=None, help="path of llama.cpp's llama-bench binary")
     p.add_argument("--gguf-dir", default=None, help="folder with <model>-q4_0.gguf, -q4_k_m.gguf, -q8_0.gguf")
     p.add_argument("--save-model", default=None, metavar="DIR",
-                   help="also save the random model as an HF folder (for llama.cpp's convert_hf_to_gguf.py)")
+                   help="also save the random model as an HF folder with a small SentencePiece tokenizer "
+                   "(for llama.cpp's convert_hf_to_gguf.py)")
     p.add_argument("--name", default=None, help="results file name (default llm_<model>)")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
@@ -189,12 +194,15 @@ def main(argv=None) -> int:
         args.decode, args.prefill, args.threads, args.reps = [32], [128], [1], 1
     base = build_model(args.model)
     if args.save_model:
+        from .llm_tokenizer import write_tokenizer
+
         base.save_pretrained(args.save_model)
+        write_tokenizer(args.save_model)  # llama.cpp's converter needs one; padded to vocab 32000 there
     models = {row: variant(base, row) for row in args.rows}
     stub = without_linears(base)
     del base
     prompt = torch.randint(0, 32000, (1, 8), generator=torch.Generator().manual_seed(2))
-    rows, loads = [], [load_average()]
+    rows, loads, llama_info = [], [load_average()], {}
     for t in args.threads:
         medians = _measure(models, t, args, prompt)
         loads.append(load_average())
@@ -210,21 +218,30 @@ def main(argv=None) -> int:
                                                if rw == row and k == "decode") / r["floor tok/s"]
             r["non-linear ms/token"] = overhead_ms
             rows.append(Row(r))
-        rows += _llama_rows(args, t)
+        rows += _llama_rows(args, t, llama_info)
+        loads.append(load_average())
     env = describe_environment()
     env["load average"] = f"{min(loads):.1f}-{max(loads):.1f}"
     env["read GB/s"] = f"{bw:.1f} (at {args.threads[-1]} threads)"
+    env.update(llama_info)
     notes = (f"Model {args.model}: {MODELS[args.model]}, vocab 32000, random weights. Batch 1, greedy generate "
              "from an 8-token prompt with transformers' dynamic cache (no static cache, no torch.compile). lowbit "
              "rows: memory Low, RTN, lm_head quantized too. floor = read bandwidth / weight bytes per token. "
              "non-linear ms/token: a decode step with every Linear stubbed out (the generate loop, attention, norms "
              "and Python). Medians of the repetitions after one warm-up; rows interleaved.")
+    if args.llama_bench and args.gguf_dir:
+        notes += (" llama.cpp rows: llama-bench -t T -r REPS (its own warm-up; median of the repetitions) on the "
+                  "same seeded weights saved by --save-model and converted by convert_hf_to_gguf.py, decode -n N "
+                  "from an empty context, prefill -p P; weights MB is the GGUF file (token embedding included; "
+                  "llama-quantize keeps output.weight at Q6_K in Q4_0 and Q4_K_M).")
     report(args.name or f"llm_{args.model}", rows, env, out_dir=args.out or None,
            title=f"Decoder speed at batch 1 ({args.model})", notes=notes, floatfmt=".1f")
     return 0
 
 
-def _llama_rows(args, threads: int) -> list[Row]:
+def _llama_rows(args, threads: int, info: dict) -> list[Row]:
+    """llama-bench's tokens/s for each GGUF found, at the lowbit rows' threads and lengths; fills `info` with
+    llama.cpp's build (commit, build number, backends) as llama-bench reports it."""
     if not (args.llama_bench and args.gguf_dir):
         return []
     rows = []
@@ -233,10 +250,13 @@ def _llama_rows(args, threads: int) -> list[Row]:
         if not gguf.is_file():
             continue
         r = {"threads": threads, "row": f"llama.cpp {kind.upper()}", "weights MB": gguf.stat().st_size / 2**20}
-        for n in args.decode:
-            r[f"decode {n} tok/s"] = llama_bench(args.llama_bench, gguf, threads, 0, n, args.reps)
-        for n in args.prefill:
-            r[f"prefill {n} tok/s"] = llama_bench(args.llama_bench, gguf, threads, n, 0, args.reps)
+        tests = [("decode", 0, n) for n in args.decode] + [("prefill", n, 0) for n in args.prefill]
+        for test, prompt, new in tests:
+            record = llama_bench(args.llama_bench, gguf, threads, prompt, new, args.reps)
+            r[f"{test} {prompt or new} tok/s"] = record and record["tokens/s"]
+            if record:
+                info["llama.cpp"] = (f"{record.get('build_commit')} (build {record.get('build_number')}, "
+                                     f"{record.get('backends')})")
         rows.append(Row(r))
     return rows
 
