@@ -98,8 +98,11 @@ def test_tied_lm_head_stays_float_and_loads_in_transformers(tmp_path):
         assert torch.equal(loaded(items[0]).logits, model(items[0]).logits)
 
 
-def test_padding_rows_stay_out_of_the_hessians(tmp_path):
+def test_padding_rows_stay_out_of_the_hessians(tmp_path, monkeypatch):
     """A right-padded batch gives the codes that its sequences, given one by one, give."""
+    # GPTQ everywhere in both runs: the held-out check sits on the edge here (random weights, 25 rows) and its
+    # choice would decide every later layer's inputs (see test_sequential_gptq_matches_whole_model)
+    monkeypatch.setattr("lowbit.pipeline.weights.held_out_worse", lambda aware, plain: False)
     _, folder = _folder(tmp_path, _llama, "float")
     gen = torch.Generator().manual_seed(2)
     a, b = torch.randint(0, 256, (1, 16), generator=gen), torch.randint(0, 256, (1, 9), generator=gen)
@@ -112,8 +115,11 @@ def test_padding_rows_stay_out_of_the_hessians(tmp_path):
     quantize_decoder(folder, tmp_path / "padded.safetensors", [{"input_ids": ids, "attention_mask": mask}], cfg, **kw)
     quantize_decoder(folder, tmp_path / "single.safetensors", [a, b], cfg, **kw)
     padded, single = _packed(tmp_path / "padded.safetensors"), _packed(tmp_path / "single.safetensors")
-    same = sum(int(torch.equal(padded[k], single[k])) for k in single)
-    assert same >= len(single) - 1  # float rounding of the summed Hessians may flip a boundary code at most once
+    # float rounding of the summed Hessians may flip a code, which GPTQ carries along its row. Usually all agree;
+    # in about 1 run in 5 of this folder (not alone, not tied to PYTHONHASHSEED; cause not found) 0.981 did.
+    # Ignoring the mask (padding rows in the Hessians) agrees on 0.83 of the codes.
+    same = sum(int((padded[k] == single[k]).sum()) for k in single) / sum(single[k].numel() for k in single)
+    assert same > 0.95, same
 
 
 def test_activation_store_spills_and_reads_back():
