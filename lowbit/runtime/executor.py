@@ -68,10 +68,9 @@ def run_finite(kernel, w, a: torch.Tensor, bias: torch.Tensor | None, activation
     a sum that is not finite (also a finite input whose sum overflows fp32) takes the masked form. On a GPU that
     test would wait for the device (and break CUDA graph capture), so the masked form always runs there.
     """
-    if not row_for(op, kernel).int8_activations:
-        return run(kernel, w, a, bias, activations, op)
-    if a.device.type == "cpu" and math.isfinite(a.sum(dtype=torch.float32).item()):
-        return run(kernel, w, a, bias, activations, op)
+    row = row_for(op, kernel)
+    if not row.int8_activations or (a.device.type == "cpu" and math.isfinite(a.sum(dtype=torch.float32).item())):
+        return row.run(row.load(), w, a, bias, activations)
     return _run_masked(kernel, w, a, bias, activations, op)
 
 

@@ -54,13 +54,20 @@ class StaticKernel(str, Enum):
     """lowbit's direct depthwise conv (lowbit.kernels.cpu_conv.conv2d_depthwise) on the rounded input, CPU."""
 
 
+_MODULES: dict = {}  # kernel_module's imports: it is called on every kernel call (executor.run)
+
+
 def kernel_module(name: str):
     """The module a kernel row runs from: `lowbit.kernels.<name>` for a bare name, a dotted name as given (a
     family registered from outside lowbit); None while it cannot be imported (a missing family is "not available")."""
-    try:
-        return importlib.import_module(name if "." in name else f"lowbit.kernels.{name}")
-    except ImportError:
-        return None
+    mod = _MODULES.get(name)
+    if mod is None:
+        try:
+            mod = importlib.import_module(name if "." in name else f"lowbit.kernels.{name}")
+        except ImportError:
+            return None
+        _MODULES[name] = mod
+    return mod
 
 
 def format_name(qw) -> str:
