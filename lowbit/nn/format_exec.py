@@ -24,14 +24,20 @@ from .weight_cache import WeightCache, choose
 
 
 @dataclass(frozen=True)
-class _DispatchView:
-    """What the dispatch reads of a weight (`WeightFormat`'s numbers): a format without blocks is one group of K."""
+class DispatchView:
+    """What the dispatch reads of a weight (`WeightFormat.of`'s fields): a format without blocks is one group of K."""
 
     bits: int
     group_size: int
     symmetric: bool
+    n: int
     k: int
     format: str
+
+    @classmethod
+    def of(cls, qw) -> DispatchView:
+        k = math.prod(qw.shape[1:])
+        return cls(qw.bits, k, False, qw.shape[0], k, qw.format)
 
 
 def _version(t: torch.Tensor) -> int:
@@ -67,8 +73,7 @@ def drop(module, name: str) -> None:
 
 def _decide(module, name: str, device_type: str, m: int, n: int):
     qw, entry = weight_state(module, name)
-    k = math.prod(qw.shape[1:])
-    view = _DispatchView(qw.bits, k, False, k, qw.format)
+    view = DispatchView.of(qw)
     memory, precision = module.backend.memory.value, module.backend.precision.value
     decision, dtype = choose(view, entry, device_type, m, memory, precision, n)
     warn_fallback(decision)  # once per distinct reason, whichever layer asks first

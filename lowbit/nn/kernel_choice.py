@@ -19,7 +19,6 @@ def kernel_for(module, name: str, m: int, device_type: str | None = None) -> Ker
         device = qw.device.type
     else:
         qw, entry = format_exec.weight_state(module, name)
-        k = math.prod(qw.shape[1:])
-        fmt = WeightFormat(qw.bits, k, False, qw.shape[0], k, entry.refused, qw.format)
+        fmt = WeightFormat.of(format_exec.DispatchView.of(qw), entry.refused)
         device = next(iter(module.format_tensors(name).values())).device.type
     return select_kernel(device_type or device, m, fmt, current_capabilities(), module.backend).kernel
