@@ -30,12 +30,7 @@ from pathlib import Path
 import torch
 
 from ..models.minilm import OUTPUT as SENTENCE_OUTPUT
-from ..models.resolve import find_function, load_model
-
-
-def resolve_model(spec: str):
-    """The function behind a model spec: a built-in name or `module:function` (lowbit.models.resolve)."""
-    return find_function(spec)
+from ..models.resolve import load_model
 
 
 def build_model(spec: str):

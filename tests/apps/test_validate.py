@@ -8,9 +8,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from lowbit.apps.validate import build_model, error_stats, format_report, resolve_model, validate
+from lowbit.apps.validate import build_model, error_stats, format_report, validate
 from lowbit.checkpoint import convert
 from lowbit.cli import main
+from lowbit.models.resolve import find_function
 from lowbit.quant import QuantConfig
 
 SPEC = "test_validate:mlp_example"  # pytest puts tests/ on sys.path; the child process inherits it
@@ -37,11 +38,11 @@ def test_error_stats_against_hand_computed_values():
 
 def test_model_spec_errors():
     with pytest.raises(ValueError, match="unknown model 'nope': use one of \\['minilm'\\] or MODULE:FUNCTION"):
-        resolve_model("nope")
+        find_function("nope")
     with pytest.raises(ValueError, match="cannot import module 'no_such_module_xyz'"):
-        resolve_model("no_such_module_xyz:f")
+        find_function("no_such_module_xyz:f")
     with pytest.raises(ValueError, match="module 'lowbit.apps.validate' has no function 'nothing'"):
-        resolve_model("lowbit.apps.validate:nothing")
+        find_function("lowbit.apps.validate:nothing")
     with pytest.raises(TypeError, match="must return \\(nn.Module, example_inputs\\), got int"):
         build_model("test_validate:not_a_model")
 
