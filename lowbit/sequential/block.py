@@ -48,8 +48,15 @@ def call_block(block: nn.Module, hidden, call: BlockCall):
 def layer_groups(block, linears: dict[str, nn.Linear], hidden, call: BlockCall) -> list[list[str]]:
     """The linears in the order they run on one item; consecutive ones reading one tensor form a group."""
     order: list[tuple[str, int]] = []
-    handles = [m.register_forward_pre_hook(lambda _m, args, n=n: order.append((n, id(args[0]))))
-               for n, m in linears.items()]
+    keep = []  # the inputs themselves: a dead tensor's id is soon another's, which would join unrelated layers
+
+    def record(name):
+        def hook(_m, args):
+            keep.append(args[0])
+            order.append((name, id(args[0])))
+        return hook
+
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in linears.items()]
     try:
         call_block(block, hidden, call)
     finally:

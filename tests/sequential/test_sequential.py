@@ -48,12 +48,7 @@ def _packed(path):
 
 
 @pytest.mark.parametrize("build", [_llama, _gpt2], ids=["llama", "gpt2"])
-def test_sequential_gptq_matches_whole_model(tmp_path, build, monkeypatch):
-    # GPTQ barely helps on random weights and tokens, so the held-out check (GPTQ or RTN per layer) sits on the
-    # edge: last-bit differences that vary from process to process (BLAS summation order) flipped it in one path
-    # only in 2 of 5 full-suite runs, and every later layer then saw other inputs. The check is tested on its own
-    # (tests/pipeline/test_dataaware_fallback.py); here both paths keep GPTQ everywhere.
-    monkeypatch.setattr("lowbit.pipeline.weights.held_out_worse", lambda aware, plain: False)
+def test_sequential_gptq_matches_whole_model(tmp_path, build):
     model, folder = _folder(tmp_path, build, "float")
     gen = torch.Generator().manual_seed(1)
     items = [torch.randint(0, 256, (1, 32), generator=gen) for _ in range(24)]  # 768 rows: 6 K, so GPTQ beats RTN
@@ -67,19 +62,17 @@ def test_sequential_gptq_matches_whole_model(tmp_path, build, monkeypatch):
     ref = {k: v.packed for k, v in dict(quantized_weights(whole)).items()}
     got = _packed(tmp_path / "out" / "model.safetensors")
     assert set(got) == set(ref) and len(ref) >= 1  # GPT-2's blocks are Conv1D (kept float); its lm_head is GPTQ'd
-    assert not whole.lowbit_summary.fallbacks and not summary.fallbacks
-    # the same arithmetic in another order (a block alone vs the whole model) can differ in the last float bits, and
-    # GPTQ's error feedback carries a flipped code along its row. Usually every code agrees; in some processes
-    # (not tied to the test order or PYTHONHASHSEED; cause not found) 0.991 did. A wrong input to a block agrees far
-    # less (float instead of quantized predecessors: 0.94).
+    assert set(whole.lowbit_summary.fallbacks) == set(summary.fallbacks)  # the held-out check decides alike
+    # the same arithmetic, a block alone vs the whole model: the same codes. (Until the block path kept its traced
+    # inputs alive, a reused id sometimes grouped o_proj with gate/up: 0.98-0.99 agreement, see test_layer_groups.)
     same = sum(int((got[n] == ref[n]).sum()) for n in ref) / sum(ref[n].numel() for n in ref)
     per = {n: round(float((got[n] == ref[n]).float().mean()), 4) for n in ref}
-    assert same > 0.98, (same, per)
+    assert same == 1.0, (same, per)
     loaded = lowbit.from_pretrained(tmp_path / "out", model=build())
     x = items[0]
     with torch.no_grad():
         a, b = loaded(x).logits, whole(x).logits
-        assert (a - b).norm() / b.norm() < 1e-2, float((a - b).norm() / b.norm())  # usually 0: identical codes
+        assert (a - b).norm() / b.norm() < 1e-5, float((a - b).norm() / b.norm())
         out = loaded.generate(x, max_new_tokens=4, do_sample=False)
         assert out.shape == (1, 36) and bool((out[:, :32] == x).all())
 
@@ -98,11 +91,8 @@ def test_tied_lm_head_stays_float_and_loads_in_transformers(tmp_path):
         assert torch.equal(loaded(items[0]).logits, model(items[0]).logits)
 
 
-def test_padding_rows_stay_out_of_the_hessians(tmp_path, monkeypatch):
+def test_padding_rows_stay_out_of_the_hessians(tmp_path):
     """A right-padded batch gives the codes that its sequences, given one by one, give."""
-    # GPTQ everywhere in both runs: the held-out check sits on the edge here (random weights, 25 rows) and its
-    # choice would decide every later layer's inputs (see test_sequential_gptq_matches_whole_model)
-    monkeypatch.setattr("lowbit.pipeline.weights.held_out_worse", lambda aware, plain: False)
     _, folder = _folder(tmp_path, _llama, "float")
     gen = torch.Generator().manual_seed(2)
     a, b = torch.randint(0, 256, (1, 16), generator=gen), torch.randint(0, 256, (1, 9), generator=gen)
@@ -115,11 +105,9 @@ def test_padding_rows_stay_out_of_the_hessians(tmp_path, monkeypatch):
     quantize_decoder(folder, tmp_path / "padded.safetensors", [{"input_ids": ids, "attention_mask": mask}], cfg, **kw)
     quantize_decoder(folder, tmp_path / "single.safetensors", [a, b], cfg, **kw)
     padded, single = _packed(tmp_path / "padded.safetensors"), _packed(tmp_path / "single.safetensors")
-    # float rounding of the summed Hessians may flip a code, which GPTQ carries along its row. Usually all agree;
-    # in about 1 run in 5 of this folder (not alone, not tied to PYTHONHASHSEED; cause not found) 0.981 did.
     # Ignoring the mask (padding rows in the Hessians) agrees on 0.83 of the codes.
     same = sum(int((padded[k] == single[k]).sum()) for k in single) / sum(single[k].numel() for k in single)
-    assert same > 0.95, same
+    assert same == 1.0, same
 
 
 def test_activation_store_spills_and_reads_back():
@@ -155,3 +143,26 @@ def test_cli_convert_decoder_folder(tmp_path, capsys):
     assert (tmp_path / "q" / "config.json").is_file()
     loaded = lowbit.from_pretrained(tmp_path / "q", model=_llama())
     assert loaded.generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=2, do_sample=False).shape == (1, 5)
+
+
+class _TwoTemporaries(torch.nn.Module):
+    """a reads a temporary that dies when a returns; b reads a new temporary, which CPython then places at the
+    dead one's address, so the two inputs share an id()."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.a(x * 2)
+        return self.b(h + 1)
+
+
+def test_layer_groups_never_join_layers_through_a_reused_id():
+    from lowbit.sequential.activations import BlockCall
+    from lowbit.sequential.block import layer_groups
+
+    block = _TwoTemporaries()
+    with torch.no_grad():
+        groups = [layer_groups(block, {"a": block.a, "b": block.b}, torch.randn(2, 8), BlockCall()) for _ in range(5)]
+    assert groups == [[["a"], ["b"]]] * 5  # without the kept inputs: [["a", "b"]] every time on CPython 3.11
