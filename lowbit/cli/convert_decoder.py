@@ -1,5 +1,6 @@
-"""`lowbit convert HF_DECODER_FOLDER OUT --calib DATA --method gptq`: a causal LM quantized block by block
-(`lowbit.sequential`), with one block's float weights in memory at a time."""
+"""`lowbit convert HF_DECODER_FOLDER OUT --calib DATA --method gptq|awq`: a causal LM quantized block by block
+(`lowbit.sequential`), with one block's float weights in memory at a time. Any data-aware method with a per-weight
+fit (`MethodSpec.fit_weight`) goes this way; recon, which trains whole blocks, takes the whole-model path."""
 
 from __future__ import annotations
 
@@ -7,17 +8,20 @@ import argparse
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("decoder LLM folders (block by block; --method gptq; --seq-len and --samples as "
-                             "for text calibration)")
+    g = p.add_argument_group("decoder LLM folders (block by block; --method gptq or awq, --awq; --seq-len and "
+                             "--samples as for text calibration)")
     g.add_argument("--act-budget-gb", type=float, default=2.0,
                    help="calibration activations kept in memory (bf16) before spilling to disk (default 2 GB)")
 
 
 def applies(args: argparse.Namespace) -> bool:
     """A data-aware conversion of a Hugging Face causal-LM folder (config.json names a *ForCausalLM)."""
-    from ..sequential import is_decoder_folder
+    from ..pipeline.registry import method_for
+    from ..sequential import fits_per_weight, is_decoder_folder
 
-    return args.method == "gptq" and args.input is not None and is_decoder_folder(args.input)
+    if args.method is None or args.input is None or not method_for(args.method).needs_calibration:
+        return False
+    return fits_per_weight(args.method) and is_decoder_folder(args.input)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,9 +30,11 @@ def run(args: argparse.Namespace) -> int:
     from ..sequential.tokens import calibration_tokens
 
     if args.calib is None:
-        raise ValueError("--method gptq needs calibration tokens: pass --calib TEXT.txt|TEXT.jsonl|random|FOLDER")
+        raise ValueError(f"--method {args.method} needs calibration tokens: pass --calib "
+                         "TEXT.txt|TEXT.jsonl|random|FOLDER")
     cfg = QuantConfig(bits=args.bits, block_size=args.block, symmetric=args.symmetric, method=args.method,
-                      gptq_act_order=args.act_order, gptq_damp=args.damp, gptq_scales=args.gptq_scales)
+                      gptq_act_order=args.act_order, gptq_damp=args.damp, gptq_scales=args.gptq_scales,
+                      awq=args.awq)
     limit = args.calib_limit if args.calib_limit is not None else args.samples
     items = calibration_tokens(args.calib, args.input, limit, args.seq_len)
     summary = quantize_decoder(args.input, args.output, items, cfg, skip=args.skip,

@@ -124,7 +124,7 @@ def awq_scales(model: nn.Module, calibration, groups: list[FoldGroup], vectors: 
     collectors = {n: _collector(modules[n]) for n in [g.consumers[0] for g in groups] + list(vectors)}
     run_pass(model, calibration, {n: c.hook for n, c in collectors.items()}, modules, desc="awq scales",
              progress=progress, held={n: c.held_hook for n, c in collectors.items()})
-    return _fold_groups(modules, collectors, groups, cfgs), _vectors(modules, collectors, vectors, cfgs)
+    return fold_from_stats(modules, collectors, groups, cfgs), _vectors(modules, collectors, vectors, cfgs)
 
 
 def _collector(module: nn.Module):
@@ -183,7 +183,10 @@ def scale_inputs(module: nn.Module, s: torch.Tensor, saved: list) -> torch.utils
     return module.register_forward_pre_hook(divide, with_kwargs=True)
 
 
-def _fold_groups(modules, collectors, groups, cfgs) -> dict:
+def fold_from_stats(modules: dict[str, nn.Module], collectors: dict, groups: list[FoldGroup], cfgs: dict) -> dict:
+    """Search and fold each group's scales from the statistics already collected for its first consumer
+    (`collectors[name].stats` / `.held`, as a LinearCollector has them); a group whose scales the held-out check
+    does not trust, or whose consumer saw no input, stays as it is. Returns {consumer: (producer, error ratio)}."""
     folded = {}
     for g in groups:
         stats = collectors[g.consumers[0]].stats

@@ -10,15 +10,18 @@ This is the same procedure as whole-model sequential GPTQ, restricted to one blo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from ..calib.capture import HOLD_EVERY
 from ..methods import method_for  # noqa: F401  (registers the methods quantize_param looks up)
+from ..methods.awq import fold_from_stats, fold_groups
 from ..nn import swap
 from ..pipeline.stats import group_by_call_order
 from ..pipeline.weights import WeightResult, quantize_param
-from ..quant.config import QuantConfig
+from ..quant.config import QuantConfig, QuantMethod
 from ..quant.hessian import InputStats
 from .activations import ActivationStore, BlockCall
 
@@ -107,15 +110,49 @@ def gather_stats(block, linears, group, store: ActivationStore, calls: list[Bloc
     return stats, held
 
 
+@dataclass
+class _Stats:
+    """What `fold_from_stats` reads of a collector: the fitted and held-out input statistics."""
+
+    stats: InputStats
+    held: InputStats
+
+
+def fold_awq_scales(block: nn.Module, linears: dict[str, nn.Linear], store: ActivationStore,
+                    calls: list[BlockCall], cfg: QuantConfig) -> dict:
+    """AWQ inside one block, before any of its layers is quantized: for each declared fold group (q/k/v into the
+    input norm, o_proj into v_proj, gate/up into the post-attention norm, down_proj into up_proj;
+    `lowbit.methods.awq.FOLD_PATTERNS`) search the channel scales on the inputs that reach the block, padding left
+    out, and fold them into the producer, as `lowbit.quantize` does on a whole model. Layers no group folds get only
+    AWQ's clipping search (no input-scale vector: the decoder output has no place for one). Returns
+    {consumer: (producer, error ratio)}."""
+    modules = dict(block.named_modules())
+    groups = fold_groups(modules, list(linears), None)
+    if not groups:
+        return {}
+    first = [g.consumers[0] for g in groups]
+    stats, held = gather_stats(block, linears, first, store, calls, next(block.parameters()).dtype)
+    collectors = {n: _Stats(stats[n], held[n]) for n in first}
+    return fold_from_stats(modules, collectors, groups, {n: cfg for g in groups for n in g.consumers})
+
+
+def uses_awq(cfg: QuantConfig) -> bool:
+    """AWQ's scale search runs: method awq, or another method with awq=True."""
+    return cfg.method is QuantMethod.AWQ or cfg.awq
+
+
 def quantize_block(block: nn.Module, prefix: str, store: ActivationStore, calls: list[BlockCall], cfg: QuantConfig,
                    skip=(), min_weights: int = 1024) -> list[WeightResult]:
     """Quantize the block's Linears in place (their weights become the dequantized ones); returns their results
-    named `prefix + name + '.weight'`."""
+    named `prefix + name + '.weight'`. With AWQ the scales are folded first (`fold_awq_scales`), which changes the
+    producers' float weights (norm gains, v_proj and up_proj rows) too."""
     linears = block_linears(block, prefix, skip, min_weights)
     dtype = next(block.parameters()).dtype
     results = []
     if not linears:
         return results
+    if cfg.data_aware and uses_awq(cfg):
+        fold_awq_scales(block, linears, store, calls, cfg)
     groups = layer_groups(block, linears, store.get(0, dtype), calls[0]) if cfg.data_aware else [list(linears)]
     for group in groups:
         stats, held = gather_stats(block, linears, group, store, calls, dtype) if cfg.data_aware else ({}, {})

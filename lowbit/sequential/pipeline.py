@@ -35,9 +35,10 @@ from ..checkpoint.quantization_config import stamp_quantization_config
 from ..checkpoint.safetensors_io import TensorEntry
 from ..checkpoint.save import write_checkpoint
 from ..nn import swap
+from ..pipeline.registry import method_for
 from ..pipeline.report import LayerError
 from ..pipeline.weights import WeightResult
-from ..quant.config import QuantConfig, QuantMethod
+from ..quant.config import QuantConfig
 from .activations import ActivationStore, BlockCall, as_token_batch, capture_block_inputs
 from .block import call_block, quantize_block
 from .skeleton import ShardReader, build_skeleton, checkpoint_name, decoder_blocks, free_module, load_module
@@ -70,6 +71,13 @@ class SequentialSummary:
                 f"{self.bytes_after / 1e6:.1f} MB in {self.seconds:.1f} s -> {self.output}"
                 + "".join(f"\nnote: {n}" for n in self.notes)
                 + "".join(f"\nkept the data-free (RTN/HQQ) result: {k}: {v}" for k, v in self.fallbacks.items()))
+
+
+def fits_per_weight(method) -> bool:
+    """The block-by-block walk can run `method`: data-free, or data-aware with a per-weight fit from its inputs'
+    statistics (`MethodSpec.fit_weight`: GPTQ, AWQ's clipping); not a method that trains whole blocks (recon)."""
+    spec = method_for(method)
+    return not spec.needs_calibration or spec.fit_weight is not None
 
 
 def _meta_linear_reason() -> str | None:
@@ -142,19 +150,21 @@ def quantize_decoder(folder: str | Path, out: str | Path, calibration, cfg: Quan
     """Quantize the causal LM in HF `folder` (config.json + safetensors) block by block into `out`.
 
     calibration: a list of items, each token ids (T,) / (B, T) or a dict with input_ids and attention_mask (padded
-    tokens are left out of the statistics). cfg: the QuantConfig (GPTQ, or RTN/HQQ which need no calibration
-    pass). out: a file, or a folder (existing, or ending in '/') that gets model.safetensors plus config.json and
-    the tokenizer files. dtype: the blocks' compute dtype; act_dtype / act_budget: the activations' storage dtype
-    and the bytes kept in memory before spilling to disk. Returns a `SequentialSummary`.
+    tokens are left out of the statistics). cfg: the QuantConfig (GPTQ or AWQ, whose scales are folded inside
+    each block, or RTN/HQQ which need no calibration pass). out: a file, or a folder (existing, or ending in '/')
+    that gets model.safetensors plus config.json and the tokenizer files. dtype: the blocks' compute dtype;
+    act_dtype / act_budget: the activations' storage dtype and the bytes kept in memory before spilling to disk.
+    Returns a `SequentialSummary`.
     """
     t0 = time.perf_counter()
     cfg = cfg or QuantConfig(method="gptq")
-    if cfg.method is QuantMethod.AWQ or cfg.awq or cfg.method is QuantMethod.RECON:
-        raise ValueError(f"sequential decoder quantization supports gptq, rtn and hqq, not "
-                         f"{'awq' if cfg.awq else cfg.method.value}: use lowbit.quantize on the whole model")
+    if not fits_per_weight(cfg.method):
+        raise ValueError(f"sequential decoder quantization needs a method that fits each weight on its inputs' "
+                         f"statistics (gptq, awq, rtn, hqq or a plug-in with fit_weight), not {cfg.method.value!r}: "
+                         "use lowbit.quantize on the whole model")
     items = list(calibration or [])
     if cfg.data_aware and not items:
-        raise ValueError("GPTQ needs calibration tokens: pass a list of token-id tensors (or --calib)")
+        raise ValueError(f"{cfg.method.value} needs calibration tokens: pass a list of token-id tensors (or --calib)")
     folder = Path(folder)
     dst, carry, out_folder = folder_output(out, folder)
     model = build_skeleton(folder, dtype)
@@ -225,10 +235,7 @@ def _run_blocks(writer, model, blocks_name, blocks, reader, store, calls, cfg, s
             if ck not in targets:
                 raise CheckpointError(f"{r.name} was quantized but not planned (block {i} differs from the others)")
             _write_quantized(writer, ck, r, quantized[ck])
-        ck_prefix = ck_blocks + f"{i}."
-        for name in reader.where:
-            if name not in targets and name.startswith(ck_prefix):
-                writer.write(name, reader.get(name))
+        _write_kept(writer, reader, block, prefix, ck_blocks + f"{i}.", targets)
         with torch.no_grad():
             for j, call in enumerate(calls):
                 store[j] = call_block(block, store.get(j, dtype), call)
@@ -238,6 +245,18 @@ def _run_blocks(writer, model, blocks_name, blocks, reader, store, calls, cfg, s
             bar.set_postfix(error=f"{max(r.error_after for r in results):.4f}")
         free_module(block)
     bar.close()
+
+
+def _write_kept(writer, reader: ShardReader, block: nn.Module, prefix: str, ck_prefix: str, targets) -> None:
+    """The block's tensors that stay float, as the source has them, except those the method changed in the block
+    (AWQ's folded norm gains): those are written from the block, in the source's dtype."""
+    params = {checkpoint_name(reader, prefix + n): p for n, p in block.named_parameters()}
+    for name in reader.where:
+        if name in targets or not name.startswith(ck_prefix):
+            continue
+        source, now = reader.get(name), params.get(name)
+        changed = now is not None and not torch.equal(now.detach(), source.to(now.dtype))
+        writer.write(name, now.detach().to(source.dtype) if changed else source)
 
 
 def _quantize_tail(model, blocks, linear, name, items, store, calls: list[BlockCall], cfg) -> WeightResult:
