@@ -68,6 +68,20 @@ def layer_groups(block, linears: dict[str, nn.Linear], hidden, call: BlockCall) 
     return group_by_call_order(order, list(linears))
 
 
+def add_split(x: torch.Tensor, item: int, by_items: bool, fit: InputStats, held: InputStats) -> None:
+    """Add the real-token rows x (M, K) of calibration item number `item` to `fit`, or to `held` as
+    `lowbit.quantize` holds out (lowbit.calib.capture.run_pass): the whole item when by_items (one in HOLD_EVERY),
+    else one row in HOLD_EVERY of it."""
+    if by_items:
+        (held if item % HOLD_EVERY == HOLD_EVERY - 1 else fit).add(x)
+        return
+    out = torch.zeros(x.shape[0], dtype=torch.bool)
+    out[HOLD_EVERY - 1::HOLD_EVERY] = True
+    fit.add(x[~out])
+    if out.any():
+        held.add(x[out])
+
+
 def gather_stats(block, linears, group, store: ActivationStore, calls: list[BlockCall], dtype) \
         -> tuple[dict[str, InputStats], dict[str, InputStats]]:
     """(fit, held) Σ xᵀx of each group layer's inputs, padding rows left out, held out as `lowbit.quantize` does
@@ -80,15 +94,7 @@ def gather_stats(block, linears, group, store: ActivationStore, calls: list[Bloc
     def add(name):
         def hook(_m, args):
             x = args[0].reshape(-1, args[0].shape[-1])
-            x = x if rows[0] is None else x[rows[0]]
-            if by_items:
-                (held if index[0] % HOLD_EVERY == HOLD_EVERY - 1 else stats)[name].add(x)
-                return
-            out = torch.zeros(x.shape[0], dtype=torch.bool)
-            out[HOLD_EVERY - 1::HOLD_EVERY] = True
-            stats[name].add(x[~out])
-            if out.any():
-                held[name].add(x[out])
+            add_split(x if rows[0] is None else x[rows[0]], index[0], by_items, stats[name], held[name])
         return hook
 
     def done(_m, _args, _out):

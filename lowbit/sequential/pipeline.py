@@ -260,27 +260,33 @@ def _write_kept(writer, reader: ShardReader, block: nn.Module, prefix: str, ck_p
 
 
 def _quantize_tail(model, blocks, linear, name, items, store, calls: list[BlockCall], cfg) -> WeightResult:
-    """Quantize a Linear after the blocks (lm_head) on what reaches it from the stored final hidden states."""
+    """Quantize a Linear after the blocks (lm_head) on what reaches it from the stored final hidden states, held
+    out and checked against its data-free start as the blocks' Linears are."""
+    from ..calib.capture import HOLD_EVERY
     from ..pipeline.weights import quantize_param
     from ..quant.hessian import InputStats
-    from .block import _plain
+    from .block import _plain, add_split
 
     if not cfg.data_aware:
         return _plain(linear.weight.data, cfg, name + ".weight")
-    stats, rows = InputStats(linear.in_features), [None]
-    hook = linear.register_forward_pre_hook(
-        lambda _m, args: stats.add(args[0].reshape(-1, args[0].shape[-1]) if rows[0] is None
-                                   else args[0].reshape(-1, args[0].shape[-1])[rows[0]]))
+    stats, held, rows, index = InputStats(linear.in_features), InputStats(linear.in_features), [None], [0]
+
+    def add(_m, args):
+        x = args[0].reshape(-1, args[0].shape[-1])
+        add_split(x if rows[0] is None else x[rows[0]], index[0], len(items) >= HOLD_EVERY, stats, held)
+
+    hook = linear.register_forward_pre_hook(add)
     saved, replay = list(blocks), _Replay()
     for k in range(len(blocks)):
         blocks[k] = replay if k == 0 else _PassThrough()
     try:
         with torch.no_grad():
             for j, item in enumerate(items):
-                rows[0], replay.value = calls[j].rows, store.get(j, linear.weight.dtype)
+                rows[0], index[0], replay.value = calls[j].rows, j, store.get(j, linear.weight.dtype)
                 model(**as_token_batch(item, j), use_cache=False)
     finally:
         hook.remove()
         for k, b in enumerate(saved):
             blocks[k] = b
-    return quantize_param(linear.weight.data, [stats.xtx], cfg, name + ".weight")
+    return quantize_param(linear.weight.data, [stats.xtx], cfg, name + ".weight",
+                          held=[held.xtx] if held.count else None, rows=stats.count + held.count)
