@@ -28,6 +28,7 @@ from ..quant.format import QuantizedWeight, group_size_for, symmetric_zero
 from ..quant.packing import pack_bits
 from ..runtime.dispatch import compute_dtype
 from . import weight_cache
+from .identity import same
 
 
 def packed_from_dense(w: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None, bits: int,
@@ -58,7 +59,7 @@ def _stamp(module: nn.Module, name: str) -> tuple:
     out = ()
     for field in ("scale", "zero"):
         t = module._buffers.get(f"{name}_{field}")
-        out += (None, None) if t is None else (id(t), t._version)
+        out += (None, None) if t is None else (same(t), t._version)
     return out
 
 

@@ -20,6 +20,7 @@ from ..runtime import executor
 from ..runtime.dispatch import Kernel, warn_fallback
 from ..runtime.kernel_table import generation
 from . import dense_copy
+from .identity import same
 from .weight_cache import WeightCache, choose
 
 
@@ -50,7 +51,7 @@ def _version(t: torch.Tensor) -> int:
 def _stamp(tensors: dict[str, torch.Tensor]) -> tuple:
     """Changes when a buffer is replaced, modified in place or moved, or the kernel table changes (a row registered
     after the first call serves the weight from the next call on, as for affine weights)."""
-    return (*((f, id(t), _version(t), t.device) for f, t in sorted(tensors.items())), generation())
+    return (*((f, same(t), _version(t), t.device) for f, t in sorted(tensors.items())), generation())
 
 
 def weight_state(module, name: str):

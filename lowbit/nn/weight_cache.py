@@ -34,6 +34,7 @@ from ..runtime.dispatch import (
 from ..runtime.kernel_row import StaticKernel, format_name
 from ..runtime.kernel_table import find_row, generation
 from ..runtime.static_dispatch import select_static
+from .identity import same
 
 # Every M where dispatch may change its mind: the probe's shape classes (1, 2..15, >= 16) and the thresholds.
 _HIGH_CROSSOVERS = {m for table in NATIVE_HIGH_DENSE_MIN_M.values() for m in table.values() if m is not None}
@@ -136,7 +137,7 @@ def _version(t: torch.Tensor | None) -> int:
 
 def stamp(packed: torch.Tensor, scale: torch.Tensor | None, zero: torch.Tensor | None) -> tuple:
     """Changes whenever the packed buffers are replaced, modified in place or moved, or the kernel table changes."""
-    return (_version(packed), id(scale), _version(scale), id(zero), _version(zero), packed.device, generation())
+    return (_version(packed), same(scale), _version(scale), same(zero), _version(zero), packed.device, generation())
 
 
 def compute_view(packed, scale, zero, shape, bits, block_size) -> QuantizedWeight:

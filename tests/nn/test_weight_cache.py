@@ -2,10 +2,13 @@
 
 import itertools
 
+import pytest
 import torch
+from torch import nn
 
+import lowbit
 from lowbit import QuantConfig
-from lowbit.nn import QuantLinear
+from lowbit.nn import QuantLinear, set_backend
 from lowbit.nn.weight_cache import M_BOUNDARIES, cached, compute_view, m_bucket
 from lowbit.quant import quantize_weight
 from lowbit.runtime import BackendConfig, Capabilities, WeightFormat, select_kernel
@@ -49,3 +52,36 @@ def test_compute_view_keeps_the_storage_dtype_and_no_invented_method(rng):
     view = compute_view(qw.packed, qw.scale, qw.zero, list(qw.shape), qw.bits, qw.block_size)
     assert view.dtype == qw.scale.dtype and view.method == ""
     torch.testing.assert_close(view.dequantize(torch.float32), qw.dequantize(torch.float32))
+
+
+def test_identity_stamp_never_matches_a_dead_object():
+    from lowbit.nn.identity import Same
+
+    a, b = torch.zeros(3), torch.zeros(3)
+    sa = Same(a)
+    assert sa == Same(a) and hash(sa) == hash(Same(a)) and sa != Same(b)
+    del a
+    assert sa != Same(b) and not sa == sa  # dead: equal to nothing, itself included, so a cache rebuilds
+
+
+@pytest.mark.parametrize("memory", ["low", "high"])
+def test_a_scale_replaced_twice_between_calls_is_used(memory):
+    """The cache stamp held id(scale): the third scale often lands at the first one's address, and the kernel then
+    ran the first scale's prepared weight (2x instead of 5x here at memory Low)."""
+    torch.manual_seed(0)
+    model = lowbit.quantize(nn.Sequential(nn.Linear(64, 64, bias=False)), lowbit.QuantConfig(bits=4, block_size=32),
+                            progress=False)
+    layer = set_backend(model, BackendConfig(memory=memory))[0]
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        y0 = layer(x)
+        base = layer.weight_scale
+        for factor in (2.0, 3.0, 5.0):
+            layer.weight_scale = base * factor
+            if factor == 2.0:
+                layer(x)  # builds the cache with this scale
+        got = layer(x)
+        fresh = set_backend(model, BackendConfig(memory=memory))[0](x)  # every cache dropped: the scale now held
+    assert torch.equal(got, fresh)
+    # 5x up to the fp16 rounding of the scales (a stale 2x is 0.6 off)
+    assert float((got - 5 * y0).norm() / (5 * y0).norm()) < 1e-3
