@@ -13,13 +13,14 @@ Sources (`as_calibration`):
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..models.resolve import find_function
 
 FILE_SUFFIXES = (".pt", ".npy", ".safetensors")
 
@@ -102,7 +103,8 @@ def as_calibration(source, limit: int | None = None, mask_fn=None) -> Calibratio
     whose padding is not marked by an `attention_mask` (see lowbit.calib.mask); it replaces the set's own.
 
     Raises ValueError for an empty source or a folder without tensor files, FileNotFoundError for a missing path,
-    ImportError/AttributeError-as-ValueError for a bad "module:function".
+    ValueError for a "module:function" that cannot be resolved (`lowbit.models.resolve.find_function`) and
+    RuntimeError when the function raises.
     """
     _check_limit(limit)
     if isinstance(source, CalibrationSet):
@@ -147,15 +149,13 @@ def _is_function_spec(source) -> bool:
 
 
 def _call_function(spec: str):
-    module_name, _, func_name = spec.partition(":")
+    """The items of a calibration MODULE:FUNCTION, resolved as every command resolves a model's
+    (`lowbit.models.resolve.find_function`: one-line ValueErrors naming the spec)."""
+    func = find_function(spec, what="calibration function")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ImportError(f"calibration function {spec!r}: cannot import {module_name!r}: {e}") from e
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ValueError(f"calibration function {spec!r}: {module_name} has no callable {func_name!r}")
-    out = func()
+        out = func()
+    except Exception as e:
+        raise RuntimeError(f"calibration function {spec!r} raised {type(e).__name__}: {e}") from e
     if not isinstance(out, Iterable) or isinstance(out, (torch.Tensor, dict, str)):
         raise TypeError(f"calibration function {spec!r} must return an iterable of inputs, got {type(out).__name__}")
     return out

@@ -27,22 +27,25 @@ BUILTIN_MODELS = {"minilm": "lowbit.models.minilm:minilm_example"}
 CONTRACT = "MODULE:FUNCTION returning a model or (model, example_inputs)"
 
 
-def find_function(spec: str) -> Callable:
-    """The function behind a model spec (a built-in name or MODULE:FUNCTION), imported but not called."""
-    target = BUILTIN_MODELS.get(spec, spec)
+def find_function(spec: str, what: str = "model") -> Callable:
+    """The function behind a model spec (a built-in name or MODULE:FUNCTION), imported but not called. `what` names
+    the spec in errors ("calibration function" for `lowbit.calib.as_calibration`, which resolves the same way and
+    has no built-in names)."""
+    target = BUILTIN_MODELS.get(spec, spec) if what == "model" else spec
     module_name, sep, fn_name = str(target).partition(":")
     if not sep or not module_name or not fn_name:
-        raise ValueError(f"unknown model {spec!r}: use one of {sorted(BUILTIN_MODELS)} or {CONTRACT}")
+        raise ValueError(f"unknown {what} {spec!r}: use one of {sorted(BUILTIN_MODELS)} or {CONTRACT}"
+                         if what == "model" else f"{what} {spec!r}: expected MODULE:FUNCTION")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise ValueError(f"model {spec!r}: cannot import module {module_name!r} ({e})") from None
+        raise ValueError(f"{what} {spec!r}: cannot import module {module_name!r} ({e})") from None
     except Exception as e:  # a user's module that fails while importing (SyntaxError, NameError, ...)
-        raise ValueError(f"model {spec!r}: importing module {module_name!r} raised {type(e).__name__}: {e}") from e
+        raise ValueError(f"{what} {spec!r}: importing module {module_name!r} raised {type(e).__name__}: {e}") from e
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         where = getattr(module, "__file__", None) or module_name
-        raise ValueError(f"model {spec!r}: module {module_name!r} has no function {fn_name!r} (no callable "
+        raise ValueError(f"{what} {spec!r}: module {module_name!r} has no function {fn_name!r} (no callable "
                          f"{fn_name!r} in {where})")
     return fn
 

@@ -80,10 +80,14 @@ def test_module_function(monkeypatch):
     monkeypatch.setattr(__import__(__name__), "make_batches", make_batches, raising=False)
     cal = as_calibration(f"{__name__}:make_batches")
     assert len(cal) == 4 and cal.source.startswith("function")
-    with pytest.raises(ImportError, match="no_such_module_xyz"):
+    # resolved as a model's MODULE:FUNCTION (lowbit.models.resolve): one-line ValueErrors naming the spec
+    with pytest.raises(ValueError, match="calibration function 'no_such_module_xyz:f': cannot import module"):
         as_calibration("no_such_module_xyz:f")
     with pytest.raises(ValueError, match="no callable"):
         as_calibration(f"{__name__}:nothing_here")
+    monkeypatch.setattr(__import__(__name__), "broken", lambda: 1 / 0, raising=False)
+    with pytest.raises(RuntimeError, match="calibration function .*:broken' raised ZeroDivisionError"):
+        as_calibration(f"{__name__}:broken")
 
 
 def test_source_errors(tmp_path):
