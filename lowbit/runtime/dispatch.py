@@ -295,18 +295,22 @@ def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups:
     """Pure: the conv's kernel from the Linear dispatch's `decision` for its (N per group, K) weight.
 
     A packed decision on the CPU becomes CPU_INT4 served by the native conv kernel (lowbit.kernels.cpu_conv) when
-    that kernel serves the weight (`native_refusal` is None) and is the faster one (`conv_native_reason`); else a float
-    copy of this layer (DENSE + fallback reason, warned once per reason). Without the native kernel a groups == 1 conv
+    that kernel serves the weight (`native_refusal` is None) and is the faster one (`conv_native_reason`); a shape
+    where it is not takes a float copy of this layer (DENSE + fallback reason, warned once per reason) whether or not
+    the native kernel serves the weight (im2col + a Linear kernel, e.g. K=16 under block 64, ran 14x slower than
+    the float conv on mobilenet_v2). Without the native kernel a groups == 1 conv
     keeps the Linear kernel on its im2col; a grouped one takes the float copy (never a per-group loop), on any device.
     The native conv rounds activations to int8 in the decision's scheme; at precision High (fp32 activations) a
     groups == 1 conv takes the Linear kernel's fp32 path on its im2col, a grouped one the float copy.
     """
     if decision.kernel not in PACKED_KERNELS or decision.kernel is Kernel.EMULATED:
         return decision
-    if device_type == "cpu" and native_refusal is None and decision.activations != "fp32":
+    if device_type == "cpu" and decision.activations != "fp32":
         why = conv_native_reason(fmt.n, fmt.k, depthwise)
-        return replace(decision, kernel=Kernel.CPU_INT4, note=None) if why is None \
-            else _conv_fallback(backend, fmt, device_type, why)
+        if why is not None:  # a shape where even the native kernel loses: im2col + a Linear kernel loses more
+            return _conv_fallback(backend, fmt, device_type, why)
+        if native_refusal is None:
+            return replace(decision, kernel=Kernel.CPU_INT4, note=None)
     if groups > 1:
         why = f"grouped convs have no packed kernel here ({native_refusal or 'the native conv kernel is CPU-only'})"
         return _conv_fallback(backend, fmt, device_type, why)

@@ -83,6 +83,7 @@ LOW = BackendConfig("low")
     (WeightFormat(4, 64, False, 16, 27), 1, False, None, "cpu", Kernel.DENSE),  # stem, K=27
     (WeightFormat(4, 64, False, 1, 9), 96, True, None, "cpu", Kernel.DENSE),  # depthwise: torch's fp32 wins
     (FMT, 1, False, "no native", "cpu", Kernel.CPU_INT8_DYNAMIC),  # groups 1 without native: im2col + linear
+    (WeightFormat(4, 64, False, 96, 16), 1, False, "block 64", "cpu", Kernel.DENSE),  # refused and a losing shape
     (FMT, 4, False, "no native", "cpu", Kernel.DENSE),  # grouped without native: never a per-group loop
     (FMT, 4, False, "not on the CPU", "cuda", Kernel.DENSE),
 ])
