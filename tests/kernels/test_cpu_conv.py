@@ -25,6 +25,9 @@ CASES = [
     (16, 1, 3, 3, 16, (1, 1), (1, 1), (1, 1), 4, 64, None, 2, 13, 11),  # depthwise
     (32, 1, 3, 3, 16, (2, 2), (1, 1), (1, 1), 2, 32, "relu6", 1, 9, 10),  # depthwise, channel multiplier 2
     (12, 1, 5, 5, 12, (2, 1), (2, 0), (2, 1), 8, -1, "hardswish", 2, 12, 7),  # depthwise, dilated
+    (24, 1, 3, 3, 24, (2, 2), (1, 1), (1, 1), 4, 64, "relu", 1, 29, 31),  # depthwise s2, odd planes, > 32 outputs
+    (8, 1, 5, 5, 8, (1, 2), (2, 2), (1, 1), 8, -1, None, 1, 7, 7),  # depthwise, column stride only, 7x7
+    (6, 1, 3, 3, 6, (3, 3), (0, 1), (2, 1), 4, 32, "hardswish", 1, 19, 20),  # depthwise stride 3, dilated rows
     (24, 5, 3, 3, 1, (1, 1), (1, 1), (1, 1), 4, 32, None, 2, 7, 9),  # dense 3x3, K = 45
     (24, 5, 3, 2, 3, (2, 2), (0, 1), (1, 2), 3, -1, "relu", 1, 11, 8),  # grouped, odd kernel, dilation
     (40, 48, 1, 1, 1, (1, 1), (0, 0), (1, 1), 4, 32, None, 3, 5, 6),  # 1x1: the NHWC column path
@@ -116,6 +119,18 @@ def test_memory_low_runs_native_or_one_float_copy(rng, monkeypatch):
         for dw in dws:
             dw(torch.randn(1, 32, 8, 8, generator=rng))
     assert len([r for r in record if "depthwise" in str(r.message)]) == 1
+
+
+def test_depthwise_propagates_non_finite_as_float_conv(rng):
+    """The depthwise kernel computes in fp32 from x as is: NaN / inf reach exactly the outputs F.conv2d's do."""
+    qw = quantize_weight(torch.randn(4, 1, 3, 3, generator=rng), QuantConfig(bits=4, block_size=32))
+    w = cpu_conv.prepare_conv(qw, 4)
+    x = torch.randn(1, 4, 9, 9, generator=rng)
+    x[0, 1, 4, 4], x[0, 3, 0, 8] = float("nan"), float("inf")
+    y = cpu_conv.conv2d_native(x, w, None, (1, 1), (1, 1), (1, 1), 4)
+    ref = F.conv2d(x.double(), qw.dequantize(torch.float64), None, 1, 1, 1, 4)
+    assert torch.equal(y.isfinite(), ref.isfinite())
+    assert sqnr(ref[ref.isfinite()], y[y.isfinite()].double()) >= DW_SQNR
 
 
 def test_non_finite_input_gives_nan_where_it_reaches(rng):
