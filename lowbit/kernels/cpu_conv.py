@@ -3,9 +3,10 @@
 Two kernels, chosen by the conv's shape (`conv_kind`):
 - "depthwise" (groups == in_channels, any channel multiplier, kernels up to 64 taps): a direct fp32 kernel. Each
   output channel's kh*kw codes are dequantized onto the stack per call, then the output plane is accumulated tap by
-  tap as a 1-D correlation over the padded, stride-phase-split input plane (every tap one constant offset). The prepared weight keeps the codes one per byte (uint8 (O, kh*kw)) with fp32
-  scale and zero (O, nb): a depthwise layer's weights are tiny (mobilenet_v2: 30k of 3.5M weights), so this costs
-  ~1 byte per weight instead of 0.5 and saves a nibble decode in the inner loop; no float weight copy is kept.
+  tap as a 1-D correlation over the padded, stride-phase-split input plane (every tap one constant offset). The
+  prepared weight keeps the codes one per byte (uint8 (O, kh*kw)) with fp32 scale and zero (O, nb): a depthwise
+  layer's weights are tiny (mobilenet_v2: 30k of 3.5M weights), so this costs ~1 byte per weight instead of 0.5 and
+  saves a nibble decode in the inner loop; no float weight copy is kept.
 - "gemm" (every other conv: dense k x k, 1x1, grouped): per group, im2col fused with the int8 activation
   quantization (one row per output pixel; no float patch matrix), lowbit's Linear GEMM (`lb_gemm_q4` / `lb_gemm_q8`)
   on that group's packed rows, then bias, activation and the transpose to NCHW in one pass. The prepared weight
@@ -17,6 +18,7 @@ Both take fp32 NCHW input and return fp32 NCHW contiguous output, with an option
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 from dataclasses import dataclass
 
@@ -95,8 +97,14 @@ def prepare_conv(qw: QuantizedWeight, groups: int) -> NativeConvWeight:
 
 
 def geometry(x: torch.Tensor, shape, stride, padding, dilation, groups: int) -> tuple[torch.Tensor, int, int]:
-    """(geo int64[16] as the C kernels read it, OH, OW) for x (B, C, H, W) and a weight of `shape`."""
-    b, c, h, w = x.shape
+    """(geo int64[16] as the C kernels read it, OH, OW) for x (B, C, H, W) and a weight of `shape`; one read-only
+    tensor per distinct geometry (building it cost ~4 us per call)."""
+    return _geometry(tuple(x.shape), tuple(shape), tuple(stride), tuple(padding), tuple(dilation), groups)
+
+
+@functools.lru_cache(maxsize=1024)
+def _geometry(xshape, shape, stride, padding, dilation, groups: int) -> tuple[torch.Tensor, int, int]:
+    b, c, h, w = xshape
     o, _, kh, kw = shape
     oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1

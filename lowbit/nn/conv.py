@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..quant.formats import PackedWeight
-from ..runtime.config import BackendConfig
+from ..runtime.config import BackendConfig, Memory
 from ..runtime.dispatch import conv_native_reason
-from . import format_exec, ops
+from . import conv_exec, format_exec, ops
 from .linear import QuantModule
 
 _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -94,6 +94,42 @@ class _QuantConvNd(QuantModule):
             raise ValueError(f"{type(self).__name__}: input size {tuple(x.shape[-d:])} padded to {tuple(sizes)} is "
                              f"smaller than the (dilated) kernel {tuple(spans)}")
 
+    _bindable = True  # False where a subclass computes otherwise (static INT8)
+
+    def _bound_call(self, x: torch.Tensor) -> tuple[bool, object]:
+        """(found, call): the layer's bound call for x (`conv_exec.bound_conv`; None: this layer has none for x)
+        when one was built for x's shape and still holds; found is False when there is nothing to reuse (also
+        under tracing or autograd recording, which take the op)."""
+        bound = self.__dict__.get("_bound")
+        if bound is None or type(x) is not torch.Tensor or not ops.eager(x) or ops.wants_grad(x, self.bias):
+            return False, None
+        b = self._buffers
+        key = conv_exec.bound_key(x, b.get("weight_packed"), b.get("weight_scale"), b.get("weight_zero"), self.bias)
+        return (True, bound[1]) if key == bound[0] else (False, None)
+
+    def _bind(self, x: torch.Tensor, stride, dilation, pads, shape4d) -> None:
+        """Bind the call for inputs like x after a call through the op (which announced its fallback): only where
+        the op is called with x as is (no input scale, zero padding the same on both sides, the affine format,
+        memory Low or High); else remember that there is none for x."""
+        self.__dict__["_bound"] = None
+        if type(x) is not torch.Tensor or not ops.eager(x) or ops.wants_grad(x, self.bias):
+            return
+        b = self._buffers
+        key = conv_exec.bound_key(x, b.get("weight_packed"), b.get("weight_scale"), b.get("weight_zero"), self.bias)
+        bound = None
+        if (self._bindable and self.padding_mode == "zeros" and all(a == b for a, b in pads)
+                and "weight_input_scale" not in self._buffers and self.is_affine("weight")
+                and self.backend.memory is not Memory.NORMAL and self._buffers.get("weight_packed") is not None):
+            packed, scale, zero, _, bits, block = self._op_args("weight")
+            bound = conv_exec.bound_conv(x, packed, scale, zero, self.bias, shape4d, bits, block, stride,
+                                         [a for a, _ in pads], dilation, self.groups, *self._modes())
+        self.__dict__["_bound"] = (key, None) if bound is None else bound
+
+    def clear_cache(self) -> None:
+        """Drop the bound call too (see QuantModule.clear_cache)."""
+        self.__dict__["_bound"] = None
+        super().clear_cache()
+
     def _pads(self) -> list[tuple[int, int]]:
         """(before, after) padding per spatial dim, nn.Conv's rule for 'same' (the extra one goes after)."""
         if self.padding == "valid":
@@ -136,12 +172,18 @@ class QuantConv2d(_QuantConvNd):
     _dims = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        found, call = self._bound_call(x)
+        if call is not None:  # the same input shape as before and nothing changed: the bound kernel call
+            return call(x)
         self._check(x)
         x = self.divide_input(x, 2)
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
-        y = self._conv2d(x, self.stride, self.dilation, self._pads(), list(self.quant_meta["weight"]["shape"]))
+        pads, shape4d = self._pads(), list(self.quant_meta["weight"]["shape"])
+        y = self._conv2d(x, self.stride, self.dilation, pads, shape4d)
+        if not found and not unbatched:
+            self._bind(x, list(self.stride), list(self.dilation), pads, shape4d)
         return y.squeeze(0) if unbatched else y
 
 

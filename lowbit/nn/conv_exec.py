@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -18,7 +20,7 @@ from ..quant.format import QuantizedWeight
 from ..runtime import executor
 from ..runtime.dispatch import Decision, Kernel, WeightFormat, select_conv
 from ..runtime.kernel_table import row_for
-from .weight_cache import backend, choose, compute_view, entry_for, forcing, fresh_entry, m_bucket, prepared
+from .weight_cache import backend, choose, compute_view, entry_for, forcing, fresh_entry, m_bucket, prepared, stamp
 
 
 def conv_plan(device_type: str, m: int, packed, scale, zero, shape, bits: int, block_size: int, groups: int,
@@ -120,3 +122,38 @@ def _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation
     y = torch.cat(outs, dim=1) if groups > 1 else outs[0]
     oh = (xc.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     return y.view(batch, length, o).transpose(1, 2).reshape(batch, o, oh, -1)
+
+
+def bound_conv(x: torch.Tensor, packed, scale, zero, bias, shape, bits: int, block_size: int, stride, padding,
+               dilation, groups: int, memory: str, precision: str):
+    """(key, call): `call(x') -> y` computes exactly what `lowbit::conv2d` computes for an x' of x's shape, dtype and
+    device with these buffers (the plan chosen once, its kernel and arguments bound), valid while `bound_key` of the
+    same buffers equals `key`; None where the op has no bound form (a forced kernel, a dtype conversion, a path that
+    reads the packed buffers per call). The layer's hot path: the op costs ~10 us of Python per call on top of
+    its kernel, the bound call ~1 us."""
+    if forcing() or x.dim() != 4:
+        return None
+    oh = (x.shape[2] + 2 * padding[0] - dilation[0] * (shape[2] - 1) - 1) // stride[0] + 1
+    ow = (x.shape[3] + 2 * padding[1] - dilation[1] * (shape[3] - 1) - 1) // stride[1] + 1
+    decision, dtype, prep = conv_plan(x.device.type, x.shape[0] * oh * ow, packed, scale, zero, shape, bits,
+                                      block_size, groups, memory, precision)
+    if dtype != x.dtype or (bias is not None and bias.dtype != dtype):
+        return None
+    geometry = {"stride": list(stride), "padding": list(padding), "dilation": list(dilation), "groups": groups}
+    if decision.kernel is Kernel.DENSE:
+        conv = functools.partial(F.conv2d, weight=prep, bias=bias, **geometry)
+        call = lambda xb: conv(xb).contiguous()  # noqa: E731  (the op's output layout)
+    elif decision.kernel is Kernel.CPU_INT4 and not isinstance(prep, tuple):
+        call = functools.partial(executor.runner(Kernel.CPU_INT4, "conv"), prep, bias=bias,
+                                 activations=decision.activations, **geometry)
+    else:
+        return None
+    return bound_key(x, packed, scale, zero, bias), call
+
+
+def bound_key(x: torch.Tensor, packed, scale, zero, bias) -> tuple:
+    """What a bound call depends on besides its layer's geometry and modes: x's shape, dtype and device, the weight's
+    cache stamp (its buffers replaced, edited in place or moved, the kernel table changed) and the bias. packed None
+    (memory Normal released the codes): the key of "no bound call"."""
+    return (x.shape, x.dtype, x.device, id(packed), None if packed is None else stamp(packed, scale, zero), id(bias),
+            None if bias is None else stamp(bias, None, None))

@@ -127,6 +127,8 @@ class StaticQuantLinear(_StaticMixin, QuantLinear):
 
 
 class _StaticConv(_StaticMixin):
+    _bindable = False  # QuantConv2d's bound call is the weight-only op's; this computes otherwise
+
     def _conv2d(self, x, stride, dilation, pads, shape4d):
         """x (B, C, H, W) -> (B, O, OH, OW): quantize x with the fixed step, then the integer conv."""
         o, ig, kh, kw = shape4d
