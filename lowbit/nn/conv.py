@@ -32,9 +32,12 @@ def float_copy_note(conv: nn.Module) -> str:
     if not isinstance(conv, (nn.Conv1d, nn.Conv2d)):
         return ""
     n, k, depthwise = conv.out_channels // conv.groups, conv.weight[0].numel(), conv.weight.shape[1] == 1 < conv.groups
+    if depthwise:  # the rule reads the output plane, known per call: stride 1 copies only under 14x14
+        stride = max(_tuple(conv.stride, 2))
+        return f" [memory Low on CPU: float copy, depthwise{' under 14x14 outputs' if stride == 1 else ''}]"
     if conv_native_reason(n, k, depthwise) is None:
         return ""
-    return f" [memory Low on CPU: float copy, {'depthwise' if depthwise else f'N={n}, K={k}'}]"
+    return f" [memory Low on CPU: float copy, N={n}, K={k}]"
 
 
 class _QuantConvNd(QuantModule):

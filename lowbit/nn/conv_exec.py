@@ -24,23 +24,24 @@ from .weight_cache import backend, choose, compute_view, entry_for, forcing, fre
 
 
 def conv_plan(device_type: str, m: int, packed, scale, zero, shape, bits: int, block_size: int, groups: int,
-              memory: str, precision: str):
+              memory: str, precision: str, stride: int = 1, plane: int | None = None):
     """(decision, compute dtype, prepared weight) for a conv call with M output pixels; the prepared weight is the
     float (O, C/groups, kh, kw) copy for DENSE, the native conv's layout for CPU_INT4 on the CPU, else the
-    QuantizedWeight view (EMULATED, im2col + a Linear kernel).
+    QuantizedWeight view (EMULATED, im2col + a Linear kernel). stride, plane: the largest stride and OH * OW, what
+    the depthwise rule of `dispatch.select_conv` reads.
 
     The hot path is the Linear op's: one fresh-entry check and one dict lookup (the per-layer overhead is what keeps
     memory Normal within a few percent of fp32 on nets of many small convs). Nothing kept holds `packed` itself
     (the cache is keyed weakly by it).
     """
     entry = fresh_entry(packed, scale, zero)
-    key = ("conv", device_type, m_bucket(m), memory, precision, groups)
+    key = ("conv", device_type, m_bucket(m), memory, precision, groups, stride, plane)
     if not forcing() and entry is not None and key in entry.plans:
         return entry.plans[key]
     qw = compute_view(packed, scale, zero, shape, bits, block_size)
     entry = entry_for(qw)
     decision, dtype = choose(qw, entry, device_type, m, memory, precision, shape[0] // groups)
-    decision = conv_decision(decision, qw, entry, device_type, groups, memory, precision)
+    decision = conv_decision(decision, qw, entry, device_type, groups, memory, precision, stride, plane)
     kernel = decision.kernel
     if kernel is Kernel.DENSE:
         plan = (decision, dtype, prepared(entry, kernel, qw, dtype).reshape(shape))
@@ -69,18 +70,18 @@ def _native_refusal(device_type: str, qw: QuantizedWeight, groups: int) -> str |
 
 
 def conv_decision(decision: Decision, qw: QuantizedWeight, entry, device_type: str, groups: int, memory: str,
-                  precision: str) -> Decision:
+                  precision: str, stride: int = 1, plane: int | None = None) -> Decision:
     """The conv's decision from the Linear dispatch's (`dispatch.select_conv`), cached per weight and decision."""
     if forcing():
         return decision
-    key = ("conv", decision, device_type, groups, memory, precision)
+    key = ("conv", decision, device_type, groups, memory, precision, stride, plane)
     if key not in entry.decisions:
         o, ig, kh, kw = qw.shape
         fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, o // groups, ig * kh * kw, entry.refused)
         refusal = _native_refusal(device_type, qw, groups)
         depthwise = ig == 1 and groups > 1
         entry.decisions[key] = select_conv(decision, device_type, fmt, groups, depthwise, refusal,
-                                           backend(memory, precision))
+                                           backend(memory, precision), stride, plane)
     return entry.decisions[key]
 
 
@@ -136,7 +137,7 @@ def bound_conv(x: torch.Tensor, packed, scale, zero, bias, shape, bits: int, blo
     oh = (x.shape[2] + 2 * padding[0] - dilation[0] * (shape[2] - 1) - 1) // stride[0] + 1
     ow = (x.shape[3] + 2 * padding[1] - dilation[1] * (shape[3] - 1) - 1) // stride[1] + 1
     decision, dtype, prep = conv_plan(x.device.type, x.shape[0] * oh * ow, packed, scale, zero, shape, bits,
-                                      block_size, groups, memory, precision)
+                                      block_size, groups, memory, precision, max(stride), oh * ow)
     if dtype != x.dtype or (bias is not None and bias.dtype != dtype):
         return None
     geometry = {"stride": list(stride), "padding": list(padding), "dilation": list(dilation), "groups": groups}

@@ -278,12 +278,21 @@ def reset_fallback_warnings() -> None:
 # mobilenet_v2's, 40% of mobilenet_v3_small's.
 CONV_NATIVE_MIN_N = 128
 CONV_NATIVE_MIN_K = 64
+# The direct depthwise kernel (one output plane per channel as a 1-D correlation) vs torch's fp32 depthwise conv,
+# thread time, 1 thread, mobilenet_v2 / v3_small layers: stride 1 with output planes of 14x14 and up 0.86-1.95x
+# (1.02-1.14x on most, 1.95x at 28x28 C=88); stride 2 0.76-1.15x; 7x7 planes 0.75-0.77x (per-channel overhead).
+DW_NATIVE_MIN_PLANE = 196
 
 
-def conv_native_reason(n_per_group: int, k: int, depthwise: bool) -> str | None:
-    """Why lowbit's native conv kernel is slower than the float conv for this shape (None: it is faster)."""
+def conv_native_reason(n_per_group: int, k: int, depthwise: bool, stride: int = 1,
+                       plane: int | None = None) -> str | None:
+    """Why lowbit's native conv kernel is slower than the float conv for this shape (None: it is faster). stride:
+    the conv's largest stride; plane: output pixels per image and channel (OH * OW; None: unknown)."""
     if depthwise:
-        return "depthwise convs run faster as torch's fp32 depthwise conv than lowbit's direct kernel"
+        if stride == 1 and plane is not None and plane >= DW_NATIVE_MIN_PLANE:
+            return None
+        return ("depthwise convs of stride > 1 or output planes under 14x14 run faster as torch's fp32 depthwise conv "
+                "than lowbit's direct kernel")
     if n_per_group < CONV_NATIVE_MIN_N or k < CONV_NATIVE_MIN_K:
         return (f"convs with fewer than {CONV_NATIVE_MIN_N} output channels per group or K < {CONV_NATIVE_MIN_K} "
                 "run faster as a float conv than lowbit's int8 conv kernel")
@@ -291,7 +300,8 @@ def conv_native_reason(n_per_group: int, k: int, depthwise: bool) -> str | None:
 
 
 def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups: int, depthwise: bool,
-                native_refusal: str | None, backend: BackendConfig) -> Decision:
+                native_refusal: str | None, backend: BackendConfig, stride: int = 1,
+                plane: int | None = None) -> Decision:
     """Pure: the conv's kernel from the Linear dispatch's `decision` for its (N per group, K) weight.
 
     A packed decision on the CPU becomes CPU_INT4 served by the native conv kernel (lowbit.kernels.cpu_conv) when
@@ -301,12 +311,13 @@ def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups:
     the float conv on mobilenet_v2). Without the native kernel a groups == 1 conv
     keeps the Linear kernel on its im2col; a grouped one takes the float copy (never a per-group loop), on any device.
     The native conv rounds activations to int8 in the decision's scheme; at precision High (fp32 activations) a
-    groups == 1 conv takes the Linear kernel's fp32 path on its im2col, a grouped one the float copy.
+    groups == 1 conv takes the Linear kernel's fp32 path on its im2col, a grouped one the float copy. stride, plane:
+    the call's largest stride and output pixels per image and channel (the depthwise rule reads them).
     """
     if decision.kernel not in PACKED_KERNELS or decision.kernel is Kernel.EMULATED:
         return decision
     if device_type == "cpu" and decision.activations != "fp32":
-        why = conv_native_reason(fmt.n, fmt.k, depthwise)
+        why = conv_native_reason(fmt.n, fmt.k, depthwise, stride, plane)
         if why is not None:  # a shape where even the native kernel loses: im2col + a Linear kernel loses more
             return _conv_fallback(backend, fmt, device_type, why)
         if native_refusal is None:

@@ -80,11 +80,31 @@ FMT = WeightFormat(bits=4, group_size=64, symmetric=False, n=256, k=576)
 LOW = BackendConfig("low")
 
 
+@pytest.mark.parametrize("stride,plane,expect", [(1, 196, Kernel.CPU_INT4), (1, 49, Kernel.DENSE),
+                                                 (2, 784, Kernel.DENSE), (1, None, Kernel.DENSE)])
+def test_select_conv_depthwise_by_stride_and_plane(stride, plane, expect):
+    """The direct depthwise kernel where it measured faster than torch's: stride 1, output planes of 14x14 and up."""
+    d = select_conv(Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", WeightFormat(4, 64, False, 1, 9), 96, True, None, LOW,
+                    stride, plane)
+    assert d.kernel is expect and (d.fallback_reason is not None) == (expect is Kernel.DENSE)
+
+
+def test_memory_low_depthwise_runs_the_direct_kernel_on_big_planes(rng):
+    """A stride-1 depthwise layer on a 16x16 plane runs lb_dwconv at memory Low (no float copy), fp32-exact."""
+    conv, layer, qw = _layer(8, 8, 3, 8, rng)
+    x = torch.randn(1, 8, 16, 16, generator=rng)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("error")
+        y = layer(x)
+    ref = F.conv2d(x.double(), qw.dequantize(torch.float64), conv.bias.double(), padding=1, groups=8)
+    assert sqnr(ref, y.double()) >= DW_SQNR
+
+
 @pytest.mark.parametrize("fmt,groups,depthwise,refusal,device,expect", [
     (FMT, 1, False, None, "cpu", Kernel.CPU_INT4),  # big dense conv: the native kernel wins
     (WeightFormat(4, 64, False, 64, 576), 1, False, None, "cpu", Kernel.DENSE),  # N=64: float copy is faster
     (WeightFormat(4, 64, False, 16, 27), 1, False, None, "cpu", Kernel.DENSE),  # stem, K=27
-    (WeightFormat(4, 64, False, 1, 9), 96, True, None, "cpu", Kernel.DENSE),  # depthwise: torch's fp32 wins
+    (WeightFormat(4, 64, False, 1, 9), 96, True, None, "cpu", Kernel.DENSE),  # depthwise, plane unknown: the float copy
     (FMT, 1, False, "no native", "cpu", Kernel.CPU_INT8_DYNAMIC),  # groups 1 without native: im2col + linear
     (WeightFormat(4, 64, False, 96, 16), 1, False, "block 64", "cpu", Kernel.DENSE),  # refused and a losing shape
     (FMT, 4, False, "no native", "cpu", Kernel.DENSE),  # grouped without native: never a per-group loop
@@ -153,7 +173,7 @@ def test_summary_names_the_float_copies():
     notes = {r.name: r.config for r in model.lowbit_summary.swapped}
     assert notes["0"] == "int4 b64 asym rtn"  # N=256, K=576: the native kernel is faster
     assert notes["1"].endswith("[memory Low on CPU: float copy, N=64, K=2304]")
-    assert notes["2"].endswith("[memory Low on CPU: float copy, depthwise]")
+    assert notes["2"].endswith("[memory Low on CPU: float copy, depthwise under 14x14 outputs]")
 
 
 @pytest.mark.parametrize("relu", [False, True])
