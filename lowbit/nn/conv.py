@@ -9,6 +9,8 @@ height 1. Padding modes (zeros, reflect, replicate, circular) and string padding
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -99,34 +101,43 @@ class _QuantConvNd(QuantModule):
 
     _bindable = True  # False where a subclass computes otherwise (static INT8)
 
+    def _bound_key(self, x: torch.Tensor) -> tuple:
+        b = self._buffers  # memory Normal may have released the codes: its float copy stands in for them
+        held = b.get("weight_packed")
+        return conv_exec.bound_key(x, held if held is not None else b.get("weight_dense"), b.get("weight_scale"),
+                                   b.get("weight_zero"), self.bias)
+
     def _bound_call(self, x: torch.Tensor) -> tuple[bool, object]:
-        """(found, call): the layer's bound call for x (`conv_exec.bound_conv`; None: this layer has none for x)
-        when one was built for x's shape and still holds; found is False when there is nothing to reuse (also
-        under tracing or autograd recording, which take the op)."""
+        """(found, call): the layer's bound call for x (`conv_exec.bound_conv`, or memory Normal's F.conv2d on its
+        float copy; None: this layer has none for x) when one was built for x's shape and still holds; found is False
+        when there is nothing to reuse (also under tracing or autograd recording, which take the op)."""
         bound = self.__dict__.get("_bound")
         if bound is None or type(x) is not torch.Tensor or not ops.eager(x) or ops.wants_grad(x, self.bias):
             return False, None
-        b = self._buffers
-        key = conv_exec.bound_key(x, b.get("weight_packed"), b.get("weight_scale"), b.get("weight_zero"), self.bias)
-        return (True, bound[1]) if key == bound[0] else (False, None)
+        return (True, bound[1]) if self._bound_key(x) == bound[0] else (False, None)
 
     def _bind(self, x: torch.Tensor, stride, dilation, pads, shape4d) -> None:
-        """Bind the call for inputs like x after a call through the op (which announced its fallback): only where
-        the op is called with x as is (no input scale, zero padding the same on both sides, the affine format,
-        memory Low or High); else remember that there is none for x."""
+        """Bind the call for inputs like x after a call through the usual path (which built the plan and announced
+        its fallback): only where that path calls the kernel on x as is (no input scale, zero padding the same on
+        both sides, the affine format, no dtype conversion); else remember that there is none for x."""
         self.__dict__["_bound"] = None
         if type(x) is not torch.Tensor or not ops.eager(x) or ops.wants_grad(x, self.bias):
             return
-        b = self._buffers
-        key = conv_exec.bound_key(x, b.get("weight_packed"), b.get("weight_scale"), b.get("weight_zero"), self.bias)
         bound = None
         if (self._bindable and self.padding_mode == "zeros" and all(a == b for a, b in pads)
-                and "weight_input_scale" not in self._buffers and self.is_affine("weight")
-                and self.backend.memory is not Memory.NORMAL and self._buffers.get("weight_packed") is not None):
-            packed, scale, zero, _, bits, block = self._op_args("weight")
-            bound = conv_exec.bound_conv(x, packed, scale, zero, self.bias, shape4d, bits, block, stride,
-                                         [a for a, _ in pads], dilation, self.groups, *self._modes())
-        self.__dict__["_bound"] = (key, None) if bound is None else bound
+                and "weight_input_scale" not in self._buffers and self.is_affine("weight")):
+            padding = [a for a, _ in pads]
+            if self.backend.memory is Memory.NORMAL:
+                w = self._buffers.get("weight_dense")
+                if w is not None and w.dtype == x.dtype and (self.bias is None or self.bias.dtype == x.dtype):
+                    bound = (self._bound_key(x), functools.partial(F.conv2d, weight=w.view(shape4d), bias=self.bias,
+                                                                   stride=stride, padding=padding, dilation=dilation,
+                                                                   groups=self.groups))
+            elif self._buffers.get("weight_packed") is not None:
+                packed, scale, zero, _, bits, block = self._op_args("weight")
+                bound = conv_exec.bound_conv(x, packed, scale, zero, self.bias, shape4d, bits, block, stride, padding,
+                                             dilation, self.groups, *self._modes())
+        self.__dict__["_bound"] = (self._bound_key(x), None) if bound is None else bound
 
     def clear_cache(self) -> None:
         """Drop the bound call too (see QuantModule.clear_cache)."""

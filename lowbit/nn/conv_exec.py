@@ -154,7 +154,7 @@ def bound_conv(x: torch.Tensor, packed, scale, zero, bias, shape, bits: int, blo
 
 def bound_key(x: torch.Tensor, packed, scale, zero, bias) -> tuple:
     """What a bound call depends on besides its layer's geometry and modes: x's shape, dtype and device, the weight's
-    cache stamp (its buffers replaced, edited in place or moved, the kernel table changed) and the bias. packed None
-    (memory Normal released the codes): the key of "no bound call"."""
+    cache stamp (its buffers replaced, edited in place or moved, the kernel table changed) and the bias. packed: the
+    packed buffer, or memory Normal's float copy where that released the codes."""
     return (x.shape, x.dtype, x.device, id(packed), None if packed is None else stamp(packed, scale, zero), id(bias),
             None if bias is None else stamp(bias, None, None))

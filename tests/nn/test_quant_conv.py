@@ -143,25 +143,29 @@ def test_every_kernel_forced_through_conv(rng, kernel, floor):
         assert sqnr(y_deq, y) >= floor
 
 
+@pytest.mark.parametrize("memory", ["low", "normal"])
 @pytest.mark.parametrize("bits,block,cin,cout,groups", [(4, 64, 16, 8, 1), (4, 32, 64, 256, 1), (8, -1, 24, 24, 24)])
-def test_bound_call_is_bit_identical_and_follows_edits(bits, block, cin, cout, groups):
-    """The bound call a layer keeps per input shape (memory Low) gives the op's output bit for bit, and an in-place
-    edit of the scale or the bias, or another input shape, takes the op again."""
+def test_bound_call_is_bit_identical_and_follows_edits(bits, block, cin, cout, groups, memory):
+    """The bound call a layer keeps per input shape gives the usual path's output bit for bit (memory Low: the op's),
+    and an in-place edit of the scale or the bias, or another input shape, takes the usual path again."""
     from lowbit.nn import conv_exec
 
     torch.manual_seed(0)
     conv = nn.Conv2d(cin, cout, 3, padding=1, groups=groups)
     qw = quantize_weight(conv.weight.detach(), QuantConfig(bits=bits, block_size=block))
-    layer = QuantConv2d.from_float(conv, qw, BackendConfig("low"))
+    layer = QuantConv2d.from_float(conv, qw, BackendConfig(memory))
     x = torch.randn(1, cin, 9, 9)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         first = layer(x)
         assert layer._bound_call(x)[1] is not None
+        assert torch.equal(layer(x), first)
+        if memory == "normal":
+            return  # the codes are released there: an in-place scale edit raises (test_dense_copy)
         packed, scale, zero, shape, _, _ = layer._op_args("weight")
         ref = ops._conv2d_impl(x, packed, scale, zero, layer.bias, list(shape), bits, block, [1, 1], [1, 1], [1, 1],
                                groups, "low", "normal")
-        assert torch.equal(layer(x), ref) and torch.equal(first, ref)
+        assert torch.equal(first, ref)
         scale.mul_(2)
         assert layer._bound_call(x) == (False, None)
         assert torch.allclose(layer(x) - layer.bias.view(1, -1, 1, 1), 2 * (ref - layer.bias.view(1, -1, 1, 1)),
