@@ -99,8 +99,6 @@ class _QuantConvNd(QuantModule):
             raise ValueError(f"{type(self).__name__}: input size {tuple(x.shape[-d:])} padded to {tuple(sizes)} is "
                              f"smaller than the (dilated) kernel {tuple(spans)}")
 
-    _bindable = True  # False where a subclass computes otherwise (static INT8)
-
     def _bound_key(self, x: torch.Tensor) -> tuple:
         b = self._buffers  # memory Normal may have released the codes: its float copy stands in for them
         held = b.get("weight_packed")
@@ -124,7 +122,7 @@ class _QuantConvNd(QuantModule):
         if type(x) is not torch.Tensor or not ops.eager(x) or ops.wants_grad(x, self.bias):
             return
         bound = None
-        if (self._bindable and self.padding_mode == "zeros" and all(a == b for a, b in pads)
+        if (self.padding_mode == "zeros" and all(a == b for a, b in pads)
                 and "weight_input_scale" not in self._buffers and self.is_affine("weight")):
             padding = [a for a, _ in pads]
             if self.backend.memory is Memory.NORMAL:

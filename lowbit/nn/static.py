@@ -127,7 +127,35 @@ class StaticQuantLinear(_StaticMixin, QuantLinear):
 
 
 class _StaticConv(_StaticMixin):
-    _bindable = False  # QuantConv2d's bound call is the weight-only op's; this computes otherwise
+    def _bound_key(self, x: torch.Tensor) -> tuple:
+        return super()._bound_key(x), self.input_scale, self.input_clamp, self.fused_relu
+
+    def _bind(self, x, stride, dilation, pads, shape4d) -> None:
+        """Bind the call `_conv2d` makes for inputs like x where it is one kernel call on x as is (the direct
+        depthwise kernel, or the fused native conv); else remember that there is none (see QuantConv2d._bind)."""
+        self.__dict__["_bound"] = None
+        if type(x) is not torch.Tensor or x.dtype != torch.float32 or not self.is_affine("weight"):
+            return
+        self.__dict__["_bound"] = (self._bound_key(x), self._kernel_call(x, stride, dilation, pads, shape4d))
+
+    def _kernel_call(self, x, stride, dilation, pads, shape4d):
+        """x -> y as `_conv2d` computes it when that is one kernel call (bit for bit), else None."""
+        o, ig, kh, kw = shape4d
+        if self.padding_mode != "zeros" or any(a != b for a, b in pads):
+            return None
+        geometry = {"stride": tuple(stride), "padding": tuple(a for a, _ in pads), "dilation": tuple(dilation)}
+        step, clamp, relu, bias = self.input_scale, self.input_clamp, self.fused_relu, self.bias
+        if select_static_conv(x.device.type, self.groups, ig, kh * kw, True,
+                              weight_cache.current_capabilities()) is StaticKernel.DEPTHWISE:
+            w = weight_cache.static_prepared(*self._entry(), StaticKernel.DEPTHWISE, "static_conv", step=step)
+            run = executor.runner(StaticKernel.DEPTHWISE, "static_conv")
+            return lambda xb: run(w, xb, bias, None, step=step, clamp=clamp, relu=relu, shape=tuple(shape4d),
+                                  **geometry)
+        rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
+        if self.groups == 1 and self.impl_for(rows, x.device) == StaticKernel.NATIVE:
+            _, w, run = self.plan(rows, x.device, True, "static_conv")
+            return lambda xb: run(w, xb, bias, None, step=step, clamp=clamp, relu=relu, window=(kh, kw), **geometry)
+        return None
 
     def _conv2d(self, x, stride, dilation, pads, shape4d):
         """x (B, C, H, W) -> (B, O, OH, OW): quantize x with the fixed step, then the integer conv."""
