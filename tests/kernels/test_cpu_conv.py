@@ -80,11 +80,19 @@ FMT = WeightFormat(bits=4, group_size=64, symmetric=False, n=256, k=576)
 LOW = BackendConfig("low")
 
 
-@pytest.mark.parametrize("stride,plane,expect", [(1, 196, Kernel.CPU_INT4), (1, 49, Kernel.DENSE),
-                                                 (2, 784, Kernel.DENSE), (1, None, Kernel.DENSE)])
-def test_select_conv_depthwise_by_stride_and_plane(stride, plane, expect):
-    """The direct depthwise kernel where it measured faster than torch's: stride 1, output planes of 14x14 and up."""
-    d = select_conv(Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", WeightFormat(4, 64, False, 1, 9), 96, True, None, LOW,
+@pytest.mark.parametrize("fmt,depthwise,stride,plane,expect", [
+    (WeightFormat(4, 64, False, 1, 9), True, 1, 196, Kernel.CPU_INT4),  # depthwise, stride 1, 14x14
+    (WeightFormat(4, 64, False, 1, 9), True, 1, 49, Kernel.DENSE),  # depthwise 7x7 plane
+    (WeightFormat(4, 64, False, 1, 9), True, 2, 784, Kernel.DENSE),  # depthwise stride 2
+    (WeightFormat(4, 64, False, 1, 9), True, 1, None, Kernel.DENSE),  # plane unknown
+    (WeightFormat(4, 64, False, 576, 96), False, 1, 49, Kernel.CPU_INT4),  # 1x1 N=576 K=96 on 7x7
+    (WeightFormat(4, 64, False, 576, 144), False, 1, 1, Kernel.DENSE),  # squeeze-excite: one pixel
+    (WeightFormat(4, 64, False, 384, 64), False, 1, 196, Kernel.DENSE),  # K=64
+])
+def test_select_conv_by_stride_and_plane(fmt, depthwise, stride, plane, expect):
+    """The native kernels where they measured faster than torch's: depthwise at stride 1 on planes of 14x14 and up,
+    the GEMM one at N, K >= 96 on planes of 7x7 and up."""
+    d = select_conv(Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", fmt, 96 if depthwise else 1, depthwise, None, LOW,
                     stride, plane)
     assert d.kernel is expect and (d.fallback_reason is not None) == (expect is Kernel.DENSE)
 
