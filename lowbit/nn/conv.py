@@ -103,14 +103,18 @@ class _QuantConvNd(QuantModule):
         b = self._buffers  # memory Normal may have released the codes: its float copy stands in for them
         held = b.get("weight_packed")
         return conv_exec.bound_key(x, held if held is not None else b.get("weight_dense"), b.get("weight_scale"),
-                                   b.get("weight_zero"), self.bias)
+                                   b.get("weight_zero"), self._parameters.get("bias"))
 
     def _bound_call(self, x: torch.Tensor) -> tuple[bool, object]:
         """(found, call): the layer's bound call for x (`conv_exec.bound_conv`, or memory Normal's F.conv2d on its
         float copy; None: this layer has none for x) when one was built for x's shape and still holds; found is False
         when there is nothing to reuse (also under tracing or autograd recording, which take the op)."""
         bound = self.__dict__.get("_bound")
-        if bound is None or type(x) is not torch.Tensor or not ops.eager(x) or ops.wants_grad(x, self.bias):
+        if bound is None or type(x) is not torch.Tensor or not ops.eager(x):
+            return False, None
+        # the bias from its dict: `self.bias` through nn.Module.__getattr__ cost 1.5 us (a None bias is a plain
+        # attribute, absent from _parameters)
+        if torch.is_grad_enabled() and ops.wants_grad(x, self._parameters.get("bias")):
             return False, None
         return (True, bound[1]) if self._bound_key(x) == bound[0] else (False, None)
 

@@ -157,4 +157,11 @@ def bound_key(x: torch.Tensor, packed, scale, zero, bias) -> tuple:
     cache stamp (its buffers replaced, edited in place or moved, the kernel table changed) and the bias. packed: the
     packed buffer, or memory Normal's float copy where that released the codes."""
     return (x.shape, x.dtype, x.device, id(packed), None if packed is None else stamp(packed, scale, zero), id(bias),
-            None if bias is None else stamp(bias, None, None))
+            None if bias is None else _version(bias))
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor carries no version counter and cannot be modified in place either
+        return 0
