@@ -1,7 +1,7 @@
 """Per-layer time of a conv net by kind (depthwise, 1x1, kxk, squeeze-excite, linear, other), fp32 beside lowbit's
-methods: where lowbit's conv path loses time. Batch 1, 1 thread pinned; forward hooks time each leaf module (median
-over rounds); "between" is the whole forward (timed without hooks) minus the leaves: the Python glue (residual
-adds, SE's mean and multiply, Sequential calls). Run: python -m benchmarks.convnet_profile [--models ...].
+methods: where lowbit's conv path loses time. Batch 1, 1 thread pinned, thread CPU time (steady on a loaded
+machine); forward hooks time each leaf module (median over rounds); "between" is the whole forward (timed without
+hooks) minus the leaves: the Python glue (residual adds, SE's mean and multiply, Sequential calls). Run: python -m benchmarks.convnet_profile [--models ...].
 """
 
 from __future__ import annotations
@@ -59,14 +59,14 @@ def profile(model: nn.Module, x: torch.Tensor, rounds: int) -> tuple[dict[str, f
             model(x)
         walls = []
         for _ in range(rounds):
-            t = time.perf_counter()
+            t = time.thread_time()
             model(x)
-            walls.append(time.perf_counter() - t)
+            walls.append(time.thread_time() - t)
         hooks = []
         for n, m in leaves:
-            hooks.append(m.register_forward_pre_hook(lambda _m, _i, n=n: start.__setitem__(n, time.perf_counter())))
+            hooks.append(m.register_forward_pre_hook(lambda _m, _i, n=n: start.__setitem__(n, time.thread_time())))
             hooks.append(m.register_forward_hook(
-                lambda _m, _i, _o, n=n: times[n].append(time.perf_counter() - start[n])))
+                lambda _m, _i, _o, n=n: times[n].append(time.thread_time() - start[n])))
         for _ in range(rounds):
             model(x)
         for h in hooks:
