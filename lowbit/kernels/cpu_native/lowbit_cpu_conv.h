@@ -14,6 +14,10 @@
    group's packed rows (lb_gemm_q4 / lb_gemm_q8), then bias + act + the (pixel, channel) -> NCHW transpose. A 1x1
    conv of stride 1 gathers one channel column per row: the same GEMM on the NHWC view. */
 
+#ifdef _OPENMP
+#include <omp.h> /* omp_get_thread_num / omp_get_num_threads: lb_dwconv splits channels by thread itself */
+#endif
+
 #define LB_GEO 16
 #define LB_DW_MAX_K 64 /* taps per depthwise channel held in registers (up to 8x8) */
 
