@@ -102,8 +102,9 @@ class _QuantConvNd(QuantModule):
     def _bound_key(self, x: torch.Tensor) -> tuple:
         b = self._buffers  # memory Normal may have released the codes: its float copy stands in for them
         held = b.get("weight_packed")
-        return conv_exec.bound_key(x, held if held is not None else b.get("weight_dense"), b.get("weight_scale"),
-                                   b.get("weight_zero"), self._parameters.get("bias"))
+        return self.backend, conv_exec.bound_key(x, held if held is not None else b.get("weight_dense"),
+                                                 b.get("weight_scale"), b.get("weight_zero"),
+                                                 self._parameters.get("bias"))
 
     def _bound_call(self, x: torch.Tensor) -> tuple[bool, object]:
         """(found, call): the layer's bound call for x (`conv_exec.bound_conv`, or memory Normal's F.conv2d on its

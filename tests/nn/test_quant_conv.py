@@ -173,5 +173,7 @@ def test_bound_call_is_bit_identical_and_follows_edits(bits, block, cin, cout, g
         layer.bias.add_(1)
         assert layer._bound_call(x) == (False, None)
         assert not layer._bound_call(torch.randn(2, cin, 9, 9))[0]
+        layer.backend = BackendConfig("normal")  # a mode set without set_backend re-dispatches too
+        assert layer._bound_call(x) == (False, None)
         assert conv_exec.bound_key(x, packed, scale, zero, None) != conv_exec.bound_key(x[:, :, 1:], packed, scale,
                                                                                           zero, None)

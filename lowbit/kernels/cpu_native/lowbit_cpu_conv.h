@@ -156,6 +156,7 @@ void lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const float
     const int64_t BO = geo[0] * geo[4], work = BO * geo[13] * geo[14] * geo[5] * geo[6];
     const lb_dw_layout L = dw_layout(geo);
     if (work <= 65536) nt = 1;
+    (void)nt; /* unread without OpenMP */
     #pragma omp parallel num_threads(nt)
     {
         int64_t id = 0, n = 1;
