@@ -1,7 +1,8 @@
 """Per-layer time of a conv net by kind (depthwise, 1x1, kxk, squeeze-excite, linear, other), fp32 beside lowbit's
 methods: where lowbit's conv path loses time. Batch 1, 1 thread pinned, thread CPU time (steady on a loaded
 machine); forward hooks time each leaf module (median over rounds); "between" is the whole forward (timed without
-hooks) minus the leaves: the Python glue (residual adds, SE's mean and multiply, Sequential calls). Run: python -m benchmarks.convnet_profile [--models ...].
+hooks) minus the leaves: the Python glue (residual adds, SE's mean and multiply, Sequential calls).
+Run: python -m benchmarks.convnet_profile [--models ...].
 """
 
 from __future__ import annotations

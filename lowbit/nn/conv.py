@@ -133,14 +133,13 @@ class _QuantConvNd(QuantModule):
             if self.backend.memory is Memory.NORMAL:
                 w = self._buffers.get("weight_dense")
                 if w is not None and w.dtype == x.dtype and (self.bias is None or self.bias.dtype == x.dtype):
-                    bound = (self._bound_key(x), functools.partial(F.conv2d, weight=w.view(shape4d), bias=self.bias,
-                                                                   stride=stride, padding=padding, dilation=dilation,
-                                                                   groups=self.groups))
+                    bound = functools.partial(F.conv2d, weight=w.view(shape4d), bias=self.bias, stride=stride,
+                                              padding=padding, dilation=dilation, groups=self.groups)
             elif self._buffers.get("weight_packed") is not None:
                 packed, scale, zero, _, bits, block = self._op_args("weight")
                 bound = conv_exec.bound_conv(x, packed, scale, zero, self.bias, shape4d, bits, block, stride, padding,
                                              dilation, self.groups, *self._modes())
-        self.__dict__["_bound"] = (self._bound_key(x), None) if bound is None else bound
+        self.__dict__["_bound"] = (self._bound_key(x), bound)
 
     def clear_cache(self) -> None:
         """Drop the bound call too (see QuantModule.clear_cache)."""

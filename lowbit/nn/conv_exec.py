@@ -127,9 +127,9 @@ def _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation
 
 def bound_conv(x: torch.Tensor, packed, scale, zero, bias, shape, bits: int, block_size: int, stride, padding,
                dilation, groups: int, memory: str, precision: str):
-    """(key, call): `call(x') -> y` computes exactly what `lowbit::conv2d` computes for an x' of x's shape, dtype and
-    device with these buffers (the plan chosen once, its kernel and arguments bound), valid while `bound_key` of the
-    same buffers equals `key`; None where the op has no bound form (a forced kernel, a dtype conversion, a path that
+    """`call(x') -> y` computing exactly what `lowbit::conv2d` computes for an x' of x's shape, dtype and device with
+    these buffers (the plan chosen once, its kernel and arguments bound), valid while `bound_key` of the same buffers
+    stays as it was when bound; None where the op has no bound form (a forced kernel, a dtype conversion, a path that
     reads the packed buffers per call). The layer's hot path: the op costs ~10 us of Python per call on top of
     its kernel, the bound call ~1 us."""
     if forcing() or x.dim() != 4:
@@ -149,7 +149,7 @@ def bound_conv(x: torch.Tensor, packed, scale, zero, bias, shape, bits: int, blo
                                  activations=decision.activations, **geometry)
     else:
         return None
-    return bound_key(x, packed, scale, zero, bias), call
+    return call
 
 
 def bound_key(x: torch.Tensor, packed, scale, zero, bias) -> tuple:
