@@ -1,6 +1,7 @@
 """Conv nets on the CPU: torch fp32 / torch dynamic int8 / lowbit int8 and int4 at memory Normal, Low and High /
 lowbit static INT8, on resnet18-, mobilenet_v2- and mobilenet_v3_small-shaped models (benchmarks.convnet_models)
-and the conv + BiLSTM test model (tests/seqnet.py, when the source tree is at hand), timed interleaved in one run.
+and the conv + BiLSTM test model (tests/seqnet.py, when the source tree is at hand), timed interleaved in one run;
+with --peers MNN at Memory_Low and onnxruntime's static int8 (QDQ) on the same ONNX export.
 
 Per (model, batch, threads) every method runs once per round (rounds repeated; medians), so load changes hit all
 alike; with --threads 1 the process is pinned to one core. Each output is compared with fp32's (SQNR) before
@@ -97,17 +98,24 @@ class MnnModel:
         return torch.from_numpy(self._F.convert(y, self._F.NCHW).read().copy())
 
 
-def mnn_methods(model: nn.Module, x: torch.Tensor, threads: int, tmp: Path) -> dict:
-    """MNN 3.x at Memory_Low on the same model: exported to ONNX, converted by MNN's converter with 8-bit per-channel
+def export_onnx(model: nn.Module, x: torch.Tensor, tmp: Path) -> Path | None:
+    """The model as ONNX (TorchScript exporter) for the peers; None without onnx."""
+    if importlib.util.find_spec("onnx") is None:
+        return None
+    onnx_path = tmp / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), str(onnx_path), dynamo=False, input_names=["x"], output_names=["y"])
+    return onnx_path
+
+
+def mnn_methods(onnx_path: Path, threads: int, tmp: Path) -> dict:
+    """MNN 3.x at Memory_Low on the same model: its ONNX export converted by MNN's converter with 8-bit per-channel
     and 4-bit block-64 weights (the `mnn` suite's converter call); {} without MNN."""
     from .mnn import convert_mnn, mnn_version
 
     if mnn_version() is None:
         return {}
-    onnx_path = tmp / "model.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), str(onnx_path), dynamo=False, input_names=["x"], output_names=["y"])
     out = {}
     for label, bits, block in (("int8 pc", 8, -1), ("int4 b64", 4, 64)):
         path = tmp / f"model_w{bits}.mnn"
@@ -116,14 +124,58 @@ def mnn_methods(model: nn.Module, x: torch.Tensor, threads: int, tmp: Path) -> d
     return out
 
 
+class OrtModel:
+    """An ONNX model run by onnxruntime's CPU session (intra-op threads as asked, one inter-op thread)."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._session.run(["y"], {"x": x.detach().contiguous().numpy()})[0])
+
+
+def ort_methods(onnx_path: Path, x: torch.Tensor, threads: int, tmp: Path) -> dict:
+    """onnxruntime's static int8 on the same ONNX export: `quantize_static` with its own calibration (MinMax on the
+    same 8 random images lowbit's static INT8 calibrates on), QDQ format, int8 per-channel weights and int8
+    activations; {} without onnxruntime (the `onnx` extra)."""
+    try:
+        import onnxruntime as ort
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    except ImportError:
+        return {}
+
+    class _Images(CalibrationDataReader):
+        def __init__(self):
+            torch.manual_seed(1)
+            self._it = iter([{"x": torch.randn_like(x[:1]).numpy()} for _ in range(8)])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    path = tmp / "model_ort_int8.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_static(str(onnx_path), str(path), _Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        weight_type=QuantType.QInt8, activation_type=QuantType.QInt8)
+    return {f"onnxruntime {ort.__version__} static int8 QDQ": OrtModel(path, threads)}
+
+
 def bench_case(name: str, batch: int, threads: int, rounds: int, peers: bool = False) -> list[Row]:
     torch.set_num_threads(threads)
     model, x = model_and_input(name, batch)
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")  # the float-copy warnings are counted in the table instead
         mods = methods(model, x, static=name != "seqnet")
-        if peers:
-            mods.update(mnn_methods(model, x, threads, Path(tmp)))
+        onnx_path = export_onnx(model, x, Path(tmp)) if peers else None
+        if onnx_path is not None:
+            mods.update(mnn_methods(onnx_path, threads, Path(tmp)))
+            if name != "seqnet":
+                mods.update(ort_methods(onnx_path, x, threads, Path(tmp)))
         with torch.no_grad():
             ref = model(x)
             sq = {k: sqnr_db(ref, m(x)) for k, m in mods.items()}
@@ -146,7 +198,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="mobilenet_v3_small only, 3 rounds")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default="convnet")
-    p.add_argument("--peers", action="store_true", help="MNN at Memory_Low beside (needs the mnn extra)")
+    p.add_argument("--peers", action="store_true",
+                   help="MNN at Memory_Low and onnxruntime's static int8 beside (the mnn and onnx extras)")
     args = p.parse_args(argv)
     models = ["mobilenet_v3_small"] if args.quick else args.models.split(",")
     rounds = 3 if args.quick else args.rounds

@@ -71,3 +71,23 @@ def plan_speed(plan, model: nn.Module, data, memory: str = "low", calibration=No
             fp32.append(_time_items(model, items))
             plan_ms.append(_time_items(quant, items))
     return PlanSpeed(memory, statistics.median(fp32), statistics.median(plan_ms), len(items), torch.get_num_threads())
+
+
+MEMORY_MODES = ("low", "high", "normal")
+
+
+def speed_floor(plan, model: nn.Module, data, memory: str, min_speed: float, calibration=None,
+                **timing) -> tuple[PlanSpeed | None, list[PlanSpeed]]:
+    """`--min-speed` as a constraint on a plan: (the first measurement at least `min_speed` x fp32, or None when none
+    is, every measurement made). `memory` is measured first; when it falls short, the other memory modes in turn
+    (low, high, normal): the plan's speed depends on the mode as much as on its bits (float copies, GEMM paths)."""
+    if not (min_speed > 0 and min_speed < float("inf")):
+        raise ValueError(f"min_speed={min_speed!r}: must be a positive finite ratio to fp32 (e.g. 1.0)")
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"memory={memory!r}: use one of {MEMORY_MODES}")
+    seen = []
+    for mode in (memory, *(m for m in MEMORY_MODES if m != memory)):
+        seen.append(plan_speed(plan, model, data, mode, calibration, **timing))
+        if seen[-1].ratio >= min_speed:
+            return seen[-1], seen
+    return None, seen

@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import re
+import sys
 
 from . import convert_model
 
@@ -84,6 +85,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-float", action="store_true", help="no fp16 ('keep float') candidate")
     p.add_argument("--memory", default="low", choices=("low", "normal", "high", "none"),
                    help="report the plan's measured speed against fp32 at this memory mode (default low; none: skip)")
+    p.add_argument("--min-speed", type=_ratio, metavar="X", help="speed floor: the plan must run at least X times "
+                   "fp32's speed (e.g. 1.0 or 1.0x); measured at --memory, then at the other memory modes; no mode "
+                   "fast enough: exit status 3 and no plan written")
     p.add_argument("--skip", action="append", default=[], help="layer name or glob kept float (repeatable)")
     p.add_argument("--mode", default="anchors", choices=("anchors", "all"),
                    help="sensitivity: 'anchors' (3 runs per Linear layer, fast; default) or 'all' (every candidate)")
@@ -150,9 +154,36 @@ def _check_outputs(args) -> None:
     refuse_missing_parent("--plot", args.plot)
 
 
+def _ratio(text: str) -> float:
+    """A speed ratio to fp32 from the command line: 1.0 or 1.0x."""
+    try:
+        value = float(text.lower().removesuffix("x").removesuffix("×"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ratio to fp32 (e.g. 1.0 or 1.0x)") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r}: a speed floor must be a positive ratio")
+    return value
+
+
+def _speed(args, plan, model, data, calibration):
+    """(PlanSpeed or None, note, met): the measured speed at --memory, or with --min-speed the first memory mode that
+    meets the floor (auto.speed.speed_floor)."""
+    from ..auto.speed import plan_speed, speed_floor
+
+    fit = calibration if calibration is not None else data
+    if args.min_speed is None:
+        speed = None if args.memory == "none" else plan_speed(plan, model, data, args.memory, fit)
+        return speed, "", True
+    met, seen = speed_floor(plan, model, data, "low" if args.memory == "none" else args.memory, args.min_speed, fit)
+    tried = "; ".join(s.describe() for s in seen)
+    if met is None:
+        return seen[0], f"below --min-speed {args.min_speed:g}x at every memory mode ({tried})", False
+    note = "" if met is seen[0] else f"meets --min-speed {args.min_speed:g}x at memory {met.memory} ({tried})"
+    return met, note, True
+
+
 def run(args: argparse.Namespace) -> int:
     from ..auto import auto_quantize
-    from ..auto.speed import plan_speed
     from ..models.minilm import OUTPUT
     from .convert_model import build_model
 
@@ -182,6 +213,11 @@ def run(args: argparse.Namespace) -> int:
     from ..auto.plan import wrapper_prefix
 
     plan.model_prefix = wrapper_prefix(model)  # so `convert FOLDER --config` maps names to the model's folder
+    # GPTQ layers are refitted as in the tuning: on --calib, else on the tuning data's fit items
+    speed, note, met = _speed(args, plan, model, data, calibration)
+    if not met:
+        print(f"{plan.table()}\n\nno plan written: {note}", file=sys.stderr)
+        return 3
     if args.plot:  # first: a plot that cannot be written leaves no plan behind
         plan.plot(args.plot)
     plan.to_json(args.out)
@@ -190,10 +226,8 @@ def run(args: argparse.Namespace) -> int:
     how = (f"apply with: lowbit convert --model {args.model} {fit} --config {args.out} --float-inputs OUT "
            "(GPTQ layers need the data they were fitted on)"
            if plan.needs_calibration else f"apply with: lowbit convert IN OUT --config {args.out}")
-    # GPTQ layers are refitted as in the tuning: on --calib, else on the tuning data's fit items
-    speed = None if args.memory == "none" else plan_speed(plan, model, data, args.memory,
-                                                         calibration if calibration is not None else data)
-    report = {**plan.to_dict(), "measured_speed": None if speed is None else speed.describe()}
-    line = "" if speed is None else "\n" + speed.describe()
+    report = {**plan.to_dict(), "measured_speed": None if speed is None else speed.describe(),
+              **({"min_speed": note or f"met at memory {speed.memory}"} if args.min_speed is not None else {})}
+    line = ("" if speed is None else "\n" + speed.describe()) + (f"\n{note}" if note else "")
     print(json.dumps(report, indent=1) if args.json else f"{plan.table()}{line}\n\nwrote {args.out}; {how}")
     return 0

@@ -2,10 +2,11 @@
 
 Two kernels, chosen by the conv's shape (`conv_kind`):
 - "depthwise" (groups == in_channels, any channel multiplier, kernels up to 64 taps): a direct fp32 kernel. Each
-  output channel's kh*kw codes are dequantized into registers per call, then every output row is accumulated tap by
-  tap over contiguous input runs. The prepared weight keeps the codes one per byte (uint8 (O, kh*kw)) with fp32
-  scale and zero (O, nb): a depthwise layer's weights are tiny (mobilenet_v2: 30k of 3.5M weights), so this costs
-  ~1 byte per weight instead of 0.5 and saves a nibble decode in the inner loop; no float weight copy is kept.
+  output channel's kh*kw codes are dequantized onto the stack per call, then the output plane is accumulated tap by
+  tap as a 1-D correlation over the padded, stride-phase-split input plane (every tap one constant offset). The
+  prepared weight keeps the codes one per byte (uint8 (O, kh*kw)) with fp32 scale and zero (O, nb): a depthwise
+  layer's weights are tiny (mobilenet_v2: 30k of 3.5M weights), so this costs ~1 byte per weight instead of 0.5 and
+  saves a nibble decode in the inner loop; no float weight copy is kept.
 - "gemm" (every other conv: dense k x k, 1x1, grouped): per group, im2col fused with the int8 activation
   quantization (one row per output pixel; no float patch matrix), lowbit's Linear GEMM (`lb_gemm_q4` / `lb_gemm_q8`)
   on that group's packed rows, then bias, activation and the transpose to NCHW in one pass. The prepared weight
@@ -17,6 +18,7 @@ Both take fp32 NCHW input and return fp32 NCHW contiguous output, with an option
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 from dataclasses import dataclass
 
@@ -95,8 +97,14 @@ def prepare_conv(qw: QuantizedWeight, groups: int) -> NativeConvWeight:
 
 
 def geometry(x: torch.Tensor, shape, stride, padding, dilation, groups: int) -> tuple[torch.Tensor, int, int]:
-    """(geo int64[16] as the C kernels read it, OH, OW) for x (B, C, H, W) and a weight of `shape`."""
-    b, c, h, w = x.shape
+    """(geo int64[16] as the C kernels read it, OH, OW) for x (B, C, H, W) and a weight of `shape`; one read-only
+    tensor per distinct geometry (building it cost ~4 us per call)."""
+    return _geometry(tuple(x.shape), tuple(shape), tuple(stride), tuple(padding), tuple(dilation), groups)
+
+
+@functools.lru_cache(maxsize=1024)
+def _geometry(xshape, shape, stride, padding, dilation, groups: int) -> tuple[torch.Tensor, int, int]:
+    b, c, h, w = xshape
     o, _, kh, kw = shape
     oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     ow = (w + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
@@ -111,7 +119,8 @@ def _lib(library: cpu_native.NativeLibrary | None = None):
         raise RuntimeError(f"native CPU kernels are unavailable: {cpu_native.native_unavailable_reason()}")
     if not getattr(lib.lib.lb_conv_q, "argtypes", None):
         i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-        lib.lib.lb_dwconv.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, i32, ptr, i32]
+        f32 = ctypes.c_float
+        lib.lib.lb_dwconv.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, i32, f32, f32, ptr, i32]
         lib.lib.lb_dwconv.restype = None
         lib.lib.lb_conv_q.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32, i32, ptr, i32, ptr, ptr, ptr, ptr,
                                       ptr, i32]
@@ -135,9 +144,12 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 def conv2d_depthwise(x: torch.Tensor, w: DepthwiseWeight, shape, bias: torch.Tensor | None, stride, padding,
                      dilation, act: str | None = None, num_threads: int | None = None,
-                     library: cpu_native.NativeLibrary | None = None) -> torch.Tensor:
+                     library: cpu_native.NativeLibrary | None = None, input_step: float | None = None,
+                     input_clamp: float = 127.0) -> torch.Tensor:
     """F.conv2d(x, W, bias, stride, padding, dilation, groups=C) then `act`, for the depthwise W (O, 1, kh, kw) =
-    `shape` behind `w`; x (B, C, H, W) float; returns fp32 (B, O, OH, OW) contiguous."""
+    `shape` behind `w`; x (B, C, H, W) float; returns fp32 (B, O, OH, OW) contiguous. input_step: x is first rounded
+    to round(x / step) clamped to +-input_clamp (static INT8's input codes), in the kernel. Computed in fp32 from x
+    as is, so NaN / inf propagate as in F.conv2d (no int8 rounding of activations here)."""
     o, _, kh, kw = shape
     if tuple(w.codes.shape) != (o, kh * kw) or x.dim() != 4 or o % x.shape[1]:
         raise ValueError(f"depthwise weight {tuple(w.codes.shape)} does not fit shape {tuple(shape)} and x "
@@ -146,8 +158,8 @@ def conv2d_depthwise(x: torch.Tensor, w: DepthwiseWeight, shape, bias: torch.Ten
     geo, oh, ow = geometry(x, shape, stride, padding, dilation, x.shape[1])
     y = torch.empty(x.shape[0], o, oh, ow, dtype=torch.float32)
     _lib(library).lb_dwconv(x.data_ptr(), geo.data_ptr(), w.codes.data_ptr(), w.scale.data_ptr(), w.zero.data_ptr(),
-                     w.group_k, w.scale.shape[1], _ptr(bias), ACTIVATIONS[act], y.data_ptr(),
-                     num_threads or torch.get_num_threads())
+                            w.group_k, w.scale.shape[1], _ptr(bias), ACTIVATIONS[act], float(input_step or 0.0),
+                            float(input_clamp), y.data_ptr(), num_threads or torch.get_num_threads())
     return y
 
 
@@ -186,15 +198,15 @@ def conv2d_native(x: torch.Tensor, w: NativeConvWeight, bias, stride, padding, d
                   act: str | None = None, library: cpu_native.NativeLibrary | None = None,
                   activations: str | None = None) -> torch.Tensor:
     """The native conv for a weight from `prepare_conv`: depthwise or GEMM by its kind (library: a specific build,
-    default this process's). Outputs whose receptive field holds a NaN or an inf come out NaN (the int8 GEMM cannot
-    carry them; the rest is computed on the finite values)."""
+    default this process's). GEMM kind: outputs whose receptive field holds a NaN or an inf come out NaN (the int8
+    GEMM cannot carry them; the rest is computed on the finite values); depthwise: as F.conv2d in fp32."""
+    if isinstance(w.weight, DepthwiseWeight):  # fp32 throughout: NaN / inf propagate as in F.conv2d
+        return conv2d_depthwise(x, w.weight, w.shape, bias, stride, padding, dilation, act, library=library)
     if not math.isfinite(x.sum(dtype=torch.float32).item()):
         finite = torch.isfinite(x)
         y = conv2d_native(x.where(finite, 0.0), w, bias, stride, padding, dilation, groups, act, library, activations)
         ones = torch.ones(w.shape, dtype=torch.float32)
         hit = F.conv2d((~finite).float(), ones, None, stride, padding, dilation, groups) > 0
         return y.masked_fill(hit, float("nan"))
-    if isinstance(w.weight, DepthwiseWeight):
-        return conv2d_depthwise(x, w.weight, w.shape, bias, stride, padding, dilation, act, library=library)
     return conv2d_gemm(x, w.weight, w.shape, bias, stride, padding, dilation, groups, act, library=library,
                        activations=activations)

@@ -9,14 +9,16 @@ height 1. Padding modes (zeros, reflect, replicate, circular) and string padding
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..quant.formats import PackedWeight
-from ..runtime.config import BackendConfig
+from ..runtime.config import BackendConfig, Memory
 from ..runtime.dispatch import conv_native_reason
-from . import format_exec, ops
+from . import conv_exec, format_exec, ops
 from .linear import QuantModule
 
 _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -32,9 +34,12 @@ def float_copy_note(conv: nn.Module) -> str:
     if not isinstance(conv, (nn.Conv1d, nn.Conv2d)):
         return ""
     n, k, depthwise = conv.out_channels // conv.groups, conv.weight[0].numel(), conv.weight.shape[1] == 1 < conv.groups
+    if depthwise:  # the rule reads the output plane, known per call: stride 1 copies only under 14x14
+        stride = max(_tuple(conv.stride, 2))
+        return f" [memory Low on CPU: float copy, depthwise{' under 14x14 outputs' if stride == 1 else ''}]"
     if conv_native_reason(n, k, depthwise) is None:
         return ""
-    return f" [memory Low on CPU: float copy, {'depthwise' if depthwise else f'N={n}, K={k}'}]"
+    return f" [memory Low on CPU: float copy, N={n}, K={k}]"
 
 
 class _QuantConvNd(QuantModule):
@@ -94,6 +99,53 @@ class _QuantConvNd(QuantModule):
             raise ValueError(f"{type(self).__name__}: input size {tuple(x.shape[-d:])} padded to {tuple(sizes)} is "
                              f"smaller than the (dilated) kernel {tuple(spans)}")
 
+    def _bound_key(self, x: torch.Tensor) -> tuple:
+        b = self._buffers  # memory Normal may have released the codes: its float copy stands in for them
+        held = b.get("weight_packed")
+        return self.backend, conv_exec.bound_key(x, held if held is not None else b.get("weight_dense"),
+                                                 b.get("weight_scale"), b.get("weight_zero"),
+                                                 self._parameters.get("bias"))
+
+    def _bound_call(self, x: torch.Tensor) -> tuple[bool, object]:
+        """(found, call): the layer's bound call for x (`conv_exec.bound_conv`, or memory Normal's F.conv2d on its
+        float copy; None: this layer has none for x) when one was built for x's shape and still holds; found is False
+        when there is nothing to reuse (also under tracing or autograd recording, which take the op)."""
+        bound = self.__dict__.get("_bound")
+        if bound is None or type(x) is not torch.Tensor or not ops.eager(x):
+            return False, None
+        # the bias from its dict: `self.bias` through nn.Module.__getattr__ cost 1.5 us (a None bias is a plain
+        # attribute, absent from _parameters)
+        if torch.is_grad_enabled() and ops.wants_grad(x, self._parameters.get("bias")):
+            return False, None
+        return (True, bound[1]) if self._bound_key(x) == bound[0] else (False, None)
+
+    def _bind(self, x: torch.Tensor, stride, dilation, pads, shape4d) -> None:
+        """Bind the call for inputs like x after a call through the usual path (which built the plan and announced
+        its fallback): only where that path calls the kernel on x as is (no input scale, zero padding the same on
+        both sides, the affine format, no dtype conversion); else remember that there is none for x."""
+        self.__dict__["_bound"] = None
+        if type(x) is not torch.Tensor or not ops.eager(x) or ops.wants_grad(x, self.bias):
+            return
+        bound = None
+        if (self.padding_mode == "zeros" and all(a == b for a, b in pads)
+                and "weight_input_scale" not in self._buffers and self.is_affine("weight")):
+            padding = [a for a, _ in pads]
+            if self.backend.memory is Memory.NORMAL:
+                w = self._buffers.get("weight_dense")
+                if w is not None and w.dtype == x.dtype and (self.bias is None or self.bias.dtype == x.dtype):
+                    bound = functools.partial(F.conv2d, weight=w.view(shape4d), bias=self.bias, stride=stride,
+                                              padding=padding, dilation=dilation, groups=self.groups)
+            elif self._buffers.get("weight_packed") is not None:
+                packed, scale, zero, _, bits, block = self._op_args("weight")
+                bound = conv_exec.bound_conv(x, packed, scale, zero, self.bias, shape4d, bits, block, stride, padding,
+                                             dilation, self.groups, *self._modes())
+        self.__dict__["_bound"] = (self._bound_key(x), bound)
+
+    def clear_cache(self) -> None:
+        """Drop the bound call too (see QuantModule.clear_cache)."""
+        self.__dict__["_bound"] = None
+        super().clear_cache()
+
     def _pads(self) -> list[tuple[int, int]]:
         """(before, after) padding per spatial dim, nn.Conv's rule for 'same' (the extra one goes after)."""
         if self.padding == "valid":
@@ -136,12 +188,18 @@ class QuantConv2d(_QuantConvNd):
     _dims = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        found, call = self._bound_call(x)
+        if call is not None:  # the same input shape as before and nothing changed: the bound kernel call
+            return call(x)
         self._check(x)
         x = self.divide_input(x, 2)
         unbatched = x.dim() == 3
         if unbatched:
             x = x.unsqueeze(0)
-        y = self._conv2d(x, self.stride, self.dilation, self._pads(), list(self.quant_meta["weight"]["shape"]))
+        pads, shape4d = self._pads(), list(self.quant_meta["weight"]["shape"])
+        y = self._conv2d(x, self.stride, self.dilation, pads, shape4d)
+        if not found and not unbatched:
+            self._bind(x, list(self.stride), list(self.dilation), pads, shape4d)
         return y.squeeze(0) if unbatched else y
 
 

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -18,27 +20,28 @@ from ..quant.format import QuantizedWeight
 from ..runtime import executor
 from ..runtime.dispatch import Decision, Kernel, WeightFormat, select_conv
 from ..runtime.kernel_table import row_for
-from .weight_cache import backend, choose, compute_view, entry_for, forcing, fresh_entry, m_bucket, prepared
+from .weight_cache import backend, choose, compute_view, entry_for, forcing, fresh_entry, m_bucket, prepared, stamp
 
 
 def conv_plan(device_type: str, m: int, packed, scale, zero, shape, bits: int, block_size: int, groups: int,
-              memory: str, precision: str):
+              memory: str, precision: str, stride: int = 1, plane: int | None = None):
     """(decision, compute dtype, prepared weight) for a conv call with M output pixels; the prepared weight is the
     float (O, C/groups, kh, kw) copy for DENSE, the native conv's layout for CPU_INT4 on the CPU, else the
-    QuantizedWeight view (EMULATED, im2col + a Linear kernel).
+    QuantizedWeight view (EMULATED, im2col + a Linear kernel). stride, plane: the largest stride and OH * OW, what
+    the depthwise rule of `dispatch.select_conv` reads.
 
     The hot path is the Linear op's: one fresh-entry check and one dict lookup (the per-layer overhead is what keeps
     memory Normal within a few percent of fp32 on nets of many small convs). Nothing kept holds `packed` itself
     (the cache is keyed weakly by it).
     """
     entry = fresh_entry(packed, scale, zero)
-    key = ("conv", device_type, m_bucket(m), memory, precision, groups)
+    key = ("conv", device_type, m_bucket(m), memory, precision, groups, stride, plane)
     if not forcing() and entry is not None and key in entry.plans:
         return entry.plans[key]
     qw = compute_view(packed, scale, zero, shape, bits, block_size)
     entry = entry_for(qw)
     decision, dtype = choose(qw, entry, device_type, m, memory, precision, shape[0] // groups)
-    decision = conv_decision(decision, qw, entry, device_type, groups, memory, precision)
+    decision = conv_decision(decision, qw, entry, device_type, groups, memory, precision, stride, plane)
     kernel = decision.kernel
     if kernel is Kernel.DENSE:
         plan = (decision, dtype, prepared(entry, kernel, qw, dtype).reshape(shape))
@@ -67,18 +70,18 @@ def _native_refusal(device_type: str, qw: QuantizedWeight, groups: int) -> str |
 
 
 def conv_decision(decision: Decision, qw: QuantizedWeight, entry, device_type: str, groups: int, memory: str,
-                  precision: str) -> Decision:
+                  precision: str, stride: int = 1, plane: int | None = None) -> Decision:
     """The conv's decision from the Linear dispatch's (`dispatch.select_conv`), cached per weight and decision."""
     if forcing():
         return decision
-    key = ("conv", decision, device_type, groups, memory, precision)
+    key = ("conv", decision, device_type, groups, memory, precision, stride, plane)
     if key not in entry.decisions:
         o, ig, kh, kw = qw.shape
         fmt = WeightFormat(qw.bits, qw.group_size, qw.symmetric, o // groups, ig * kh * kw, entry.refused)
         refusal = _native_refusal(device_type, qw, groups)
         depthwise = ig == 1 and groups > 1
         entry.decisions[key] = select_conv(decision, device_type, fmt, groups, depthwise, refusal,
-                                           backend(memory, precision))
+                                           backend(memory, precision), stride, plane)
     return entry.decisions[key]
 
 
@@ -120,3 +123,45 @@ def _im2col_linear(xc, qw, entry, kernel, dtype, bias, stride, padding, dilation
     y = torch.cat(outs, dim=1) if groups > 1 else outs[0]
     oh = (xc.shape[2] + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
     return y.view(batch, length, o).transpose(1, 2).reshape(batch, o, oh, -1)
+
+
+def bound_conv(x: torch.Tensor, packed, scale, zero, bias, shape, bits: int, block_size: int, stride, padding,
+               dilation, groups: int, memory: str, precision: str):
+    """`call(x') -> y` computing exactly what `lowbit::conv2d` computes for an x' of x's shape, dtype and device with
+    these buffers (the plan chosen once, its kernel and arguments bound), valid while `bound_key` of the same buffers
+    stays as it was when bound; None where the op has no bound form (a forced kernel, a dtype conversion, a path that
+    reads the packed buffers per call). The layer's hot path: the op costs ~10 us of Python per call on top of
+    its kernel, the bound call ~1 us."""
+    if forcing() or x.dim() != 4:
+        return None
+    oh = (x.shape[2] + 2 * padding[0] - dilation[0] * (shape[2] - 1) - 1) // stride[0] + 1
+    ow = (x.shape[3] + 2 * padding[1] - dilation[1] * (shape[3] - 1) - 1) // stride[1] + 1
+    decision, dtype, prep = conv_plan(x.device.type, x.shape[0] * oh * ow, packed, scale, zero, shape, bits,
+                                      block_size, groups, memory, precision, max(stride), oh * ow)
+    if dtype != x.dtype or (bias is not None and bias.dtype != dtype):
+        return None
+    geometry = {"stride": list(stride), "padding": list(padding), "dilation": list(dilation), "groups": groups}
+    if decision.kernel is Kernel.DENSE:
+        conv = functools.partial(F.conv2d, weight=prep, bias=bias, **geometry)
+        call = lambda xb: conv(xb).contiguous()  # noqa: E731  (the op's output layout)
+    elif decision.kernel is Kernel.CPU_INT4 and not isinstance(prep, tuple):
+        call = functools.partial(executor.runner(Kernel.CPU_INT4, "conv"), prep, bias=bias,
+                                 activations=decision.activations, **geometry)
+    else:
+        return None
+    return call
+
+
+def bound_key(x: torch.Tensor, packed, scale, zero, bias) -> tuple:
+    """What a bound call depends on besides its layer's geometry and modes: x's shape, dtype and device, the weight's
+    cache stamp (its buffers replaced, edited in place or moved, the kernel table changed) and the bias. packed: the
+    packed buffer, or memory Normal's float copy where that released the codes."""
+    return (x.shape, x.dtype, x.device, id(packed), None if packed is None else stamp(packed, scale, zero), id(bias),
+            None if bias is None else _version(bias))
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor carries no version counter and cannot be modified in place either
+        return 0

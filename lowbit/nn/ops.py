@@ -108,7 +108,7 @@ def _conv2d_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
     ow = conv2d_out_size(x.shape[3], shape[3], stride[1], padding[1], dilation[1])
     m = x.shape[0] * oh * ow
     decision, dtype, prep = conv_exec.conv_plan(x.device.type, m, packed, scale, zero, shape, bits, block_size,
-                                                     groups, memory, precision)
+                                                groups, memory, precision, max(stride), oh * ow)
     warn_fallback(decision)  # once per distinct reason, whichever layer asks first
     b = bias.to(dtype) if bias is not None else None
     y = conv_exec.run_conv(x, decision.kernel, dtype, prep, b, stride, padding, dilation, groups,

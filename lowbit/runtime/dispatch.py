@@ -270,43 +270,63 @@ def reset_fallback_warnings() -> None:
 
 # Conv rows (lowbit.nn.conv): on the CPU, lowbit's native conv kernels (lowbit.kernels.cpu_conv: im2col fused with
 # the int8 activation quantization, then the Linear GEMM; a direct depthwise kernel) beat torch's fp32 conv only where
-# the GEMM's N (output channels per group) amortizes the per-pixel activation quantization and K fills the 64-code
-# rows. Measured once, 1 thread, EPYC Zen 4 (avx512vnni variant; benchmarks/results/convnet*.md): N=64 K=576 (resnet18
-# layer1) 0.6-0.8x, N=128 K=1152 1.04x, N>=256 4-9x; 1x1 N=576 K=96 1.3x, N=24..144 with K=16..96 0.1-0.3x; the
-# direct depthwise kernel 0.3-0.8x of torch's fp32 depthwise (K=9..25, mobilenet shapes). Below these, a float copy
-# of that layer is faster; such layers hold 1.4% of resnet18's quantized conv weights (stem, layer1), 16% of
-# mobilenet_v2's, 40% of mobilenet_v3_small's.
-CONV_NATIVE_MIN_N = 128
-CONV_NATIVE_MIN_K = 64
+# the GEMM's N (output channels per group) amortizes the per-pixel activation quantization, K fills the rows and
+# there are pixels enough to pay the call. Measured 1 thread, EPYC Zen 4 (avx512vnni variant), thread time, int4 b64
+# and int8 per channel, mobilenet_v2 / v3_small / resnet18 1x1 and 3x3 layers: N >= 96 with K >= 96 on 7x7 planes
+# and up 1.06-2.5x (K=96 N=576 1.27-1.29x, K=576 N=96 1.25-1.28x, K=288 N=96 at 7x7 1.06x); N <= 64 0.4-0.9x
+# (K=384 N=64 1.08x the one exception), K=64 N=384 0.96x; a 1x1 on one pixel (squeeze-excite, M = 1) 0.4-0.56x
+# (~12 us of call overhead against torch's 8-16 us); resnet18's N=64 K=576 0.6-0.8x, N=128 K=1152 1.04x. Below these
+# a float copy of that layer is faster.
+CONV_NATIVE_MIN_N = 96
+CONV_NATIVE_MIN_K = 96
+CONV_NATIVE_MIN_PLANE = 49
+# The direct depthwise kernel (one output plane per channel as a 1-D correlation) vs torch's fp32 depthwise conv,
+# thread time, 1 thread, mobilenet_v2 / v3_small layers: stride 1 with output planes of 14x14 and up 0.86-1.95x
+# (1.02-1.14x on most, 1.95x at 28x28 C=88); stride 2 0.76-1.15x; 7x7 planes 0.75-0.77x (per-channel overhead).
+DW_NATIVE_MIN_PLANE = 196
 
 
-def conv_native_reason(n_per_group: int, k: int, depthwise: bool) -> str | None:
-    """Why lowbit's native conv kernel is slower than the float conv for this shape (None: it is faster)."""
+def conv_native_reason(n_per_group: int, k: int, depthwise: bool, stride: int = 1,
+                       plane: int | None = None) -> str | None:
+    """Why lowbit's native conv kernel is slower than the float conv for this shape (None: it is faster). stride:
+    the conv's largest stride; plane: output pixels per image and channel (OH * OW; None: unknown)."""
     if depthwise:
-        return "depthwise convs run faster as torch's fp32 depthwise conv than lowbit's direct kernel"
+        if stride == 1 and plane is not None and plane >= DW_NATIVE_MIN_PLANE:
+            return None
+        return ("depthwise convs of stride > 1 or output planes under 14x14 run faster as torch's fp32 depthwise conv "
+                "than lowbit's direct kernel")
     if n_per_group < CONV_NATIVE_MIN_N or k < CONV_NATIVE_MIN_K:
         return (f"convs with fewer than {CONV_NATIVE_MIN_N} output channels per group or K < {CONV_NATIVE_MIN_K} "
+                "run faster as a float conv than lowbit's int8 conv kernel")
+    if plane is not None and plane < CONV_NATIVE_MIN_PLANE:
+        return (f"convs with output planes under {CONV_NATIVE_MIN_PLANE} pixels (squeeze-excite's 1x1 on one pixel) "
                 "run faster as a float conv than lowbit's int8 conv kernel")
     return None
 
 
 def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups: int, depthwise: bool,
-                native_refusal: str | None, backend: BackendConfig) -> Decision:
+                native_refusal: str | None, backend: BackendConfig, stride: int = 1,
+                plane: int | None = None) -> Decision:
     """Pure: the conv's kernel from the Linear dispatch's `decision` for its (N per group, K) weight.
 
     A packed decision on the CPU becomes CPU_INT4 served by the native conv kernel (lowbit.kernels.cpu_conv) when
-    that kernel serves the weight (`native_refusal` is None) and is the faster one (`conv_native_reason`); else a float
-    copy of this layer (DENSE + fallback reason, warned once per reason). Without the native kernel a groups == 1 conv
+    that kernel serves the weight (`native_refusal` is None) and is the faster one (`conv_native_reason`); a shape
+    where it is not takes a float copy of this layer (DENSE + fallback reason, warned once per reason) whether or not
+    the native kernel serves the weight (im2col + a Linear kernel, e.g. K=16 under block 64, ran 14x slower than
+    the float conv on mobilenet_v2). Without the native kernel a groups == 1 conv
     keeps the Linear kernel on its im2col; a grouped one takes the float copy (never a per-group loop), on any device.
     The native conv rounds activations to int8 in the decision's scheme; at precision High (fp32 activations) a
-    groups == 1 conv takes the Linear kernel's fp32 path on its im2col, a grouped one the float copy.
+    groups == 1 conv takes the Linear kernel's fp32 path on its im2col, a grouped one the float copy. stride, plane:
+    the call's largest stride and output pixels per image and channel (the depthwise rule reads them).
     """
     if decision.kernel not in PACKED_KERNELS or decision.kernel is Kernel.EMULATED:
         return decision
-    if device_type == "cpu" and native_refusal is None and decision.activations != "fp32":
-        why = conv_native_reason(fmt.n, fmt.k, depthwise)
-        return replace(decision, kernel=Kernel.CPU_INT4, note=None) if why is None \
-            else _conv_fallback(backend, fmt, device_type, why)
+    if device_type == "cpu" and decision.activations != "fp32":
+        why = conv_native_reason(fmt.n, fmt.k, depthwise, stride, plane)
+        if why is not None:  # a shape where even the native kernel loses: im2col + a Linear kernel loses more
+            return _conv_fallback(backend, fmt, device_type, why)
+        if native_refusal is None:
+            return replace(decision, kernel=Kernel.CPU_INT4, note=None)
     if groups > 1:
         why = f"grouped convs have no packed kernel here ({native_refusal or 'the native conv kernel is CPU-only'})"
         return _conv_fallback(backend, fmt, device_type, why)

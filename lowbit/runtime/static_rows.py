@@ -116,11 +116,12 @@ def _depthwise_prepare(mod, qw, _dtype, step=1.0):
 
 def _depthwise_run(mod, w, x, bias, _activations, step, clamp, relu=False, shape=None, stride=(1, 1),
                    padding=(0, 0), dilation=(1, 1)):
-    xi = torch.div(x.float(), step).round_().clamp_(-clamp, clamp)
     b = None if bias is None else bias.detach().float().contiguous()
-    y = mod.conv2d_depthwise(xi, w, shape, b, stride, padding, dilation, "relu" if relu else None)
-    bad = ~torch.isfinite(x.detach().abs().flatten(1).amax(1))
-    if bool(bad.any()):
+    # the kernel rounds x to its codes round(x / step) clamped to +-clamp as it pads each plane
+    y = mod.conv2d_depthwise(x, w, shape, b, stride, padding, dilation, "relu" if relu else None,
+                             input_step=step, input_clamp=clamp)
+    if not bool(torch.isfinite(x.detach().sum((1, 2, 3), dtype=torch.float32)).all()):  # one read, no copy of x
+        bad = ~torch.isfinite(x.detach().abs().flatten(1).amax(1))  # the images that hold a NaN / inf
         y[bad] = float("nan")
     return y
 

@@ -140,3 +140,17 @@ def test_a_plan_fitted_on_separate_calibration_converts_with_it(setup, capsys):
         ref = [float_model(x) for x in auto_cli_model.data()]
         got = [model(x) for x in auto_cli_model.data()]
     assert as_metric("cosine")(ref, got) == pytest.approx(report["measured_error"], rel=1e-3, abs=1e-6)
+
+
+def test_min_speed_floor(setup, capsys):
+    """--min-speed: a floor no memory mode meets writes no plan (exit 3, every mode's speed named); one the asked
+    mode meets writes it with the speed; a bad ratio is refused by argparse."""
+    assert _run(setup, "--size", "30%", "--min-speed", "1e9x") == 3
+    err = capsys.readouterr().err
+    assert "below --min-speed 1e+09x at every memory mode" in err and "memory high" in err
+    assert not (setup / "plan.json").exists()
+    assert _run(setup, "--size", "30%", "--min-speed", "1e-9", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["min_speed"] == "met at memory low" and (setup / "plan.json").exists()
+    assert _run(setup, "--size", "30%", "--min-speed", "fast") == 2
+    assert "is not a ratio to fp32" in capsys.readouterr().err

@@ -25,6 +25,9 @@ CASES = [
     (16, 1, 3, 3, 16, (1, 1), (1, 1), (1, 1), 4, 64, None, 2, 13, 11),  # depthwise
     (32, 1, 3, 3, 16, (2, 2), (1, 1), (1, 1), 2, 32, "relu6", 1, 9, 10),  # depthwise, channel multiplier 2
     (12, 1, 5, 5, 12, (2, 1), (2, 0), (2, 1), 8, -1, "hardswish", 2, 12, 7),  # depthwise, dilated
+    (24, 1, 3, 3, 24, (2, 2), (1, 1), (1, 1), 4, 64, "relu", 1, 29, 31),  # depthwise s2, odd planes, > 32 outputs
+    (8, 1, 5, 5, 8, (1, 2), (2, 2), (1, 1), 8, -1, None, 1, 7, 7),  # depthwise, column stride only, 7x7
+    (6, 1, 3, 3, 6, (3, 3), (0, 1), (2, 1), 4, 32, "hardswish", 1, 19, 20),  # depthwise stride 3, dilated rows
     (24, 5, 3, 3, 1, (1, 1), (1, 1), (1, 1), 4, 32, None, 2, 7, 9),  # dense 3x3, K = 45
     (24, 5, 3, 2, 3, (2, 2), (0, 1), (1, 2), 3, -1, "relu", 1, 11, 8),  # grouped, odd kernel, dilation
     (40, 48, 1, 1, 1, (1, 1), (0, 0), (1, 1), 4, 32, None, 3, 5, 6),  # 1x1: the NHWC column path
@@ -77,12 +80,41 @@ FMT = WeightFormat(bits=4, group_size=64, symmetric=False, n=256, k=576)
 LOW = BackendConfig("low")
 
 
+@pytest.mark.parametrize("fmt,depthwise,stride,plane,expect", [
+    (WeightFormat(4, 64, False, 1, 9), True, 1, 196, Kernel.CPU_INT4),  # depthwise, stride 1, 14x14
+    (WeightFormat(4, 64, False, 1, 9), True, 1, 49, Kernel.DENSE),  # depthwise 7x7 plane
+    (WeightFormat(4, 64, False, 1, 9), True, 2, 784, Kernel.DENSE),  # depthwise stride 2
+    (WeightFormat(4, 64, False, 1, 9), True, 1, None, Kernel.DENSE),  # plane unknown
+    (WeightFormat(4, 64, False, 576, 96), False, 1, 49, Kernel.CPU_INT4),  # 1x1 N=576 K=96 on 7x7
+    (WeightFormat(4, 64, False, 576, 144), False, 1, 1, Kernel.DENSE),  # squeeze-excite: one pixel
+    (WeightFormat(4, 64, False, 384, 64), False, 1, 196, Kernel.DENSE),  # K=64
+])
+def test_select_conv_by_stride_and_plane(fmt, depthwise, stride, plane, expect):
+    """The native kernels where they measured faster than torch's: depthwise at stride 1 on planes of 14x14 and up,
+    the GEMM one at N, K >= 96 on planes of 7x7 and up."""
+    d = select_conv(Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", fmt, 96 if depthwise else 1, depthwise, None, LOW,
+                    stride, plane)
+    assert d.kernel is expect and (d.fallback_reason is not None) == (expect is Kernel.DENSE)
+
+
+def test_memory_low_depthwise_runs_the_direct_kernel_on_big_planes(rng):
+    """A stride-1 depthwise layer on a 16x16 plane runs lb_dwconv at memory Low (no float copy), fp32-exact."""
+    conv, layer, qw = _layer(8, 8, 3, 8, rng)
+    x = torch.randn(1, 8, 16, 16, generator=rng)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("error")
+        y = layer(x)
+    ref = F.conv2d(x.double(), qw.dequantize(torch.float64), conv.bias.double(), padding=1, groups=8)
+    assert sqnr(ref, y.double()) >= DW_SQNR
+
+
 @pytest.mark.parametrize("fmt,groups,depthwise,refusal,device,expect", [
     (FMT, 1, False, None, "cpu", Kernel.CPU_INT4),  # big dense conv: the native kernel wins
     (WeightFormat(4, 64, False, 64, 576), 1, False, None, "cpu", Kernel.DENSE),  # N=64: float copy is faster
     (WeightFormat(4, 64, False, 16, 27), 1, False, None, "cpu", Kernel.DENSE),  # stem, K=27
-    (WeightFormat(4, 64, False, 1, 9), 96, True, None, "cpu", Kernel.DENSE),  # depthwise: torch's fp32 wins
+    (WeightFormat(4, 64, False, 1, 9), 96, True, None, "cpu", Kernel.DENSE),  # depthwise, plane unknown: the float copy
     (FMT, 1, False, "no native", "cpu", Kernel.CPU_INT8_DYNAMIC),  # groups 1 without native: im2col + linear
+    (WeightFormat(4, 64, False, 96, 16), 1, False, "block 64", "cpu", Kernel.DENSE),  # refused and a losing shape
     (FMT, 4, False, "no native", "cpu", Kernel.DENSE),  # grouped without native: never a per-group loop
     (FMT, 4, False, "not on the CPU", "cuda", Kernel.DENSE),
 ])
@@ -117,6 +149,18 @@ def test_memory_low_runs_native_or_one_float_copy(rng, monkeypatch):
     assert len([r for r in record if "depthwise" in str(r.message)]) == 1
 
 
+def test_depthwise_propagates_non_finite_as_float_conv(rng):
+    """The depthwise kernel computes in fp32 from x as is: NaN / inf reach exactly the outputs F.conv2d's do."""
+    qw = quantize_weight(torch.randn(4, 1, 3, 3, generator=rng), QuantConfig(bits=4, block_size=32))
+    w = cpu_conv.prepare_conv(qw, 4)
+    x = torch.randn(1, 4, 9, 9, generator=rng)
+    x[0, 1, 4, 4], x[0, 3, 0, 8] = float("nan"), float("inf")
+    y = cpu_conv.conv2d_native(x, w, None, (1, 1), (1, 1), (1, 1), 4)
+    ref = F.conv2d(x.double(), qw.dequantize(torch.float64), None, 1, 1, 1, 4)
+    assert torch.equal(y.isfinite(), ref.isfinite())
+    assert sqnr(ref[ref.isfinite()], y[y.isfinite()].double()) >= DW_SQNR
+
+
 def test_non_finite_input_gives_nan_where_it_reaches(rng):
     """Int8 activations cannot carry NaN / inf: the outputs whose receptive field holds one come out NaN, the others
     match the finite computation."""
@@ -137,7 +181,7 @@ def test_summary_names_the_float_copies():
     notes = {r.name: r.config for r in model.lowbit_summary.swapped}
     assert notes["0"] == "int4 b64 asym rtn"  # N=256, K=576: the native kernel is faster
     assert notes["1"].endswith("[memory Low on CPU: float copy, N=64, K=2304]")
-    assert notes["2"].endswith("[memory Low on CPU: float copy, depthwise]")
+    assert notes["2"].endswith("[memory Low on CPU: float copy, depthwise under 14x14 outputs]")
 
 
 @pytest.mark.parametrize("relu", [False, True])

@@ -1,13 +1,14 @@
 """QuantConv1d/QuantConv2d vs nn.Conv with the dequantized weight (tight) and vs the original (SQNR floor)."""
 
 import copy
+import warnings
 
 import pytest
 import torch
 from torch import nn
 from triton_checks import triton_device
 
-from lowbit.nn import QuantConv1d, QuantConv2d
+from lowbit.nn import QuantConv1d, QuantConv2d, ops
 from lowbit.nn.weight_cache import forced_kernel, override_capabilities
 from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.runtime import BackendConfig, Capabilities, Kernel
@@ -140,3 +141,39 @@ def test_every_kernel_forced_through_conv(rng, kernel, floor):
         torch.testing.assert_close(y, y_deq, rtol=1e-4, atol=1e-4)
     else:
         assert sqnr(y_deq, y) >= floor
+
+
+@pytest.mark.parametrize("memory", ["low", "normal"])
+@pytest.mark.parametrize("bits,block,cin,cout,groups", [(4, 64, 16, 8, 1), (4, 32, 64, 256, 1), (8, -1, 24, 24, 24)])
+def test_bound_call_is_bit_identical_and_follows_edits(bits, block, cin, cout, groups, memory):
+    """The bound call a layer keeps per input shape gives the usual path's output bit for bit (memory Low: the op's),
+    and an in-place edit of the scale or the bias, or another input shape, takes the usual path again."""
+    from lowbit.nn import conv_exec
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, 3, padding=1, groups=groups)
+    qw = quantize_weight(conv.weight.detach(), QuantConfig(bits=bits, block_size=block))
+    layer = QuantConv2d.from_float(conv, qw, BackendConfig(memory))
+    x = torch.randn(1, cin, 9, 9)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        first = layer(x)
+        assert layer._bound_call(x)[1] is not None
+        assert torch.equal(layer(x), first)
+        if memory == "normal":
+            return  # the codes are released there: an in-place scale edit raises (test_dense_copy)
+        packed, scale, zero, shape, _, _ = layer._op_args("weight")
+        ref = ops._conv2d_impl(x, packed, scale, zero, layer.bias, list(shape), bits, block, [1, 1], [1, 1], [1, 1],
+                               groups, "low", "normal")
+        assert torch.equal(first, ref)
+        scale.mul_(2)
+        assert layer._bound_call(x) == (False, None)
+        assert torch.allclose(layer(x) - layer.bias.view(1, -1, 1, 1), 2 * (ref - layer.bias.view(1, -1, 1, 1)),
+                              rtol=1e-4, atol=1e-4)
+        layer.bias.add_(1)
+        assert layer._bound_call(x) == (False, None)
+        assert not layer._bound_call(torch.randn(2, cin, 9, 9))[0]
+        layer.backend = BackendConfig("normal")  # a mode set without set_backend re-dispatches too
+        assert layer._bound_call(x) == (False, None)
+        assert conv_exec.bound_key(x, packed, scale, zero, None) != conv_exec.bound_key(x[:, :, 1:], packed, scale,
+                                                                                          zero, None)

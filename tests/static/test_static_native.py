@@ -188,3 +188,23 @@ def test_triton_static_matches_cpu(monkeypatch):
     cw = executor.prepare(StaticKernel.TRITON, relu.quantized_weight("weight"), None, "static")
     y = executor.run(StaticKernel.TRITON, cw, x, relu.bias, None, "static", step=relu.input_scale, clamp=127, relu=True)
     torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_static_conv_bound_call_is_bit_identical():
+    """A static conv keeps one bound kernel call per input shape (depthwise, fused native conv): the same output bit
+    for bit as the usual path, which it takes again after set_static changes the step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 24, 1), nn.ReLU(), nn.Conv2d(24, 24, 3, padding=1, groups=24),
+                          nn.Conv2d(24, 8, 3, padding=1)).eval()
+    x = torch.randn(1, 8, 12, 12)
+    q = quantize_static(model, [torch.randn(1, 8, 12, 12) for _ in range(4)], StaticConfig(), progress=False)
+    with torch.no_grad():
+        first = q(x)
+        assert torch.equal(q(x), first)
+        for layer in (q[2], q[3]):  # the direct depthwise kernel; the fused native conv
+            inp = torch.randn(1, 24, 12, 12)
+            y0 = layer(inp)
+            assert layer._bound_call(inp)[1] is not None and torch.equal(layer(inp), y0)
+            layer.set_static(layer.input_scale * 2, layer.input_clamp)
+            assert layer._bound_call(inp) == (False, None)
+            assert not torch.equal(layer(inp), y0)

@@ -6,13 +6,17 @@
    contiguous, y fp32 (B, O, OH, OW) contiguous. act: 0 none, 1 ReLU, 2 ReLU6, 3 hard-swish (after the bias).
 
    lb_dwconv: depthwise (groups == C, O a multiple of C), a direct kernel: per output channel its K = kh * kw codes
-   (uint8, one per byte) are dequantized into registers (w = (q - z) * s per block of gk), then each output row is
-   accumulated kernel tap by kernel tap over a contiguous run of input pixels (vectorized over the row), in fp32:
-   no activation rounding, no im2col.
+   (uint8, one per byte) are dequantized onto the stack (w = (q - z) * s per block of gk), then the whole output
+   plane is accumulated tap by tap as a 1-D correlation over the padded, stride-phase-split input plane (see
+   dw_layout), in fp32: no activation rounding, no im2col, no float weight copy.
    lb_conv_q: every other conv: per group, im2col fused with the int8 activation quantization (one row per output
    pixel, K = C/groups * kh * kw in the weight's (c, kh, kw) order; no float patch matrix), the Linear GEMM on the
    group's packed rows (lb_gemm_q4 / lb_gemm_q8), then bias + act + the (pixel, channel) -> NCHW transpose. A 1x1
    conv of stride 1 gathers one channel column per row: the same GEMM on the NHWC view. */
+
+#ifdef _OPENMP
+#include <omp.h> /* omp_get_thread_num / omp_get_num_threads: lb_dwconv splits channels by thread itself */
+#endif
 
 #define LB_GEO 16
 #define LB_DW_MAX_K 64 /* taps per depthwise channel held in registers (up to 8x8) */
@@ -28,88 +32,141 @@ static inline float lb_act(float v, int act) {
     return v;
 }
 
-/* Channel plane xp (H, W) -> zero-padded rows split by column phase: padded column c of padded row r lands at
-   buf[(r * sw + c % sw) * Wq + c / sw], so a tap's inputs for consecutive output columns are contiguous whatever the
-   stride. Hp = H + 2 ph + extra rows a tap may reach, Wq = the per-phase row length. */
-static void dw_pad(const float* xp, const int64_t* geo, int64_t Hp, int64_t Wq, float* buf) {
-    const int64_t H = geo[2], W = geo[3], sw = geo[8], ph = geo[9], pw = geo[10];
-    memset(buf, 0, (size_t)((Hp * sw + 1) * Wq) * sizeof(float));
-    for (int64_t h = 0; h < H; ++h) {
-        const float* xr = xp + h * W;
-        float* rows = buf + (h + ph) * sw * Wq;
-        if (sw == 1) {
-            memcpy(rows + pw, xr, (size_t)W * sizeof(float));
-            continue;
-        }
-        for (int64_t p = 0; p < sw; ++p) /* phase p holds padded columns p, p + sw, ...: input column c - pw */
-            for (int64_t i = 0, c = p; i < Wq && c < W + pw; ++i, c += sw)
-                if (c >= pw) rows[p * Wq + i] = xr[c - pw];
-    }
-}
+/* The depthwise kernel works on one channel plane at a time, padded and split by stride phase so that every kernel
+   tap is one constant offset into a flat buffer: padded pixel (r, c) lands in phase plane (r % sh, c % sw) at row
+   r / sh, column c / sw, each phase plane (Hq, Wq). Output pixel (oh, ow) at flat q = oh * Wq + ow then reads tap
+   (i, j) at q + off[i * kw + j] whatever the stride and dilation, so the output plane is a 1-D correlation over a
+   contiguous run (vectorized 32 outputs at a time, the Wq - OW columns per row computed and dropped). The padding
+   positions are never written: the buffer is zeroed once per thread and only the input pixels are copied in. */
+typedef struct {
+    int64_t Hq, Wq, plane, nq, total; /* phase plane rows and columns, its size, outputs computed, buffer floats */
+    int64_t off[LB_DW_MAX_K];          /* per tap: its offset into the buffer */
+} lb_dw_layout;
 
-#define LB_DW_V 16 /* output columns accumulated in registers at once: two vectors of 8 */
+#define LB_DW_V 32 /* output positions accumulated in registers at once: four vectors of 8 */
 /* 8 floats as one GCC/Clang vector (SSE/AVX/NEON, whatever the variant's flags give), unaligned loads allowed */
 typedef float lb_v8 __attribute__((vector_size(32), aligned(4)));
 
-/* One output plane of one depthwise channel from its padded, phase-split plane: yp (OH, OW) = sum over taps of
-   w[tap] * input + bias, then act; 16 columns at a time with the accumulators in registers. */
-static void dw_plane(const float* buf, int64_t Wq, const float* w, float bias, int act, const int64_t* geo,
-                     float* yp) {
-    const int64_t kh = geo[5], kw = geo[6], sh = geo[7], sw = geo[8], dh = geo[11], dw = geo[12];
-    const int64_t OH = geo[13], OW = geo[14], K = kh * kw;
-    const float* src[LB_DW_MAX_K];
-    for (int64_t oh = 0; oh < OH; ++oh) {
-        for (int64_t i = 0; i < kh; ++i)
-            for (int64_t j = 0; j < kw; ++j) {
-                const int64_t c = j * dw;
-                src[i * kw + j] = buf + ((oh * sh + i * dh) * sw + c % sw) * Wq + c / sw;
-            }
-        float* yr = yp + oh * OW;
-        /* whole vectors also past OW on the last block: the plane's rows carry LB_DW_V columns of slack */
-        for (int64_t ow = 0; ow < OW; ow += LB_DW_V) {
-            lb_v8 a0 = {bias, bias, bias, bias, bias, bias, bias, bias}, a1 = a0;
-            for (int64_t t = 0; t < K; ++t) {
-                const float* s = src[t] + ow;
-                a0 += w[t] * *(const lb_v8*)s;
-                a1 += w[t] * *(const lb_v8*)(s + 8);
-            }
-            float acc[LB_DW_V];
-            memcpy(acc, &a0, sizeof a0);
-            memcpy(acc + 8, &a1, sizeof a1);
-            const int64_t n = lb_min(LB_DW_V, OW - ow);
-            for (int64_t v = 0; v < n; ++v) yr[ow + v] = act ? lb_act(acc[v], act) : acc[v];
+static lb_dw_layout dw_layout(const int64_t* geo) {
+    const int64_t H = geo[2], W = geo[3], kh = geo[5], kw = geo[6], sh = geo[7], sw = geo[8], ph = geo[9];
+    const int64_t pw = geo[10], dh = geo[11], dw = geo[12], OH = geo[13], OW = geo[14];
+    lb_dw_layout L;
+    const int64_t rows_out = OH + (kh - 1) * dh / sh, rows_in = (H + ph - 1) / sh + 1;
+    const int64_t cols_out = OW + (kw - 1) * dw / sw, cols_in = (W + pw - 1) / sw + 1;
+    L.Hq = rows_out > rows_in ? rows_out : rows_in;
+    L.Wq = cols_out > cols_in ? cols_out : cols_in;
+    L.plane = L.Hq * L.Wq;
+    L.nq = (OH * L.Wq + LB_DW_V - 1) / LB_DW_V * LB_DW_V;
+    for (int64_t i = 0; i < kh; ++i)
+        for (int64_t j = 0; j < kw; ++j) {
+            const int64_t r = i * dh, c = j * dw;
+            L.off[i * kw + j] = ((r % sh) * sw + c % sw) * L.plane + (r / sh) * L.Wq + c / sw;
         }
+    L.total = sh * sw * L.plane + L.nq + 2 * L.Wq; /* the last block of outputs reads past the last plane */
+    return L;
+}
+
+/* Channel plane xp (H, W) into the phase planes of buf (padding already zero). step > 0: each input is first
+   rounded to the integer code round(x / step) clamped to [-clamp, clamp] (static INT8's input rounding). */
+static void dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* L, float step, float clamp, float* buf) {
+    const int64_t H = geo[2], W = geo[3], sh = geo[7], sw = geo[8], ph = geo[9], pw = geo[10];
+    for (int64_t h = 0; h < H; ++h) {
+        const int64_t r = h + ph;
+        const float* xr = xp + h * W;
+        float* row = buf + (r % sh) * sw * L->plane + (r / sh) * L->Wq;
+        for (int64_t p = 0; p < sw; ++p) { /* phase p: padded columns c = p + i * sw, input column c - pw */
+            float* dst = row + p * L->plane;
+            int64_t i = p >= pw ? 0 : (pw - p + sw - 1) / sw, w = p + i * sw - pw;
+            if (step > 0.f) {
+                const float lim = clamp;
+                for (; w < W; ++i, w += sw) {
+                    const float v = nearbyintf(xr[w] / step);
+                    dst[i] = v < -lim ? -lim : v > lim ? lim : v;
+                }
+            } else if (sw == 1) { /* a loop, not memcpy: rows of 7..56 floats, where a libc call costs more */
+                for (; w < W; ++i, ++w) dst[i] = xr[w];
+            } else {
+                for (; w < W; ++i, w += sw) dst[i] = xr[w];
+            }
+        }
+    }
+}
+
+/* One output plane: yq[q] = bias + sum over taps of w[t] * buf[q + off[t]] for q < nq, then the OW valid columns of
+   each row (row stride Wq), with act, into yp (OH, OW). */
+static inline __attribute__((always_inline)) void dw_plane(const float* restrict buf, const int64_t* restrict off, int64_t K,
+                                               const float* restrict w, float bias, int act, int64_t nq, int64_t Wq,
+                                               int64_t OH, int64_t OW, float* restrict yq, float* restrict yp) {
+    for (int64_t q = 0; q < nq; q += LB_DW_V) {
+        lb_v8 a0 = {bias, bias, bias, bias, bias, bias, bias, bias}, a1 = a0, a2 = a0, a3 = a0;
+        const float* s = buf + q;
+        for (int64_t t = 0; t < K; ++t) {
+            const float* p = s + off[t];
+            const float wt = w[t];
+            a0 += wt * *(const lb_v8*)p;
+            a1 += wt * *(const lb_v8*)(p + 8);
+            a2 += wt * *(const lb_v8*)(p + 16);
+            a3 += wt * *(const lb_v8*)(p + 24);
+        }
+        *(lb_v8*)(yq + q) = a0;
+        *(lb_v8*)(yq + q + 8) = a1;
+        *(lb_v8*)(yq + q + 16) = a2;
+        *(lb_v8*)(yq + q + 24) = a3;
+    }
+    for (int64_t oh = 0; oh < OH; ++oh) {
+        const float* src = yq + oh * Wq;
+        float* dst = yp + oh * OW;
+        if (act == 0) for (int64_t v = 0; v < OW; ++v) dst[v] = src[v];
+        else if (act == 1) for (int64_t v = 0; v < OW; ++v) dst[v] = src[v] > 0.f ? src[v] : 0.f;
+        else for (int64_t v = 0; v < OW; ++v) dst[v] = lb_act(src[v], act);
+    }
+}
+
+/* Output channels [lo, hi) of the flattened (B, O): the channel's K weights dequantized onto the stack (no float
+   weight copy), its input plane filled when it changes, then dw_plane. */
+__attribute__((noinline)) static void dw_channels(const float* x, const int64_t* geo, const lb_dw_layout* Lp,
+                                                  const uint8_t* q, const float* ws, const float* wz, int64_t gk,
+                                                  int64_t nb, const float* bias, int act, float step, float clamp,
+                                                  float* y, int64_t lo, int64_t hi, float* buf, float* yq) {
+    /* a local copy of the layout and plain scalars: read through the OpenMP region's shared block (or a pointer the
+       stores may alias) the tap loop reloaded them on every tap and ran 1.7x slower */
+    const lb_dw_layout Lc = *Lp, *L = &Lc;
+    const int64_t C = geo[1], HW = geo[2] * geo[3], O = geo[4], K = geo[5] * geo[6], OHW = geo[13] * geo[14];
+    const int64_t mult = O / C;
+    int64_t held = -1; /* the (b, input channel) plane in buf */
+    for (int64_t bo = lo; bo < hi; ++bo) {
+        const int64_t b = bo / O, o = bo % O;
+        float w[LB_DW_MAX_K];
+        for (int64_t blk = 0, k = 0; blk < nb; ++blk) /* no division per tap: blocks of gk taps in turn */
+            for (const int64_t end = lb_min(k + gk, K); k < end; ++k)
+                w[k] = ((float)q[o * K + k] - wz[o * nb + blk]) * ws[o * nb + blk];
+        if (b * C + o / mult != held) {
+            held = b * C + o / mult;
+            dw_fill(x + held * HW, geo, L, step, clamp, buf);
+        }
+        dw_plane(buf, L->off, K, w, bias ? bias[o] : 0.f, act, L->nq, L->Wq, geo[13], geo[14], yq, y + bo * OHW);
     }
 }
 
 /* Depthwise conv: q uint8 (O, K) codes, ws / wz fp32 (O, nb) scale and zero per block of gk taps; bias (O,) or
-   NULL. Output channel o reads input channel o / (O / C); its input plane is padded once per channel. */
+   NULL; step > 0 rounds the input first (see dw_fill). Output channel o reads input channel o / (O / C). Threads
+   take contiguous runs of channels (one plane fill per input channel and thread). */
 void lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const float* ws, const float* wz, int64_t gk,
-               int64_t nb, const float* bias, int act, float* y, int nt) {
-    const int64_t B = geo[0], C = geo[1], H = geo[2], W = geo[3], O = geo[4], K = geo[5] * geo[6];
-    const int64_t sh = geo[7], sw = geo[8], ph = geo[9], pw = geo[10], OH = geo[13], OW = geo[14], mult = O / C;
-    /* rows and phase columns any tap reaches, plus the padding: (OH - 1) * sh + (kh - 1) * dh + 1 rows */
-    const int64_t reach = (OH - 1) * sh + (geo[5] - 1) * geo[11] + 1, Hp = reach > H + 2 * ph ? reach : H + 2 * ph;
-    const int64_t span = (OW - 1) * sw + (geo[6] - 1) * geo[12] + 1, Wp = span > W + 2 * pw ? span : W + 2 * pw;
-    const int64_t Wq = (Wp + sw - 1) / sw + LB_DW_V;
-    #pragma omp parallel num_threads(nt) if (B * O * OH * OW * K > 65536)
+               int64_t nb, const float* bias, int act, float step, float clamp, float* y, int nt) {
+    const int64_t BO = geo[0] * geo[4], work = BO * geo[13] * geo[14] * geo[5] * geo[6];
+    const lb_dw_layout L = dw_layout(geo);
+    if (work <= 65536) nt = 1;
+    (void)nt; /* unread without OpenMP */
+    #pragma omp parallel num_threads(nt)
     {
-        float* buf = (float*)malloc((size_t)((Hp * sw + 1) * Wq) * sizeof(float));
-        int64_t held = -1; /* the (b, input channel) plane in buf */
-        #pragma omp for schedule(static)
-        for (int64_t bo = 0; bo < B * O; ++bo) {
-            const int64_t b = bo / O, o = bo % O;
-            float w[LB_DW_MAX_K];
-            for (int64_t k = 0; k < K; ++k) {
-                const int64_t blk = k / gk;
-                w[k] = ((float)q[o * K + k] - wz[o * nb + blk]) * ws[o * nb + blk];
-            }
-            if (b * C + o / mult != held) {
-                held = b * C + o / mult;
-                dw_pad(x + held * H * W, geo, Hp, Wq, buf);
-            }
-            dw_plane(buf, Wq, w, bias ? bias[o] : 0.f, act, geo, y + bo * OH * OW);
-        }
+        int64_t id = 0, n = 1;
+#ifdef _OPENMP
+        id = omp_get_thread_num();
+        n = omp_get_num_threads();
+#endif
+        float* buf = (float*)calloc((size_t)(L.total + L.nq), sizeof(float));
+        dw_channels(x, geo, &L, q, ws, wz, gk, nb, bias, act, step, clamp, y, BO * id / n, BO * (id + 1) / n, buf,
+                    buf + L.total);
         free(buf);
     }
 }
