@@ -25,9 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..runtime import executor
 from ..runtime.config import Memory
-from ..runtime.dispatch import Kernel
 from ..runtime.kernel_table import generation
 from .weight_cache import M_BOUNDARIES, epoch, forcing, fresh_entry, m_bucket
 
@@ -178,10 +176,7 @@ def _bind_native(layer, name: str, x, bias) -> BoundNative | None:
     plan = entry.plans.get(("cpu", m_bucket(m), backend.memory.value, backend.precision.value))
     if plan is None:
         return None
-    decision, dtype, prepared = plan
-    if decision.kernel is not Kernel.CPU_INT4 or dtype is not torch.float32 or decision.fallback_reason is not None:
-        return None
-    bound = executor.binder(decision.kernel, prepared, decision.activations)
+    decision, dtype, _, bound = plan  # bound: the kernel row's call, made with the plan (`ops._linear_plan`)
     if bound is None or m > bound[0].max_m:
         return None
     return BoundNative(layer, name, bias, bound[0], bound[1], m)

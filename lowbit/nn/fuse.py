@@ -46,23 +46,30 @@ class FusedSiblings(nn.Module):
         self.names, self.methods = tuple(names), tuple(methods)
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         self.bounds = tuple((s, s + n) for s, n in zip(starts, sizes, strict=True))
-        self._last = None  # [x, its version, fused output, which members took their columns]
+        self.sizes = list(sizes)
+        self._pending = None  # (x, its version, the members' views not yet taken (None once taken))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fused(x)
 
     def member_output(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Member i's columns of the fused output for x: computed once per input tensor for all members."""
-        lo, hi = self.bounds[i]
         if torch.compiler.is_compiling():  # no Python state in a graph; the ops' CSE merges the repeated call
+            lo, hi = self.bounds[i]
             return self.fused(x)[..., lo:hi]
-        last = self._last
-        if last is None or last[0] is not x or last[1] != _version(x) or last[3][i]:
-            last = self._last = [x, _version(x), self.fused(x), [False] * len(self.bounds)]
-        last[3][i] = True
-        y = last[2][..., lo:hi]
-        if all(last[3]):
-            self._last = None  # every member has its view: keep nothing alive between calls
+        pending = self._pending
+        if pending is not None and pending[0] is x and pending[1] == _version(x):
+            views = pending[2]
+            y = views[i]
+            if y is not None:
+                views[i] = None
+                if not any(v is not None for v in views):
+                    self.__dict__["_pending"] = None  # every member has its view: nothing kept between calls
+                return y
+        views = list(self.fused(x).split_with_sizes(self.sizes, -1))  # (..., N) -> a (..., N_i) view per member
+        y, views[i] = views[i], None
+        # __dict__ directly: nn.Module.__setattr__ costs ~5 us, more than the rest of a member's call
+        self.__dict__["_pending"] = (x, _version(x), views) if len(views) > 1 else None
         return y
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):

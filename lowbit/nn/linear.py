@@ -209,8 +209,12 @@ class QuantModule(nn.Module):
 class QuantLinear(QuantModule):
     """nn.Linear with a packed weight (N=out_features, K=in_features); bias stays float.
 
-    forward: x (..., in_features) -> (..., out_features) in x's dtype.
+    forward: x (..., in_features) -> (..., out_features) in x's dtype. After a call the layer binds its steady-state
+    call (`lowbit.nn.fastcall`: the same numbers with less Python); `bind_calls = False` runs every call through the
+    usual path instead (benchmarks compare the two).
     """
+
+    bind_calls = True
 
     def __init__(self, weight: PackedWeight, bias: torch.Tensor | None = None,
                  backend: BackendConfig | None = None):
@@ -242,7 +246,7 @@ class QuantLinear(QuantModule):
         y = None if bound is None else bound(self, x, bias)
         if y is None:
             y = self._forward(x)
-            self._bound = fastcall.bind(self, "weight", x, bias)
+            self._bound = fastcall.bind(self, "weight", x, bias) if self.bind_calls else None
         return y
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
