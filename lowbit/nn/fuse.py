@@ -48,15 +48,15 @@ class FusedSiblings(nn.Module):
         self.bounds = tuple((s, s + n) for s, n in zip(starts, sizes, strict=True))
         self.sizes = list(sizes)
         self._pending = None  # (x, its version, the members' views not yet taken (None once taken))
+        self._traced = None  # the same while torch.compile traces: [x, views, taken flags]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fused(x)
 
     def member_output(self, i: int, x: torch.Tensor) -> torch.Tensor:
         """Member i's columns of the fused output for x: computed once per input tensor for all members."""
-        if torch.compiler.is_compiling():  # no Python state in a graph; the ops' CSE merges the repeated call
-            lo, hi = self.bounds[i]
-            return self.fused(x)[..., lo:hi]
+        if torch.compiler.is_compiling():
+            return self._traced_output(i, x)
         pending = self._pending
         if pending is not None and pending[0] is x and pending[1] == _version(x):
             views = pending[2]
@@ -71,6 +71,17 @@ class FusedSiblings(nn.Module):
         # __dict__ directly: nn.Module.__setattr__ costs ~5 us, more than the rest of a member's call
         self.__dict__["_pending"] = (x, _version(x), views) if len(views) > 1 else None
         return y
+
+    def _traced_output(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """member_output while torch.compile traces: the fused op once per input within one graph (dynamo records
+        the attribute's changes; it is None again once every member took its view, as guards expect)."""
+        state = self._traced
+        if state is None or state[0] is not x or state[2][i]:
+            state = [x, self.fused(x).split_with_sizes(self.sizes, -1), [False] * len(self.sizes)]
+        taken = list(state[2])
+        taken[i] = True
+        self._traced = None if all(taken) else [state[0], state[1], taken]
+        return state[1][i]
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         raise RuntimeError(_SAVE_ERROR.format(prefix.rstrip(".") or "model"))

@@ -95,3 +95,24 @@ def test_a_member_called_twice_recomputes_and_in_place_edits_stay_local(one_thre
         assert torch.equal(mlp.up_proj(x), ref_up(x))
         x.add_(1)  # a new version of the same tensor: recomputed
         assert torch.equal(mlp.up_proj(x), ref_up(x))
+
+
+def test_under_torch_compile_the_group_is_one_op_call(one_thread):
+    model = _model("llama")
+    tokens = torch.randint(0, 96, (1, 4), generator=torch.Generator().manual_seed(4))
+    want = _logits(model, tokens)
+    fuse_siblings(model)
+    ops_seen = []
+
+    def backend(gm, _inputs):  # dynamo's graph as traced: count the lowbit::linear calls, run it as is
+        ops_seen.append(sum(n.target is torch.ops.lowbit.linear.default or n.target is torch.ops.lowbit.linear
+                            for n in gm.graph.nodes))
+        return gm.forward
+
+    compiled = torch.compile(model, backend=backend, fullgraph=True)
+    with torch.no_grad():
+        got = compiled(tokens).logits
+        again = compiled(tokens).logits
+    assert ops_seen == [2 * 4 + 1]  # per layer q/k/v, o, gate/up, down; lm_head; no recompile on the second call
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(again, got)
