@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import lowbit
 from lowbit.kernels import cpu_native
 from lowbit.kernels.cpu_int4 import prepare_int4_cpu
-from lowbit.nn.linear import QuantLinear
+from lowbit.nn import QuantLinear, fuse_siblings
 from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.runtime.config import NATIVE_ACTIVATIONS, Precision
 
@@ -128,7 +128,13 @@ def decode_rows(tokens: int, reps: int) -> list[Row]:
     models = {}
     for row in ("int4-b128", "int8"):
         for twin in ("unbound", "bound", "fused"):
-            models[(row, twin)] = variant(base, row if twin == "bound" else f"{row}+{twin}")
+            model = variant(base, row)  # a quantized copy of the seeded model
+            for layer in model.modules():
+                if isinstance(layer, QuantLinear):
+                    layer.bind_calls = twin != "unbound"
+            if twin == "fused":
+                fuse_siblings(model)
+            models[(row, twin)] = model
     del base
     prompt = torch.randint(0, 32000, (1, 8), generator=torch.Generator().manual_seed(2))
     cpu, wall = {k: [] for k in models}, {k: [] for k in models}

@@ -66,15 +66,6 @@ def variant(model: nn.Module, row: str) -> nn.Module:
     """The model as `row` runs it (a copy)."""
     import lowbit
 
-    row, _, twin = row.partition("+")  # "+fused": sibling Linears fused; "+unbound": no bound calls (lowbit.nn)
-    if twin:
-        m = variant(model, row)
-        for layer in m.modules():
-            if isinstance(layer, lowbit.nn.QuantLinear):
-                layer.bind_calls = twin != "unbound"
-        if twin == "fused":
-            lowbit.nn.fuse_siblings(m)
-        return m
     m = copy.deepcopy(model)
     if row == "fp32":
         return m
@@ -189,8 +180,6 @@ def main(argv=None) -> int:
     p.add_argument("--decode", type=int, nargs="+", default=[32, 256], help="new tokens per decode test")
     p.add_argument("--prefill", type=int, nargs="+", default=[128, 512], help="prompt tokens per prefill test")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
-    p.add_argument("--variants", nargs="*", default=[], choices=("fused", "unbound"),
-                   help="also run each lowbit row with sibling Linears fused / without bound calls ('<row>+fused')")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="decode 32, prefill 128, 1 thread, 1 repetition")
     p.add_argument("--llama-bench", default=None, help="path of llama.cpp's llama-bench binary")
@@ -209,8 +198,7 @@ def main(argv=None) -> int:
 
         base.save_pretrained(args.save_model)
         write_tokenizer(args.save_model)  # llama.cpp's converter needs one; padded to vocab 32000 there
-    rows = args.rows + [f"{r}+{v}" for v in args.variants for r in args.rows if r.startswith("int")]
-    models = {row: variant(base, row) for row in rows}
+    models = {row: variant(base, row) for row in args.rows}
     stub = without_linears(base)
     del base
     prompt = torch.randint(0, 32000, (1, 8), generator=torch.Generator().manual_seed(2))
