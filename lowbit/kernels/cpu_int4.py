@@ -255,8 +255,8 @@ class NativeCall:
     per thread.
     """
 
-    __slots__ = ("_f32", "_gemm", "_mode", "_ndx", "_quant", "_qargs", "_wargs", "k", "kp", "max_m", "n", "nb",
-                 "weight")
+    __slots__ = ("_f32", "_gemm", "_last", "_mode", "_ndx", "_quant", "_qargs", "_wargs", "k", "kp", "max_m", "n",
+                 "nb", "weight")
 
     def __init__(self, w4: Int4CpuWeight, activations: str, lib):
         t = w4.tensors
@@ -264,6 +264,7 @@ class NativeCall:
         self.n, self.k, self.nb = w4.n, w4.k, t["scale"].shape[1]
         self.kp = t["packed"].shape[1] * 8 // (4 if w4.bits <= 4 else 8)
         self._f32 = activations == "fp32"
+        self._last = (None, None)  # (arena pointer, m, its three scratch pointers as ctypes objects)
         # lb_gemm_*'s leading arguments: weight, scales, scale*zero, N, Kp, 32-column sub-blocks per block, blocks
         self._wargs = (_P(t["packed"].data_ptr()), _P(t["scale"].data_ptr()), _P(t["scale_zero"].data_ptr()),
                        _I64(self.n), _I64(self.kp), _I64(w4.group_k // 32), _I64(self.nb))
@@ -293,7 +294,10 @@ class NativeCall:
             if need <= _ARENA_MAX_BYTES:
                 _ARENA.buf = buf
         p = buf.data_ptr()
-        q, d, s = _P(p), _P(p + off_d), _P(p + off_s)
+        last = self._last  # one attribute, replaced whole: threads sharing this call never see a mixed pair
+        if last[0] != p or last[1] != m:
+            last = self._last = (p, m, _P(p), _P(p + off_d), _P(p + off_s))
+        q, d, s = last[2], last[3], last[4]
         self._quant(cx, cm, *self._qargs, q, d, s, cnt)
         self._gemm(*self._wargs, q, d, s, cm, self._mode, cb, cy, cnt)
 
