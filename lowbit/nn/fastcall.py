@@ -64,6 +64,10 @@ class _Bound:
                           for key in (*(f"{name}_{f}" for f in _FIELDS), "weight_input_scale"))
         self.epoch, self.generation = epoch(), generation()
 
+    def refuses(self, layer, x, bias) -> bool:
+        """True when this is a `Refused` that still stands for this layer state and input kind (no new attempt)."""
+        return False
+
     def holds(self, layer, bias) -> bool:
         if layer.backend is not self.backend or bias is not self.bias or epoch() != self.epoch \
                 or generation() != self.generation or forcing():
@@ -139,26 +143,53 @@ class BoundDense(_Bound):
         return F.linear(x, self.weight, bias)
 
 
+class Refused(_Bound):
+    """No bound call for this layer state, input dtype and M bucket (a kernel without a bound form, bf16 compute, a
+    fallback, an AWQ input scale, ...): the usual path serves, and `bind` is not tried again until something a
+    bound call checks changes (`refuses`)."""
+
+    __slots__ = ("hi", "lo")
+
+    def __init__(self, layer, name: str, bias, x):
+        super().__init__(layer, name, bias, x.dtype)
+        self.lo, self.hi = _bucket_range(_rows(x))
+
+    def __call__(self, layer, x, bias):
+        return None
+
+    def refuses(self, layer, x, bias) -> bool:
+        return type(x) is _TENSOR and x.dtype is self.dtype and self.holds(layer, bias) \
+            and self.lo <= _rows(x) < self.hi
+
+
+def _rows(x) -> int:
+    """M of an input (..., K): its rows (0 for an empty input or K == 0)."""
+    shape = x.shape
+    return x.numel() // shape[-1] if shape and shape[-1] else 0
+
+
 def bind(layer, name: str, x, bias) -> _Bound | None:
-    """The bound call of parameter `name` of `layer` for inputs like x (after the usual path ran on x), or None
-    where there is none: tracing, autograd recording, another device or dtype, a forced kernel, a fallback, a
-    kernel without a bound form, an AWQ input scale."""
+    """The bound call of parameter `name` of `layer` for inputs like x (after the usual path ran on x); a `Refused`
+    where this layer state and input kind have none (another kernel, compute dtype or format, a fallback, an AWQ
+    input scale, a bias it cannot read); None where this call says nothing of the next (tracing, autograd
+    recording, a forced kernel, another device, an empty input)."""
     if type(x) is not _TENSOR or not x.is_cpu or x.dim() == 0 or _is_compiling() or _dispatch_depth() \
-            or _function_mode() or forcing() or "weight_input_scale" in layer._buffers:
+            or _function_mode() or forcing() or _rows(x) < 1:
+        return None
+    if torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
         return None
     n = layer.quant_meta[name]["shape"][0]
-    if bias is not None and (type(bias) not in (_TENSOR, torch.nn.Parameter) or not bias.is_cpu
-                             or tuple(bias.shape) != (n,) or not bias.is_contiguous()):
-        return None
-    if not layer.is_affine(name):
-        return None
+    if "weight_input_scale" in layer._buffers or not layer.is_affine(name) or (bias is not None and (
+            type(bias) not in (_TENSOR, torch.nn.Parameter) or not bias.is_cpu or tuple(bias.shape) != (n,)
+            or not bias.is_contiguous())):
+        return Refused(layer, name, bias, x)
     bufs = layer._buffers
     if layer.backend.memory is Memory.NORMAL:
         w = bufs.get(f"{name}_dense")
         if w is None or not w.is_cpu or x.dtype is not w.dtype or (bias is not None and bias.dtype is not w.dtype):
-            return None
+            return Refused(layer, name, bias, x)
         return BoundDense(layer, name, bias, w)
-    return _bind_native(layer, name, x, bias)
+    return _bind_native(layer, name, x, bias) or Refused(layer, name, bias, x)
 
 
 def _bind_native(layer, name: str, x, bias) -> BoundNative | None:
@@ -166,17 +197,15 @@ def _bind_native(layer, name: str, x, bias) -> BoundNative | None:
     packed, scale, zero = bufs.get(f"{name}_packed"), bufs.get(f"{name}_scale"), bufs.get(f"{name}_zero")
     if packed is None or x.dtype is not torch.float32 or (bias is not None and bias.dtype is not torch.float32):
         return None
-    if torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
-        return None
     entry = fresh_entry(packed, scale, zero)
-    m = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    if entry is None or m < 1:
+    m = _rows(x)
+    if entry is None:
         return None
     backend = layer.backend
     plan = entry.plans.get(("cpu", m_bucket(m), backend.memory.value, backend.precision.value))
     if plan is None:
         return None
-    decision, dtype, _, bound = plan  # bound: the kernel row's call, made with the plan (`ops._linear_plan`)
+    bound = plan[3]  # the kernel row's call, made with the plan (`ops._linear_plan`)
     if bound is None or m > bound[0].max_m:
         return None
     return BoundNative(layer, name, bias, bound[0], bound[1], m)

@@ -246,7 +246,9 @@ class QuantLinear(QuantModule):
         y = None if bound is None else bound(self, x, bias)
         if y is None:
             y = self._forward(x)
-            self._bound = fastcall.bind(self, "weight", x, bias) if self.bind_calls else None
+            if self.bind_calls and (bound is None or not bound.refuses(self, x, bias)):
+                # __dict__ directly: nn.Module.__setattr__ costs ~5 us, and this is a plain attribute
+                self.__dict__["_bound"] = fastcall.bind(self, "weight", x, bias)
         return y
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -10,8 +10,8 @@ import torch
 
 from lowbit import QuantConfig
 from lowbit.kernels.cpu_native import available_native
-from lowbit.nn import QuantLinear
-from lowbit.nn.fastcall import BoundDense, BoundNative
+from lowbit.nn import QuantLinear, fastcall
+from lowbit.nn.fastcall import BoundDense, BoundNative, Refused
 from lowbit.nn.weight_cache import current_capabilities, forced_kernel, override_capabilities
 from lowbit.quant import quantize_weight
 from lowbit.runtime import BackendConfig, Kernel, KernelRow, register_kernel, unregister_kernel
@@ -53,7 +53,7 @@ def test_the_bound_native_call_is_bit_identical(rng, one_thread, precision, bits
     fp32 = precision != "low" or not current_capabilities().cpu_bf16
     pads = precision == "high" and (k % 64 or m >= 16)  # fp32 activations: the register kernel, K padded by the op
     if not fp32 or pads:
-        assert q._bound is None  # bf16 compute at precision Low; fp32 tiles or padding: the usual path
+        assert isinstance(q._bound, Refused)  # bf16 compute at precision Low; fp32 tiles or padding: the usual path
         return
     with torch.no_grad():
         fast, slow = _both(q, x)
@@ -174,3 +174,22 @@ def test_copies_and_moves_drop_the_bound_call(rng, one_thread):
         assert not torch.equal(twin(x), q(x))
         q.float()  # _apply
         assert q._bound is None
+
+
+def test_a_refused_layer_is_not_bound_again_until_its_state_changes(rng, one_thread, monkeypatch):
+    q = _layer(rng, 128, 64, 4, 64, ("low", "normal"))
+    q.set_input_scale(torch.rand(128, generator=rng) + 0.5)  # AWQ's input scale: no bound form
+    x = torch.randn(1, 128, generator=rng)
+    attempts = []
+    bind = fastcall.bind
+    monkeypatch.setattr(fastcall, "bind", lambda *a: attempts.append(1) or bind(*a))
+    with torch.no_grad():
+        first = q(x)
+        assert isinstance(q._bound, Refused)
+        assert torch.equal(q(x), first) and torch.equal(q(x), first)
+        assert len(attempts) == 1
+        q(torch.randn(20, 128, generator=rng))  # another M bucket: asked again
+        assert len(attempts) == 2
+        del q._buffers["weight_input_scale"]  # the state changed: bound now
+        q(x)
+        assert isinstance(q._bound, BoundNative) and len(attempts) == 3
