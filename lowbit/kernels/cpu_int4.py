@@ -16,7 +16,9 @@ Implementations, in the order `prepare_int4_cpu` prefers them (`Int4CpuWeight.im
 
 from __future__ import annotations
 
+import ctypes
 import platform
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -224,3 +226,90 @@ def linear_int4_cpu(x: torch.Tensor, w4: Int4CpuWeight, bias: torch.Tensor | Non
     if bias is not None:
         y = y.float() + bias.float()
     return y.to(x.dtype)
+
+
+_ARENA = threading.local()  # per thread: one uint8 scratch tensor for the bound calls' activation buffers
+_ARENA_MAX_BYTES = 4 << 20  # larger scratch (long prompts) is allocated per call instead of kept
+_ALIGN = 64
+
+
+def _untyped(fn):
+    """`fn` without ctypes argtypes: called with ready ctypes objects it skips per-argument conversion (~1 us of a
+    15-argument call); every argument passed must then carry its exact C type."""
+    raw = ctypes.CFUNCTYPE(None)(ctypes.cast(fn, ctypes.c_void_p).value)
+    raw.argtypes = None
+    return raw
+
+
+_P, _I64, _I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+
+
+class NativeCall:
+    """`linear_int4_cpu` of one native weight and activation scheme with every argument but the activation fixed:
+    the runtime's fast path (`bind_int4_cpu`). Calling it checks nothing.
+
+    `call(x_ptr, m, y_ptr, bias_ptr, num_threads)`: y (m, N) fp32 = act(x) @ W.T + bias for x fp32 contiguous
+    (m, K) at `x_ptr`, bias fp32 (N,) at `bias_ptr` (None: no bias), y written at `y_ptr`; m <= `max_m`. The same
+    C calls as `cpu_native.gemm_q4` / `gemm_q8` with the same arguments, so the output is bit-identical to
+    `linear_int4_cpu`'s; the int8 schemes' scratch (quantized rows, their scales and sums) comes from one buffer kept
+    per thread.
+    """
+
+    __slots__ = ("_f32", "_gemm", "_last", "_mode", "_ndx", "_quant", "_qargs", "_wargs", "k", "kp", "max_m", "n",
+                 "nb", "weight")
+
+    def __init__(self, w4: Int4CpuWeight, activations: str, lib):
+        t = w4.tensors
+        self.weight = w4  # keeps the tensors behind the pointers alive
+        self.n, self.k, self.nb = w4.n, w4.k, t["scale"].shape[1]
+        self.kp = t["packed"].shape[1] * 8 // (4 if w4.bits <= 4 else 8)
+        self._f32 = activations == "fp32"
+        self._last = (None, None)  # (arena pointer, m, its three scratch pointers as ctypes objects)
+        # lb_gemm_*'s leading arguments: weight, scales, scale*zero, N, Kp, 32-column sub-blocks per block, blocks
+        self._wargs = (_P(t["packed"].data_ptr()), _P(t["scale"].data_ptr()), _P(t["scale_zero"].data_ptr()),
+                       _I64(self.n), _I64(self.kp), _I64(w4.group_k // 32), _I64(self.nb))
+        if self._f32:  # the register kernel (below F32_BLOCKED_MIN_M rows; `_gemm_f32` tiles larger M)
+            self.max_m = cpu_native.F32_BLOCKED_MIN_M - 1
+            self._gemm = _untyped(lib.lb_gemm_f32)
+            self._mode = _I32(4 if w4.bits <= 4 else 8)  # lb_gemm_f32's last argument: the container bits
+        else:
+            self.max_m = 1 << 62
+            self._mode = _I32(cpu_native.INT8_ACT_MODES[activations])
+            self._ndx = self.kp // 32 if activations == "int8/32" else self.nb
+            self._quant = _untyped(lib.lb_quant_act)
+            self._qargs = (_I64(self.k), _I64(self.kp), _I64(w4.group_k), _I64(self.nb), self._mode)
+            self._gemm = _untyped(lib.lb_gemm_q4 if w4.bits <= 4 else lib.lb_gemm_q8)
+
+    def __call__(self, x_ptr: int, m: int, y_ptr: int, bias_ptr: int | None, nt: int) -> None:
+        cm, cx, cy, cb, cnt = _I64(m), _P(x_ptr), _P(y_ptr), _P(bias_ptr), _I32(nt)
+        if self._f32:
+            self._gemm(*self._wargs, cx, cm, cb, cy, cnt, self._mode)
+            return
+        off_d = m * self.kp  # a multiple of 64
+        off_s = off_d + -(-4 * m * self._ndx // _ALIGN) * _ALIGN
+        need = off_s + 4 * m * self.nb
+        buf = getattr(_ARENA, "buf", None)
+        if buf is None or buf.numel() < need:
+            buf = torch.empty(need, dtype=torch.uint8)
+            if need <= _ARENA_MAX_BYTES:
+                _ARENA.buf = buf
+        p = buf.data_ptr()
+        last = self._last  # one attribute, replaced whole: threads sharing this call never see a mixed pair
+        if last[0] != p or last[1] != m:
+            last = self._last = (p, m, _P(p), _P(p + off_d), _P(p + off_s))
+        q, d, s = last[2], last[3], last[4]
+        self._quant(cx, cm, *self._qargs, q, d, s, cnt)
+        self._gemm(*self._wargs, q, d, s, cm, self._mode, cb, cy, cnt)
+
+
+def bind_int4_cpu(w4: Int4CpuWeight, activations: str | None) -> NativeCall | None:
+    """The fast call of `w4` at this activation scheme (see `NativeCall`), or None where `linear_int4_cpu` would
+    not run the native kernel's plain calls: another implementation, fp32 activations with K not a multiple of 64
+    (the slow path pads x), or the native library missing."""
+    if not isinstance(w4, Int4CpuWeight) or w4.impl != "native":
+        return None
+    act = activations or ("int8/row" if w4.act_per_row else "int8/block")
+    if act not in ACTIVATIONS or (act == "fp32" and w4.k % 64):
+        return None
+    lib = cpu_native.native_library()
+    return None if lib is None else NativeCall(w4, act, lib.lib)

@@ -27,7 +27,7 @@ from ..quant.awq import divide_channels
 from ..quant.format import FORMAT_NAME, QuantizedWeight
 from ..quant.formats import PackedWeight, format_of_metadata, is_packed_weight
 from ..runtime.config import BackendConfig, Memory
-from . import dense_copy, format_exec, ops, weight_cache
+from . import dense_copy, fastcall, format_exec, ops, weight_cache
 
 _FIELDS = ("packed", "scale", "zero")
 
@@ -49,6 +49,7 @@ class QuantModule(nn.Module):
         super().__init__()
         self.backend = as_backend(backend)
         self.quant_meta: dict[str, dict] = {}
+        self._bound = None  # lowbit.nn.fastcall's bound call, rebuilt by the next forward when dropped
 
     def keep_mode(self, module: nn.Module):
         """Take `module`'s training flag (this layer and its children); returns self (for `from_float`)."""
@@ -164,12 +165,20 @@ class QuantModule(nn.Module):
 
     def clear_cache(self) -> None:
         """Drop every prepared weight and float copy (the packed codes are held again)."""
+        self._bound = None
         for name in self.quant_meta:
             dense_copy.restore(self, name)
             if self.is_affine(name):
                 weight_cache.drop_cache(self._buffers[f"{name}_packed"])
             else:
                 format_exec.drop(self, name)
+
+    def _apply(self, fn, recurse=True):
+        self._bound = None  # .to(), .float(), ...: the buffers are replaced; the bound call would keep the old ones
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        return {**super().__getstate__(), "_bound": None}  # deepcopy and pickle: the copy binds its own buffers
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         """The packed codes are saved also while memory Normal's float copy stands in for them (re-derived)."""
@@ -200,8 +209,12 @@ class QuantModule(nn.Module):
 class QuantLinear(QuantModule):
     """nn.Linear with a packed weight (N=out_features, K=in_features); bias stays float.
 
-    forward: x (..., in_features) -> (..., out_features) in x's dtype.
+    forward: x (..., in_features) -> (..., out_features) in x's dtype. After a call the layer binds its steady-state
+    call (`lowbit.nn.fastcall`: the same numbers with less Python); `bind_calls = False` runs every call through the
+    usual path instead (benchmarks compare the two).
     """
+
+    bind_calls = True
 
     def __init__(self, weight: PackedWeight, bias: torch.Tensor | None = None,
                  backend: BackendConfig | None = None):
@@ -226,6 +239,19 @@ class QuantLinear(QuantModule):
         self.hold_input_scale(s, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # a graph sees the `lowbit::linear` op, never the bound call
+            return self._forward(x)
+        bias = self.bias
+        bound = self.__dict__.get("_bound")
+        y = None if bound is None else bound(self, x, bias)
+        if y is None:
+            y = self._forward(x)
+            if self.bind_calls and (bound is None or not bound.refuses(self, x, bias)):
+                # __dict__ directly: nn.Module.__setattr__ costs ~5 us, and this is a plain attribute
+                self.__dict__["_bound"] = fastcall.bind(self, "weight", x, bias)
+        return y
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x, lambda t: t.dim() >= 1 and t.shape[-1] == self.in_features, f"(..., {self.in_features})")
         return self.quant_linear("weight", self.divide_input(x), self.bias)
 

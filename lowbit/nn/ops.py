@@ -59,9 +59,12 @@ def _linear_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
                  precision: str) -> torch.Tensor:
     """y (..., N) = x (..., K) @ W.T + bias for the packed weight W of `shape` (N, ...); y has x's dtype."""
     x2 = x.reshape(-1, x.shape[-1])
-    plan = _linear_plan(x2, packed, scale, zero, shape, bits, block_size, memory, precision)
-    decision, dtype, w = plan
+    decision, dtype, w, bound = _linear_plan(x2, packed, scale, zero, shape, bits, block_size, memory, precision)
     warn_fallback(decision)  # once per distinct reason, whichever layer asks first
+    if bound is not None:
+        y = _run_bound(bound, x2, bias)
+        if y is not None:
+            return y.reshape(*x.shape[:-1], shape[0])
     kernel = decision.kernel
     b = bias if bias is None or bias.dtype == dtype else bias.to(dtype)
     xc = x2 if x2.dtype == dtype else x2.to(dtype)
@@ -69,11 +72,30 @@ def _linear_impl(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor | No
     return (y if y.dtype == x.dtype else y.to(x.dtype)).reshape(*x.shape[:-1], shape[0])
 
 
+def _run_bound(bound, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The kernel row's bound call (`executor.binder`) on fp32 contiguous x2 (M, K) on the CPU, or None where the
+    usual run must serve: another dtype or layout, a bias it cannot read, more rows than it takes, or non-finite
+    values (run_finite's masked form)."""
+    call, finite = bound
+    m = x2.shape[0]
+    if x2.dtype is not torch.float32 or not x2.is_cpu or not x2.is_contiguous() or not 1 <= m <= call.max_m:
+        return None
+    if bias is not None and (bias.dtype is not torch.float32 or not bias.is_cpu or not bias.is_contiguous()):
+        return None
+    if finite and not math.isfinite(x2.sum(dtype=torch.float32).item()):
+        return None
+    y = torch.empty(m, call.n)
+    call(x2.data_ptr(), m, y.data_ptr(), None if bias is None else bias.data_ptr(), torch.get_num_threads())
+    return y
+
+
 def _linear_plan(x2, packed, scale, zero, shape, bits, block_size, memory, precision):
-    """(decision, compute dtype, prepared weight) for this call, from the weight's cache.
+    """(decision, compute dtype, prepared weight, bound call or None) for this call, from the weight's cache.
 
     The hot path is two dict lookups and a stamp comparison: at memory Normal a layer then costs what F.linear
-    costs. Anything else (first call, new M bucket, changed buffers, forced kernel) goes through dispatch.
+    costs. Anything else (first call, new M bucket, changed buffers, forced kernel) goes through dispatch. The bound
+    call (`executor.binder`: the kernel row's call with the prepared weight's pointers fixed) is made with the plan
+    when the compute dtype is fp32 on the CPU.
     """
     entry = fresh_entry(packed, scale, zero)
     key = (x2.device.type, m_bucket(x2.shape[0]), memory, precision)
@@ -82,7 +104,11 @@ def _linear_plan(x2, packed, scale, zero, shape, bits, block_size, memory, preci
     qw = compute_view(packed, scale, zero, shape, bits, block_size)
     entry = entry_for(qw)
     decision, dtype = choose(qw, entry, x2.device.type, x2.shape[0], memory, precision, qw.n)
-    plan = (decision, dtype, prepared(entry, decision.kernel, qw, dtype))
+    w = prepared(entry, decision.kernel, qw, dtype)
+    bound = None
+    if x2.device.type == "cpu" and dtype is torch.float32 and decision.fallback_reason is None:
+        bound = executor.binder(decision.kernel, w, decision.activations)
+    plan = (decision, dtype, w, bound)
     if not forcing():
         entry.plans[key] = plan
     return plan

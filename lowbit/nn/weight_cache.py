@@ -70,6 +70,7 @@ class WeightCache:
 _CACHE: WeakIdKeyDictionary = WeakIdKeyDictionary()  # packed tensor -> WeightCache
 _CAPS_OVERRIDE: list[Capabilities] = []
 _FORCED: list[Kernel] = []
+_EPOCH = [0]  # counts `override_capabilities` calls: bound layer calls (lowbit.nn.fastcall) check it
 
 
 @functools.cache
@@ -89,6 +90,12 @@ def override_capabilities(caps: Capabilities | None) -> None:
     if caps is not None:
         _CAPS_OVERRIDE.append(caps)
     _CACHE.clear()
+    _EPOCH[0] += 1
+
+
+def epoch() -> int:
+    """Changes whenever `override_capabilities` drops every cache (what a bound layer call must not outlive)."""
+    return _EPOCH[0]
 
 
 @contextlib.contextmanager

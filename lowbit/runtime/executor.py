@@ -16,7 +16,7 @@ from .kernel_row import Kernel, kernel_module
 from .kernel_table import kernel_rows, row_for
 from .weight_rows import int4_avoid
 
-__all__ = ["int4_avoid", "kernel_module", "prepare", "refusals", "run", "run_finite", "runner"]
+__all__ = ["binder", "int4_avoid", "kernel_module", "prepare", "refusals", "run", "run_finite", "runner"]
 
 
 def refusals(qw, op: str = "linear", **options) -> tuple[tuple[Kernel, str], ...]:
@@ -56,6 +56,16 @@ def runner(kernel, op: str = "linear"):
     **options) -> y`."""
     row = row_for(op, kernel)
     return functools.partial(row.run, row.load())
+
+
+def binder(kernel, prepared, activations: str | None = None, op: str = "linear"):
+    """(call, finite_check) for a hot path to keep, or None: the row's `bind` of this prepared weight (a call
+    `(x_ptr, m, y_ptr, bias_ptr, num_threads)` with `max_m`, bit-identical to `run`, checking nothing; see
+    `KernelRow`), and whether the caller must send inputs holding NaN or inf to `run_finite` instead (the row's
+    `int8_activations`)."""
+    row = row_for(op, kernel)
+    call = None if row.bind is None else row.bind(row.load(), prepared, activations)
+    return None if call is None else (call, row.int8_activations)
 
 
 def run_finite(kernel, w, a: torch.Tensor, bias: torch.Tensor | None, activations: str | None = None,

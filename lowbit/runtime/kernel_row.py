@@ -105,6 +105,10 @@ class KernelRow:
     same layout share one prepared weight; None: the row's own), `prepare(module, qw, dtype, **options)` (the
     kernel's weight, built once per weight and kept in nn's weight cache) and `run(module, prepared, x, bias,
     activations, **options)` (y = x @ W.T + bias, output dtype = x.dtype; static rows return float32).
+    Fast path (optional): `bind(module, prepared, activations)` -> a call `(x_ptr, m, y_ptr, bias_ptr, num_threads)`
+    with `max_m` that writes y (m, N) fp32 for fp32 contiguous x (m, K) and an fp32 bias (N,) or None, bit-identical
+    to `run` and checking nothing (nn's bound layer calls, `executor.binder`), or None where this prepared weight
+    has no such call.
     """
 
     kernel: Any
@@ -126,6 +130,7 @@ class KernelRow:
     layout: str | None = None
     prepare: Callable | None = None
     run: Callable | None = None
+    bind: Callable | None = None
     doc: str = ""
 
     @property

@@ -114,6 +114,10 @@ def _int4_run(mod, w, x, bias, activations):
     return mod.linear_int4_cpu(x, w, bias, activations=activations)
 
 
+def _int4_bind(mod, w, activations):
+    return mod.bind_int4_cpu(w, activations)
+
+
 def _native_activations(precision):
     return NATIVE_ACTIVATIONS[precision]
 
@@ -151,7 +155,7 @@ WEIGHT_ROWS = (
     KernelRow(Kernel.CPU_INT4, priority=_cpu_int4_first, module="cpu_int4",
               supports=lambda mod, qw: mod.supports_int4_cpu(qw), available=lambda mod: mod.available_int4_cpu(),
               capability="cpu_int4", refuse=_int4_precision_refusal, activations=_native_activations,
-              int8_activations=True, prepare=_int4_prepare, run=_int4_run,
+              int8_activations=True, prepare=_int4_prepare, run=_int4_run, bind=_int4_bind,
               doc="lowbit's packed CPU kernel: 2..8 bits native (activations by precision), else torch int4 ops"),
     KernelRow(Kernel.CPU_INT8_DYNAMIC, precisions=_LOW, priority=20, module="cpu_int8",
               supports=lambda mod, qw: mod.supports_int8_dynamic(qw),
