@@ -141,7 +141,7 @@ void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, 
 #if LB_VNNI == 2
 #include "lowbit_cpu_tile512.h"  /* gemm_tile512: outputs across lanes, for M >= LB_TILE_MIN_M */
 #elif LB_AVX2 && !LB_VNNI
-#include "lowbit_cpu_tile256.h"  /* gemm_tile256: the same for 8-bit codes on AVX2 (int16 madd) */
+#include "lowbit_cpu_tile256.h"  /* gemm_tile256: the same on AVX2 (8-bit: int16 madd; 4-bit: maddubs) */
 #endif
 /* From this many activation rows the tiled kernel's per-chunk weight transpose is paid back (measured). */
 #ifndef LB_TILE_MIN_M
@@ -282,8 +282,8 @@ static inline __attribute__((always_inline)) void gemm_tiles(
                                             BITS))
         return;
 #elif LB_AVX2 && !LB_VNNI
-    if (BITS == 8 && M >= LB_TILE_MIN_M &&
-        gemm_tile256(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt))
+    if (M >= LB_TILE_MIN_M && gemm_tile256(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt,
+                                            BITS))
         return;
 #endif
     const int64_t row_bytes = Kp * BITS / 8, NC = LB_NC, MC = 32, gk = gsb * 32;

@@ -1,15 +1,19 @@
-/* lowbit native CPU kernels, part 5 (AVX2 without VNNI, 8-bit codes): the register-tiled GEMM for M >=
-   LB_TILE_MIN_M. Included once by lowbit_cpu.c after lowbit_cpu_rows.h (relies on `lb_min`).
+/* lowbit native CPU kernels, part 5 (AVX2 without VNNI): the register-tiled GEMM for M >= LB_TILE_MIN_M, both
+   containers. Included once by lowbit_cpu.c after lowbit_cpu_rows.h (relies on `q4_unit`, `lb_min`).
 
-   The AVX2 form of lowbit_cpu_tile512.h for the 8-bit container. vpmaddubsw would saturate on u8 codes x s8
-   activations (2 * 255 * 127 > 32767; fbgemm avoids it by cutting activations to 7 bits), so both operands are
-   int16 and vpmaddwd adds 2 products per int32 lane. Outputs lie across lanes: a tile of T2N = 16 weight rows is
-   widened and transposed, one chunk of T2KC codes at a time, into a buffer where the 2 codes g of the 16 rows fill
-   two 8-lane vectors; each activation row broadcasts 2 int16 values and one madd + one add give 16 products to
-   8 outputs. A micro-tile of 4 rows x 16 outputs keeps 8 int32 accumulators over a block piece (a whole chunk per
-   channel, 32 codes at precision Normal), then one convert + fma per (row, piece) with the combined scale. Per 128
-   products: 2 weight loads, 4 broadcasts, 8 madd, 8 add; the row kernels load 9 vectors for the same work (the
-   load ports bound them at ~0.5x fbgemm's AVX2 kernel, M >= 32). */
+   The AVX2 form of lowbit_cpu_tile512.h. Outputs lie across lanes: a tile of T2N = 16 weight rows is transposed,
+   one chunk of T2KC codes at a time, into a buffer where one 32-bit group of codes of the 16 rows fills two 8-lane
+   vectors; each activation row broadcasts one group and a micro-tile of 4 rows x 16 outputs accumulates in 8
+   registers. The activations are re-laid chunk by chunk once per call.
+   8-bit codes: vpmaddubsw would saturate on u8 codes x s8 activations (2 * 255 * 127 > 32767; fbgemm avoids it by
+   cutting activations to 7 bits), so groups are 2 codes widened to int16 (activations likewise) and vpmaddwd + vpaddd
+   add 16 products per lane pair; one convert + fma per (row, block piece: a chunk per channel, 32 codes at
+   precision Normal). The row kernels load 9 vectors per 128 products where this loads 2 + 4 broadcasts (their load
+   ports bounded them at ~0.55x fbgemm's AVX2 kernel at M >= 32; this: ~0.7-0.75x; the bound is vpmaddwd, one
+   multiply per 16 products where fbgemm's 7-bit vpmaddubsw takes 32).
+   4-bit codes: groups of 4 u8 codes, vpmaddubsw + vpaddw into int16 for 32 codes (8 * 2 * 15 * 127 < 32767), then
+   vpmaddwd with ones, one convert and one fma per (row, 8 outputs, 32 codes) at every precision: the per-32
+   activation scales of precision Normal cost what the per-row scale costs (the row kernels: 1.6x). */
 
 #define LB_T2N 16
 #define LB_T2KC 512 /* codes per chunk: the buffer is 16 rows x 512 codes x 2 bytes = 16 KiB (measured at
@@ -43,19 +47,84 @@ static inline void lb_transpose8(__m256i* r) {
     }
 }
 
-/* buf[g * 16 + i] (32-bit) = codes 2g, 2g + 1 of tile row i as two int16, for the chunk [c0, c1) (multiples of
-   32); rows >= nn are zero. */
-static void lb_t2_pack(const uint8_t* w, int64_t row_bytes, int64_t nn, int64_t c0, int64_t c1, uint32_t* buf) {
-    for (int64_t k = c0; k < c1; k += 16) {
+/* buf[g * 16 + i] (32-bit) = tile row i's codes 2g, 2g + 1 as two int16 (BITS 8: pack_q8 bytes) or 4g..4g + 3 as
+   four u8 (BITS 4: pack_q4 nibbles), for the chunk [c0, c1) (multiples of 64); rows >= nn are zero. */
+static void lb_t2_pack(const uint8_t* w, int64_t row_bytes, int64_t nn, int64_t c0, int64_t c1, uint32_t* buf,
+                       const int BITS) {
+    for (int64_t k = c0; k < c1; k += BITS == 8 ? 16 : 64) {
         for (int h = 0; h < 2; ++h) {
-            __m256i r[8];
-            for (int i = 0; i < 8; ++i)
-                r[i] = h * 8 + i < nn ? _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(w + (h * 8 + i) * row_bytes + k)))
-                                      : _mm256_setzero_si256();
+            __m256i r[8], s[8];
+            for (int i = 0; i < 8; ++i) {
+                const uint8_t* wr = w + (h * 8 + i) * row_bytes;
+                if (h * 8 + i >= nn) {
+                    r[i] = s[i] = _mm256_setzero_si256();
+                } else if (BITS == 8) {
+                    r[i] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(wr + k)));
+                    s[i] = _mm256_setzero_si256(); /* unused */
+                } else {
+                    q4_unit(wr + k / 2, &r[i], &s[i]); /* codes k..k+31, k+32..k+63 */
+                }
+            }
             lb_transpose8(r);
-            uint32_t* dst = buf + (k - c0) / 2 * LB_T2N + h * 8;
+            uint32_t* dst = buf + (k - c0) / (BITS == 8 ? 2 : 4) * LB_T2N + h * 8;
             for (int g = 0; g < 8; ++g) _mm256_storeu_si256((__m256i*)(dst + g * LB_T2N), r[g]);
+            if (BITS == 4) {
+                lb_transpose8(s);
+                for (int g = 0; g < 8; ++g) _mm256_storeu_si256((__m256i*)(dst + (8 + g) * LB_T2N), s[g]);
+            }
         }
+    }
+}
+
+/* acc (int16) += maddubs(w u8, a s8) in place (see lb_madd_acc). */
+static inline __m256i lb_maddubs_acc(__m256i acc, __m256i w, __m256i a) {
+    __m256i t;
+    __asm__("vpmaddubsw %3, %2, %1\n\tvpaddw %1, %0, %0" : "+x"(acc), "=&x"(t) : "x"(w), "x"(a));
+    return acc;
+}
+
+/* The 4-bit form of lb_t2_rows: 32 codes at a time (8 steps of maddubs, u8 codes <= 15 x s8 activations: int16
+   lanes hold 8 * 2 * 15 * 127 < 32767), widened by madd with ones and converted once per (row, 8 outputs, 32
+   codes), then one fma with the combined scale s_b * d (d per 32 codes, per block or per row alike). */
+static inline __attribute__((always_inline)) void lb_t2_rows4(
+        const uint32_t* buf, int64_t c0, int64_t c1, int64_t gk, int64_t nb, const float* wst, const float* wzt,
+        const int8_t* xa, int64_t xstride, const float* xd, int64_t dstride, int sub, const float* xs, float* f,
+        const int MR) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t s0 = c0; s0 < c1;) {
+        const int64_t b = s0 / gk, s1 = lb_min(c1, (b + 1) * gk);
+        if (b >= nb) break;
+        const float* sb = wst + b * LB_T2N;
+        const float* zb = wzt + b * LB_T2N;
+        for (int64_t q0 = s0; q0 < s1; q0 += 32) {
+            __m256i acc[2 * LB_T2MR];
+            for (int i = 0; i < 2 * MR; ++i) acc[i] = _mm256_setzero_si256();
+            const uint32_t* bp = buf + (q0 - c0) / 4 * LB_T2N;
+            const int8_t* xp = xa + (q0 - c0);
+            for (int g = 0; g < 8; ++g) {
+                const __m256i w0 = _mm256_loadu_si256((const __m256i*)(bp + g * LB_T2N));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i*)(bp + g * LB_T2N + 8));
+                for (int r = 0; r < MR; ++r) {
+                    int32_t a4;
+                    memcpy(&a4, xp + r * xstride + g * 4, 4);
+                    const __m256i a = _mm256_set1_epi32(a4);
+                    acc[2 * r] = lb_maddubs_acc(acc[2 * r], w0, a);
+                    acc[2 * r + 1] = lb_maddubs_acc(acc[2 * r + 1], w1, a);
+                }
+            }
+            for (int r = 0; r < MR; ++r) {
+                const __m256 d = _mm256_set1_ps(xd[r * dstride + (sub ? q0 / 32 : b)]);
+                for (int h = 0; h < 2; ++h) {
+                    const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(acc[2 * r + h], ones));
+                    __m256 fv = _mm256_loadu_ps(f + r * LB_T2N + 8 * h);
+                    fv = _mm256_fmadd_ps(p, _mm256_mul_ps(_mm256_loadu_ps(sb + 8 * h), d), fv);
+                    if (q0 == b * gk)
+                        fv = _mm256_fnmadd_ps(_mm256_set1_ps(xs[r * nb + b]), _mm256_loadu_ps(zb + 8 * h), fv);
+                    _mm256_storeu_ps(f + r * LB_T2N + 8 * h, fv);
+                }
+            }
+        }
+        s0 = s1;
     }
 }
 
@@ -117,10 +186,11 @@ static void lb_t2_scales(const float* src, int64_t N, int64_t nb, float* dst) {
    once per call. Returns 0 when the scratch cannot be allocated (the caller then takes the row kernels). */
 static int gemm_tile256(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb,
                         int64_t nb, const int8_t* xq, const float* xd, const float* xs, int64_t M, int sub,
-                        const float* bias, float* y, int nt) {
+                        const float* bias, float* y, int nt, const int BITS) {
     const int64_t ntile = (N + LB_T2N - 1) / LB_T2N, nst = ntile * LB_T2N * nb, gk = gsb * 32;
     const int64_t dstride = sub ? Kp / 32 : nb;
-    int16_t* xc = (int16_t*)malloc(sizeof(int16_t) * (size_t)(M * Kp));
+    const int64_t row_bytes = Kp * BITS / 8, xb = BITS == 8 ? 2 : 1; /* activation bytes per code */
+    void* xc = malloc((size_t)(xb * M * Kp));
     float* wsT = (float*)malloc(sizeof(float) * 2 * (size_t)nst);
     if (!xc || !wsT) {
         free(xc);
@@ -131,10 +201,15 @@ static int gemm_tile256(const uint8_t* w, const float* ws, const float* wsz, int
     lb_t2_scales(wsz, N, nb, wsT + nst);
     for (int64_t c0 = 0; c0 < Kp; c0 += LB_T2KC) {
         const int64_t kc = lb_min(LB_T2KC, Kp - c0);
-        for (int64_t m = 0; m < M; ++m)
+        for (int64_t m = 0; m < M; ++m) {
+            if (BITS == 4) {
+                memcpy((int8_t*)xc + c0 * M + m * kc, xq + m * Kp + c0, (size_t)kc);
+                continue;
+            }
             for (int64_t k = 0; k < kc; k += 16)
-                _mm256_storeu_si256((__m256i*)(xc + c0 * M + m * kc + k),
+                _mm256_storeu_si256((__m256i*)((int16_t*)xc + c0 * M + m * kc + k),
                                     _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(xq + m * Kp + c0 + k))));
+        }
     }
     #pragma omp parallel for num_threads(nt) schedule(static)
     for (int64_t t = 0; t < ntile; ++t) {
@@ -146,7 +221,7 @@ static int gemm_tile256(const uint8_t* w, const float* ws, const float* wsz, int
         for (int64_t c0 = 0; c0 < Kp; c0 += LB_T2KC) {
             const int64_t c1 = lb_min(c0 + LB_T2KC, Kp);
             if (c0 / gk >= nb) break;
-            lb_t2_pack(w + n0 * Kp, Kp, nn, c0, c1, buf);
+            lb_t2_pack(w + n0 * row_bytes, row_bytes, nn, c0, c1, buf, BITS);
             for (int64_t m = 0; m < M; m += LB_T2MR) {
                 const int64_t mr = lb_min(LB_T2MR, M - m);
                 float f[LB_T2MR * LB_T2N];
@@ -158,9 +233,13 @@ static int gemm_tile256(const uint8_t* w, const float* ws, const float* wsz, int
                 else
                     for (int64_t r = 0; r < mr; ++r)
                         for (int64_t j = 0; j < LB_T2N; ++j) f[r * LB_T2N + j] = j < nn ? y[(m + r) * N + n0 + j] : 0.f;
-                const int16_t* xr = xc + c0 * M + m * (c1 - c0);
+                const int64_t xo = c0 * M + m * (c1 - c0);
                 const float *dr = xd + m * dstride, *sr = xs + m * nb;
-#define LB_T2R(R) lb_t2_rows(buf, c0, c1, gk, nb, wst, wzt, xr, c1 - c0, dr, dstride, sub, sr, f, R)
+#define LB_T2R(R)                                                                                                  \
+    if (BITS == 8)                                                                                                 \
+        lb_t2_rows(buf, c0, c1, gk, nb, wst, wzt, (const int16_t*)xc + xo, c1 - c0, dr, dstride, sub, sr, f, R);   \
+    else                                                                                                           \
+        lb_t2_rows4(buf, c0, c1, gk, nb, wst, wzt, (const int8_t*)xc + xo, c1 - c0, dr, dstride, sub, sr, f, R)
                 switch (mr) {
                     case 4: LB_T2R(4); break;
                     case 3: LB_T2R(3); break;
