@@ -249,10 +249,10 @@ static __attribute__((noinline)) void q4_epilogue(const float* acc, int64_t mr, 
 /* int4 per-32 rows with the sub-blocks per weight block fixed at compile time where common (0: at run time) */
 #define LB_SUB_Q4                                                                                       \
     switch (gsb) {                                                                                      \
-        case 1: LB_SUB_ROWS(q4_row_sub, , 1); break;                                                \
-        case 2: LB_SUB_ROWS(q4_row_sub, , 2); break;                                                \
-        case 4: LB_SUB_ROWS(q4_row_sub, , 4); break;                                                \
-        default: LB_SUB_ROWS(q4_row_sub, , 0); break;                                               \
+        case 1: LB_SUB_ROWS(q4_row_sub, , 1); break;                                                    \
+        case 2: LB_SUB_ROWS(q4_row_sub, , 2); break;                                                    \
+        case 4: LB_SUB_ROWS(q4_row_sub, , 4); break;                                                    \
+        default: LB_SUB_ROWS(q4_row_sub, , 0); break;                                                   \
     }
 
 /* dst[i] = src[i] for i < n (int8 -> lb_act8). */

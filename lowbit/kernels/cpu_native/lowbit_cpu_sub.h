@@ -118,7 +118,7 @@ static inline __attribute__((always_inline)) void q4_row_sub(
 static inline __attribute__((always_inline)) void q8_row_sub(
         const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
         const lb_act8* xq, int64_t Kp, const float* xd, int64_t ds, const int MR, float* out) {
-    const int C = LB_SUB_CHAINS(MR);
+    const int C = MR == 1 ? 4 : LB_SUB_CHAINS(MR); /* one row: 4 fp32 chains (2 left M = 1 at 0.66x per row) */
     __m256 facc[4];
     for (int r = 0; r < 4; ++r) facc[r] = _mm256_setzero_ps();
     const __m256i z = _mm256_setzero_si256();
@@ -134,6 +134,13 @@ static inline __attribute__((always_inline)) void q8_row_sub(
         const int64_t j1 = lb_min((b + 1) * gsb, nsb);
         const __m256 s = _mm256_broadcast_ss(ws + b);
         int64_t j = b * gsb;
+        if (C == 4)
+            for (; j + 4 <= j1; j += 4) {
+                LB_SUB8(j, 0);
+                LB_SUB8(j + 1, 1);
+                LB_SUB8(j + 2, 2);
+                LB_SUB8(j + 3, 3);
+            }
         for (; j + 2 <= j1; j += 2) {
             LB_SUB8(j, 0);
             LB_SUB8(j + 1, C - 1);
@@ -141,6 +148,10 @@ static inline __attribute__((always_inline)) void q8_row_sub(
         if (j < j1) LB_SUB8(j, 0);
     }
 #undef LB_SUB8
+    if (C == 4) {
+        facc[0] = _mm256_add_ps(_mm256_add_ps(facc[0], facc[1]), _mm256_add_ps(facc[2], facc[3]));
+        facc[1] = _mm256_setzero_ps();
+    }
     sub_finish(facc, MR, out);
 }
 #elif LB_NEON

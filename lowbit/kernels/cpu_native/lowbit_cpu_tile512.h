@@ -109,46 +109,35 @@ static inline __attribute__((always_inline)) void lb_tile_rows(
         f[2 * r + 1] = c0 == 0 ? _mm512_loadu_ps(bt + 16) : _mm512_maskz_loadu_ps(m1, y + r * N + 16);
     }
     for (int64_t s0 = c0; s0 < c1;) {
-        const int64_t b = s0 / gk, s1 = lb_min(c1, (b + 1) * gk); /* the block's piece in this chunk */
+        const int64_t b = s0 / gk, s1 = lb_min(lb_min(c1, (b + 1) * gk), sub ? s0 + 32 : c1);
         if (b >= nb) break; /* codes past the last block: zero activations */
-        /* sub: fb[.] = sum over the piece's 32-code sub-blocks of d_rj * idot (one convert + one fma each, the
-           activation scale from memory), then f += fb * s_b once per piece (it was convert + mul + fma per
-           sub-block: the mul s_b * d_rj per sub-block cost ~1/3 of precision Normal's extra time) */
-        __m512 fb[16];
-        for (int i = 0; i < 2 * MR; ++i) fb[i] = _mm512_setzero_ps();
-        for (int64_t q0 = s0; q0 < s1;) {
-            const int64_t q1 = sub ? lb_min(q0 + 32, s1) : s1;
-            __m512i acc[16];
-            for (int i = 0; i < 2 * MR; ++i) acc[i] = _mm512_setzero_si512();
-            const uint32_t* bp = buf + (q0 - c0) / 4 * LB_TN;
-            const int8_t* xa = xq + q0;
-            for (int64_t g = 0; g < (q1 - q0) / 4; ++g) {
-                const __m512i w0 = _mm512_loadu_si512((const void*)(bp + g * LB_TN));
-                const __m512i w1 = _mm512_loadu_si512((const void*)(bp + g * LB_TN + 16));
-                for (int r = 0; r < MR; ++r) {
-                    int32_t a4;
-                    memcpy(&a4, xa + r * xstride + g * 4, 4);
-                    const __m512i a = _mm512_set1_epi32(a4);
-                    acc[2 * r] = lb_dpbusd512(acc[2 * r], w0, a);
-                    acc[2 * r + 1] = lb_dpbusd512(acc[2 * r + 1], w1, a);
-                }
-            }
+        __m512i acc[16];
+        for (int i = 0; i < 2 * MR; ++i) acc[i] = _mm512_setzero_si512();
+        const uint32_t* bp = buf + (s0 - c0) / 4 * LB_TN;
+        const int8_t* xa = xq + s0;
+        for (int64_t g = 0; g < (s1 - s0) / 4; ++g) {
+            const __m512i w0 = _mm512_loadu_si512((const void*)(bp + g * LB_TN));
+            const __m512i w1 = _mm512_loadu_si512((const void*)(bp + g * LB_TN + 16));
             for (int r = 0; r < MR; ++r) {
-                const __m512 d = _mm512_set1_ps(xd[r * dstride + (sub ? q0 / 32 : b)]);
-                for (int h = 0; h < 2; ++h)
-                    fb[2 * r + h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[2 * r + h]), d, fb[2 * r + h]);
+                int32_t a4;
+                memcpy(&a4, xa + r * xstride + g * 4, 4);
+                const __m512i a = _mm512_set1_epi32(a4);
+                acc[2 * r] = lb_dpbusd512(acc[2 * r], w0, a);
+                acc[2 * r + 1] = lb_dpbusd512(acc[2 * r + 1], w1, a);
             }
-            q0 = q1;
         }
         const float* sb = wst + b * LB_TN;
         const float* zb = wzt + b * LB_TN;
-        for (int r = 0; r < MR; ++r)
+        for (int r = 0; r < MR; ++r) {
+            const __m512 d = _mm512_set1_ps(xd[r * dstride + (sub ? s0 / 32 : b)]);
             for (int h = 0; h < 2; ++h) {
-                f[2 * r + h] = _mm512_fmadd_ps(fb[2 * r + h], _mm512_loadu_ps(sb + 16 * h), f[2 * r + h]);
+                const __m512 sc = _mm512_mul_ps(_mm512_loadu_ps(sb + 16 * h), d);
+                f[2 * r + h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[2 * r + h]), sc, f[2 * r + h]);
                 if (s0 == b * gk)
                     f[2 * r + h] = _mm512_fnmadd_ps(_mm512_set1_ps(xs[r * nb + b]), _mm512_loadu_ps(zb + 16 * h),
                                                     f[2 * r + h]);
             }
+        }
         s0 = s1;
     }
     for (int r = 0; r < MR; ++r) {
