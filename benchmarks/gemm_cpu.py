@@ -89,10 +89,10 @@ def _check(shape, m: int, meth: Method, x: torch.Tensor, ref: torch.Tensor) -> f
     return sqnr
 
 
-def time_cpu(fn) -> Timing:
+def time_cpu(fn, min_time_s: float = 0.06) -> Timing:
     """time_fn on the calling thread's CPU clock: immune to preemption by other processes, and meaningful only when
     the work runs on this thread (torch.set_num_threads(1), native num_threads=1)."""
-    return time_fn(fn, warmup=2, min_time_s=0.06, max_reps=40, clock=time.thread_time)
+    return time_fn(fn, warmup=2, min_time_s=min_time_s, max_reps=40, clock=time.thread_time)
 
 
 def _time_interleaved(methods: list[Method], x: torch.Tensor, rounds: int, clock: str = "wall") -> list[Timing]:
@@ -231,28 +231,42 @@ PRECISION_SHAPES = ((4096, 4096), (384, 1536), (1536, 384))
 SCHEMES = ("fp32", "int8/32", "int8/row")  # the native kernel at precision High, Normal, Low
 
 
+PRECISION_FORMATS = ((4, 64), (4, 128), (8, -1))
+
+
+def _torch_dynamic_int8(wf: torch.Tensor):
+    """torch's dynamic int8 Linear (fbgemm on x86: per-tensor 7-bit activations) on the float weight wf."""
+    lin = torch.nn.Linear(wf.shape[1], wf.shape[0], bias=False)
+    lin.weight.data.copy_(wf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao deprecation notices
+        return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, torch.qint8)
+
+
 def run_precision_sweep(shapes=PRECISION_SHAPES, ms=(1, 32, 128), rounds: int = 5, seed: int = 0,
-                        clock: str = "wall") -> list[Row]:
+                        clock: str = "wall", formats=PRECISION_FORMATS) -> list[Row]:
     """The native kernel's activation scheme per precision (High fp32, Normal int8 per 32 channels, Low int8 per
-    row) beside torch fp32 F.linear on the same weights and inputs, schemes interleaved within each round; each ms is
-    the median of the round medians. SQNR against the fp32 product of the dequantized weight (inf: bit-exact)."""
+    row) beside torch fp32 F.linear and torch's dynamic int8 Linear on the same weights and inputs, schemes
+    interleaved within each round; each ms is the median of the round medians. SQNR against the float64 product of
+    the dequantized weight. formats: (bits, block) pairs (block -1: per channel)."""
     from lowbit.kernels import cpu_native
 
     gen = torch.Generator().manual_seed(seed)
     rows: list[Row] = []
     for k, n in shapes:
         w = torch.randn(n, k, generator=gen) / k**0.5
-        for bits, block in ((4, 64), (4, 128), (8, -1)):
+        for bits, block in formats:
             qw = quantize_weight(w, QuantConfig(bits=bits, block_size=block))
             prep = prepare_int4_cpu(qw, "native")
             t = prep.tensors
             gemm = cpu_native.gemm_q4 if bits <= 4 else cpu_native.gemm_q8
             wf = qw.dequantize(torch.float32)
+            dyn8 = _torch_dynamic_int8(wf)
             for m in ms:
                 x = torch.randn(m, k, generator=gen)
                 ref = F.linear(x.double(), wf.double())
                 args = (x, t["packed"], t["scale"], t["scale_zero"], k, prep.group_k)
-                fns = {"torch fp32": functools.partial(F.linear, x, wf)}
+                fns = {"torch fp32": functools.partial(F.linear, x, wf), "torch dyn int8": functools.partial(dyn8, x)}
                 fns |= {a: functools.partial(gemm, *args, activations=a) for a in SCHEMES}
                 sqnrs = {a: sqnr_db(ref, fn()) for a, fn in fns.items()}
                 if min(sqnrs.values()) < MIN_SQNR_DB:
@@ -265,12 +279,14 @@ def run_precision_sweep(shapes=PRECISION_SHAPES, ms=(1, 32, 128), rounds: int = 
                         medians[a].append(tm.median_ms)
                 med = {a: statistics.median(v) for a, v in medians.items()}
                 rows.append(Row({"K": k, "N": n, "bits": bits, "block": block, "M": m,
-                                 "torch fp32 ms": med["torch fp32"], "fp32 ms": med["fp32"],
-                                 "int8/32 ms": med["int8/32"], "int8/row ms": med["int8/row"],
+                                 "torch fp32 ms": med["torch fp32"], "dyn8 ms": med["torch dyn int8"],
+                                 "fp32 ms": med["fp32"], "int8/32 ms": med["int8/32"], "int8/row ms": med["int8/row"],
                                  "int8/32 / row": med["int8/32"] / med["int8/row"],
+                                 "x dyn8 row": med["torch dyn int8"] / med["int8/row"],
+                                 "x dyn8 /32": med["torch dyn int8"] / med["int8/32"],
                                  "fp32 / torch": med["fp32"] / med["torch fp32"],
                                  "sqnr fp32": min(sqnrs["fp32"], 200.0), "sqnr int8/32": sqnrs["int8/32"],
-                                 "sqnr int8/row": sqnrs["int8/row"]}))
+                                 "sqnr int8/row": sqnrs["int8/row"], "sqnr dyn8": sqnrs["torch dyn int8"]}))
     return rows
 
 
@@ -314,11 +330,14 @@ def main(argv: list[str] | None = None) -> list[Row]:
                    help="also time the native kernel's activation scheme per precision (fp32, int8/32, int8/row)")
     p.add_argument("--no-suite", action="store_true", help="with --impls/--variants/--precision: only those sweeps")
     p.add_argument("--shapes", default=None, help="subset of shapes, e.g. 4096x4096,384x1536 (K x N)")
-    p.add_argument("--ms", default=None, help="with --impls: the M values, e.g. 32,128,512")
+    p.add_argument("--ms", default=None, help="with --impls/--precision: the M values, e.g. 32,128,512")
+    p.add_argument("--formats", default=None,
+                   help="with --precision: bits/block pairs, e.g. 4/64,8/-1 (block -1: per channel)")
     args, _ = p.parse_known_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)  # CLI only: library code never changes torch globals
     env = describe_environment("cpu") | {"clock": args.clock, "native": native_variant_in_use(),
+                                         "fbgemm": os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "auto"),
                                          "load_start": load_averages()}
     if args.impls:
         ms_sweep = (1, 32, 128) if args.quick else (1, 8, 32, 128, 512)
@@ -340,13 +359,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
         pshapes = PRECISION_SHAPES
         if args.shapes:
             pshapes = tuple(tuple(int(v) for v in s.split("x")) for s in args.shapes.split(","))
+        formats = PRECISION_FORMATS
+        if args.formats:
+            formats = tuple(tuple(int(v) for v in f.split("/")) for f in args.formats.split(","))
         rows = run_precision_sweep(pshapes, ms=tuple(int(v) for v in (args.ms or "1,32,128").split(",")),
-                                   rounds=args.rounds, clock=args.clock)
+                                   rounds=args.rounds, clock=args.clock, formats=formats)
         report(f"{args.name}_precision", rows, env | {"load_end": load_averages()}, args.out or None,
                title="Native kernel per precision: fp32 (High), int8 per 32 channels (Normal), int8 per row (Low)",
                notes="Schemes interleaved within each round with torch fp32 F.linear on the dequantized weight; ms = "
                      "median of the round medians. 'int8/32 / row' = int8/32 ms / int8/row ms (Normal's cost over "
-                     "Low's); 'fp32 / torch' = native fp32 ms / torch fp32 ms. SQNR in dB against the float64 "
+                     "Low's); 'x dyn8 row' / 'x dyn8 /32' = torch dynamic int8 ms / lowbit int8/row (int8/32) ms "
+                     "(> 1: lowbit faster; torch's fbgemm ISA: FBGEMM_ENABLE_INSTRUCTIONS, recorded in the header); "
+                     "'fp32 / torch' = native fp32 ms / torch fp32 ms. SQNR in dB against the float64 "
                      "product of the dequantized weight (200 = capped). RTN weights, random Gaussian inputs.")
     if args.no_suite:
         return []

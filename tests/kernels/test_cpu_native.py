@@ -122,9 +122,12 @@ def test_each_variant_within_activation_bound(variant, rng, m):
 
 # The register-tiled path (AVX-512 VNNI, M >= 16 rows; lowbit_cpu_tile512.h): M just below / at / above the
 # threshold and not a multiple of the 4-row micro-tile; N with tail tiles of < 16 and 16..31 rows; K with a short
-# last block, blocks straddling the 512-code chunks (96 at K 600, per channel at K 700 and 1000), bits 2..8.
+# last block, blocks straddling the 512-code chunks (96 at K 600, per channel at K 700 and 1000), bits 2..8; the
+# AVX2 8-bit paths (lowbit_cpu_tile256.h from M 16, and below it the row kernels in K-chunks of ~1024 codes): K past
+# 2048 per channel and in blocks of 96 (chunks of 960) with a short last chunk.
 TILE_CASES = [(2, 64, 200, 45), (3, 96, 600, 70), (4, 128, 520, 33), (4, -1, 700, 32), (5, 32, 300, 17),
-              (6, 64, 330, 50), (7, 128, 640, 31), (8, -1, 1000, 40), (8, 128, 520, 64)]
+              (6, 64, 330, 50), (7, 128, 640, 31), (8, -1, 1000, 40), (8, 128, 520, 64), (8, -1, 2100, 20),
+              (8, 96, 2000, 18)]
 
 
 @pytest.mark.parametrize("m", [15, 16, 21])

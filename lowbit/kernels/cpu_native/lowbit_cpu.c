@@ -140,6 +140,8 @@ void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, 
 #include "lowbit_cpu_f32.h"  /* lb_gemm_f32, lb_dequant: fp32 activations */
 #if LB_VNNI == 2
 #include "lowbit_cpu_tile512.h"  /* gemm_tile512: outputs across lanes, for M >= LB_TILE_MIN_M */
+#elif LB_AVX2 && !LB_VNNI
+#include "lowbit_cpu_tile256.h"  /* gemm_tile256: the same on AVX2 (8-bit: int16 madd; 4-bit: maddubs) */
 #endif
 /* From this many activation rows the tiled kernel's per-chunk weight transpose is paid back (measured). */
 #ifndef LB_TILE_MIN_M
@@ -170,6 +172,7 @@ void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, 
    when nb <= NBT) and the bias are then applied vectorized over the NC columns. */
 #define LB_NC 16
 #define LB_NBT 64
+#define LB_KC8 1024
 /* wt[b * NC + j] = wsz[n0 + j, b] for j < nn, 0 past nn (kept out of line: the GEMM loop keeps its registers). */
 static __attribute__((noinline)) void q4_wsz_t(const float* wsz, int64_t n0, int64_t nn, int64_t nb, float* wt) {
     for (int64_t b = 0; b < nb; ++b)
@@ -218,12 +221,21 @@ static __attribute__((noinline)) void q4_epilogue(const float* acc, int64_t mr, 
     }
 }
 
+/* 8-bit rows over one K-chunk (nsbc sub-blocks, nbc blocks, activations xc, scales dc with row stride dstride) */
 #define Q8_ROWS(ROWD)                                                                                   \
     switch (mr) {                                                                                       \
-        case 4: q8_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 4, ROWD, out); break;                          \
-        case 3: q8_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 3, ROWD, out); break;                          \
-        case 2: q8_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 2, ROWD, out); break;                          \
-        default: q8_row(wr, sr, nsb, gsb, nb, xr, Kp, dr, 1, ROWD, out); break;                         \
+        case 4: q8_row(wr, sr, nsbc, gsb, nbc, xc, Kp, dc, dstride, 4, ROWD, out); break;               \
+        case 3: q8_row(wr, sr, nsbc, gsb, nbc, xc, Kp, dc, dstride, 3, ROWD, out); break;               \
+        case 2: q8_row(wr, sr, nsbc, gsb, nbc, xc, Kp, dc, dstride, 2, ROWD, out); break;               \
+        default: q8_row(wr, sr, nsbc, gsb, nbc, xc, Kp, dc, dstride, 1, ROWD, out); break;              \
+    }
+
+#define LB_SUB8_ROWS(FN)                                                                                \
+    switch (mr) {                                                                                       \
+        case 4: FN(wr, sr, nsbc, gsb, nbc, xc, Kp, dc, dstride, 4, out); break;                         \
+        case 3: FN(wr, sr, nsbc, gsb, nbc, xc, Kp, dc, dstride, 3, out); break;                         \
+        case 2: FN(wr, sr, nsbc, gsb, nbc, xc, Kp, dc, dstride, 2, out); break;                         \
+        default: FN(wr, sr, nsbc, gsb, nbc, xc, Kp, dc, dstride, 1, out); break;                        \
     }
 
 #define LB_SUB_ROWS(FN, ...)                                                                            \
@@ -243,6 +255,21 @@ static __attribute__((noinline)) void q4_epilogue(const float* acc, int64_t mr, 
         default: LB_SUB_ROWS(q4_row_sub, , 0); break;                                                   \
     }
 
+/* dst[i] = src[i] for i < n (int8 -> lb_act8). */
+static void lb_widen(const int8_t* src, int64_t n, lb_act8* dst, int nt) {
+    #pragma omp parallel for num_threads(nt) schedule(static) if (n > 262144)
+    for (int64_t i0 = 0; i0 < n; i0 += 4096) {
+        int64_t i = i0;
+        const int64_t i1 = lb_min(i0 + 4096, n);
+#if LB_AVX2
+        if (sizeof(lb_act8) == 2)
+            for (; i + 16 <= i1; i += 16)
+                _mm256_storeu_si256((__m256i*)(dst + i), _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(src + i))));
+#endif
+        for (; i < i1; ++i) dst[i] = (lb_act8)src[i];
+    }
+}
+
 /* The tiled GEMM shared by both containers (BITS = 4 or 8 bits per stored code; see lb_gemm_q4 for the arguments). */
 static inline __attribute__((always_inline)) void gemm_tiles(
         const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
@@ -254,9 +281,28 @@ static inline __attribute__((always_inline)) void gemm_tiles(
     if (M >= LB_TILE_MIN_M && gemm_tile512(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt,
                                             BITS))
         return;
+#elif LB_AVX2 && !LB_VNNI
+    if (M >= LB_TILE_MIN_M && gemm_tile256(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt,
+                                            BITS))
+        return;
 #endif
-    const int64_t row_bytes = Kp * BITS / 8, NC = LB_NC, MC = 32;
+    const int64_t row_bytes = Kp * BITS / 8, NC = LB_NC, MC = 32, gk = gsb * 32;
     const int64_t ntask = (N + NC - 1) / NC;
+    /* 8-bit K-chunk: whole blocks of about LB_KC8 codes, so that 4 activation rows (int16 without VNNI: 2 bytes a
+       code) stay in L1 while the NC weight rows stream past them (one chunk = the whole row at M < 4, or with VNNI) */
+    int64_t kc = Kp;
+    if (BITS == 8 && sizeof(lb_act8) != 1 && M >= 4) kc = nb == 1 ? LB_KC8 : gk >= LB_KC8 ? gk : LB_KC8 / gk * gk;
+    const lb_act8* x8 = (const lb_act8*)xq; /* the 8-bit kernels' activations (int16 on AVX2 without VNNI) */
+    lb_act8* x16 = NULL;
+    if (BITS == 8 && sizeof(lb_act8) != 1) {
+        x16 = (lb_act8*)malloc(sizeof(lb_act8) * (size_t)(M * Kp));
+        if (!x16) { /* out of memory (M * Kp * 2 bytes): NaN, never a silent wrong y */
+            for (int64_t i = 0; i < M * N; ++i) y[i] = NAN;
+            return;
+        }
+        lb_widen(xq, M * Kp, x16, nt);
+        x8 = x16;
+    }
     for (int64_t mc = 0; mc < M; mc += MC) {
         const int64_t mc_end = lb_min(mc + MC, M);
         #pragma omp parallel for num_threads(nt) schedule(static)
@@ -270,6 +316,7 @@ static inline __attribute__((always_inline)) void gemm_tiles(
             for (int64_t m0 = mc; m0 < mc_end; m0 += 4) {
                 int64_t mr = lb_min(4, mc_end - m0);
                 const int8_t* xr = xq + m0 * Kp;
+                const lb_act8* xr8 = x8 + m0 * Kp;
                 const float* dr = xd + m0 * dstride;
                 float acc[4 * LB_NC];
                 if (nn < NC) for (int64_t j = 0; j < 4 * NC; ++j) acc[j] = 0.f; /* lanes past nn: defined, unused */
@@ -286,22 +333,41 @@ static inline __attribute__((always_inline)) void gemm_tiles(
                         }
                     }
 #endif
-                for (; n < n1; ++n) {
-                    float out[4];
-                    const uint8_t* wr = w + n * row_bytes;
-                    const float* sr = ws + n * nb;
-                    if (mode == LB_ACT_32) {
-                        if (BITS == 4) { LB_SUB_Q4 } else { LB_SUB_ROWS(q8_row_sub) }
-                    } else if (BITS == 8) {
-                        if (per_row) { Q8_ROWS(1) } else { Q8_ROWS(0) }
-                    } else if (per_row) { Q4_GSB(1) } else { Q4_GSB(0) }
-                    for (int64_t r = 0; r < mr; ++r) acc[r * NC + (n - n0)] = out[r];
+                if (BITS == 4)
+                    for (; n < n1; ++n) {
+                        float out[4];
+                        const uint8_t* wr = w + n * row_bytes;
+                        const float* sr = ws + n * nb;
+                        if (mode == LB_ACT_32) {
+                            LB_SUB_Q4
+                        } else if (per_row) { Q4_GSB(1) } else { Q4_GSB(0) }
+                        for (int64_t r = 0; r < mr; ++r) acc[r * NC + (n - n0)] = out[r];
+                    }
+                for (int64_t k0 = 0; BITS == 8 && k0 < Kp; k0 += kc) { /* K-chunks: kc codes of mr rows in L1 */
+                    const int64_t b0 = k0 / gk, nsbc = (lb_min(k0 + kc, Kp) - k0) / 32;
+                    const int64_t nbc = lb_min(nb, (k0 + kc + gk - 1) / gk) - b0;
+                    const lb_act8* xc = xr8 + k0;
+                    for (n = n0; n < n1; ++n) {
+                        float out[4];
+                        const uint8_t* wr = w + n * row_bytes + k0;
+                        const float* sr = ws + n * nb + b0;
+                        if (mode == LB_ACT_32) {
+                            const float* dc = dr + k0 / 32;
+                            LB_SUB8_ROWS(q8_row_sub)
+                        } else {
+                            const float* dc = dr + b0;
+                            if (per_row) { Q8_ROWS(1) } else { Q8_ROWS(0) }
+                        }
+                        for (int64_t r = 0; r < mr; ++r)
+                            acc[r * NC + (n - n0)] = k0 == 0 ? out[r] : acc[r * NC + (n - n0)] + out[r];
+                    }
                 }
                 q4_epilogue(acc, mr, nn, dr, xs + m0 * nb, nb, per_row, trans ? wt : NULL, wsz + n0 * nb, bt,
                             y + m0 * N + n0, N);
             }
         }
     }
+    free(x16);
 }
 
 /* y = x_q @ dequant(w).T + bias for 4-bit codes packed by pack_q4 (N, Kp / 2). gsb: sub-blocks of 32 codes per

@@ -171,17 +171,30 @@ static inline __attribute__((always_inline)) void q4_row(
     hsum_rows(facc, MR, out);
 }
 
-/* 8-bit codes: the int32 partial dots of 32 codes w with 32 activations at xa, added to p. Without VNNI the u8
-   codes are widened to int16 (maddubs would saturate: 2 * 255 * 127 > 32767) and multiplied by madd. */
-static inline __m256i q8_dot(__m256i p, __m256i w, const int8_t* xa) {
+/* 8-bit codes. With VNNI one vpdpbusd takes 32 u8 codes x 32 s8 activations. Without, maddubs would saturate
+   (2 * 255 * 127 > 32767), so the codes are widened to int16 once per weight vector (lb_w8 holds both halves) and
+   the activations once per call (lb_act8: int16, see gemm_tiles), leaving one madd + one add per 16 products and row
+   (it widened both operands for every (weight row, activation row) before: 0.26-0.5x fbgemm at M >= 32). */
 #if LB_VNNI
-    return LB_DPBUSD(p, w, _mm256_loadu_si256((const __m256i*)xa));
+typedef int8_t lb_act8;
+typedef struct { __m256i v; } lb_w8;
+static inline lb_w8 q8_load(const uint8_t* p) { return (lb_w8){_mm256_loadu_si256((const __m256i*)p)}; }
 #else
-    const __m256i a = _mm256_loadu_si256((const __m256i*)xa);
-    const __m256i lo = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(w)),
-                                         _mm256_cvtepi8_epi16(_mm256_castsi256_si128(a)));
-    const __m256i hi = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(w, 1)),
-                                         _mm256_cvtepi8_epi16(_mm256_extracti128_si256(a, 1)));
+typedef int16_t lb_act8;
+typedef struct { __m256i lo, hi; } lb_w8;
+static inline lb_w8 q8_load(const uint8_t* p) {
+    return (lb_w8){_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)p)),
+                   _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(p + 16)))};
+}
+#endif
+
+/* p + the int32 partial dots (4 products per lane) of 32 codes w with 32 activations at xa. */
+static inline __m256i q8_dot(__m256i p, lb_w8 w, const lb_act8* xa) {
+#if LB_VNNI
+    return LB_DPBUSD(p, w.v, _mm256_loadu_si256((const __m256i*)xa));
+#else
+    const __m256i lo = _mm256_madd_epi16(w.lo, _mm256_loadu_si256((const __m256i*)xa));
+    const __m256i hi = _mm256_madd_epi16(w.hi, _mm256_loadu_si256((const __m256i*)(xa + 16)));
     return _mm256_add_epi32(p, _mm256_add_epi32(lo, hi));
 #endif
 }
@@ -191,49 +204,66 @@ static inline __m256i q8_dot(__m256i p, __m256i w, const int8_t* xa) {
    of blocks done. (The generic loop's per-block bounds and chunking made blocks of 32 run at 0.4-0.9x torch fp32.)
    With one row, blocks alternate between two fp32 chains (facc[0], facc[1]) so the fma latency does not serialize. */
 static inline __attribute__((always_inline)) int64_t q8_short_blocks(
-        const uint8_t* wr, const float* ws, int64_t nsb, int64_t nb, const int8_t* xq, int64_t Kp, const float* xd,
-        const int MR, const int GSB, const int ROWD, __m256* facc) {
+        const uint8_t* wr, const float* ws, int64_t nsb, int64_t nb, const lb_act8* xq, int64_t Kp, const float* xd,
+        int64_t ds, const int MR, const int GSB, const int ROWD, __m256* facc) {
     int64_t b = 0;
     for (; (b + 1) * GSB <= nsb && b < nb; ++b) {
-        __m256i wv[4];
-        for (int j = 0; j < GSB; ++j) wv[j] = _mm256_loadu_si256((const __m256i*)(wr + (b * GSB + j) * 32));
+        lb_w8 wv[4];
+        for (int j = 0; j < GSB; ++j) wv[j] = q8_load(wr + (b * GSB + j) * 32);
         for (int r = 0; r < MR; ++r) {
-            const int8_t* xa = xq + r * Kp + b * GSB * 32;
+            const lb_act8* xa = xq + r * Kp + b * GSB * 32;
             __m256i h = q8_dot(_mm256_setzero_si256(), wv[0], xa);
             for (int j = 1; j < GSB; ++j) h = q8_dot(h, wv[j], xa + j * 32);
             const int fi = MR == 1 ? (int)(b & 1) : r;
-            facc[fi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), block_scale(ws, xd, b, r, nb, ROWD), facc[fi]);
+            facc[fi] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), block_scale(ws, xd, b, r, ds, ROWD), facc[fi]);
         }
     }
     return b;
 }
 
+/* Independent int32 dot chains per activation row in q8_row's long blocks: vpdpbusd's latency (4-5 cycles), not
+   its throughput, bounded one chain per row (M = 1 per channel: 0.55x fbgemm); without VNNI the chain is one add. */
+#define LB_Q8_CH(MR) (LB_VNNI ? ((MR) == 1 ? 4 : 2) : (MR) == 1 ? 2 : 1)
+
 /* Dot of one 8-bit weight row (Kp bytes, blocks of gsb sub-blocks of 32) with MR activation rows (see q4_row).
-   int32 lanes hold 1024 sub-blocks of 255 * 127 * 4 (< 2**31), so longer blocks are flushed to fp32 in pieces. */
+   int32 lanes hold 1024 sub-blocks of 255 * 127 * 4 (< 2**31), so longer blocks are flushed to fp32 in pieces.
+   nsb, nb: the sub-blocks and blocks to walk (a K-chunk's, see gemm_tiles); ds: xd's row stride. */
 static inline __attribute__((always_inline)) void q8_row(
         const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
-        const int8_t* xq, int64_t Kp, const float* xd, const int MR, const int ROWD, float* out) {
+        const lb_act8* xq, int64_t Kp, const float* xd, int64_t ds, const int MR, const int ROWD, float* out) {
+    const int CH = LB_Q8_CH(MR);
     __m256 facc[4];
     for (int r = 0; r < 4; ++r) facc[r] = _mm256_setzero_ps();
     int64_t b0 = 0;
     switch (gsb) {
-        case 1: b0 = q8_short_blocks(wr, ws, nsb, nb, xq, Kp, xd, MR, 1, ROWD, facc); break;
-        case 2: b0 = q8_short_blocks(wr, ws, nsb, nb, xq, Kp, xd, MR, 2, ROWD, facc); break;
-        case 4: b0 = q8_short_blocks(wr, ws, nsb, nb, xq, Kp, xd, MR, 4, ROWD, facc); break;
+        case 1: b0 = q8_short_blocks(wr, ws, nsb, nb, xq, Kp, xd, ds, MR, 1, ROWD, facc); break;
+        case 2: b0 = q8_short_blocks(wr, ws, nsb, nb, xq, Kp, xd, ds, MR, 2, ROWD, facc); break;
+        case 4: b0 = q8_short_blocks(wr, ws, nsb, nb, xq, Kp, xd, ds, MR, 4, ROWD, facc); break;
         default: break;
     }
     if (MR == 1) facc[0] = _mm256_add_ps(facc[0], facc[1]);
     for (int64_t b = b0; b < nb; ++b) {
         const int64_t j1 = lb_min((b + 1) * gsb, nsb);
         for (int64_t j0 = b * gsb; j0 < j1; j0 += 1024) {
-            __m256i iacc[4];
-            for (int r = 0; r < MR; ++r) iacc[r] = _mm256_setzero_si256();
-            for (int64_t j = j0, je = lb_min(j0 + 1024, j1); j < je; ++j) {
-                const __m256i w = _mm256_loadu_si256((const __m256i*)(wr + j * 32));
-                for (int r = 0; r < MR; ++r) iacc[r] = q8_dot(iacc[r], w, xq + r * Kp + j * 32);
+            __m256i iacc[8];
+            for (int i = 0; i < MR * CH; ++i) iacc[i] = _mm256_setzero_si256();
+            const int64_t je = lb_min(j0 + 1024, j1);
+            int64_t j = j0;
+            for (; j + CH <= je; j += CH)
+                for (int c = 0; c < CH; ++c) {
+                    const lb_w8 w = q8_load(wr + (j + c) * 32);
+                    for (int r = 0; r < MR; ++r)
+                        iacc[r * CH + c] = q8_dot(iacc[r * CH + c], w, xq + r * Kp + (j + c) * 32);
+                }
+            for (; j < je; ++j) {
+                const lb_w8 w = q8_load(wr + j * 32);
+                for (int r = 0; r < MR; ++r) iacc[r * CH] = q8_dot(iacc[r * CH], w, xq + r * Kp + j * 32);
             }
-            for (int r = 0; r < MR; ++r)
-                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(iacc[r]), block_scale(ws, xd, b, r, nb, ROWD), facc[r]);
+            for (int r = 0; r < MR; ++r) {
+                __m256i t = iacc[r * CH];
+                for (int c = 1; c < CH; ++c) t = _mm256_add_epi32(t, iacc[r * CH + c]);
+                facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), block_scale(ws, xd, b, r, ds, ROWD), facc[r]);
+            }
         }
     }
     hsum_rows(facc, MR, out);
@@ -274,8 +304,10 @@ static inline float dotf(const float* a, const float* b, int64_t n) {
     return s;
 }
 #elif LB_NEON
+typedef int8_t lb_act8; /* the 8-bit kernels' activations, as stored */
 #include "lowbit_cpu_rows_neon.h"  /* q4_row, q8_row, dotf for aarch64 */
 #else
+typedef int8_t lb_act8; /* the 8-bit kernels' activations, as stored */
 static inline void q4_row(const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
                           const int8_t* xq, int64_t Kp, const float* xd, const int MR, const int GSB,
                           const int ROWD, float* out) {
@@ -297,7 +329,8 @@ static inline void q4_row(const uint8_t* wr, const float* ws, int64_t nsb, int64
 }
 
 static inline void q8_row(const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
-                          const int8_t* xq, int64_t Kp, const float* xd, const int MR, const int ROWD, float* out) {
+                          const int8_t* xq, int64_t Kp, const float* xd, int64_t ds, const int MR, const int ROWD,
+                          float* out) {
     for (int r = 0; r < MR; ++r) {
         float acc = 0.f;
         for (int64_t b = 0; b < nb; ++b) {
@@ -305,7 +338,7 @@ static inline void q8_row(const uint8_t* wr, const float* ws, int64_t nsb, int64
             for (int64_t k0 = b * gsb * 32; k0 < k1; k0 += 32768) { /* int32 holds 32768 * 255 * 127 */
                 int32_t idot = 0;
                 for (int64_t k = k0, ke = lb_min(k0 + 32768, k1); k < ke; ++k) idot += wr[k] * xq[r * Kp + k];
-                acc += ws[b] * (ROWD ? 1.f : xd[r * nb + b]) * (float)idot;
+                acc += ws[b] * (ROWD ? 1.f : xd[r * ds + b]) * (float)idot;
             }
         }
         out[r] = acc;

@@ -128,7 +128,7 @@ static inline __attribute__((always_inline)) void q4_row(
    flushed to fp32 in pieces. */
 static inline __attribute__((always_inline)) void q8_row(
         const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
-        const int8_t* xq, int64_t Kp, const float* xd, const int MR, const int ROWD, float* out) {
+        const int8_t* xq, int64_t Kp, const float* xd, int64_t ds, const int MR, const int ROWD, float* out) {
     float32x4_t facc[4];
     for (int r = 0; r < MR; ++r) facc[r] = vdupq_n_f32(0.f);
     for (int64_t b = 0; b < nb; ++b) {
@@ -152,7 +152,7 @@ static inline __attribute__((always_inline)) void q8_row(
             }
             for (int r = 0; r < MR; ++r) {
                 const int32x4_t idot = LB_NEON <= 2 ? vaddq_s32(iacc[r], vshlq_n_s32(asum[r], 7)) : iacc[r];
-                facc[r] = vfmaq_n_f32(facc[r], vcvtq_f32_s32(idot), s * (ROWD ? 1.f : xd[r * nb + b]));
+                facc[r] = vfmaq_n_f32(facc[r], vcvtq_f32_s32(idot), s * (ROWD ? 1.f : xd[r * ds + b]));
             }
         }
     }

@@ -117,23 +117,30 @@ static inline __attribute__((always_inline)) void q4_row_sub(
    two at a time, one per chain. */
 static inline __attribute__((always_inline)) void q8_row_sub(
         const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
-        const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out) {
-    const int C = LB_SUB_CHAINS(MR);
+        const lb_act8* xq, int64_t Kp, const float* xd, int64_t ds, const int MR, float* out) {
+    const int C = MR == 1 ? 4 : LB_SUB_CHAINS(MR); /* one row: 4 fp32 chains (2 left M = 1 at 0.66x per row) */
     __m256 facc[4];
     for (int r = 0; r < 4; ++r) facc[r] = _mm256_setzero_ps();
     const __m256i z = _mm256_setzero_si256();
 #define LB_SUB8(J, CH)                                                                                  \
     do {                                                                                                \
-        const __m256i w = _mm256_loadu_si256((const __m256i*)(wr + (J) * 32));                          \
+        const lb_w8 w = q8_load(wr + (J) * 32);                                                         \
         for (int r = 0; r < MR; ++r)                                                                    \
             facc[r * C + (CH)] = _mm256_fmadd_ps(                                                       \
                 _mm256_mul_ps(_mm256_cvtepi32_ps(q8_dot(z, w, xq + r * Kp + (J) * 32)),                 \
-                              _mm256_broadcast_ss(xd + r * nsb + (J))), s, facc[r * C + (CH)]);         \
+                              _mm256_broadcast_ss(xd + r * ds + (J))), s, facc[r * C + (CH)]);          \
     } while (0)
     for (int64_t b = 0; b < nb; ++b) {
         const int64_t j1 = lb_min((b + 1) * gsb, nsb);
         const __m256 s = _mm256_broadcast_ss(ws + b);
         int64_t j = b * gsb;
+        if (C == 4)
+            for (; j + 4 <= j1; j += 4) {
+                LB_SUB8(j, 0);
+                LB_SUB8(j + 1, 1);
+                LB_SUB8(j + 2, 2);
+                LB_SUB8(j + 3, 3);
+            }
         for (; j + 2 <= j1; j += 2) {
             LB_SUB8(j, 0);
             LB_SUB8(j + 1, C - 1);
@@ -141,6 +148,10 @@ static inline __attribute__((always_inline)) void q8_row_sub(
         if (j < j1) LB_SUB8(j, 0);
     }
 #undef LB_SUB8
+    if (C == 4) {
+        facc[0] = _mm256_add_ps(_mm256_add_ps(facc[0], facc[1]), _mm256_add_ps(facc[2], facc[3]));
+        facc[1] = _mm256_setzero_ps();
+    }
     sub_finish(facc, MR, out);
 }
 #elif LB_NEON
@@ -158,7 +169,7 @@ static inline int32x4_t neon_sub_dot(const uint8_t* wr, int64_t j, const int8_t*
 
 static inline __attribute__((always_inline)) void row_sub_neon(
         const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
-        const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out, const int BITS) {
+        const int8_t* xq, int64_t Kp, const float* xd, int64_t ds, const int MR, float* out, const int BITS) {
     float32x4_t facc[4];
     for (int r = 0; r < MR; ++r) facc[r] = vdupq_n_f32(0.f);
     for (int64_t b = 0; b < nb; ++b) {
@@ -166,7 +177,7 @@ static inline __attribute__((always_inline)) void row_sub_neon(
         for (int64_t j = b * gsb; j < j1; ++j)
             for (int r = 0; r < MR; ++r)
                 facc[r] = vfmaq_n_f32(facc[r], vcvtq_f32_s32(neon_sub_dot(wr, j, xq + r * Kp + j * 32, BITS)),
-                                      ws[b] * xd[r * nsb + j]);
+                                      ws[b] * xd[r * ds + j]);
     }
     for (int r = 0; r < MR; ++r) out[r] = vaddvq_f32(facc[r]);
 }
@@ -175,17 +186,18 @@ static inline __attribute__((always_inline)) void q4_row_sub(
         const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
         const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out, const int GSB) {
     (void)GSB;
-    row_sub_neon(wr, ws, nsb, gsb, nb, xq, Kp, xd, MR, out, 4);
+    row_sub_neon(wr, ws, nsb, gsb, nb, xq, Kp, xd, nsb, MR, out, 4);
 }
 
 static inline __attribute__((always_inline)) void q8_row_sub(
         const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
-        const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out) {
-    row_sub_neon(wr, ws, nsb, gsb, nb, xq, Kp, xd, MR, out, 8);
+        const int8_t* xq, int64_t Kp, const float* xd, int64_t ds, const int MR, float* out) {
+    row_sub_neon(wr, ws, nsb, gsb, nb, xq, Kp, xd, ds, MR, out, 8);
 }
 #else
 static inline void row_sub_c(const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
-                             const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out, const int BITS) {
+                             const int8_t* xq, int64_t Kp, const float* xd, int64_t ds, const int MR, float* out,
+                             const int BITS) {
     for (int r = 0; r < MR; ++r) {
         float acc = 0.f;
         for (int64_t b = 0; b < nb; ++b) {
@@ -200,7 +212,7 @@ static inline void row_sub_c(const uint8_t* wr, const float* ws, int64_t nsb, in
                 } else {
                     for (int i = 0; i < 32; ++i) idot += wr[j * 32 + i] * a[i];
                 }
-                bacc += xd[r * nsb + j] * (float)idot;
+                bacc += xd[r * ds + j] * (float)idot;
             }
             acc += ws[b] * bacc;
         }
@@ -211,11 +223,11 @@ static inline void row_sub_c(const uint8_t* wr, const float* ws, int64_t nsb, in
 static inline void q4_row_sub(const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
                               const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out, const int GSB) {
     (void)GSB;
-    row_sub_c(wr, ws, nsb, gsb, nb, xq, Kp, xd, MR, out, 4);
+    row_sub_c(wr, ws, nsb, gsb, nb, xq, Kp, xd, nsb, MR, out, 4);
 }
 
 static inline void q8_row_sub(const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, int64_t nb,
-                              const int8_t* xq, int64_t Kp, const float* xd, const int MR, float* out) {
-    row_sub_c(wr, ws, nsb, gsb, nb, xq, Kp, xd, MR, out, 8);
+                              const int8_t* xq, int64_t Kp, const float* xd, int64_t ds, const int MR, float* out) {
+    row_sub_c(wr, ws, nsb, gsb, nb, xq, Kp, xd, ds, MR, out, 8);
 }
 #endif
