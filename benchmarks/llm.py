@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .harness import Row, describe_environment, load_average, report, time_fn
-from .llm_decode import SETTINGS, decode_tps, generate_kwargs, prefill_tps, without_linears
+from .llm_decode import SETTINGS, call_us, decode_tps, generate_kwargs, prefill_tps, without_linears
 
 MODELS = {
     "small": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=6, num_attention_heads=12,
@@ -177,10 +177,21 @@ def run_rows(base: nn.Module, args) -> tuple[dict, dict]:
                 built[name] = variant(base, name, in_place=args.low_memory and name in ("fp32", "bf16"))
         models = {row: built[split_row(row)[0]] for row in group}  # a setting is generate's arguments
         wbytes.update({row: weight_bytes(m) for row, m in models.items()})
+        if any(split_row(r)[1].endswith("+compile") for r in group):
+            _call_costs(built, args)
         for t in args.threads:
             medians.update(_measure(models, t, args))
         del models, built
     return medians, wbytes
+
+
+def _call_costs(built: dict, args) -> None:
+    """Record in args.call_us {variant: (eager, compiled) us} of one call of the variant's first attention
+    projection at 1 thread (the per-call price of an opaque layer in the compiled decode step)."""
+    torch.set_num_threads(1)
+    for name, model in built.items():
+        layer = model.get_submodule("model.layers.0.self_attn.o_proj")
+        args.call_us[name] = call_us(layer)
 
 
 def overhead_ms(stub: nn.Module, settings: set[str], threads: int, args) -> dict:
@@ -214,6 +225,7 @@ def main(argv=None) -> int:
     p.add_argument("--name", default=None, help="results file name (default llm_<model>)")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
+    args.call_us = {}
     if args.quick:
         args.decode, args.prefill, args.threads, args.reps = [32], [128], [1], 1
     base = build_model(args.model)
@@ -242,6 +254,8 @@ def main(argv=None) -> int:
     env["load average"] = f"{min(loads):.1f}-{max(loads):.1f}"
     env["read GB/s"] = ", ".join(f"{bws[t]:.1f} at {t} thread{'s' * (t > 1)}" for t in args.threads)
     env.update(llama_info)
+    for name, (eager_us, compiled_us) in args.call_us.items():
+        env[f"o_proj call {name} eager/compiled us"] = f"{eager_us:.1f}/{compiled_us:.1f}"
     report(args.name or f"llm_{args.model}", rows, env, out_dir=args.out or None,
            title=f"Decoder speed at batch 1 ({args.model})", notes=_notes(args), floatfmt=".1f")
     return 0

@@ -68,6 +68,8 @@ def test_quick_run_writes_every_cell(tmp_path):
     saved = json.loads((tmp_path / "llm_tiny.json").read_text())
     got = {r["row"]: r for r in saved["rows"]}
     assert list(got) == rows and saved["env"]["load average"]
+    eager_us, compiled_us = map(float, saved["env"]["o_proj call int4-b128 eager/compiled us"].split("/"))
+    assert eager_us > 0 and compiled_us > 0
     for row, r in got.items():
         assert r["decode 32 tok/s"] > 0 and r["decode cpu 32 tok/s"] > 0 and r["non-linear ms/token"] > 0
         assert ("prefill 128 tok/s" in r) == ("+" not in row)
