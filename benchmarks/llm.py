@@ -195,14 +195,15 @@ def _call_costs(built: dict, args) -> None:
 
 
 def overhead_ms(stub: nn.Module, settings: set[str], threads: int, args) -> dict:
-    """{setting: ms per decoded token of the Linear-less model}, median of 3 decodes of 32 tokens (after a warm-up)."""
+    """{setting: (wall, thread CPU) ms per decoded token of the Linear-less model}, medians of 3 decodes of 32
+    tokens after a warm-up."""
     torch.set_num_threads(threads)
     prompt = torch.randint(0, 32000, (1, PROMPT), generator=torch.Generator().manual_seed(2))
     out = {}
     for setting in sorted(settings):
         kwargs = generate_kwargs(setting, PROMPT + max(args.decode))
-        runs = [decode_tps(stub, prompt, 32, **kwargs)[0] for _ in range(4)][1:]
-        out[setting] = 1e3 / statistics.median(runs)
+        runs = [decode_tps(stub, prompt, 32, **kwargs) for _ in range(4)][1:]
+        out[setting] = tuple(1e3 / statistics.median(r[i] for r in runs) for i in (0, 1))
     return out
 
 
@@ -269,7 +270,7 @@ def _table_rows(t: int, rows: list[str], medians: dict, wbytes: dict, bw: float,
         r["floor tok/s"] = bw * 1e9 / wbytes[row]
         decode = [v for (th, rw, k, _), v in medians.items() if th == t and rw == row and k == "decode"]
         r["decode % of floor"] = 100 * max(decode) / r["floor tok/s"]
-        r["non-linear ms/token"] = overheads[split_row(row)[1]]
+        r["non-linear ms/token"], r["non-linear cpu ms/token"] = overheads[split_row(row)[1]]
         out.append(Row(r))
     return out
 
@@ -284,7 +285,10 @@ def _notes(args) -> str:
              "bandwidth / weight bytes per token. decode cpu: the same decode from the thread's CPU time (1 thread: "
              "the speed without the load; 2 threads: the main thread only, an over-estimate). non-linear ms/token: "
              "a decode step with every Linear stubbed out (generate loop, KV cache, attention, norms, Python), "
-             "per setting. Medians of the repetitions after one warm-up; "
+             "per setting, from wall and from thread CPU time. o_proj call eager/compiled us: one call of block 0's "
+             "o_proj at M = 1 (1 thread, thread CPU time), the module called eagerly vs torch.compile'd alone (the "
+             "compiled figure adds the compiled wrapper's own cost, the fp32 row shows it). Medians of the "
+             "repetitions after one warm-up; "
              + ("with --low-memory, rows of one weight variant interleaved, variants one after another."
                 if args.low_memory else "rows interleaved."))
     if args.llama_bench and args.gguf_dir:

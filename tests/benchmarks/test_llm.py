@@ -71,7 +71,8 @@ def test_quick_run_writes_every_cell(tmp_path):
     eager_us, compiled_us = map(float, saved["env"]["o_proj call int4-b128 eager/compiled us"].split("/"))
     assert eager_us > 0 and compiled_us > 0
     for row, r in got.items():
-        assert r["decode 32 tok/s"] > 0 and r["decode cpu 32 tok/s"] > 0 and r["non-linear ms/token"] > 0
+        assert r["decode 32 tok/s"] > 0 and r["decode cpu 32 tok/s"] > 0
+        assert r["non-linear ms/token"] > 0 and r["non-linear cpu ms/token"] > 0
         assert ("prefill 128 tok/s" in r) == ("+" not in row)
     # 4-bit codes plus a scale and zero per 128 weights, every Linear (lm_head too): (4 + 2 * 16 / 128) / 32 of fp32
     fp32 = sum(m.weight.nbytes for m in llm.build_model("tiny").modules() if isinstance(m, torch.nn.Linear))
