@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -128,6 +129,20 @@ def llama_bench(binary: str, gguf: Path, threads: int, prompt: int, new: int, re
         return None
 
 
+def llama_decode_cpu_tps(binary: str, gguf: Path, threads: int, new: int, reps: int) -> float | None:
+    """Decode tokens per second of llama-bench's CPU time (user + system, all its threads): the CPU time of
+    `-n 2N` minus that of `-n N` (same loading and warm-up) over the reps * N tokens in between, or None."""
+    cpu = []
+    for n in (new, 2 * new):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        record = llama_bench(binary, gguf, threads, 0, n, reps)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if record is None:
+            return None
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return reps * new / (cpu[1] - cpu[0]) if cpu[1] > cpu[0] else None
+
+
 def _measure(models: dict, threads: int, args) -> dict:
     """{(threads, row, test, n): median tokens/s} for models {row: model}, rows interleaved in each repetition.
 
@@ -213,7 +228,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--decode", type=int, nargs="+", default=[32, 256], help="new tokens per decode test")
     p.add_argument("--prefill", type=int, nargs="*", default=[128, 512], help="prompt tokens per prefill test")
-    p.add_argument("--rows", nargs="+", default=list(VARIANTS), choices=ROWS)
+    p.add_argument("--rows", nargs="*", default=list(VARIANTS), choices=ROWS)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--low-memory", action="store_true",
                    help="one weight variant in memory at a time besides the fp32 model (for the 1b model)")
@@ -295,7 +310,8 @@ def _notes(args) -> str:
         notes += (" llama.cpp rows: llama-bench -t T -r REPS (its own warm-up; median of the repetitions) on the "
                   "same seeded weights saved by --save-model and converted by convert_hf_to_gguf.py, decode -n N "
                   "from an empty context, prefill -p P; weights MB is the GGUF file (token embedding included; "
-                  "llama-quantize keeps output.weight at Q6_K in Q4_0 and Q4_K_M).")
+                  "llama-quantize keeps output.weight at Q6_K in Q4_0 and Q4_K_M); decode cpu (1 thread): reps x N "
+                  "tokens over the CPU time of llama-bench -n 2N minus that of -n N.")
     return notes
 
 
@@ -314,6 +330,9 @@ def _llama_rows(args, threads: int, info: dict) -> list[Row]:
         for test, prompt, new in tests:
             record = llama_bench(args.llama_bench, gguf, threads, prompt, new, args.reps)
             r[f"{test} {prompt or new} tok/s"] = record and record["tokens/s"]
+            if test == "decode":
+                cpu = llama_decode_cpu_tps(args.llama_bench, gguf, threads, new, args.reps)
+                r[f"decode cpu {new} tok/s"] = cpu if threads == 1 else None
             if record:
                 info["llama.cpp"] = (f"{record.get('build_commit')} (build {record.get('build_number')}, "
                                      f"{record.get('backends')})")
