@@ -32,6 +32,8 @@ SIZES = (("h256-L4", 256, 704, 4, 4, 2, 1000), ("h256-L16", 256, 704, 16, 4, 2, 
 # the run under an address-space limit: 2.4 GB of bf16, beyond torch's own ~1.3 GB of mapped libraries, quantized
 # by the same block-by-block pipeline with RTN (GPTQ's column loop on 1.2B weights takes hours on a shared 2-core VM)
 LIMITED = ("h1024-L96", 1024, 2816, 96, 16, 4, 8000)
+# GPTQ at the `llm` bench's ~1B shape (--gptq-1b): time per block and peak RSS with a reduced calibration
+ONE_B = ("h2048-L16", 2048, 5632, 16, 32, 8, 32000)
 QUICK = (("h128-L2", 128, 352, 2, 4, 2, 500), ("h128-L4", 128, 352, 4, 4, 2, 500), ("h128-L8", 128, 352, 8, 4, 2, 500))
 QUICK_LIMITED = ("h512-L8", 512, 1408, 8, 8, 2, 1000)
 
@@ -150,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit-fraction", type=float, default=0.85,
                    help="the limited run's RLIMIT_AS as a fraction of the largest model's bf16 bytes")
     p.add_argument("--limited-only", action="store_true", help="only the largest model, without and with the limit")
+    p.add_argument("--gptq-1b", action="store_true",
+                   help="only GPTQ of the ~1B Llama shape (852M parameters), without a limit (--items, --seq-len)")
     p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the quantizing process (default 1)")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--child", nargs=2, metavar=("FOLDER", "OUT"), help=argparse.SUPPRESS)
@@ -161,12 +165,16 @@ def main(argv=None) -> int:
         return 0
     scratch, rows, loads = Path(args.dir), [], [load_average()]
     try:
-        for name, *shape in ([] if args.limited_only else QUICK if args.quick else SIZES):
+        if args.gptq_1b:
+            name, *shape = ONE_B
+            rows.append(_measure(scratch, name, shape, args, "gptq", 0))
+        for name, *shape in ([] if args.limited_only or args.gptq_1b else QUICK if args.quick else SIZES):
             rows.append(_measure(scratch, name, shape, args, "gptq", 0))
             loads.append(load_average())
         name, *shape = QUICK_LIMITED if args.quick else LIMITED
-        rows.append(_measure(scratch, name, shape, args, "rtn", 0))
-        rows.append(_measure(scratch, name, shape, args, "rtn", args.limit_fraction))
+        if not args.gptq_1b:
+            rows.append(_measure(scratch, name, shape, args, "rtn", 0))
+            rows.append(_measure(scratch, name, shape, args, "rtn", args.limit_fraction))
         loads.append(load_average())
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -177,7 +185,8 @@ def main(argv=None) -> int:
              "peak RSS = ru_maxrss of a fresh process (includes "
              "~its imports); the limited run sets RLIMIT_AS (virtual address space, which also counts torch's "
              "and the allocator's reservations) below the model's bf16 bytes.")
-    report("llm_memory_limited" if args.limited_only else "llm_memory", rows, env, out_dir=args.out or None,
+    name = "llm_memory_gptq_1b" if args.gptq_1b else "llm_memory_limited" if args.limited_only else "llm_memory"
+    report(name, rows, env, out_dir=args.out or None,
            title="Sequential GPTQ: peak memory vs model size",
            notes=notes, floatfmt=".1f")
     return 0
