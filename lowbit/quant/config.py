@@ -75,7 +75,7 @@ def _method_of(value) -> QuantMethod | MethodName:
 
 GPTQ_SCALES = ("rtn", "hqq", "clip")
 RECON_INITS = ("rtn", "hqq", "gptq", "awq")
-RECON_LEARN = ("rounding", "scales", "weights")
+RECON_LEARN = ("rounding", "scales", "weights", "offsets")
 RECON_UNITS = ("layer", "block", "model")
 
 
@@ -183,9 +183,9 @@ class QuantConfig:
         if self.recon_init not in RECON_INITS:
             raise ValueError(f"recon_init={self.recon_init!r} is unknown: use one of {RECON_INITS}")
         learn = set(self.recon_learn)
-        if not learn or not learn <= set(RECON_LEARN) or {"rounding", "weights"} <= learn:
-            raise ValueError(f"recon_learn={self.recon_learn!r}: use a non-empty subset of {RECON_LEARN}, not both "
-                             "'rounding' and 'weights'")
+        if not learn or not learn <= set(RECON_LEARN) or len(learn & {"rounding", "weights", "offsets"}) > 1:
+            raise ValueError(f"recon_learn={self.recon_learn!r}: use a non-empty subset of {RECON_LEARN}, at most one "
+                             "of 'rounding', 'weights' and 'offsets'")
         if self.recon_unit not in RECON_UNITS:
             raise ValueError(f"recon_unit={self.recon_unit!r} is unknown: use one of {RECON_UNITS}")
         for name in ("recon_steps", "recon_final_steps", "recon_seed"):
