@@ -100,10 +100,12 @@ class QuantConfig:
     awq: apply the activation-aware scale/clip search before GPTQ (method="gptq"; method="awq" always does it; with
         rtn/hqq it makes the layer use method="awq").
     awq_grid: number of exponents alpha in [0, 1) tried for the per-channel scales s = mean|x|**alpha.
-    recon_*: method="recon" (see lowbit/recon): recon_init, where codes and scales start (rtn, hqq, gptq, awq);
-        recon_learn, any of "rounding" (AdaRound offsets), "scales" (group scales and zeros), "weights" (the weights
-        through a straight-through round; not with "rounding"); recon_steps, optimiser steps per block; recon_lr,
-        Adam's learning rate (weights in units of their block's step); recon_unit, "layer", "block" (transformer
+    recon_*: method="recon" (see lowbit/methods/recon): recon_init, where codes and scales start (rtn, hqq, gptq,
+        awq); recon_learn, "scales" (group scales and zeros) and at most one of "offsets" (SignRound's rounding
+        offsets in [-0.5, 0.5] steps, trained with sign-SGD, the default), "rounding" (AdaRound) or "weights" (the
+        weights through a straight-through round); recon_steps, optimiser steps per block; recon_lr, the signed step
+        with "offsets" (linearly decayed; ~1/recon_steps), else Adam's learning rate (weights and offsets in units of
+        their block's step); recon_unit, "layer", "block" (transformer
         layer, conv -> BatchNorm -> act, LSTM; other layers alone) or "model"; recon_blocks, module names to use as
         the blocks instead of the pattern list; recon_final_steps, steps of a final whole-model distillation pass;
         recon_seed, the seed of the hold-out split and the step order.
@@ -125,10 +127,10 @@ class QuantConfig:
     gptq_scales: str = "rtn"
     awq: bool = False
     awq_grid: int = 20
-    recon_init: str = "gptq"
-    recon_learn: tuple[str, ...] = ("scales", "weights")
+    recon_init: str = "rtn"
+    recon_learn: tuple[str, ...] = ("scales", "offsets")
     recon_steps: int = 200
-    recon_lr: float = 1e-2
+    recon_lr: float = 5e-3
     recon_unit: str = "block"
     recon_blocks: tuple[str, ...] = ()
     recon_final_steps: int = 0

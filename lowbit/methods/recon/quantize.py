@@ -213,9 +213,12 @@ def _keep_the_better(model, items, split, aware, results, starts, saved, summary
                          + ("start (recon_init); learning did not carry to the model's output" if keep_start
                             else "learned weights"))
     if keep_start:
+        why = f"the whole model's held-out output error was lower with it ({start:.4g} vs learned {learned:.4g})"
         for n in learned_layers:
             results[n] = starts[n]
             saved.apply(aware[n][0], starts[n])
+            # a data-free start (rtn/hqq, the default) kept is a fall-back the summary names
+            summary.fallbacks.update({r.name: why for r in starts[n] if r.qweight.method in ("rtn", "hqq")})
     if not keep_start:
         trial.restore()
 
