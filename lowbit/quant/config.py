@@ -101,13 +101,14 @@ class QuantConfig:
         rtn/hqq it makes the layer use method="awq").
     awq_grid: number of exponents alpha in [0, 1) tried for the per-channel scales s = mean|x|**alpha.
     recon_*: method="recon" (see lowbit/methods/recon): recon_init, where codes and scales start (rtn, hqq, gptq,
-        awq); recon_learn, "scales" (group scales and zeros) and at most one of "offsets" (SignRound's rounding
-        offsets in [-0.5, 0.5] steps, trained with sign-SGD, the default), "rounding" (AdaRound) or "weights" (the
-        weights through a straight-through round); recon_steps, optimiser steps per block; recon_lr, the signed step
-        with "offsets" (linearly decayed; ~1/recon_steps), else Adam's learning rate (weights and offsets in units of
-        their block's step); recon_unit, "layer", "block" (transformer
-        layer, conv -> BatchNorm -> act, LSTM; other layers alone) or "model"; recon_blocks, module names to use as
-        the blocks instead of the pattern list; recon_final_steps, steps of a final whole-model distillation pass;
+        awq; "hqq", the default, starts symmetric weights from RTN: HQQ optimises a zero); recon_learn, "scales"
+        (group scales and zeros) and at most one of "offsets" (SignRound's rounding offsets in [-0.5, 0.5] steps,
+        trained with sign-SGD, the default), "rounding" (AdaRound) or "weights" (the weights through a
+        straight-through round); recon_steps, optimiser steps per block; recon_lr, the signed step with "offsets"
+        (linearly decayed; about 1/recon_steps), else Adam's learning rate (weights and offsets in units of their
+        block's step); recon_unit, "layer", "block" (transformer layer, conv -> BatchNorm -> act, LSTM; other layers
+        alone) or "model"; recon_blocks, module names to use as the blocks instead of the pattern list;
+        recon_final_steps, steps of a final whole-model distillation pass;
         recon_seed, the seed of the hold-out split and the step order.
     """
 
@@ -127,7 +128,7 @@ class QuantConfig:
     gptq_scales: str = "rtn"
     awq: bool = False
     awq_grid: int = 20
-    recon_init: str = "rtn"
+    recon_init: str = "hqq"
     recon_learn: tuple[str, ...] = ("scales", "offsets")
     recon_steps: int = 200
     recon_lr: float = 5e-3
@@ -196,8 +197,6 @@ class QuantConfig:
                 raise ValueError(f"{name}={value!r} must be a non-negative int")
         if not isinstance(self.recon_lr, (int, float)) or not 0 < self.recon_lr < 1:
             raise ValueError(f"recon_lr={self.recon_lr!r} must be in (0, 1)")
-        if self.recon_init == "hqq" and self.symmetric:
-            raise ValueError("recon_init='hqq' with symmetric=True is not supported: HQQ optimises a zero")
 
     @property
     def data_aware(self) -> bool:

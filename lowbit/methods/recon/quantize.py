@@ -184,7 +184,9 @@ def _data_free(cfg: QuantConfig) -> QuantConfig:
     """RTN, or HQQ when the layer starts from HQQ, with the layer's bits and block."""
     from dataclasses import replace
 
-    hqq = cfg.method is QuantMethod.RECON and cfg.recon_init == "hqq"
+    from .start import start_method
+
+    hqq = cfg.method is QuantMethod.RECON and start_method(cfg) == "hqq"
     return replace(cfg, method=QuantMethod.HQQ if hqq else QuantMethod.RTN, awq=False)
 
 
