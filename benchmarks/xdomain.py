@@ -253,6 +253,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=BATCH, help=f"sentences per padded batch (default {BATCH})")
     p.add_argument("--peers-only", action="store_true", help="the peers' rows only (at the recipes' bits)")
     p.add_argument("--bits", type=int, nargs="+", default=None, help="only these bits (default: 4 and 3)")
+    p.add_argument("--methods", nargs="+", default=None, help="only these lowbit rows, by label (e.g. recon)")
     p.add_argument("--name", default="xdomain_minilm", help="results file name (default xdomain_minilm)")
     p.add_argument("--merge", nargs="+", metavar="PART", help="merge saved runs (result names) into --name instead")
     p.add_argument("--threads", type=int, default=1)
@@ -261,9 +262,11 @@ def main(argv=None) -> int:
     if args.merge:
         merge(args.merge, args.out or "benchmarks/results", args.name)
         return 0
-    recipes = [r for r in (QUICK if args.quick else RECIPES) if args.bits is None or r.bits in args.bits]
+    recipes = [r for r in (QUICK if args.quick else RECIPES) if (args.bits is None or r.bits in args.bits)
+               and (args.methods is None or r.label in args.methods)]
     if not recipes:
-        raise ValueError(f"--bits {args.bits}: no recipe has those bits (they have 4 and 3)")
+        raise ValueError(f"--bits {args.bits} --methods {args.methods}: no recipe matches (bits 4 and 3; labels "
+                         f"{sorted({r.label for r in RECIPES})})")
     run(recipes, peers=not (args.quick or args.no_peers), n_calib=args.calib, threads=args.threads,
         batch=args.batch, out_dir=args.out or None, name=args.name, peers_only=args.peers_only)
     return 0
