@@ -254,6 +254,8 @@ def main(argv=None) -> int:
     p.add_argument("--peers-only", action="store_true", help="the peers' rows only (at the recipes' bits)")
     p.add_argument("--bits", type=int, nargs="+", default=None, help="only these bits (default: 4 and 3)")
     p.add_argument("--methods", nargs="+", default=None, help="only these lowbit rows, by label (e.g. recon)")
+    p.add_argument("--fields", default=None, help="JSON of QuantConfig fields set on every lowbit row, e.g. "
+                   "'{\"recon_init\": \"rtn\"}' (how recon's defaults were compared)")
     p.add_argument("--name", default="xdomain_minilm", help="results file name (default xdomain_minilm)")
     p.add_argument("--merge", nargs="+", metavar="PART", help="merge saved runs (result names) into --name instead")
     p.add_argument("--threads", type=int, default=1)
@@ -264,6 +266,12 @@ def main(argv=None) -> int:
         return 0
     recipes = [r for r in (QUICK if args.quick else RECIPES) if (args.bits is None or r.bits in args.bits)
                and (args.methods is None or r.label in args.methods)]
+    if args.fields:
+        import json
+        from dataclasses import replace
+
+        recipes = [replace(r, label=f"{r.label} {args.fields}", fields={**r.fields, **json.loads(args.fields)})
+                   for r in recipes]
     if not recipes:
         raise ValueError(f"--bits {args.bits} --methods {args.methods}: no recipe matches (bits 4 and 3; labels "
                          f"{sorted({r.label for r in RECIPES})})")
