@@ -186,7 +186,7 @@ def _save(rows, setup: Setup, threads: int, batch: int, seconds: float, out_dir,
     env = describe_environment("cpu")
     env["commit"] = commit
     notes = (f"all-MiniLM-L6-v2, every Linear (37), asymmetric, block {BLOCK}, float16 scales, method defaults unless "
-             f"named. Calibration: {len(setup.calibrations['own'])} sentences per kind (own = "
+             f"named. Calibration: {len(next(iter(setup.calibrations.values())))} sentences per kind (own = "
              "lowbit.calib.minilm.pick_sentences; docstrings = lowbit.calib.texts 'docstrings'), "
              f"tokenizer(batch, padding=True) in batches of {batch}. Evaluation: lowest / mean cosine to fp32 on "
              f"readme = lowbit.models.SENTENCES ({len(setup.evals['readme'])}) and varied = lowbit.calib.texts "
@@ -253,6 +253,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=BATCH, help=f"sentences per padded batch (default {BATCH})")
     p.add_argument("--peers-only", action="store_true", help="the peers' rows only (at the recipes' bits)")
     p.add_argument("--bits", type=int, nargs="+", default=None, help="only these bits (default: 4 and 3)")
+    p.add_argument("--methods", nargs="+", default=None, help="only these lowbit rows, by label (e.g. recon)")
+    p.add_argument("--kinds", nargs="+", default=None, help="only these calibration kinds (own, docstrings)")
+    p.add_argument("--fields", default=None, help="JSON of QuantConfig fields set on every lowbit row, e.g. "
+                   "'{\"recon_init\": \"rtn\"}' (how recon's defaults were compared)")
     p.add_argument("--name", default="xdomain_minilm", help="results file name (default xdomain_minilm)")
     p.add_argument("--merge", nargs="+", metavar="PART", help="merge saved runs (result names) into --name instead")
     p.add_argument("--threads", type=int, default=1)
@@ -261,11 +265,25 @@ def main(argv=None) -> int:
     if args.merge:
         merge(args.merge, args.out or "benchmarks/results", args.name)
         return 0
-    recipes = [r for r in (QUICK if args.quick else RECIPES) if args.bits is None or r.bits in args.bits]
+    recipes = [r for r in (QUICK if args.quick else RECIPES) if (args.bits is None or r.bits in args.bits)
+               and (args.methods is None or r.label in args.methods)]
+    if args.fields:
+        import json
+        from dataclasses import replace
+
+        recipes = [replace(r, label=f"{r.label} {args.fields}", fields={**r.fields, **json.loads(args.fields)})
+                   for r in recipes]
     if not recipes:
-        raise ValueError(f"--bits {args.bits}: no recipe has those bits (they have 4 and 3)")
-    run(recipes, peers=not (args.quick or args.no_peers), n_calib=args.calib, threads=args.threads,
-        batch=args.batch, out_dir=args.out or None, name=args.name, peers_only=args.peers_only)
+        raise ValueError(f"--bits {args.bits} --methods {args.methods}: no recipe matches (bits 4 and 3; labels "
+                         f"{sorted({r.label for r in RECIPES})})")
+    setup = build_setup(args.calib)
+    if args.kinds:
+        unknown = set(args.kinds) - set(setup.calibrations)
+        if unknown:
+            raise ValueError(f"--kinds {sorted(unknown)}: the calibration kinds are {list(setup.calibrations)}")
+        setup.calibrations = {k: v for k, v in setup.calibrations.items() if k in args.kinds}
+    run(recipes, peers=not (args.quick or args.no_peers), threads=args.threads, batch=args.batch,
+        out_dir=args.out or None, name=args.name, setup=setup, peers_only=args.peers_only)
     return 0
 
 

@@ -1,7 +1,9 @@
-"""`lowbit demo`: the bundled MiniLM compressed seven ways, in one table.
+"""`lowbit demo`: the bundled MiniLM compressed nine ways, in one table.
 
-Rows: fp32, fp16, int8 per-channel, int4 block 64 RTN, int4 block 64 HQQ, int3 block 64 HQQ, int2 block 32 HQQ
-(Linear layers; embeddings and norms stay float32, as `lowbit.quantize` leaves them). Columns: checkpoint size
+Rows: fp32, fp16, int8 per-channel, int4 block 64 RTN, int4 block 64 HQQ, int4 block 64 GPTQ and recon (data-aware:
+calibrated on the bundled MiniLM calibration sentences, `lowbit.calib.minilm`; recon with DEMO_RECON_STEPS steps
+per block instead of its default, so the demo stays quick), int3 block 64 HQQ, int2 block 32 HQQ (Linear layers;
+embeddings and norms stay float32, as `lowbit.quantize` leaves them). Columns: checkpoint size
 (MB, ratio to fp32), cosine of the sentence embeddings to fp32 over `lowbit.models.SENTENCES` (mean and min at
 memory Normal, min at memory Low, precision Normal: the packed kernels round activations differently),
 retrieval agreement (fraction of sentences whose nearest neighbour is the one fp32 finds), latency of encoding one
@@ -23,12 +25,19 @@ import torch
 from ..models.minilm import embedding_scores, nearest_neighbours  # noqa: F401  (nearest_neighbours: re-exported)
 from ..quant import QuantConfig
 
+# recon's short setting for the demo (the default is QuantConfig().recon_steps steps per block): the same signed-step
+# budget (lr · steps ≈ 1 code step) in a quarter of the steps
+DEMO_RECON_STEPS, DEMO_RECON_LR = 50, 0.02
+DEMO_CALIBRATION = 128  # bundled calibration sentences for the data-aware rows (lowbit.calib.minilm.pick_sentences)
 SETTINGS = [
     ("fp32", None),
     ("fp16", QuantConfig(bits=16)),
     ("int8 per-channel", QuantConfig(bits=8, block_size=-1)),
     ("int4 b64 RTN", QuantConfig(bits=4, block_size=64)),
     ("int4 b64 HQQ", QuantConfig(bits=4, block_size=64, method="hqq")),
+    ("int4 b64 GPTQ (data)", QuantConfig(bits=4, block_size=64, method="gptq")),
+    (f"int4 b64 recon {DEMO_RECON_STEPS} steps (data)",
+     QuantConfig(bits=4, block_size=64, method="recon", recon_steps=DEMO_RECON_STEPS, recon_lr=DEMO_RECON_LR)),
     ("int3 b64 HQQ", QuantConfig(bits=3, block_size=64, method="hqq")),
     ("int2 b32 HQQ", QuantConfig(bits=2, block_size=32, method="hqq")),
 ]
@@ -65,12 +74,15 @@ def resident_mb(model) -> float:
 
 def _row(label, cfg, base, ref, tmp: Path, quick: bool) -> tuple[dict, Path]:
     from .. import quantize, save
+    from ..calib.minilm import minilm_calibration
     from ..models import SENTENCES, embed
     from ..nn import set_backend
     from ..runtime import BackendConfig
 
     t0 = time.perf_counter()
-    model = base if cfg is None else quantize(copy.deepcopy(base), cfg, backend=BackendConfig(memory="normal"))
+    calibration = minilm_calibration(base, DEMO_CALIBRATION) if cfg is not None and cfg.data_aware else None
+    model = base if cfg is None else quantize(copy.deepcopy(base), cfg, backend=BackendConfig(memory="normal"),
+                                              calibration=calibration, progress=False)
     row = {"setting": label, "quantize_s": time.perf_counter() - t0, **embedding_scores(ref, embed(model)),
            "latency_normal_ms": _latency_ms(model, SENTENCES[0], quick), "resident_normal_mb": resident_mb(model)}
     if cfg is not None:
@@ -152,6 +164,9 @@ def format_demo(rows: list[dict]) -> str:
               "and prepared "
               "copies after the timed calls (memory Normal holds one float copy, the codes released); peak: load + "
               "forward at memory Low, "
-              "separate process.")
+              f"separate process. (data): calibrated on {DEMO_CALIBRATION} of the bundled MiniLM calibration "
+              f"sentences (lowbit.calib.minilm; none of the scored ones); recon here runs {DEMO_RECON_STEPS} steps per "
+              f"block (lr {DEMO_RECON_LR}), a short setting for the demo: its default is "
+              f"{QuantConfig().recon_steps} (benchmarks/results/xdomain_minilm*.md).")
     return tabulate(table, headers=[h for _, h, _ in _COLUMNS], tablefmt="github", disable_numparse=True) + \
         "\n" + legend

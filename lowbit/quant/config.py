@@ -75,7 +75,7 @@ def _method_of(value) -> QuantMethod | MethodName:
 
 GPTQ_SCALES = ("rtn", "hqq", "clip")
 RECON_INITS = ("rtn", "hqq", "gptq", "awq")
-RECON_LEARN = ("rounding", "scales", "weights")
+RECON_LEARN = ("rounding", "scales", "weights", "offsets")
 RECON_UNITS = ("layer", "block", "model")
 
 
@@ -100,12 +100,15 @@ class QuantConfig:
     awq: apply the activation-aware scale/clip search before GPTQ (method="gptq"; method="awq" always does it; with
         rtn/hqq it makes the layer use method="awq").
     awq_grid: number of exponents alpha in [0, 1) tried for the per-channel scales s = mean|x|**alpha.
-    recon_*: method="recon" (see lowbit/recon): recon_init, where codes and scales start (rtn, hqq, gptq, awq);
-        recon_learn, any of "rounding" (AdaRound offsets), "scales" (group scales and zeros), "weights" (the weights
-        through a straight-through round; not with "rounding"); recon_steps, optimiser steps per block; recon_lr,
-        Adam's learning rate (weights in units of their block's step); recon_unit, "layer", "block" (transformer
-        layer, conv -> BatchNorm -> act, LSTM; other layers alone) or "model"; recon_blocks, module names to use as
-        the blocks instead of the pattern list; recon_final_steps, steps of a final whole-model distillation pass;
+    recon_*: method="recon" (see lowbit/methods/recon): recon_init, where codes and scales start (rtn, hqq, gptq,
+        awq; "hqq", the default, starts symmetric weights from RTN: HQQ optimises a zero); recon_learn, "scales"
+        (group scales and zeros) and at most one of "offsets" (SignRound's rounding offsets in [-0.5, 0.5] steps,
+        trained with sign-SGD, the default), "rounding" (AdaRound) or "weights" (the weights through a
+        straight-through round); recon_steps, optimiser steps per block; recon_lr, the signed step with "offsets"
+        (linearly decayed; about 1/recon_steps), else Adam's learning rate (weights and offsets in units of their
+        block's step); recon_unit, "layer", "block" (transformer layer, conv -> BatchNorm -> act, LSTM; other layers
+        alone) or "model"; recon_blocks, module names to use as the blocks instead of the pattern list;
+        recon_final_steps, steps of a final whole-model distillation pass;
         recon_seed, the seed of the hold-out split and the step order.
     """
 
@@ -125,10 +128,10 @@ class QuantConfig:
     gptq_scales: str = "rtn"
     awq: bool = False
     awq_grid: int = 20
-    recon_init: str = "gptq"
-    recon_learn: tuple[str, ...] = ("scales", "weights")
+    recon_init: str = "hqq"
+    recon_learn: tuple[str, ...] = ("scales", "offsets")
     recon_steps: int = 200
-    recon_lr: float = 1e-2
+    recon_lr: float = 5e-3
     recon_unit: str = "block"
     recon_blocks: tuple[str, ...] = ()
     recon_final_steps: int = 0
@@ -183,9 +186,9 @@ class QuantConfig:
         if self.recon_init not in RECON_INITS:
             raise ValueError(f"recon_init={self.recon_init!r} is unknown: use one of {RECON_INITS}")
         learn = set(self.recon_learn)
-        if not learn or not learn <= set(RECON_LEARN) or {"rounding", "weights"} <= learn:
-            raise ValueError(f"recon_learn={self.recon_learn!r}: use a non-empty subset of {RECON_LEARN}, not both "
-                             "'rounding' and 'weights'")
+        if not learn or not learn <= set(RECON_LEARN) or len(learn & {"rounding", "weights", "offsets"}) > 1:
+            raise ValueError(f"recon_learn={self.recon_learn!r}: use a non-empty subset of {RECON_LEARN}, at most one "
+                             "of 'rounding', 'weights' and 'offsets'")
         if self.recon_unit not in RECON_UNITS:
             raise ValueError(f"recon_unit={self.recon_unit!r} is unknown: use one of {RECON_UNITS}")
         for name in ("recon_steps", "recon_final_steps", "recon_seed"):
@@ -194,8 +197,6 @@ class QuantConfig:
                 raise ValueError(f"{name}={value!r} must be a non-negative int")
         if not isinstance(self.recon_lr, (int, float)) or not 0 < self.recon_lr < 1:
             raise ValueError(f"recon_lr={self.recon_lr!r} must be in (0, 1)")
-        if self.recon_init == "hqq" and self.symmetric:
-            raise ValueError("recon_init='hqq' with symmetric=True is not supported: HQQ optimises a zero")
 
     @property
     def data_aware(self) -> bool:

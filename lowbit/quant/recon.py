@@ -3,6 +3,9 @@
 One weight (N, K) on the packed format's own grid: per row and block of `group` input channels a scale s and a zero
 z, codes q = clamp(round(w / s + z), 0, 2**bits - 1), dequantized ŵ = (q - z) · s. What can be learned:
   - "weights": w itself, through a straight-through round (the forward rounds, the backward passes the gradient);
+  - "offsets": SignRound (AutoRound, Cheng et al., 2023): the same straight-through round of w + v · s0, with the
+    rounding offset v kept in [-OFFSET_BOUND, OFFSET_BOUND] code steps (`LearnedWeight.project` after each step),
+    meant for the signed-gradient update `sign_sgd_step` with a linearly decaying step (`linear_decay`);
   - "scales": s = s0 · exp(a) and z = z0 + b per block (clipping and offset; straight-through as well);
   - "rounding": AdaRound (Nagel et al., 2020): q = floor(w / s + z) + h(v), h the rectified sigmoid, with the
     annealed regulariser 1 - |2h - 1|**β pushing every h to 0 or 1; the hard code takes h >= 0.5.
@@ -25,7 +28,9 @@ from .packing import pack_bits
 from .rtn import smallest_scale
 
 ZETA, GAMMA = 1.1, -0.1  # AdaRound's stretch of the sigmoid, so h reaches exactly 0 and 1
-LEARNABLE = ("rounding", "scales", "weights")
+LEARNABLE = ("rounding", "scales", "weights", "offsets")
+EXCLUSIVE = ("rounding", "weights", "offsets")  # three ways to move the codes: at most one
+OFFSET_BOUND = 0.5  # SignRound's offsets stay within half a code step of the start
 
 
 def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
@@ -53,6 +58,22 @@ def annealed_beta(step: int, steps: int, start: float = 20.0, end: float = 2.0, 
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * frac))
 
 
+def sign_sgd_step(params: list[torch.Tensor], lr: float) -> None:
+    """p ← p - lr · sign(∂loss/∂p) for each tensor with a gradient (SignSGD, as SignRound uses); grads cleared.
+    Every element moves by exactly lr (or 0 where its gradient is 0): the step is a budget in code units."""
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p.sub_(lr * torch.sign(p.grad))
+                p.grad = None
+
+
+def linear_decay(step: int, steps: int) -> float:
+    """The factor of the learning rate at step (1-based) of steps: 1 at the first, falling linearly towards 0 (the
+    offsets then move at most lr · (steps + 1) / 2 in all)."""
+    return max(0.0, (steps - step + 1) / steps) if steps > 0 else 0.0
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """round(x) in the forward, identity in the backward."""
     return x + (torch.round(x) - x).detach()
@@ -73,14 +94,16 @@ class LearnedWeight:
 
     w_start: the weight (N, ...) the codes start from (the float weight for RTN/HQQ starts, the dequantized one when
     the start's codes are not the nearest, as GPTQ's); init: a `QuantizedWeight` giving bits, block, scale, zero.
-    learn: a subset of LEARNABLE ("rounding" and "weights" exclude each other). `parameters()` are the tensors to
+    learn: a subset of LEARNABLE (at most one of EXCLUSIVE: "rounding", "weights", "offsets"); `signed` is True
+    with "offsets" (trained with `sign_sgd_step`, then `project`). `parameters()` are the tensors to
     optimise; `weight(hard)` the fake-quantized weight in w_start's shape (float32); `pack()` the QuantizedWeight.
     """
 
     def __init__(self, w_start: torch.Tensor, init: QuantizedWeight, learn=("scales", "weights")):
         learn = set(learn)
-        if not learn <= set(LEARNABLE) or {"rounding", "weights"} <= learn:
-            raise ValueError(f"learn={sorted(learn)}: choose from {LEARNABLE}, not both 'rounding' and 'weights'")
+        if not learn <= set(LEARNABLE) or len(learn & set(EXCLUSIVE)) > 1:
+            raise ValueError(f"learn={sorted(learn)}: choose from {LEARNABLE}, at most one of 'rounding', 'weights' "
+                             "and 'offsets'")
         self.shape, self.dtype = tuple(w_start.shape), init.dtype
         self.bits, self.block_size, self.symmetric = init.bits, init.block_size, init.symmetric
         self.scale_dtype = init.scale.dtype
@@ -94,7 +117,8 @@ class LearnedWeight:
         zeros = torch.zeros_like
         self.log_scale = zeros(self.s0).requires_grad_("scales" in learn)
         self.zero_shift = zeros(self.z0).requires_grad_("scales" in learn and not self.symmetric)
-        self.delta = zeros(self.w0).requires_grad_("weights" in learn)
+        self.signed = "offsets" in learn
+        self.delta = zeros(self.w0).requires_grad_(bool({"weights", "offsets"} & learn))
         self.v = None
         if "rounding" in learn:
             u = self.w0 / expand_blocks(self.s0, self.group, self.k) + expand_blocks(self.z0, self.group, self.k)
@@ -108,6 +132,12 @@ class LearnedWeight:
     def parameters(self) -> list[torch.Tensor]:
         tensors = (self.log_scale, self.zero_shift, self.delta, self.v)
         return [t for t in tensors if t is not None and t.requires_grad]
+
+    def project(self) -> None:
+        """Keep SignRound's offsets in [-OFFSET_BOUND, OFFSET_BOUND] (a no-op for the other modes)."""
+        if self.signed:
+            with torch.no_grad():
+                self.delta.clamp_(-OFFSET_BOUND, OFFSET_BOUND)
 
     def state(self) -> list[torch.Tensor]:
         """A copy of every learnable tensor (to restore the best step)."""

@@ -4,7 +4,16 @@ import pytest
 import torch
 from conftest import has_minilm
 
-from lowbit.apps.demo import QUICK, embedding_scores, format_demo, nearest_neighbours, run_demo
+from lowbit.apps.demo import (
+    DEMO_RECON_STEPS,
+    QUICK,
+    SETTINGS,
+    embedding_scores,
+    format_demo,
+    nearest_neighbours,
+    run_demo,
+)
+from lowbit.quant import QuantConfig
 
 
 def test_nearest_neighbours_and_scores():
@@ -31,6 +40,16 @@ def test_format_demo_table():
     assert cells == ["int4", "50.0", "1.80x", "5.0", "8.00x", "0.9700", "0.9500", "0.9496", "94%", "9.0", "8.0",
                      "91.5", "52.0", "40.0", "1.5"]
     assert [c.strip() for c in lines[2].strip("|").split("|")][13] == "-"  # no peak measured
+
+
+def test_demo_has_data_aware_rows_and_says_recon_is_short():
+    aware = {label: cfg for label, cfg in SETTINGS if cfg is not None and cfg.data_aware}
+    assert [cfg.method.value for cfg in aware.values()] == ["gptq", "recon"]
+    recon = next(cfg for cfg in aware.values() if cfg.method.value == "recon")
+    assert recon.recon_steps == DEMO_RECON_STEPS < QuantConfig().recon_steps
+    assert not set(aware) & set(QUICK)  # the quick demo (tests, CI) stays data-free
+    legend = format_demo([]).splitlines()[-1]
+    assert f"recon here runs {DEMO_RECON_STEPS} steps per block" in legend and "default is 200" in legend
 
 
 @pytest.mark.slow

@@ -42,3 +42,10 @@ def test_xdomain_tiny_run_writes_every_cell(tmp_path):
     merged = xdomain.merge(["tiny", "tiny"], out_dir=str(tmp_path), name="merged")
     assert [r.values for r in merged] == saved["rows"]
     assert "Merged from 2 runs" in (tmp_path / "merged.md").read_text()
+
+
+def test_methods_filter_names_the_labels():
+    from benchmarks.xdomain import main
+
+    with pytest.raises(ValueError, match="labels .*'recon'"):
+        main(["--methods", "adaround", "--fields", '{"recon_init": "rtn"}', "--out", ""])

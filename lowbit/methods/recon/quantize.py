@@ -184,7 +184,9 @@ def _data_free(cfg: QuantConfig) -> QuantConfig:
     """RTN, or HQQ when the layer starts from HQQ, with the layer's bits and block."""
     from dataclasses import replace
 
-    hqq = cfg.method is QuantMethod.RECON and cfg.recon_init == "hqq"
+    from .start import start_method
+
+    hqq = cfg.method is QuantMethod.RECON and start_method(cfg) == "hqq"
     return replace(cfg, method=QuantMethod.HQQ if hqq else QuantMethod.RTN, awq=False)
 
 
@@ -213,9 +215,12 @@ def _keep_the_better(model, items, split, aware, results, starts, saved, summary
                          + ("start (recon_init); learning did not carry to the model's output" if keep_start
                             else "learned weights"))
     if keep_start:
+        why = f"the whole model's held-out output error was lower with it ({start:.4g} vs learned {learned:.4g})"
         for n in learned_layers:
             results[n] = starts[n]
             saved.apply(aware[n][0], starts[n])
+            # a data-free start (rtn/hqq, the default) kept is a fall-back the summary names
+            summary.fallbacks.update({r.name: why for r in starts[n] if r.qweight.method in ("rtn", "hqq")})
     if not keep_start:
         trial.restore()
 

@@ -85,7 +85,12 @@ def init_config(cfg: QuantConfig) -> QuantConfig:
     """The config of the starting point: recon's recon_init method, or a gptq/awq layer's own config."""
     if cfg.method is not QuantMethod.RECON:
         return cfg
-    return replace(cfg, method=QuantMethod(cfg.recon_init))
+    return replace(cfg, method=QuantMethod(start_method(cfg)))
+
+
+def start_method(cfg: QuantConfig) -> str:
+    """recon_init, except "hqq" for symmetric weights: RTN (HQQ optimises a zero, so it is asymmetric only)."""
+    return "rtn" if cfg.recon_init == "hqq" and cfg.symmetric else cfg.recon_init
 
 
 def initial_results(name: str, collector, cfg: QuantConfig) -> list[WeightResult]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
-from ...quant.recon import LearnedWeight, annealed_beta
+from ...quant.recon import LearnedWeight, annealed_beta, linear_decay, sign_sgd_step
 from .blocks import Block
 from .capture import fresh_args, relative_error
 
@@ -25,6 +25,8 @@ PATIENCE = 4  # held-out checks without improvement before stopping early
 ITEMS_PER_STEP = 1  # calibration items (batches) averaged in one step's loss
 CHECKS = 20  # held-out checks over a block's steps
 SCALE_LR = 0.1  # scales and zeros move at this fraction of recon_lr (weights and offsets: recon_lr, in code units)
+SIGN_SCALE_LR = 1.0  # with SignRound's offsets: the signed step of log-scales and zeros, relative to recon_lr
+SIGN_PATIENCE = True  # SignRound's offsets stop early too (their decaying step makes late checks change little)
 ROUNDING_WEIGHT = 0.1  # AdaRound regulariser weight, relative to the block's starting held-out error
 
 
@@ -186,7 +188,9 @@ def train_block(block: Block, runner: BlockRunner, inputs: list, targets: list, 
     if not params or steps == 0:
         report.seconds = time.perf_counter() - start
         return report
-    opt = Adam(_param_groups(learned, lr))
+    adam_groups = _param_groups({k: lw for k, lw in learned.items() if not lw.signed}, lr)
+    opt = Adam(adam_groups) if adam_groups else None
+    signed = _signed_groups(learned, lr)
     gen = torch.Generator().manual_seed(seed)
     check_every, order, running = max(1, steps // CHECKS), [], None
     bar = tqdm(range(1, steps + 1), desc=f"recon {block.name}", disable=not progress, leave=False, file=sys.stderr)
@@ -207,7 +211,12 @@ def train_block(block: Block, runner: BlockRunner, inputs: list, targets: list, 
             report.note = _stop_non_finite(block, best, step)
             break
         total.backward()
-        opt.step()
+        if opt is not None:
+            opt.step()
+        for group in signed:
+            sign_sgd_step(group["params"], group["lr"] * linear_decay(step, steps))
+        for lw in learned.values():
+            lw.project()
         running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
         report.steps = step
         if step % check_every == 0 or step == steps:
@@ -217,7 +226,8 @@ def train_block(block: Block, runner: BlockRunner, inputs: list, targets: list, 
                 break
             best.offer(held, step)
             bar.set_postfix(loss=f"{running:.3g}", holdout=f"{held:.3g}", best=f"{best.loss:.3g}")
-            if not rounding and step - best.step >= PATIENCE * check_every:
+            stops = not rounding and (SIGN_PATIENCE or not signed)
+            if stops and step - best.step >= PATIENCE * check_every:
                 report.note = f"early stop at step {step}"
                 break
     best.restore()
@@ -253,6 +263,14 @@ def _param_groups(learned: dict[str, LearnedWeight], lr: float) -> list[dict]:
     codes = [t for lw in learned.values() for t in (lw.delta, lw.v) if t is not None and t.requires_grad]
     grid = [t for lw in learned.values() for t in (lw.log_scale, lw.zero_shift) if t.requires_grad]
     return [g for g in ({"params": codes, "lr": lr}, {"params": grid, "lr": lr * SCALE_LR}) if g["params"]]
+
+
+def _signed_groups(learned: dict[str, LearnedWeight], lr: float) -> list[dict]:
+    """SignRound's tensors: offsets at recon_lr, their log-scales and zeros at SIGN_SCALE_LR · recon_lr."""
+    signed = [lw for lw in learned.values() if lw.signed]
+    codes = [lw.delta for lw in signed]
+    grid = [t for lw in signed for t in (lw.log_scale, lw.zero_shift) if t.requires_grad]
+    return [g for g in ({"params": codes, "lr": lr}, {"params": grid, "lr": lr * SIGN_SCALE_LR}) if g["params"]]
 
 
 def _stop_non_finite(block: Block, best: _Best, step: int) -> str:
