@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +36,7 @@ from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.runtime.config import NATIVE_ACTIVATIONS, Precision
 
 from .harness import Row, describe_environment, interleaved, load_average, report
+from .llm_decode import StepClock
 
 SHAPES = ((384, 384), (768, 768), (768, 2048), (4096, 4096))
 FORMATS = (("int4 b64", 4, 64), ("int4 b128", 4, 128), ("int8 pc", 8, -1))
@@ -95,24 +95,11 @@ def shape_rows(k: int, n: int, formats, rounds: int, inner: int, gen) -> list[Ro
     return rows
 
 
-class _StepClocks:
-    """A logits processor recording thread CPU time and wall time at each generated token."""
-
-    def __init__(self):
-        self.cpu: list[float] = []
-        self.wall: list[float] = []
-
-    def __call__(self, input_ids, scores):
-        self.cpu.append(time.thread_time())
-        self.wall.append(time.perf_counter())
-        return scores
-
-
 def decode_rates(model, prompt, new: int) -> tuple[float, float]:
     """(tokens/s by thread CPU time, by wall time) of one greedy generate of `new` tokens."""
     from transformers import LogitsProcessorList
 
-    clocks = _StepClocks()
+    clocks = StepClock()
     with torch.no_grad():
         model.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False,
                        logits_processor=LogitsProcessorList([clocks]))

@@ -39,7 +39,7 @@ def generate_kwargs(setting: str, max_cache_len: int) -> dict:
     return kwargs
 
 
-class _StepClock:
+class StepClock:
     """A logits processor that only records when generate asks for each new token (wall and thread CPU time)."""
 
     def __init__(self):
@@ -59,7 +59,7 @@ def decode_tps(model, prompt, new: int, **kwargs) -> tuple[float, float]:
     """
     from transformers import LogitsProcessorList
 
-    clock = _StepClock()
+    clock = StepClock()
     with torch.inference_mode():
         model.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False,
                        logits_processor=LogitsProcessorList([clock]), **kwargs)
