@@ -244,6 +244,7 @@ def _run_blocks(writer, model, blocks_name, blocks, reader, store, calls, cfg, s
         if results and results[0].error_after == results[0].error_after:
             bar.set_postfix(error=f"{max(r.error_after for r in results):.4f}")
         free_module(block)
+        reader.release()
     bar.close()
 
 

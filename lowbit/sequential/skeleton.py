@@ -105,6 +105,12 @@ class ShardReader:
             self._open = (file, safe_open(str(file), framework="pt"))
         return self._open[1]
 
+    def release(self) -> None:
+        """Unmap the open shard. Pages read from a mapping stay in the process's RSS until it is unmapped (one
+        fp32 block of the ~1B shape each: 172 MB), so the block walk releases after every block; the next read
+        maps the shard again (its header only)."""
+        self._open = None
+
     def slice(self, name: str) -> tuple[torch.dtype, tuple[int, ...]]:
         """(dtype, shape) of a tensor without reading it."""
         from ..checkpoint.safetensors_io import DTYPES

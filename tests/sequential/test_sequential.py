@@ -216,3 +216,16 @@ def test_layer_groups_never_join_layers_through_a_reused_id():
     with torch.no_grad():
         groups = [layer_groups(block, {"a": block.a, "b": block.b}, torch.randn(2, 8), BlockCall()) for _ in range(5)]
     assert groups == [[["a"], ["b"]]] * 5  # without the kept inputs: [["a", "b"]] every time on CPython 3.11
+
+
+def test_shard_reader_releases_its_mapping_and_maps_again(tmp_path):
+    """The block walk unmaps the shard after each block (pages read stay in RSS while mapped); reads still work."""
+    from lowbit.sequential.skeleton import ShardReader
+
+    model, folder = _folder(tmp_path, _llama, "float")
+    reader = ShardReader(folder)
+    name = "model.layers.0.mlp.up_proj.weight"
+    first = reader.get(name)
+    reader.release()
+    assert reader._open is None
+    assert torch.equal(reader.get(name), first) and torch.equal(first, model.model.layers[0].mlp.up_proj.weight)
