@@ -162,9 +162,7 @@ def main(argv=None) -> int:
     for k, n in shapes:
         rows += shape_rows(k, n, FORMATS, rounds, max(1, args.inner // 10) if k >= 4096 else args.inner, gen)
         loads.append(load_average())
-    env = describe_environment()
-    env["load average"] = f"{min(loads):.1f}-{max(loads):.1f}"
-    env["native variant"] = cpu_native.native_variant()
+    env = _environment(loads)
     notes = ("x (1, 1, K), batch 1; thread CPU time (time.thread_time), 1 thread, medians of interleaved rounds; "
              "precision Normal (native activations int8 per 32 channels); RTN asymmetric weights, random Gaussian. "
              "kernel alone: the native lb_quant_act + lb_gemm calls on buffers allocated once.")
@@ -173,13 +171,19 @@ def main(argv=None) -> int:
     return 0
 
 
+def _environment(loads: list[float]) -> dict:
+    """The results header: versions, the load range seen during the run and the native kernel variant."""
+    env = describe_environment()
+    env["load average"] = f"{min(loads):.1f}-{max(loads):.1f}"
+    env["native variant"] = cpu_native.native_variant()
+    return env
+
+
 def _decode_main(args) -> int:
     loads = [load_average()]
     rows = decode_rows(args.tokens, args.reps)
     loads.append(load_average())
-    env = describe_environment()
-    env["load average"] = f"{min(loads):.1f}-{max(loads):.1f}"
-    env["native variant"] = cpu_native.native_variant()
+    env = _environment(loads)
     notes = ("Small Llama (benchmarks/llm.py --model small: hidden 768, intermediate 2048, 6 layers, vocab 32000, "
              "random weights), RTN, memory Low, precision Normal, lm_head quantized; greedy generate from an 8-token "
              "prompt, transformers' dynamic cache, no torch.compile; 1 thread. unbound: every Linear call through "
