@@ -193,3 +193,21 @@ def test_a_refused_layer_is_not_bound_again_until_its_state_changes(rng, one_thr
         del q._buffers["weight_input_scale"]  # the state changed: bound now
         q(x)
         assert isinstance(q._bound, BoundNative) and len(attempts) == 3
+
+
+@native
+def test_the_bound_call_writes_fp32_whatever_the_default_dtype(rng, one_thread):
+    """The output buffer was torch.empty(shape): under torch.set_default_dtype(float64) the kernel's fp32 results
+    landed in a float64 buffer (values off by ~1 on this layer, dtype float64)."""
+    q = _layer(rng, 128, 64, 4, 64, ("low", "normal"))
+    x = torch.randn(1, 128, generator=rng)
+    default = torch.get_default_dtype()
+    with torch.no_grad():
+        ref = q(x)
+        assert isinstance(q(x) is not None and q._bound, BoundNative)
+        torch.set_default_dtype(torch.float64)
+        try:
+            got = q(x)
+        finally:
+            torch.set_default_dtype(default)
+    assert got.dtype == torch.float32 and torch.equal(got, ref)
