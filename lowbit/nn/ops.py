@@ -84,7 +84,7 @@ def _run_bound(bound, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tens
         return None
     if finite and not math.isfinite(x2.sum(dtype=torch.float32).item()):
         return None
-    y = torch.empty(m, call.n)
+    y = torch.empty(m, call.n, dtype=torch.float32)  # the kernel writes fp32, whatever the default dtype
     call(x2.data_ptr(), m, y.data_ptr(), None if bias is None else bias.data_ptr(), torch.get_num_threads())
     return y
 

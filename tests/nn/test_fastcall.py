@@ -211,3 +211,20 @@ def test_the_bound_call_writes_fp32_whatever_the_default_dtype(rng, one_thread):
         finally:
             torch.set_default_dtype(default)
     assert got.dtype == torch.float32 and torch.equal(got, ref)
+
+
+@native
+def test_the_op_path_writes_fp32_whatever_the_default_dtype(rng, one_thread):
+    """The op path (bind_calls off, and what torch.compile graphs call) had the same torch.empty(shape)."""
+    q = _layer(rng, 128, 64, 4, 64, ("low", "normal"))
+    q.bind_calls = False
+    x = torch.randn(1, 128, generator=rng)
+    default = torch.get_default_dtype()
+    with torch.no_grad():
+        ref = q(x)
+        torch.set_default_dtype(torch.float64)
+        try:
+            got = q(x)
+        finally:
+            torch.set_default_dtype(default)
+    assert got.dtype == torch.float32 and torch.equal(got, ref)
