@@ -12,6 +12,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                              "--samples as for text calibration)")
     g.add_argument("--act-budget-gb", type=float, default=2.0,
                    help="calibration activations kept in memory (bf16) before spilling to disk (default 2 GB)")
+    g.add_argument("--compute-dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                   help="dtype the blocks run in while calibrating (default auto: bfloat16 for a bf16 checkpoint, "
+                        "else float32)")
 
 
 def applies(args: argparse.Namespace) -> bool:
@@ -25,6 +28,8 @@ def applies(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from ..quant import QuantConfig
     from ..sequential import quantize_decoder
     from ..sequential.tokens import calibration_tokens
@@ -38,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     limit = args.calib_limit if args.calib_limit is not None else args.samples
     items = calibration_tokens(args.calib, args.input, limit, args.seq_len)
     summary = quantize_decoder(args.input, args.output, items, cfg, skip=args.skip,
-                               act_budget=int(args.act_budget_gb * 2**30), progress=not args.quiet)
+                               act_budget=int(args.act_budget_gb * 2**30), progress=not args.quiet,
+                               dtype=None if args.compute_dtype == "auto" else getattr(torch, args.compute_dtype))
     print(summary)
     return 0

@@ -5,7 +5,10 @@ For a layer y = x Wᵀ (+ b) fed rows x (M, K), everything the data-aware method
   abs_sum = Σ |x| (K,), for the activation-aware channel scales,
   count = M.
 The output error of any replacement Ŵ on those inputs is then exact: ‖x (W - Ŵ)ᵀ‖²_F = Σ_n d_n xtx d_nᵀ, d = W - Ŵ.
-Sums are float64 (each batch's product is computed in float32, then added in float64).
+xtx is float32, accumulated in place by one GEMM per batch (`addmm_`, as GPTQ's reference code keeps it): a float64
+running sum cost a float32 product, its float64 copy and the add per batch (3x the time on 5632-wide inputs) and
+twice the memory, for a rounding (~1e-7 relative per batch) far below the statistic's own sampling noise. abs_sum
+is float64.
 """
 
 from __future__ import annotations
@@ -14,20 +17,20 @@ import torch
 
 
 class InputStats:
-    """Running xtx (K, K) float64, abs_sum (K,) float64 and row count of the inputs a layer has seen."""
+    """Running xtx (K, K) float32, abs_sum (K,) float64 and row count of the inputs a layer has seen."""
 
     def __init__(self, k: int, device: torch.device | str = "cpu"):
         self.k = k
-        self.xtx = torch.zeros(k, k, dtype=torch.float64, device=device)
+        self.xtx = torch.zeros(k, k, dtype=torch.float32, device=device)
         self.abs_sum = torch.zeros(k, dtype=torch.float64, device=device)
         self.count = 0
 
     def add(self, x: torch.Tensor) -> None:
-        """Add rows x (M, K) (any float dtype; computed in float32, accumulated in float64)."""
+        """Add rows x (M, K) (any float dtype; computed and accumulated in float32)."""
         if x.dim() != 2 or x.shape[1] != self.k:
             raise ValueError(f"inputs must be (M, {self.k}), got {tuple(x.shape)}")
         x = x.detach().float()
-        self.xtx += (x.T @ x).double()
+        self.xtx.addmm_(x.T, x)
         self.abs_sum += x.abs().sum(0).double()
         self.count += x.shape[0]
 

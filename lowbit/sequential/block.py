@@ -85,20 +85,28 @@ def add_split(x: torch.Tensor, item: int, by_items: bool, fit: InputStats, held:
 def gather_stats(block, linears, group, store: ActivationStore, calls: list[BlockCall], dtype) \
         -> tuple[dict[str, InputStats], dict[str, InputStats]]:
     """(fit, held) Σ xᵀx of each group layer's inputs, padding rows left out, held out as `lowbit.quantize` does
-    (lowbit.calib.capture.run_pass): one item in HOLD_EVERY, or with fewer items one row in HOLD_EVERY of each."""
+    (lowbit.calib.capture.run_pass): one item in HOLD_EVERY, or with fewer items one row in HOLD_EVERY of each.
+    Layers called on the very same input tensor (q/k/v, gate/up) share one pair of statistics objects: their
+    Hessian is computed once."""
     stats = {n: InputStats(linears[n].in_features) for n in group}
     held = {n: InputStats(linears[n].in_features) for n in group}
-    rows, index = [None], [0]
+    rows, index, alias, seen = [None], [0], {}, {}
     by_items = len(calls) >= HOLD_EVERY
 
     def add(name):
         def hook(_m, args):
+            first = seen.get(id(args[0]))
+            if first is not None and first[0] is args[0]:  # the same tensor another group layer read this item
+                alias[name] = first[1]
+                return
+            seen[id(args[0])] = (args[0], name)  # kept alive until the item ends: its id can't be reused
             x = args[0].reshape(-1, args[0].shape[-1])
             add_split(x if rows[0] is None else x[rows[0]], index[0], by_items, stats[name], held[name])
         return hook
 
     def done(_m, _args, _out):
-        if all(s.count + h.count for s, h in zip(stats.values(), held.values(), strict=True)):
+        owners = {alias.get(n, n) for n in group}
+        if all(stats[n].count + held[n].count for n in owners):
             raise _Done
 
     handles = [linears[n].register_forward_pre_hook(add(n)) for n in group]
@@ -106,13 +114,17 @@ def gather_stats(block, linears, group, store: ActivationStore, calls: list[Bloc
     try:
         for i, call in enumerate(calls):
             rows[0], index[0] = call.rows, i
+            seen.clear()
             try:
                 call_block(block, store.get(i, dtype), call)
             except _Done:
                 pass
     finally:
+        seen.clear()
         for h in handles:
             h.remove()
+    for name, owner in alias.items():
+        stats[name], held[name] = stats[owner], held[owner]
     return stats, held
 
 

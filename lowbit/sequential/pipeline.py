@@ -144,7 +144,7 @@ class _PassThrough(nn.Module):
 
 
 def quantize_decoder(folder: str | Path, out: str | Path, calibration, cfg: QuantConfig | None = None, skip=(),
-                     min_weights: int = 1024, dtype: torch.dtype = torch.float32,
+                     min_weights: int = 1024, dtype: torch.dtype | None = None,
                      act_dtype: torch.dtype = torch.bfloat16, act_budget: int = 2 << 30,
                      progress: bool = True) -> SequentialSummary:
     """Quantize the causal LM in HF `folder` (config.json + safetensors) block by block into `out`.
@@ -152,8 +152,10 @@ def quantize_decoder(folder: str | Path, out: str | Path, calibration, cfg: Quan
     calibration: a list of items, each token ids (T,) / (B, T) or a dict with input_ids and attention_mask (padded
     tokens are left out of the statistics). cfg: the QuantConfig (GPTQ or AWQ, whose scales are folded inside
     each block, or RTN/HQQ which need no calibration pass). out: a file, or a folder (existing, or ending in '/')
-    that gets model.safetensors plus config.json and the tokenizer files. dtype: the blocks' compute dtype;
-    act_dtype / act_budget: the activations' storage dtype and the bytes kept in memory before spilling to disk.
+    that gets model.safetensors plus config.json and the tokenizer files. dtype: the blocks' compute dtype, by
+    default the checkpoint's (`compute_dtype`: bfloat16 for a bf16 checkpoint, float32 otherwise); GPTQ itself
+    always works in float32/float64 on its own copy of each weight. act_dtype / act_budget: the activations'
+    storage dtype and the bytes kept in memory before spilling to disk.
     Returns a `SequentialSummary`.
     """
     t0 = time.perf_counter()
@@ -167,9 +169,10 @@ def quantize_decoder(folder: str | Path, out: str | Path, calibration, cfg: Quan
         raise ValueError(f"{cfg.method.value} needs calibration tokens: pass a list of token-id tensors (or --calib)")
     folder = Path(folder)
     dst, carry, out_folder = folder_output(out, folder)
+    reader = ShardReader(folder)
+    dtype = dtype or compute_dtype(reader)
     model = build_skeleton(folder, dtype)
     skip = [*([skip] if isinstance(skip, str) else skip or []), *swap.tied_modules(model)]
-    reader = ShardReader(folder)
     blocks_name, blocks = decoder_blocks(model)
     linears = planned_linears(model, skip, min_weights)
     tail = {n: m for n, m in linears.items() if not n.startswith(blocks_name + ".")}
@@ -210,6 +213,17 @@ def quantize_decoder(folder: str | Path, out: str | Path, calibration, cfg: Quan
     summary.bytes_after = sum(e.nbytes for e in entries if e.name.rpartition("_")[0] in targets)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def compute_dtype(reader: ShardReader) -> torch.dtype:
+    """The blocks' compute dtype for this checkpoint: bfloat16 when its floating weights are bf16 (the dtype the
+    model was trained and is served in; CPU bf16 GEMMs run at twice float32's rate on AVX512-BF16/AMX), float32
+    for float32 and float16 ones (float16 GEMMs are slow on CPUs)."""
+    for name in reader.where:
+        dt, shape = reader.slice(name)
+        if dt.is_floating_point and len(shape) == 2:
+            return torch.bfloat16 if dt == torch.bfloat16 else torch.float32
+    return torch.float32
 
 
 def blocks_checkpoint_prefix(reader: ShardReader, blocks_name: str, blocks: nn.ModuleList) -> str:
@@ -266,7 +280,7 @@ def _quantize_tail(model, blocks, linear, name, items, store, calls: list[BlockC
     from ..calib.capture import HOLD_EVERY
     from ..pipeline.weights import quantize_param
     from ..quant.hessian import InputStats
-    from .block import _plain, add_split
+    from .block import _Done, _plain, add_split
 
     if not cfg.data_aware:
         return _plain(linear.weight.data, cfg, name + ".weight")
@@ -275,6 +289,7 @@ def _quantize_tail(model, blocks, linear, name, items, store, calls: list[BlockC
     def add(_m, args):
         x = args[0].reshape(-1, args[0].shape[-1])
         add_split(x if rows[0] is None else x[rows[0]], index[0], len(items) >= HOLD_EVERY, stats, held)
+        raise _Done  # the statistics are all it is run for: its (vocabulary-wide) output is never computed
 
     hook = linear.register_forward_pre_hook(add)
     saved, replay = list(blocks), _Replay()
@@ -284,7 +299,10 @@ def _quantize_tail(model, blocks, linear, name, items, store, calls: list[BlockC
         with torch.no_grad():
             for j, item in enumerate(items):
                 rows[0], index[0], replay.value = calls[j].rows, j, store.get(j, linear.weight.dtype)
-                model(**as_token_batch(item, j), use_cache=False)
+                try:
+                    model(**as_token_batch(item, j), use_cache=False)
+                except _Done:
+                    pass
     finally:
         hook.remove()
         for k, b in enumerate(saved):
