@@ -37,16 +37,21 @@ def plain_config(cfg: QuantConfig) -> QuantConfig:
     return replace(cfg, method=QuantMethod.HQQ if hqq else QuantMethod.RTN, awq=False)
 
 
-def grouped_error(w: torch.Tensor, w_hat: torch.Tensor, hessians: list[torch.Tensor]) -> float:
-    """Relative output error of w_hat against w (N, ...) with one xtx per equal group of rows."""
+def output_norm_sq(w: torch.Tensor, hessians: list[torch.Tensor]) -> float:
+    """‖x Wᵀ‖² summed over the groups of rows of w (N, ...), one xtx per equal group: grouped_error's reference."""
     n = w.shape[0]
-    w2, wh2 = w.reshape(n, -1).double(), w_hat.reshape(n, -1).double()
-    rows = n // len(hessians)
-    err = ref = 0.0
-    for i, h in enumerate(hessians):
-        sl = slice(i * rows, (i + 1) * rows)
-        ref += output_error_sq(w2[sl], h).sum().item()
-        err += output_error_sq(w2[sl] - wh2[sl], h).sum().item()
+    w2, rows = w.reshape(n, -1), n // len(hessians)
+    return sum(output_error_sq(w2[i * rows:(i + 1) * rows], h).sum().item() for i, h in enumerate(hessians))
+
+
+def grouped_error(w: torch.Tensor, w_hat: torch.Tensor, hessians: list[torch.Tensor], ref: float | None = None) \
+        -> float:
+    """Relative output error of w_hat against w (N, ...) with one xtx per equal group of rows; ref: w's
+    output_norm_sq on these hessians when already known (each costs a (N, K) x (K, K) product)."""
+    n = w.shape[0]
+    delta = (w.reshape(n, -1).double() - w_hat.reshape(n, -1).double())
+    ref = output_norm_sq(w, hessians) if ref is None else ref
+    err = output_norm_sq(delta, hessians)
     return (max(err, 0.0) / ref) ** 0.5 if ref > 0 else 0.0
 
 
@@ -69,17 +74,20 @@ def quantize_param(w: torch.Tensor, hessians: list[torch.Tensor], cfg: QuantConf
     """
     plain = quantize_weight(w, plain_config(cfg), name)
     total = [h + g for h, g in zip(hessians, held, strict=True)] if held else hessians
-    before = grouped_error(w, plain.dequantize(torch.float64), total)
+    plain_w, ref_total = plain.dequantize(torch.float64), output_norm_sq(w, total)
+    before = grouped_error(w, plain_w, total, ref_total)
     if cfg.is_float or not cfg.data_aware:
         return WeightResult(name, plain, before, before)
     why = degenerate(total, rows)
     if not why and held and any(float(h.diagonal().sum()) > 0 for h in held):
         fitted = _data_aware(w, hessians, cfg, name)
-        held_plain = grouped_error(w, plain.dequantize(torch.float64), held)
-        held_aware = grouped_error(w, fitted.dequantize(torch.float64), held)
+        ref_held = output_norm_sq(w, held)
+        held_plain = grouped_error(w, plain_w, held, ref_held)
+        held_aware = grouped_error(w, fitted.dequantize(torch.float64), held, ref_held)
         if held_out_worse(held_aware, held_plain):
             why = f"worse on held-out data (output error {held_aware:.4f}, {plain.method} {held_plain:.4f})"
     if why:
         return WeightResult(name, plain, before, before, fallback=why)
     qw = _data_aware(w, total, cfg, name)
-    return WeightResult(name, qw, before, grouped_error(w, qw.dequantize(torch.float64), total), held_out=bool(held))
+    after = grouped_error(w, qw.dequantize(torch.float64), total, ref_total)
+    return WeightResult(name, qw, before, after, held_out=bool(held))

@@ -152,44 +152,54 @@ def gptq_rows(w: torch.Tensor, h: torch.Tensor, cfg: QuantConfig, name: str = "w
     return out, scale, zero
 
 
+_SUB_BATCH = 16  # columns whose rank-1 updates stay inside the sub-batch; a GEMM carries them to the batch's rest
+
+
 def _gptq_loop(weight, upper, perm, group, scale, zero, cfg, static, hess):
     """The column loop with lazy batches (float32; rounding in float64); fills scale/zero in place for dynamic
     groups; returns the codes in visiting order.
 
-    Works on Wᵀ (K, N): a column of W is then a contiguous row, and the rank-1 update of the batch's remaining
-    columns is one BLAS ger on contiguous rows (column-strided access over N rows cost ~20x more on 5632-row
-    weights)."""
+    Works on Wᵀ (K, N): a column of W is then a contiguous row. Updates are lazy on two levels, the same result
+    up to float rounding: a column's error updates the rest of its sub-batch of _SUB_BATCH columns (one BLAS ger
+    on contiguous rows), a sub-batch's errors the rest of its batch (a GEMM), a batch's the remaining columns (a
+    GEMM). Rank-1 updates over the whole batch cost 5x more on 5632-row weights; column-strided access 20x."""
     n, k = weight.shape
     wt, upper = weight.float().t().contiguous(), upper.float()
     codes = torch.empty(k, n, dtype=torch.uint8, device=weight.device)
     step = _lazy_block(group, k, cfg.gptq_block, static)
+    # a dynamic group's first column must start a sub-batch: its scale is computed from fully updated columns
+    sub = _SUB_BATCH if static or group >= k else math.gcd(_SUB_BATCH, group)
     groups = [j // group for j in perm.tolist()]  # block of each visited column (no device sync per column)
     s64 = z64 = None
     for i1 in range(0, k, step):
         i2 = min(i1 + step, k)
         w1, u1 = wt[i1:i2], upper[i1:i2, i1:i2]  # w1 is updated in place: it is wt's own rows
         err1 = torch.empty_like(w1)
-        for i in range(i2 - i1):
-            col = i1 + i
-            g = groups[col]
-            if not static and col % group == 0:
-                # the block's columns, all up to date: _lazy_block makes a block that reaches past i2 start at i1,
-                # before any of this batch's errors is pending
-                cols = wt[col:col + min(group, k - col)]
-                width = cols.shape[0]
-                sc, zc = _group_params(cols.t().double().unsqueeze(1), cfg, scale.dtype,
-                                       hess[col:col + width, col:col + width])
-                scale[:, g] = sc[:, 0]
-                if zero is not None:
-                    zero[:, g] = zc[:, 0]
-            if s64 is None or static or col % group == 0:
-                s64 = scale[:, g].double()
-                z64 = None if zero is None else zero[:, g].double()
-            q, deq = _round_column(w1[i], s64, z64, cfg.bits)
-            codes[col] = q
-            err = (w1[i] - deq).div_(u1[i, i])
-            w1[i:].addr_(u1[i, i:], err, alpha=-1)
-            err1[i] = err
+        for j1 in range(0, i2 - i1, sub):
+            j2 = min(j1 + sub, i2 - i1)
+            for i in range(j1, j2):
+                col = i1 + i
+                g = groups[col]
+                if not static and col % group == 0:
+                    # the block's columns, all up to date: _lazy_block makes a block that reaches past i2 start at
+                    # i1, before any of this batch's errors is pending
+                    cols = wt[col:col + min(group, k - col)]
+                    width = cols.shape[0]
+                    sc, zc = _group_params(cols.t().double().unsqueeze(1), cfg, scale.dtype,
+                                           hess[col:col + width, col:col + width])
+                    scale[:, g] = sc[:, 0]
+                    if zero is not None:
+                        zero[:, g] = zc[:, 0]
+                if s64 is None or static or col % group == 0:
+                    s64 = scale[:, g].double()
+                    z64 = None if zero is None else zero[:, g].double()
+                q, deq = _round_column(w1[i], s64, z64, cfg.bits)
+                codes[col] = q
+                err = (w1[i] - deq).div_(u1[i, i])
+                w1[i:j2].addr_(u1[i, i:j2], err, alpha=-1)
+                err1[i] = err
+            if j2 < i2 - i1:
+                w1[j2:].addmm_(u1[j1:j2, j2:].t(), err1[j1:j2], alpha=-1)
         if i2 < k:
             wt[i2:].addmm_(upper[i1:i2, i2:].t(), err1, alpha=-1)
     return codes.t()

@@ -79,3 +79,20 @@ def test_held_out_ties_keep_the_data_aware_weight():
     assert not held_out_worse(0.1 * (1 + HELD_OUT_TIE / 2), 0.1)
     assert held_out_worse(0.1 * (1 + 2 * HELD_OUT_TIE), 0.1)
     assert not held_out_worse(0.09, 0.1)
+
+
+def test_surely_spanning_never_vouches_for_a_low_rank_input():
+    """The Cholesky certificate that lets degenerate() skip the eigendecomposition: True only where input_rank
+    (the eigenvalue count) reaches the asked rank; on full-rank inputs it does prove it."""
+    from lowbit.pipeline.checks import surely_spanning
+
+    gen = torch.Generator().manual_seed(3)
+    for rank in (1, 3, 7, 8, 12, 16, 24, 32):
+        basis = torch.randn(rank, 32, generator=gen, dtype=torch.float64)
+        x = torch.randn(400, rank, generator=gen, dtype=torch.float64) @ basis
+        x[:, :2] *= 40  # outlier channels, as LLM activations have
+        for want in (4, 8, 16):
+            if surely_spanning(x.T @ x, want):
+                assert input_rank(x.T @ x) >= want, (rank, want)
+    full = torch.randn(400, 32, generator=gen, dtype=torch.float64)
+    assert surely_spanning(full.T @ full, 8) and surely_spanning(full.T.float() @ full.float(), 8)
