@@ -37,21 +37,32 @@ def plain_config(cfg: QuantConfig) -> QuantConfig:
     return replace(cfg, method=QuantMethod.HQQ if hqq else QuantMethod.RTN, awq=False)
 
 
-def output_norm_sq(w: torch.Tensor, hessians: list[torch.Tensor]) -> float:
-    """‖x Wᵀ‖² summed over the groups of rows of w (N, ...), one xtx per equal group: grouped_error's reference."""
+_ROWS_PER_PRODUCT = 4096  # rows of W per (rows, K) x (K, K) product: bounds the float32 copies at lm_head's size
+
+
+def output_norm_sq(w: torch.Tensor, hessians: list[torch.Tensor], w_hat: torch.Tensor | None = None) -> float:
+    """‖x (W - Ŵ)ᵀ‖² (or ‖x Wᵀ‖² without w_hat) summed over the groups of rows of w (N, ...), one xtx per equal
+    group, computed in float32 row chunks (each costs its share of a (N, K) x (K, K) product)."""
     n = w.shape[0]
     w2, rows = w.reshape(n, -1), n // len(hessians)
-    return sum(output_error_sq(w2[i * rows:(i + 1) * rows], h).sum().item() for i, h in enumerate(hessians))
+    wh2 = None if w_hat is None else w_hat.reshape(n, -1)
+    total = 0.0
+    for start in range(0, n, _ROWS_PER_PRODUCT):
+        stop = min(start + _ROWS_PER_PRODUCT, n)
+        d = w2[start:stop].float() if wh2 is None else w2[start:stop].float() - wh2[start:stop].float()
+        for i, h in enumerate(hessians):  # the groups of rows this chunk overlaps
+            lo, hi = max(start, i * rows), min(stop, (i + 1) * rows)
+            if lo < hi:
+                total += output_error_sq(d[lo - start:hi - start], h).sum().item()
+    return total
 
 
 def grouped_error(w: torch.Tensor, w_hat: torch.Tensor, hessians: list[torch.Tensor], ref: float | None = None) \
         -> float:
     """Relative output error of w_hat against w (N, ...) with one xtx per equal group of rows; ref: w's
-    output_norm_sq on these hessians when already known (each costs a (N, K) x (K, K) product)."""
-    n = w.shape[0]
-    delta = (w.reshape(n, -1).double() - w_hat.reshape(n, -1).double())
+    output_norm_sq on these hessians when already known."""
     ref = output_norm_sq(w, hessians) if ref is None else ref
-    err = output_norm_sq(delta, hessians)
+    err = output_norm_sq(w, hessians, w_hat)
     return (max(err, 0.0) / ref) ** 0.5 if ref > 0 else 0.0
 
 
@@ -74,20 +85,22 @@ def quantize_param(w: torch.Tensor, hessians: list[torch.Tensor], cfg: QuantConf
     """
     plain = quantize_weight(w, plain_config(cfg), name)
     total = [h + g for h, g in zip(hessians, held, strict=True)] if held else hessians
-    plain_w, ref_total = plain.dequantize(torch.float64), output_norm_sq(w, total)
+    plain_w, ref_total = plain.dequantize(torch.float32), output_norm_sq(w, total)
     before = grouped_error(w, plain_w, total, ref_total)
     if cfg.is_float or not cfg.data_aware:
         return WeightResult(name, plain, before, before)
     why = degenerate(total, rows)
-    if not why and held and any(float(h.diagonal().sum()) > 0 for h in held):
-        fitted = _data_aware(w, hessians, cfg, name)
+    check = not why and held and any(float(h.diagonal().sum()) > 0 for h in held)
+    if check:
         ref_held = output_norm_sq(w, held)
         held_plain = grouped_error(w, plain_w, held, ref_held)
-        held_aware = grouped_error(w, fitted.dequantize(torch.float64), held, ref_held)
+    del plain_w  # (N, K) float32: not alive while GPTQ runs
+    if check:
+        held_aware = grouped_error(w, _data_aware(w, hessians, cfg, name).dequantize(torch.float32), held, ref_held)
         if held_out_worse(held_aware, held_plain):
             why = f"worse on held-out data (output error {held_aware:.4f}, {plain.method} {held_plain:.4f})"
     if why:
         return WeightResult(name, plain, before, before, fallback=why)
     qw = _data_aware(w, total, cfg, name)
-    after = grouped_error(w, qw.dequantize(torch.float64), total, ref_total)
+    after = grouped_error(w, qw.dequantize(torch.float32), total, ref_total)
     return WeightResult(name, qw, before, after, held_out=bool(held))

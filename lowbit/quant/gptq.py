@@ -132,21 +132,22 @@ def gptq_rows(w: torch.Tensor, h: torch.Tensor, cfg: QuantConfig, name: str = "w
     scale_dtype = cfg.scale_torch_dtype
     group = group_size_for(k, cfg.block_size)
     nb = math.ceil(k / group)
-    # float32 copies when h is float32 (InputStats' xtx): a float64 one of a 5632-wide Hessian is 254 MB more
-    weight, hess = w.detach().float().clone(), h.detach().clone()
+    # one float32 copy of the weight, transposed (the loop's layout), and a copy of h in its own dtype (float32
+    # for InputStats' xtx): at lm_head's 32000 x 2048 every extra (N, K) float copy is 262 MB
+    wt, hess = w.detach().t().float().contiguous(), h.detach().clone()
     dead = hess.diagonal() == 0
     hess[dead, dead] = 1.0  # no coupling to the others: the column is rounded to nearest, its weight kept
     static = cfg.gptq_act_order
     scale = torch.empty(n, nb, dtype=scale_dtype, device=w.device)
     zero = None if cfg.symmetric else torch.empty_like(scale)
     if static:
-        scale, zero = static_group_params(weight, group, cfg, scale_dtype, hess)
+        scale, zero = static_group_params(wt.t(), group, cfg, scale_dtype, hess)
         perm = torch.argsort(hess.diagonal(), descending=True, stable=True)
-        weight, hess = weight[:, perm], hess[perm][:, perm]
+        wt, hess = wt[perm], hess[perm][:, perm]
     else:
         perm = torch.arange(k, device=w.device)
     upper, _ = inverse_hessian_factor(hess, cfg.gptq_damp, name)
-    codes = _gptq_loop(weight, upper, perm, group, scale, zero, cfg, static, hess)
+    codes = _gptq_loop(wt, upper, perm, group, scale, zero, cfg, static, hess)
     out = torch.empty_like(codes)
     out[:, perm] = codes  # back to the original column order
     return out, scale, zero
@@ -155,17 +156,18 @@ def gptq_rows(w: torch.Tensor, h: torch.Tensor, cfg: QuantConfig, name: str = "w
 _SUB_BATCH = 16  # columns whose rank-1 updates stay inside the sub-batch; a GEMM carries them to the batch's rest
 
 
-def _gptq_loop(weight, upper, perm, group, scale, zero, cfg, static, hess):
-    """The column loop with lazy batches (float32; rounding in float64); fills scale/zero in place for dynamic
-    groups; returns the codes in visiting order.
+def _gptq_loop(wt, upper, perm, group, scale, zero, cfg, static, hess):
+    """The column loop with lazy batches (float32; rounding in float64) on wt = Wᵀ (K, N) float32 in visiting
+    order, updated in place; fills scale/zero in place for dynamic groups; returns the codes (N, K) in visiting
+    order.
 
-    Works on Wᵀ (K, N): a column of W is then a contiguous row. Updates are lazy on two levels, the same result
+    Works on Wᵀ: a column of W is then a contiguous row. Updates are lazy on two levels, the same result
     up to float rounding: a column's error updates the rest of its sub-batch of _SUB_BATCH columns (one BLAS ger
     on contiguous rows), a sub-batch's errors the rest of its batch (a GEMM), a batch's the remaining columns (a
     GEMM). Rank-1 updates over the whole batch cost 5x more on 5632-row weights; column-strided access 20x."""
-    n, k = weight.shape
-    wt, upper = weight.float().t().contiguous(), upper.float()
-    codes = torch.empty(k, n, dtype=torch.uint8, device=weight.device)
+    k, n = wt.shape
+    upper = upper.float()
+    codes = torch.empty(k, n, dtype=torch.uint8, device=wt.device)
     step = _lazy_block(group, k, cfg.gptq_block, static)
     # a dynamic group's first column must start a sub-batch: its scale is computed from fully updated columns
     sub = _SUB_BATCH if static or group >= k else math.gcd(_SUB_BATCH, group)
