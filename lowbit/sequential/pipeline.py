@@ -59,6 +59,7 @@ class SequentialSummary:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     fallbacks: dict = field(default_factory=dict)  # weight -> why it kept RTN/HQQ (header says the method)
+    block_seconds: list[float] = field(default_factory=list)  # wall time of each block, in order
 
     def __str__(self) -> str:
         from tabulate import tabulate
@@ -69,6 +70,8 @@ class SequentialSummary:
         return (f"{table}\n\n{self.blocks} blocks, {len(self.results)} weights quantized on {self.items} calibration "
                 f"items ({self.spilled} spilled to disk); {self.bytes_before / 1e6:.1f} MB -> "
                 f"{self.bytes_after / 1e6:.1f} MB in {self.seconds:.1f} s -> {self.output}"
+                + (f"\nper block: median {sorted(self.block_seconds)[len(self.block_seconds) // 2]:.1f} s, "
+                   f"max {max(self.block_seconds):.1f} s" if self.block_seconds else "")
                 + "".join(f"\nnote: {n}" for n in self.notes)
                 + "".join(f"\nkept the data-free (RTN/HQQ) result: {k}: {v}" for k, v in self.fallbacks.items()))
 
@@ -239,6 +242,7 @@ def _run_blocks(writer, model, blocks_name, blocks, reader, store, calls, cfg, s
     ck_blocks = blocks_checkpoint_prefix(reader, blocks_name, blocks)
     bar = tqdm(range(len(blocks)), desc="sequential", file=sys.stderr, disable=not progress, leave=False)
     for i in bar:
+        started = time.perf_counter()
         bar.set_description(f"block {i + 1}/{len(blocks)}")
         prefix = f"{blocks_name}.{i}."
         block = blocks[i]
@@ -259,6 +263,7 @@ def _run_blocks(writer, model, blocks_name, blocks, reader, store, calls, cfg, s
             bar.set_postfix(error=f"{max(r.error_after for r in results):.4f}")
         free_module(block)
         reader.release()
+        summary.block_seconds.append(time.perf_counter() - started)
     bar.close()
 
 

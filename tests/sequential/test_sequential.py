@@ -229,3 +229,48 @@ def test_shard_reader_releases_its_mapping_and_maps_again(tmp_path):
     reader.release()
     assert reader._open is None
     assert torch.equal(reader.get(name), first) and torch.equal(first, model.model.layers[0].mlp.up_proj.weight)
+
+
+def test_layers_reading_one_tensor_share_one_hessian(tmp_path):
+    """q/k/v (and gate/up) read the very same tensor: one statistics object, its xtx the inputs' own Σ xᵀx."""
+    from lowbit.sequential.activations import ActivationStore, capture_block_inputs
+    from lowbit.sequential.block import block_linears, gather_stats
+
+    model = _llama().eval()
+    block = model.model.layers[0]
+    gen = torch.Generator().manual_seed(4)
+    items = [torch.randint(0, 256, (1, 16), generator=gen) for _ in range(2)]
+    store = ActivationStore(dtype=torch.float32)
+    calls = capture_block_inputs(model, block, items, store)
+    linears = block_linears(block, "", (), 0)
+    seen = []
+    hook = block.self_attn.q_proj.register_forward_pre_hook(lambda _m, a: seen.append(a[0].reshape(-1, 64)))
+    with torch.no_grad():
+        stats, held = gather_stats(block, linears, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+                                   store, calls, torch.float32)
+    hook.remove()
+    q, k, v = (stats[f"self_attn.{n}_proj"] for n in "qkv")
+    assert q is k is v and held["self_attn.q_proj"] is held["self_attn.v_proj"]
+    x = torch.cat(seen).double()
+    torch.testing.assert_close((q.xtx + held["self_attn.q_proj"].xtx).double(), x.T @ x, rtol=1e-5, atol=1e-4)
+
+
+def test_blocks_run_in_the_checkpoints_dtype(tmp_path):
+    """A bf16 checkpoint is calibrated in bf16 (CPU bf16 GEMMs run at twice float32's rate), a float32 one in
+    float32; both give the same codes on nearly every weight."""
+    from lowbit.sequential.pipeline import compute_dtype
+    from lowbit.sequential.skeleton import ShardReader
+
+    model, folder = _folder(tmp_path, _llama, "float")
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    assert compute_dtype(ShardReader(folder)) == torch.float32
+    assert compute_dtype(ShardReader(tmp_path / "bf16")) == torch.bfloat16
+    gen = torch.Generator().manual_seed(5)
+    items = [torch.randint(0, 256, (1, 32), generator=gen) for _ in range(8)]
+    cfg = lowbit.QuantConfig(method="gptq", block_size=32)
+    quantize_decoder(tmp_path / "bf16", tmp_path / "a.safetensors", items, cfg, progress=False)
+    quantize_decoder(tmp_path / "bf16", tmp_path / "b.safetensors", items, cfg, dtype=torch.float32,
+                     progress=False)
+    a, b = _packed(tmp_path / "a.safetensors"), _packed(tmp_path / "b.safetensors")
+    same = sum(int((a[k] == b[k]).sum()) for k in a) / sum(a[k].numel() for k in a)
+    assert 0.9 < same < 1.0, same  # bf16 activations move some roundings, not the fit
