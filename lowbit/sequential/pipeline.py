@@ -41,7 +41,15 @@ from ..pipeline.weights import WeightResult
 from ..quant.config import QuantConfig
 from .activations import ActivationStore, BlockCall, as_token_batch, capture_block_inputs
 from .block import call_block, quantize_block
-from .skeleton import ShardReader, build_skeleton, checkpoint_name, decoder_blocks, free_module, load_module
+from .skeleton import (
+    ShardReader,
+    build_skeleton,
+    checkpoint_name,
+    decoder_blocks,
+    fix_mmap_threshold,
+    free_module,
+    load_module,
+)
 
 
 @dataclass
@@ -172,6 +180,7 @@ def quantize_decoder(folder: str | Path, out: str | Path, calibration, cfg: Quan
         raise ValueError(f"{cfg.method.value} needs calibration tokens: pass a list of token-id tensors (or --calib)")
     folder = Path(folder)
     dst, carry, out_folder = folder_output(out, folder)
+    fix_mmap_threshold()
     reader = ShardReader(folder)
     dtype = dtype or compute_dtype(reader)
     model = build_skeleton(folder, dtype)
