@@ -156,12 +156,16 @@ class _StaticConv(_StaticMixin):
             return None
         geometry = {"stride": tuple(stride), "padding": tuple(a for a, _ in pads), "dilation": tuple(dilation)}
         step, clamp, relu, bias = self.input_scale, self.input_clamp, self.fused_relu, self.bias
-        if select_static_conv(x.device.type, self.groups, ig, kh * kw, True,
-                              weight_cache.current_capabilities()) is StaticKernel.DEPTHWISE:
+        direct = self._direct_kernel(x, stride, dilation, pads, shape4d)
+        if direct is StaticKernel.DEPTHWISE:
             w = weight_cache.static_prepared(*self._entry(), StaticKernel.DEPTHWISE, "static_conv", step=step)
             run = executor.runner(StaticKernel.DEPTHWISE, "static_conv")
             return lambda xb: run(w, xb, bias, None, step=step, clamp=clamp, relu=relu, shape=tuple(shape4d),
                                   **geometry)
+        if direct is StaticKernel.POINTWISE:
+            w = weight_cache.static_prepared(*self._entry(), StaticKernel.POINTWISE, "static_conv")
+            run = executor.runner(StaticKernel.POINTWISE, "static_conv")
+            return lambda xb: run(w, xb, bias, None, step=step, clamp=clamp, relu=relu)
         rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
         if self.groups == 1 and not _codes_conv_faster(ig, x.device) \
                 and self.impl_for(rows, x.device) == StaticKernel.NATIVE:
@@ -169,18 +173,33 @@ class _StaticConv(_StaticMixin):
             return lambda xb: run(w, xb, bias, None, step=step, clamp=clamp, relu=relu, window=(kh, kw), **geometry)
         return None
 
+    def _direct_kernel(self, x, stride, dilation, pads, shape4d) -> StaticKernel | None:
+        """DEPTHWISE / POINTWISE where a direct native kernel serves this conv on x (`select_static_conv`), else
+        None (the im2col paths below)."""
+        o, ig, kh, kw = shape4d
+        zero_pad = self.padding_mode == "zeros" and all(a == b for a, b in pads)
+        pointwise = zero_pad and kh * kw == 1 and x.dim() == 4 and all(a == 0 for a, _ in pads) \
+            and tuple(stride) == (1, 1) and x.dtype == torch.float32
+        return select_static_conv(x.device.type, self.groups, ig, kh * kw, zero_pad,
+                                  weight_cache.current_capabilities(), pointwise=pointwise)
+
     def _conv2d(self, x, stride, dilation, pads, shape4d):
         """x (B, C, H, W) -> (B, O, OH, OW): quantize x with the fixed step, then the integer conv."""
         o, ig, kh, kw = shape4d
         zero_pad = self.padding_mode == "zeros" and all(a == b for a, b in pads)
         padding = [a for a, _ in pads]
         geometry = {"stride": tuple(stride), "padding": tuple(padding), "dilation": tuple(dilation)}
-        if select_static_conv(x.device.type, self.groups, ig, kh * kw, zero_pad,
-                              weight_cache.current_capabilities()) is StaticKernel.DEPTHWISE:
+        direct = self._direct_kernel(x, stride, dilation, pads, shape4d)
+        if direct is StaticKernel.DEPTHWISE:
             w = weight_cache.static_prepared(*self._entry(), StaticKernel.DEPTHWISE, "static_conv",
                                              step=self.input_scale)
             y = executor.run(StaticKernel.DEPTHWISE, w, x, self.bias, None, "static_conv", step=self.input_scale,
                              clamp=self.input_clamp, relu=self.fused_relu, shape=tuple(shape4d), **geometry)
+            return y.to(x.dtype)
+        if direct is StaticKernel.POINTWISE:
+            w = weight_cache.static_prepared(*self._entry(), StaticKernel.POINTWISE, "static_conv")
+            y = executor.run(StaticKernel.POINTWISE, w, x, self.bias, None, "static_conv", step=self.input_scale,
+                             clamp=self.input_clamp, relu=self.fused_relu)
             return y.to(x.dtype)
         rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
         if self.groups == 1 and zero_pad and not _codes_conv_faster(ig, x.device) \

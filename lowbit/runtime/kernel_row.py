@@ -52,6 +52,9 @@ class StaticKernel(str, Enum):
     """The same integers through a float64 matmul: exact, slow; the fallback on every device."""
     DEPTHWISE = "depthwise"
     """lowbit's direct depthwise conv (lowbit.kernels.cpu_conv.conv2d_depthwise) on the rounded input, CPU."""
+    POINTWISE = "pointwise"
+    """lowbit's 1x1 conv on NCHW (lowbit.kernels.cpu_static_int8.native_conv1x1_static): no im2col, no transpose,
+    CPU."""
 
 
 _MODULES: dict = {}  # kernel_module's imports: it is called on every kernel call (executor.run)

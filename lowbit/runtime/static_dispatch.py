@@ -52,10 +52,17 @@ DEPTHWISE_MAX_TAPS = 64  # lb_dwconv's limit (lowbit.kernels.cpu_conv)
 
 
 def select_static_conv(device_type: str, groups: int, in_per_group: int, taps: int, zero_padding: bool,
-                       caps: Capabilities) -> StaticKernel | None:
+                       caps: Capabilities, pointwise: bool = False) -> StaticKernel | None:
     """DEPTHWISE for a depthwise conv (one input channel per group, <= 64 taps, zero padding) on the CPU where the
-    direct depthwise kernel runs; None otherwise (the conv then takes `select_static`'s kernel on its im2col)."""
-    if not (in_per_group == 1 < groups and zero_padding and device_type == "cpu" and taps <= DEPTHWISE_MAX_TAPS):
+    direct depthwise kernel runs; POINTWISE for a 1x1 conv (pointwise: stride 1, no padding, no dilation) with
+    groups == 1 there; None otherwise (the conv then takes `select_static`'s kernel on its im2col)."""
+    if device_type != "cpu":
         return None
-    row = find_row("static_conv", StaticKernel.DEPTHWISE)
-    return StaticKernel.DEPTHWISE if row is not None and row.available_in(caps) else None
+    if pointwise and groups == 1 and taps == 1:
+        kernel = StaticKernel.POINTWISE
+    elif in_per_group == 1 < groups and zero_padding and taps <= DEPTHWISE_MAX_TAPS:
+        kernel = StaticKernel.DEPTHWISE
+    else:
+        return None
+    row = find_row("static_conv", kernel)
+    return kernel if row is not None and row.available_in(caps) else None

@@ -51,15 +51,16 @@ def _int8_run(impl: str):
 class NativeStatic:
     """The native kernel's packed weight and the epilogue vectors of the last (step, bias) it ran with."""
 
-    def __init__(self, mod, weight):
+    def __init__(self, mod, weight, make_epilogue=None):
         self.mod, self.weight, self.key, self.epilogue = mod, weight, None, None
+        self.make_epilogue = make_epilogue or mod.native_epilogue
 
     def epilogue_for(self, step: float, bias: torch.Tensor | None):
         """(step * s, bias) float32 vectors the kernel reads, rebuilt when the step or the bias changes (an LSTM's
         hidden step may, per call)."""
         key = (step, None if bias is None else (bias.data_ptr(), bias._version))
         if key != self.key:
-            self.key, self.epilogue = key, self.mod.native_epilogue(self.weight, step, bias)
+            self.key, self.epilogue = key, self.make_epilogue(self.weight, step, bias)
         return self.epilogue
 
 
@@ -126,6 +127,17 @@ def _depthwise_run(mod, w, x, bias, _activations, step, clamp, relu=False, shape
     return y
 
 
+def _pointwise_prepare(mod, qw, _dtype):
+    """The 1x1 conv's codes (O, C) in the native pointwise kernel's weight tiles."""
+    return NativeStatic(mod, mod.pack_static_pw(_codes(qw).reshape(qw.shape[0], -1), qw.scale.reshape(-1)),
+                        mod.pointwise_epilogue)
+
+
+def _pointwise_run(mod, w, x, bias, _activations, step, clamp, relu=False, act=None):
+    return mod.native_conv1x1_static(x, w.weight, step, clamp, w.epilogue_for(step, bias), act or
+                                     ("relu" if relu else None))
+
+
 STATIC_ROWS = (
     KernelRow(StaticKernel.TRITON, op="static", device="cuda", priority=10, capability="triton_gpu",
               module="triton_common", prepare=_triton_prepare, run=_triton_run, int8_activations=True,
@@ -147,4 +159,7 @@ STATIC_ROWS = (
     KernelRow(StaticKernel.DEPTHWISE, op="static_conv", priority=5, capability="native_extension",
               module="cpu_conv", prepare=_depthwise_prepare, run=_depthwise_run, int8_activations=True,
               doc="depthwise conv (<= 64 taps, zero padding) through lb_dwconv on the input rounded to the step"),
+    KernelRow(StaticKernel.POINTWISE, op="static_conv", priority=5, capability="native_extension",
+              module="cpu_static_int8", supports=_native_supports, prepare=_pointwise_prepare, run=_pointwise_run,
+              int8_activations=True, doc="1x1 stride-1 conv: the native static GEMM on NCHW pixel panels, fused act"),
 )

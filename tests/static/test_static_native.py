@@ -65,6 +65,40 @@ def test_native_conv_matches_float64(variant, shape):
     torch.testing.assert_close(y.double(), ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
 
 
+@pytest.mark.parametrize("b,c,h,wd,o", [(1, 3, 4, 7, 5), (2, 33, 9, 9, 17), (1, 24, 12, 12, 70)])
+@pytest.mark.parametrize("act", [None, "relu", "relu6", "hardswish"])
+def test_native_pointwise_conv_matches_float64(variant, b, c, h, wd, o, act):
+    g = torch.Generator().manual_seed(o * c)
+    x = torch.randn(b, c, h, wd, generator=g) * 3
+    x[0, 0, 0, 0] = 10.0  # |x| / a = 200: the clamp is exercised
+    w = torch.randint(-127, 128, (o, c), dtype=torch.int8, generator=g)
+    s, bias, a, clamp = torch.rand(o, generator=g) + 0.1, torch.randn(o, generator=g), 0.05, 100
+    pw = K.pack_static_pw(w, s)
+    y = K.native_conv1x1_static(x, pw, a, clamp, K.pointwise_epilogue(pw, a, bias), act)
+    xq = torch.div(x, a).round().clamp(-clamp, clamp).double()
+    ref = F.conv2d(xq, w.double().reshape(o, c, 1, 1)) * (s * torch.tensor(a)).double().reshape(1, -1, 1, 1)
+    ref = ref + bias.double().reshape(1, -1, 1, 1)
+    ref = {None: ref, "relu": F.relu(ref), "relu6": F.relu6(ref), "hardswish": F.hardswish(ref)}[act]
+    torch.testing.assert_close(y.double(), ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
+    x[b - 1, c - 1, h - 1, 0] = float("nan")
+    y = K.native_conv1x1_static(x, pw, a, clamp, K.pointwise_epilogue(pw, a, bias), act)
+    assert bool(y[b - 1].isnan().all()) and (b == 1 or bool(torch.isfinite(y[0]).all()))
+
+
+def test_static_pointwise_layer_runs_the_direct_kernel():
+    conv = nn.Conv2d(40, 24, 1)
+    x = torch.randn(2, 40, 6, 5)
+    model = quantize_static(nn.Sequential(conv), [x], StaticConfig(activation_method="minmax"), progress=False)
+    layer = model[0]
+    assert layer._direct_kernel(x, (1, 1), (1, 1), [(0, 0), (0, 0)], [24, 40, 1, 1]) == "pointwise"
+    w = layer.prepared()
+    xq = torch.div(x, layer.input_scale).round().clamp(-127, 127).double()
+    ref = F.conv2d(xq, w.wt.t().double().reshape(24, 40, 1, 1)) * (w.scale.double() * layer.input_scale)[:, None, None]
+    ref = ref + conv.bias.double()[:, None, None]
+    for _ in range(2):  # the first call, then the bound kernel call
+        torch.testing.assert_close(model(x).double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
 class ConvNet(nn.Module):
     def __init__(self, residual=False):
         super().__init__()

@@ -67,23 +67,29 @@ static lb_dw_layout dw_layout(const int64_t* geo) {
 }
 
 /* Channel plane xp (H, W) into the phase planes of buf (padding already zero). step > 0: each input is first
-   rounded to the integer code round(x / step) clamped to [-clamp, clamp] (static INT8's input rounding). */
-static void dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* L, float step, float clamp, float* buf) {
+   rounded to the integer code round(x / step) clamped to [-clamp, clamp] (static INT8's input rounding), a row at a
+   time into tmp (W floats): clamped before rounding (the same code, clamp being an integer) and rounded by adding and
+   subtracting 1.5 * 2**23 (round half to even for |v| < 2**22), so the loop vectorizes on every variant. */
+static void dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* L, float step, float clamp, float* buf,
+                    float* restrict tmp) {
     const int64_t H = geo[2], W = geo[3], sh = geo[7], sw = geo[8], ph = geo[9], pw = geo[10];
     for (int64_t h = 0; h < H; ++h) {
         const int64_t r = h + ph;
         const float* xr = xp + h * W;
         float* row = buf + (r % sh) * sw * L->plane + (r / sh) * L->Wq;
+        if (step > 0.f) {
+            const float lim = clamp, magic = 12582912.f;
+            for (int64_t w = 0; w < W; ++w) {
+                float v = xr[w] / step;
+                v = v < -lim ? -lim : v > lim ? lim : v; /* NaN stays NaN */
+                tmp[w] = (v + magic) - magic;
+            }
+            xr = tmp;
+        }
         for (int64_t p = 0; p < sw; ++p) { /* phase p: padded columns c = p + i * sw, input column c - pw */
             float* dst = row + p * L->plane;
             int64_t i = p >= pw ? 0 : (pw - p + sw - 1) / sw, w = p + i * sw - pw;
-            if (step > 0.f) {
-                const float lim = clamp;
-                for (; w < W; ++i, w += sw) {
-                    const float v = nearbyintf(xr[w] / step);
-                    dst[i] = v < -lim ? -lim : v > lim ? lim : v;
-                }
-            } else if (sw == 1) { /* a loop, not memcpy: rows of 7..56 floats, where a libc call costs more */
+            if (sw == 1) { /* a loop, not memcpy: rows of 7..56 floats, where a libc call costs more */
                 for (; w < W; ++i, ++w) dst[i] = xr[w];
             } else {
                 for (; w < W; ++i, w += sw) dst[i] = xr[w];
@@ -142,7 +148,7 @@ __attribute__((noinline)) static void dw_channels(const float* x, const int64_t*
                 w[k] = ((float)q[o * K + k] - wz[o * nb + blk]) * ws[o * nb + blk];
         if (b * C + o / mult != held) {
             held = b * C + o / mult;
-            dw_fill(x + held * HW, geo, L, step, clamp, buf);
+            dw_fill(x + held * HW, geo, L, step, clamp, buf, yq + L->nq);
         }
         dw_plane(buf, L->off, K, w, bias ? bias[o] : 0.f, act, L->nq, L->Wq, geo[13], geo[14], yq, y + bo * OHW);
     }
@@ -164,7 +170,7 @@ void lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const float
         id = omp_get_thread_num();
         n = omp_get_num_threads();
 #endif
-        float* buf = (float*)calloc((size_t)(L.total + L.nq), sizeof(float));
+        float* buf = (float*)calloc((size_t)(L.total + L.nq + geo[3]), sizeof(float)); /* + one row for dw_fill */
         dw_channels(x, geo, &L, q, ws, wz, gk, nb, bias, act, step, clamp, y, BO * id / n, BO * (id + 1) / n, buf,
                     buf + L.total);
         free(buf);
