@@ -116,10 +116,11 @@ def _depthwise_prepare(mod, qw, _dtype, step=1.0):
 
 
 def _depthwise_run(mod, w, x, bias, _activations, step, clamp, relu=False, shape=None, stride=(1, 1),
-                   padding=(0, 0), dilation=(1, 1)):
+                   padding=(0, 0), dilation=(1, 1), act=None):
+    """act: "relu", "relu6", "hardswish" or None (relu=True is "relu")."""
     b = None if bias is None else bias.detach().float().contiguous()
     # the kernel rounds x to its codes round(x / step) clamped to +-clamp as it pads each plane
-    y = mod.conv2d_depthwise(x, w, shape, b, stride, padding, dilation, "relu" if relu else None,
+    y = mod.conv2d_depthwise(x, w, shape, b, stride, padding, dilation, act or ("relu" if relu else None),
                              input_step=step, input_clamp=clamp)
     if not bool(torch.isfinite(x.detach().sum((1, 2, 3), dtype=torch.float32)).all()):  # one read, no copy of x
         bad = ~torch.isfinite(x.detach().abs().flatten(1).amax(1))  # the images that hold a NaN / inf
@@ -134,6 +135,7 @@ def _pointwise_prepare(mod, qw, _dtype):
 
 
 def _pointwise_run(mod, w, x, bias, _activations, step, clamp, relu=False, act=None):
+    """act: "relu", "relu6", "hardswish" or None (relu=True is "relu")."""
     return mod.native_conv1x1_static(x, w.weight, step, clamp, w.epilogue_for(step, bias), act or
                                      ("relu" if relu else None))
 

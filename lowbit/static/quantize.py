@@ -4,11 +4,11 @@ Steps: eval mode (a training model is switched, with a warning); BatchNorm foldi
 Linear/Conv1d/Conv2d/LSTM layers' input ranges over the calibration set (`calibrate.py`); per layer 8-bit
 symmetric weights (max_abs or ADMM scales; SmoothQuant-scaled with smooth_alpha) and the static twin of its
 quantized layer with the activation step fixed (`lowbit.nn.static`, `lowbit.nn.static_lstm`); a ReLU right after
-a Conv/Linear runs in that layer's int8 epilogue (`fuse.py`). Every other module computes in float between them
-(each static layer quantizes its own input and returns float). A failed call leaves the model exactly as it was
-(`rollback.py`). The summary
-(`model.lowbit_summary`, a `StaticSummary`) lists every layer with weights and what became of it;
-`model.lowbit_static` holds what a checkpoint needs (`lowbit.static.checkpoint`).
+a Conv/Linear (a ReLU6 or Hardswish right after a Conv) runs in that layer's int8 epilogue (`fuse.py`). Every
+other module computes in float between them (each static layer quantizes its own input and returns float). A failed
+call leaves the model exactly as it was (`rollback.py`). The summary (`model.lowbit_summary`, a `StaticSummary`)
+lists every layer with weights and what became of it; `model.lowbit_static` holds what a checkpoint needs
+(`lowbit.static.checkpoint`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..quant.static_config import StaticConfig
 from ..quant.static_int8 import int8_weight, smooth_factors, weight_scales
 from .calibrate import channel_absmax, collect_ranges, thresholds
 from .fold import _replace, fold_batchnorm
-from .fuse import fusable_relus
+from .fuse import act_name, fusable_relus
 from .rollback import ModelSnapshot
 from .summary import StaticRecord, StaticSummary
 
@@ -116,9 +116,10 @@ def _quantize(model: nn.Module, cal, cfg: StaticConfig, skip: tuple[str, ...], p
                         cfg.activation_clamp, smooth.get(name))
         note = f"{cfg.activation_method.value} |x| <= {limits[name]:.4g} (max {ranges[name].absmax:.4g})"
         if name in fused:
-            new.fuse_relu()
+            act_module = model.get_submodule(fused[name])
+            new.fuse_act(act_name(act_module))
             _replace(model, fused[name], nn.Identity())
-            note += f"; + ReLU {fused[name]!r} fused"
+            note += f"; + {type(act_module).__name__} {fused[name]!r} fused"
         _replace(model, name, new)
         static[name] = {"kind": type(new).__name__, **new.static_meta()}
         records.append(StaticRecord(name, type(layer).__name__, "int8", note, step))

@@ -151,6 +151,41 @@ def test_conv_relu_fusion_exact_and_round_trips(tmp_path, capsys):
     assert "activation step" in text and f"{fused.c2.input_scale:.6g}" in text and "StaticQuantConv2d" in text
 
 
+class Block(nn.Module):
+    """mobilenet's inverted residual: 1x1 + ReLU6, depthwise 3x3 + Hardswish, 1x1 + Hardswish, Linear + Hardswish."""
+
+    def __init__(self):
+        super().__init__()
+        self.pw1, self.a1 = nn.Conv2d(24, 48, 1), nn.ReLU6()
+        self.dw, self.a2 = nn.Conv2d(48, 48, 3, padding=1, groups=48), nn.Hardswish()
+        self.pw2, self.a3 = nn.Conv2d(48, 24, 1), nn.Hardswish()
+        self.fc, self.a4 = nn.Linear(24, 8), nn.Hardswish()
+
+    def forward(self, x):
+        y = self.a3(self.pw2(self.a2(self.dw(self.a1(self.pw1(x))))))
+        return self.a4(self.fc(y.mean((2, 3))))
+
+
+def test_relu6_hardswish_fusion_matches_unfused_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    cal = [torch.randn(2, 24, 9, 9) * 2 for _ in range(2)]
+    torch.manual_seed(1)
+    fused = quantize_static(Block().eval(), cal, StaticConfig(activation_method="minmax"), progress=False)
+    torch.manual_seed(1)
+    plain = quantize_static(Block().eval(), cal, StaticConfig(activation_method="minmax", fuse_relu=False),
+                            progress=False)
+    assert fused.lowbit_summary.fused_relu == [("dw", "a2"), ("pw1", "a1"), ("pw2", "a3")]  # not the Linear's
+    assert (fused.pw1.fused_act, fused.dw.fused_act, fused.pw2.fused_act) == ("relu6", "hardswish", "hardswish")
+    assert isinstance(fused.a1, nn.Identity) and isinstance(fused.a4, nn.Hardswish)
+    x = torch.randn(3, 24, 9, 9) * 2
+    for _ in range(2):  # the first call, then the bound kernel calls
+        torch.testing.assert_close(fused(x), plain(x), rtol=1e-5, atol=1e-5)
+    lowbit.save(fused, tmp_path / "b.safetensors")
+    loaded = lowbit.load(Block().eval(), tmp_path / "b.safetensors")
+    assert isinstance(loaded.a2, nn.Identity) and loaded.dw.fused_act == "hardswish" and not loaded.dw.fused_relu
+    assert torch.equal(loaded(x), fused(x))
+
+
 def test_no_fusion_when_the_conv_output_has_another_consumer():
     model = quantize_static(_net(residual=True), [torch.randn(2, 3, 10, 10)], progress=False)
     assert model.lowbit_summary.fused_relu == [("c1", "r1")]

@@ -27,7 +27,7 @@ static inline float lb_act(float v, int act) {
     if (act == 3) {
         float r = v + 3.f;
         r = r < 0.f ? 0.f : r > 6.f ? 6.f : r;
-        return v * r * (1.f / 6.f);
+        return v * r / 6.f; /* torch: x * relu6(x + 3) / 6 */
     }
     return v;
 }
