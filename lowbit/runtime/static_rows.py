@@ -119,13 +119,10 @@ def _depthwise_run(mod, w, x, bias, _activations, step, clamp, relu=False, shape
                    padding=(0, 0), dilation=(1, 1), act=None):
     """act: "relu", "relu6", "hardswish" or None (relu=True is "relu")."""
     b = None if bias is None else bias.detach().float().contiguous()
-    # the kernel rounds x to its codes round(x / step) clamped to +-clamp as it pads each plane
-    y = mod.conv2d_depthwise(x, w, shape, b, stride, padding, dilation, act or ("relu" if relu else None),
-                             input_step=step, input_clamp=clamp)
-    if not bool(torch.isfinite(x.detach().sum((1, 2, 3), dtype=torch.float32)).all()):  # one read, no copy of x
-        bad = ~torch.isfinite(x.detach().abs().flatten(1).amax(1))  # the images that hold a NaN / inf
-        y[bad] = float("nan")
-    return y
+    # the kernel rounds x to its codes round(x / step) clamped to +-clamp as it pads each plane, and gives NaN
+    # images where x held NaN / inf
+    return mod.conv2d_depthwise(x.detach(), w, shape, b, stride, padding, dilation, act or ("relu" if relu else None),
+                                input_step=step, input_clamp=clamp)
 
 
 def _pointwise_prepare(mod, qw, _dtype):

@@ -85,6 +85,33 @@ def test_native_pointwise_conv_matches_float64(variant, b, c, h, wd, o, act):
     assert bool(y[b - 1].isnan().all()) and (b == 1 or bool(torch.isfinite(y[0]).all()))
 
 
+@pytest.mark.parametrize("c,h,wd,k,stride", [(8, 9, 7, 3, 1), (5, 12, 11, 3, 2), (6, 8, 8, 5, 2)])
+@pytest.mark.parametrize("act", [None, "relu6", "hardswish"])
+def test_native_static_depthwise_matches_float64(variant, c, h, wd, k, stride, act):
+    """lb_dwconv rounding its input to the static codes (vectorized fill) and the fused act, every variant."""
+    from lowbit.kernels import cpu_conv
+
+    g = torch.Generator().manual_seed(c * h + k)
+    x = torch.randn(2, c, h, wd, generator=g) * 3
+    w = torch.randint(-127, 128, (c, k * k), dtype=torch.int8, generator=g)
+    s, bias, a, clamp = torch.rand(c, generator=g) + 0.1, torch.randn(c, generator=g), 0.05, 100
+    codes = (w.to(torch.int16) + 128).to(torch.uint8)
+    scale = (s * a).reshape(-1, 1)
+    dw = cpu_conv.DepthwiseWeight(codes, scale, torch.full_like(scale, 128.0), k * k)
+    pad = k // 2
+    y = cpu_conv.conv2d_depthwise(x, dw, (c, 1, k, k), bias, (stride, stride), (pad, pad), (1, 1), act,
+                                  input_step=a, input_clamp=clamp)
+    xq = torch.div(x, a).round().clamp(-clamp, clamp).double()
+    ref = F.conv2d(xq, w.double().reshape(c, 1, k, k), None, stride, pad, 1, c) * scale.double().reshape(1, -1, 1, 1)
+    ref = ref + bias.double().reshape(1, -1, 1, 1)
+    ref = {None: ref, "relu6": F.relu6(ref), "hardswish": F.hardswish(ref)}[act]
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    x[1, c - 1, h - 1, wd - 1] = float("inf")
+    y = cpu_conv.conv2d_depthwise(x, dw, (c, 1, k, k), bias, (stride, stride), (pad, pad), (1, 1), act,
+                                  input_step=a, input_clamp=clamp)
+    assert bool(y[1].isnan().all()) and bool(torch.isfinite(y[0]).all())
+
+
 def test_static_pointwise_layer_runs_the_direct_kernel():
     conv = nn.Conv2d(40, 24, 1)
     x = torch.randn(2, 40, 6, 5)

@@ -70,9 +70,10 @@ static lb_dw_layout dw_layout(const int64_t* geo) {
    rounded to the integer code round(x / step) clamped to [-clamp, clamp] (static INT8's input rounding), a row at a
    time into tmp (W floats): clamped before rounding (the same code, clamp being an integer) and rounded by adding and
    subtracting 1.5 * 2**23 (round half to even for |v| < 2**22), so the loop vectorizes on every variant. */
-static void dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* L, float step, float clamp, float* buf,
-                    float* restrict tmp) {
+static int64_t dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* L, float step, float clamp, float* buf,
+                       float* restrict tmp) {
     const int64_t H = geo[2], W = geo[3], sh = geo[7], sw = geo[8], ph = geo[9], pw = geo[10];
+    int64_t bad = 0; /* NaN / inf inputs, counted when rounding (x - x is NaN for both) */
     for (int64_t h = 0; h < H; ++h) {
         const int64_t r = h + ph;
         const float* xr = xp + h * W;
@@ -83,6 +84,7 @@ static void dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* L, 
                 float v = xr[w] / step;
                 v = v < -lim ? -lim : v > lim ? lim : v; /* NaN stays NaN */
                 tmp[w] = (v + magic) - magic;
+                bad += (xr[w] - xr[w]) != 0.f;
             }
             xr = tmp;
         }
@@ -96,6 +98,7 @@ static void dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* L, 
             }
         }
     }
+    return bad;
 }
 
 /* One output plane: yq[q] = bias + sum over taps of w[t] * buf[q + off[t]] for q < nq, then the OW valid columns of
@@ -133,7 +136,8 @@ static inline __attribute__((always_inline)) void dw_plane(const float* restrict
 __attribute__((noinline)) static void dw_channels(const float* x, const int64_t* geo, const lb_dw_layout* Lp,
                                                   const uint8_t* q, const float* ws, const float* wz, int64_t gk,
                                                   int64_t nb, const float* bias, int act, float step, float clamp,
-                                                  float* y, int64_t lo, int64_t hi, float* buf, float* yq) {
+                                                  float* y, int64_t lo, int64_t hi, float* buf, float* yq,
+                                                  int64_t* bad) {
     /* a local copy of the layout and plain scalars: read through the OpenMP region's shared block (or a pointer the
        stores may alias) the tap loop reloaded them on every tap and ran 1.7x slower */
     const lb_dw_layout Lc = *Lp, *L = &Lc;
@@ -148,7 +152,7 @@ __attribute__((noinline)) static void dw_channels(const float* x, const int64_t*
                 w[k] = ((float)q[o * K + k] - wz[o * nb + blk]) * ws[o * nb + blk];
         if (b * C + o / mult != held) {
             held = b * C + o / mult;
-            dw_fill(x + held * HW, geo, L, step, clamp, buf, yq + L->nq);
+            *bad += dw_fill(x + held * HW, geo, L, step, clamp, buf, yq + L->nq);
         }
         dw_plane(buf, L->off, K, w, bias ? bias[o] : 0.f, act, L->nq, L->Wq, geo[13], geo[14], yq, y + bo * OHW);
     }
@@ -156,14 +160,16 @@ __attribute__((noinline)) static void dw_channels(const float* x, const int64_t*
 
 /* Depthwise conv: q uint8 (O, K) codes, ws / wz fp32 (O, nb) scale and zero per block of gk taps; bias (O,) or
    NULL; step > 0 rounds the input first (see dw_fill). Output channel o reads input channel o / (O / C). Threads
-   take contiguous runs of channels (one plane fill per input channel and thread). */
-void lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const float* ws, const float* wz, int64_t gk,
+   take contiguous runs of channels (one plane fill per input channel and thread). Returns how many NaN / inf the
+   input channels read held when step > 0 (0 otherwise). */
+int64_t lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const float* ws, const float* wz, int64_t gk,
                int64_t nb, const float* bias, int act, float step, float clamp, float* y, int nt) {
     const int64_t BO = geo[0] * geo[4], work = BO * geo[13] * geo[14] * geo[5] * geo[6];
     const lb_dw_layout L = dw_layout(geo);
+    int64_t bad = 0;
     if (work <= 65536) nt = 1;
     (void)nt; /* unread without OpenMP */
-    #pragma omp parallel num_threads(nt)
+    #pragma omp parallel num_threads(nt) reduction(+ : bad)
     {
         int64_t id = 0, n = 1;
 #ifdef _OPENMP
@@ -172,9 +178,10 @@ void lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const float
 #endif
         float* buf = (float*)calloc((size_t)(L.total + L.nq + geo[3]), sizeof(float)); /* + one row for dw_fill */
         dw_channels(x, geo, &L, q, ws, wz, gk, nb, bias, act, step, clamp, y, BO * id / n, BO * (id + 1) / n, buf,
-                    buf + L.total);
+                    buf + L.total, &bad);
         free(buf);
     }
+    return bad;
 }
 
 /* The patch of output pixel (b, oh, ow) for group g, in (c, kh, kw) order, into buf (K floats; zero padding). */
