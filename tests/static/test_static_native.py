@@ -112,6 +112,24 @@ def test_native_static_depthwise_matches_float64(variant, c, h, wd, k, stride, a
     assert bool(y[1].isnan().all()) and bool(torch.isfinite(y[0]).all())
 
 
+@pytest.mark.parametrize("stride,wd", [(1, 40), (2, 40), (1, 9)])
+def test_native_static_depthwise_rounds_ties_as_torch_div(variant, stride, wd):
+    """Inputs at (k + 1/2) * step, where x * (1 / step) and x / step can round apart: the codes are torch.div's."""
+    from lowbit.kernels import cpu_conv
+
+    c, h, a = 3, 6, 0.03
+    k = torch.arange(c * h * wd, dtype=torch.float32).reshape(1, c, h, wd) % 250 - 125
+    x = (k + 0.5) * torch.tensor(a)  # ties of x / a, and the floats either side of them: channel 0, 1, 2
+    x[:, 1], x[:, 2] = torch.nextafter(x[:, 1], x[:, 1] + 1), torch.nextafter(x[:, 2], x[:, 2] - 1)
+    assert not torch.equal(torch.div(x, a).round(), (x * (1 / torch.tensor(a))).round())  # the case is real
+    ones = torch.zeros(c, 1, dtype=torch.uint8) + 129  # the single tap's code 1: y = the input code
+    dw = cpu_conv.DepthwiseWeight(ones, torch.ones(c, 1), torch.full((c, 1), 128.0), 1)
+    y = cpu_conv.conv2d_depthwise(x, dw, (c, 1, 1, 1), None, (stride, stride), (0, 0), (1, 1), None,
+                                  input_step=a, input_clamp=127)
+    ref = torch.div(x, a).round().clamp(-127, 127)[:, :, ::stride, ::stride]
+    assert torch.equal(y, ref)
+
+
 def test_static_pointwise_layer_runs_the_direct_kernel():
     conv = nn.Conv2d(40, 24, 1)
     x = torch.randn(2, 40, 6, 5)
