@@ -192,6 +192,10 @@ class _StaticConv(_StaticMixin):
             w = weight_cache.static_prepared(*self._entry(), StaticKernel.POINTWISE, "static_conv")
             run = executor.runner(StaticKernel.POINTWISE, "static_conv")
             return lambda xb: run(w, xb, bias, None, step=step, clamp=clamp, act=act)
+        if direct is StaticKernel.FLOAT_CONV:
+            w = weight_cache.static_prepared(*self._entry(), StaticKernel.FLOAT_CONV, "static_conv")
+            run = executor.runner(StaticKernel.FLOAT_CONV, "static_conv")
+            return lambda xb: run(w, xb, bias, None, step=step, clamp=clamp, act=act, groups=self.groups, **geometry)
         rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
         if self.groups == 1 and not _codes_conv_faster(ig, x.device) \
                 and self.impl_for(rows, x.device) == StaticKernel.NATIVE:
@@ -207,8 +211,13 @@ class _StaticConv(_StaticMixin):
         zero_pad = self.padding_mode == "zeros" and all(a == b for a, b in pads)
         pointwise = zero_pad and kh * kw == 1 and x.dim() == 4 and all(a == 0 for a, _ in pads) \
             and tuple(stride) == (1, 1) and x.dtype == torch.float32
+        plane = 0  # output pixels per channel (0: the float copy is not considered)
+        if zero_pad and x.dim() == 4 and x.dtype == torch.float32:
+            oh = (x.shape[2] + 2 * pads[0][0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+            ow = (x.shape[3] + 2 * pads[1][0] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+            plane = max(1, oh * ow)
         return select_static_conv(x.device.type, self.groups, ig, kh * kw, zero_pad,
-                                  weight_cache.current_capabilities(), pointwise=pointwise)
+                                  weight_cache.current_capabilities(), pointwise=pointwise, out_plane=plane)
 
     def _conv2d(self, x, stride, dilation, pads, shape4d):
         """x (B, C, H, W) -> (B, O, OH, OW): quantize x with the fixed step, then the integer conv."""
@@ -227,6 +236,11 @@ class _StaticConv(_StaticMixin):
             w = weight_cache.static_prepared(*self._entry(), StaticKernel.POINTWISE, "static_conv")
             y = executor.run(StaticKernel.POINTWISE, w, x, self.bias, None, "static_conv", step=self.input_scale,
                              clamp=self.input_clamp, act=self._kernel_act())
+            return y.to(x.dtype)
+        if direct is StaticKernel.FLOAT_CONV:  # torch's fp32 conv is faster here: a float copy (see static_dispatch)
+            w = weight_cache.static_prepared(*self._entry(), StaticKernel.FLOAT_CONV, "static_conv")
+            y = executor.run(StaticKernel.FLOAT_CONV, w, x, self.bias, None, "static_conv", step=self.input_scale,
+                             clamp=self.input_clamp, act=self._kernel_act(), groups=self.groups, **geometry)
             return y.to(x.dtype)
         rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
         if self.groups == 1 and zero_pad and not _codes_conv_faster(ig, x.device) \

@@ -137,6 +137,24 @@ def _pointwise_run(mod, w, x, bias, _activations, step, clamp, relu=False, act=N
                                      ("relu" if relu else None))
 
 
+def _float_prepare(_mod, qw, _dtype):
+    """The dequantized float32 weight in the conv's own shape."""
+    return qw.dequantize(torch.float32).reshape(qw.shape).contiguous()
+
+
+_ACTS = {None: None, "relu": torch.nn.functional.relu, "relu6": torch.nn.functional.relu6,
+         "hardswish": torch.nn.functional.hardswish}
+
+
+def _float_run(_mod, w, x, bias, _activations, step, clamp, relu=False, act=None, stride=(1, 1), padding=(0, 0),
+               dilation=(1, 1), groups=1):
+    """F.conv2d on the float copy (x is not rounded to the step: a float layer), then act."""
+    wt = w if w.dim() == 4 else w.unsqueeze(2)  # a Conv1d weight (O, C, k) as (O, C, 1, k)
+    y = torch.nn.functional.conv2d(x, wt, bias, stride, padding, dilation, groups)
+    fn = _ACTS[act or ("relu" if relu else None)]
+    return y if fn is None else fn(y)
+
+
 STATIC_ROWS = (
     KernelRow(StaticKernel.TRITON, op="static", device="cuda", priority=10, capability="triton_gpu",
               module="triton_common", prepare=_triton_prepare, run=_triton_run, int8_activations=True,
@@ -158,6 +176,9 @@ STATIC_ROWS = (
     KernelRow(StaticKernel.DEPTHWISE, op="static_conv", priority=5, capability="native_extension",
               module="cpu_conv", prepare=_depthwise_prepare, run=_depthwise_run, int8_activations=True,
               doc="depthwise conv (<= 64 taps, zero padding) through lb_dwconv on the input rounded to the step"),
+    KernelRow(StaticKernel.FLOAT_CONV, op="static_conv", priority=5, device="cpu", module="cpu_static_int8",
+              prepare=_float_prepare, run=_float_run,
+              doc="a float copy of the conv (F.conv2d, input not rounded) where torch's fp32 conv is faster"),
     KernelRow(StaticKernel.POINTWISE, op="static_conv", priority=5, capability="native_extension",
               module="cpu_static_int8", supports=_native_supports, prepare=_pointwise_prepare, run=_pointwise_run,
               int8_activations=True, doc="1x1 stride-1 conv: the native static GEMM on NCHW pixel panels, fused act"),

@@ -26,6 +26,7 @@ from ..nn.swap import quant_class
 from ..quant.observers import scale_from_threshold
 from ..quant.static_config import StaticConfig
 from ..quant.static_int8 import int8_weight, smooth_factors, weight_scales
+from ..runtime.static_dispatch import float_conv_faster
 from .calibrate import channel_absmax, collect_ranges, thresholds
 from .fold import _replace, fold_batchnorm
 from .fuse import act_name, fusable_relus
@@ -115,6 +116,7 @@ def _quantize(model: nn.Module, cal, cfg: StaticConfig, skip: tuple[str, ...], p
         new = to_static(swap_quantized(layer, _int8_weights(layer, cfg, smooth.get(name))), step,
                         cfg.activation_clamp, smooth.get(name))
         note = f"{cfg.activation_method.value} |x| <= {limits[name]:.4g} (max {ranges[name].absmax:.4g})"
+        note += _float_note(layer, ranges[name].shape)
         if name in fused:
             act_module = model.get_submodule(fused[name])
             new.fuse_act(act_name(act_module))
@@ -132,6 +134,19 @@ def _quantize(model: nn.Module, cal, cfg: StaticConfig, skip: tuple[str, ...], p
         summary.debug = debug_table(model, cal, float_copies, progress)
     model.lowbit_summary = summary
     return model
+
+
+def _float_note(layer: nn.Module, shape: tuple | None) -> str:
+    """The summary's word on a conv that runs a float copy on the CPU at the calibration input's size (torch's fp32
+    conv is faster there: `lowbit.runtime.static_dispatch.float_conv_faster`), else ""."""
+    if not isinstance(layer, nn.Conv2d) or shape is None or len(shape) != 4 or layer.padding_mode != "zeros" \
+            or isinstance(layer.padding, str):
+        return ""
+    kh, kw = layer.kernel_size
+    oh = (shape[2] + 2 * layer.padding[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
+    ow = (shape[3] + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
+    why = float_conv_faster(layer.groups, layer.in_channels // layer.groups, kh * kw, max(1, oh * ow))
+    return f"; on the CPU at {oh}x{ow} outputs a float copy ({why}: torch's fp32 conv is faster)" if why else ""
 
 
 def _int8_weights(layer: nn.Module, cfg: StaticConfig, smooth: torch.Tensor | None) -> dict:
