@@ -330,3 +330,26 @@ def native_conv1x1_static(x: torch.Tensor, w: NativePointwiseWeight, act_scale: 
     if bad:
         y[~torch.isfinite(x.abs().flatten(1).amax(1))] = float("nan")
     return y
+
+
+def pointwise_caller(w: NativePointwiseWeight, act_scale: float, clamp: int, epi, act: str | None, shape):
+    """call(x) -> y: `native_conv1x1_static` for float32 CPU inputs of `shape` (B, C, H, W) with every other argument
+    bound once (bit-identical; a layer's steady-state call: the caller checks x's shape, dtype and device)."""
+    if act not in POINTWISE_ACTS or len(shape) != 4 or shape[1] != w.k:
+        raise ValueError(f"pointwise call for act={act!r}, input {tuple(shape)} and a weight of {w.k} channels")
+    fn = _pw_fns(native_static_library()).lb_static_conv1x1
+    b, ch, h, wd = shape
+    scale, bias = epi
+    head = (b, ch, h * wd, w.kp, w.tiles.data_ptr(), w.n, scale.data_ptr(), None if bias is None else bias.data_ptr(),
+            POINTWISE_ACTS[act], float(act_scale), int(clamp))
+    out_shape, f32, num_threads = (b, w.n, h, wd), torch.float32, torch.get_num_threads
+
+    def call(x: torch.Tensor, _held=(w, scale, bias)) -> torch.Tensor:  # _held: the tensors behind the pointers
+        if not x.is_contiguous():
+            x = x.contiguous()
+        y = torch.empty(out_shape, dtype=f32)
+        if fn(x.data_ptr(), *head, y.data_ptr(), num_threads()):
+            y[~torch.isfinite(x.abs().flatten(1).amax(1))] = float("nan")
+        return y
+
+    return call

@@ -161,8 +161,13 @@ def test_static_pointwise_layer_runs_the_direct_kernel():
     xq = torch.div(x, layer.input_scale).round().clamp(-127, 127).double()
     ref = F.conv2d(xq, w.wt.t().double().reshape(24, 40, 1, 1)) * (w.scale.double() * layer.input_scale)[:, None, None]
     ref = ref + conv.bias.double()[:, None, None]
-    for _ in range(2):  # the first call, then the bound kernel call
-        torch.testing.assert_close(model(x).double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    with torch.no_grad():
+        first = model(x)  # the usual path, which binds the call
+        torch.testing.assert_close(first.double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+        assert layer._bound_call(x)[1] is not None and torch.equal(model(x), first)  # the bound call, bit for bit
+        x[1, 7, 2, 2] = float("nan")
+        y = model(x)
+    assert bool(y[1].isnan().all()) and torch.equal(y[0], first[0])
 
 
 class ConvNet(nn.Module):
