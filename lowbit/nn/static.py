@@ -220,8 +220,7 @@ class _StaticConv(_StaticMixin):
             ow = (x.shape[3] + 2 * pads[1][0] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
             plane = max(1, oh * ow)
         return select_static_conv(x.device.type, self.groups, ig, kh * kw, zero_pad,
-                                  weight_cache.current_capabilities(), pointwise=pointwise, out_plane=plane,
-                                  stride=max(stride))
+                                  weight_cache.current_capabilities(), pointwise=pointwise, out_plane=plane)
 
     def _conv2d(self, x, stride, dilation, pads, shape4d):
         """x (B, C, H, W) -> (B, O, OH, OW): quantize x with the fixed step, then the integer conv."""

@@ -145,8 +145,7 @@ def _float_note(layer: nn.Module, shape: tuple | None) -> str:
     kh, kw = layer.kernel_size
     oh = (shape[2] + 2 * layer.padding[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
     ow = (shape[3] + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
-    why = float_conv_faster(layer.groups, layer.in_channels // layer.groups, kh * kw, max(1, oh * ow),
-                            max(layer.stride))
+    why = float_conv_faster(layer.groups, layer.in_channels // layer.groups, kh * kw, max(1, oh * ow))
     return f"; on the CPU at {oh}x{ow} outputs a float copy ({why}: torch's fp32 conv is faster)" if why else ""
 
 

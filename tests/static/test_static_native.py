@@ -131,8 +131,8 @@ def test_native_static_depthwise_rounds_ties_as_torch_div(variant, stride, wd):
 
 
 def test_static_conv_runs_a_float_copy_where_torch_is_faster():
-    """A depthwise conv of stride 2 and a 3-channel 3x3 stem run F.conv2d on the dequantized weight (input not
-    rounded) with the fused act, and the summary says so; a 112x112 stride-1 depthwise output runs int8."""
+    """A depthwise conv on a 7x7 output and a 3-channel 3x3 stem run F.conv2d on the dequantized weight (input not
+    rounded) with the fused act, and the summary says so; a 28x28 depthwise output runs int8."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Hardswish(), nn.Conv2d(16, 16, 3, 2, 1, groups=16),
                           nn.ReLU6()).eval()
@@ -140,16 +140,15 @@ def test_static_conv_runs_a_float_copy_where_torch_is_faster():
     q = quantize_static(model, [x], StaticConfig(activation_method="minmax"), progress=False)
     summary = str(q.lowbit_summary)
     assert "at 14x14 outputs a float copy (27 input values per output" in summary
-    assert "at 7x7 outputs a float copy (depthwise of stride > 1" in summary
+    assert "at 7x7 outputs a float copy (depthwise on output planes under 28x28" in summary
     w0, w2 = q[0].quantized_weight("weight").dequantize(torch.float32), q[2].quantized_weight("weight").dequantize(
         torch.float32)
     ref = F.relu6(F.conv2d(F.hardswish(F.conv2d(x, w0, q[0].bias, 1, 1)), w2, q[2].bias, 2, 1, 1, 16))
     with torch.no_grad():
         for _ in range(2):  # the first call, then the bound call
             torch.testing.assert_close(q(x), ref, rtol=1e-6, atol=1e-6)
-    big = torch.randn(1, 16, 112, 112)
-    assert q[2]._direct_kernel(big, (1, 1), (1, 1), [(1, 1), (1, 1)], [16, 1, 3, 3]) == "depthwise"
-    assert q[2]._direct_kernel(big[..., :56, :56], (1, 1), (1, 1), [(1, 1), (1, 1)], [16, 1, 3, 3]) == "float_conv"
+    big = torch.randn(1, 16, 56, 56)
+    assert q[2]._direct_kernel(big, (2, 2), (1, 1), [(1, 1), (1, 1)], [16, 1, 3, 3]) == "depthwise"
 
 
 def test_static_pointwise_layer_runs_the_direct_kernel():
@@ -337,13 +336,13 @@ def test_static_conv_bound_call_is_bit_identical():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(8, 24, 1), nn.ReLU(), nn.Conv2d(24, 24, 3, padding=1, groups=24),
                           nn.Conv2d(24, 8, 3, padding=1)).eval()
-    x = torch.randn(1, 8, 112, 112)  # the depthwise conv runs int8 on 112x112 planes (smaller: a float copy)
-    q = quantize_static(model, [torch.randn(1, 8, 112, 112) for _ in range(4)], StaticConfig(), progress=False)
+    x = torch.randn(1, 8, 28, 28)  # 28x28 planes: the depthwise conv runs int8 (smaller ones run a float copy)
+    q = quantize_static(model, [torch.randn(1, 8, 28, 28) for _ in range(4)], StaticConfig(), progress=False)
     with torch.no_grad():
         first = q(x)
         assert torch.equal(q(x), first)
         for layer in (q[2], q[3]):  # the direct depthwise kernel; the fused native conv
-            inp = torch.randn(1, 24, 112, 112)
+            inp = torch.randn(1, 24, 28, 28)
             y0 = layer(inp)
             assert layer._bound_call(inp)[1] is not None and torch.equal(layer(inp), y0)
             layer.set_static(layer.input_scale * 2, layer.input_clamp)
