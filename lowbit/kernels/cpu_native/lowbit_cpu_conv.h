@@ -105,44 +105,45 @@ static void dw_codes_div(const float* restrict src, float* restrict dst, int64_t
 
 typedef int32_t lb_i8v __attribute__((vector_size(32), aligned(4)));
 
-/* 8 codes at once (LB_DW_CODE in registers) from the vector x into dst; vnear / vbad collect the flags lane-wise
-   (a macro: vector arguments by value are an ABI note on some variants). */
-#if LB_AVX2 /* the same in fewer instructions: min / max (NaN kept as the second operand), vroundps */
+/* 8 codes at once from the vector x into dst; vsum collects x - x (NaN once any input was NaN / inf). AVX2: the
+   quotient x * (1 / step), min / max (NaN kept as the second operand), vroundps, and the division for the vector
+   when a lane lands within LB_DW_TIE of a tie (one vector in ~150); else the division (exact, GCC vectors). A macro:
+   vector arguments by value are an ABI note on some variants. */
+#if LB_AVX2
 #define LB_DW_CODE8(x, dst)                                                                               \
     do {                                                                                                  \
-        const __m256 x_ = (__m256)(x);                                                                    \
-        const __m256 v_ = _mm256_min_ps(_mm256_set1_ps(lim),                                              \
-                                        _mm256_max_ps(_mm256_set1_ps(-lim), _mm256_mul_ps(x_, vinv)));    \
-        const __m256 r_ = _mm256_round_ps(v_, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);              \
+        const __m256 x_ = (__m256)(x), lo_ = _mm256_set1_ps(-lim), hi_ = _mm256_set1_ps(lim);             \
+        __m256 v_ = _mm256_min_ps(hi_, _mm256_max_ps(lo_, _mm256_mul_ps(x_, vinv)));                      \
+        __m256 r_ = _mm256_round_ps(v_, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                   \
         const __m256 d_ = _mm256_andnot_ps(_mm256_set1_ps(-0.f), _mm256_sub_ps(v_, r_));                  \
-        vnear |= (lb_i8v)_mm256_cmp_ps(d_, _mm256_set1_ps(LB_DW_TIE), _CMP_GT_OQ);                       \
-        vsum += (lb_v8)_mm256_sub_ps(x_, x_); /* NaN once any input was NaN / inf */                      \
+        if (_mm256_movemask_ps(_mm256_cmp_ps(d_, _mm256_set1_ps(LB_DW_TIE), _CMP_GT_OQ))) {               \
+            v_ = _mm256_min_ps(hi_, _mm256_max_ps(lo_, _mm256_div_ps(x_, _mm256_set1_ps(step))));          \
+            r_ = _mm256_round_ps(v_, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                      \
+        }                                                                                                 \
+        *vsum += (lb_v8)_mm256_sub_ps(x_, x_);                                                            \
         _mm256_storeu_ps((dst), r_);                                                                      \
     } while (0)
 #else
 #define LB_DW_CODE8(x, dst)                                                                               \
     do {                                                                                                  \
         const lb_v8 x_ = (x);                                                                             \
-        lb_v8 v_ = x_ * inv;                                                                              \
+        lb_v8 v_ = x_ / step;                                                                             \
         const lb_i8v lo_ = v_ < -lim, hi_ = v_ > lim, keep_ = ~(lo_ | hi_);                               \
         v_ = (lb_v8)(((lb_i8v)v_ & keep_) | ((lb_i8v)vlo & lo_) | ((lb_i8v)vhi & hi_)); /* NaN stays */  \
-        const lb_v8 r_ = (v_ + 12582912.f) - 12582912.f, d_ = v_ - r_;                                    \
-        vnear |= (d_ > LB_DW_TIE) | (d_ < -LB_DW_TIE);                                                    \
-        vbad |= (x_ - x_) != 0.f;                                                                         \
-        *(lb_v8*)(dst) = r_;                                                                              \
+        *vsum += x_ - x_;                                                                                 \
+        *(lb_v8*)(dst) = (v_ + 12582912.f) - 12582912.f;                                                  \
     } while (0)
 #endif
 
 /* Input columns w, w + sw, ... (n of them) of row xr into dst as codes, sw 1 or 2, rounded in registers after the
-   split; returns 1 when a quotient fell near a tie (the caller redoes the run). */
-static int dw_codes_row(const float* restrict xr, int64_t W, int64_t w, int64_t sw, int64_t n, float inv, float lim,
-                        float* restrict dst, int* bad) {
-    lb_i8v vnear = {0}, vbad = {0};
-    lb_v8 vsum = {0};
+   split (the last n % 8 one at a time, by the division); *vsum / *bad collect the NaN / inf seen. */
+static inline void dw_codes_row(const float* restrict xr, int64_t W, int64_t w, int64_t sw, int64_t n, float step,
+                                float inv, float lim, float* restrict dst, lb_v8* vsum, int* bad) {
 #if LB_AVX2
     const __m256 vinv = _mm256_set1_ps(inv);
 #else
     const lb_v8 vlo = {-lim, -lim, -lim, -lim, -lim, -lim, -lim, -lim}, vhi = -vlo;
+    (void)inv;
 #endif
     int64_t j = 0;
     if (sw == 1) {
@@ -156,13 +157,9 @@ static int dw_codes_row(const float* restrict xr, int64_t W, int64_t w, int64_t 
 #endif
     }
     int near = 0, nonfinite = 0;
-    for (int l = 0; l < 8; ++l) {
-        near |= vnear[l] != 0;
-        nonfinite |= (vbad[l] != 0) | (vsum[l] != 0.f);
-    }
-    for (; j < n; ++j) LB_DW_CODE(xr[w + sw * j] * inv, xr[w + sw * j], dst[j]);
+    for (; j < n; ++j) LB_DW_CODE(xr[w + sw * j] / step, xr[w + sw * j], dst[j]);
+    (void)near;
     *bad |= nonfinite;
-    return near;
 }
 
 /* Channel plane xp (H, W) into the phase planes of buf (padding already zero); returns 1 when step > 0 and the plane
@@ -175,7 +172,8 @@ static int64_t dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* 
     const int64_t H = geo[2], W = geo[3], sh = geo[7], sw = geo[8], ph = geo[9], pw = geo[10];
     const float inv = 1.f / step, lim = clamp;
     int bad = 0; /* NaN / inf among the inputs, seen when rounding (x - x is NaN for both) */
-    const int by_row = step > 0.f && W >= 24 && sw <= 2;
+    const int by_row = step > 0.f && (sw == 1 ? W >= 24 : sw == 2 && W >= 48);
+    lb_v8 vsum = {0}; /* x - x over the rows rounded by dw_codes_row: NaN once one held NaN / inf */
     if (step > 0.f && !by_row) {
         if (dw_codes(xp, codes, H * W, inv, clamp, &bad))
             dw_codes_div(xp, codes, H * W, step, clamp);
@@ -190,13 +188,7 @@ static int64_t dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* 
             int64_t i = p >= pw ? 0 : (pw - p + sw - 1) / sw, w = p + i * sw - pw;
             if (by_row) {
                 const int64_t n = (W - w + sw - 1) / sw;
-                if (n > 0 && dw_codes_row(xr, W, w, sw, n, inv, clamp, dst + i, &bad))
-                    for (int64_t j = 0; j < n; ++j) { /* near a tie: the division */
-                        int near = 0, nonfinite = 0;
-                        LB_DW_CODE(xr[w + sw * j] / step, xr[w + sw * j], dst[i + j]);
-                        (void)near;
-                        (void)nonfinite;
-                    }
+                if (n > 0) dw_codes_row(xr, W, w, sw, n, step, inv, lim, dst + i, &vsum, &bad);
             } else if (sw == 1) { /* a loop, not memcpy: rows of 7..56 floats, where a libc call costs more */
                 for (; w < W; ++i, ++w) dst[i] = xr[w];
             } else if (sw == 2) { /* every other input column: 16 loaded, the 8 of this phase kept */
@@ -214,6 +206,7 @@ static int64_t dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* 
             }
         }
     }
+    for (int l = 0; l < 8; ++l) bad |= vsum[l] != 0.f;
     return bad;
 }
 
