@@ -176,7 +176,7 @@ STATIC_ROWS = (
     KernelRow(StaticKernel.DEPTHWISE, op="static_conv", priority=5, capability="native_extension",
               module="cpu_conv", prepare=_depthwise_prepare, run=_depthwise_run, int8_activations=True,
               doc="depthwise conv (<= 64 taps, zero padding) through lb_dwconv on the input rounded to the step"),
-    KernelRow(StaticKernel.FLOAT_CONV, op="static_conv", priority=5, device="cpu", module="cpu_static_int8",
+    KernelRow(StaticKernel.FLOAT_CONV, op="static_conv", priority=5, device="cpu", capability=lambda _caps: True,
               prepare=_float_prepare, run=_float_run,
               doc="a float copy of the conv (F.conv2d, input not rounded) where torch's fp32 conv is faster"),
     KernelRow(StaticKernel.POINTWISE, op="static_conv", priority=5, capability="native_extension",

@@ -306,6 +306,28 @@ def test_dispatch_prefers_native_then_int_mm():
     assert select_static("cpu", 16, fmt(64), native, fused=False) == Decision(StaticKernel.INT_MM)
 
 
+@pytest.mark.parametrize("groups,ig,taps,plane,pointwise,native,expect", [
+    (96, 1, 9, 56 * 56, False, True, "depthwise"),  # a depthwise conv on a big plane: the direct kernel
+    (96, 1, 9, 27 * 28, False, True, "float_conv"),  # under 28x28 outputs: torch's fp32 conv is faster
+    (96, 1, 9, 27 * 28, False, False, "float_conv"),  # the float copy needs no native library
+    (96, 1, 81, 56 * 56, False, True, None),  # 9x9 taps: beyond lb_dwconv, im2col
+    (1, 3, 9, 112 * 112, False, True, "float_conv"),  # the 3-channel 3x3 stem (27 values per output)
+    (1, 4, 9, 112 * 112, False, True, None),  # 36 values per output: the fused native conv (im2col)
+    (1, 24, 1, 56 * 56, True, True, "pointwise"),
+    (1, 24, 1, 56 * 56, True, False, None),  # no native library: im2col + the int8 matmul
+    (1, 24, 1, 56 * 56, False, True, None),  # a strided or padded 1x1: im2col
+    (1, 96, 1, 1, True, True, "float_conv"),  # squeeze-excite's 1x1 on one pixel
+    (1, 96, 1, 0, True, True, "pointwise"),  # plane unknown: never the float copy
+])
+def test_select_static_conv(groups, ig, taps, plane, pointwise, native, expect):
+    from lowbit.runtime import Capabilities
+    from lowbit.runtime.static_dispatch import select_static_conv
+
+    caps = Capabilities(native_extension=native)
+    assert select_static_conv("cpu", groups, ig, taps, True, caps, pointwise, plane) == expect
+    assert select_static_conv("cuda", groups, ig, taps, True, caps, pointwise, plane) is None
+
+
 def test_triton_static_matches_cpu(monkeypatch):
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
