@@ -10,6 +10,10 @@ Implementations (rows of the runtime's kernel table, chosen by `lowbit.runtime.s
 op "int_mm") found it exact for the shape class) and "emulated" (the same integers through a float64 matmul, exact
 while |acc| < 2**53).
 A row of x holding NaN or inf gives a NaN output row (rounding to int8 would hide it).
+The native kernels (lowbit_cpu_static.h): `native_linear_static` (quantize + GEMM + epilogue), `native_conv2d_static`
+(a quantizing im2col + the GEMM, NCHW by one copy) and `native_conv1x1_static` (lowbit_cpu_static_pw.h: a 1x1 conv
+on NCHW with the weight as the tiled operand and pixel panels quantized straight from the image, bias and
+ReLU / ReLU6 / hard-swish fused; `pointwise_caller` binds its arguments once).
 """
 
 from __future__ import annotations

@@ -3,12 +3,17 @@
 `StaticQuantLinear`, `StaticQuantConv1d`, `StaticQuantConv2d` are the weight-only layers (same buffers, same
 state-dict names: `weight_packed` (uint8 codes q + 128), `weight_scale` float32 (N, 1)) plus two plain attributes
 kept in the checkpoint's metadata, not as tensors: `input_scale` (float, the activation step) and `input_clamp`
-(int, 1..127), and `fused_relu` (bool: a ReLU that followed the layer, computed in its epilogue). They compute
-through `lowbit.kernels.cpu_static_int8` (math in its docstring): its native kernel (quantize with the fixed step,
-int8 GEMM, epilogue with the optional ReLU; convolutions with groups == 1 and zero padding as a fused quantizing
-im2col) where dispatch picks it, else torch's int8 matmul / the float64 emulation, with im2col (F.unfold) for
-convolutions; grouped/depthwise ones run as a float conv of the integer codes, exact because every partial sum is an
-integer below 2**24 (float64 when K per group could exceed that). On a GPU: the Triton int8 GEMM with the static step.
+(int, 1..127), `fused_relu` (bool: a ReLU that followed the layer, computed in its epilogue) and `fused_act`
+(None, "relu6" or "hardswish": the same for a ReLU6 / Hardswish after a conv). They compute through
+`lowbit.kernels.cpu_static_int8` (math in its docstring): its native kernel (quantize with the fixed step, int8 GEMM,
+epilogue with the optional ReLU; convolutions with groups == 1 and zero padding as a fused quantizing im2col) where
+dispatch picks it, else torch's int8 matmul / the float64 emulation, with im2col (F.unfold) for convolutions. On the
+CPU a conv first asks `select_static_conv` for a direct kernel: a 1x1 stride-1 conv the pointwise kernel on NCHW
+(`native_conv1x1_static`), a depthwise one `lb_dwconv` with the input rounding in its fill, and where torch's fp32
+conv measured faster (small depthwise planes, the 3-channel stem, a 1x1 on one pixel) a float copy (F.conv2d on the
+dequantized weight, the input not rounded). Other grouped convs run as a float conv of the integer codes, exact
+because every partial sum is an integer below 2**24 (float64 when K per group could exceed that). On a GPU: the
+Triton int8 GEMM with the static step.
 """
 
 from __future__ import annotations
