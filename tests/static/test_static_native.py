@@ -255,6 +255,11 @@ def test_relu6_hardswish_fusion_matches_unfused_and_round_trips(tmp_path):
     loaded = lowbit.load(Block().eval(), tmp_path / "b.safetensors")
     assert isinstance(loaded.a2, nn.Identity) and loaded.dw.fused_act == "hardswish" and not loaded.dw.fused_relu
     assert torch.equal(loaded(x), fused(x))
+    from lowbit.cli.info import checkpoint_rows
+
+    static = checkpoint_rows(tmp_path / "b.safetensors")[1]["static"]
+    assert [(r["layer"], r["relu"], r["fused_act"]) for r in static] == [
+        ("dw", False, "hardswish"), ("fc", False, None), ("pw1", False, "relu6"), ("pw2", False, "hardswish")]
 
 
 def test_no_fusion_when_the_conv_output_has_another_consumer():
