@@ -154,13 +154,14 @@ def test_static_conv_runs_a_float_copy_where_torch_is_faster():
 def test_static_pointwise_layer_runs_the_direct_kernel():
     conv = nn.Conv2d(40, 24, 1)
     x = torch.randn(2, 40, 6, 5)
-    model = quantize_static(nn.Sequential(conv), [x], StaticConfig(activation_method="minmax"), progress=False)
+    model = quantize_static(nn.Sequential(conv).eval(), [x], StaticConfig(activation_method="minmax"),
+                            progress=False)
     layer = model[0]
     assert layer._direct_kernel(x, (1, 1), (1, 1), [(0, 0), (0, 0)], [24, 40, 1, 1]) == "pointwise"
     w = layer.prepared()
     xq = torch.div(x, layer.input_scale).round().clamp(-127, 127).double()
     ref = F.conv2d(xq, w.wt.t().double().reshape(24, 40, 1, 1)) * (w.scale.double() * layer.input_scale)[:, None, None]
-    ref = ref + conv.bias.double()[:, None, None]
+    ref = ref + conv.bias.detach().double()[:, None, None]
     with torch.no_grad():
         first = model(x)  # the usual path, which binds the call
         torch.testing.assert_close(first.double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
