@@ -63,17 +63,22 @@ def float_copies(model: nn.Module) -> int:
     return n
 
 
-def methods(model: nn.Module, x: torch.Tensor, static: bool) -> dict[str, nn.Module]:
+def methods(model: nn.Module, x: torch.Tensor, static: bool, only: tuple[str, ...] | None = None
+            ) -> dict[str, nn.Module]:
     from lowbit.nn import quantize
     from lowbit.quant import QuantConfig
     from lowbit.runtime import BackendConfig
 
-    out = {"torch fp32": model, "torch dynamic int8": dynamic_int8(copy.deepcopy(model))}
+    out = {"torch fp32": model}
+    if _wanted("torch dynamic int8", only):
+        out["torch dynamic int8"] = dynamic_int8(copy.deepcopy(model))
     for label, bits, block in LOWBIT:
         for memory in MEMORIES:
-            out[f"lowbit {label} {memory}"] = quantize(copy.deepcopy(model), QuantConfig(bits=bits, block_size=block),
-                                                      backend=BackendConfig(memory))
-    if static:
+            if _wanted(f"lowbit {label} {memory}", only):
+                out[f"lowbit {label} {memory}"] = quantize(copy.deepcopy(model), QuantConfig(bits=bits,
+                                                                                            block_size=block),
+                                                          backend=BackendConfig(memory))
+    if static and _wanted("lowbit static INT8", only):
         from lowbit.static import StaticConfig, quantize_static
 
         cal = [torch.randn_like(x[:1]) for _ in range(8)]
@@ -165,16 +170,23 @@ def ort_methods(onnx_path: Path, x: torch.Tensor, threads: int, tmp: Path) -> di
     return {f"onnxruntime {ort.__version__} static int8 QDQ": OrtModel(path, threads)}
 
 
-def bench_case(name: str, batch: int, threads: int, rounds: int, peers: bool = False) -> list[Row]:
+def _wanted(label: str, only: tuple[str, ...] | None) -> bool:
+    """torch fp32 (the baseline) always; else every method, or those whose label contains one of `only`."""
+    return only is None or label == "torch fp32" or any(o in label for o in only)
+
+
+def bench_case(name: str, batch: int, threads: int, rounds: int, peers: bool = False,
+               only: tuple[str, ...] | None = None) -> list[Row]:
     torch.set_num_threads(threads)
     model, x = model_and_input(name, batch)
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")  # the float-copy warnings are counted in the table instead
-        mods = methods(model, x, static=name != "seqnet")
+        mods = {k: m for k, m in methods(model, x, static=name != "seqnet", only=only).items() if _wanted(k, only)}
         onnx_path = export_onnx(model, x, Path(tmp)) if peers else None
         if onnx_path is not None:
-            mods.update(mnn_methods(onnx_path, threads, Path(tmp)))
-            if name != "seqnet":
+            if _wanted("MNN", only):
+                mods.update(mnn_methods(onnx_path, threads, Path(tmp)))
+            if name != "seqnet" and _wanted("onnxruntime", only):
                 mods.update(ort_methods(onnx_path, x, threads, Path(tmp)))
         with torch.no_grad():
             ref = model(x)
@@ -196,6 +208,9 @@ def main(argv=None):
     p.add_argument("--threads", default="1")
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--quick", action="store_true", help="mobilenet_v3_small only, 3 rounds")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated parts of method labels to run (e.g. 'static,onnxruntime'); torch fp32 "
+                        "always runs; default: every method")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--name", default="convnet")
     p.add_argument("--peers", action="store_true",
@@ -210,7 +225,8 @@ def main(argv=None):
             os.sched_setaffinity(0, {min(cores)} if threads == 1 else cores)
         for name in models:
             for batch in map(int, args.batches.split(",")):
-                rows += bench_case(name, batch, threads, rounds, args.peers)
+                only = tuple(args.methods.split(",")) if args.methods else None
+                rows += bench_case(name, batch, threads, rounds, args.peers, only)
                 print(f"done: {name} batch {batch}, {threads} thread(s)", flush=True)
     env = describe_environment()
     env["cpu"] = cpu_model()

@@ -61,7 +61,8 @@ def static_rows(static: dict | None) -> list[dict] | None:
         return None
     fused = {layer for layer, _ in static.get("fused_relu", [])}
     return [{"layer": name, "kind": spec["kind"], "input_scale": spec["input_scale"],
-             "input_clamp": spec["input_clamp"], "smooth": "input_smooth" in spec, "relu": name in fused}
+             "input_clamp": spec["input_clamp"], "smooth": "input_smooth" in spec,
+             "relu": name in fused and spec.get("fused_act") is None, "fused_act": spec.get("fused_act")}
             for name, spec in sorted(static["layers"].items())]
 
 
@@ -98,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
                    disable_numparse=True))
     if totals["static"]:
         print(tabulate([[r["layer"], r["kind"], f"{r['input_scale']:.6g}", r["input_clamp"],
-                         "yes" if r["smooth"] else "", "yes" if r["relu"] else ""] for r in totals["static"]],
+                         "yes" if r["smooth"] else "", "yes" if r["relu"] else r["fused_act"] or ""]
+                        for r in totals["static"]],
                        headers=["static int8 layer", "kind", "activation step", "clamp", "smoothed", "fused ReLU"],
                        tablefmt="github", disable_numparse=True))
     for g in totals["scheme"]["groups"]:

@@ -121,7 +121,7 @@ def _lib(library: cpu_native.NativeLibrary | None = None):
         i64, ptr, i32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
         f32 = ctypes.c_float
         lib.lib.lb_dwconv.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, i32, f32, f32, ptr, i32]
-        lib.lib.lb_dwconv.restype = None
+        lib.lib.lb_dwconv.restype = i64  # NaN / inf inputs seen while rounding (input_step)
         lib.lib.lb_conv_q.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32, i32, ptr, i32, ptr, ptr, ptr, ptr,
                                       ptr, i32]
         lib.lib.lb_conv_q.restype = None
@@ -148,7 +148,8 @@ def conv2d_depthwise(x: torch.Tensor, w: DepthwiseWeight, shape, bias: torch.Ten
                      input_clamp: float = 127.0) -> torch.Tensor:
     """F.conv2d(x, W, bias, stride, padding, dilation, groups=C) then `act`, for the depthwise W (O, 1, kh, kw) =
     `shape` behind `w`; x (B, C, H, W) float; returns fp32 (B, O, OH, OW) contiguous. input_step: x is first rounded
-    to round(x / step) clamped to +-input_clamp (static INT8's input codes), in the kernel. Computed in fp32 from x
+    to round(x / step) clamped to +-input_clamp (static INT8's input codes), in the kernel, and an image holding NaN
+    or inf gives a NaN output image (the kernel counts them as it rounds). Without input_step computed in fp32 from x
     as is, so NaN / inf propagate as in F.conv2d (no int8 rounding of activations here)."""
     o, _, kh, kw = shape
     if tuple(w.codes.shape) != (o, kh * kw) or x.dim() != 4 or o % x.shape[1]:
@@ -157,9 +158,12 @@ def conv2d_depthwise(x: torch.Tensor, w: DepthwiseWeight, shape, bias: torch.Ten
     x, bias = _check(x, bias, o, act)
     geo, oh, ow = geometry(x, shape, stride, padding, dilation, x.shape[1])
     y = torch.empty(x.shape[0], o, oh, ow, dtype=torch.float32)
-    _lib(library).lb_dwconv(x.data_ptr(), geo.data_ptr(), w.codes.data_ptr(), w.scale.data_ptr(), w.zero.data_ptr(),
-                            w.group_k, w.scale.shape[1], _ptr(bias), ACTIVATIONS[act], float(input_step or 0.0),
-                            float(input_clamp), y.data_ptr(), num_threads or torch.get_num_threads())
+    bad = _lib(library).lb_dwconv(x.data_ptr(), geo.data_ptr(), w.codes.data_ptr(), w.scale.data_ptr(),
+                                  w.zero.data_ptr(), w.group_k, w.scale.shape[1], _ptr(bias), ACTIVATIONS[act],
+                                  float(input_step or 0.0), float(input_clamp), y.data_ptr(),
+                                  num_threads or torch.get_num_threads())
+    if bad and input_step:  # rare: find the images (rounding to codes would hide NaN / inf)
+        y[~torch.isfinite(x.abs().flatten(1).amax(1))] = float("nan")
     return y
 
 

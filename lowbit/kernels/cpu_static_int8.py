@@ -10,6 +10,10 @@ Implementations (rows of the runtime's kernel table, chosen by `lowbit.runtime.s
 op "int_mm") found it exact for the shape class) and "emulated" (the same integers through a float64 matmul, exact
 while |acc| < 2**53).
 A row of x holding NaN or inf gives a NaN output row (rounding to int8 would hide it).
+The native kernels (lowbit_cpu_static.h): `native_linear_static` (quantize + GEMM + epilogue), `native_conv2d_static`
+(a quantizing im2col + the GEMM, NCHW by one copy) and `native_conv1x1_static` (lowbit_cpu_static_pw.h: a 1x1 conv
+on NCHW with the weight as the tiled operand and pixel panels quantized straight from the image, bias and
+ReLU / ReLU6 / hard-swish fused; `pointwise_caller` binds its arguments once).
 """
 
 from __future__ import annotations
@@ -257,3 +261,99 @@ def native_conv2d_static(x: torch.Tensor, w: NativeStaticWeight, kernel: tuple[i
         if bad:
             y[i] = float("nan")
     return y
+
+
+# --- the pointwise conv on NCHW (lowbit_cpu_static_pw.h): the weight as the tiled operand, pixels as panels ---
+
+POINTWISE_ACTS = {None: 0, "relu": 1, "relu6": 2, "hardswish": 3}
+
+
+@dataclass(frozen=True)
+class NativePointwiseWeight:
+    """A 1x1 conv's int8 weight for `native_conv1x1_static`: tiles uint8 (Op / MR, Kp / 4, MR, 4) = codes + the
+    build's shift (`lb_static_shift()`: 128 with VNNI, else 0; zero codes in the padding), Op = O rounded up to the
+    build's tile height MR (`lb_static_mr()`), Kp = C rounded up to 4; scale float32 (O,); n = O, k = C."""
+
+    tiles: torch.Tensor
+    scale: torch.Tensor
+    n: int
+    k: int
+    kp: int
+
+
+def pack_static_pw(codes: torch.Tensor, scale: torch.Tensor) -> NativePointwiseWeight:
+    """int8 codes (O, C) of a 1x1 conv and their scales (O,) -> the loaded native library's tile layout."""
+    if codes.dim() != 2 or codes.dtype != torch.int8:
+        raise ValueError(f"static int8 weights are int8 (N, K), got {codes.dtype} {tuple(codes.shape)}")
+    c = _pw_fns(native_static_library())
+    mr, shift = c._lowbit_static_mr, c._lowbit_static_shift
+    n, k = codes.shape
+    op, kp = -(-n // mr) * mr, conv_channels_padded(k)
+    padded = torch.nn.functional.pad(codes.to(torch.int16), (0, kp - k, 0, op - n)) + shift  # (Op, Kp)
+    tiles = padded.to(torch.uint8).view(op // mr, mr, kp // 4, 4).permute(0, 2, 1, 3).contiguous()
+    return NativePointwiseWeight(tiles, scale.reshape(-1).to(torch.float32).contiguous(), n, k, kp)
+
+
+def _pw_fns(lib):
+    import ctypes
+
+    c = _static_fns(lib)
+    if not getattr(c, "_lowbit_pw_ready", False):
+        i64, ptr, i32, f32 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+        c.lb_static_conv1x1.argtypes = [ptr, i64, i64, i64, i64, ptr, i64, ptr, ptr, i32, f32, i32, ptr, i32]
+        c.lb_static_conv1x1.restype = i64
+        c._lowbit_static_shift = int(c.lb_static_shift())
+        c._lowbit_pw_ready = True
+    return c
+
+
+def pointwise_epilogue(w: NativePointwiseWeight, act_scale: float, bias: torch.Tensor | None):
+    """(a * s, bias) as float32 (O,) vectors `native_conv1x1_static` reads; build once per layer and step."""
+    b = None if bias is None else bias.detach().float().contiguous()
+    return (w.scale * act_scale).contiguous(), b
+
+
+def native_conv1x1_static(x: torch.Tensor, w: NativePointwiseWeight, act_scale: float, clamp: int, epi,
+                          act: str | None = None, num_threads: int | None = None) -> torch.Tensor:
+    """A 1x1, stride 1, unpadded, groups=1 conv2d: x float32 (B, C, H, W) -> float32 (B, O, H, W) =
+    act(int8(x / act_scale) conv wq * (a * s) + bias), act one of POINTWISE_ACTS (None, "relu", "relu6",
+    "hardswish"); epi from `pointwise_epilogue`. One native call: quantization straight from NCHW into the GEMM's
+    pixel panels, the output tile written into NCHW rows. An image holding NaN or inf gives a NaN output image."""
+    if x.dim() != 4 or x.shape[1] != w.k:
+        raise ValueError(f"pointwise conv input must be (B, {w.k}, H, W), got {tuple(x.shape)}")
+    if act not in POINTWISE_ACTS:
+        raise ValueError(f"act={act!r} is not one of {list(POINTWISE_ACTS)}")
+    c = _pw_fns(native_static_library())
+    x = x.float().contiguous()
+    b, ch, h, wd = x.shape
+    scale, bias = epi
+    y = torch.empty(b, w.n, h, wd, dtype=torch.float32)
+    bad = c.lb_static_conv1x1(x.data_ptr(), b, ch, h * wd, w.kp, w.tiles.data_ptr(), w.n, scale.data_ptr(),
+                              None if bias is None else bias.data_ptr(), POINTWISE_ACTS[act], float(act_scale),
+                              int(clamp), y.data_ptr(), num_threads or torch.get_num_threads())
+    if bad:
+        y[~torch.isfinite(x.abs().flatten(1).amax(1))] = float("nan")
+    return y
+
+
+def pointwise_caller(w: NativePointwiseWeight, act_scale: float, clamp: int, epi, act: str | None, shape):
+    """call(x) -> y: `native_conv1x1_static` for float32 CPU inputs of `shape` (B, C, H, W) with every other argument
+    bound once (bit-identical; a layer's steady-state call: the caller checks x's shape, dtype and device)."""
+    if act not in POINTWISE_ACTS or len(shape) != 4 or shape[1] != w.k:
+        raise ValueError(f"pointwise call for act={act!r}, input {tuple(shape)} and a weight of {w.k} channels")
+    fn = _pw_fns(native_static_library()).lb_static_conv1x1
+    b, ch, h, wd = shape
+    scale, bias = epi
+    head = (b, ch, h * wd, w.kp, w.tiles.data_ptr(), w.n, scale.data_ptr(), None if bias is None else bias.data_ptr(),
+            POINTWISE_ACTS[act], float(act_scale), int(clamp))
+    out_shape, f32, num_threads = (b, w.n, h, wd), torch.float32, torch.get_num_threads
+
+    def call(x: torch.Tensor, _held=(w, scale, bias)) -> torch.Tensor:  # _held: the tensors behind the pointers
+        if not x.is_contiguous():
+            x = x.contiguous()
+        y = torch.empty(out_shape, dtype=f32)
+        if fn(x.data_ptr(), *head, y.data_ptr(), num_threads()):
+            y[~torch.isfinite(x.abs().flatten(1).amax(1))] = float("nan")
+        return y
+
+    return call

@@ -3,15 +3,22 @@
 `StaticQuantLinear`, `StaticQuantConv1d`, `StaticQuantConv2d` are the weight-only layers (same buffers, same
 state-dict names: `weight_packed` (uint8 codes q + 128), `weight_scale` float32 (N, 1)) plus two plain attributes
 kept in the checkpoint's metadata, not as tensors: `input_scale` (float, the activation step) and `input_clamp`
-(int, 1..127), and `fused_relu` (bool: a ReLU that followed the layer, computed in its epilogue). They compute
-through `lowbit.kernels.cpu_static_int8` (math in its docstring): its native kernel (quantize with the fixed step,
-int8 GEMM, epilogue with the optional ReLU; convolutions with groups == 1 and zero padding as a fused quantizing
-im2col) where dispatch picks it, else torch's int8 matmul / the float64 emulation, with im2col (F.unfold) for
-convolutions; grouped/depthwise ones run as a float conv of the integer codes, exact because every partial sum is an
-integer below 2**24 (float64 when K per group could exceed that). On a GPU: the Triton int8 GEMM with the static step.
+(int, 1..127), `fused_relu` (bool: a ReLU that followed the layer, computed in its epilogue) and `fused_act`
+(None, "relu6" or "hardswish": the same for a ReLU6 / Hardswish after a conv). They compute through
+`lowbit.kernels.cpu_static_int8` (math in its docstring): its native kernel (quantize with the fixed step, int8 GEMM,
+epilogue with the optional ReLU; convolutions with groups == 1 and zero padding as a fused quantizing im2col) where
+dispatch picks it, else torch's int8 matmul / the float64 emulation, with im2col (F.unfold) for convolutions. On the
+CPU a conv first asks `select_static_conv` for a direct kernel: a 1x1 stride-1 conv the pointwise kernel on NCHW
+(`native_conv1x1_static`), a depthwise one `lb_dwconv` with the input rounding in its fill, and where torch's fp32
+conv measured faster (small depthwise planes, the 3-channel stem, a 1x1 on one pixel) a float copy (F.conv2d on the
+dequantized weight, the input not rounded). Other grouped convs run as a float conv of the integer codes, exact
+because every partial sum is an integer below 2**24 (float64 when K per group could exceed that). On a GPU: the
+Triton int8 GEMM with the static step.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -44,12 +51,32 @@ class _StaticMixin:
                                  "for a Linear layer")
         self.input_scale, self.input_clamp, self.input_smooth = input_scale, input_clamp, input_smooth
         self.fused_relu = getattr(self, "fused_relu", False)
+        self.fused_act = getattr(self, "fused_act", None)
         return self
 
     def fuse_relu(self, on: bool = True):
         """Apply max(y, 0) to the output (the ReLU that followed this layer, now computed here); returns self."""
-        self.fused_relu = bool(on)
+        self.fused_relu, self.fused_act = bool(on), None
         return self
+
+    def fuse_act(self, act: str | None):
+        """Apply `act` to the output (the activation module that followed this layer, now computed here): "relu"
+        (the same as fuse_relu()), "relu6" or "hardswish" (torch's functions; convolutions only), None for none;
+        returns self."""
+        if act not in (None, *FUSED_ACTS):
+            raise ValueError(f"act={act!r} is not one of {[None, *FUSED_ACTS]}")
+        if act in ("relu6", "hardswish") and isinstance(self, QuantLinear):
+            raise ValueError(f"a static Linear fuses ReLU only, not {act!r}")
+        self.fused_relu, self.fused_act = act == "relu", None if act in (None, "relu") else act
+        return self
+
+    def _kernel_act(self) -> str | None:
+        """The activation a kernel with a full epilogue (depthwise, pointwise) applies."""
+        return "relu" if self.fused_relu else self.fused_act
+
+    def _after(self, y: torch.Tensor) -> torch.Tensor:
+        """The fused ReLU6 / hard-swish applied after a kernel whose epilogue has ReLU only."""
+        return y if self.fused_act is None else FUSED_ACTS[self.fused_act](y)
 
     def static_meta(self) -> dict:
         meta = {"input_scale": self.input_scale, "input_clamp": self.input_clamp}
@@ -57,6 +84,8 @@ class _StaticMixin:
             meta["input_smooth"] = self.input_smooth.tolist()
         if self.fused_relu:
             meta["fused_relu"] = True
+        if self.fused_act is not None:
+            meta["fused_act"] = self.fused_act
         return meta
 
     def plan(self, rows: int, device: torch.device, fused: bool = True, op: str = "static"):
@@ -126,6 +155,9 @@ class StaticQuantLinear(_StaticMixin, QuantLinear):
         return super().extra_repr() + f", static: input_scale={self.input_scale:.4g}, clamp={self.input_clamp}{relu}"
 
 
+# the activations a static layer can compute in place of the module that followed it (lowbit.static.fuse)
+FUSED_ACTS = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish}
+
 # A conv reading few input channels per output (the stem's 3, mobilenet's 16) runs faster as the float conv of its
 # integer codes (`_grouped_codes_conv`, exact) than as the fused native int8 conv, whose GEMM gets K = 27..16 codes a
 # row: measured 1 thread, EPYC Zen 4, thread time: stem 3x3 C=3 572 vs 1066 us, 1x1 C=16 at 56x56 146 vs 208 us and
@@ -139,7 +171,7 @@ def _codes_conv_faster(in_per_group: int, device: torch.device) -> bool:
 
 class _StaticConv(_StaticMixin):
     def _bound_key(self, x: torch.Tensor) -> tuple:
-        return super()._bound_key(x), self.input_scale, self.input_clamp, self.fused_relu
+        return super()._bound_key(x), self.input_scale, self.input_clamp, self.fused_relu, self.fused_act
 
     def _bind(self, x, stride, dilation, pads, shape4d) -> None:
         """Bind the call `_conv2d` makes for inputs like x where it is one kernel call on x as is (the direct
@@ -156,18 +188,44 @@ class _StaticConv(_StaticMixin):
             return None
         geometry = {"stride": tuple(stride), "padding": tuple(a for a, _ in pads), "dilation": tuple(dilation)}
         step, clamp, relu, bias = self.input_scale, self.input_clamp, self.fused_relu, self.bias
-        if select_static_conv(x.device.type, self.groups, ig, kh * kw, True,
-                              weight_cache.current_capabilities()) is StaticKernel.DEPTHWISE:
+        act = self._kernel_act()
+        direct = self._direct_kernel(x, stride, dilation, pads, shape4d)
+        if direct is StaticKernel.DEPTHWISE:
             w = weight_cache.static_prepared(*self._entry(), StaticKernel.DEPTHWISE, "static_conv", step=step)
             run = executor.runner(StaticKernel.DEPTHWISE, "static_conv")
-            return lambda xb: run(w, xb, bias, None, step=step, clamp=clamp, relu=relu, shape=tuple(shape4d),
+            return lambda xb: run(w, xb, bias, None, step=step, clamp=clamp, act=act, shape=tuple(shape4d),
                                   **geometry)
+        if direct is StaticKernel.POINTWISE:  # the native call with its arguments bound (~10 us less per call)
+            w = weight_cache.static_prepared(*self._entry(), StaticKernel.POINTWISE, "static_conv")
+            return w.mod.pointwise_caller(w.weight, step, clamp, w.epilogue_for(step, bias), act, tuple(x.shape))
+        if direct is StaticKernel.FLOAT_CONV:  # F.conv2d itself (then act): a squeeze-excite 1x1 takes ~25 us
+            w = weight_cache.static_prepared(*self._entry(), StaticKernel.FLOAT_CONV, "static_conv")
+            conv = functools.partial(F.conv2d, weight=w if w.dim() == 4 else w.unsqueeze(2), bias=bias,
+                                     groups=self.groups, **geometry)
+            fn = None if act is None else FUSED_ACTS[act]
+            return conv if fn is None else lambda xb: fn(conv(xb))
         rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
         if self.groups == 1 and not _codes_conv_faster(ig, x.device) \
                 and self.impl_for(rows, x.device) == StaticKernel.NATIVE:
             _, w, run = self.plan(rows, x.device, True, "static_conv")
-            return lambda xb: run(w, xb, bias, None, step=step, clamp=clamp, relu=relu, window=(kh, kw), **geometry)
+            return lambda xb: self._after(run(w, xb, bias, None, step=step, clamp=clamp, relu=relu, window=(kh, kw),
+                                              **geometry))
         return None
+
+    def _direct_kernel(self, x, stride, dilation, pads, shape4d) -> StaticKernel | None:
+        """DEPTHWISE / POINTWISE where a direct native kernel serves this conv on x (`select_static_conv`), else
+        None (the im2col paths below)."""
+        o, ig, kh, kw = shape4d
+        zero_pad = self.padding_mode == "zeros" and all(a == b for a, b in pads)
+        pointwise = zero_pad and kh * kw == 1 and x.dim() == 4 and all(a == 0 for a, _ in pads) \
+            and tuple(stride) == (1, 1) and x.dtype == torch.float32
+        plane = 0  # output pixels per channel (0: the float copy is not considered)
+        if zero_pad and x.dim() == 4 and x.dtype == torch.float32:
+            oh = (x.shape[2] + 2 * pads[0][0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+            ow = (x.shape[3] + 2 * pads[1][0] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+            plane = max(1, oh * ow)
+        return select_static_conv(x.device.type, self.groups, ig, kh * kw, zero_pad,
+                                  weight_cache.current_capabilities(), pointwise=pointwise, out_plane=plane)
 
     def _conv2d(self, x, stride, dilation, pads, shape4d):
         """x (B, C, H, W) -> (B, O, OH, OW): quantize x with the fixed step, then the integer conv."""
@@ -175,17 +233,27 @@ class _StaticConv(_StaticMixin):
         zero_pad = self.padding_mode == "zeros" and all(a == b for a, b in pads)
         padding = [a for a, _ in pads]
         geometry = {"stride": tuple(stride), "padding": tuple(padding), "dilation": tuple(dilation)}
-        if select_static_conv(x.device.type, self.groups, ig, kh * kw, zero_pad,
-                              weight_cache.current_capabilities()) is StaticKernel.DEPTHWISE:
+        direct = self._direct_kernel(x, stride, dilation, pads, shape4d)
+        if direct is StaticKernel.DEPTHWISE:
             w = weight_cache.static_prepared(*self._entry(), StaticKernel.DEPTHWISE, "static_conv",
                                              step=self.input_scale)
             y = executor.run(StaticKernel.DEPTHWISE, w, x, self.bias, None, "static_conv", step=self.input_scale,
-                             clamp=self.input_clamp, relu=self.fused_relu, shape=tuple(shape4d), **geometry)
+                             clamp=self.input_clamp, act=self._kernel_act(), shape=tuple(shape4d), **geometry)
+            return y.to(x.dtype)
+        if direct is StaticKernel.POINTWISE:
+            w = weight_cache.static_prepared(*self._entry(), StaticKernel.POINTWISE, "static_conv")
+            y = executor.run(StaticKernel.POINTWISE, w, x, self.bias, None, "static_conv", step=self.input_scale,
+                             clamp=self.input_clamp, act=self._kernel_act())
+            return y.to(x.dtype)
+        if direct is StaticKernel.FLOAT_CONV:  # torch's fp32 conv is faster here: a float copy (see static_dispatch)
+            w = weight_cache.static_prepared(*self._entry(), StaticKernel.FLOAT_CONV, "static_conv")
+            y = executor.run(StaticKernel.FLOAT_CONV, w, x, self.bias, None, "static_conv", step=self.input_scale,
+                             clamp=self.input_clamp, act=self._kernel_act(), groups=self.groups, **geometry)
             return y.to(x.dtype)
         rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
         if self.groups == 1 and zero_pad and not _codes_conv_faster(ig, x.device) \
                 and self.impl_for(rows, x.device) == StaticKernel.NATIVE:
-            y = self.static_run(x, rows, op="static_conv", window=(kh, kw), **geometry)
+            y = self._after(self.static_run(x, rows, op="static_conv", window=(kh, kw), **geometry))
             return y.to(x.dtype)  # NaN / inf images come back NaN
         flat = [p for pair in reversed(pads) for p in pair]
         # the integer codes as float: F.unfold (im2col) and the non-zero pad modes are float-only, and exact here
@@ -205,7 +273,7 @@ class _StaticConv(_StaticMixin):
         bad = ~torch.isfinite(x.detach().abs().flatten(1).amax(1))
         if bool(bad.any()):
             y[bad] = float("nan")
-        return y.to(x.dtype)
+        return self._after(y).to(x.dtype)
 
     def _grouped_codes_conv(self, xi, stride, dilation, shape4d) -> torch.Tensor:
         """A grouped conv of the integer codes xi (padded) as a float conv, exact because every partial sum is an

@@ -52,6 +52,12 @@ class StaticKernel(str, Enum):
     """The same integers through a float64 matmul: exact, slow; the fallback on every device."""
     DEPTHWISE = "depthwise"
     """lowbit's direct depthwise conv (lowbit.kernels.cpu_conv.conv2d_depthwise) on the rounded input, CPU."""
+    FLOAT_CONV = "float_conv"
+    """A float copy of the conv (the dequantized weight through F.conv2d, input not rounded), CPU: where torch's fp32
+    conv beats the int8 kernels (depthwise on small planes, a 3-channel stem, a 1x1 on one pixel)."""
+    POINTWISE = "pointwise"
+    """lowbit's 1x1 conv on NCHW (lowbit.kernels.cpu_static_int8.native_conv1x1_static): no im2col, no transpose,
+    CPU."""
 
 
 _MODULES: dict = {}  # kernel_module's imports: it is called on every kernel call (executor.run)

@@ -49,13 +49,41 @@ def _unavailable(row: KernelRow, m: int, fmt: WeightFormat, caps: Capabilities) 
 
 
 DEPTHWISE_MAX_TAPS = 64  # lb_dwconv's limit (lowbit.kernels.cpu_conv)
+# Where torch's fp32 conv beats the static int8 kernels, measured 1 thread on EPYC Zen 4 (thread time, mobilenet
+# shapes, benchmarks/results/convnet_static_*.md): a depthwise conv with output planes under 28x28 (14x14 c576:
+# torch 120-160 us, lb_dwconv with input rounding 190-230; 7x7 c960: 85-120 vs 140-150: the per-channel plane
+# overhead), a kxk conv reading at most 27 values per output (the 3-channel 3x3 stem: 0.45 vs 1.2 ms as the codes
+# conv), and a 1x1 conv on a single pixel (squeeze-excite: the call overhead of quantizing one column).
+FLOAT_DEPTHWISE_MAX_PLANE = 28 * 28 - 1
+FLOAT_MAX_K = 27
+
+
+def float_conv_faster(groups: int, in_per_group: int, taps: int, out_plane: int) -> str | None:
+    """Why a float copy of this conv runs faster than its static int8 kernel on the CPU (None: it does not)."""
+    if in_per_group == 1 < groups and out_plane <= FLOAT_DEPTHWISE_MAX_PLANE:
+        return "depthwise on output planes under 28x28"
+    if groups == 1 and taps > 1 and in_per_group * taps <= FLOAT_MAX_K:
+        return f"{in_per_group * taps} input values per output"
+    if groups == 1 and taps == 1 and out_plane == 1:
+        return "1x1 on one pixel"
+    return None
 
 
 def select_static_conv(device_type: str, groups: int, in_per_group: int, taps: int, zero_padding: bool,
-                       caps: Capabilities) -> StaticKernel | None:
-    """DEPTHWISE for a depthwise conv (one input channel per group, <= 64 taps, zero padding) on the CPU where the
-    direct depthwise kernel runs; None otherwise (the conv then takes `select_static`'s kernel on its im2col)."""
-    if not (in_per_group == 1 < groups and zero_padding and device_type == "cpu" and taps <= DEPTHWISE_MAX_TAPS):
+                       caps: Capabilities, pointwise: bool = False, out_plane: int = 0) -> StaticKernel | None:
+    """FLOAT_CONV where `float_conv_faster` (out_plane: output pixels per image and channel; 0: unknown, never);
+    DEPTHWISE for a depthwise conv (one input channel per group, <= 64 taps, zero padding) on the CPU where the
+    direct depthwise kernel runs; POINTWISE for a 1x1 conv (pointwise: stride 1, no padding, no dilation) with
+    groups == 1 there; None otherwise (the conv then takes `select_static`'s kernel on its im2col)."""
+    if device_type != "cpu":
         return None
-    row = find_row("static_conv", StaticKernel.DEPTHWISE)
-    return StaticKernel.DEPTHWISE if row is not None and row.available_in(caps) else None
+    if out_plane and float_conv_faster(groups, in_per_group, taps, out_plane) is not None:
+        kernel = StaticKernel.FLOAT_CONV
+    elif pointwise and groups == 1 and taps == 1:
+        kernel = StaticKernel.POINTWISE
+    elif in_per_group == 1 < groups and zero_padding and taps <= DEPTHWISE_MAX_TAPS:
+        kernel = StaticKernel.DEPTHWISE
+    else:
+        return None
+    row = find_row("static_conv", kernel)
+    return kernel if row is not None and row.available_in(caps) else None

@@ -51,15 +51,16 @@ def _int8_run(impl: str):
 class NativeStatic:
     """The native kernel's packed weight and the epilogue vectors of the last (step, bias) it ran with."""
 
-    def __init__(self, mod, weight):
+    def __init__(self, mod, weight, make_epilogue=None):
         self.mod, self.weight, self.key, self.epilogue = mod, weight, None, None
+        self.make_epilogue = make_epilogue or mod.native_epilogue
 
     def epilogue_for(self, step: float, bias: torch.Tensor | None):
         """(step * s, bias) float32 vectors the kernel reads, rebuilt when the step or the bias changes (an LSTM's
         hidden step may, per call)."""
         key = (step, None if bias is None else (bias.data_ptr(), bias._version))
         if key != self.key:
-            self.key, self.epilogue = key, self.mod.native_epilogue(self.weight, step, bias)
+            self.key, self.epilogue = key, self.make_epilogue(self.weight, step, bias)
         return self.epilogue
 
 
@@ -115,15 +116,43 @@ def _depthwise_prepare(mod, qw, _dtype, step=1.0):
 
 
 def _depthwise_run(mod, w, x, bias, _activations, step, clamp, relu=False, shape=None, stride=(1, 1),
-                   padding=(0, 0), dilation=(1, 1)):
+                   padding=(0, 0), dilation=(1, 1), act=None):
+    """act: "relu", "relu6", "hardswish" or None (relu=True is "relu")."""
     b = None if bias is None else bias.detach().float().contiguous()
-    # the kernel rounds x to its codes round(x / step) clamped to +-clamp as it pads each plane
-    y = mod.conv2d_depthwise(x, w, shape, b, stride, padding, dilation, "relu" if relu else None,
-                             input_step=step, input_clamp=clamp)
-    if not bool(torch.isfinite(x.detach().sum((1, 2, 3), dtype=torch.float32)).all()):  # one read, no copy of x
-        bad = ~torch.isfinite(x.detach().abs().flatten(1).amax(1))  # the images that hold a NaN / inf
-        y[bad] = float("nan")
-    return y
+    # the kernel rounds x to its codes round(x / step) clamped to +-clamp as it pads each plane, and gives NaN
+    # images where x held NaN / inf
+    return mod.conv2d_depthwise(x.detach(), w, shape, b, stride, padding, dilation, act or ("relu" if relu else None),
+                                input_step=step, input_clamp=clamp)
+
+
+def _pointwise_prepare(mod, qw, _dtype):
+    """The 1x1 conv's codes (O, C) in the native pointwise kernel's weight tiles."""
+    return NativeStatic(mod, mod.pack_static_pw(_codes(qw).reshape(qw.shape[0], -1), qw.scale.reshape(-1)),
+                        mod.pointwise_epilogue)
+
+
+def _pointwise_run(mod, w, x, bias, _activations, step, clamp, relu=False, act=None):
+    """act: "relu", "relu6", "hardswish" or None (relu=True is "relu")."""
+    return mod.native_conv1x1_static(x, w.weight, step, clamp, w.epilogue_for(step, bias), act or
+                                     ("relu" if relu else None))
+
+
+def _float_prepare(_mod, qw, _dtype):
+    """The dequantized float32 weight in the conv's own shape."""
+    return qw.dequantize(torch.float32).reshape(qw.shape).contiguous()
+
+
+_ACTS = {None: None, "relu": torch.nn.functional.relu, "relu6": torch.nn.functional.relu6,
+         "hardswish": torch.nn.functional.hardswish}
+
+
+def _float_run(_mod, w, x, bias, _activations, step, clamp, relu=False, act=None, stride=(1, 1), padding=(0, 0),
+               dilation=(1, 1), groups=1):
+    """F.conv2d on the float copy (x is not rounded to the step: a float layer), then act."""
+    wt = w if w.dim() == 4 else w.unsqueeze(2)  # a Conv1d weight (O, C, k) as (O, C, 1, k)
+    y = torch.nn.functional.conv2d(x, wt, bias, stride, padding, dilation, groups)
+    fn = _ACTS[act or ("relu" if relu else None)]
+    return y if fn is None else fn(y)
 
 
 STATIC_ROWS = (
@@ -147,4 +176,10 @@ STATIC_ROWS = (
     KernelRow(StaticKernel.DEPTHWISE, op="static_conv", priority=5, capability="native_extension",
               module="cpu_conv", prepare=_depthwise_prepare, run=_depthwise_run, int8_activations=True,
               doc="depthwise conv (<= 64 taps, zero padding) through lb_dwconv on the input rounded to the step"),
+    KernelRow(StaticKernel.FLOAT_CONV, op="static_conv", priority=5, device="cpu", capability=lambda _caps: True,
+              prepare=_float_prepare, run=_float_run,
+              doc="a float copy of the conv (F.conv2d, input not rounded) where torch's fp32 conv is faster"),
+    KernelRow(StaticKernel.POINTWISE, op="static_conv", priority=5, capability="native_extension",
+              module="cpu_static_int8", supports=_native_supports, prepare=_pointwise_prepare, run=_pointwise_run,
+              int8_activations=True, doc="1x1 stride-1 conv: the native static GEMM on NCHW pixel panels, fused act"),
 )

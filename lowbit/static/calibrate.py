@@ -20,10 +20,11 @@ from ..quant.static_config import ActivationMethod, StaticConfig
 
 @dataclass
 class LayerRange:
-    """What pass 1 saw of one layer's input: max |x|, the EMA of per-item maxima, per-channel max |x|."""
+    """What pass 1 saw of one layer's input: max |x|, the EMA of per-item maxima, per-channel max |x|, the shape."""
 
     absmax: float = 0.0
     ema: float | None = None
+    shape: tuple | None = None  # the input shape of the first calibration item
     channel_absmax: torch.Tensor | None = None
     hist: torch.Tensor | None = field(default=None, repr=False)
 
@@ -74,6 +75,7 @@ def collect_ranges(model: nn.Module, cal: CalibrationSet, layers: dict[str, nn.M
 
         def hook(args, kwargs):
             x = seen(name, args, kwargs)
+            r.shape = r.shape or tuple(x.shape)
             m = float(x.abs().max()) if x.numel() else 0.0
             r.absmax = max(r.absmax, m)
             r.ema = observers.ema(r.ema, m, cfg.ema_decay)

@@ -5,7 +5,8 @@ The header's "static" object (present only for static models; such files are for
                                            "input_smooth": [float, ...] (SmoothQuant's 1 / s; optional)}},
      "folded_bn": [["<conv>", "<batchnorm>"], ...], "fused_relu": [["<conv>", "<relu>"], ...] (optional),
      "config": StaticConfig.to_dict()}
-A layer entry may add "fused_relu": true (its ReLU, listed in "fused_relu", is an nn.Identity in the model).
+A layer entry may add "fused_relu": true (its ReLU, listed in "fused_relu", is an nn.Identity in the model), or
+"fused_act": "relu6" / "hardswish" (its nn.ReLU6 / nn.Hardswish, listed in "fused_relu" too, is the Identity).
 Weights are ordinary 8-bit symmetric per-channel packed weights; activation steps are JSON floats (exact: a
 float32 step round-trips through JSON's shortest float64 repr). Loading: `prepare_model` folds the BatchNorms
 structurally (BatchNorm -> Identity, a bias where the conv had none) before the tensors are matched, and
@@ -23,6 +24,7 @@ from ..checkpoint.sections import Section, register_section
 from ..checkpoint.values import check_tensor
 from ..nn.static import STATIC_KINDS, to_static
 from .fold import _replace, fold_structure
+from .fuse import act_name
 
 _KINDS = set(STATIC_KINDS)
 _TINY32 = torch.finfo(torch.float32).tiny
@@ -54,6 +56,8 @@ def check_static(path, static) -> dict:
             ok = False
         if isinstance(spec, dict) and spec.get("fused_relu", False) not in (True, False):
             ok = False
+        if isinstance(spec, dict) and spec.get("fused_act") not in (None, "relu6", "hardswish"):
+            ok = False
         if not ok:
             raise ValueError(f"{path}: bad static int8 entry for layer {name!r}: {str(spec)[:120]}")
     for key in ("folded_bn", "fused_relu"):
@@ -66,15 +70,17 @@ def check_static(path, static) -> dict:
 
 def prepare_model(model: nn.Module, static: dict) -> None:
     """Fold the checkpoint's BatchNorm pairs into `model` structurally (values come from the file) and replace each
-    fused ReLU by nn.Identity (its layer computes it)."""
+    fused activation (ReLU; ReLU6 / Hardswish where the layer's entry says "fused_act") by nn.Identity (its layer
+    computes it)."""
     fold_structure(model, static.get("folded_bn", []))
     for layer_name, relu_name in static.get("fused_relu", []):
         try:
             relu = model.get_submodule(relu_name)
         except AttributeError:
             relu = None
-        if not isinstance(relu, nn.ReLU):
-            raise ValueError(f"the checkpoint fuses ReLU {relu_name!r} into {layer_name!r}, but the model has "
+        want = static["layers"].get(layer_name, {}).get("fused_act") or "relu"
+        if act_name(relu) != want:
+            raise ValueError(f"the checkpoint fuses {want} {relu_name!r} into {layer_name!r}, but the model has "
                              f"{type(relu).__name__} there (wrong model?)")
         _replace(model, relu_name, nn.Identity())
 
@@ -87,6 +93,8 @@ def apply_static(model: nn.Module, static: dict, quantized: set[str]) -> nn.Modu
         new = to_static(model.get_submodule(name), spec["input_scale"], spec["input_clamp"], spec.get("input_smooth"))
         if spec.get("fused_relu") is True and hasattr(new, "fuse_relu"):
             new.fuse_relu()
+        if spec.get("fused_act") is not None:
+            new.fuse_act(spec["fused_act"])
         if not name:
             model = new
         else:

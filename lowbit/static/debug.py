@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..calib import CalibrationSet, run_pass
+from ..nn.static import FUSED_ACTS
 from .calibrate import layer_input
 from .summary import DebugRow
 
@@ -35,6 +36,8 @@ def debug_table(model: nn.Module, cal: CalibrationSet, float_layers: dict[str, n
             yf, yq = _first(f(x)).double(), _first(q.forward(x)).double()  # LSTM: the output sequence
             if getattr(q, "fused_relu", False):  # the int8 layer computes the ReLU that followed it
                 yf = torch.relu(yf)
+            if getattr(q, "fused_act", None) is not None:  # or the ReLU6 / hard-swish
+                yf = FUSED_ACTS[q.fused_act](yf)
             limit = q.input_clamp * q.input_scale
             acc[name] += torch.tensor([(yf * yq).sum(), (yf * yf).sum(), (yq * yq).sum(), ((yf - yq) ** 2).sum(),
                                        float((x.abs() > limit).sum()), x.numel()], dtype=torch.float64)

@@ -4,11 +4,11 @@ Steps: eval mode (a training model is switched, with a warning); BatchNorm foldi
 Linear/Conv1d/Conv2d/LSTM layers' input ranges over the calibration set (`calibrate.py`); per layer 8-bit
 symmetric weights (max_abs or ADMM scales; SmoothQuant-scaled with smooth_alpha) and the static twin of its
 quantized layer with the activation step fixed (`lowbit.nn.static`, `lowbit.nn.static_lstm`); a ReLU right after
-a Conv/Linear runs in that layer's int8 epilogue (`fuse.py`). Every other module computes in float between them
-(each static layer quantizes its own input and returns float). A failed call leaves the model exactly as it was
-(`rollback.py`). The summary
-(`model.lowbit_summary`, a `StaticSummary`) lists every layer with weights and what became of it;
-`model.lowbit_static` holds what a checkpoint needs (`lowbit.static.checkpoint`).
+a Conv/Linear (a ReLU6 or Hardswish right after a Conv) runs in that layer's int8 epilogue (`fuse.py`). Every
+other module computes in float between them (each static layer quantizes its own input and returns float). A failed
+call leaves the model exactly as it was (`rollback.py`). The summary (`model.lowbit_summary`, a `StaticSummary`)
+lists every layer with weights and what became of it; `model.lowbit_static` holds what a checkpoint needs
+(`lowbit.static.checkpoint`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from ..nn.swap import quant_class
 from ..quant.observers import scale_from_threshold
 from ..quant.static_config import StaticConfig
 from ..quant.static_int8 import int8_weight, smooth_factors, weight_scales
+from ..runtime.static_dispatch import float_conv_faster
 from .calibrate import channel_absmax, collect_ranges, thresholds
 from .fold import _replace, fold_batchnorm
-from .fuse import fusable_relus
+from .fuse import act_name, fusable_relus
 from .rollback import ModelSnapshot
 from .summary import StaticRecord, StaticSummary
 
@@ -115,10 +116,12 @@ def _quantize(model: nn.Module, cal, cfg: StaticConfig, skip: tuple[str, ...], p
         new = to_static(swap_quantized(layer, _int8_weights(layer, cfg, smooth.get(name))), step,
                         cfg.activation_clamp, smooth.get(name))
         note = f"{cfg.activation_method.value} |x| <= {limits[name]:.4g} (max {ranges[name].absmax:.4g})"
+        note += _float_note(layer, ranges[name].shape)
         if name in fused:
-            new.fuse_relu()
+            act_module = model.get_submodule(fused[name])
+            new.fuse_act(act_name(act_module))
             _replace(model, fused[name], nn.Identity())
-            note += f"; + ReLU {fused[name]!r} fused"
+            note += f"; + {type(act_module).__name__} {fused[name]!r} fused"
         _replace(model, name, new)
         static[name] = {"kind": type(new).__name__, **new.static_meta()}
         records.append(StaticRecord(name, type(layer).__name__, "int8", note, step))
@@ -131,6 +134,19 @@ def _quantize(model: nn.Module, cal, cfg: StaticConfig, skip: tuple[str, ...], p
         summary.debug = debug_table(model, cal, float_copies, progress)
     model.lowbit_summary = summary
     return model
+
+
+def _float_note(layer: nn.Module, shape: tuple | None) -> str:
+    """The summary's word on a conv that runs a float copy on the CPU at the calibration input's size (torch's fp32
+    conv is faster there: `lowbit.runtime.static_dispatch.float_conv_faster`), else ""."""
+    if not isinstance(layer, nn.Conv2d) or shape is None or len(shape) != 4 or layer.padding_mode != "zeros" \
+            or isinstance(layer.padding, str):
+        return ""
+    kh, kw = layer.kernel_size
+    oh = (shape[2] + 2 * layer.padding[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
+    ow = (shape[3] + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
+    why = float_conv_faster(layer.groups, layer.in_channels // layer.groups, kh * kw, max(1, oh * ow))
+    return f"; on the CPU at {oh}x{ow} outputs a float copy ({why}: torch's fp32 conv is faster)" if why else ""
 
 
 def _int8_weights(layer: nn.Module, cfg: StaticConfig, smooth: torch.Tensor | None) -> dict:

@@ -33,7 +33,8 @@ class StaticSummary:
     folded_bn: list[tuple[str, str]]
     config: object
     debug: list[DebugRow] | None = field(default=None)
-    fused_relu: list[tuple[str, str]] = field(default_factory=list)  # (layer, ReLU) computed in the int8 epilogue
+    # (layer, ReLU / ReLU6 / Hardswish) computed in the int8 epilogue
+    fused_relu: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def quantized(self) -> list[str]:
@@ -45,7 +46,7 @@ class StaticSummary:
 
     def __str__(self) -> str:
         lines = [f"static int8: {len(self.quantized)} layers int8, {len(self.kept_float)} kept float, "
-                 f"{len(self.folded_bn)} BatchNorm folded, {len(self.fused_relu)} ReLU fused"]
+                 f"{len(self.folded_bn)} BatchNorm folded, {len(self.fused_relu)} activations fused"]
         lines += [f"  {r.name:<40} {r.kind:<12} {r.status:<5} {r.note}" for r in self.records]
         if self.debug is not None:
             lines.append(self.debug_table())

@@ -65,6 +65,112 @@ def test_native_conv_matches_float64(variant, shape):
     torch.testing.assert_close(y.double(), ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
 
 
+@pytest.mark.parametrize("b,c,h,wd,o", [(1, 3, 4, 7, 5), (2, 33, 9, 9, 17), (1, 24, 12, 12, 70)])
+@pytest.mark.parametrize("act", [None, "relu", "relu6", "hardswish"])
+def test_native_pointwise_conv_matches_float64(variant, b, c, h, wd, o, act):
+    g = torch.Generator().manual_seed(o * c)
+    x = torch.randn(b, c, h, wd, generator=g) * 3
+    x[0, 0, 0, 0] = 10.0  # |x| / a = 200: the clamp is exercised
+    w = torch.randint(-127, 128, (o, c), dtype=torch.int8, generator=g)
+    s, bias, a, clamp = torch.rand(o, generator=g) + 0.1, torch.randn(o, generator=g), 0.05, 100
+    pw = K.pack_static_pw(w, s)
+    y = K.native_conv1x1_static(x, pw, a, clamp, K.pointwise_epilogue(pw, a, bias), act)
+    xq = torch.div(x, a).round().clamp(-clamp, clamp).double()
+    ref = F.conv2d(xq, w.double().reshape(o, c, 1, 1)) * (s * torch.tensor(a)).double().reshape(1, -1, 1, 1)
+    ref = ref + bias.double().reshape(1, -1, 1, 1)
+    ref = {None: ref, "relu": F.relu(ref), "relu6": F.relu6(ref), "hardswish": F.hardswish(ref)}[act]
+    torch.testing.assert_close(y.double(), ref, rtol=1e-6, atol=1e-6 * float(ref.abs().max()))
+    x[b - 1, c - 1, h - 1, 0] = float("nan")
+    y = K.native_conv1x1_static(x, pw, a, clamp, K.pointwise_epilogue(pw, a, bias), act)
+    assert bool(y[b - 1].isnan().all()) and (b == 1 or bool(torch.isfinite(y[0]).all()))
+
+
+@pytest.mark.parametrize("c,h,wd,k,stride", [(8, 9, 7, 3, 1), (5, 12, 11, 3, 2), (6, 8, 8, 5, 2)])
+@pytest.mark.parametrize("act", [None, "relu6", "hardswish"])
+def test_native_static_depthwise_matches_float64(variant, c, h, wd, k, stride, act):
+    """lb_dwconv rounding its input to the static codes (vectorized fill) and the fused act, every variant."""
+    from lowbit.kernels import cpu_conv
+
+    g = torch.Generator().manual_seed(c * h + k)
+    x = torch.randn(2, c, h, wd, generator=g) * 3
+    w = torch.randint(-127, 128, (c, k * k), dtype=torch.int8, generator=g)
+    s, bias, a, clamp = torch.rand(c, generator=g) + 0.1, torch.randn(c, generator=g), 0.05, 100
+    codes = (w.to(torch.int16) + 128).to(torch.uint8)
+    scale = (s * a).reshape(-1, 1)
+    dw = cpu_conv.DepthwiseWeight(codes, scale, torch.full_like(scale, 128.0), k * k)
+    pad = k // 2
+    y = cpu_conv.conv2d_depthwise(x, dw, (c, 1, k, k), bias, (stride, stride), (pad, pad), (1, 1), act,
+                                  input_step=a, input_clamp=clamp)
+    xq = torch.div(x, a).round().clamp(-clamp, clamp).double()
+    ref = F.conv2d(xq, w.double().reshape(c, 1, k, k), None, stride, pad, 1, c) * scale.double().reshape(1, -1, 1, 1)
+    ref = ref + bias.double().reshape(1, -1, 1, 1)
+    ref = {None: ref, "relu6": F.relu6(ref), "hardswish": F.hardswish(ref)}[act]
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    x[1, c - 1, h - 1, wd - 1] = float("inf")
+    y = cpu_conv.conv2d_depthwise(x, dw, (c, 1, k, k), bias, (stride, stride), (pad, pad), (1, 1), act,
+                                  input_step=a, input_clamp=clamp)
+    assert bool(y[1].isnan().all()) and bool(torch.isfinite(y[0]).all())
+
+
+@pytest.mark.parametrize("stride,wd", [(1, 40), (2, 50), (2, 30), (1, 9)])  # by row (W >= 24; 48 at stride 2)
+def test_native_static_depthwise_rounds_ties_as_torch_div(variant, stride, wd):
+    """Inputs at (k + 1/2) * step, where x * (1 / step) and x / step can round apart: the codes are torch.div's."""
+    from lowbit.kernels import cpu_conv
+
+    c, h, a = 3, 6, 0.03
+    k = torch.arange(c * h * wd, dtype=torch.float32).reshape(1, c, h, wd) % 250 - 125
+    x = (k + 0.5) * torch.tensor(a)  # ties of x / a, and the floats either side of them: channel 0, 1, 2
+    x[:, 1], x[:, 2] = torch.nextafter(x[:, 1], x[:, 1] + 1), torch.nextafter(x[:, 2], x[:, 2] - 1)
+    assert not torch.equal(torch.div(x, a).round(), (x * (1 / torch.tensor(a))).round())  # the case is real
+    ones = torch.zeros(c, 1, dtype=torch.uint8) + 129  # the single tap's code 1: y = the input code
+    dw = cpu_conv.DepthwiseWeight(ones, torch.ones(c, 1), torch.full((c, 1), 128.0), 1)
+    y = cpu_conv.conv2d_depthwise(x, dw, (c, 1, 1, 1), None, (stride, stride), (0, 0), (1, 1), None,
+                                  input_step=a, input_clamp=127)
+    ref = torch.div(x, a).round().clamp(-127, 127)[:, :, ::stride, ::stride]
+    assert torch.equal(y, ref)
+
+
+def test_static_conv_runs_a_float_copy_where_torch_is_faster():
+    """A depthwise conv on a 7x7 output and a 3-channel 3x3 stem run F.conv2d on the dequantized weight (input not
+    rounded) with the fused act, and the summary says so; a 28x28 depthwise output runs int8."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Hardswish(), nn.Conv2d(16, 16, 3, 2, 1, groups=16),
+                          nn.ReLU6()).eval()
+    x = torch.randn(2, 3, 14, 14)
+    q = quantize_static(model, [x], StaticConfig(activation_method="minmax"), progress=False)
+    summary = str(q.lowbit_summary)
+    assert "at 14x14 outputs a float copy (27 input values per output" in summary
+    assert "at 7x7 outputs a float copy (depthwise on output planes under 28x28" in summary
+    w0, w2 = q[0].quantized_weight("weight").dequantize(torch.float32), q[2].quantized_weight("weight").dequantize(
+        torch.float32)
+    ref = F.relu6(F.conv2d(F.hardswish(F.conv2d(x, w0, q[0].bias, 1, 1)), w2, q[2].bias, 2, 1, 1, 16))
+    with torch.no_grad():
+        for _ in range(2):  # the first call, then the bound call
+            torch.testing.assert_close(q(x), ref, rtol=1e-6, atol=1e-6)
+    big = torch.randn(1, 16, 56, 56)
+    assert q[2]._direct_kernel(big, (2, 2), (1, 1), [(1, 1), (1, 1)], [16, 1, 3, 3]) == "depthwise"
+
+
+def test_static_pointwise_layer_runs_the_direct_kernel():
+    conv = nn.Conv2d(40, 24, 1)
+    x = torch.randn(2, 40, 6, 5)
+    model = quantize_static(nn.Sequential(conv).eval(), [x], StaticConfig(activation_method="minmax"),
+                            progress=False)
+    layer = model[0]
+    assert layer._direct_kernel(x, (1, 1), (1, 1), [(0, 0), (0, 0)], [24, 40, 1, 1]) == "pointwise"
+    w = layer.prepared()
+    xq = torch.div(x, layer.input_scale).round().clamp(-127, 127).double()
+    ref = F.conv2d(xq, w.wt.t().double().reshape(24, 40, 1, 1)) * (w.scale.double() * layer.input_scale)[:, None, None]
+    ref = ref + conv.bias.detach().double()[:, None, None]
+    with torch.no_grad():
+        first = model(x)  # the usual path, which binds the call
+        torch.testing.assert_close(first.double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+        assert layer._bound_call(x)[1] is not None and torch.equal(model(x), first)  # the bound call, bit for bit
+        x[1, 7, 2, 2] = float("nan")
+        y = model(x)
+    assert bool(y[1].isnan().all()) and torch.equal(y[0], first[0])
+
+
 class ConvNet(nn.Module):
     def __init__(self, residual=False):
         super().__init__()
@@ -117,6 +223,46 @@ def test_conv_relu_fusion_exact_and_round_trips(tmp_path, capsys):
     assert "activation step" in text and f"{fused.c2.input_scale:.6g}" in text and "StaticQuantConv2d" in text
 
 
+class Block(nn.Module):
+    """mobilenet's inverted residual: 1x1 + ReLU6, depthwise 3x3 + Hardswish, 1x1 + Hardswish, Linear + Hardswish."""
+
+    def __init__(self):
+        super().__init__()
+        self.pw1, self.a1 = nn.Conv2d(24, 48, 1), nn.ReLU6()
+        self.dw, self.a2 = nn.Conv2d(48, 48, 3, padding=1, groups=48), nn.Hardswish()
+        self.pw2, self.a3 = nn.Conv2d(48, 24, 1), nn.Hardswish()
+        self.fc, self.a4 = nn.Linear(24, 8), nn.Hardswish()
+
+    def forward(self, x):
+        y = self.a3(self.pw2(self.a2(self.dw(self.a1(self.pw1(x))))))
+        return self.a4(self.fc(y.mean((2, 3))))
+
+
+def test_relu6_hardswish_fusion_matches_unfused_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    cal = [torch.randn(2, 24, 9, 9) * 2 for _ in range(2)]
+    torch.manual_seed(1)
+    fused = quantize_static(Block().eval(), cal, StaticConfig(activation_method="minmax"), progress=False)
+    torch.manual_seed(1)
+    plain = quantize_static(Block().eval(), cal, StaticConfig(activation_method="minmax", fuse_relu=False),
+                            progress=False)
+    assert fused.lowbit_summary.fused_relu == [("dw", "a2"), ("pw1", "a1"), ("pw2", "a3")]  # not the Linear's
+    assert (fused.pw1.fused_act, fused.dw.fused_act, fused.pw2.fused_act) == ("relu6", "hardswish", "hardswish")
+    assert isinstance(fused.a1, nn.Identity) and isinstance(fused.a4, nn.Hardswish)
+    x = torch.randn(3, 24, 9, 9) * 2
+    for _ in range(2):  # the first call, then the bound kernel calls
+        torch.testing.assert_close(fused(x), plain(x), rtol=1e-5, atol=1e-5)
+    lowbit.save(fused, tmp_path / "b.safetensors")
+    loaded = lowbit.load(Block().eval(), tmp_path / "b.safetensors")
+    assert isinstance(loaded.a2, nn.Identity) and loaded.dw.fused_act == "hardswish" and not loaded.dw.fused_relu
+    assert torch.equal(loaded(x), fused(x))
+    from lowbit.cli.info import checkpoint_rows
+
+    static = checkpoint_rows(tmp_path / "b.safetensors")[1]["static"]
+    assert [(r["layer"], r["relu"], r["fused_act"]) for r in static] == [
+        ("dw", False, "hardswish"), ("fc", False, None), ("pw1", False, "relu6"), ("pw2", False, "hardswish")]
+
+
 def test_no_fusion_when_the_conv_output_has_another_consumer():
     model = quantize_static(_net(residual=True), [torch.randn(2, 3, 10, 10)], progress=False)
     assert model.lowbit_summary.fused_relu == [("c1", "r1")]
@@ -166,6 +312,28 @@ def test_dispatch_prefers_native_then_int_mm():
     assert select_static("cpu", 16, fmt(64), native, fused=False) == Decision(StaticKernel.INT_MM)
 
 
+@pytest.mark.parametrize("groups,ig,taps,plane,pointwise,native,expect", [
+    (96, 1, 9, 56 * 56, False, True, "depthwise"),  # a depthwise conv on a big plane: the direct kernel
+    (96, 1, 9, 27 * 28, False, True, "float_conv"),  # under 28x28 outputs: torch's fp32 conv is faster
+    (96, 1, 9, 27 * 28, False, False, "float_conv"),  # the float copy needs no native library
+    (96, 1, 81, 56 * 56, False, True, None),  # 9x9 taps: beyond lb_dwconv, im2col
+    (1, 3, 9, 112 * 112, False, True, "float_conv"),  # the 3-channel 3x3 stem (27 values per output)
+    (1, 4, 9, 112 * 112, False, True, None),  # 36 values per output: the fused native conv (im2col)
+    (1, 24, 1, 56 * 56, True, True, "pointwise"),
+    (1, 24, 1, 56 * 56, True, False, None),  # no native library: im2col + the int8 matmul
+    (1, 24, 1, 56 * 56, False, True, None),  # a strided or padded 1x1: im2col
+    (1, 96, 1, 1, True, True, "float_conv"),  # squeeze-excite's 1x1 on one pixel
+    (1, 96, 1, 0, True, True, "pointwise"),  # plane unknown: never the float copy
+])
+def test_select_static_conv(groups, ig, taps, plane, pointwise, native, expect):
+    from lowbit.runtime import Capabilities
+    from lowbit.runtime.static_dispatch import select_static_conv
+
+    caps = Capabilities(native_extension=native)
+    assert select_static_conv("cpu", groups, ig, taps, True, caps, pointwise, plane) == expect
+    assert select_static_conv("cuda", groups, ig, taps, True, caps, pointwise, plane) is None
+
+
 def test_triton_static_matches_cpu(monkeypatch):
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
@@ -196,13 +364,13 @@ def test_static_conv_bound_call_is_bit_identical():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(8, 24, 1), nn.ReLU(), nn.Conv2d(24, 24, 3, padding=1, groups=24),
                           nn.Conv2d(24, 8, 3, padding=1)).eval()
-    x = torch.randn(1, 8, 12, 12)
-    q = quantize_static(model, [torch.randn(1, 8, 12, 12) for _ in range(4)], StaticConfig(), progress=False)
+    x = torch.randn(1, 8, 28, 28)  # 28x28 planes: the depthwise conv runs int8 (smaller ones run a float copy)
+    q = quantize_static(model, [torch.randn(1, 8, 28, 28) for _ in range(4)], StaticConfig(), progress=False)
     with torch.no_grad():
         first = q(x)
         assert torch.equal(q(x), first)
         for layer in (q[2], q[3]):  # the direct depthwise kernel; the fused native conv
-            inp = torch.randn(1, 24, 12, 12)
+            inp = torch.randn(1, 24, 28, 28)
             y0 = layer(inp)
             assert layer._bound_call(inp)[1] is not None and torch.equal(layer(inp), y0)
             layer.set_static(layer.input_scale * 2, layer.input_clamp)

@@ -27,7 +27,7 @@ static inline float lb_act(float v, int act) {
     if (act == 3) {
         float r = v + 3.f;
         r = r < 0.f ? 0.f : r > 6.f ? 6.f : r;
-        return v * r * (1.f / 6.f);
+        return v * r / 6.f; /* torch: x * relu6(x + 3) / 6 */
     }
     return v;
 }
@@ -46,6 +46,11 @@ typedef struct {
 #define LB_DW_V 32 /* output positions accumulated in registers at once: four vectors of 8 */
 /* 8 floats as one GCC/Clang vector (SSE/AVX/NEON, whatever the variant's flags give), unaligned loads allowed */
 typedef float lb_v8 __attribute__((vector_size(32), aligned(4)));
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define LB_DW_SHUFFLE 1 /* __builtin_shufflevector: the stride-2 split of a row */
+#else
+#define LB_DW_SHUFFLE 0
+#endif
 
 static lb_dw_layout dw_layout(const int64_t* geo) {
     const int64_t H = geo[2], W = geo[3], kh = geo[5], kw = geo[6], sh = geo[7], sw = geo[8], ph = geo[9];
@@ -66,10 +71,114 @@ static lb_dw_layout dw_layout(const int64_t* geo) {
     return L;
 }
 
-/* Channel plane xp (H, W) into the phase planes of buf (padding already zero). step > 0: each input is first
-   rounded to the integer code round(x / step) clamped to [-clamp, clamp] (static INT8's input rounding). */
-static void dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* L, float step, float clamp, float* buf) {
+/* Static INT8's input rounding in the depthwise fill: code = round(x / step) clamped to [-clamp, clamp], clamped
+   before rounding (the same code, clamp being an integer) and rounded by adding and subtracting 1.5 * 2**23 (round
+   half to even for |v| < 2**22), so the loops vectorize on every variant. The quotient is x * (1 / step), within
+   3 ulp of x / step (< 1e-4 for |v| < 256); a plane where one lands within LB_DW_TIE of a tie is redone with the
+   division, so the codes are torch.div(x, step).round()'s. */
+#define LB_DW_TIE (0.5f - 4e-4f)
+/* The code of one quotient v (clamped, then rounded half to even); flags a near tie and a non-finite input x. */
+#define LB_DW_CODE(v, x, out)                                      \
+    do {                                                           \
+        float c_ = (v) < -lim ? -lim : (v) > lim ? lim : (v);      \
+        const float r_ = (c_ + 12582912.f) - 12582912.f;           \
+        near |= (c_ - r_ > LB_DW_TIE) | (c_ - r_ < -LB_DW_TIE);    \
+        nonfinite |= ((x) - (x)) != 0.f;                           \
+        (out) = r_;                                                \
+    } while (0)
+
+/* dst[j] = the code of src[j] for j < n (src, dst distinct); returns 1 when a quotient fell near a tie. */
+static int dw_codes(const float* restrict src, float* restrict dst, int64_t n, float inv, float lim, int* bad) {
+    int near = 0, nonfinite = 0;
+    for (int64_t j = 0; j < n; ++j) LB_DW_CODE(src[j] * inv, src[j], dst[j]);
+    *bad |= nonfinite;
+    return near;
+}
+
+/* The same with the division (a plane where a quotient fell near a tie). */
+static void dw_codes_div(const float* restrict src, float* restrict dst, int64_t n, float step, float lim) {
+    int near = 0, nonfinite = 0;
+    for (int64_t j = 0; j < n; ++j) LB_DW_CODE(src[j] / step, src[j], dst[j]);
+    (void)near;
+    (void)nonfinite;
+}
+
+typedef int32_t lb_i8v __attribute__((vector_size(32), aligned(4)));
+
+/* 8 codes at once from the vector x into dst; vsum collects x - x (NaN once any input was NaN / inf). AVX2: the
+   quotient x * (1 / step), min / max (NaN kept as the second operand), vroundps, and the division for the vector
+   when a lane lands within LB_DW_TIE of a tie (one vector in ~150); else the division (exact, GCC vectors). A macro:
+   vector arguments by value are an ABI note on some variants. */
+#if LB_AVX2
+#define LB_DW_CODE8(x, dst)                                                                               \
+    do {                                                                                                  \
+        const __m256 x_ = (__m256)(x), lo_ = _mm256_set1_ps(-lim), hi_ = _mm256_set1_ps(lim);             \
+        __m256 v_ = _mm256_min_ps(hi_, _mm256_max_ps(lo_, _mm256_mul_ps(x_, vinv)));                      \
+        __m256 r_ = _mm256_round_ps(v_, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                   \
+        const __m256 d_ = _mm256_andnot_ps(_mm256_set1_ps(-0.f), _mm256_sub_ps(v_, r_));                  \
+        if (_mm256_movemask_ps(_mm256_cmp_ps(d_, _mm256_set1_ps(LB_DW_TIE), _CMP_GT_OQ))) {               \
+            v_ = _mm256_min_ps(hi_, _mm256_max_ps(lo_, _mm256_div_ps(x_, _mm256_set1_ps(step))));          \
+            r_ = _mm256_round_ps(v_, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                      \
+        }                                                                                                 \
+        *vsum += (lb_v8)_mm256_sub_ps(x_, x_);                                                            \
+        _mm256_storeu_ps((dst), r_);                                                                      \
+    } while (0)
+#else
+#define LB_DW_CODE8(x, dst)                                                                               \
+    do {                                                                                                  \
+        const lb_v8 x_ = (x);                                                                             \
+        lb_v8 v_ = x_ / step;                                                                             \
+        const lb_i8v lo_ = v_ < -lim, hi_ = v_ > lim, keep_ = ~(lo_ | hi_);                               \
+        v_ = (lb_v8)(((lb_i8v)v_ & keep_) | ((lb_i8v)vlo & lo_) | ((lb_i8v)vhi & hi_)); /* NaN stays */  \
+        *vsum += x_ - x_;                                                                                 \
+        *(lb_v8*)(dst) = (v_ + 12582912.f) - 12582912.f;                                                  \
+    } while (0)
+#endif
+
+/* Input columns w, w + sw, ... (n of them) of row xr into dst as codes, sw 1 or 2, rounded in registers after the
+   split (the last n % 8 one at a time, by the division); *vsum / *bad collect the NaN / inf seen. */
+static inline void dw_codes_row(const float* restrict xr, int64_t W, int64_t w, int64_t sw, int64_t n, float step,
+                                float inv, float lim, float* restrict dst, lb_v8* vsum, int* bad) {
+#if LB_AVX2
+    const __m256 vinv = _mm256_set1_ps(inv);
+#else
+    const lb_v8 vlo = {-lim, -lim, -lim, -lim, -lim, -lim, -lim, -lim}, vhi = -vlo;
+    (void)inv;
+#endif
+    int64_t j = 0;
+    if (sw == 1) {
+        for (; j + 8 <= n; j += 8) LB_DW_CODE8(*(const lb_v8*)(xr + w + j), dst + j);
+    } else {
+#if LB_DW_SHUFFLE
+        for (; j + 8 <= n && w + 2 * j + 16 <= W; j += 8) {
+            const lb_v8 lo = *(const lb_v8*)(xr + w + 2 * j), hi = *(const lb_v8*)(xr + w + 2 * j + 8);
+            LB_DW_CODE8(__builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14), dst + j);
+        }
+#endif
+    }
+    int near = 0, nonfinite = 0;
+    for (; j < n; ++j) LB_DW_CODE(xr[w + sw * j] / step, xr[w + sw * j], dst[j]);
+    (void)near;
+    *bad |= nonfinite;
+}
+
+/* Channel plane xp (H, W) into the phase planes of buf (padding already zero); returns 1 when step > 0 and the plane
+   held NaN / inf. step > 0: rows of 24 and more floats (stride 1 or 2) are rounded to their codes as they are split
+   (dw_codes_row); a plane of shorter rows (or another stride) is first rounded whole into codes (H * W floats): per
+   row of 7..14 floats the loops spend more in overhead than in rounding, and a plane of long rows written then read
+   back costs more than the rounding (stores not yet retired when read). */
+static int64_t dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* L, float step, float clamp,
+                       float* buf, float* codes) {
     const int64_t H = geo[2], W = geo[3], sh = geo[7], sw = geo[8], ph = geo[9], pw = geo[10];
+    const float inv = 1.f / step, lim = clamp;
+    int bad = 0; /* NaN / inf among the inputs, seen when rounding (x - x is NaN for both) */
+    const int by_row = step > 0.f && (sw == 1 ? W >= 24 : sw == 2 && W >= 48);
+    lb_v8 vsum = {0}; /* x - x over the rows rounded by dw_codes_row: NaN once one held NaN / inf */
+    if (step > 0.f && !by_row) {
+        if (dw_codes(xp, codes, H * W, inv, clamp, &bad))
+            dw_codes_div(xp, codes, H * W, step, clamp);
+        xp = codes;
+    }
     for (int64_t h = 0; h < H; ++h) {
         const int64_t r = h + ph;
         const float* xr = xp + h * W;
@@ -77,19 +186,28 @@ static void dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* L, 
         for (int64_t p = 0; p < sw; ++p) { /* phase p: padded columns c = p + i * sw, input column c - pw */
             float* dst = row + p * L->plane;
             int64_t i = p >= pw ? 0 : (pw - p + sw - 1) / sw, w = p + i * sw - pw;
-            if (step > 0.f) {
-                const float lim = clamp;
-                for (; w < W; ++i, w += sw) {
-                    const float v = nearbyintf(xr[w] / step);
-                    dst[i] = v < -lim ? -lim : v > lim ? lim : v;
-                }
+            if (by_row) {
+                const int64_t n = (W - w + sw - 1) / sw;
+                if (n > 0) dw_codes_row(xr, W, w, sw, n, step, inv, lim, dst + i, &vsum, &bad);
             } else if (sw == 1) { /* a loop, not memcpy: rows of 7..56 floats, where a libc call costs more */
                 for (; w < W; ++i, ++w) dst[i] = xr[w];
+            } else if (sw == 2) { /* every other input column: 16 loaded, the 8 of this phase kept */
+                const int64_t n = (W - w + 1) / 2;
+                int64_t j = 0;
+#if LB_DW_SHUFFLE
+                for (; j + 8 <= n && w + 2 * j + 16 <= W; j += 8) {
+                    const lb_v8 lo = *(const lb_v8*)(xr + w + 2 * j), hi = *(const lb_v8*)(xr + w + 2 * j + 8);
+                    *(lb_v8*)(dst + i + j) = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+                }
+#endif
+                for (; j < n; ++j) dst[i + j] = xr[w + 2 * j];
             } else {
                 for (; w < W; ++i, w += sw) dst[i] = xr[w];
             }
         }
     }
+    for (int l = 0; l < 8; ++l) bad |= vsum[l] != 0.f;
+    return bad;
 }
 
 /* One output plane: yq[q] = bias + sum over taps of w[t] * buf[q + off[t]] for q < nq, then the OW valid columns of
@@ -127,7 +245,8 @@ static inline __attribute__((always_inline)) void dw_plane(const float* restrict
 __attribute__((noinline)) static void dw_channels(const float* x, const int64_t* geo, const lb_dw_layout* Lp,
                                                   const uint8_t* q, const float* ws, const float* wz, int64_t gk,
                                                   int64_t nb, const float* bias, int act, float step, float clamp,
-                                                  float* y, int64_t lo, int64_t hi, float* buf, float* yq) {
+                                                  float* y, int64_t lo, int64_t hi, float* buf, float* yq,
+                                                  int64_t* bad) {
     /* a local copy of the layout and plain scalars: read through the OpenMP region's shared block (or a pointer the
        stores may alias) the tap loop reloaded them on every tap and ran 1.7x slower */
     const lb_dw_layout Lc = *Lp, *L = &Lc;
@@ -142,7 +261,7 @@ __attribute__((noinline)) static void dw_channels(const float* x, const int64_t*
                 w[k] = ((float)q[o * K + k] - wz[o * nb + blk]) * ws[o * nb + blk];
         if (b * C + o / mult != held) {
             held = b * C + o / mult;
-            dw_fill(x + held * HW, geo, L, step, clamp, buf);
+            *bad += dw_fill(x + held * HW, geo, L, step, clamp, buf, yq + L->nq);
         }
         dw_plane(buf, L->off, K, w, bias ? bias[o] : 0.f, act, L->nq, L->Wq, geo[13], geo[14], yq, y + bo * OHW);
     }
@@ -150,25 +269,28 @@ __attribute__((noinline)) static void dw_channels(const float* x, const int64_t*
 
 /* Depthwise conv: q uint8 (O, K) codes, ws / wz fp32 (O, nb) scale and zero per block of gk taps; bias (O,) or
    NULL; step > 0 rounds the input first (see dw_fill). Output channel o reads input channel o / (O / C). Threads
-   take contiguous runs of channels (one plane fill per input channel and thread). */
-void lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const float* ws, const float* wz, int64_t gk,
+   take contiguous runs of channels (one plane fill per input channel and thread). Returns how many input planes
+   held NaN / inf when step > 0 (0 otherwise; non-zero exactly when one did). */
+int64_t lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const float* ws, const float* wz, int64_t gk,
                int64_t nb, const float* bias, int act, float step, float clamp, float* y, int nt) {
     const int64_t BO = geo[0] * geo[4], work = BO * geo[13] * geo[14] * geo[5] * geo[6];
     const lb_dw_layout L = dw_layout(geo);
+    int64_t bad = 0;
     if (work <= 65536) nt = 1;
     (void)nt; /* unread without OpenMP */
-    #pragma omp parallel num_threads(nt)
+    #pragma omp parallel num_threads(nt) reduction(+ : bad)
     {
         int64_t id = 0, n = 1;
 #ifdef _OPENMP
         id = omp_get_thread_num();
         n = omp_get_num_threads();
 #endif
-        float* buf = (float*)calloc((size_t)(L.total + L.nq), sizeof(float));
+        float* buf = (float*)calloc((size_t)(L.total + L.nq + (step > 0.f ? geo[2] * geo[3] : 0)), sizeof(float));
         dw_channels(x, geo, &L, q, ws, wz, gk, nb, bias, act, step, clamp, y, BO * id / n, BO * (id + 1) / n, buf,
-                    buf + L.total);
+                    buf + L.total, &bad);
         free(buf);
     }
+    return bad;
 }
 
 /* The patch of output pixel (b, oh, ow) for group g, in (c, kh, kw) order, into buf (K floats; zero padding). */
