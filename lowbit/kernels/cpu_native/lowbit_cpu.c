@@ -138,6 +138,7 @@ void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, 
 #include "lowbit_cpu_rows.h"  /* q4_row, q8_row, q4_pair_g2, dotf: SIMD and plain C */
 #include "lowbit_cpu_sub.h"  /* q4_row_sub, q8_row_sub: activation scales per 32 columns */
 #include "lowbit_cpu_f32.h"  /* lb_gemm_f32, lb_dequant: fp32 activations */
+#include "lowbit_cpu_gemv.h"  /* gemv_row: M = 1 on 512-bit vectors (AVX-512 VNNI; LB_GEMV 0 elsewhere) */
 #if LB_VNNI == 2
 #include "lowbit_cpu_tile512.h"  /* gemm_tile512: outputs across lanes, for M >= LB_TILE_MIN_M */
 #elif LB_AVX2 && !LB_VNNI
@@ -303,6 +304,14 @@ static inline __attribute__((always_inline)) void gemm_tiles(
         lb_widen(xq, M * Kp, x16, nt);
         x8 = x16;
     }
+    int8_t* gx = NULL; /* M = 1: the activation row prepared for gemv_row (then gdv: its per-lane scales) */
+    float* gdv = NULL;
+#if LB_GEMV
+    if (M == 1 && gemv_fits(gsb, BITS) && (gx = (int8_t*)malloc((size_t)(Kp + Kp / 32 * 8 * 4))) != NULL) {
+        gdv = (float*)(gx + Kp);
+        gemv_prep(xq, xd, Kp, gsb, mode, BITS, gx, gdv);
+    }
+#endif
     for (int64_t mc = 0; mc < M; mc += MC) {
         const int64_t mc_end = lb_min(mc + MC, M);
         #pragma omp parallel for num_threads(nt) schedule(static)
@@ -333,6 +342,14 @@ static inline __attribute__((always_inline)) void gemm_tiles(
                         }
                     }
 #endif
+#if LB_GEMV
+                if (gx)
+                    for (; n < n1; ++n) {
+                        const uint8_t* wr = w + n * row_bytes;
+                        acc[n - n0] = per_row ? gemv_row(wr, ws + n * nb, nsb, gsb, gx, gdv, 0, BITS)
+                                              : gemv_row(wr, ws + n * nb, nsb, gsb, gx, gdv, 1, BITS);
+                    }
+#endif
                 if (BITS == 4)
                     for (; n < n1; ++n) {
                         float out[4];
@@ -343,7 +360,7 @@ static inline __attribute__((always_inline)) void gemm_tiles(
                         } else if (per_row) { Q4_GSB(1) } else { Q4_GSB(0) }
                         for (int64_t r = 0; r < mr; ++r) acc[r * NC + (n - n0)] = out[r];
                     }
-                for (int64_t k0 = 0; BITS == 8 && k0 < Kp; k0 += kc) { /* K-chunks: kc codes of mr rows in L1 */
+                for (int64_t k0 = 0; BITS == 8 && !gx && k0 < Kp; k0 += kc) { /* K-chunks: kc codes of mr rows in L1 */
                     const int64_t b0 = k0 / gk, nsbc = (lb_min(k0 + kc, Kp) - k0) / 32;
                     const int64_t nbc = lb_min(nb, (k0 + kc + gk - 1) / gk) - b0;
                     const lb_act8* xc = xr8 + k0;
@@ -368,6 +385,7 @@ static inline __attribute__((always_inline)) void gemm_tiles(
         }
     }
     free(x16);
+    free(gx);
 }
 
 /* y = x_q @ dequant(w).T + bias for 4-bit codes packed by pack_q4 (N, Kp / 2). gsb: sub-blocks of 32 codes per

@@ -1,0 +1,67 @@
+"""Weight memory on transparent huge pages (2 MiB) for the native kernels' prepared tensors.
+
+Why: at M = 1 (decode) every weight byte is read once per token from DRAM, and with 4 KiB pages each 4 KiB of a
+weight costs a TLB miss (two-level page walks under a hypervisor) and stops the hardware prefetcher at the page
+edge. On the 2-core EPYC guest this halved the M = 1 kernel's stream: int4 b128 2048x2048 at ~10 GB/s on 4 KiB
+pages against ~18 GB/s on huge pages, interleaved in one process (benchmarks/results/gemv_cpu.md).
+
+`huge_copy(t)` copies a tensor into an arena of anonymous mappings advised MADV_HUGEPAGE before their first touch
+(the kernel then backs them with huge pages at fault time where /sys/kernel/mm/transparent_hugepage allows it,
+"madvise" or "always"); tensors are packed one after another (64-byte aligned), so a small weight shares its huge
+page with its neighbours instead of wasting one. Pages are only backed once written: the unused tail of the last
+chunk costs address space, not memory. A chunk is freed when no tensor in it is left. Where mmap or madvise is
+unavailable (not Linux, THP off) the copy is plain memory, so the result is always a correct contiguous copy.
+"""
+
+from __future__ import annotations
+
+import mmap
+import threading
+
+import torch
+
+HUGE_PAGE = 2 << 20
+CHUNK_BYTES = 64 << 20  # one mapping holds many weights (the 1B Llama's int4 weights: ~7 chunks)
+MIN_BYTES = 64 << 10  # smaller tensors (biases, small scales) stay in ordinary memory: no page walks to save
+_ALIGN = 64
+
+_LOCK = threading.Lock()
+_STATE: dict = {"chunk": None, "offset": 0}
+
+
+def huge_pages_supported() -> bool:
+    """True when anonymous mappings can be advised MADV_HUGEPAGE here (Linux with the constant exposed)."""
+    return hasattr(mmap, "MADV_HUGEPAGE") and hasattr(mmap, "MAP_ANONYMOUS")
+
+
+def _new_chunk(nbytes: int) -> torch.Tensor:
+    """A uint8 tensor over a fresh mapping of at least nbytes, starting on a huge-page boundary."""
+    size = -(-max(nbytes, CHUNK_BYTES) // HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE
+    mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        mm.madvise(mmap.MADV_HUGEPAGE)
+    except OSError:  # THP compiled out: ordinary pages, still correct
+        pass
+    base = torch.frombuffer(mm, dtype=torch.uint8)  # the tensor keeps the mapping alive
+    return base[(-base.data_ptr()) % HUGE_PAGE:]
+
+
+def _take(nbytes: int) -> torch.Tensor:
+    """nbytes of arena memory (uint8, 64-byte aligned, not shared with any other tensor)."""
+    with _LOCK:
+        chunk, off = _STATE["chunk"], _STATE["offset"]
+        if chunk is None or off + nbytes > chunk.numel():
+            chunk, off = _new_chunk(nbytes), 0
+        _STATE["chunk"], _STATE["offset"] = chunk, off + -(-nbytes // _ALIGN) * _ALIGN
+        return chunk[off:off + nbytes]
+
+
+def huge_copy(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU copy of `t` (same dtype, shape and values) in huge-page-advised memory; tensors under
+    MIN_BYTES, or where huge pages are not supported, come back as `t.contiguous()` (possibly `t` itself)."""
+    nbytes = t.numel() * t.element_size()
+    if t.device.type != "cpu" or nbytes < MIN_BYTES or not huge_pages_supported():
+        return t.contiguous()
+    out = _take(nbytes).view(t.dtype).view(t.shape)
+    out.copy_(t)
+    return out
