@@ -15,7 +15,9 @@ unavailable (not Linux, THP off) the copy is plain memory, so the result is alwa
 
 from __future__ import annotations
 
+import ctypes
 import mmap
+import sys
 import threading
 
 import torch
@@ -25,6 +27,7 @@ CHUNK_BYTES = 64 << 20  # one mapping holds many weights (the 1B Llama's int4 we
 MIN_BYTES = 64 << 10  # smaller tensors (biases, small scales) stay in ordinary memory: no page walks to save
 _ALIGN = 64
 
+MADV_COLLAPSE = 25  # Linux >= 6.1: back an already written range with huge pages now (older kernels: EINVAL)
 _LOCK = threading.Lock()
 _STATE: dict = {"chunk": None, "offset": 0}
 
@@ -65,3 +68,19 @@ def huge_copy(t: torch.Tensor) -> torch.Tensor:
     out = _take(nbytes).view(t.dtype).view(t.shape)
     out.copy_(t)
     return out
+
+
+def advise_huge(t: torch.Tensor) -> torch.Tensor:
+    """Ask the kernel to move the whole huge pages inside `t`'s memory onto huge pages in place (MADV_HUGEPAGE, then
+    MADV_COLLAPSE), for tensors shared with another owner that a copy would double; returns `t`. The unaligned
+    edges (under 2 MiB each side) stay on small pages; refusals (older kernels, THP off, not Linux) are ignored."""
+    nbytes = t.numel() * t.element_size()
+    if t.device.type != "cpu" or not t.is_contiguous() or not sys.platform.startswith("linux"):
+        return t
+    start = -(-t.data_ptr() // HUGE_PAGE) * HUGE_PAGE
+    end = (t.data_ptr() + nbytes) // HUGE_PAGE * HUGE_PAGE
+    if end > start and huge_pages_supported():
+        libc = ctypes.CDLL(None, use_errno=True)
+        for advice in (mmap.MADV_HUGEPAGE, MADV_COLLAPSE):
+            libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), ctypes.c_int(advice))
+    return t
