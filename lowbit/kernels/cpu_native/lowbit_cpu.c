@@ -78,6 +78,15 @@ static int32_t quant_block(const float* x, int64_t len, int8_t* q, float* d_out)
 #if LB_AVX2
     const __m256 vid = _mm256_set1_ps(id);
     __m256i vsum = _mm256_setzero_si256();
+    for (; k + 32 <= len; k += 32) { /* 32 codes, packed to int8 in registers (|q| <= 127: packs never saturate) */
+        __m256i q4[4];
+        for (int i = 0; i < 4; ++i) {
+            q4[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * i), vid));
+            vsum = _mm256_add_epi32(vsum, q4[i]);
+        }
+        const __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(q4[0], q4[1]), _mm256_packs_epi32(q4[2], q4[3]));
+        _mm256_storeu_si256((__m256i*)(q + k), _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    }
     for (; k + 8 <= len; k += 8) {
         __m256i qi = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), vid));
         vsum = _mm256_add_epi32(vsum, qi);
@@ -138,7 +147,7 @@ void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, 
 #include "lowbit_cpu_rows.h"  /* q4_row, q8_row, q4_pair_g2, dotf: SIMD and plain C */
 #include "lowbit_cpu_sub.h"  /* q4_row_sub, q8_row_sub: activation scales per 32 columns */
 #include "lowbit_cpu_f32.h"  /* lb_gemm_f32, lb_dequant: fp32 activations */
-#include "lowbit_cpu_gemv.h"  /* gemv_row: M = 1 on 512-bit vectors (AVX-512 VNNI; LB_GEMV 0 elsewhere) */
+#include "lowbit_cpu_gemv.h"  /* gemv_q: M = 1 on 512-bit vectors (AVX-512 VNNI; LB_GEMV 0 elsewhere) */
 #if LB_VNNI == 2
 #include "lowbit_cpu_tile512.h"  /* gemm_tile512: outputs across lanes, for M >= LB_TILE_MIN_M */
 #elif LB_AVX2 && !LB_VNNI
@@ -287,6 +296,9 @@ static inline __attribute__((always_inline)) void gemm_tiles(
                                             BITS))
         return;
 #endif
+#if LB_GEMV
+    if (M == 1 && gemv_q(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, mode, bias, y, nt, BITS)) return;
+#endif
     const int64_t row_bytes = Kp * BITS / 8, NC = LB_NC, MC = 32, gk = gsb * 32;
     const int64_t ntask = (N + NC - 1) / NC;
     /* 8-bit K-chunk: whole blocks of about LB_KC8 codes, so that 4 activation rows (int16 without VNNI: 2 bytes a
@@ -304,14 +316,6 @@ static inline __attribute__((always_inline)) void gemm_tiles(
         lb_widen(xq, M * Kp, x16, nt);
         x8 = x16;
     }
-    int8_t* gx = NULL; /* M = 1: the activation row prepared for gemv_row (then gdv: its per-lane scales) */
-    float* gdv = NULL;
-#if LB_GEMV
-    if (M == 1 && gemv_fits(gsb, BITS) && (gx = (int8_t*)malloc((size_t)(Kp + Kp / 32 * 8 * 4))) != NULL) {
-        gdv = (float*)(gx + Kp);
-        gemv_prep(xq, xd, Kp, gsb, mode, BITS, gx, gdv);
-    }
-#endif
     for (int64_t mc = 0; mc < M; mc += MC) {
         const int64_t mc_end = lb_min(mc + MC, M);
         #pragma omp parallel for num_threads(nt) schedule(static)
@@ -342,14 +346,6 @@ static inline __attribute__((always_inline)) void gemm_tiles(
                         }
                     }
 #endif
-#if LB_GEMV
-                if (gx)
-                    for (; n < n1; ++n) {
-                        const uint8_t* wr = w + n * row_bytes;
-                        acc[n - n0] = per_row ? gemv_row(wr, ws + n * nb, nsb, gsb, gx, gdv, 0, BITS)
-                                              : gemv_row(wr, ws + n * nb, nsb, gsb, gx, gdv, 1, BITS);
-                    }
-#endif
                 if (BITS == 4)
                     for (; n < n1; ++n) {
                         float out[4];
@@ -360,7 +356,7 @@ static inline __attribute__((always_inline)) void gemm_tiles(
                         } else if (per_row) { Q4_GSB(1) } else { Q4_GSB(0) }
                         for (int64_t r = 0; r < mr; ++r) acc[r * NC + (n - n0)] = out[r];
                     }
-                for (int64_t k0 = 0; BITS == 8 && !gx && k0 < Kp; k0 += kc) { /* K-chunks: kc codes of mr rows in L1 */
+                for (int64_t k0 = 0; BITS == 8 && k0 < Kp; k0 += kc) { /* K-chunks: kc codes of mr rows in L1 */
                     const int64_t b0 = k0 / gk, nsbc = (lb_min(k0 + kc, Kp) - k0) / 32;
                     const int64_t nbc = lb_min(nb, (k0 + kc + gk - 1) / gk) - b0;
                     const lb_act8* xc = xr8 + k0;
@@ -385,7 +381,6 @@ static inline __attribute__((always_inline)) void gemm_tiles(
         }
     }
     free(x16);
-    free(gx);
 }
 
 /* y = x_q @ dequant(w).T + bias for 4-bit codes packed by pack_q4 (N, Kp / 2). gsb: sub-blocks of 32 codes per

@@ -87,11 +87,24 @@ static inline __m512i gemv_idx(int a, int b) {
         }                                                                                               \
     } while (0)
 
-/* Dot of one 4-bit weight row (Kp / 2 bytes, gsb sub-blocks of 32 per block, scales ws) with the prepared row.
+/* f * d (one scale per row: the dots were raw) minus the zero term sum_b wsz[b] * xs[b], reduced to one float. */
+static inline float gemv_finish(__m512 f, float d, const float* wsz, const float* xs, int64_t nb, const int SCALED) {
+    if (!SCALED) f = _mm512_mul_ps(f, _mm512_set1_ps(d));
+    int64_t b = 0;
+    for (; b + 16 <= nb; b += 16) f = _mm512_fnmadd_ps(_mm512_loadu_ps(wsz + b), _mm512_loadu_ps(xs + b), f);
+    if (b < nb) {
+        const __mmask16 m = (__mmask16)((1u << (nb - b)) - 1);
+        f = _mm512_fnmadd_ps(_mm512_maskz_loadu_ps(m, wsz + b), _mm512_maskz_loadu_ps(m, xs + b), f);
+    }
+    return _mm512_reduce_add_ps(f);
+}
+
+/* y[n] of one 4-bit weight row (Kp / 2 bytes, gsb sub-blocks of 32 per block, scales ws, scale * zero wsz) with
+   the prepared row (xp, dv; d: the row scale when not SCALED; xs: the zero term's activation sums), bias aside.
    GSB: 1, 2, 4 at compile time, 0 = a multiple of 4 at run time. */
 static inline __attribute__((always_inline)) float gemv_q4_row(
-        const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, const int8_t* xp, const float* dv,
-        const int GSB, const int SCALED) {
+        const uint8_t* wr, const float* ws, const float* wsz, const float* xs, int64_t nb, float d, int64_t nsb,
+        int64_t gsb, const int8_t* xp, const float* dv, const int GSB, const int SCALED) {
     const __m512i m4 = _mm512_set1_epi8(0x0F), z = _mm512_setzero_si512();
     __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps();
     const int64_t np = nsb / 4;
@@ -154,8 +167,7 @@ static inline __attribute__((always_inline)) float gemv_q4_row(
             f1 = _mm512_fmadd_ps(bb, sv, f1);
         }
     }
-    float r = _mm512_reduce_add_ps(_mm512_add_ps(f0, f1));
-    if (nsb & 2) { /* a trailing unit: sub-blocks j, j + 1 in natural order */
+    if (nsb & 2) { /* a trailing unit: sub-blocks j, j + 1 in natural order, into lanes 0..7 of f1 */
         const int64_t j = 4 * np;
         __m256i lo, hi;
         q4_unit(wr + j * 16, &lo, &hi);
@@ -166,20 +178,22 @@ static inline __attribute__((always_inline)) float gemv_q4_row(
             ta = _mm256_mul_ps(ta, _mm256_loadu_ps(dv + j * 8));
             tb = _mm256_mul_ps(tb, _mm256_loadu_ps(dv + j * 8 + 8));
         }
-        r += hsum8(_mm256_fmadd_ps(ta, _mm256_set1_ps(ws[j / gsb]), _mm256_mul_ps(tb, _mm256_set1_ps(ws[(j + 1) / gsb]))));
+        const __m256 t = _mm256_fmadd_ps(ta, _mm256_set1_ps(ws[j / gsb]), _mm256_mul_ps(tb, _mm256_set1_ps(ws[(j + 1) / gsb])));
+        f1 = _mm512_add_ps(f1, _mm512_zextps256_ps512(t));
     }
-    return r;
+    return gemv_finish(_mm512_add_ps(f0, f1), d, wsz, xs, nb, SCALED);
 }
 #undef GEMV_Q4_PIECE
 #undef GEMV_Q4_PIECE_SUM
 
-/* Dot of one 8-bit weight row (Kp bytes) with the prepared row: 64 bytes (sub-blocks 2q, 2q + 1) per zmm dot.
+/* y[n] of one 8-bit weight row (Kp bytes) with the prepared row (see gemv_q4_row): 64 bytes (sub-blocks 2q,
+   2q + 1) per zmm dot.
    GSB 1: per-lane scales [s(2q) x8 | s(2q+1) x8]; otherwise (gsb even) per block: SCALED sums converted and
    scaled dots in fp32, unscaled (one scale per row) keeps int32 sums (at most 4 * 255 * 127 a lane per dot;
    flushed every 4096 dots) and converts once. */
 static inline __attribute__((always_inline)) float gemv_q8_row(
-        const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, const int8_t* xq, const float* dv,
-        const int GSB, const int SCALED) {
+        const uint8_t* wr, const float* ws, const float* wsz, const float* xs, int64_t nb, float d, int64_t nsb,
+        int64_t gsb, const int8_t* xq, const float* dv, const int GSB, const int SCALED) {
     const __m512i z = _mm512_setzero_si512();
     __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps();
     const int64_t nq = nsb / 2;
@@ -238,22 +252,48 @@ static inline __attribute__((always_inline)) float gemv_q8_row(
         }
     }
 #undef GEMV_Q8_DOT
-    return _mm512_reduce_add_ps(_mm512_add_ps(f0, f1));
+    return gemv_finish(_mm512_add_ps(f0, f1), d, wsz, xs, nb, SCALED);
 }
 
-/* out = the dot of weight row wr with the prepared activation row (gemv_prep), BITS 4 or 8; SCALED unless the
-   activation scale is one per row. */
-static inline float gemv_row(const uint8_t* wr, const float* ws, int64_t nsb, int64_t gsb, const int8_t* xp,
-                             const float* dv, const int SCALED, const int BITS) {
-    if (BITS == 8)
-        return gsb == 1 ? gemv_q8_row(wr, ws, nsb, gsb, xp, dv, 1, SCALED) : gemv_q8_row(wr, ws, nsb, gsb, xp, dv, 0, SCALED);
-    switch (gsb) {
-        case 1: return gemv_q4_row(wr, ws, nsb, gsb, xp, dv, 1, SCALED);
-        case 2: return gemv_q4_row(wr, ws, nsb, gsb, xp, dv, 2, SCALED);
-        case 4: return gemv_q4_row(wr, ws, nsb, gsb, xp, dv, 4, SCALED);
-        default: return gemv_q4_row(wr, ws, nsb, gsb, xp, dv, 0, SCALED);
+/* y[n] (bias aside) of weight row n, BITS 4 or 8, for one (gsb, SCALED) case. */
+#define GEMV_ROW(GSB, SCALED)                                                                           \
+    (BITS == 8 ? gemv_q8_row(w + n * row_bytes, ws + n * nb, wsz + n * nb, xs, nb, d, nsb, gsb, xp, dv, GSB, SCALED) \
+               : gemv_q4_row(w + n * row_bytes, ws + n * nb, wsz + n * nb, xs, nb, d, nsb, gsb, xp, dv, GSB, SCALED))
+
+#define GEMV_ROWS(SCALED)                                                                               \
+    switch (BITS == 8 && gsb != 1 ? 0 : gsb) {                                                          \
+        case 1: for (; n < n1; ++n) y[n] = GEMV_ROW(1, SCALED) + (bias ? bias[n] : 0.f); break;         \
+        case 2: for (; n < n1; ++n) y[n] = GEMV_ROW(2, SCALED) + (bias ? bias[n] : 0.f); break;         \
+        case 4: for (; n < n1; ++n) y[n] = GEMV_ROW(4, SCALED) + (bias ? bias[n] : 0.f); break;         \
+        default: for (; n < n1; ++n) y[n] = GEMV_ROW(0, SCALED) + (bias ? bias[n] : 0.f); break;        \
     }
+
+/* y (1, N) = x_q @ dequant(w).T + bias for one activation row (lb_gemm_q4 / lb_gemm_q8's arguments at M = 1),
+   threads splitting the rows in contiguous runs of LB_GEMV_NC; returns 0 (nothing done) for a block shape the
+   zmm kernels do not take (gemv_fits) or when the prepared row's scratch cannot be allocated. */
+#define LB_GEMV_NC 16
+static inline __attribute__((always_inline)) int gemv_q(
+        const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
+        const int8_t* xq, const float* xd, const float* xs, int mode, const float* bias, float* y, int nt,
+        const int BITS) {
+    if (!gemv_fits(gsb, BITS)) return 0;
+    int8_t* xp = (int8_t*)malloc((size_t)(Kp + Kp / 32 * 8 * 4));
+    if (!xp) return 0;
+    float* dv = (float*)(xp + Kp);
+    gemv_prep(xq, xd, Kp, gsb, mode, BITS, xp, dv);
+    const int64_t row_bytes = Kp * BITS / 8, nsb = Kp / 32, ntask = (N + LB_GEMV_NC - 1) / LB_GEMV_NC;
+    const float d = mode == LB_ACT_ROW ? xd[0] : 1.f;
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t t = 0; t < ntask; ++t) {
+        int64_t n = t * LB_GEMV_NC;
+        const int64_t n1 = lb_min(n + LB_GEMV_NC, N);
+        if (mode == LB_ACT_ROW) { GEMV_ROWS(0) } else { GEMV_ROWS(1) }
+    }
+    free(xp);
+    return 1;
 }
+#undef GEMV_ROWS
+#undef GEMV_ROW
 #else
 #define LB_GEMV 0
 #endif
