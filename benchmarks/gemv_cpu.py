@@ -21,8 +21,12 @@ import time
 import torch
 
 from lowbit.kernels.cpu_int4 import bind_int4_cpu, prepare_int4_cpu
-from lowbit.kernels.cpu_native import huge_copy
 from lowbit.quant import QuantConfig, quantize_weight
+
+try:
+    from lowbit.kernels.cpu_native import huge_copy
+except ImportError:  # a lowbit from before huge pages (this bench run against an older checkout): 4 KiB pages only
+    huge_copy = None
 
 from .gemm_cpu import load_averages, native_variant_in_use
 from .harness import Row, describe_environment, report
@@ -45,7 +49,7 @@ def _bound_copies(k: int, n: int, fmt: str, mib: float, activations: str, gen, s
 def _clone(w4, small_pages: bool):
     """w4 with its own copy of every tensor (another place in memory, same values): on huge pages as
     prepare_int4_cpu places them, or (small_pages) in ordinary 4 KiB pages as before."""
-    place = (lambda t: t.clone()) if small_pages else huge_copy
+    place = (lambda t: t.clone()) if small_pages or huge_copy is None else huge_copy
     return dataclasses.replace(w4, tensors={k: place(v) for k, v in w4.tensors.items()})
 
 
@@ -138,7 +142,13 @@ def main(argv=None) -> int:
     env = describe_environment()
     env.update({"native variant": native_variant_in_use(), "activations": args.activations,
                 "load average (1/5/15 min, per phase)": " | ".join(loads)})
-    report(args.name, rows, env, args.out or None, title="M = 1 Linear kernel: GB/s of weight bytes")
+    notes = ("Rows: one (K x N, format) each; formats RTN asymmetric int4 in blocks of 32/64/128 and int8 per channel "
+             f"through the bound native call at activations {args.activations}; ' 4k': the same copies on ordinary "
+             "4 KiB pages (what prepare_int4_cpu gave before huge pages), others as prepare_int4_cpu places them now. "
+             "weight KiB: packed codes + fp32 scale + scale*zero of one copy. 1 thread: thread CPU time; 2 threads: "
+             "wall time. stream GB/s: torch.sum over a float32 tensor of 4x the copies' size (4 KiB pages). ggml rows: "
+             "llama.cpp's mul_mat (benchmarks/ggml_gemv.c) on the same shapes, wall time, its own copies.")
+    report(args.name, rows, env, args.out or None, title="M = 1 Linear kernel: GB/s of weight bytes", notes=notes)
     return 0
 
 
