@@ -63,9 +63,12 @@ def _pass(calls, x: torch.Tensor, y: torch.Tensor, threads: int) -> float:
     return clock() - t0
 
 
-def stream_gbs(mib: float, threads: int, reps: int) -> float:
-    """GB/s of torch.sum over a float32 tensor of `mib` MiB at `threads` threads (median of reps)."""
+def stream_gbs(mib: float, threads: int, reps: int, huge: bool = False) -> float:
+    """GB/s of torch.sum over a float32 tensor of `mib` MiB at `threads` threads (median of reps), on ordinary pages
+    or (huge) on huge pages as the prepared weights are."""
     a = torch.ones(int(mib * 2**20) // 4)
+    if huge and huge_copy is not None:
+        a = huge_copy(a)
     clock = time.thread_time if threads == 1 else time.perf_counter
     a.sum()
     ts = []
@@ -82,6 +85,7 @@ def run(shapes, formats, threads: int, mib: float, rounds: int, activations: str
     gen = torch.Generator().manual_seed(0)
     rows = []
     stream = stream_gbs(4 * mib, threads, max(rounds, 5))
+    stream_huge = stream_gbs(4 * mib, threads, max(rounds, 5), huge=True)
     for k, n in shapes:
         setups = {f"{f}{' 4k' * sp}": _bound_copies(k, n, f, mib, activations, gen, sp)
                   for f in formats for sp in ((False, True) if small_pages else (False,))}
@@ -96,8 +100,8 @@ def run(shapes, formats, threads: int, mib: float, rounds: int, activations: str
             s = statistics.median(times[f])
             gbs = per / s / 1e9
             rows.append(Row({"case": f"{k}x{n} {f}", "threads": threads, "weight KiB": per / 1024, "us/call": s * 1e6,
-                                            "GB/s": gbs, "% of stream": 100 * gbs / stream,
-                                            "stream GB/s": stream}))
+                             "GB/s": gbs, "% of stream": 100 * gbs / max(stream, stream_huge), "stream GB/s": stream,
+                             "stream huge GB/s": stream_huge}))
         del setups
     return rows
 
@@ -146,8 +150,10 @@ def main(argv=None) -> int:
              f"through the bound native call at activations {args.activations}; ' 4k': the same copies on ordinary "
              "4 KiB pages (what prepare_int4_cpu gave before huge pages), others as prepare_int4_cpu places them now. "
              "weight KiB: packed codes + fp32 scale + scale*zero of one copy. 1 thread: thread CPU time; 2 threads: "
-             "wall time. stream GB/s: torch.sum over a float32 tensor of 4x the copies' size (4 KiB pages). ggml rows: "
-             "llama.cpp's mul_mat (benchmarks/ggml_gemv.c) on the same shapes, wall time, its own copies.")
+             "wall time. stream GB/s: torch.sum over a float32 tensor of 4x the copies' size on 4 KiB pages, "
+             "stream huge: the same on huge pages; % of stream: of the faster of the two. ggml rows: llama.cpp's "
+             "mul_mat (benchmarks/ggml_gemv.c) on the same shapes and copies (its buffers, 4 KiB pages), the same "
+             "clock.")
     report(args.name, rows, env, args.out or None, title="M = 1 Linear kernel: GB/s of weight bytes", notes=notes)
     return 0
 

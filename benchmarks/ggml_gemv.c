@@ -1,7 +1,7 @@
 // llama.cpp's M = 1 matmul (ggml's CPU mul_mat, the kernels under llama-bench) on given Linear shapes, weights read
 // from DRAM as in decode: each (shape, type) holds enough weight copies (> MIB MiB together) that one graph of one
 // mul_mat per copy never finds a weight in cache; time per mul_mat = graph time / copies (median of 15 graphs after
-// 3 warm-ups). Types Q4_0, Q4_K, Q8_0 from the CPU buffer, and Q4_0 / Q4_K also from the repacked ("CPU_REPACK")
+// 3 warm-ups; thread CPU time at 1 thread, wall time otherwise). Types Q4_0, Q4_K, Q8_0 from the CPU buffer, and Q4_0 / Q4_K also from the repacked ("CPU_REPACK")
 // buffer that llama.cpp uses by default on x86 (suffix "r"). Prints "ggml TYPE KxN us US bytes BYTES" per line
 // (benchmarks/gemv_cpu.py --ggml reads them).
 // Build (GGML: a llama.cpp/ggml tree with build/bin holding libggml*.so):
@@ -16,7 +16,10 @@
 #include <stdlib.h>
 #include <time.h>
 
-static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
+// 1 thread: ggml computes on the calling thread, timed by its CPU time (the shared machine's load does not count,
+// as for lowbit's rows); more threads: wall time
+static clockid_t clock_id = CLOCK_MONOTONIC;
+static double now(void) { struct timespec t; clock_gettime(clock_id, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
 
 static void bench(ggml_backend_t be, ggml_backend_buffer_type_t buft, enum ggml_type type, const char *tag, int K,
@@ -63,6 +66,7 @@ static void bench(ggml_backend_t be, ggml_backend_buffer_type_t buft, enum ggml_
 int main(int argc, char **argv) {
     if (argc < 4) { fprintf(stderr, "usage: %s THREADS MIB KxN [KxN ...]\n", argv[0]); return 2; }
     const int nth = atoi(argv[1]);
+    if (nth == 1) clock_id = CLOCK_THREAD_CPUTIME_ID;
     const double mib = atof(argv[2]);
     srand(0);
     ggml_backend_t be = ggml_backend_cpu_init();
