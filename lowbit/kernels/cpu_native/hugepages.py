@@ -8,8 +8,10 @@ pages against ~18 GB/s on huge pages, interleaved in one process (benchmarks/res
 `huge_copy(t)` copies a tensor into an arena of anonymous mappings advised MADV_HUGEPAGE before their first touch
 (the kernel then backs them with huge pages at fault time where /sys/kernel/mm/transparent_hugepage allows it,
 "madvise" or "always"); tensors are packed one after another (64-byte aligned), so a small weight shares its huge
-page with its neighbours instead of wasting one. Pages are only backed once written: the unused tail of the last
-chunk costs address space, not memory. A chunk is freed when no tensor in it is left. Where mmap or madvise is
+page with its neighbours instead of wasting one. Each tensor has its own storage of its own size (over the shared
+mapping), so storage-based accounting and serialization see only its bytes. Pages are only backed once written:
+the unused tail of the last chunk costs address space, not memory. A mapping is unmapped when no tensor in it is
+left (freed tensors' pages stay resident until then). Where mmap or madvise is
 unavailable (not Linux, THP off) the copy is plain memory, so the result is always a correct contiguous copy.
 """
 
@@ -37,26 +39,27 @@ def huge_pages_supported() -> bool:
     return hasattr(mmap, "MADV_HUGEPAGE") and hasattr(mmap, "MAP_ANONYMOUS")
 
 
-def _new_chunk(nbytes: int) -> torch.Tensor:
-    """A uint8 tensor over a fresh mapping of at least nbytes, starting on a huge-page boundary."""
+def _new_chunk(nbytes: int) -> tuple[mmap.mmap, int]:
+    """A fresh advised mapping of at least nbytes past its first huge-page boundary, and that boundary's offset."""
     size = -(-max(nbytes, CHUNK_BYTES) // HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE
     mm = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         mm.madvise(mmap.MADV_HUGEPAGE)
     except OSError:  # THP compiled out: ordinary pages, still correct
         pass
-    base = torch.frombuffer(mm, dtype=torch.uint8)  # the tensor keeps the mapping alive
-    return base[(-base.data_ptr()) % HUGE_PAGE:]
+    base = torch.frombuffer(mm, dtype=torch.uint8, count=1).data_ptr()
+    return mm, (-base) % HUGE_PAGE
 
 
 def _take(nbytes: int) -> torch.Tensor:
-    """nbytes of arena memory (uint8, 64-byte aligned, not shared with any other tensor)."""
+    """nbytes of arena memory: a uint8 tensor with its own storage of exactly nbytes (so memory accounting by
+    storage, `lowbit.nn.resident_bytes`, sees its size, not the chunk's), 64-byte aligned, holding the mapping."""
     with _LOCK:
-        chunk, off = _STATE["chunk"], _STATE["offset"]
-        if chunk is None or off + nbytes > chunk.numel():
-            chunk, off = _new_chunk(nbytes), 0
-        _STATE["chunk"], _STATE["offset"] = chunk, off + -(-nbytes // _ALIGN) * _ALIGN
-        return chunk[off:off + nbytes]
+        mm, off = _STATE["chunk"], _STATE["offset"]
+        if mm is None or off + nbytes > len(mm):
+            mm, off = _new_chunk(nbytes)
+        _STATE["chunk"], _STATE["offset"] = mm, off + -(-nbytes // _ALIGN) * _ALIGN
+        return torch.frombuffer(mm, dtype=torch.uint8, count=nbytes, offset=off)
 
 
 def huge_copy(t: torch.Tensor) -> torch.Tensor:
