@@ -35,11 +35,13 @@ def _run(w4, x, bias, library, activations):
                 activations=activations)
 
 
-# (bits, block, K): 4-bit blocks of 1, 2, 4, 8 and 16 sub-blocks of 32, per channel and 96 (3: the per-row kernel);
-# K 192 and 520 leave a unit past the last 128-code piece (Kp % 128 == 64), 520 also cuts its last block short;
-# 8-bit blocks 32, 64 (even), 128 and per channel, K 130 (padding to 192)
+# (bits, block, K): 4-bit blocks of 1, 2, 4, 8 and 16 sub-blocks of 32, per channel (K 256: 8 sub-blocks; K 192:
+# 6, the per-row kernel) and 96 (3: the per-row kernel); K 192 and 520 leave a unit past the last 128-code piece
+# (Kp % 128 == 64), 520 also cuts its last block short; 8-bit blocks 32, 64 (even), 128, per channel (K 130: padding
+# to 192) and 96 (3: the per-row kernel)
 CASES = [(4, 32, 192), (4, 64, 520), (4, 128, 520), (4, 128, 1024), (4, 256, 768), (4, 512, 1024), (4, -1, 192),
-         (4, 96, 288), (8, 32, 130), (8, 64, 256), (8, 128, 520), (8, -1, 130), (8, -1, 1024)]
+         (4, -1, 256), (4, 96, 288), (8, 32, 130), (8, 64, 256), (8, 128, 520), (8, -1, 130), (8, -1, 1024),
+         (8, 96, 288)]
 
 
 def test_decode_row_within_bound_and_matches_the_multi_row_kernel(variant, rng):
