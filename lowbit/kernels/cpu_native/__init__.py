@@ -23,10 +23,11 @@ import warnings
 import torch
 
 from .build import NativeBuildError, NativeLibrary, build_native, compiler_command
+from .hugepages import advise_huge, huge_copy
 
 __all__ = [
-    "ACTIVATIONS", "NativeBuildError", "NativeLibrary",
-    "available_native", "compiler_command", "gemm_q4", "gemm_q8", "native_library",
+    "ACTIVATIONS", "NativeBuildError", "NativeLibrary", "advise_huge",
+    "available_native", "compiler_command", "gemm_q4", "gemm_q8", "huge_copy", "native_library",
     "native_unavailable_reason", "native_variant", "pack_q4", "pack_q8", "reset_native",
 ]
 

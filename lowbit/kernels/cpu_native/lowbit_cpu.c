@@ -78,6 +78,15 @@ static int32_t quant_block(const float* x, int64_t len, int8_t* q, float* d_out)
 #if LB_AVX2
     const __m256 vid = _mm256_set1_ps(id);
     __m256i vsum = _mm256_setzero_si256();
+    for (; k + 32 <= len; k += 32) { /* 32 codes, packed to int8 in registers (|q| <= 127: packs never saturate) */
+        __m256i q4[4];
+        for (int i = 0; i < 4; ++i) {
+            q4[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * i), vid));
+            vsum = _mm256_add_epi32(vsum, q4[i]);
+        }
+        const __m256i p8 = _mm256_packs_epi16(_mm256_packs_epi32(q4[0], q4[1]), _mm256_packs_epi32(q4[2], q4[3]));
+        _mm256_storeu_si256((__m256i*)(q + k), _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    }
     for (; k + 8 <= len; k += 8) {
         __m256i qi = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + k), vid));
         vsum = _mm256_add_epi32(vsum, qi);
@@ -138,6 +147,7 @@ void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, 
 #include "lowbit_cpu_rows.h"  /* q4_row, q8_row, q4_pair_g2, dotf: SIMD and plain C */
 #include "lowbit_cpu_sub.h"  /* q4_row_sub, q8_row_sub: activation scales per 32 columns */
 #include "lowbit_cpu_f32.h"  /* lb_gemm_f32, lb_dequant: fp32 activations */
+#include "lowbit_cpu_gemv.h"  /* gemv_q: M = 1 on 512-bit vectors (AVX-512 VNNI; LB_GEMV 0 elsewhere) */
 #if LB_VNNI == 2
 #include "lowbit_cpu_tile512.h"  /* gemm_tile512: outputs across lanes, for M >= LB_TILE_MIN_M */
 #elif LB_AVX2 && !LB_VNNI
@@ -285,6 +295,9 @@ static inline __attribute__((always_inline)) void gemm_tiles(
     if (M >= LB_TILE_MIN_M && gemm_tile256(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt,
                                             BITS))
         return;
+#endif
+#if LB_GEMV
+    if (M == 1 && gemv_q(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, mode, bias, y, nt, BITS)) return;
 #endif
     const int64_t row_bytes = Kp * BITS / 8, NC = LB_NC, MC = 32, gk = gsb * 32;
     const int64_t ntask = (N + NC - 1) / NC;
