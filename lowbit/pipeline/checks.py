@@ -28,7 +28,10 @@ def _correlation(xtx: torch.Tensor) -> torch.Tensor | None:
     if not bool(live.any()):
         return None
     inv = d[live].rsqrt()
-    return xtx[live][:, live].double().mul_(inv.unsqueeze(0)).mul_(inv.unsqueeze(1))
+    if not bool(live.all()):
+        xtx = xtx[live][:, live]
+    c = xtx.double() if xtx.dtype != torch.float64 or not bool(live.all()) else xtx.clone()  # one float64 copy
+    return c.mul_(inv.unsqueeze(0)).mul_(inv.unsqueeze(1))
 
 
 def input_rank(xtx: torch.Tensor) -> int:
@@ -51,11 +54,11 @@ def surely_spanning(xtx: torch.Tensor, min_rank: float) -> bool:
     if c is None or c.shape[0] < min_rank:
         return False
     k, fraction = c.shape[0], min_rank / c.shape[0]
-    lmax = float(c.abs().sum(1).max())
-    chol, info = torch.linalg.cholesky_ex(c)
+    lmax = max(float(c[i:i + 512].abs().sum(1).max()) for i in range(0, k, 512))  # no (K, K) temporary
+    _, info = torch.linalg.cholesky_ex(c, out=(c, torch.empty((), dtype=torch.int32)))  # in place: K = 5632 is 254 MB
     if int(info) != 0:
         return False
-    logdet = 2 * float(chol.diagonal().log().sum())
+    logdet = 2 * float(c.diagonal().log().sum())
     bound = fraction * k * math.log(lmax) + (1 - fraction) * k * math.log(_EIG_TOLERANCE * lmax)
     return logdet > bound
 

@@ -40,8 +40,10 @@ from .rtn import rtn_scale_zero
 _MAX_DAMP_RAISES = 6
 
 
-def inverse_hessian_factor(h: torch.Tensor, damp: float, name: str = "weight") -> tuple[torch.Tensor, float]:
-    """Upper Cholesky factor U of (H + λI)⁻¹ (float64) with λ = damp · mean(diag H), and the damp used.
+def inverse_hessian_factor(h: torch.Tensor, damp: float, name: str = "weight",
+                           dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, float]:
+    """Upper Cholesky factor U of (H + λI)⁻¹ with λ = damp · mean(diag H), and the damp used; computed in float64,
+    returned in `dtype`.
 
     When H + λI is not positive definite (numerically), damp is raised tenfold (warning once per layer).
     At most two float64 (K, K) matrices are alive at once besides h (K = 5632: 254 MB each).
@@ -51,10 +53,9 @@ def inverse_hessian_factor(h: torch.Tensor, damp: float, name: str = "weight") -
     tried = damp
     for _ in range(_MAX_DAMP_RAISES):
         # H⁻¹ = UᵀU without forming H⁻¹: with J the reversal, J H J = M Mᵀ (M lower) gives U = J M⁻¹ J
-        m = h.double().flip(0, 1) if h.dtype == torch.float64 else h.flip(0, 1).double()
-        m.diagonal().add_(tried * mean_diag)  # a constant diagonal: the same before or after the reversal
-        chol, info = torch.linalg.cholesky_ex(m)
-        del m
+        chol = h.double().flip(0, 1) if h.dtype == torch.float64 else h.flip(0, 1).double()
+        chol.diagonal().add_(tried * mean_diag)  # a constant diagonal: the same before or after the reversal
+        _, info = torch.linalg.cholesky_ex(chol, out=(chol, torch.empty((), dtype=torch.int32, device=h.device)))
         if int(info) == 0:
             inv = torch.eye(k, dtype=torch.float64, device=h.device)
             torch.linalg.solve_triangular(chol, inv, upper=False, out=inv)
@@ -63,7 +64,7 @@ def inverse_hessian_factor(h: torch.Tensor, damp: float, name: str = "weight") -
                 if tried != damp:
                     warnings.warn(f"lowbit GPTQ: the Hessian of {name} is not positive definite with "
                                   f"gptq_damp={damp:g}; raised the damping to {tried:g}", stacklevel=2)
-                return inv.flip(0, 1), tried
+                return (inv if dtype == torch.float64 else inv.to(dtype)).flip(0, 1), tried
         tried *= 10
     raise ValueError(f"the Hessian of {name} is not positive definite even with damping {tried / 10:g}: "
                      "its calibration inputs are degenerate (check them for NaN/inf or constant channels)")
@@ -146,7 +147,9 @@ def gptq_rows(w: torch.Tensor, h: torch.Tensor, cfg: QuantConfig, name: str = "w
         wt, hess = wt[perm], hess[perm][:, perm]
     else:
         perm = torch.arange(k, device=w.device)
-    upper, _ = inverse_hessian_factor(hess, cfg.gptq_damp, name)
+    upper, _ = inverse_hessian_factor(hess, cfg.gptq_damp, name, torch.float32)  # the loop's precision
+    if cfg.gptq_scales != "clip":
+        hess = None  # only the clipping search reads it again: 127 MB at K = 5632
     codes = _gptq_loop(wt, upper, perm, group, scale, zero, cfg, static, hess)
     out = torch.empty_like(codes)
     out[:, perm] = codes  # back to the original column order
@@ -188,7 +191,7 @@ def _gptq_loop(wt, upper, perm, group, scale, zero, cfg, static, hess):
                     cols = wt[col:col + min(group, k - col)]
                     width = cols.shape[0]
                     sc, zc = _group_params(cols.t().double().unsqueeze(1), cfg, scale.dtype,
-                                           hess[col:col + width, col:col + width])
+                                           None if hess is None else hess[col:col + width, col:col + width])
                     scale[:, g] = sc[:, 0]
                     if zero is not None:
                         zero[:, g] = zc[:, 0]

@@ -202,8 +202,11 @@ def quantize_decoder(folder: str | Path, out: str | Path, calibration, cfg: Quan
                 writer.write(name, reader.get(name))
                 written.add(name)
         calls = capture_block_inputs(model, blocks[0], items, store) if items else []
+        parked = _park_outside_blocks(model, tail)
         _run_blocks(writer, model, blocks_name, blocks, reader, store, calls, cfg, skip, min_weights, targets,
                     quantized, summary, progress, dtype)
+        for prefix, module in parked:
+            load_module(module, prefix, reader, dtype)
         for name, linear in tail.items():  # an untied lm_head (a tied one stays float: swap.tied_modules)
             r = _quantize_tail(model, blocks, linear, name, items, store, calls, cfg)
             ck = checkpoint_name(reader, name + ".weight")
@@ -225,6 +228,19 @@ def quantize_decoder(folder: str | Path, out: str | Path, calibration, cfg: Quan
     summary.bytes_after = sum(e.nbytes for e in entries if e.name.rpartition("_")[0] in targets)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _park_outside_blocks(model: nn.Module, tail: dict[str, nn.Module]) -> list[tuple[str, nn.Module]]:
+    """Put the input embedding and the Linears after the blocks (lm_head) back on meta while the blocks are walked
+    (the ~1B shape's two 32000 x 2048 bf16 matrices are 262 MB); returns (name prefix, module) to load again."""
+    names = {id(m): n for n, m in model.named_modules()}
+    parked = [(n, m) for n, m in tail.items()]
+    embed = model.get_input_embeddings()
+    if embed is not None and id(embed) in names:
+        parked.append((names[id(embed)], embed))
+    for _, module in parked:
+        free_module(module)
+    return [(n + ".", m) for n, m in parked]
 
 
 def compute_dtype(reader: ShardReader) -> torch.dtype:
