@@ -27,6 +27,10 @@ SUITES = {
     "hf": "a small Llama through transformers fp32 vs lowbit's quantizer at memory Low/Normal: tokens/s at batch 1",
     "llm": "decoder LLM at batch 1: decode/prefill tokens/s, torch fp32/bf16 vs lowbit int4/int8 (and llama.cpp)",
     "llm_memory": "sequential GPTQ of Llama-shaped models of three sizes: peak RSS, and one run under RLIMIT_AS",
+    "llm_gptq": "lowbit convert --method gptq on a ~1B Llama: wall time per block, peak RSS, optionally in a memory "
+                "cgroup",
+    "gemv_cpu": "the native M = 1 (decode) kernel alone: GB/s per 1B-model shape against a memory stream "
+                "(and llama.cpp's kernel with --ggml)",
     "xdomain": "MiniLM quality across domains: 2 calibration kinds x held-out sets x memory Normal/Low, with peers",
     "mnn": "lowbit vs MNN 3.6 at memory Low, 1 thread (int4 b128, int8 per channel); needs the mnn extra",
     "convnet": "conv nets (resnet18, mobilenet_v2, mobilenet_v3_small, seqnet): fp32 / dynamic / lowbit modes / static",
