@@ -234,7 +234,7 @@ def _park_outside_blocks(model: nn.Module, tail: dict[str, nn.Module]) -> list[t
     """Put the input embedding and the Linears after the blocks (lm_head) back on meta while the blocks are walked
     (the ~1B shape's two 32000 x 2048 bf16 matrices are 262 MB); returns (name prefix, module) to load again."""
     names = {id(m): n for n, m in model.named_modules()}
-    parked = [(n, m) for n, m in tail.items()]
+    parked = list(tail.items())
     embed = model.get_input_embeddings()
     if embed is not None and id(embed) in names:
         parked.append((names[id(embed)], embed))

@@ -196,32 +196,20 @@ def test_a_refused_layer_is_not_bound_again_until_its_state_changes(rng, one_thr
 
 
 @native
-def test_the_bound_call_writes_fp32_whatever_the_default_dtype(rng, one_thread):
-    """The output buffer was torch.empty(shape): under torch.set_default_dtype(float64) the kernel's fp32 results
-    landed in a float64 buffer (values off by ~1 on this layer, dtype float64)."""
+@pytest.mark.parametrize("bound", [True, False], ids=["bound-call", "op-path"])
+def test_the_kernel_writes_fp32_whatever_the_default_dtype(rng, one_thread, bound):
+    """The output buffer was torch.empty(shape) on both paths (the bound native call; the op path, bind_calls off,
+    which torch.compile graphs call): under torch.set_default_dtype(float64) the kernel's fp32 results landed in a
+    float64 buffer (values off by ~1 on this layer, dtype float64)."""
     q = _layer(rng, 128, 64, 4, 64, ("low", "normal"))
+    q.bind_calls = bound
     x = torch.randn(1, 128, generator=rng)
     default = torch.get_default_dtype()
     with torch.no_grad():
         ref = q(x)
-        assert isinstance(q(x) is not None and q._bound, BoundNative)
-        torch.set_default_dtype(torch.float64)
-        try:
-            got = q(x)
-        finally:
-            torch.set_default_dtype(default)
-    assert got.dtype == torch.float32 and torch.equal(got, ref)
-
-
-@native
-def test_the_op_path_writes_fp32_whatever_the_default_dtype(rng, one_thread):
-    """The op path (bind_calls off, and what torch.compile graphs call) had the same torch.empty(shape)."""
-    q = _layer(rng, 128, 64, 4, 64, ("low", "normal"))
-    q.bind_calls = False
-    x = torch.randn(1, 128, generator=rng)
-    default = torch.get_default_dtype()
-    with torch.no_grad():
-        ref = q(x)
+        if bound:
+            q(x)  # the second call runs bound
+            assert isinstance(q._bound, BoundNative)
         torch.set_default_dtype(torch.float64)
         try:
             got = q(x)
