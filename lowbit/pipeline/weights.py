@@ -92,13 +92,15 @@ def quantize_param(w: torch.Tensor, hessians: list[torch.Tensor], cfg: QuantConf
     why = degenerate(total, rows)
     check = not why and held and any(float(h.diagonal().sum()) > 0 for h in held)
     if check:
-        ref_held = output_norm_sq(w, held)
-        held_plain = grouped_error(w, plain_w, held, ref_held)
+        held_plain = output_norm_sq(w, held, plain_w)  # squared errors: both share the one reference norm
     del plain_w  # (N, K) float32: not alive while GPTQ runs
     if check:
-        held_aware = grouped_error(w, _data_aware(w, hessians, cfg, name).dequantize(torch.float32), held, ref_held)
-        if held_out_worse(held_aware, held_plain):
-            why = f"worse on held-out data (output error {held_aware:.4f}, {plain.method} {held_plain:.4f})"
+        held_aware = output_norm_sq(w, held, _data_aware(w, hessians, cfg, name).dequantize(torch.float32))
+        if held_out_worse(max(held_aware, 0.0) ** 0.5, max(held_plain, 0.0) ** 0.5):  # as relative errors
+            ref_held = output_norm_sq(w, held)
+            aware, plain_err = ((max(e, 0.0) / ref_held) ** 0.5 if ref_held > 0 else 0.0
+                                for e in (held_aware, held_plain))
+            why = f"worse on held-out data (output error {aware:.4f}, {plain.method} {plain_err:.4f})"
     if why:
         return WeightResult(name, plain, before, before, fallback=why)
     qw = _data_aware(w, total, cfg, name)

@@ -52,10 +52,14 @@ def dequantize_blocks(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, 
     q: (N, K) integer codes; scale, zero: (N, ceil(K/group_size)); returns (N, K) in `dtype` (math in fp32).
     """
     k = q.shape[1]
-    # (N, nb) -> (N, nb*group) -> (N, K): each block's scale/zero repeated over its input channels
-    s = scale.float().repeat_interleave(group_size, dim=1)[:, :k]
-    z = zero.float().repeat_interleave(group_size, dim=1)[:, :k]
-    return ((q.float() - z) * s).to(dtype)
+    out = q.to(torch.float32)  # the one (N, K) float32 buffer: each block's scale and zero broadcast, in place
+    whole = k // group_size  # blocks of full width; a shorter last block when group_size does not divide K
+    if whole:
+        blocks = out[:, :whole * group_size].unflatten(1, (whole, group_size))
+        blocks.sub_(zero[:, :whole, None].float()).mul_(scale[:, :whole, None].float())
+    if whole * group_size < k:
+        out[:, whole * group_size:].sub_(zero[:, whole:whole + 1].float()).mul_(scale[:, whole:whole + 1].float())
+    return out.to(dtype)
 
 
 def container_bits(bits: int) -> int:

@@ -40,34 +40,61 @@ from .rtn import rtn_scale_zero
 _MAX_DAMP_RAISES = 6
 
 
+_FACTOR_PANEL = 1024  # columns of the triangular inverse solved at once: float64 panels, not a (K, K) identity
+
+
 def inverse_hessian_factor(h: torch.Tensor, damp: float, name: str = "weight",
                            dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, float]:
     """Upper Cholesky factor U of (H + λI)⁻¹ with λ = damp · mean(diag H), and the damp used; computed in float64,
     returned in `dtype`.
 
     When H + λI is not positive definite (numerically), damp is raised tenfold (warning once per layer).
-    At most two float64 (K, K) matrices are alive at once besides h (K = 5632: 254 MB each).
+    Besides h and the result, one float64 (K, K) matrix is alive (K = 5632: 254 MB) and (K, 1024) panels.
     """
-    k = h.shape[0]
     mean_diag = h.diagonal().double().mean().clamp_min(1e-30)
     tried = damp
     for _ in range(_MAX_DAMP_RAISES):
         # H⁻¹ = UᵀU without forming H⁻¹: with J the reversal, J H J = M Mᵀ (M lower) gives U = J M⁻¹ J
-        chol = h.double().flip(0, 1) if h.dtype == torch.float64 else h.flip(0, 1).double()
+        chol = _reversed_float64(h)
         chol.diagonal().add_(tried * mean_diag)  # a constant diagonal: the same before or after the reversal
         _, info = torch.linalg.cholesky_ex(chol, out=(chol, torch.empty((), dtype=torch.int32, device=h.device)))
         if int(info) == 0:
-            inv = torch.eye(k, dtype=torch.float64, device=h.device)
-            torch.linalg.solve_triangular(chol, inv, upper=False, out=inv)
-            del chol
-            if bool(torch.isfinite(inv).all()):
+            upper = _reversed_inverse(chol, dtype)
+            if upper is not None:
                 if tried != damp:
                     warnings.warn(f"lowbit GPTQ: the Hessian of {name} is not positive definite with "
                                   f"gptq_damp={damp:g}; raised the damping to {tried:g}", stacklevel=2)
-                return (inv if dtype == torch.float64 else inv.to(dtype)).flip(0, 1), tried
+                return upper, tried
+        del chol
         tried *= 10
     raise ValueError(f"the Hessian of {name} is not positive definite even with damping {tried / 10:g}: "
                      "its calibration inputs are degenerate (check them for NaN/inf or constant channels)")
+
+
+def _reversed_float64(h: torch.Tensor) -> torch.Tensor:
+    """J h J (rows and columns reversed) in float64, copied by row panels (no full-size float32 copy of h)."""
+    k = h.shape[0]
+    out = torch.empty(k, k, dtype=torch.float64, device=h.device)
+    for start in range(0, k, _FACTOR_PANEL):
+        stop = min(start + _FACTOR_PANEL, k)
+        out[k - stop:k - start] = h[start:stop].flip(0, 1)
+    return out
+
+
+def _reversed_inverse(lower: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """J M⁻¹ J in `dtype` for lower-triangular M (K, K) float64, or None if it is not finite. M⁻¹ is solved one
+    panel of columns at a time: columns s:e of M⁻¹ are zero above row s and solve M[s:, s:] X = I[s:, s:e]."""
+    k = lower.shape[0]
+    out = torch.zeros(k, k, dtype=dtype, device=lower.device)
+    for start in range(0, k, _FACTOR_PANEL):
+        stop = min(start + _FACTOR_PANEL, k)
+        rhs = torch.zeros(k - start, stop - start, dtype=torch.float64, device=lower.device)
+        rhs.diagonal().fill_(1.0)
+        x = torch.linalg.solve_triangular(lower[start:, start:], rhs, upper=False)
+        if not bool(torch.isfinite(x).all()):
+            return None
+        out[:k - start, k - stop:k - start] = x.flip(0, 1)  # (J M⁻¹ J)[i, j] = M⁻¹[k-1-i, k-1-j]
+    return out
 
 
 def _group_params(blocks: torch.Tensor, cfg: QuantConfig, scale_dtype: torch.dtype, hess: torch.Tensor | None = None):
@@ -133,11 +160,13 @@ def gptq_rows(w: torch.Tensor, h: torch.Tensor, cfg: QuantConfig, name: str = "w
     scale_dtype = cfg.scale_torch_dtype
     group = group_size_for(k, cfg.block_size)
     nb = math.ceil(k / group)
-    # one float32 copy of the weight, transposed (the loop's layout), and a copy of h in its own dtype (float32
-    # for InputStats' xtx): at lm_head's 32000 x 2048 every extra (N, K) float copy is 262 MB
-    wt, hess = w.detach().t().float().contiguous(), h.detach().clone()
+    # one float32 copy of the weight, transposed (the loop's layout), and a copy of h only when its dead columns
+    # are set: at lm_head's 32000 x 2048 every extra (N, K) float copy is 262 MB, at K = 5632 a (K, K) one 127 MB
+    wt, hess = w.detach().t().float().contiguous(), h.detach()
     dead = hess.diagonal() == 0
-    hess[dead, dead] = 1.0  # no coupling to the others: the column is rounded to nearest, its weight kept
+    if bool(dead.any()):
+        hess = hess.clone()  # the caller's statistics stay as they are
+        hess[dead, dead] = 1.0  # no coupling to the others: the column is rounded to nearest, its weight kept
     static = cfg.gptq_act_order
     scale = torch.empty(n, nb, dtype=scale_dtype, device=w.device)
     zero = None if cfg.symmetric else torch.empty_like(scale)

@@ -5,7 +5,8 @@ For a layer y = x Wᵀ (+ b) fed rows x (M, K), everything the data-aware method
   abs_sum = Σ |x| (K,), for the activation-aware channel scales,
   count = M.
 The output error of any replacement Ŵ on those inputs is then exact: ‖x (W - Ŵ)ᵀ‖²_F = Σ_n d_n xtx d_nᵀ, d = W - Ŵ.
-xtx is float32, accumulated in place by one GEMM per batch (`addmm_`, as GPTQ's reference code keeps it): a float64
+xtx is float32, accumulated in place by GEMMs per batch (`addmm_`, as GPTQ's reference code keeps it; on wide inputs
+only the upper triangle, mirrored when read: the product is symmetric): a float64
 running sum cost a float32 product, its float64 copy and the add per batch (3x the time on 5632-wide inputs) and
 twice the memory, for a rounding (~1e-7 relative per batch) far below the statistic's own sampling noise. abs_sum
 is float64.
@@ -15,13 +16,19 @@ from __future__ import annotations
 
 import torch
 
+_PANEL = 1024  # rows of xtx per product when only the upper triangle is accumulated (K = 5632: 58% of the work)
+
 
 class InputStats:
-    """Running xtx (K, K) float32, abs_sum (K,) float64 and row count of the inputs a layer has seen."""
+    """Running xtx (K, K) float32, abs_sum (K,) float64 and row count of the inputs a layer has seen.
+
+    For K >= 2 * _PANEL each batch updates only xtx's upper triangle, in row panels (one GEMM each); the lower
+    triangle is mirrored from it when `xtx` is read."""
 
     def __init__(self, k: int, device: torch.device | str = "cpu"):
         self.k = k
-        self.xtx = torch.zeros(k, k, dtype=torch.float32, device=device)
+        self._xtx = torch.zeros(k, k, dtype=torch.float32, device=device)
+        self._mirrored = True
         self.abs_sum = torch.zeros(k, dtype=torch.float64, device=device)
         self.count = 0
 
@@ -30,9 +37,24 @@ class InputStats:
         if x.dim() != 2 or x.shape[1] != self.k:
             raise ValueError(f"inputs must be (M, {self.k}), got {tuple(x.shape)}")
         x = x.detach().float()
-        self.xtx.addmm_(x.T, x)
+        if self.k < 2 * _PANEL:
+            self._xtx.addmm_(x.T, x)
+        else:
+            for start in range(0, self.k, _PANEL):  # the diagonal block and everything right of it
+                self._xtx[start:start + _PANEL, start:].addmm_(x[:, start:start + _PANEL].T, x[:, start:])
+            self._mirrored = False
         self.abs_sum += x.abs().sum(0).double()
         self.count += x.shape[0]
+
+    @property
+    def xtx(self) -> torch.Tensor:
+        """Σ xᵀx (K, K) float32, symmetric."""
+        if not self._mirrored:
+            for start in range(0, self.k, _PANEL):
+                stop = start + _PANEL
+                self._xtx[stop:, start:stop] = self._xtx[start:stop, stop:].T
+            self._mirrored = True
+        return self._xtx
 
     @property
     def abs_mean(self) -> torch.Tensor:

@@ -3,13 +3,15 @@
 The block's Linear layers are grouped as `lowbit.quantize` groups a whole model's: in the order they run, layers
 reading the same input tensor (q/k/v, gate/up) together. Per group, one pass over the items gathers each layer's
 input Hessian Σ xᵀx from the real tokens only (rows of padding, where the item's attention_mask is 0, are left
-out), stopping right after the group's last layer runs; the group is quantized (`quantize_param`: GPTQ, or plain
+out), stopping as soon as they are gathered (at the group's shared input, before its products, when each layer
+runs once per item); the group is quantized (`quantize_param`: GPTQ, or plain
 RTN/HQQ) and its dequantized weights replace the float ones, so later groups see what the quantized block computes.
 This is the same procedure as whole-model sequential GPTQ, restricted to one block.
 """
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 
 import torch
@@ -48,8 +50,10 @@ def call_block(block: nn.Module, hidden, call: BlockCall):
     return out[0] if isinstance(out, tuple) else out
 
 
-def layer_groups(block, linears: dict[str, nn.Linear], hidden, call: BlockCall) -> list[list[str]]:
-    """The linears in the order they run on one item; consecutive ones reading one tensor form a group."""
+def layer_groups(block, linears: dict[str, nn.Linear], hidden, call: BlockCall) -> tuple[list[list[str]], bool]:
+    """(groups, called once): the linears in the order they run on one item, consecutive ones reading one tensor
+    forming a group, and whether each of them ran exactly once (then a group's statistics pass can stop at its first
+    layer's input: the others read that same tensor)."""
     order: list[tuple[str, int]] = []
     keep = []  # the inputs themselves: a dead tensor's id is soon another's, which would join unrelated layers
 
@@ -65,7 +69,9 @@ def layer_groups(block, linears: dict[str, nn.Linear], hidden, call: BlockCall) 
     finally:
         for h in handles:
             h.remove()
-    return group_by_call_order(order, list(linears))
+    names = [n for n, _ in order]
+    once = len(names) == len(set(names)) == len(linears)
+    return group_by_call_order(order, list(linears)), once
 
 
 def add_split(x: torch.Tensor, item: int, by_items: bool, fit: InputStats, held: InputStats) -> None:
@@ -82,12 +88,14 @@ def add_split(x: torch.Tensor, item: int, by_items: bool, fit: InputStats, held:
         held.add(x[out])
 
 
-def gather_stats(block, linears, group, store: ActivationStore, calls: list[BlockCall], dtype) \
-        -> tuple[dict[str, InputStats], dict[str, InputStats]]:
+def gather_stats(block, linears, group, store: ActivationStore, calls: list[BlockCall], dtype,
+                 shared_input: bool = False) -> tuple[dict[str, InputStats], dict[str, InputStats]]:
     """(fit, held) Σ xᵀx of each group layer's inputs, padding rows left out, held out as `lowbit.quantize` does
     (lowbit.calib.capture.run_pass): one item in HOLD_EVERY, or with fewer items one row in HOLD_EVERY of each.
     Layers called on the very same input tensor (q/k/v, gate/up) share one pair of statistics objects: their
-    Hessian is computed once."""
+    Hessian is computed once. shared_input: every group layer reads one tensor and runs once per item (a group of
+    `layer_groups` whose layers ran once): each item's pass stops at the first layer's input, before any of the
+    group's products is computed."""
     stats = {n: InputStats(linears[n].in_features) for n in group}
     held = {n: InputStats(linears[n].in_features) for n in group}
     rows, index, alias, seen = [None], [0], {}, {}
@@ -102,6 +110,8 @@ def gather_stats(block, linears, group, store: ActivationStore, calls: list[Bloc
             seen[id(args[0])] = (args[0], name)  # kept alive until the item ends: its id can't be reused
             x = args[0].reshape(-1, args[0].shape[-1])
             add_split(x if rows[0] is None else x[rows[0]], index[0], by_items, stats[name], held[name])
+            if shared_input:
+                raise _Done
         return hook
 
     def done(_m, _args, _out):
@@ -109,8 +119,12 @@ def gather_stats(block, linears, group, store: ActivationStore, calls: list[Bloc
         if all(stats[n].count + held[n].count for n in owners):
             raise _Done
 
-    handles = [linears[n].register_forward_pre_hook(add(n)) for n in group]
-    handles.append(linears[group[-1]].register_forward_hook(done))
+    if shared_input:
+        alias.update(dict.fromkeys(group[1:], group[0]))
+        handles = [linears[group[0]].register_forward_pre_hook(add(group[0]))]
+    else:
+        handles = [linears[n].register_forward_pre_hook(add(n)) for n in group]
+        handles.append(linears[group[-1]].register_forward_hook(done))
     try:
         for i, call in enumerate(calls):
             rows[0], index[0] = call.rows, i
@@ -171,9 +185,10 @@ def quantize_block(block: nn.Module, prefix: str, store: ActivationStore, calls:
         return results
     if cfg.data_aware and uses_awq(cfg):
         fold_awq_scales(block, linears, store, calls, cfg)
-    groups = layer_groups(block, linears, store.get(0, dtype), calls[0]) if cfg.data_aware else [list(linears)]
+    groups, once = layer_groups(block, linears, store.get(0, dtype), calls[0]) if cfg.data_aware \
+        else ([list(linears)], False)
     for group in groups:
-        stats, held = gather_stats(block, linears, group, store, calls, dtype) if cfg.data_aware else ({}, {})
+        stats, held = gather_stats(block, linears, group, store, calls, dtype, once) if cfg.data_aware else ({}, {})
         for name in group:
             w = linears[name].weight
             if cfg.data_aware:  # never worse than RTN/HQQ on the held-out rows, as lowbit.quantize
@@ -185,6 +200,8 @@ def quantize_block(block: nn.Module, prefix: str, store: ActivationStore, calls:
             results.append(r)
             w.data = r.qweight.dequantize(w.dtype)
             stats.pop(name, None)
+        del stats, held
+        gc.collect()  # the passes' exceptions leave frame cycles holding the group's (K, K) statistics
     return results
 
 

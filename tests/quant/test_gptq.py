@@ -157,3 +157,19 @@ def test_errors(rng):
         QuantConfig(method="gptq", gptq_damp=0)
     with pytest.raises(ValueError, match="gptq_scales"):
         QuantConfig(method="gptq", gptq_scales="minmax")
+
+
+@pytest.mark.parametrize("panel", [7, 16, 64])
+def test_inverse_factor_by_panels_is_the_inverse_cholesky_factor(rng, panel, monkeypatch):
+    """UᵀU = (H + λI)⁻¹ with U upper, whatever the panel width (one panel, several, a ragged last one), checked
+    against float64 torch.linalg.inv; the caller's H is left as it was."""
+    import lowbit.quant.gptq as gptq
+
+    monkeypatch.setattr(gptq, "_FACTOR_PANEL", panel)
+    x = torch.randn(300, 50, generator=rng, dtype=torch.float64)
+    h = (x.T @ x).float()
+    before = h.clone()
+    upper, damp = inverse_hessian_factor(h, 0.01, "fc", torch.float64)
+    reg = h.double() + damp * h.double().diagonal().mean() * torch.eye(50, dtype=torch.float64)
+    assert torch.equal(upper, upper.triu()) and torch.equal(h, before)
+    torch.testing.assert_close(upper.T @ upper, torch.linalg.inv(reg), rtol=1e-9, atol=1e-12)

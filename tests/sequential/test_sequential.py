@@ -215,7 +215,7 @@ def test_layer_groups_never_join_layers_through_a_reused_id():
     block = _TwoTemporaries()
     with torch.no_grad():
         groups = [layer_groups(block, {"a": block.a, "b": block.b}, torch.randn(2, 8), BlockCall()) for _ in range(5)]
-    assert groups == [[["a"], ["b"]]] * 5  # without the kept inputs: [["a", "b"]] every time on CPython 3.11
+    assert groups == [([["a"], ["b"]], True)] * 5  # without the kept inputs: [["a", "b"]] every time on CPython 3.11
 
 
 def test_shard_reader_releases_its_mapping_and_maps_again(tmp_path):
@@ -231,8 +231,10 @@ def test_shard_reader_releases_its_mapping_and_maps_again(tmp_path):
     assert torch.equal(reader.get(name), first) and torch.equal(first, model.model.layers[0].mlp.up_proj.weight)
 
 
-def test_layers_reading_one_tensor_share_one_hessian(tmp_path):
-    """q/k/v (and gate/up) read the very same tensor: one statistics object, its xtx the inputs' own Σ xᵀx."""
+@pytest.mark.parametrize("shared_input", [False, True])
+def test_layers_reading_one_tensor_share_one_hessian(tmp_path, shared_input):
+    """q/k/v (and gate/up) read the very same tensor: one statistics object, its xtx the inputs' own Σ xᵀx. With
+    shared_input the pass stops at that input: none of the three products is computed."""
     from lowbit.sequential.activations import ActivationStore, capture_block_inputs
     from lowbit.sequential.block import block_linears, gather_stats
 
@@ -243,14 +245,18 @@ def test_layers_reading_one_tensor_share_one_hessian(tmp_path):
     store = ActivationStore(dtype=torch.float32)
     calls = capture_block_inputs(model, block, items, store)
     linears = block_linears(block, "", (), 0)
-    seen = []
+    seen, ran = [], []
     hook = block.self_attn.q_proj.register_forward_pre_hook(lambda _m, a: seen.append(a[0].reshape(-1, 64)))
+    ran_hooks = [block.self_attn.get_submodule(f"{n}_proj").register_forward_hook(lambda *_: ran.append(1))
+                 for n in "qkv"]
     with torch.no_grad():
         stats, held = gather_stats(block, linears, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
-                                   store, calls, torch.float32)
-    hook.remove()
+                                   store, calls, torch.float32, shared_input)
+    for h in [hook, *ran_hooks]:
+        h.remove()
     q, k, v = (stats[f"self_attn.{n}_proj"] for n in "qkv")
     assert q is k is v and held["self_attn.q_proj"] is held["self_attn.v_proj"]
+    assert len(ran) == (0 if shared_input else 3 * len(items))
     x = torch.cat(seen).double()
     torch.testing.assert_close((q.xtx + held["self_attn.q_proj"].xtx).double(), x.T @ x, rtol=1e-5, atol=1e-4)
 
