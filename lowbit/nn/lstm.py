@@ -1,9 +1,12 @@
 """`QuantLSTM`: nn.LSTM with every gate weight (weight_ih_l*, weight_hh_l*, incl. _reverse) packed.
 
-Per layer and direction the input projection runs as one linear op over all T*B rows (large M) and the recurrent
-projection as one op per time step (M = batch, small: where packed kernels shine). Gate order i, f, g, o and the
-update c' = f*c + i*g, h' = o*tanh(c') are nn.LSTM's; biases stay float. proj_size and PackedSequence inputs are
-not supported (the swap leaves such layers in float, with the reason).
+On the CPU an eager call runs torch's fused LSTM on float gate weights (`lowbit.nn.lstm_fused`: memory Normal's float
+copies, at memory Low and High a float copy of the layer, announced once): a packed kernel would serve the
+recurrence only one time step at a time. Elsewhere (torch.compile, other devices, a forced kernel, static INT8's
+projections) per layer and direction the input projection runs as one linear op over all T*B rows and the recurrent
+projection as one op per time step (M = batch). Gate order i, f, g, o and the update c' = f*c + i*g,
+h' = o*tanh(c') are nn.LSTM's; biases stay float. proj_size and PackedSequence inputs are not supported (the swap
+leaves such layers in float, with the reason).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from torch import nn
 
 from ..quant.formats import PackedWeight
 from ..runtime.config import BackendConfig
+from . import lstm_fused
 from .linear import QuantModule
 
 
@@ -47,6 +51,7 @@ class QuantLSTM(QuantModule):
         if missing or set(weights) - set(w_names):
             raise ValueError(f"QuantLSTM needs exactly the gate weights {w_names}; missing {missing}, "
                              f"unexpected {sorted(set(weights) - set(w_names))}")
+        self._param_names = (w_names, b_names)
         for name in w_names:
             self.set_quantized(name, weights[name])
         for name in b_names:
@@ -105,6 +110,11 @@ class QuantLSTM(QuantModule):
 
     def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
         self._check(input, hx)
+        if type(self).quant_linear is QuantModule.quant_linear and (hx is None or hx[0].dtype is hx[1].dtype is
+                                                                    input.dtype):  # not static INT8's projections
+            flat = lstm_fused.flat_weights(self, input, *self._param_names)
+            if flat is not None:
+                return lstm_fused.run(self, input, hx, flat)
         unbatched = input.dim() == 2
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
         dirs = 2 if self.bidirectional else 1

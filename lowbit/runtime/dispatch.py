@@ -336,3 +336,19 @@ def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups:
 def _conv_fallback(backend: BackendConfig, fmt: WeightFormat, device: str, why: str) -> Decision:
     asked = f"memory={backend.memory.value} for a {fmt.bits}-bit conv weight (group {fmt.group_size}) on {device}"
     return Decision(Kernel.DENSE, f"{asked}: {why}; running a float copy of each such layer (built once)")
+
+
+# LSTM layers (lowbit.nn.lstm): a packed kernel serves an LSTM one time step at a time (the recurrent projection at
+# M = batch, then the gates as ~10 torch calls per step and direction), which ran 2.5x (memory Normal, float copies
+# per step) to 5x (memory Low, native kernels) slower than torch's fused LSTM on the conv + BiLSTM test model
+# (benchmarks/results/convnet_b1_merged.md, 1 thread). Where torch's fused LSTM runs (the CPU), every mode uses it.
+def select_lstm(device_type: str, backend: BackendConfig) -> Decision | None:
+    """Pure: DENSE (torch's fused LSTM on float gate weights: memory Normal's float copies, or at memory Low / High on
+    the CPU a float copy of the layer, with the fallback reason) or None (one packed projection per time step)."""
+    if backend.memory is Memory.NORMAL:
+        return Decision(Kernel.DENSE)
+    if device_type != "cpu":
+        return None
+    return Decision(Kernel.DENSE, f"memory={backend.memory.value} for LSTM gate weights on {device_type}: the packed "
+                                  "kernels run the recurrence one time step at a time, slower than torch's fused "
+                                  "LSTM; running a float copy of each such layer (built once)")
