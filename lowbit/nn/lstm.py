@@ -11,13 +11,17 @@ leaves such layers in float, with the reason).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from ..quant.formats import PackedWeight
 from ..runtime.config import BackendConfig
+from ..runtime.dispatch import Decision, select_lstm
 from . import lstm_fused
 from .linear import QuantModule
+from .weight_cache import forcing
 
 
 def lstm_param_names(num_layers: int, bidirectional: bool, bias: bool) -> tuple[list[str], list[str]]:
@@ -90,6 +94,21 @@ class QuantLSTM(QuantModule):
             outs[t] = h
         return torch.stack(outs), h, c
 
+    def _own_projections(self) -> bool:
+        """True unless a subclass computes the projections its own way (static INT8's), which the fused LSTM
+        cannot."""
+        return type(self).quant_linear is QuantModule.quant_linear
+
+    def fused_decision(self, device_type: str) -> Decision | None:
+        """`dispatch.select_lstm`'s decision where this layer runs torch's fused LSTM on float gate weights on
+        `device_type` (`lowbit.nn.lstm_fused`; its kernel is DENSE), or None: the per-step packed projections."""
+        if not self._own_projections() or device_type != "cpu":
+            return None
+        weights = max(math.prod(self.quant_meta[ih]["shape"]) + math.prod(self.quant_meta[hh]["shape"])
+                      for ih, hh in zip(self._param_names[0][::2], self._param_names[0][1::2], strict=True))
+        decision = select_lstm(device_type, self.backend, weights)
+        return None if decision is None or (decision.fallback_reason is not None and forcing()) else decision
+
     def _check(self, input: torch.Tensor, hx) -> None:
         """nn.LSTM's input contract: a float (T, B, I) / (B, T, I) / unbatched (T, I) input, hx (h0, c0) each
         (L*D, B, H) or unbatched (L*D, H); TypeError / ValueError naming the expected shape otherwise."""
@@ -110,8 +129,7 @@ class QuantLSTM(QuantModule):
 
     def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
         self._check(input, hx)
-        if type(self).quant_linear is QuantModule.quant_linear and (hx is None or hx[0].dtype is hx[1].dtype is
-                                                                    input.dtype):  # not static INT8's projections
+        if self._own_projections() and (hx is None or hx[0].dtype is hx[1].dtype is input.dtype):
             flat = lstm_fused.flat_weights(self, input, *self._param_names)
             if flat is not None:
                 return lstm_fused.run(self, input, hx, flat)

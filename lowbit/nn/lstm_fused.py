@@ -1,9 +1,9 @@
 """QuantLSTM's fused path: torch's own LSTM (`torch._VF.lstm`, what nn.LSTM runs) on float gate weights.
 
 `dispatch.select_lstm` decides: at memory Normal the weights are the layer's float copies (`lowbit.nn.dense_copy`);
-at memory Low and High on the CPU, where a packed kernel would serve the recurrence only one time step at a time, a
-float copy of each gate weight kept in the weight cache (counted by `resident_bytes`, announced once by
-`warn_fallback`, marked in the quantize summary by `float_copy_note`). The flat weight list (nn.LSTM's
+at memory Low and High on the CPU, for layers small enough that a packed kernel serving the recurrence one time step
+at a time is slower, a float copy of each gate weight kept in the weight cache (counted by `resident_bytes`,
+announced once by `warn_fallback`, marked in the quantize summary by `float_copy_note`). The flat weight list (nn.LSTM's
 `_flat_weights` order) is built once and kept as the layer's `_bound` (`FlatWeights`) while the layer's buffers,
 biases, backend and the kernel table stay as they were; `set_backend`, `clear_cache`, `.to()` and copies drop it.
 
@@ -19,7 +19,7 @@ import math
 import torch
 from torch import _VF, nn
 
-from ..runtime.dispatch import Kernel, compute_dtype, select_lstm, warn_fallback
+from ..runtime.dispatch import LSTM_PACKED_MIN_WEIGHTS, Kernel, compute_dtype, warn_fallback
 from ..runtime.kernel_table import generation
 from . import ops
 from .weight_cache import compute_view, current_capabilities, entry_for, epoch, forcing, prepared
@@ -29,9 +29,15 @@ _FIELDS = ("packed", "scale", "zero", "dense")
 
 
 def float_copy_note(lstm: nn.Module) -> str:
-    """For the quantize summary: the mark of an nn.LSTM, whose quantized twin runs a float copy at memory Low on the
-    CPU (`dispatch.select_lstm`); "" for other layers."""
-    return " [memory Low on CPU: float copy, LSTM]" if isinstance(lstm, nn.LSTM) else ""
+    """For the quantize summary: " [memory Low on CPU: float copy, LSTM]" for an nn.LSTM whose quantized twin runs a
+    float copy at memory Low on the CPU (`dispatch.select_lstm`: under LSTM_PACKED_MIN_WEIGHTS weights per layer and
+    direction), else ""."""
+    if not isinstance(lstm, nn.LSTM):
+        return ""
+    sfxs = ("", "_reverse") if lstm.bidirectional else ("",)
+    weights = max(getattr(lstm, f"weight_ih_l{i}{s}").numel() + getattr(lstm, f"weight_hh_l{i}{s}").numel()
+                  for i in range(lstm.num_layers) for s in sfxs)
+    return " [memory Low on CPU: float copy, LSTM]" if weights < LSTM_PACKED_MIN_WEIGHTS else ""
 
 
 def _version(t: torch.Tensor | None) -> int | None:
@@ -81,8 +87,8 @@ def flat_weights(layer, x: torch.Tensor, weight_names: list[str], bias_names: li
 
 def _build(layer, x: torch.Tensor, weight_names: list[str], bias_names: list[str]) -> FlatWeights | None:
     backend = layer.backend
-    decision = select_lstm(x.device.type, backend)
-    if decision is None or (decision.fallback_reason is not None and forcing()):
+    decision = layer.fused_decision(x.device.type)
+    if decision is None:
         return None
     dtype = compute_dtype(x.device.type, current_capabilities(), backend)
     biases = [getattr(layer, n) for n in bias_names]

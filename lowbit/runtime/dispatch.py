@@ -339,16 +339,24 @@ def _conv_fallback(backend: BackendConfig, fmt: WeightFormat, device: str, why: 
 
 
 # LSTM layers (lowbit.nn.lstm): a packed kernel serves an LSTM one time step at a time (the recurrent projection at
-# M = batch, then the gates as ~10 torch calls per step and direction), which ran 2.5x (memory Normal, float copies
-# per step) to 5x (memory Low, native kernels) slower than torch's fused LSTM on the conv + BiLSTM test model
-# (benchmarks/results/convnet_b1_merged.md, 1 thread). Where torch's fused LSTM runs (the CPU), every mode uses it.
-def select_lstm(device_type: str, backend: BackendConfig) -> Decision | None:
+# M = batch, then the gates as ~10 torch calls: ~50 us of Python per step and direction), against torch's fused
+# LSTM on float weights. Measured batch 1, 24 steps, 1 thread, EPYC Zen 4 (avx512vnni), one direction, I = H, int4 b64
+# and int8 per channel alike: H = 32 0.08x of fp32, 128 0.17x, 256 0.94x, 512 3.4x, 1024 7.5x (the fp32 LSTM reads
+# 8x the bytes per step). Below LSTM_PACKED_MIN_WEIGHTS weights per layer and direction (w_ih + w_hh; H = 362 at
+# I = H) memory Low / High run torch's fused LSTM on a float copy of the layer instead; on other devices (no
+# measurement) the packed projections.
+LSTM_PACKED_MIN_WEIGHTS = 1 << 20
+
+
+def select_lstm(device_type: str, backend: BackendConfig, weights: int) -> Decision | None:
     """Pure: DENSE (torch's fused LSTM on float gate weights: memory Normal's float copies, or at memory Low / High on
-    the CPU a float copy of the layer, with the fallback reason) or None (one packed projection per time step)."""
+    the CPU a float copy of a layer whose largest layer-direction holds fewer than LSTM_PACKED_MIN_WEIGHTS `weights`,
+    with the fallback reason) or None (one packed projection per time step)."""
     if backend.memory is Memory.NORMAL:
         return Decision(Kernel.DENSE)
-    if device_type != "cpu":
+    if device_type != "cpu" or weights >= LSTM_PACKED_MIN_WEIGHTS:
         return None
-    return Decision(Kernel.DENSE, f"memory={backend.memory.value} for LSTM gate weights on {device_type}: the packed "
-                                  "kernels run the recurrence one time step at a time, slower than torch's fused "
-                                  "LSTM; running a float copy of each such layer (built once)")
+    return Decision(Kernel.DENSE, f"memory={backend.memory.value} for LSTM gate weights on {device_type}: under "
+                                  f"{LSTM_PACKED_MIN_WEIGHTS} weights per layer and direction the packed kernels, "
+                                  "one time step at a time, are slower than torch's fused LSTM; running a float copy "
+                                  "of each such layer (built once)")

@@ -9,12 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from lowbit.nn import QuantLSTM, quantize, resident_bytes
+from lowbit.nn import QuantLSTM, kernel_for, quantize, resident_bytes
 from lowbit.nn.lstm_fused import FlatWeights
+from lowbit.nn.lstm_fused import float_copy_note as lowbit_note
 from lowbit.nn.weight_cache import forced_kernel
 from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.runtime import BackendConfig, Kernel
-from lowbit.runtime.dispatch import reset_fallback_warnings
+from lowbit.runtime.dispatch import LSTM_PACKED_MIN_WEIGHTS, Decision, reset_fallback_warnings, select_lstm
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,9 +28,9 @@ def build(rng, bidirectional=True, num_layers=2, batch_first=True, bias=True, in
     return lstm.eval()
 
 
-def quantized(lstm, bits, memory):
+def quantized(lstm, bits, memory, block=16):
     names = [n for n, _ in lstm.named_parameters() if n.startswith("weight")]
-    weights = {n: quantize_weight(getattr(lstm, n).detach(), QuantConfig(bits=bits, block_size=16)) for n in names}
+    weights = {n: quantize_weight(getattr(lstm, n).detach(), QuantConfig(bits=bits, block_size=block)) for n in names}
     deq = copy.deepcopy(lstm)
     with torch.no_grad():
         for n, qw in weights.items():
@@ -121,3 +122,30 @@ def test_gradients_reach_the_input_and_biases(rng):
     flat(deq(x2)).square().sum().backward()
     torch.testing.assert_close(x.grad, x2.grad, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(q.bias_ih_l0.grad, deq.bias_ih_l0.grad, rtol=1e-6, atol=1e-7)
+
+
+def test_select_lstm_rule():
+    low, normal = BackendConfig("low"), BackendConfig("normal")
+    small = select_lstm("cpu", low, LSTM_PACKED_MIN_WEIGHTS - 1)
+    assert small.kernel is Kernel.DENSE and "float copy" in small.fallback_reason
+    assert select_lstm("cpu", low, LSTM_PACKED_MIN_WEIGHTS) is None  # large: the packed kernels per step win
+    assert select_lstm("cuda", low, 10) is None
+    assert select_lstm("cpu", normal, LSTM_PACKED_MIN_WEIGHTS * 4) == Decision(Kernel.DENSE)
+
+
+@pytest.mark.filterwarnings("ignore:lowbit")
+def test_a_large_lstm_keeps_its_packed_projections_at_memory_low(rng):
+    lstm = nn.LSTM(384, 384, batch_first=True).eval()  # 4*384*768 = 1.18M weights >= LSTM_PACKED_MIN_WEIGHTS
+    assert lowbit_note(lstm) == ""
+    q, deq = quantized(lstm, 8, "low", block=-1)
+    x = torch.randn(1, 3, 384, generator=rng)
+    with torch.no_grad():
+        y = flat(q(x))
+        assert q._bound is None and kernel_for(q, "weight_hh_l0", 1) is Kernel.CPU_INT4
+        assert sqnr(flat(deq(x)), y) >= 30  # int8 activations in the packed kernel
+        q.set_backend(BackendConfig("normal"))
+        assert torch.equal(flat(q(x)), flat(deq(x))) and isinstance(q._bound, FlatWeights)
+
+
+def sqnr(ref, y):
+    return (20 * torch.log10(ref.norm() / (ref - y).norm())).item()
