@@ -9,8 +9,6 @@ height 1. Padding modes (zeros, reflect, replicate, circular) and string padding
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -138,8 +136,7 @@ class _QuantConvNd(QuantModule):
             if self.backend.memory is Memory.NORMAL:
                 w = self._buffers.get("weight_dense")
                 if w is not None and w.dtype == x.dtype and (self.bias is None or self.bias.dtype == x.dtype):
-                    bound = functools.partial(F.conv2d, weight=w.view(shape4d), bias=self.bias, stride=stride,
-                                              padding=padding, dilation=dilation, groups=self.groups)
+                    bound = conv_exec.conv2d_call(w.view(shape4d), self.bias, stride, padding, dilation, self.groups)
             elif self._buffers.get("weight_packed") is not None:
                 packed, scale, zero, _, bits, block = self._op_args("weight")
                 bound = conv_exec.bound_conv(x, packed, scale, zero, self.bias, shape4d, bits, block, stride, padding,

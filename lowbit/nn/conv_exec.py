@@ -142,7 +142,7 @@ def bound_conv(x: torch.Tensor, packed, scale, zero, bias, shape, bits: int, blo
         return None
     geometry = {"stride": list(stride), "padding": list(padding), "dilation": list(dilation), "groups": groups}
     if decision.kernel is Kernel.DENSE:
-        conv = functools.partial(F.conv2d, weight=prep, bias=bias, **geometry)
+        conv = conv2d_call(prep, bias, stride, padding, dilation, groups)
         call = lambda xb: conv(xb).contiguous()  # noqa: E731  (the op's output layout)
     elif decision.kernel is Kernel.CPU_INT4 and not isinstance(prep, tuple):
         call = functools.partial(executor.runner(Kernel.CPU_INT4, "conv"), prep, bias=bias,
@@ -150,6 +150,13 @@ def bound_conv(x: torch.Tensor, packed, scale, zero, bias, shape, bits: int, blo
     else:
         return None
     return call
+
+
+def conv2d_call(weight: torch.Tensor, bias, stride, padding, dilation, groups: int):
+    """`call(x) = F.conv2d(x, weight, bias, stride, padding, dilation, groups)` with the arguments bound positionally
+    as tuples (torch parses keyword arguments ~0.7 us slower per call)."""
+    conv2d, st, pd, dl = F.conv2d, tuple(stride), tuple(padding), tuple(dilation)
+    return lambda x: conv2d(x, weight, bias, st, pd, dl, groups)
 
 
 def bound_key(x: torch.Tensor, packed, scale, zero, bias) -> tuple:
