@@ -20,7 +20,18 @@ from ..quant.format import QuantizedWeight
 from ..runtime import executor
 from ..runtime.dispatch import Decision, Kernel, WeightFormat, select_conv
 from ..runtime.kernel_table import row_for
-from .weight_cache import backend, choose, compute_view, entry_for, forcing, fresh_entry, m_bucket, prepared, stamp
+from .weight_cache import (
+    backend,
+    choose,
+    compute_view,
+    current_capabilities,
+    entry_for,
+    forcing,
+    fresh_entry,
+    m_bucket,
+    prepared,
+    stamp,
+)
 
 
 def conv_plan(device_type: str, m: int, packed, scale, zero, shape, bits: int, block_size: int, groups: int,
@@ -81,7 +92,8 @@ def conv_decision(decision: Decision, qw: QuantizedWeight, entry, device_type: s
         refusal = _native_refusal(device_type, qw, groups)
         depthwise = ig == 1 and groups > 1
         entry.decisions[key] = select_conv(decision, device_type, fmt, groups, depthwise, refusal,
-                                           backend(memory, precision), stride, plane)
+                                           backend(memory, precision), stride, plane,
+                                           current_capabilities().native_variant)
     return entry.decisions[key]
 
 
