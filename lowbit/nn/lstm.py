@@ -55,7 +55,6 @@ class QuantLSTM(QuantModule):
         if missing or set(weights) - set(w_names):
             raise ValueError(f"QuantLSTM needs exactly the gate weights {w_names}; missing {missing}, "
                              f"unexpected {sorted(set(weights) - set(w_names))}")
-        self._param_names = (w_names, b_names)
         for name in w_names:
             self.set_quantized(name, weights[name])
         for name in b_names:
@@ -94,6 +93,13 @@ class QuantLSTM(QuantModule):
             outs[t] = h
         return torch.stack(outs), h, c
 
+    def _names(self) -> tuple[list[str], list[str]]:
+        """`lstm_param_names` of this layer, computed once (a layer unpickled from an older version computes it)."""
+        names = self.__dict__.get("_param_names")
+        if names is None:
+            names = self.__dict__["_param_names"] = lstm_param_names(self.num_layers, self.bidirectional, self.bias)
+        return names
+
     def _own_projections(self) -> bool:
         """True unless a subclass computes the projections its own way (static INT8's), which the fused LSTM
         cannot."""
@@ -105,7 +111,7 @@ class QuantLSTM(QuantModule):
         if not self._own_projections() or device_type != "cpu":
             return None
         weights = max(math.prod(self.quant_meta[ih]["shape"]) + math.prod(self.quant_meta[hh]["shape"])
-                      for ih, hh in zip(self._param_names[0][::2], self._param_names[0][1::2], strict=True))
+                      for ih, hh in zip(self._names()[0][::2], self._names()[0][1::2], strict=True))
         decision = select_lstm(device_type, self.backend, weights)
         return None if decision is None or (decision.fallback_reason is not None and forcing()) else decision
 
@@ -130,7 +136,7 @@ class QuantLSTM(QuantModule):
     def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
         self._check(input, hx)
         if self._own_projections() and (hx is None or hx[0].dtype is hx[1].dtype is input.dtype):
-            flat = lstm_fused.flat_weights(self, input, *self._param_names)
+            flat = lstm_fused.flat_weights(self, input, *self._names())
             if flat is not None:
                 return lstm_fused.run(self, input, hx, flat)
         unbatched = input.dim() == 2
