@@ -5,8 +5,8 @@ with --peers MNN at Memory_Low and onnxruntime's static int8 (QDQ) on the same O
 
 Per (model, batch, threads) every method runs once per round (rounds repeated; medians), so load changes hit all
 alike; with --threads 1 the process is pinned to one core. Each output is compared with fp32's (SQNR) before
-timing; "float copies" counts the quantized convs that run a float copy of their weight at that memory mode
-(dispatch.select_conv). Results: benchmarks/results/convnet*.md.
+timing; "float copies" counts the quantized convs and LSTMs that run a float copy of their weight at that memory
+mode (dispatch.select_conv, dispatch.select_lstm). Results: benchmarks/results/convnet*.md.
 """
 
 from __future__ import annotations
