@@ -9,16 +9,20 @@ height 1. Padding modes (zeros, reflect, replicate, circular) and string padding
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..quant.config import FLOAT_BITS
 from ..quant.formats import PackedWeight
 from ..runtime.config import BackendConfig, Memory
-from ..runtime.dispatch import conv_native_reason
+from ..runtime.dispatch import AVX2_CONV_NATIVE_MAX_BITS, AVX2_CONV_NATIVE_MAX_PLANE, conv_native_reason
 from . import conv_exec, format_exec, lstm_fused, ops
 from .conv_bound import BoundConv
 from .linear import QuantModule
+from .weight_cache import current_capabilities
 
 _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -27,19 +31,25 @@ def _tuple(v, n: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
-def float_copy_note(conv: nn.Module) -> str:
+def float_copy_note(conv: nn.Module, bits: int | None = None) -> str:
     """For the quantize summary: " [memory Low on CPU: float copy, <shape>]" when dispatch's measured conv rule
-    (`dispatch.conv_native_reason`) runs this float conv's quantized twin from a float copy at memory Low, else "";
-    an nn.LSTM's mark (`lstm_fused.float_copy_note`: its twin runs a float copy at memory Low on the CPU)."""
+    (`dispatch.conv_native_reason`, for this process's native variant and `bits`-bit weights) runs this float conv's
+    quantized twin from a float copy at memory Low, else ""; an nn.LSTM's mark (`lstm_fused.float_copy_note`: its twin
+    runs a float copy at memory Low on the CPU)."""
     if not isinstance(conv, (nn.Conv1d, nn.Conv2d)):
         return lstm_fused.float_copy_note(conv)
     n, k, depthwise = conv.out_channels // conv.groups, conv.weight[0].numel(), conv.weight.shape[1] == 1 < conv.groups
     if depthwise:  # the rule reads the output plane, known per call: stride 1 copies only under 14x14
         stride = max(_tuple(conv.stride, 2))
         return f" [memory Low on CPU: float copy, depthwise{' under 14x14 outputs' if stride == 1 else ''}]"
-    if conv_native_reason(n, k, depthwise) is None:
+    if conv_native_reason(n, k, depthwise) is not None:
+        return f" [memory Low on CPU: float copy, N={n}, K={k}]"
+    if bits == FLOAT_BITS or current_capabilities().native_variant != "avx2":
         return ""
-    return f" [memory Low on CPU: float copy, N={n}, K={k}]"
+    if bits is None or bits > AVX2_CONV_NATIVE_MAX_BITS:
+        return f" [memory Low on CPU (avx2 kernels): float copy{f', {bits}-bit' if bits else ''}]"
+    side = math.isqrt(AVX2_CONV_NATIVE_MAX_PLANE)  # without VNNI the plane rule, known per call
+    return f" [memory Low on CPU (avx2 kernels): float copy over {side}x{side} outputs]"
 
 
 class _QuantConvNd(QuantModule):
