@@ -5,8 +5,8 @@ with --peers MNN at Memory_Low and onnxruntime's static int8 (QDQ) on the same O
 
 Per (model, batch, threads) every method runs once per round (rounds repeated; medians), so load changes hit all
 alike; with --threads 1 the process is pinned to one core. Each output is compared with fp32's (SQNR) before
-timing; "float copies" counts the quantized convs that run a float copy of their weight at that memory mode
-(dispatch.select_conv). Results: benchmarks/results/convnet*.md.
+timing; "float copies" counts the quantized convs and LSTMs that run a float copy of their weight at that memory
+mode (dispatch.select_conv, dispatch.select_lstm). Results: benchmarks/results/convnet*.md.
 """
 
 from __future__ import annotations
@@ -50,15 +50,16 @@ def model_and_input(name: str, batch: int) -> tuple[nn.Module, torch.Tensor]:
 
 
 def float_copies(model: nn.Module) -> int:
-    """Quantized convs holding a float copy of their weight (DENSE prepared)."""
-    from lowbit.nn import QuantConv1d, QuantConv2d
+    """Quantized convs and LSTMs holding a float copy of their (first) weight in the weight cache (DENSE prepared:
+    memory Low / High's fallback; memory Normal's own float copies are not counted)."""
+    from lowbit.nn import QuantConv1d, QuantConv2d, QuantLSTM
     from lowbit.nn.weight_cache import cached
     from lowbit.runtime import Kernel
 
     n = 0
     for m in model.modules():
-        if isinstance(m, (QuantConv1d, QuantConv2d)):
-            entry = cached(m.quantized_weight("weight").packed)
+        if isinstance(m, (QuantConv1d, QuantConv2d, QuantLSTM)):
+            entry = cached(m.quantized_weight(m.quantized_names[0]).packed)
             n += entry is not None and any(k[0] is Kernel.DENSE for k in entry.prepared)
     return n
 

@@ -9,17 +9,20 @@ height 1. Padding modes (zeros, reflect, replicate, circular) and string padding
 
 from __future__ import annotations
 
-import functools
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..quant.config import FLOAT_BITS
 from ..quant.formats import PackedWeight
 from ..runtime.config import BackendConfig, Memory
-from ..runtime.dispatch import conv_native_reason
-from . import conv_exec, format_exec, ops
+from ..runtime.dispatch import AVX2_CONV_NATIVE_MAX_BITS, AVX2_CONV_NATIVE_MAX_PLANE, conv_native_reason
+from . import conv_exec, format_exec, lstm_fused, ops
+from .conv_bound import BoundConv
 from .linear import QuantModule
+from .weight_cache import current_capabilities
 
 _PAD_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -28,18 +31,25 @@ def _tuple(v, n: int) -> tuple[int, ...]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
-def float_copy_note(conv: nn.Module) -> str:
+def float_copy_note(conv: nn.Module, bits: int | None = None) -> str:
     """For the quantize summary: " [memory Low on CPU: float copy, <shape>]" when dispatch's measured conv rule
-    (`dispatch.conv_native_reason`) runs this float conv's quantized twin from a float copy at memory Low, else ""."""
+    (`dispatch.conv_native_reason`, for this process's native variant and `bits`-bit weights) runs this float conv's
+    quantized twin from a float copy at memory Low, else ""; an nn.LSTM's mark (`lstm_fused.float_copy_note`: its twin
+    runs a float copy at memory Low on the CPU)."""
     if not isinstance(conv, (nn.Conv1d, nn.Conv2d)):
-        return ""
+        return lstm_fused.float_copy_note(conv)
     n, k, depthwise = conv.out_channels // conv.groups, conv.weight[0].numel(), conv.weight.shape[1] == 1 < conv.groups
     if depthwise:  # the rule reads the output plane, known per call: stride 1 copies only under 14x14
         stride = max(_tuple(conv.stride, 2))
         return f" [memory Low on CPU: float copy, depthwise{' under 14x14 outputs' if stride == 1 else ''}]"
-    if conv_native_reason(n, k, depthwise) is None:
+    if conv_native_reason(n, k, depthwise) is not None:
+        return f" [memory Low on CPU: float copy, N={n}, K={k}]"
+    if bits == FLOAT_BITS or current_capabilities().native_variant != "avx2":
         return ""
-    return f" [memory Low on CPU: float copy, N={n}, K={k}]"
+    if bits is None or bits > AVX2_CONV_NATIVE_MAX_BITS:
+        return f" [memory Low on CPU (avx2 kernels): float copy{f', {bits}-bit' if bits else ''}]"
+    side = math.isqrt(AVX2_CONV_NATIVE_MAX_PLANE)  # without VNNI the plane rule, known per call
+    return f" [memory Low on CPU (avx2 kernels): float copy over {side}x{side} outputs]"
 
 
 class _QuantConvNd(QuantModule):
@@ -109,7 +119,8 @@ class _QuantConvNd(QuantModule):
     def _bound_call(self, x: torch.Tensor) -> tuple[bool, object]:
         """(found, call): the layer's bound call for x (`conv_exec.bound_conv`, or memory Normal's F.conv2d on its
         float copy; None: this layer has none for x) when one was built for x's shape and still holds; found is False
-        when there is nothing to reuse (also under tracing or autograd recording, which take the op)."""
+        when there is nothing to reuse (also under tracing or autograd recording, which take the op). The layer's
+        own binding is a `conv_bound.BoundConv`; static convs keep (`_bound_key`, call)."""
         bound = self.__dict__.get("_bound")
         if bound is None or type(x) is not torch.Tensor or not ops.eager(x):
             return False, None
@@ -117,6 +128,8 @@ class _QuantConvNd(QuantModule):
         # attribute, absent from _parameters)
         if torch.is_grad_enabled() and ops.wants_grad(x, self._parameters.get("bias")):
             return False, None
+        if type(bound) is BoundConv:
+            return (True, bound.call) if bound.holds(self, x) else (False, None)
         return (True, bound[1]) if self._bound_key(x) == bound[0] else (False, None)
 
     def _bind(self, x: torch.Tensor, stride, dilation, pads, shape4d) -> None:
@@ -133,13 +146,12 @@ class _QuantConvNd(QuantModule):
             if self.backend.memory is Memory.NORMAL:
                 w = self._buffers.get("weight_dense")
                 if w is not None and w.dtype == x.dtype and (self.bias is None or self.bias.dtype == x.dtype):
-                    bound = functools.partial(F.conv2d, weight=w.view(shape4d), bias=self.bias, stride=stride,
-                                              padding=padding, dilation=dilation, groups=self.groups)
+                    bound = conv_exec.conv2d_call(w.view(shape4d), self.bias, stride, padding, dilation, self.groups)
             elif self._buffers.get("weight_packed") is not None:
                 packed, scale, zero, _, bits, block = self._op_args("weight")
                 bound = conv_exec.bound_conv(x, packed, scale, zero, self.bias, shape4d, bits, block, stride, padding,
                                              dilation, self.groups, *self._modes())
-        self.__dict__["_bound"] = (self._bound_key(x), bound)
+        self.__dict__["_bound"] = BoundConv(self, x, bound)
 
     def clear_cache(self) -> None:
         """Drop the bound call too (see QuantModule.clear_cache)."""
@@ -188,6 +200,11 @@ class QuantConv2d(_QuantConvNd):
     _dims = 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bound = self.__dict__.get("_bound")
+        if type(bound) is BoundConv:  # the steady state: a few identity checks and the kernel call
+            y = bound(self, x)
+            if y is not None:
+                return y
         found, call = self._bound_call(x)
         if call is not None:  # the same input shape as before and nothing changed: the bound kernel call
             return call(x)
@@ -212,13 +229,34 @@ class QuantConv1d(_QuantConvNd):
     _dims = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bound = self.__dict__.get("_bound")
+        if type(bound) is BoundConv:  # the steady state, as QuantConv2d's
+            y = bound(self, x)
+            if y is not None:
+                return y
         self._check(x)
         x = self.divide_input(x, 1)
         unbatched = x.dim() == 2
         if unbatched:
             x = x.unsqueeze(0)
         o, ig, k = self.quant_meta["weight"]["shape"]
-        y = self._conv2d(x.unsqueeze(2), (1, self.stride[0]), (1, self.dilation[0]), [(0, 0), *self._pads()],
-                         [o, ig, 1, k])
+        geometry = ((1, self.stride[0]), (1, self.dilation[0]), [(0, 0), *self._pads()], [o, ig, 1, k])
+        y = self._conv2d(x.unsqueeze(2), *geometry)
+        if not unbatched and not (type(bound) is BoundConv and bound.holds(self, x)):
+            self._bind_1d(x, geometry)
         y = y.squeeze(2)  # (B, O, 1, OL) -> (B, O, OL)
         return y.squeeze(0) if unbatched else y
+
+    def _bind_1d(self, x: torch.Tensor, geometry) -> None:
+        """Bind the call for inputs like x (B, C, L): the Conv2d binding of x as (B, C, 1, L), lifted. A layer that
+        binds its own way (static INT8's `_bind`) keeps none."""
+        if type(self)._bind is not _QuantConvNd._bind:
+            return
+        stride, dilation, pads, shape4d = geometry
+        self._bind(x.unsqueeze(2), list(stride), list(dilation), pads, shape4d)
+        bound = self.__dict__.get("_bound")
+        if bound is None:
+            return
+        call = bound.call
+        lifted = None if call is None else (lambda xb: call(xb.unsqueeze(2)).squeeze(2))
+        self.__dict__["_bound"] = BoundConv(self, x, lifted)

@@ -1,19 +1,27 @@
 """`QuantLSTM`: nn.LSTM with every gate weight (weight_ih_l*, weight_hh_l*, incl. _reverse) packed.
 
-Per layer and direction the input projection runs as one linear op over all T*B rows (large M) and the recurrent
-projection as one op per time step (M = batch, small: where packed kernels shine). Gate order i, f, g, o and the
-update c' = f*c + i*g, h' = o*tanh(c') are nn.LSTM's; biases stay float. proj_size and PackedSequence inputs are
-not supported (the swap leaves such layers in float, with the reason).
+On the CPU an eager call runs torch's fused LSTM on float gate weights (`lowbit.nn.lstm_fused`: memory Normal's float
+copies, at memory Low and High a float copy of the layer, announced once): a packed kernel would serve the
+recurrence only one time step at a time. Elsewhere (torch.compile, other devices, a forced kernel, static INT8's
+projections) per layer and direction the input projection runs as one linear op over all T*B rows and the recurrent
+projection as one op per time step (M = batch). Gate order i, f, g, o and the update c' = f*c + i*g,
+h' = o*tanh(c') are nn.LSTM's; biases stay float. proj_size and PackedSequence inputs are not supported (the swap
+leaves such layers in float, with the reason).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 from ..quant.formats import PackedWeight
 from ..runtime.config import BackendConfig
+from ..runtime.dispatch import Decision, select_lstm
+from . import lstm_fused
 from .linear import QuantModule
+from .weight_cache import forcing
 
 
 def lstm_param_names(num_layers: int, bidirectional: bool, bias: bool) -> tuple[list[str], list[str]]:
@@ -85,6 +93,28 @@ class QuantLSTM(QuantModule):
             outs[t] = h
         return torch.stack(outs), h, c
 
+    def _names(self) -> tuple[list[str], list[str]]:
+        """`lstm_param_names` of this layer, computed once (a layer unpickled from an older version computes it)."""
+        names = self.__dict__.get("_param_names")
+        if names is None:
+            names = self.__dict__["_param_names"] = lstm_param_names(self.num_layers, self.bidirectional, self.bias)
+        return names
+
+    def _own_projections(self) -> bool:
+        """True unless a subclass computes the projections its own way (static INT8's), which the fused LSTM
+        cannot."""
+        return type(self).quant_linear is QuantModule.quant_linear
+
+    def fused_decision(self, device_type: str) -> Decision | None:
+        """`dispatch.select_lstm`'s decision where this layer runs torch's fused LSTM on float gate weights on
+        `device_type` (`lowbit.nn.lstm_fused`; its kernel is DENSE), or None: the per-step packed projections."""
+        if not self._own_projections() or device_type != "cpu":
+            return None
+        weights = max(math.prod(self.quant_meta[ih]["shape"]) + math.prod(self.quant_meta[hh]["shape"])
+                      for ih, hh in zip(self._names()[0][::2], self._names()[0][1::2], strict=True))
+        decision = select_lstm(device_type, self.backend, weights)
+        return None if decision is None or (decision.fallback_reason is not None and forcing()) else decision
+
     def _check(self, input: torch.Tensor, hx) -> None:
         """nn.LSTM's input contract: a float (T, B, I) / (B, T, I) / unbatched (T, I) input, hx (h0, c0) each
         (L*D, B, H) or unbatched (L*D, H); TypeError / ValueError naming the expected shape otherwise."""
@@ -105,6 +135,10 @@ class QuantLSTM(QuantModule):
 
     def forward(self, input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor] | None = None):
         self._check(input, hx)
+        if self._own_projections() and (hx is None or hx[0].dtype is hx[1].dtype is input.dtype):
+            flat = lstm_fused.flat_weights(self, input, *self._names())
+            if flat is not None:
+                return lstm_fused.run(self, input, hx, flat)
         unbatched = input.dim() == 2
         x = input.unsqueeze(1) if unbatched else (input.transpose(0, 1) if self.batch_first else input)
         dirs = 2 if self.bidirectional else 1

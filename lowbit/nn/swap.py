@@ -178,7 +178,7 @@ def quantize(model: nn.Module, cfg: QuantConfig | None = None, backend: BackendC
                 record.reason = f"cannot quantize: {e}"
             else:
                 weights.update({f"{name}.{p}" if name else p: qw for p, qw in packed.items()})
-                record.config = describe_config(layer_cfg) + float_copy_note(module)
+                record.config = describe_config(layer_cfg) + float_copy_note(module, layer_cfg.bits)
                 record.bytes_before = sum(tensor_nbytes(getattr(module, p)) for p in names)
                 record.bytes_after = sum(qw.nbytes for qw in packed.values())
         (summary.skipped if record.reason else summary.swapped).append(record)

@@ -284,12 +284,21 @@ CONV_NATIVE_MIN_PLANE = 49
 # thread time, 1 thread, mobilenet_v2 / v3_small layers: stride 1 with output planes of 14x14 and up 0.86-1.95x
 # (1.02-1.14x on most, 1.95x at 28x28 C=88); stride 2 0.76-1.15x; 7x7 planes 0.75-0.77x (per-channel overhead).
 DW_NATIVE_MIN_PLANE = 196
+# Without VNNI (the "avx2" native variant, LOWBIT_NATIVE_VARIANT=avx2 ATEN_CPU_CAPABILITY=avx2 on the same Zen 4, 1
+# thread, thread time, resnet18's layers at memory Low; benchmarks/results/convnet_modes_b1_2026-12-07.md): the GEMM
+# kind with 8-bit weights ran 0.6-0.9x of torch's fp32 conv on every layer (N=128 K=1152 at 28x28 0.6x, N=256
+# K=2304 at 14x14 0.8x, the 1x1 downsamples 0.7-0.9x); with 4-bit weights 0.8x on 28x28 output planes and 1.0-1.07x
+# on 14x14 and smaller. The depthwise kernel computes in fp32 and keeps its rule.
+AVX2_CONV_NATIVE_MAX_BITS = 4
+AVX2_CONV_NATIVE_MAX_PLANE = 196
 
 
-def conv_native_reason(n_per_group: int, k: int, depthwise: bool, stride: int = 1,
-                       plane: int | None = None) -> str | None:
+def conv_native_reason(n_per_group: int, k: int, depthwise: bool, stride: int = 1, plane: int | None = None,
+                       bits: int = 4, variant: str = "") -> str | None:
     """Why lowbit's native conv kernel is slower than the float conv for this shape (None: it is faster). stride:
-    the conv's largest stride; plane: output pixels per image and channel (OH * OW; None: unknown)."""
+    the conv's largest stride; plane: output pixels per image and channel (OH * OW; None: unknown); bits: the
+    weight's; variant: the native kernel's ISA variant (`Capabilities.native_variant`; "" unknown: the measured
+    avx512vnni rule)."""
     if depthwise:
         if stride == 1 and plane is not None and plane >= DW_NATIVE_MIN_PLANE:
             return None
@@ -301,12 +310,17 @@ def conv_native_reason(n_per_group: int, k: int, depthwise: bool, stride: int = 
     if plane is not None and plane < CONV_NATIVE_MIN_PLANE:
         return (f"convs with output planes under {CONV_NATIVE_MIN_PLANE} pixels (squeeze-excite's 1x1 on one pixel) "
                 "run faster as a float conv than lowbit's int8 conv kernel")
+    if variant == "avx2" and (bits > AVX2_CONV_NATIVE_MAX_BITS or plane is None
+                              or plane > AVX2_CONV_NATIVE_MAX_PLANE):
+        return (f"without VNNI (the avx2 kernels) convs with weights over {AVX2_CONV_NATIVE_MAX_BITS} bits or output "
+                f"planes over {AVX2_CONV_NATIVE_MAX_PLANE} pixels run faster as a float conv than lowbit's int8 conv "
+                "kernel")
     return None
 
 
 def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups: int, depthwise: bool,
                 native_refusal: str | None, backend: BackendConfig, stride: int = 1,
-                plane: int | None = None) -> Decision:
+                plane: int | None = None, variant: str = "") -> Decision:
     """Pure: the conv's kernel from the Linear dispatch's `decision` for its (N per group, K) weight.
 
     A packed decision on the CPU becomes CPU_INT4 served by the native conv kernel (lowbit.kernels.cpu_conv) when
@@ -317,12 +331,13 @@ def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups:
     keeps the Linear kernel on its im2col; a grouped one takes the float copy (never a per-group loop), on any device.
     The native conv rounds activations to int8 in the decision's scheme; at precision High (fp32 activations) a
     groups == 1 conv takes the Linear kernel's fp32 path on its im2col, a grouped one the float copy. stride, plane:
-    the call's largest stride and output pixels per image and channel (the depthwise rule reads them).
+    the call's largest stride and output pixels per image and channel (the depthwise rule reads them); variant: the
+    native kernel's ISA variant (the avx2 rule reads it).
     """
     if decision.kernel not in PACKED_KERNELS or decision.kernel is Kernel.EMULATED:
         return decision
     if device_type == "cpu" and decision.activations != "fp32":
-        why = conv_native_reason(fmt.n, fmt.k, depthwise, stride, plane)
+        why = conv_native_reason(fmt.n, fmt.k, depthwise, stride, plane, fmt.bits, variant)
         if why is not None:  # a shape where even the native kernel loses: im2col + a Linear kernel loses more
             return _conv_fallback(backend, fmt, device_type, why)
         if native_refusal is None:
@@ -336,3 +351,27 @@ def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups:
 def _conv_fallback(backend: BackendConfig, fmt: WeightFormat, device: str, why: str) -> Decision:
     asked = f"memory={backend.memory.value} for a {fmt.bits}-bit conv weight (group {fmt.group_size}) on {device}"
     return Decision(Kernel.DENSE, f"{asked}: {why}; running a float copy of each such layer (built once)")
+
+
+# LSTM layers (lowbit.nn.lstm): a packed kernel serves an LSTM one time step at a time (the recurrent projection at
+# M = batch, then the gates as ~10 torch calls: ~50 us of Python per step and direction), against torch's fused
+# LSTM on float weights. Measured batch 1, 24 steps, 1 thread, EPYC Zen 4 (avx512vnni), one direction, I = H, int4 b64
+# and int8 per channel alike: H = 32 0.08x of fp32, 128 0.17x, 256 0.94x, 512 3.4x, 1024 7.5x (the fp32 LSTM reads
+# 8x the bytes per step). Below LSTM_PACKED_MIN_WEIGHTS weights per layer and direction (w_ih + w_hh; H = 362 at
+# I = H) memory Low / High run torch's fused LSTM on a float copy of the layer instead; on other devices (no
+# measurement) the packed projections.
+LSTM_PACKED_MIN_WEIGHTS = 1 << 20
+
+
+def select_lstm(device_type: str, backend: BackendConfig, weights: int) -> Decision | None:
+    """Pure: DENSE (torch's fused LSTM on float gate weights: memory Normal's float copies, or at memory Low / High on
+    the CPU a float copy of a layer whose largest layer-direction holds fewer than LSTM_PACKED_MIN_WEIGHTS `weights`,
+    with the fallback reason) or None (one packed projection per time step)."""
+    if backend.memory is Memory.NORMAL:
+        return Decision(Kernel.DENSE)
+    if device_type != "cpu" or weights >= LSTM_PACKED_MIN_WEIGHTS:
+        return None
+    return Decision(Kernel.DENSE, f"memory={backend.memory.value} for LSTM gate weights on {device_type}: under "
+                                  f"{LSTM_PACKED_MIN_WEIGHTS} weights per layer and direction the packed kernels, "
+                                  "one time step at a time, are slower than torch's fused LSTM; running a float copy "
+                                  "of each such layer (built once)")

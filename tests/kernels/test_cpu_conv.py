@@ -97,6 +97,41 @@ def test_select_conv_by_stride_and_plane(fmt, depthwise, stride, plane, expect):
     assert d.kernel is expect and (d.fallback_reason is not None) == (expect is Kernel.DENSE)
 
 
+@pytest.mark.parametrize("bits,plane,expect", [
+    (8, 196, Kernel.DENSE), (8, 49, Kernel.DENSE),  # 8-bit without VNNI: 0.6-0.9x of torch's fp32 conv
+    (4, 784, Kernel.DENSE), (4, None, Kernel.DENSE),  # 4-bit on 28x28 outputs: 0.8x
+    (4, 196, Kernel.CPU_INT4), (4, 49, Kernel.CPU_INT4),  # 4-bit on 14x14 and smaller: 1.0-1.07x
+])
+def test_select_conv_avx2_rule(bits, plane, expect):
+    """Without VNNI (the avx2 kernels) the GEMM conv only for 4-bit weights on planes of 14x14 and smaller; the
+    avx512vnni rule keeps it for every one of these."""
+    fmt = WeightFormat(bits, 64, False, 256, 2304)
+    args = (Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", fmt, 1, False, None, LOW, 1, plane)
+    d = select_conv(*args, variant="avx2")
+    assert d.kernel is expect and (d.fallback_reason is not None) == (expect is Kernel.DENSE)
+    if plane is not None:
+        assert select_conv(*args, variant="avx512vnni").kernel is Kernel.CPU_INT4
+
+
+@pytest.mark.parametrize("variant,bits,note", [
+    ("avx512vnni", 8, ""), ("avx512vnni", 4, ""),
+    ("avx2", 8, " [memory Low on CPU (avx2 kernels): float copy, 8-bit]"),
+    ("avx2", 4, " [memory Low on CPU (avx2 kernels): float copy over 14x14 outputs]"),
+    ("avx2", 16, ""),  # float16 storage: no packed conv to copy from
+])
+def test_summary_marks_the_avx2_float_copies(variant, bits, note):
+    from lowbit.nn.conv import float_copy_note
+    from lowbit.nn.weight_cache import override_capabilities
+    from lowbit.runtime import Capabilities
+
+    override_capabilities(Capabilities(cpu_int4=True, native_variant=variant))
+    try:
+        assert float_copy_note(nn.Conv2d(256, 256, 3, padding=1), bits) == note
+        assert float_copy_note(nn.Conv2d(64, 64, 3), bits) == " [memory Low on CPU: float copy, N=64, K=576]"
+    finally:
+        override_capabilities(None)
+
+
 def test_memory_low_depthwise_runs_the_direct_kernel_on_big_planes(rng):
     """A stride-1 depthwise layer on a 16x16 plane runs lb_dwconv at memory Low (no float copy), fp32-exact."""
     conv, layer, qw = _layer(8, 8, 3, 8, rng)

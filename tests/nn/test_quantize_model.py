@@ -192,9 +192,9 @@ def test_set_backend_switches_without_requantizing(x):
     lowbit.set_backend(net, BackendConfig("low"))
     assert net.head.backend.memory.value == "low" and net.rnn.backend.memory.value == "low"
     assert torch.equal(net.head.weight_packed, packed)  # memory Normal released the codes; re-derived exactly
-    with torch.no_grad():
-        y_low = net(x)
     assert resident_bytes(net) < normal_bytes  # the dequantized copies were dropped
+    with torch.no_grad():
+        y_low = net(x)  # (memory Low then builds float copies of its small conv and LSTM: the summary marks them)
     assert sqnr(y_normal, y_low) > 30
     lowbit.set_backend(net, BackendConfig("normal"))
     with torch.no_grad():
@@ -211,9 +211,11 @@ def test_fallback_warning_fires_exactly_once(x):
             with torch.no_grad():
                 for _ in range(3):
                     net(x)
-        msgs = [str(w.message) for w in caught if "lowbit" in str(w.message)]
-        # one reason per distinct (bits, group) asked: every layer here is int4 block 32
-        assert len(msgs) == 1, msgs
+        lstm = [str(w.message) for w in caught if "lowbit" in str(w.message) and "LSTM" in str(w.message)]
+        msgs = [str(w.message) for w in caught if "lowbit" in str(w.message) and "LSTM" not in str(w.message)]
+        # one reason per distinct (bits, group) asked: every layer here is int4 block 32; and the LSTM's own one
+        # (its float copy, dispatch.select_lstm)
+        assert len(msgs) == 1 and len(lstm) == 1, (msgs, lstm)
         assert "memory=low for a 4-bit weight (group 32) on cpu" in msgs[0] and "running dense" in msgs[0]
     finally:
         override_capabilities(None)
