@@ -39,8 +39,7 @@ def _bound32(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 # (bits, block, K): 4-bit blocks 32/64/128 (K 520: a last block of 128 cut short), per channel (K 130: Kp 192, a
 # last piece of 2 channels), a block of 96 (odd sub-block count), 5..8 bits in the 8-bit container; 8-bit per channel
-# with Kp 1024 and blocks of 128 / 256 (K 1000: the last block cut short): the AVX2 M = 1 kernel reducing 8
-# sub-blocks at once
+# over two 512-code tile chunks and blocks of 128 / 256 (K 1000: the last block cut short)
 CASES = [(4, 64, 200), (4, -1, 130), (4, 128, 520), (4, 32, 96), (3, 96, 288), (8, -1, 130), (8, 32, 200),
          (6, 64, 320), (8, -1, 1000), (8, 128, 1000), (8, 256, 768)]
 

@@ -113,27 +113,6 @@ static inline __attribute__((always_inline)) void q4_row_sub(
     sub_finish(facc, MR, out);
 }
 
-/* Lane i = the sum of p[i]'s lanes: 8 sub-blocks' int32 dots reduced together (6 hadds, 2 lane moves, 1 add). */
-static inline __m256i lb_sum8(const __m256i* p) {
-    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
-}
-
-/* One activation row, the sub-blocks [j0, j1) (a multiple of 8 of them) of one 8-bit weight row: 8 sub-blocks' dots
-   reduced at once, then one convert, one multiply by their 8 activation scales and one fma by the weight scales
-   (sv: per lane) instead of a convert, multiply and fma per sub-block. */
-static inline __attribute__((always_inline)) __m256 q8_row_sub8(const uint8_t* wr, const lb_act8* xq, const float* xd,
-                                                                int64_t j0, int64_t j1, __m256 sv, __m256 facc) {
-    for (int64_t j = j0; j < j1; j += 8) {
-        __m256i p[8];
-        for (int i = 0; i < 8; ++i) p[i] = q8_dot(_mm256_setzero_si256(), q8_load(wr + (j + i) * 32), xq + (j + i) * 32);
-        const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(lb_sum8(p)), _mm256_loadu_ps(xd + j));
-        facc = _mm256_fmadd_ps(t, sv, facc);
-    }
-    return facc;
-}
-
 /* One 8-bit weight row x MR activation rows (q8_dot: int32 lanes, no flush needed within 32 codes); sub-blocks
    two at a time, one per chain. */
 static inline __attribute__((always_inline)) void q8_row_sub(
@@ -151,17 +130,7 @@ static inline __attribute__((always_inline)) void q8_row_sub(
                 _mm256_mul_ps(_mm256_cvtepi32_ps(q8_dot(z, w, xq + r * Kp + (J) * 32)),                 \
                               _mm256_broadcast_ss(xd + r * ds + (J))), s, facc[r * C + (CH)]);          \
     } while (0)
-    int64_t b0 = 0;
-    if (MR == 1 && gsb % 8 == 0) { /* blocks of 8k sub-blocks (per channel: the whole row) */
-        for (; b0 < nb && (b0 + 1) * gsb <= nsb; ++b0)
-            facc[0] = q8_row_sub8(wr, xq, xd, b0 * gsb, (b0 + 1) * gsb, _mm256_broadcast_ss(ws + b0), facc[0]);
-    } else if (MR == 1 && gsb == 4) { /* blocks of 128: 8 sub-blocks = two blocks, lanes 0..3 and 4..7 */
-        for (; b0 + 2 <= nb && (b0 + 2) * 4 <= nsb; b0 += 2) {
-            const __m256 sv = _mm256_set_m128(_mm_broadcast_ss(ws + b0 + 1), _mm_broadcast_ss(ws + b0));
-            facc[0] = q8_row_sub8(wr, xq, xd, b0 * 4, b0 * 4 + 8, sv, facc[0]);
-        }
-    }
-    for (int64_t b = b0; b < nb; ++b) {
+    for (int64_t b = 0; b < nb; ++b) {
         const int64_t j1 = lb_min((b + 1) * gsb, nsb);
         const __m256 s = _mm256_broadcast_ss(ws + b);
         int64_t j = b * gsb;
