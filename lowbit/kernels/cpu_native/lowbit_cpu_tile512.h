@@ -106,11 +106,11 @@ static void lb_tile_pack(const uint8_t* w, int64_t row_bytes, int64_t nn, int64_
    blocks of s_b * d_rb * idot_rb - (blocks starting here) xs_rb * wsz_b; y starts as the bias when c0 == 0.
    wst, wzt: the tile's ws and wsz across lanes (32 per block, see lb_scales_t); xq: row r's code k at
    xq[r * xstride + k]; sub: activation scales per 32 codes (xd[r * dstride + k / 32]: one convert per 32 codes),
-   else per block (xd[r * dstride + b]). */
+   else per block (xd[r * dstride + b]); gsum (with sub): per-piece dots summed in fp32 per block, see g below. */
 static inline __attribute__((always_inline)) void lb_tile_rows(
         const uint32_t* buf, int64_t c0, int64_t c1, int64_t gk, int64_t nb, const float* wst,
         const float* wzt, const int8_t* xq, int64_t xstride, const float* xd, int64_t dstride, int sub, const float* xs,
-        const float* bt, float* y, int64_t N, __mmask16 m0, __mmask16 m1, const int MR) {
+        const float* bt, float* y, int64_t N, __mmask16 m0, __mmask16 m1, const int gsum, const int MR) {
     __m512 f[16];
     for (int r = 0; r < MR; ++r) {
         f[2 * r] = c0 == 0 ? _mm512_loadu_ps(bt) : _mm512_maskz_loadu_ps(m0, y + r * N);
@@ -121,8 +121,9 @@ static inline __attribute__((always_inline)) void lb_tile_rows(
         if (b >= nb) break; /* codes past the last block: zero activations */
         const float* sb = wst + b * LB_TN;
         const float* zb = wzt + b * LB_TN;
-        __m512 g[16]; /* sub: sum over the segment's 32-code pieces of d_rj * idot_rj; s_b applied once at its end
-                         (one convert + fma per piece instead of convert, multiply and fma: 8-bit M = 32 1.1x) */
+        __m512 g[16]; /* gsum (8-bit, sub): sum over the segment's 32-code pieces of d_rj * idot_rj, s_b applied once
+                         at its end (one convert + fma per piece instead of convert, multiply and fma); 4-bit keeps the
+                         per-piece form, bit for bit as before */
         for (int64_t p0 = s0; p0 < se;) {
             const int64_t p1 = sub ? lb_min(p0 + 32, se) : se;
             __m512i acc[16];
@@ -141,24 +142,28 @@ static inline __attribute__((always_inline)) void lb_tile_rows(
                 }
             }
             for (int r = 0; r < MR; ++r) {
-                if (sub) {
+                if (gsum) {
                     const __m512 d = _mm512_set1_ps(xd[r * dstride + p0 / 32]);
                     for (int h = 0; h < 2; ++h) {
                         const __m512 t = _mm512_cvtepi32_ps(acc[2 * r + h]);
                         g[2 * r + h] = p0 == s0 ? _mm512_mul_ps(t, d) : _mm512_fmadd_ps(t, d, g[2 * r + h]);
                     }
-                } else {
-                    const __m512 d = _mm512_set1_ps(xd[r * dstride + b]);
-                    for (int h = 0; h < 2; ++h)
-                        f[2 * r + h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[2 * r + h]),
-                                                       _mm512_mul_ps(_mm512_loadu_ps(sb + 16 * h), d), f[2 * r + h]);
+                    continue;
+                }
+                const __m512 d = _mm512_set1_ps(xd[r * dstride + (sub ? p0 / 32 : b)]);
+                for (int h = 0; h < 2; ++h) {
+                    f[2 * r + h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[2 * r + h]),
+                                                   _mm512_mul_ps(_mm512_loadu_ps(sb + 16 * h), d), f[2 * r + h]);
+                    if (p0 == b * gk)
+                        f[2 * r + h] = _mm512_fnmadd_ps(_mm512_set1_ps(xs[r * nb + b]), _mm512_loadu_ps(zb + 16 * h),
+                                                        f[2 * r + h]);
                 }
             }
             p0 = p1;
         }
-        for (int r = 0; r < MR; ++r)
+        for (int r = 0; gsum && r < MR; ++r)
             for (int h = 0; h < 2; ++h) {
-                if (sub) f[2 * r + h] = _mm512_fmadd_ps(g[2 * r + h], _mm512_loadu_ps(sb + 16 * h), f[2 * r + h]);
+                f[2 * r + h] = _mm512_fmadd_ps(g[2 * r + h], _mm512_loadu_ps(sb + 16 * h), f[2 * r + h]);
                 if (s0 == b * gk)
                     f[2 * r + h] = _mm512_fnmadd_ps(_mm512_set1_ps(xs[r * nb + b]), _mm512_loadu_ps(zb + 16 * h),
                                                     f[2 * r + h]);
@@ -218,7 +223,8 @@ static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
                 const int8_t* xr = xc + c0 * M + m * (c1 - c0) - c0; /* indexed by k as in xq */
                 const float *dr = xd + m * dstride, *sr = xs + m * nb;
                 float* yr = y + m * N + n0;
-#define LB_TR(R) lb_tile_rows(buf, c0, c1, gk, nb, wst, wzt, xr, c1 - c0, dr, dstride, sub, sr, bt, yr, N, m0, m1, R)
+#define LB_TR(R) lb_tile_rows(buf, c0, c1, gk, nb, wst, wzt, xr, c1 - c0, dr, dstride, sub, sr, bt, yr, N, m0, m1, \
+                             sub && BITS == 8, R)
                 switch (mr) {
                     case 8: LB_TR(8); break;
                     case 7: LB_TR(7); break;
