@@ -29,6 +29,8 @@ SUITES = {
     "llm_memory": "sequential GPTQ of Llama-shaped models of three sizes: peak RSS, and one run under RLIMIT_AS",
     "llm_gptq": "lowbit convert --method gptq on a ~1B Llama: wall time per block, peak RSS, optionally in a memory "
                 "cgroup",
+    "gemm_cpu_int8": "int8 weights at memory Low through QuantLinear vs torch dynamic int8 and fp32, per 1B-model "
+                     "shape and M (1 and 2 threads)",
     "gemv_cpu": "the native M = 1 (decode) kernel alone: GB/s per 1B-model shape against a memory stream "
                 "(and llama.cpp's kernel with --ggml)",
     "xdomain": "MiniLM quality across domains: 2 calibration kinds x held-out sets x memory Normal/Low, with peers",

@@ -38,9 +38,10 @@ def _bound32(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 # (bits, block, K): 4-bit blocks 32/64/128 (K 520: a last block of 128 cut short), per channel (K 130: Kp 192, a
-# last piece of 2 channels), a block of 96 (odd sub-block count), 5..8 bits in the 8-bit container
+# last piece of 2 channels), a block of 96 (odd sub-block count), 5..8 bits in the 8-bit container; 8-bit per channel
+# over two 512-code tile chunks and blocks of 128 / 256 (K 1000: the last block cut short)
 CASES = [(4, 64, 200), (4, -1, 130), (4, 128, 520), (4, 32, 96), (3, 96, 288), (8, -1, 130), (8, 32, 200),
-         (6, 64, 320)]
+         (6, 64, 320), (8, -1, 1000), (8, 128, 1000), (8, 256, 768)]
 
 
 @pytest.mark.parametrize("m", [1, 6, 21])  # 21: the tiled AVX-512 kernel and the fp32 tile + GEMM path
@@ -59,7 +60,7 @@ def test_fp32_activations_are_exact(variant, rng, m):
         assert float((y.double() - ref).norm() / ref.norm()) <= 1e-5
 
 
-@pytest.mark.parametrize("m", [1, 6, 21])
+@pytest.mark.parametrize("m", [1, 3, 6, 21])  # 8-bit: rows below M = 4, the tiled kernels from 4
 def test_int8_per_32_within_its_rounding_bound(variant, rng, m):
     for bits, block, k in CASES:
         n = 37

@@ -19,6 +19,16 @@
 #define LB_T2KC 512 /* codes per chunk: the buffer is 16 rows x 512 codes x 2 bytes = 16 KiB (measured at
                             M 32 / 128: 256 1.10x / 1.12x slower, 1024 about the same) */
 #define LB_T2MR 4
+#ifndef LB_T2_PF8
+#define LB_T2_PF8 3 /* 8-bit: prefetch the chunk this many ahead (0: none; 2048 x 5632, M 8 / 32: 3.04 -> 2.17,
+                       7.13 -> 6.41 ms) */
+#endif
+#ifndef LB_T2_UNROLL
+#define LB_T2_UNROLL 4 /* the 8-bit group loop unrolled: 3% faster at M 32 / 128 (4096 x 4096; its loop overhead
+                          was 3 of ~25 uops per step) */
+#endif
+#define LB_PRAGMA(x) _Pragma(#x)
+#define LB_UNROLL(n) LB_PRAGMA(GCC unroll n)
 
 /* acc += madd(w, a) in place: with the intrinsics gcc copies every accumulator each step and spills one to the
    stack (a store-to-load chain per step: 2.7x slower, measured). */
@@ -142,6 +152,7 @@ static inline __attribute__((always_inline)) void lb_t2_rows(
         for (int i = 0; i < 2 * MR; ++i) acc[i] = _mm256_setzero_si256();
         const uint32_t* bp = buf + (s0 - c0) / 2 * LB_T2N;
         const int16_t* xp = xa + (s0 - c0);
+        LB_UNROLL(LB_T2_UNROLL)
         for (int64_t g = 0; g < (s1 - s0) / 2; ++g) {
             const __m256i w0 = _mm256_loadu_si256((const __m256i*)(bp + g * LB_T2N));
             const __m256i w1 = _mm256_loadu_si256((const __m256i*)(bp + g * LB_T2N + 8));
@@ -222,8 +233,23 @@ static int gemm_tile256(const uint8_t* w, const float* ws, const float* wsz, int
             const int64_t c1 = lb_min(c0 + LB_T2KC, Kp);
             if (c0 / gk >= nb) break;
             lb_t2_pack(w + n0 * row_bytes, row_bytes, nn, c0, c1, buf, BITS);
+            /* 8-bit: the weight lines of the chunk LB_T2_PF8 ahead in this thread's walk (this tile's next chunks,
+               then the next tile's), prefetched into L2 a share per micro-tile, as gemm_tile512 does */
+            const int64_t nch = (lb_min(Kp, nb * gk) + LB_T2KC - 1) / LB_T2KC, vi = c0 / LB_T2KC + LB_T2_PF8;
+            const int64_t tt = t + vi / nch, cc = vi % nch * LB_T2KC;
+            const uint8_t* pw = BITS == 8 && LB_T2_PF8 && tt < ntile ? w + tt * LB_T2N * row_bytes + cc : NULL;
+            const int64_t lpr = lb_min(LB_T2KC, Kp - cc) / 64, nmt = (M + LB_T2MR - 1) / LB_T2MR;
+            const int64_t plines = pw ? lb_min(LB_T2N, N - tt * LB_T2N) * lpr : 0;
+            int64_t pl = 0, prw = 0, pcl = 0; /* lines issued; the next one's row and line in it */
             for (int64_t m = 0; m < M; m += LB_T2MR) {
                 const int64_t mr = lb_min(LB_T2MR, M - m);
+                for (const int64_t pe = plines * (m / LB_T2MR + 1) / nmt; pl < pe; ++pl) {
+                    _mm_prefetch((const char*)(pw + prw * row_bytes + pcl * 64), _MM_HINT_T1);
+                    if (++pcl == lpr) {
+                        pcl = 0;
+                        ++prw;
+                    }
+                }
                 float f[LB_T2MR * LB_T2N];
                 if (nn == LB_T2N)
                     for (int64_t r = 0; r < mr; ++r) {

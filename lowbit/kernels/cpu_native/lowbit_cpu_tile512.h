@@ -17,6 +17,14 @@
 #ifndef LB_MR
 #define LB_MR 4 /* activation rows per micro-tile (<= 8; 6 and 8 measured slower on Zen 4) */
 #endif
+#ifndef LB_TILE_PF_AHEAD8
+#define LB_TILE_PF_AHEAD8 3 /* 8-bit: 48 KiB ahead (M 4 / 8, 2048 x 5632: 0.86 -> 0.79, 1.10 -> 1.03 ms) */
+#endif
+#ifndef LB_TILE_PF_HINT8
+#define LB_TILE_PF_HINT8 _MM_HINT_T1 /* 8-bit rows of 4096 codes are 4 KiB apart: a chunk's 32 rows x 8 lines land in
+                                        8 L1 sets and evict each other before the pack reads them; into L2 they stay
+                                        (4096 x 4096, M 2 / 32: 1.29 -> 1.02 ms, 3.85 -> 3.71 ms) */
+#endif
 #ifndef LB_KC
 #define LB_KC 512 /* codes per chunk: the 32-row buffer is 16 KiB (L1); int32 lanes hold 128 * 4 * 255 * 127;
                      512 measured 3-8% faster than 256 at M 128, even at M 32 */
@@ -98,47 +106,69 @@ static void lb_tile_pack(const uint8_t* w, int64_t row_bytes, int64_t nn, int64_
    blocks of s_b * d_rb * idot_rb - (blocks starting here) xs_rb * wsz_b; y starts as the bias when c0 == 0.
    wst, wzt: the tile's ws and wsz across lanes (32 per block, see lb_scales_t); xq: row r's code k at
    xq[r * xstride + k]; sub: activation scales per 32 codes (xd[r * dstride + k / 32]: one convert per 32 codes),
-   else per block (xd[r * dstride + b]). */
+   else per block (xd[r * dstride + b]); gsum (with sub): per-piece dots summed in fp32 per block, see g below. */
 static inline __attribute__((always_inline)) void lb_tile_rows(
         const uint32_t* buf, int64_t c0, int64_t c1, int64_t gk, int64_t nb, const float* wst,
         const float* wzt, const int8_t* xq, int64_t xstride, const float* xd, int64_t dstride, int sub, const float* xs,
-        const float* bt, float* y, int64_t N, __mmask16 m0, __mmask16 m1, const int MR) {
+        const float* bt, float* y, int64_t N, __mmask16 m0, __mmask16 m1, const int gsum, const int MR) {
     __m512 f[16];
     for (int r = 0; r < MR; ++r) {
         f[2 * r] = c0 == 0 ? _mm512_loadu_ps(bt) : _mm512_maskz_loadu_ps(m0, y + r * N);
         f[2 * r + 1] = c0 == 0 ? _mm512_loadu_ps(bt + 16) : _mm512_maskz_loadu_ps(m1, y + r * N + 16);
     }
     for (int64_t s0 = c0; s0 < c1;) {
-        const int64_t b = s0 / gk, s1 = lb_min(lb_min(c1, (b + 1) * gk), sub ? s0 + 32 : c1);
+        const int64_t b = s0 / gk, se = lb_min(c1, (b + 1) * gk); /* [s0, se): one block's share of the chunk */
         if (b >= nb) break; /* codes past the last block: zero activations */
-        __m512i acc[16];
-        for (int i = 0; i < 2 * MR; ++i) acc[i] = _mm512_setzero_si512();
-        const uint32_t* bp = buf + (s0 - c0) / 4 * LB_TN;
-        const int8_t* xa = xq + s0;
-        for (int64_t g = 0; g < (s1 - s0) / 4; ++g) {
-            const __m512i w0 = _mm512_loadu_si512((const void*)(bp + g * LB_TN));
-            const __m512i w1 = _mm512_loadu_si512((const void*)(bp + g * LB_TN + 16));
-            for (int r = 0; r < MR; ++r) {
-                int32_t a4;
-                memcpy(&a4, xa + r * xstride + g * 4, 4);
-                const __m512i a = _mm512_set1_epi32(a4);
-                acc[2 * r] = lb_dpbusd512(acc[2 * r], w0, a);
-                acc[2 * r + 1] = lb_dpbusd512(acc[2 * r + 1], w1, a);
-            }
-        }
         const float* sb = wst + b * LB_TN;
         const float* zb = wzt + b * LB_TN;
-        for (int r = 0; r < MR; ++r) {
-            const __m512 d = _mm512_set1_ps(xd[r * dstride + (sub ? s0 / 32 : b)]);
+        __m512 g[16]; /* gsum (8-bit, sub): sum over the segment's 32-code pieces of d_rj * idot_rj, s_b applied once
+                         at its end (one convert + fma per piece instead of convert, multiply and fma); 4-bit keeps the
+                         per-piece form, bit for bit as before */
+        for (int64_t p0 = s0; p0 < se;) {
+            const int64_t p1 = sub ? lb_min(p0 + 32, se) : se;
+            __m512i acc[16];
+            for (int i = 0; i < 2 * MR; ++i) acc[i] = _mm512_setzero_si512();
+            const uint32_t* bp = buf + (p0 - c0) / 4 * LB_TN;
+            const int8_t* xa = xq + p0;
+            for (int64_t q = 0; q < (p1 - p0) / 4; ++q) {
+                const __m512i w0 = _mm512_loadu_si512((const void*)(bp + q * LB_TN));
+                const __m512i w1 = _mm512_loadu_si512((const void*)(bp + q * LB_TN + 16));
+                for (int r = 0; r < MR; ++r) {
+                    int32_t a4;
+                    memcpy(&a4, xa + r * xstride + q * 4, 4);
+                    const __m512i a = _mm512_set1_epi32(a4);
+                    acc[2 * r] = lb_dpbusd512(acc[2 * r], w0, a);
+                    acc[2 * r + 1] = lb_dpbusd512(acc[2 * r + 1], w1, a);
+                }
+            }
+            for (int r = 0; r < MR; ++r) {
+                if (gsum) {
+                    const __m512 d = _mm512_set1_ps(xd[r * dstride + p0 / 32]);
+                    for (int h = 0; h < 2; ++h) {
+                        const __m512 t = _mm512_cvtepi32_ps(acc[2 * r + h]);
+                        g[2 * r + h] = p0 == s0 ? _mm512_mul_ps(t, d) : _mm512_fmadd_ps(t, d, g[2 * r + h]);
+                    }
+                    continue;
+                }
+                const __m512 d = _mm512_set1_ps(xd[r * dstride + (sub ? p0 / 32 : b)]);
+                for (int h = 0; h < 2; ++h) {
+                    f[2 * r + h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[2 * r + h]),
+                                                   _mm512_mul_ps(_mm512_loadu_ps(sb + 16 * h), d), f[2 * r + h]);
+                    if (p0 == b * gk)
+                        f[2 * r + h] = _mm512_fnmadd_ps(_mm512_set1_ps(xs[r * nb + b]), _mm512_loadu_ps(zb + 16 * h),
+                                                        f[2 * r + h]);
+                }
+            }
+            p0 = p1;
+        }
+        for (int r = 0; gsum && r < MR; ++r)
             for (int h = 0; h < 2; ++h) {
-                const __m512 sc = _mm512_mul_ps(_mm512_loadu_ps(sb + 16 * h), d);
-                f[2 * r + h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[2 * r + h]), sc, f[2 * r + h]);
+                f[2 * r + h] = _mm512_fmadd_ps(g[2 * r + h], _mm512_loadu_ps(sb + 16 * h), f[2 * r + h]);
                 if (s0 == b * gk)
                     f[2 * r + h] = _mm512_fnmadd_ps(_mm512_set1_ps(xs[r * nb + b]), _mm512_loadu_ps(zb + 16 * h),
                                                     f[2 * r + h]);
             }
-        }
-        s0 = s1;
+        s0 = se;
     }
     for (int r = 0; r < MR; ++r) {
         _mm512_mask_storeu_ps(y + r * N, m0, f[2 * r]);
@@ -167,19 +197,24 @@ static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
             const int64_t c1 = lb_min(c0 + LB_KC, Kp);
             if (c0 / gk >= nb) break;
             lb_tile_pack(w + n0 * row_bytes, row_bytes, nn, c0, c1, buf, BITS);
-            /* the next chunk's weight lines (or the next tile's first), prefetched a share per micro-tile: the
-               pack's loads otherwise wait on L3/DRAM with nothing to overlap them (35% of the time at M = 32) */
-            const int last = c1 >= Kp || c1 / gk >= nb;
-            const uint8_t* pw = last ? (t + 1 < ntask ? w + (n0 + LB_TN) * row_bytes : NULL)
-                                     : w + n0 * row_bytes + c1 * BITS / 8;
-            const int64_t prow = last ? lb_min(LB_TN, N - n0 - LB_TN) : nn;
-            const int64_t plines = pw ? prow * (lb_min(LB_KC, Kp - (last ? 0 : c1)) * BITS / 8 / 64) : 0;
+            /* the weight lines of the chunk D ahead in this thread's walk (this tile's next chunks, then the next
+               tile's first; D = 1, 8-bit LB_TILE_PF_AHEAD8), prefetched a share per micro-tile: the pack's loads
+               otherwise wait on L3/DRAM with nothing to overlap them (35% of the time at M = 32) */
+            const int64_t nch = (lb_min(Kp, nb * gk) + LB_KC - 1) / LB_KC;
+            const int64_t vi = c0 / LB_KC + (BITS == 8 ? LB_TILE_PF_AHEAD8 : 1), tt = t + vi / nch;
+            const int64_t cc = vi % nch * LB_KC;
+            const uint8_t* pw = tt < ntask ? w + tt * LB_TN * row_bytes + cc * BITS / 8 : NULL;
+            const int64_t prow = pw ? lb_min(LB_TN, N - tt * LB_TN) : 0;
+            const int64_t plines = pw ? prow * (lb_min(LB_KC, Kp - cc) * BITS / 8 / 64) : 0;
             const int64_t lpr = plines / (prow > 0 ? prow : 1), nmt = (M + LB_MR - 1) / LB_MR;
             int64_t pl = 0, prw = 0, pcl = 0; /* lines issued; the next one's row and line in it (no division) */
             for (int64_t m = 0; m < M; m += LB_MR) {
                 const int64_t mr = lb_min(LB_MR, M - m);
                 for (const int64_t pe = plines * (m / LB_MR + 1) / nmt; pl < pe; ++pl) {
-                    _mm_prefetch((const char*)(pw + prw * row_bytes + pcl * 64), _MM_HINT_T0);
+                    if (BITS == 8)
+                        _mm_prefetch((const char*)(pw + prw * row_bytes + pcl * 64), LB_TILE_PF_HINT8);
+                    else
+                        _mm_prefetch((const char*)(pw + prw * row_bytes + pcl * 64), _MM_HINT_T0);
                     if (++pcl == lpr) {
                         pcl = 0;
                         ++prw;
@@ -188,7 +223,8 @@ static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
                 const int8_t* xr = xc + c0 * M + m * (c1 - c0) - c0; /* indexed by k as in xq */
                 const float *dr = xd + m * dstride, *sr = xs + m * nb;
                 float* yr = y + m * N + n0;
-#define LB_TR(R) lb_tile_rows(buf, c0, c1, gk, nb, wst, wzt, xr, c1 - c0, dr, dstride, sub, sr, bt, yr, N, m0, m1, R)
+#define LB_TR(R) lb_tile_rows(buf, c0, c1, gk, nb, wst, wzt, xr, c1 - c0, dr, dstride, sub, sr, bt, yr, N, m0, m1, \
+                             sub && BITS == 8, R)
                 switch (mr) {
                     case 8: LB_TR(8); break;
                     case 7: LB_TR(7); break;
