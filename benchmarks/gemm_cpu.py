@@ -234,7 +234,7 @@ SCHEMES = ("fp32", "int8/32", "int8/row")  # the native kernel at precision High
 PRECISION_FORMATS = ((4, 64), (4, 128), (8, -1))
 
 
-def _torch_dynamic_int8(wf: torch.Tensor):
+def torch_dynamic_int8(wf: torch.Tensor):
     """torch's dynamic int8 Linear (fbgemm on x86: per-tensor 7-bit activations) on the float weight wf."""
     lin = torch.nn.Linear(wf.shape[1], wf.shape[0], bias=False)
     lin.weight.data.copy_(wf)
@@ -261,7 +261,7 @@ def run_precision_sweep(shapes=PRECISION_SHAPES, ms=(1, 32, 128), rounds: int = 
             t = prep.tensors
             gemm = cpu_native.gemm_q4 if bits <= 4 else cpu_native.gemm_q8
             wf = qw.dequantize(torch.float32)
-            dyn8 = _torch_dynamic_int8(wf)
+            dyn8 = torch_dynamic_int8(wf)
             for m in ms:
                 x = torch.randn(m, k, generator=gen)
                 ref = F.linear(x.double(), wf.double())

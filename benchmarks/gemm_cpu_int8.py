@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ import lowbit
 from lowbit.nn import QuantLinear, kernel_for
 from lowbit.quant import QuantConfig, quantize_weight
 
-from .gemm_cpu import MIN_SQNR_DB, load_averages, native_variant_in_use
+from .gemm_cpu import MIN_SQNR_DB, load_averages, native_variant_in_use, torch_dynamic_int8
 from .harness import Row, describe_environment, interleaved, report, sqnr_db
 
 # (K in, N out) of the ~1B Llama (hidden 2048, MLP 5632) and the 7B-sized square of the older tables
@@ -40,13 +39,6 @@ FORMATS = (("int8 pc", -1), ("int8 b128", 128))
 TARGET_MS = 20.0  # about this much work per timing (calls repeated within it): short calls are not all timer noise
 
 
-def torch_dynamic_int8(w: torch.Tensor):
-    """torch's dynamic int8 Linear on the float weight w (N, K) (fbgemm on x86: per-tensor activations)."""
-    lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
-    lin.weight.data.copy_(w)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao deprecation notices
-        return torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear}, torch.qint8)
 
 
 def _checked(name: str, y: torch.Tensor, ref: torch.Tensor, case: str) -> float:

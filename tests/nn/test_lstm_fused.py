@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from lstm_models import random_lstm
 from torch import nn
 
 from lowbit.nn import QuantLSTM, kernel_for, quantize, resident_bytes
@@ -21,11 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(rng, bidirectional=True, num_layers=2, batch_first=True, bias=True, input_size=24, hidden=16):
-    lstm = nn.LSTM(input_size, hidden, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional)
-    with torch.no_grad():
-        for p in lstm.parameters():
-            p.copy_(torch.randn(p.shape, generator=rng) * 0.25)
-    return lstm.eval()
+    return random_lstm(rng, bidirectional, num_layers, batch_first, bias, input_size, hidden)
 
 
 def quantized(lstm, bits, memory, block=16):

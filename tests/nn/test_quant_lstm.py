@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from lstm_models import random_lstm
 from torch import nn
 
 from lowbit.nn import QuantLSTM
@@ -23,11 +24,7 @@ def sqnr(ref, y):
 
 
 def build(rng, bidirectional=True, num_layers=2, batch_first=True, bias=True, input_size=40, hidden=32):
-    lstm = nn.LSTM(input_size, hidden, num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional)
-    with torch.no_grad():
-        for p in lstm.parameters():
-            p.copy_(torch.randn(p.shape, generator=rng) * 0.25)
-    return lstm.eval()
+    return random_lstm(rng, bidirectional, num_layers, batch_first, bias, input_size, hidden)
 
 
 def quantize_lstm(lstm, cfg):
