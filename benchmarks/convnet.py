@@ -158,7 +158,7 @@ def ort_methods(onnx_path: Path, x: torch.Tensor, threads: int, tmp: Path) -> di
     class _Images(CalibrationDataReader):
         def __init__(self):
             torch.manual_seed(1)
-            self._it = iter([{"x": torch.randn_like(x[:1]).numpy()} for _ in range(8)])
+            self._it = iter([{"x": torch.randn_like(x).numpy()} for _ in range(8)])  # the exported batch
 
         def get_next(self):
             return next(self._it, None)
