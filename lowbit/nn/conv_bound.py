@@ -21,6 +21,7 @@ import torch
 
 from ..runtime import kernel_table
 from . import weight_cache
+from .identity import version_of as _version
 
 _TENSOR = torch.Tensor
 _is_compiling = torch.compiler.is_compiling
@@ -29,12 +30,6 @@ _function_mode = torch._C._is_torch_function_mode_enabled
 _grad_enabled = torch.is_grad_enabled
 _VERSIONED = ("weight_packed", "weight_scale", "weight_zero")  # what prepared weights (and the codes) derive from
 _EPOCH, _GENERATION, _FORCED = weight_cache._EPOCH, kernel_table._GENERATION, weight_cache._FORCED
-
-
-def _version(t: torch.Tensor | None) -> int | None:
-    if t is None or t.is_inference():  # inference tensors carry no version counter and cannot change in place
-        return None
-    return t._version
 
 
 class BoundConv:

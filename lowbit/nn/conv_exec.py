@@ -20,6 +20,7 @@ from ..quant.format import QuantizedWeight
 from ..runtime import executor
 from ..runtime.dispatch import Decision, Kernel, WeightFormat, select_conv
 from ..runtime.kernel_table import row_for
+from .identity import version_of as _version
 from .weight_cache import (
     backend,
     choose,
@@ -179,8 +180,3 @@ def bound_key(x: torch.Tensor, packed, scale, zero, bias) -> tuple:
             None if bias is None else _version(bias))
 
 
-def _version(t: torch.Tensor) -> int:
-    try:
-        return t._version
-    except RuntimeError:  # an inference tensor carries no version counter and cannot be modified in place either
-        return 0

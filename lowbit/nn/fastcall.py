@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..runtime.config import Memory
 from ..runtime.kernel_table import generation
+from .identity import version_of as _version
 from .weight_cache import M_BOUNDARIES, epoch, forcing, fresh_entry, m_bucket
 
 _TENSOR = torch.Tensor
@@ -37,12 +38,6 @@ _FIELDS = ("packed", "scale", "zero", "dense")
 _F32 = torch.float32
 _grad_enabled = torch.is_grad_enabled
 _num_threads = torch.get_num_threads
-
-
-def _version(t: torch.Tensor | None) -> int | None:
-    if t is None or t.is_inference():  # inference tensors carry no version counter and cannot change in place
-        return None
-    return t._version
 
 
 def _bucket_range(m: int) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from ..runtime.dispatch import Kernel, warn_fallback
 from ..runtime.kernel_table import generation
 from . import dense_copy
 from .identity import same
+from .identity import version_of as _version
 from .weight_cache import WeightCache, choose
 
 
@@ -39,13 +40,6 @@ class DispatchView:
     def of(cls, qw) -> DispatchView:
         k = math.prod(qw.shape[1:])
         return cls(qw.bits, k, False, qw.shape[0], k, qw.format)
-
-
-def _version(t: torch.Tensor) -> int:
-    try:
-        return t._version
-    except RuntimeError:  # inference tensors carry no version counter and cannot change in place
-        return 0
 
 
 def _stamp(tensors: dict[str, torch.Tensor]) -> tuple:

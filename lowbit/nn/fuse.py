@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..quant.format import QuantizedWeight
+from .identity import version_of as _version
 from .linear import QuantLinear
 
 KNOWN_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("query", "key", "value"),
@@ -107,10 +108,6 @@ class SiblingOutput(nn.Module):
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, member {self.index} of " \
                f"{list(self.group.names)}"
-
-
-def _version(x: torch.Tensor) -> int | None:
-    return None if x.is_inference() else x._version
 
 
 def _fuse_key(layer: QuantLinear):

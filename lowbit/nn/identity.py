@@ -1,9 +1,12 @@
 """`Same(obj)`: an object's identity for cache stamps, which id() cannot be: a dead object's id() is soon a new
-object's (CPython reuses the address), so a stamp of ids can match a buffer that replaced the one it was built for."""
+object's (CPython reuses the address), so a stamp of ids can match a buffer that replaced the one it was built for.
+`version_of(t)`: a tensor's in-place edit counter for the same stamps."""
 
 from __future__ import annotations
 
 import weakref
+
+import torch
 
 
 class Same:
@@ -28,3 +31,11 @@ class Same:
 def same(obj) -> Same | None:
     """`Same(obj)`, or None for None."""
     return None if obj is None else Same(obj)
+
+
+def version_of(t: torch.Tensor | None) -> int | None:
+    """t's version counter (bumped by every in-place edit); None for None and for an inference tensor, which carries
+    no counter and cannot be edited in place."""
+    if t is None or t.is_inference():
+        return None
+    return t._version

@@ -22,6 +22,7 @@ from torch import _VF, nn
 from ..runtime.dispatch import LSTM_PACKED_MIN_WEIGHTS, Kernel, compute_dtype, warn_fallback
 from ..runtime.kernel_table import generation
 from . import ops
+from .identity import version_of as _version
 from .weight_cache import compute_view, current_capabilities, entry_for, epoch, forcing, prepared
 
 _TENSOR = torch.Tensor
@@ -38,12 +39,6 @@ def float_copy_note(lstm: nn.Module) -> str:
     weights = max(getattr(lstm, f"weight_ih_l{i}{s}").numel() + getattr(lstm, f"weight_hh_l{i}{s}").numel()
                   for i in range(lstm.num_layers) for s in sfxs)
     return " [memory Low on CPU: float copy, LSTM]" if weights < LSTM_PACKED_MIN_WEIGHTS else ""
-
-
-def _version(t: torch.Tensor | None) -> int | None:
-    if t is None or t.is_inference():  # inference tensors carry no version counter and cannot change in place
-        return None
-    return t._version
 
 
 class FlatWeights:

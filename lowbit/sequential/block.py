@@ -11,7 +11,6 @@ This is the same procedure as whole-model sequential GPTQ, restricted to one blo
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 
 import torch
@@ -200,8 +199,6 @@ def quantize_block(block: nn.Module, prefix: str, store: ActivationStore, calls:
             results.append(r)
             w.data = r.qweight.dequantize(w.dtype)
             stats.pop(name, None)
-        del stats, held
-        gc.collect()  # the passes' exceptions leave frame cycles holding the group's (K, K) statistics
     return results
 
 
