@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 import torch
+from native_marks import needs_native
 
 from benchmarks import gemm_cpu_int8
 from benchmarks.harness import Row
-from lowbit.kernels import cpu_native
-
-needs_native = pytest.mark.skipif(not cpu_native.available_native(), reason="the native kernel did not build here")
 
 
 @needs_native

@@ -6,16 +6,17 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from native_marks import needs_native
 from torch import nn
 
-from lowbit.kernels import cpu_conv, cpu_native
+from lowbit.kernels import cpu_conv
 from lowbit.kernels.cpu_native.build import VARIANTS, build_native, runnable_variants
 from lowbit.nn import QuantConv2d
 from lowbit.quant import QuantConfig, quantize_weight
 from lowbit.runtime import BackendConfig, Kernel
 from lowbit.runtime.dispatch import Decision, WeightFormat, reset_fallback_warnings, select_conv
 
-pytestmark = pytest.mark.skipif(not cpu_native.available_native(), reason="native CPU kernels unavailable")
+pytestmark = needs_native
 
 GEMM_SQNR = 38.0  # int8 activations per output pixel (~40-45 dB measured)
 DW_SQNR = 100.0  # the depthwise kernel computes in fp32 (~140 dB measured)

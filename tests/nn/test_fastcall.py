@@ -7,16 +7,14 @@ import math
 
 import pytest
 import torch
+from native_marks import needs_native as native
 
 from lowbit import QuantConfig
-from lowbit.kernels.cpu_native import available_native
 from lowbit.nn import QuantLinear, fastcall
 from lowbit.nn.fastcall import BoundDense, BoundNative, Refused
 from lowbit.nn.weight_cache import current_capabilities, forced_kernel, override_capabilities
 from lowbit.quant import quantize_weight
 from lowbit.runtime import BackendConfig, Kernel, KernelRow, register_kernel, unregister_kernel
-
-native = pytest.mark.skipif(not available_native(), reason="the native CPU kernel did not build here")
 
 
 def _layer(rng, k, n, bits, block, backend, bias=True):

@@ -5,14 +5,14 @@ import copy
 
 import pytest
 import torch
+from native_marks import needs_native as native
 
 import lowbit
-from lowbit.kernels.cpu_native import available_native
 from lowbit.nn import FusedSiblings, QuantLinear, SiblingOutput, fuse_siblings, unfuse_siblings
 from lowbit.quant import quantize_weight
 
 transformers = pytest.importorskip("transformers")
-native = pytest.mark.skipif(not available_native(), reason="the native CPU kernel did not build here")
+
 _TINY = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)
 
