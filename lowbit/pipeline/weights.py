@@ -74,7 +74,8 @@ def _data_aware(w, hessians, cfg, name) -> QuantizedWeight:
 
 
 def quantize_param(w: torch.Tensor, hessians: list[torch.Tensor], cfg: QuantConfig, name: str,
-                   held: list[torch.Tensor] | None = None, rows: int | None = None) -> WeightResult:
+                   held: list[torch.Tensor] | None = None, rows: int | None = None,
+                   consume: bool = False) -> WeightResult:
     """GPTQ or clip-searched RTN (AWQ) of w given its inputs' xtx per group of rows; plain RTN/HQQ if not
     data-aware, or when the data-aware weight cannot be trusted (lowbit.pipeline.checks):
       - the inputs are degenerate (all zero, constant, too few distinct rows; `rows` is their count);
@@ -82,27 +83,46 @@ def quantize_param(w: torch.Tensor, hessians: list[torch.Tensor], cfg: QuantConf
         larger output error there than the plain one. When it passes, the weight returned is refitted on all the
         data (hessians + held), as cross-validation does.
     Errors (before/after) are those of the returned weight on all the calibration inputs (hessians + held).
+    consume: the caller gives both lists up (it holds no other reference to their matrices). The total is then
+    summed in place into hessians' matrices and held's are dropped from their list, so that one (K, K) set fewer
+    is alive while the final fit runs (127 MB at K = 5632).
     """
-    plain = quantize_weight(w, plain_config(cfg), name)
-    total = [h + g for h, g in zip(hessians, held, strict=True)] if held else hessians
-    plain_w, ref_total = plain.dequantize(torch.float32), output_norm_sq(w, total)
-    before = grouped_error(w, plain_w, total, ref_total)
+    plain, has_held = quantize_weight(w, plain_config(cfg), name), bool(held)
     if cfg.is_float or not cfg.data_aware:
+        before = grouped_error(w, plain.dequantize(torch.float32), _total(hessians, held, consume))
         return WeightResult(name, plain, before, before)
-    why = degenerate(total, rows)
-    check = not why and held and any(float(h.diagonal().sum()) > 0 for h in held)
-    if check:
-        held_plain = output_norm_sq(w, held, plain_w)  # squared errors: both share the one reference norm
-    del plain_w  # (N, K) float32: not alive while GPTQ runs
-    if check:
-        held_aware = output_norm_sq(w, held, _data_aware(w, hessians, cfg, name).dequantize(torch.float32))
-        if held_out_worse(max(held_aware, 0.0) ** 0.5, max(held_plain, 0.0) ** 0.5):  # as relative errors
-            ref_held = output_norm_sq(w, held)
-            aware, plain_err = ((max(e, 0.0) / ref_held) ** 0.5 if ref_held > 0 else 0.0
-                                for e in (held_aware, held_plain))
-            why = f"worse on held-out data (output error {aware:.4f}, {plain.method} {plain_err:.4f})"
+    why = degenerate(hessians, rows, held)
+    if not why and has_held and any(float(h.diagonal().sum()) > 0 for h in held):
+        why = _held_out_fallback(w, hessians, held, plain, cfg, name)
+    total = _total(hessians, held, consume)
+    ref_total = output_norm_sq(w, total)
+    before = grouped_error(w, plain.dequantize(torch.float32), total, ref_total)
     if why:
         return WeightResult(name, plain, before, before, fallback=why)
     qw = _data_aware(w, total, cfg, name)
     after = grouped_error(w, qw.dequantize(torch.float32), total, ref_total)
-    return WeightResult(name, qw, before, after, held_out=bool(held))
+    return WeightResult(name, qw, before, after, held_out=has_held)
+
+
+def _total(hessians: list[torch.Tensor], held: list[torch.Tensor] | None, in_place: bool) -> list[torch.Tensor]:
+    """hessians + held per group: a new list of sums, or (in_place) summed into hessians with held emptied."""
+    if not held:
+        return hessians
+    if not in_place:
+        return [h + g for h, g in zip(hessians, held, strict=True)]
+    for h, g in zip(hessians, held, strict=True):
+        h.add_(g)
+    held.clear()
+    return hessians
+
+
+def _held_out_fallback(w, hessians, held, plain, cfg, name) -> str:
+    """Why the data-aware weight fitted on `hessians` is not kept: its output error on the held-out inputs is
+    above the plain weight's ("" when it is not)."""
+    held_plain = output_norm_sq(w, held, plain.dequantize(torch.float32))  # squared errors share one reference
+    held_aware = output_norm_sq(w, held, _data_aware(w, hessians, cfg, name).dequantize(torch.float32))
+    if not held_out_worse(max(held_aware, 0.0) ** 0.5, max(held_plain, 0.0) ** 0.5):  # as relative errors
+        return ""
+    ref_held = output_norm_sq(w, held)
+    aware, plain_err = ((max(e, 0.0) / ref_held) ** 0.5 if ref_held > 0 else 0.0 for e in (held_aware, held_plain))
+    return f"worse on held-out data (output error {aware:.4f}, {plain.method} {plain_err:.4f})"

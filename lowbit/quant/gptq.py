@@ -12,8 +12,9 @@ With `gptq_act_order` the columns are visited by decreasing H diagonal and the b
 ranges with scales/zeros computed from the unmodified weight before any feedback (GPTQModel's static groups): the
 codes, scales and zeros are exactly the `QuantizedWeight` layout and every kernel reads them unchanged.
 
-Numerics: H, its damping, Cholesky and inverse factor in float64 (damping raised x10 with a warning when H + damp
-is not positive definite); the column loop in float32 (as the paper's code), each column's rounding in float64.
+Numerics: H, its damping, Cholesky and inverse factor in float64, by column panels (lowbit.quant.cholesky; damping
+raised x10 with a warning when H + damp is not positive definite); the column loop in float32 (as the paper's
+code), each column's rounding in float64.
 Dead inputs (H[j, j] == 0: the channel was always zero in calibration) get H[j, j] = 1 and are rounded to nearest
 with no error fed to them: the paper's code sets W[:, j] = 0 instead, which is exact on the calibration data but wipes
 every weight of a channel that is zero there and not at inference (an all-zero calibration batch zeroed MiniLM's
@@ -30,6 +31,7 @@ from dataclasses import replace
 import torch
 
 from .checks import check_float_weight
+from .cholesky import reversed_cholesky_panels, reversed_inverse
 from .config import QuantConfig
 from .format import QuantizedWeight, group_size_for, symmetric_zero
 from .hessian import split_by_hessians
@@ -40,61 +42,27 @@ from .rtn import rtn_scale_zero
 _MAX_DAMP_RAISES = 6
 
 
-_FACTOR_PANEL = 1024  # columns of the triangular inverse solved at once: float64 panels, not a (K, K) identity
-
-
 def inverse_hessian_factor(h: torch.Tensor, damp: float, name: str = "weight",
                            dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, float]:
-    """Upper Cholesky factor U of (H + λI)⁻¹ with λ = damp · mean(diag H), and the damp used; computed in float64,
-    returned in `dtype`.
+    """Upper Cholesky factor U of (H + λI)⁻¹ with λ = damp · mean(diag H), and the damp used; computed in float64
+    by column panels (lowbit.quant.cholesky), returned in `dtype`.
 
     When H + λI is not positive definite (numerically), damp is raised tenfold (warning once per layer).
-    Besides h and the result, one float64 (K, K) matrix is alive (K = 5632: 254 MB) and (K, 1024) panels.
+    Besides h and the result, M's float64 panels are alive (K = 5632: ~150 MB, freed as the inverse is solved).
     """
-    mean_diag = h.diagonal().double().mean().clamp_min(1e-30)
+    mean_diag = float(h.diagonal().double().mean().clamp_min(1e-30))
     tried = damp
     for _ in range(_MAX_DAMP_RAISES):
-        # H⁻¹ = UᵀU without forming H⁻¹: with J the reversal, J H J = M Mᵀ (M lower) gives U = J M⁻¹ J
-        chol = _reversed_float64(h)
-        chol.diagonal().add_(tried * mean_diag)  # a constant diagonal: the same before or after the reversal
-        _, info = torch.linalg.cholesky_ex(chol, out=(chol, torch.empty((), dtype=torch.int32, device=h.device)))
-        if int(info) == 0:
-            upper = _reversed_inverse(chol, dtype)
-            if upper is not None:
-                if tried != damp:
-                    warnings.warn(f"lowbit GPTQ: the Hessian of {name} is not positive definite with "
-                                  f"gptq_damp={damp:g}; raised the damping to {tried:g}", stacklevel=2)
-                return upper, tried
-        del chol
+        panels = reversed_cholesky_panels(h, tried * mean_diag)  # a constant diagonal: unchanged by the reversal
+        upper = None if panels is None else reversed_inverse(panels, dtype)
+        if upper is not None:
+            if tried != damp:
+                warnings.warn(f"lowbit GPTQ: the Hessian of {name} is not positive definite with "
+                              f"gptq_damp={damp:g}; raised the damping to {tried:g}", stacklevel=2)
+            return upper, tried
         tried *= 10
     raise ValueError(f"the Hessian of {name} is not positive definite even with damping {tried / 10:g}: "
                      "its calibration inputs are degenerate (check them for NaN/inf or constant channels)")
-
-
-def _reversed_float64(h: torch.Tensor) -> torch.Tensor:
-    """J h J (rows and columns reversed) in float64, copied by row panels (no full-size float32 copy of h)."""
-    k = h.shape[0]
-    out = torch.empty(k, k, dtype=torch.float64, device=h.device)
-    for start in range(0, k, _FACTOR_PANEL):
-        stop = min(start + _FACTOR_PANEL, k)
-        out[k - stop:k - start] = h[start:stop].flip(0, 1)
-    return out
-
-
-def _reversed_inverse(lower: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
-    """J M⁻¹ J in `dtype` for lower-triangular M (K, K) float64, or None if it is not finite. M⁻¹ is solved one
-    panel of columns at a time: columns s:e of M⁻¹ are zero above row s and solve M[s:, s:] X = I[s:, s:e]."""
-    k = lower.shape[0]
-    out = torch.zeros(k, k, dtype=dtype, device=lower.device)
-    for start in range(0, k, _FACTOR_PANEL):
-        stop = min(start + _FACTOR_PANEL, k)
-        rhs = torch.zeros(k - start, stop - start, dtype=torch.float64, device=lower.device)
-        rhs.diagonal().fill_(1.0)
-        x = torch.linalg.solve_triangular(lower[start:, start:], rhs, upper=False)
-        if not bool(torch.isfinite(x).all()):
-            return None
-        out[:k - start, k - stop:k - start] = x.flip(0, 1)  # (J M⁻¹ J)[i, j] = M⁻¹[k-1-i, k-1-j]
-    return out
 
 
 def _group_params(blocks: torch.Tensor, cfg: QuantConfig, scale_dtype: torch.dtype, hess: torch.Tensor | None = None):

@@ -191,15 +191,23 @@ def quantize_block(block: nn.Module, prefix: str, store: ActivationStore, calls:
         for name in group:
             w = linears[name].weight
             if cfg.data_aware:  # never worse than RTN/HQQ on the held-out rows, as lowbit.quantize
-                h = held[name]
-                r = quantize_param(w.data, [stats[name].xtx], cfg, f"{prefix}{name}.weight",
-                                   held=[h.xtx] if h.count else None, rows=stats[name].count + h.count)
+                fit, held_out, rows, last = take_statistics(stats, held, name)
+                r = quantize_param(w.data, fit, cfg, f"{prefix}{name}.weight", held=held_out, rows=rows,
+                                   consume=last)
             else:
                 r = _plain(w.data, cfg, f"{prefix}{name}.weight")
             results.append(r)
             w.data = r.qweight.dequantize(w.dtype)
-            stats.pop(name, None)
     return results
+
+
+def take_statistics(stats: dict[str, InputStats], held: dict[str, InputStats], name: str):
+    """Layer `name`'s statistics for `quantize_param`, taken out of the dicts: ([fit xtx], [held xtx] or None,
+    their row count, last). `last`: no other layer shares them, so the lists are the only references left and
+    quantize_param may consume them (the down_proj phase is a 1B model's peak: 127 MB per K = 5632 matrix)."""
+    fit, out = stats.pop(name), held.pop(name)
+    last = not any(s is fit for s in stats.values())
+    return [fit.xtx], [out.xtx] if out.count else None, fit.count + out.count, last
 
 
 def _plain(w, cfg, name) -> WeightResult:

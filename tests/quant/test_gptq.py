@@ -163,9 +163,9 @@ def test_errors(rng):
 def test_inverse_factor_by_panels_is_the_inverse_cholesky_factor(rng, panel, monkeypatch):
     """UᵀU = (H + λI)⁻¹ with U upper, whatever the panel width (one panel, several, a ragged last one), checked
     against float64 torch.linalg.inv; the caller's H is left as it was."""
-    import lowbit.quant.gptq as gptq
+    import lowbit.quant.cholesky as cholesky
 
-    monkeypatch.setattr(gptq, "_FACTOR_PANEL", panel)
+    monkeypatch.setattr(cholesky, "PANEL", panel)
     x = torch.randn(300, 50, generator=rng, dtype=torch.float64)
     h = (x.T @ x).float()
     before = h.clone()
