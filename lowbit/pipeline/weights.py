@@ -40,16 +40,17 @@ def plain_config(cfg: QuantConfig) -> QuantConfig:
 _ROWS_PER_PRODUCT = 4096  # rows of W per (rows, K) x (K, K) product: bounds the float32 copies at lm_head's size
 
 
-def output_norm_sq(w: torch.Tensor, hessians: list[torch.Tensor], w_hat: torch.Tensor | None = None) -> float:
+def output_norm_sq(w: torch.Tensor, hessians: list[torch.Tensor],
+                   w_hat: torch.Tensor | QuantizedWeight | None = None) -> float:
     """‖x (W - Ŵ)ᵀ‖² (or ‖x Wᵀ‖² without w_hat) summed over the groups of rows of w (N, ...), one xtx per equal
-    group, computed in float32 row chunks (each costs its share of a (N, K) x (K, K) product)."""
+    group, computed in float32 row chunks (each costs its share of a (N, K) x (K, K) product). A QuantizedWeight
+    w_hat is dequantized chunk by chunk."""
     n = w.shape[0]
     w2, rows = w.reshape(n, -1), n // len(hessians)
-    wh2 = None if w_hat is None else w_hat.reshape(n, -1)
     total = 0.0
     for start in range(0, n, _ROWS_PER_PRODUCT):
         stop = min(start + _ROWS_PER_PRODUCT, n)
-        d = w2[start:stop].float() if wh2 is None else w2[start:stop].float() - wh2[start:stop].float()
+        d = w2[start:stop].float() if w_hat is None else w2[start:stop].float() - _rows(w_hat, start, stop)
         for i, h in enumerate(hessians):  # the groups of rows this chunk overlaps
             lo, hi = max(start, i * rows), min(stop, (i + 1) * rows)
             if lo < hi:
@@ -57,8 +58,14 @@ def output_norm_sq(w: torch.Tensor, hessians: list[torch.Tensor], w_hat: torch.T
     return total
 
 
-def grouped_error(w: torch.Tensor, w_hat: torch.Tensor, hessians: list[torch.Tensor], ref: float | None = None) \
-        -> float:
+def _rows(w_hat: torch.Tensor | QuantizedWeight, start: int, stop: int) -> torch.Tensor:
+    if isinstance(w_hat, QuantizedWeight):
+        return w_hat.dequantize_rows(start, stop, torch.float32)
+    return w_hat.reshape(w_hat.shape[0], -1)[start:stop].float()
+
+
+def grouped_error(w: torch.Tensor, w_hat: torch.Tensor | QuantizedWeight, hessians: list[torch.Tensor],
+                  ref: float | None = None) -> float:
     """Relative output error of w_hat against w (N, ...) with one xtx per equal group of rows; ref: w's
     output_norm_sq on these hessians when already known."""
     ref = output_norm_sq(w, hessians) if ref is None else ref
@@ -89,18 +96,18 @@ def quantize_param(w: torch.Tensor, hessians: list[torch.Tensor], cfg: QuantConf
     """
     plain, has_held = quantize_weight(w, plain_config(cfg), name), bool(held)
     if cfg.is_float or not cfg.data_aware:
-        before = grouped_error(w, plain.dequantize(torch.float32), _total(hessians, held, consume))
+        before = grouped_error(w, plain, _total(hessians, held, consume))
         return WeightResult(name, plain, before, before)
     why = degenerate(hessians, rows, held)
     if not why and has_held and any(float(h.diagonal().sum()) > 0 for h in held):
         why = _held_out_fallback(w, hessians, held, plain, cfg, name)
     total = _total(hessians, held, consume)
     ref_total = output_norm_sq(w, total)
-    before = grouped_error(w, plain.dequantize(torch.float32), total, ref_total)
+    before = grouped_error(w, plain, total, ref_total)
     if why:
         return WeightResult(name, plain, before, before, fallback=why)
     qw = _data_aware(w, total, cfg, name)
-    after = grouped_error(w, qw.dequantize(torch.float32), total, ref_total)
+    after = grouped_error(w, qw, total, ref_total)
     return WeightResult(name, qw, before, after, held_out=has_held)
 
 
@@ -119,8 +126,8 @@ def _total(hessians: list[torch.Tensor], held: list[torch.Tensor] | None, in_pla
 def _held_out_fallback(w, hessians, held, plain, cfg, name) -> str:
     """Why the data-aware weight fitted on `hessians` is not kept: its output error on the held-out inputs is
     above the plain weight's ("" when it is not)."""
-    held_plain = output_norm_sq(w, held, plain.dequantize(torch.float32))  # squared errors share one reference
-    held_aware = output_norm_sq(w, held, _data_aware(w, hessians, cfg, name).dequantize(torch.float32))
+    held_plain = output_norm_sq(w, held, plain)  # squared errors: both share one reference norm
+    held_aware = output_norm_sq(w, held, _data_aware(w, hessians, cfg, name))
     if not held_out_worse(max(held_aware, 0.0) ** 0.5, max(held_plain, 0.0) ** 0.5):  # as relative errors
         return ""
     ref_held = output_norm_sq(w, held)

@@ -191,6 +191,16 @@ class QuantizedWeight:
         w = dequantize_blocks(self.unpack(), self.scale, self.zero_or_implicit(), self.group_size, dtype)
         return w.reshape(self.shape)
 
+    def dequantize_rows(self, start: int, stop: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Rows start:stop of the weight flattened to (N, K), in `dtype`: the same numbers as dequantize() there,
+        without the whole float weight (lm_head's 32000 x 2048 is 262 MB of float32)."""
+        dtype = dtype or self.dtype
+        if self.is_float:
+            return self.packed[start:stop].reshape(stop - start, -1).to(dtype)
+        codes = unpack_bits(self.packed[start:stop], self.bits, self.k)
+        return dequantize_blocks(codes, self.scale[start:stop], self.zero_or_implicit()[start:stop], self.group_size,
+                                 dtype)
+
     def compute_layout(self) -> ComputeWeight:
         """Codes widened to a 2/4/8-bit container and packed in int32 words along K, fp32 scale and zero."""
         if self.is_float:

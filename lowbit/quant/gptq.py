@@ -127,32 +127,41 @@ def gptq_rows(w: torch.Tensor, h: torch.Tensor, cfg: QuantConfig, name: str = "w
         raise ValueError(f"{name}: Hessian shape {tuple(h.shape)} does not match the weight's K={k}")
     scale_dtype = cfg.scale_torch_dtype
     group = group_size_for(k, cfg.block_size)
-    nb = math.ceil(k / group)
-    # one float32 copy of the weight, transposed (the loop's layout), and a copy of h only when its dead columns
-    # are set: at lm_head's 32000 x 2048 every extra (N, K) float copy is 262 MB, at K = 5632 a (K, K) one 127 MB
-    wt, hess = w.detach().t().float().contiguous(), h.detach()
+    hess = h.detach()  # copied only when its dead columns are set: at K = 5632 a (K, K) copy is 127 MB
     dead = hess.diagonal() == 0
     if bool(dead.any()):
         hess = hess.clone()  # the caller's statistics stay as they are
         hess[dead, dead] = 1.0  # no coupling to the others: the column is rounded to nearest, its weight kept
     static = cfg.gptq_act_order
-    scale = torch.empty(n, nb, dtype=scale_dtype, device=w.device)
-    zero = None if cfg.symmetric else torch.empty_like(scale)
+    perm = torch.argsort(hess.diagonal(), descending=True, stable=True) if static else torch.arange(k, device=w.device)
+    group_hess = hess if static and cfg.gptq_scales == "clip" else None  # static groups' search: original order
     if static:
-        scale, zero = static_group_params(wt.t(), group, cfg, scale_dtype, hess)
-        perm = torch.argsort(hess.diagonal(), descending=True, stable=True)
-        wt, hess = wt[perm], hess[perm][:, perm]
-    else:
-        perm = torch.arange(k, device=w.device)
+        hess = hess[perm][:, perm]
     upper, _ = inverse_hessian_factor(hess, cfg.gptq_damp, name, torch.float32)  # the loop's precision
-    if cfg.gptq_scales != "clip":
-        hess = None  # only the clipping search reads it again: 127 MB at K = 5632
-    codes = _gptq_loop(wt, upper, perm, group, scale, zero, cfg, static, hess)
-    out = torch.empty_like(codes)
-    out[:, perm] = codes  # back to the original column order
-    return out, scale, zero
+    if cfg.gptq_scales != "clip" or static:
+        hess = None  # only the dynamic groups' clipping search reads it again
+    codes = torch.empty(n, k, dtype=torch.uint8, device=w.device)
+    scale = torch.empty(n, math.ceil(k / group), dtype=scale_dtype, device=w.device)
+    zero = None if cfg.symmetric else torch.empty_like(scale)
+    for r0 in range(0, n, _ROW_CHUNK):  # rows are independent given H: one factor, the float copy by chunks
+        rows = slice(r0, min(r0 + _ROW_CHUNK, n))
+        wt = w[rows].detach().t().to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # own copy
+        if static:
+            sc, zc = static_group_params(wt.t(), group, cfg, scale_dtype, group_hess)
+            scale[rows] = sc
+            if zero is not None:
+                zero[rows] = zc
+            wt = wt[perm]
+        chunk = _gptq_loop(wt, upper, perm, group, scale[rows], None if zero is None else zero[rows], cfg, static,
+                           hess)
+        if static:
+            codes[rows, perm] = chunk  # back to the original column order
+        else:
+            codes[rows] = chunk
+    return codes, scale, zero
 
 
+_ROW_CHUNK = 8192  # rows fitted at once: lm_head's 32000 x 2048 float32 copy would be 262 MB
 _SUB_BATCH = 16  # columns whose rank-1 updates stay inside the sub-batch; a GEMM carries them to the batch's rest
 
 
@@ -220,8 +229,9 @@ def gptq_quantize(w: torch.Tensor, hessians: torch.Tensor | Sequence[torch.Tenso
     shape = tuple(w.shape)
     w2d, hs, rows = split_by_hessians(w, hessians, name)
     parts = [gptq_rows(w2d[i * rows:(i + 1) * rows], h, cfg, name) for i, h in enumerate(hs)]
-    codes = torch.cat([p[0] for p in parts])
-    scale = torch.cat([p[1] for p in parts])
-    zero = None if cfg.symmetric else torch.cat([p[2] for p in parts])
+    codes, scale, zero = parts[0] if len(parts) == 1 else (  # one group: no (N, K) copy of the codes
+        torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+        None if cfg.symmetric else torch.cat([p[2] for p in parts]))
+    del parts
     return QuantizedWeight(packed=pack_bits(codes, cfg.bits), scale=scale, zero=zero, shape=shape, dtype=w.dtype,
                            bits=cfg.bits, block_size=cfg.block_size, symmetric=cfg.symmetric, method="gptq")

@@ -173,3 +173,21 @@ def test_inverse_factor_by_panels_is_the_inverse_cholesky_factor(rng, panel, mon
     reg = h.double() + damp * h.double().diagonal().mean() * torch.eye(50, dtype=torch.float64)
     assert torch.equal(upper, upper.triu()) and torch.equal(h, before)
     torch.testing.assert_close(upper.T @ upper, torch.linalg.inv(reg), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_rows_fitted_in_chunks_match_one_pass_and_leave_the_weight(rng, act_order, monkeypatch):
+    """GPTQ's rows are independent given H: fitting them 7 at a time (lm_head's bound on the float copy) gives the
+    same codes, scales and zeros as one pass, and the caller's float32 weight is not touched."""
+    import lowbit.quant.gptq as gptq
+
+    w, x = _layer(rng, 30, 64, m=256)
+    h = x.T @ x
+    cfg = QuantConfig(bits=4, block_size=16, method="gptq", gptq_act_order=act_order)
+    before = w.clone()
+    whole = gptq.gptq_rows(w, h, cfg)
+    monkeypatch.setattr(gptq, "_ROW_CHUNK", 7)
+    chunked = gptq.gptq_rows(w, h, cfg)
+    assert torch.equal(w, before)
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
