@@ -122,8 +122,7 @@ def _lib(library: cpu_native.NativeLibrary | None = None):
         f32 = ctypes.c_float
         lib.lib.lb_dwconv.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, i32, f32, f32, ptr, i32]
         lib.lib.lb_dwconv.restype = i64  # NaN / inf inputs seen while rounding (input_step)
-        lib.lib.lb_conv_q.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32, i32, ptr, i32, ptr, ptr, ptr, ptr,
-                                      ptr, i32]
+        lib.lib.lb_conv_q.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32, i32, ptr, i32, ptr, i32]
         lib.lib.lb_conv_q.restype = None
     return lib.lib
 
@@ -182,19 +181,16 @@ def conv2d_gemm(x: torch.Tensor, w: Int4CpuWeight, shape, bias: torch.Tensor | N
     x, bias = _check(x, bias, o, act)
     geo, oh, ow = geometry(x, shape, stride, padding, dilation, groups)
     t = w.tensors
-    m, kp, nb = x.shape[0] * oh * ow, t["packed"].shape[1] * 8 // (4 if w.bits <= 4 else 8), t["scale"].shape[1]
-    xq = torch.empty(m, kp, dtype=torch.int8)
+    kp = t["packed"].shape[1] * 8 // (4 if w.bits <= 4 else 8)
     scheme = activations or ("int8/row" if w.act_per_row else "int8/block")
     if scheme not in cpu_native.INT8_ACT_MODES:
         raise ValueError(f"activations={scheme!r}: the native conv rounds activations to int8; use one of "
                          f"{list(cpu_native.INT8_ACT_MODES)}")
-    xd, xs = torch.empty(m, kp // 32 if scheme == "int8/32" else nb), torch.empty(m, nb)
-    yg = torch.empty(m, o // groups)
     y = torch.empty(x.shape[0], o, oh, ow, dtype=torch.float32)
     _lib(library).lb_conv_q(x.data_ptr(), geo.data_ptr(), t["packed"].data_ptr(), t["scale"].data_ptr(),
-                     t["scale_zero"].data_ptr(), kp, w.group_k // 32, nb, cpu_native.INT8_ACT_MODES[scheme],
-                     4 if w.bits <= 4 else 8, _ptr(bias), ACTIVATIONS[act], xq.data_ptr(), xd.data_ptr(),
-                     xs.data_ptr(), yg.data_ptr(), y.data_ptr(), num_threads or torch.get_num_threads())
+                            t["scale_zero"].data_ptr(), kp, w.group_k // 32, t["scale"].shape[1],
+                            cpu_native.INT8_ACT_MODES[scheme], 4 if w.bits <= 4 else 8, _ptr(bias), ACTIVATIONS[act],
+                            y.data_ptr(), num_threads or torch.get_num_threads())
     return y
 
 

@@ -34,6 +34,8 @@ CASES = [
     (40, 48, 1, 1, 1, (1, 1), (0, 0), (1, 1), 4, 32, None, 3, 5, 6),  # 1x1: the NHWC column path
     (36, 70, 1, 1, 1, (2, 2), (0, 0), (1, 1), 6, 64, "relu", 1, 7, 7),  # 1x1 strided, K not a multiple of 64
     (20, 3, 7, 7, 1, (2, 2), (3, 3), (1, 1), 5, 64, None, 1, 17, 15),  # stem-like, K = 147
+    (16, 128, 3, 3, 2, (1, 1), (1, 1), (1, 1), 8, -1, "relu", 2, 20, 19),  # K = 1152: 3 pixel chunks per image
+    (16, 8, 3, 3, 1, (1, 2), (2, 1), (2, 1), 4, 32, None, 1, 15, 16),  # padded planes with row dilation
 ]
 
 
