@@ -139,7 +139,7 @@ def layer_table(name: str, method: str, x: torch.Tensor, rounds: int, force: boo
     forced = {}
     if force:
         with mock.patch.multiple(dispatch, CONV_NATIVE_MIN_N=0, CONV_NATIVE_MIN_K=0, CONV_NATIVE_MIN_PLANE=0,
-                                 AVX2_CONV_NATIVE_MAX_BITS=8, AVX2_CONV_NATIVE_MAX_PLANE=1 << 40):
+                                 avx2_conv_max_plane=lambda *_: 1 << 40):
             forced = conv_rows(make(name, method, x), x, rounds)
     head = "| model | method | layer | shape | fp32 ms | lowbit ms | ratio | path |" + (
         " all native ms | all-native ratio |" if force else "")

@@ -100,15 +100,17 @@ def test_select_conv_by_stride_and_plane(fmt, depthwise, stride, plane, expect):
     assert d.kernel is expect and (d.fallback_reason is not None) == (expect is Kernel.DENSE)
 
 
-@pytest.mark.parametrize("bits,plane,expect", [
-    (8, 196, Kernel.DENSE), (8, 49, Kernel.DENSE),  # 8-bit without VNNI: 0.6-0.9x of torch's fp32 conv
-    (4, 784, Kernel.DENSE), (4, None, Kernel.DENSE),  # 4-bit on 28x28 outputs: 0.8x
-    (4, 196, Kernel.CPU_INT4), (4, 49, Kernel.CPU_INT4),  # 4-bit on 14x14 and smaller: 1.0-1.07x
+@pytest.mark.parametrize("bits,n,k,plane,expect", [
+    (8, 256, 2304, 196, Kernel.CPU_INT4), (8, 256, 2304, 49, Kernel.CPU_INT4),  # 8-bit, >= 150k weights: 1.0-1.65x
+    (8, 256, 2304, 784, Kernel.DENSE), (8, 96, 576, 49, Kernel.DENSE),  # 28x28: 0.9x; 55k weights: 0.92-1.04x
+    (4, 256, 2304, 784, Kernel.CPU_INT4), (4, 256, 2304, 3136, Kernel.DENSE),  # 4-bit K >= 576: 28x28 1.2x, 56x56 0.9x
+    (4, 256, 2304, None, Kernel.DENSE),  # plane unknown
+    (4, 576, 96, 196, Kernel.DENSE), (4, 576, 96, 49, Kernel.CPU_INT4),  # small K: 14x14 0.89x, 7x7 1.12x
 ])
-def test_select_conv_avx2_rule(bits, plane, expect):
-    """Without VNNI (the avx2 kernels) the GEMM conv only for 4-bit weights on planes of 14x14 and smaller; the
+def test_select_conv_avx2_rule(bits, n, k, plane, expect):
+    """Without VNNI (the avx2 kernels) the GEMM conv where it measured faster (`dispatch.avx2_conv_max_plane`); the
     avx512vnni rule keeps it for every one of these."""
-    fmt = WeightFormat(bits, 64, False, 256, 2304)
+    fmt = WeightFormat(bits, 64, False, n, k)
     args = (Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", fmt, 1, False, None, LOW, 1, plane)
     d = select_conv(*args, variant="avx2")
     assert d.kernel is expect and (d.fallback_reason is not None) == (expect is Kernel.DENSE)
@@ -116,13 +118,24 @@ def test_select_conv_avx2_rule(bits, plane, expect):
         assert select_conv(*args, variant="avx512vnni").kernel is Kernel.CPU_INT4
 
 
-@pytest.mark.parametrize("variant,bits,note", [
-    ("avx512vnni", 8, ""), ("avx512vnni", 4, ""),
-    ("avx2", 8, " [memory Low on CPU (avx2 kernels): float copy, 8-bit]"),
-    ("avx2", 4, " [memory Low on CPU (avx2 kernels): float copy over 14x14 outputs]"),
-    ("avx2", 16, ""),  # float16 storage: no packed conv to copy from
+@pytest.mark.parametrize("n,k,avx512,avx2", [
+    (64, 576, Kernel.CPU_INT4, Kernel.DENSE),  # resnet18's layer1: 1.05-1.13x with VNNI, 0.9x without
+    (64, 192, Kernel.DENSE, Kernel.DENSE), (64, 147, Kernel.DENSE, Kernel.DENSE),  # 0.73-0.86x; the stem 0.73x
 ])
-def test_summary_marks_the_avx2_float_copies(variant, bits, note):
+def test_select_conv_64_channels_by_k(n, k, avx512, avx2):
+    """N = 64 output channels run the GEMM conv with VNNI from K = 384 (1.05-1.13x of fp32), not without."""
+    args = (Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", WeightFormat(8, -1, False, n, k), 1, False, None, LOW, 1, 3136)
+    assert select_conv(*args, variant="avx512vnni").kernel is avx512
+    assert select_conv(*args, variant="avx2").kernel is avx2
+
+
+@pytest.mark.parametrize("variant,bits,note,note64", [
+    ("avx512vnni", 8, "", ""), ("avx512vnni", 4, "", ""),
+    ("avx2", 8, " [memory Low on CPU (avx2 kernels): float copy over 14x14 outputs]", None),
+    ("avx2", 4, " [memory Low on CPU (avx2 kernels): float copy over 28x28 outputs]", None),
+    ("avx2", 16, "", None),  # float16 storage: no packed conv to copy from
+])
+def test_summary_marks_the_avx2_float_copies(variant, bits, note, note64):
     from lowbit.nn.conv import float_copy_note
     from lowbit.nn.weight_cache import override_capabilities
     from lowbit.runtime import Capabilities
@@ -130,7 +143,11 @@ def test_summary_marks_the_avx2_float_copies(variant, bits, note):
     override_capabilities(Capabilities(cpu_int4=True, native_variant=variant))
     try:
         assert float_copy_note(nn.Conv2d(256, 256, 3, padding=1), bits) == note
-        assert float_copy_note(nn.Conv2d(64, 64, 3), bits) == " [memory Low on CPU: float copy, N=64, K=576]"
+        assert float_copy_note(nn.Conv2d(64, 64, 3), bits) == (
+            " [memory Low on CPU: float copy, N=64, K=576]" if note64 is None else note64)
+        assert float_copy_note(nn.Conv2d(64, 96, 3), 8) == (  # 55k weights: no plane
+            " [memory Low on CPU (avx2 kernels): float copy, 8-bit]" if variant == "avx2" else "")
+        assert float_copy_note(nn.Conv2d(64, 64, 1), bits) == " [memory Low on CPU: float copy, N=64, K=64]"
     finally:
         override_capabilities(None)
 
@@ -148,7 +165,7 @@ def test_memory_low_depthwise_runs_the_direct_kernel_on_big_planes(rng):
 
 @pytest.mark.parametrize("fmt,groups,depthwise,refusal,device,expect", [
     (FMT, 1, False, None, "cpu", Kernel.CPU_INT4),  # big dense conv: the native kernel wins
-    (WeightFormat(4, 64, False, 64, 576), 1, False, None, "cpu", Kernel.DENSE),  # N=64: float copy is faster
+    (WeightFormat(4, 64, False, 64, 192), 1, False, None, "cpu", Kernel.DENSE),  # N=64 K=192: float copy is faster
     (WeightFormat(4, 64, False, 16, 27), 1, False, None, "cpu", Kernel.DENSE),  # stem, K=27
     (WeightFormat(4, 64, False, 1, 9), 96, True, None, "cpu", Kernel.DENSE),  # depthwise, plane unknown: the float copy
     (FMT, 1, False, "no native", "cpu", Kernel.CPU_INT8_DYNAMIC),  # groups 1 without native: im2col + linear
@@ -215,10 +232,14 @@ def test_non_finite_input_gives_nan_where_it_reaches(rng):
 def test_summary_names_the_float_copies():
     from lowbit.nn import quantize
 
-    model = quantize(nn.Sequential(nn.Conv2d(64, 256, 3), nn.Conv2d(256, 64, 3), nn.Conv2d(64, 128, 5, groups=64)))
+    model = quantize(nn.Sequential(nn.Conv2d(64, 256, 3), nn.Conv2d(256, 48, 3), nn.Conv2d(64, 128, 5, groups=64)))
+    from lowbit.nn.weight_cache import current_capabilities
+
     notes = {r.name: r.config for r in model.lowbit_summary.swapped}
-    assert notes["0"] == "int4 b64 asym rtn"  # N=256, K=576: the native kernel is faster
-    assert notes["1"].endswith("[memory Low on CPU: float copy, N=64, K=2304]")
+    avx2 = current_capabilities().native_variant == "avx2"  # without VNNI native only up to 28x28 outputs
+    assert notes["0"] == "int4 b64 asym rtn" + (  # N=256, K=576: the native kernel is faster
+        " [memory Low on CPU (avx2 kernels): float copy over 28x28 outputs]" if avx2 else "")
+    assert notes["1"].endswith("[memory Low on CPU: float copy, N=48, K=2304]")
     assert notes["2"].endswith("[memory Low on CPU: float copy, depthwise under 14x14 outputs]")
 
 

@@ -111,7 +111,9 @@ static inline void padded_patches(const float* xp, int64_t Cg, int64_t Hp, int64
     for (int64_t c = 0; c < Cg; ++c, s += Hp * Wp)
         for (int64_t i = 0; i < kh; ++i, buf += kw) {
             const float* si = s + i * dh * Wp;
-            if (kw <= 4) {
+            if (kw <= 4 && np == LB_PATCH_RUN) { /* the usual full run: a constant trip count, unrolled */
+                for (int64_t p = 0; p < LB_PATCH_RUN; ++p) *(lb_v4*)(buf + p * bstride) = *(const lb_v4*)(si + p * sw);
+            } else if (kw <= 4) {
                 for (int64_t p = 0; p < np; ++p) *(lb_v4*)(buf + p * bstride) = *(const lb_v4*)(si + p * sw);
             } else {
                 for (int64_t p = 0; p < np; ++p)
@@ -161,16 +163,12 @@ static void quant_pixels(const float* x, const float* xp, const int64_t* geo, co
                 const int64_t oh = l / OW, ow = l % OW, np = lb_min(end - l, OW - ow); /* one output row */
                 if (S->padded) {
                     padded_patches(xp, S->Cg, S->Hp, S->Wp, kh, kw, dh, sw, oh * sh, ow * sw, np, buf, bstride);
+                } else if (S->pointwise) { /* channel by channel: np neighbours from one line, not Cg lines each */
+                    const float* xc = x + (b * C + g * S->Cg) * HW + l;
+                    for (int64_t c = 0; c < S->Cg; ++c, xc += HW)
+                        for (int64_t p = 0; p < np; ++p) buf[p * bstride + c] = xc[p];
                 } else {
-                    for (int64_t p = 0; p < np; ++p) {
-                        float* bp = buf + p * bstride;
-                        if (S->pointwise) {
-                            const float* xc = x + (b * C + g * S->Cg) * HW + l + p;
-                            for (int64_t c = 0; c < S->Cg; ++c) bp[c] = xc[c * HW];
-                        } else {
-                            im2col_row(x, geo, g, b, oh, ow + p, bp);
-                        }
-                    }
+                    for (int64_t p = 0; p < np; ++p) im2col_row(x, geo, g, b, oh, ow + p, buf + p * bstride);
                 }
                 for (int64_t p = 0; p < np; ++p, ++l) {
                     const int64_t m = l - l0;
