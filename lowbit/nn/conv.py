@@ -18,7 +18,7 @@ from torch import nn
 from ..quant.config import FLOAT_BITS
 from ..quant.formats import PackedWeight
 from ..runtime.config import BackendConfig, Memory
-from ..runtime.dispatch import avx2_conv_max_plane, conv_shape_reason
+from ..runtime.dispatch import AVX2_CONV_ANY_PLANE, avx2_conv_max_plane, conv_shape_reason
 from . import conv_exec, format_exec, lstm_fused, ops
 from .conv_bound import BoundConv
 from .linear import QuantModule
@@ -48,6 +48,8 @@ def float_copy_note(conv: nn.Module, bits: int | None = None) -> str:
     if bits == FLOAT_BITS or variant != "avx2":
         return ""
     most = 0 if bits is None else avx2_conv_max_plane(n, k, bits)
+    if most == AVX2_CONV_ANY_PLANE:
+        return ""
     if most == 0:
         return f" [memory Low on CPU (avx2 kernels): float copy{f', {bits}-bit' if bits else ''}]"
     side = math.isqrt(most)  # without VNNI the plane rule, known per call

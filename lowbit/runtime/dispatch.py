@@ -290,23 +290,24 @@ CONV_NATIVE_MIN_PLANE = 49
 DW_NATIVE_MIN_PLANE = 196
 # Without VNNI (the "avx2" native variant, LOWBIT_NATIVE_VARIANT=avx2 ATEN_CPU_CAPABILITY=avx2 on the same Zen 4, 1
 # thread, thread time, in the whole model, `benchmarks.convnet_profile --layers --all-native`, resnet18 / mobilenet_v2
-# / v3_small at memory Low with the padded-plane im2col; benchmarks/results/convnet_modes_b1_2026-12-08.md): 4-bit
-# weights 1.16-1.23x on resnet18's 28x28 layers (K 576, 1152), 1.35-1.47x at 14x14 (K >= 1152), 1.1-2.0x on 7x7
-# planes, but 0.9x on 56x56 and 0.89-0.92x on mobilenet's 14x14 1x1s of K 96-384; 8-bit weights (an int16 GEMM: no
-# faster per MAC than fp32 FMA) 0.7x at 56x56, 0.87-0.92x at 28x28, and at 14x14 and below 1.0-1.65x for layers of
-# >= ~150k weights (resnet18's N=256 K=1152 and up, mobilenet_v3's N=160 K=960, N=960 K=160), 0.68-0.92x under.
-AVX2_CONV_4BIT_MAX_PLANE = 784  # with K >= AVX2_CONV_4BIT_WIDE_K; else 7x7 planes and smaller
-AVX2_CONV_4BIT_WIDE_K = 576
-AVX2_CONV_SMALL_PLANE = 49
+# / v3_small at memory Low with the padded-plane im2col and the pixel-tile path for 4-bit stride-1 convs;
+# benchmarks/results/convnet_modes_b1_2026-12-08.md): 4-bit weights with K >= 576 1.26-1.41x on resnet18's 56x56
+# layers, 1.13-1.59x at 28x28, 1.4-1.96x at 14x14, ~2x on 7x7; with smaller K 0.89-0.92x on mobilenet's 14x14 1x1s
+# (K 96-384), 1.1-1.2x on 7x7 planes; 8-bit weights (an int16 GEMM: no faster per MAC than fp32 FMA) 0.7x at 56x56,
+# 0.87-0.93x at 28x28, and at 14x14 and below 0.97-1.65x for layers of >= ~150k weights (resnet18's N=256 K=1152
+# and up, mobilenet_v3's N=160 K=960, N=960 K=160), 0.68-0.92x under.
+AVX2_CONV_4BIT_WIDE_K = 576  # 4-bit weights with K from here: every plane
+AVX2_CONV_SMALL_PLANE = 49  # 4-bit weights of smaller K: planes up to 7x7
 AVX2_CONV_8BIT_MAX_PLANE = 196  # with N * K >= AVX2_CONV_8BIT_MIN_WEIGHTS
 AVX2_CONV_8BIT_MIN_WEIGHTS = 147456
+AVX2_CONV_ANY_PLANE = 1 << 62
 
 
 def avx2_conv_max_plane(n_per_group: int, k: int, bits: int) -> int:
     """The largest output plane (OH * OW) on which the GEMM conv kernel runs without VNNI (the avx2 variant) for a
-    weight of N per group, K and `bits` (0: none; the measured rule above)."""
+    weight of N per group, K and `bits` (0: none, AVX2_CONV_ANY_PLANE: every plane; the measured rule above)."""
     if bits <= 4:
-        return AVX2_CONV_4BIT_MAX_PLANE if k >= AVX2_CONV_4BIT_WIDE_K else AVX2_CONV_SMALL_PLANE
+        return AVX2_CONV_ANY_PLANE if k >= AVX2_CONV_4BIT_WIDE_K else AVX2_CONV_SMALL_PLANE
     return AVX2_CONV_8BIT_MAX_PLANE if n_per_group * k >= AVX2_CONV_8BIT_MIN_WEIGHTS else 0
 
 
@@ -340,9 +341,9 @@ def conv_native_reason(n_per_group: int, k: int, depthwise: bool, stride: int = 
                 "run faster as a float conv than lowbit's int8 conv kernel")
     if variant == "avx2" and (plane is None or plane > avx2_conv_max_plane(n_per_group, k, bits)):
         return (f"without VNNI (the avx2 kernels) convs run faster as a float conv than lowbit's int8 conv kernel "
-                f"except 4-bit weights on output planes up to {AVX2_CONV_SMALL_PLANE} pixels "
-                f"({AVX2_CONV_4BIT_MAX_PLANE} at K >= {AVX2_CONV_4BIT_WIDE_K}) and weights over 4 bits on planes up to "
-                f"{AVX2_CONV_8BIT_MAX_PLANE} at N * K >= {AVX2_CONV_8BIT_MIN_WEIGHTS}")
+                f"except 4-bit weights with K >= {AVX2_CONV_4BIT_WIDE_K} (or on output planes up to "
+                f"{AVX2_CONV_SMALL_PLANE} pixels) and weights over 4 bits on planes up to {AVX2_CONV_8BIT_MAX_PLANE} "
+                f"pixels at N * K >= {AVX2_CONV_8BIT_MIN_WEIGHTS}")
     return None
 
 

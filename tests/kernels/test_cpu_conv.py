@@ -36,6 +36,11 @@ CASES = [
     (20, 3, 7, 7, 1, (2, 2), (3, 3), (1, 1), 5, 64, None, 1, 17, 15),  # stem-like, K = 147
     (16, 128, 3, 3, 2, (1, 1), (1, 1), (1, 1), 8, -1, "relu", 2, 20, 19),  # K = 1152: 3 pixel chunks per image
     (16, 8, 3, 3, 1, (1, 2), (2, 1), (2, 1), 4, 32, None, 1, 15, 16),  # padded planes with row dilation
+    # the pixel-tile path (one group, column stride and dilation 1, output planes from 196 pixels without VNNI and
+    # 2048 with): odd O, a 2-pixel tail tile, K < Kp; 8-bit (VNNI only) with row stride and dilation 2; K = 630
+    (33, 16, 3, 3, 1, (1, 1), (1, 1), (1, 1), 4, 64, "relu", 2, 46, 50),
+    (8, 12, 5, 5, 1, (2, 1), (2, 2), (2, 1), 8, -1, None, 1, 90, 60),
+    (16, 70, 3, 3, 1, (1, 1), (0, 1), (1, 1), 4, 32, "hardswish", 1, 15, 17),
 ]
 
 
@@ -48,15 +53,24 @@ def sqnr(ref, y):
     return (20 * torch.log10(ref.norm() / (ref - y).norm())).item()
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"o{c[0]}i{c[1]}k{c[2]}x{c[3]}g{c[4]}b{c[8]}")
-def test_native_conv_matches_float64(library, case, rng):
+# every case with the weight's own activation scheme; the GEMM-kind ones (not depthwise) with int8/32 too
+SCHEMES = [(c, None) for c in CASES] + [(c, "int8/32") for c in CASES if not (c[1] == 1 and c[4] > 1)]
+
+
+@pytest.mark.parametrize("case,scheme", SCHEMES,
+                         ids=lambda c: c if isinstance(c, str) or c is None else
+                         f"o{c[0]}i{c[1]}k{c[2]}x{c[3]}g{c[4]}b{c[8]}")
+def test_native_conv_matches_float64(library, case, scheme, rng):
+    """Both kernels on every variant; the GEMM kind with the weight's own activation scheme and with int8/32 (memory
+    Low's at precision Normal)."""
     o, ig, kh, kw, groups, stride, padding, dilation, bits, block, act, b, h, w = case
     qw = quantize_weight(torch.randn(o, ig, kh, kw, generator=rng), QuantConfig(bits=bits, block_size=block))
     x, bias = torch.randn(b, ig * groups, h, w, generator=rng), torch.randn(o, generator=rng)
     prepared = cpu_conv.prepare_conv(qw, groups)
     depthwise = cpu_conv.conv_kind(qw.shape, groups) == "depthwise"
     assert isinstance(prepared.weight, cpu_conv.DepthwiseWeight) == depthwise
-    y = cpu_conv.conv2d_native(x, prepared, bias, stride, padding, dilation, groups, act, library=library)
+    y = cpu_conv.conv2d_native(x, prepared, bias, stride, padding, dilation, groups, act, library=library,
+                               activations=scheme)
     ref = REFS[act](F.conv2d(x.double(), qw.dequantize(torch.float64), bias.double(), stride, padding, dilation,
                              groups))
     assert y.shape == ref.shape and y.is_contiguous()
@@ -103,7 +117,7 @@ def test_select_conv_by_stride_and_plane(fmt, depthwise, stride, plane, expect):
 @pytest.mark.parametrize("bits,n,k,plane,expect", [
     (8, 256, 2304, 196, Kernel.CPU_INT4), (8, 256, 2304, 49, Kernel.CPU_INT4),  # 8-bit, >= 150k weights: 1.0-1.65x
     (8, 256, 2304, 784, Kernel.DENSE), (8, 96, 576, 49, Kernel.DENSE),  # 28x28: 0.9x; 55k weights: 0.92-1.04x
-    (4, 256, 2304, 784, Kernel.CPU_INT4), (4, 256, 2304, 3136, Kernel.DENSE),  # 4-bit K >= 576: 28x28 1.2x, 56x56 0.9x
+    (4, 256, 2304, 784, Kernel.CPU_INT4), (4, 256, 2304, 3136, Kernel.CPU_INT4),  # 4-bit K >= 576: 1.13-1.96x
     (4, 256, 2304, None, Kernel.DENSE),  # plane unknown
     (4, 576, 96, 196, Kernel.DENSE), (4, 576, 96, 49, Kernel.CPU_INT4),  # small K: 14x14 0.89x, 7x7 1.12x
 ])
@@ -132,7 +146,7 @@ def test_select_conv_64_channels_by_k(n, k, avx512, avx2):
 @pytest.mark.parametrize("variant,bits,note,note64", [
     ("avx512vnni", 8, "", ""), ("avx512vnni", 4, "", ""),
     ("avx2", 8, " [memory Low on CPU (avx2 kernels): float copy over 14x14 outputs]", None),
-    ("avx2", 4, " [memory Low on CPU (avx2 kernels): float copy over 28x28 outputs]", None),
+    ("avx2", 4, "", None),
     ("avx2", 16, "", None),  # float16 storage: no packed conv to copy from
 ])
 def test_summary_marks_the_avx2_float_copies(variant, bits, note, note64):
@@ -147,6 +161,8 @@ def test_summary_marks_the_avx2_float_copies(variant, bits, note, note64):
             " [memory Low on CPU: float copy, N=64, K=576]" if note64 is None else note64)
         assert float_copy_note(nn.Conv2d(64, 96, 3), 8) == (  # 55k weights: no plane
             " [memory Low on CPU (avx2 kernels): float copy, 8-bit]" if variant == "avx2" else "")
+        assert float_copy_note(nn.Conv2d(32, 96, 3), 4) == (  # 4-bit, K = 288: 7x7 outputs
+            " [memory Low on CPU (avx2 kernels): float copy over 7x7 outputs]" if variant == "avx2" else "")
         assert float_copy_note(nn.Conv2d(64, 64, 1), bits) == " [memory Low on CPU: float copy, N=64, K=64]"
     finally:
         override_capabilities(None)
@@ -233,12 +249,8 @@ def test_summary_names_the_float_copies():
     from lowbit.nn import quantize
 
     model = quantize(nn.Sequential(nn.Conv2d(64, 256, 3), nn.Conv2d(256, 48, 3), nn.Conv2d(64, 128, 5, groups=64)))
-    from lowbit.nn.weight_cache import current_capabilities
-
     notes = {r.name: r.config for r in model.lowbit_summary.swapped}
-    avx2 = current_capabilities().native_variant == "avx2"  # without VNNI native only up to 28x28 outputs
-    assert notes["0"] == "int4 b64 asym rtn" + (  # N=256, K=576: the native kernel is faster
-        " [memory Low on CPU (avx2 kernels): float copy over 28x28 outputs]" if avx2 else "")
+    assert notes["0"] == "int4 b64 asym rtn"  # N=256, K=576: the native kernel is faster
     assert notes["1"].endswith("[memory Low on CPU: float copy, N=48, K=2304]")
     assert notes["2"].endswith("[memory Low on CPU: float copy, depthwise under 14x14 outputs]")
 
