@@ -43,7 +43,7 @@ def float_copy_note(conv: nn.Module, bits: int | None = None) -> str:
     if depthwise:  # the rule reads the output plane, known per call: stride 1 copies only under 14x14
         stride = max(_tuple(conv.stride, 2))
         return f" [memory Low on CPU: float copy, depthwise{' under 14x14 outputs' if stride == 1 else ''}]"
-    if conv_shape_reason(n, k, variant, conv.groups) is not None:
+    if conv_shape_reason(n, k, variant, conv.groups, 4 if bits is None else bits) is not None:
         return f" [memory Low on CPU: float copy, N={n}, K={k}]"
     if bits == FLOAT_BITS or variant != "avx2":
         return ""

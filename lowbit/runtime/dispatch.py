@@ -278,7 +278,8 @@ def reset_fallback_warnings() -> None:
 # (~12 us of call overhead against torch's 8-16 us). Below these a float copy of that layer is faster. With the
 # padded-plane im2col (2026-12-08, `python -m benchmarks.convnet_profile --layers --all-native`, in the whole
 # model): N=64 with K >= 384 wins on avx512vnni too (resnet18's layer1 N=64 K=576 at 56x56 1.05-1.13x, mobilenet_v2's
-# N=64 K=384 at 14x14 1.06-1.09x; N=64 K=192 0.73-0.86x, resnet18's stem N=64 K=147 0.73x); without VNNI not (0.8-0.9x).
+# N=64 K=384 at 14x14 1.06-1.09x; N=64 K=192 0.73-0.86x, resnet18's stem N=64 K=147 0.73x); without VNNI with 8-bit
+# weights not (0.72-0.78x), with 4-bit on the pixel-tile path (lowbit_cpu_conv_tile.h) resnet18's layer1 1.26-1.41x.
 CONV_NATIVE_MIN_N = 96
 CONV_NATIVE_MIN_K = 96
 CONV_NATIVE_WIDE_N = 64  # (VNNI) N from here when K >= CONV_NATIVE_WIDE_K
@@ -311,10 +312,11 @@ def avx2_conv_max_plane(n_per_group: int, k: int, bits: int) -> int:
     return AVX2_CONV_8BIT_MAX_PLANE if n_per_group * k >= AVX2_CONV_8BIT_MIN_WEIGHTS else 0
 
 
-def conv_shape_reason(n_per_group: int, k: int, variant: str = "", groups: int = 1) -> str | None:
+def conv_shape_reason(n_per_group: int, k: int, variant: str = "", groups: int = 1, bits: int = 4) -> str | None:
     """The part of `conv_native_reason` for a dense / grouped conv that its weight's (N per group, K) decides (the
-    N = 64 exception measured on dense convs only: groups == 1)."""
-    wide = variant != "avx2" and groups == 1 and n_per_group >= CONV_NATIVE_WIDE_N and k >= CONV_NATIVE_WIDE_K
+    N = 64 exception measured on dense convs only, groups == 1; without VNNI for 4-bit weights only)."""
+    wide = ((variant != "avx2" or bits <= 4) and groups == 1 and n_per_group >= CONV_NATIVE_WIDE_N
+            and k >= CONV_NATIVE_WIDE_K)
     if (n_per_group < CONV_NATIVE_MIN_N and not wide) or k < CONV_NATIVE_MIN_K:
         return (f"convs with fewer than {CONV_NATIVE_MIN_N} output channels per group (dense with VNNI "
                 f"{CONV_NATIVE_WIDE_N} at K >= {CONV_NATIVE_WIDE_K}) or K < {CONV_NATIVE_MIN_K} run faster as a float "
@@ -333,7 +335,7 @@ def conv_native_reason(n_per_group: int, k: int, depthwise: bool, stride: int = 
             return None
         return ("depthwise convs of stride > 1 or output planes under 14x14 run faster as torch's fp32 depthwise conv "
                 "than lowbit's direct kernel")
-    why = conv_shape_reason(n_per_group, k, variant, groups)
+    why = conv_shape_reason(n_per_group, k, variant, groups, bits)
     if why is not None:
         return why
     if plane is not None and plane < CONV_NATIVE_MIN_PLANE:

@@ -132,13 +132,15 @@ def test_select_conv_avx2_rule(bits, n, k, plane, expect):
         assert select_conv(*args, variant="avx512vnni").kernel is Kernel.CPU_INT4
 
 
-@pytest.mark.parametrize("n,k,avx512,avx2", [
-    (64, 576, Kernel.CPU_INT4, Kernel.DENSE),  # resnet18's layer1: 1.05-1.13x with VNNI, 0.9x without
-    (64, 192, Kernel.DENSE, Kernel.DENSE), (64, 147, Kernel.DENSE, Kernel.DENSE),  # 0.73-0.86x; the stem 0.73x
+@pytest.mark.parametrize("bits,n,k,avx512,avx2", [
+    (8, 64, 576, Kernel.CPU_INT4, Kernel.DENSE),  # resnet18's layer1: 1.05-1.13x with VNNI, 0.72-0.78x without
+    (4, 64, 576, Kernel.CPU_INT4, Kernel.CPU_INT4),  # 4-bit without VNNI: the pixel-tile path, 1.26-1.41x
+    (8, 64, 192, Kernel.DENSE, Kernel.DENSE), (4, 64, 147, Kernel.DENSE, Kernel.DENSE),  # 0.73-0.86x; the stem 0.6-0.7x
 ])
-def test_select_conv_64_channels_by_k(n, k, avx512, avx2):
-    """N = 64 output channels run the GEMM conv with VNNI from K = 384 (1.05-1.13x of fp32), not without."""
-    args = (Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", WeightFormat(8, -1, False, n, k), 1, False, None, LOW, 1, 3136)
+def test_select_conv_64_channels_by_k(bits, n, k, avx512, avx2):
+    """N = 64 output channels run the GEMM conv from K = 384 with VNNI, and without it for 4-bit weights."""
+    fmt = WeightFormat(bits, -1, False, n, k)
+    args = (Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", fmt, 1, False, None, LOW, 1, 3136)
     assert select_conv(*args, variant="avx512vnni").kernel is avx512
     assert select_conv(*args, variant="avx2").kernel is avx2
 
@@ -146,7 +148,7 @@ def test_select_conv_64_channels_by_k(n, k, avx512, avx2):
 @pytest.mark.parametrize("variant,bits,note,note64", [
     ("avx512vnni", 8, "", ""), ("avx512vnni", 4, "", ""),
     ("avx2", 8, " [memory Low on CPU (avx2 kernels): float copy over 14x14 outputs]", None),
-    ("avx2", 4, "", None),
+    ("avx2", 4, "", ""),
     ("avx2", 16, "", None),  # float16 storage: no packed conv to copy from
 ])
 def test_summary_marks_the_avx2_float_copies(variant, bits, note, note64):
