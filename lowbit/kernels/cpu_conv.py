@@ -1,4 +1,5 @@
-"""lowbit's native CPU convolution on packed weights (C in cpu_native/lowbit_cpu_conv.h).
+"""lowbit's native CPU convolution on packed weights (C in cpu_native/lowbit_cpu_conv.h, lowbit_cpu_conv_tile.h,
+lowbit_cpu_dwconv.h).
 
 Two kernels, chosen by the conv's shape (`conv_kind`):
 - "depthwise" (groups == in_channels, any channel multiplier, kernels up to 64 taps): a direct fp32 kernel. Each
@@ -7,10 +8,14 @@ Two kernels, chosen by the conv's shape (`conv_kind`):
   prepared weight keeps the codes one per byte (uint8 (O, kh*kw)) with fp32 scale and zero (O, nb): a depthwise
   layer's weights are tiny (mobilenet_v2: 30k of 3.5M weights), so this costs ~1 byte per weight instead of 0.5 and
   saves a nibble decode in the inner loop; no float weight copy is kept.
-- "gemm" (every other conv: dense k x k, 1x1, grouped): per group, im2col fused with the int8 activation
-  quantization (one row per output pixel; no float patch matrix), lowbit's Linear GEMM (`lb_gemm_q4` / `lb_gemm_q8`)
-  on that group's packed rows, then bias, activation and the transpose to NCHW in one pass. The prepared weight
-  is the Linear kernel's own (`cpu_int4.prepare_int4_cpu(impl="native")`), shared layout and error (~40 dB).
+- "gemm" (every other conv: dense k x k, 1x1, grouped): per image and group the input is copied zero-padded, then
+  per chunk of output pixels im2col fused with the int8 activation quantization (one row per output pixel; no
+  float patch matrix, no whole-image im2col), lowbit's Linear GEMM (`lb_gemm_q4` / `lb_gemm_q8`) on that group's
+  packed rows, then bias, activation and the transpose to NCHW in one pass. On AVX2 and up a stride-1 dense conv on
+  a big plane (4-bit codes; 8-bit too with VNNI) takes the pixel tile instead: 16 output pixels across the lanes,
+  the same int8 codes and scales, output channels written into NCHW rows directly. The prepared weight is the
+  Linear kernel's own (`cpu_int4.prepare_int4_cpu(impl="native")`), shared layout and error (~40 dB); the scratch
+  is allocated in C per call.
 Both take fp32 NCHW input and return fp32 NCHW contiguous output, with an optional fused activation
 (`ACTIVATIONS`). Geometry is checked by the caller (`lowbit.nn.conv`); shapes of the buffers are checked here.
 """
