@@ -18,7 +18,13 @@ from torch import nn
 from ..quant.config import FLOAT_BITS
 from ..quant.formats import PackedWeight
 from ..runtime.config import BackendConfig, Memory
-from ..runtime.dispatch import AVX2_CONV_ANY_PLANE, avx2_conv_max_plane, conv_shape_reason
+from ..runtime.dispatch import (
+    AVX2_CONV_ANY_PLANE,
+    CONV_TILE_MIN_PLANE,
+    avx2_conv_max_plane,
+    conv_shape_reason,
+    conv_tiled,
+)
 from . import conv_exec, format_exec, lstm_fused, ops
 from .conv_bound import BoundConv
 from .linear import QuantModule
@@ -43,8 +49,10 @@ def float_copy_note(conv: nn.Module, bits: int | None = None) -> str:
     if depthwise:  # the rule reads the output plane, known per call: stride 1 copies only under 14x14
         stride = max(_tuple(conv.stride, 2))
         return f" [memory Low on CPU: float copy, depthwise{' under 14x14 outputs' if stride == 1 else ''}]"
-    if conv_shape_reason(n, k, variant, conv.groups, 4 if bits is None else bits) is not None:
-        return f" [memory Low on CPU: float copy, N={n}, K={k}]"
+    b4 = 4 if bits is None else bits
+    tiled = conv_tiled(n, k, conv.weight[0, 0].numel(), 1, CONV_TILE_MIN_PLANE, b4, variant, conv.groups)
+    if conv_shape_reason(n, k, variant, conv.groups, b4) is not None:  # the pixel tile's rule reads the plane
+        return f" [memory Low on CPU: float copy, N={n}, K={k}{' under 2048 output pixels' if tiled else ''}]"
     if bits == FLOAT_BITS or variant != "avx2":
         return ""
     most = 0 if bits is None else avx2_conv_max_plane(n, k, bits)
@@ -53,7 +61,8 @@ def float_copy_note(conv: nn.Module, bits: int | None = None) -> str:
     if most == 0:
         return f" [memory Low on CPU (avx2 kernels): float copy{f', {bits}-bit' if bits else ''}]"
     side = math.isqrt(most)  # without VNNI the plane rule, known per call
-    return f" [memory Low on CPU (avx2 kernels): float copy over {side}x{side} outputs]"
+    under = f" up to {CONV_TILE_MIN_PLANE - 1} pixels" if tiled else ""  # the pixel tile from there on
+    return f" [memory Low on CPU (avx2 kernels): float copy over {side}x{side} outputs{under}]"
 
 
 class _QuantConvNd(QuantModule):

@@ -302,6 +302,11 @@ AVX2_CONV_SMALL_PLANE = 49  # 4-bit weights of smaller K: planes up to 7x7
 AVX2_CONV_8BIT_MAX_PLANE = 196  # with N * K >= AVX2_CONV_8BIT_MIN_WEIGHTS
 AVX2_CONV_8BIT_MIN_WEIGHTS = 147456
 AVX2_CONV_ANY_PLANE = 1 << 62
+# The pixel-tile path (lowbit_cpu_conv_tile.h: dense kxk convs of column stride <= 2, one group, 4-bit weights or
+# VNNI) on output planes of >= CONV_TILE_MIN_PLANE pixels also wins below the N / K rule and without VNNI: resnet18's
+# stem (N=64, K=147, 112x112, stride 2) 1.28-1.42x of torch's fp32 conv on avx512vnni and avx2 (isolated, 1 thread;
+# 0.67-0.81x on the general path).
+CONV_TILE_MIN_PLANE = 2048
 
 
 def avx2_conv_max_plane(n_per_group: int, k: int, bits: int) -> int:
@@ -324,17 +329,27 @@ def conv_shape_reason(n_per_group: int, k: int, variant: str = "", groups: int =
     return None
 
 
+def conv_tiled(n_per_group: int, k: int, taps: int, stride: int, plane: int | None, bits: int, variant: str,
+               groups: int) -> bool:
+    """Whether a dense conv of `taps` kernel taps runs the native pixel tile (CONV_TILE_MIN_PLANE), fast whatever
+    the N / K and avx2 plane rules say."""
+    return (taps > 1 and groups == 1 and stride <= 2 and plane is not None and plane >= CONV_TILE_MIN_PLANE
+            and (variant != "avx2" or bits <= 4) and n_per_group >= CONV_NATIVE_WIDE_N and k >= CONV_NATIVE_MIN_K)
+
+
 def conv_native_reason(n_per_group: int, k: int, depthwise: bool, stride: int = 1, plane: int | None = None,
-                       bits: int = 4, variant: str = "", groups: int = 1) -> str | None:
+                       bits: int = 4, variant: str = "", groups: int = 1, taps: int = 1) -> str | None:
     """Why lowbit's native conv kernel is slower than the float conv for this shape (None: it is faster). stride:
     the conv's largest stride; plane: output pixels per image and channel (OH * OW; None: unknown); bits: the
     weight's; variant: the native kernel's ISA variant (`Capabilities.native_variant`; "" unknown: the measured
-    avx512vnni rule); groups: the conv's."""
+    avx512vnni rule); groups, taps (kh * kw): the conv's."""
     if depthwise:
         if stride == 1 and plane is not None and plane >= DW_NATIVE_MIN_PLANE:
             return None
         return ("depthwise convs of stride > 1 or output planes under 14x14 run faster as torch's fp32 depthwise conv "
                 "than lowbit's direct kernel")
+    if conv_tiled(n_per_group, k, taps, stride, plane, bits, variant, groups):
+        return None
     why = conv_shape_reason(n_per_group, k, variant, groups, bits)
     if why is not None:
         return why
@@ -351,7 +366,7 @@ def conv_native_reason(n_per_group: int, k: int, depthwise: bool, stride: int = 
 
 def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups: int, depthwise: bool,
                 native_refusal: str | None, backend: BackendConfig, stride: int = 1,
-                plane: int | None = None, variant: str = "") -> Decision:
+                plane: int | None = None, variant: str = "", taps: int = 1) -> Decision:
     """Pure: the conv's kernel from the Linear dispatch's `decision` for its (N per group, K) weight.
 
     A packed decision on the CPU becomes CPU_INT4 served by the native conv kernel (lowbit.kernels.cpu_conv) when
@@ -363,12 +378,12 @@ def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups:
     The native conv rounds activations to int8 in the decision's scheme; at precision High (fp32 activations) a
     groups == 1 conv takes the Linear kernel's fp32 path on its im2col, a grouped one the float copy. stride, plane:
     the call's largest stride and output pixels per image and channel (the depthwise rule reads them); variant: the
-    native kernel's ISA variant (the avx2 rule reads it).
+    native kernel's ISA variant (the avx2 rule reads it); taps: kh * kw (the pixel tile's rule, `conv_tiled`).
     """
     if decision.kernel not in PACKED_KERNELS or decision.kernel is Kernel.EMULATED:
         return decision
     if device_type == "cpu" and decision.activations != "fp32":
-        why = conv_native_reason(fmt.n, fmt.k, depthwise, stride, plane, fmt.bits, variant, groups)
+        why = conv_native_reason(fmt.n, fmt.k, depthwise, stride, plane, fmt.bits, variant, groups, taps)
         if why is not None:  # a shape where even the native kernel loses: im2col + a Linear kernel loses more
             return _conv_fallback(backend, fmt, device_type, why)
         if native_refusal is None:

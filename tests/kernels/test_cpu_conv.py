@@ -41,6 +41,7 @@ CASES = [
     (33, 16, 3, 3, 1, (1, 1), (1, 1), (1, 1), 4, 64, "relu", 2, 46, 50),
     (8, 12, 5, 5, 1, (2, 1), (2, 2), (2, 1), 8, -1, None, 1, 90, 60),
     (16, 70, 3, 3, 1, (1, 1), (0, 1), (1, 1), 4, 32, "hardswish", 1, 15, 17),
+    (16, 3, 7, 7, 1, (2, 2), (3, 3), (1, 1), 4, 64, "relu", 1, 100, 98),  # stem-like, column stride 2, 1-pixel tail
 ]
 
 
@@ -145,6 +146,20 @@ def test_select_conv_64_channels_by_k(bits, n, k, avx512, avx2):
     assert select_conv(*args, variant="avx2").kernel is avx2
 
 
+@pytest.mark.parametrize("bits,taps,stride,plane,avx512,avx2", [
+    (4, 49, 2, 12544, Kernel.CPU_INT4, Kernel.CPU_INT4),  # resnet18's stem on the pixel tile: 1.28-1.42x
+    (8, 49, 2, 12544, Kernel.CPU_INT4, Kernel.DENSE),  # 8-bit without VNNI: no tile
+    (4, 49, 2, 784, Kernel.DENSE, Kernel.DENSE), (4, 49, 4, 12544, Kernel.DENSE, Kernel.DENSE),  # small plane; stride
+    (4, 1, 1, 12544, Kernel.DENSE, Kernel.DENSE),  # a 1x1 (no tile: the pointwise gather)
+])
+def test_select_conv_pixel_tile(bits, taps, stride, plane, avx512, avx2):
+    """A dense kxk conv with N = 64, K = 147 runs native on big planes (the pixel tile), below the N / K rule."""
+    args = (Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", WeightFormat(bits, 64, False, 64, 147), 1, False, None, LOW,
+            stride, plane)
+    assert select_conv(*args, variant="avx512vnni", taps=taps).kernel is avx512
+    assert select_conv(*args, variant="avx2", taps=taps).kernel is avx2
+
+
 @pytest.mark.parametrize("variant,bits,note,note64", [
     ("avx512vnni", 8, "", ""), ("avx512vnni", 4, "", ""),
     ("avx2", 8, " [memory Low on CPU (avx2 kernels): float copy over 14x14 outputs]", None),
@@ -163,9 +178,13 @@ def test_summary_marks_the_avx2_float_copies(variant, bits, note, note64):
             " [memory Low on CPU: float copy, N=64, K=576]" if note64 is None else note64)
         assert float_copy_note(nn.Conv2d(64, 96, 3), 8) == (  # 55k weights: no plane
             " [memory Low on CPU (avx2 kernels): float copy, 8-bit]" if variant == "avx2" else "")
-        assert float_copy_note(nn.Conv2d(32, 96, 3), 4) == (  # 4-bit, K = 288: 7x7 outputs
-            " [memory Low on CPU (avx2 kernels): float copy over 7x7 outputs]" if variant == "avx2" else "")
+        assert float_copy_note(nn.Conv2d(32, 96, 3), 4) == (  # 4-bit, K = 288: 7x7 outputs, the tile from 2048
+            " [memory Low on CPU (avx2 kernels): float copy over 7x7 outputs up to 2047 pixels]" if variant == "avx2"
+            else "")
         assert float_copy_note(nn.Conv2d(64, 64, 1), bits) == " [memory Low on CPU: float copy, N=64, K=64]"
+        tiled = bits in (4, 8) and (variant != "avx2" or bits == 4)  # the stem: native from 2048 output pixels
+        assert float_copy_note(nn.Conv2d(3, 64, 7, 2), bits) == (
+            f" [memory Low on CPU: float copy, N=64, K=147{' under 2048 output pixels' if tiled else ''}]")
     finally:
         override_capabilities(None)
 

@@ -204,47 +204,16 @@ static void scatter_nchw(const float* yg, const int64_t* geo, int64_t g, int64_t
 }
 
 #if LB_AVX2
-#include "lowbit_cpu_conv_tile.h" /* ct_serves, ct_image: the implicit-GEMM tile, pixels across lanes */
-#endif
-#ifndef LB_CT_MIN_PLANE /* output pixels per image from which the tile path runs (1 thread, Zen 4, resnet18's 3x3
-                            layers, tile vs general in ms): with VNNI 1.45 vs 1.91 at 56x56 (64 channels), 1.22 vs
-                            1.06 at 14x14; without, 4-bit, 1.55 vs 2.7 at 56x56, 1.38 vs 1.73 at 14x14, 2.68 vs 1.82
-                            at 7x7 (512 channels: each 16-pixel tile streams all the weight codes) */
-#define LB_CT_MIN_PLANE (LB_VNNI ? 2048 : 196)
-#endif
-
-/* lb_conv_q through the tile path (ct_image) when it serves the conv; returns 0 when it does not (or out of
-   memory: the general path then runs). */
+#include "lowbit_cpu_conv_tile.h" /* conv_tiles: the implicit-GEMM tile, pixels across lanes */
+#else
 static int conv_tiles(const float* x, const int64_t* geo, const lb_conv_src* S, const uint8_t* w, const float* ws,
                       const float* wsz, int64_t Kp, int64_t gk, int64_t nb, int mode, int bits, const float* bias,
                       int act, float* y, int nt) {
-#if LB_AVX2
-    if (!S->padded || !ct_serves(geo, bits, gk) || S->L < LB_CT_MIN_PLANE) return 0;
-    const int64_t O = geo[4], kh = geo[5], kw = geo[6], dh = geo[11];
-    uint8_t* w8 = (uint8_t*)malloc((size_t)((O + 1) * Kp));
-    int64_t* off = (int64_t*)malloc((size_t)S->K * sizeof(int64_t));
-    float* xp = (float*)malloc((size_t)(S->Cg * S->Hp * S->Wp) * sizeof(float));
-    const int ok = w8 && off && xp;
-    if (ok) {
-        ct_unpack(w, O, Kp, bits, w8);
-        for (int64_t k = 0; k < S->K; ++k) /* (c, i, j) of patch element k: its offset in the padded planes */
-            off[k] = (k / (kh * kw) * S->Hp + k % (kh * kw) / kw * dh) * S->Wp + k % kw;
-        for (int64_t b = 0; b < geo[0]; ++b) {
-            #pragma omp parallel for num_threads(nt) schedule(static) if (S->Cg * S->Hp * S->Wp > 65536)
-            for (int64_t c = 0; c < S->Cg; ++c) pad_planes(x, geo, 0, b, c, c + 1, S->Hp, S->Wp, xp);
-            ct_image(xp, geo, S->Hp, S->Wp, w8, ws, wsz, Kp, gk, nb, mode, bias, act, off, y, b, nt);
-        }
-    }
-    free(w8);
-    free(off);
-    free(xp);
-    return ok;
-#else
     (void)x, (void)geo, (void)S, (void)w, (void)ws, (void)wsz, (void)Kp, (void)gk, (void)nb, (void)mode, (void)bits;
     (void)bias, (void)act, (void)y, (void)nt;
-    return 0;
-#endif
+    return 0; /* no tile path without AVX2: the general one serves */
 }
+#endif
 
 #ifndef LB_CONV_CHUNK
 #define LB_CONV_CHUNK (192 * 1024) /* int8 patch bytes per chunk of output pixels: the chunk's rows stay in L2 */
