@@ -7,9 +7,8 @@
    resnet18's 56x56 x 64-channel 3x3 conv those steps cost as much as the GEMM itself. Here a tile of LB_CT_P = 16
    output pixels of one output row is the vector: each patch element k = (c, i, j) of the 16 pixels is one load of
    16 contiguous floats from the padded plane (column dilation 1; column stride 2 reads planes split by column
-   parity), rounded with the per-pixel scales of its
-   32-column piece (the "int8/32" scheme, exactly lb_quant_act's codes and scales) and stored as [pixel][4 codes] so
-   that one broadcast of 4 weight codes multiplies 8 pixels (vpdpbusd with VNNI; vpmaddubsw + int16 sums of 8 steps
+   parity), rounded with the per-pixel scale of its scale group (32 columns, a weight block or the row: exactly
+   lb_quant_act's codes and scales in each scheme) and stored as [pixel][4 codes] so that one broadcast of 4 weight codes multiplies 8 pixels (vpdpbusd with VNNI; vpmaddubsw + int16 sums of 8 steps
    without, which needs codes of 4 bits: 8 * 2 * 15 * 127 < 2^15). Output channels go in pairs over that panel and
    their sums land in NCHW rows directly: no im2col matrix, no transpose. */
 
