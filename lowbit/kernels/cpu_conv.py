@@ -1,4 +1,5 @@
-"""lowbit's native CPU convolution on packed weights (C in cpu_native/lowbit_cpu_conv.h).
+"""lowbit's native CPU convolution on packed weights (C in cpu_native/lowbit_cpu_conv.h, lowbit_cpu_conv_tile.h,
+lowbit_cpu_dwconv.h).
 
 Two kernels, chosen by the conv's shape (`conv_kind`):
 - "depthwise" (groups == in_channels, any channel multiplier, kernels up to 64 taps): a direct fp32 kernel. Each
@@ -7,10 +8,14 @@ Two kernels, chosen by the conv's shape (`conv_kind`):
   prepared weight keeps the codes one per byte (uint8 (O, kh*kw)) with fp32 scale and zero (O, nb): a depthwise
   layer's weights are tiny (mobilenet_v2: 30k of 3.5M weights), so this costs ~1 byte per weight instead of 0.5 and
   saves a nibble decode in the inner loop; no float weight copy is kept.
-- "gemm" (every other conv: dense k x k, 1x1, grouped): per group, im2col fused with the int8 activation
-  quantization (one row per output pixel; no float patch matrix), lowbit's Linear GEMM (`lb_gemm_q4` / `lb_gemm_q8`)
-  on that group's packed rows, then bias, activation and the transpose to NCHW in one pass. The prepared weight
-  is the Linear kernel's own (`cpu_int4.prepare_int4_cpu(impl="native")`), shared layout and error (~40 dB).
+- "gemm" (every other conv: dense k x k, 1x1, grouped): per image and group the input is copied zero-padded, then
+  per chunk of output pixels im2col fused with the int8 activation quantization (one row per output pixel; no
+  float patch matrix, no whole-image im2col), lowbit's Linear GEMM (`lb_gemm_q4` / `lb_gemm_q8`) on that group's
+  packed rows, then bias, activation and the transpose to NCHW in one pass. On AVX2 and up a stride-1 dense conv on
+  a big plane (4-bit codes; 8-bit too with VNNI) takes the pixel tile instead: 16 output pixels across the lanes,
+  the same int8 codes and scales, output channels written into NCHW rows directly. The prepared weight is the
+  Linear kernel's own (`cpu_int4.prepare_int4_cpu(impl="native")`), shared layout and error (~40 dB); the scratch
+  is allocated in C per call.
 Both take fp32 NCHW input and return fp32 NCHW contiguous output, with an optional fused activation
 (`ACTIVATIONS`). Geometry is checked by the caller (`lowbit.nn.conv`); shapes of the buffers are checked here.
 """
@@ -122,8 +127,7 @@ def _lib(library: cpu_native.NativeLibrary | None = None):
         f32 = ctypes.c_float
         lib.lib.lb_dwconv.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, ptr, i32, f32, f32, ptr, i32]
         lib.lib.lb_dwconv.restype = i64  # NaN / inf inputs seen while rounding (input_step)
-        lib.lib.lb_conv_q.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32, i32, ptr, i32, ptr, ptr, ptr, ptr,
-                                      ptr, i32]
+        lib.lib.lb_conv_q.argtypes = [ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i32, i32, ptr, i32, ptr, i32]
         lib.lib.lb_conv_q.restype = None
     return lib.lib
 
@@ -182,19 +186,16 @@ def conv2d_gemm(x: torch.Tensor, w: Int4CpuWeight, shape, bias: torch.Tensor | N
     x, bias = _check(x, bias, o, act)
     geo, oh, ow = geometry(x, shape, stride, padding, dilation, groups)
     t = w.tensors
-    m, kp, nb = x.shape[0] * oh * ow, t["packed"].shape[1] * 8 // (4 if w.bits <= 4 else 8), t["scale"].shape[1]
-    xq = torch.empty(m, kp, dtype=torch.int8)
+    kp = t["packed"].shape[1] * 8 // (4 if w.bits <= 4 else 8)
     scheme = activations or ("int8/row" if w.act_per_row else "int8/block")
     if scheme not in cpu_native.INT8_ACT_MODES:
         raise ValueError(f"activations={scheme!r}: the native conv rounds activations to int8; use one of "
                          f"{list(cpu_native.INT8_ACT_MODES)}")
-    xd, xs = torch.empty(m, kp // 32 if scheme == "int8/32" else nb), torch.empty(m, nb)
-    yg = torch.empty(m, o // groups)
     y = torch.empty(x.shape[0], o, oh, ow, dtype=torch.float32)
     _lib(library).lb_conv_q(x.data_ptr(), geo.data_ptr(), t["packed"].data_ptr(), t["scale"].data_ptr(),
-                     t["scale_zero"].data_ptr(), kp, w.group_k // 32, nb, cpu_native.INT8_ACT_MODES[scheme],
-                     4 if w.bits <= 4 else 8, _ptr(bias), ACTIVATIONS[act], xq.data_ptr(), xd.data_ptr(),
-                     xs.data_ptr(), yg.data_ptr(), y.data_ptr(), num_threads or torch.get_num_threads())
+                            t["scale_zero"].data_ptr(), kp, w.group_k // 32, t["scale"].shape[1],
+                            cpu_native.INT8_ACT_MODES[scheme], 4 if w.bits <= 4 else 8, _ptr(bias), ACTIVATIONS[act],
+                            y.data_ptr(), num_threads or torch.get_num_threads())
     return y
 
 

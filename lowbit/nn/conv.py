@@ -18,7 +18,13 @@ from torch import nn
 from ..quant.config import FLOAT_BITS
 from ..quant.formats import PackedWeight
 from ..runtime.config import BackendConfig, Memory
-from ..runtime.dispatch import AVX2_CONV_NATIVE_MAX_BITS, AVX2_CONV_NATIVE_MAX_PLANE, conv_native_reason
+from ..runtime.dispatch import (
+    AVX2_CONV_ANY_PLANE,
+    CONV_TILE_MIN_PLANE,
+    avx2_conv_max_plane,
+    conv_shape_reason,
+    conv_tiled,
+)
 from . import conv_exec, format_exec, lstm_fused, ops
 from .conv_bound import BoundConv
 from .linear import QuantModule
@@ -39,17 +45,24 @@ def float_copy_note(conv: nn.Module, bits: int | None = None) -> str:
     if not isinstance(conv, (nn.Conv1d, nn.Conv2d)):
         return lstm_fused.float_copy_note(conv)
     n, k, depthwise = conv.out_channels // conv.groups, conv.weight[0].numel(), conv.weight.shape[1] == 1 < conv.groups
+    variant = current_capabilities().native_variant
     if depthwise:  # the rule reads the output plane, known per call: stride 1 copies only under 14x14
         stride = max(_tuple(conv.stride, 2))
         return f" [memory Low on CPU: float copy, depthwise{' under 14x14 outputs' if stride == 1 else ''}]"
-    if conv_native_reason(n, k, depthwise) is not None:
-        return f" [memory Low on CPU: float copy, N={n}, K={k}]"
-    if bits == FLOAT_BITS or current_capabilities().native_variant != "avx2":
+    b4 = 4 if bits is None else bits
+    tiled = conv_tiled(n, k, conv.weight[0, 0].numel(), 1, CONV_TILE_MIN_PLANE, b4, variant, conv.groups)
+    if conv_shape_reason(n, k, variant, conv.groups, b4) is not None:  # the pixel tile's rule reads the plane
+        return f" [memory Low on CPU: float copy, N={n}, K={k}{' under 2048 output pixels' if tiled else ''}]"
+    if bits == FLOAT_BITS or variant != "avx2":
         return ""
-    if bits is None or bits > AVX2_CONV_NATIVE_MAX_BITS:
+    most = 0 if bits is None else avx2_conv_max_plane(n, k, bits)
+    if most == AVX2_CONV_ANY_PLANE:
+        return ""
+    if most == 0:
         return f" [memory Low on CPU (avx2 kernels): float copy{f', {bits}-bit' if bits else ''}]"
-    side = math.isqrt(AVX2_CONV_NATIVE_MAX_PLANE)  # without VNNI the plane rule, known per call
-    return f" [memory Low on CPU (avx2 kernels): float copy over {side}x{side} outputs]"
+    side = math.isqrt(most)  # without VNNI the plane rule, known per call
+    under = f" up to {CONV_TILE_MIN_PLANE - 1} pixels" if tiled else ""  # the pixel tile from there on
+    return f" [memory Low on CPU (avx2 kernels): float copy over {side}x{side} outputs{under}]"
 
 
 class _QuantConvNd(QuantModule):

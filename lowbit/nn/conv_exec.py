@@ -94,7 +94,7 @@ def conv_decision(decision: Decision, qw: QuantizedWeight, entry, device_type: s
         depthwise = ig == 1 and groups > 1
         entry.decisions[key] = select_conv(decision, device_type, fmt, groups, depthwise, refusal,
                                            backend(memory, precision), stride, plane,
-                                           current_capabilities().native_variant)
+                                           current_capabilities().native_variant, kh * kw)
     return entry.decisions[key]
 
 

@@ -275,52 +275,98 @@ def reset_fallback_warnings() -> None:
 # and int8 per channel, mobilenet_v2 / v3_small / resnet18 1x1 and 3x3 layers: N >= 96 with K >= 96 on 7x7 planes
 # and up 1.06-2.5x (K=96 N=576 1.27-1.29x, K=576 N=96 1.25-1.28x, K=288 N=96 at 7x7 1.06x); N <= 64 0.4-0.9x
 # (K=384 N=64 1.08x the one exception), K=64 N=384 0.96x; a 1x1 on one pixel (squeeze-excite, M = 1) 0.4-0.56x
-# (~12 us of call overhead against torch's 8-16 us); resnet18's N=64 K=576 0.6-0.8x, N=128 K=1152 1.04x. Below these
-# a float copy of that layer is faster.
+# (~12 us of call overhead against torch's 8-16 us). Below these a float copy of that layer is faster. With the
+# padded-plane im2col (2026-12-08, `python -m benchmarks.convnet_profile --layers --all-native`, in the whole
+# model): N=64 with K >= 384 wins on avx512vnni too (resnet18's layer1 N=64 K=576 at 56x56 1.05-1.13x, mobilenet_v2's
+# N=64 K=384 at 14x14 1.06-1.09x; N=64 K=192 0.73-0.86x, resnet18's stem N=64 K=147 0.73x); without VNNI with 8-bit
+# weights not (0.72-0.78x), with 4-bit on the pixel-tile path (lowbit_cpu_conv_tile.h) resnet18's layer1 1.26-1.41x.
 CONV_NATIVE_MIN_N = 96
 CONV_NATIVE_MIN_K = 96
+CONV_NATIVE_WIDE_N = 64  # (VNNI) N from here when K >= CONV_NATIVE_WIDE_K
+CONV_NATIVE_WIDE_K = 384
 CONV_NATIVE_MIN_PLANE = 49
 # The direct depthwise kernel (one output plane per channel as a 1-D correlation) vs torch's fp32 depthwise conv,
 # thread time, 1 thread, mobilenet_v2 / v3_small layers: stride 1 with output planes of 14x14 and up 0.86-1.95x
 # (1.02-1.14x on most, 1.95x at 28x28 C=88); stride 2 0.76-1.15x; 7x7 planes 0.75-0.77x (per-channel overhead).
 DW_NATIVE_MIN_PLANE = 196
 # Without VNNI (the "avx2" native variant, LOWBIT_NATIVE_VARIANT=avx2 ATEN_CPU_CAPABILITY=avx2 on the same Zen 4, 1
-# thread, thread time, resnet18's layers at memory Low; benchmarks/results/convnet_modes_b1_2026-12-07.md): the GEMM
-# kind with 8-bit weights ran 0.6-0.9x of torch's fp32 conv on every layer (N=128 K=1152 at 28x28 0.6x, N=256
-# K=2304 at 14x14 0.8x, the 1x1 downsamples 0.7-0.9x); with 4-bit weights 0.8x on 28x28 output planes and 1.0-1.07x
-# on 14x14 and smaller. The depthwise kernel computes in fp32 and keeps its rule.
-AVX2_CONV_NATIVE_MAX_BITS = 4
-AVX2_CONV_NATIVE_MAX_PLANE = 196
+# thread, thread time, in the whole model, `benchmarks.convnet_profile --layers --all-native`, resnet18 / mobilenet_v2
+# / v3_small at memory Low with the padded-plane im2col and the pixel-tile path for 4-bit stride-1 convs;
+# benchmarks/results/convnet_modes_b1_2026-12-08.md): 4-bit weights with K >= 576 1.26-1.41x on resnet18's 56x56
+# layers, 1.13-1.59x at 28x28, 1.4-1.96x at 14x14, ~2x on 7x7; with smaller K 0.89-0.92x on mobilenet's 14x14 1x1s
+# (K 96-384), 1.1-1.2x on 7x7 planes; 8-bit weights (an int16 GEMM: no faster per MAC than fp32 FMA) 0.7x at 56x56,
+# 0.87-0.93x at 28x28, and at 14x14 and below 0.97-1.65x for layers of >= ~150k weights (resnet18's N=256 K=1152
+# and up, mobilenet_v3's N=160 K=960, N=960 K=160), 0.68-0.92x under.
+AVX2_CONV_4BIT_WIDE_K = 576  # 4-bit weights with K from here: every plane
+AVX2_CONV_SMALL_PLANE = 49  # 4-bit weights of smaller K: planes up to 7x7
+AVX2_CONV_8BIT_MAX_PLANE = 196  # with N * K >= AVX2_CONV_8BIT_MIN_WEIGHTS
+AVX2_CONV_8BIT_MIN_WEIGHTS = 147456
+AVX2_CONV_ANY_PLANE = 1 << 62
+# The pixel-tile path (lowbit_cpu_conv_tile.h: dense kxk convs of column stride <= 2, one group, 4-bit weights or
+# VNNI) on output planes of >= CONV_TILE_MIN_PLANE pixels also wins below the N / K rule and without VNNI: resnet18's
+# stem (N=64, K=147, 112x112, stride 2) 1.28-1.42x of torch's fp32 conv on avx512vnni and avx2 (isolated, 1 thread;
+# 0.67-0.81x on the general path).
+CONV_TILE_MIN_PLANE = 2048
+
+
+def avx2_conv_max_plane(n_per_group: int, k: int, bits: int) -> int:
+    """The largest output plane (OH * OW) on which the GEMM conv kernel runs without VNNI (the avx2 variant) for a
+    weight of N per group, K and `bits` (0: none, AVX2_CONV_ANY_PLANE: every plane; the measured rule above)."""
+    if bits <= 4:
+        return AVX2_CONV_ANY_PLANE if k >= AVX2_CONV_4BIT_WIDE_K else AVX2_CONV_SMALL_PLANE
+    return AVX2_CONV_8BIT_MAX_PLANE if n_per_group * k >= AVX2_CONV_8BIT_MIN_WEIGHTS else 0
+
+
+def conv_shape_reason(n_per_group: int, k: int, variant: str = "", groups: int = 1, bits: int = 4) -> str | None:
+    """The part of `conv_native_reason` for a dense / grouped conv that its weight's (N per group, K) decides (the
+    N = 64 exception measured on dense convs only, groups == 1; without VNNI for 4-bit weights only)."""
+    wide = ((variant != "avx2" or bits <= 4) and groups == 1 and n_per_group >= CONV_NATIVE_WIDE_N
+            and k >= CONV_NATIVE_WIDE_K)
+    if (n_per_group < CONV_NATIVE_MIN_N and not wide) or k < CONV_NATIVE_MIN_K:
+        return (f"convs with fewer than {CONV_NATIVE_MIN_N} output channels per group (dense with VNNI "
+                f"{CONV_NATIVE_WIDE_N} at K >= {CONV_NATIVE_WIDE_K}) or K < {CONV_NATIVE_MIN_K} run faster as a float "
+                "conv than lowbit's int8 conv kernel")
+    return None
+
+
+def conv_tiled(n_per_group: int, k: int, taps: int, stride: int, plane: int | None, bits: int, variant: str,
+               groups: int) -> bool:
+    """Whether a dense conv of `taps` kernel taps runs the native pixel tile (CONV_TILE_MIN_PLANE), fast whatever
+    the N / K and avx2 plane rules say."""
+    return (taps > 1 and groups == 1 and stride <= 2 and plane is not None and plane >= CONV_TILE_MIN_PLANE
+            and (variant != "avx2" or bits <= 4) and n_per_group >= CONV_NATIVE_WIDE_N and k >= CONV_NATIVE_MIN_K)
 
 
 def conv_native_reason(n_per_group: int, k: int, depthwise: bool, stride: int = 1, plane: int | None = None,
-                       bits: int = 4, variant: str = "") -> str | None:
+                       bits: int = 4, variant: str = "", groups: int = 1, taps: int = 1) -> str | None:
     """Why lowbit's native conv kernel is slower than the float conv for this shape (None: it is faster). stride:
     the conv's largest stride; plane: output pixels per image and channel (OH * OW; None: unknown); bits: the
     weight's; variant: the native kernel's ISA variant (`Capabilities.native_variant`; "" unknown: the measured
-    avx512vnni rule)."""
+    avx512vnni rule); groups, taps (kh * kw): the conv's."""
     if depthwise:
         if stride == 1 and plane is not None and plane >= DW_NATIVE_MIN_PLANE:
             return None
         return ("depthwise convs of stride > 1 or output planes under 14x14 run faster as torch's fp32 depthwise conv "
                 "than lowbit's direct kernel")
-    if n_per_group < CONV_NATIVE_MIN_N or k < CONV_NATIVE_MIN_K:
-        return (f"convs with fewer than {CONV_NATIVE_MIN_N} output channels per group or K < {CONV_NATIVE_MIN_K} "
-                "run faster as a float conv than lowbit's int8 conv kernel")
+    if conv_tiled(n_per_group, k, taps, stride, plane, bits, variant, groups):
+        return None
+    why = conv_shape_reason(n_per_group, k, variant, groups, bits)
+    if why is not None:
+        return why
     if plane is not None and plane < CONV_NATIVE_MIN_PLANE:
         return (f"convs with output planes under {CONV_NATIVE_MIN_PLANE} pixels (squeeze-excite's 1x1 on one pixel) "
                 "run faster as a float conv than lowbit's int8 conv kernel")
-    if variant == "avx2" and (bits > AVX2_CONV_NATIVE_MAX_BITS or plane is None
-                              or plane > AVX2_CONV_NATIVE_MAX_PLANE):
-        return (f"without VNNI (the avx2 kernels) convs with weights over {AVX2_CONV_NATIVE_MAX_BITS} bits or output "
-                f"planes over {AVX2_CONV_NATIVE_MAX_PLANE} pixels run faster as a float conv than lowbit's int8 conv "
-                "kernel")
+    if variant == "avx2" and (plane is None or plane > avx2_conv_max_plane(n_per_group, k, bits)):
+        return (f"without VNNI (the avx2 kernels) convs run faster as a float conv than lowbit's int8 conv kernel "
+                f"except 4-bit weights with K >= {AVX2_CONV_4BIT_WIDE_K} (or on output planes up to "
+                f"{AVX2_CONV_SMALL_PLANE} pixels) and weights over 4 bits on planes up to {AVX2_CONV_8BIT_MAX_PLANE} "
+                f"pixels at N * K >= {AVX2_CONV_8BIT_MIN_WEIGHTS}")
     return None
 
 
 def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups: int, depthwise: bool,
                 native_refusal: str | None, backend: BackendConfig, stride: int = 1,
-                plane: int | None = None, variant: str = "") -> Decision:
+                plane: int | None = None, variant: str = "", taps: int = 1) -> Decision:
     """Pure: the conv's kernel from the Linear dispatch's `decision` for its (N per group, K) weight.
 
     A packed decision on the CPU becomes CPU_INT4 served by the native conv kernel (lowbit.kernels.cpu_conv) when
@@ -332,12 +378,12 @@ def select_conv(decision: Decision, device_type: str, fmt: WeightFormat, groups:
     The native conv rounds activations to int8 in the decision's scheme; at precision High (fp32 activations) a
     groups == 1 conv takes the Linear kernel's fp32 path on its im2col, a grouped one the float copy. stride, plane:
     the call's largest stride and output pixels per image and channel (the depthwise rule reads them); variant: the
-    native kernel's ISA variant (the avx2 rule reads it).
+    native kernel's ISA variant (the avx2 rule reads it); taps: kh * kw (the pixel tile's rule, `conv_tiled`).
     """
     if decision.kernel not in PACKED_KERNELS or decision.kernel is Kernel.EMULATED:
         return decision
     if device_type == "cpu" and decision.activations != "fp32":
-        why = conv_native_reason(fmt.n, fmt.k, depthwise, stride, plane, fmt.bits, variant)
+        why = conv_native_reason(fmt.n, fmt.k, depthwise, stride, plane, fmt.bits, variant, groups, taps)
         if why is not None:  # a shape where even the native kernel loses: im2col + a Linear kernel loses more
             return _conv_fallback(backend, fmt, device_type, why)
         if native_refusal is None:

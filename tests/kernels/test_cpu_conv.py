@@ -34,6 +34,14 @@ CASES = [
     (40, 48, 1, 1, 1, (1, 1), (0, 0), (1, 1), 4, 32, None, 3, 5, 6),  # 1x1: the NHWC column path
     (36, 70, 1, 1, 1, (2, 2), (0, 0), (1, 1), 6, 64, "relu", 1, 7, 7),  # 1x1 strided, K not a multiple of 64
     (20, 3, 7, 7, 1, (2, 2), (3, 3), (1, 1), 5, 64, None, 1, 17, 15),  # stem-like, K = 147
+    (16, 128, 3, 3, 2, (1, 1), (1, 1), (1, 1), 8, -1, "relu", 2, 20, 19),  # K = 1152: 3 pixel chunks per image
+    (16, 8, 3, 3, 1, (1, 2), (2, 1), (2, 1), 4, 32, None, 1, 15, 16),  # padded planes with row dilation
+    # the pixel-tile path (one group, column stride and dilation 1, output planes from 196 pixels without VNNI and
+    # 2048 with): odd O, a 2-pixel tail tile, K < Kp; 8-bit (VNNI only) with row stride and dilation 2; K = 630
+    (33, 16, 3, 3, 1, (1, 1), (1, 1), (1, 1), 4, 64, "relu", 2, 46, 50),
+    (8, 12, 5, 5, 1, (2, 1), (2, 2), (2, 1), 8, -1, None, 1, 90, 60),
+    (16, 70, 3, 3, 1, (1, 1), (0, 1), (1, 1), 4, 32, "hardswish", 1, 15, 17),
+    (16, 3, 7, 7, 1, (2, 2), (3, 3), (1, 1), 4, 64, "relu", 1, 100, 98),  # stem-like, column stride 2, 1-pixel tail
 ]
 
 
@@ -46,15 +54,24 @@ def sqnr(ref, y):
     return (20 * torch.log10(ref.norm() / (ref - y).norm())).item()
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"o{c[0]}i{c[1]}k{c[2]}x{c[3]}g{c[4]}b{c[8]}")
-def test_native_conv_matches_float64(library, case, rng):
+# every case with the weight's own activation scheme; the GEMM-kind ones (not depthwise) with int8/32 too
+SCHEMES = [(c, None) for c in CASES] + [(c, "int8/32") for c in CASES if not (c[1] == 1 and c[4] > 1)]
+
+
+@pytest.mark.parametrize("case,scheme", SCHEMES,
+                         ids=lambda c: c if isinstance(c, str) or c is None else
+                         f"o{c[0]}i{c[1]}k{c[2]}x{c[3]}g{c[4]}b{c[8]}")
+def test_native_conv_matches_float64(library, case, scheme, rng):
+    """Both kernels on every variant; the GEMM kind with the weight's own activation scheme and with int8/32 (memory
+    Low's at precision Normal)."""
     o, ig, kh, kw, groups, stride, padding, dilation, bits, block, act, b, h, w = case
     qw = quantize_weight(torch.randn(o, ig, kh, kw, generator=rng), QuantConfig(bits=bits, block_size=block))
     x, bias = torch.randn(b, ig * groups, h, w, generator=rng), torch.randn(o, generator=rng)
     prepared = cpu_conv.prepare_conv(qw, groups)
     depthwise = cpu_conv.conv_kind(qw.shape, groups) == "depthwise"
     assert isinstance(prepared.weight, cpu_conv.DepthwiseWeight) == depthwise
-    y = cpu_conv.conv2d_native(x, prepared, bias, stride, padding, dilation, groups, act, library=library)
+    y = cpu_conv.conv2d_native(x, prepared, bias, stride, padding, dilation, groups, act, library=library,
+                               activations=scheme)
     ref = REFS[act](F.conv2d(x.double(), qw.dequantize(torch.float64), bias.double(), stride, padding, dilation,
                              groups))
     assert y.shape == ref.shape and y.is_contiguous()
@@ -98,15 +115,17 @@ def test_select_conv_by_stride_and_plane(fmt, depthwise, stride, plane, expect):
     assert d.kernel is expect and (d.fallback_reason is not None) == (expect is Kernel.DENSE)
 
 
-@pytest.mark.parametrize("bits,plane,expect", [
-    (8, 196, Kernel.DENSE), (8, 49, Kernel.DENSE),  # 8-bit without VNNI: 0.6-0.9x of torch's fp32 conv
-    (4, 784, Kernel.DENSE), (4, None, Kernel.DENSE),  # 4-bit on 28x28 outputs: 0.8x
-    (4, 196, Kernel.CPU_INT4), (4, 49, Kernel.CPU_INT4),  # 4-bit on 14x14 and smaller: 1.0-1.07x
+@pytest.mark.parametrize("bits,n,k,plane,expect", [
+    (8, 256, 2304, 196, Kernel.CPU_INT4), (8, 256, 2304, 49, Kernel.CPU_INT4),  # 8-bit, >= 150k weights: 1.0-1.65x
+    (8, 256, 2304, 784, Kernel.DENSE), (8, 96, 576, 49, Kernel.DENSE),  # 28x28: 0.9x; 55k weights: 0.92-1.04x
+    (4, 256, 2304, 784, Kernel.CPU_INT4), (4, 256, 2304, 3136, Kernel.CPU_INT4),  # 4-bit K >= 576: 1.13-1.96x
+    (4, 256, 2304, None, Kernel.DENSE),  # plane unknown
+    (4, 576, 96, 196, Kernel.DENSE), (4, 576, 96, 49, Kernel.CPU_INT4),  # small K: 14x14 0.89x, 7x7 1.12x
 ])
-def test_select_conv_avx2_rule(bits, plane, expect):
-    """Without VNNI (the avx2 kernels) the GEMM conv only for 4-bit weights on planes of 14x14 and smaller; the
+def test_select_conv_avx2_rule(bits, n, k, plane, expect):
+    """Without VNNI (the avx2 kernels) the GEMM conv where it measured faster (`dispatch.avx2_conv_max_plane`); the
     avx512vnni rule keeps it for every one of these."""
-    fmt = WeightFormat(bits, 64, False, 256, 2304)
+    fmt = WeightFormat(bits, 64, False, n, k)
     args = (Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", fmt, 1, False, None, LOW, 1, plane)
     d = select_conv(*args, variant="avx2")
     assert d.kernel is expect and (d.fallback_reason is not None) == (expect is Kernel.DENSE)
@@ -114,13 +133,40 @@ def test_select_conv_avx2_rule(bits, plane, expect):
         assert select_conv(*args, variant="avx512vnni").kernel is Kernel.CPU_INT4
 
 
-@pytest.mark.parametrize("variant,bits,note", [
-    ("avx512vnni", 8, ""), ("avx512vnni", 4, ""),
-    ("avx2", 8, " [memory Low on CPU (avx2 kernels): float copy, 8-bit]"),
-    ("avx2", 4, " [memory Low on CPU (avx2 kernels): float copy over 14x14 outputs]"),
-    ("avx2", 16, ""),  # float16 storage: no packed conv to copy from
+@pytest.mark.parametrize("bits,n,k,avx512,avx2", [
+    (8, 64, 576, Kernel.CPU_INT4, Kernel.DENSE),  # resnet18's layer1: 1.05-1.13x with VNNI, 0.72-0.78x without
+    (4, 64, 576, Kernel.CPU_INT4, Kernel.CPU_INT4),  # 4-bit without VNNI: the pixel-tile path, 1.26-1.41x
+    (8, 64, 192, Kernel.DENSE, Kernel.DENSE), (4, 64, 147, Kernel.DENSE, Kernel.DENSE),  # 0.73-0.86x; the stem 0.6-0.7x
 ])
-def test_summary_marks_the_avx2_float_copies(variant, bits, note):
+def test_select_conv_64_channels_by_k(bits, n, k, avx512, avx2):
+    """N = 64 output channels run the GEMM conv from K = 384 with VNNI, and without it for 4-bit weights."""
+    fmt = WeightFormat(bits, -1, False, n, k)
+    args = (Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", fmt, 1, False, None, LOW, 1, 3136)
+    assert select_conv(*args, variant="avx512vnni").kernel is avx512
+    assert select_conv(*args, variant="avx2").kernel is avx2
+
+
+@pytest.mark.parametrize("bits,taps,stride,plane,avx512,avx2", [
+    (4, 49, 2, 12544, Kernel.CPU_INT4, Kernel.CPU_INT4),  # resnet18's stem on the pixel tile: 1.28-1.42x
+    (8, 49, 2, 12544, Kernel.CPU_INT4, Kernel.DENSE),  # 8-bit without VNNI: no tile
+    (4, 49, 2, 784, Kernel.DENSE, Kernel.DENSE), (4, 49, 4, 12544, Kernel.DENSE, Kernel.DENSE),  # small plane; stride
+    (4, 1, 1, 12544, Kernel.DENSE, Kernel.DENSE),  # a 1x1 (no tile: the pointwise gather)
+])
+def test_select_conv_pixel_tile(bits, taps, stride, plane, avx512, avx2):
+    """A dense kxk conv with N = 64, K = 147 runs native on big planes (the pixel tile), below the N / K rule."""
+    args = (Decision(Kernel.CPU_INT8_DYNAMIC), "cpu", WeightFormat(bits, 64, False, 64, 147), 1, False, None, LOW,
+            stride, plane)
+    assert select_conv(*args, variant="avx512vnni", taps=taps).kernel is avx512
+    assert select_conv(*args, variant="avx2", taps=taps).kernel is avx2
+
+
+@pytest.mark.parametrize("variant,bits,note,note64", [
+    ("avx512vnni", 8, "", ""), ("avx512vnni", 4, "", ""),
+    ("avx2", 8, " [memory Low on CPU (avx2 kernels): float copy over 14x14 outputs]", None),
+    ("avx2", 4, "", ""),
+    ("avx2", 16, "", None),  # float16 storage: no packed conv to copy from
+])
+def test_summary_marks_the_avx2_float_copies(variant, bits, note, note64):
     from lowbit.nn.conv import float_copy_note
     from lowbit.nn.weight_cache import override_capabilities
     from lowbit.runtime import Capabilities
@@ -128,7 +174,17 @@ def test_summary_marks_the_avx2_float_copies(variant, bits, note):
     override_capabilities(Capabilities(cpu_int4=True, native_variant=variant))
     try:
         assert float_copy_note(nn.Conv2d(256, 256, 3, padding=1), bits) == note
-        assert float_copy_note(nn.Conv2d(64, 64, 3), bits) == " [memory Low on CPU: float copy, N=64, K=576]"
+        assert float_copy_note(nn.Conv2d(64, 64, 3), bits) == (
+            " [memory Low on CPU: float copy, N=64, K=576]" if note64 is None else note64)
+        assert float_copy_note(nn.Conv2d(64, 96, 3), 8) == (  # 55k weights: no plane
+            " [memory Low on CPU (avx2 kernels): float copy, 8-bit]" if variant == "avx2" else "")
+        assert float_copy_note(nn.Conv2d(32, 96, 3), 4) == (  # 4-bit, K = 288: 7x7 outputs, the tile from 2048
+            " [memory Low on CPU (avx2 kernels): float copy over 7x7 outputs up to 2047 pixels]" if variant == "avx2"
+            else "")
+        assert float_copy_note(nn.Conv2d(64, 64, 1), bits) == " [memory Low on CPU: float copy, N=64, K=64]"
+        tiled = bits in (4, 8) and (variant != "avx2" or bits == 4)  # the stem: native from 2048 output pixels
+        assert float_copy_note(nn.Conv2d(3, 64, 7, 2), bits) == (
+            f" [memory Low on CPU: float copy, N=64, K=147{' under 2048 output pixels' if tiled else ''}]")
     finally:
         override_capabilities(None)
 
@@ -146,7 +202,7 @@ def test_memory_low_depthwise_runs_the_direct_kernel_on_big_planes(rng):
 
 @pytest.mark.parametrize("fmt,groups,depthwise,refusal,device,expect", [
     (FMT, 1, False, None, "cpu", Kernel.CPU_INT4),  # big dense conv: the native kernel wins
-    (WeightFormat(4, 64, False, 64, 576), 1, False, None, "cpu", Kernel.DENSE),  # N=64: float copy is faster
+    (WeightFormat(4, 64, False, 64, 192), 1, False, None, "cpu", Kernel.DENSE),  # N=64 K=192: float copy is faster
     (WeightFormat(4, 64, False, 16, 27), 1, False, None, "cpu", Kernel.DENSE),  # stem, K=27
     (WeightFormat(4, 64, False, 1, 9), 96, True, None, "cpu", Kernel.DENSE),  # depthwise, plane unknown: the float copy
     (FMT, 1, False, "no native", "cpu", Kernel.CPU_INT8_DYNAMIC),  # groups 1 without native: im2col + linear
@@ -213,10 +269,10 @@ def test_non_finite_input_gives_nan_where_it_reaches(rng):
 def test_summary_names_the_float_copies():
     from lowbit.nn import quantize
 
-    model = quantize(nn.Sequential(nn.Conv2d(64, 256, 3), nn.Conv2d(256, 64, 3), nn.Conv2d(64, 128, 5, groups=64)))
+    model = quantize(nn.Sequential(nn.Conv2d(64, 256, 3), nn.Conv2d(256, 48, 3), nn.Conv2d(64, 128, 5, groups=64)))
     notes = {r.name: r.config for r in model.lowbit_summary.swapped}
     assert notes["0"] == "int4 b64 asym rtn"  # N=256, K=576: the native kernel is faster
-    assert notes["1"].endswith("[memory Low on CPU: float copy, N=64, K=2304]")
+    assert notes["1"].endswith("[memory Low on CPU: float copy, N=48, K=2304]")
     assert notes["2"].endswith("[memory Low on CPU: float copy, depthwise under 14x14 outputs]")
 
 

@@ -1,297 +1,14 @@
 /* lowbit native CPU kernels, part 4: 2-D convolution on packed weights (lowbit.kernels.cpu_conv is the Python side).
-   Included once at the end of lowbit_cpu.c (relies on quant_block, lb_min, lb_gemm_q4/q8 defined there); plain C
-   that every ISA variant compiles (the inner loops are written so -O3 vectorizes them with the variant's flags).
+   Included once at the end of lowbit_cpu.c (relies on quant_block, lb_min, lb_gemm_q4/q8 defined there); the
+   depthwise kernel and the shared geometry / activation helpers are in lowbit_cpu_dwconv.h.
 
-   Geometry `geo` (int64[LB_GEO]): B, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, groups. x is fp32 NCHW
-   contiguous, y fp32 (B, O, OH, OW) contiguous. act: 0 none, 1 ReLU, 2 ReLU6, 3 hard-swish (after the bias).
+   lb_conv_q: every conv but depthwise: per image, group and chunk of output pixels, im2col fused with the int8
+   activation quantization (one row per output pixel, K = C/groups * kh * kw in the weight's (c, kh, kw) order; no
+   float patch matrix, no whole-image im2col), the Linear GEMM on the group's packed rows (lb_gemm_q4 / lb_gemm_q8),
+   then bias + act + the (pixel, channel) -> NCHW transpose. A 1x1 conv of stride 1 gathers one channel column per
+   row: the same GEMM on the NHWC view. */
 
-   lb_dwconv: depthwise (groups == C, O a multiple of C), a direct kernel: per output channel its K = kh * kw codes
-   (uint8, one per byte) are dequantized onto the stack (w = (q - z) * s per block of gk), then the whole output
-   plane is accumulated tap by tap as a 1-D correlation over the padded, stride-phase-split input plane (see
-   dw_layout), in fp32: no activation rounding, no im2col, no float weight copy.
-   lb_conv_q: every other conv: per group, im2col fused with the int8 activation quantization (one row per output
-   pixel, K = C/groups * kh * kw in the weight's (c, kh, kw) order; no float patch matrix), the Linear GEMM on the
-   group's packed rows (lb_gemm_q4 / lb_gemm_q8), then bias + act + the (pixel, channel) -> NCHW transpose. A 1x1
-   conv of stride 1 gathers one channel column per row: the same GEMM on the NHWC view. */
-
-#ifdef _OPENMP
-#include <omp.h> /* omp_get_thread_num / omp_get_num_threads: lb_dwconv splits channels by thread itself */
-#endif
-
-#define LB_GEO 16
-#define LB_DW_MAX_K 64 /* taps per depthwise channel held in registers (up to 8x8) */
-
-static inline float lb_act(float v, int act) {
-    if (act == 1) return v > 0.f ? v : 0.f;
-    if (act == 2) return v < 0.f ? 0.f : v > 6.f ? 6.f : v;
-    if (act == 3) {
-        float r = v + 3.f;
-        r = r < 0.f ? 0.f : r > 6.f ? 6.f : r;
-        return v * r / 6.f; /* torch: x * relu6(x + 3) / 6 */
-    }
-    return v;
-}
-
-/* The depthwise kernel works on one channel plane at a time, padded and split by stride phase so that every kernel
-   tap is one constant offset into a flat buffer: padded pixel (r, c) lands in phase plane (r % sh, c % sw) at row
-   r / sh, column c / sw, each phase plane (Hq, Wq). Output pixel (oh, ow) at flat q = oh * Wq + ow then reads tap
-   (i, j) at q + off[i * kw + j] whatever the stride and dilation, so the output plane is a 1-D correlation over a
-   contiguous run (vectorized 32 outputs at a time, the Wq - OW columns per row computed and dropped). The padding
-   positions are never written: the buffer is zeroed once per thread and only the input pixels are copied in. */
-typedef struct {
-    int64_t Hq, Wq, plane, nq, total; /* phase plane rows and columns, its size, outputs computed, buffer floats */
-    int64_t off[LB_DW_MAX_K];          /* per tap: its offset into the buffer */
-} lb_dw_layout;
-
-#define LB_DW_V 32 /* output positions accumulated in registers at once: four vectors of 8 */
-/* 8 floats as one GCC/Clang vector (SSE/AVX/NEON, whatever the variant's flags give), unaligned loads allowed */
-typedef float lb_v8 __attribute__((vector_size(32), aligned(4)));
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
-#define LB_DW_SHUFFLE 1 /* __builtin_shufflevector: the stride-2 split of a row */
-#else
-#define LB_DW_SHUFFLE 0
-#endif
-
-static lb_dw_layout dw_layout(const int64_t* geo) {
-    const int64_t H = geo[2], W = geo[3], kh = geo[5], kw = geo[6], sh = geo[7], sw = geo[8], ph = geo[9];
-    const int64_t pw = geo[10], dh = geo[11], dw = geo[12], OH = geo[13], OW = geo[14];
-    lb_dw_layout L;
-    const int64_t rows_out = OH + (kh - 1) * dh / sh, rows_in = (H + ph - 1) / sh + 1;
-    const int64_t cols_out = OW + (kw - 1) * dw / sw, cols_in = (W + pw - 1) / sw + 1;
-    L.Hq = rows_out > rows_in ? rows_out : rows_in;
-    L.Wq = cols_out > cols_in ? cols_out : cols_in;
-    L.plane = L.Hq * L.Wq;
-    L.nq = (OH * L.Wq + LB_DW_V - 1) / LB_DW_V * LB_DW_V;
-    for (int64_t i = 0; i < kh; ++i)
-        for (int64_t j = 0; j < kw; ++j) {
-            const int64_t r = i * dh, c = j * dw;
-            L.off[i * kw + j] = ((r % sh) * sw + c % sw) * L.plane + (r / sh) * L.Wq + c / sw;
-        }
-    L.total = sh * sw * L.plane + L.nq + 2 * L.Wq; /* the last block of outputs reads past the last plane */
-    return L;
-}
-
-/* Static INT8's input rounding in the depthwise fill: code = round(x / step) clamped to [-clamp, clamp], clamped
-   before rounding (the same code, clamp being an integer) and rounded by adding and subtracting 1.5 * 2**23 (round
-   half to even for |v| < 2**22), so the loops vectorize on every variant. The quotient is x * (1 / step), within
-   3 ulp of x / step (< 1e-4 for |v| < 256); a plane where one lands within LB_DW_TIE of a tie is redone with the
-   division, so the codes are torch.div(x, step).round()'s. */
-#define LB_DW_TIE (0.5f - 4e-4f)
-/* The code of one quotient v (clamped, then rounded half to even); flags a near tie and a non-finite input x. */
-#define LB_DW_CODE(v, x, out)                                      \
-    do {                                                           \
-        float c_ = (v) < -lim ? -lim : (v) > lim ? lim : (v);      \
-        const float r_ = (c_ + 12582912.f) - 12582912.f;           \
-        near |= (c_ - r_ > LB_DW_TIE) | (c_ - r_ < -LB_DW_TIE);    \
-        nonfinite |= ((x) - (x)) != 0.f;                           \
-        (out) = r_;                                                \
-    } while (0)
-
-/* dst[j] = the code of src[j] for j < n (src, dst distinct); returns 1 when a quotient fell near a tie. */
-static int dw_codes(const float* restrict src, float* restrict dst, int64_t n, float inv, float lim, int* bad) {
-    int near = 0, nonfinite = 0;
-    for (int64_t j = 0; j < n; ++j) LB_DW_CODE(src[j] * inv, src[j], dst[j]);
-    *bad |= nonfinite;
-    return near;
-}
-
-/* The same with the division (a plane where a quotient fell near a tie). */
-static void dw_codes_div(const float* restrict src, float* restrict dst, int64_t n, float step, float lim) {
-    int near = 0, nonfinite = 0;
-    for (int64_t j = 0; j < n; ++j) LB_DW_CODE(src[j] / step, src[j], dst[j]);
-    (void)near;
-    (void)nonfinite;
-}
-
-typedef int32_t lb_i8v __attribute__((vector_size(32), aligned(4)));
-
-/* 8 codes at once from the vector x into dst; vsum collects x - x (NaN once any input was NaN / inf). AVX2: the
-   quotient x * (1 / step), min / max (NaN kept as the second operand), vroundps, and the division for the vector
-   when a lane lands within LB_DW_TIE of a tie (one vector in ~150); else the division (exact, GCC vectors). A macro:
-   vector arguments by value are an ABI note on some variants. */
-#if LB_AVX2
-#define LB_DW_CODE8(x, dst)                                                                               \
-    do {                                                                                                  \
-        const __m256 x_ = (__m256)(x), lo_ = _mm256_set1_ps(-lim), hi_ = _mm256_set1_ps(lim);             \
-        __m256 v_ = _mm256_min_ps(hi_, _mm256_max_ps(lo_, _mm256_mul_ps(x_, vinv)));                      \
-        __m256 r_ = _mm256_round_ps(v_, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                   \
-        const __m256 d_ = _mm256_andnot_ps(_mm256_set1_ps(-0.f), _mm256_sub_ps(v_, r_));                  \
-        if (_mm256_movemask_ps(_mm256_cmp_ps(d_, _mm256_set1_ps(LB_DW_TIE), _CMP_GT_OQ))) {               \
-            v_ = _mm256_min_ps(hi_, _mm256_max_ps(lo_, _mm256_div_ps(x_, _mm256_set1_ps(step))));          \
-            r_ = _mm256_round_ps(v_, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);                      \
-        }                                                                                                 \
-        *vsum += (lb_v8)_mm256_sub_ps(x_, x_);                                                            \
-        _mm256_storeu_ps((dst), r_);                                                                      \
-    } while (0)
-#else
-#define LB_DW_CODE8(x, dst)                                                                               \
-    do {                                                                                                  \
-        const lb_v8 x_ = (x);                                                                             \
-        lb_v8 v_ = x_ / step;                                                                             \
-        const lb_i8v lo_ = v_ < -lim, hi_ = v_ > lim, keep_ = ~(lo_ | hi_);                               \
-        v_ = (lb_v8)(((lb_i8v)v_ & keep_) | ((lb_i8v)vlo & lo_) | ((lb_i8v)vhi & hi_)); /* NaN stays */  \
-        *vsum += x_ - x_;                                                                                 \
-        *(lb_v8*)(dst) = (v_ + 12582912.f) - 12582912.f;                                                  \
-    } while (0)
-#endif
-
-/* Input columns w, w + sw, ... (n of them) of row xr into dst as codes, sw 1 or 2, rounded in registers after the
-   split (the last n % 8 one at a time, by the division); *vsum / *bad collect the NaN / inf seen. */
-static inline void dw_codes_row(const float* restrict xr, int64_t W, int64_t w, int64_t sw, int64_t n, float step,
-                                float inv, float lim, float* restrict dst, lb_v8* vsum, int* bad) {
-#if LB_AVX2
-    const __m256 vinv = _mm256_set1_ps(inv);
-#else
-    const lb_v8 vlo = {-lim, -lim, -lim, -lim, -lim, -lim, -lim, -lim}, vhi = -vlo;
-    (void)inv;
-#endif
-    int64_t j = 0;
-    if (sw == 1) {
-        for (; j + 8 <= n; j += 8) LB_DW_CODE8(*(const lb_v8*)(xr + w + j), dst + j);
-    } else {
-#if LB_DW_SHUFFLE
-        for (; j + 8 <= n && w + 2 * j + 16 <= W; j += 8) {
-            const lb_v8 lo = *(const lb_v8*)(xr + w + 2 * j), hi = *(const lb_v8*)(xr + w + 2 * j + 8);
-            LB_DW_CODE8(__builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14), dst + j);
-        }
-#endif
-    }
-    int near = 0, nonfinite = 0;
-    for (; j < n; ++j) LB_DW_CODE(xr[w + sw * j] / step, xr[w + sw * j], dst[j]);
-    (void)near;
-    *bad |= nonfinite;
-}
-
-/* Channel plane xp (H, W) into the phase planes of buf (padding already zero); returns 1 when step > 0 and the plane
-   held NaN / inf. step > 0: rows of 24 and more floats (stride 1 or 2) are rounded to their codes as they are split
-   (dw_codes_row); a plane of shorter rows (or another stride) is first rounded whole into codes (H * W floats): per
-   row of 7..14 floats the loops spend more in overhead than in rounding, and a plane of long rows written then read
-   back costs more than the rounding (stores not yet retired when read). */
-static int64_t dw_fill(const float* xp, const int64_t* geo, const lb_dw_layout* L, float step, float clamp,
-                       float* buf, float* codes) {
-    const int64_t H = geo[2], W = geo[3], sh = geo[7], sw = geo[8], ph = geo[9], pw = geo[10];
-    const float inv = 1.f / step, lim = clamp;
-    int bad = 0; /* NaN / inf among the inputs, seen when rounding (x - x is NaN for both) */
-    const int by_row = step > 0.f && (sw == 1 ? W >= 24 : sw == 2 && W >= 48);
-    lb_v8 vsum = {0}; /* x - x over the rows rounded by dw_codes_row: NaN once one held NaN / inf */
-    if (step > 0.f && !by_row) {
-        if (dw_codes(xp, codes, H * W, inv, clamp, &bad))
-            dw_codes_div(xp, codes, H * W, step, clamp);
-        xp = codes;
-    }
-    for (int64_t h = 0; h < H; ++h) {
-        const int64_t r = h + ph;
-        const float* xr = xp + h * W;
-        float* row = buf + (r % sh) * sw * L->plane + (r / sh) * L->Wq;
-        for (int64_t p = 0; p < sw; ++p) { /* phase p: padded columns c = p + i * sw, input column c - pw */
-            float* dst = row + p * L->plane;
-            int64_t i = p >= pw ? 0 : (pw - p + sw - 1) / sw, w = p + i * sw - pw;
-            if (by_row) {
-                const int64_t n = (W - w + sw - 1) / sw;
-                if (n > 0) dw_codes_row(xr, W, w, sw, n, step, inv, lim, dst + i, &vsum, &bad);
-            } else if (sw == 1) { /* a loop, not memcpy: rows of 7..56 floats, where a libc call costs more */
-                for (; w < W; ++i, ++w) dst[i] = xr[w];
-            } else if (sw == 2) { /* every other input column: 16 loaded, the 8 of this phase kept */
-                const int64_t n = (W - w + 1) / 2;
-                int64_t j = 0;
-#if LB_DW_SHUFFLE
-                for (; j + 8 <= n && w + 2 * j + 16 <= W; j += 8) {
-                    const lb_v8 lo = *(const lb_v8*)(xr + w + 2 * j), hi = *(const lb_v8*)(xr + w + 2 * j + 8);
-                    *(lb_v8*)(dst + i + j) = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
-                }
-#endif
-                for (; j < n; ++j) dst[i + j] = xr[w + 2 * j];
-            } else {
-                for (; w < W; ++i, w += sw) dst[i] = xr[w];
-            }
-        }
-    }
-    for (int l = 0; l < 8; ++l) bad |= vsum[l] != 0.f;
-    return bad;
-}
-
-/* One output plane: yq[q] = bias + sum over taps of w[t] * buf[q + off[t]] for q < nq, then the OW valid columns of
-   each row (row stride Wq), with act, into yp (OH, OW). */
-static inline __attribute__((always_inline)) void dw_plane(const float* restrict buf, const int64_t* restrict off, int64_t K,
-                                               const float* restrict w, float bias, int act, int64_t nq, int64_t Wq,
-                                               int64_t OH, int64_t OW, float* restrict yq, float* restrict yp) {
-    for (int64_t q = 0; q < nq; q += LB_DW_V) {
-        lb_v8 a0 = {bias, bias, bias, bias, bias, bias, bias, bias}, a1 = a0, a2 = a0, a3 = a0;
-        const float* s = buf + q;
-        for (int64_t t = 0; t < K; ++t) {
-            const float* p = s + off[t];
-            const float wt = w[t];
-            a0 += wt * *(const lb_v8*)p;
-            a1 += wt * *(const lb_v8*)(p + 8);
-            a2 += wt * *(const lb_v8*)(p + 16);
-            a3 += wt * *(const lb_v8*)(p + 24);
-        }
-        *(lb_v8*)(yq + q) = a0;
-        *(lb_v8*)(yq + q + 8) = a1;
-        *(lb_v8*)(yq + q + 16) = a2;
-        *(lb_v8*)(yq + q + 24) = a3;
-    }
-    for (int64_t oh = 0; oh < OH; ++oh) {
-        const float* src = yq + oh * Wq;
-        float* dst = yp + oh * OW;
-        if (act == 0) for (int64_t v = 0; v < OW; ++v) dst[v] = src[v];
-        else if (act == 1) for (int64_t v = 0; v < OW; ++v) dst[v] = src[v] > 0.f ? src[v] : 0.f;
-        else for (int64_t v = 0; v < OW; ++v) dst[v] = lb_act(src[v], act);
-    }
-}
-
-/* Output channels [lo, hi) of the flattened (B, O): the channel's K weights dequantized onto the stack (no float
-   weight copy), its input plane filled when it changes, then dw_plane. */
-__attribute__((noinline)) static void dw_channels(const float* x, const int64_t* geo, const lb_dw_layout* Lp,
-                                                  const uint8_t* q, const float* ws, const float* wz, int64_t gk,
-                                                  int64_t nb, const float* bias, int act, float step, float clamp,
-                                                  float* y, int64_t lo, int64_t hi, float* buf, float* yq,
-                                                  int64_t* bad) {
-    /* a local copy of the layout and plain scalars: read through the OpenMP region's shared block (or a pointer the
-       stores may alias) the tap loop reloaded them on every tap and ran 1.7x slower */
-    const lb_dw_layout Lc = *Lp, *L = &Lc;
-    const int64_t C = geo[1], HW = geo[2] * geo[3], O = geo[4], K = geo[5] * geo[6], OHW = geo[13] * geo[14];
-    const int64_t mult = O / C;
-    int64_t held = -1; /* the (b, input channel) plane in buf */
-    for (int64_t bo = lo; bo < hi; ++bo) {
-        const int64_t b = bo / O, o = bo % O;
-        float w[LB_DW_MAX_K];
-        for (int64_t blk = 0, k = 0; blk < nb; ++blk) /* no division per tap: blocks of gk taps in turn */
-            for (const int64_t end = lb_min(k + gk, K); k < end; ++k)
-                w[k] = ((float)q[o * K + k] - wz[o * nb + blk]) * ws[o * nb + blk];
-        if (b * C + o / mult != held) {
-            held = b * C + o / mult;
-            *bad += dw_fill(x + held * HW, geo, L, step, clamp, buf, yq + L->nq);
-        }
-        dw_plane(buf, L->off, K, w, bias ? bias[o] : 0.f, act, L->nq, L->Wq, geo[13], geo[14], yq, y + bo * OHW);
-    }
-}
-
-/* Depthwise conv: q uint8 (O, K) codes, ws / wz fp32 (O, nb) scale and zero per block of gk taps; bias (O,) or
-   NULL; step > 0 rounds the input first (see dw_fill). Output channel o reads input channel o / (O / C). Threads
-   take contiguous runs of channels (one plane fill per input channel and thread). Returns how many input planes
-   held NaN / inf when step > 0 (0 otherwise; non-zero exactly when one did). */
-int64_t lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const float* ws, const float* wz, int64_t gk,
-               int64_t nb, const float* bias, int act, float step, float clamp, float* y, int nt) {
-    const int64_t BO = geo[0] * geo[4], work = BO * geo[13] * geo[14] * geo[5] * geo[6];
-    const lb_dw_layout L = dw_layout(geo);
-    int64_t bad = 0;
-    if (work <= 65536) nt = 1;
-    (void)nt; /* unread without OpenMP */
-    #pragma omp parallel num_threads(nt) reduction(+ : bad)
-    {
-        int64_t id = 0, n = 1;
-#ifdef _OPENMP
-        id = omp_get_thread_num();
-        n = omp_get_num_threads();
-#endif
-        float* buf = (float*)calloc((size_t)(L.total + L.nq + (step > 0.f ? geo[2] * geo[3] : 0)), sizeof(float));
-        dw_channels(x, geo, &L, q, ws, wz, gk, nb, bias, act, step, clamp, y, BO * id / n, BO * (id + 1) / n, buf,
-                    buf + L.total, &bad);
-        free(buf);
-    }
-    return bad;
-}
+#include "lowbit_cpu_dwconv.h" /* lb_dwconv, LB_GEO, lb_act */
 
 /* The patch of output pixel (b, oh, ow) for group g, in (c, kh, kw) order, into buf (K floats; zero padding). */
 static void im2col_row(const float* x, const int64_t* geo, int64_t g, int64_t b, int64_t oh, int64_t ow, float* buf) {
@@ -333,7 +50,15 @@ static void quant_row(const float* xr, int64_t K, int64_t Kp, int64_t gk, int64_
         memset(q + K, 0, (size_t)(Kp - K));
         return;
     }
-    if (mode == LB_ACT_ROW) quant_block(xr, K, q, &d);
+    if (mode == LB_ACT_ROW) {
+        const int32_t s = quant_block(xr, K, q, &d);
+        if (nb == 1) { /* one block: quant_block's sum is the block's */
+            xd[0] = d;
+            xs[0] = d * (float)s;
+            memset(q + K, 0, (size_t)(Kp - K));
+            return;
+        }
+    }
     for (int64_t b = 0; b < nb; ++b) {
         const int64_t lo = b * gk, hi = lb_min(lo + gk, K);
         int32_t s = 0;
@@ -348,60 +73,195 @@ static void quant_row(const float* xr, int64_t K, int64_t Kp, int64_t gk, int64_
     memset(q + K, 0, (size_t)(Kp - K));
 }
 
-/* im2col of group g fused with the int8 quantization: xq (M, Kp), xd / xs (M, nb), M = B * OH * OW. A 1x1 conv
-   of stride 1 without padding reads the pixel's channel column directly. */
-static void im2col_quant(const float* x, const int64_t* geo, int64_t g, int64_t Kp, int64_t gk, int64_t nb,
-                         int mode, int8_t* xq, float* xd, float* xs, int nt) {
-    const int64_t C = geo[1], H = geo[2], W = geo[3], kh = geo[5], kw = geo[6], OH = geo[13], OW = geo[14];
-    const int64_t Cg = C / geo[15], K = Cg * kh * kw, M = geo[0] * OH * OW, HW = H * W;
-    const int pointwise = kh == 1 && kw == 1 && geo[7] == 1 && geo[8] == 1 && geo[9] == 0 && geo[10] == 0;
-    #pragma omp parallel num_threads(nt) if (M * K > 65536)
-    {
-        float* buf = (float*)malloc((size_t)K * sizeof(float));
-        #pragma omp for schedule(static)
-        for (int64_t m = 0; m < M; ++m) {
-            const int64_t b = m / (OH * OW), l = m % (OH * OW);
-            if (pointwise) {
-                const float* xp = x + (b * C + g * Cg) * HW + l;
-                for (int64_t c = 0; c < Cg; ++c) buf[c] = xp[c * HW];
-            } else {
-                im2col_row(x, geo, g, b, l / OW, l % OW, buf);
+/* 4 floats as one GCC/Clang vector, unaligned: the patch copy moves a kernel row of up to 4 taps in one load and
+   store on every variant (the plain C build lowers it to scalars). */
+typedef float lb_v4 __attribute__((vector_size(16), aligned(4)));
+
+/* Channels [c0, c1) of group g of image b, zero-padded, into xp (Cg, Hp, Wp): padded pixel (r, col) at
+   xp[(c * Hp + r) * Wp + col] (Wp may exceed W + 2 pw: the patch copy reads whole vectors past the last tap). */
+static void pad_planes(const float* x, const int64_t* geo, int64_t g, int64_t b, int64_t c0, int64_t c1, int64_t Hp,
+                       int64_t Wp, float* xp) {
+    const int64_t C = geo[1], H = geo[2], W = geo[3], ph = geo[9], pw = geo[10], Cg = C / geo[15];
+    for (int64_t c = c0; c < c1; ++c) {
+        const float* src = x + ((b * C + g * Cg + c) * H) * W;
+        for (int64_t r = 0; r < Hp; ++r) {
+            float* d = xp + (c * Hp + r) * Wp;
+            const int64_t ih = r - ph;
+            if (ih < 0 || ih >= H) {
+                memset(d, 0, (size_t)Wp * sizeof(float));
+                continue;
             }
-            quant_row(buf, K, Kp, gk, nb, mode, xq + m * Kp, xd + m * (mode == LB_ACT_32 ? Kp / 32 : nb), xs + m * nb);
+            memset(d, 0, (size_t)pw * sizeof(float));
+            memcpy(d + pw, src + ih * W, (size_t)W * sizeof(float));
+            memset(d + pw + W, 0, (size_t)(Wp - pw - W) * sizeof(float));
+        }
+    }
+}
+
+#define LB_PATCH_RUN 8 /* output pixels of one row whose patches are gathered together (their taps share lines) */
+
+/* The patches of np (<= LB_PATCH_RUN) output pixels of one row, the first at padded (r0, c0), the next sw columns
+   on, in (c, kh, kw) order from the padded planes xp into buf + p * bstride (K floats each, written 4 at a time:
+   bstride >= K + 3); column dilation 1. Tap row by tap row for all np pixels at once: pixel by pixel the kh * Cg
+   source rows (46 KiB for 64 channels of 56) fell out of L1 between neighbours. */
+static inline void padded_patches(const float* xp, int64_t Cg, int64_t Hp, int64_t Wp, int64_t kh, int64_t kw,
+                                  int64_t dh, int64_t sw, int64_t r0, int64_t c0, int64_t np, float* restrict buf,
+                                  int64_t bstride) {
+    const float* s = xp + r0 * Wp + c0;
+    for (int64_t c = 0; c < Cg; ++c, s += Hp * Wp)
+        for (int64_t i = 0; i < kh; ++i, buf += kw) {
+            const float* si = s + i * dh * Wp;
+            if (kw <= 4 && np == LB_PATCH_RUN) { /* the usual full run: a constant trip count, unrolled */
+                for (int64_t p = 0; p < LB_PATCH_RUN; ++p) *(lb_v4*)(buf + p * bstride) = *(const lb_v4*)(si + p * sw);
+            } else if (kw <= 4) {
+                for (int64_t p = 0; p < np; ++p) *(lb_v4*)(buf + p * bstride) = *(const lb_v4*)(si + p * sw);
+            } else {
+                for (int64_t p = 0; p < np; ++p)
+                    for (int64_t j = 0; j < kw; j += 4)
+                        *(lb_v4*)(buf + p * bstride + j) = *(const lb_v4*)(si + p * sw + j);
+            }
+        }
+}
+
+/* Where a conv's patches come from (lb_conv_q): a 1x1 conv of stride 1 without padding reads the pixel's channel
+   column directly; with column dilation 1 each image's group is first copied zero-padded (pad_planes, Cg * Hp * Wp
+   floats), so that a patch is Cg * kh contiguous runs of kw floats with no bounds test (the per-tap tests cost 2 ms
+   of resnet18's 3.4 ms 56x56 conv); else im2col_row. */
+typedef struct {
+    int64_t Cg, K, L, Hp, Wp; /* channels per group, patch length, output pixels per image, padded plane */
+    int pointwise, padded;
+} lb_conv_src;
+
+static lb_conv_src conv_src(const int64_t* geo) {
+    lb_conv_src s;
+    const int64_t kh = geo[5], kw = geo[6], sw = geo[8], OW = geo[14], kw4 = (kw + 3) / 4 * 4;
+    s.Cg = geo[1] / geo[15];
+    s.K = s.Cg * kh * kw;
+    s.L = geo[13] * OW;
+    s.pointwise = kh == 1 && kw == 1 && geo[7] == 1 && sw == 1 && geo[9] == 0 && geo[10] == 0;
+    s.padded = !s.pointwise && geo[12] == 1;
+    s.Hp = geo[2] + 2 * geo[9];
+    s.Wp = geo[3] + 2 * geo[10] > (OW - 1) * sw + kw4 ? geo[3] + 2 * geo[10] : (OW - 1) * sw + kw4;
+    const int64_t tile = (OW + 15) / 16 * 16 + (kw - 1) * geo[12]; /* the tile path reads whole tiles of 16 */
+    s.Wp = sw == 1 && s.Wp < tile ? tile : s.Wp;
+    return s;
+}
+
+/* The int8 rows of output pixels [l0, l1) of image b, group g, into xq (l1 - l0, Kp), xd / xs (l1 - l0, ...):
+   each patch gathered (see lb_conv_src; xp: the padded planes when S->padded) and quantized as lb_quant_act. */
+static void quant_pixels(const float* x, const float* xp, const int64_t* geo, const lb_conv_src* S, int64_t g,
+                         int64_t b, int64_t l0, int64_t l1, int64_t Kp, int64_t gk, int64_t nb, int mode, int8_t* xq,
+                         float* xd, float* xs, int nt) {
+    const int64_t C = geo[1], HW = geo[2] * geo[3], kh = geo[5], kw = geo[6], OW = geo[14], sh = geo[7];
+    const int64_t sw = geo[8], dh = geo[11], K = S->K, dstride = mode == LB_ACT_32 ? Kp / 32 : nb;
+    const int64_t bstride = K + 4, nrun = (l1 - l0 + LB_PATCH_RUN - 1) / LB_PATCH_RUN;
+    #pragma omp parallel num_threads(nt) if ((l1 - l0) * K > 65536)
+    {
+        float* buf = (float*)malloc((size_t)(LB_PATCH_RUN * bstride) * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int64_t t = 0; t < nrun; ++t) {
+            const int64_t end = lb_min(l0 + (t + 1) * LB_PATCH_RUN, l1);
+            for (int64_t l = l0 + t * LB_PATCH_RUN; l < end;) {
+                const int64_t oh = l / OW, ow = l % OW, np = lb_min(end - l, OW - ow); /* one output row */
+                if (S->padded) {
+                    padded_patches(xp, S->Cg, S->Hp, S->Wp, kh, kw, dh, sw, oh * sh, ow * sw, np, buf, bstride);
+                } else if (S->pointwise) { /* channel by channel: np neighbours from one line, not Cg lines each */
+                    const float* xc = x + (b * C + g * S->Cg) * HW + l;
+                    for (int64_t c = 0; c < S->Cg; ++c, xc += HW)
+                        for (int64_t p = 0; p < np; ++p) buf[p * bstride + c] = xc[p];
+                } else {
+                    for (int64_t p = 0; p < np; ++p) im2col_row(x, geo, g, b, oh, ow + p, buf + p * bstride);
+                }
+                for (int64_t p = 0; p < np; ++p, ++l) {
+                    const int64_t m = l - l0;
+                    quant_row(buf + p * bstride, K, Kp, gk, nb, mode, xq + m * Kp, xd + m * dstride, xs + m * nb);
+                }
+            }
         }
         free(buf);
     }
 }
 
-/* yg (M, og) of group g -> y (B, O, OH, OW) channels g*og.., with act (the bias is already in yg). */
-static void scatter_nchw(const float* yg, const int64_t* geo, int64_t g, int64_t og, int act, float* y, int nt) {
-    const int64_t O = geo[4], L = geo[13] * geo[14], B = geo[0];
-    #pragma omp parallel for num_threads(nt) schedule(static) if (B * L * og > 65536)
-    for (int64_t bn = 0; bn < B * og; ++bn) {
-        const int64_t b = bn / og, n = bn % og;
-        const float* src = yg + b * L * og + n;
-        float* dst = y + (b * O + g * og + n) * L;
-        for (int64_t l = 0; l < L; ++l) dst[l] = lb_act(src[l * og], act);
+/* yg (l1 - l0, og) of image b, group g -> y (B, O, OH, OW) channels g*og.., pixels [l0, l1), with act (the bias is
+   already in yg); in tiles of LB_SCATTER pixels (their og outputs read once, from L1, each channel's run written
+   contiguously: a column at a time the reads strode og floats and cost 0.3 ms of a 56x56 x 64 conv). */
+#define LB_SCATTER 16
+static void scatter_nchw(const float* yg, const int64_t* geo, int64_t g, int64_t og, int64_t b, int64_t l0,
+                         int64_t l1, int act, float* y, int nt) {
+    const int64_t O = geo[4], L = geo[13] * geo[14], nl = (l1 - l0 + LB_SCATTER - 1) / LB_SCATTER;
+    #pragma omp parallel for num_threads(nt) schedule(static) if ((l1 - l0) * og > 65536)
+    for (int64_t t = 0; t < nl; ++t) {
+        const int64_t lt = t * LB_SCATTER, nlt = lb_min(LB_SCATTER, l1 - l0 - lt);
+        const float* src = yg + lt * og;
+        float* dst = y + (b * O + g * og) * L + l0 + lt;
+        for (int64_t n = 0; n < og; ++n) {
+            float* d = dst + n * L;
+            if (act == 0) for (int64_t l = 0; l < nlt; ++l) d[l] = src[l * og + n];
+            else if (act == 1) for (int64_t l = 0; l < nlt; ++l) d[l] = src[l * og + n] > 0.f ? src[l * og + n] : 0.f;
+            else for (int64_t l = 0; l < nlt; ++l) d[l] = lb_act(src[l * og + n], act);
+        }
     }
 }
 
+#if LB_AVX2
+#include "lowbit_cpu_conv_tile.h" /* conv_tiles: the implicit-GEMM tile, pixels across lanes */
+#else
+static int conv_tiles(const float* x, const int64_t* geo, const lb_conv_src* S, const uint8_t* w, const float* ws,
+                      const float* wsz, int64_t Kp, int64_t gk, int64_t nb, int mode, int bits, const float* bias,
+                      int act, float* y, int nt) {
+    (void)x, (void)geo, (void)S, (void)w, (void)ws, (void)wsz, (void)Kp, (void)gk, (void)nb, (void)mode, (void)bits;
+    (void)bias, (void)act, (void)y, (void)nt;
+    return 0; /* no tile path without AVX2: the general one serves */
+}
+#endif
+
+#ifndef LB_CONV_CHUNK
+#define LB_CONV_CHUNK (192 * 1024) /* int8 patch bytes per chunk of output pixels: the chunk's rows stay in L2 */
+#endif
+
 /* Dense or grouped conv on a packed weight (N = O rows of Kp codes: pack_q4 when bits == 4, pack_q8 when 8; scale /
-   scale * zero fp32 (O, nb); gsb sub-blocks of 32 per block, gk = gsb * 32 or Kp per channel). Scratch from the
-   caller: xq int8 (M, Kp), xd fp32 (M, nb) or (M, Kp / 32) for mode LB_ACT_32, xs fp32 (M, nb), yg fp32
-   (M, O / groups). mode: the activation scheme (LB_ACT_*). */
+   scale * zero fp32 (O, nb); gsb sub-blocks of 32 per block, gk = gsb * 32 or Kp per channel). mode: the
+   activation scheme (LB_ACT_*). Per image and group, the output pixels go in chunks of about LB_CONV_CHUNK / Kp:
+   their patches quantized (quant_pixels), the Linear GEMM on them, bias + act + NCHW (scatter_nchw); the im2col
+   is never whole (scratch ~LB_CONV_CHUNK * 1.5 bytes and the padded planes). Out of memory: y is NaN. */
 void lb_conv_q(const float* x, const int64_t* geo, const uint8_t* w, const float* ws, const float* wsz, int64_t Kp,
-               int64_t gsb, int64_t nb, int mode, int bits, const float* bias, int act, int8_t* xq, float* xd,
-               float* xs, float* yg, float* y, int nt) {
-    const int64_t groups = geo[15], og = geo[4] / groups, M = geo[0] * geo[13] * geo[14];
+               int64_t gsb, int64_t nb, int mode, int bits, const float* bias, int act, float* y, int nt) {
+    const int64_t groups = geo[15], og = geo[4] / groups, B = geo[0];
     const int64_t gk = gsb > 0 ? gsb * 32 : Kp, row_bytes = Kp * bits / 8;
-    for (int64_t g = 0; g < groups; ++g) {
-        im2col_quant(x, geo, g, Kp, gk, nb, mode, xq, xd, xs, nt);
-        const uint8_t* wg = w + g * og * row_bytes;
-        const float* bg = bias ? bias + g * og : NULL;
-        if (bits == 4)
-            lb_gemm_q4(wg, ws + g * og * nb, wsz + g * og * nb, og, Kp, gsb, nb, xq, xd, xs, M, mode, bg, yg, nt);
-        else
-            lb_gemm_q8(wg, ws + g * og * nb, wsz + g * og * nb, og, Kp, gsb, nb, xq, xd, xs, M, mode, bg, yg, nt);
-        scatter_nchw(yg, geo, g, og, act, y, nt);
+    const lb_conv_src S = conv_src(geo);
+    if (conv_tiles(x, geo, &S, w, ws, wsz, Kp, gk, nb, mode, bits, bias, act, y, nt)) return;
+    const int64_t ch = lb_min(S.L, LB_CONV_CHUNK / Kp > 16 ? LB_CONV_CHUNK / Kp / 16 * 16 : 16);
+    const int64_t dstride = mode == LB_ACT_32 ? Kp / 32 : nb;
+    int8_t* xq = (int8_t*)malloc((size_t)(ch * Kp));
+    float* xd = (float*)malloc((size_t)(ch * dstride) * sizeof(float));
+    float* xs = (float*)malloc((size_t)(ch * nb) * sizeof(float));
+    float* yg = (float*)malloc((size_t)(ch * og) * sizeof(float));
+    float* xp = S.padded ? (float*)malloc((size_t)(S.Cg * S.Hp * S.Wp) * sizeof(float)) : NULL;
+    if (!xq || !xd || !xs || !yg || (S.padded && !xp)) {
+        for (int64_t i = 0; i < B * geo[4] * S.L; ++i) y[i] = NAN;
+    } else {
+        for (int64_t b = 0; b < B; ++b)
+            for (int64_t g = 0; g < groups; ++g) {
+                if (S.padded) {
+                    #pragma omp parallel for num_threads(nt) schedule(static) if (S.Cg * S.Hp * S.Wp > 65536)
+                    for (int64_t c = 0; c < S.Cg; ++c) pad_planes(x, geo, g, b, c, c + 1, S.Hp, S.Wp, xp);
+                }
+                const uint8_t* wg = w + g * og * row_bytes;
+                const float *wsg = ws + g * og * nb, *wzg = wsz + g * og * nb, *bg = bias ? bias + g * og : NULL;
+                for (int64_t l0 = 0; l0 < S.L; l0 += ch) {
+                    const int64_t l1 = lb_min(l0 + ch, S.L);
+                    quant_pixels(x, xp, geo, &S, g, b, l0, l1, Kp, gk, nb, mode, xq, xd, xs, nt);
+                    if (bits == 4)
+                        lb_gemm_q4(wg, wsg, wzg, og, Kp, gsb, nb, xq, xd, xs, l1 - l0, mode, bg, yg, nt);
+                    else
+                        lb_gemm_q8(wg, wsg, wzg, og, Kp, gsb, nb, xq, xd, xs, l1 - l0, mode, bg, yg, nt);
+                    scatter_nchw(yg, geo, g, og, b, l0, l1, act, y, nt);
+                }
+            }
     }
+    free(xq);
+    free(xd);
+    free(xs);
+    free(yg);
+    free(xp);
 }
