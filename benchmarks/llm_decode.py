@@ -52,17 +52,18 @@ class StepClock:
         return scores
 
 
-def decode_tps(model, prompt, new: int, **kwargs) -> tuple[float, float]:
+def decode_tps(model, prompt, new: int, processors=(), **kwargs) -> tuple[float, float]:
     """(tokens/s, tokens/s of the calling thread's CPU time) between the first and the last of `new` greedy tokens.
 
     The CPU figure counts this thread only: it is the load-independent speed at 1 thread, an over-estimate at more.
+    processors: more logits processors, called after each forward as the clock is.
     """
     from transformers import LogitsProcessorList
 
     clock = StepClock()
     with torch.inference_mode():
         model.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                       logits_processor=LogitsProcessorList([clock]), **kwargs)
+                       logits_processor=LogitsProcessorList([clock, *processors]), **kwargs)
     n = len(clock.wall) - 1
     return n / (clock.wall[-1] - clock.wall[0]), n / max(clock.cpu[-1] - clock.cpu[0], 1e-9)
 

@@ -23,8 +23,8 @@ stream costs the rest of the step in caches); calls = kernel calls per token; at
 token (torch.profiler, nested calls counted, from the difference of 9- and 1-token decodes). Twins and settings are
 interleaved in every repetition (the first repetition is warm-up and compiles); medians.
 
-Usage: python -m benchmarks.llm_overhead [--layers 4] [--tokens 32] [--reps 4] [--threads 1] [--cache-len 264]
-       [--settings eager +static +static+compile] [--name llm_overhead] [--out benchmarks/results]
+Usage: python -m benchmarks.llm_overhead [--layers 4] [--shape 1b|small|tiny] [--tokens 32] [--reps 4] [--threads 1]
+       [--cache-len 264] [--settings eager +static +static+compile] [--name llm_overhead] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -49,20 +49,25 @@ PROMPT = 8
 
 
 class KernelClock:
-    """Thread CPU seconds and calls inside the native kernel's bound calls at M = 1 while active (a context manager
-    that wraps `NativeCall.__call__` and restores it on exit)."""
+    """Thread CPU seconds and calls inside the native kernel's bound calls while active and armed (a context manager
+    that wraps `NativeCall.__call__` and restores it on exit; as a logits processor, the first call arms it: the
+    decode steps after the prompt's forward are counted)."""
 
     def __init__(self):
-        self.seconds, self.calls = 0.0, 0
+        self.seconds, self.calls, self.armed = 0.0, 0, False
+
+    def __call__(self, input_ids, scores):
+        self.armed = True
+        return scores
 
     def __enter__(self):
         orig = self._orig = cpu_int4.NativeCall.__call__
         clock = self
 
-        def timed(call, x_ptr, m, *rest):
+        def timed(call, *args):
             t0 = time.thread_time()
-            orig(call, x_ptr, m, *rest)
-            if m == 1:  # decode steps only (the prompt's forward has M = 8)
+            orig(call, *args)
+            if clock.armed:
                 clock.seconds += time.thread_time() - t0
                 clock.calls += 1
 
@@ -73,11 +78,11 @@ class KernelClock:
         cpu_int4.NativeCall.__call__ = self._orig
 
 
-def twins(layers: int) -> dict:
+def twins(layers: int, shape: str = "1b") -> dict:
     """{name: model}: the int4 b128 model, its fused and prepared copies, the Linear-less stubs (see the module
     docstring)."""
-    name = f"1b-{layers}"
-    llm.MODELS[name] = dict(llm.MODELS["1b"], num_hidden_layers=layers)
+    name = f"{shape}-{layers}"
+    llm.MODELS[name] = dict(llm.MODELS[shape], num_hidden_layers=layers)
     base = llm.build_model(name)
     stub = without_linears(base)
     stub_packed = copy.deepcopy(stub)
@@ -94,8 +99,8 @@ def step_ms(model, prompt, setting: str, tokens: int, cache_len: int) -> tuple[f
     """(wall, thread CPU, kernel CPU, kernel calls) per decoded token of one greedy decode (a static cache of
     cache_len positions)."""
     with KernelClock() as clock:
-        wall, cpu = decode_tps(model, prompt, tokens, **generate_kwargs(setting, cache_len))
-    steps = tokens - 1  # decode steps (M = 1 forwards) after the prompt's
+        wall, cpu = decode_tps(model, prompt, tokens, processors=[clock], **generate_kwargs(setting, cache_len))
+    steps = tokens - 1  # decode steps after the prompt's forward
     return 1e3 / wall, 1e3 / cpu, 1e3 * clock.seconds / steps, clock.calls / steps
 
 
@@ -143,6 +148,7 @@ def rows_of(medians: dict, ops: dict, threads: int) -> list[Row]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--shape", choices=("1b", "small", "tiny"), default="1b", help="the llm bench's model shape")
     p.add_argument("--tokens", type=int, default=32)
     p.add_argument("--reps", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
@@ -155,15 +161,15 @@ def main(argv=None) -> int:
     settings = ["" if s == "eager" else s for s in args.settings]
     torch.set_num_threads(args.threads)
     loads = [load_average()]
-    models = twins(args.layers)
+    models = twins(args.layers, args.shape)
     medians = measure(models, settings, args.tokens, args.reps, args.cache_len)
     loads.append(load_average())
     prompt = torch.randint(0, 32000, (1, PROMPT), generator=torch.Generator().manual_seed(2))
     ops = {(n, s): aten_ops_per_token(m, prompt, s, args.cache_len) for n, m in models.items() for s in settings}
     env = describe_environment()
     env["load average"] = f"{min(loads):.1f}-{max(loads):.1f}"
-    env["model"] = (f"1B Llama shape, {args.layers} layers, int4 b128 RTN memory Low, {args.tokens} new tokens, "
-                    f"static cache {args.cache_len}, {args.threads} thread(s)")
+    env["model"] = (f"{args.shape} Llama shape, {args.layers} layers, int4 b128 RTN memory Low, "
+                    f"{args.tokens} new tokens, static cache {args.cache_len}, {args.threads} thread(s)")
     report(args.name, rows_of(medians, ops, args.threads), env, out_dir=args.out or None,
            title="Per-token decode cost besides the weight bytes", notes=__doc__.split("\n\n")[1].strip(),
            floatfmt=".2f")
