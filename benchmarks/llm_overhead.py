@@ -17,9 +17,13 @@ Per token, from greedy `generate` of --tokens new tokens after an 8-token prompt
 generated token): wall ms; thread CPU ms (the calling thread: at 1 thread torch and the native kernel both run on
 it, so this is the load-independent cost, except that a memory-bound kernel's CPU time still grows when other
 processes use the DRAM bandwidth); kernel ms = thread CPU time inside the native kernel's bound calls (timed by a
-wrapper around `NativeCall.__call__` installed for this bench only: ~1 us per call of its own); linear overhead =
-CPU - kernel - the no-linears twin's CPU (the Python and dispatch around each kernel call, plus what the weight
-stream costs the rest of the step in caches); calls = kernel calls per token; aten ops = aten operator calls per
+wrapper around `NativeCall.__call__` installed for this bench only: ~1 us per call of its own); in-call ms (eager
+only) = thread CPU time inside the outermost Linear-like module calls (QuantLinear, SiblingOutput) minus the
+kernel's: the layers' Python (module call, bound-call checks, finite check, output allocation, a fused group's
+split); rest ms = CPU - those calls: everything else of the step in the real model; rest - non-linear = what the
+same code costs more beside the weight stream than in the Linear-less twin (caches and TLB refilled after every
+kernel call); linear overhead = CPU - kernel - the no-linears twin's CPU (in-call plus that); calls = kernel calls
+per token; aten ops = aten operator calls per
 token (torch.profiler, nested calls counted, from the difference of 9- and 1-token decodes). Twins and settings are
 interleaved in every repetition (the first repetition is warm-up and compiles); medians.
 
@@ -39,7 +43,7 @@ import torch
 
 from lowbit.hf.decode import prepare_decode
 from lowbit.kernels import cpu_int4
-from lowbit.nn import fuse_siblings
+from lowbit.nn import QuantLinear, SiblingOutput, fuse_siblings
 
 from . import llm
 from .harness import Row, describe_environment, load_average, report
@@ -49,33 +53,49 @@ PROMPT = 8
 
 
 class KernelClock:
-    """Thread CPU seconds and calls inside the native kernel's bound calls while active and armed (a context manager
-    that wraps `NativeCall.__call__` and restores it on exit; as a logits processor, the first call arms it: the
-    decode steps after the prompt's forward are counted)."""
+    """Thread CPU seconds inside the native kernel's bound calls (and their count), and inside the outermost calls
+    of Linear-like modules (QuantLinear, a fused group's SiblingOutput: the layer's Python, the kernel and the split
+    of a fused output), while active and armed. A context manager that wraps `NativeCall.__call__` and those
+    modules' `forward` and restores them on exit; as a logits processor its first call arms it, so only the decode
+    steps after the prompt's forward count. Eager only: a compiled step calls the op, never the modules' forward."""
 
     def __init__(self):
-        self.seconds, self.calls, self.armed = 0.0, 0, False
+        self.seconds, self.calls, self.layer_seconds, self.armed, self._depth = 0.0, 0, 0.0, False, 0
 
     def __call__(self, input_ids, scores):
         self.armed = True
         return scores
 
     def __enter__(self):
-        orig = self._orig = cpu_int4.NativeCall.__call__
-        clock = self
-
-        def timed(call, *args):
-            t0 = time.thread_time()
-            orig(call, *args)
-            if clock.armed:
-                clock.seconds += time.thread_time() - t0
-                clock.calls += 1
-
-        cpu_int4.NativeCall.__call__ = timed
+        self._orig = {cls: cls.forward for cls in (QuantLinear, SiblingOutput)}
+        self._native = cpu_int4.NativeCall.__call__
+        cpu_int4.NativeCall.__call__ = self._timed(self._native, "seconds", count=True)
+        for cls, forward in self._orig.items():
+            cls.forward = self._timed(forward, "layer_seconds", outermost=True)
         return self
 
+    def _timed(self, fn, field: str, count: bool = False, outermost: bool = False):
+        clock = self
+
+        def timed(obj, *args):
+            if outermost and clock._depth:
+                return fn(obj, *args)
+            clock._depth += outermost
+            t0 = time.thread_time()
+            try:
+                return fn(obj, *args)
+            finally:
+                if clock.armed:
+                    setattr(clock, field, getattr(clock, field) + time.thread_time() - t0)
+                    clock.calls += count
+                clock._depth -= outermost
+
+        return timed
+
     def __exit__(self, *exc):
-        cpu_int4.NativeCall.__call__ = self._orig
+        cpu_int4.NativeCall.__call__ = self._native
+        for cls, forward in self._orig.items():
+            cls.forward = forward
 
 
 def twins(layers: int, shape: str = "1b") -> dict:
@@ -95,13 +115,14 @@ def twins(layers: int, shape: str = "1b") -> dict:
             "no-linears packed": stub_packed}
 
 
-def step_ms(model, prompt, setting: str, tokens: int, cache_len: int) -> tuple[float, float, float, float]:
-    """(wall, thread CPU, kernel CPU, kernel calls) per decoded token of one greedy decode (a static cache of
-    cache_len positions)."""
+def step_ms(model, prompt, setting: str, tokens: int, cache_len: int) -> tuple:
+    """(wall, thread CPU, kernel CPU, Linear-call CPU, kernel calls) per decoded token of one greedy decode (a
+    static cache of cache_len positions)."""
     with KernelClock() as clock:
         wall, cpu = decode_tps(model, prompt, tokens, processors=[clock], **generate_kwargs(setting, cache_len))
     steps = tokens - 1  # decode steps after the prompt's forward
-    return 1e3 / wall, 1e3 / cpu, 1e3 * clock.seconds / steps, clock.calls / steps
+    return (1e3 / wall, 1e3 / cpu, 1e3 * clock.seconds / steps, 1e3 * clock.layer_seconds / steps,
+            clock.calls / steps)
 
 
 def aten_ops_per_token(model, prompt, setting: str, cache_len: int) -> float:
@@ -118,7 +139,7 @@ def aten_ops_per_token(model, prompt, setting: str, cache_len: int) -> float:
 
 
 def measure(models: dict, settings: list[str], tokens: int, reps: int, cache_len: int) -> dict:
-    """{(twin, setting): median (wall, CPU, kernel, calls) ms per token}, every cell once per repetition."""
+    """{(twin, setting): median `step_ms` per token}, every cell once per repetition."""
     prompt = torch.randint(0, 32000, (1, PROMPT), generator=torch.Generator().manual_seed(2))
     samples: dict = {}
     for rep in range(reps + 1):
@@ -128,18 +149,22 @@ def measure(models: dict, settings: list[str], tokens: int, reps: int, cache_len
                 if rep:
                     samples.setdefault((name, setting), []).append(got)
         print(f"repetition {rep} done, load {load_average():.1f}", file=sys.stderr, flush=True)
-    return {k: tuple(statistics.median(s[i] for s in v) for i in range(4)) for k, v in samples.items()}
+    return {k: tuple(statistics.median(s[i] for s in v) for i in range(5)) for k, v in samples.items()}
 
 
 def rows_of(medians: dict, ops: dict, threads: int) -> list[Row]:
     out = []
-    for (name, setting), (wall, cpu, kernel, calls) in medians.items():
+    for (name, setting), (wall, cpu, kernel, layers, calls) in medians.items():
         linear = not name.startswith("no-linears")
         stub = ("no-linears packed" if name.endswith("prepared") else "no-linears") if linear else name
         stub_cpu = medians[(stub, setting)][1]
+        eager = linear and layers > 0  # a compiled step never enters the modules' forward
         out.append(Row({
             "threads": threads, "twin": name, "setting": setting or "eager", "wall ms": wall, "cpu ms": cpu,
             "kernel ms": kernel if linear else None,
+            "in-call ms": layers - kernel if eager else None,
+            "rest ms": cpu - layers if eager else None,
+            "rest - non-linear ms": cpu - layers - stub_cpu if eager else None,
             "linear overhead ms": cpu - kernel - stub_cpu if linear else None,
             "non-linear ms": stub_cpu, "calls": calls if linear else None, "aten ops": ops[(name, setting)]}))
     return out

@@ -28,4 +28,6 @@ def test_tiny_breakdown(tmp_path):
             r = rows[(twin, setting)]
             assert 0 < r["kernel ms"] < r["cpu ms"]
             assert r["linear overhead ms"] == pytest.approx(r["cpu ms"] - r["kernel ms"] - r["non-linear ms"])
+            assert 0 < r["in-call ms"] < r["cpu ms"] - r["kernel ms"]
+            assert r["rest ms"] == pytest.approx(r["cpu ms"] - r["kernel ms"] - r["in-call ms"])
         assert rows[("no-linears", setting)]["calls"] is None and rows[("no-linears", setting)]["aten ops"] > 0
