@@ -59,15 +59,17 @@ class KernelClock:
     modules' `forward` and restores them on exit; as a logits processor its first call arms it, so only the decode
     steps after the prompt's forward count. Eager only: a compiled step calls the op, never the modules' forward."""
 
-    def __init__(self):
+    def __init__(self, layers: bool = True):
         self.seconds, self.calls, self.layer_seconds, self.armed, self._depth = 0.0, 0, 0.0, False, 0
+        self._layers = layers  # also time the modules' calls (never around a compiled step: its guards would see
+        # a new forward at every decode and recompile)
 
     def __call__(self, input_ids, scores):
         self.armed = True
         return scores
 
     def __enter__(self):
-        self._orig = {cls: cls.forward for cls in (QuantLinear, SiblingOutput)}
+        self._orig = {cls: cls.forward for cls in (QuantLinear, SiblingOutput)} if self._layers else {}
         self._native = cpu_int4.NativeCall.__call__
         cpu_int4.NativeCall.__call__ = self._timed(self._native, "seconds", count=True)
         for cls, forward in self._orig.items():
@@ -118,7 +120,7 @@ def twins(layers: int, shape: str = "1b") -> dict:
 def step_ms(model, prompt, setting: str, tokens: int, cache_len: int) -> tuple:
     """(wall, thread CPU, kernel CPU, Linear-call CPU, kernel calls) per decoded token of one greedy decode (a
     static cache of cache_len positions)."""
-    with KernelClock() as clock:
+    with KernelClock(layers=not setting.endswith("+compile")) as clock:
         wall, cpu = decode_tps(model, prompt, tokens, processors=[clock], **generate_kwargs(setting, cache_len))
     steps = tokens - 1  # decode steps after the prompt's forward
     return (1e3 / wall, 1e3 / cpu, 1e3 * clock.seconds / steps, 1e3 * clock.layer_seconds / steps,
