@@ -27,8 +27,9 @@ per token; aten ops = aten operator calls per
 token (torch.profiler, nested calls counted, from the difference of 9- and 1-token decodes). Twins and settings are
 interleaved in every repetition (the first repetition is warm-up and compiles); medians.
 
-Usage: python -m benchmarks.llm_overhead [--layers 4] [--shape 1b|small|tiny] [--tokens 32] [--reps 4] [--threads 1]
-       [--cache-len 264] [--settings eager +static +static+compile] [--name llm_overhead] [--out benchmarks/results]
+Usage: python -m benchmarks.llm_overhead [--quick] [--layers 4] [--shape 1b|small|tiny] [--tokens 32] [--reps 4]
+       [--threads 1] [--cache-len 264] [--settings eager +static +static+compile] [--name llm_overhead]
+       [--out benchmarks/results]   (or `lowbit bench llm_overhead ...`)
 """
 
 from __future__ import annotations
@@ -182,9 +183,12 @@ def main(argv=None) -> int:
     p.add_argument("--cache-len", type=int, default=PROMPT + 256,
                    help="max_cache_len of the static settings (the llm bench's: prompt + its longest decode)")
     p.add_argument("--settings", nargs="+", default=["eager", "+static", "+static+compile"])
+    p.add_argument("--quick", action="store_true", help="2 layers, 16 tokens, 2 repetitions, eager only")
     p.add_argument("--name", default="llm_overhead")
     p.add_argument("--out", default="benchmarks/results")
     args = p.parse_args(argv)
+    if args.quick:
+        args.layers, args.tokens, args.reps, args.settings = 2, 16, 2, ["eager"]
     settings = ["" if s == "eager" else s for s in args.settings]
     torch.set_num_threads(args.threads)
     loads = [load_average()]
