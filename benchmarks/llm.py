@@ -5,7 +5,9 @@ Models (random weights, seeded; the speed of a dense model does not depend on it
   1b:    hidden 2048, intermediate 5632, 16 layers, 32 heads / 8 KV heads, vocab 32000, untied: 852M parameters;
   tiny:  hidden 128, 2 layers (the tests' model).
 Rows: torch fp32 and bf16 (`model.to(bfloat16)`), lowbit int4 RTN block 32/64/128 and int8 per channel at memory Low
-(every Linear, lm_head included, quantized by `lowbit.quantize`), each optionally with a suffix "+static" or
+(every Linear, lm_head included, quantized by `lowbit.quantize`), a lowbit variant optionally "/prepared"
+(`lowbit.hf.decode.prepare_decode`: sibling Linears fused, decode-step attention on the KV heads with packed query
+groups; measured interleaved with its plain twin), each optionally with a suffix "+static" or
 "+static+compile" (benchmarks/llm_decode.py: a static KV cache, and the decode step compiled by transformers'
 generate). Each is run through transformers' `generate` (greedy, under torch.inference_mode): decode tokens/s =
 (N - 1) / the time between the first and the last generated token (timed by a logits processor called once per
@@ -53,7 +55,8 @@ MODELS = {
                  num_key_value_heads=2),
 }
 VARIANTS = ("fp32", "bf16", "int4-b32", "int4-b64", "int4-b128", "int8")
-ROWS = VARIANTS + tuple(v + s for s in SETTINGS[1:] for v in VARIANTS)
+PREPARED = tuple(v + "/prepared" for v in VARIANTS[2:])  # lowbit.hf.decode.prepare_decode applied
+ROWS = VARIANTS + PREPARED + tuple(v + s for s in SETTINGS[1:] for v in VARIANTS + PREPARED)
 PROMPT = 8  # tokens of the decode tests' prompt
 
 
@@ -87,6 +90,13 @@ def variant(model: nn.Module, name: str, in_place: bool = False) -> nn.Module:
     import lowbit
 
     vars(model).pop("_compiled_call", None)  # transformers' compiled forward of `model`: a copy would call it
+    name, _, mod = name.partition("/")
+    if mod == "prepared":  # a lowbit variant with lowbit.hf.decode.prepare_decode applied
+        from lowbit.hf.decode import prepare_decode
+
+        m = variant(model, name, in_place)
+        prepare_decode(m)
+        return m
     if name in ("fp32", "bf16"):
         m = model if in_place else copy.deepcopy(model)
         return m if name == "fp32" else m.to(torch.bfloat16)
@@ -177,8 +187,11 @@ def _groups(rows: list[str], low_memory: bool) -> list[list[str]]:
     last (they use the float model itself, bf16 converted in place)."""
     if not low_memory:
         return [rows]
-    names = sorted({split_row(r)[0] for r in rows}, key=lambda v: (v in ("fp32", "bf16"), v == "bf16", v))
-    return [[r for r in rows if split_row(r)[0] == v] for v in names]
+    def weights(row):  # a weight variant and its /prepared twin are measured together
+        return split_row(row)[0].partition("/")[0]
+
+    names = sorted({weights(r) for r in rows}, key=lambda v: (v in ("fp32", "bf16"), v == "bf16", v))
+    return [[r for r in rows if weights(r) == v] for v in names]
 
 
 def run_rows(base: nn.Module, args) -> tuple[dict, dict]:

@@ -52,17 +52,18 @@ class StepClock:
         return scores
 
 
-def decode_tps(model, prompt, new: int, **kwargs) -> tuple[float, float]:
+def decode_tps(model, prompt, new: int, processors=(), **kwargs) -> tuple[float, float]:
     """(tokens/s, tokens/s of the calling thread's CPU time) between the first and the last of `new` greedy tokens.
 
     The CPU figure counts this thread only: it is the load-independent speed at 1 thread, an over-estimate at more.
+    processors: more logits processors, called after each forward as the clock is.
     """
     from transformers import LogitsProcessorList
 
     clock = StepClock()
     with torch.inference_mode():
         model.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                       logits_processor=LogitsProcessorList([clock]), **kwargs)
+                       logits_processor=LogitsProcessorList([clock, *processors]), **kwargs)
     n = len(clock.wall) - 1
     return n / (clock.wall[-1] - clock.wall[0]), n / max(clock.cpu[-1] - clock.cpu[0], 1e-9)
 
@@ -75,17 +76,33 @@ def prefill_tps(model, tokens) -> float:
         return tokens.shape[1] / (time.perf_counter() - t0)
 
 
+@torch.library.custom_op("lowbit_bench::zeros_linear", mutates_args=())
+def _zeros_linear(x: torch.Tensor, n: int) -> torch.Tensor:
+    return x.new_zeros(*x.shape[:-1], n)
+
+
+@_zeros_linear.register_fake
+def _(x, n):
+    return x.new_empty(*x.shape[:-1], n)
+
+
 class _ZeroLinear(nn.Module):
+    """A Linear's stand-in returning zeros: a plain new_zeros eagerly; under torch.compile one opaque op (else
+    inductor would fold the zeros through attention and norms and time a smaller graph than the model's)."""
+
     def __init__(self, out_features: int):
         super().__init__()
         self.out_features = out_features
 
     def forward(self, x):
+        if torch.compiler.is_compiling():
+            return _zeros_linear(x, self.out_features)
         return x.new_zeros(*x.shape[:-1], self.out_features)
 
 
 def without_linears(model: nn.Module) -> nn.Module:
-    """A copy whose Linear layers return zeros: what a decoded token costs besides its matrix products."""
+    """A copy whose Linear layers return zeros: what a decoded token costs besides its matrix products (in a
+    compiled step, plus one opaque op call per Linear)."""
     empty = {id(mod.weight): torch.empty(0) for mod in model.modules() if isinstance(mod, nn.Linear)}
     m = copy.deepcopy(model, empty)  # without copying the Linear weights
     for name, mod in list(m.named_modules()):

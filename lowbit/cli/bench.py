@@ -26,6 +26,8 @@ SUITES = {
     "static_int8": "static W8A8 Linear 4096^2 and a conv net vs torch fp32 / dynamic int8 (interleaved timing)",
     "hf": "a small Llama through transformers fp32 vs lowbit's quantizer at memory Low/Normal: tokens/s at batch 1",
     "llm": "decoder LLM at batch 1: decode/prefill tokens/s, torch fp32/bf16 vs lowbit int4/int8 (and llama.cpp)",
+    "llm_overhead": "a decoded token's CPU time split into kernel, the layers' Python and the rest, per decode "
+                    "setting, plain / fused / prepare_decode (1B shape, --layers of it)",
     "llm_memory": "sequential GPTQ of Llama-shaped models of three sizes: peak RSS, and one run under RLIMIT_AS",
     "llm_gptq": "lowbit convert --method gptq on a ~1B Llama: wall time per block, peak RSS, optionally in a memory "
                 "cgroup",

@@ -60,7 +60,7 @@ def test_compiled_static_decode_matches_eager():
 
 def test_quick_run_writes_every_cell(tmp_path):
     threads = torch.get_num_threads()
-    rows = ["fp32", "int4-b128", "int4-b128+static+compile"]
+    rows = ["fp32", "int4-b128", "int4-b128/prepared", "int4-b128+static+compile"]
     try:
         assert llm.main(["--model", "tiny", "--quick", "--rows", *rows, "--out", str(tmp_path)]) == 0
     finally:
@@ -79,3 +79,4 @@ def test_quick_run_writes_every_cell(tmp_path):
     assert got["fp32"]["weights MB"] * 2**20 == fp32
     assert got["int4-b128"]["weights MB"] == pytest.approx(got["fp32"]["weights MB"] * 4.25 / 32, rel=0.02)
     assert got["int4-b128"]["floor tok/s"] == pytest.approx(got["fp32"]["floor tok/s"] * 32 / 4.25, rel=0.02)
+    assert got["int4-b128/prepared"]["weights MB"] == got["int4-b128"]["weights MB"]  # fused: the same bytes
