@@ -421,19 +421,20 @@ int lb_q8t_rows(void) {
 }
 
 /* lb_gemm_q8 on pre-tiled codes and scales (above): the tiled GEMM at every M, no per-call transpose. Returns 0 when
-   it could not run (no tiled kernel in this build, or no scratch memory): y is then not written. */
+   it could not run (no tiled kernel in this build, or no scratch memory): y is then NaN, never a silent wrong y. */
 int lb_gemm_q8t(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
                 const int8_t* xq, const float* xd, const float* xs, int64_t M, int mode, const float* bias, float* y,
                 int nt) {
 #if LB_VNNI == 2
-    return gemm_tile512(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt, 8, 1);
+    if (gemm_tile512(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt, 8, 1)) return 1;
 #elif LB_AVX2 && !LB_VNNI
-    return gemm_tile256(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt, 8, 1);
+    if (gemm_tile256(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt, 8, 1)) return 1;
 #else
-    (void)w; (void)ws; (void)wsz; (void)N; (void)Kp; (void)gsb; (void)nb; (void)xq; (void)xd; (void)xs; (void)M;
-    (void)mode; (void)bias; (void)y; (void)nt;
-    return 0;
+    (void)w; (void)ws; (void)wsz; (void)Kp; (void)gsb; (void)nb; (void)xq; (void)xd; (void)xs; (void)mode;
+    (void)bias; (void)nt;
 #endif
+    for (int64_t i = 0; i < M * N; ++i) y[i] = NAN;
+    return 0;
 }
 
 #include "lowbit_cpu_static.h"  /* static W8A8: fixed-scale activations, int8 GEMM, fused epilogue */
