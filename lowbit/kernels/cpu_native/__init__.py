@@ -105,14 +105,16 @@ def q8t_rows(library: NativeLibrary | None = None) -> int:
 def pack_q8t(packed: torch.Tensor, rows: int) -> torch.Tensor:
     """uint8 (N, Kp) from `pack_q8` -> the pre-tiled layout for tiles of `rows` (32 or 16) weight rows: uint8
     (ceil(N / rows), Kp / g, rows, g), g = 4 codes per group with 32 rows, 2 with 16 (lowbit_cpu.c, lb_gemm_q8t):
-    out[t, c, i, j] = packed[t * rows + i, c * g + j], rows past N zero. A permutation of the codes (plus padding)."""
+    out[t, c, i, j] = packed[t * rows + i, c * g + j], rows past N zero. A permutation of the codes (plus padding),
+    contiguous, on huge pages where they are supported (`huge_copy`)."""
     if rows not in (16, 32) or packed.dim() != 2 or packed.dtype != torch.uint8 or packed.shape[1] % 64:
         raise ValueError(f"pack_q8t expects uint8 (N, Kp) from pack_q8 and rows 16 or 32, got {packed.dtype} "
                          f"{tuple(packed.shape)}, rows={rows}")
     n, kp = packed.shape
     g, t = 4 if rows == 32 else 2, -(-n // rows)
     padded = torch.nn.functional.pad(packed, (0, 0, 0, t * rows - n)) if n % rows else packed
-    return padded.view(t, rows, kp // g, g).permute(0, 2, 1, 3).contiguous()
+    # on huge pages, as the other prepared weights (M = 1 streams every byte once per token)
+    return huge_copy(padded.view(t, rows, kp // g, g).permute(0, 2, 1, 3))
 
 
 def unpack_q8t(tiled: torch.Tensor, n: int) -> torch.Tensor:
@@ -126,7 +128,7 @@ def tile_scales(s: torch.Tensor, rows: int) -> torch.Tensor:
     n, nb = s.shape
     t = -(-n // rows)
     padded = torch.nn.functional.pad(s.float(), (0, 0, 0, t * rows - n))
-    return padded.view(t, rows, nb).permute(0, 2, 1).contiguous()
+    return huge_copy(padded.view(t, rows, nb).permute(0, 2, 1))
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
