@@ -3,11 +3,11 @@
 The native kernel's tiled GEMM reads weights as tiles of 16/32 rows with a few codes of each row side by side
 (`cpu_native.pack_q8t`). On the stored row-major codes it transposes every chunk on every call (a third of the call at
 M 4..8). At memory Low a QuantLinear whose 8-bit codes the native kernel reads in place (the 8-bit container,
-K % 64 == 0; N a multiple of the tile's rows, so nothing is padded) has them re-laid once, when its first native call
-is bound (`tile`): the tiled copy is kept in the layer's `__dict__["_q8_tiles"]` and the buffer `<P>_packed` is set to
-None (released, as memory Normal's float copy does), so the layer still holds its codes once (transiently twice while
-one layer is re-laid). The tiled call serves every M: dispatch picks the same native kernel at every M bucket, which
-`tile` checks first.
+K % 64 == 0; N a multiple of 32, so nothing is padded; the AVX-512 VNNI build) has them re-laid once, when its first
+native call is bound (`tile`): the tiled copy is kept in the layer's `__dict__["_q8_tiles"]` and the buffer
+`<P>_packed` is set to None (released, as memory Normal's float copy does), so the layer still holds its codes once
+(transiently twice while one layer is re-laid). The tiled call serves every M: dispatch picks the same native kernel
+at every M bucket, which `tile` checks first.
 
 Saving, `state_dict()`, `quantized_weight()` and `kernel_for` get the row-major codes back from the tiles (a
 permutation: bit-exact; `untiled`, through `dense_copy.rederived`). A call the bound call does not serve (another
@@ -36,6 +36,10 @@ from . import ops, weight_cache
 from .identity import same, version_of
 from .weight_cache import M_BOUNDARIES, epoch, forcing
 
+# The build whose tiles layers take: AVX-512 VNNI's 32-row tiles. AVX2's 16-row tiles (int16 madd) win at M 4..32
+# (4096 x 4096, 1 thread: 1.2-1.7x) but lose at M = 1 (1.02 against 0.64 ms: each chunk is widened to int16 through
+# a buffer, which the row kernels' decode path never pays), and decode must not get slower.
+_TILE_ROWS = 32
 _KEY = "_q8_tiles"  # layer.__dict__: {name: Tiles}
 _NEVER = "_q8_rowmajor"  # layer.__dict__: names kept row-major for good
 
@@ -112,8 +116,8 @@ def tile(layer, name: str, call, finite: bool, decision):
             or w4.tensors["packed"] is not packed or call._f32 or name in layer.__dict__.get(_NEVER, ()) \
             or not _same_at_every_m(layer, name, packed, decision):
         return None
-    if w4.n % max(1, q8t_rows()):
-        return None  # the last tile would be padded: more bytes than the row-major codes
+    if q8t_rows() != _TILE_ROWS or w4.n % _TILE_ROWS:
+        return None  # not the AVX-512 VNNI build (see _TILE_ROWS), or the last tile would be padded
     tiled = tiled_native(w4)
     if tiled is None:
         return None
