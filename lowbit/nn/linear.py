@@ -216,10 +216,12 @@ class QuantLinear(QuantModule):
 
     forward: x (..., in_features) -> (..., out_features) in x's dtype. After a call the layer binds its steady-state
     call (`lowbit.nn.fastcall`: the same numbers with less Python); `bind_calls = False` runs every call through the
-    usual path instead (benchmarks compare the two).
+    usual path instead (benchmarks compare the two). At memory Low its 8-bit codes are re-laid once for the tiled
+    kernel (`lowbit.nn.q8_tiles`); `tile_codes = False` keeps them row-major (benchmarks compare the two).
     """
 
     bind_calls = True
+    tile_codes = True
 
     def __init__(self, weight: PackedWeight, bias: torch.Tensor | None = None,
                  backend: BackendConfig | None = None):

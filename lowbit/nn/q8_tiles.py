@@ -112,9 +112,9 @@ def tile(layer, name: str, call, finite: bool, decision):
     decides as `decision` at every M; returns the tiled call (`tiled_call`), else None (nothing changed)."""
     packed = layer._buffers.get(f"{name}_packed")
     w4 = getattr(call, "weight", None)
-    if layer.backend.memory is not Memory.LOW or packed is None or w4 is None or w4.bits != 8 or w4.tiled \
-            or w4.tensors["packed"] is not packed or call._f32 or name in layer.__dict__.get(_NEVER, ()) \
-            or not _same_at_every_m(layer, name, packed, decision):
+    if not getattr(layer, "tile_codes", True) or layer.backend.memory is not Memory.LOW or packed is None \
+            or w4 is None or w4.bits != 8 or w4.tiled or w4.tensors["packed"] is not packed or call._f32 \
+            or name in layer.__dict__.get(_NEVER, ()) or not _same_at_every_m(layer, name, packed, decision):
         return None
     if q8t_rows() != _TILE_ROWS or w4.n % _TILE_ROWS:
         return None  # not the AVX-512 VNNI build (see _TILE_ROWS), or the last tile would be padded

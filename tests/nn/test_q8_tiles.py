@@ -103,3 +103,9 @@ def test_other_codes_stay_row_major(rng, one_thread):
             layer(torch.randn(5, k, generator=rng))
             layer(torch.randn(5, k, generator=rng))
         assert layer._buffers["weight_packed"] is not None and not q8_tiles.held(layer, "weight"), (bits, k, n)
+    layer, _ = _pair(rng)
+    layer.tile_codes = False  # asked for
+    with torch.no_grad():
+        layer(torch.randn(5, 192, generator=rng))
+        layer(torch.randn(5, 192, generator=rng))
+    assert layer._buffers["weight_packed"] is not None and not q8_tiles.held(layer, "weight")
