@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
-from ..kernels.cpu_int4 import Int4CpuWeight, bind_int4_cpu, tiled_native
-from ..kernels.cpu_native import q8t_rows, tile_scales, unpack_q8t
 from ..quant.format import symmetric_zero
 from ..runtime import executor
 from ..runtime.config import Memory
@@ -35,6 +34,10 @@ from ..runtime.kernel_table import generation
 from . import ops, weight_cache
 from .identity import same, version_of
 from .weight_cache import M_BOUNDARIES, epoch, forcing
+
+if TYPE_CHECKING:
+    from ..kernels.cpu_int4 import Int4CpuWeight
+# the kernels are imported where used: importing lowbit.nn loads no kernel module (tests/runtime/test_capabilities)
 
 # The build whose tiles layers take: AVX-512 VNNI's 32-row tiles. AVX2's 16-row tiles (int16 madd) win at M 4..32
 # (4096 x 4096, 1 thread: 1.2-1.7x) but lose at M = 1 (1.02 against 0.64 ms: each chunk is widened to int16 through
@@ -71,6 +74,8 @@ def held(layer, name: str) -> bool:
 
 def untiled(layer, name: str) -> torch.Tensor:
     """The row-major packed buffer of a tiled parameter (uint8 (N, K)), re-derived from the tiles."""
+    from ..kernels.cpu_native import unpack_q8t
+
     w4 = layer.__dict__[_KEY][name].weight
     with torch.inference_mode(False), torch.no_grad():
         return unpack_q8t(w4.tensors["packed"], w4.n)
@@ -116,6 +121,9 @@ def tile(layer, name: str, call, finite: bool, decision):
             or w4 is None or w4.bits != 8 or w4.tiled or w4.tensors["packed"] is not packed or call._f32 \
             or name in layer.__dict__.get(_NEVER, ()) or not _same_at_every_m(layer, name, packed, decision):
         return None
+    from ..kernels.cpu_int4 import tiled_native
+    from ..kernels.cpu_native import q8t_rows
+
     if q8t_rows() != _TILE_ROWS or w4.n % _TILE_ROWS:
         return None  # not the AVX-512 VNNI build (see _TILE_ROWS), or the last tile would be padded
     tiled = tiled_native(w4)
@@ -138,6 +146,8 @@ def _current(layer, name: str) -> Tiles | None:
     if tiles.made_under[:2] != now[:2]:
         restore(layer, name, for_good=True)
         return None
+    from ..kernels.cpu_native import tile_scales
+
     w4 = tiles.weight
     scale, zero = layer._buffers[f"{name}_scale"].float(), layer._buffers.get(f"{name}_zero")
     zero = zero.float() if zero is not None else torch.full_like(scale, float(symmetric_zero(w4.bits)))
@@ -148,6 +158,8 @@ def _current(layer, name: str) -> Tiles | None:
 
 def tiled_call(layer, name: str):
     """(NativeCall over the tiles, finite check) of a tiled parameter for the bound call, or None (see `_current`)."""
+    from ..kernels.cpu_int4 import bind_int4_cpu
+
     tiles = _current(layer, name)
     return None if tiles is None else (bind_int4_cpu(tiles.weight, tiles.decision.activations), tiles.finite)
 
