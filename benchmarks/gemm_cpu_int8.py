@@ -11,7 +11,7 @@ count); more threads: wall time. ATen's CPU capability and fbgemm's instruction 
 `ATEN_CPU_CAPABILITY=avx2` moves torch's own kernels, `FBGEMM_ENABLE_INSTRUCTIONS=AVX2` moves fbgemm's.
 
 Usage: python -m benchmarks.gemm_cpu_int8 [--threads 1,2] [--rounds 7] [--shapes 4096x4096] [--ms 1,8,32,128]
-       [--precision normal] [--name gemm_cpu_int8]
+       [--precision normal] [--rowmajor] [--name gemm_cpu_int8]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _checked(name: str, y: torch.Tensor, ref: torch.Tensor, case: str) -> float:
     return sq
 
 
-def shape_rows(k: int, n: int, ms, rounds: int, threads: int, precision: str, gen) -> list[Row]:
+def shape_rows(k: int, n: int, ms, rounds: int, threads: int, precision: str, gen, rowmajor: bool = False) -> list[Row]:
     """One row per M of this shape: ms per call of every callable and lowbit's speed-up over each baseline."""
     w = torch.randn(n, k, generator=gen) / k**0.5
     backend = lowbit.BackendConfig("low", precision)
@@ -56,6 +56,10 @@ def shape_rows(k: int, n: int, ms, rounds: int, threads: int, precision: str, ge
     for label, block in FORMATS:
         qw = quantize_weight(w, QuantConfig(bits=8, block_size=block))
         layers[label] = (QuantLinear(qw, None, backend).eval(), qw.dequantize(torch.float32).double())
+        if rowmajor:  # the same layer with its codes kept row-major (no tiles): the layout's effect in this run
+            twin = QuantLinear(quantize_weight(w, QuantConfig(bits=8, block_size=block)), None, backend).eval()
+            twin.tile_codes = False
+            layers[f"{label} rowmajor"] = (twin, layers[label][1])
     dyn8 = torch_dynamic_int8(w)
     rows = []
     for m in ms:
@@ -79,6 +83,10 @@ def shape_rows(k: int, n: int, ms, rounds: int, threads: int, precision: str, ge
         row = {"K": k, "N": n, "M": m, "threads": threads, "torch fp32 ms": med["torch fp32"],
                "dyn8 ms": med["torch dyn int8"]}
         for label, (layer, _) in layers.items():
+            if label.endswith(" rowmajor"):
+                row[f"{label} ms"] = med[label]
+                row[f"{label[:-9]} x rowmajor"] = med[label] / med[label[:-9]]
+                continue
             kern = kernel_for(layer, "weight", m)
             row[f"{label} ms"] = med[label]
             row[f"{label} x dyn8"] = med["torch dyn int8"] / med[label]
@@ -108,6 +116,8 @@ def main(argv=None) -> list[Row]:
     p.add_argument("--ms", default=",".join(map(str, MS)))
     p.add_argument("--precision", default="normal", help="the BackendConfig precision of the lowbit layers")
     p.add_argument("--quick", action="store_true", help="4096x4096 only, 3 rounds")
+    p.add_argument("--rowmajor", action="store_true",
+                   help="also time each lowbit layer with its 8-bit codes kept row-major (QuantLinear.tile_codes)")
     p.add_argument("--before", default=None, help="an earlier run's JSON: its 'x dyn8' columns go beside this run's")
     p.add_argument("--name", default="gemm_cpu_int8")
     p.add_argument("--out", default="benchmarks/results", help="directory for the results; '' to not save")
@@ -121,7 +131,7 @@ def main(argv=None) -> list[Row]:
         torch.set_num_threads(t)  # CLI only: library code never changes torch globals
         gen = torch.Generator().manual_seed(0)
         for k, n in shapes:
-            rows += shape_rows(k, n, ms, args.rounds, t, args.precision, gen)
+            rows += shape_rows(k, n, ms, args.rounds, t, args.precision, gen, args.rowmajor)
         loads.append(load_averages())
     if args.before:
         add_before(rows, args.before)
@@ -131,16 +141,18 @@ def main(argv=None) -> list[Row]:
         "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY", "unset"),
         "FBGEMM_ENABLE_INSTRUCTIONS": os.environ.get("FBGEMM_ENABLE_INSTRUCTIONS", "unset"),
         "load average (1/5/15 min, start and after each thread count)": " | ".join(loads)}
-    notes = ("lowbit rows: QuantLinear at memory Low and the precision above (the native kernel's activations: int8 "
-             "per 32 input channels at precision normal), int8 RTN asymmetric per channel (pc) or blocks of 128, "
-             "through the bound call; 'x dyn8' / 'x fp32' = torch dynamic int8 ms / lowbit ms and torch fp32 ms / "
-             "lowbit ms (> 1: lowbit faster); 'kernel' = what dispatch picks (`lowbit.nn.kernel_for`). Callables "
-             "interleaved round by round; ms = median of the rounds; 1 thread: thread CPU time, each timing repeating "
-             "the call for about 20 ms; 2 threads: wall time of single calls, 4x the rounds (on the shared 2-core "
-             "machine other processes' load stalls some calls by a scheduler slice, ~4-12 ms). 'x dyn8 before': "
-             "the same column of the run named by --before (the code before a change, same machine). Weights random "
-             "Gaussian, the same for every callable (torch's on the float weight). SQNR in dB against float64 "
-             "(lowbit: of its dequantized weight).")
+    notes = ("lowbit rows: QuantLinear at memory Low and the precision above (the native kernel's activations: "
+             "int8 per 32 input channels at precision normal), int8 RTN asymmetric per channel (pc) or blocks of "
+             "128, through the bound call; 'x dyn8' / 'x fp32' = torch dynamic int8 ms / lowbit ms and torch fp32 "
+             "ms / lowbit ms (> 1: lowbit faster); 'rowmajor' (--rowmajor): the same layer with "
+             "QuantLinear.tile_codes = False (its 8-bit codes kept row-major, the layout before "
+             "lowbit.nn.q8_tiles), 'x rowmajor' = its ms / the tiled layer's ms; 'kernel' = what dispatch picks "
+             "(`lowbit.nn.kernel_for`). Callables interleaved round by round; ms = median of the rounds; 1 thread:"
+             " thread CPU time, each timing repeating the call for about 20 ms; 2 threads: wall time of single "
+             "calls, 4x the rounds (on the shared 2-core machine other processes' load stalls some calls by a "
+             "scheduler slice, ~4-12 ms). 'x dyn8 before': the same column of the run named by --before (the code "
+             "before a change, same machine). Weights random Gaussian, the same for every callable (torch's on the"
+             " float weight). SQNR in dB against float64 (lowbit: of its dequantized weight).")
     report(args.name, rows, env, args.out or None, title="int8 weights at memory Low vs torch dynamic int8 and fp32",
            notes=notes)
     return rows

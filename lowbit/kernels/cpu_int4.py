@@ -46,6 +46,8 @@ class Int4CpuWeight:
       kleidiai: packed (opaque torch blob).
       int4pack: packed uint8 (N, K/2) (torch layout), scales_zeros bf16 (nb, N, 2).
       dequant:  the ComputeWeight in `compute`.
+    tiled (native, 8 bits): rows per tile when packed, scale and scale_zero are in the tiled kernel's layout
+    (`cpu_native.pack_q8t`, `tile_scales`; see `tiled_native`), else 0.
     """
 
     impl: str
@@ -57,6 +59,7 @@ class Int4CpuWeight:
     group_k: int = 0
     compute: ComputeWeight | None = None
     act_per_row: bool = True
+    tiled: int = 0
 
     @property
     def nbytes(self) -> int:
@@ -187,6 +190,21 @@ def prepare_int4_cpu(qw: QuantizedWeight, impl: str | None = None, act_per_row: 
     return Int4CpuWeight(**base, tensors={}, compute=qw.compute_layout())
 
 
+def tiled_native(w4: Int4CpuWeight, library=None) -> Int4CpuWeight | None:
+    """`w4` (native, 8-bit codes, row-major) with its codes and scales re-laid for the tiled kernel of this build
+    (`cpu_native.pack_q8t`: read in place at every M, no per-call transpose); None where the build has no tiled kernel
+    or w4 is not such a weight. The same numbers as `w4` (bit-identical where gemm_q8 takes the tiled kernel)."""
+    rows = cpu_native.q8t_rows(library)
+    if not rows or not isinstance(w4, Int4CpuWeight) or w4.impl != "native" or w4.bits <= 4 or w4.tiled:
+        return None
+    t = w4.tensors
+    return Int4CpuWeight(impl="native", n=w4.n, k=w4.k, bits=w4.bits, group_size=w4.group_size, group_k=w4.group_k,
+                         act_per_row=w4.act_per_row, tiled=rows, tensors={
+                             "packed": cpu_native.pack_q8t(t["packed"], rows),
+                             "scale": cpu_native.tile_scales(t["scale"], rows),
+                             "scale_zero": cpu_native.tile_scales(t["scale_zero"], rows)})
+
+
 def _check_bias(bias: torch.Tensor | None, n: int) -> None:
     # the native kernel reads bias[n] for every output column: a wrong length would read out of bounds
     if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (n,)):
@@ -215,6 +233,12 @@ def linear_int4_cpu(x: torch.Tensor, w4: Int4CpuWeight, bias: torch.Tensor | Non
     if activations is not None and activations not in ACTIVATIONS:
         raise ValueError(f"activations={activations!r} is unknown: use one of {ACTIVATIONS}")
     t = w4.tensors
+    if w4.impl == "native" and w4.tiled:
+        act = activations or ("int8/row" if w4.act_per_row else "int8/block")
+        b = None if bias is None else bias.float().contiguous()
+        y = cpu_native.gemm_q8t(x.float().contiguous(), t["packed"], t["scale"], t["scale_zero"], w4.n, w4.k,
+                                w4.group_k, b, activations=act)
+        return y.to(x.dtype)
     if w4.impl == "native":
         b = None if bias is None else bias.float().contiguous()
         gemm = cpu_native.gemm_q4 if w4.bits <= 4 else cpu_native.gemm_q8
@@ -267,7 +291,8 @@ class NativeCall:
         t = w4.tensors
         self.weight = w4  # keeps the tensors behind the pointers alive
         self.n, self.k, self.nb = w4.n, w4.k, t["scale"].shape[1]
-        self.kp = t["packed"].shape[1] * 8 // (4 if w4.bits <= 4 else 8)
+        tp = t["packed"]
+        self.kp = tp.shape[1] * tp.shape[3] if w4.tiled else tp.shape[1] * 8 // (4 if w4.bits <= 4 else 8)
         self._f32 = activations == "fp32"
         self._last = (None, None)  # (arena pointer, m, its three scratch pointers as ctypes objects)
         # lb_gemm_*'s leading arguments: weight, scales, scale*zero, N, Kp, 32-column sub-blocks per block, blocks
@@ -283,7 +308,7 @@ class NativeCall:
             self._ndx = self.kp // 32 if activations == "int8/32" else self.nb
             self._quant = _untyped(lib.lb_quant_act)
             self._qargs = (_I64(self.k), _I64(self.kp), _I64(w4.group_k), _I64(self.nb), self._mode)
-            self._gemm = _untyped(lib.lb_gemm_q4 if w4.bits <= 4 else lib.lb_gemm_q8)
+            self._gemm = _untyped(lib.lb_gemm_q8t if w4.tiled else lib.lb_gemm_q4 if w4.bits <= 4 else lib.lb_gemm_q8)
 
     def __call__(self, x_ptr: int, m: int, y_ptr: int, bias_ptr: int | None, nt: int) -> None:
         cm, cx, cy, cb, cnt = _I64(m), _P(x_ptr), _P(y_ptr), _P(bias_ptr), _I32(nt)
@@ -314,7 +339,7 @@ def bind_int4_cpu(w4: Int4CpuWeight, activations: str | None) -> NativeCall | No
     if not isinstance(w4, Int4CpuWeight) or w4.impl != "native":
         return None
     act = activations or ("int8/row" if w4.act_per_row else "int8/block")
-    if act not in ACTIVATIONS or (act == "fp32" and w4.k % 64):
+    if act not in ACTIVATIONS or (act == "fp32" and (w4.k % 64 or w4.tiled)):
         return None
     lib = cpu_native.native_library()
     return None if lib is None else NativeCall(w4, act, lib.lib)

@@ -27,7 +27,7 @@ from torch import nn
 from ..quant.format import QuantizedWeight, group_size_for, symmetric_zero
 from ..quant.packing import pack_bits
 from ..runtime.dispatch import compute_dtype
-from . import weight_cache
+from . import q8_tiles, weight_cache
 from .identity import same
 
 
@@ -65,7 +65,9 @@ def _stamp(module: nn.Module, name: str) -> tuple:
 
 def rederived(module: nn.Module, name: str) -> torch.Tensor:
     """The packed buffer of a released parameter, computed from its float copy (RuntimeError when its scale or zero
-    changed since the codes were released)."""
+    changed since the codes were released), or from memory Low's tiled codes (`q8_tiles`)."""
+    if q8_tiles.held(module, name):
+        return q8_tiles.untiled(module, name)
     meta = module.quant_meta[name]
     _, dense_key = _names(name)
     w = module._buffers[dense_key]
@@ -90,6 +92,7 @@ def _dequantized(packed, scale, zero, meta: dict, dtype: torch.dtype) -> torch.T
 def restore(module: nn.Module, name: str) -> None:
     """Hold parameter `name` packed again (its codes re-derived when released) and drop its float copy."""
     packed_key, dense_key = _names(name)
+    q8_tiles.restore(module, name)
     if released(module, name):
         module._buffers[packed_key] = rederived(module, name)
     module._buffers.pop(dense_key, None)

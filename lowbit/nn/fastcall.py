@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..runtime.config import Memory
 from ..runtime.kernel_table import generation
+from . import q8_tiles
 from .identity import version_of as _version
 from .weight_cache import M_BOUNDARIES, epoch, forcing, fresh_entry, m_bucket
 
@@ -188,6 +189,8 @@ def bind(layer, name: str, x, bias) -> _Bound | None:
 
 
 def _bind_native(layer, name: str, x, bias) -> BoundNative | None:
+    if q8_tiles.held(layer, name):  # memory Low's tiled 8-bit codes: one call for every M
+        return _bound_tiled(layer, name, bias, q8_tiles.tiled_call(layer, name))
     bufs = layer._buffers
     packed, scale, zero = bufs.get(f"{name}_packed"), bufs.get(f"{name}_scale"), bufs.get(f"{name}_zero")
     if packed is None or x.dtype is not torch.float32 or (bias is not None and bias.dtype is not torch.float32):
@@ -203,4 +206,16 @@ def _bind_native(layer, name: str, x, bias) -> BoundNative | None:
     bound = plan[3]  # the kernel row's call, made with the plan (`ops._linear_plan`)
     if bound is None or m > bound[0].max_m:
         return None
+    tiled = q8_tiles.tile(layer, name, bound[0], bound[1], plan[0])
+    if tiled is not None:
+        return _bound_tiled(layer, name, bias, tiled)
     return BoundNative(layer, name, bias, bound[0], bound[1], m)
+
+
+def _bound_tiled(layer, name: str, bias, tiled) -> BoundNative | None:
+    """The bound call of a tiled parameter ((call, finite) from `q8_tiles`), for every M."""
+    if tiled is None or tiled[0] is None:
+        return None
+    bound = BoundNative(layer, name, bias, tiled[0], tiled[1], 1)
+    bound.lo, bound.hi = 1, 1 << 62
+    return bound

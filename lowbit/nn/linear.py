@@ -27,7 +27,7 @@ from ..quant.awq import divide_channels
 from ..quant.format import FORMAT_NAME, QuantizedWeight
 from ..quant.formats import PackedWeight, format_of_metadata, is_packed_weight
 from ..runtime.config import BackendConfig, Memory
-from . import dense_copy, fastcall, format_exec, ops, weight_cache
+from . import dense_copy, fastcall, format_exec, ops, q8_tiles, weight_cache
 
 _FIELDS = ("packed", "scale", "zero")
 
@@ -154,6 +154,10 @@ class QuantModule(nn.Module):
             return y if y.dtype == x.dtype else y.to(x.dtype)
         if not self.is_affine(name):
             return format_exec.linear(self, name, x, bias)
+        y = q8_tiles.linear(self, name, x, bias)  # memory Low's tiled 8-bit codes, where they serve this call
+        if y is not None:
+            return y
+        q8_tiles.restore(self, name, for_good=True)  # they cannot: the row-major codes again, for good
         packed, scale, zero, shape, bits, block = self._op_args(name)
         shape2d = [shape[0], math.prod(shape[1:])]
         return ops.linear(x, packed, scale, zero, bias, shape2d, bits, block, *self._modes())
@@ -175,6 +179,7 @@ class QuantModule(nn.Module):
 
     def _apply(self, fn, recurse=True):
         self._bound = None  # .to(), .float(), ...: the buffers are replaced; the bound call would keep the old ones
+        q8_tiles.restore_all(self)  # the row-major codes move (the tiles are the native CPU kernel's only)
         return super()._apply(fn, recurse)
 
     def __getstate__(self):
@@ -211,10 +216,12 @@ class QuantLinear(QuantModule):
 
     forward: x (..., in_features) -> (..., out_features) in x's dtype. After a call the layer binds its steady-state
     call (`lowbit.nn.fastcall`: the same numbers with less Python); `bind_calls = False` runs every call through the
-    usual path instead (benchmarks compare the two).
+    usual path instead (benchmarks compare the two). At memory Low its 8-bit codes are re-laid once for the tiled
+    kernel (`lowbit.nn.q8_tiles`); `tile_codes = False` keeps them row-major (benchmarks compare the two).
     """
 
     bind_calls = True
+    tile_codes = True
 
     def __init__(self, weight: PackedWeight, bias: torch.Tensor | None = None,
                  backend: BackendConfig | None = None):

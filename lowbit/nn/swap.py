@@ -267,6 +267,7 @@ def resident_bytes(model: nn.Module) -> int:
             for p in module.quantized_names:
                 packed = module._buffers.get(f"{p}_packed")  # None while memory Normal's float copy stands in
                 tensors.extend(_cached_tensors(weight_cache.cached(packed)) if packed is not None else [])
+            tensors.extend(_cached_tensors(module.__dict__.get("_q8_tiles")))  # memory Low's tiled 8-bit codes
     for t in tensors:
         key = (t.untyped_storage().data_ptr(), t.device) if t.device.type != "meta" else id(t)
         if key not in seen:

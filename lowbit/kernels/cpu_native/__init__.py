@@ -12,7 +12,9 @@ Codes q are unsigned: 2..4-bit codes in the 4-bit container (`pack_q4`, two per 
 container (`pack_q8`, one per byte); with VNNI they are the u8 operand of vpdpbusd and xq the s8 one.
 
 Entry points: `available_native()`, `native_unavailable_reason()`, `native_variant()`, `pack_q4(codes)`,
-`gemm_q4(...)`, `pack_q8(codes)`, `gemm_q8(...)`. The ISA variant is chosen at build time (see build.py).
+`gemm_q4(...)`, `pack_q8(codes)`, `gemm_q8(...)`; 8-bit codes pre-tiled for the tiled kernel (made once at load,
+read at every M without a per-call transpose): `q8t_rows()`, `pack_q8t`, `unpack_q8t`, `tile_scales`, `gemm_q8t`.
+The ISA variant is chosen at build time (see build.py).
 The build never raises into callers of `available_native()`: a failure is remembered, warned once, and reported.
 """
 
@@ -27,8 +29,9 @@ from .hugepages import advise_huge, huge_copy
 
 __all__ = [
     "ACTIVATIONS", "NativeBuildError", "NativeLibrary", "advise_huge",
-    "available_native", "compiler_command", "gemm_q4", "gemm_q8", "huge_copy", "native_library",
-    "native_unavailable_reason", "native_variant", "pack_q4", "pack_q8", "reset_native",
+    "available_native", "compiler_command", "gemm_q4", "gemm_q8", "gemm_q8t", "huge_copy", "native_library",
+    "native_unavailable_reason", "native_variant", "pack_q4", "pack_q8", "pack_q8t", "q8t_rows", "reset_native",
+    "tile_scales", "unpack_q8t",
 ]
 
 _STATE: dict = {}  # "lib": NativeLibrary | None, "reason": str | None once a build was attempted
@@ -92,6 +95,42 @@ def pack_q8(codes: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(codes, (0, -(-k // 64) * 64 - k)).contiguous()
 
 
+def q8t_rows(library: NativeLibrary | None = None) -> int:
+    """Rows per tile of the pre-tiled 8-bit layout of this build (32 on AVX-512 VNNI, 16 on AVX2), 0 when it has no
+    tiled kernel (or no native library)."""
+    lib = library or native_library()
+    return 0 if lib is None else int(lib.lib.lb_q8t_rows())
+
+
+def pack_q8t(packed: torch.Tensor, rows: int) -> torch.Tensor:
+    """uint8 (N, Kp) from `pack_q8` -> the pre-tiled layout for tiles of `rows` (32 or 16) weight rows: uint8
+    (ceil(N / rows), Kp / g, rows, g), g = 4 codes per group with 32 rows, 2 with 16 (lowbit_cpu.c, lb_gemm_q8t):
+    out[t, c, i, j] = packed[t * rows + i, c * g + j], rows past N zero. A permutation of the codes (plus padding),
+    contiguous, on huge pages where they are supported (`huge_copy`)."""
+    if rows not in (16, 32) or packed.dim() != 2 or packed.dtype != torch.uint8 or packed.shape[1] % 64:
+        raise ValueError(f"pack_q8t expects uint8 (N, Kp) from pack_q8 and rows 16 or 32, got {packed.dtype} "
+                         f"{tuple(packed.shape)}, rows={rows}")
+    n, kp = packed.shape
+    g, t = 4 if rows == 32 else 2, -(-n // rows)
+    padded = torch.nn.functional.pad(packed, (0, 0, 0, t * rows - n)) if n % rows else packed
+    # on huge pages, as the other prepared weights (M = 1 streams every byte once per token)
+    return huge_copy(padded.view(t, rows, kp // g, g).permute(0, 2, 1, 3))
+
+
+def unpack_q8t(tiled: torch.Tensor, n: int) -> torch.Tensor:
+    """The inverse of `pack_q8t`: uint8 (n, Kp), bit-exact."""
+    t, groups, rows, g = tiled.shape
+    return tiled.permute(0, 2, 1, 3).reshape(t * rows, groups * g)[:n].contiguous()
+
+
+def tile_scales(s: torch.Tensor, rows: int) -> torch.Tensor:
+    """Per-block fp32 values (N, nb) across the lanes of `rows`-row tiles: (ceil(N / rows), nb, rows), 0 past N."""
+    n, nb = s.shape
+    t = -(-n // rows)
+    padded = torch.nn.functional.pad(s.float(), (0, 0, 0, t * rows - n))
+    return huge_copy(padded.view(t, rows, nb).permute(0, 2, 1))
+
+
 def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -131,6 +170,30 @@ def gemm_q8(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, scale_ze
             activations: str | None = None) -> torch.Tensor:
     """`gemm_q4` for 5..8-bit codes: packed is uint8 (N, Kp) from `pack_q8`; the other arguments are the same."""
     return _gemm(8, x, packed, scale, scale_zero, k, group_k, bias, num_threads, act_per_row, library, activations)
+
+
+def gemm_q8t(x: torch.Tensor, tiled: torch.Tensor, scale_t: torch.Tensor, scale_zero_t: torch.Tensor, n: int, k: int,
+             group_k: int, bias: torch.Tensor | None = None, num_threads: int | None = None,
+             library: NativeLibrary | None = None, activations: str = "int8/32") -> torch.Tensor:
+    """`gemm_q8` on pre-tiled codes (`pack_q8t`) and scales (`tile_scales` of scale and scale * zero) of a build with
+    `q8t_rows()` rows per tile; n: output features; activations: one of the int8 schemes of ACTIVATIONS. At M where
+    `gemm_q8` takes the tiled kernel (M >= 4) the result is bit-identical to it."""
+    lib = library or native_library()
+    if lib is None or not q8t_rows(lib):
+        raise RuntimeError(f"no native tiled kernel here (variant {lib.variant if lib else None!r})")
+    if activations not in INT8_ACT_MODES:
+        raise ValueError(f"activations={activations!r}: gemm_q8t takes one of {tuple(INT8_ACT_MODES)}")
+    m, kp, nb, mode = x.shape[0], tiled.shape[1] * tiled.shape[3], scale_t.shape[1], INT8_ACT_MODES[activations]
+    nt = num_threads or torch.get_num_threads()
+    xq = torch.empty(m, kp, dtype=torch.int8)
+    xd = torch.empty(m, kp // 32 if activations == "int8/32" else nb, dtype=torch.float32)
+    xs = torch.empty(m, nb, dtype=torch.float32)
+    y = torch.empty(m, n, dtype=torch.float32)
+    lib.lib.lb_quant_act(x.data_ptr(), m, k, kp, group_k, nb, mode, xq.data_ptr(), xd.data_ptr(), xs.data_ptr(), nt)
+    if not lib.lib.lb_gemm_q8t(tiled.data_ptr(), scale_t.data_ptr(), scale_zero_t.data_ptr(), n, kp, group_k // 32,
+                               nb, xq.data_ptr(), xd.data_ptr(), xs.data_ptr(), m, mode, _ptr(bias), y.data_ptr(), nt):
+        raise MemoryError(f"lb_gemm_q8t could not allocate its scratch for M={m}")
+    return y
 
 
 def _gemm(bits: int, x, packed, scale, scale_zero, k, group_k, bias, num_threads, act_per_row, library,

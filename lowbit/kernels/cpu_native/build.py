@@ -153,6 +153,8 @@ def _load(path: Path, flags: tuple[str, ...]) -> NativeLibrary:
     for fn in (lib.lb_gemm_q4, lib.lb_gemm_q8):
         fn.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ptr, ptr, i64, i32, ptr, ptr, i32]
         fn.restype = None
+    lib.lb_gemm_q8t.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, ptr, ptr, i64, i32, ptr, ptr, i32]
+    lib.lb_gemm_q8t.restype = lib.lb_q8t_rows.restype = i32
     lib.lb_gemm_f32.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, i64, ptr, ptr, i32, i32]
     lib.lb_dequant.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, ptr, i32, i32]
     lib.lb_gemm_f32.restype = lib.lb_dequant.restype = None

@@ -296,11 +296,11 @@ static inline __attribute__((always_inline)) void gemm_tiles(
     const int64_t tile_min = BITS == 8 ? LB_TILE_MIN_M8 : LB_TILE_MIN_M;
 #if LB_VNNI == 2
     if (M >= tile_min && gemm_tile512(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt,
-                                            BITS))
+                                      BITS, 0))
         return;
 #elif LB_AVX2 && !LB_VNNI
     if (M >= tile_min && gemm_tile256(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt,
-                                            BITS))
+                                      BITS, 0))
         return;
 #endif
 #if LB_GEMV
@@ -403,6 +403,38 @@ void lb_gemm_q8(const uint8_t* w, const float* ws, const float* wsz, int64_t N, 
                 const int8_t* xq, const float* xd, const float* xs, int64_t M, int mode, const float* bias,
                 float* y, int nt) {
     gemm_tiles(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode, bias, y, nt, 8);
+}
+
+/* 8-bit codes pre-tiled for the tiled GEMM (built once at load, `cpu_native.pack_q8t`): rows in tiles of T =
+   lb_q8t_rows() (0: this build has no tiled kernel), the last one zero-padded; tile t holds, for each group g of G
+   codes (G = 4 with T = 32, G = 2 with T = 16), the codes gG..gG+G-1 of its T rows in row order:
+   w[t * T * Kp + g * T * G + i * G + j] = q[tT + i, gG + j]. Its scales likewise across lanes: ws[(t * nb + b) * T + i]
+   = s[tT + i, b] (0 past N), wsz the same for s * z. */
+int lb_q8t_rows(void) {
+#if LB_VNNI == 2
+    return LB_TN;
+#elif LB_AVX2 && !LB_VNNI
+    return LB_T2N;
+#else
+    return 0;
+#endif
+}
+
+/* lb_gemm_q8 on pre-tiled codes and scales (above): the tiled GEMM at every M, no per-call transpose. Returns 0 when
+   it could not run (no tiled kernel in this build, or no scratch memory): y is then NaN, never a silent wrong y. */
+int lb_gemm_q8t(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
+                const int8_t* xq, const float* xd, const float* xs, int64_t M, int mode, const float* bias, float* y,
+                int nt) {
+#if LB_VNNI == 2
+    if (gemm_tile512(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt, 8, 1)) return 1;
+#elif LB_AVX2 && !LB_VNNI
+    if (gemm_tile256(w, ws, wsz, N, Kp, gsb, nb, xq, xd, xs, M, mode == LB_ACT_32, bias, y, nt, 8, 1)) return 1;
+#else
+    (void)w; (void)ws; (void)wsz; (void)Kp; (void)gsb; (void)nb; (void)xq; (void)xd; (void)xs; (void)mode;
+    (void)bias; (void)nt;
+#endif
+    for (int64_t i = 0; i < M * N; ++i) y[i] = NAN;
+    return 0;
 }
 
 #include "lowbit_cpu_static.h"  /* static W8A8: fixed-scale activations, int8 GEMM, fused epilogue */

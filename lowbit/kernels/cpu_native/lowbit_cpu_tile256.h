@@ -4,7 +4,9 @@
    The AVX2 form of lowbit_cpu_tile512.h. Outputs lie across lanes: a tile of T2N = 16 weight rows is transposed,
    one chunk of T2KC codes at a time, into a buffer where one 32-bit group of codes of the 16 rows fills two 8-lane
    vectors; each activation row broadcasts one group and a micro-tile of 4 rows x 16 outputs accumulates in 8
-   registers. The activations are re-laid chunk by chunk once per call.
+   registers. The activations are re-laid chunk by chunk once per call. 8-bit codes may come pre-tiled
+   (`lb_gemm_q8t`: per tile, groups of 2 u8 codes of the 16 rows, scales across lanes, made once at load): a chunk
+   is then only widened to int16 into the buffer, no transpose.
    8-bit codes: vpmaddubsw would saturate on u8 codes x s8 activations (2 * 255 * 127 > 32767; fbgemm avoids it by
    cutting activations to 7 bits), so groups are 2 codes widened to int16 (activations likewise) and vpmaddwd + vpaddd
    add 16 products per lane pair; one convert + fma per (row, block piece: a chunk per channel, 32 codes at
@@ -84,6 +86,12 @@ static void lb_t2_pack(const uint8_t* w, int64_t row_bytes, int64_t nn, int64_t 
             }
         }
     }
+}
+
+/* buf (int16) = the pre-tiled u8 codes src of one chunk of kc codes (16 rows x kc, see lb_gemm_q8t), widened. */
+static void lb_t2_widen(const uint8_t* src, int64_t kc, uint32_t* buf) {
+    for (int64_t i = 0; i < kc * LB_T2N; i += 16)
+        _mm256_storeu_si256((__m256i*)((int16_t*)buf + i), _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)(src + i))));
 }
 
 /* acc (int16) += maddubs(w u8, a s8) in place (see lb_madd_acc). */
@@ -194,22 +202,25 @@ static void lb_t2_scales(const float* src, int64_t N, int64_t nb, float* dst) {
 /* The tiled 8-bit GEMM (arguments as gemm_tiles; sub: activation scales per 32 codes). Tasks are tiles of 16 weight
    rows; each walks K in chunks and, per chunk, all M activation rows 4 at a time; y carries the fp32 sums from one
    chunk to the next. The activations are widened to int16 and re-laid chunk by chunk (xc[c0 * M + m * kc + k]),
-   once per call. Returns 0 when the scratch cannot be allocated (the caller then takes the row kernels). */
+   once per call. Returns 0 when the scratch cannot be allocated (the caller then takes the row kernels). TILED
+   (8-bit): w, ws and wsz are pre-tiled (lb_gemm_q8t's layout), else they are put across lanes here. */
 static int gemm_tile256(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb,
                         int64_t nb, const int8_t* xq, const float* xd, const float* xs, int64_t M, int sub,
-                        const float* bias, float* y, int nt, const int BITS) {
+                        const float* bias, float* y, int nt, const int BITS, const int TILED) {
     const int64_t ntile = (N + LB_T2N - 1) / LB_T2N, nst = ntile * LB_T2N * nb, gk = gsb * 32;
     const int64_t dstride = sub ? Kp / 32 : nb;
     const int64_t row_bytes = Kp * BITS / 8, xb = BITS == 8 ? 2 : 1; /* activation bytes per code */
     void* xc = malloc((size_t)(xb * M * Kp));
-    float* wsT = (float*)malloc(sizeof(float) * 2 * (size_t)nst);
-    if (!xc || !wsT) {
+    float* wsT = TILED ? NULL : (float*)malloc(sizeof(float) * 2 * (size_t)nst);
+    if (!xc || (!TILED && !wsT)) {
         free(xc);
         free(wsT);
         return 0;
     }
-    lb_t2_scales(ws, N, nb, wsT);
-    lb_t2_scales(wsz, N, nb, wsT + nst);
+    if (!TILED) {
+        lb_t2_scales(ws, N, nb, wsT);
+        lb_t2_scales(wsz, N, nb, wsT + nst);
+    }
     for (int64_t c0 = 0; c0 < Kp; c0 += LB_T2KC) {
         const int64_t kc = lb_min(LB_T2KC, Kp - c0);
         for (int64_t m = 0; m < M; ++m) {
@@ -226,25 +237,29 @@ static int gemm_tile256(const uint8_t* w, const float* ws, const float* wsz, int
     for (int64_t t = 0; t < ntile; ++t) {
         const int64_t n0 = t * LB_T2N, nn = lb_min(LB_T2N, N - n0);
         uint32_t buf[LB_T2KC / 2 * LB_T2N] __attribute__((aligned(32)));
-        const float *wst = wsT + t * nb * LB_T2N, *wzt = wsT + nst + t * nb * LB_T2N;
+        const float *wst = (TILED ? ws : wsT) + t * nb * LB_T2N, *wzt = (TILED ? wsz : wsT + nst) + t * nb * LB_T2N;
         for (int64_t m = 0; m < M; ++m) /* y starts as the bias */
             for (int64_t j = 0; j < nn; ++j) y[m * N + n0 + j] = bias ? bias[n0 + j] : 0.f;
         for (int64_t c0 = 0; c0 < Kp; c0 += LB_T2KC) {
             const int64_t c1 = lb_min(c0 + LB_T2KC, Kp);
             if (c0 / gk >= nb) break;
-            lb_t2_pack(w + n0 * row_bytes, row_bytes, nn, c0, c1, buf, BITS);
+            if (TILED)
+                lb_t2_widen(w + n0 * Kp + c0 * LB_T2N, c1 - c0, buf);
+            else
+                lb_t2_pack(w + n0 * row_bytes, row_bytes, nn, c0, c1, buf, BITS);
             /* 8-bit: the weight lines of the chunk LB_T2_PF8 ahead in this thread's walk (this tile's next chunks,
                then the next tile's), prefetched into L2 a share per micro-tile, as gemm_tile512 does */
             const int64_t nch = (lb_min(Kp, nb * gk) + LB_T2KC - 1) / LB_T2KC, vi = c0 / LB_T2KC + LB_T2_PF8;
             const int64_t tt = t + vi / nch, cc = vi % nch * LB_T2KC;
-            const uint8_t* pw = BITS == 8 && LB_T2_PF8 && tt < ntile ? w + tt * LB_T2N * row_bytes + cc : NULL;
+            const uint8_t* pw = !(BITS == 8 && LB_T2_PF8 && tt < ntile) ? NULL
+                                : TILED ? w + tt * LB_T2N * Kp + cc * LB_T2N : w + tt * LB_T2N * row_bytes + cc;
             const int64_t lpr = lb_min(LB_T2KC, Kp - cc) / 64, nmt = (M + LB_T2MR - 1) / LB_T2MR;
             const int64_t plines = pw ? lb_min(LB_T2N, N - tt * LB_T2N) * lpr : 0;
             int64_t pl = 0, prw = 0, pcl = 0; /* lines issued; the next one's row and line in it */
             for (int64_t m = 0; m < M; m += LB_T2MR) {
                 const int64_t mr = lb_min(LB_T2MR, M - m);
                 for (const int64_t pe = plines * (m / LB_T2MR + 1) / nmt; pl < pe; ++pl) {
-                    _mm_prefetch((const char*)(pw + prw * row_bytes + pcl * 64), _MM_HINT_T1);
+                    _mm_prefetch((const char*)(TILED ? pw + pl * 64 : pw + prw * row_bytes + pcl * 64), _MM_HINT_T1);
                     if (++pcl == lpr) {
                         pcl = 0;
                         ++prw;

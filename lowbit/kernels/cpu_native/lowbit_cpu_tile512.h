@@ -8,10 +8,13 @@
    to 16 outputs. A 4 x 32 micro-tile keeps 8 int32 accumulators over a whole block (at most KC codes), then one
    convert + fma per (row, block) with the combined scale s_b * d_rb, and the zero term xs_rb * wsz_b as one fnmadd.
    The weights are decoded once per chunk and reused by every activation row; y itself carries the fp32 sums from
-   one chunk to the next. No repack at load time: the stored layout (pack_q4 / pack_q8) is read as it is; the
-   scales are put across lanes and the activations re-laid chunk by chunk once per call (scratch, freed on return).
+   one chunk to the next. The stored layout (pack_q4 / pack_q8) is transposed chunk by chunk on every call and the
+   scales are put across lanes once per call; 8-bit codes may instead come pre-tiled (`lb_gemm_q8t`: the layout of
+   buf for the whole row, made once at load, scales across lanes likewise), read in place. The activations are
+   re-laid chunk by chunk once per call (scratch, freed on return).
    Measured on Zen 4 (1 thread, 4096 x 4096): 1.2-1.9x the row kernels at M 32..128; below M 16 the per-chunk
-   transpose (about 1 ms per 16 M codes) costs more than it saves. */
+   transpose (about 1 ms per 16 M codes) costs more than it saves. Pre-tiled 8-bit codes skip it: M 4 / 8 / 32
+   1.39 / 1.71 / 4.12 -> 0.86 / 1.16 / 3.70 ms. */
 
 #define LB_TN 32
 #ifndef LB_MR
@@ -24,6 +27,10 @@
 #define LB_TILE_PF_HINT8 _MM_HINT_T1 /* 8-bit rows of 4096 codes are 4 KiB apart: a chunk's 32 rows x 8 lines land in
                                         8 L1 sets and evict each other before the pack reads them; into L2 they stay
                                         (4096 x 4096, M 2 / 32: 1.29 -> 1.02 ms, 3.85 -> 3.71 ms) */
+#endif
+#ifndef LB_TILE_PF_STEPT
+#define LB_TILE_PF_STEPT 8 /* pre-tiled codes: a prefetch per 8 lines (the chunk is one stream; a prefetch per line made
+                               M = 1 4096 x 4096 0.57 ms, per 4..16 lines 0.39; M 8 1.19 -> 1.06) */
 #endif
 #ifndef LB_KC
 #define LB_KC 512 /* codes per chunk: the 32-row buffer is 16 KiB (L1); int32 lanes hold 128 * 4 * 255 * 127;
@@ -180,8 +187,8 @@ static inline __attribute__((always_inline)) void lb_tile_rows(
    are tiles of 32 weight rows; each walks K in chunks and, per chunk, all M activation rows LB_MR at a time. */
 static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
                              int64_t gsb, int64_t nb, const int8_t* xc, const float* xd, int sub, const float* xs,
-                             int64_t M,
-                             const float* wsT, const float* wszT, const float* bias, float* y, int nt, const int BITS) {
+                             int64_t M, const float* wsT, const float* wszT, const float* bias, float* y, int nt,
+                             const int BITS, const int TILED) {
     const int64_t row_bytes = Kp * BITS / 8, gk = gsb * 32, ntask = (N + LB_TN - 1) / LB_TN;
     const int64_t dstride = sub ? Kp / 32 : nb;
     #pragma omp parallel for num_threads(nt) schedule(static)
@@ -196,21 +203,29 @@ static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
         for (int64_t c0 = 0; c0 < Kp; c0 += LB_KC) {
             const int64_t c1 = lb_min(c0 + LB_KC, Kp);
             if (c0 / gk >= nb) break;
-            lb_tile_pack(w + n0 * row_bytes, row_bytes, nn, c0, c1, buf, BITS);
+            const uint32_t* wb = buf; /* the chunk's codes in the buf layout: pre-tiled ones in place */
+            if (TILED)
+                wb = (const uint32_t*)(w + n0 * Kp + c0 * LB_TN);
+            else
+                lb_tile_pack(w + n0 * row_bytes, row_bytes, nn, c0, c1, buf, BITS);
             /* the weight lines of the chunk D ahead in this thread's walk (this tile's next chunks, then the next
                tile's first; D = 1, 8-bit LB_TILE_PF_AHEAD8), prefetched a share per micro-tile: the pack's loads
                otherwise wait on L3/DRAM with nothing to overlap them (35% of the time at M = 32) */
             const int64_t nch = (lb_min(Kp, nb * gk) + LB_KC - 1) / LB_KC;
             const int64_t vi = c0 / LB_KC + (BITS == 8 ? LB_TILE_PF_AHEAD8 : 1), tt = t + vi / nch;
             const int64_t cc = vi % nch * LB_KC;
-            const uint8_t* pw = tt < ntask ? w + tt * LB_TN * row_bytes + cc * BITS / 8 : NULL;
+            const uint8_t* pw = tt >= ntask ? NULL : TILED ? w + tt * LB_TN * Kp + cc * LB_TN
+                                                           : w + tt * LB_TN * row_bytes + cc * BITS / 8;
             const int64_t prow = pw ? lb_min(LB_TN, N - tt * LB_TN) : 0;
             const int64_t plines = pw ? prow * (lb_min(LB_KC, Kp - cc) * BITS / 8 / 64) : 0;
             const int64_t lpr = plines / (prow > 0 ? prow : 1), nmt = (M + LB_MR - 1) / LB_MR;
             int64_t pl = 0, prw = 0, pcl = 0; /* lines issued; the next one's row and line in it (no division) */
             for (int64_t m = 0; m < M; m += LB_MR) {
                 const int64_t mr = lb_min(LB_MR, M - m);
-                for (const int64_t pe = plines * (m / LB_MR + 1) / nmt; pl < pe; ++pl) {
+                const int64_t pe = plines * (m / LB_MR + 1) / nmt;
+                for (; TILED && pl < pe; pl += LB_TILE_PF_STEPT) /* the chunk is contiguous */
+                    _mm_prefetch((const char*)(pw + pl * 64), LB_TILE_PF_HINT8);
+                for (; !TILED && pl < pe; ++pl) {
                     if (BITS == 8)
                         _mm_prefetch((const char*)(pw + prw * row_bytes + pcl * 64), LB_TILE_PF_HINT8);
                     else
@@ -223,7 +238,7 @@ static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
                 const int8_t* xr = xc + c0 * M + m * (c1 - c0) - c0; /* indexed by k as in xq */
                 const float *dr = xd + m * dstride, *sr = xs + m * nb;
                 float* yr = y + m * N + n0;
-#define LB_TR(R) lb_tile_rows(buf, c0, c1, gk, nb, wst, wzt, xr, c1 - c0, dr, dstride, sub, sr, bt, yr, N, m0, m1, \
+#define LB_TR(R) lb_tile_rows(wb, c0, c1, gk, nb, wst, wzt, xr, c1 - c0, dr, dstride, sub, sr, bt, yr, N, m0, m1, \
                              sub && BITS == 8, R)
                 switch (mr) {
                     case 8: LB_TR(8); break;
@@ -243,26 +258,31 @@ static void gemm_tile512_run(const uint8_t* w, int64_t N, int64_t Kp,
 
 /* xq re-laid chunk by chunk: chunk [c0, c1) of row m at xc[c0 * M + m * (c1 - c0)], so the 4 rows of a micro-tile
    are (c1 - c0) bytes apart, not Kp (rows Kp = 4096 bytes apart share one L1 set and evict each other). Returns 0
-   when the scratch cannot be allocated (the caller then takes the row kernels). */
+   when the scratch cannot be allocated (the caller then takes the row kernels). TILED (8-bit): w, ws and wsz are
+   already across lanes (lb_gemm_q8t's layout), else they are put there here. */
 static int gemm_tile512(const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb,
                         int64_t nb, const int8_t* xq, const float* xd, const float* xs, int64_t M, int sub,
-                        const float* bias,
-                        float* y, int nt, const int BITS) {
+                        const float* bias, float* y, int nt, const int BITS, const int TILED) {
     const int64_t nst = (N + LB_TN - 1) / LB_TN * LB_TN * nb;
     int8_t* xc = (int8_t*)malloc((size_t)(M * Kp));
-    float* wsT = (float*)malloc(sizeof(float) * 2 * (size_t)nst);
-    if (!xc || !wsT) {
+    float* wsT = TILED ? NULL : (float*)malloc(sizeof(float) * 2 * (size_t)nst);
+    if (!xc || (!TILED && !wsT)) {
         free(xc);
         free(wsT);
         return 0;
     }
-    lb_scales_t(ws, N, nb, wsT);
-    lb_scales_t(wsz, N, nb, wsT + nst);
+    if (!TILED) {
+        lb_scales_t(ws, N, nb, wsT);
+        lb_scales_t(wsz, N, nb, wsT + nst);
+    }
     for (int64_t c0 = 0; c0 < Kp; c0 += LB_KC) {
         const int64_t kc = lb_min(LB_KC, Kp - c0);
         for (int64_t m = 0; m < M; ++m) memcpy(xc + c0 * M + m * kc, xq + m * Kp + c0, (size_t)kc);
     }
-    gemm_tile512_run(w, N, Kp, gsb, nb, xc, xd, sub, xs, M, wsT, wsT + nst, bias, y, nt, BITS);
+    if (TILED)
+        gemm_tile512_run(w, N, Kp, gsb, nb, xc, xd, sub, xs, M, ws, wsz, bias, y, nt, 8, 1);
+    else
+        gemm_tile512_run(w, N, Kp, gsb, nb, xc, xd, sub, xs, M, wsT, wsT + nst, bias, y, nt, BITS, 0);
     free(xc);
     free(wsT);
     return 1;
