@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
                       gptq_act_order=args.act_order, gptq_damp=args.damp, gptq_scales=args.gptq_scales,
                       awq=args.awq)
     limit = args.calib_limit if args.calib_limit is not None else args.samples
-    items = calibration_tokens(args.calib, args.input, limit, args.seq_len)
+    items = calibration_tokens(args.calib, args.input, limit, args.seq_len, getattr(args, "tokenizer", None))
     summary = quantize_decoder(args.input, args.output, items, cfg, skip=args.skip,
                                act_budget=int(args.act_budget_gb * 2**30), progress=not args.quiet,
                                dtype=None if args.compute_dtype == "auto" else getattr(torch, args.compute_dtype))
