@@ -185,11 +185,7 @@ class QuantizedWeight:
 
     def dequantize(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The float weight in its original shape, in `dtype` (default: the original dtype)."""
-        dtype = dtype or self.dtype
-        if self.is_float:
-            return self.packed.to(dtype).reshape(self.shape)
-        w = dequantize_blocks(self.unpack(), self.scale, self.zero_or_implicit(), self.group_size, dtype)
-        return w.reshape(self.shape)
+        return self.dequantize_rows(0, self.shape[0], dtype).reshape(self.shape)
 
     def dequantize_rows(self, start: int, stop: int, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Rows start:stop of the weight flattened to (N, K), in `dtype`: the same numbers as dequantize() there,
