@@ -7,14 +7,15 @@ Models (random weights, seeded; the speed of a dense model does not depend on it
 Rows: torch fp32 and bf16 (`model.to(bfloat16)`), lowbit int4 RTN block 32/64/128 and int8 per channel at memory Low
 (every Linear, lm_head included, quantized by `lowbit.quantize`), a lowbit variant optionally "/prepared"
 (`lowbit.hf.decode.prepare_decode`: sibling Linears fused, decode-step attention on the KV heads with packed query
-groups; measured interleaved with its plain twin), each optionally with a suffix "+static" or
-"+static+compile" (benchmarks/llm_decode.py: a static KV cache, and the decode step compiled by transformers'
-generate). Each is run through transformers' `generate` (greedy, under torch.inference_mode): decode tokens/s =
-(N - 1) / the time between the first and the last generated token (timed by a logits processor called once per
-step; also from the thread's CPU time, the load-independent figure at 1 thread), prefill tokens/s = P / one eager
-forward of P tokens with `logits_to_keep=1` (not measured for the +static rows: generate's prefill is eager there
-too). Rows are interleaved (each repetition runs every row once), medians reported; with --low-memory the rows of
-one weight variant are interleaved and the variants run one after another (one variant in memory besides fp32).
+groups, lean one-token layer steps; measured interleaved with its plain twin), each optionally with a suffix "+static"
+or "+static+compile" (benchmarks/llm_decode.py: a static KV cache, and the decode step compiled by transformers'
+generate). Each is run through transformers' `generate` (greedy, under torch.inference_mode): decode tokens/s = (N - 1)
+/ the time between the first and the last generated token (exactly N: the generation config without an EOS, as
+llama-bench never stops early; timed by a logits processor called once per step; also from the thread's CPU time, the
+load-independent figure at 1 thread), prefill tokens/s = P / one eager forward of P tokens with `logits_to_keep=1` (not
+measured for the +static rows: generate's prefill is eager there too). Rows are interleaved (each repetition runs every
+row once), medians reported; with --low-memory the rows of one weight variant are interleaved and the variants run one
+after another (one variant in memory besides fp32).
 Also: the time per decoded token spent outside the Linear layers for each setting (the same generate with every
 Linear replaced by a stub returning zeros: attention, norms, rotary, the KV cache, the generate loop and Python),
 and the bandwidth floor: tokens/s = measured read bandwidth (sum over a 1 GiB tensor) / the weight bytes every token
@@ -304,19 +305,21 @@ def _table_rows(t: int, rows: list[str], medians: dict, wbytes: dict, bw: float,
 
 
 def _notes(args) -> str:
-    notes = (f"Model {args.model}: {MODELS[args.model]}, vocab 32000, random weights. Batch 1, greedy generate "
-             f"from a {PROMPT}-token prompt under torch.inference_mode; rows without a suffix use transformers' "
-             "dynamic cache, eager; +static: cache_implementation='static' (max_cache_len = prompt + the longest "
-             "decode); +static+compile: also compile_config=CompileConfig(fullgraph=True, mode='default') with "
-             "_compile_all_devices=True (the decode step through torch.compile/inductor; prefill not measured, "
-             "generate's prefill stays eager). lowbit rows: memory Low, RTN, lm_head quantized too. floor = read "
-             "bandwidth / weight bytes per token. decode cpu: the same decode from the thread's CPU time (1 thread: "
-             "the speed without the load; 2 threads: the main thread only, an over-estimate). non-linear ms/token: "
-             "a decode step with every Linear stubbed out (generate loop, KV cache, attention, norms, Python), "
-             "per setting, from wall and from thread CPU time. o_proj call eager/compiled us: one call of block 0's "
-             "o_proj at M = 1 (1 thread, thread CPU time), the module called eagerly vs torch.compile'd alone (the "
-             "compiled figure adds the compiled wrapper's own cost, the fp32 row shows it). Medians of the "
-             "repetitions after one warm-up; "
+    notes = (f"Model {args.model}: {MODELS[args.model]}, vocab 32000, random weights. Batch 1, greedy generate from"
+             f" a {PROMPT}-token prompt under torch.inference_mode, no EOS (always N tokens); /prepared: after "
+             "lowbit.hf.decode.prepare_decode (fused siblings, packed attention, lean one-token layer steps); rows"
+             " without a suffix use transformers' dynamic cache, eager; +static: cache_implementation='static' "
+             "(max_cache_len = prompt + the longest decode); +static+compile: also "
+             "compile_config=CompileConfig(fullgraph=True, mode='default') with _compile_all_devices=True (the "
+             "decode step through torch.compile/inductor; prefill not measured, generate's prefill stays eager). "
+             "lowbit rows: memory Low, RTN, lm_head quantized too. floor = read bandwidth / weight bytes per "
+             "token. decode cpu: the same decode from the thread's CPU time (1 thread: the speed without the load;"
+             " 2 threads: the main thread only, an over-estimate). non-linear ms/token: a decode step with every "
+             "Linear stubbed out (generate loop, KV cache, attention, norms, Python), per setting, from wall and "
+             "from thread CPU time. o_proj call eager/compiled us: one call of block 0's o_proj at M = 1 (1 "
+             "thread, thread CPU time), the module called eagerly vs torch.compile'd alone (the compiled figure "
+             "adds the compiled wrapper's own cost, the fp32 row shows it). Medians of the repetitions after one "
+             "warm-up; "
              + ("with --low-memory, rows of one weight variant interleaved, variants one after another."
                 if args.low_memory else "rows interleaved."))
     if args.llama_bench and args.gguf_dir:

@@ -48,7 +48,7 @@ from lowbit.nn import QuantLinear, SiblingOutput, fuse_siblings
 
 from . import llm
 from .harness import Row, describe_environment, load_average, report
-from .llm_decode import decode_tps, generate_kwargs, without_linears
+from .llm_decode import decode_tps, fixed_length, generate_kwargs, without_linears
 
 PROMPT = 8
 
@@ -135,7 +135,7 @@ def aten_ops_per_token(model, prompt, setting: str, cache_len: int) -> float:
     counts = []
     for new in (1, 9):
         with profile(activities=[ProfilerActivity.CPU]) as prof, torch.inference_mode():
-            model.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+            model.generate(prompt, max_new_tokens=new, do_sample=False, **fixed_length(model),
                            **generate_kwargs(setting, cache_len))
         counts.append(sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")))
     return (counts[1] - counts[0]) / 8

@@ -9,7 +9,9 @@
   (transformers' own `pack_gqa`), also inside a torch.compile'd step, where transformers' "sdpa" instead copies the
   whole KV cache to every query head (`repeat_kv`: 4x the cache bytes per layer and token at 32/8 heads, growing
   with a static cache's max_cache_len). Every other call (prefill, no GQA, a per-head mask, a position bias,
-  softcap) is transformers' "sdpa" unchanged.
+  softcap) is transformers' "sdpa" unchanged;
+- installs lean one-token steps on Llama / Mistral / Qwen2 decoder layers (`lowbit.hf.decode_step`: a decode step
+  in a dozen torch ops per layer instead of transformers' ~80, bit-identical; every other call is the layer's own).
 """
 
 from __future__ import annotations
@@ -51,15 +53,19 @@ def register_packed_sdpa() -> str:
     return PACKED_SDPA
 
 
-def prepare_decode(model: torch.nn.Module, fuse: bool = True, attention: bool = True) -> dict:
-    """Fuse `model`'s sibling QuantLinears and switch its "sdpa" attention to `PACKED_SDPA` (see the module
-    docstring), in place. Returns {"fused": the fused groups' member names, "attention": the implementation now
-    set (None: left as it was, the model not on "sdpa")}."""
+def prepare_decode(model: torch.nn.Module, fuse: bool = True, attention: bool = True, lean: bool = True) -> dict:
+    """Fuse `model`'s sibling QuantLinears, switch its "sdpa" attention to `PACKED_SDPA` and install lean one-token
+    steps on its Llama-family layers (`lowbit.hf.decode_step`; see the module docstring), in place. Returns
+    {"fused": the fused groups' member names, "attention": the implementation now set (None: left as it was, the
+    model not on "sdpa"), "lean": how many layers took a lean step}."""
     from ..nn import fuse_siblings
+    from .decode_step import lean_decode_layers
 
-    done = {"fused": fuse_siblings(model) if fuse else [], "attention": None}
+    done = {"fused": fuse_siblings(model) if fuse else [], "attention": None, "lean": 0}
     config = getattr(model, "config", None)
     if attention and getattr(config, "_attn_implementation", None) == "sdpa":
         model.set_attn_implementation(register_packed_sdpa())
         done["attention"] = PACKED_SDPA
+    if lean:
+        done["lean"] = lean_decode_layers(model)
     return done

@@ -94,8 +94,8 @@ def test_prepared_model_decodes_as_before(static):
 
 def test_prepare_leaves_other_attention_alone():
     model = _quantized_llama(attn="eager")
-    done = prepare_decode(model, fuse=False)
-    assert done == {"fused": [], "attention": None} and model.config._attn_implementation == "eager"
+    done = prepare_decode(model, fuse=False, lean=False)
+    assert done == {"fused": [], "attention": None, "lean": 0} and model.config._attn_implementation == "eager"
 
 
 @pytest.mark.slow  # torch.compile of a 2-block model: ~15 s on 2 cores

@@ -1,0 +1,141 @@
+"""lowbit.hf.decode_step: lean one-token steps give bit-identical greedy decodes and scores to transformers' own
+layers (Llama, Qwen2, Mistral from configs; float and int4 prepared; dynamic and static caches; padded batches),
+and every other call is the layer's own forward."""
+
+import copy
+
+import pytest
+import torch
+
+import lowbit
+from lowbit.hf.decode import prepare_decode
+from lowbit.hf.decode_step import LeanDecodeStep, lean_decode_layers, restore_decode_layers
+
+transformers = pytest.importorskip("transformers")
+
+_TINY = dict(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=64)
+_FAMILIES = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+             "mistral": ("MistralConfig", "MistralForCausalLM")}
+
+
+def _model(family: str, **extra):
+    config_cls, model_cls = (getattr(transformers, n) for n in _FAMILIES[family])
+    torch.manual_seed(0)
+    model = model_cls(config_cls(**_TINY, **extra)).eval()
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = None  # always 6 new tokens, no min-length processors
+    return model
+
+
+@pytest.fixture
+def lean_calls(monkeypatch):
+    """How many one-token steps took the lean path."""
+    seen = []
+    step = LeanDecodeStep._step
+
+    def counted(self, *args):
+        seen.append(1)
+        return step(self, *args)
+
+    monkeypatch.setattr(LeanDecodeStep, "_step", counted)
+    return seen
+
+
+def _greedy(model, prompt, **kwargs):
+    with torch.inference_mode():
+        out = model.generate(prompt, max_new_tokens=6, do_sample=False, output_scores=True,
+                             return_dict_in_generate=True, **kwargs)
+    return out.sequences, torch.stack(out.scores)
+
+
+@pytest.mark.parametrize("family", list(_FAMILIES))
+@pytest.mark.parametrize("static", [False, True])
+def test_float_decode_is_bit_identical(family, static, lean_calls):
+    model = _model(family)
+    prompt = torch.randint(1, 96, (1, 5), generator=torch.Generator().manual_seed(1))
+    kwargs = dict(cache_implementation="static") if static else {}
+    want = _greedy(model, prompt, **kwargs)
+    assert lean_decode_layers(model) == 2
+    got = _greedy(model, prompt, **kwargs)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert len(lean_calls) == 2 * 5  # 2 layers x the 5 one-token steps after the prompt
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_padded_batch_is_bit_identical(family, lean_calls):
+    """Left-padded batch of 2: the steps carry a mask, and the lean path applies it as transformers does."""
+    model = _model(family)
+    prompt = torch.randint(1, 96, (2, 6), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(prompt)
+    prompt[0, :3], mask[0, :3] = 0, 0
+    want = _greedy(model, prompt, attention_mask=mask)
+    lean_decode_layers(model)
+    got = _greedy(model, prompt, attention_mask=mask)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert lean_calls
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_prepared_int4_decode_is_bit_identical(static, lean_calls):
+    """int4 at memory Low after prepare_decode (fused q/k/v and gate/up, packed attention): one fused call each."""
+    model = lowbit.quantize(_model("llama"), lowbit.QuantConfig(bits=4, block_size=32, method="rtn"),
+                            backend=lowbit.BackendConfig("low"), progress=False)
+    prepare_decode(model, lean=False)
+    prompt = torch.randint(1, 96, (1, 5), generator=torch.Generator().manual_seed(3))
+    kwargs = dict(cache_implementation="static") if static else {}
+    want = _greedy(model, prompt, **kwargs)
+    assert lean_decode_layers(model) == 2
+    step = model.model.layers[0].forward
+    got = _greedy(model, prompt, **kwargs)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert lean_calls and all(group is not None for _, group in step._groups.values())
+
+
+def test_prepare_decode_installs_lean_steps():
+    model = lowbit.quantize(_model("llama"), lowbit.QuantConfig(bits=4, block_size=32, method="rtn"),
+                            backend=lowbit.BackendConfig("low"), progress=False)
+    done = prepare_decode(model)
+    assert done["lean"] == 2 and isinstance(model.model.layers[1].__dict__["forward"], LeanDecodeStep)
+
+
+def test_other_calls_are_the_layers_own(lean_calls):
+    """Prefill, a forward without cache and training never take the lean path; restoring removes it."""
+    model = _model("llama")
+    lean_decode_layers(model)
+    ids = torch.randint(1, 96, (1, 4))
+    with torch.inference_mode():
+        model(ids)
+        model(ids[:, :1], use_cache=False)
+    model.train()
+    model(ids[:, :1])
+    assert not lean_calls
+    assert restore_decode_layers(model) == 2 and "forward" not in vars(model.model.layers[0])
+
+
+def test_unknown_layers_are_left_alone():
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=1, n_head=2))
+    assert lean_decode_layers(gpt2) == 0
+    model = _model("llama", hidden_act="gelu")  # not a SiLU-gated MLP
+    assert lean_decode_layers(model) == 0
+
+
+def test_deepcopy_steps_run_the_copy(lean_calls):
+    model = _model("llama")
+    lean_decode_layers(model)
+    twin = copy.deepcopy(model)
+    assert twin.model.layers[0].forward.layer is twin.model.layers[0]
+    prompt = torch.randint(1, 96, (1, 5), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        twin.model.layers[0].mlp.down_proj.weight.zero_()
+    assert not torch.equal(_greedy(twin, prompt)[1], _greedy(model, prompt)[1])
+
+
+def test_eager_attention_takes_the_layers_own_forward(lean_calls):
+    """Lean steps compute sdpa's attention, so a model on another attention implementation keeps its own."""
+    model = _model("llama", attn_implementation="eager")
+    prompt = torch.randint(1, 96, (1, 5), generator=torch.Generator().manual_seed(5))
+    want = _greedy(model, prompt)
+    lean_decode_layers(model)
+    got = _greedy(model, prompt)
+    assert torch.equal(got[1], want[1]) and not lean_calls
