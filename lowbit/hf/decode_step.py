@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..kernels import cpu_decode
+
 LEAN_LAYERS = ("LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer")
 _ATTENTION = ("sdpa", "lowbit_packed_sdpa")
 _SILU = ("SiLU", "SiLUActivation")
@@ -71,7 +73,8 @@ def _siblings(modules: tuple[nn.Module, ...]):
 class LeanDecodeStep:
     """The installed forward of one decoder layer (see the module docstring); `original` is the layer's own."""
 
-    def __init__(self, layer: nn.Module, config):
+    def __init__(self, layer: nn.Module, config, native: bool = True):
+        self.native = native
         self.original = layer.forward
         self.layer, self.config = layer, config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -79,7 +82,19 @@ class LeanDecodeStep:
 
     def __call__(self, *args, **kwargs):
         step = self._lean_inputs(args, kwargs)
-        return self.original(*args, **kwargs) if step is None else self._step(*step, kwargs)
+        if step is None:
+            return self.original(*args, **kwargs)
+        lib = self._native_library(*step)
+        return self._step(*step, kwargs) if lib is None else self._native_step(lib, *step, kwargs)
+
+    def _native_library(self, x, mask, cache, cos, sin):
+        """The native library when this step may run its glue there (`native` on, batch 1, fp32 contiguous
+        activations and rotary tables, no autograd, head_dim <= 512), else None."""
+        if not self.native or x.shape[0] != 1 or torch.is_grad_enabled() or self.layer.self_attn.head_dim > 512:
+            return None
+        if not cpu_decode.plain_f32(x, cos, sin):
+            return None
+        return cpu_decode.decode_library()
 
     def _lean_inputs(self, args, kwargs):
         """(hidden_states, mask, cache, cos, sin) when this call is a one-token step the lean path serves, else None."""
@@ -97,37 +112,144 @@ class LeanDecodeStep:
             return None
         return x, mask, cache, rope[0], rope[1]
 
-    def _project(self, h: torch.Tensor, name: str, modules: tuple[nn.Module, ...]) -> list[torch.Tensor]:
-        """Each module's output for h: one fused call sliced when they are fused siblings, else one call each.
-        Modules are read from the layer at every call (a later fuse or swap is seen); the group test is cached
-        on their identities."""
+    def _project(self, h: torch.Tensor, name: str, modules: tuple[nn.Module, ...]):
+        """(each module's output for h, the fused output or None): one fused call sliced when they are fused
+        siblings, else one call each. Modules are read from the layer at every call (a later fuse or swap is seen);
+        the group test is cached on their identities."""
         seen = self._groups.get(name)
         if seen is None or any(a is not b for a, b in zip(seen[0], modules, strict=True)):
             seen = self._groups[name] = (modules, _siblings(modules))
         group = seen[1]
         if group is None:
-            return [m(h) for m in modules]
+            return [m(h) for m in modules], None
         out = group.fused(h)
-        return [out[..., a:b] for a, b in group.bounds]
+        return [out[..., a:b] for a, b in group.bounds], out
 
     def _step(self, x, mask, cache, cos, sin, kwargs):
         layer, b = self.layer, x.shape[0]
         attn, mlp = layer.self_attn, layer.mlp
         d = attn.head_dim
         h = rms_norm(x, layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon)
-        q, k, v = self._project(h, "qkv", (attn.q_proj, attn.k_proj, attn.v_proj))
+        (q, k, v), _ = self._project(h, "qkv", (attn.q_proj, attn.k_proj, attn.v_proj))
         q = rotate(q.reshape(b, self.heads, d), cos, sin)
         k = rotate(k.reshape(b, self.kv_heads, d), cos, sin)
-        extra = {key: val for key, val in kwargs.items()
-                 if key not in ("hidden_states", "attention_mask", "cache", "past_key_values", "position_embeddings")}
         keys, values = cache.update(k.unsqueeze(2), v.reshape(b, self.kv_heads, 1, d), attn.layer_idx,
-                                    kwargs=extra)
+                                    kwargs=_extra(kwargs))
         packed = self.config._attn_implementation != "sdpa"
         out = attend(q, keys, values, mask, attn.scaling, packed_always=packed)
         x = x + attn.o_proj(out)
         h = rms_norm(x, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon)
-        gate, up = self._project(h, "gate_up", (mlp.gate_proj, mlp.up_proj))
+        (gate, up), _ = self._project(h, "gate_up", (mlp.gate_proj, mlp.up_proj))
         return x + mlp.down_proj(F.silu(gate) * up)
+
+    def _native_step(self, lib, x, mask, cache, cos, sin, kwargs):
+        """`_step` with its fp32 glue in native calls (`lowbit.kernels.cpu_decode`), batch 1, no autograd."""
+        layer, heads, kv = self.layer, self.heads, self.kv_heads
+        attn, mlp = layer.self_attn, layer.mlp
+        d, ln1, ln2 = attn.head_dim, layer.input_layernorm, layer.post_attention_layernorm
+        h = cpu_decode.rms_norm(lib, x, ln1.weight, ln1.variance_epsilon)
+        (q, k, v), whole = self._project(h, "qkv", (attn.q_proj, attn.k_proj, attn.v_proj))
+        if whole is not None and cpu_decode.plain_f32(whole):
+            cpu_decode.rope_(lib, whole, cos, sin, heads + kv, d)  # q's heads then k's, adjacent in the output
+        else:
+            q, k = q.contiguous(), k.contiguous()
+            cpu_decode.rope_(lib, q, cos, sin, heads, d)
+            cpu_decode.rope_(lib, k, cos, sin, kv, d)
+        k, v = k.view(1, kv, 1, d), v.reshape(1, kv, 1, d)
+        appended = append_in_place(cache, attn.layer_idx, k, v)
+        keys, values = appended or cache.update(k, v, attn.layer_idx, kwargs=_extra(kwargs))
+        length = valid_length(mask, keys)
+        if length is not None and cpu_decode.rows_f32(keys) and cpu_decode.rows_f32(values) \
+                and keys.stride() == values.stride():
+            out = cpu_decode.attend_one(lib, q, keys, values, length, attn.scaling, torch.get_num_threads())
+        else:
+            out = attend(q.reshape(1, heads, d), keys, values, mask, attn.scaling,
+                         packed_always=self.config._attn_implementation != "sdpa")
+        stream = attn.o_proj(out)
+        if not cpu_decode.plain_f32(stream):
+            stream = stream.contiguous().float()
+        h = cpu_decode.add_rms_norm_(lib, stream, x, ln2.weight, ln2.variance_epsilon)  # stream: x + attention
+        (gate, up), whole = self._project(h, "gate_up", (mlp.gate_proj, mlp.up_proj))
+        if whole is not None and cpu_decode.plain_f32(whole):
+            product = cpu_decode.silu_mul(lib, whole)
+        else:
+            product = F.silu(gate) * up
+        return stream.add_(mlp.down_proj(product))
+
+
+_CONSUMED = ("hidden_states", "attention_mask", "cache", "past_key_values", "position_embeddings")
+_PREFIX: tuple = (None, None)  # the last mask seen and its valid prefix length (None: not a prefix)
+
+
+def _extra(kwargs: dict) -> dict:
+    """The keyword arguments transformers' attention hands on to `cache.update` (position ids, cache position...)."""
+    return {key: val for key, val in kwargs.items() if key not in _CONSUMED}
+
+
+def valid_length(mask: torch.Tensor | None, keys: torch.Tensor) -> int | None:
+    """How many cache rows one query token attends to when that is a prefix of the cache: all of them without a
+    mask; with a boolean mask (1, 1, 1, L) that is True on a prefix (a static cache's filled rows), its length;
+    else None. The answer for the last mask object is kept: every layer of a step shares one mask."""
+    global _PREFIX
+    if mask is None:
+        return keys.shape[2]
+    seen = _PREFIX
+    if seen[0] is mask:
+        return seen[1]
+    n = None
+    if mask.dtype is torch.bool and mask.numel() == keys.shape[2]:
+        row = mask.reshape(-1)
+        n = int(row.sum())
+        n = n if n and bool(row[:n].all()) else None
+    _PREFIX = (mask, n)
+    return n
+
+
+_ROOM = 256  # rows of spare room a cache layer grows by (at least; a quarter of its length when that is more)
+
+
+def append_in_place(cache, index: int, key: torch.Tensor, value: torch.Tensor):
+    """Append one token's key/value (1, kv_heads, 1, D) to layer `index` of transformers' DynamicCache without
+    copying the cache, or None where this does not apply (then `cache.update` serves).
+
+    transformers' DynamicLayer grows by `torch.cat`, a copy of the whole cache per layer and token (at 264 cached
+    tokens of a 1B Llama, 17 MB a token). Here the layer's keys/values become prefix views of buffers with spare
+    rows (`_ROOM`), and a token is one row copied in; any other holder of the layer's tensors (crop: a shorter
+    prefix; reorder, repeat, select, reset: new tensors) is seen and the buffers are made anew.
+    """
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    if type(cache) is not DynamicCache or getattr(cache, "offloading", False) or index >= len(cache.layers):
+        return None
+    layer = cache.layers[index]
+    if type(layer) is not DynamicLayer or not layer.is_initialized:
+        return None
+    keys, values = layer.keys, layer.values
+    if keys.dim() != 4 or keys.dtype != key.dtype or values.dtype != value.dtype or keys.shape[0] != 1 \
+            or keys.shape[0] != key.shape[0]:
+        return None
+    n = keys.shape[2]
+    room = vars(layer).get("_lowbit_room")
+    if room is None or room[0].shape[2] <= n or not (_prefix_of(keys, room[0]) and _prefix_of(values, room[1])):
+        room = tuple(_grown(t, n + max(_ROOM, n // 4)) for t in (keys, values))
+        layer._lowbit_room = room
+    room[0][:, :, n].copy_(key[:, :, 0])
+    room[1][:, :, n].copy_(value[:, :, 0])
+    layer.keys, layer.values = room[0][:, :, :n + 1], room[1][:, :, :n + 1]
+    return layer.keys, layer.values
+
+
+def _prefix_of(view: torch.Tensor, buffer: torch.Tensor) -> bool:
+    """view is buffer[:, :, :L] for some L (the same start, strides, heads and head size)."""
+    return view.data_ptr() == buffer.data_ptr() and view.stride() == buffer.stride() \
+        and view.shape[:2] == buffer.shape[:2] and view.shape[3] == buffer.shape[3]
+
+
+def _grown(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """A (B, H, rows, D) buffer holding t (B, H, L, D) in its first L rows."""
+    buffer = t.new_empty(t.shape[0], t.shape[1], rows, t.shape[3])
+    buffer[:, :, :t.shape[2]].copy_(t)
+    return buffer
 
 
 def _eligible(layer: nn.Module, config) -> bool:
@@ -143,9 +265,11 @@ def _eligible(layer: nn.Module, config) -> bool:
             and all(type(n).__name__ in _NORMS for n in norms) and kv_heads > 0 and heads % kv_heads == 0)
 
 
-def lean_decode_layers(model: nn.Module) -> int:
+def lean_decode_layers(model: nn.Module, native: bool = True) -> int:
     """Install `LeanDecodeStep` on every eligible decoder layer of `model` (fuse siblings first to have one q/k/v
-    and one gate/up call); returns how many layers took it. Idempotent: a layer already lean is refreshed."""
+    and one gate/up call); returns how many layers took it. Idempotent: a layer already lean is refreshed.
+    native: run the fp32 glue of batch-1 steps in the native library (not bit-identical, ~1e-6); False keeps
+    torch's ops, bit-identical to transformers."""
     config = getattr(model, "config", None)
     if config is None:
         return 0
@@ -154,7 +278,7 @@ def lean_decode_layers(model: nn.Module) -> int:
     for layer in model.modules():
         if _eligible(layer, config):
             restore_layer(layer)
-            layer.forward = LeanDecodeStep(layer, config)
+            layer.forward = LeanDecodeStep(layer, config, native)
             done += 1
     return done
 

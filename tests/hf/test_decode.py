@@ -81,7 +81,7 @@ def _greedy(model, prompt, **kwargs):
 def test_prepared_model_decodes_as_before(static):
     model = _quantized_llama()
     prepared = copy.deepcopy(model)
-    done = prepare_decode(prepared)
+    done = prepare_decode(prepared, lean=False)  # lean steps: tests/hf/test_decode_step.py
     assert done["attention"] == PACKED_SDPA == prepared.config._attn_implementation
     assert len(done["fused"]) == 4 and isinstance(prepared.model.layers[0].self_attn.k_proj, SiblingOutput)
     prompt = torch.randint(0, 96, (1, 5), generator=torch.Generator().manual_seed(2))

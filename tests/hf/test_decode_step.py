@@ -1,6 +1,7 @@
 """lowbit.hf.decode_step: lean one-token steps give bit-identical greedy decodes and scores to transformers' own
-layers (Llama, Qwen2, Mistral from configs; float and int4 prepared; dynamic and static caches; padded batches),
-and every other call is the layer's own forward."""
+layers with torch's ops (Llama, Qwen2, Mistral from configs; float and int4 prepared; dynamic and static caches;
+padded batches), the same tokens and scores within 1e-5 with the native glue, and every other call is the layer's
+own forward; the in-place cache append equals transformers' concatenation."""
 
 import copy
 
@@ -9,7 +10,8 @@ import torch
 
 import lowbit
 from lowbit.hf.decode import prepare_decode
-from lowbit.hf.decode_step import LeanDecodeStep, lean_decode_layers, restore_decode_layers
+from lowbit.hf.decode_step import LeanDecodeStep, append_in_place, lean_decode_layers, restore_decode_layers
+from lowbit.kernels import cpu_decode
 
 transformers = pytest.importorskip("transformers")
 
@@ -56,7 +58,7 @@ def test_float_decode_is_bit_identical(family, static, lean_calls):
     prompt = torch.randint(1, 96, (1, 5), generator=torch.Generator().manual_seed(1))
     kwargs = dict(cache_implementation="static") if static else {}
     want = _greedy(model, prompt, **kwargs)
-    assert lean_decode_layers(model) == 2
+    assert lean_decode_layers(model, native=False) == 2
     got = _greedy(model, prompt, **kwargs)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     assert len(lean_calls) == 2 * 5  # 2 layers x the 5 one-token steps after the prompt
@@ -70,7 +72,7 @@ def test_padded_batch_is_bit_identical(family, lean_calls):
     mask = torch.ones_like(prompt)
     prompt[0, :3], mask[0, :3] = 0, 0
     want = _greedy(model, prompt, attention_mask=mask)
-    lean_decode_layers(model)
+    lean_decode_layers(model)  # native asked for, but batch 2 keeps torch's ops
     got = _greedy(model, prompt, attention_mask=mask)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     assert lean_calls
@@ -85,7 +87,7 @@ def test_prepared_int4_decode_is_bit_identical(static, lean_calls):
     prompt = torch.randint(1, 96, (1, 5), generator=torch.Generator().manual_seed(3))
     kwargs = dict(cache_implementation="static") if static else {}
     want = _greedy(model, prompt, **kwargs)
-    assert lean_decode_layers(model) == 2
+    assert lean_decode_layers(model, native=False) == 2
     step = model.model.layers[0].forward
     got = _greedy(model, prompt, **kwargs)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
@@ -139,3 +141,87 @@ def test_eager_attention_takes_the_layers_own_forward(lean_calls):
     lean_decode_layers(model)
     got = _greedy(model, prompt)
     assert torch.equal(got[1], want[1]) and not lean_calls
+
+
+@pytest.fixture
+def native_calls(monkeypatch):
+    """How many attention calls the native glue made."""
+    if cpu_decode.decode_library() is None:
+        pytest.skip("needs_native: the native kernels did not build")
+    seen = []
+    attend = cpu_decode.attend_one
+
+    def counted(*args):
+        seen.append(1)
+        return attend(*args)
+
+    monkeypatch.setattr(cpu_decode, "attend_one", counted)
+    return seen
+
+
+@pytest.mark.parametrize("family", list(_FAMILIES))
+@pytest.mark.parametrize("static", [False, True])
+def test_native_glue_decode_matches(family, static, native_calls):
+    model = _model(family)
+    prompt = torch.randint(1, 96, (1, 5), generator=torch.Generator().manual_seed(6))
+    kwargs = dict(cache_implementation="static") if static else {}
+    want = _greedy(model, prompt, **kwargs)
+    lean_decode_layers(model)
+    got = _greedy(model, prompt, **kwargs)
+    assert torch.equal(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
+    assert len(native_calls) == 2 * 5
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_native_glue_on_prepared_int4(static, native_calls):
+    """Fused q/k/v and gate/up feed rotary and the gated product in one native call each (dynamic and static)."""
+    model = lowbit.quantize(_model("llama"), lowbit.QuantConfig(bits=4, block_size=32, method="rtn"),
+                            backend=lowbit.BackendConfig("low"), progress=False)
+    prompt = torch.randint(1, 96, (1, 5), generator=torch.Generator().manual_seed(7))
+    prepare_decode(model, lean=False)
+    kwargs = dict(cache_implementation="static") if static else {}
+    want = _greedy(model, prompt, **kwargs)
+    lean_decode_layers(model)
+    got = _greedy(model, prompt, **kwargs)
+    assert torch.equal(got[0], want[0])
+    # ~1e-7 differences in the glue can flip an int8 activation rounding inside the int4 kernels (one step of
+    # ~1e-3 in a logit); a wrong norm, rotary or attention moves logits by their own size (~0.5)
+    torch.testing.assert_close(got[1], want[1], atol=5e-3, rtol=0)
+    assert native_calls
+
+
+def _prefilled_cache(tokens: int):
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=transformers.LlamaConfig(**_TINY))
+    g = torch.Generator().manual_seed(tokens)
+    for layer in range(2):
+        cache.update(*(torch.randn(1, 2, tokens, 16, generator=g) for _ in range(2)), layer)
+    return cache
+
+
+def test_append_in_place_equals_concatenation():
+    ours, theirs = _prefilled_cache(3), _prefilled_cache(3)
+    g = torch.Generator().manual_seed(11)
+    for step in range(300):  # past the first buffer's spare rows
+        k, v = (torch.randn(1, 2, 1, 16, generator=g) for _ in range(2))
+        got = append_in_place(ours, step % 2, k, v)
+        want = theirs.update(k, v, step % 2)
+        assert got is not None and all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    assert ours.get_seq_length(0) == theirs.get_seq_length(0) == 153
+    ours.crop(-4), theirs.crop(-4)
+    k, v = (torch.randn(1, 2, 1, 16, generator=g) for _ in range(2))
+    got, want = append_in_place(ours, 0, k, v), theirs.update(k, v, 0)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True)) and got[0].shape[2] == 150
+
+
+def test_append_in_place_leaves_other_caches_to_update():
+    from transformers import DynamicCache
+
+    empty = DynamicCache(config=transformers.LlamaConfig(**_TINY))
+    k = torch.zeros(1, 2, 1, 16)
+    assert append_in_place(empty, 0, k, k) is None  # not initialized: cache.update's lazy start
+    batch = _prefilled_cache(2)
+    batch.layers[0].keys = batch.layers[0].keys.expand(2, -1, -1, -1)
+    assert append_in_place(batch, 0, k, k) is None

@@ -45,7 +45,8 @@ _TARGETS = {
     "native": ((("-O3", "-march=native", "-fopenmp"),), ()),
 }
 _ISA_NAMES = {0: "portable", 1: "avx2", 2: "avxvnni", 3: "avx512vnni", 4: "neon", 5: "dotprod", 6: "i8mm"}  # lb_isa()
-_COMMON_FLAGS = ("-shared", "-fPIC", "-std=c11", "-fno-math-errno")
+# -fno-trapping-math: lowbit never enables FP traps; without it GCC vectorizes no float select or conversion
+_COMMON_FLAGS = ("-shared", "-fPIC", "-std=c11", "-fno-math-errno", "-fno-trapping-math")
 _LOCK = threading.Lock()
 
 
@@ -158,6 +159,14 @@ def _load(path: Path, flags: tuple[str, ...]) -> NativeLibrary:
     lib.lb_gemm_f32.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ptr, i64, ptr, ptr, i32, i32]
     lib.lb_dequant.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, ptr, i32, i32]
     lib.lb_gemm_f32.restype = lib.lb_dequant.restype = None
+    f32 = ctypes.c_float
+    lib.lb_rms_norm.argtypes = [ptr, ptr, ptr, i64, i64, f32]
+    lib.lb_add_rms_norm.argtypes = [ptr, ptr, ptr, ptr, i64, i64, f32]
+    lib.lb_rope.argtypes = [ptr, ptr, ptr, i64, i64, i64]
+    lib.lb_silu_mul.argtypes = [ptr, ptr, i64]
+    lib.lb_attend1.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, f32, i32]
+    for fn in (lib.lb_rms_norm, lib.lb_add_rms_norm, lib.lb_rope, lib.lb_silu_mul, lib.lb_attend1):
+        fn.restype = None
     return NativeLibrary(lib, str(path), flags, bool(lib.lb_simd()), bool(lib.lb_openmp()),
                          _ISA_NAMES.get(lib.lb_isa(), "unknown"))
 
