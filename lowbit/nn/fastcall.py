@@ -83,14 +83,23 @@ class _Bound:
                                                              or _function_mode())
 
 
+def _native_all_finite():
+    """The native library's one-pass finiteness test of a contiguous fp32 buffer (ptr, n) -> 1/0, or None."""
+    from ..kernels.cpu_native import native_library
+
+    lib = native_library()
+    return None if lib is None else lib.lib.lb_all_finite
+
+
 class BoundNative(_Bound):
     """The native kernel's bound call for one M bucket: y (..., N) fp32 = x (..., K) @ W.T + bias."""
 
-    __slots__ = ("call", "finite", "hi", "lo", "n", "shapes")
+    __slots__ = ("all_finite", "call", "finite", "hi", "lo", "n", "shapes")
 
     def __init__(self, layer, name: str, bias, call, finite: bool, m: int):
         super().__init__(layer, name, bias, torch.float32)
         self.call, self.finite, self.n = call, finite, layer.quant_meta[name]["shape"][0]
+        self.all_finite = _native_all_finite() if finite else None
         self.lo, self.hi = _bucket_range(m)
         self.hi = min(self.hi, call.max_m + 1)
         self.shapes = (None, None, 0)  # the last input shape, its output shape and M
@@ -117,7 +126,8 @@ class BoundNative(_Bound):
             self.shapes = (shape, out, m)
         if _grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad)):
             return None  # autograd records it: the usual path's backward
-        if self.finite and not math.isfinite(x.sum(dtype=_F32).item()):
+        if self.finite and not (self.all_finite(x.data_ptr(), x.numel()) if self.all_finite is not None
+                                else math.isfinite(x.sum(dtype=_F32).item())):
             return None  # NaN or inf: the usual path's masked form
         y = torch.empty(*out, dtype=_F32)  # the kernel writes fp32, whatever torch's default dtype is
         self.call(x.data_ptr(), m, y.data_ptr(), None if bias is None else bias.data_ptr(), _num_threads())

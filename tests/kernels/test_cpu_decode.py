@@ -86,3 +86,14 @@ def test_attention_reads_a_prefix_view(lib):
     assert cpu_decode.rows_f32(keys) and not keys.is_contiguous()
     got = cpu_decode.attend_one(lib, q, keys, values, 20, 0.125, 1)
     _close(got, _attention(q, keys.contiguous(), values.contiguous(), 20, 0.125), 2)
+
+
+def test_all_finite_sees_every_position(lib):
+    x = torch.randn(1000)
+    assert lib.lb_all_finite(x.data_ptr(), 1000) == 1
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for at in (0, 15, 16, 999):
+            y = x.clone()
+            y[at] = bad
+            assert lib.lb_all_finite(y.data_ptr(), 1000) == 0, (bad, at)
+    assert lib.lb_all_finite(x.data_ptr(), 0) == 1

@@ -167,6 +167,7 @@ def _load(path: Path, flags: tuple[str, ...]) -> NativeLibrary:
     lib.lb_attend1.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, f32, i32]
     for fn in (lib.lb_rms_norm, lib.lb_add_rms_norm, lib.lb_rope, lib.lb_silu_mul, lib.lb_attend1):
         fn.restype = None
+    lib.lb_all_finite.argtypes, lib.lb_all_finite.restype = [ptr, i64], i32
     return NativeLibrary(lib, str(path), flags, bool(lib.lb_simd()), bool(lib.lb_openmp()),
                          _ISA_NAMES.get(lib.lb_isa(), "unknown"))
 

@@ -23,6 +23,19 @@ static float lb_dot_f32(const float* a, const float* b, int64_t n) {
     return acc[0];
 }
 
+/* 1 when every x[i] is finite (x * 0 is 0 for finite x, NaN for NaN and +-inf): the check before rounding
+   activations to int8, one vectorized pass instead of torch's sum and .item() (~6 us a call) */
+int lb_all_finite(const float* x, int64_t n) {
+    float acc[LB_LANES] = {0};
+    int64_t i = 0;
+    for (; i + LB_LANES <= n; i += LB_LANES)
+        for (int l = 0; l < LB_LANES; ++l) acc[l] += x[i + l] * 0.0f;
+    for (; i < n; ++i) acc[0] += x[i] * 0.0f;
+    float total = 0.0f;
+    for (int l = 0; l < LB_LANES; ++l) total += acc[l];
+    return total == 0.0f;
+}
+
 /* out = x / sqrt(mean(x^2) + eps) * w over rows of n (RMSNorm) */
 void lb_rms_norm(const float* x, const float* w, float* out, int64_t rows, int64_t n, float eps) {
     for (int64_t r = 0; r < rows; ++r) {
