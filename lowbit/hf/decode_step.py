@@ -71,11 +71,11 @@ def _siblings(modules: tuple[nn.Module, ...]):
 
 
 class LeanDecodeStep:
-    """The installed forward of one decoder layer (see the module docstring); `original` is the layer's own."""
+    """The installed forward of one decoder layer (see the module docstring); other calls go to its class's forward
+    (looked up at each call, so copies and pickles of the layer need nothing of this object but the layer)."""
 
     def __init__(self, layer: nn.Module, config, native: bool = True):
         self.native = native
-        self.original = layer.forward
         self.layer, self.config = layer, config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self._groups: dict[str, tuple] = {}  # "qkv"/"gate_up" -> (the modules seen, their fused group or None)
@@ -83,7 +83,7 @@ class LeanDecodeStep:
     def __call__(self, *args, **kwargs):
         step = self._lean_inputs(args, kwargs)
         if step is None:
-            return self.original(*args, **kwargs)
+            return type(self.layer).forward(self.layer, *args, **kwargs)
         lib = self._native_library(*step)
         return self._step(*step, kwargs) if lib is None else self._native_step(lib, *step, kwargs)
 

@@ -225,3 +225,15 @@ def test_append_in_place_leaves_other_caches_to_update():
     batch = _prefilled_cache(2)
     batch.layers[0].keys = batch.layers[0].keys.expand(2, -1, -1, -1)
     assert append_in_place(batch, 0, k, k) is None
+
+
+def test_pickled_model_keeps_working_lean_steps(tmp_path, lean_calls):
+    model = _model("llama")
+    lean_decode_layers(model, native=False)
+    prompt = torch.randint(1, 96, (1, 5), generator=torch.Generator().manual_seed(8))
+    want = _greedy(model, prompt)
+    torch.save(model, tmp_path / "m.pt")
+    twin = torch.load(tmp_path / "m.pt", weights_only=False)
+    lean_calls.clear()
+    got = _greedy(twin, prompt)
+    assert torch.equal(got[1], want[1]) and lean_calls
