@@ -237,3 +237,29 @@ def test_pickled_model_keeps_working_lean_steps(tmp_path, lean_calls):
     lean_calls.clear()
     got = _greedy(twin, prompt)
     assert torch.equal(got[1], want[1]) and lean_calls
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_sliding_window_mistral(native):
+    """A window shorter than the context: the steps' masks are not a cache prefix, and the sliding cache layers
+    keep their own update; torch's ops stay bit-identical, the native glue close."""
+    model = _model("mistral", sliding_window=4)
+    prompt = torch.randint(1, 96, (1, 6), generator=torch.Generator().manual_seed(12))
+    want = _greedy(model, prompt)
+    lean_decode_layers(model, native=native)
+    got = _greedy(model, prompt)
+    assert torch.equal(got[0], want[0])
+    if native:
+        torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
+    else:
+        assert torch.equal(got[1], want[1])
+
+
+def test_bf16_model_is_bit_identical(lean_calls):
+    """bf16 activations keep torch's ops (the native glue is fp32 only): transformers' numbers exactly."""
+    model = _model("qwen2").to(torch.bfloat16)
+    prompt = torch.randint(1, 96, (1, 5), generator=torch.Generator().manual_seed(13))
+    want = _greedy(model, prompt)
+    lean_decode_layers(model)
+    got = _greedy(model, prompt)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and lean_calls
