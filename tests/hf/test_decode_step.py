@@ -10,7 +10,8 @@ import torch
 
 import lowbit
 from lowbit.hf.decode import prepare_decode
-from lowbit.hf.decode_step import LeanDecodeStep, append_in_place, lean_decode_layers, restore_decode_layers
+from lowbit.hf.decode_step import LeanDecodeStep, lean_decode_layers, restore_decode_layers
+from lowbit.hf.kv_cache import append_in_place
 from lowbit.kernels import cpu_decode
 
 transformers = pytest.importorskip("transformers")
