@@ -91,7 +91,8 @@ class LeanDecodeStep:
     def _native_library(self, x, mask, cache, cos, sin):
         """The native library when this step may run its glue there (`native` on, batch 1, fp32 contiguous
         activations and rotary tables, no autograd, head_dim <= 512), else None."""
-        if not self.native or x.shape[0] != 1 or torch.is_grad_enabled() or self.layer.self_attn.head_dim > 512:
+        if not self.native or x.shape[0] != 1 or torch.is_grad_enabled() \
+                or self.layer._modules["self_attn"].head_dim > 512:
             return None
         if not cpu_decode.plain_f32(x, cos, sin):
             return None
@@ -109,7 +110,7 @@ class LeanDecodeStep:
             return None
         if mask is not None and (mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[2] != 1):
             return None
-        if getattr(self.config, "_attn_implementation", None) not in _ATTENTION:
+        if _attention_of(self.config) not in _ATTENTION:
             return None
         return x, mask, cache, rope[0], rope[1]
 
@@ -136,7 +137,7 @@ class LeanDecodeStep:
         k = rotate(k.reshape(b, self.kv_heads, d), cos, sin)
         keys, values = cache.update(k.unsqueeze(2), v.reshape(b, self.kv_heads, 1, d), attn.layer_idx,
                                     kwargs=_extra(kwargs))
-        packed = self.config._attn_implementation != "sdpa"
+        packed = _attention_of(self.config) != "sdpa"
         out = attend(q, keys, values, mask, attn.scaling, packed_always=packed)
         x = x + attn.o_proj(out)
         h = rms_norm(x, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon)
@@ -145,11 +146,12 @@ class LeanDecodeStep:
 
     def _native_step(self, lib, x, mask, cache, cos, sin, kwargs):
         """`_step` with its fp32 glue in native calls (`lowbit.kernels.cpu_decode`), batch 1, no autograd."""
-        layer, heads, kv = self.layer, self.heads, self.kv_heads
-        attn, mlp = layer.self_attn, layer.mlp
-        d, ln1, ln2 = attn.head_dim, layer.input_layernorm, layer.post_attention_layernorm
-        h = cpu_decode.rms_norm(lib, x, ln1.weight, ln1.variance_epsilon)
-        (q, k, v), whole = self._project(h, "qkv", (attn.q_proj, attn.k_proj, attn.v_proj))
+        # submodules and parameters through their dicts: nn.Module.__getattr__ costs ~1 us a lookup, ~25 a layer
+        heads, kv, mods = self.heads, self.kv_heads, self.layer._modules
+        attn, mlp, ln1, ln2 = mods["self_attn"], mods["mlp"], mods["input_layernorm"], mods["post_attention_layernorm"]
+        am, mm, d = attn._modules, mlp._modules, attn.head_dim
+        h = cpu_decode.rms_norm(lib, x, ln1._parameters["weight"], ln1.variance_epsilon)
+        (q, k, v), whole = self._project(h, "qkv", (am["q_proj"], am["k_proj"], am["v_proj"]))
         if whole is not None and cpu_decode.plain_f32(whole):
             cpu_decode.rope_(lib, whole, cos, sin, heads + kv, d)  # q's heads then k's, adjacent in the output
         else:
@@ -165,20 +167,29 @@ class LeanDecodeStep:
             out = cpu_decode.attend_one(lib, q, keys, values, length, attn.scaling, torch.get_num_threads())
         else:
             out = attend(q.reshape(1, heads, d), keys, values, mask, attn.scaling,
-                         packed_always=self.config._attn_implementation != "sdpa")
-        stream = attn.o_proj(out)
+                         packed_always=_attention_of(self.config) != "sdpa")
+        stream = am["o_proj"](out)
         if not cpu_decode.plain_f32(stream):
             stream = stream.contiguous().float()
-        h = cpu_decode.add_rms_norm_(lib, stream, x, ln2.weight, ln2.variance_epsilon)  # stream: x + attention
-        (gate, up), whole = self._project(h, "gate_up", (mlp.gate_proj, mlp.up_proj))
+        h = cpu_decode.add_rms_norm_(lib, stream, x, ln2._parameters["weight"], ln2.variance_epsilon)  # x + attention
+        (gate, up), whole = self._project(h, "gate_up", (mm["gate_proj"], mm["up_proj"]))
         if whole is not None and cpu_decode.plain_f32(whole):
             product = cpu_decode.silu_mul(lib, whole)
         else:
             product = F.silu(gate) * up
-        return stream.add_(mlp.down_proj(product))
+        return stream.add_(mm["down_proj"](product))
 
 
 _CONSUMED = ("hidden_states", "attention_mask", "cache", "past_key_values", "position_embeddings")
+
+
+def _attention_of(config) -> str | None:
+    """config._attn_implementation, read from the instance dict where transformers keeps it (the property costs
+    ~3 us, once per layer and token)."""
+    stored = vars(config)
+    if "_attn_implementation_internal" in stored:
+        return stored["_attn_implementation_internal"]
+    return getattr(config, "_attn_implementation", None)
 
 
 def _extra(kwargs: dict) -> dict:
