@@ -199,10 +199,13 @@ def _extra(kwargs: dict) -> dict:
 
 def _eligible(layer: nn.Module, config) -> bool:
     """A transformers Llama-family layer (class and module by name: remote-code look-alikes are left alone) with
-    standard RMSNorms, a SiLU-gated MLP and whole query groups per KV head."""
+    standard RMSNorms, a SiLU-gated MLP and whole query groups per KV head, whose forward nobody else replaced."""
     kind = type(layer)
     if kind.__name__ not in LEAN_LAYERS or not kind.__module__.startswith("transformers.models."):
         return False
+    own = vars(layer).get("forward")
+    if (own is not None and not isinstance(own, LeanDecodeStep)) or hasattr(layer, "_hf_hook"):
+        return False  # someone else's forward (accelerate's offload hooks wrap it): theirs must run
     attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
     norms = (getattr(layer, "input_layernorm", None), getattr(layer, "post_attention_layernorm", None))
     heads, kv_heads = getattr(config, "num_attention_heads", 0), getattr(config, "num_key_value_heads", 0) or 0

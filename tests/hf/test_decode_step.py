@@ -264,3 +264,12 @@ def test_bf16_model_is_bit_identical(lean_calls):
     lean_decode_layers(model)
     got = _greedy(model, prompt)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and lean_calls
+
+
+def test_layers_with_another_forward_are_left_alone():
+    """accelerate's offload hooks replace a layer's forward (and set _hf_hook): that forward must keep running."""
+    model = _model("llama")
+    wrapped = model.model.layers[0]
+    wrapped.forward = lambda *args, **kwargs: type(wrapped).forward(wrapped, *args, **kwargs)
+    model.model.layers[1]._hf_hook = object()
+    assert lean_decode_layers(model) == 0
