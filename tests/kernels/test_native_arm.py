@@ -1,7 +1,8 @@
-"""The native kernels' C test driver (tests/kernels/native/test_rows.c: every entry point against a scalar double
-reference) for each ISA variant: natively for those this CPU runs (linked against the library build_native makes)
-and, on any host with Debian's gcc-aarch64-linux-gnu and qemu-user, cross-compiled for each ARM variant and run under
-qemu-aarch64 on a CPU model that has exactly the features the variant needs. Plus the variant tables for ARM."""
+"""The native kernels' C test drivers (tests/kernels/native/: test_rows.c the Linear entry points, test_conv.c the
+convolutions on packed weights, test_static.c the static INT8 kernels, each against a reference computed in the
+driver in double) for each ISA variant: natively for those this CPU runs (linked against the library build_native
+makes) and, on any host with Debian's gcc-aarch64-linux-gnu and qemu-user, cross-compiled for each ARM variant and run
+under qemu-aarch64 on a CPU model that has exactly the features the variant needs. Plus the variant tables for ARM."""
 
 import re
 import shutil
@@ -24,7 +25,8 @@ from lowbit.kernels.cpu_native.build import (
 )
 from lowbit.kernels.cpu_native.source import c_source_path
 
-DRIVER = Path(__file__).parent / "native" / "test_rows.c"
+NATIVE = Path(__file__).parent / "native"
+DRIVERS = {"test_rows": 1000, "test_conv": 300, "test_static": 60}  # driver -> the fewest cases its summary reports
 ISA = {name: code for code, name in _ISA_NAMES.items()}
 ARM_CC, QEMU = "aarch64-linux-gnu-gcc", "qemu-aarch64"
 # variant -> qemu CPU model (qemu 7.2): cortex-a57 is armv8.0 (no sdot), cortex-a76 has sdot but no i8mm, max has all
@@ -47,57 +49,69 @@ def _arm_tools_missing() -> str | None:
     return None
 
 
-def _run_driver(cmd: list[str], variant: str) -> tuple[int, float]:
-    """Runs the driver; asserts it passed; returns (cases, max relative error)."""
+def _run_driver(cmd: list[str], variant: str, driver: str) -> tuple[int, float]:
+    """Runs a driver; asserts it passed; returns (cases, max relative error)."""
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=RUN_ENV)
     match = SUMMARY.search(proc.stdout)
     assert proc.returncode == 0 and match, f"{variant}: {' '.join(cmd)} -> rc {proc.returncode}\n{proc.stdout[-3000:]}"
     cases, failed, err, tol = int(match[2]), int(match[3]), float(match[4]), float(match[5])
-    assert failed == 0 and cases > 1000 and err <= tol, match[0]
-    print(f"{variant}: {match[0]}")
+    assert failed == 0 and cases >= DRIVERS[driver] and err <= tol, f"{driver}: {match[0]}"
+    print(f"{variant} {driver}: {match[0]}")
     return cases, err
 
 
+def _driver_command(compiler: str, flags, driver: str, objects: list[str], out: Path) -> list[str]:
+    """The command that builds one driver (optimised lightly: it is mostly the reference) against `objects`."""
+    return [compiler, *flags, "-O1", "-std=c11", f"-I{NATIVE}", str(NATIVE / f"{driver}.c"), *objects, "-o", str(out),
+            "-lm"]
+
+
+@pytest.mark.parametrize("driver", list(DRIVERS))
 @pytest.mark.parametrize("variant", runnable_variants())
-def test_driver_native(variant, tmp_path):
+def test_driver_native(variant, driver, tmp_path):
     lib = build_native(flag_sets=VARIANTS[variant])
-    exe = tmp_path / "test_rows"
-    subprocess.run([compiler_command(), "-O1", "-std=c11", str(DRIVER), lib.path, f"-Wl,-rpath,{Path(lib.path).parent}",
-                    "-o", str(exe), "-lm"], check=True, capture_output=True, timeout=120)
+    exe = tmp_path / driver
+    subprocess.run(_driver_command(compiler_command(), (), driver, [lib.path, f"-Wl,-rpath,{Path(lib.path).parent}"],
+                                   exe), check=True, capture_output=True, timeout=120)
     want = ISA[lib.variant] if variant != "portable" else -1  # portable compiles to neon on aarch64
     assert variant == "portable" or lib.variant == variant
-    _run_driver([str(exe), str(want)], variant)
+    _run_driver([str(exe), str(want)], variant, driver)
 
 
-def _cross_compile(variant: str, out: Path) -> tuple[Path | None, str]:
-    """The driver and lowbit_cpu.c built statically with the variant's first flag set (the one with OpenMP):
-    (the executable, "") or (None, why not)."""
+def _cross_compile(variant: str, folder: Path) -> tuple[dict[str, Path], str]:
+    """lowbit_cpu.c compiled once with the variant's first flag set (the one with OpenMP), each driver linked to it
+    statically: ({driver: executable}, "") or ({}, why not)."""
     flags = VARIANTS[variant][0]
-    cmd = [ARM_CC, *flags, "-static", "-std=c11", "-fno-math-errno", str(c_source_path()), str(DRIVER), "-o", str(out),
-           "-lm"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    if proc.returncode == 0:
-        return out, ""
-    probe = subprocess.run([ARM_CC, *flags, "-x", "c", "-c", "-o", "/dev/null", "-"], input="int x;\n",
-                           capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0:  # an older cross compiler (i8mm needs GCC 10): build.py falls through the same way
-        return None, f"skip: {ARM_CC} does not take {' '.join(flags)}: {probe.stderr.strip()[-300:]}"
-    return None, f"{' '.join(cmd)}:\n{proc.stderr[-3000:]}"
+    obj = folder / f"lowbit_cpu_{variant}.o"
+    cmds = [[ARM_CC, *flags, "-std=c11", "-fno-math-errno", "-c", str(c_source_path()), "-o", str(obj)]]
+    exes = {d: folder / f"{d}_{variant}" for d in DRIVERS}
+    cmds += [_driver_command(ARM_CC, (*flags, "-static"), d, [str(obj)], exe) for d, exe in exes.items()]
+    for cmd in cmds:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0:
+            continue
+        probe = subprocess.run([ARM_CC, *flags, "-x", "c", "-c", "-o", "/dev/null", "-"], input="int x;\n",
+                               capture_output=True, text=True, timeout=60)
+        if probe.returncode != 0:  # an older cross compiler (i8mm needs GCC 10): build.py falls through the same way
+            return {}, f"skip: {ARM_CC} does not take {' '.join(flags)}: {probe.stderr.strip()[-300:]}"
+        return {}, f"{' '.join(cmd)}:\n{proc.stderr[-3000:]}"
+    return exes, ""
 
 
 def _cross_test(variant: str, folder: Path) -> str:
-    """Cross-compiles the driver for `variant` and runs it under qemu on its CPU model (and on the model one level
-    down, which lacks the variant's instructions, so it must die there): "" when both hold, else why not."""
-    exe, why = _cross_compile(variant, folder / f"test_rows_{variant}")
-    if exe is None:
+    """Cross-compiles the drivers for `variant` and runs them under qemu on its CPU model (and test_rows on the model
+    one level down, which lacks the variant's instructions, so it must die there): "" when all hold, else why not."""
+    exes, why = _cross_compile(variant, folder)
+    if not exes:
         return why
     try:
-        _run_driver([QEMU, "-cpu", ARM_CPUS[variant], str(exe), str(ISA[variant])], variant)
+        for driver, exe in exes.items():
+            _run_driver([QEMU, "-cpu", ARM_CPUS[variant], str(exe), str(ISA[variant])], variant, driver)
     except AssertionError as e:
         return str(e)
     lower = {"neon": None, "dotprod": "cortex-a57", "i8mm": "cortex-a76"}[variant]
-    if lower and subprocess.run([QEMU, "-cpu", lower, str(exe), str(ISA[variant])], capture_output=True, timeout=300,
-                                env=RUN_ENV).returncode == 0:
+    if lower and subprocess.run([QEMU, "-cpu", lower, str(exes["test_rows"]), str(ISA[variant])], capture_output=True,
+                                timeout=300, env=RUN_ENV).returncode == 0:
         return f"{variant} ran on {lower}, which lacks its instructions: the build does not use them"
     return ""
 
