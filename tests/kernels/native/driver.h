@@ -21,6 +21,13 @@ static inline float uniform(float lo, float hi) { return lo + (hi - lo) * (float
 /* an activation: uniform in [-1, 1], one in 50 times 8 (outliers set the int8 scales) */
 static inline float activation(void) { return uniform(-1.f, 1.f) * (next_u32() % 50 ? 1.f : 8.f); }
 
+/* n floats followed by 16 NaN: a kernel reading a scale or bias vector past its end turns an output NaN. */
+static inline float* guarded(size_t n) {
+    float* p = (float*)malloc(sizeof(float) * (n + 16));
+    for (size_t i = n; i < n + 16; ++i) p[i] = NAN;
+    return p;
+}
+
 /* lb_quant_act's rounding of n values with one scale: d = amax / 127, q = round(x * (127 / amax)), written out in
    scalar float (the kernels' codes exactly). */
 static inline void ref_quant_block(const float* x, int n, int8_t* q, float* d) {

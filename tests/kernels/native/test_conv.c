@@ -69,10 +69,10 @@ static double run_conv(const ConvCase* c) {
     const int Cg = g->C / g->groups, og = g->O / g->groups, K = Cg * g->kh * g->kw, Kp = (K + 63) / 64 * 64;
     const int gk = c->gk ? c->gk : Kp, nb = (K + gk - 1) / gk, qmax = (1 << c->bits) - 1, O = g->O;
     const size_t nx = (size_t)g->B * g->C * g->H * g->W, ny = (size_t)g->B * O * L;
-    float *x = malloc(sizeof(float) * nx), *y = malloc(sizeof(float) * ny), *bias = malloc(sizeof(float) * O);
+    float *x = malloc(sizeof(float) * nx), *y = malloc(sizeof(float) * ny), *bias = guarded(O);
     uint8_t *codes = malloc((size_t)O * K), *w = malloc((size_t)O * Kp);
-    float *ws = malloc(sizeof(float) * O * nb), *wz = malloc(sizeof(float) * O * nb);
-    float *wsz = malloc(sizeof(float) * O * nb), *p = malloc(sizeof(float) * K), *d = malloc(sizeof(float) * Kp / 32);
+    float *ws = guarded((size_t)O * nb), *wz = guarded((size_t)O * nb);
+    float *wsz = guarded((size_t)O * nb), *p = malloc(sizeof(float) * K), *d = malloc(sizeof(float) * Kp / 32);
     int8_t* q = malloc((size_t)Kp);
     for (size_t i = 0; i < nx; ++i) x[i] = activation();
     for (int i = 0; i < O * K; ++i) codes[i] = (uint8_t)(next_u32() % (qmax + 1));
@@ -130,9 +130,9 @@ static double run_dw(const DwCase* c) {
     const int L = geometry(g, geo), OW = (int)geo[14], O = g->O, mult = O / g->C;
     const int K = g->kh * g->kw, nb = (K + c->gk - 1) / c->gk, qmax = (1 << c->bits) - 1;
     const size_t nx = (size_t)g->B * g->C * g->H * g->W, ny = (size_t)g->B * O * L;
-    float *x = malloc(sizeof(float) * nx), *y = malloc(sizeof(float) * ny), *bias = malloc(sizeof(float) * O);
+    float *x = malloc(sizeof(float) * nx), *y = malloc(sizeof(float) * ny), *bias = guarded(O);
     uint8_t* q = malloc((size_t)O * K);
-    float *ws = malloc(sizeof(float) * O * nb), *wz = malloc(sizeof(float) * O * nb);
+    float *ws = guarded((size_t)O * nb), *wz = guarded((size_t)O * nb);
     for (size_t i = 0; i < nx; ++i) {
         x[i] = activation();
         if (c->step > 0.f && next_u32() % 8 == 0) x[i] = ((float)(int)(next_u32() % 261) - 130.5f) * c->step;

@@ -36,8 +36,8 @@ static double run_case(const Case* c) {
     float* x = malloc(sizeof(float) * M * K);
     uint8_t* codes = malloc((size_t)N * K);
     uint8_t* w = malloc((size_t)N * Kp);
-    float *ws = malloc(sizeof(float) * N * nb), *wz = malloc(sizeof(float) * N * nb);
-    float *wsz = malloc(sizeof(float) * N * nb), *bias = malloc(sizeof(float) * N);
+    float *ws = guarded((size_t)N * nb), *wz = guarded((size_t)N * nb);
+    float *wsz = guarded((size_t)N * nb), *bias = guarded(N);
     int8_t *xq = malloc((size_t)M * Kp), *rq = malloc((size_t)M * Kp);
     float *xd = malloc(sizeof(float) * M * (Kp / 32 > nb ? Kp / 32 : nb)), *xs = malloc(sizeof(float) * M * nb);
     const int nsb = Kp / 32;
@@ -123,8 +123,8 @@ static double run_case_f32(const Case* c) {
     float* x = calloc((size_t)M * Kp, sizeof(float));
     uint8_t* codes = malloc((size_t)N * K);
     uint8_t* w = malloc((size_t)N * Kp);
-    float *ws = malloc(sizeof(float) * N * nb), *wz = malloc(sizeof(float) * N * nb);
-    float *wsz = malloc(sizeof(float) * N * nb), *bias = malloc(sizeof(float) * N);
+    float *ws = guarded((size_t)N * nb), *wz = guarded((size_t)N * nb);
+    float *wsz = guarded((size_t)N * nb), *bias = guarded(N);
     float *y = malloc(sizeof(float) * M * N), *wd = malloc(sizeof(float) * N * K);
     for (int m = 0; m < M; ++m)
         for (int k = 0; k < K; ++k) x[m * Kp + k] = uniform(-1.f, 1.f) * (next_u32() % 50 ? 1.f : 8.f);

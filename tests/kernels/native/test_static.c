@@ -93,7 +93,7 @@ static double run_gemm(int M, int K, int N, int c, int relu, int has_bias, int t
                        float a) {
     const int Kp = round_up(K, 4), Mt = round_up(M, MR), Np = round_up(N, NR);
     float *x = malloc(sizeof(float) * M * K), *xc = malloc(sizeof(float) * M * K), *s = malloc(sizeof(float) * N);
-    float *bias = malloc(sizeof(float) * N), *scale = malloc(sizeof(float) * Np), *bv = malloc(sizeof(float) * Np);
+    float *bias = guarded(N), *scale = guarded(Np), *bv = guarded(Np);
     float* y = malloc(sizeof(float) * M * N);
     uint8_t *xt = malloc((size_t)Mt * Kp), *ref = malloc((size_t)Mt * Kp);
     int8_t *q = malloc((size_t)N * K), *w = malloc((size_t)Np * Kp);
@@ -141,8 +141,8 @@ static double run_im2col(const SGeo* g, int c, int relu, int has_bias, int nt, i
     const int Cp = round_up(g->C, 4), K = g->kh * g->kw * Cp, Kp = K, Lt = round_up(L, MR), Np = round_up(g->O, NR);
     const int HW = g->H * g->W, O = g->O, K0 = g->C * g->kh * g->kw;
     float *x = malloc(sizeof(float) * g->B * g->C * HW), *s = malloc(sizeof(float) * O);
-    float *xc = malloc(sizeof(float) * L * K), *y = malloc(sizeof(float) * O * L), *bias = malloc(sizeof(float) * O);
-    float *scale = malloc(sizeof(float) * Np), *bv = malloc(sizeof(float) * Np);
+    float *xc = malloc(sizeof(float) * L * K), *y = malloc(sizeof(float) * O * L), *bias = guarded(O);
+    float *scale = guarded(Np), *bv = guarded(Np);
     int8_t *q0 = malloc((size_t)O * K0), *q = malloc((size_t)O * K), *w = malloc((size_t)Np * Kp);
     int32_t* wsum = malloc(sizeof(int32_t) * Np);
     uint8_t *cols = malloc((size_t)Lt * Kp), *ref = malloc((size_t)Lt * Kp), *scratch = malloc((size_t)2 * Cp * HW);
@@ -194,8 +194,8 @@ static double run_im2col(const SGeo* g, int c, int relu, int has_bias, int nt, i
    4)); nonfinite: an inf in the last image (its count checked, the other images' outputs too). */
 static double run_pw(int B, int C, int P, int O, int c, int act, int has_bias, int nt, int nonfinite, float a) {
     const int Kp = round_up(C, 4), Op = round_up(O, MR);
-    float *x = malloc(sizeof(float) * B * C * P), *s = malloc(sizeof(float) * O), *bias = malloc(sizeof(float) * O);
-    float *scale = malloc(sizeof(float) * O), *y = malloc(sizeof(float) * B * O * P);
+    float *x = malloc(sizeof(float) * B * C * P), *s = malloc(sizeof(float) * O), *bias = guarded(O);
+    float *scale = guarded(O), *y = malloc(sizeof(float) * B * O * P);
     float* xc = malloc(sizeof(float) * P * C);
     int8_t* q = malloc((size_t)O * C);
     uint8_t* wt = malloc((size_t)Op * Kp);
