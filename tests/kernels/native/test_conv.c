@@ -185,7 +185,7 @@ static const Geo conv_shapes[] = {
     {1, 6, 8, 8, 4, 2, 2, 2, 2, 0, 0, 1, 1, 1},       /* 2x2 stride 2 */
     {1, 16, 15, 16, 5, 3, 3, 1, 1, 2, 1, 2, 1, 1},    /* padded planes with row dilation */
     {1, 64, 20, 20, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1},    /* K 576: 2 pixel chunks; the AVX2 tile from 196 pixels */
-    {1, 7, 48, 47, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* 2256 pixels: the tile with VNNI; odd O, tail tile */
+    {1, 8, 48, 47, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* 2256 pixels: the tile with VNNI; odd O, tail tile, K 72 */
     {1, 4, 92, 94, 3, 3, 3, 2, 2, 1, 1, 1, 1, 1},     /* tile, column stride 2 (46 x 47) */
     {2, 3, 30, 31, 8, 3, 3, 1, 1, 1, 1, 1, 1, 1},     /* tile without VNNI, K 27 in one 32-column piece */
 };
