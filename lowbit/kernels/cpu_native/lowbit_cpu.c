@@ -27,6 +27,18 @@
 #elif LB_AVX2 && defined(__AVXVNNI__)
 #define LB_VNNI 1
 #define LB_DPBUSD(acc, w, a) _mm256_dpbusd_avx_epi32(acc, w, a)
+#elif LB_AVX2 && defined(LB_EMULATE_AVXVNNI)
+/* Tests only (tests/kernels/test_native_arm.py; no build.py variant defines it): the AVX-VNNI variant's code on a
+   CPU without AVX-VNNI (qemu 7.2's TCG lacks it too), vpdpbusd computed exactly: the u8 and s8 bytes at even and
+   odd positions widened to int16, two vpmaddwd (|u * s| <= 255 * 128: the pair sums fit int32), added to acc. */
+#define LB_VNNI 1
+static inline __m256i lb_dpbusd_emulated(__m256i acc, __m256i u, __m256i s) {
+    const __m256i lo = _mm256_set1_epi16(0xff);
+    const __m256i even = _mm256_madd_epi16(_mm256_and_si256(u, lo), _mm256_srai_epi16(_mm256_slli_epi16(s, 8), 8));
+    const __m256i odd = _mm256_madd_epi16(_mm256_srli_epi16(u, 8), _mm256_srai_epi16(s, 8));
+    return _mm256_add_epi32(acc, _mm256_add_epi32(even, odd));
+}
+#define LB_DPBUSD(acc, w, a) lb_dpbusd_emulated(acc, w, a)
 #else
 #define LB_VNNI 0
 #endif

@@ -27,15 +27,16 @@ static inline __m256i ct_interleave(__m256i c0, __m256i c1, __m256i c2, __m256i 
    element's offset from it; sg: the columns sharing one activation scale (32, the weight block gk or Kp: the
    int8/32, int8/block and int8/row schemes). Writes pan[(k / 4) * 64 + half * 32 ..] ([pixel][4] codes, 8 pixels
    per half), dsc[j * 16 + p] (the scale of 32-column piece j for pixel p), xs[b * 16 + p] (sum over block b's
-   pieces of scale * code sum): lb_quant_act's codes, scales and sums. */
+   pieces of scale * code sum): lb_quant_act's codes, scales and sums, for the ceil(K / 32) pieces and
+   ceil(K / gk) blocks that hold columns (the pieces past K up to Kp are all zero: never written nor read). */
 static void ct_panel(const float* src, const int64_t* off, int64_t K, int64_t Kp, int64_t gk, int64_t sg,
                      int8_t* pan, float* dsc, float* xs) {
     const __m256 sign = _mm256_set1_ps(-0.f), f127 = _mm256_set1_ps(127.f);
-    for (int64_t b = 0; b * gk < Kp; ++b) {
+    for (int64_t b = 0; b * gk < K; ++b) {
         _mm256_storeu_ps(xs + b * LB_CT_P, _mm256_setzero_ps());
         _mm256_storeu_ps(xs + b * LB_CT_P + 8, _mm256_setzero_ps());
     }
-    for (int64_t g0 = 0; g0 < Kp; g0 += sg) {
+    for (int64_t g0 = 0; g0 < K; g0 += sg) {
         const int64_t ge = lb_min(g0 + sg, K);
         __m256 m[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int64_t k = g0; k < ge; ++k)
@@ -45,7 +46,7 @@ static void ct_panel(const float* src, const int64_t* off, int64_t K, int64_t Kp
             const __m256 pos = _mm256_cmp_ps(m[h], _mm256_setzero_ps(), _CMP_GT_OQ);
             const __m256 inv = _mm256_and_ps(pos, _mm256_div_ps(f127, m[h]));
             const __m256 d = _mm256_div_ps(m[h], f127);
-            for (int64_t k0 = g0; k0 < g0 + sg; k0 += 32) { /* the group's 32-column pieces */
+            for (int64_t k0 = g0; k0 < g0 + sg && k0 < K; k0 += 32) { /* the group's 32-column pieces */
                 __m256i sum = _mm256_setzero_si256();
                 for (int64_t k = k0; k < k0 + 32; k += 4) {
                     __m256i c[4];
@@ -87,14 +88,16 @@ static inline __m256i ct_dot(__m256i acc, __m256i w, __m256i a) {
 #endif
 #define CT_DOT(acc, w, a) ct_dot(acc, w, a)
 
-/* Output channels o, o + 1 (w8: their unpacked u8 codes, rows of Kp) over one tile's panel: the fp32 sums, then
+/* Output channels o, o + 1 (w8: their unpacked u8 codes, rows of Kp; K columns) over one tile's panel (the pieces
+   ct_panel wrote, the blocks < nb: the scales of channel o + 1 are not read when `two` is 0): the fp32 sums, then
    bias + act into y0 / y1 (the channels' output rows at the tile's first pixel), the first nv pixels. */
-static inline void ct_pair(const uint8_t* w8, int64_t Kp, int64_t gk, const float* ws, const float* wsz,
+static inline void ct_pair(const uint8_t* w8, int64_t K, int64_t Kp, int64_t gk, const float* ws, const float* wsz,
                            int64_t nb, const int8_t* pan, const float* dsc, const float* xs, const float* bias,
                            int act, float* y0, float* y1, int64_t nv, int two) {
     __m256 f[2][2];
     for (int r = 0; r < 2; ++r) f[r][0] = f[r][1] = _mm256_setzero_ps();
-    for (int64_t j = 0; j < Kp / 32; ++j) {
+    const int64_t nj = (K + 31) / 32; /* the pieces that hold columns (ct_panel) */
+    for (int64_t j = 0; j < nj; ++j) {
         __m256i a[2][2];
         for (int r = 0; r < 2; ++r) a[r][0] = a[r][1] = _mm256_setzero_si256();
         const int8_t* pj = pan + j * 8 * 64;
@@ -117,7 +120,7 @@ static inline void ct_pair(const uint8_t* w8, int64_t Kp, int64_t gk, const floa
                 f[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(CT_WIDEN(a[r][h])),
                                           _mm256_mul_ps(s, _mm256_loadu_ps(dsc + j * LB_CT_P + 8 * h)), f[r][h]);
         }
-        if ((j + 1) * 32 % gk == 0 || j + 1 == Kp / 32) /* the block's zero term */
+        if ((j + 1) * 32 % gk == 0 || j + 1 == nj) /* the block's zero term */
             for (int r = 0; r < 2; ++r) {
                 const __m256 z = _mm256_set1_ps(r < 1 + two ? wsz[r * nb + b] : 0.f);
                 for (int h = 0; h < 2; ++h)
@@ -126,7 +129,7 @@ static inline void ct_pair(const uint8_t* w8, int64_t Kp, int64_t gk, const floa
     }
     float out[2][LB_CT_P];
     for (int r = 0; r < 2; ++r) {
-        const __m256 bv = _mm256_set1_ps(bias ? bias[r] : 0.f);
+        const __m256 bv = _mm256_set1_ps(bias && r < 1 + two ? bias[r] : 0.f); /* no read past bias[O - 1] */
         _mm256_storeu_ps(out[r], _mm256_add_ps(f[r][0], bv));
         _mm256_storeu_ps(out[r] + 8, _mm256_add_ps(f[r][1], bv));
     }
@@ -162,7 +165,7 @@ static void ct_image(const float* xp, const int64_t* geo, int64_t Hp, int64_t Wp
                 for (int64_t o = 0; o < O; o += 2) {
                     const int two = o + 1 < O;
                     float* yo = y + ((b * O + o) * OH + oh) * OW + ow0;
-                    ct_pair(w8 + o * Kp, Kp, gk, ws + o * nb, wsz + o * nb, nb, pan, dsc, dsc + Kp / 32 * LB_CT_P,
+                    ct_pair(w8 + o * Kp, K, Kp, gk, ws + o * nb, wsz + o * nb, nb, pan, dsc, dsc + Kp / 32 * LB_CT_P,
                             bias ? bias + o : NULL, act, yo, yo + OH * OW, nv, two);
                 }
             }

@@ -270,13 +270,16 @@ static inline __attribute__((always_inline)) float gemv_q8_row(
 
 /* y (1, N) = x_q @ dequant(w).T + bias for one activation row (lb_gemm_q4 / lb_gemm_q8's arguments at M = 1),
    threads splitting the rows in contiguous runs of LB_GEMV_NC; returns 0 (nothing done) for a block shape the
-   zmm kernels do not take (gemv_fits) or when the prepared row's scratch cannot be allocated. */
+   zmm kernels do not take (gemv_fits, or blocks not covering Kp) or when the prepared row's scratch cannot be
+   allocated. */
 #define LB_GEMV_NC 16
 static inline __attribute__((always_inline)) int gemv_q(
         const uint8_t* w, const float* ws, const float* wsz, int64_t N, int64_t Kp, int64_t gsb, int64_t nb,
         const int8_t* xq, const float* xd, const float* xs, int mode, const float* bias, float* y, int nt,
         const int BITS) {
-    if (!gemv_fits(gsb, BITS)) return 0;
+    /* the kernels read a weight scale for every 32-column piece up to Kp: blocks of 32 with K % 64 in 1..32 leave
+       the last piece without one (reading on went past the scales: NaN * 0 when the bytes there were NaN) */
+    if (!gemv_fits(gsb, BITS) || nb * gsb < Kp / 32) return 0;
     /* the prepared row: 2 * Kp bytes, on the stack up to K = 16384 (a malloc + free per call cost ~0.3 us) */
     _Alignas(64) int8_t local[2 * 16384];
     int8_t* xp = Kp <= 16384 ? local : (int8_t*)malloc((size_t)(2 * Kp));

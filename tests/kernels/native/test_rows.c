@@ -6,11 +6,7 @@
    GEMM (lb_gemm_f32) and lb_dequant against w = (q - z) * s in double.
    Built and run by tests/kernels/test_native_arm.py: natively once per x86 variant, cross-compiled per ARM variant under
    qemu-aarch64. Usage: test_rows <expected lb_isa()>; prints a summary line; exits 1 on any failure. */
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "driver.h"
 
 void lb_quant_act(const float* x, int64_t M, int64_t K, int64_t Kp, int64_t gk, int64_t nb, int mode,
                   int8_t* xq, float* xd, float* xs, int nt);
@@ -24,45 +20,14 @@ void lb_gemm_f32(const uint8_t* w, const float* ws, const float* wsz, int64_t N,
                  const float* x, int64_t M, const float* bias, float* y, int nt, int bits);
 void lb_dequant(const uint8_t* w, const float* ws, const float* wsz, int64_t n0, int64_t n1, int64_t K, int64_t Kp,
                 int64_t gsb, int64_t nb, float* out, int nt, int bits);
-int lb_isa(void);
 
 /* |y - ref| <= TOL * (the sum of |terms| of ref): fp32 block accumulation stays near 1e-7 of it; one wrong code,
    scale or padding byte costs ~1 / K of it or more (>= 1e-3 at the largest K of the random cases). */
 #define TOL 2e-5
 
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static uint32_t next_u32(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 11);
-}
-static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(next_u32() % 1000003) / 1000003.f; }
-
 typedef struct {
     int bits, M, N, K, gk, mode, bias, nt, extreme; /* gk 0: one block per row; mode: 0 block, 1 row, 2 per 32 */
 } Case;
-
-/* Reference int8 quantization of n values with one scale: the kernel's rounding, written out in scalar float. */
-static void ref_quant_block(const float* x, int n, int8_t* q, float* d) {
-    float amax = 0.f;
-    for (int k = 0; k < n; ++k) amax = fabsf(x[k]) > amax ? fabsf(x[k]) : amax;
-    const float id = amax > 0.f ? 127.f / amax : 0.f;
-    for (int k = 0; k < n; ++k) q[k] = (int8_t)nearbyintf(x[k] * id);
-    *d = amax / 127.f;
-}
-
-/* pack_q4 / pack_q8 of lowbit.kernels.cpu_native: codes (N, K) -> (N, Kp/2) nibbles or (N, Kp) bytes. */
-static void pack(const uint8_t* codes, int N, int K, int Kp, int bits, uint8_t* w) {
-    const int row_bytes = bits <= 4 ? Kp / 2 : Kp;
-    memset(w, 0, (size_t)N * row_bytes);
-    for (int n = 0; n < N; ++n)
-        for (int k = 0; k < K; ++k) {
-            const uint8_t c = codes[(size_t)n * K + k];
-            if (bits > 4) w[(size_t)n * row_bytes + k] = c;
-            else w[(size_t)n * row_bytes + (k / 64) * 32 + k % 32] |= (uint8_t)(k % 64 < 32 ? c : c << 4);
-        }
-}
 
 /* Runs one case; returns its largest |y - ref| / magnitude, or a negative number when quantization is not exact. */
 static double run_case(const Case* c) {
@@ -71,8 +36,8 @@ static double run_case(const Case* c) {
     float* x = malloc(sizeof(float) * M * K);
     uint8_t* codes = malloc((size_t)N * K);
     uint8_t* w = malloc((size_t)N * Kp);
-    float *ws = malloc(sizeof(float) * N * nb), *wz = malloc(sizeof(float) * N * nb);
-    float *wsz = malloc(sizeof(float) * N * nb), *bias = malloc(sizeof(float) * N);
+    float *ws = guarded((size_t)N * nb), *wz = guarded((size_t)N * nb);
+    float *wsz = guarded((size_t)N * nb), *bias = guarded(N);
     int8_t *xq = malloc((size_t)M * Kp), *rq = malloc((size_t)M * Kp);
     float *xd = malloc(sizeof(float) * M * (Kp / 32 > nb ? Kp / 32 : nb)), *xs = malloc(sizeof(float) * M * nb);
     const int nsb = Kp / 32;
@@ -158,8 +123,8 @@ static double run_case_f32(const Case* c) {
     float* x = calloc((size_t)M * Kp, sizeof(float));
     uint8_t* codes = malloc((size_t)N * K);
     uint8_t* w = malloc((size_t)N * Kp);
-    float *ws = malloc(sizeof(float) * N * nb), *wz = malloc(sizeof(float) * N * nb);
-    float *wsz = malloc(sizeof(float) * N * nb), *bias = malloc(sizeof(float) * N);
+    float *ws = guarded((size_t)N * nb), *wz = guarded((size_t)N * nb);
+    float *wsz = guarded((size_t)N * nb), *bias = guarded(N);
     float *y = malloc(sizeof(float) * M * N), *wd = malloc(sizeof(float) * N * K);
     for (int m = 0; m < M; ++m)
         for (int k = 0; k < K; ++k) x[m * Kp + k] = uniform(-1.f, 1.f) * (next_u32() % 50 ? 1.f : 8.f);
