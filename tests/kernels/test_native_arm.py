@@ -1,8 +1,9 @@
 """The native kernels' C test drivers (tests/kernels/native/: test_rows.c the Linear entry points, test_conv.c the
-convolutions on packed weights, test_static.c the static INT8 kernels, each against a reference computed in the
-driver in double) for each ISA variant: natively for those this CPU runs (linked against the library build_native
-makes) and, on any host with Debian's gcc-aarch64-linux-gnu and qemu-user, cross-compiled for each ARM variant and run
-under qemu-aarch64 on a CPU model that has exactly the features the variant needs. Plus the variant tables for ARM."""
+convolutions on packed weights, test_static.c the static INT8 kernels, test_decode.c the decode-step glue, each
+against a reference computed in the driver in double) for each ISA variant: natively for those this CPU runs (linked
+against the library build_native makes) and, on any host with Debian's gcc-aarch64-linux-gnu and qemu-user,
+cross-compiled for each ARM variant and run under qemu-aarch64 on a CPU model that has exactly the features the
+variant needs. Plus the variant tables for ARM."""
 
 import re
 import shutil
@@ -27,7 +28,7 @@ from lowbit.kernels.cpu_native.build import (
 from lowbit.kernels.cpu_native.source import c_source_path
 
 NATIVE = Path(__file__).parent / "native"
-DRIVERS = {"test_rows": 1000, "test_conv": 300, "test_static": 60}  # driver -> the fewest cases its summary reports
+DRIVERS = {"test_rows": 1000, "test_conv": 300, "test_static": 60, "test_decode": 20}  # driver -> the fewest cases its summary reports
 ISA = {name: code for code, name in _ISA_NAMES.items()}
 ARM_CC, QEMU = "aarch64-linux-gnu-gcc", "qemu-aarch64"
 # variant -> qemu CPU model (qemu 7.2): cortex-a57 is armv8.0 (no sdot), cortex-a76 has sdot but no i8mm, max has all
