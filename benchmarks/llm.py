@@ -236,6 +236,18 @@ def overhead_ms(stub: nn.Module, settings: set[str], threads: int, args) -> dict
     return out
 
 
+def lean_overhead_ms(stub: nn.Module, settings: set[str], threads: int, args) -> dict:
+    """`overhead_ms` of the stub with lowbit's lean one-token layer steps installed (the /prepared rows' glue; the
+    stubs are not fused, so each step makes 7 stub calls instead of 4)."""
+    from lowbit.hf.decode_step import lean_decode_layers, restore_decode_layers
+
+    lean_decode_layers(stub)
+    try:
+        return overhead_ms(stub, settings, threads, args)
+    finally:
+        restore_decode_layers(stub)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=tuple(MODELS), default="small")
@@ -271,6 +283,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(t)
         bws[t] = read_bandwidth_gbs()
         overheads[t] = overhead_ms(stub, settings, t, args)
+        if any("/prepared" in r for r in args.rows):  # the same stub with lean one-token steps
+            overheads[t].update({("/prepared", s): v for s, v in lean_overhead_ms(stub, settings, t, args).items()})
     del stub
     medians, wbytes = run_rows(base, args)
     del base
@@ -299,7 +313,9 @@ def _table_rows(t: int, rows: list[str], medians: dict, wbytes: dict, bw: float,
         r["floor tok/s"] = bw * 1e9 / wbytes[row]
         decode = [v for (th, rw, k, _), v in medians.items() if th == t and rw == row and k == "decode"]
         r["decode % of floor"] = 100 * max(decode) / r["floor tok/s"]
-        r["non-linear ms/token"], r["non-linear cpu ms/token"] = overheads[split_row(row)[1]]
+        setting = split_row(row)[1]
+        key = ("/prepared", setting) if "/prepared" in row else setting
+        r["non-linear ms/token"], r["non-linear cpu ms/token"] = overheads[key]
         out.append(Row(r))
     return out
 
@@ -315,8 +331,8 @@ def _notes(args) -> str:
              "lowbit rows: memory Low, RTN, lm_head quantized too. floor = read bandwidth / weight bytes per "
              "token. decode cpu: the same decode from the thread's CPU time (1 thread: the speed without the load;"
              " 2 threads: the main thread only, an over-estimate). non-linear ms/token: a decode step with every "
-             "Linear stubbed out (generate loop, KV cache, attention, norms, Python), per setting, from wall and "
-             "from thread CPU time. o_proj call eager/compiled us: one call of block 0's o_proj at M = 1 (1 "
+             "Linear stubbed out (generate loop, KV cache, attention, norms, Python), per setting (/prepared rows:"
+             " with lean one-token steps), from wall and from thread CPU time. o_proj call eager/compiled us: one call of block 0's o_proj at M = 1 (1 "
              "thread, thread CPU time), the module called eagerly vs torch.compile'd alone (the compiled figure "
              "adds the compiled wrapper's own cost, the fp32 row shows it). Medians of the repetitions after one "
              "warm-up; "
