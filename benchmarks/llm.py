@@ -332,10 +332,10 @@ def _notes(args) -> str:
              "token. decode cpu: the same decode from the thread's CPU time (1 thread: the speed without the load;"
              " 2 threads: the main thread only, an over-estimate). non-linear ms/token: a decode step with every "
              "Linear stubbed out (generate loop, KV cache, attention, norms, Python), per setting (/prepared rows:"
-             " with lean one-token steps), from wall and from thread CPU time. o_proj call eager/compiled us: one call of block 0's o_proj at M = 1 (1 "
-             "thread, thread CPU time), the module called eagerly vs torch.compile'd alone (the compiled figure "
-             "adds the compiled wrapper's own cost, the fp32 row shows it). Medians of the repetitions after one "
-             "warm-up; "
+             " with lean one-token steps), from wall and from thread CPU time. o_proj call eager/compiled us: one "
+             "call of block 0's o_proj at M = 1 (1 thread, thread CPU time), the module called eagerly vs "
+             "torch.compile'd alone (the compiled figure adds the compiled wrapper's own cost, the fp32 row shows "
+             "it). Medians of the repetitions after one warm-up; "
              + ("with --low-memory, rows of one weight variant interleaved, variants one after another."
                 if args.low_memory else "rows interleaved."))
     if args.llama_bench and args.gguf_dir:
