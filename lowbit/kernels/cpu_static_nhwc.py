@@ -35,7 +35,8 @@ from .cpu_static_int8 import (
 
 # the GEMM conv's weight is the fused native conv's (the kernel table's NHWC_GEMM row prepares it from here)
 __all__ = ["ACTS", "NATIVE_MAX_K", "DepthwiseNHWCWeight", "conv_dw_nhwc", "conv_gemm_nhwc", "conv_weight_codes",
-           "dw_epilogue", "is_nhwc", "native_epilogue", "pack_dw_nhwc", "pack_static_native", "to_nhwc"]
+           "dw_caller", "gemm_caller", "dw_epilogue", "is_nhwc", "native_epilogue", "pack_dw_nhwc",
+           "pack_static_native", "to_nhwc"]
 
 ACTS = {None: 0, "relu": 1, "relu6": 2, "hardswish": 3}
 CHANNEL_VECTOR = 16  # channels per vector of the depthwise kernel (LBN_V)
@@ -159,3 +160,77 @@ def conv_gemm_nhwc(x: torch.Tensor, w: NativeStaticWeight, kernel: tuple[int, in
     if bad:
         _nan_images(x, y)
     return y
+
+
+# --- bound calls: every argument but the image fixed once per layer and input shape (a layer's steady state) ---
+
+_CL = torch.channels_last
+
+
+def dw_caller(w: DepthwiseNHWCWeight, epi, stride, padding, dilation, act_scale: float, clamp: int, act: str | None,
+              shape):
+    """call(x) -> y: `conv_dw_nhwc` for float32 CPU inputs of `shape` (B, C, H, W) with every other argument bound
+    once (bit-identical; the caller checks x's shape, dtype and device)."""
+    _check_act(act)
+    if len(shape) != 4 or shape[1] != w.c:
+        raise ValueError(f"depthwise NHWC call for input {tuple(shape)} and a weight of {w.c} channels")
+    fn = _fns(native_static_library()).lb_static_dw_nhwc
+    geo, oh, ow = geometry(torch.empty(shape, device="meta"), (w.c, 1, w.kh, w.kw), stride, padding, dilation, w.c)
+    scale, bias = epi
+    tail = (w.codes.data_ptr(), scale.data_ptr(), bias.data_ptr(), ACTS[act], float(act_scale), int(clamp))
+    out_shape, geo_ptr, f32, threads = (shape[0], w.c, oh, ow), geo.data_ptr(), torch.float32, torch.get_num_threads
+
+    def call(x: torch.Tensor, _held=(w, scale, bias, geo)) -> torch.Tensor:  # _held: the tensors behind the pointers
+        if not x.is_contiguous(memory_format=_CL):
+            x = x.contiguous(memory_format=_CL)
+        y = torch.empty(out_shape, dtype=f32, memory_format=_CL)
+        if fn(x.data_ptr(), geo_ptr, *tail, y.data_ptr(), threads()):
+            _nan_images(x, y)
+        return y
+
+    return call
+
+
+def gemm_caller(w: NativeStaticWeight, epi, kernel, stride, padding, dilation, act_scale: float, clamp: int,
+                act: str | None, shape):
+    """call(x) -> y: `conv_gemm_nhwc` for float32 CPU inputs of `shape` (B, C, H, W) with every other argument bound
+    once (bit-identical; the caller checks x's shape, dtype and device)."""
+    _check_act(act)
+    c = _fns(native_static_library())
+    b, ch, h, wd = shape
+    kh, kw = kernel
+    cp = conv_channels_padded(ch)
+    if kh * kw * cp != w.k:
+        raise ValueError(f"conv input has {ch} channels x {kh}x{kw}, the weight expects K = {w.k}")
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    direct = kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
+    rows = b * oh * ow if direct else oh * ow
+    tiles = -(-rows // c._lowbit_static_mr) * c._lowbit_static_mr * w.kp
+    scale, bias = epi
+    gemm_args = (rows, w.kp, w.packed.data_ptr(), w.wsum.data_ptr(), scale.data_ptr(),
+                 None if bias is None else bias.data_ptr(), w.n, ACTS[act])
+    geometry_args = (ch, h, wd, cp, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+                     oh, ow, float(act_scale), int(clamp), w.kp)
+    out_shape, image, f32, u8, threads = (b, w.n, oh, ow), h * wd * ch * 4, torch.float32, torch.uint8, \
+        torch.get_num_threads
+    quant, im2col, gemm, a, n = c.lb_static_quant, c.lb_static_im2col_nhwc, c.lb_static_gemm, float(act_scale), w.n
+
+    def call(x: torch.Tensor, _held=(w, scale, bias)) -> torch.Tensor:  # _held: the tensors behind the pointers
+        if not x.is_contiguous(memory_format=_CL):
+            x = x.contiguous(memory_format=_CL)
+        y = torch.empty(out_shape, dtype=f32, memory_format=_CL)
+        cols, nt, xp, yp = torch.empty(tiles, dtype=u8), threads(), x.data_ptr(), y.data_ptr()
+        if direct:
+            bad = quant(xp, rows, ch, w.kp, a, clamp, cols.data_ptr(), nt)
+            gemm(cols.data_ptr(), *gemm_args, yp, n, 1, nt)
+        else:
+            scratch, bad = torch.empty(cp * h * wd, dtype=u8), 0
+            for i in range(b):
+                bad += im2col(xp + i * image, *geometry_args, cols.data_ptr(), scratch.data_ptr(), nt)
+                gemm(cols.data_ptr(), *gemm_args, yp + i * oh * ow * n * 4, n, 1, nt)
+        if bad:
+            _nan_images(x, y)
+        return y
+
+    return call

@@ -200,10 +200,8 @@ class _StaticConv(_StaticMixin):
             w = weight_cache.static_prepared(*self._entry(), direct, "static_conv")
             epi, g = w.epilogue_for(step, bias), (geometry["stride"], geometry["padding"], geometry["dilation"])
             if direct is StaticKernel.NHWC_DEPTHWISE:
-                dw = w.mod.conv_dw_nhwc
-                return lambda xb: dw(xb, w.weight, epi, *g, step, clamp, act)
-            gemm = w.mod.conv_gemm_nhwc
-            return lambda xb: gemm(xb, w.weight, (kh, kw), *g, step, clamp, epi, act)
+                return w.mod.dw_caller(w.weight, epi, *g, step, clamp, act, tuple(x.shape))
+            return w.mod.gemm_caller(w.weight, epi, (kh, kw), *g, step, clamp, act, tuple(x.shape))
         if direct is StaticKernel.DEPTHWISE:
             w = weight_cache.static_prepared(*self._entry(), StaticKernel.DEPTHWISE, "static_conv", step=step)
             run = executor.runner(StaticKernel.DEPTHWISE, "static_conv")

@@ -81,3 +81,20 @@ def test_nan_images_and_bad_arguments(native):
         N.pack_dw_nhwc(w.float(), torch.ones(8), 3, 3)
     with pytest.raises(ValueError, match="K = "):
         N.conv_gemm_nhwc(x, pw, (3, 3), (1, 1), (1, 1), (1, 1), 0.1, 127, S.native_epilogue(pw, 0.1, None))
+
+
+def test_bound_callers_equal_the_functions(native):
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randn(2, 24, 10, 9, generator=g) * 2).contiguous(memory_format=torch.channels_last)
+    dw = N.pack_dw_nhwc(torch.randint(-127, 128, (24, 9), dtype=torch.int8, generator=g), torch.rand(24) + 0.1, 3, 3)
+    epi = N.dw_epilogue(dw, 0.04, torch.randn(24, generator=g))
+    call = N.dw_caller(dw, epi, (2, 2), (1, 1), (1, 1), 0.04, 120, "hardswish", tuple(x.shape))
+    assert torch.equal(call(x), N.conv_dw_nhwc(x, dw, epi, (2, 2), (1, 1), (1, 1), 0.04, 120, "hardswish"))
+    assert torch.equal(call(x.contiguous()), call(x))  # an NCHW input is converted
+    for k, stride, padding in ((1, 1, 0), (3, 1, 1), (3, 2, 1)):
+        w = torch.randint(-127, 128, (40, 24 * k * k), dtype=torch.int8, generator=g)
+        nw = S.pack_static_native(S.conv_weight_codes(w, (40, 24, k, k)), torch.rand(40) + 0.1)
+        epi = S.native_epilogue(nw, 0.04, torch.randn(40, generator=g))
+        geo = ((stride, stride), (padding, padding), (1, 1))
+        call = N.gemm_caller(nw, epi, (k, k), *geo, 0.04, 120, "relu6", tuple(x.shape))
+        assert torch.equal(call(x), N.conv_gemm_nhwc(x, nw, (k, k), *geo, 0.04, 120, epi, "relu6"))
