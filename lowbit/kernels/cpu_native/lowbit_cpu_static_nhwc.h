@@ -16,6 +16,25 @@ typedef float lbn_f16 __attribute__((vector_size(64), aligned(4)));
    / inf (their codes are meaningless: the caller marks the image). */
 static int64_t lbn_quant(const float* restrict x, int64_t n, float a, float c, float* restrict q) {
     int64_t bad = 0, i = 0;
+#if LBS_ZMM
+    {
+        const __m512 va = _mm512_set1_ps(a), hi = _mm512_set1_ps(c), lo = _mm512_set1_ps(-c);
+        const __m512 vinv = _mm512_set1_ps(1.f / a), tie = _mm512_set1_ps(LB_DW_TIE);
+        __m512 nan = _mm512_setzero_ps();
+        for (; i + 16 <= n; i += 16) {
+            const __m512 xv = _mm512_loadu_ps(x + i);
+            nan = _mm512_add_ps(nan, _mm512_sub_ps(xv, xv));
+            __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(xv, vinv), lo), hi);
+            __m512 r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            if (_mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(v, r)), tie, _CMP_GT_OQ)) {
+                v = _mm512_min_ps(_mm512_max_ps(_mm512_div_ps(xv, va), lo), hi);
+                r = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            }
+            _mm512_storeu_ps(q + i, r);
+        }
+        bad += _mm512_cmp_ps_mask(nan, nan, _CMP_UNORD_Q) != 0;
+    }
+#endif
 #if LB_AVX2
     const __m256 va = _mm256_set1_ps(a), hi = _mm256_set1_ps(c), lo = _mm256_set1_ps(-c);
     const __m256 sgn = _mm256_set1_ps(-0.0f);
@@ -131,7 +150,12 @@ static int64_t lbn_dw_rows(const float* xb, const int64_t* geo, const float* wf,
         for (; ox + 4 <= OW; ox += 4) {
             const float* r4[LB_DW_MAX_K];
             for (int64_t i = 0; i < kh; ++i) r4[i] = rp[i] + ox * sw * Cv;
-            lbn_dw_pixels(r4, coff, kh, kw, sw * Cv, wf, Cv, 4, rows);
+            if (kh == 3 && kw == 3) /* the common windows with their tap loops unrolled */
+                lbn_dw_pixels(r4, coff, 3, 3, sw * Cv, wf, Cv, 4, rows);
+            else if (kh == 5 && kw == 5)
+                lbn_dw_pixels(r4, coff, 5, 5, sw * Cv, wf, Cv, 4, rows);
+            else
+                lbn_dw_pixels(r4, coff, kh, kw, sw * Cv, wf, Cv, 4, rows);
             for (int e = 0; e < 4; ++e) lbn_dw_store(rows + e * Cv, scale, bias, act, C, yr + (ox + e) * C);
         }
         for (; ox < OW; ++ox) {
