@@ -29,6 +29,7 @@ from ..runtime.kernel_row import StaticKernel
 from ..runtime.static_dispatch import select_static_conv
 from . import weight_cache
 from .conv import QuantConv1d, QuantConv2d
+from .conv_bound import BoundConv
 from .linear import QuantLinear
 
 
@@ -174,18 +175,24 @@ def _codes_conv_faster(in_per_group: int, device: torch.device) -> bool:
     return device.type == "cpu" and in_per_group <= CODES_CONV_MAX_CHANNELS
 
 
+# what a static conv's bound call is built from besides the weight, bias and input shape: writing one drops the call
+_STATIC_STATE = frozenset({"input_scale", "input_clamp", "fused_relu", "fused_act"})
+
+
 class _StaticConv(_StaticMixin):
-    def _bound_key(self, x: torch.Tensor) -> tuple:
-        return (super()._bound_key(x), x.is_contiguous(), self.input_scale, self.input_clamp, self.fused_relu,
-                self.fused_act)
+    def __setattr__(self, name, value) -> None:
+        if name in _STATIC_STATE:
+            self.__dict__["_bound"] = None  # the bound call has the old step / clamp / act in it
+        super().__setattr__(name, value)
 
     def _bind(self, x, stride, dilation, pads, shape4d) -> None:
-        """Bind the call `_conv2d` makes for inputs like x where it is one kernel call on x as is (the direct
-        depthwise kernel, or the fused native conv); else remember that there is none (see QuantConv2d._bind)."""
+        """Bind the call `_conv2d` makes for inputs like x where it is one kernel call on x (in either memory layout;
+        a `conv_bound.BoundConv`, the weight-only convs' steady-state checks); else remember that there is none (see
+        QuantConv2d._bind)."""
         self.__dict__["_bound"] = None
         if type(x) is not torch.Tensor or x.dtype != torch.float32 or not self.is_affine("weight"):
             return
-        self.__dict__["_bound"] = (self._bound_key(x), self._kernel_call(x, stride, dilation, pads, shape4d))
+        self.__dict__["_bound"] = BoundConv(self, x, self._kernel_call(x, stride, dilation, pads, shape4d))
 
     def _kernel_call(self, x, stride, dilation, pads, shape4d):
         """x -> y as `_conv2d` computes it when that is one kernel call (bit for bit), else None."""

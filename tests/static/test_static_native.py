@@ -404,4 +404,8 @@ def test_static_conv_bound_call_is_bit_identical():
             assert layer._bound_call(inp)[1] is not None and torch.equal(layer(inp), y0)
             layer.set_static(layer.input_scale * 2, layer.input_clamp)
             assert layer._bound_call(inp) == (False, None)
-            assert not torch.equal(layer(inp), y0)
+            y1 = layer(inp)
+            assert not torch.equal(y1, y0) and layer._bound_call(inp)[1] is not None
+            layer.fused_act = "relu6"  # a plain attribute write drops the bound call too
+            assert layer._bound_call(inp) == (False, None)
+            assert torch.equal(layer(inp), F.relu6(y1))
