@@ -29,6 +29,7 @@ from ..runtime.kernel_row import StaticKernel
 from ..runtime.static_dispatch import select_static_conv
 from . import weight_cache
 from .conv import QuantConv1d, QuantConv2d
+from .conv_bound import BoundConv
 from .linear import QuantLinear
 
 
@@ -155,6 +156,11 @@ class StaticQuantLinear(_StaticMixin, QuantLinear):
         return super().extra_repr() + f", static: input_scale={self.input_scale:.4g}, clamp={self.input_clamp}{relu}"
 
 
+def to_nhwc(x: torch.Tensor) -> torch.Tensor:
+    """x (B, C, H, W) in the channels_last memory format (x itself when it already is)."""
+    return x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous(memory_format=torch.channels_last)
+
+
 # the activations a static layer can compute in place of the module that followed it (lowbit.static.fuse)
 FUSED_ACTS = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish}
 
@@ -169,17 +175,24 @@ def _codes_conv_faster(in_per_group: int, device: torch.device) -> bool:
     return device.type == "cpu" and in_per_group <= CODES_CONV_MAX_CHANNELS
 
 
+# what a static conv's bound call is built from besides the weight, bias and input shape: writing one drops the call
+_STATIC_STATE = frozenset({"input_scale", "input_clamp", "fused_relu", "fused_act"})
+
+
 class _StaticConv(_StaticMixin):
-    def _bound_key(self, x: torch.Tensor) -> tuple:
-        return super()._bound_key(x), self.input_scale, self.input_clamp, self.fused_relu, self.fused_act
+    def __setattr__(self, name, value) -> None:
+        if name in _STATIC_STATE:
+            self.__dict__["_bound"] = None  # the bound call has the old step / clamp / act in it
+        super().__setattr__(name, value)
 
     def _bind(self, x, stride, dilation, pads, shape4d) -> None:
-        """Bind the call `_conv2d` makes for inputs like x where it is one kernel call on x as is (the direct
-        depthwise kernel, or the fused native conv); else remember that there is none (see QuantConv2d._bind)."""
+        """Bind the call `_conv2d` makes for inputs like x where it is one kernel call on x (in either memory layout;
+        a `conv_bound.BoundConv`, the weight-only convs' steady-state checks); else remember that there is none (see
+        QuantConv2d._bind)."""
         self.__dict__["_bound"] = None
         if type(x) is not torch.Tensor or x.dtype != torch.float32 or not self.is_affine("weight"):
             return
-        self.__dict__["_bound"] = (self._bound_key(x), self._kernel_call(x, stride, dilation, pads, shape4d))
+        self.__dict__["_bound"] = BoundConv(self, x, self._kernel_call(x, stride, dilation, pads, shape4d))
 
     def _kernel_call(self, x, stride, dilation, pads, shape4d):
         """x -> y as `_conv2d` computes it when that is one kernel call (bit for bit), else None."""
@@ -190,6 +203,12 @@ class _StaticConv(_StaticMixin):
         step, clamp, relu, bias = self.input_scale, self.input_clamp, self.fused_relu, self.bias
         act = self._kernel_act()
         direct = self._direct_kernel(x, stride, dilation, pads, shape4d)
+        if direct in (StaticKernel.NHWC_DEPTHWISE, StaticKernel.NHWC_GEMM):  # the module function, arguments bound
+            w = weight_cache.static_prepared(*self._entry(), direct, "static_conv")
+            epi, g = w.epilogue_for(step, bias), (geometry["stride"], geometry["padding"], geometry["dilation"])
+            if direct is StaticKernel.NHWC_DEPTHWISE:
+                return w.mod.dw_caller(w.weight, epi, *g, step, clamp, act, tuple(x.shape))
+            return w.mod.gemm_caller(w.weight, epi, (kh, kw), *g, step, clamp, act, tuple(x.shape))
         if direct is StaticKernel.DEPTHWISE:
             w = weight_cache.static_prepared(*self._entry(), StaticKernel.DEPTHWISE, "static_conv", step=step)
             run = executor.runner(StaticKernel.DEPTHWISE, "static_conv")
@@ -203,6 +222,8 @@ class _StaticConv(_StaticMixin):
             conv = functools.partial(F.conv2d, weight=w if w.dim() == 4 else w.unsqueeze(2), bias=bias,
                                      groups=self.groups, **geometry)
             fn = None if act is None else FUSED_ACTS[act]
+            if self._runs_nhwc(x):  # the output channels-last, as the layers after it read it
+                return (lambda xb: conv(to_nhwc(xb))) if fn is None else lambda xb: fn(conv(to_nhwc(xb)))
             return conv if fn is None else lambda xb: fn(conv(xb))
         rows = x.shape[0] * max(1, x.shape[2] * x.shape[3] // (stride[0] * stride[1]))
         if self.groups == 1 and not _codes_conv_faster(ig, x.device) \
@@ -225,7 +246,17 @@ class _StaticConv(_StaticMixin):
             ow = (x.shape[3] + 2 * pads[1][0] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
             plane = max(1, oh * ow)
         return select_static_conv(x.device.type, self.groups, ig, kh * kw, zero_pad,
-                                  weight_cache.current_capabilities(), pointwise=pointwise, out_plane=plane)
+                                  weight_cache.current_capabilities(), pointwise=pointwise, out_plane=plane,
+                                  nhwc=self._runs_nhwc(x, o))
+
+    def _runs_nhwc(self, x: torch.Tensor, out_channels: int | None = None) -> bool:
+        """True where this conv runs channels-last: a Conv2d on a float32 CPU image (B, C, H, W), groups == 1 or one
+        output per channel, where the native kernels are built (converted once when it comes NCHW; its output stays
+        channels-last)."""
+        o = self.out_channels if out_channels is None else out_channels
+        return self._dims == 2 and x.dim() == 4 and x.dtype == torch.float32 and x.device.type == "cpu" \
+            and (self.groups == 1 or o == self.groups == x.shape[1]) \
+            and weight_cache.current_capabilities().native_extension
 
     def _conv2d(self, x, stride, dilation, pads, shape4d):
         """x (B, C, H, W) -> (B, O, OH, OW): quantize x with the fixed step, then the integer conv."""
@@ -234,6 +265,11 @@ class _StaticConv(_StaticMixin):
         padding = [a for a, _ in pads]
         geometry = {"stride": tuple(stride), "padding": tuple(padding), "dilation": tuple(dilation)}
         direct = self._direct_kernel(x, stride, dilation, pads, shape4d)
+        if direct in (StaticKernel.NHWC_DEPTHWISE, StaticKernel.NHWC_GEMM):  # x and y channels-last
+            w = weight_cache.static_prepared(*self._entry(), direct, "static_conv")
+            window = {} if direct is StaticKernel.NHWC_DEPTHWISE else {"window": (kh, kw)}
+            return executor.run(direct, w, x, self.bias, None, "static_conv", step=self.input_scale,
+                                clamp=self.input_clamp, act=self._kernel_act(), **window, **geometry)
         if direct is StaticKernel.DEPTHWISE:
             w = weight_cache.static_prepared(*self._entry(), StaticKernel.DEPTHWISE, "static_conv",
                                              step=self.input_scale)
@@ -247,6 +283,7 @@ class _StaticConv(_StaticMixin):
             return y.to(x.dtype)
         if direct is StaticKernel.FLOAT_CONV:  # torch's fp32 conv is faster here: a float copy (see static_dispatch)
             w = weight_cache.static_prepared(*self._entry(), StaticKernel.FLOAT_CONV, "static_conv")
+            x = to_nhwc(x) if self._runs_nhwc(x) else x  # then the output is channels-last too
             y = executor.run(StaticKernel.FLOAT_CONV, w, x, self.bias, None, "static_conv", step=self.input_scale,
                              clamp=self.input_clamp, act=self._kernel_act(), groups=self.groups, **geometry)
             return y.to(x.dtype)

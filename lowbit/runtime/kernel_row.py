@@ -58,6 +58,11 @@ class StaticKernel(str, Enum):
     POINTWISE = "pointwise"
     """lowbit's 1x1 conv on NCHW (lowbit.kernels.cpu_static_int8.native_conv1x1_static): no im2col, no transpose,
     CPU."""
+    NHWC_DEPTHWISE = "nhwc_depthwise"
+    """lowbit's depthwise conv on channels-last images (lowbit.kernels.cpu_static_nhwc.conv_dw_nhwc), CPU."""
+    NHWC_GEMM = "nhwc_gemm"
+    """lowbit's groups=1 conv on channels-last images: the static GEMM on the pixels as rows (1x1) or on columns
+    built from the channels-last codes (lowbit.kernels.cpu_static_nhwc.conv_gemm_nhwc), CPU."""
 
 
 _MODULES: dict = {}  # kernel_module's imports: it is called on every kernel call (executor.run)

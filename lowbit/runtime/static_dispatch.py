@@ -48,7 +48,8 @@ def _unavailable(row: KernelRow, m: int, fmt: WeightFormat, caps: Capabilities) 
     return None if refusal is None else f"{op} refused here: {refusal}"
 
 
-DEPTHWISE_MAX_TAPS = 64  # lb_dwconv's limit (lowbit.kernels.cpu_conv)
+DEPTHWISE_MAX_TAPS = 64  # lb_dwconv's and lb_static_dw_nhwc's limit
+NHWC_MAX_K = 65536  # the static GEMM's K limit (lowbit.kernels.cpu_static_int8.NATIVE_MAX_K): int32 sums exact
 # Where torch's fp32 conv beats the static int8 kernels, measured 1 thread on EPYC Zen 4 (thread time, mobilenet
 # shapes, benchmarks/results/convnet_static_*.md): a depthwise conv with output planes under 28x28 (14x14 c576:
 # torch 120-160 us, lb_dwconv with input rounding 190-230; 7x7 c960: 85-120 vs 140-150: the per-channel plane
@@ -58,9 +59,10 @@ FLOAT_DEPTHWISE_MAX_PLANE = 28 * 28 - 1
 FLOAT_MAX_K = 27
 
 
-def float_conv_faster(groups: int, in_per_group: int, taps: int, out_plane: int) -> str | None:
-    """Why a float copy of this conv runs faster than its static int8 kernel on the CPU (None: it does not)."""
-    if in_per_group == 1 < groups and out_plane <= FLOAT_DEPTHWISE_MAX_PLANE:
+def float_conv_faster(groups: int, in_per_group: int, taps: int, out_plane: int, nhwc: bool = False) -> str | None:
+    """Why a float copy of this conv runs faster than its static int8 kernel on the CPU (None: it does not); nhwc:
+    on a channels-last image, where the NHWC depthwise kernel beats torch's conv at every plane size."""
+    if in_per_group == 1 < groups and out_plane <= FLOAT_DEPTHWISE_MAX_PLANE and not nhwc:
         return "depthwise on output planes under 28x28"
     if groups == 1 and taps > 1 and in_per_group * taps <= FLOAT_MAX_K:
         return f"{in_per_group * taps} input values per output"
@@ -70,15 +72,22 @@ def float_conv_faster(groups: int, in_per_group: int, taps: int, out_plane: int)
 
 
 def select_static_conv(device_type: str, groups: int, in_per_group: int, taps: int, zero_padding: bool,
-                       caps: Capabilities, pointwise: bool = False, out_plane: int = 0) -> StaticKernel | None:
+                       caps: Capabilities, pointwise: bool = False, out_plane: int = 0,
+                       nhwc: bool = False) -> StaticKernel | None:
     """FLOAT_CONV where `float_conv_faster` (out_plane: output pixels per image and channel; 0: unknown, never);
+    with nhwc (a Conv2d on a float32 CPU image, which then runs channels-last): NHWC_GEMM for groups == 1 and
+    NHWC_DEPTHWISE for a depthwise conv with one output per channel (zero padding both, <= 64 taps); else
     DEPTHWISE for a depthwise conv (one input channel per group, <= 64 taps, zero padding) on the CPU where the
     direct depthwise kernel runs; POINTWISE for a 1x1 conv (pointwise: stride 1, no padding, no dilation) with
     groups == 1 there; None otherwise (the conv then takes `select_static`'s kernel on its im2col)."""
     if device_type != "cpu":
         return None
-    if out_plane and float_conv_faster(groups, in_per_group, taps, out_plane) is not None:
+    if out_plane and float_conv_faster(groups, in_per_group, taps, out_plane, nhwc and zero_padding) is not None:
         kernel = StaticKernel.FLOAT_CONV
+    elif nhwc and zero_padding and groups == 1 and in_per_group * taps <= NHWC_MAX_K:
+        kernel = StaticKernel.NHWC_GEMM
+    elif nhwc and zero_padding and in_per_group == 1 < groups and taps <= DEPTHWISE_MAX_TAPS:
+        kernel = StaticKernel.NHWC_DEPTHWISE
     elif pointwise and groups == 1 and taps == 1:
         kernel = StaticKernel.POINTWISE
     elif in_per_group == 1 < groups and zero_padding and taps <= DEPTHWISE_MAX_TAPS:

@@ -3,7 +3,8 @@
 Every static row computes y = [relu](int8(x / step) @ wq.T * (step * s) + bias) in float32 and gives NaN on each
 output row whose input row held a NaN or an inf. Options of `run`: step (the activation step), clamp (1..127),
 relu (the fused ReLU); an int8 `x` is taken as codes already rounded (a conv's im2col). Conv rows also take the
-geometry (window (kh, kw), stride, padding, dilation; the depthwise row: shape). Order on the CPU: the native
+geometry (window (kh, kw), stride, padding, dilation; the depthwise row: shape); the NHWC rows read and return
+channels_last tensors (lowbit.kernels.cpu_static_nhwc). Order on the CPU: the native
 kernel (where built, K <= its limit), torch._int_mm (where this machine's probe found it exact for the shape
 class), else the float64 emulation; on CUDA the Triton int8 GEMM with the static step.
 """
@@ -155,6 +156,26 @@ def _float_run(_mod, w, x, bias, _activations, step, clamp, relu=False, act=None
     return y if fn is None else fn(y)
 
 
+def _dw_nhwc_prepare(mod, qw, _dtype):
+    """The depthwise codes as floats, tap-major (lowbit.kernels.cpu_static_nhwc.pack_dw_nhwc), with the epilogue
+    vectors of the last (step, bias)."""
+    o, _, kh, kw = _conv_shape(qw)
+    return NativeStatic(mod, mod.pack_dw_nhwc(_codes(qw).reshape(o, -1), qw.scale.reshape(-1), kh, kw),
+                        mod.dw_epilogue)
+
+
+def _dw_nhwc_run(mod, w, x, bias, _activations, step, clamp, relu=False, act=None, stride=(1, 1), padding=(0, 0),
+                 dilation=(1, 1)):
+    return mod.conv_dw_nhwc(x, w.weight, w.epilogue_for(step, bias), stride, padding, dilation, step, clamp,
+                            act or ("relu" if relu else None))
+
+
+def _gemm_nhwc_run(mod, w, x, bias, _activations, step, clamp, relu=False, act=None, window=(1, 1), stride=(1, 1),
+                   padding=(0, 0), dilation=(1, 1)):
+    return mod.conv_gemm_nhwc(x, w.weight, window, stride, padding, dilation, step, clamp, w.epilogue_for(step, bias),
+                              act or ("relu" if relu else None))
+
+
 STATIC_ROWS = (
     KernelRow(StaticKernel.TRITON, op="static", device="cuda", priority=10, capability="triton_gpu",
               module="triton_common", prepare=_triton_prepare, run=_triton_run, int8_activations=True,
@@ -182,4 +203,10 @@ STATIC_ROWS = (
     KernelRow(StaticKernel.POINTWISE, op="static_conv", priority=5, capability="native_extension",
               module="cpu_static_int8", supports=_native_supports, prepare=_pointwise_prepare, run=_pointwise_run,
               int8_activations=True, doc="1x1 stride-1 conv: the native static GEMM on NCHW pixel panels, fused act"),
+    KernelRow(StaticKernel.NHWC_DEPTHWISE, op="static_conv", priority=5, capability="native_extension",
+              module="cpu_static_nhwc", prepare=_dw_nhwc_prepare, run=_dw_nhwc_run, int8_activations=True,
+              doc="depthwise conv on channels-last images: codes rounded once per row, channels in vectors, fused act"),
+    KernelRow(StaticKernel.NHWC_GEMM, op="static_conv", priority=5, capability="native_extension",
+              module="cpu_static_nhwc", supports=_native_supports, prepare=_native_conv_prepare, run=_gemm_nhwc_run,
+              int8_activations=True, doc="groups == 1 conv on channels-last images: the static GEMM on pixel rows"),
 )

@@ -23,6 +23,7 @@ from ..calib import as_calibration, ensure_eval
 from ..nn import QuantModule, swap_quantized
 from ..nn.static import to_static
 from ..nn.swap import quant_class
+from ..nn.weight_cache import current_capabilities
 from ..quant.observers import scale_from_threshold
 from ..quant.static_config import StaticConfig
 from ..quant.static_int8 import int8_weight, smooth_factors, weight_scales
@@ -145,7 +146,9 @@ def _float_note(layer: nn.Module, shape: tuple | None) -> str:
     kh, kw = layer.kernel_size
     oh = (shape[2] + 2 * layer.padding[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
     ow = (shape[3] + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
-    why = float_conv_faster(layer.groups, layer.in_channels // layer.groups, kh * kw, max(1, oh * ow))
+    nhwc = (layer.groups == 1 or layer.out_channels == layer.groups == layer.in_channels) \
+        and current_capabilities().native_extension  # the channels-last kernels (lowbit.nn.static) run it
+    why = float_conv_faster(layer.groups, layer.in_channels // layer.groups, kh * kw, max(1, oh * ow), nhwc)
     return f"; on the CPU at {oh}x{ow} outputs a float copy ({why}: torch's fp32 conv is faster)" if why else ""
 
 

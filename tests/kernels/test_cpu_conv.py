@@ -276,26 +276,29 @@ def test_summary_names_the_float_copies():
     assert notes["2"].endswith("[memory Low on CPU: float copy, depthwise under 14x14 outputs]")
 
 
-@pytest.mark.parametrize("relu", [False, True])
-def test_static_depthwise_runs_the_direct_kernel(rng, relu, monkeypatch):
-    """Static INT8 depthwise conv through lb_dwconv (no im2col) matches its integer math in float64."""
+@pytest.mark.parametrize("relu,out", [(False, 24), (True, 24), (False, 48), (True, 48)])
+def test_static_depthwise_runs_the_direct_kernel(rng, relu, out, monkeypatch):
+    """Static INT8 depthwise conv through a direct kernel (no im2col) matches its integer math in float64: one output
+    per channel the channels-last kernel (cpu_static_nhwc), a channel multiplier lb_dwconv on NCHW."""
+    from lowbit.kernels import cpu_static_nhwc
     from lowbit.static import StaticConfig, quantize_static
 
-    conv = nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24).eval()
+    conv = nn.Conv2d(24, out, 3, stride=2, padding=1, groups=24).eval()
     layers = [conv, nn.ReLU()] if relu else [conv]
-    x = torch.randn(2, 24, 57, 56, generator=rng)  # 29x28 outputs: int8 (smaller planes run a float copy)
+    x = torch.randn(2, 24, 57, 56, generator=rng)  # 29x28 outputs: int8 on NCHW too (smaller planes: a float copy)
     model = quantize_static(nn.Sequential(*layers).eval(), [x], StaticConfig(), progress=False)
     layer = model[0]
     calls = []
-    real = cpu_conv.conv2d_depthwise
-    monkeypatch.setattr(cpu_conv, "conv2d_depthwise", lambda *a, **k: calls.append(1) or real(*a, **k))
+    mod, name = (cpu_static_nhwc, "conv_dw_nhwc") if out == 24 else (cpu_conv, "conv2d_depthwise")
+    real = getattr(mod, name)
+    monkeypatch.setattr(mod, name, lambda *a, **k: calls.append(1) or real(*a, **k))
     with torch.no_grad():
         y = model(x)
     assert calls, "the static depthwise conv did not run the direct kernel"
     w = layer.prepared()
     # the codes as the layer rounds them: torch.div in float32 (float64 division rounds an exact float32 tie apart)
     xi = torch.div(x, layer.input_scale).round().clamp(-layer.input_clamp, layer.input_clamp).double()
-    wq = w.wt.t().double().reshape(24, 1, 3, 3)
+    wq = w.wt.t().double().reshape(out, 1, 3, 3)
     ref = F.conv2d(xi, wq, None, 2, 1, 1, 24) * (w.scale.double() * layer.input_scale).reshape(1, -1, 1, 1)
     ref = ref + conv.bias.double().reshape(1, -1, 1, 1)
     ref = ref.relu() if relu else ref

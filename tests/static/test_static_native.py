@@ -131,8 +131,9 @@ def test_native_static_depthwise_rounds_ties_as_torch_div(variant, stride, wd):
 
 
 def test_static_conv_runs_a_float_copy_where_torch_is_faster():
-    """A depthwise conv on a 7x7 output and a 3-channel 3x3 stem run F.conv2d on the dequantized weight (input not
-    rounded) with the fused act, and the summary says so; a 28x28 depthwise output runs int8."""
+    """A 3-channel 3x3 stem runs F.conv2d on the dequantized weight (input not rounded) with the fused act, and the
+    summary says so; its output comes channels-last, and the depthwise conv after it on a 7x7 output runs the
+    channels-last int8 kernel (faster than torch's conv at every plane size), against float64."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.Hardswish(), nn.Conv2d(16, 16, 3, 2, 1, groups=16),
                           nn.ReLU6()).eval()
@@ -140,30 +141,40 @@ def test_static_conv_runs_a_float_copy_where_torch_is_faster():
     q = quantize_static(model, [x], StaticConfig(activation_method="minmax"), progress=False)
     summary = str(q.lowbit_summary)
     assert "at 14x14 outputs a float copy (27 input values per output" in summary
-    assert "at 7x7 outputs a float copy (depthwise on output planes under 28x28" in summary
-    w0, w2 = q[0].quantized_weight("weight").dequantize(torch.float32), q[2].quantized_weight("weight").dequantize(
-        torch.float32)
-    ref = F.relu6(F.conv2d(F.hardswish(F.conv2d(x, w0, q[0].bias, 1, 1)), w2, q[2].bias, 2, 1, 1, 16))
+    assert "at 7x7 outputs a float copy" not in summary
+    w0 = q[0].quantized_weight("weight").dequantize(torch.float32)
+    dw = q[2]
+    wq, s = dw.prepared().wt.t().reshape(16, 1, 3, 3).double(), dw.prepared().scale.double()
     with torch.no_grad():
         for _ in range(2):  # the first call, then the bound call
-            torch.testing.assert_close(q(x), ref, rtol=1e-6, atol=1e-6)
+            h = q[1](q[0](x))
+            assert h.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(h, F.hardswish(F.conv2d(x, w0, q[0].bias, 1, 1)), rtol=1e-6, atol=1e-6)
+            codes = torch.div(h, dw.input_scale).round().clamp(-127, 127).double()
+            ref = F.relu6(F.conv2d(codes, wq, None, 2, 1, 1, 16) * (s * dw.input_scale).view(1, -1, 1, 1)
+                          + dw.bias.double().view(1, -1, 1, 1))
+            y = q(x)
+            assert y.is_contiguous(memory_format=torch.channels_last) and torch.equal(y, dw(h))
+            torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
     big = torch.randn(1, 16, 56, 56)
-    assert q[2]._direct_kernel(big, (2, 2), (1, 1), [(1, 1), (1, 1)], [16, 1, 3, 3]) == "depthwise"
+    assert dw._direct_kernel(big, (2, 2), (1, 1), [(1, 1), (1, 1)], [16, 1, 3, 3]) == "nhwc_depthwise"
+    assert dw._direct_kernel(big.double(), (2, 2), (1, 1), [(1, 1), (1, 1)], [16, 1, 3, 3]) == "depthwise"  # NCHW
 
 
-def test_static_pointwise_layer_runs_the_direct_kernel():
+def test_static_pointwise_layer_runs_the_channels_last_gemm():
     conv = nn.Conv2d(40, 24, 1)
     x = torch.randn(2, 40, 6, 5)
     model = quantize_static(nn.Sequential(conv).eval(), [x], StaticConfig(activation_method="minmax"),
                             progress=False)
     layer = model[0]
-    assert layer._direct_kernel(x, (1, 1), (1, 1), [(0, 0), (0, 0)], [24, 40, 1, 1]) == "pointwise"
+    assert layer._direct_kernel(x, (1, 1), (1, 1), [(0, 0), (0, 0)], [24, 40, 1, 1]) == "nhwc_gemm"
     w = layer.prepared()
     xq = torch.div(x, layer.input_scale).round().clamp(-127, 127).double()
     ref = F.conv2d(xq, w.wt.t().double().reshape(24, 40, 1, 1)) * (w.scale.double() * layer.input_scale)[:, None, None]
     ref = ref + conv.bias.detach().double()[:, None, None]
     with torch.no_grad():
         first = model(x)  # the usual path, which binds the call
+        assert first.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(first.double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
         assert layer._bound_call(x)[1] is not None and torch.equal(model(x), first)  # the bound call, bit for bit
         x[1, 7, 2, 2] = float("nan")
@@ -334,6 +345,24 @@ def test_select_static_conv(groups, ig, taps, plane, pointwise, native, expect):
     assert select_static_conv("cuda", groups, ig, taps, True, caps, pointwise, plane) is None
 
 
+@pytest.mark.parametrize("groups,ig,taps,plane,zero_pad,native,expect", [
+    (96, 1, 9, 7 * 7, True, True, "nhwc_depthwise"),  # channels-last: the int8 kernel at every plane size
+    (96, 1, 9, 7 * 7, False, True, "float_conv"),  # not zero-padded: the NCHW rules
+    (96, 1, 81, 56 * 56, True, True, None),  # 9x9 taps: beyond the kernel
+    (1, 3, 9, 112 * 112, True, True, "float_conv"),  # the 3-channel stem stays a float copy
+    (1, 16, 1, 112 * 112, True, True, "nhwc_gemm"),  # 1x1 and kxk alike
+    (1, 24, 9, 28 * 28, True, True, "nhwc_gemm"),
+    (1, 96, 1, 1, True, True, "float_conv"),  # squeeze-excite's 1x1 on one pixel
+    (1, 24, 9, 28 * 28, True, False, None),  # no native library
+])
+def test_select_static_conv_channels_last(groups, ig, taps, plane, zero_pad, native, expect):
+    from lowbit.runtime import Capabilities
+    from lowbit.runtime.static_dispatch import select_static_conv
+
+    caps = Capabilities(native_extension=native)
+    assert select_static_conv("cpu", groups, ig, taps, zero_pad, caps, False, plane, nhwc=True) == expect
+
+
 def test_triton_static_matches_cpu(monkeypatch):
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
@@ -375,4 +404,8 @@ def test_static_conv_bound_call_is_bit_identical():
             assert layer._bound_call(inp)[1] is not None and torch.equal(layer(inp), y0)
             layer.set_static(layer.input_scale * 2, layer.input_clamp)
             assert layer._bound_call(inp) == (False, None)
-            assert not torch.equal(layer(inp), y0)
+            y1 = layer(inp)
+            assert not torch.equal(y1, y0) and layer._bound_call(inp)[1] is not None
+            layer.fused_act = "relu6"  # a plain attribute write drops the bound call too
+            assert layer._bound_call(inp) == (False, None)
+            assert torch.equal(layer(inp), F.relu6(y1))

@@ -452,4 +452,5 @@ int lb_gemm_q8t(const uint8_t* w, const float* ws, const float* wsz, int64_t N, 
 #include "lowbit_cpu_static.h"  /* static W8A8: fixed-scale activations, int8 GEMM, fused epilogue */
 #include "lowbit_cpu_static_pw.h"  /* static W8A8 1x1 conv on NCHW: the GEMM above with weight and pixels swapped */
 #include "lowbit_cpu_conv.h"  /* convolution on packed weights: depthwise direct, im2col-quant + the GEMM above */
+#include "lowbit_cpu_static_nhwc.h"  /* static W8A8 depthwise conv on channels-last images */
 #include "lowbit_cpu_decode.h"  /* one decoded token's fp32 steps between matrix products */

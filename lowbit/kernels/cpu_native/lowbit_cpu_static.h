@@ -134,24 +134,15 @@ int64_t lb_static_quant(const float* x, int64_t M, int64_t K, int64_t Kp, float 
     return bad;
 }
 
-/* im2col of one image x fp32 (C, H, W) with quantization: cols (OH * OW rows of Kp = kh * kw * Cp codes + shift,
-   tiled), column k = (i, j, c) (channels innermost, padded to Cp, a multiple of 4, with zero codes): the order of
-   a (O, kh, kw, Cp) weight. The image is quantized once (vectorized) and laid out channels-last (scratch: 2 * Cp *
-   H * W bytes), so each (i, j) of a column copies Cp / 4 whole 4-byte groups of the tiled layout; zero padding
-   takes the zero code. Returns the number of NaN / inf in the image. */
-int64_t lb_static_im2col(const float* x, int64_t C, int64_t H, int64_t W, int64_t Cp, int64_t kh, int64_t kw,
-                      int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t OH, int64_t OW,
-                      float a, int clamp, int64_t Kp, uint8_t* cols, uint8_t* scratch, int nt) {
-    uint8_t* chw = scratch + Cp * H * W;
-    uint8_t* hwc = scratch;
-    const int64_t HW = H * W, G = Cp / 4;
-    const int64_t bad = lbs_quant_plain(x, C * HW, a, (float)clamp, chw);
-    for (int64_t p = 0; p < HW; ++p) {
-        uint8_t* d = hwc + p * Cp;
-        for (int64_t ch = 0; ch < C; ++ch) d[ch] = chw[ch * HW + p];
-        for (int64_t ch = C; ch < Cp; ++ch) d[ch] = (uint8_t)LBS_SHIFT;
-    }
+/* Columns of one image from its codes laid out channels-last (hwc: H * W pixels of Cp codes + shift, padded channels
+   holding the zero code): cols (OH * OW rows of Kp = kh * kw * Cp codes, tiled), column k = (i, j, c), each (i, j)
+   of a column copying Cp / 4 whole 4-byte groups; zero padding takes the zero code. */
+static void lbs_cols(const uint8_t* hwc, int64_t H, int64_t W, int64_t Cp, int64_t kh, int64_t kw, int64_t sh,
+                     int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t OH, int64_t OW, int64_t Kp,
+                     uint8_t* cols, int nt) {
+    const int64_t G = Cp / 4;
     const uint32_t zero4 = 0x01010101u * (uint32_t)LBS_SHIFT;
+    (void)nt; /* unread without OpenMP */
     #pragma omp parallel for num_threads(nt) schedule(static) if (OH * OW * Kp > 262144)
     for (int64_t oy = 0; oy < OH; ++oy) {
         for (int64_t ox = 0; ox < OW; ++ox) {
@@ -173,6 +164,40 @@ int64_t lb_static_im2col(const float* x, int64_t C, int64_t H, int64_t W, int64_
         }
     }
     lbs_pad_rows(cols, OH * OW, Kp);
+}
+
+/* im2col of one image x fp32 (C, H, W) with quantization: cols (OH * OW rows of Kp = kh * kw * Cp codes + shift,
+   tiled), column k = (i, j, c) (channels innermost, padded to Cp, a multiple of 4, with zero codes): the order of
+   a (O, kh, kw, Cp) weight. The image is quantized once (vectorized) and laid out channels-last (scratch: 2 * Cp *
+   H * W bytes), then `lbs_cols`. Returns the number of NaN / inf in the image. */
+int64_t lb_static_im2col(const float* x, int64_t C, int64_t H, int64_t W, int64_t Cp, int64_t kh, int64_t kw,
+                      int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t OH, int64_t OW,
+                      float a, int clamp, int64_t Kp, uint8_t* cols, uint8_t* scratch, int nt) {
+    uint8_t* chw = scratch + Cp * H * W;
+    uint8_t* hwc = scratch;
+    const int64_t HW = H * W;
+    const int64_t bad = lbs_quant_plain(x, C * HW, a, (float)clamp, chw);
+    for (int64_t p = 0; p < HW; ++p) {
+        uint8_t* d = hwc + p * Cp;
+        for (int64_t ch = 0; ch < C; ++ch) d[ch] = chw[ch * HW + p];
+        for (int64_t ch = C; ch < Cp; ++ch) d[ch] = (uint8_t)LBS_SHIFT;
+    }
+    lbs_cols(hwc, H, W, Cp, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, Kp, cols, nt);
+    return bad;
+}
+
+/* The same from a channels-last image x fp32 (H, W, C): each pixel's C floats quantized straight into hwc (scratch:
+   Cp * H * W bytes), no transpose. */
+int64_t lb_static_im2col_nhwc(const float* x, int64_t C, int64_t H, int64_t W, int64_t Cp, int64_t kh, int64_t kw,
+                              int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t OH,
+                              int64_t OW, float a, int clamp, int64_t Kp, uint8_t* cols, uint8_t* scratch, int nt) {
+    int64_t bad = 0;
+    for (int64_t p = 0; p < H * W; ++p) {
+        uint8_t* d = scratch + p * Cp;
+        bad += lbs_quant_plain(x + p * C, C, a, (float)clamp, d);
+        for (int64_t ch = C; ch < Cp; ++ch) d[ch] = (uint8_t)LBS_SHIFT;
+    }
+    lbs_cols(scratch, H, W, Cp, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, Kp, cols, nt);
     return bad;
 }
 
@@ -327,21 +352,51 @@ static inline __attribute__((always_inline)) void lbs_tile(const uint8_t* restri
 #endif
 }
 
-/* y[r, n] = (acc - shift * wsum[n]) * scale[n] + bias[n] (max 0 with relu) for mr rows x nn (<= NR) columns;
-   y addressed with strides ldm (rows) and ldn (columns). */
+/* The epilogue's activation: act 1 ReLU, 2 ReLU6, 3 hard-swish (torch's x * relu6(x + 3) / 6), else none; NaN
+   stays NaN. */
+static inline float lbs_act(float v, int act) {
+    if (act == 1) return !(v > 0.f) && v == v ? 0.f : v;
+    if (act == 2) return v < 0.f ? 0.f : v > 6.f ? 6.f : v;
+    if (act == 3) {
+        float t = v + 3.f;
+        t = t < 0.f ? 0.f : t > 6.f ? 6.f : t;
+        return v * t / 6.f;
+    }
+    return v;
+}
+
+/* y[r, n] = act((acc - shift * wsum[n]) * scale[n] + bias[n]) for mr rows x nn (<= NR) columns, act = `relu`
+   (0 none, 1 ReLU, 2 ReLU6, 3 hard-swish: lbs_act); y addressed with strides ldm (rows) and ldn (columns). */
+static const float lbs_zeros[LBS_NR]; /* the bias of a layer without one */
+
+/* One row of the epilogue into out[0..nn): one loop per act, each vectorizes. */
+static inline void lbs_epi_row(const int32_t* restrict ar, const int32_t* restrict wsum, const float* restrict scale,
+                               const float* restrict bias, int act, int64_t nn, float* restrict out) {
+    if (act == 0) {
+        for (int64_t j = 0; j < nn; ++j) out[j] = (float)(ar[j] - LBS_SHIFT * wsum[j]) * scale[j] + bias[j];
+    } else if (act == 1) {
+        for (int64_t j = 0; j < nn; ++j) {
+            const float v = (float)(ar[j] - LBS_SHIFT * wsum[j]) * scale[j] + bias[j];
+            out[j] = v > 0.f || v != v ? v : 0.f; /* NaN stays NaN */
+        }
+    } else if (act == 2) {
+        for (int64_t j = 0; j < nn; ++j) {
+            const float v = (float)(ar[j] - LBS_SHIFT * wsum[j]) * scale[j] + bias[j];
+            out[j] = v < 0.f ? 0.f : v > 6.f ? 6.f : v;
+        }
+    } else {
+        for (int64_t j = 0; j < nn; ++j)
+            out[j] = lbs_act((float)(ar[j] - LBS_SHIFT * wsum[j]) * scale[j] + bias[j], act);
+    }
+}
+
 static void lbs_epilogue(const int32_t* acc, int64_t mr, int64_t nn, const int32_t* wsum, const float* scale,
                          const float* bias, int relu, float* y, int64_t ldm, int64_t ldn) {
     for (int64_t r = 0; r < mr; ++r) {
         float z[LBS_NR];
-        for (int64_t j = 0; j < nn; ++j) {
-            float v = (float)(acc[r * LBS_NR + j] - LBS_SHIFT * wsum[j]) * scale[j];
-            if (bias) v += bias[j];
-            z[j] = relu && !(v > 0.f) && v == v ? 0.f : v; /* NaN stays NaN */
-        }
         float* yr = y + r * ldm;
-        if (ldn == 1)
-            memcpy(yr, z, (size_t)nn * sizeof(float));
-        else
+        lbs_epi_row(acc + r * LBS_NR, wsum, scale, bias ? bias : lbs_zeros, relu, nn, ldn == 1 ? yr : z);
+        if (ldn != 1)
             for (int64_t j = 0; j < nn; ++j) yr[j * ldn] = z[j];
     }
 }
@@ -355,8 +410,8 @@ static void lbs_epilogue(const int32_t* acc, int64_t mr, int64_t nn, const int32
 
 /* y = epilogue(x @ w.T): xt (tiled, M rows of Kp codes) from lb_static_quant / lb_static_im2col; w packed (Np / NR
    panels of Kp * NR bytes, Np = N rounded up to NR); wsum int32 (Np); scale = a * s fp32 (Np); bias fp32 (Np) or
-   NULL; y[m * ldm + n * ldn] fp32. Activations are walked in chunks of MC rows (the weights are read from memory
-   once per chunk), panels split over threads; within a panel, K blocks of KC (in L1) x every row tile of the chunk,
+   NULL; relu: the act of lbs_act (1: ReLU); y[m * ldm + n * ldn] fp32. Activations are walked in chunks of MC
+   rows (the weights are read from memory once per chunk), panels split over threads; within a panel, K blocks of KC (in L1) x every row tile of the chunk,
    int32 partial sums in cbuf. */
 void lb_static_gemm(const uint8_t* xt, int64_t M, int64_t Kp, const int8_t* w, const int32_t* wsum,
                     const float* scale, const float* bias, int64_t N, int relu, float* y, int64_t ldm, int64_t ldn,
@@ -368,6 +423,21 @@ void lb_static_gemm(const uint8_t* xt, int64_t M, int64_t Kp, const int8_t* w, c
         for (int64_t p = 0; p < np; ++p) {
             const int8_t* wp = w + p * Kp * LBS_NR;
             const int64_t n0 = p * LBS_NR, nn = lb_min(LBS_NR, N - n0);
+            if (Kp <= LBS_KC) { /* one K block: each tile's sums go straight to the epilogue (no cbuf pass) */
+                for (int64_t m0 = mc; m0 < mc_end; m0 += LBS_MR) {
+                    int32_t tacc[LBS_MR * LBS_NR] __attribute__((aligned(64)));
+                    const int64_t mr = lb_min(LBS_MR, mc_end - m0);
+                    memset(tacc, 0, sizeof(tacc));
+#if LBS_ZMM && !LBS_ASM
+                    lbs_tile(xt + m0 * Kp, Kp, wp, LBS_MR, tacc);
+#else
+                    lbs_tile(xt + m0 * Kp, Kp, wp, (int)mr, tacc);
+#endif
+                    lbs_epilogue(tacc, mr, nn, wsum + n0, scale + n0, bias ? bias + n0 : NULL, relu,
+                                 y + m0 * ldm + n0 * ldn, ldm, ldn);
+                }
+                continue;
+            }
             int32_t cbuf[LBS_MC * LBS_NR]; /* the rows of this chunk's tiles only are used (and cleared) */
             memset(cbuf, 0, (size_t)((mc_end - mc + LBS_MR - 1) / LBS_MR * LBS_MR * LBS_NR) * sizeof(int32_t));
             for (int64_t k0 = 0; k0 < Kp; k0 += LBS_KC) {

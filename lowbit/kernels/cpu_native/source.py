@@ -14,7 +14,7 @@ from pathlib import Path
 SOURCE_FILES = ("lowbit_cpu.c", "lowbit_cpu_rows.h", "lowbit_cpu_rows_neon.h", "lowbit_cpu_static.h",
                 "lowbit_cpu_static_pw.h", "lowbit_cpu_tile512.h", "lowbit_cpu_tile256.h", "lowbit_cpu_sub.h",
                 "lowbit_cpu_f32.h", "lowbit_cpu_conv.h", "lowbit_cpu_dwconv.h", "lowbit_cpu_conv_tile.h",
-                "lowbit_cpu_gemv.h", "lowbit_cpu_decode.h")
+                "lowbit_cpu_gemv.h", "lowbit_cpu_static_nhwc.h", "lowbit_cpu_decode.h")
 
 
 @functools.cache
