@@ -52,14 +52,14 @@ class StepClock:
         return scores
 
 
-def fixed_length(model) -> dict:
-    """generate kwargs that make exactly max_new_tokens tokens: the model's generation config without an EOS.
+def fixed_length(model, new: int) -> dict:
+    """generate kwargs for exactly `new` greedy tokens: the model's generation config without an EOS.
 
     (`min_new_tokens` would do it through two logits processors that scan the whole vocabulary on every step,
     ~1 ms a token at 32000 entries, which is the processors' cost, not the model's; llama-bench never stops early
     either.)"""
     config = copy.deepcopy(model.generation_config)
-    config.eos_token_id = None
+    config.eos_token_id, config.max_new_tokens, config.do_sample = None, new, False
     return {"generation_config": config}
 
 
@@ -73,7 +73,7 @@ def decode_tps(model, prompt, new: int, processors=(), **kwargs) -> tuple[float,
 
     clock = StepClock()
     with torch.inference_mode():
-        model.generate(prompt, max_new_tokens=new, do_sample=False, **fixed_length(model),
+        model.generate(prompt, **fixed_length(model, new),
                        logits_processor=LogitsProcessorList([clock, *processors]), **kwargs)
     n = len(clock.wall) - 1
     return n / (clock.wall[-1] - clock.wall[0]), n / max(clock.cpu[-1] - clock.cpu[0], 1e-9)

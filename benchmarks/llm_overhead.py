@@ -135,8 +135,7 @@ def aten_ops_per_token(model, prompt, setting: str, cache_len: int) -> float:
     counts = []
     for new in (1, 9):
         with profile(activities=[ProfilerActivity.CPU]) as prof, torch.inference_mode():
-            model.generate(prompt, max_new_tokens=new, do_sample=False, **fixed_length(model),
-                           **generate_kwargs(setting, cache_len))
+            model.generate(prompt, **fixed_length(model, new), **generate_kwargs(setting, cache_len))
         counts.append(sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")))
     return (counts[1] - counts[0]) / 8
 

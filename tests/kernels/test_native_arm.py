@@ -28,7 +28,8 @@ from lowbit.kernels.cpu_native.build import (
 from lowbit.kernels.cpu_native.source import c_source_path
 
 NATIVE = Path(__file__).parent / "native"
-DRIVERS = {"test_rows": 1000, "test_conv": 300, "test_static": 60, "test_decode": 20}  # driver -> the fewest cases its summary reports
+# driver -> the fewest cases its summary reports
+DRIVERS = {"test_rows": 1000, "test_conv": 300, "test_static": 60, "test_decode": 20}
 ISA = {name: code for code, name in _ISA_NAMES.items()}
 ARM_CC, QEMU = "aarch64-linux-gnu-gcc", "qemu-aarch64"
 # variant -> qemu CPU model (qemu 7.2): cortex-a57 is armv8.0 (no sdot), cortex-a76 has sdot but no i8mm, max has all

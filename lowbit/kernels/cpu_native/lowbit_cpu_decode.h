@@ -132,7 +132,8 @@ static inline float lb_hsum16(lb_v16 v) {
 
 /* The query heads h0 .. h0 + g - 1 of one KV head: each key row is read once for all g scores, each value row
    once for all g outputs. s: g rows of L scores. */
-static void lb_attend_group(const float* q, const float* kh, const float* vh, float* out, float* s, int64_t g,
+static inline __attribute__((always_inline)) void lb_attend_group(const float* q, const float* kh, const float* vh,
+                                                                   float* out, float* s, int64_t g,
                             int64_t L, int64_t d, float scale) {
     const int64_t c16 = d / 16;
     lb_v16 qv[LB_ATT_GROUP][LB_ATT_D / 16];
@@ -182,21 +183,33 @@ static void lb_attend_head(const float* qh, const float* kh, const float* vh, fl
 
 /* One query token's attention with grouped KV heads: q (heads, d) with head h reading KV head h / (heads / kv);
    keys/values rows j < L of head g at k + g * head_stride + j * d (a cache tensor (kv, L_alloc, d) as it is);
-   out (heads, d) = softmax(q k^T * scale) v. KV heads are split across threads when the work is worth a fork. */
+   out (heads, d) = softmax(q k^T * scale) v. KV heads are split across threads from ~32k multiply-adds a pass
+   (measured: a fork costs a few us, one KV head at L = 16 about as much). */
 void lb_attend1(const float* q, const float* k, const float* v, float* out, int64_t heads, int64_t kv, int64_t L,
                 int64_t d, int64_t head_stride, float scale, int nt) {
     const int64_t groups = heads / kv;
     const int grouped = groups <= LB_ATT_GROUP && d % 16 == 0 && d <= LB_ATT_D;
     (void)nt;
-    #pragma omp parallel for num_threads(nt) schedule(static) if (heads * L * d > 262144)
+    #pragma omp parallel for num_threads(nt) schedule(static) if (heads * L * d > 32768)
     for (int64_t g = 0; g < kv; ++g) {
         const float* kh = k + g * head_stride;
         const float* vh = v + g * head_stride;
         float stack[2048];
         const int64_t need = (grouped ? groups : 1) * L;
         float* s = need <= 2048 ? stack : (float*)malloc((size_t)need * sizeof(float));
-        if (grouped) {
-            lb_attend_group(q + g * groups * d, kh, vh, out + g * groups * d, s, groups, L, d, scale);
+        const float* qg = q + g * groups * d;
+        float* og = out + g * groups * d;
+        /* the common shapes with constant group and head size, so the accumulators stay in registers */
+        if (grouped && groups == 4 && d == 64) {
+            lb_attend_group(qg, kh, vh, og, s, 4, L, 64, scale);
+        } else if (grouped && groups == 8 && d == 64) {
+            lb_attend_group(qg, kh, vh, og, s, 8, L, 64, scale);
+        } else if (grouped && groups == 4 && d == 128) {
+            lb_attend_group(qg, kh, vh, og, s, 4, L, 128, scale);
+        } else if (grouped && groups == 2 && d == 128) {
+            lb_attend_group(qg, kh, vh, og, s, 2, L, 128, scale);
+        } else if (grouped) {
+            lb_attend_group(qg, kh, vh, og, s, groups, L, d, scale);
         } else {
             for (int64_t h = g * groups; h < (g + 1) * groups; ++h)
                 lb_attend_head(q + h * d, kh, vh, out + h * d, s, L, d, scale);
