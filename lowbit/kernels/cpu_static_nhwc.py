@@ -124,6 +124,16 @@ def conv_dw_nhwc(x: torch.Tensor, w: DepthwiseNHWCWeight, epi, stride, padding, 
     return y
 
 
+def _gemm_output_size(w, ch: int, h: int, wd: int, kernel, stride, padding, dilation) -> tuple[int, int]:
+    """(OH, OW) of the conv of a (ch, h, wd) image; ValueError when the weight was packed for other channels."""
+    kh, kw = kernel
+    if kh * kw * conv_channels_padded(ch) != w.k:
+        raise ValueError(f"conv input has {ch} channels x {kh}x{kw}, the weight expects K = {w.k}")
+    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    return oh, ow
+
+
 def conv_gemm_nhwc(x: torch.Tensor, w: NativeStaticWeight, kernel: tuple[int, int], stride, padding, dilation,
                    act_scale: float, clamp: int, epi, act: str | None = None,
                    num_threads: int | None = None) -> torch.Tensor:
@@ -136,10 +146,7 @@ def conv_gemm_nhwc(x: torch.Tensor, w: NativeStaticWeight, kernel: tuple[int, in
     b, ch, h, wd = x.shape
     kh, kw = kernel
     cp = conv_channels_padded(ch)
-    if kh * kw * cp != w.k:
-        raise ValueError(f"conv input has {ch} channels x {kh}x{kw}, the weight expects K = {w.k}")
-    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    oh, ow = _gemm_output_size(w, ch, h, wd, kernel, stride, padding, dilation)
     nt = num_threads or torch.get_num_threads()
     y = torch.empty(b, w.n, oh, ow, dtype=torch.float32, memory_format=torch.channels_last)
     scale, bias = epi
@@ -200,10 +207,7 @@ def gemm_caller(w: NativeStaticWeight, epi, kernel, stride, padding, dilation, a
     b, ch, h, wd = shape
     kh, kw = kernel
     cp = conv_channels_padded(ch)
-    if kh * kw * cp != w.k:
-        raise ValueError(f"conv input has {ch} channels x {kh}x{kw}, the weight expects K = {w.k}")
-    oh = (h + 2 * padding[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
-    ow = (wd + 2 * padding[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    oh, ow = _gemm_output_size(w, ch, h, wd, kernel, stride, padding, dilation)
     direct = kh == kw == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0)
     rows = b * oh * ow if direct else oh * ow
     tiles = -(-rows // c._lowbit_static_mr) * c._lowbit_static_mr * w.kp

@@ -14,6 +14,18 @@
 #include <omp.h> /* omp_get_thread_num / omp_get_num_threads: lb_dwconv splits channels by thread itself */
 #endif
 
+/* This thread's index and the team's size inside a parallel region (0 and 1 without OpenMP): the depthwise kernels
+   split their channels by thread themselves. */
+static inline void lb_team(int64_t* id, int64_t* n) {
+#ifdef _OPENMP
+    *id = omp_get_thread_num();
+    *n = omp_get_num_threads();
+#else
+    *id = 0;
+    *n = 1;
+#endif
+}
+
 #define LB_GEO 16
 #define LB_DW_MAX_K 64 /* taps per depthwise channel held in registers (up to 8x8) */
 
@@ -276,11 +288,8 @@ int64_t lb_dwconv(const float* x, const int64_t* geo, const uint8_t* q, const fl
     (void)nt; /* unread without OpenMP */
     #pragma omp parallel num_threads(nt) reduction(+ : bad)
     {
-        int64_t id = 0, n = 1;
-#ifdef _OPENMP
-        id = omp_get_thread_num();
-        n = omp_get_num_threads();
-#endif
+        int64_t id, n;
+        lb_team(&id, &n);
         float* buf = (float*)calloc((size_t)(L.total + L.nq + (step > 0.f ? geo[2] * geo[3] : 0)), sizeof(float));
         dw_channels(x, geo, &L, q, ws, wz, gk, nb, bias, act, step, clamp, y, BO * id / n, BO * (id + 1) / n, buf,
                     buf + L.total, &bad);

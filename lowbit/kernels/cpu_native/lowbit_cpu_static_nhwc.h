@@ -185,11 +185,8 @@ int64_t lb_static_dw_nhwc(const float* x, const int64_t* geo, const float* wf, c
     (void)nt; /* unread without OpenMP */
     #pragma omp parallel num_threads(nt) reduction(+ : bad)
     {
-        int64_t id = 0, n = 1;
-#ifdef _OPENMP
-        id = omp_get_thread_num();
-        n = omp_get_num_threads();
-#endif
+        int64_t id, n;
+        lb_team(&id, &n);
         float* ring = (float*)aligned_alloc(64, (size_t)((span * Wp + 4) * Cv) * sizeof(float));
         float* rows = ring + span * Wp * Cv;
         for (int64_t b = 0; b < B; ++b)
