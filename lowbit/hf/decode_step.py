@@ -3,15 +3,17 @@
 At batch 1 a decode step's cost besides the weight bytes is Python and small-op dispatch: transformers' decoder
 layer (decorators, module calls, RMSNorm in six ops, rotary in ten, `repeat_kv` or `pack_gqa`, reshapes) costs
 ~260 us per layer on one Zen 4 core, 4 ms a token at 16 layers, against ~20 ms of kernel time at int4.
-`lean_decode_layers(model)` installs, on each decoder layer whose class is a known Llama-family layer
+`lean_decode_layers(model, native=True)` installs, on each decoder layer whose class is a known Llama-family layer
 (`LEAN_LAYERS`: Llama, Mistral, Qwen2: RMSNorm, rotary, grouped-query sdpa, SiLU-gated MLP), a forward that runs
 one-token steps as: RMSNorm, the q/k/v projections (one call when `lowbit.nn.fuse_siblings` fused them), rotary on
-q and k together, the cache's own `update`, sdpa on the KV heads with each group's query heads as rows, o_proj,
-residual, RMSNorm, gate/up, SiLU * up, down, residual. Every other call (prefill, training, torch.compile tracing,
-output_attentions, a mask that is not one row per batch, attention other than sdpa) is the layer's own forward.
+q and k, the cache's update, one query's attention, o_proj, residual, RMSNorm, gate/up, SiLU * up, down, residual.
+Every other call (prefill, training, torch.compile tracing, output_attentions, a mask that is not one row per
+batch, attention other than sdpa, layers whose forward someone else replaced) is the layer's own forward.
 
-Numbers: the same math as transformers' sdpa path; fp32 RMSNorm is `F.rms_norm` (one fused op, rounding may differ
-in the last bit), other dtypes keep transformers' formula. `restore_decode_layers(model)` takes the forwards back.
+Numbers: with torch's ops (`native=False`, and every step that is not batch 1 fp32 without autograd) the same ops in
+transformers' order, bit-identical. With `native`, the fp32 glue runs in `lowbit.kernels.cpu_decode` (~1e-7
+relative to torch) and a DynamicCache grows in place (`lowbit.hf.kv_cache`). `restore_decode_layers(model)` takes
+the forwards back.
 """
 
 from __future__ import annotations
@@ -154,8 +156,8 @@ class LeanDecodeStep:
         (q, k, v), whole = self._project(h, "qkv", (am["q_proj"], am["k_proj"], am["v_proj"]))
         if whole is not None and cpu_decode.plain_f32(whole):
             cpu_decode.rope_(lib, whole, cos, sin, heads + kv, d)  # q's heads then k's, adjacent in the output
-        else:
-            q, k = q.contiguous(), k.contiguous()
+        else:  # copies: a projection's output may be a view someone else holds (a sibling group's shared output)
+            q, k = q.clone(memory_format=torch.contiguous_format), k.clone(memory_format=torch.contiguous_format)
             cpu_decode.rope_(lib, q, cos, sin, heads, d)
             cpu_decode.rope_(lib, k, cos, sin, kv, d)
         k, v = k.view(1, kv, 1, d), v.reshape(1, kv, 1, d)

@@ -23,6 +23,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from ..kernels.cpu_static_nhwc import to_nhwc
 from ..quant.static_int8 import int8_codes
 from ..runtime import executor
 from ..runtime.kernel_row import StaticKernel
@@ -154,11 +155,6 @@ class StaticQuantLinear(_StaticMixin, QuantLinear):
     def extra_repr(self) -> str:
         relu = ", fused ReLU" if self.fused_relu else ""
         return super().extra_repr() + f", static: input_scale={self.input_scale:.4g}, clamp={self.input_clamp}{relu}"
-
-
-def to_nhwc(x: torch.Tensor) -> torch.Tensor:
-    """x (B, C, H, W) in the channels_last memory format (x itself when it already is)."""
-    return x if x.is_contiguous(memory_format=torch.channels_last) else x.contiguous(memory_format=torch.channels_last)
 
 
 # the activations a static layer can compute in place of the module that followed it (lowbit.static.fuse)

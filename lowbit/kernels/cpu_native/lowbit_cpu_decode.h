@@ -6,22 +6,10 @@
    each op costs 5-40 us of dispatch and refill; ~320 us a layer, 5 ms a token at 16 layers, against ~1.4 ms of
    llama.cpp's whole token outside its matrix products. One call each here touches a few KB of code.
 
-   Numbers: fp32 throughout (sums over 16 lanes, then pairwise); exp is a degree-6 polynomial on [-ln2/2, ln2/2]
+   Numbers: fp32 throughout (dot products by the variant's `dotf`); exp is a degree-6 polynomial on [-ln2/2, ln2/2]
    after range reduction (relative error < 2e-7), so results match torch's to ~1e-6 relative, not bit for bit. */
 
 #define LB_LANES 16
-
-/* sum of a[i] * b[i] over n, in 16 partial sums (vectorizable without -ffast-math) */
-static float lb_dot_f32(const float* a, const float* b, int64_t n) {
-    float acc[LB_LANES] = {0};
-    int64_t i = 0;
-    for (; i + LB_LANES <= n; i += LB_LANES)
-        for (int l = 0; l < LB_LANES; ++l) acc[l] += a[i + l] * b[i + l];
-    for (; i < n; ++i) acc[i % LB_LANES] += a[i] * b[i];
-    for (int w = LB_LANES / 2; w > 0; w /= 2)
-        for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
-    return acc[0];
-}
 
 /* 1 when every x[i] is finite (x * 0 is 0 for finite x, NaN for NaN and +-inf): the check before rounding
    activations to int8, one vectorized pass instead of torch's sum and .item() (~6 us a call) */
@@ -41,7 +29,7 @@ void lb_rms_norm(const float* x, const float* w, float* out, int64_t rows, int64
     for (int64_t r = 0; r < rows; ++r) {
         const float* xr = x + r * n;
         float* o = out + r * n;
-        const float inv = 1.0f / sqrtf(lb_dot_f32(xr, xr, n) / (float)n + eps);
+        const float inv = 1.0f / sqrtf(dotf(xr, xr, n) / (float)n + eps);
         for (int64_t i = 0; i < n; ++i) o[i] = w[i] * (xr[i] * inv);
     }
 }
@@ -171,7 +159,7 @@ static inline __attribute__((always_inline)) void lb_attend_group(const float* q
 /* One head the plain way (any d): scores, softmax, weighted values. */
 static void lb_attend_head(const float* qh, const float* kh, const float* vh, float* o, float* s, int64_t L,
                            int64_t d, float scale) {
-    for (int64_t j = 0; j < L; ++j) s[j] = lb_dot_f32(qh, kh + j * d, d) * scale;
+    for (int64_t j = 0; j < L; ++j) s[j] = dotf(qh, kh + j * d, d) * scale;
     const float inv = 1.0f / lb_softmax_exp(s, L);
     for (int64_t i = 0; i < d; ++i) o[i] = 0.0f;
     for (int64_t j = 0; j < L; ++j) {

@@ -345,9 +345,15 @@ static inline void q8_row(const uint8_t* wr, const float* ws, int64_t nsb, int64
     }
 }
 
+/* 16 partial sums: vectorizable without -ffast-math, and a shorter rounding chain than one running sum */
 static inline float dotf(const float* a, const float* b, int64_t n) {
-    float s = 0.f;
-    for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-    return s;
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; ++l) acc[l] += a[i + l] * b[i + l];
+    for (; i < n; ++i) acc[i % 16] += a[i] * b[i];
+    for (int w = 8; w > 0; w /= 2)
+        for (int l = 0; l < w; ++l) acc[l] += acc[l + w];
+    return acc[0];
 }
 #endif
